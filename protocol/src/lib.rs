@@ -1,0 +1,27 @@
+//! Shoal's protocol core: everything that must agree across the cluster,
+//! with no I/O and no clock reads. Callers pass in bytes and timers and carry
+//! out the effects.
+//!
+//! - [`identity`]: [`NodeId`], the renewable SWIM identity.
+//! - [`envelope`]: magic, version, cluster id and payload kind on every packet.
+//! - [`codec`]: bincode 2 encoding and the `foca::Codec`.
+//! - [`record`]: [`NodeRecord`], the single-writer state of one node.
+//! - [`state`]: [`ClusterState`], all records and their merge rule.
+//! - [`rumor`]: node-record broadcasts riding on SWIM traffic.
+//! - [`sync`]: anti-entropy push-pull messages (TCP).
+//! - [`node`]: [`Node`], foca plus all of the above, as one state machine.
+
+pub mod codec;
+pub mod envelope;
+pub mod identity;
+pub mod node;
+pub mod record;
+pub mod rumor;
+pub mod state;
+pub mod sync;
+
+pub use envelope::{Envelope, PayloadKind};
+pub use identity::NodeId;
+pub use node::{GossipConfig, MemberStatus, MemberView, Node, NodeTimer};
+pub use record::NodeRecord;
+pub use state::ClusterState;

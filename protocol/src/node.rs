@@ -1,0 +1,613 @@
+//! The sans-IO node: foca plus Shoal's cluster state and join policy.
+//!
+//! The agent and the simulator drive the same [`Node`]: they feed it
+//! datagrams, timers and local changes, then carry out what it asks for in
+//! its [`Effects`] (send these datagrams, fire these timers after these
+//! delays, run an anti-entropy exchange with these peers). Nothing here
+//! reads a clock or touches a socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use foca::{Foca, Identity, Notification, OwnedNotification, PeriodicParams, Runtime, Timer};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::codec::{MAX_DATAGRAM, SwimCodec};
+use crate::envelope::{Envelope, EnvelopeError, HEADER_LEN, PayloadKind};
+use crate::identity::NodeId;
+use crate::record::NodeRecord;
+use crate::rumor::{Rumor, RumorHandler};
+use crate::state::{ClusterState, Merge};
+use crate::sync::DigestEntry;
+
+type Swim = Foca<NodeId, SwimCodec, StdRng, RumorHandler>;
+
+/// Gossip tuning. Defaults follow memberlist's LAN profile.
+#[derive(Clone, Debug)]
+pub struct GossipConfig {
+    /// Addresses to announce to when joining, and again whenever this node
+    /// is alone or (every `seed_reannounce`) to heal partitions.
+    pub seeds: Vec<SocketAddr>,
+    /// How often a random member is probed. Fixed for the node's lifetime.
+    pub probe_period: Duration,
+    /// How long a direct probe waits for its ack before asking others to
+    /// probe indirectly. Must be below `probe_period`.
+    pub probe_rtt: Duration,
+    /// How often pending updates are pushed to `gossip_fanout` members.
+    pub gossip_interval: Duration,
+    /// Members each gossip round goes to.
+    pub gossip_fanout: NonZeroUsize,
+    /// Suspicion timeout multiplier: a suspect is declared down after
+    /// `suspicion_mult * max(1, log10(n)) * probe_period`.
+    pub suspicion_mult: f64,
+    /// Mean time between anti-entropy exchanges with a random peer
+    /// (jittered ±50%).
+    pub anti_entropy_interval: Duration,
+    /// First and largest delay between join attempts while alone.
+    pub rejoin_min: Duration,
+    pub rejoin_max: Duration,
+    /// How often a connected node announces to its seeds anyway, so that two
+    /// sides of a healed partition find each other again.
+    pub seed_reannounce: Duration,
+    /// How long a leaving node keeps gossiping its "left" record before it
+    /// declares itself down.
+    pub leave_spread: Duration,
+    /// How long a down member is remembered (and listed as failed or left).
+    pub remove_down_after: Duration,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            seeds: Vec::new(),
+            probe_period: Duration::from_secs(1),
+            probe_rtt: Duration::from_millis(500),
+            gossip_interval: Duration::from_millis(200),
+            gossip_fanout: NonZeroUsize::new(3).expect("3 > 0"),
+            suspicion_mult: 4.0,
+            anti_entropy_interval: Duration::from_secs(15),
+            rejoin_min: Duration::from_secs(1),
+            rejoin_max: Duration::from_secs(30),
+            seed_reannounce: Duration::from_secs(30),
+            leave_spread: Duration::from_millis(500),
+            remove_down_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl GossipConfig {
+    /// foca's configuration for a cluster of about `cluster_size` members:
+    /// `Config::new_lan` with our overrides, re-applied as the cluster grows.
+    pub fn swim_config(&self, cluster_size: u32) -> foca::Config {
+        let size = NonZeroU32::new(cluster_size.max(1)).expect("max(1) > 0");
+        let mut config = foca::Config::new_lan(size);
+        config.probe_period = self.probe_period;
+        config.probe_rtt = self.probe_rtt;
+        config.suspect_to_down_after = self.probe_period.mul_f64(
+            self.suspicion_mult * f64::from(cluster_size.max(1)).log10().max(1.0),
+        );
+        // foca 2.0.0 sends TurnUndead from the suspect->down timer even when
+        // the member refuted the suspicion, making healthy nodes rejoin under
+        // packet loss. Partitions heal through seed re-announces and
+        // `periodic_announce_to_down_members` instead.
+        config.notify_down_members = false;
+        config.max_packet_size =
+            NonZeroUsize::new(MAX_DATAGRAM - HEADER_LEN).expect("datagram larger than header");
+        config.remove_down_after = Some(self.remove_down_after);
+        config.periodic_gossip = Some(PeriodicParams {
+            frequency: self.gossip_interval,
+            num_members: self.gossip_fanout,
+        });
+        config
+    }
+}
+
+/// Timers the node asks its driver to deliver, in deadline order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeTimer {
+    /// One of foca's own timers.
+    Swim(Timer<NodeId>),
+    /// Time to announce to the seeds (the token discards superseded ones).
+    Rejoin(u32),
+    /// Time for an anti-entropy exchange with a random peer.
+    AntiEntropy,
+    /// The "left" record had time to spread: declare ourselves down.
+    FinishLeave,
+}
+
+impl NodeTimer {
+    /// Order among timers due at the same instant: foca's own order first.
+    pub fn rank(&self) -> u8 {
+        match self {
+            NodeTimer::Swim(timer) => match timer {
+                Timer::SendIndirectProbe { .. } => 0,
+                Timer::ProbeRandomMember(_) => 1,
+                Timer::ChangeSuspectToDown { .. } => 2,
+                Timer::PeriodicAnnounce(_) => 3,
+                Timer::PeriodicGossip(_) => 4,
+                Timer::RemoveDown(_) => 5,
+                Timer::PeriodicAnnounceDown(_) => 6,
+            },
+            NodeTimer::Rejoin(_) => 7,
+            NodeTimer::AntiEntropy => 8,
+            NodeTimer::FinishLeave => 9,
+        }
+    }
+}
+
+/// What the node asks its driver to do. Drained by the driver after every
+/// call into the node.
+#[derive(Debug)]
+pub struct Effects {
+    envelope: Envelope,
+    /// Sealed datagrams to send.
+    pub datagrams: Vec<(SocketAddr, Vec<u8>)>,
+    /// Timers to deliver back after the given delay.
+    pub timers: Vec<(Duration, NodeTimer)>,
+    /// Peers to run an anti-entropy exchange with.
+    pub syncs: Vec<SocketAddr>,
+    notifications: Vec<OwnedNotification<NodeId>>,
+}
+
+impl Effects {
+    fn new(envelope: Envelope) -> Self {
+        Self {
+            envelope,
+            datagrams: Vec::new(),
+            timers: Vec::new(),
+            syncs: Vec::new(),
+            notifications: Vec::new(),
+        }
+    }
+}
+
+impl Runtime<NodeId> for Effects {
+    fn notify(&mut self, notification: Notification<'_, NodeId>) {
+        self.notifications.push(notification.to_owned());
+    }
+
+    fn send_to(&mut self, to: NodeId, data: &[u8]) {
+        self.datagrams
+            .push((to.addr, self.envelope.seal(PayloadKind::Swim, data)));
+    }
+
+    fn submit_after(&mut self, event: Timer<NodeId>, after: Duration) {
+        self.timers.push((after, NodeTimer::Swim(event)));
+    }
+}
+
+/// How a member looks from this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberStatus {
+    Alive,
+    /// Suspected by someone; still counted as alive.
+    Suspect,
+    /// Announced its departure and is still reachable.
+    Leaving,
+    /// Left on purpose.
+    Left,
+    /// Declared down without having left.
+    Failed,
+}
+
+impl MemberStatus {
+    /// Consul's numeric member status (1 alive, 2 leaving, 3 left, 4 failed).
+    pub fn consul_code(self) -> u8 {
+        match self {
+            MemberStatus::Alive | MemberStatus::Suspect => 1,
+            MemberStatus::Leaving => 2,
+            MemberStatus::Left => 3,
+            MemberStatus::Failed => 4,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Suspect => "suspect",
+            MemberStatus::Leaving => "leaving",
+            MemberStatus::Left => "left",
+            MemberStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One row of the membership table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub status: MemberStatus,
+    /// The member's record, once we have it (anti-entropy fetches it right
+    /// after the member comes up).
+    pub record: Option<NodeRecord>,
+}
+
+impl MemberView {
+    /// The member's name, or its address while its record is on its way.
+    pub fn name(&self) -> String {
+        match &self.record {
+            Some(record) => record.name.clone(),
+            None => self.id.addr.to_string(),
+        }
+    }
+}
+
+/// Counters, all monotonic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    /// Datagrams dropped at the envelope (other cluster, bad magic, ...).
+    pub rejected_envelope: u64,
+    /// Datagrams that passed the envelope but that foca refused.
+    pub rejected_swim: u64,
+    /// Records merged from anti-entropy exchanges.
+    pub synced_records: u64,
+}
+
+/// Why a datagram was dropped. Nothing in the node changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DatagramError {
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("payload kind {0:?} is not valid in a datagram")]
+    WrongKind(PayloadKind),
+    #[error("SWIM packet refused: {0}")]
+    Swim(#[from] foca::Error),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Leaving,
+    Left,
+}
+
+/// A Shoal cluster member, without I/O.
+pub struct Node {
+    swim: Swim,
+    state: Arc<Mutex<ClusterState>>,
+    config: GossipConfig,
+    envelope: Envelope,
+    effects: Effects,
+    rng: StdRng,
+    size_bucket: u32,
+    rejoin_token: u32,
+    rejoin_backoff: Duration,
+    phase: Phase,
+    changed: bool,
+    renewed: Option<NodeId>,
+    counters: Counters,
+}
+
+impl Node {
+    /// A node that has not contacted anyone yet; call [`Node::start`].
+    pub fn new(local: NodeRecord, config: GossipConfig, envelope: Envelope, seed: u64) -> Self {
+        let state = Arc::new(Mutex::new(ClusterState::new(local.clone())));
+        let swim = Foca::with_custom_broadcast(
+            local.id,
+            config.swim_config(1),
+            StdRng::seed_from_u64(seed),
+            SwimCodec,
+            RumorHandler::new(state.clone()),
+        );
+        Self {
+            swim,
+            state,
+            rejoin_backoff: config.rejoin_min,
+            config,
+            envelope,
+            effects: Effects::new(envelope),
+            rng: StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x5348_4f4c),
+            size_bucket: 1,
+            rejoin_token: 0,
+            phase: Phase::Running,
+            changed: true,
+            renewed: None,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Starts joining through the seeds and schedules periodic work.
+    pub fn start(&mut self) {
+        self.effects
+            .timers
+            .push((Duration::ZERO, NodeTimer::Rejoin(self.rejoin_token)));
+        let first_sync = self.jittered(self.config.anti_entropy_interval);
+        self.effects.timers.push((first_sync, NodeTimer::AntiEntropy));
+    }
+
+    /// Feeds one received datagram (envelope included).
+    pub fn handle_datagram(&mut self, packet: &[u8]) -> Result<(), DatagramError> {
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += packet.len() as u64;
+        let (kind, payload) = self.envelope.open(packet).inspect_err(|_| {
+            self.counters.rejected_envelope += 1;
+        })?;
+        if kind != PayloadKind::Swim {
+            self.counters.rejected_envelope += 1;
+            return Err(DatagramError::WrongKind(kind));
+        }
+        let result = self.swim.handle_data(payload, &mut self.effects);
+        self.after_swim();
+        result.map_err(|error| {
+            self.counters.rejected_swim += 1;
+            DatagramError::Swim(error)
+        })
+    }
+
+    /// Delivers a timer the node asked for.
+    pub fn handle_timer(&mut self, timer: NodeTimer) {
+        match timer {
+            NodeTimer::Swim(timer) => {
+                if let Err(error) = self.swim.handle_timer(timer, &mut self.effects) {
+                    // foca only fails a timer on an encoding error of our own
+                    // making; the timer is simply lost, as in foca's examples.
+                    debug_assert!(false, "foca timer failed: {error}");
+                }
+            }
+            NodeTimer::Rejoin(token) if token == self.rejoin_token => self.rejoin(),
+            NodeTimer::Rejoin(_) => {}
+            NodeTimer::AntiEntropy => {
+                if let Some(peer) = self.random_member() {
+                    self.effects.syncs.push(peer);
+                }
+                let next = self.jittered(self.config.anti_entropy_interval);
+                self.effects.timers.push((next, NodeTimer::AntiEntropy));
+            }
+            NodeTimer::FinishLeave => {
+                if self.phase == Phase::Leaving {
+                    let _ = self.swim.leave_cluster(&mut self.effects);
+                    self.phase = Phase::Left;
+                    self.changed = true;
+                }
+            }
+        }
+        self.after_swim();
+    }
+
+    /// Changes our own record (bumping its version) and gossips it.
+    pub fn update_local(&mut self, change: impl FnOnce(&mut NodeRecord)) {
+        let record = self.lock_state().update_local(change).clone();
+        self.changed = true;
+        if let Err(error) = self.swim.add_broadcast(&Rumor::encode_for(&record)) {
+            debug_assert!(false, "our own rumor was refused: {error}");
+        }
+    }
+
+    /// Starts a graceful leave: gossip a "left" record, then, after
+    /// `leave_spread`, declare ourselves down. See [`Node::has_left`].
+    pub fn begin_leave(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.update_local(|record| record.left = true);
+        self.phase = Phase::Leaving;
+        let spread = if self.swim.num_members() == 0 {
+            Duration::ZERO
+        } else {
+            let _ = self.swim.gossip(&mut self.effects);
+            self.config.leave_spread
+        };
+        self.effects.timers.push((spread, NodeTimer::FinishLeave));
+        self.after_swim();
+    }
+
+    /// Whether the leave finished: the driver may stop once the last
+    /// datagrams are out.
+    pub fn has_left(&self) -> bool {
+        self.phase == Phase::Left
+    }
+
+    /// Our digest, to open an anti-entropy exchange.
+    pub fn sync_digest(&self) -> Vec<DigestEntry> {
+        self.lock_state().digest()
+    }
+
+    /// Answers a peer's digest: what it lacks, and what we want from it.
+    pub fn sync_delta(&self, theirs: &[DigestEntry]) -> (Vec<NodeRecord>, Vec<String>) {
+        self.lock_state().delta(theirs)
+    }
+
+    /// The records a peer asked for.
+    pub fn sync_records(&self, names: &[String]) -> Vec<NodeRecord> {
+        self.lock_state().records_named(names)
+    }
+
+    /// Merges records received by anti-entropy; returns how many were news.
+    pub fn merge_records(&mut self, records: Vec<NodeRecord>) -> usize {
+        let mut state = self.state.lock().expect("cluster state lock poisoned");
+        let applied = records
+            .into_iter()
+            .filter(|record| state.merge(record.clone()) == Merge::Applied)
+            .count();
+        drop(state);
+        self.counters.synced_records += applied as u64;
+        applied
+    }
+
+    /// What the node wants done. The driver drains it after every call.
+    pub fn effects(&mut self) -> &mut Effects {
+        &mut self.effects
+    }
+
+    /// Whether the membership or any record changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        let state_changed = self.lock_state().take_changed();
+        std::mem::replace(&mut self.changed, false) | state_changed
+    }
+
+    /// A new identity foca took after the cluster declared us down; the
+    /// driver persists its generation.
+    pub fn take_renewed(&mut self) -> Option<NodeId> {
+        self.renewed.take()
+    }
+
+    pub fn identity(&self) -> NodeId {
+        *self.swim.identity()
+    }
+
+    pub fn local_record(&self) -> NodeRecord {
+        self.lock_state().local().clone()
+    }
+
+    /// Records of every node we know, ours included.
+    pub fn records(&self) -> Vec<NodeRecord> {
+        self.lock_state().records().cloned().collect()
+    }
+
+    /// Active members besides ourselves.
+    pub fn active_members(&self) -> usize {
+        self.swim.num_members()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Records that claimed our name with another identity.
+    pub fn name_conflicts(&self) -> u64 {
+        self.lock_state().name_conflicts()
+    }
+
+    /// The membership table, ourselves first.
+    pub fn members(&self) -> Vec<MemberView> {
+        let state = self.lock_state();
+        let mut by_addr: HashMap<SocketAddr, &NodeRecord> = HashMap::new();
+        for record in state.records() {
+            let entry = by_addr.entry(record.id.addr).or_insert(record);
+            if record.id.generation > entry.id.generation {
+                *entry = record;
+            }
+        }
+        let local = state.local();
+        let mut members = vec![MemberView {
+            id: local.id,
+            status: match self.phase {
+                Phase::Running => MemberStatus::Alive,
+                Phase::Leaving => MemberStatus::Leaving,
+                Phase::Left => MemberStatus::Left,
+            },
+            record: Some(local.clone()),
+        }];
+        for member in self.swim.iter_membership_state() {
+            let id = *member.id();
+            let record = by_addr.get(&id.addr).copied();
+            let left = record.is_some_and(|r| r.id == id && r.left);
+            let status = match member.state() {
+                foca::State::Alive if left => MemberStatus::Leaving,
+                foca::State::Alive => MemberStatus::Alive,
+                foca::State::Suspect => MemberStatus::Suspect,
+                foca::State::Down if left => MemberStatus::Left,
+                foca::State::Down => MemberStatus::Failed,
+            };
+            members.push(MemberView {
+                id,
+                status,
+                record: record.cloned(),
+            });
+        }
+        members
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, ClusterState> {
+        self.state.lock().expect("cluster state lock poisoned")
+    }
+
+    fn rejoin(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let me = self.identity().addr();
+        let alone = self.swim.num_members() == 0;
+        for seed in self.config.seeds.clone() {
+            if seed != me {
+                let _ = self.swim.announce(NodeId::seed(seed), &mut self.effects);
+            }
+        }
+        let next = if alone {
+            let next = self.rejoin_backoff;
+            self.rejoin_backoff = (self.rejoin_backoff * 2).min(self.config.rejoin_max);
+            next
+        } else {
+            self.rejoin_backoff = self.config.rejoin_min;
+            self.config.seed_reannounce
+        };
+        self.effects
+            .timers
+            .push((next, NodeTimer::Rejoin(self.rejoin_token)));
+    }
+
+    /// Reacts to what foca reported during the last call.
+    fn after_swim(&mut self) {
+        let notifications = std::mem::take(&mut self.effects.notifications);
+        for notification in notifications {
+            match notification {
+                OwnedNotification::MemberUp(id) => {
+                    // Fetch its record (and give it ours) right away.
+                    self.effects.syncs.push(id.addr());
+                    self.changed = true;
+                }
+                OwnedNotification::MemberDown(_) | OwnedNotification::Rename(..) => {
+                    self.changed = true;
+                }
+                OwnedNotification::Active => {
+                    self.rejoin_backoff = self.config.rejoin_min;
+                }
+                OwnedNotification::Idle => {
+                    // foca stops probing when alone: keep knocking on seeds.
+                    self.rejoin_token = self.rejoin_token.wrapping_add(1);
+                    self.rejoin_backoff = self.config.rejoin_min;
+                    self.effects
+                        .timers
+                        .push((self.config.rejoin_min, NodeTimer::Rejoin(self.rejoin_token)));
+                    self.changed = true;
+                }
+                OwnedNotification::Rejoin(id) => {
+                    // The cluster declared us down; foca renewed our identity.
+                    self.renewed = Some(id);
+                    self.update_local(|record| record.id = id);
+                }
+                OwnedNotification::Defunct => {
+                    self.changed = true;
+                }
+            }
+        }
+        let size = self.swim.num_members() as u32 + 1;
+        let bucket = size.next_power_of_two();
+        if bucket != self.size_bucket {
+            self.size_bucket = bucket;
+            if let Err(error) = self.swim.set_config(self.config.swim_config(size)) {
+                debug_assert!(false, "foca refused a resized config: {error}");
+            }
+        }
+        let pulls = self.lock_state().take_pulls();
+        self.effects.syncs.extend(pulls);
+        self.counters.datagrams_out += self.effects.datagrams.len() as u64;
+        self.counters.bytes_out += self
+            .effects
+            .datagrams
+            .iter()
+            .map(|(_, packet)| packet.len() as u64)
+            .sum::<u64>();
+    }
+
+    fn random_member(&mut self) -> Option<SocketAddr> {
+        let count = self.swim.num_members();
+        if count == 0 {
+            return None;
+        }
+        let pick = self.rng.random_range(0..count);
+        self.swim.iter_members().nth(pick).map(|m| m.id().addr)
+    }
+
+    fn jittered(&mut self, mean: Duration) -> Duration {
+        mean.mul_f64(self.rng.random_range(0.5..1.5))
+    }
+}

@@ -1,0 +1,279 @@
+//! The replicated cluster state: one record per node, merged by
+//! last-writer-wins on `(generation, version)`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::record::NodeRecord;
+use crate::sync::DigestEntry;
+
+/// What merging one record did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// The record was new or newer and replaced ours.
+    Applied,
+    /// We already had it, or something newer.
+    Stale,
+    /// It claims our own node name with another identity: ignored (we are
+    /// the only writer of our record).
+    Conflict,
+}
+
+/// All node records this agent knows, its own included.
+#[derive(Debug)]
+pub struct ClusterState {
+    local_name: String,
+    records: BTreeMap<String, NodeRecord>,
+    pulls: Vec<SocketAddr>,
+    changed: bool,
+    name_conflicts: u64,
+}
+
+impl ClusterState {
+    pub fn new(local: NodeRecord) -> Self {
+        let local_name = local.name.clone();
+        let mut records = BTreeMap::new();
+        records.insert(local_name.clone(), local);
+        Self {
+            local_name,
+            records,
+            pulls: Vec::new(),
+            changed: true,
+            name_conflicts: 0,
+        }
+    }
+
+    /// Our own record.
+    pub fn local(&self) -> &NodeRecord {
+        &self.records[&self.local_name]
+    }
+
+    /// Changes our own record and bumps its version; returns the result.
+    pub fn update_local(&mut self, change: impl FnOnce(&mut NodeRecord)) -> &NodeRecord {
+        let record = self
+            .records
+            .get_mut(&self.local_name)
+            .expect("the local record is never removed");
+        change(record);
+        record.version += 1;
+        self.changed = true;
+        record
+    }
+
+    /// Merges a record from a peer.
+    pub fn merge(&mut self, record: NodeRecord) -> Merge {
+        if record.name == self.local_name {
+            if record != *self.local() {
+                self.name_conflicts += 1;
+                return Merge::Conflict;
+            }
+            return Merge::Stale;
+        }
+        match self.records.get(&record.name) {
+            Some(current) if !record.supersedes(current) => Merge::Stale,
+            _ => {
+                self.records.insert(record.name.clone(), record);
+                self.changed = true;
+                Merge::Applied
+            }
+        }
+    }
+
+    /// Whether a record with this name and order would be news to us.
+    pub fn is_news(&self, name: &str, generation: u64, version: u64) -> bool {
+        if name == self.local_name {
+            return false;
+        }
+        match self.records.get(name) {
+            Some(current) => (generation, version) > (current.id.generation, current.version),
+            None => true,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&NodeRecord> {
+        self.records.get(name)
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.records.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// How many records claimed our name with another identity.
+    pub fn name_conflicts(&self) -> u64 {
+        self.name_conflicts
+    }
+
+    /// Name and order of every record, for anti-entropy.
+    pub fn digest(&self) -> Vec<DigestEntry> {
+        self.records
+            .values()
+            .map(|record| DigestEntry {
+                name: record.name.clone(),
+                generation: record.id.generation,
+                version: record.version,
+            })
+            .collect()
+    }
+
+    /// Compares a peer's digest with ours: the records the peer lacks (or
+    /// has older), and the names of those it has newer than we do.
+    pub fn delta(&self, theirs: &[DigestEntry]) -> (Vec<NodeRecord>, Vec<String>) {
+        let mut wanted = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for entry in theirs {
+            seen.insert(entry.name.as_str());
+            if self.is_news(&entry.name, entry.generation, entry.version) {
+                wanted.push(entry.name.clone());
+            }
+        }
+        let missing = self
+            .records
+            .values()
+            .filter(|record| {
+                theirs
+                    .iter()
+                    .find(|entry| entry.name == record.name)
+                    .is_none_or(|entry| {
+                        (record.id.generation, record.version) > (entry.generation, entry.version)
+                    })
+            })
+            .cloned()
+            .collect();
+        (missing, wanted)
+    }
+
+    /// Copies of the records with these names (unknown names are skipped).
+    pub fn records_named(&self, names: &[String]) -> Vec<NodeRecord> {
+        names
+            .iter()
+            .filter_map(|name| self.records.get(name))
+            .cloned()
+            .collect()
+    }
+
+    /// Asks for a TCP pull from a peer that announced a record too large to
+    /// gossip.
+    pub fn want_pull(&mut self, from: SocketAddr) {
+        if !self.pulls.contains(&from) {
+            self.pulls.push(from);
+        }
+    }
+
+    pub fn take_pulls(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.pulls)
+    }
+
+    /// Whether anything changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::replace(&mut self.changed, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::NodeId;
+    use proptest::prelude::*;
+
+    fn record(name: &str, port: u16, generation: u64, version: u64) -> NodeRecord {
+        let mut record = NodeRecord::new(
+            NodeId {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                generation,
+            },
+            name,
+        );
+        record.version = version;
+        record.tags.insert("v".into(), format!("{generation}.{version}"));
+        record
+    }
+
+    fn arbitrary_record() -> impl Strategy<Value = NodeRecord> {
+        (0usize..4, 1u16..3, 0u64..3, 0u64..4).prop_map(|(name, port, generation, version)| {
+            record(["a", "b", "c", "d"][name], port, generation, version)
+        })
+    }
+
+    fn merged(records: &[NodeRecord]) -> BTreeMap<String, NodeRecord> {
+        let mut state = ClusterState::new(record("local", 9, 1, 1));
+        for record in records {
+            state.merge(record.clone());
+        }
+        state.records
+    }
+
+    #[test]
+    fn newer_generation_beats_higher_version() {
+        let mut state = ClusterState::new(record("local", 9, 1, 1));
+        assert_eq!(state.merge(record("a", 1, 1, 50)), Merge::Applied);
+        assert_eq!(state.merge(record("a", 1, 2, 1)), Merge::Applied);
+        assert_eq!(state.merge(record("a", 1, 1, 99)), Merge::Stale);
+        assert_eq!(state.get("a").unwrap().id.generation, 2);
+    }
+
+    #[test]
+    fn our_own_name_is_never_overwritten() {
+        let mut state = ClusterState::new(record("local", 9, 1, 1));
+        assert_eq!(state.merge(record("local", 8, 5, 5)), Merge::Conflict);
+        assert_eq!(state.local().id.addr.port(), 9);
+        assert_eq!(state.name_conflicts(), 1);
+    }
+
+    #[test]
+    fn delta_sends_what_the_peer_lacks_and_asks_for_what_it_has_newer() {
+        let mut ours = ClusterState::new(record("local", 9, 1, 1));
+        ours.merge(record("a", 1, 1, 3));
+        ours.merge(record("b", 2, 1, 1));
+        let theirs = vec![
+            DigestEntry { name: "a".into(), generation: 1, version: 2 },
+            DigestEntry { name: "b".into(), generation: 1, version: 7 },
+            DigestEntry { name: "c".into(), generation: 1, version: 1 },
+        ];
+        let (missing, wanted) = ours.delta(&theirs);
+        let names: Vec<_> = missing.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "local"]);
+        assert_eq!(wanted, ["b", "c"]);
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_order_independent(records in proptest::collection::vec(arbitrary_record(), 0..12), seed in any::<u64>()) {
+            let mut shuffled = records.clone();
+            // A seeded Fisher-Yates so the property covers many orders.
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            prop_assert_eq!(merged(&records), merged(&shuffled));
+        }
+
+        #[test]
+        fn merge_is_idempotent(records in proptest::collection::vec(arbitrary_record(), 0..12)) {
+            let twice: Vec<_> = records.iter().chain(records.iter()).cloned().collect();
+            prop_assert_eq!(merged(&records), merged(&twice));
+        }
+
+        #[test]
+        fn merging_states_is_associative(
+            a in proptest::collection::vec(arbitrary_record(), 0..6),
+            b in proptest::collection::vec(arbitrary_record(), 0..6),
+            c in proptest::collection::vec(arbitrary_record(), 0..6),
+        ) {
+            // (a ∪ b) ∪ c == a ∪ (b ∪ c), merging whole states.
+            let ab: Vec<_> = merged(&[a.clone(), b.clone()].concat()).into_values().collect();
+            let left = merged(&[ab, c.clone()].concat());
+            let bc: Vec<_> = merged(&[b, c].concat()).into_values().collect();
+            let right = merged(&[a, bc].concat());
+            prop_assert_eq!(left, right);
+        }
+    }
+}
