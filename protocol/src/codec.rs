@@ -6,7 +6,7 @@
 //! that reorders its enums cannot silently change what we send.
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
-use bincode::error::{DecodeError, EncodeError};
+pub use bincode::error::{DecodeError, EncodeError};
 use bincode::{Decode, Encode};
 use bytes::{Buf, BufMut};
 use foca::{Header, Member, Message, State};

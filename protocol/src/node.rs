@@ -476,7 +476,7 @@ impl Node {
         self.lock_state().name_conflicts()
     }
 
-    /// The membership table, ourselves first.
+    /// The membership table, ourselves included, sorted by name.
     pub fn members(&self) -> Vec<MemberView> {
         let state = self.lock_state();
         let mut by_addr: HashMap<SocketAddr, &NodeRecord> = HashMap::new();
@@ -513,6 +513,7 @@ impl Node {
                 record: record.cloned(),
             });
         }
+        members.sort_by_key(MemberView::name);
         members
     }
 

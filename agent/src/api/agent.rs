@@ -1,0 +1,139 @@
+//! `/v1/agent/*`: this agent and the members it sees, in Consul's shapes.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::{Value, json};
+use shoal_protocol::MemberView;
+
+use super::{ApiError, ApiState};
+
+/// A member as Consul's `/v1/agent/members` shows it, plus Shoal's
+/// `Generation` and `StatusText`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MemberJson {
+    pub name: String,
+    pub addr: String,
+    pub port: u16,
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// 1 alive, 2 leaving, 3 left, 4 failed.
+    pub status: u8,
+    pub protocol_min: u8,
+    pub protocol_max: u8,
+    pub protocol_cur: u8,
+    pub delegate_min: u8,
+    pub delegate_max: u8,
+    pub delegate_cur: u8,
+    pub generation: u64,
+    pub status_text: &'static str,
+}
+
+impl MemberJson {
+    pub fn from_view(member: &MemberView) -> Self {
+        let mut tags = member
+            .record
+            .as_ref()
+            .map(|record| record.tags.clone())
+            .unwrap_or_default();
+        if let Some(record) = &member.record {
+            tags.entry("dc".into()).or_insert_with(|| record.datacenter.clone());
+        }
+        let version = shoal_protocol::envelope::PROTOCOL_VERSION;
+        Self {
+            name: member.name(),
+            addr: member.id.addr.ip().to_string(),
+            port: member.id.addr.port(),
+            tags,
+            status: member.status.consul_code(),
+            protocol_min: version,
+            protocol_max: version,
+            protocol_cur: version,
+            delegate_min: version,
+            delegate_max: version,
+            delegate_cur: version,
+            generation: member.id.generation,
+            status_text: member.status.as_str(),
+        }
+    }
+}
+
+/// `GET /v1/agent/members`
+pub async fn members(State(state): State<ApiState>) -> Json<Vec<MemberJson>> {
+    let snapshot = state.snapshot();
+    Json(snapshot.members.iter().map(MemberJson::from_view).collect())
+}
+
+/// `GET /v1/agent/self`
+pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
+    let snapshot = state.snapshot();
+    let config = &state.config;
+    let member = snapshot
+        .members
+        .iter()
+        .find(|member| member.id == snapshot.local.id)
+        .map(MemberJson::from_view);
+    let counters = &snapshot.counters;
+    let count = |status: u8| {
+        snapshot
+            .members
+            .iter()
+            .filter(|m| m.status.consul_code() == status)
+            .count()
+    };
+    Json(json!({
+        "Config": {
+            "Datacenter": config.datacenter,
+            "NodeName": config.node_name,
+            "NodeID": snapshot.local.id.to_string(),
+            "Server": false,
+            "Version": env!("CARGO_PKG_VERSION"),
+            "Cluster": config.cluster,
+            "BindAddr": config.bind.to_string(),
+            "AdvertiseAddr": config.advertise.to_string(),
+            "HTTPAddr": config.http_addr.to_string(),
+            "Join": config.join.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        },
+        "Member": member,
+        "Meta": config.tags,
+        "Stats": {
+            "agent": {
+                "generation": snapshot.local.id.generation,
+                "record_version": snapshot.local.version,
+                "index": snapshot.index,
+            },
+            "serf_lan": {
+                "members": snapshot.members.len(),
+                "alive": count(1),
+                "leaving": count(2),
+                "left": count(3),
+                "failed": count(4),
+            },
+            "gossip": {
+                "datagrams_in": counters.datagrams_in,
+                "bytes_in": counters.bytes_in,
+                "datagrams_out": counters.datagrams_out,
+                "bytes_out": counters.bytes_out,
+                "rejected_envelope": counters.rejected_envelope,
+                "rejected_swim": counters.rejected_swim,
+                "receive_drops": snapshot.receive_drops,
+                "send_failures": snapshot.send_failures,
+                "synced_records": counters.synced_records,
+                "name_conflicts": snapshot.name_conflicts,
+            },
+        },
+    }))
+}
+
+/// `PUT /v1/agent/leave`: leave the cluster gracefully, then stop the agent.
+/// Answers once the leave is done (at most 10 s).
+pub async fn leave(State(state): State<ApiState>) -> Result<StatusCode, ApiError> {
+    state.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), state.left.cancelled())
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the leave did not finish within 10s"))?;
+    Ok(StatusCode::OK)
+}

@@ -1,0 +1,141 @@
+//! `shoal agent`: flags, logging, signals and exit codes.
+//!
+//! Exit codes: 0 after a graceful leave, 1 when the agent could not start
+//! or failed while running, 2 for a bad configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{AgentConfig, LogFormat, Overrides};
+use crate::daemon;
+
+/// Flags of `shoal agent`. Each can also be set in the config file and by
+/// the `SHOAL_*` variable shown; flags win over variables, which win over
+/// the file.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// TOML config file (see config/agent.toml).
+    #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Development mode: everything on 127.0.0.1, a temporary data dir, no
+    /// config file needed.
+    #[arg(long, env = "SHOAL_DEV")]
+    pub dev: bool,
+    /// Node name, unique in the cluster [default: the host name].
+    #[arg(long, env = "SHOAL_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+    /// Datacenter label [default: dc1].
+    #[arg(long, env = "SHOAL_DATACENTER", value_name = "NAME")]
+    pub datacenter: Option<String>,
+    /// Cluster name: agents of other clusters are ignored [default: shoal].
+    #[arg(long, env = "SHOAL_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Gossip address, UDP and TCP [default: 0.0.0.0:7946; 127.0.0.1:7946 with --dev].
+    #[arg(long, env = "SHOAL_BIND", value_name = "IP:PORT")]
+    pub bind: Option<String>,
+    /// Gossip address peers use to reach this agent [default: the bind
+    /// address, or this host's first IPv4 address when binding to 0.0.0.0].
+    #[arg(long, env = "SHOAL_ADVERTISE", value_name = "IP:PORT")]
+    pub advertise: Option<String>,
+    /// Seed to join through; repeat for several [env: comma-separated].
+    #[arg(long, env = "SHOAL_JOIN", value_name = "IP:PORT", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Where the agent keeps its state.
+    #[arg(long, env = "SHOAL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Node tag; repeat for several [env: comma-separated].
+    #[arg(long = "tag", env = "SHOAL_TAGS", value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// trace, debug, info, warn or error [default: info]; RUST_LOG, when
+    /// set, takes precedence.
+    #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// text or json [default: text].
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+impl AgentArgs {
+    fn overrides(&self, http_addr: Option<String>) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            dev: self.dev,
+            node_name: self.node.clone(),
+            datacenter: self.datacenter.clone(),
+            cluster: self.cluster.clone(),
+            data_dir: self.data_dir.clone(),
+            bind: self.bind.clone(),
+            advertise: self.advertise.clone(),
+            http_addr,
+            join: self.join.clone(),
+            tags: self.tags.clone(),
+            log_level: self.log_level.clone(),
+            log_format: self.log_format.clone(),
+        }
+    }
+}
+
+pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
+    let config = match AgentConfig::load(&args.overrides(http_addr)) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    // One thread: the agent's work is small, and a single thread keeps the
+    // resident footprint low. Checks and file I/O go to blocking threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listeners = daemon::Listeners::bind(&config).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        daemon::run(config, listeners, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &AgentConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},foca=warn", config.log_level)));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

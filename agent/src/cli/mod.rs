@@ -1,0 +1,101 @@
+//! The `shoal` command line: `shoal agent` runs the daemon; the other
+//! commands talk to a running agent over its HTTP API.
+//!
+//! - [`agent`]: `shoal agent` (flags, logging, signals, exit codes).
+//! - [`members`]: `shoal members`.
+//! - [`info`]: `shoal info`.
+//! - [`leave`]: `shoal leave`.
+
+pub mod agent;
+pub mod info;
+pub mod leave;
+pub mod members;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::client::Client;
+
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about = "A peer-to-peer service-discovery and config sidecar")]
+pub struct Cli {
+    /// Address of the agent's HTTP API: where `shoal agent` listens, and
+    /// where the other commands find it.
+    #[arg(long, global = true, env = "SHOAL_HTTP_ADDR", value_name = "IP:PORT")]
+    pub http_addr: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent.
+    Agent(agent::AgentArgs),
+    /// List the cluster's members as this agent sees them.
+    Members(members::MembersArgs),
+    /// Show this agent's identity and counters.
+    Info(info::InfoArgs),
+    /// Make the agent leave the cluster gracefully and stop.
+    Leave,
+}
+
+/// Output format of the inspection commands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Agent(_)) {
+        // Inspection commands are piped into `head` and friends: a closed
+        // pipe ends them quietly, as it does any Unix tool.
+        // SAFETY: restoring the default disposition of a signal.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    let client = || Client::new(cli.http_addr.as_deref().unwrap_or(crate::config::DEFAULT_HTTP_ADDR));
+    let result = match &cli.command {
+        Command::Agent(args) => return agent::run(args, cli.http_addr.clone()),
+        Command::Members(args) => members::run(&client(), args),
+        Command::Info(args) => info::run(&client(), args),
+        Command::Leave => leave::run(&client()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints rows as left-aligned columns separated by two spaces.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

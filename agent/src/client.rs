@@ -1,0 +1,107 @@
+//! A small blocking HTTP client for the CLI, talking to the local agent.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Why a CLI command could not get its answer from the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the shoal agent at {base}: {reason} (is `shoal agent` running? set --http-addr or SHOAL_HTTP_ADDR)"
+    )]
+    Unreachable { base: String, reason: String },
+    #[error("the agent answered {status} to {method} {path}: {message}")]
+    Status {
+        method: &'static str,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    #[error("the agent's answer to {path} is not valid JSON: {reason}")]
+    BadBody { path: String, reason: String },
+}
+
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// `http_addr` is `host:port` or a full `http://host:port` URL.
+    pub fn new(http_addr: &str) -> Self {
+        let trimmed = http_addr.trim().trim_end_matches('/');
+        let base = if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+            trimmed.to_string()
+        } else {
+            format!("http://{trimmed}")
+        };
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(15)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self { base, agent }
+    }
+
+    pub fn get_json(&self, path: &str) -> Result<Value, ClientError> {
+        let response = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .map_err(|error| self.unreachable(error))?;
+        self.read("GET", path, response)
+    }
+
+    pub fn put(&self, path: &str) -> Result<Value, ClientError> {
+        let response = self
+            .agent
+            .put(&format!("{}{path}", self.base))
+            .send_empty()
+            .map_err(|error| self.unreachable(error))?;
+        self.read("PUT", path, response)
+    }
+
+    fn unreachable(&self, error: ureq::Error) -> ClientError {
+        let reason = match &error {
+            ureq::Error::Io(io) => io.to_string(),
+            other => other.to_string(),
+        };
+        ClientError::Unreachable {
+            base: self.base.clone(),
+            reason,
+        }
+    }
+
+    fn read(
+        &self,
+        method: &'static str,
+        path: &str,
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> Result<Value, ClientError> {
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|error| self.unreachable(error))?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|body| body.get("error").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(text);
+            return Err(ClientError::Status {
+                method,
+                path: path.to_string(),
+                status,
+                message,
+            });
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|error| ClientError::BadBody {
+            path: path.to_string(),
+            reason: error.to_string(),
+        })
+    }
+}

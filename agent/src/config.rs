@@ -1,0 +1,436 @@
+//! Agent configuration: built-in defaults (or the `--dev` ones), then the
+//! TOML file, then `SHOAL_*` environment variables, then flags. Every error
+//! names the key it is about.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use shoal_protocol::GossipConfig;
+
+/// Default gossip port (UDP for SWIM, TCP for anti-entropy), as memberlist.
+pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+/// Default HTTP API address: Consul's, so Consul clients work unchanged.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8500";
+
+/// A configuration that can't be used. Nothing was started.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The TOML file, as written. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub node_name: Option<String>,
+    pub datacenter: Option<String>,
+    pub cluster: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub bind: Option<String>,
+    pub advertise: Option<String>,
+    pub http_addr: Option<String>,
+    pub join: Option<Vec<String>>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+    pub gossip: Option<FileGossip>,
+}
+
+/// The `[gossip]` table. Durations are strings such as "500ms" or "15s".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGossip {
+    pub probe_interval: Option<String>,
+    pub probe_timeout: Option<String>,
+    pub gossip_interval: Option<String>,
+    pub gossip_nodes: Option<usize>,
+    pub suspicion_mult: Option<f64>,
+    pub push_pull_interval: Option<String>,
+    pub leave_propagate_delay: Option<String>,
+}
+
+/// Settings given on the command line or through `SHOAL_*` variables.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub dev: bool,
+    pub node_name: Option<String>,
+    pub datacenter: Option<String>,
+    pub cluster: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub bind: Option<String>,
+    pub advertise: Option<String>,
+    pub http_addr: Option<String>,
+    pub join: Vec<String>,
+    pub tags: Vec<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the agent keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataDir {
+    /// A directory the operator chose; kept across restarts.
+    Path(PathBuf),
+    /// `--dev`: a fresh temporary directory, removed at exit.
+    Temporary,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub datacenter: String,
+    pub cluster: String,
+    pub data_dir: DataDir,
+    pub bind: SocketAddr,
+    pub advertise: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub join: Vec<SocketAddr>,
+    pub tags: BTreeMap<String, String>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub gossip: GossipConfig,
+}
+
+impl AgentConfig {
+    /// Loads the file named in `overrides` (if any) and applies the
+    /// overrides on top of the defaults.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let file = match &overrides.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::from_parts(file, overrides)
+    }
+
+    /// Merges defaults, a parsed file and the overrides, and validates.
+    pub fn from_parts(file: FileConfig, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let dev = overrides.dev;
+        let pick = |flag: &Option<String>, file: Option<String>| flag.clone().or(file);
+
+        let node_name = pick(&overrides.node_name, file.node_name).unwrap_or_else(default_node_name);
+        validate_name("node_name", &node_name)?;
+        let datacenter = pick(&overrides.datacenter, file.datacenter).unwrap_or_else(|| "dc1".into());
+        validate_name("datacenter", &datacenter)?;
+        let cluster = pick(&overrides.cluster, file.cluster).unwrap_or_else(|| "shoal".into());
+        if cluster.is_empty() {
+            return Err(invalid("cluster", "must not be empty"));
+        }
+
+        let data_dir = match overrides.data_dir.clone().or(file.data_dir) {
+            Some(path) if path.as_os_str().is_empty() => {
+                return Err(invalid("data_dir", "must not be empty"));
+            }
+            Some(path) => DataDir::Path(path),
+            None if dev => DataDir::Temporary,
+            None => {
+                return Err(invalid(
+                    "data_dir",
+                    "is required (set it in the config file, with --data-dir or SHOAL_DATA_DIR, or run with --dev)",
+                ));
+            }
+        };
+
+        let default_bind = if dev {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_GOSSIP_PORT))
+        } else {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_GOSSIP_PORT))
+        };
+        let bind = match pick(&overrides.bind, file.bind) {
+            Some(text) => parse_addr("bind", &text, DEFAULT_GOSSIP_PORT)?,
+            None => default_bind,
+        };
+        let advertise = match pick(&overrides.advertise, file.advertise) {
+            Some(text) => {
+                let addr = parse_addr("advertise", &text, bind.port())?;
+                if addr.ip().is_unspecified() || addr.port() == 0 {
+                    return Err(invalid(
+                        "advertise",
+                        format!("`{text}` is not an address peers can reach"),
+                    ));
+                }
+                addr
+            }
+            None => default_advertise(bind)?,
+        };
+        let http_addr = parse_addr(
+            "http_addr",
+            &pick(&overrides.http_addr, file.http_addr).unwrap_or_else(|| DEFAULT_HTTP_ADDR.into()),
+            8500,
+        )?;
+
+        let join_texts = if overrides.join.is_empty() {
+            file.join.unwrap_or_default()
+        } else {
+            overrides.join.clone()
+        };
+        let join = join_texts
+            .iter()
+            .map(|text| parse_addr("join", text, DEFAULT_GOSSIP_PORT))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut tags = file.tags.unwrap_or_default();
+        for text in &overrides.tags {
+            let (key, value) = text
+                .split_once('=')
+                .ok_or_else(|| invalid("tags", format!("`{text}` is not of the form key=value")))?;
+            tags.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        for key in tags.keys() {
+            if key.is_empty() || key.len() > 128 {
+                return Err(invalid("tags", format!("tag key `{key}` must be 1 to 128 characters")));
+            }
+        }
+
+        let log_level = pick(&overrides.log_level, file.log_level).unwrap_or_else(|| "info".into());
+        if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
+            return Err(invalid(
+                "log_level",
+                format!("`{log_level}` is not one of trace, debug, info, warn, error"),
+            ));
+        }
+        let log_format = match pick(&overrides.log_format, file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid("log_format", format!("`{other}` is not one of text, json")));
+            }
+        };
+
+        let gossip = gossip_config(file.gossip.unwrap_or_default(), join.clone())?;
+
+        Ok(Self {
+            node_name,
+            datacenter,
+            cluster,
+            data_dir,
+            bind,
+            advertise,
+            http_addr,
+            join,
+            tags,
+            log_level,
+            log_format,
+            gossip,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: error.to_string().trim_end().to_string(),
+    })
+}
+
+fn gossip_config(file: FileGossip, seeds: Vec<SocketAddr>) -> Result<GossipConfig, ConfigError> {
+    let mut gossip = GossipConfig {
+        seeds,
+        ..GossipConfig::default()
+    };
+    let duration = |key: &str, value: &Option<String>, target: &mut Duration| {
+        if let Some(text) = value {
+            *target = parse_duration(&format!("gossip.{key}"), text)?;
+        }
+        Ok::<(), ConfigError>(())
+    };
+    duration("probe_interval", &file.probe_interval, &mut gossip.probe_period)?;
+    duration("probe_timeout", &file.probe_timeout, &mut gossip.probe_rtt)?;
+    duration("gossip_interval", &file.gossip_interval, &mut gossip.gossip_interval)?;
+    duration("push_pull_interval", &file.push_pull_interval, &mut gossip.anti_entropy_interval)?;
+    duration("leave_propagate_delay", &file.leave_propagate_delay, &mut gossip.leave_spread)?;
+    if let Some(nodes) = file.gossip_nodes {
+        gossip.gossip_fanout = NonZeroUsize::new(nodes)
+            .filter(|n| n.get() <= 32)
+            .ok_or_else(|| invalid("gossip.gossip_nodes", "must be between 1 and 32"))?;
+    }
+    if let Some(mult) = file.suspicion_mult {
+        if !(1.0..=100.0).contains(&mult) {
+            return Err(invalid("gossip.suspicion_mult", "must be between 1 and 100"));
+        }
+        gossip.suspicion_mult = mult;
+    }
+    if gossip.probe_rtt >= gossip.probe_period {
+        return Err(invalid(
+            "gossip.probe_timeout",
+            format!(
+                "({}) must be shorter than gossip.probe_interval ({})",
+                humantime::format_duration(gossip.probe_rtt),
+                humantime::format_duration(gossip.probe_period)
+            ),
+        ));
+    }
+    Ok(gossip)
+}
+
+/// Parses a Go-style duration such as `500ms`, `15s` or `2m`. Zero is refused.
+pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|error| invalid(key, format!("`{text}` is not a duration like \"500ms\" or \"15s\": {error}")))?;
+    if duration.is_zero() {
+        return Err(invalid(key, "must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+/// Parses `IP:PORT`, `IP` (with the default port), `[v6]:PORT` or
+/// `host:PORT` (resolved once, now).
+pub fn parse_addr(key: &str, text: &str, default_port: u16) -> Result<SocketAddr, ConfigError> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    if let Some((host, port)) = text.rsplit_once(':')
+        && let Ok(port) = port.parse::<u16>()
+        && !host.is_empty()
+        && let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        && let Some(addr) = addrs.next()
+    {
+        return Ok(addr);
+    }
+    Err(invalid(key, format!("`{text}` is not an address like 127.0.0.1:{default_port}")))
+}
+
+fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("`{name}` must be 1 to 128 characters of letters, digits, '-', '_' and '.'"),
+        ))
+    }
+}
+
+fn default_node_name() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let cleaned: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .collect();
+    if cleaned.is_empty() { "shoal".into() } else { cleaned }
+}
+
+/// The address peers should use when we bind to a wildcard: the first
+/// non-loopback IPv4 address of this host, else loopback.
+fn default_advertise(bind: SocketAddr) -> Result<SocketAddr, ConfigError> {
+    if bind.port() == 0 {
+        return Err(invalid(
+            "advertise",
+            "is required when `bind` uses port 0 (peers need a fixed port)",
+        ));
+    }
+    if !bind.ip().is_unspecified() {
+        return Ok(bind);
+    }
+    let ip = if_addrs::get_if_addrs()
+        .ok()
+        .and_then(|interfaces| {
+            interfaces
+                .into_iter()
+                .filter(|interface| !interface.is_loopback())
+                .map(|interface| interface.ip())
+                .find(IpAddr::is_ipv4)
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    Ok(SocketAddr::new(ip, bind.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<AgentConfig, ConfigError> {
+        let file: FileConfig = toml::from_str(toml_text).map_err(|e| ConfigError::Parse {
+            path: "test.toml".into(),
+            message: e.to_string(),
+        })?;
+        AgentConfig::from_parts(file, &Overrides::default())
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let error = parse("data_dir = \"/tmp/x\"\nbogus_key = 1\n").unwrap_err();
+        assert!(error.to_string().contains("bogus_key"), "{error}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let error = parse("data_dir = \"/tmp/x\"\nbind = \"nonsense\"\n").unwrap_err();
+        assert!(error.to_string().contains("`bind`"), "{error}");
+        let error = parse("data_dir = \"/tmp/x\"\n[gossip]\nprobe_interval = \"soon\"\n").unwrap_err();
+        assert!(error.to_string().contains("gossip.probe_interval"), "{error}");
+        let error = parse("bind = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(error.to_string().contains("`data_dir`"), "{error}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: FileConfig =
+            toml::from_str("data_dir = \"/tmp/x\"\nnode_name = \"from-file\"\nbind = \"127.0.0.1:9000\"\n")
+                .unwrap();
+        let overrides = Overrides {
+            node_name: Some("from-flag".into()),
+            tags: vec!["role=web".into()],
+            ..Overrides::default()
+        };
+        let config = AgentConfig::from_parts(file, &overrides).unwrap();
+        assert_eq!(config.node_name, "from-flag");
+        assert_eq!(config.bind, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.advertise, config.bind);
+        assert_eq!(config.tags["role"], "web");
+    }
+
+    #[test]
+    fn dev_mode_needs_no_file() {
+        let config = AgentConfig::from_parts(
+            FileConfig::default(),
+            &Overrides {
+                dev: true,
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, DataDir::Temporary);
+        assert!(config.bind.ip().is_loopback());
+        assert!(config.http_addr.ip().is_loopback());
+    }
+}

@@ -1,0 +1,181 @@
+//! The gossip loop: the one task that owns the [`Node`] (foca and the
+//! cluster state). Everything else talks to it through channels and reads
+//! the snapshots it publishes. It never waits on I/O: datagrams go out with
+//! `try_send_to`, and TCP exchanges run in tasks of their own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use shoal_protocol::sync::DigestEntry;
+use shoal_protocol::{Node, NodeRecord, NodeTimer};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::snapshot::Snapshot;
+use super::sync::SyncService;
+use crate::persist::DataDirGuard;
+
+/// Requests from other tasks. Those that need an answer carry a sender.
+pub enum Command {
+    /// A peer opened an exchange with its digest: answer with the delta.
+    SyncDelta {
+        digest: Vec<DigestEntry>,
+        reply: oneshot::Sender<(Vec<NodeRecord>, Vec<String>)>,
+    },
+    /// Records received by an exchange; `wanted` are the names the peer
+    /// asked for, sent back through `reply`.
+    SyncMerge {
+        records: Vec<NodeRecord>,
+        wanted: Vec<String>,
+        reply: Option<oneshot::Sender<Vec<NodeRecord>>>,
+    },
+}
+
+/// The receiving ends the loop listens on.
+pub struct Inputs {
+    pub timers_rx: mpsc::Receiver<NodeTimer>,
+    pub datagrams_rx: mpsc::Receiver<Vec<u8>>,
+    pub commands_rx: mpsc::Receiver<Command>,
+}
+
+/// How often counters are republished when nothing else changes.
+const STATS_INTERVAL: Duration = Duration::from_secs(2);
+/// Upper bound on a graceful leave, whatever the timers say.
+const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
+
+pub struct GossipLoop {
+    pub node: Node,
+    pub socket: Arc<UdpSocket>,
+    pub schedule_tx: mpsc::UnboundedSender<(Instant, NodeTimer)>,
+    pub snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    pub sync: SyncService,
+    pub data_dir: Arc<DataDirGuard>,
+    /// Datagrams the receive task dropped because the loop was behind.
+    pub receive_drops: Arc<AtomicU64>,
+    pub send_failures: u64,
+    pub index: u64,
+}
+
+impl GossipLoop {
+    /// Runs until the node has left the cluster after `shutdown`.
+    pub async fn run(mut self, mut inputs: Inputs, shutdown: CancellationToken) {
+        self.node.start();
+        self.flush();
+        let mut stats = tokio::time::interval(STATS_INTERVAL);
+        stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leave_deadline: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if leave_deadline.is_none() => {
+                    tracing::info!("leaving the cluster");
+                    self.node.begin_leave();
+                    leave_deadline = Some(Instant::now() + LEAVE_DEADLINE);
+                }
+                _ = tokio::time::sleep_until(leave_deadline.unwrap_or_else(Instant::now)), if leave_deadline.is_some() => {
+                    tracing::warn!("graceful leave did not finish in time; stopping anyway");
+                    return;
+                }
+                Some(timer) = inputs.timers_rx.recv() => self.node.handle_timer(timer),
+                Some(packet) = inputs.datagrams_rx.recv() => {
+                    if let Err(error) = self.node.handle_datagram(&packet) {
+                        tracing::debug!(%error, "dropped a datagram");
+                    }
+                }
+                Some(command) = inputs.commands_rx.recv() => self.handle_command(command),
+                _ = stats.tick() => self.publish(),
+            }
+            self.flush();
+            if self.node.has_left() {
+                tracing::info!("left the cluster");
+                return;
+            }
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::SyncDelta { digest, reply } => {
+                let _ = reply.send(self.node.sync_delta(&digest));
+            }
+            Command::SyncMerge {
+                records,
+                wanted,
+                reply,
+            } => {
+                self.node.merge_records(records);
+                if let Some(reply) = reply {
+                    let _ = reply.send(self.node.sync_records(&wanted));
+                }
+            }
+        }
+    }
+
+    /// Carries out what the node asked for during the last call.
+    fn flush(&mut self) {
+        let effects = self.node.effects();
+        let mut datagrams = std::mem::take(&mut effects.datagrams);
+        let mut timers = std::mem::take(&mut effects.timers);
+        let mut syncs = std::mem::take(&mut effects.syncs);
+
+        for (addr, packet) in datagrams.drain(..) {
+            if let Err(error) = self.socket.try_send_to(&packet, addr) {
+                self.send_failures += 1;
+                tracing::trace!(%addr, %error, "datagram not sent");
+            }
+        }
+        let now = Instant::now();
+        for (after, timer) in timers.drain(..) {
+            // The scheduler only stops at shutdown, when timers no longer matter.
+            let _ = self.schedule_tx.send((now + after, timer));
+        }
+        syncs.sort_unstable();
+        syncs.dedup();
+        for peer in syncs.drain(..) {
+            self.start_sync(peer);
+        }
+
+        // Hand the (empty) buffers back so their capacity is reused.
+        let effects = self.node.effects();
+        effects.datagrams = datagrams;
+        effects.timers = timers;
+        effects.syncs = syncs;
+
+        if let Some(id) = self.node.take_renewed() {
+            tracing::warn!(%id, "the cluster declared this node down; rejoined with a new identity");
+            let data_dir = self.data_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = data_dir.store_generation(id.generation) {
+                    tracing::error!(%error, "could not persist the new generation");
+                }
+            });
+        }
+        if self.node.take_changed() {
+            self.index += 1;
+            self.publish();
+        }
+    }
+
+    fn start_sync(&mut self, peer: SocketAddr) {
+        if !self.sync.initiate(peer, self.node.sync_digest()) {
+            tracing::debug!(%peer, "anti-entropy skipped: too many exchanges running");
+        }
+    }
+
+    fn publish(&self) {
+        let snapshot = Snapshot {
+            index: self.index,
+            local: self.node.local_record(),
+            members: self.node.members(),
+            counters: self.node.counters().clone(),
+            name_conflicts: self.node.name_conflicts(),
+            send_failures: self.send_failures,
+            receive_drops: self.receive_drops.load(Ordering::Relaxed),
+        };
+        self.snapshot_tx.send_replace(Arc::new(snapshot));
+    }
+}

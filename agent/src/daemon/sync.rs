@@ -1,0 +1,198 @@
+//! Anti-entropy push-pull over TCP (see `shoal_protocol::sync`): the
+//! initiator side, the responder side, and framing. All of it runs in its
+//! own tasks; the gossip loop only answers commands.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_protocol::codec::{self, DecodeError, MAX_FRAME};
+use shoal_protocol::envelope::{Envelope, PayloadKind};
+use shoal_protocol::sync::{DigestEntry, SyncMessage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::gossip::Command;
+
+/// How long one whole exchange may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Exchanges running at once, each way; more are skipped, not queued.
+const MAX_EXCHANGES: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    FrameTooLarge(usize),
+    #[error("bad envelope: {0}")]
+    Envelope(#[from] shoal_protocol::envelope::EnvelopeError),
+    #[error("undecodable message: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("expected {expected}, got another message")]
+    Unexpected { expected: &'static str },
+    #[error("the agent is shutting down")]
+    Closed,
+    #[error("timed out")]
+    Timeout,
+}
+
+/// Starts exchanges and serves them, sharing the limits.
+#[derive(Clone)]
+pub struct SyncService {
+    envelope: Envelope,
+    commands_tx: mpsc::Sender<Command>,
+    outgoing: Arc<Semaphore>,
+    incoming: Arc<Semaphore>,
+    tracker: TaskTracker,
+}
+
+impl SyncService {
+    pub fn new(envelope: Envelope, commands_tx: mpsc::Sender<Command>, tracker: TaskTracker) -> Self {
+        Self {
+            envelope,
+            commands_tx,
+            outgoing: Arc::new(Semaphore::new(MAX_EXCHANGES)),
+            incoming: Arc::new(Semaphore::new(MAX_EXCHANGES)),
+            tracker,
+        }
+    }
+
+    /// Starts an exchange with `peer` in the background; returns false when
+    /// too many are running already.
+    pub fn initiate(&self, peer: SocketAddr, digest: Vec<DigestEntry>) -> bool {
+        let Ok(permit) = self.outgoing.clone().try_acquire_owned() else {
+            return false;
+        };
+        let service = self.clone();
+        self.tracker.spawn(async move {
+            let _permit = permit;
+            let result = tokio::time::timeout(EXCHANGE_TIMEOUT, service.exchange(peer, digest))
+                .await
+                .unwrap_or(Err(SyncError::Timeout));
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "anti-entropy exchange failed");
+            }
+        });
+        true
+    }
+
+    async fn exchange(&self, peer: SocketAddr, digest: Vec<DigestEntry>) -> Result<(), SyncError> {
+        let mut stream = TcpStream::connect(peer).await?;
+        stream.set_nodelay(true)?;
+        write_frame(&mut stream, self.envelope, &SyncMessage::Digest(digest)).await?;
+        let SyncMessage::Delta { records, wanted } = read_frame(&mut stream, self.envelope).await?
+        else {
+            return Err(SyncError::Unexpected { expected: "Delta" });
+        };
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.command(Command::SyncMerge {
+            records,
+            wanted,
+            reply: Some(reply_tx),
+        })
+        .await?;
+        let ours = reply_rx.await.map_err(|_| SyncError::Closed)?;
+        write_frame(&mut stream, self.envelope, &SyncMessage::Records(ours)).await?;
+        stream.shutdown().await?;
+        Ok(())
+    }
+
+    /// Accepts exchanges until `shutdown`.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting an anti-entropy connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.incoming.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "too many anti-entropy exchanges; closing");
+                continue;
+            };
+            let service = self.clone();
+            self.tracker.spawn(async move {
+                let _permit = permit;
+                let result = tokio::time::timeout(EXCHANGE_TIMEOUT, service.respond(stream))
+                    .await
+                    .unwrap_or(Err(SyncError::Timeout));
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "anti-entropy exchange refused");
+                }
+            });
+        }
+    }
+
+    async fn respond(&self, mut stream: TcpStream) -> Result<(), SyncError> {
+        stream.set_nodelay(true)?;
+        let SyncMessage::Digest(digest) = read_frame(&mut stream, self.envelope).await? else {
+            return Err(SyncError::Unexpected { expected: "Digest" });
+        };
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.command(Command::SyncDelta {
+            digest,
+            reply: reply_tx,
+        })
+        .await?;
+        let (records, wanted) = reply_rx.await.map_err(|_| SyncError::Closed)?;
+        write_frame(&mut stream, self.envelope, &SyncMessage::Delta { records, wanted }).await?;
+        let SyncMessage::Records(records) = read_frame(&mut stream, self.envelope).await? else {
+            return Err(SyncError::Unexpected { expected: "Records" });
+        };
+        if !records.is_empty() {
+            self.command(Command::SyncMerge {
+                records,
+                wanted: Vec::new(),
+                reply: None,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn command(&self, command: Command) -> Result<(), SyncError> {
+        self.commands_tx.send(command).await.map_err(|_| SyncError::Closed)
+    }
+}
+
+async fn write_frame(
+    stream: &mut TcpStream,
+    envelope: Envelope,
+    message: &SyncMessage,
+) -> Result<(), SyncError> {
+    let mut frame = vec![0u8; 4];
+    envelope.write_header(PayloadKind::Sync, &mut frame);
+    codec::encode_into(message, &mut frame);
+    let length = frame.len() - 4;
+    if length > MAX_FRAME {
+        return Err(SyncError::FrameTooLarge(length));
+    }
+    frame[..4].copy_from_slice(&(length as u32).to_be_bytes());
+    stream.write_all(&frame).await?;
+    Ok(())
+}
+
+async fn read_frame(stream: &mut TcpStream, envelope: Envelope) -> Result<SyncMessage, SyncError> {
+    let length = stream.read_u32().await? as usize;
+    if length > MAX_FRAME {
+        return Err(SyncError::FrameTooLarge(length));
+    }
+    let mut frame = vec![0u8; length];
+    stream.read_exact(&mut frame).await?;
+    let (kind, payload) = envelope.open(&frame)?;
+    if kind != PayloadKind::Sync {
+        return Err(SyncError::Unexpected { expected: "a sync frame" });
+    }
+    Ok(codec::decode_frame(payload)?)
+}

@@ -1,0 +1,15 @@
+//! The Shoal agent and its command line.
+//!
+//! - [`config`]: the TOML file, flags and `SHOAL_*` variables, validated.
+//! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP.
+//! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
+//! - [`persist`]: the data directory and the persisted generation.
+//! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
+//! - [`client`]: the CLI's HTTP client.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod persist;

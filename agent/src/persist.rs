@@ -1,0 +1,137 @@
+//! The data directory: an exclusive lock, and the persisted generation
+//! that makes every restart rejoin with a larger identity.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::config::DataDir;
+
+/// Why the data directory can't be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("data_dir {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("data_dir {path} is in use by another shoal agent")]
+    Locked { path: PathBuf },
+    #[error("data_dir {path}: the generation file is corrupt ({content:?}); remove it to start over")]
+    Corrupt { path: PathBuf, content: String },
+}
+
+/// An open, locked data directory. A temporary one (`--dev`) is removed
+/// when dropped.
+#[derive(Debug)]
+pub struct DataDirGuard {
+    path: PathBuf,
+    temporary: bool,
+    _lock: File,
+}
+
+const GENERATION_FILE: &str = "generation";
+
+impl DataDirGuard {
+    pub fn open(dir: &DataDir) -> Result<Self, DataDirError> {
+        let (path, temporary) = match dir {
+            DataDir::Path(path) => (path.clone(), false),
+            DataDir::Temporary => (
+                std::env::temp_dir().join(format!("shoal-dev-{}", std::process::id())),
+                true,
+            ),
+        };
+        let io_error = |source| DataDirError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&path).map_err(io_error)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join("LOCK"))
+            .map_err(io_error)?;
+        // SAFETY: flock on a descriptor we own; no memory is shared.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(DataDirError::Locked { path });
+        }
+        Ok(Self {
+            path,
+            temporary,
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The generation for this start: one more than the last one persisted,
+    /// and never less than `now_millis` so that even an agent whose data dir
+    /// was wiped comes back newer than its previous incarnation.
+    pub fn next_generation(&self, now_millis: u64) -> Result<u64, DataDirError> {
+        let file = self.path.join(GENERATION_FILE);
+        let previous = match fs::read_to_string(&file) {
+            Ok(text) => text.trim().parse::<u64>().map_err(|_| DataDirError::Corrupt {
+                path: file.clone(),
+                content: text.chars().take(40).collect(),
+            })?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
+            Err(source) => return Err(DataDirError::Io { path: file, source }),
+        };
+        let generation = (previous + 1).max(now_millis);
+        self.store_generation(generation)?;
+        Ok(generation)
+    }
+
+    /// Durably records `generation` (write, fsync, rename, fsync the dir).
+    pub fn store_generation(&self, generation: u64) -> Result<(), DataDirError> {
+        write_atomic(&self.path, GENERATION_FILE, format!("{generation}\n").as_bytes()).map_err(
+            |source| DataDirError::Io {
+                path: self.path.join(GENERATION_FILE),
+                source,
+            },
+        )
+    }
+}
+
+impl Drop for DataDirGuard {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves either the old
+/// or the new content, never a torn file.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_always_grows_and_the_dir_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DataDir::Path(dir.path().to_path_buf());
+        let first = {
+            let guard = DataDirGuard::open(&config).unwrap();
+            assert!(matches!(
+                DataDirGuard::open(&config),
+                Err(DataDirError::Locked { .. })
+            ));
+            guard.next_generation(1000).unwrap()
+        };
+        assert_eq!(first, 1000);
+        let guard = DataDirGuard::open(&config).unwrap();
+        // The clock went backwards: the persisted value still wins.
+        assert_eq!(guard.next_generation(5).unwrap(), 1001);
+    }
+}
