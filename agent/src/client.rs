@@ -87,7 +87,11 @@ impl Client {
         if !(200..300).contains(&status) {
             let message = serde_json::from_str::<Value>(&text)
                 .ok()
-                .and_then(|body| body.get("error").and_then(Value::as_str).map(str::to_string))
+                .and_then(|body| {
+                    body.get("error")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
                 .unwrap_or(text);
             return Err(ClientError::Status {
                 method,

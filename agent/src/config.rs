@@ -134,9 +134,11 @@ impl AgentConfig {
         let dev = overrides.dev;
         let pick = |flag: &Option<String>, file: Option<String>| flag.clone().or(file);
 
-        let node_name = pick(&overrides.node_name, file.node_name).unwrap_or_else(default_node_name);
+        let node_name =
+            pick(&overrides.node_name, file.node_name).unwrap_or_else(default_node_name);
         validate_name("node_name", &node_name)?;
-        let datacenter = pick(&overrides.datacenter, file.datacenter).unwrap_or_else(|| "dc1".into());
+        let datacenter =
+            pick(&overrides.datacenter, file.datacenter).unwrap_or_else(|| "dc1".into());
         validate_name("datacenter", &datacenter)?;
         let cluster = pick(&overrides.cluster, file.cluster).unwrap_or_else(|| "shoal".into());
         if cluster.is_empty() {
@@ -204,7 +206,10 @@ impl AgentConfig {
         }
         for key in tags.keys() {
             if key.is_empty() || key.len() > 128 {
-                return Err(invalid("tags", format!("tag key `{key}` must be 1 to 128 characters")));
+                return Err(invalid(
+                    "tags",
+                    format!("tag key `{key}` must be 1 to 128 characters"),
+                ));
             }
         }
 
@@ -219,7 +224,10 @@ impl AgentConfig {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(invalid("log_format", format!("`{other}` is not one of text, json")));
+                return Err(invalid(
+                    "log_format",
+                    format!("`{other}` is not one of text, json"),
+                ));
             }
         };
 
@@ -264,11 +272,27 @@ fn gossip_config(file: FileGossip, seeds: Vec<SocketAddr>) -> Result<GossipConfi
         }
         Ok::<(), ConfigError>(())
     };
-    duration("probe_interval", &file.probe_interval, &mut gossip.probe_period)?;
+    duration(
+        "probe_interval",
+        &file.probe_interval,
+        &mut gossip.probe_period,
+    )?;
     duration("probe_timeout", &file.probe_timeout, &mut gossip.probe_rtt)?;
-    duration("gossip_interval", &file.gossip_interval, &mut gossip.gossip_interval)?;
-    duration("push_pull_interval", &file.push_pull_interval, &mut gossip.anti_entropy_interval)?;
-    duration("leave_propagate_delay", &file.leave_propagate_delay, &mut gossip.leave_spread)?;
+    duration(
+        "gossip_interval",
+        &file.gossip_interval,
+        &mut gossip.gossip_interval,
+    )?;
+    duration(
+        "push_pull_interval",
+        &file.push_pull_interval,
+        &mut gossip.anti_entropy_interval,
+    )?;
+    duration(
+        "leave_propagate_delay",
+        &file.leave_propagate_delay,
+        &mut gossip.leave_spread,
+    )?;
     if let Some(nodes) = file.gossip_nodes {
         gossip.gossip_fanout = NonZeroUsize::new(nodes)
             .filter(|n| n.get() <= 32)
@@ -276,7 +300,10 @@ fn gossip_config(file: FileGossip, seeds: Vec<SocketAddr>) -> Result<GossipConfi
     }
     if let Some(mult) = file.suspicion_mult {
         if !(1.0..=100.0).contains(&mult) {
-            return Err(invalid("gossip.suspicion_mult", "must be between 1 and 100"));
+            return Err(invalid(
+                "gossip.suspicion_mult",
+                "must be between 1 and 100",
+            ));
         }
         gossip.suspicion_mult = mult;
     }
@@ -295,8 +322,12 @@ fn gossip_config(file: FileGossip, seeds: Vec<SocketAddr>) -> Result<GossipConfi
 
 /// Parses a Go-style duration such as `500ms`, `15s` or `2m`. Zero is refused.
 pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let duration = humantime::parse_duration(text.trim())
-        .map_err(|error| invalid(key, format!("`{text}` is not a duration like \"500ms\" or \"15s\": {error}")))?;
+    let duration = humantime::parse_duration(text.trim()).map_err(|error| {
+        invalid(
+            key,
+            format!("`{text}` is not a duration like \"500ms\" or \"15s\": {error}"),
+        )
+    })?;
     if duration.is_zero() {
         return Err(invalid(key, "must be longer than zero"));
     }
@@ -321,7 +352,10 @@ pub fn parse_addr(key: &str, text: &str, default_port: u16) -> Result<SocketAddr
     {
         return Ok(addr);
     }
-    Err(invalid(key, format!("`{text}` is not an address like 127.0.0.1:{default_port}")))
+    Err(invalid(
+        key,
+        format!("`{text}` is not an address like 127.0.0.1:{default_port}"),
+    ))
 }
 
 fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
@@ -344,9 +378,19 @@ fn default_node_name() -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let cleaned: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    if cleaned.is_empty() { "shoal".into() } else { cleaned }
+    if cleaned.is_empty() {
+        "shoal".into()
+    } else {
+        cleaned
+    }
 }
 
 /// The address peers should use when we bind to a wildcard: the first
@@ -396,17 +440,22 @@ mod tests {
     fn invalid_values_name_their_key() {
         let error = parse("data_dir = \"/tmp/x\"\nbind = \"nonsense\"\n").unwrap_err();
         assert!(error.to_string().contains("`bind`"), "{error}");
-        let error = parse("data_dir = \"/tmp/x\"\n[gossip]\nprobe_interval = \"soon\"\n").unwrap_err();
-        assert!(error.to_string().contains("gossip.probe_interval"), "{error}");
+        let error =
+            parse("data_dir = \"/tmp/x\"\n[gossip]\nprobe_interval = \"soon\"\n").unwrap_err();
+        assert!(
+            error.to_string().contains("gossip.probe_interval"),
+            "{error}"
+        );
         let error = parse("bind = \"127.0.0.1:1\"\n").unwrap_err();
         assert!(error.to_string().contains("`data_dir`"), "{error}");
     }
 
     #[test]
     fn flags_win_over_the_file() {
-        let file: FileConfig =
-            toml::from_str("data_dir = \"/tmp/x\"\nnode_name = \"from-file\"\nbind = \"127.0.0.1:9000\"\n")
-                .unwrap();
+        let file: FileConfig = toml::from_str(
+            "data_dir = \"/tmp/x\"\nnode_name = \"from-file\"\nbind = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
         let overrides = Overrides {
             node_name: Some("from-flag".into()),
             tags: vec!["role=web".into()],

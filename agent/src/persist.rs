@@ -15,7 +15,9 @@ pub enum DataDirError {
     Io { path: PathBuf, source: io::Error },
     #[error("data_dir {path} is in use by another shoal agent")]
     Locked { path: PathBuf },
-    #[error("data_dir {path}: the generation file is corrupt ({content:?}); remove it to start over")]
+    #[error(
+        "data_dir {path}: the generation file is corrupt ({content:?}); remove it to start over"
+    )]
     Corrupt { path: PathBuf, content: String },
 }
 
@@ -71,10 +73,13 @@ impl DataDirGuard {
     pub fn next_generation(&self, now_millis: u64) -> Result<u64, DataDirError> {
         let file = self.path.join(GENERATION_FILE);
         let previous = match fs::read_to_string(&file) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|_| DataDirError::Corrupt {
-                path: file.clone(),
-                content: text.chars().take(40).collect(),
-            })?,
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| DataDirError::Corrupt {
+                    path: file.clone(),
+                    content: text.chars().take(40).collect(),
+                })?,
             Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
             Err(source) => return Err(DataDirError::Io { path: file, source }),
         };
@@ -85,12 +90,15 @@ impl DataDirGuard {
 
     /// Durably records `generation` (write, fsync, rename, fsync the dir).
     pub fn store_generation(&self, generation: u64) -> Result<(), DataDirError> {
-        write_atomic(&self.path, GENERATION_FILE, format!("{generation}\n").as_bytes()).map_err(
-            |source| DataDirError::Io {
-                path: self.path.join(GENERATION_FILE),
-                source,
-            },
+        write_atomic(
+            &self.path,
+            GENERATION_FILE,
+            format!("{generation}\n").as_bytes(),
         )
+        .map_err(|source| DataDirError::Io {
+            path: self.path.join(GENERATION_FILE),
+            source,
+        })
     }
 }
 

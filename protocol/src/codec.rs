@@ -224,7 +224,11 @@ impl SwimCodec {
 impl foca::Codec<NodeId> for SwimCodec {
     type Error = CodecError;
 
-    fn encode_header(&mut self, header: &Header<NodeId>, buf: impl BufMut) -> Result<(), CodecError> {
+    fn encode_header(
+        &mut self,
+        header: &Header<NodeId>,
+        buf: impl BufMut,
+    ) -> Result<(), CodecError> {
         let wire = WireHeader {
             src: header.src,
             src_incarnation: header.src_incarnation,
@@ -244,7 +248,11 @@ impl foca::Codec<NodeId> for SwimCodec {
         })
     }
 
-    fn encode_member(&mut self, member: &Member<NodeId>, buf: impl BufMut) -> Result<(), CodecError> {
+    fn encode_member(
+        &mut self,
+        member: &Member<NodeId>,
+        buf: impl BufMut,
+    ) -> Result<(), CodecError> {
         let wire = WireMember {
             id: *member.id(),
             incarnation: member.incarnation(),
@@ -276,8 +284,14 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
     fn node_id() -> impl Strategy<Value = NodeId> {
-        (any::<[u8; 4]>(), any::<[u8; 16]>(), any::<bool>(), any::<u16>(), any::<u64>()).prop_map(
-            |(v4, v6, is_v4, port, generation)| {
+        (
+            any::<[u8; 4]>(),
+            any::<[u8; 16]>(),
+            any::<bool>(),
+            any::<u16>(),
+            any::<u64>(),
+        )
+            .prop_map(|(v4, v6, is_v4, port, generation)| {
                 let ip = if is_v4 {
                     IpAddr::V4(Ipv4Addr::from(v4))
                 } else {
@@ -287,18 +301,29 @@ mod tests {
                     addr: SocketAddr::new(ip, port),
                     generation,
                 }
-            },
-        )
+            })
     }
 
     fn message() -> impl Strategy<Value = Message<NodeId>> {
         (0u8..11, node_id(), any::<u8>()).prop_map(|(tag, id, n)| match tag {
             0 => Message::Ping(n),
             1 => Message::Ack(n),
-            2 => Message::PingReq { target: id, probe_number: n },
-            3 => Message::IndirectPing { origin: id, probe_number: n },
-            4 => Message::IndirectAck { target: id, probe_number: n },
-            5 => Message::ForwardedAck { origin: id, probe_number: n },
+            2 => Message::PingReq {
+                target: id,
+                probe_number: n,
+            },
+            3 => Message::IndirectPing {
+                origin: id,
+                probe_number: n,
+            },
+            4 => Message::IndirectAck {
+                target: id,
+                probe_number: n,
+            },
+            5 => Message::ForwardedAck {
+                origin: id,
+                probe_number: n,
+            },
             6 => Message::Announce,
             7 => Message::Feed,
             8 => Message::Gossip,

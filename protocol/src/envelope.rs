@@ -113,7 +113,8 @@ impl Envelope {
         if packet[4] != PROTOCOL_VERSION {
             return Err(EnvelopeError::UnknownVersion(packet[4]));
         }
-        let kind = PayloadKind::from_byte(packet[5]).ok_or(EnvelopeError::UnknownKind(packet[5]))?;
+        let kind =
+            PayloadKind::from_byte(packet[5]).ok_or(EnvelopeError::UnknownKind(packet[5]))?;
         if packet[6] != 0 {
             return Err(EnvelopeError::UnsupportedFlags(packet[6]));
         }
@@ -137,7 +138,10 @@ mod tests {
     fn round_trip() {
         let envelope = Envelope::new(cluster_id("prod"));
         let packet = envelope.seal(PayloadKind::Swim, b"hello");
-        assert_eq!(envelope.open(&packet), Ok((PayloadKind::Swim, &b"hello"[..])));
+        assert_eq!(
+            envelope.open(&packet),
+            Ok((PayloadKind::Swim, &b"hello"[..]))
+        );
     }
 
     #[test]
@@ -145,11 +149,17 @@ mod tests {
         let prod = Envelope::new(cluster_id("prod"));
         let staging = Envelope::new(cluster_id("staging"));
         let packet = staging.seal(PayloadKind::Swim, b"x");
-        assert!(matches!(prod.open(&packet), Err(EnvelopeError::OtherCluster { .. })));
+        assert!(matches!(
+            prod.open(&packet),
+            Err(EnvelopeError::OtherCluster { .. })
+        ));
 
         let mut bad_version = prod.seal(PayloadKind::Swim, b"x");
         bad_version[4] = 99;
-        assert_eq!(prod.open(&bad_version), Err(EnvelopeError::UnknownVersion(99)));
+        assert_eq!(
+            prod.open(&bad_version),
+            Err(EnvelopeError::UnknownVersion(99))
+        );
 
         let mut bad_magic = prod.seal(PayloadKind::Swim, b"x");
         bad_magic[0] = b'X';

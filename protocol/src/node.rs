@@ -87,9 +87,9 @@ impl GossipConfig {
         let mut config = foca::Config::new_lan(size);
         config.probe_period = self.probe_period;
         config.probe_rtt = self.probe_rtt;
-        config.suspect_to_down_after = self.probe_period.mul_f64(
-            self.suspicion_mult * f64::from(cluster_size.max(1)).log10().max(1.0),
-        );
+        config.suspect_to_down_after = self
+            .probe_period
+            .mul_f64(self.suspicion_mult * f64::from(cluster_size.max(1)).log10().max(1.0));
         // foca 2.0.0 sends TurnUndead from the suspect->down timer even when
         // the member refuted the suspicion, making healthy nodes rejoin under
         // packet loss. Partitions heal through seed re-announces and
@@ -320,7 +320,9 @@ impl Node {
             .timers
             .push((Duration::ZERO, NodeTimer::Rejoin(self.rejoin_token)));
         let first_sync = self.jittered(self.config.anti_entropy_interval);
-        self.effects.timers.push((first_sync, NodeTimer::AntiEntropy));
+        self.effects
+            .timers
+            .push((first_sync, NodeTimer::AntiEntropy));
     }
 
     /// Feeds one received datagram (envelope included).

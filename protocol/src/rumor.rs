@@ -23,7 +23,11 @@ pub enum Rumor {
     Node(NodeRecord),
     /// A record too large to gossip: who has it and how new it is. Peers
     /// that are behind pull it from `id.addr` over TCP.
-    NodeDigest { name: String, id: NodeId, version: u64 },
+    NodeDigest {
+        name: String,
+        id: NodeId,
+        version: u64,
+    },
 }
 
 impl Rumor {
@@ -68,7 +72,8 @@ pub struct RumorKey {
 
 impl Invalidates for RumorKey {
     fn invalidates(&self, other: &Self) -> bool {
-        self.name == other.name && (self.generation, self.version) >= (other.generation, other.version)
+        self.name == other.name
+            && (self.generation, self.version) >= (other.generation, other.version)
     }
 }
 

@@ -192,7 +192,9 @@ mod tests {
             name,
         );
         record.version = version;
-        record.tags.insert("v".into(), format!("{generation}.{version}"));
+        record
+            .tags
+            .insert("v".into(), format!("{generation}.{version}"));
         record
     }
 
@@ -233,9 +235,21 @@ mod tests {
         ours.merge(record("a", 1, 1, 3));
         ours.merge(record("b", 2, 1, 1));
         let theirs = vec![
-            DigestEntry { name: "a".into(), generation: 1, version: 2 },
-            DigestEntry { name: "b".into(), generation: 1, version: 7 },
-            DigestEntry { name: "c".into(), generation: 1, version: 1 },
+            DigestEntry {
+                name: "a".into(),
+                generation: 1,
+                version: 2,
+            },
+            DigestEntry {
+                name: "b".into(),
+                generation: 1,
+                version: 7,
+            },
+            DigestEntry {
+                name: "c".into(),
+                generation: 1,
+                version: 1,
+            },
         ];
         let (missing, wanted) = ours.delta(&theirs);
         let names: Vec<_> = missing.iter().map(|r| r.name.as_str()).collect();

@@ -40,7 +40,8 @@ impl MemberJson {
             .map(|record| record.tags.clone())
             .unwrap_or_default();
         if let Some(record) = &member.record {
-            tags.entry("dc".into()).or_insert_with(|| record.datacenter.clone());
+            tags.entry("dc".into())
+                .or_insert_with(|| record.datacenter.clone());
         }
         let version = shoal_protocol::envelope::PROTOCOL_VERSION;
         Self {
@@ -134,6 +135,11 @@ pub async fn leave(State(state): State<ApiState>) -> Result<StatusCode, ApiError
     state.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), state.left.cancelled())
         .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the leave did not finish within 10s"))?;
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the leave did not finish within 10s",
+            )
+        })?;
     Ok(StatusCode::OK)
 }

@@ -68,7 +68,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        let mut response =
+            (self.status, axum::Json(json!({ "error": self.message }))).into_response();
         response
             .headers_mut()
             .insert("X-Consul-KnownLeader", HeaderValue::from_static("true"));
@@ -77,5 +78,8 @@ impl IntoResponse for ApiError {
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint: {method} {}", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {method} {}", uri.path()),
+    )
 }

@@ -42,13 +42,23 @@ pub struct AgentArgs {
     #[arg(long, env = "SHOAL_ADVERTISE", value_name = "IP:PORT")]
     pub advertise: Option<String>,
     /// Seed to join through; repeat for several [env: comma-separated].
-    #[arg(long, env = "SHOAL_JOIN", value_name = "IP:PORT", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SHOAL_JOIN",
+        value_name = "IP:PORT",
+        value_delimiter = ','
+    )]
     pub join: Vec<String>,
     /// Where the agent keeps its state.
     #[arg(long, env = "SHOAL_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Node tag; repeat for several [env: comma-separated].
-    #[arg(long = "tag", env = "SHOAL_TAGS", value_name = "KEY=VALUE", value_delimiter = ',')]
+    #[arg(
+        long = "tag",
+        env = "SHOAL_TAGS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
     pub tags: Vec<String>,
     /// trace, debug, info, warn or error [default: info]; RUST_LOG, when
     /// set, takes precedence.
@@ -90,7 +100,10 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
     init_logging(&config);
     // One thread: the agent's work is small, and a single thread keeps the
     // resident footprint low. Checks and file I/O go to blocking threads.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("Error: cannot start the async runtime: {error}");
@@ -129,7 +142,10 @@ fn init_logging(config: &AgentConfig) {
 /// Cancels `shutdown` on SIGTERM or SIGINT.
 async fn cancel_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -24,7 +24,8 @@ pub fn run(client: &Client, args: &MembersArgs) -> anyhow::Result<()> {
         .status
         .as_deref()
         .map(|pattern| {
-            Regex::new(&format!("^(?:{pattern})$")).with_context(|| format!("--status: invalid regular expression `{pattern}`"))
+            Regex::new(&format!("^(?:{pattern})$"))
+                .with_context(|| format!("--status: invalid regular expression `{pattern}`"))
         })
         .transpose()?;
     let members = client.get_json("/v1/agent/members")?;
@@ -34,9 +35,9 @@ pub fn run(client: &Client, args: &MembersArgs) -> anyhow::Result<()> {
         .unwrap_or_default()
         .into_iter()
         .filter(|member| {
-            filter
-                .as_ref()
-                .is_none_or(|regex| regex.is_match(member["StatusText"].as_str().unwrap_or_default()))
+            filter.as_ref().is_none_or(|regex| {
+                regex.is_match(member["StatusText"].as_str().unwrap_or_default())
+            })
         })
         .collect();
     match args.format {
@@ -61,7 +62,10 @@ pub fn run(client: &Client, args: &MembersArgs) -> anyhow::Result<()> {
                             member["Addr"].as_str().unwrap_or_default(),
                             member["Port"]
                         ),
-                        member["StatusText"].as_str().unwrap_or_default().to_string(),
+                        member["StatusText"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
                         tags,
                     ]
                 })

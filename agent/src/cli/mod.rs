@@ -18,7 +18,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::client::Client;
 
 #[derive(Debug, Parser)]
-#[command(name = "shoal", version, about = "A peer-to-peer service-discovery and config sidecar")]
+#[command(
+    name = "shoal",
+    version,
+    about = "A peer-to-peer service-discovery and config sidecar"
+)]
 pub struct Cli {
     /// Address of the agent's HTTP API: where `shoal agent` listens, and
     /// where the other commands find it.
@@ -32,7 +36,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// List the cluster's members as this agent sees them.
     Members(members::MembersArgs),
     /// Show this agent's identity and counters.
@@ -59,7 +63,13 @@ pub fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    let client = || Client::new(cli.http_addr.as_deref().unwrap_or(crate::config::DEFAULT_HTTP_ADDR));
+    let client = || {
+        Client::new(
+            cli.http_addr
+                .as_deref()
+                .unwrap_or(crate::config::DEFAULT_HTTP_ADDR),
+        )
+    };
     let result = match &cli.command {
         Command::Agent(args) => return agent::run(args, cli.http_addr.clone()),
         Command::Members(args) => members::run(&client(), args),

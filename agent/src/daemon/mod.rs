@@ -44,14 +44,23 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &AgentConfig) -> anyhow::Result<Self> {
-        let udp = UdpSocket::bind(config.bind)
-            .await
-            .with_context(|| format!("cannot bind the gossip UDP socket to {} (config key `bind`)", config.bind))?;
-        let tcp = TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("cannot bind the gossip TCP listener to {} (config key `bind`)", config.bind))?;
+        let udp = UdpSocket::bind(config.bind).await.with_context(|| {
+            format!(
+                "cannot bind the gossip UDP socket to {} (config key `bind`)",
+                config.bind
+            )
+        })?;
+        let tcp = TcpListener::bind(config.bind).await.with_context(|| {
+            format!(
+                "cannot bind the gossip TCP listener to {} (config key `bind`)",
+                config.bind
+            )
+        })?;
         let http = TcpListener::bind(config.http_addr).await.with_context(|| {
-            format!("cannot bind the HTTP API to {} (config key `http_addr`)", config.http_addr)
+            format!(
+                "cannot bind the HTTP API to {} (config key `http_addr`)",
+                config.http_addr
+            )
         })?;
         Ok(Self { udp, tcp, http })
     }
@@ -59,7 +68,11 @@ impl Listeners {
 
 /// Runs the agent until `shutdown` is cancelled (SIGTERM, SIGINT or
 /// `PUT /v1/agent/leave`), then leaves the cluster gracefully and returns.
-pub async fn run(config: AgentConfig, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: AgentConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let data_dir = Arc::new(DataDirGuard::open(&config.data_dir)?);
     let now_millis = SystemTime::now()
@@ -76,7 +89,12 @@ pub async fn run(config: AgentConfig, listeners: Listeners, shutdown: Cancellati
     record.tags = config.tags.clone();
 
     let envelope = Envelope::new(cluster_id(&config.cluster));
-    let node = Node::new(record, config.gossip.clone(), envelope, rand_seed(generation));
+    let node = Node::new(
+        record,
+        config.gossip.clone(),
+        envelope,
+        rand_seed(generation),
+    );
 
     let tracker = TaskTracker::new();
     let tasks_stop = CancellationToken::new();
@@ -95,7 +113,11 @@ pub async fn run(config: AgentConfig, listeners: Listeners, shutdown: Cancellati
     };
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(initial));
 
-    tracker.spawn(scheduler::scheduler_loop(schedule_rx, timers_tx, tasks_stop.clone()));
+    tracker.spawn(scheduler::scheduler_loop(
+        schedule_rx,
+        timers_tx,
+        tasks_stop.clone(),
+    ));
 
     let socket = Arc::new(listeners.udp);
     let receive_drops = Arc::new(AtomicU64::new(0));

@@ -92,10 +92,18 @@ mod tests {
         let shutdown = CancellationToken::new();
         tokio::spawn(scheduler_loop(submit_rx, fire_tx, shutdown.clone()));
         let now = Instant::now();
-        submit_tx.send((now + Duration::from_millis(30), NodeTimer::FinishLeave)).unwrap();
-        submit_tx.send((now + Duration::from_millis(10), NodeTimer::AntiEntropy)).unwrap();
-        submit_tx.send((now + Duration::from_millis(10), NodeTimer::Rejoin(1))).unwrap();
-        submit_tx.send((now + Duration::from_millis(20), NodeTimer::Rejoin(2))).unwrap();
+        submit_tx
+            .send((now + Duration::from_millis(30), NodeTimer::FinishLeave))
+            .unwrap();
+        submit_tx
+            .send((now + Duration::from_millis(10), NodeTimer::AntiEntropy))
+            .unwrap();
+        submit_tx
+            .send((now + Duration::from_millis(10), NodeTimer::Rejoin(1)))
+            .unwrap();
+        submit_tx
+            .send((now + Duration::from_millis(20), NodeTimer::Rejoin(2)))
+            .unwrap();
         let mut fired = Vec::new();
         for _ in 0..4 {
             fired.push(fire_rx.recv().await.unwrap());

@@ -51,7 +51,11 @@ pub struct SyncService {
 }
 
 impl SyncService {
-    pub fn new(envelope: Envelope, commands_tx: mpsc::Sender<Command>, tracker: TaskTracker) -> Self {
+    pub fn new(
+        envelope: Envelope,
+        commands_tx: mpsc::Sender<Command>,
+        tracker: TaskTracker,
+    ) -> Self {
         Self {
             envelope,
             commands_tx,
@@ -146,9 +150,16 @@ impl SyncService {
         })
         .await?;
         let (records, wanted) = reply_rx.await.map_err(|_| SyncError::Closed)?;
-        write_frame(&mut stream, self.envelope, &SyncMessage::Delta { records, wanted }).await?;
+        write_frame(
+            &mut stream,
+            self.envelope,
+            &SyncMessage::Delta { records, wanted },
+        )
+        .await?;
         let SyncMessage::Records(records) = read_frame(&mut stream, self.envelope).await? else {
-            return Err(SyncError::Unexpected { expected: "Records" });
+            return Err(SyncError::Unexpected {
+                expected: "Records",
+            });
         };
         if !records.is_empty() {
             self.command(Command::SyncMerge {
@@ -162,7 +173,10 @@ impl SyncService {
     }
 
     async fn command(&self, command: Command) -> Result<(), SyncError> {
-        self.commands_tx.send(command).await.map_err(|_| SyncError::Closed)
+        self.commands_tx
+            .send(command)
+            .await
+            .map_err(|_| SyncError::Closed)
     }
 }
 
@@ -192,7 +206,9 @@ async fn read_frame(stream: &mut TcpStream, envelope: Envelope) -> Result<SyncMe
     stream.read_exact(&mut frame).await?;
     let (kind, payload) = envelope.open(&frame)?;
     if kind != PayloadKind::Sync {
-        return Err(SyncError::Unexpected { expected: "a sync frame" });
+        return Err(SyncError::Unexpected {
+            expected: "a sync frame",
+        });
     }
     Ok(codec::decode_frame(payload)?)
 }

@@ -1,0 +1,348 @@
+//! A harness for cluster tests: starts real `shoal agent` processes on
+//! loopback and talks to them as users do, over HTTP and the CLI.
+//!
+//! Every agent gets its own loopback address (`127.X.Y.Z`, derived from the
+//! test process id and a counter), so agents of tests running in parallel
+//! never compete for ports. Agents are killed when dropped; their logs are
+//! printed when a test fails (see [`Agent::log`]).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Gossip port every test agent uses on its own loopback address.
+pub const GOSSIP_PORT: u16 = 17946;
+/// HTTP port every test agent uses on its own loopback address.
+pub const HTTP_PORT: u16 = 18500;
+
+/// The `shoal` binary under test: `$SHOAL_BIN`, else the one cargo built
+/// next to this test binary (built now if missing).
+pub fn shoal_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("SHOAL_BIN") {
+            return PathBuf::from(path);
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/<test> -> target/<profile>/shoal
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let bin = profile_dir.join("shoal");
+        if !bin.exists() {
+            let release = profile_dir.ends_with("release");
+            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cargo.args(["build", "-p", "shoal-agent", "--bin", "shoal"]);
+            if release {
+                cargo.arg("--release");
+            }
+            let status = cargo.status().expect("run cargo build");
+            assert!(status.success(), "cargo build of the shoal binary failed");
+        }
+        bin
+    })
+}
+
+/// A fresh loopback address no other agent of any test process uses.
+pub fn unique_loopback() -> IpAddr {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let pid = std::process::id();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        (1 + (pid >> 8) % 250) as u8,
+        (pid & 0xff) as u8,
+        (1 + n % 250) as u8,
+    ))
+}
+
+/// Options for one agent.
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    pub name: String,
+    pub join: Vec<SocketAddr>,
+    pub tags: Vec<(String, String)>,
+    /// Extra `KEY=VALUE` environment variables.
+    pub env: Vec<(String, String)>,
+    /// Extra command-line arguments after `agent`.
+    pub args: Vec<String>,
+}
+
+/// A running `shoal agent` process, killed on drop.
+pub struct Agent {
+    pub name: String,
+    pub ip: IpAddr,
+    pub data_dir: PathBuf,
+    pub options: AgentOptions,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts an agent with its own address and data dir under `root`.
+    pub fn start(root: &Path, options: AgentOptions) -> Agent {
+        let ip = unique_loopback();
+        let data_dir = root.join(&options.name);
+        std::fs::create_dir_all(&data_dir).expect("create data dir");
+        let mut agent = Agent {
+            name: options.name.clone(),
+            ip,
+            log_path: root.join(format!("{}.log", options.name)),
+            data_dir,
+            options,
+            child: None,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open agent log");
+        let mut command = Command::new(shoal_bin());
+        command
+            .arg("agent")
+            .args(["--node", &self.name])
+            .args(["--bind", &self.gossip_addr().to_string()])
+            .args(["--http-addr", &self.http_addr().to_string()])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--log-level", "debug"]);
+        for seed in &self.options.join {
+            command.args(["--join", &seed.to_string()]);
+        }
+        for (key, value) in &self.options.tags {
+            command.args(["--tag", &format!("{key}={value}")]);
+        }
+        command.args(&self.options.args);
+        command.envs(self.options.env.iter().map(|(k, v)| (k, v)));
+        command.env_remove("RUST_LOG");
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        self.child = Some(command.spawn().expect("spawn shoal agent"));
+    }
+
+    pub fn gossip_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, GOSSIP_PORT)
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, HTTP_PORT)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the same agent again (same address, data dir and options).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `GET path` on this agent's API; the body as JSON, or an error text.
+    pub fn get(&self, path: &str) -> Result<Value, String> {
+        http_json("GET", self.http_addr(), path, None).and_then(|(status, body)| {
+            if status == 200 {
+                Ok(body)
+            } else {
+                Err(format!("HTTP {status}: {body}"))
+            }
+        })
+    }
+
+    /// Members as `/v1/agent/members` shows them: `(name, status)` pairs.
+    pub fn members(&self) -> Result<Vec<(String, u64)>, String> {
+        let body = self.get("/v1/agent/members")?;
+        Ok(body
+            .as_array()
+            .ok_or("members is not an array")?
+            .iter()
+            .map(|m| {
+                (
+                    m["Name"].as_str().unwrap_or_default().to_string(),
+                    m["Status"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    /// Runs `shoal <args>` against this agent's API.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(shoal_bin())
+            .args(args)
+            .env("SHOAL_HTTP_ADDR", self.http_addr().to_string())
+            .output()
+            .expect("run shoal CLI")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("----- log of agent {} -----\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// One HTTP request with a JSON (or empty) body; returns status and body.
+pub fn http_json(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, Value), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let response = match (method, body) {
+        ("GET", _) => agent.get(&url).call(),
+        ("DELETE", _) => agent.delete(&url).call(),
+        ("PUT", Some(body)) => agent.put(&url).send(body),
+        ("PUT", None) => agent.put(&url).send_empty(),
+        ("POST", Some(body)) => agent.post(&url).send(body),
+        ("POST", None) => agent.post(&url).send_empty(),
+        _ => return Err(format!("unsupported method {method}")),
+    };
+    let mut response = response.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    let value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Ok((status, value))
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` and the last
+/// observation after `timeout`.
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check() {
+            Ok(value) => return value,
+            Err(observed) => observed,
+        };
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last observed: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A set of agents that all join through the first one.
+pub struct Cluster {
+    pub agents: Vec<Agent>,
+    pub root: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `size` agents named `node-0`..; all join through `node-0`.
+    pub fn start(size: usize) -> Cluster {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut agents: Vec<Agent> = Vec::new();
+        for i in 0..size {
+            let join = agents
+                .first()
+                .map(|a| vec![a.gossip_addr()])
+                .unwrap_or_default();
+            agents.push(Agent::start(
+                root.path(),
+                AgentOptions {
+                    name: format!("node-{i}"),
+                    join,
+                    ..AgentOptions::default()
+                },
+            ));
+        }
+        Cluster { agents, root }
+    }
+
+    /// Waits until every listed agent reports exactly `expected` as
+    /// `(name, Consul status)` pairs, sorted by name.
+    pub fn wait_members(&self, which: &[usize], expected: &[(String, u64)], timeout: Duration) {
+        let mut expected = expected.to_vec();
+        expected.sort();
+        for &i in which {
+            let agent = &self.agents[i];
+            wait_for(
+                timeout,
+                &format!("{} to see {expected:?}", agent.name),
+                || {
+                    let mut seen = agent.members()?;
+                    seen.sort();
+                    if seen == expected {
+                        Ok(())
+                    } else {
+                        Err(format!("{seen:?}"))
+                    }
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Bad input changes nothing and crashes nothing: malformed datagrams,
+//! broken config files, an unreachable agent.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use shoal_tests::{Cluster, shoal_bin, wait_for};
+
+/// A tiny xorshift so the garbage is reproducible; the seed is printed.
+struct Garbage(u64);
+
+impl Garbage {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn malformed_datagrams_change_nothing() {
+    let cluster = Cluster::start(2);
+    let both = [0, 1];
+    let expected = vec![("node-0".to_string(), 1), ("node-1".to_string(), 1)];
+    cluster.wait_members(&both, &expected, Duration::from_secs(15));
+    let target = cluster.agents[0].gossip_addr();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+
+    let seed = 0x5eed_0000_0000_0001u64 ^ u64::from(std::process::id());
+    eprintln!("garbage seed {seed:#x}");
+    let mut garbage = Garbage(seed);
+    // A real header to build on: magic, version 1, kind Swim, flags 0,
+    // then the cluster id of "shoal" (FNV-1a).
+    let mut header = b"SHOL\x01\x01\x00".to_vec();
+    header.extend_from_slice(&fnv1a(b"shoal").to_le_bytes());
+
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    for len in [0, 1, 4, 14, 15, 16, 100, 1399, 1400] {
+        packets.push(garbage.bytes(len)); // random bytes
+    }
+    for len in [1, 10, 200, 1300] {
+        let mut packet = header.clone(); // valid envelope, garbage payload
+        packet.extend(garbage.bytes(len));
+        packets.push(packet);
+    }
+    let mut wrong_magic = header.clone();
+    wrong_magic[0] = b'X';
+    wrong_magic.extend(garbage.bytes(50));
+    packets.push(wrong_magic);
+    let mut wrong_cluster = b"SHOL\x01\x01\x00".to_vec();
+    wrong_cluster.extend_from_slice(&fnv1a(b"another-cluster").to_le_bytes());
+    wrong_cluster.extend(garbage.bytes(50));
+    packets.push(wrong_cluster);
+    let mut wrong_version = header.clone();
+    wrong_version[4] = 99;
+    packets.push(wrong_version);
+    packets.push(header[..9].to_vec()); // truncated header
+    let mut oversized = header.clone();
+    oversized.extend(garbage.bytes(9000));
+    packets.push(oversized);
+    for _ in 0..300 {
+        let len = (garbage.next() % 1500) as usize;
+        let mut packet = if garbage.next().is_multiple_of(2) {
+            header.clone()
+        } else {
+            Vec::new()
+        };
+        packet.extend(garbage.bytes(len));
+        packets.push(packet);
+    }
+    for packet in &packets {
+        socket.send_to(packet, target).unwrap();
+    }
+
+    // Still serving, membership unchanged, and the garbage was counted.
+    wait_for(
+        Duration::from_secs(10),
+        "the rejected packets to be counted",
+        || {
+            let me = cluster.agents[0].get("/v1/agent/self")?;
+            let gossip = &me["Stats"]["gossip"];
+            let rejected = gossip["rejected_envelope"].as_u64().unwrap_or(0)
+                + gossip["rejected_swim"].as_u64().unwrap_or(0)
+                + gossip["receive_drops"].as_u64().unwrap_or(0);
+            if rejected >= 20 {
+                Ok(())
+            } else {
+                Err(format!("{gossip}"))
+            }
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.wait_members(&both, &expected, Duration::from_secs(5));
+    let me = cluster.agents[0]
+        .get("/health/live")
+        .expect("still answering");
+    assert_eq!(me["status"], "alive");
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[test]
+fn bad_config_files_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "unknown key",
+            "data_dir = \"/tmp/x\"\nnot_a_setting = true\n",
+            "not_a_setting",
+        ),
+        (
+            "bad address",
+            "data_dir = \"/tmp/x\"\nbind = \"here\"\n",
+            "`bind`",
+        ),
+        (
+            "bad duration",
+            "data_dir = \"/tmp/x\"\n[gossip]\nprobe_interval = \"often\"\n",
+            "gossip.probe_interval",
+        ),
+        ("syntax error", "data_dir = \"/tmp/x\nbind = 1\n", "line"),
+        (
+            "wrong type",
+            "data_dir = \"/tmp/x\"\njoin = \"127.0.0.1:1\"\n",
+            "join",
+        ),
+    ];
+    for (what, content, expected) in cases {
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, content).unwrap();
+        let output = std::process::Command::new(shoal_bin())
+            .args(["agent", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{what}: expected {expected:?} in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    }
+    // A missing file is named too.
+    let output = std::process::Command::new(shoal_bin())
+        .args(["agent", "--config", "/nonexistent/shoal.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/shoal.toml"));
+}
+
+#[test]
+fn cli_reports_an_unreachable_agent_in_one_line() {
+    let output = std::process::Command::new(shoal_bin())
+        .args(["members", "--http-addr", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot reach the shoal agent"), "{stderr}");
+}
