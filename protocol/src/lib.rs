@@ -3,6 +3,8 @@
 //! out the effects.
 //!
 //! - [`identity`]: [`NodeId`], the renewable SWIM identity.
+//! - [`lifeguard`]: local health awareness that stretches a struggling
+//!   node's probe and suspicion timers.
 //! - [`envelope`]: magic, version, cluster id and payload kind on every packet.
 //! - [`codec`]: bincode 2 encoding and the `foca::Codec`.
 //! - [`record`]: [`NodeRecord`], the single-writer state of one node.
@@ -14,6 +16,7 @@
 pub mod codec;
 pub mod envelope;
 pub mod identity;
+pub mod lifeguard;
 pub mod node;
 pub mod record;
 pub mod rumor;

@@ -19,6 +19,7 @@ use rand::{RngExt, SeedableRng};
 use crate::codec::{MAX_DATAGRAM, SwimCodec};
 use crate::envelope::{Envelope, EnvelopeError, HEADER_LEN, PayloadKind};
 use crate::identity::NodeId;
+use crate::lifeguard::LocalHealth;
 use crate::record::NodeRecord;
 use crate::rumor::{Rumor, RumorHandler};
 use crate::state::{ClusterState, Merge};
@@ -58,6 +59,16 @@ pub struct GossipConfig {
     pub leave_spread: Duration,
     /// How long a down member is remembered (and listed as failed or left).
     pub remove_down_after: Duration,
+    /// Lifeguard-style local health awareness: a node that misses acks,
+    /// has to refute suspicions or lags behind stretches its own probe and
+    /// suspicion timers (up to 8x) instead of declaring healthy peers down.
+    /// Default on; see [`crate::lifeguard`].
+    pub local_health: bool,
+    /// Send foca's `TurnUndead` to members declared down. Keep it false:
+    /// foca 2.0.0 sends it even after the member refuted the suspicion,
+    /// which makes healthy nodes rejoin under packet loss. It is a field
+    /// only so the simulator's regression scenario can show the defect.
+    pub notify_down_members: bool,
 }
 
 impl Default for GossipConfig {
@@ -75,6 +86,8 @@ impl Default for GossipConfig {
             seed_reannounce: Duration::from_secs(30),
             leave_spread: Duration::from_millis(500),
             remove_down_after: Duration::from_secs(24 * 3600),
+            local_health: true,
+            notify_down_members: false,
         }
     }
 }
@@ -94,7 +107,7 @@ impl GossipConfig {
         // the member refuted the suspicion, making healthy nodes rejoin under
         // packet loss. Partitions heal through seed re-announces and
         // `periodic_announce_to_down_members` instead.
-        config.notify_down_members = false;
+        config.notify_down_members = self.notify_down_members;
         config.max_packet_size =
             NonZeroUsize::new(MAX_DATAGRAM - HEADER_LEN).expect("datagram larger than header");
         config.remove_down_after = Some(self.remove_down_after);
@@ -151,12 +164,16 @@ pub struct Effects {
     /// Peers to run an anti-entropy exchange with.
     pub syncs: Vec<SocketAddr>,
     notifications: Vec<OwnedNotification<NodeId>>,
+    /// Lives here because foca's notifications and timer requests pass
+    /// through the runtime: it both listens and stretches.
+    health: LocalHealth,
 }
 
 impl Effects {
-    fn new(envelope: Envelope) -> Self {
+    fn new(envelope: Envelope, health: LocalHealth) -> Self {
         Self {
             envelope,
+            health,
             datagrams: Vec::new(),
             timers: Vec::new(),
             syncs: Vec::new(),
@@ -167,6 +184,9 @@ impl Effects {
 
 impl Runtime<NodeId> for Effects {
     fn notify(&mut self, notification: Notification<'_, NodeId>) {
+        if self.health.observe(&notification) {
+            return;
+        }
         self.notifications.push(notification.to_owned());
     }
 
@@ -176,6 +196,7 @@ impl Runtime<NodeId> for Effects {
     }
 
     fn submit_after(&mut self, event: Timer<NodeId>, after: Duration) {
+        let after = self.health.stretch(&event, after);
         self.timers.push((after, NodeTimer::Swim(event)));
     }
 }
@@ -249,6 +270,8 @@ pub struct Counters {
     pub rejected_swim: u64,
     /// Records merged from anti-entropy exchanges.
     pub synced_records: u64,
+    /// Members this node saw go down (declared by anyone, or left).
+    pub members_down: u64,
 }
 
 /// Why a datagram was dropped. Nothing in the node changed.
@@ -290,6 +313,7 @@ impl Node {
     /// A node that has not contacted anyone yet; call [`Node::start`].
     pub fn new(local: NodeRecord, config: GossipConfig, envelope: Envelope, seed: u64) -> Self {
         let state = Arc::new(Mutex::new(ClusterState::new(local.clone())));
+        let health = LocalHealth::new(config.local_health, config.probe_rtt / 2);
         let swim = Foca::with_custom_broadcast(
             local.id,
             config.swim_config(1),
@@ -303,7 +327,7 @@ impl Node {
             rejoin_backoff: config.rejoin_min,
             config,
             envelope,
-            effects: Effects::new(envelope),
+            effects: Effects::new(envelope, health),
             rng: StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x5348_4f4c),
             size_bucket: 1,
             rejoin_token: 0,
@@ -473,6 +497,27 @@ impl Node {
         &self.counters
     }
 
+    /// Tells local health that an event was handled `lag` late: a timer
+    /// after its deadline, a datagram after it arrived. See
+    /// [`crate::lifeguard`].
+    pub fn note_lag(&mut self, lag: Duration) {
+        self.effects.health.note_lag(lag);
+    }
+
+    /// The local health score and what fed it.
+    pub fn local_health(&self) -> &LocalHealth {
+        &self.effects.health
+    }
+
+    /// foca's view of the member at `addr`: its identity and SWIM state.
+    /// Cheaper than [`Node::members`] (no records, no sorting).
+    pub fn member_state(&self, addr: SocketAddr) -> Option<(NodeId, foca::State)> {
+        self.swim
+            .iter_membership_state()
+            .find(|member| member.id().addr == addr)
+            .map(|member| (*member.id(), member.state()))
+    }
+
     /// Records that claimed our name with another identity.
     pub fn name_conflicts(&self) -> u64 {
         self.lock_state().name_conflicts()
@@ -557,9 +602,17 @@ impl Node {
                     self.effects.syncs.push(id.addr());
                     self.changed = true;
                 }
-                OwnedNotification::MemberDown(_) | OwnedNotification::Rename(..) => {
+                OwnedNotification::MemberDown(_) => {
+                    self.counters.members_down += 1;
                     self.changed = true;
                 }
+                OwnedNotification::Rename(..) => {
+                    self.changed = true;
+                }
+                // Consumed by local health in `Effects::notify`.
+                OwnedNotification::DataReceived(_)
+                | OwnedNotification::DataSent(_)
+                | OwnedNotification::ProbeFailed(..) => {}
                 OwnedNotification::Active => {
                     self.rejoin_backoff = self.config.rejoin_min;
                 }

@@ -127,9 +127,11 @@ impl ClusterState {
     /// has older), and the names of those it has newer than we do.
     pub fn delta(&self, theirs: &[DigestEntry]) -> (Vec<NodeRecord>, Vec<String>) {
         let mut wanted = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
+        // Indexed by name: a linear search per record made an exchange
+        // quadratic in the cluster size (10^6 comparisons at 1,000 nodes).
+        let mut seen = BTreeMap::new();
         for entry in theirs {
-            seen.insert(entry.name.as_str());
+            seen.insert(entry.name.as_str(), (entry.generation, entry.version));
             if self.is_news(&entry.name, entry.generation, entry.version) {
                 wanted.push(entry.name.clone());
             }
@@ -138,12 +140,8 @@ impl ClusterState {
             .records
             .values()
             .filter(|record| {
-                theirs
-                    .iter()
-                    .find(|entry| entry.name == record.name)
-                    .is_none_or(|entry| {
-                        (record.id.generation, record.version) > (entry.generation, entry.version)
-                    })
+                seen.get(record.name.as_str())
+                    .is_none_or(|&order| (record.id.generation, record.version) > order)
             })
             .cloned()
             .collect();
