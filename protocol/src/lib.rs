@@ -26,5 +26,5 @@ pub mod sync;
 pub use envelope::{Envelope, PayloadKind};
 pub use identity::NodeId;
 pub use node::{GossipConfig, MemberStatus, MemberView, Node, NodeTimer};
-pub use record::NodeRecord;
+pub use record::{CheckRecord, CheckStatus, Health, NodeRecord, ServiceRecord};
 pub use state::ClusterState;

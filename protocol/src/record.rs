@@ -27,6 +27,132 @@ pub struct NodeRecord {
     /// Set when the node leaves on purpose: peers then report it as left
     /// rather than failed once the membership declares it down.
     pub left: bool,
+    /// Services registered on this node, with their checks.
+    pub services: Vec<ServiceRecord>,
+    /// Checks of the node itself (system checks, node maintenance).
+    pub checks: Vec<CheckRecord>,
+}
+
+/// Status of one check, in Consul's terms. Ordered from best to worst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub enum CheckStatus {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Passing => "passing",
+            CheckStatus::Warning => "warning",
+            CheckStatus::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "passing" => Some(CheckStatus::Passing),
+            "warning" => Some(CheckStatus::Warning),
+            "critical" => Some(CheckStatus::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// Longest check output that is gossiped; the full output (up to 4 KiB)
+/// stays on the node that ran the check.
+pub const GOSSIPED_OUTPUT: usize = 128;
+
+/// A check as the cluster sees it.
+///
+/// Only `status` changes bump the owner's record version. `output` rides
+/// along with whatever change is gossiped next, so chatty check output never
+/// causes gossip by itself.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct CheckRecord {
+    pub id: String,
+    pub name: String,
+    /// What kind of check: "http", "tcp", "exec", "ttl", "system",
+    /// "dependency", "maintenance".
+    pub kind: String,
+    pub status: CheckStatus,
+    /// Whether failing makes the service unhealthy (true) or only degraded.
+    pub critical: bool,
+    pub notes: String,
+    /// The start of the last output (at most [`GOSSIPED_OUTPUT`] bytes).
+    pub output: String,
+}
+
+impl CheckRecord {
+    /// The status shown in Consul's API: a non-critical check that fails
+    /// only ever reports `warning`, so the instance counts as degraded, not
+    /// down.
+    pub fn consul_status(&self) -> CheckStatus {
+        if self.critical {
+            self.status
+        } else {
+            self.status.min(CheckStatus::Warning)
+        }
+    }
+}
+
+/// A service instance registered on a node.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ServiceRecord {
+    pub id: String,
+    pub name: String,
+    /// Empty: the node's address.
+    pub address: String,
+    pub port: u16,
+    pub tags: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+    pub checks: Vec<CheckRecord>,
+}
+
+/// Shoal's three-way health of a service instance or node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Health {
+    /// Every check passes.
+    Healthy,
+    /// Some check is not passing, but no critical one is critical.
+    Degraded,
+    /// A critical check is critical (or the node is down).
+    Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+
+    /// Aggregates checks: critical checks decide "unhealthy", the rest can
+    /// only make it "degraded".
+    pub fn of<'a>(checks: impl IntoIterator<Item = &'a CheckRecord>) -> Health {
+        let mut health = Health::Healthy;
+        for check in checks {
+            let this = match check.status {
+                CheckStatus::Passing => Health::Healthy,
+                CheckStatus::Critical if check.critical => Health::Unhealthy,
+                _ => Health::Degraded,
+            };
+            health = health.max(this);
+        }
+        health
+    }
+}
+
+/// Consul's aggregate: the worst status among the checks (passing if none).
+pub fn worst_status<'a>(checks: impl IntoIterator<Item = &'a CheckRecord>) -> CheckStatus {
+    checks
+        .into_iter()
+        .map(CheckRecord::consul_status)
+        .max()
+        .unwrap_or(CheckStatus::Passing)
 }
 
 impl NodeRecord {
@@ -39,6 +165,8 @@ impl NodeRecord {
             datacenter: String::new(),
             tags: BTreeMap::new(),
             left: false,
+            services: Vec::new(),
+            checks: Vec::new(),
         }
     }
 
@@ -52,5 +180,35 @@ impl NodeRecord {
     /// Whether this record replaces `other` under the merge rule.
     pub fn supersedes(&self, other: &NodeRecord) -> bool {
         self.order() > other.order()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(status: CheckStatus, critical: bool) -> CheckRecord {
+        CheckRecord {
+            id: "c".into(),
+            name: "c".into(),
+            kind: "http".into(),
+            status,
+            critical,
+            notes: String::new(),
+            output: String::new(),
+        }
+    }
+
+    #[test]
+    fn critical_checks_decide_unhealthy_others_only_degrade() {
+        use CheckStatus::*;
+        assert_eq!(Health::of([]), Health::Healthy);
+        assert_eq!(Health::of(&[check(Passing, true), check(Passing, false)]), Health::Healthy);
+        assert_eq!(Health::of(&[check(Passing, true), check(Critical, false)]), Health::Degraded);
+        assert_eq!(Health::of(&[check(Warning, true)]), Health::Degraded);
+        assert_eq!(Health::of(&[check(Critical, true), check(Passing, false)]), Health::Unhealthy);
+        assert_eq!(worst_status(&[check(Critical, false)]), Warning);
+        assert_eq!(worst_status(&[check(Critical, true), check(Warning, true)]), Critical);
+        assert_eq!(worst_status(&[]), Passing);
     }
 }

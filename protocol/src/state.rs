@@ -63,7 +63,9 @@ impl ClusterState {
     /// Merges a record from a peer.
     pub fn merge(&mut self, record: NodeRecord) -> Merge {
         if record.name == self.local_name {
-            if record != *self.local() {
+            // An older copy of our own record is merely stale; another
+            // identity claiming our name is a conflict.
+            if record.id != self.local().id && record.id.generation >= self.local().id.generation {
                 self.name_conflicts += 1;
                 return Merge::Conflict;
             }
