@@ -60,6 +60,18 @@ impl ClusterState {
         record
     }
 
+    /// Changes our own record without bumping its version: for data that
+    /// rides along with the next real change (check output) and must not
+    /// cause gossip by itself.
+    pub fn refresh_local(&mut self, change: impl FnOnce(&mut NodeRecord)) {
+        let record = self
+            .records
+            .get_mut(&self.local_name)
+            .expect("the local record is never removed");
+        change(record);
+        self.changed = true;
+    }
+
     /// Merges a record from a peer.
     pub fn merge(&mut self, record: NodeRecord) -> Merge {
         if record.name == self.local_name {
