@@ -62,6 +62,16 @@ impl Client {
         self.read("PUT", path, response)
     }
 
+    pub fn put_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let response = self
+            .agent
+            .put(&format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .map_err(|error| self.unreachable(error))?;
+        self.read("PUT", path, response)
+    }
+
     fn unreachable(&self, error: ureq::Error) -> ClientError {
         let reason = match &error {
             ureq::Error::Io(io) => io.to_string(),

@@ -11,6 +11,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use shoal_protocol::GossipConfig;
 
+use crate::checks::{CheckDefinition, FieldError};
+use crate::local::keys::normalize;
+use crate::local::service::ServiceDefinition;
+
 /// Default gossip port (UDP for SWIM, TCP for anti-entropy), as memberlist.
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
 /// Default HTTP API address: Consul's, so Consul clients work unchanged.
@@ -52,7 +56,23 @@ pub struct FileConfig {
     pub tags: Option<BTreeMap<String, String>>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    /// Directory of extra service files (`*.toml`), loaded in name order.
+    pub config_dir: Option<PathBuf>,
     pub gossip: Option<FileGossip>,
+    /// `[[services]]`: services registered from configuration.
+    pub services: Option<Vec<toml::Value>>,
+    /// `[[checks]]`: node-level checks (system checks, ...).
+    pub checks: Option<Vec<toml::Value>>,
+}
+
+/// A file in `config_dir`: one `[service]`, several `[[services]]`, and/or
+/// `[[checks]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    pub service: Option<toml::Value>,
+    pub services: Option<Vec<toml::Value>>,
+    pub checks: Option<Vec<toml::Value>>,
 }
 
 /// The `[gossip]` table. Durations are strings such as "500ms" or "15s".
@@ -84,6 +104,7 @@ pub struct Overrides {
     pub tags: Vec<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub config_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +137,10 @@ pub struct AgentConfig {
     pub log_level: String,
     pub log_format: LogFormat,
     pub gossip: GossipConfig,
+    /// Services from the file and `config_dir`.
+    pub services: Vec<ServiceDefinition>,
+    /// Node-level checks from the file and `config_dir`.
+    pub checks: Vec<CheckDefinition>,
 }
 
 impl AgentConfig {
@@ -126,7 +151,18 @@ impl AgentConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Self::from_parts(file, overrides)
+        let config_dir = overrides.config_dir.clone().or(file.config_dir.clone()).or_else(|| {
+            let beside = overrides.config_file.as_ref()?.parent()?.join("config.d");
+            beside.is_dir().then_some(beside)
+        });
+        let mut config = Self::from_parts(file, overrides)?;
+        if let Some(dir) = config_dir {
+            let (services, checks) = read_config_dir(&dir)?;
+            config.services.extend(services);
+            config.checks.extend(checks);
+        }
+        check_unique_ids(&config.services, &config.checks)?;
+        Ok(config)
     }
 
     /// Merges defaults, a parsed file and the overrides, and validates.
@@ -232,6 +268,10 @@ impl AgentConfig {
         };
 
         let gossip = gossip_config(file.gossip.unwrap_or_default(), join.clone())?;
+        let services = parse_services(file.services.unwrap_or_default().iter().enumerate().map(|(i, v)| (format!("services[{i}]"), v)))
+            .map_err(|e| invalid(&e.field, e.message))?;
+        let checks = parse_checks(file.checks.unwrap_or_default().iter().enumerate().map(|(i, v)| (format!("checks[{i}]"), v)))
+            .map_err(|e| invalid(&e.field, e.message))?;
 
         Ok(Self {
             node_name,
@@ -246,8 +286,84 @@ impl AgentConfig {
             log_level,
             log_format,
             gossip,
+            services,
+            checks,
         })
     }
+}
+
+fn parse_services<'a>(items: impl Iterator<Item = (String, &'a toml::Value)>) -> Result<Vec<ServiceDefinition>, FieldError> {
+    items
+        .map(|(field, value)| ServiceDefinition::parse(&to_json(value), &field))
+        .collect()
+}
+
+fn parse_checks<'a>(items: impl Iterator<Item = (String, &'a toml::Value)>) -> Result<Vec<CheckDefinition>, FieldError> {
+    items
+        .map(|(field, value)| {
+            let json = to_json(value);
+            let name = json.get("name").and_then(serde_json::Value::as_str).unwrap_or(&field).to_string();
+            CheckDefinition::parse(&json, &field, None, &name)
+        })
+        .collect()
+}
+
+fn to_json(value: &toml::Value) -> serde_json::Value {
+    normalize(serde_json::to_value(value).unwrap_or_default())
+}
+
+/// Reads every `*.toml` file of `dir`, in name order.
+fn read_config_dir(dir: &Path) -> Result<(Vec<ServiceDefinition>, Vec<CheckDefinition>), ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read_error)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    paths.sort();
+    let mut services = Vec::new();
+    let mut checks = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file: ServiceFile = toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.clone(),
+            message: error.to_string().trim_end().to_string(),
+        })?;
+        let in_file = |error: FieldError| ConfigError::Parse {
+            path: path.clone(),
+            message: error.to_string(),
+        };
+        let mut items: Vec<(String, &toml::Value)> = file.service.iter().map(|v| ("service".to_string(), v)).collect();
+        items.extend(file.services.iter().flatten().enumerate().map(|(i, v)| (format!("services[{i}]"), v)));
+        services.extend(parse_services(items.into_iter()).map_err(in_file)?);
+        checks.extend(
+            parse_checks(file.checks.iter().flatten().enumerate().map(|(i, v)| (format!("checks[{i}]"), v))).map_err(in_file)?,
+        );
+    }
+    Ok((services, checks))
+}
+
+/// Service and check ids must be unique across the file and `config_dir`.
+fn check_unique_ids(services: &[ServiceDefinition], checks: &[CheckDefinition]) -> Result<(), ConfigError> {
+    let mut service_ids = std::collections::BTreeSet::new();
+    for service in services {
+        if !service_ids.insert(service.id.as_str()) {
+            return Err(invalid("services", format!("service id `{}` is defined twice", service.id)));
+        }
+    }
+    let mut check_ids = std::collections::BTreeSet::new();
+    for check in services.iter().flat_map(|s| &s.checks).chain(checks) {
+        if !check_ids.insert(check.id.as_str()) {
+            return Err(invalid("checks", format!("check id `{}` is defined twice", check.id)));
+        }
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -2,14 +2,18 @@
 //!
 //! - [`config`]: the TOML file, flags and `SHOAL_*` variables, validated.
 //! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP.
+//! - [`checks`]: health checks: definitions, the status state machine, probes.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
 //! - [`persist`]: the data directory and the persisted generation.
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
 //! - [`client`]: the CLI's HTTP client.
 
 pub mod api;
+pub mod checks;
 pub mod cli;
 pub mod client;
+pub mod catalog;
 pub mod config;
 pub mod daemon;
+pub mod local;
 pub mod persist;

@@ -1,9 +1,69 @@
-//! The sidecar's own probes, for orchestrators.
+//! The sidecar's own probes, for orchestrators (Kubernetes, systemd, load
+//! balancers): liveness, readiness, a summary and every check in detail.
 
 use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use shoal_protocol::record::Health;
+
+use super::ApiState;
 
 /// `GET /health/live`: the process is up and serving. Always 200.
 pub async fn live() -> Json<Value> {
     Json(json!({ "status": "alive" }))
+}
+
+/// `GET /health/ready`: 200 once the agent has joined the cluster (or has
+/// no seeds to join) and its checks are loaded; 503 with the reason before.
+pub async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
+    let snapshot = state.snapshot();
+    let joined = state.config.join.is_empty() || snapshot.members.len() > 1;
+    let reason = if !joined {
+        Some("not joined to the cluster yet")
+    } else if !snapshot.checks_loaded {
+        Some("service definitions not loaded yet")
+    } else {
+        None
+    };
+    match reason {
+        None => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "reason": reason })),
+        ),
+    }
+}
+
+/// `GET /health`: this node's health (Shoal's healthy / degraded /
+/// unhealthy over all local checks) and member counts. 503 when unhealthy.
+pub async fn summary(State(state): State<ApiState>) -> impl IntoResponse {
+    let snapshot = state.snapshot();
+    let health = Health::of(snapshot.local_checks.iter().map(|c| &c.record));
+    let alive = snapshot.members.iter().filter(|m| m.status.consul_code() == 1).count();
+    let code = if health == Health::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (
+        code,
+        Json(json!({
+            "status": health.as_str(),
+            "node": state.config.node_name,
+            "members": snapshot.members.len(),
+            "alive_members": alive,
+            "services": snapshot.local.services.len(),
+            "checks": snapshot.local_checks.len(),
+        })),
+    )
+}
+
+/// `GET /health/detailed`: every local check: status, output, duration,
+/// last run.
+pub async fn detailed(State(state): State<ApiState>) -> Json<Value> {
+    let snapshot = state.snapshot();
+    let health = Health::of(snapshot.local_checks.iter().map(|c| &c.record));
+    Json(json!({
+        "status": health.as_str(),
+        "node": state.config.node_name,
+        "checks": super::local::detailed_checks(&snapshot),
+    }))
 }

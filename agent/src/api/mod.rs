@@ -3,10 +3,16 @@
 //! clients work unchanged; the rest lives under Shoal's own paths.
 //!
 //! - [`agent`]: `/v1/agent/self`, `/v1/agent/members`, `/v1/agent/leave`.
+//! - [`local`]: `/v1/agent/service*`, `/v1/agent/check*`, maintenance.
+//! - [`catalog`]: cluster-wide `/v1/catalog/*`, `/v1/health/*`, `/v1/shoal/pick`.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
+//! - [`blocking`]: `X-Consul-Index` and blocking queries.
 
 pub mod agent;
+pub mod blocking;
+pub mod catalog;
 pub mod health;
+pub mod local;
 
 use std::sync::Arc;
 
@@ -19,6 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
+use crate::daemon::gossip::{Command, LocalError, LocalRequest};
 use crate::daemon::snapshot::Snapshot;
 
 /// What every handler can reach. Handlers read snapshots; they never touch
@@ -31,11 +38,27 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Cancelled once the agent has left the cluster.
     pub left: CancellationToken,
+    /// Requests for the gossip loop (registrations, TTL updates, ...).
+    pub commands_tx: tokio::sync::mpsc::Sender<Command>,
 }
 
 impl ApiState {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot_rx.borrow().clone()
+    }
+
+    /// Sends a request to the gossip loop and waits for its answer.
+    pub async fn local(&self, request: LocalRequest) -> Result<(), ApiError> {
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        let unavailable = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down");
+        self.commands_tx
+            .send(Command::Local {
+                request,
+                reply: reply_tx,
+            })
+            .await
+            .map_err(|_| unavailable())?;
+        reply_rx.await.map_err(|_| unavailable())?.map_err(ApiError::from)
     }
 }
 
@@ -44,9 +67,82 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/leave", put(agent::leave))
+        .route("/v1/agent/services", get(local::services))
+        .route("/v1/agent/service/{id}", get(local::service))
+        .route("/v1/agent/service/register", put(local::register_service))
+        .route("/v1/agent/service/deregister/{id}", put(local::deregister_service).get(local::deregister_service))
+        .route("/v1/agent/service/maintenance/{id}", put(local::service_maintenance))
+        .route("/v1/agent/maintenance", put(local::node_maintenance))
+        .route("/v1/agent/checks", get(local::checks))
+        .route("/v1/agent/check/register", put(local::register_check))
+        .route("/v1/agent/check/deregister/{id}", put(local::deregister_check).get(local::deregister_check))
+        .route("/v1/agent/check/pass/{id}", put(local::check_pass).get(local::check_pass))
+        .route("/v1/agent/check/warn/{id}", put(local::check_warn).get(local::check_warn))
+        .route("/v1/agent/check/fail/{id}", put(local::check_fail).get(local::check_fail))
+        .route("/v1/agent/check/update/{id}", put(local::check_update))
+        .route("/v1/agent/health/service/name/{name}", get(local::health_by_name))
+        .route("/v1/agent/health/service/id/{id}", get(local::health_by_id))
+        .route("/v1/catalog/services", get(catalog::services))
+        .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/catalog/nodes", get(catalog::nodes))
+        .route("/v1/health/service/{name}", get(catalog::health_service))
+        .route("/v1/health/checks/{name}", get(catalog::health_checks))
+        .route("/v1/health/state/{state}", get(catalog::health_state))
+        .route("/v1/health/node/{node}", get(catalog::health_node))
+        .route("/v1/shoal/pick/{name}", get(catalog::pick))
+        .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/health/detailed", get(health::detailed))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), blocking::consul_headers))
         .with_state(state)
+}
+
+/// A request's query string, with repeated keys kept (`?tag=a&tag=b`).
+#[derive(Debug, Default)]
+pub struct Query(pub Vec<(String, String)>);
+
+impl Query {
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key`.
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// A Consul boolean flag: present (`?passing`, `?passing=1`) and not
+    /// `false` or `0`.
+    pub fn flag(&self, key: &str) -> bool {
+        self.get(key).is_some_and(|v| v != "false" && v != "0")
+    }
+
+    /// Refuses a `dc` other than ours; other Consul parameters (`stale`,
+    /// `consistent`, `ns`, `partition`, `token`, ...) are accepted as is.
+    pub fn check_datacenter(&self, ours: &str) -> Result<(), ApiError> {
+        match self.get("dc") {
+            Some(dc) if !dc.is_empty() && dc != ours => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("dc: no path to datacenter `{dc}` (this agent is in `{ours}`)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Query {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+                .await
+                .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query string: {error}")))?;
+        Ok(Query(pairs))
+    }
 }
 
 /// An API error: a status and a JSON body `{"error": "..."}` that says
@@ -74,6 +170,20 @@ impl IntoResponse for ApiError {
             .headers_mut()
             .insert("X-Consul-KnownLeader", HeaderValue::from_static("true"));
         response
+    }
+}
+
+impl From<LocalError> for ApiError {
+    fn from(error: LocalError) -> Self {
+        use crate::local::registry::RegistryError;
+        let status = match &error {
+            LocalError::Registry(RegistryError::UnknownService(_) | RegistryError::UnknownCheck(_)) => {
+                StatusCode::NOT_FOUND
+            }
+            LocalError::Registry(_) => StatusCode::BAD_REQUEST,
+            LocalError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error.to_string())
     }
 }
 

@@ -21,6 +21,10 @@ pub struct AgentArgs {
     /// TOML config file (see config/agent.toml).
     #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Directory of service files (*.toml) [default: config.d beside the
+    /// config file, when it exists].
+    #[arg(long, env = "SHOAL_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
     /// Development mode: everything on 127.0.0.1, a temporary data dir, no
     /// config file needed.
     #[arg(long, env = "SHOAL_DEV")]
@@ -85,6 +89,7 @@ impl AgentArgs {
             tags: self.tags.clone(),
             log_level: self.log_level.clone(),
             log_format: self.log_format.clone(),
+            config_dir: self.config_dir.clone(),
         }
     }
 }

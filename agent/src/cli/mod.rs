@@ -5,11 +5,15 @@
 //! - [`members`]: `shoal members`.
 //! - [`info`]: `shoal info`.
 //! - [`leave`]: `shoal leave`.
+//! - [`services`]: `shoal services`, `shoal service`, `shoal checks`.
+//! - [`register`]: `shoal register`, `shoal deregister`, `shoal maint`.
 
 pub mod agent;
 pub mod info;
 pub mod leave;
 pub mod members;
+pub mod register;
+pub mod services;
 
 use std::process::ExitCode;
 
@@ -43,6 +47,18 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Make the agent leave the cluster gracefully and stop.
     Leave,
+    /// List the cluster's services: passing and total instances, tags.
+    Services(services::ServicesArgs),
+    /// List the instances of one service: node, address, status, tags.
+    Service(services::ServiceArgs),
+    /// List this agent's checks.
+    Checks(services::ChecksArgs),
+    /// Register the services in a JSON or TOML file with this agent.
+    Register(register::RegisterArgs),
+    /// Deregister a service from this agent.
+    Deregister(register::DeregisterArgs),
+    /// Put this node or one of its services into maintenance, or out of it.
+    Maint(register::MaintArgs),
 }
 
 /// Output format of the inspection commands.
@@ -75,6 +91,12 @@ pub fn main() -> ExitCode {
         Command::Members(args) => members::run(&client(), args),
         Command::Info(args) => info::run(&client(), args),
         Command::Leave => leave::run(&client()),
+        Command::Services(args) => services::services(&client(), args),
+        Command::Service(args) => services::service(&client(), args),
+        Command::Checks(args) => services::checks(&client(), args),
+        Command::Register(args) => register::register(&client(), args),
+        Command::Deregister(args) => register::deregister(&client(), args),
+        Command::Maint(args) => register::maint(&client(), args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,9 +15,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::local::LocalState;
 use super::snapshot::Snapshot;
 use super::sync::SyncService;
+use crate::checks::{CheckDefinition, CheckResult};
+use crate::local::registry::RegistryError;
+use crate::local::service::ServiceDefinition;
 use crate::persist::DataDirGuard;
+use shoal_protocol::record::CheckStatus;
 
 /// Requests from other tasks. Those that need an answer carry a sender.
 pub enum Command {
@@ -33,6 +38,50 @@ pub enum Command {
         wanted: Vec<String>,
         reply: Option<oneshot::Sender<Vec<NodeRecord>>>,
     },
+    /// A change to what is registered on this agent, answered once it is
+    /// applied (and, for API registrations, durable).
+    Local {
+        request: LocalRequest,
+        reply: oneshot::Sender<Result<(), LocalError>>,
+    },
+}
+
+/// Changes to the local registry, already validated by the API.
+pub enum LocalRequest {
+    RegisterService {
+        definition: ServiceDefinition,
+        raw: Option<serde_json::Value>,
+    },
+    DeregisterService {
+        id: String,
+    },
+    RegisterCheck {
+        definition: CheckDefinition,
+        raw: Option<serde_json::Value>,
+    },
+    DeregisterCheck {
+        id: String,
+    },
+    TtlUpdate {
+        id: String,
+        status: CheckStatus,
+        output: Option<String>,
+    },
+    NodeMaintenance {
+        reason: Option<String>,
+    },
+    ServiceMaintenance {
+        id: String,
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("could not persist the registration: {0}")]
+    Persist(String),
 }
 
 /// The receiving ends the loop listens on.
@@ -40,10 +89,13 @@ pub struct Inputs {
     pub timers_rx: mpsc::Receiver<NodeTimer>,
     pub datagrams_rx: mpsc::Receiver<Vec<u8>>,
     pub commands_rx: mpsc::Receiver<Command>,
+    pub results_rx: mpsc::Receiver<CheckResult>,
 }
 
 /// How often counters are republished when nothing else changes.
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
+/// How often TTLs and deregister-after deadlines are checked.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 /// Upper bound on a graceful leave, whatever the timers say.
 const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -58,15 +110,20 @@ pub struct GossipLoop {
     pub receive_drops: Arc<AtomicU64>,
     pub send_failures: u64,
     pub index: u64,
+    /// Services and checks registered on this agent.
+    pub local: LocalState,
 }
 
 impl GossipLoop {
     /// Runs until the node has left the cluster after `shutdown`.
     pub async fn run(mut self, mut inputs: Inputs, shutdown: CancellationToken) {
         self.node.start();
+        self.push_local(crate::local::registry::Change::Status);
         self.flush();
         let mut stats = tokio::time::interval(STATS_INTERVAL);
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leave_deadline: Option<Instant> = None;
         loop {
             tokio::select! {
@@ -87,6 +144,14 @@ impl GossipLoop {
                     }
                 }
                 Some(command) = inputs.commands_rx.recv() => self.handle_command(command),
+                Some(result) = inputs.results_rx.recv() => {
+                    let change = self.local.apply_result(result);
+                    self.push_local(change);
+                }
+                _ = housekeeping.tick() => {
+                    let change = self.local.housekeeping();
+                    self.push_local(change);
+                }
                 _ = stats.tick() => self.publish(),
             }
             self.flush();
@@ -112,6 +177,31 @@ impl GossipLoop {
                     let _ = reply.send(self.node.sync_records(&wanted));
                 }
             }
+            Command::Local { request, reply } => {
+                let change = self.local.handle(request, reply);
+                self.push_local(change);
+            }
+        }
+    }
+
+    /// Copies the registry into our node record: a status change gets a new
+    /// version and is gossiped; output alone rides along quietly.
+    fn push_local(&mut self, change: crate::local::registry::Change) {
+        use crate::local::registry::Change;
+        if change == Change::None {
+            return;
+        }
+        let (services, checks) = self.local.records();
+        if change == Change::Status {
+            self.node.update_local(|record| {
+                record.services = services;
+                record.checks = checks;
+            });
+        } else {
+            self.node.refresh_local(|record| {
+                record.services = services;
+                record.checks = checks;
+            });
         }
     }
 
@@ -171,6 +261,8 @@ impl GossipLoop {
             index: self.index,
             local: self.node.local_record(),
             members: self.node.members(),
+            local_checks: self.local.views(),
+            checks_loaded: true,
             counters: self.node.counters().clone(),
             name_conflicts: self.node.name_conflicts(),
             send_failures: self.send_failures,

@@ -7,6 +7,7 @@
 //! - [`snapshot`]: what readers see.
 
 pub mod gossip;
+pub mod local;
 pub mod scheduler;
 pub mod snapshot;
 pub mod sync;
@@ -102,10 +103,14 @@ pub async fn run(
     let (timers_tx, timers_rx) = mpsc::channel(1024);
     let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
     let (commands_tx, commands_rx) = mpsc::channel(256);
+    let (results_tx, results_rx) = mpsc::channel(256);
+    let (persist_tx, persist_rx) = mpsc::unbounded_channel();
     let initial = Snapshot {
         index: 1,
         local: node.local_record(),
         members: node.members(),
+        local_checks: Vec::new(),
+        checks_loaded: false,
         counters: Default::default(),
         name_conflicts: 0,
         send_failures: 0,
@@ -118,6 +123,18 @@ pub async fn run(
         timers_tx,
         tasks_stop.clone(),
     ));
+    tracker.spawn(local::persist_loop(persist_rx, data_dir.clone()));
+
+    let lookup_rx = snapshot_rx.clone();
+    let dependency: crate::checks::DependencyLookup =
+        Arc::new(move |service: &str| crate::catalog::count_passing(&lookup_rx.borrow(), service));
+    let mut local_state = local::LocalState::new(results_tx, dependency, tasks_stop.child_token(), persist_tx);
+    if let Some(saved) = local::read_saved(&data_dir) {
+        local_state.restore(&saved);
+    }
+    local_state
+        .load_config(config.services.clone(), config.checks.clone())
+        .context("loading the configured services and checks")?;
 
     let socket = Arc::new(listeners.udp);
     let receive_drops = Arc::new(AtomicU64::new(0));
@@ -137,6 +154,7 @@ pub async fn run(
         snapshot_rx,
         shutdown: shutdown.clone(),
         left: left.clone(),
+        commands_tx: commands_tx.clone(),
     };
     let http_addr = listeners.http.local_addr()?;
     let http_stop = tasks_stop.clone();
@@ -168,6 +186,7 @@ pub async fn run(
         receive_drops,
         send_failures: 0,
         index: 1,
+        local: local_state,
     };
     gossip
         .run(
@@ -175,6 +194,7 @@ pub async fn run(
                 timers_rx,
                 datagrams_rx,
                 commands_rx,
+                results_rx,
             },
             shutdown,
         )

@@ -2,7 +2,10 @@
 //! The gossip loop publishes a new one after every change, so a busy API
 //! never slows the loop down.
 
+use std::time::{Duration, SystemTime};
+
 use shoal_protocol::node::Counters;
+use shoal_protocol::record::CheckRecord;
 use shoal_protocol::{MemberView, NodeRecord};
 
 #[derive(Clone, Debug)]
@@ -10,10 +13,14 @@ pub struct Snapshot {
     /// Bumped on every publish that carries a change (never 0), for
     /// `X-Consul-Index`.
     pub index: u64,
-    /// Our own record.
+    /// Our own record (services included).
     pub local: NodeRecord,
     /// The membership table, ourselves included, sorted by name.
     pub members: Vec<MemberView>,
+    /// Every local check, with its full output.
+    pub local_checks: Vec<LocalCheck>,
+    /// Whether the configured services and checks are loaded.
+    pub checks_loaded: bool,
     /// Gossip counters as of this snapshot.
     pub counters: Counters,
     /// Records that claimed our node name with another identity.
@@ -22,4 +29,18 @@ pub struct Snapshot {
     pub send_failures: u64,
     /// Datagrams dropped before the loop because it was too busy.
     pub receive_drops: u64,
+}
+
+/// A check registered on this agent, as the local API shows it.
+#[derive(Clone, Debug)]
+pub struct LocalCheck {
+    /// With the full output (up to 4 KiB), not the gossiped excerpt.
+    pub record: CheckRecord,
+    pub service_id: Option<String>,
+    pub service_name: String,
+    pub service_tags: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub last_run: Option<SystemTime>,
+    pub last_duration: Option<Duration>,
 }

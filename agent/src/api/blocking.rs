@@ -1,0 +1,153 @@
+//! Consul's blocking queries and index headers.
+//!
+//! Every response carries `X-Consul-Index` (the snapshot index, ≥ 1 and
+//! monotonic per agent) and `X-Consul-KnownLeader: true`. A request with
+//! `?index=N` where N is the current index waits (up to `?wait=`, default
+//! 5 min, at most 10 min) until its own result changes, then answers at once.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{ApiError, ApiState, Query};
+use crate::daemon::snapshot::Snapshot;
+
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// Parses a Go duration: `300ms`, `10s`, `1m30s`, `1.5h`, `120000ms`.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// `?index=` and `?wait=` of a request.
+pub struct Blocking {
+    index: Option<u64>,
+    wait: Duration,
+}
+
+impl Blocking {
+    pub fn from_query(query: &Query) -> Result<Self, ApiError> {
+        let index = match query.get("index") {
+            None | Some("") => None,
+            Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("index: `{text}` is not a number"))
+            })?),
+        };
+        let wait = match query.get("wait") {
+            None | Some("") => DEFAULT_WAIT,
+            Some(text) => parse_go_duration(text).ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("wait: `{text}` is not a duration like 10s or 120000ms"))
+            })?,
+        };
+        Ok(Self {
+            index,
+            wait: wait.min(MAX_WAIT),
+        })
+    }
+}
+
+/// Answers with `compute(snapshot)`; when the request carries the current
+/// index, first waits until that answer changes or the wait runs out.
+pub async fn respond<F>(state: &ApiState, query: &Query, compute: F) -> Result<Response, ApiError>
+where
+    F: Fn(&Snapshot) -> Result<Value, ApiError>,
+{
+    let blocking = Blocking::from_query(query)?;
+    let mut snapshot_rx = state.snapshot_rx.clone();
+    let mut snapshot = snapshot_rx.borrow_and_update().clone();
+    let mut answer = compute(&snapshot);
+    if let Some(index) = blocking.index
+        && index >= snapshot.index
+        && index > 0
+    {
+        let first = answer.as_ref().ok().cloned();
+        let deadline = Instant::now() + blocking.wait;
+        loop {
+            let changed = tokio::time::timeout_at(deadline, snapshot_rx.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                break;
+            }
+            snapshot = snapshot_rx.borrow_and_update().clone();
+            answer = compute(&snapshot);
+            if answer.as_ref().ok() != first.as_ref() {
+                break;
+            }
+        }
+    }
+    let mut response = match answer {
+        Ok(body) => Json(body).into_response(),
+        Err(error) => error.into_response(),
+    };
+    set_index(&mut response, snapshot.index);
+    Ok(response)
+}
+
+fn set_index(response: &mut Response, index: u64) {
+    response
+        .headers_mut()
+        .insert("X-Consul-Index", HeaderValue::from(index.max(1)));
+}
+
+/// Middleware: every response, errors and 404s included, carries
+/// `X-Consul-Index` and `X-Consul-KnownLeader`.
+pub async fn consul_headers(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if !response.headers().contains_key("X-Consul-Index") {
+        let index = state.snapshot_rx.borrow().index;
+        set_index(&mut response, index);
+    }
+    let headers = response.headers_mut();
+    headers.insert("X-Consul-KnownLeader", HeaderValue::from_static("true"));
+    headers.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_go_duration("120000ms"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration("soon"), None);
+        assert_eq!(parse_go_duration(""), None);
+    }
+}

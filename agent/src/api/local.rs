@@ -1,0 +1,287 @@
+//! `/v1/agent/service*`, `/v1/agent/check*` and maintenance: what is
+//! registered on this agent, in Consul's shapes. Writes are validated here,
+//! in full, before anything is sent to the gossip loop, so a bad request
+//! changes nothing.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use shoal_protocol::record::{CheckStatus, ServiceRecord, worst_status};
+
+use super::{ApiError, ApiState, Query};
+use crate::checks::CheckDefinition;
+use crate::daemon::gossip::LocalRequest;
+use crate::daemon::snapshot::{LocalCheck, Snapshot};
+use crate::local::keys::normalize;
+use crate::local::service::ServiceDefinition;
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+/// Parses a JSON body and normalizes its keys.
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad_request("request body is empty; expected a JSON object"));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|error| bad_request(format!("request body is not valid JSON: {error}")))?;
+    if !value.is_object() {
+        return Err(bad_request("request body must be a JSON object"));
+    }
+    Ok(normalize(value))
+}
+
+pub fn service_json(service: &ServiceRecord, datacenter: &str) -> Value {
+    json!({
+        "ID": service.id,
+        "Service": service.name,
+        "Tags": service.tags,
+        "Meta": service.meta,
+        "Port": service.port,
+        "Address": service.address,
+        "Weights": { "Passing": 1, "Warning": 1 },
+        "EnableTagOverride": false,
+        "Datacenter": datacenter,
+    })
+}
+
+pub fn check_json(check: &LocalCheck, node: &str) -> Value {
+    json!({
+        "Node": node,
+        "CheckID": check.record.id,
+        "Name": check.record.name,
+        "Status": check.record.consul_status().as_str(),
+        "Notes": check.record.notes,
+        "Output": check.record.output,
+        "ServiceID": check.service_id.clone().unwrap_or_default(),
+        "ServiceName": check.service_name,
+        "ServiceTags": check.service_tags,
+        "Type": check.record.kind,
+        "Critical": check.record.critical,
+        "Interval": check.interval.map(|d| format!("{}ms", d.as_millis())).unwrap_or_default(),
+        "Timeout": check.timeout.map(|d| format!("{}ms", d.as_millis())).unwrap_or_default(),
+    })
+}
+
+/// `GET /v1/agent/services`: id → service.
+pub async fn services(State(state): State<ApiState>) -> Json<Value> {
+    let snapshot = state.snapshot();
+    let services: Map<String, Value> = snapshot
+        .local
+        .services
+        .iter()
+        .map(|s| (s.id.clone(), service_json(s, &state.config.datacenter)))
+        .collect();
+    Json(Value::Object(services))
+}
+
+/// `GET /v1/agent/service/:id`
+pub async fn service(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let snapshot = state.snapshot();
+    snapshot
+        .local
+        .services
+        .iter()
+        .find(|s| s.id == id)
+        .map(|s| Json(service_json(s, &state.config.datacenter)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown service `{id}`")))
+}
+
+/// `GET /v1/agent/checks`: id → check.
+pub async fn checks(State(state): State<ApiState>) -> Json<Value> {
+    let snapshot = state.snapshot();
+    let checks: Map<String, Value> = snapshot
+        .local_checks
+        .iter()
+        .map(|c| (c.record.id.clone(), check_json(c, &state.config.node_name)))
+        .collect();
+    Json(Value::Object(checks))
+}
+
+/// `PUT /v1/agent/service/register`
+pub async fn register_service(State(state): State<ApiState>, query: Query, body: Bytes) -> Result<StatusCode, ApiError> {
+    let _ = query;
+    let raw = json_body(&body)?;
+    let definition = ServiceDefinition::parse(&raw, "").map_err(|e| bad_request(e.to_string()))?;
+    state
+        .local(LocalRequest::RegisterService {
+            definition,
+            raw: Some(raw),
+        })
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+/// `PUT /v1/agent/service/deregister/:id` (GET too, for old clients).
+pub async fn deregister_service(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.local(LocalRequest::DeregisterService { id }).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `PUT /v1/agent/check/register`
+pub async fn register_check(State(state): State<ApiState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let raw = json_body(&body)?;
+    let service_id = raw.get("serviceid").and_then(Value::as_str).map(str::to_string);
+    let default_id = raw
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_default();
+    let definition = CheckDefinition::parse(&raw, "", service_id.as_deref(), &default_id).map_err(|e| bad_request(e.to_string()))?;
+    state
+        .local(LocalRequest::RegisterCheck {
+            definition,
+            raw: Some(raw),
+        })
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+/// `PUT /v1/agent/check/deregister/:id` (GET too, for old clients).
+pub async fn deregister_check(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.local(LocalRequest::DeregisterCheck { id }).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn ttl(state: &ApiState, id: String, status: CheckStatus, output: Option<String>) -> Result<StatusCode, ApiError> {
+    state.local(LocalRequest::TtlUpdate { id, status, output }).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `PUT /v1/agent/check/pass/:id?note=`
+pub async fn check_pass(State(state): State<ApiState>, Path(id): Path<String>, query: Query) -> Result<StatusCode, ApiError> {
+    ttl(&state, id, CheckStatus::Passing, query.get("note").map(str::to_string)).await
+}
+
+/// `PUT /v1/agent/check/warn/:id?note=`
+pub async fn check_warn(State(state): State<ApiState>, Path(id): Path<String>, query: Query) -> Result<StatusCode, ApiError> {
+    ttl(&state, id, CheckStatus::Warning, query.get("note").map(str::to_string)).await
+}
+
+/// `PUT /v1/agent/check/fail/:id?note=`
+pub async fn check_fail(State(state): State<ApiState>, Path(id): Path<String>, query: Query) -> Result<StatusCode, ApiError> {
+    ttl(&state, id, CheckStatus::Critical, query.get("note").map(str::to_string)).await
+}
+
+/// `PUT /v1/agent/check/update/:id` with `{"Status": "...", "Output": "..."}`.
+pub async fn check_update(State(state): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let body = json_body(&body)?;
+    for key in body.as_object().into_iter().flat_map(|o| o.keys()) {
+        if key != "status" && key != "output" {
+            return Err(bad_request(format!("{key}: unknown field (expected Status and Output)")));
+        }
+    }
+    let status = body
+        .get("status")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_request("Status: is required (passing, warning or critical)"))?;
+    let status = CheckStatus::parse(status)
+        .ok_or_else(|| bad_request(format!("Status: `{status}` is not one of passing, warning, critical")))?;
+    let output = match body.get("output") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(_) => return Err(bad_request("Output: must be a string")),
+    };
+    ttl(&state, id, status, output).await
+}
+
+fn maintenance_reason(query: &Query) -> Result<Option<String>, ApiError> {
+    let enable = match query.get("enable") {
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => return Err(bad_request(format!("enable: `{other}` is not true or false"))),
+        None => return Err(bad_request("enable: is required (true or false)")),
+    };
+    Ok(enable.then(|| query.get("reason").unwrap_or("Maintenance mode is enabled").to_string()))
+}
+
+/// `PUT /v1/agent/maintenance?enable=true|false&reason=`
+pub async fn node_maintenance(State(state): State<ApiState>, query: Query) -> Result<StatusCode, ApiError> {
+    let reason = maintenance_reason(&query)?;
+    state.local(LocalRequest::NodeMaintenance { reason }).await?;
+    Ok(StatusCode::OK)
+}
+
+/// `PUT /v1/agent/service/maintenance/:id?enable=true|false&reason=`
+pub async fn service_maintenance(State(state): State<ApiState>, Path(id): Path<String>, query: Query) -> Result<StatusCode, ApiError> {
+    let reason = maintenance_reason(&query)?;
+    state.local(LocalRequest::ServiceMaintenance { id, reason }).await?;
+    Ok(StatusCode::OK)
+}
+
+/// Local instances with their aggregated status, and the HTTP status
+/// Consul answers with: 200 passing, 429 warning, 503 critical.
+fn local_health(state: &ApiState, snapshot: &Snapshot, matches: impl Fn(&ServiceRecord) -> bool) -> Option<(StatusCode, Value)> {
+    let node_checks: Vec<&LocalCheck> = snapshot.local_checks.iter().filter(|c| c.service_id.is_none()).collect();
+    let mut worst = CheckStatus::Passing;
+    let mut entries = Vec::new();
+    for service in snapshot.local.services.iter().filter(|s| matches(s)) {
+        let checks: Vec<&LocalCheck> = node_checks
+            .iter()
+            .copied()
+            .chain(snapshot.local_checks.iter().filter(|c| c.service_id.as_deref() == Some(service.id.as_str())))
+            .collect();
+        let mut records: Vec<_> = checks.iter().map(|c| c.record.clone()).collect();
+        records.extend(service.checks.iter().filter(|c| c.kind == "maintenance").cloned());
+        let status = worst_status(&records);
+        worst = worst.max(status);
+        entries.push(json!({
+            "AggregatedStatus": status.as_str(),
+            "Service": service_json(service, &state.config.datacenter),
+            "Checks": checks.iter().map(|c| check_json(c, &state.config.node_name)).collect::<Vec<_>>(),
+        }));
+    }
+    if entries.is_empty() {
+        return None;
+    }
+    let code = match worst {
+        CheckStatus::Passing => StatusCode::OK,
+        CheckStatus::Warning => StatusCode::TOO_MANY_REQUESTS,
+        CheckStatus::Critical => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    Some((code, Value::Array(entries)))
+}
+
+/// `GET /v1/agent/health/service/name/:name`
+pub async fn health_by_name(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let snapshot = state.snapshot();
+    let (code, body) = local_health(&state, &snapshot, |s| s.name == name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no local service named `{name}`")))?;
+    Ok((code, Json(body)).into_response())
+}
+
+/// `GET /v1/agent/health/service/id/:id`
+pub async fn health_by_id(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let snapshot = state.snapshot();
+    let (code, body) = local_health(&state, &snapshot, |s| s.id == id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown service `{id}`")))?;
+    let body = body.as_array().and_then(|a| a.first()).cloned().unwrap_or_default();
+    Ok((code, Json(body)).into_response())
+}
+
+/// For `/health/detailed`: every local check with its details.
+pub fn detailed_checks(snapshot: &Snapshot) -> BTreeMap<String, Value> {
+    snapshot
+        .local_checks
+        .iter()
+        .map(|c| {
+            (
+                c.record.id.clone(),
+                json!({
+                    "status": c.record.status.as_str(),
+                    "critical": c.record.critical,
+                    "type": c.record.kind,
+                    "service_id": c.service_id,
+                    "output": c.record.output,
+                    "duration_ms": c.last_duration.map(|d| d.as_secs_f64() * 1000.0),
+                    "last_run": c.last_run.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                }),
+            )
+        })
+        .collect()
+}
