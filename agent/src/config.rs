@@ -17,6 +17,8 @@ use crate::local::service::ServiceDefinition;
 
 /// Default gossip port (UDP for SWIM, TCP for anti-entropy), as memberlist.
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+/// Default time KV tombstones are kept: three days, as Consul reaps nodes.
+pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(72 * 3600);
 /// Default HTTP API address: Consul's, so Consul clients work unchanged.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8500";
 
@@ -59,10 +61,18 @@ pub struct FileConfig {
     /// Directory of extra service files (`*.toml`), loaded in name order.
     pub config_dir: Option<PathBuf>,
     pub gossip: Option<FileGossip>,
+    pub kv: Option<FileKv>,
     /// `[[services]]`: services registered from configuration.
     pub services: Option<Vec<toml::Value>>,
     /// `[[checks]]`: node-level checks (system checks, ...).
     pub checks: Option<Vec<toml::Value>>,
+}
+
+/// The `[kv]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKv {
+    pub tombstone_grace: Option<String>,
 }
 
 /// A file in `config_dir`: one `[service]`, several `[[services]]`, and/or
@@ -137,6 +147,9 @@ pub struct AgentConfig {
     pub log_level: String,
     pub log_format: LogFormat,
     pub gossip: GossipConfig,
+    /// How long KV tombstones are kept; an agent away for longer drops its
+    /// old entries and resyncs them from its peers.
+    pub kv_tombstone_grace: Duration,
     /// Services from the file and `config_dir`.
     pub services: Vec<ServiceDefinition>,
     /// Node-level checks from the file and `config_dir`.
@@ -268,6 +281,10 @@ impl AgentConfig {
         };
 
         let gossip = gossip_config(file.gossip.unwrap_or_default(), join.clone())?;
+        let kv_tombstone_grace = match file.kv.and_then(|kv| kv.tombstone_grace) {
+            Some(text) => parse_duration("kv.tombstone_grace", &text)?,
+            None => DEFAULT_TOMBSTONE_GRACE,
+        };
         let services = parse_services(file.services.unwrap_or_default().iter().enumerate().map(|(i, v)| (format!("services[{i}]"), v)))
             .map_err(|e| invalid(&e.field, e.message))?;
         let checks = parse_checks(file.checks.unwrap_or_default().iter().enumerate().map(|(i, v)| (format!("checks[{i}]"), v)))
@@ -286,6 +303,7 @@ impl AgentConfig {
             log_level,
             log_format,
             gossip,
+            kv_tombstone_grace,
             services,
             checks,
         })

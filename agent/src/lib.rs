@@ -4,6 +4,10 @@
 //! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP.
 //! - [`checks`]: health checks: definitions, the status state machine, probes.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
+//! - [`catalog`]: cluster-wide service queries over a snapshot.
+//! - [`checks`]: health checks: definitions, state machine, runners.
+//! - [`local`]: services and checks registered on this agent.
+//! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`persist`]: the data directory and the persisted generation.
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
 //! - [`client`]: the CLI's HTTP client.
@@ -15,5 +19,6 @@ pub mod client;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
+pub mod kv;
 pub mod local;
 pub mod persist;

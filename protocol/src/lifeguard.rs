@@ -7,7 +7,12 @@
 //! "awareness" in hashicorp/memberlist) lets such a node notice its own
 //! trouble and slow down: it keeps a small score that
 //!
-//! - rises by one when a probe got no answer at all (direct nor indirect),
+//! - rises by one when a probe got no answer at all (direct nor indirect)
+//!   right after another probe that failed too: memberlist blames itself
+//!   when the indirect probers send no nacks, but SWIM in foca has no
+//!   nacks, so a lone failure is taken as the target's fault (it is what
+//!   a crashed member looks like) and a run of failures on different
+//!   targets as ours,
 //! - rises by one when the node had to refute a suspicion about itself,
 //! - rises by one (at most once per probe cycle) when the driver reports
 //!   that an event was handled later than the lag threshold,
@@ -56,6 +61,8 @@ pub struct LocalHealth {
     /// Probe number of the probe in flight, and whether it was answered.
     probe: Option<u8>,
     answered: bool,
+    /// Failed probes in a row.
+    failures_in_a_row: u32,
     lag_noted: bool,
     /// Our incarnation as last seen on an outgoing header.
     incarnation: Option<u16>,
@@ -73,6 +80,7 @@ impl LocalHealth {
             lag_threshold,
             probe: None,
             answered: false,
+            failures_in_a_row: 0,
             lag_noted: false,
             incarnation: None,
             stats: HealthStats::default(),
@@ -101,7 +109,10 @@ impl LocalHealth {
         match notification {
             Notification::ProbeFailed(..) => {
                 self.stats.probe_failures += 1;
-                self.apply(1);
+                self.failures_in_a_row += 1;
+                if self.failures_in_a_row >= 2 {
+                    self.apply(1);
+                }
                 true
             }
             Notification::DataSent(header) => {
@@ -109,6 +120,7 @@ impl LocalHealth {
                     // A new probe cycle: settle the previous probe.
                     if self.probe.is_some() && self.answered {
                         self.stats.probe_successes += 1;
+                        self.failures_in_a_row = 0;
                         self.apply(-1);
                     }
                     self.probe = Some(number);
@@ -201,6 +213,8 @@ mod tests {
         let second = Duration::from_secs(1);
         assert_eq!(health.stretch(&probe, second), second);
 
+        health.observe(&Notification::ProbeFailed(0, &id(2)));
+        assert_eq!(health.score(), 0, "one failure is the target's fault");
         for _ in 0..3 {
             health.observe(&Notification::ProbeFailed(0, &id(2)));
         }
@@ -238,6 +252,7 @@ mod tests {
     fn disabled_health_never_stretches() {
         let mut health = LocalHealth::new(false, Duration::from_millis(250));
         health.observe(&Notification::ProbeFailed(0, &id(2)));
+        health.observe(&Notification::ProbeFailed(0, &id(3)));
         assert_eq!(health.score(), 1);
         let timer = Timer::ChangeSuspectToDown {
             member_id: id(2),

@@ -23,7 +23,8 @@ use crate::lifeguard::LocalHealth;
 use crate::record::NodeRecord;
 use crate::rumor::{Rumor, RumorHandler};
 use crate::state::{ClusterState, Merge};
-use crate::sync::DigestEntry;
+use crate::kv::{KvEntry, KvStore, Stored};
+use crate::sync::{DigestEntry, SyncMessage};
 
 type Swim = Foca<NodeId, SwimCodec, StdRng, RumorHandler>;
 
@@ -407,6 +408,13 @@ impl Node {
         }
     }
 
+    /// Changes our own record without a new version and without gossip
+    /// (see [`ClusterState::refresh_local`]).
+    pub fn refresh_local(&mut self, change: impl FnOnce(&mut NodeRecord)) {
+        self.lock_state().refresh_local(change);
+        self.changed = true;
+    }
+
     /// Starts a graceful leave: gossip a "left" record, then, after
     /// `leave_spread`, declare ourselves down. See [`Node::has_left`].
     pub fn begin_leave(&mut self) {
@@ -422,6 +430,18 @@ impl Node {
             self.config.leave_spread
         };
         self.effects.timers.push((spread, NodeTimer::FinishLeave));
+        self.after_swim();
+    }
+
+    /// Adds members as alive without contacting them, as if a peer had
+    /// told us about them. The simulator uses it to start from a converged
+    /// cluster (joining 10,000 nodes one gossip at a time would dominate its
+    /// run time); the agent joins through its seeds instead.
+    pub fn assume_members(&mut self, ids: impl IntoIterator<Item = NodeId>) {
+        let members = ids.into_iter().map(foca::Member::alive);
+        if let Err(error) = self.swim.apply_many(members, false, &mut self.effects) {
+            debug_assert!(false, "foca refused assumed members: {error}");
+        }
         self.after_swim();
     }
 
@@ -456,6 +476,110 @@ impl Node {
         drop(state);
         self.counters.synced_records += applied as u64;
         applied
+    }
+
+    /// Opens an anti-entropy exchange (initiator): our digest.
+    pub fn sync_open(&self) -> SyncMessage {
+        let state = self.lock_state();
+        SyncMessage::Digest {
+            nodes: state.digest(),
+            kv_root: state.kv().root(),
+            kv_buckets: state.kv().bucket_hashes().to_vec(),
+        }
+    }
+
+    /// Answers a peer's digest (responder): the records it lacks, the
+    /// names we want, and our KV entries of every bucket that differs.
+    pub fn sync_answer(&self, nodes: &[DigestEntry], kv_root: u64, kv_buckets: &[u64]) -> SyncMessage {
+        let state = self.lock_state();
+        let (records, wanted) = state.delta(nodes);
+        let kv_buckets = if kv_root == state.kv().root() {
+            Vec::new()
+        } else {
+            state.kv().differing_buckets(kv_buckets)
+        };
+        let kv_entries = state.kv().entries_in(&kv_buckets);
+        SyncMessage::Delta {
+            records,
+            wanted,
+            kv_entries,
+            kv_buckets,
+        }
+    }
+
+    /// Applies the responder's delta (initiator) and returns the closing
+    /// message: the records it asked for and our entries of the differing
+    /// buckets (taken before merging, so nothing is sent back twice).
+    pub fn sync_finish(
+        &mut self,
+        records: Vec<NodeRecord>,
+        wanted: &[String],
+        kv_entries: Vec<KvEntry>,
+        kv_buckets: &[u16],
+    ) -> SyncMessage {
+        let reply = {
+            let state = self.lock_state();
+            SyncMessage::Records {
+                records: state.records_named(wanted),
+                kv_entries: state.kv().entries_in(kv_buckets),
+            }
+        };
+        self.merge_records(records);
+        self.merge_kv(kv_entries);
+        reply
+    }
+
+    /// Applies the initiator's closing message (responder).
+    pub fn sync_absorb(&mut self, records: Vec<NodeRecord>, kv_entries: Vec<KvEntry>) {
+        self.merge_records(records);
+        self.merge_kv(kv_entries);
+    }
+
+    /// Merges KV entries received by anti-entropy; returns how many won.
+    pub fn merge_kv(&mut self, entries: Vec<KvEntry>) -> usize {
+        let mut state = self.lock_state();
+        let applied = entries
+            .into_iter()
+            .filter(|entry| state.apply_kv(Arc::new(entry.clone())))
+            .count();
+        drop(state);
+        self.counters.synced_records += applied as u64;
+        applied
+    }
+
+    /// A local KV write (or delete): applied, then gossiped. Returns the
+    /// stored form, or `None` when an entry already there wins (the caller
+    /// chose a time that is not the newest).
+    pub fn write_kv(&mut self, entry: KvEntry) -> Option<Stored> {
+        let applied = self.lock_state().apply_kv(Arc::new(entry.clone()));
+        if !applied {
+            return None;
+        }
+        self.changed = true;
+        let rumor = Rumor::encode_kv(&entry, self.identity().addr);
+        if let Err(error) = self.swim.add_broadcast(&rumor) {
+            debug_assert!(false, "our own KV rumor was refused: {error}");
+        }
+        self.lock_state().kv().get(&entry.key).cloned()
+    }
+
+    /// The KV store as of now (an O(1) copy).
+    pub fn kv(&self) -> KvStore {
+        self.lock_state().kv().clone()
+    }
+
+    /// Direct access to the KV store, for restoring it from disk and for
+    /// collecting tombstones. Changes made here are not gossiped.
+    pub fn with_kv<T>(&mut self, change: impl FnOnce(&mut KvStore) -> T) -> T {
+        let result = change(self.lock_state().kv_mut());
+        self.changed = true;
+        result
+    }
+
+    /// KV entries applied (by anyone) since the last call: the driver
+    /// persists them.
+    pub fn take_kv_applied(&mut self) -> Vec<Stored> {
+        self.lock_state().take_kv_applied()
     }
 
     /// What the node wants done. The driver drains it after every call.

@@ -1,6 +1,7 @@
 //! Custom broadcasts ("rumors") that ride on foca's SWIM traffic: the fast
 //! path for node-record changes.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bincode::{Decode, Encode};
@@ -8,6 +9,7 @@ use foca::{BroadcastHandler, Invalidates};
 
 use crate::codec;
 use crate::identity::NodeId;
+use crate::kv::KvEntry;
 use crate::record::NodeRecord;
 use crate::state::{ClusterState, Merge};
 
@@ -28,6 +30,16 @@ pub enum Rumor {
         id: NodeId,
         version: u64,
     },
+    /// A KV write, small enough to gossip.
+    Kv(KvEntry),
+    /// A KV write too large to gossip: peers that are behind pull it from
+    /// `from` (anti-entropy finds it in a differing bucket).
+    KvDigest {
+        key: String,
+        time: u64,
+        writer: String,
+        from: SocketAddr,
+    },
 }
 
 impl Rumor {
@@ -45,35 +57,62 @@ impl Rumor {
         })
     }
 
+    /// Encodes the rumor that announces a KV write: the entry itself when
+    /// it fits in [`MAX_RUMOR`] bytes, else its digest.
+    pub fn encode_kv(entry: &KvEntry, from: SocketAddr) -> Vec<u8> {
+        let full = codec::encode(&Rumor::Kv(entry.clone()));
+        if full.len() <= MAX_RUMOR {
+            return full;
+        }
+        codec::encode(&Rumor::KvDigest {
+            key: entry.key.clone(),
+            time: entry.time,
+            writer: entry.writer.clone(),
+            from,
+        })
+    }
+
     fn key(&self) -> RumorKey {
         match self {
-            Rumor::Node(record) => RumorKey {
+            Rumor::Node(record) => RumorKey::Node {
                 name: record.name.clone(),
-                generation: record.id.generation,
-                version: record.version,
+                order: (record.id.generation, record.version),
             },
-            Rumor::NodeDigest { name, id, version } => RumorKey {
+            Rumor::NodeDigest { name, id, version } => RumorKey::Node {
                 name: name.clone(),
-                generation: id.generation,
-                version: *version,
+                order: (id.generation, *version),
+            },
+            Rumor::Kv(entry) => RumorKey::Kv {
+                key: entry.key.clone(),
+                order: (entry.time, entry.writer.clone()),
+            },
+            Rumor::KvDigest { key, time, writer, .. } => RumorKey::Kv {
+                key: key.clone(),
+                order: (*time, writer.clone()),
             },
         }
     }
 }
 
-/// Identifies a rumor in foca's backlog: a newer one about the same node
-/// replaces an older one still being spread.
+/// Identifies a rumor in foca's backlog: a newer one about the same node or
+/// key replaces an older one still being spread.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RumorKey {
-    name: String,
-    generation: u64,
-    version: u64,
+pub enum RumorKey {
+    Node { name: String, order: (u64, u64) },
+    Kv { key: String, order: (u64, String) },
 }
 
 impl Invalidates for RumorKey {
     fn invalidates(&self, other: &Self) -> bool {
-        self.name == other.name
-            && (self.generation, self.version) >= (other.generation, other.version)
+        match (self, other) {
+            (RumorKey::Node { name, order }, RumorKey::Node { name: theirs, order: their_order }) => {
+                name == theirs && order >= their_order
+            }
+            (RumorKey::Kv { key, order }, RumorKey::Kv { key: theirs, order: their_order }) => {
+                key == theirs && order >= their_order
+            }
+            _ => false,
+        }
     }
 }
 
@@ -123,6 +162,14 @@ impl BroadcastHandler<NodeId> for RumorHandler {
                 let news = state.is_news(&name, id.generation, version);
                 if news {
                     state.want_pull(id.addr);
+                }
+                news
+            }
+            Rumor::Kv(entry) => state.apply_kv(Arc::new(entry)),
+            Rumor::KvDigest { key, time, writer, from } => {
+                let news = state.kv_is_news(&key, time, &writer);
+                if news {
+                    state.want_pull(from);
                 }
                 news
             }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use crate::kv::{KvEntry, KvStore, Stored};
 use crate::record::NodeRecord;
 use crate::sync::DigestEntry;
 
@@ -27,6 +28,8 @@ pub struct ClusterState {
     pulls: Vec<SocketAddr>,
     changed: bool,
     name_conflicts: u64,
+    kv: KvStore,
+    kv_applied: Vec<Stored>,
 }
 
 impl ClusterState {
@@ -40,6 +43,8 @@ impl ClusterState {
             pulls: Vec::new(),
             changed: true,
             name_conflicts: 0,
+            kv: KvStore::default(),
+            kv_applied: Vec::new(),
         }
     }
 
@@ -169,6 +174,42 @@ impl ClusterState {
             .filter_map(|name| self.records.get(name))
             .cloned()
             .collect()
+    }
+
+    /// The KV store.
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    /// Mutable access for restoring from disk and collecting tombstones;
+    /// changes made here are not reported by [`ClusterState::take_kv_applied`].
+    pub fn kv_mut(&mut self) -> &mut KvStore {
+        &mut self.kv
+    }
+
+    /// Applies a KV entry if it wins; returns whether it did.
+    pub fn apply_kv(&mut self, entry: std::sync::Arc<KvEntry>) -> bool {
+        match self.kv.apply(entry) {
+            Some(stored) => {
+                self.kv_applied.push(stored);
+                self.changed = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether an entry with this order would win over ours.
+    pub fn kv_is_news(&self, key: &str, time: u64, writer: &str) -> bool {
+        match self.kv.get(key) {
+            Some(stored) => (time, writer) > (stored.entry.time, stored.entry.writer.as_str()),
+            None => true,
+        }
+    }
+
+    /// KV entries applied since the last call, for the driver to persist.
+    pub fn take_kv_applied(&mut self) -> Vec<Stored> {
+        std::mem::take(&mut self.kv_applied)
     }
 
     /// Asks for a TCP pull from a peer that announced a record too large to

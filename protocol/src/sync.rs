@@ -3,17 +3,25 @@
 //! One exchange on one connection, initiated by the agent whose timer fired:
 //!
 //! ```text
-//! initiator                         responder
-//!   Digest(all names + versions) ─▶
-//!                                ◀─ Delta { records you lack, names I want }
-//!   Records(the wanted ones)    ─▶
+//! initiator                                   responder
+//!   Digest { names + versions,
+//!            KV root + bucket hashes }      ─▶
+//!                           ◀─ Delta { records you lack, names I want,
+//!                                      KV entries of differing buckets,
+//!                                      the differing buckets }
+//!   Records { the wanted records,
+//!             my KV entries of those buckets } ─▶
 //! ```
+//!
+//! A quiet exchange (nothing differs) costs O(nodes + buckets), never
+//! O(keys): KV entries only travel for buckets whose hashes differ.
 //!
 //! Frames are a 4-byte big-endian length followed by an envelope of kind
 //! [`PayloadKind::Sync`](crate::envelope::PayloadKind::Sync).
 
 use bincode::{Decode, Encode};
 
+use crate::kv::KvEntry;
 use crate::record::NodeRecord;
 
 /// A record's name and order, without its body.
@@ -27,14 +35,25 @@ pub struct DigestEntry {
 /// The messages of one push-pull exchange.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum SyncMessage {
-    /// Initiator → responder: everything the initiator has.
-    Digest(Vec<DigestEntry>),
-    /// Responder → initiator: records the initiator lacks, and the names of
-    /// records the responder wants back.
+    /// Initiator → responder: everything the initiator has, summarized.
+    Digest {
+        nodes: Vec<DigestEntry>,
+        kv_root: u64,
+        kv_buckets: Vec<u64>,
+    },
+    /// Responder → initiator: records the initiator lacks, the names of
+    /// records the responder wants back, and the responder's KV entries in
+    /// every bucket whose hash differs.
     Delta {
         records: Vec<NodeRecord>,
         wanted: Vec<String>,
+        kv_entries: Vec<KvEntry>,
+        kv_buckets: Vec<u16>,
     },
-    /// Initiator → responder: the records asked for.
-    Records(Vec<NodeRecord>),
+    /// Initiator → responder: the records asked for, and the initiator's KV
+    /// entries in the differing buckets.
+    Records {
+        records: Vec<NodeRecord>,
+        kv_entries: Vec<KvEntry>,
+    },
 }

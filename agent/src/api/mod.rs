@@ -5,6 +5,7 @@
 //! - [`agent`]: `/v1/agent/self`, `/v1/agent/members`, `/v1/agent/leave`.
 //! - [`local`]: `/v1/agent/service*`, `/v1/agent/check*`, maintenance.
 //! - [`catalog`]: cluster-wide `/v1/catalog/*`, `/v1/health/*`, `/v1/shoal/pick`.
+//! - [`kv`]: `/v1/kv/*`, the replicated KV store.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
 
@@ -12,6 +13,7 @@ pub mod agent;
 pub mod blocking;
 pub mod catalog;
 pub mod health;
+pub mod kv;
 pub mod local;
 
 use std::sync::Arc;
@@ -90,6 +92,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/health/state/{state}", get(catalog::health_state))
         .route("/v1/health/node/{node}", get(catalog::health_node))
         .route("/v1/shoal/pick/{name}", get(catalog::pick))
+        .route("/v1/kv", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/v1/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

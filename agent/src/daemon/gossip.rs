@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shoal_protocol::sync::DigestEntry;
-use shoal_protocol::{Node, NodeRecord, NodeTimer};
+use shoal_protocol::sync::SyncMessage;
+use shoal_protocol::{Node, NodeTimer};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -26,17 +26,25 @@ use shoal_protocol::record::CheckStatus;
 
 /// Requests from other tasks. Those that need an answer carry a sender.
 pub enum Command {
-    /// A peer opened an exchange with its digest: answer with the delta.
-    SyncDelta {
-        digest: Vec<DigestEntry>,
-        reply: oneshot::Sender<(Vec<NodeRecord>, Vec<String>)>,
+    /// A peer opened an exchange with its digest (`SyncMessage::Digest`):
+    /// answer with the delta.
+    SyncAnswer {
+        digest: SyncMessage,
+        reply: oneshot::Sender<SyncMessage>,
     },
-    /// Records received by an exchange; `wanted` are the names the peer
-    /// asked for, sent back through `reply`.
-    SyncMerge {
-        records: Vec<NodeRecord>,
-        wanted: Vec<String>,
-        reply: Option<oneshot::Sender<Vec<NodeRecord>>>,
+    /// The peer's delta to our digest (`SyncMessage::Delta`): merge it and
+    /// answer with the closing message.
+    SyncFinish {
+        delta: SyncMessage,
+        reply: oneshot::Sender<SyncMessage>,
+    },
+    /// The closing message of an exchange we answered
+    /// (`SyncMessage::Records`): merge it.
+    SyncAbsorb { closing: SyncMessage },
+    /// A KV write or delete, validated by the API.
+    Kv {
+        request: crate::kv::KvRequest,
+        reply: oneshot::Sender<Result<crate::kv::KvAck, shoal_protocol::kv::KvError>>,
     },
     /// A change to what is registered on this agent, answered once it is
     /// applied (and, for API registrations, durable).
@@ -94,6 +102,8 @@ pub struct Inputs {
 
 /// How often counters are republished when nothing else changes.
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
+/// How often KV tombstones are collected and "last in touch" is saved.
+const KV_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
 /// How often TTLs and deregister-after deadlines are checked.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 /// Upper bound on a graceful leave, whatever the timers say.
@@ -112,6 +122,8 @@ pub struct GossipLoop {
     pub index: u64,
     /// Services and checks registered on this agent.
     pub local: LocalState,
+    /// The KV store's clock and disk.
+    pub kv: crate::kv::KvState,
 }
 
 impl GossipLoop {
@@ -122,6 +134,8 @@ impl GossipLoop {
         self.flush();
         let mut stats = tokio::time::interval(STATS_INTERVAL);
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut kv_housekeeping = tokio::time::interval(KV_HOUSEKEEPING_INTERVAL);
+        kv_housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leave_deadline: Option<Instant> = None;
@@ -152,6 +166,7 @@ impl GossipLoop {
                     let change = self.local.housekeeping();
                     self.push_local(change);
                 }
+                _ = kv_housekeeping.tick() => self.kv.housekeeping(&mut self.node),
                 _ = stats.tick() => self.publish(),
             }
             self.flush();
@@ -163,19 +178,39 @@ impl GossipLoop {
     }
 
     fn handle_command(&mut self, command: Command) {
+        if matches!(command, Command::SyncAnswer { .. } | Command::SyncFinish { .. }) {
+            // Never hand stale entries to a peer.
+            self.kv.before_contact(&mut self.node);
+        }
         match command {
-            Command::SyncDelta { digest, reply } => {
-                let _ = reply.send(self.node.sync_delta(&digest));
-            }
-            Command::SyncMerge {
-                records,
-                wanted,
-                reply,
-            } => {
-                self.node.merge_records(records);
-                if let Some(reply) = reply {
-                    let _ = reply.send(self.node.sync_records(&wanted));
+            Command::SyncAnswer { digest, reply } => {
+                if let SyncMessage::Digest {
+                    nodes,
+                    kv_root,
+                    kv_buckets,
+                } = digest
+                {
+                    let _ = reply.send(self.node.sync_answer(&nodes, kv_root, &kv_buckets));
                 }
+            }
+            Command::SyncFinish { delta, reply } => {
+                if let SyncMessage::Delta {
+                    records,
+                    wanted,
+                    kv_entries,
+                    kv_buckets,
+                } = delta
+                {
+                    let _ = reply.send(self.node.sync_finish(records, &wanted, kv_entries, &kv_buckets));
+                }
+            }
+            Command::SyncAbsorb { closing } => {
+                if let SyncMessage::Records { records, kv_entries } = closing {
+                    self.node.sync_absorb(records, kv_entries);
+                }
+            }
+            Command::Kv { request, reply } => {
+                let _ = reply.send(self.kv.handle(&mut self.node, request));
             }
             Command::Local { request, reply } => {
                 let change = self.local.handle(request, reply);
@@ -207,6 +242,7 @@ impl GossipLoop {
 
     /// Carries out what the node asked for during the last call.
     fn flush(&mut self) {
+        self.kv.flush(&mut self.node);
         let effects = self.node.effects();
         let mut datagrams = std::mem::take(&mut effects.datagrams);
         let mut timers = std::mem::take(&mut effects.timers);
@@ -251,7 +287,7 @@ impl GossipLoop {
     }
 
     fn start_sync(&mut self, peer: SocketAddr) {
-        if !self.sync.initiate(peer, self.node.sync_digest()) {
+        if !self.sync.initiate(peer, self.node.sync_open()) {
             tracing::debug!(%peer, "anti-entropy skipped: too many exchanges running");
         }
     }
@@ -262,6 +298,7 @@ impl GossipLoop {
             local: self.node.local_record(),
             members: self.node.members(),
             local_checks: self.local.views(),
+            kv: self.node.kv(),
             checks_loaded: true,
             counters: self.node.counters().clone(),
             name_conflicts: self.node.name_conflicts(),

@@ -110,6 +110,7 @@ pub async fn run(
         local: node.local_record(),
         members: node.members(),
         local_checks: Vec::new(),
+        kv: Default::default(),
         checks_loaded: false,
         counters: Default::default(),
         name_conflicts: 0,
@@ -135,6 +136,13 @@ pub async fn run(
     local_state
         .load_config(config.services.clone(), config.checks.clone())
         .context("loading the configured services and checks")?;
+
+    let (database, loaded) = crate::kv::disk::open(data_dir.path())?;
+    let (disk_tx, disk_rx) = mpsc::unbounded_channel();
+    tracker.spawn(crate::kv::disk::writer_loop(database, disk_rx));
+    let mut node = node;
+    let mut kv_state = crate::kv::KvState::new(config.node_name.clone(), disk_tx, config.kv_tombstone_grace);
+    kv_state.restore(&mut node, loaded);
 
     let socket = Arc::new(listeners.udp);
     let receive_drops = Arc::new(AtomicU64::new(0));
@@ -187,6 +195,7 @@ pub async fn run(
         send_failures: 0,
         index: 1,
         local: local_state,
+        kv: kv_state,
     };
     gossip
         .run(

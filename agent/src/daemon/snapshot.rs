@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub members: Vec<MemberView>,
     /// Every local check, with its full output.
     pub local_checks: Vec<LocalCheck>,
+    /// The KV store (an O(1) copy of a persistent map).
+    pub kv: shoal_protocol::kv::KvStore,
     /// Whether the configured services and checks are loaded.
     pub checks_loaded: bool,
     /// Gossip counters as of this snapshot.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shoal_protocol::codec::{self, DecodeError, MAX_FRAME};
 use shoal_protocol::envelope::{Envelope, PayloadKind};
-use shoal_protocol::sync::{DigestEntry, SyncMessage};
+use shoal_protocol::sync::SyncMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -67,7 +67,7 @@ impl SyncService {
 
     /// Starts an exchange with `peer` in the background; returns false when
     /// too many are running already.
-    pub fn initiate(&self, peer: SocketAddr, digest: Vec<DigestEntry>) -> bool {
+    pub fn initiate(&self, peer: SocketAddr, digest: SyncMessage) -> bool {
         let Ok(permit) = self.outgoing.clone().try_acquire_owned() else {
             return false;
         };
@@ -84,23 +84,18 @@ impl SyncService {
         true
     }
 
-    async fn exchange(&self, peer: SocketAddr, digest: Vec<DigestEntry>) -> Result<(), SyncError> {
+    async fn exchange(&self, peer: SocketAddr, digest: SyncMessage) -> Result<(), SyncError> {
         let mut stream = TcpStream::connect(peer).await?;
         stream.set_nodelay(true)?;
-        write_frame(&mut stream, self.envelope, &SyncMessage::Digest(digest)).await?;
-        let SyncMessage::Delta { records, wanted } = read_frame(&mut stream, self.envelope).await?
-        else {
+        write_frame(&mut stream, self.envelope, &digest).await?;
+        let delta = read_frame(&mut stream, self.envelope).await?;
+        if !matches!(delta, SyncMessage::Delta { .. }) {
             return Err(SyncError::Unexpected { expected: "Delta" });
-        };
+        }
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.command(Command::SyncMerge {
-            records,
-            wanted,
-            reply: Some(reply_tx),
-        })
-        .await?;
-        let ours = reply_rx.await.map_err(|_| SyncError::Closed)?;
-        write_frame(&mut stream, self.envelope, &SyncMessage::Records(ours)).await?;
+        self.command(Command::SyncFinish { delta, reply: reply_tx }).await?;
+        let closing = reply_rx.await.map_err(|_| SyncError::Closed)?;
+        write_frame(&mut stream, self.envelope, &closing).await?;
         stream.shutdown().await?;
         Ok(())
     }
@@ -140,36 +135,19 @@ impl SyncService {
 
     async fn respond(&self, mut stream: TcpStream) -> Result<(), SyncError> {
         stream.set_nodelay(true)?;
-        let SyncMessage::Digest(digest) = read_frame(&mut stream, self.envelope).await? else {
+        let digest = read_frame(&mut stream, self.envelope).await?;
+        if !matches!(digest, SyncMessage::Digest { .. }) {
             return Err(SyncError::Unexpected { expected: "Digest" });
-        };
-        let (reply_tx, reply_rx) = oneshot::channel();
-        self.command(Command::SyncDelta {
-            digest,
-            reply: reply_tx,
-        })
-        .await?;
-        let (records, wanted) = reply_rx.await.map_err(|_| SyncError::Closed)?;
-        write_frame(
-            &mut stream,
-            self.envelope,
-            &SyncMessage::Delta { records, wanted },
-        )
-        .await?;
-        let SyncMessage::Records(records) = read_frame(&mut stream, self.envelope).await? else {
-            return Err(SyncError::Unexpected {
-                expected: "Records",
-            });
-        };
-        if !records.is_empty() {
-            self.command(Command::SyncMerge {
-                records,
-                wanted: Vec::new(),
-                reply: None,
-            })
-            .await?;
         }
-        Ok(())
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.command(Command::SyncAnswer { digest, reply: reply_tx }).await?;
+        let delta = reply_rx.await.map_err(|_| SyncError::Closed)?;
+        write_frame(&mut stream, self.envelope, &delta).await?;
+        let closing = read_frame(&mut stream, self.envelope).await?;
+        if !matches!(closing, SyncMessage::Records { .. }) {
+            return Err(SyncError::Unexpected { expected: "Records" });
+        }
+        self.command(Command::SyncAbsorb { closing }).await
     }
 
     async fn command(&self, command: Command) -> Result<(), SyncError> {

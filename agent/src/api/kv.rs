@@ -1,0 +1,152 @@
+//! `/v1/kv/*`: the replicated KV store in Consul's shapes.
+//!
+//! A write answers `true` only once it is durable on this agent's disk; it
+//! then spreads to every agent. `?cas=` compares the key's ModifyIndex on
+//! this agent only: CAS is not linearizable across the cluster (two agents
+//! can both accept a CAS for the same index; the later write wins
+//! everywhere).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Value, json};
+use shoal_protocol::kv::{KvStore, Stored};
+
+use super::{ApiError, ApiState, Query, blocking};
+use crate::daemon::gossip::Command;
+use crate::kv::KvRequest;
+
+fn entry_json(stored: &Stored) -> Value {
+    let entry = &stored.entry;
+    json!({
+        "CreateIndex": stored.create_index,
+        "ModifyIndex": stored.modify_index,
+        "LockIndex": 0,
+        "Key": entry.key,
+        "Flags": entry.flags,
+        "Value": if entry.value.is_empty() { Value::Null } else { Value::String(base64::engine::general_purpose::STANDARD.encode(&entry.value)) },
+    })
+}
+
+/// `?keys`: the keys under `prefix`, rolled up at the first `separator`
+/// after the prefix, as Consul does.
+fn list_keys(kv: &KvStore, prefix: &str, separator: Option<&str>) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for stored in kv.prefix(prefix) {
+        let key = &stored.entry.key;
+        let shown = match separator.filter(|s| !s.is_empty()) {
+            Some(separator) => match key[prefix.len()..].find(separator) {
+                Some(at) => key[..prefix.len() + at + separator.len()].to_string(),
+                None => key.clone(),
+            },
+            None => key.clone(),
+        };
+        if keys.last() != Some(&shown) {
+            keys.push(shown);
+        }
+    }
+    keys
+}
+
+fn not_found(key: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("key `{key}` not found"))
+}
+
+/// `GET /v1/kv/:key` with `recurse`, `keys`, `separator`, `raw` and
+/// blocking queries.
+pub async fn get(State(state): State<ApiState>, key: Option<Path<String>>, query: Query) -> Result<Response, ApiError> {
+    query.check_datacenter(&state.config.datacenter)?;
+    let key = key.map(|Path(key)| key).unwrap_or_default();
+    if query.flag("raw") {
+        let snapshot = state.snapshot();
+        let stored = snapshot.kv.get(&key).filter(|s| !s.entry.deleted).ok_or_else(|| not_found(&key))?;
+        let mut response = stored.entry.value.clone().into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        return Ok(response);
+    }
+    let keys_only = query.get("keys").is_some();
+    let recurse = query.get("recurse").is_some();
+    let separator = query.get("separator").map(str::to_string);
+    blocking::respond(&state, &query, |snapshot| {
+        let kv = &snapshot.kv;
+        let body = if keys_only {
+            json!(list_keys(kv, &key, separator.as_deref()))
+        } else if recurse {
+            Value::Array(kv.prefix(&key).map(entry_json).collect())
+        } else {
+            let stored = kv.get(&key).filter(|s| !s.entry.deleted).ok_or_else(|| not_found(&key))?;
+            json!([entry_json(stored)])
+        };
+        if body.as_array().is_some_and(Vec::is_empty) {
+            return Err(not_found(&key));
+        }
+        Ok(body)
+    })
+    .await
+}
+
+fn parse_u64(query: &Query, name: &str) -> Result<Option<u64>, ApiError> {
+    query
+        .get(name)
+        .map(|text| {
+            text.parse::<u64>()
+                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: `{text}` is not a non-negative integer")))
+        })
+        .transpose()
+}
+
+async fn write(state: &ApiState, request: KvRequest) -> Result<Json<bool>, ApiError> {
+    let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+    let unavailable = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down");
+    state
+        .commands_tx
+        .send(Command::Kv {
+            request,
+            reply: reply_tx,
+        })
+        .await
+        .map_err(|_| unavailable())?;
+    let ack = reply_rx
+        .await
+        .map_err(|_| unavailable())?
+        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
+    if let Some(durable) = ack.durable {
+        durable.await.map_err(|_| unavailable())?.map_err(|error| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the write could not be made durable: {error}"))
+        })?;
+    }
+    Ok(Json(ack.written))
+}
+
+/// `PUT /v1/kv/:key?flags=&cas=` with the raw value as body.
+pub async fn put(State(state): State<ApiState>, key: Option<Path<String>>, query: Query, body: Bytes) -> Result<Json<bool>, ApiError> {
+    query.check_datacenter(&state.config.datacenter)?;
+    if query.get("acquire").is_some() || query.get("release").is_some() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "sessions (acquire/release) are not supported by shoal"));
+    }
+    let key = key.map(|Path(key)| key).unwrap_or_default();
+    let request = KvRequest::Put {
+        key,
+        value: body.to_vec(),
+        flags: parse_u64(&query, "flags")?.unwrap_or(0),
+        cas: parse_u64(&query, "cas")?,
+    };
+    write(&state, request).await
+}
+
+/// `DELETE /v1/kv/:key?recurse&cas=`
+pub async fn delete(State(state): State<ApiState>, key: Option<Path<String>>, query: Query) -> Result<Json<bool>, ApiError> {
+    query.check_datacenter(&state.config.datacenter)?;
+    let key = key.map(|Path(key)| key).unwrap_or_default();
+    let request = KvRequest::Delete {
+        key,
+        recurse: query.get("recurse").is_some(),
+        cas: parse_u64(&query, "cas")?,
+    };
+    write(&state, request).await
+}

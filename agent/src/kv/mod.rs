@@ -1,0 +1,237 @@
+//! The replicated KV store, the agent's side: timestamps from a hybrid
+//! logical clock, durable writes, tombstone collection, and the resync of an
+//! agent that was away longer than the tombstone grace period. The merge
+//! rules live in `shoal_protocol::kv`.
+//!
+//! - [`disk`]: the redb database and its writer task.
+
+pub mod disk;
+
+use std::time::Duration;
+
+use shoal_protocol::Node;
+use shoal_protocol::kv::{KvEntry, KvError, validate_key};
+use tokio::sync::{mpsc, oneshot};
+
+/// Seconds in NTP64 time (the high 32 bits).
+fn ntp64(duration: Duration) -> u64 {
+    uhlc::NTP64::from(duration).as_u64()
+}
+
+/// A write the API validated and hands to the gossip loop.
+#[derive(Debug)]
+pub enum KvRequest {
+    Put {
+        key: String,
+        value: Vec<u8>,
+        flags: u64,
+        /// Consul's `?cas=`: write only if the key's ModifyIndex is this
+        /// (0: only if the key does not exist).
+        cas: Option<u64>,
+    },
+    Delete {
+        key: String,
+        recurse: bool,
+        cas: Option<u64>,
+    },
+}
+
+/// The loop's answer: whether the write happened, and a receiver that
+/// completes once it is durable on disk.
+pub struct KvAck {
+    pub written: bool,
+    pub durable: Option<oneshot::Receiver<Result<(), String>>>,
+}
+
+/// The gossip loop's KV state.
+pub struct KvState {
+    hlc: uhlc::HLC,
+    writer: String,
+    disk_tx: mpsc::UnboundedSender<disk::Job>,
+    grace: Duration,
+    /// Set at start when the agent was away longer than the grace period:
+    /// entries older than this are dropped before the first exchange.
+    stale_before: Option<u64>,
+}
+
+impl KvState {
+    pub fn new(writer: String, disk_tx: mpsc::UnboundedSender<disk::Job>, grace: Duration) -> Self {
+        let id = uhlc::ID::try_from(&shoal_protocol::envelope::cluster_id(&writer).to_le_bytes()[..])
+            .unwrap_or_else(|_| uhlc::ID::rand());
+        Self {
+            hlc: uhlc::HLCBuilder::new().with_id(id).build(),
+            writer,
+            disk_tx,
+            grace,
+            stale_before: None,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.hlc.new_timestamp().get_time().as_u64()
+    }
+
+    /// Loads what was on disk into the node. If the agent was last in touch
+    /// with the cluster longer than the grace period ago, its old entries
+    /// are dropped when it next meets a peer (not before: an agent that
+    /// stays alone keeps serving what it has).
+    pub fn restore(&mut self, node: &mut Node, loaded: disk::Loaded) {
+        let count = loaded.entries.len();
+        node.with_kv(|kv| {
+            for stored in loaded.entries {
+                kv.restore(stored);
+            }
+        });
+        for stored in node.kv().iter() {
+            self.observe(stored.entry.time);
+        }
+        if let Some(last_seen) = loaded.last_seen {
+            let cutoff = self.now().saturating_sub(ntp64(self.grace));
+            if last_seen < cutoff {
+                tracing::warn!(
+                    "this agent was out of touch longer than the tombstone grace period; \
+                     its KV entries older than that are dropped when it rejoins"
+                );
+                self.stale_before = Some(cutoff);
+            }
+        }
+        tracing::info!(keys = count, "KV store loaded");
+    }
+
+    /// Drops stale entries before the first exchange with a peer.
+    pub fn before_contact(&mut self, node: &mut Node) {
+        if let Some(cutoff) = self.stale_before.take() {
+            let removals = node.with_kv(|kv| kv.forget_older_than(cutoff));
+            tracing::info!(keys = removals.len(), "dropped KV entries older than the grace period");
+            self.send(disk::Job {
+                removals,
+                ..disk::Job::default()
+            });
+        }
+    }
+
+    fn observe(&self, time: u64) {
+        // A time too far ahead of our clock is refused by uhlc; the entry
+        // is still merged, we just don't drag our clock along.
+        let _ = self
+            .hlc
+            .update_with_timestamp(&uhlc::Timestamp::new(uhlc::NTP64(time), *self.hlc.get_id()));
+    }
+
+    /// Applies a write from the API.
+    pub fn handle(&mut self, node: &mut Node, request: KvRequest) -> Result<KvAck, KvError> {
+        self.before_contact_if_connected(node);
+        let kv = node.kv();
+        let keys: Vec<String> = match &request {
+            KvRequest::Put { key, value, .. } => {
+                validate_key(key)?;
+                if value.len() > shoal_protocol::kv::MAX_VALUE {
+                    return Err(KvError::ValueTooLarge(value.len()));
+                }
+                vec![key.clone()]
+            }
+            KvRequest::Delete { key, recurse: true, .. } => kv.prefix(key).map(|s| s.entry.key.clone()).collect(),
+            KvRequest::Delete { key, .. } => {
+                validate_key(key)?;
+                kv.get(key)
+                    .filter(|s| !s.entry.deleted)
+                    .map(|s| vec![s.entry.key.clone()])
+                    .unwrap_or_default()
+            }
+        };
+        let (target, cas) = match &request {
+            KvRequest::Put { key, cas, .. } | KvRequest::Delete { key, cas, .. } => (key, *cas),
+        };
+        if let Some(cas) = cas {
+            let current = kv
+                .get(target)
+                .filter(|s| !s.entry.deleted)
+                .map(|s| s.modify_index)
+                .unwrap_or(0);
+            if current != cas {
+                return Ok(KvAck {
+                    written: false,
+                    durable: None,
+                });
+            }
+        }
+        for key in keys {
+            let previous = kv.get(&key).map(|s| s.entry.time).unwrap_or(0);
+            let time = self.now().max(previous + 1);
+            let entry = match &request {
+                KvRequest::Put { value, flags, .. } => KvEntry {
+                    key,
+                    value: value.clone(),
+                    flags: *flags,
+                    time,
+                    writer: self.writer.clone(),
+                    deleted: false,
+                },
+                KvRequest::Delete { .. } => KvEntry {
+                    key,
+                    value: Vec::new(),
+                    flags: 0,
+                    time,
+                    writer: self.writer.clone(),
+                    deleted: true,
+                },
+            };
+            node.write_kv(entry);
+        }
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.send(disk::Job {
+            upserts: node.take_kv_applied(),
+            reply: Some(reply_tx),
+            ..disk::Job::default()
+        });
+        Ok(KvAck {
+            written: true,
+            durable: Some(reply_rx),
+        })
+    }
+
+    fn before_contact_if_connected(&mut self, node: &mut Node) {
+        if node.active_members() > 0 {
+            self.before_contact(node);
+        }
+    }
+
+    /// Persists what peers' writes changed since the last call.
+    pub fn flush(&mut self, node: &mut Node) {
+        self.before_contact_if_connected(node);
+        let applied = node.take_kv_applied();
+        if applied.is_empty() {
+            return;
+        }
+        for stored in &applied {
+            self.observe(stored.entry.time);
+        }
+        self.send(disk::Job {
+            upserts: applied,
+            ..disk::Job::default()
+        });
+    }
+
+    /// Collects old tombstones and notes that we are in touch.
+    pub fn housekeeping(&mut self, node: &mut Node) {
+        let now = self.now();
+        let cutoff = now.saturating_sub(ntp64(self.grace));
+        let removals = node.with_kv(|kv| kv.collect_tombstones(cutoff));
+        let last_seen = (node.active_members() > 0 && self.stale_before.is_none()).then_some(now);
+        if !removals.is_empty() || last_seen.is_some() {
+            self.send(disk::Job {
+                removals,
+                last_seen,
+                ..disk::Job::default()
+            });
+        }
+    }
+
+    fn send(&self, job: disk::Job) {
+        if let Err(error) = self.disk_tx.send(job)
+            && let Some(reply) = error.0.reply
+        {
+            let _ = reply.send(Err("the agent is shutting down".into()));
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The replicated key/value store: a last-writer-wins map.
+//!
+//! Each entry carries the hybrid-logical-clock time of its write and the
+//! writer's node name; the larger `(time, writer)` wins. Deletes are
+//! tombstones, collected after a grace period. The merge is commutative,
+//! associative and idempotent, so any delivery order ends in the same map.
+//!
+//! For anti-entropy, keys fall into [`BUCKETS`] buckets by hash; each bucket
+//! keeps the XOR of its entries' hashes, updated in O(1) per change, so two
+//! agents compare 256 hashes instead of every key.
+
+use std::sync::Arc;
+
+use bincode::{Decode, Encode};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Anti-entropy buckets.
+pub const BUCKETS: usize = 256;
+/// Longest key, in bytes.
+pub const MAX_KEY: usize = 512;
+/// Largest value, in bytes.
+pub const MAX_VALUE: usize = 512 * 1024;
+
+/// One key as replicated.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct KvEntry {
+    pub key: String,
+    /// Empty for a tombstone.
+    pub value: Vec<u8>,
+    /// Opaque to Shoal (Consul's `flags`).
+    pub flags: u64,
+    /// Hybrid-logical-clock time of the write (NTP64: seconds in the high
+    /// 32 bits, fraction in the low 32).
+    pub time: u64,
+    /// Name of the node that wrote it: breaks ties between equal times.
+    pub writer: String,
+    pub deleted: bool,
+}
+
+impl KvEntry {
+    /// Whether this entry wins over `other` under last-writer-wins. Two
+    /// different entries with equal `(time, writer)` can only come from a
+    /// misbehaving node; the content decides, so every agent still agrees.
+    pub fn supersedes(&self, other: &KvEntry) -> bool {
+        (self.time, &self.writer, self.deleted, self.flags, &self.value)
+            > (other.time, &other.writer, other.deleted, other.flags, &other.value)
+    }
+
+    fn hash(&self) -> u64 {
+        let mut bytes = Vec::with_capacity(self.key.len() + self.writer.len() + 32);
+        bytes.extend_from_slice(self.key.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&self.time.to_le_bytes());
+        bytes.extend_from_slice(self.writer.as_bytes());
+        bytes.push(u8::from(self.deleted));
+        bytes.extend_from_slice(&self.flags.to_le_bytes());
+        bytes.extend_from_slice(&xxh3_64(&self.value).to_le_bytes());
+        xxh3_64(&bytes)
+    }
+}
+
+/// Which anti-entropy bucket a key is in.
+pub fn bucket_of(key: &str) -> usize {
+    (xxh3_64(key.as_bytes()) % BUCKETS as u64) as usize
+}
+
+/// Why a key or value is refused. Nothing was stored.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KvError {
+    #[error("key must not be empty")]
+    EmptyKey,
+    #[error("key is {0} bytes; at most {MAX_KEY} are allowed")]
+    KeyTooLong(usize),
+    #[error("key must not start with '/'")]
+    LeadingSlash,
+    #[error("value is {0} bytes; at most {MAX_VALUE} are allowed")]
+    ValueTooLarge(usize),
+}
+
+/// Checks a key against the limits.
+pub fn validate_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() {
+        Err(KvError::EmptyKey)
+    } else if key.len() > MAX_KEY {
+        Err(KvError::KeyTooLong(key.len()))
+    } else if key.starts_with('/') {
+        Err(KvError::LeadingSlash)
+    } else {
+        Ok(())
+    }
+}
+
+/// An entry with this agent's own bookkeeping (not replicated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub entry: Arc<KvEntry>,
+    /// Local index when the key was created (after its last delete).
+    pub create_index: u64,
+    /// Local index of the last change: what `?cas=` compares.
+    pub modify_index: u64,
+}
+
+/// The whole map, tombstones included. Cloning is O(1) (a persistent map),
+/// so snapshots can hold a copy.
+#[derive(Clone, Debug)]
+pub struct KvStore {
+    entries: imbl::OrdMap<String, Stored>,
+    buckets: Arc<[u64; BUCKETS]>,
+    /// Local change counter: bumped by every applied change.
+    index: u64,
+}
+
+impl Default for KvStore {
+    fn default() -> Self {
+        Self {
+            entries: imbl::OrdMap::new(),
+            buckets: Arc::new([0; BUCKETS]),
+            index: 0,
+        }
+    }
+}
+
+impl KvStore {
+    /// Applies `entry` if it is new or wins over what we have. Returns the
+    /// stored form when it was applied.
+    pub fn apply(&mut self, entry: Arc<KvEntry>) -> Option<Stored> {
+        let previous = self.entries.get(&entry.key);
+        if let Some(previous) = previous
+            && !entry.supersedes(&previous.entry)
+        {
+            return None;
+        }
+        let bucket = bucket_of(&entry.key);
+        let buckets = Arc::make_mut(&mut self.buckets);
+        let create_index = match previous {
+            Some(previous) => {
+                buckets[bucket] ^= previous.entry.hash();
+                if previous.entry.deleted { self.index + 1 } else { previous.create_index }
+            }
+            None => self.index + 1,
+        };
+        buckets[bucket] ^= entry.hash();
+        self.index += 1;
+        let stored = Stored {
+            entry,
+            create_index,
+            modify_index: self.index,
+        };
+        self.entries.insert(stored.entry.key.clone(), stored.clone());
+        Some(stored)
+    }
+
+    /// Restores an entry read back from disk, with its local indexes.
+    pub fn restore(&mut self, stored: Stored) {
+        let bucket = bucket_of(&stored.entry.key);
+        let buckets = Arc::make_mut(&mut self.buckets);
+        if let Some(previous) = self.entries.get(&stored.entry.key) {
+            buckets[bucket] ^= previous.entry.hash();
+        }
+        buckets[bucket] ^= stored.entry.hash();
+        self.index = self.index.max(stored.modify_index);
+        self.entries.insert(stored.entry.key.clone(), stored);
+    }
+
+    /// Sets the local index (restored from disk) so it never goes back.
+    pub fn raise_index(&mut self, index: u64) {
+        self.index = self.index.max(index);
+    }
+
+    /// The stored entry for `key`, tombstones included.
+    pub fn get(&self, key: &str) -> Option<&Stored> {
+        self.entries.get(key)
+    }
+
+    /// Live entries whose key starts with `prefix`, in key order.
+    pub fn prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Stored> + 'a {
+        self.entries
+            .range(prefix.to_string()..)
+            .take_while(move |(key, _)| key.starts_with(prefix))
+            .map(|(_, stored)| stored)
+            .filter(|stored| !stored.entry.deleted)
+    }
+
+    /// Every entry, tombstones included.
+    pub fn iter(&self) -> impl Iterator<Item = &Stored> {
+        self.entries.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The local change counter.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Hash of each bucket (0 for an empty one).
+    pub fn bucket_hashes(&self) -> &[u64; BUCKETS] {
+        &self.buckets
+    }
+
+    /// One hash over everything: equal roots, equal maps (but for hash
+    /// collisions, which anti-entropy repairs in a later round anyway).
+    pub fn root(&self) -> u64 {
+        let mut bytes = Vec::with_capacity(BUCKETS * 8);
+        for hash in self.buckets.iter() {
+            bytes.extend_from_slice(&hash.to_le_bytes());
+        }
+        xxh3_64(&bytes)
+    }
+
+    /// Buckets whose hash differs from `theirs` (all of them when `theirs`
+    /// has the wrong length).
+    pub fn differing_buckets(&self, theirs: &[u64]) -> Vec<u16> {
+        (0..BUCKETS)
+            .filter(|&i| theirs.get(i) != Some(&self.buckets[i]))
+            .map(|i| i as u16)
+            .collect()
+    }
+
+    /// Every entry (tombstones included) in the given buckets.
+    pub fn entries_in(&self, buckets: &[u16]) -> Vec<KvEntry> {
+        if buckets.is_empty() {
+            return Vec::new();
+        }
+        let mut wanted = [false; BUCKETS];
+        for &bucket in buckets {
+            if let Some(slot) = wanted.get_mut(bucket as usize) {
+                *slot = true;
+            }
+        }
+        self.entries
+            .values()
+            .filter(|stored| wanted[bucket_of(&stored.entry.key)])
+            .map(|stored| (*stored.entry).clone())
+            .collect()
+    }
+
+    /// Drops tombstones written before `cutoff` (HLC time); returns their
+    /// keys so the caller can drop them from disk too.
+    pub fn collect_tombstones(&mut self, cutoff: u64) -> Vec<String> {
+        self.remove_where(|entry| entry.deleted && entry.time < cutoff)
+    }
+
+    /// Forgets every entry written before `cutoff`, live or not: for an
+    /// agent that was away longer than the tombstone grace period, whose
+    /// old entries may have been deleted (and the tombstones collected)
+    /// meanwhile. Anti-entropy brings back whatever still exists.
+    pub fn forget_older_than(&mut self, cutoff: u64) -> Vec<String> {
+        self.remove_where(|entry| entry.time < cutoff)
+    }
+
+    fn remove_where(&mut self, doomed: impl Fn(&KvEntry) -> bool) -> Vec<String> {
+        let keys: Vec<String> = self
+            .entries
+            .values()
+            .filter(|stored| doomed(&stored.entry))
+            .map(|stored| stored.entry.key.clone())
+            .collect();
+        let buckets = Arc::make_mut(&mut self.buckets);
+        for key in &keys {
+            if let Some(stored) = self.entries.remove(key) {
+                buckets[bucket_of(key)] ^= stored.entry.hash();
+            }
+        }
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(key: &str, value: &str, time: u64, writer: &str, deleted: bool) -> Arc<KvEntry> {
+        Arc::new(KvEntry {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            flags: 0,
+            time,
+            writer: writer.into(),
+            deleted,
+        })
+    }
+
+    fn arbitrary_entry() -> impl Strategy<Value = Arc<KvEntry>> {
+        (0usize..4, 0usize..3, 0u64..5, 0usize..3, any::<bool>()).prop_map(|(k, v, time, w, deleted)| {
+            entry(["a", "b", "c/d", "c/e"][k], ["x", "y", ""][v], time, ["n1", "n2", "n3"][w], deleted)
+        })
+    }
+
+    fn contents(store: &KvStore) -> Vec<KvEntry> {
+        store.iter().map(|s| (*s.entry).clone()).collect()
+    }
+
+    fn merged(entries: &[Arc<KvEntry>]) -> KvStore {
+        let mut store = KvStore::default();
+        for entry in entries {
+            store.apply(entry.clone());
+        }
+        store
+    }
+
+    #[test]
+    fn last_writer_wins_and_ties_break_by_writer() {
+        let mut store = KvStore::default();
+        assert!(store.apply(entry("k", "old", 1, "n1", false)).is_some());
+        assert!(store.apply(entry("k", "new", 2, "n1", false)).is_some());
+        assert!(store.apply(entry("k", "stale", 1, "n9", false)).is_none());
+        assert!(store.apply(entry("k", "tie", 2, "n2", false)).is_some());
+        assert_eq!(store.get("k").unwrap().entry.value, b"tie");
+        assert!(store.apply(entry("k", "", 3, "n1", true)).is_some());
+        assert_eq!(store.prefix("").count(), 0, "tombstones are not listed");
+    }
+
+    #[test]
+    fn indexes_follow_local_changes() {
+        let mut store = KvStore::default();
+        let first = store.apply(entry("k", "1", 1, "n", false)).unwrap();
+        assert_eq!((first.create_index, first.modify_index), (1, 1));
+        let second = store.apply(entry("k", "2", 2, "n", false)).unwrap();
+        assert_eq!((second.create_index, second.modify_index), (1, 2));
+        store.apply(entry("k", "", 3, "n", true));
+        let recreated = store.apply(entry("k", "3", 4, "n", false)).unwrap();
+        assert_eq!((recreated.create_index, recreated.modify_index), (4, 4));
+    }
+
+    #[test]
+    fn prefix_lists_in_order_and_tombstones_are_collected() {
+        let store = merged(&[entry("c/e", "1", 1, "n", false), entry("c/d", "2", 1, "n", false), entry("b", "3", 1, "n", false)]);
+        let keys: Vec<&str> = store.prefix("c/").map(|s| s.entry.key.as_str()).collect();
+        assert_eq!(keys, ["c/d", "c/e"]);
+        let mut store = merged(&[entry("old", "", 10, "n", true), entry("new", "", 50, "n", true), entry("live", "v", 1, "n", false)]);
+        assert_eq!(store.collect_tombstones(20), ["old"]);
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.forget_older_than(20), ["live"]);
+        assert_eq!(store.bucket_hashes(), merged(&[entry("new", "", 50, "n", true)]).bucket_hashes());
+    }
+
+    #[test]
+    fn key_limits() {
+        assert_eq!(validate_key(""), Err(KvError::EmptyKey));
+        assert_eq!(validate_key("/x"), Err(KvError::LeadingSlash));
+        assert_eq!(validate_key(&"k".repeat(513)), Err(KvError::KeyTooLong(513)));
+        assert!(validate_key("db/pool_size").is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn any_delivery_order_ends_in_the_same_map(entries in proptest::collection::vec(arbitrary_entry(), 0..16), seed in any::<u64>()) {
+            let mut shuffled = entries.clone();
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let a = merged(&entries);
+            let b = merged(&shuffled);
+            prop_assert_eq!(contents(&a), contents(&b));
+            prop_assert_eq!(a.root(), b.root());
+        }
+
+        #[test]
+        fn merge_is_idempotent(entries in proptest::collection::vec(arbitrary_entry(), 0..16)) {
+            let twice: Vec<_> = entries.iter().chain(entries.iter()).cloned().collect();
+            prop_assert_eq!(contents(&merged(&entries)), contents(&merged(&twice)));
+        }
+
+        #[test]
+        fn merging_stores_is_associative_and_commutative(
+            a in proptest::collection::vec(arbitrary_entry(), 0..8),
+            b in proptest::collection::vec(arbitrary_entry(), 0..8),
+            c in proptest::collection::vec(arbitrary_entry(), 0..8),
+        ) {
+            let union = |x: &KvStore, y: &KvStore| {
+                let mut out = x.clone();
+                for stored in y.iter() { out.apply(stored.entry.clone()); }
+                out
+            };
+            let (a, b, c) = (merged(&a), merged(&b), merged(&c));
+            prop_assert_eq!(contents(&union(&union(&a, &b), &c)), contents(&union(&a, &union(&b, &c))));
+            prop_assert_eq!(contents(&union(&a, &b)), contents(&union(&b, &a)));
+        }
+
+        #[test]
+        fn bucket_exchange_repairs_any_difference(
+            a in proptest::collection::vec(arbitrary_entry(), 0..12),
+            b in proptest::collection::vec(arbitrary_entry(), 0..12),
+        ) {
+            // One anti-entropy round between two stores makes them equal.
+            let (mut left, mut right) = (merged(&a), merged(&b));
+            let differing = right.differing_buckets(left.bucket_hashes());
+            let from_right = right.entries_in(&differing);
+            let from_left = left.entries_in(&differing);
+            for entry in from_right { left.apply(Arc::new(entry)); }
+            for entry in from_left { right.apply(Arc::new(entry)); }
+            prop_assert_eq!(contents(&left), contents(&right));
+            prop_assert_eq!(left.root(), right.root());
+        }
+    }
+}
