@@ -162,7 +162,9 @@ impl CheckDefinition {
     ///
     /// `field` is the object's path for error messages (`"Check"`,
     /// `"Checks[1]"`, `"services[0].checks[0]"`); an upper-case path makes
-    /// errors use Consul's field names, a lower-case one the TOML names.
+    /// errors use Consul's field names, a lower-case one the TOML names. An
+    /// empty `field` is a top-level API body: errors name `Interval`, and
+    /// errors about the whole object have an empty `field`.
     /// `service_id` is the service the check is defined in, if any.
     /// `default_id` is the id when the definition has none (e.g.
     /// `service:web`); if it is empty, the name is the id, as in Consul.

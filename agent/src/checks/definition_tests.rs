@@ -430,3 +430,16 @@ fn a_node_check_needs_an_id_or_a_name() {
     .unwrap();
     assert_eq!(check.service_id.as_deref(), Some("api"));
 }
+
+#[test]
+fn an_empty_path_is_a_top_level_api_body() {
+    let value = normalize(json!({"TCP": "a:1"}));
+    let error = CheckDefinition::parse(&value, "", None, "c").unwrap_err();
+    assert_eq!(error.field, "Interval");
+    let value = normalize(json!({"TCP": "a:1", "Interval": "1s", "Memory": {"Bogus": 1}}));
+    let error = CheckDefinition::parse(&value, "", None, "c").unwrap_err();
+    assert_eq!(error.field, "");
+    let value = normalize(json!({"Memory": {"Critical": 101}, "Interval": "1s"}));
+    let error = CheckDefinition::parse(&value, "", None, "c").unwrap_err();
+    assert_eq!(error.field, "Memory.Critical");
+}

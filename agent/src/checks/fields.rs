@@ -100,15 +100,20 @@ impl<'a> Fields<'a> {
 
     /// The path of `key` as the user would write it: `Check.Interval` on
     /// the Consul API (paths starting upper-case), `checks[0].interval` in
-    /// TOML.
+    /// TOML. An empty path is a top-level API body: `Interval`.
     pub(crate) fn path_of(&self, key: &str) -> String {
-        let consul_style = self.path.starts_with(|c: char| c.is_ascii_uppercase());
+        let consul_style =
+            self.path.is_empty() || self.path.starts_with(|c: char| c.is_ascii_uppercase());
         let shown = NAMES
             .iter()
             .find(|(normalized, _, _)| *normalized == key)
             .map(|(_, camel, snake)| if consul_style { *camel } else { *snake })
             .unwrap_or(key);
-        format!("{}.{shown}", self.path)
+        if self.path.is_empty() {
+            shown.to_string()
+        } else {
+            format!("{}.{shown}", self.path)
+        }
     }
 
     /// An error about `key`.

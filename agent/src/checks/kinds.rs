@@ -219,29 +219,31 @@ fn nested<'a>(fields: &mut Fields<'a>, key: &str) -> Result<Fields<'a>, FieldErr
 fn thresholds(inner: &mut Fields<'_>, max: Option<f64>) -> Result<Thresholds, FieldError> {
     let mut level = |name: &str| -> Result<Option<f64>, FieldError> {
         let level = inner.number(name)?;
-        if let Some(level) = level {
-            if !(level > 0.0 && max.is_none_or(|max| level <= max)) {
+        let in_range = |level: f64| level > 0.0 && max.is_none_or(|max| level <= max);
+        match level {
+            Some(level) if !in_range(level) => {
                 let range = match max {
                     Some(max) => format!("above 0 and at most {max}"),
                     None => "above 0".into(),
                 };
-                return Err(inner.error(name, format!("{level} is not {range}")));
+                Err(inner.error(name, format!("{level} is not {range}")))
             }
+            _ => Ok(level),
         }
-        Ok(level)
     };
     let warning = level("warning")?;
     let critical = level("critical")?;
-    if let (Some(warning), Some(critical)) = (warning, critical) {
-        if warning >= critical {
+    match (warning, critical) {
+        (Some(warning), Some(critical)) if warning >= critical => {
             return Err(inner.error(
                 "warning",
                 format!("{warning} must be below the critical level ({critical})"),
             ));
         }
-    }
-    if warning.is_none() && critical.is_none() {
-        return Err(inner.whole_error("set a warning level, a critical level, or both"));
+        (None, None) => {
+            return Err(inner.whole_error("set a warning level, a critical level, or both"));
+        }
+        _ => {}
     }
     Ok(Thresholds { warning, critical })
 }
