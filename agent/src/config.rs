@@ -96,6 +96,7 @@ pub struct FileGossip {
     pub suspicion_mult: Option<f64>,
     pub push_pull_interval: Option<String>,
     pub leave_propagate_delay: Option<String>,
+    pub reannounce_interval: Option<String>,
 }
 
 /// Settings given on the command line or through `SHOAL_*` variables.
@@ -115,6 +116,7 @@ pub struct Overrides {
     pub log_level: Option<String>,
     pub log_format: Option<String>,
     pub config_dir: Option<PathBuf>,
+    pub fault_injection: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +152,8 @@ pub struct AgentConfig {
     /// How long KV tombstones are kept; an agent away for longer drops its
     /// old entries and resyncs them from its peers.
     pub kv_tombstone_grace: Duration,
+    /// Test-only: enables `PUT /v1/shoal/fault` (flag `--fault-injection`).
+    pub fault_injection: bool,
     /// Services from the file and `config_dir`.
     pub services: Vec<ServiceDefinition>,
     /// Node-level checks from the file and `config_dir`.
@@ -164,10 +168,14 @@ impl AgentConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let config_dir = overrides.config_dir.clone().or(file.config_dir.clone()).or_else(|| {
-            let beside = overrides.config_file.as_ref()?.parent()?.join("config.d");
-            beside.is_dir().then_some(beside)
-        });
+        let config_dir = overrides
+            .config_dir
+            .clone()
+            .or(file.config_dir.clone())
+            .or_else(|| {
+                let beside = overrides.config_file.as_ref()?.parent()?.join("config.d");
+                beside.is_dir().then_some(beside)
+            });
         let mut config = Self::from_parts(file, overrides)?;
         if let Some(dir) = config_dir {
             let (services, checks) = read_config_dir(&dir)?;
@@ -285,10 +293,22 @@ impl AgentConfig {
             Some(text) => parse_duration("kv.tombstone_grace", &text)?,
             None => DEFAULT_TOMBSTONE_GRACE,
         };
-        let services = parse_services(file.services.unwrap_or_default().iter().enumerate().map(|(i, v)| (format!("services[{i}]"), v)))
-            .map_err(|e| invalid(&e.field, e.message))?;
-        let checks = parse_checks(file.checks.unwrap_or_default().iter().enumerate().map(|(i, v)| (format!("checks[{i}]"), v)))
-            .map_err(|e| invalid(&e.field, e.message))?;
+        let services = parse_services(
+            file.services
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("services[{i}]"), v)),
+        )
+        .map_err(|e| invalid(&e.field, e.message))?;
+        let checks = parse_checks(
+            file.checks
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("checks[{i}]"), v)),
+        )
+        .map_err(|e| invalid(&e.field, e.message))?;
 
         Ok(Self {
             node_name,
@@ -304,23 +324,32 @@ impl AgentConfig {
             log_format,
             gossip,
             kv_tombstone_grace,
+            fault_injection: overrides.fault_injection,
             services,
             checks,
         })
     }
 }
 
-fn parse_services<'a>(items: impl Iterator<Item = (String, &'a toml::Value)>) -> Result<Vec<ServiceDefinition>, FieldError> {
+fn parse_services<'a>(
+    items: impl Iterator<Item = (String, &'a toml::Value)>,
+) -> Result<Vec<ServiceDefinition>, FieldError> {
     items
         .map(|(field, value)| ServiceDefinition::parse(&to_json(value), &field))
         .collect()
 }
 
-fn parse_checks<'a>(items: impl Iterator<Item = (String, &'a toml::Value)>) -> Result<Vec<CheckDefinition>, FieldError> {
+fn parse_checks<'a>(
+    items: impl Iterator<Item = (String, &'a toml::Value)>,
+) -> Result<Vec<CheckDefinition>, FieldError> {
     items
         .map(|(field, value)| {
             let json = to_json(value);
-            let name = json.get("name").and_then(serde_json::Value::as_str).unwrap_or(&field).to_string();
+            let name = json
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or(&field)
+                .to_string();
             CheckDefinition::parse(&json, &field, None, &name)
         })
         .collect()
@@ -331,7 +360,9 @@ fn to_json(value: &toml::Value) -> serde_json::Value {
 }
 
 /// Reads every `*.toml` file of `dir`, in name order.
-fn read_config_dir(dir: &Path) -> Result<(Vec<ServiceDefinition>, Vec<CheckDefinition>), ConfigError> {
+fn read_config_dir(
+    dir: &Path,
+) -> Result<(Vec<ServiceDefinition>, Vec<CheckDefinition>), ConfigError> {
     let read_error = |source| ConfigError::Read {
         path: dir.to_path_buf(),
         source,
@@ -357,28 +388,54 @@ fn read_config_dir(dir: &Path) -> Result<(Vec<ServiceDefinition>, Vec<CheckDefin
             path: path.clone(),
             message: error.to_string(),
         };
-        let mut items: Vec<(String, &toml::Value)> = file.service.iter().map(|v| ("service".to_string(), v)).collect();
-        items.extend(file.services.iter().flatten().enumerate().map(|(i, v)| (format!("services[{i}]"), v)));
+        let mut items: Vec<(String, &toml::Value)> = file
+            .service
+            .iter()
+            .map(|v| ("service".to_string(), v))
+            .collect();
+        items.extend(
+            file.services
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, v)| (format!("services[{i}]"), v)),
+        );
         services.extend(parse_services(items.into_iter()).map_err(in_file)?);
         checks.extend(
-            parse_checks(file.checks.iter().flatten().enumerate().map(|(i, v)| (format!("checks[{i}]"), v))).map_err(in_file)?,
+            parse_checks(
+                file.checks
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(i, v)| (format!("checks[{i}]"), v)),
+            )
+            .map_err(in_file)?,
         );
     }
     Ok((services, checks))
 }
 
 /// Service and check ids must be unique across the file and `config_dir`.
-fn check_unique_ids(services: &[ServiceDefinition], checks: &[CheckDefinition]) -> Result<(), ConfigError> {
+fn check_unique_ids(
+    services: &[ServiceDefinition],
+    checks: &[CheckDefinition],
+) -> Result<(), ConfigError> {
     let mut service_ids = std::collections::BTreeSet::new();
     for service in services {
         if !service_ids.insert(service.id.as_str()) {
-            return Err(invalid("services", format!("service id `{}` is defined twice", service.id)));
+            return Err(invalid(
+                "services",
+                format!("service id `{}` is defined twice", service.id),
+            ));
         }
     }
     let mut check_ids = std::collections::BTreeSet::new();
     for check in services.iter().flat_map(|s| &s.checks).chain(checks) {
         if !check_ids.insert(check.id.as_str()) {
-            return Err(invalid("checks", format!("check id `{}` is defined twice", check.id)));
+            return Err(invalid(
+                "checks",
+                format!("check id `{}` is defined twice", check.id),
+            ));
         }
     }
     Ok(())
@@ -426,6 +483,11 @@ fn gossip_config(file: FileGossip, seeds: Vec<SocketAddr>) -> Result<GossipConfi
         "leave_propagate_delay",
         &file.leave_propagate_delay,
         &mut gossip.leave_spread,
+    )?;
+    duration(
+        "reannounce_interval",
+        &file.reannounce_interval,
+        &mut gossip.seed_reannounce,
     )?;
     if let Some(nodes) = file.gossip_nodes {
         gossip.gossip_fanout = NonZeroUsize::new(nodes)

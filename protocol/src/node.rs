@@ -19,11 +19,11 @@ use rand::{RngExt, SeedableRng};
 use crate::codec::{MAX_DATAGRAM, SwimCodec};
 use crate::envelope::{Envelope, EnvelopeError, HEADER_LEN, PayloadKind};
 use crate::identity::NodeId;
+use crate::kv::{KvEntry, KvStore, Stored};
 use crate::lifeguard::LocalHealth;
 use crate::record::NodeRecord;
 use crate::rumor::{Rumor, RumorHandler};
 use crate::state::{ClusterState, Merge};
-use crate::kv::{KvEntry, KvStore, Stored};
 use crate::sync::{DigestEntry, SyncMessage};
 
 type Swim = Foca<NodeId, SwimCodec, StdRng, RumorHandler>;
@@ -307,6 +307,9 @@ pub struct Node {
     phase: Phase,
     changed: bool,
     renewed: Option<NodeId>,
+    /// Identities we hold as down, by address, to answer their datagrams
+    /// with `TurnUndead` (see [`Node::tell_if_declared_down`]).
+    down: HashMap<SocketAddr, NodeId>,
     counters: Counters,
 }
 
@@ -335,6 +338,7 @@ impl Node {
             phase: Phase::Running,
             changed: true,
             renewed: None,
+            down: HashMap::new(),
             counters: Counters::default(),
         }
     }
@@ -361,12 +365,44 @@ impl Node {
             self.counters.rejected_envelope += 1;
             return Err(DatagramError::WrongKind(kind));
         }
+        self.tell_if_declared_down(payload);
         let result = self.swim.handle_data(payload, &mut self.effects);
         self.after_swim();
         result.map_err(|error| {
             self.counters.rejected_swim += 1;
             DatagramError::Swim(error)
         })
+    }
+
+    /// When a datagram comes from an identity we hold as down, foca drops it
+    /// unread, and the sender never learns why: after a partition heals,
+    /// both sides would ignore each other until `remove_down_after`. So we
+    /// tell it with foca's own `TurnUndead`, which makes it renew its
+    /// identity and rejoin. This is the receive path of foca's
+    /// `notify_down_members`, without its suspect->down timer path, which
+    /// also fires for members that refuted the suspicion (see
+    /// [`GossipConfig::swim_config`]).
+    fn tell_if_declared_down(&mut self, payload: &[u8]) {
+        use foca::Codec;
+        if self.down.is_empty() {
+            return;
+        }
+        let Ok(header) = SwimCodec.decode_header(&mut &payload[..]) else {
+            return;
+        };
+        if self.down.get(&header.src.addr) != Some(&header.src) {
+            return;
+        }
+        let reply = foca::Header {
+            src: self.identity(),
+            src_incarnation: 0,
+            dst: header.src,
+            message: foca::Message::TurnUndead,
+        };
+        let mut bytes = Vec::new();
+        if SwimCodec.encode_header(&reply, &mut bytes).is_ok() {
+            self.effects.send_to(header.src, &bytes);
+        }
     }
 
     /// Delivers a timer the node asked for.
@@ -490,7 +526,12 @@ impl Node {
 
     /// Answers a peer's digest (responder): the records it lacks, the
     /// names we want, and our KV entries of every bucket that differs.
-    pub fn sync_answer(&self, nodes: &[DigestEntry], kv_root: u64, kv_buckets: &[u64]) -> SyncMessage {
+    pub fn sync_answer(
+        &self,
+        nodes: &[DigestEntry],
+        kv_root: u64,
+        kv_buckets: &[u64],
+    ) -> SyncMessage {
         let state = self.lock_state();
         let (records, wanted) = state.delta(nodes);
         let kv_buckets = if kv_root == state.kv().root() {
@@ -722,11 +763,13 @@ impl Node {
         for notification in notifications {
             match notification {
                 OwnedNotification::MemberUp(id) => {
+                    self.down.remove(&id.addr);
                     // Fetch its record (and give it ours) right away.
                     self.effects.syncs.push(id.addr());
                     self.changed = true;
                 }
-                OwnedNotification::MemberDown(_) => {
+                OwnedNotification::MemberDown(id) => {
+                    self.down.insert(id.addr, id);
                     self.counters.members_down += 1;
                     self.changed = true;
                 }
@@ -753,6 +796,12 @@ impl Node {
                     // The cluster declared us down; foca renewed our identity.
                     self.renewed = Some(id);
                     self.update_local(|record| record.id = id);
+                    // Announce the new identity to the seeds right away.
+                    self.rejoin_token = self.rejoin_token.wrapping_add(1);
+                    self.rejoin_backoff = self.config.rejoin_min;
+                    self.effects
+                        .timers
+                        .push((Duration::ZERO, NodeTimer::Rejoin(self.rejoin_token)));
                 }
                 OwnedNotification::Defunct => {
                     self.changed = true;

@@ -220,6 +220,28 @@ impl Agent {
             .collect())
     }
 
+    /// `PUT /v1/kv/key` with `value`; the body (`true`/`false`) or an error.
+    pub fn kv_put(&self, key: &str, value: &str) -> Result<bool, String> {
+        let (status, body) = http_json("PUT", self.http_addr(), &format!("/v1/kv/{key}"), Some(value.as_bytes()))?;
+        if status != 200 {
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        body.as_bool().ok_or_else(|| format!("not a boolean: {body}"))
+    }
+
+    /// The value of `key` (raw), or `None` when it does not exist.
+    pub fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
+        let (status, body) = http_json("GET", self.http_addr(), &format!("/v1/kv/{key}?raw"), None)?;
+        match status {
+            200 => Ok(Some(match body {
+                Value::String(text) => text,
+                other => other.to_string(),
+            })),
+            404 => Ok(None),
+            _ => Err(format!("HTTP {status}: {body}")),
+        }
+    }
+
     /// Runs `shoal <args>` against this agent's API.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(shoal_bin())
@@ -304,6 +326,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` agents named `node-0`..; all join through `node-0`.
     pub fn start(size: usize) -> Cluster {
+        Self::start_with(size, |_| AgentOptions::default())
+    }
+
+    /// Like [`Cluster::start`], with options per agent (`name` and `join`
+    /// are filled in).
+    pub fn start_with(size: usize, options: impl Fn(usize) -> AgentOptions) -> Cluster {
         let root = tempfile::tempdir().expect("tempdir");
         let mut agents: Vec<Agent> = Vec::new();
         for i in 0..size {
@@ -316,11 +344,18 @@ impl Cluster {
                 AgentOptions {
                     name: format!("node-{i}"),
                     join,
-                    ..AgentOptions::default()
+                    ..options(i)
                 },
             ));
         }
         Cluster { agents, root }
+    }
+
+    /// Waits until every agent reports all agents alive.
+    pub fn wait_all_alive(&self, timeout: Duration) {
+        let expected: Vec<(String, u64)> = self.agents.iter().map(|a| (a.name.clone(), 1)).collect();
+        let all: Vec<usize> = (0..self.agents.len()).collect();
+        self.wait_members(&all, &expected, timeout);
     }
 
     /// Waits until every listed agent reports exactly `expected` as

@@ -15,7 +15,12 @@ fn passing_nodes(agent: &Agent, service: &str) -> Result<Vec<String>, String> {
         .as_array()
         .ok_or("not an array")?
         .iter()
-        .map(|entry| entry["Node"]["Node"].as_str().unwrap_or_default().to_string())
+        .map(|entry| {
+            entry["Node"]["Node"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect();
     nodes.sort();
     Ok(nodes)
@@ -23,10 +28,18 @@ fn passing_nodes(agent: &Agent, service: &str) -> Result<Vec<String>, String> {
 
 fn expect_passing(agents: &[&Agent], service: &str, expected: &[&str], timeout: Duration) {
     for agent in agents {
-        wait_for(timeout, &format!("{} to see {service} passing on {expected:?}", agent.name), || {
-            let nodes = passing_nodes(agent, service)?;
-            if nodes == expected { Ok(()) } else { Err(format!("{nodes:?}")) }
-        });
+        wait_for(
+            timeout,
+            &format!("{} to see {service} passing on {expected:?}", agent.name),
+            || {
+                let nodes = passing_nodes(agent, service)?;
+                if nodes == expected {
+                    Ok(())
+                } else {
+                    Err(format!("{nodes:?}"))
+                }
+            },
+        );
     }
 }
 
@@ -95,7 +108,13 @@ fn services_spread_and_health_checks_drive_passing_results() {
         "Meta": {"owner": "team-a"},
         "Check": {"CheckID": "api-ttl", "TTL": "30s", "Status": "passing"}
     });
-    let (status, body) = http_json("PUT", agents[1].http_addr(), "/v1/agent/service/register", Some(registration.to_string().as_bytes())).unwrap();
+    let (status, body) = http_json(
+        "PUT",
+        agents[1].http_addr(),
+        "/v1/agent/service/register",
+        Some(registration.to_string().as_bytes()),
+    )
+    .unwrap();
     assert_eq!(status, 200, "{body}");
     expect_passing(&all, "api", &["node-1"], Duration::from_secs(20));
     for agent in &all {
@@ -106,11 +125,18 @@ fn services_spread_and_health_checks_drive_passing_results() {
     let entry = &agents[2].get("/v1/health/service/api").unwrap()[0];
     assert_eq!(entry["Service"]["Meta"]["owner"], "team-a");
     assert_eq!(entry["Service"]["Port"], 9000);
-    let check_ids: Vec<&str> = entry["Checks"].as_array().unwrap().iter().map(|c| c["CheckID"].as_str().unwrap()).collect();
+    let check_ids: Vec<&str> = entry["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["CheckID"].as_str().unwrap())
+        .collect();
     assert_eq!(check_ids, ["serfHealth", "api-ttl"]);
 
     // Tag filters.
-    let tagged = agents[2].get("/v1/health/service/web?tag=v1&tag=primary").unwrap();
+    let tagged = agents[2]
+        .get("/v1/health/service/web?tag=v1&tag=primary")
+        .unwrap();
     assert_eq!(tagged.as_array().unwrap().len(), 1);
     let untagged = agents[2].get("/v1/health/service/web?tag=v2").unwrap();
     assert_eq!(untagged.as_array().unwrap().len(), 0);
@@ -119,13 +145,19 @@ fn services_spread_and_health_checks_drive_passing_results() {
     web.stop();
     let stopped = Instant::now();
     expect_passing(&all, "web", &[], Duration::from_secs(20));
-    eprintln!("check failure reached all agents in {:?}", stopped.elapsed());
+    eprintln!(
+        "check failure reached all agents in {:?}",
+        stopped.elapsed()
+    );
     let critical = agents[2].get("/v1/health/checks/web").unwrap();
     assert_eq!(critical[0]["Status"], "critical", "{critical}");
     let _web = TinyHttp::start(web_addr, 200);
     let restarted = Instant::now();
     expect_passing(&all, "web", &["node-0"], Duration::from_secs(20));
-    eprintln!("check recovery reached all agents in {:?}", restarted.elapsed());
+    eprintln!(
+        "check recovery reached all agents in {:?}",
+        restarted.elapsed()
+    );
 
     // A blocking query on node-2 returns promptly when node-1's TTL fails.
     let (_, _) = http_json("GET", agents[2].http_addr(), "/v1/health/service/api", None).unwrap();
@@ -138,70 +170,143 @@ fn services_spread_and_health_checks_drive_passing_results() {
         (started.elapsed(), result)
     });
     std::thread::sleep(Duration::from_millis(500));
-    let (status, _) = http_json("PUT", agents[1].http_addr(), "/v1/agent/check/fail/api-ttl?note=broken", None).unwrap();
+    let (status, _) = http_json(
+        "PUT",
+        agents[1].http_addr(),
+        "/v1/agent/check/fail/api-ttl?note=broken",
+        None,
+    )
+    .unwrap();
     assert_eq!(status, 200);
     let (waited, (status, body)) = watcher.join().unwrap();
     assert_eq!(status, 200);
-    assert!(waited < Duration::from_secs(15), "blocking query took {waited:?}");
-    let statuses: Vec<&str> = body[0]["Checks"].as_array().unwrap().iter().map(|c| c["Status"].as_str().unwrap()).collect();
+    assert!(
+        waited < Duration::from_secs(15),
+        "blocking query took {waited:?}"
+    );
+    let statuses: Vec<&str> = body[0]["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["passing", "critical"], "{body}");
     assert!(index_of(&agents[2], "/v1/health/service/api") > index);
 
     // Heal it, then restart node-1: the API registration survives.
-    http_json("PUT", agents[1].http_addr(), "/v1/agent/check/pass/api-ttl", None).unwrap();
+    http_json(
+        "PUT",
+        agents[1].http_addr(),
+        "/v1/agent/check/pass/api-ttl",
+        None,
+    )
+    .unwrap();
     expect_passing(&all, "api", &["node-1"], Duration::from_secs(20));
     agents[1].signal(libc::SIGTERM);
     assert_eq!(agents[1].wait_exit(Duration::from_secs(10)), Some(0));
     agents[1].restart();
-    wait_for(Duration::from_secs(15), "api-1 to be registered again after restart", || {
-        let services = agents[1].get("/v1/agent/services")?;
-        if services["api-1"]["Service"] == "api" { Ok(()) } else { Err(services.to_string()) }
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "api-1 to be registered again after restart",
+        || {
+            let services = agents[1].get("/v1/agent/services")?;
+            if services["api-1"]["Service"] == "api" {
+                Ok(())
+            } else {
+                Err(services.to_string())
+            }
+        },
+    );
     // Its TTL check starts critical again (Consul's default) until the service reports.
-    http_json("PUT", agents[1].http_addr(), "/v1/agent/check/pass/api-ttl", None).unwrap();
+    http_json(
+        "PUT",
+        agents[1].http_addr(),
+        "/v1/agent/check/pass/api-ttl",
+        None,
+    )
+    .unwrap();
     let all: Vec<&Agent> = agents.iter().collect();
     expect_passing(&all, "api", &["node-1"], Duration::from_secs(30));
 
     // SIGKILL node-1: its instance leaves every other agent's ?passing.
     agents[1].kill();
     let killed = Instant::now();
-    expect_passing(&[&agents[0], &agents[2]], "api", &[], Duration::from_secs(30));
-    eprintln!("killed agent's instances left ?passing in {:?}", killed.elapsed());
+    expect_passing(
+        &[&agents[0], &agents[2]],
+        "api",
+        &[],
+        Duration::from_secs(30),
+    );
+    eprintln!(
+        "killed agent's instances left ?passing in {:?}",
+        killed.elapsed()
+    );
     let all_instances = agents[0].get("/v1/health/service/api").unwrap();
     assert_eq!(all_instances[0]["Checks"][0]["CheckID"], "serfHealth");
     assert_eq!(all_instances[0]["Checks"][0]["Status"], "critical");
 }
 
 fn index_of(agent: &Agent, path: &str) -> u64 {
-    let response = ureq::get(&format!("http://{}{path}", agent.http_addr())).call().unwrap();
-    response.headers().get("X-Consul-Index").unwrap().to_str().unwrap().parse().unwrap()
+    let response = ureq::get(&format!("http://{}{path}", agent.http_addr()))
+        .call()
+        .unwrap();
+    response
+        .headers()
+        .get("X-Consul-Index")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
 fn bad_registrations_are_refused_and_change_nothing() {
     let root = tempfile::tempdir().unwrap();
-    let agent = Agent::start(root.path(), AgentOptions { name: "solo".into(), ..AgentOptions::default() });
-    wait_for(Duration::from_secs(15), "the agent to answer", || agent.get("/v1/agent/services").map(|_| ()));
+    let agent = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "solo".into(),
+            ..AgentOptions::default()
+        },
+    );
+    wait_for(Duration::from_secs(15), "the agent to answer", || {
+        agent.get("/v1/agent/services").map(|_| ())
+    });
     let cases: [(&[u8], &str); 7] = [
         (b"{not json", "not valid JSON"),
         (br#"{"Name": "web", "Bogus": true}"#, "bogus"),
         (br#"{"Name": "no_underscores!"}"#, "Name"),
         (br#"{"Name": "web", "Port": 70000}"#, "Port"),
         (br#"{"Name": "web", "Port": -1}"#, "Port"),
-        (br#"{"Name": "web", "Check": {"HTTP": "http://127.0.0.1:1/", "Interval": "soon"}}"#, "nterval"),
+        (
+            br#"{"Name": "web", "Check": {"HTTP": "http://127.0.0.1:1/", "Interval": "soon"}}"#,
+            "nterval",
+        ),
         (br#"{"Port": 80}"#, "Name"),
     ];
     for (body, expected) in cases {
-        let (status, answer) = http_json("PUT", agent.http_addr(), "/v1/agent/service/register", Some(body)).unwrap();
+        let (status, answer) = http_json(
+            "PUT",
+            agent.http_addr(),
+            "/v1/agent/service/register",
+            Some(body),
+        )
+        .unwrap();
         assert_eq!(status, 400, "{}: {answer}", String::from_utf8_lossy(body));
         let message = answer["error"].as_str().unwrap_or_default();
-        assert!(message.contains(expected), "{}: expected {expected:?} in {message:?}", String::from_utf8_lossy(body));
+        assert!(
+            message.contains(expected),
+            "{}: expected {expected:?} in {message:?}",
+            String::from_utf8_lossy(body)
+        );
     }
     assert_eq!(agent.get("/v1/agent/services").unwrap(), json!({}));
     assert_eq!(agent.get("/v1/agent/checks").unwrap(), json!({}));
 
     // Unknown things are 404 JSON errors, with the index header.
-    let (status, answer) = http_json("PUT", agent.http_addr(), "/v1/agent/check/pass/nope", None).unwrap();
+    let (status, answer) =
+        http_json("PUT", agent.http_addr(), "/v1/agent/check/pass/nope", None).unwrap();
     assert_eq!(status, 404, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("nope"));
     let response = ureq::get(&format!("http://{}/v1/no/such/thing", agent.http_addr()))
@@ -218,14 +323,30 @@ fn bad_registrations_are_refused_and_change_nothing() {
         "Name": "worker",
         "Check": {"CheckID": "worker-exec", "Args": ["/no/such/binary", "--flag"], "Interval": "300ms"}
     });
-    let (status, answer) = http_json("PUT", agent.http_addr(), "/v1/agent/service/register", Some(registration.to_string().as_bytes())).unwrap();
+    let (status, answer) = http_json(
+        "PUT",
+        agent.http_addr(),
+        "/v1/agent/service/register",
+        Some(registration.to_string().as_bytes()),
+    )
+    .unwrap();
     assert_eq!(status, 200, "{answer}");
     let check: Value = wait_for(Duration::from_secs(10), "the exec check to run", || {
         let checks = agent.get("/v1/agent/checks")?;
         let check = checks["worker-exec"].clone();
-        if check["Output"].as_str().is_some_and(|o| !o.is_empty()) { Ok(check) } else { Err(checks.to_string()) }
+        if check["Output"].as_str().is_some_and(|o| !o.is_empty()) {
+            Ok(check)
+        } else {
+            Err(checks.to_string())
+        }
     });
     assert_eq!(check["Status"], "critical");
-    assert!(check["Output"].as_str().unwrap().contains("/no/such/binary"), "{check}");
+    assert!(
+        check["Output"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/binary"),
+        "{check}"
+    );
     assert!(agent.get("/health/live").is_ok());
 }

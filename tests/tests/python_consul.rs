@@ -19,8 +19,16 @@ fn python_consul_registers_and_looks_up_services() {
         "python3-consul is not installed: run scripts/test (or `apt-get install python3-consul`)"
     );
     let root = tempfile::tempdir().unwrap();
-    let agent = Agent::start(root.path(), AgentOptions { name: "py-node".into(), ..AgentOptions::default() });
-    wait_for(Duration::from_secs(15), "the agent to answer", || agent.get("/v1/agent/self").map(|_| ()));
+    let agent = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "py-node".into(),
+            ..AgentOptions::default()
+        },
+    );
+    wait_for(Duration::from_secs(15), "the agent to answer", || {
+        agent.get("/v1/agent/self").map(|_| ())
+    });
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/consul_client.py");
     let output = Command::new(PYTHON)
@@ -29,7 +37,11 @@ fn python_consul_registers_and_looks_up_services() {
         .arg(agent.http_addr().port().to_string())
         .output()
         .expect("run python3");
-    assert!(output.status.success(), "python-consul failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "python-consul failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let seen: Value = serde_json::from_slice(&output.stdout).expect("script prints JSON");
 
     // health.service(passing=True): our one instance, with Consul's fields.
@@ -38,23 +50,46 @@ fn python_consul_registers_and_looks_up_services() {
     assert_eq!(passing[0]["Service"]["ID"], "payments-1");
     assert_eq!(passing[0]["Service"]["Port"], 7000);
     assert_eq!(passing[0]["Node"]["Node"], "py-node");
-    let statuses: Vec<&str> = passing[0]["Checks"].as_array().unwrap().iter().map(|c| c["Status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = passing[0]["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["passing", "passing"]);
-    assert_eq!(passing[0]["Checks"][1]["Notes"], "", "TTL notes go to Output, as in Consul");
+    assert_eq!(
+        passing[0]["Checks"][1]["Notes"], "",
+        "TTL notes go to Output, as in Consul"
+    );
     assert_eq!(passing[0]["Checks"][1]["Output"], "all good");
 
     // catalog.services() and catalog.service() match the HTTP API's shapes.
-    assert_eq!(seen["services"]["payments"], serde_json::json!(["canary", "v2"]));
+    assert_eq!(
+        seen["services"]["payments"],
+        serde_json::json!(["canary", "v2"])
+    );
     assert_eq!(seen["instances"][0]["ServiceID"], "payments-1");
-    assert_eq!(seen["instances"][0]["ServiceTags"], serde_json::json!(["v2", "canary"]));
+    assert_eq!(
+        seen["instances"][0]["ServiceTags"],
+        serde_json::json!(["v2", "canary"])
+    );
     assert_eq!(seen["local"]["payments-1"]["Service"], "payments");
 
     // The blocking call woke with a larger index and no passing instance.
-    assert!(seen["new_index"].as_u64() > seen["index"].as_u64(), "{seen}");
+    assert!(
+        seen["new_index"].as_u64() > seen["index"].as_u64(),
+        "{seen}"
+    );
     assert_eq!(seen["after_fail"], serde_json::json!([]));
     assert_eq!(seen["after_deregister"], serde_json::json!([]));
 
     // And the HTTP API agrees now.
-    assert_eq!(agent.get("/v1/catalog/service/payments").unwrap(), serde_json::json!([]));
-    assert_eq!(agent.get("/v1/agent/services").unwrap(), serde_json::json!({}));
+    assert_eq!(
+        agent.get("/v1/catalog/service/payments").unwrap(),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        agent.get("/v1/agent/services").unwrap(),
+        serde_json::json!({})
+    );
 }

@@ -33,10 +33,14 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let number: f64 = rest[..number_len].parse().ok()?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -63,13 +67,19 @@ impl Blocking {
         let index = match query.get("index") {
             None | Some("") => None,
             Some(text) => Some(text.parse::<u64>().map_err(|_| {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("index: `{text}` is not a number"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("index: `{text}` is not a number"),
+                )
             })?),
         };
         let wait = match query.get("wait") {
             None | Some("") => DEFAULT_WAIT,
             Some(text) => parse_go_duration(text).ok_or_else(|| {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("wait: `{text}` is not a duration like 10s or 120000ms"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("wait: `{text}` is not a duration like 10s or 120000ms"),
+                )
             })?,
         };
         Ok(Self {
@@ -123,7 +133,11 @@ fn set_index(response: &mut Response, index: u64) {
 
 /// Middleware: every response, errors and 404s included, carries
 /// `X-Consul-Index` and `X-Consul-KnownLeader`.
-pub async fn consul_headers(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+pub async fn consul_headers(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     if !response.headers().contains_key("X-Consul-Index") {
         let index = state.snapshot_rx.borrow().index;
@@ -142,7 +156,10 @@ mod tests {
     #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_go_duration("120000ms"), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_go_duration("120000ms"),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));

@@ -41,8 +41,16 @@ pub async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
 pub async fn summary(State(state): State<ApiState>) -> impl IntoResponse {
     let snapshot = state.snapshot();
     let health = Health::of(snapshot.local_checks.iter().map(|c| &c.record));
-    let alive = snapshot.members.iter().filter(|m| m.status.consul_code() == 1).count();
-    let code = if health == Health::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let alive = snapshot
+        .members
+        .iter()
+        .filter(|m| m.status.consul_code() == 1)
+        .count();
+    let code = if health == Health::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (
         code,
         Json(json!({

@@ -57,16 +57,25 @@ fn not_found(key: &str) -> ApiError {
 
 /// `GET /v1/kv/:key` with `recurse`, `keys`, `separator`, `raw` and
 /// blocking queries.
-pub async fn get(State(state): State<ApiState>, key: Option<Path<String>>, query: Query) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<ApiState>,
+    key: Option<Path<String>>,
+    query: Query,
+) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let key = key.map(|Path(key)| key).unwrap_or_default();
     if query.flag("raw") {
         let snapshot = state.snapshot();
-        let stored = snapshot.kv.get(&key).filter(|s| !s.entry.deleted).ok_or_else(|| not_found(&key))?;
+        let stored = snapshot
+            .kv
+            .get(&key)
+            .filter(|s| !s.entry.deleted)
+            .ok_or_else(|| not_found(&key))?;
         let mut response = stored.entry.value.clone().into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
         return Ok(response);
     }
     let keys_only = query.get("keys").is_some();
@@ -79,7 +88,10 @@ pub async fn get(State(state): State<ApiState>, key: Option<Path<String>>, query
         } else if recurse {
             Value::Array(kv.prefix(&key).map(entry_json).collect())
         } else {
-            let stored = kv.get(&key).filter(|s| !s.entry.deleted).ok_or_else(|| not_found(&key))?;
+            let stored = kv
+                .get(&key)
+                .filter(|s| !s.entry.deleted)
+                .ok_or_else(|| not_found(&key))?;
             json!([entry_json(stored)])
         };
         if body.as_array().is_some_and(Vec::is_empty) {
@@ -94,15 +106,26 @@ fn parse_u64(query: &Query, name: &str) -> Result<Option<u64>, ApiError> {
     query
         .get(name)
         .map(|text| {
-            text.parse::<u64>()
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: `{text}` is not a non-negative integer")))
+            text.parse::<u64>().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name}: `{text}` is not a non-negative integer"),
+                )
+            })
         })
         .transpose()
 }
 
-async fn write(state: &ApiState, request: KvRequest) -> Result<Json<bool>, ApiError> {
+/// Sends a KV write to the gossip loop and answers once it is durable;
+/// shared with `/v1/flags`.
+pub(crate) async fn write(state: &ApiState, request: KvRequest) -> Result<Json<bool>, ApiError> {
     let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-    let unavailable = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down");
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        )
+    };
     state
         .commands_tx
         .send(Command::Kv {
@@ -117,17 +140,28 @@ async fn write(state: &ApiState, request: KvRequest) -> Result<Json<bool>, ApiEr
         .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
     if let Some(durable) = ack.durable {
         durable.await.map_err(|_| unavailable())?.map_err(|error| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the write could not be made durable: {error}"))
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the write could not be made durable: {error}"),
+            )
         })?;
     }
     Ok(Json(ack.written))
 }
 
 /// `PUT /v1/kv/:key?flags=&cas=` with the raw value as body.
-pub async fn put(State(state): State<ApiState>, key: Option<Path<String>>, query: Query, body: Bytes) -> Result<Json<bool>, ApiError> {
+pub async fn put(
+    State(state): State<ApiState>,
+    key: Option<Path<String>>,
+    query: Query,
+    body: Bytes,
+) -> Result<Json<bool>, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     if query.get("acquire").is_some() || query.get("release").is_some() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "sessions (acquire/release) are not supported by shoal"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "sessions (acquire/release) are not supported by shoal",
+        ));
     }
     let key = key.map(|Path(key)| key).unwrap_or_default();
     let request = KvRequest::Put {
@@ -140,7 +174,11 @@ pub async fn put(State(state): State<ApiState>, key: Option<Path<String>>, query
 }
 
 /// `DELETE /v1/kv/:key?recurse&cas=`
-pub async fn delete(State(state): State<ApiState>, key: Option<Path<String>>, query: Query) -> Result<Json<bool>, ApiError> {
+pub async fn delete(
+    State(state): State<ApiState>,
+    key: Option<Path<String>>,
+    query: Query,
+) -> Result<Json<bool>, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let key = key.map(|Path(key)| key).unwrap_or_default();
     let request = KvRequest::Delete {

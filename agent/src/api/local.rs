@@ -29,7 +29,8 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(bad_request("request body is empty; expected a JSON object"));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|error| bad_request(format!("request body is not valid JSON: {error}")))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|error| bad_request(format!("request body is not valid JSON: {error}")))?;
     if !value.is_object() {
         return Err(bad_request("request body must be a JSON object"));
     }
@@ -81,7 +82,10 @@ pub async fn services(State(state): State<ApiState>) -> Json<Value> {
 }
 
 /// `GET /v1/agent/service/:id`
-pub async fn service(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn service(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let snapshot = state.snapshot();
     snapshot
         .local
@@ -104,7 +108,11 @@ pub async fn checks(State(state): State<ApiState>) -> Json<Value> {
 }
 
 /// `PUT /v1/agent/service/register`
-pub async fn register_service(State(state): State<ApiState>, query: Query, body: Bytes) -> Result<StatusCode, ApiError> {
+pub async fn register_service(
+    State(state): State<ApiState>,
+    query: Query,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
     let _ = query;
     let raw = json_body(&body)?;
     let definition = ServiceDefinition::parse(&raw, "").map_err(|e| bad_request(e.to_string()))?;
@@ -118,21 +126,31 @@ pub async fn register_service(State(state): State<ApiState>, query: Query, body:
 }
 
 /// `PUT /v1/agent/service/deregister/:id` (GET too, for old clients).
-pub async fn deregister_service(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn deregister_service(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     state.local(LocalRequest::DeregisterService { id }).await?;
     Ok(StatusCode::OK)
 }
 
 /// `PUT /v1/agent/check/register`
-pub async fn register_check(State(state): State<ApiState>, body: Bytes) -> Result<StatusCode, ApiError> {
+pub async fn register_check(
+    State(state): State<ApiState>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
     let raw = json_body(&body)?;
-    let service_id = raw.get("serviceid").and_then(Value::as_str).map(str::to_string);
+    let service_id = raw
+        .get("serviceid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let default_id = raw
         .get("name")
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_default();
-    let definition = CheckDefinition::parse(&raw, "", service_id.as_deref(), &default_id).map_err(|e| bad_request(e.to_string()))?;
+    let definition = CheckDefinition::parse(&raw, "", service_id.as_deref(), &default_id)
+        .map_err(|e| bad_request(e.to_string()))?;
     state
         .local(LocalRequest::RegisterCheck {
             definition,
@@ -143,45 +161,94 @@ pub async fn register_check(State(state): State<ApiState>, body: Bytes) -> Resul
 }
 
 /// `PUT /v1/agent/check/deregister/:id` (GET too, for old clients).
-pub async fn deregister_check(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn deregister_check(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     state.local(LocalRequest::DeregisterCheck { id }).await?;
     Ok(StatusCode::OK)
 }
 
-async fn ttl(state: &ApiState, id: String, status: CheckStatus, output: Option<String>) -> Result<StatusCode, ApiError> {
-    state.local(LocalRequest::TtlUpdate { id, status, output }).await?;
+async fn ttl(
+    state: &ApiState,
+    id: String,
+    status: CheckStatus,
+    output: Option<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .local(LocalRequest::TtlUpdate { id, status, output })
+        .await?;
     Ok(StatusCode::OK)
 }
 
 /// `PUT /v1/agent/check/pass/:id?note=`
-pub async fn check_pass(State(state): State<ApiState>, Path(id): Path<String>, query: Query) -> Result<StatusCode, ApiError> {
-    ttl(&state, id, CheckStatus::Passing, query.get("note").map(str::to_string)).await
+pub async fn check_pass(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<StatusCode, ApiError> {
+    ttl(
+        &state,
+        id,
+        CheckStatus::Passing,
+        query.get("note").map(str::to_string),
+    )
+    .await
 }
 
 /// `PUT /v1/agent/check/warn/:id?note=`
-pub async fn check_warn(State(state): State<ApiState>, Path(id): Path<String>, query: Query) -> Result<StatusCode, ApiError> {
-    ttl(&state, id, CheckStatus::Warning, query.get("note").map(str::to_string)).await
+pub async fn check_warn(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<StatusCode, ApiError> {
+    ttl(
+        &state,
+        id,
+        CheckStatus::Warning,
+        query.get("note").map(str::to_string),
+    )
+    .await
 }
 
 /// `PUT /v1/agent/check/fail/:id?note=`
-pub async fn check_fail(State(state): State<ApiState>, Path(id): Path<String>, query: Query) -> Result<StatusCode, ApiError> {
-    ttl(&state, id, CheckStatus::Critical, query.get("note").map(str::to_string)).await
+pub async fn check_fail(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<StatusCode, ApiError> {
+    ttl(
+        &state,
+        id,
+        CheckStatus::Critical,
+        query.get("note").map(str::to_string),
+    )
+    .await
 }
 
 /// `PUT /v1/agent/check/update/:id` with `{"Status": "...", "Output": "..."}`.
-pub async fn check_update(State(state): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Result<StatusCode, ApiError> {
+pub async fn check_update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
     let body = json_body(&body)?;
     for key in body.as_object().into_iter().flat_map(|o| o.keys()) {
         if key != "status" && key != "output" {
-            return Err(bad_request(format!("{key}: unknown field (expected Status and Output)")));
+            return Err(bad_request(format!(
+                "{key}: unknown field (expected Status and Output)"
+            )));
         }
     }
     let status = body
         .get("status")
         .and_then(Value::as_str)
         .ok_or_else(|| bad_request("Status: is required (passing, warning or critical)"))?;
-    let status = CheckStatus::parse(status)
-        .ok_or_else(|| bad_request(format!("Status: `{status}` is not one of passing, warning, critical")))?;
+    let status = CheckStatus::parse(status).ok_or_else(|| {
+        bad_request(format!(
+            "Status: `{status}` is not one of passing, warning, critical"
+        ))
+    })?;
     let output = match body.get("output") {
         None | Some(Value::Null) => None,
         Some(Value::String(text)) => Some(text.clone()),
@@ -194,40 +261,79 @@ fn maintenance_reason(query: &Query) -> Result<Option<String>, ApiError> {
     let enable = match query.get("enable") {
         Some("true") => true,
         Some("false") => false,
-        Some(other) => return Err(bad_request(format!("enable: `{other}` is not true or false"))),
+        Some(other) => {
+            return Err(bad_request(format!(
+                "enable: `{other}` is not true or false"
+            )));
+        }
         None => return Err(bad_request("enable: is required (true or false)")),
     };
-    Ok(enable.then(|| query.get("reason").unwrap_or("Maintenance mode is enabled").to_string()))
+    Ok(enable.then(|| {
+        query
+            .get("reason")
+            .unwrap_or("Maintenance mode is enabled")
+            .to_string()
+    }))
 }
 
 /// `PUT /v1/agent/maintenance?enable=true|false&reason=`
-pub async fn node_maintenance(State(state): State<ApiState>, query: Query) -> Result<StatusCode, ApiError> {
+pub async fn node_maintenance(
+    State(state): State<ApiState>,
+    query: Query,
+) -> Result<StatusCode, ApiError> {
     let reason = maintenance_reason(&query)?;
-    state.local(LocalRequest::NodeMaintenance { reason }).await?;
+    state
+        .local(LocalRequest::NodeMaintenance { reason })
+        .await?;
     Ok(StatusCode::OK)
 }
 
 /// `PUT /v1/agent/service/maintenance/:id?enable=true|false&reason=`
-pub async fn service_maintenance(State(state): State<ApiState>, Path(id): Path<String>, query: Query) -> Result<StatusCode, ApiError> {
+pub async fn service_maintenance(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    query: Query,
+) -> Result<StatusCode, ApiError> {
     let reason = maintenance_reason(&query)?;
-    state.local(LocalRequest::ServiceMaintenance { id, reason }).await?;
+    state
+        .local(LocalRequest::ServiceMaintenance { id, reason })
+        .await?;
     Ok(StatusCode::OK)
 }
 
 /// Local instances with their aggregated status, and the HTTP status
 /// Consul answers with: 200 passing, 429 warning, 503 critical.
-fn local_health(state: &ApiState, snapshot: &Snapshot, matches: impl Fn(&ServiceRecord) -> bool) -> Option<(StatusCode, Value)> {
-    let node_checks: Vec<&LocalCheck> = snapshot.local_checks.iter().filter(|c| c.service_id.is_none()).collect();
+fn local_health(
+    state: &ApiState,
+    snapshot: &Snapshot,
+    matches: impl Fn(&ServiceRecord) -> bool,
+) -> Option<(StatusCode, Value)> {
+    let node_checks: Vec<&LocalCheck> = snapshot
+        .local_checks
+        .iter()
+        .filter(|c| c.service_id.is_none())
+        .collect();
     let mut worst = CheckStatus::Passing;
     let mut entries = Vec::new();
     for service in snapshot.local.services.iter().filter(|s| matches(s)) {
         let checks: Vec<&LocalCheck> = node_checks
             .iter()
             .copied()
-            .chain(snapshot.local_checks.iter().filter(|c| c.service_id.as_deref() == Some(service.id.as_str())))
+            .chain(
+                snapshot
+                    .local_checks
+                    .iter()
+                    .filter(|c| c.service_id.as_deref() == Some(service.id.as_str())),
+            )
             .collect();
         let mut records: Vec<_> = checks.iter().map(|c| c.record.clone()).collect();
-        records.extend(service.checks.iter().filter(|c| c.kind == "maintenance").cloned());
+        records.extend(
+            service
+                .checks
+                .iter()
+                .filter(|c| c.kind == "maintenance")
+                .cloned(),
+        );
         let status = worst_status(&records);
         worst = worst.max(status);
         entries.push(json!({
@@ -248,19 +354,33 @@ fn local_health(state: &ApiState, snapshot: &Snapshot, matches: impl Fn(&Service
 }
 
 /// `GET /v1/agent/health/service/name/:name`
-pub async fn health_by_name(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+pub async fn health_by_name(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let snapshot = state.snapshot();
-    let (code, body) = local_health(&state, &snapshot, |s| s.name == name)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no local service named `{name}`")))?;
+    let (code, body) = local_health(&state, &snapshot, |s| s.name == name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no local service named `{name}`"),
+        )
+    })?;
     Ok((code, Json(body)).into_response())
 }
 
 /// `GET /v1/agent/health/service/id/:id`
-pub async fn health_by_id(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn health_by_id(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let snapshot = state.snapshot();
     let (code, body) = local_health(&state, &snapshot, |s| s.id == id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown service `{id}`")))?;
-    let body = body.as_array().and_then(|a| a.first()).cloned().unwrap_or_default();
+    let body = body
+        .as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .unwrap_or_default();
     Ok((code, Json(body)).into_response())
 }
 

@@ -6,12 +6,14 @@
 //! - [`local`]: `/v1/agent/service*`, `/v1/agent/check*`, maintenance.
 //! - [`catalog`]: cluster-wide `/v1/catalog/*`, `/v1/health/*`, `/v1/shoal/pick`.
 //! - [`kv`]: `/v1/kv/*`, the replicated KV store.
+//! - [`flags`]: `/v1/flags/*`, feature flags stored in the KV.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
 
 pub mod agent;
 pub mod blocking;
 pub mod catalog;
+pub mod flags;
 pub mod health;
 pub mod kv;
 pub mod local;
@@ -42,6 +44,8 @@ pub struct ApiState {
     pub left: CancellationToken,
     /// Requests for the gossip loop (registrations, TTL updates, ...).
     pub commands_tx: tokio::sync::mpsc::Sender<Command>,
+    /// Test-only fault injection (`--fault-injection`).
+    pub faults: Arc<crate::daemon::fault::FaultInjection>,
 }
 
 impl ApiState {
@@ -52,7 +56,12 @@ impl ApiState {
     /// Sends a request to the gossip loop and waits for its answer.
     pub async fn local(&self, request: LocalRequest) -> Result<(), ApiError> {
         let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-        let unavailable = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down");
+        let unavailable = || {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the agent is shutting down",
+            )
+        };
         self.commands_tx
             .send(Command::Local {
                 request,
@@ -60,7 +69,10 @@ impl ApiState {
             })
             .await
             .map_err(|_| unavailable())?;
-        reply_rx.await.map_err(|_| unavailable())?.map_err(ApiError::from)
+        reply_rx
+            .await
+            .map_err(|_| unavailable())?
+            .map_err(ApiError::from)
     }
 }
 
@@ -72,17 +84,38 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/services", get(local::services))
         .route("/v1/agent/service/{id}", get(local::service))
         .route("/v1/agent/service/register", put(local::register_service))
-        .route("/v1/agent/service/deregister/{id}", put(local::deregister_service).get(local::deregister_service))
-        .route("/v1/agent/service/maintenance/{id}", put(local::service_maintenance))
+        .route(
+            "/v1/agent/service/deregister/{id}",
+            put(local::deregister_service).get(local::deregister_service),
+        )
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(local::service_maintenance),
+        )
         .route("/v1/agent/maintenance", put(local::node_maintenance))
         .route("/v1/agent/checks", get(local::checks))
         .route("/v1/agent/check/register", put(local::register_check))
-        .route("/v1/agent/check/deregister/{id}", put(local::deregister_check).get(local::deregister_check))
-        .route("/v1/agent/check/pass/{id}", put(local::check_pass).get(local::check_pass))
-        .route("/v1/agent/check/warn/{id}", put(local::check_warn).get(local::check_warn))
-        .route("/v1/agent/check/fail/{id}", put(local::check_fail).get(local::check_fail))
+        .route(
+            "/v1/agent/check/deregister/{id}",
+            put(local::deregister_check).get(local::deregister_check),
+        )
+        .route(
+            "/v1/agent/check/pass/{id}",
+            put(local::check_pass).get(local::check_pass),
+        )
+        .route(
+            "/v1/agent/check/warn/{id}",
+            put(local::check_warn).get(local::check_warn),
+        )
+        .route(
+            "/v1/agent/check/fail/{id}",
+            put(local::check_fail).get(local::check_fail),
+        )
         .route("/v1/agent/check/update/{id}", put(local::check_update))
-        .route("/v1/agent/health/service/name/{name}", get(local::health_by_name))
+        .route(
+            "/v1/agent/health/service/name/{name}",
+            get(local::health_by_name),
+        )
         .route("/v1/agent/health/service/id/{id}", get(local::health_by_id))
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/service/{name}", get(catalog::service))
@@ -92,15 +125,27 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/health/state/{state}", get(catalog::health_state))
         .route("/v1/health/node/{node}", get(catalog::health_node))
         .route("/v1/shoal/pick/{name}", get(catalog::pick))
+        .route("/v1/shoal/fault", put(agent::set_faults).get(agent::get_faults))
         .route("/v1/kv", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
-        .route("/v1/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route("/v1/flags", get(flags::list))
+        .route(
+            "/v1/flags/{key}",
+            get(flags::get).put(flags::put).delete(flags::delete),
+        )
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/detailed", get(health::detailed))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), blocking::consul_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            blocking::consul_headers,
+        ))
         .with_state(state)
 }
 
@@ -111,12 +156,19 @@ pub struct Query(pub Vec<(String, String)>);
 impl Query {
     /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key`.
     pub fn all(&self, key: &str) -> Vec<&str> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// A Consul boolean flag: present (`?passing`, `?passing=1`) and not
@@ -141,11 +193,19 @@ impl Query {
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Query {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
         let axum::extract::Query(pairs) =
             axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state)
                 .await
-                .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query string: {error}")))?;
+                .map_err(|error| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("bad query string: {error}"),
+                    )
+                })?;
         Ok(Query(pairs))
     }
 }
@@ -182,9 +242,9 @@ impl From<LocalError> for ApiError {
     fn from(error: LocalError) -> Self {
         use crate::local::registry::RegistryError;
         let status = match &error {
-            LocalError::Registry(RegistryError::UnknownService(_) | RegistryError::UnknownCheck(_)) => {
-                StatusCode::NOT_FOUND
-            }
+            LocalError::Registry(
+                RegistryError::UnknownService(_) | RegistryError::UnknownCheck(_),
+            ) => StatusCode::NOT_FOUND,
             LocalError::Registry(_) => StatusCode::BAD_REQUEST,
             LocalError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

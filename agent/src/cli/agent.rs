@@ -68,6 +68,10 @@ pub struct AgentArgs {
     /// set, takes precedence.
     #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Test hook: lets `PUT /v1/shoal/fault` cut this agent off from chosen
+    /// peers. Never in production.
+    #[arg(long, hide = true)]
+    pub fault_injection: bool,
     /// text or json [default: text].
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -90,6 +94,7 @@ impl AgentArgs {
             log_level: self.log_level.clone(),
             log_format: self.log_format.clone(),
             config_dir: self.config_dir.clone(),
+            fault_injection: self.fault_injection,
         }
     }
 }

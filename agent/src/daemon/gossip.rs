@@ -124,6 +124,8 @@ pub struct GossipLoop {
     pub local: LocalState,
     /// The KV store's clock and disk.
     pub kv: crate::kv::KvState,
+    /// Test-only: peers whose traffic is dropped.
+    pub faults: Arc<super::fault::FaultInjection>,
 }
 
 impl GossipLoop {
@@ -178,7 +180,10 @@ impl GossipLoop {
     }
 
     fn handle_command(&mut self, command: Command) {
-        if matches!(command, Command::SyncAnswer { .. } | Command::SyncFinish { .. }) {
+        if matches!(
+            command,
+            Command::SyncAnswer { .. } | Command::SyncFinish { .. }
+        ) {
             // Never hand stale entries to a peer.
             self.kv.before_contact(&mut self.node);
         }
@@ -201,11 +206,20 @@ impl GossipLoop {
                     kv_buckets,
                 } = delta
                 {
-                    let _ = reply.send(self.node.sync_finish(records, &wanted, kv_entries, &kv_buckets));
+                    let _ = reply.send(self.node.sync_finish(
+                        records,
+                        &wanted,
+                        kv_entries,
+                        &kv_buckets,
+                    ));
                 }
             }
             Command::SyncAbsorb { closing } => {
-                if let SyncMessage::Records { records, kv_entries } = closing {
+                if let SyncMessage::Records {
+                    records,
+                    kv_entries,
+                } = closing
+                {
                     self.node.sync_absorb(records, kv_entries);
                 }
             }
@@ -249,6 +263,9 @@ impl GossipLoop {
         let mut syncs = std::mem::take(&mut effects.syncs);
 
         for (addr, packet) in datagrams.drain(..) {
+            if self.faults.is_blocked(addr.ip()) {
+                continue;
+            }
             if let Err(error) = self.socket.try_send_to(&packet, addr) {
                 self.send_failures += 1;
                 tracing::trace!(%addr, %error, "datagram not sent");

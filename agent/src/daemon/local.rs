@@ -61,15 +61,25 @@ impl LocalState {
                 return None;
             }
             let token = runners.child_token();
-            checks::spawn_check(definition, results_tx.clone(), dependency.clone(), token.clone());
+            checks::spawn_check(
+                definition,
+                results_tx.clone(),
+                dependency.clone(),
+                token.clone(),
+            );
             Some(token)
         }
     }
 
     /// Loads the services and checks of the configuration.
-    pub fn load_config(&mut self, services: Vec<ServiceDefinition>, checks: Vec<CheckDefinition>) -> Result<(), RegistryError> {
+    pub fn load_config(
+        &mut self,
+        services: Vec<ServiceDefinition>,
+        checks: Vec<CheckDefinition>,
+    ) -> Result<(), RegistryError> {
         let mut spawn = self.spawner();
-        self.registry.replace_config(services, checks, &mut spawn, Instant::now())
+        self.registry
+            .replace_config(services, checks, &mut spawn, Instant::now())
     }
 
     /// Restores API registrations saved in the data dir. A registration that
@@ -80,11 +90,19 @@ impl LocalState {
         for raw in saved["services"].as_array().into_iter().flatten() {
             match ServiceDefinition::parse(raw, "") {
                 Ok(definition) => {
-                    if let Err(error) = self.registry.register_service(definition, Source::Api, Some(raw.clone()), &mut spawn, now) {
+                    if let Err(error) = self.registry.register_service(
+                        definition,
+                        Source::Api,
+                        Some(raw.clone()),
+                        &mut spawn,
+                        now,
+                    ) {
                         tracing::warn!(%error, "skipped a saved service");
                     }
                 }
-                Err(error) => tracing::warn!(%error, "skipped a saved service that no longer parses"),
+                Err(error) => {
+                    tracing::warn!(%error, "skipped a saved service that no longer parses")
+                }
             }
         }
         for raw in saved["checks"].as_array().into_iter().flatten() {
@@ -92,7 +110,13 @@ impl LocalState {
             let default_id = raw.get("name").and_then(Value::as_str).unwrap_or_default();
             match CheckDefinition::parse(raw, "", service_id, default_id) {
                 Ok(definition) => {
-                    if let Err(error) = self.registry.register_check(definition, Source::Api, Some(raw.clone()), &mut spawn, now) {
+                    if let Err(error) = self.registry.register_check(
+                        definition,
+                        Source::Api,
+                        Some(raw.clone()),
+                        &mut spawn,
+                        now,
+                    ) {
                         tracing::warn!(%error, "skipped a saved check");
                     }
                 }
@@ -102,8 +126,14 @@ impl LocalState {
         if let Some(reason) = saved["node_maintenance"].as_str() {
             self.registry.set_node_maintenance(Some(reason.to_string()));
         }
-        for (id, reason) in saved["service_maintenance"].as_object().into_iter().flatten() {
-            let _ = self.registry.set_service_maintenance(id, reason.as_str().map(str::to_string));
+        for (id, reason) in saved["service_maintenance"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            let _ = self
+                .registry
+                .set_service_maintenance(id, reason.as_str().map(str::to_string));
         }
     }
 
@@ -118,13 +148,20 @@ impl LocalState {
                 .registry
                 .register_service(definition, Source::Api, raw, &mut spawn, now)
                 .map(|()| Change::Status),
-            LocalRequest::DeregisterService { id } => self.registry.deregister_service(&id).map(|()| Change::Status),
+            LocalRequest::DeregisterService { id } => self
+                .registry
+                .deregister_service(&id)
+                .map(|()| Change::Status),
             LocalRequest::RegisterCheck { definition, raw } => self
                 .registry
                 .register_check(definition, Source::Api, raw, &mut spawn, now)
                 .map(|()| Change::Status),
-            LocalRequest::DeregisterCheck { id } => self.registry.deregister_check(&id).map(|()| Change::Status),
-            LocalRequest::TtlUpdate { id, status, output } => self.registry.ttl_update(&id, status, output, now),
+            LocalRequest::DeregisterCheck { id } => {
+                self.registry.deregister_check(&id).map(|()| Change::Status)
+            }
+            LocalRequest::TtlUpdate { id, status, output } => {
+                self.registry.ttl_update(&id, status, output, now)
+            }
             LocalRequest::NodeMaintenance { reason } => {
                 self.registry.set_node_maintenance(reason);
                 Ok(Change::Status)
@@ -170,13 +207,19 @@ impl LocalState {
 
     /// Every check with its full output, for the local API.
     pub fn views(&self) -> Vec<LocalCheck> {
-        let services: std::collections::HashMap<&str, &ServiceDefinition> =
-            self.registry.services().map(|s| (s.id.as_str(), s)).collect();
+        let services: std::collections::HashMap<&str, &ServiceDefinition> = self
+            .registry
+            .services()
+            .map(|s| (s.id.as_str(), s))
+            .collect();
         self.registry
             .checks()
             .map(|check| {
                 let definition = &check.definition;
-                let service = definition.service_id.as_deref().and_then(|id| services.get(id));
+                let service = definition
+                    .service_id
+                    .as_deref()
+                    .and_then(|id| services.get(id));
                 let mut record = check.state.to_record();
                 record.output = check.state.output().to_string();
                 let has_runner = definition.kind_name() != "ttl";
@@ -195,10 +238,13 @@ impl LocalState {
     }
 
     fn persist(&self, reply: Option<Reply>) {
-        let content = serde_json::to_vec_pretty(&self.registry.persisted()).expect("JSON values serialize");
+        let content =
+            serde_json::to_vec_pretty(&self.registry.persisted()).expect("JSON values serialize");
         if let Err(error) = self.persist_tx.send(PersistJob { content, reply }) {
             if let Some(reply) = error.0.reply {
-                let _ = reply.send(Err(LocalError::Persist("the agent is shutting down".into())));
+                let _ = reply.send(Err(LocalError::Persist(
+                    "the agent is shutting down".into(),
+                )));
             }
         }
     }
@@ -206,7 +252,10 @@ impl LocalState {
 
 /// Writes registry files in order, off the gossip loop, and answers the
 /// requests waiting on them.
-pub async fn persist_loop(mut jobs_rx: mpsc::UnboundedReceiver<PersistJob>, data_dir: Arc<DataDirGuard>) {
+pub async fn persist_loop(
+    mut jobs_rx: mpsc::UnboundedReceiver<PersistJob>,
+    data_dir: Arc<DataDirGuard>,
+) {
     while let Some(mut job) = jobs_rx.recv().await {
         // Coalesce: only the newest content matters, but every waiter is
         // answered.
@@ -217,10 +266,11 @@ pub async fn persist_loop(mut jobs_rx: mpsc::UnboundedReceiver<PersistJob>, data
         }
         let dir = data_dir.clone();
         let content = job.content;
-        let result = tokio::task::spawn_blocking(move || write_atomic(dir.path(), LOCAL_FILE, &content))
-            .await
-            .map_err(|error| error.to_string())
-            .and_then(|written| written.map_err(|error| error.to_string()));
+        let result =
+            tokio::task::spawn_blocking(move || write_atomic(dir.path(), LOCAL_FILE, &content))
+                .await
+                .map_err(|error| error.to_string())
+                .and_then(|written| written.map_err(|error| error.to_string()));
         if let Err(error) = &result {
             tracing::error!(%error, "could not persist local registrations");
         }

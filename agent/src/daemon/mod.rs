@@ -5,7 +5,10 @@
 //! - [`scheduler`]: delivers timers in order.
 //! - [`sync`]: TCP anti-entropy exchanges.
 //! - [`snapshot`]: what readers see.
+//! - [`local`]: the loop's side of the local registry.
+//! - [`fault`]: test-only fault injection.
 
+pub mod fault;
 pub mod gossip;
 pub mod local;
 pub mod scheduler;
@@ -129,7 +132,8 @@ pub async fn run(
     let lookup_rx = snapshot_rx.clone();
     let dependency: crate::checks::DependencyLookup =
         Arc::new(move |service: &str| crate::catalog::count_passing(&lookup_rx.borrow(), service));
-    let mut local_state = local::LocalState::new(results_tx, dependency, tasks_stop.child_token(), persist_tx);
+    let mut local_state =
+        local::LocalState::new(results_tx, dependency, tasks_stop.child_token(), persist_tx);
     if let Some(saved) = local::read_saved(&data_dir) {
         local_state.restore(&saved);
     }
@@ -141,19 +145,22 @@ pub async fn run(
     let (disk_tx, disk_rx) = mpsc::unbounded_channel();
     tracker.spawn(crate::kv::disk::writer_loop(database, disk_rx));
     let mut node = node;
-    let mut kv_state = crate::kv::KvState::new(config.node_name.clone(), disk_tx, config.kv_tombstone_grace);
+    let mut kv_state =
+        crate::kv::KvState::new(config.node_name.clone(), disk_tx, config.kv_tombstone_grace);
     kv_state.restore(&mut node, loaded);
 
     let socket = Arc::new(listeners.udp);
     let receive_drops = Arc::new(AtomicU64::new(0));
+    let faults = Arc::new(fault::FaultInjection::new(config.fault_injection));
     tracker.spawn(receive_loop(
         socket.clone(),
+        faults.clone(),
         datagrams_tx,
         receive_drops.clone(),
         tasks_stop.clone(),
     ));
 
-    let sync = sync::SyncService::new(envelope, commands_tx.clone(), tracker.clone());
+    let sync = sync::SyncService::new(envelope, commands_tx.clone(), tracker.clone(), faults.clone());
     tracker.spawn(sync.clone().serve(listeners.tcp, tasks_stop.clone()));
 
     let left = CancellationToken::new();
@@ -163,6 +170,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         left: left.clone(),
         commands_tx: commands_tx.clone(),
+        faults: faults.clone(),
     };
     let http_addr = listeners.http.local_addr()?;
     let http_stop = tasks_stop.clone();
@@ -196,6 +204,7 @@ pub async fn run(
         index: 1,
         local: local_state,
         kv: kv_state,
+        faults,
     };
     gossip
         .run(
@@ -225,6 +234,7 @@ pub async fn run(
 /// counts) what the loop can't keep up with, and anything oversized.
 async fn receive_loop(
     socket: Arc<UdpSocket>,
+    faults: Arc<fault::FaultInjection>,
     datagrams_tx: mpsc::Sender<Vec<u8>>,
     drops: Arc<AtomicU64>,
     shutdown: CancellationToken,
@@ -246,6 +256,9 @@ async fn receive_loop(
                 continue;
             }
         };
+        if faults.is_blocked(from.ip()) {
+            continue;
+        }
         if length > MAX_DATAGRAM {
             drops.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%from, length, "dropped an oversized datagram");

@@ -48,6 +48,7 @@ pub struct SyncService {
     outgoing: Arc<Semaphore>,
     incoming: Arc<Semaphore>,
     tracker: TaskTracker,
+    faults: Arc<super::fault::FaultInjection>,
 }
 
 impl SyncService {
@@ -55,6 +56,7 @@ impl SyncService {
         envelope: Envelope,
         commands_tx: mpsc::Sender<Command>,
         tracker: TaskTracker,
+        faults: Arc<super::fault::FaultInjection>,
     ) -> Self {
         Self {
             envelope,
@@ -62,12 +64,16 @@ impl SyncService {
             outgoing: Arc::new(Semaphore::new(MAX_EXCHANGES)),
             incoming: Arc::new(Semaphore::new(MAX_EXCHANGES)),
             tracker,
+            faults,
         }
     }
 
     /// Starts an exchange with `peer` in the background; returns false when
     /// too many are running already.
     pub fn initiate(&self, peer: SocketAddr, digest: SyncMessage) -> bool {
+        if self.faults.is_blocked(peer.ip()) {
+            return true;
+        }
         let Ok(permit) = self.outgoing.clone().try_acquire_owned() else {
             return false;
         };
@@ -93,7 +99,11 @@ impl SyncService {
             return Err(SyncError::Unexpected { expected: "Delta" });
         }
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.command(Command::SyncFinish { delta, reply: reply_tx }).await?;
+        self.command(Command::SyncFinish {
+            delta,
+            reply: reply_tx,
+        })
+        .await?;
         let closing = reply_rx.await.map_err(|_| SyncError::Closed)?;
         write_frame(&mut stream, self.envelope, &closing).await?;
         stream.shutdown().await?;
@@ -116,6 +126,9 @@ impl SyncService {
                     continue;
                 }
             };
+            if self.faults.is_blocked(peer.ip()) {
+                continue;
+            }
             let Ok(permit) = self.incoming.clone().try_acquire_owned() else {
                 tracing::debug!(%peer, "too many anti-entropy exchanges; closing");
                 continue;
@@ -140,12 +153,18 @@ impl SyncService {
             return Err(SyncError::Unexpected { expected: "Digest" });
         }
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.command(Command::SyncAnswer { digest, reply: reply_tx }).await?;
+        self.command(Command::SyncAnswer {
+            digest,
+            reply: reply_tx,
+        })
+        .await?;
         let delta = reply_rx.await.map_err(|_| SyncError::Closed)?;
         write_frame(&mut stream, self.envelope, &delta).await?;
         let closing = read_frame(&mut stream, self.envelope).await?;
         if !matches!(closing, SyncMessage::Records { .. }) {
-            return Err(SyncError::Unexpected { expected: "Records" });
+            return Err(SyncError::Unexpected {
+                expected: "Records",
+            });
         }
         self.command(Command::SyncAbsorb { closing }).await
     }

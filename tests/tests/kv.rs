@@ -1,0 +1,201 @@
+//! The replicated KV store with real processes: convergence, concurrent
+//! writes, a partition with writes on both sides, and durability across
+//! SIGKILL and a full-cluster restart.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use shoal_tests::{Agent, AgentOptions, Cluster, http_json, wait_for};
+
+/// Agents with fault injection and a short seed re-announce, so a healed
+/// partition is found again within seconds.
+fn options(root: &std::path::Path) -> impl Fn(usize) -> AgentOptions + '_ {
+    move |i| {
+        let config = root.join(format!("gossip-{i}.toml"));
+        std::fs::write(&config, "[gossip]\nreannounce_interval = \"1s\"\npush_pull_interval = \"2s\"\n").unwrap();
+        AgentOptions {
+            args: vec!["--fault-injection".into(), "--config".into(), config.display().to_string()],
+            ..AgentOptions::default()
+        }
+    }
+}
+
+fn wait_value(agent: &Agent, key: &str, expected: Option<&str>, timeout: Duration) {
+    wait_for(timeout, &format!("{} to see {key} = {expected:?}", agent.name), || {
+        let value = agent.kv_get(key)?;
+        if value.as_deref() == expected { Ok(()) } else { Err(format!("{value:?}")) }
+    });
+}
+
+#[test]
+fn writes_converge_and_concurrent_writes_resolve_identically() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_with(5, options(scratch.path()));
+    cluster.wait_all_alive(Duration::from_secs(20));
+
+    // Writes on different agents reach every agent.
+    let mut propagation = Vec::new();
+    for (i, agent) in cluster.agents.iter().enumerate() {
+        let started = Instant::now();
+        assert_eq!(agent.kv_put(&format!("config/key-{i}"), &format!("value-{i}")), Ok(true));
+        for other in &cluster.agents {
+            wait_value(other, &format!("config/key-{i}"), Some(&format!("value-{i}")), Duration::from_secs(15));
+        }
+        propagation.push(started.elapsed());
+    }
+    eprintln!("KV write reached all 5 agents in {propagation:?}");
+
+    // A delete spreads too.
+    assert_eq!(cluster.agents[3].kv_put("config/doomed", "x"), Ok(true));
+    for agent in &cluster.agents {
+        wait_value(agent, "config/doomed", Some("x"), Duration::from_secs(15));
+    }
+    let (status, _) = http_json("DELETE", cluster.agents[1].http_addr(), "/v1/kv/config/doomed", None).unwrap();
+    assert_eq!(status, 200);
+    for agent in &cluster.agents {
+        wait_value(agent, "config/doomed", None, Duration::from_secs(15));
+    }
+
+    // Concurrent writes to one key from every agent: all end on one value.
+    let handles: Vec<_> = cluster
+        .agents
+        .iter()
+        .map(|agent| {
+            let addr = agent.http_addr();
+            let name = agent.name.clone();
+            std::thread::spawn(move || {
+                for round in 0..5 {
+                    let value = format!("{name}-{round}");
+                    let (status, _) = http_json("PUT", addr, "/v1/kv/contended", Some(value.as_bytes())).unwrap();
+                    assert_eq!(status, 200);
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    wait_for(Duration::from_secs(20), "every agent to agree on `contended`", || {
+        let values: Vec<Option<String>> = cluster.agents.iter().map(|a| a.kv_get("contended")).collect::<Result<_, _>>()?;
+        let first = &values[0];
+        if first.is_some() && values.iter().all(|v| v == first) {
+            Ok(())
+        } else {
+            Err(format!("{values:?}"))
+        }
+    });
+    // The winner is one of the last writes of some agent.
+    let winner = cluster.agents[0].kv_get("contended").unwrap().unwrap();
+    assert!(winner.ends_with("-4"), "{winner}");
+
+    // CAS on the local agent: a stale index is refused.
+    let entry = cluster.agents[2].get("/v1/kv/config/key-0").unwrap();
+    let index = entry[0]["ModifyIndex"].as_u64().unwrap();
+    let path = format!("/v1/kv/config/key-0?cas={index}");
+    let (_, first) = http_json("PUT", cluster.agents[2].http_addr(), &path, Some(b"cas-1")).unwrap();
+    let (_, second) = http_json("PUT", cluster.agents[2].http_addr(), &path, Some(b"cas-2")).unwrap();
+    assert_eq!((first, second), (serde_json::json!(true), serde_json::json!(false)));
+}
+
+#[test]
+fn partition_with_writes_on_both_sides_heals_without_losing_acknowledged_writes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_with(5, options(scratch.path()));
+    cluster.wait_all_alive(Duration::from_secs(20));
+    assert_eq!(cluster.agents[0].kv_put("shared", "before"), Ok(true));
+    for agent in &cluster.agents {
+        wait_value(agent, "shared", Some("before"), Duration::from_secs(15));
+    }
+
+    // Cut {0, 1} off from {2, 3, 4}.
+    let minority = [0, 1];
+    let majority = [2, 3, 4];
+    let ips = |side: &[usize]| side.iter().map(|&i| cluster.agents[i].ip.to_string()).collect::<Vec<_>>().join(",");
+    for (side, other) in [(&minority[..], &majority[..]), (&majority[..], &minority[..])] {
+        for &i in side {
+            let path = format!("/v1/shoal/fault?block={}", ips(other));
+            let (status, body) = http_json("PUT", cluster.agents[i].http_addr(), &path, None).unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    // Both sides see the other failed.
+    wait_for(Duration::from_secs(30), "node-0 to see the majority failed", || {
+        let members = cluster.agents[0].members()?;
+        let failed = members.iter().filter(|(_, status)| *status == 4).count();
+        if failed == 3 { Ok(()) } else { Err(format!("{members:?}")) }
+    });
+
+    // Acknowledged writes on both sides, including to the same key.
+    let mut acknowledged = BTreeMap::new();
+    for (i, agent) in cluster.agents.iter().enumerate() {
+        for n in 0..3 {
+            let key = format!("split/{i}/{n}");
+            assert_eq!(agent.kv_put(&key, &format!("v{n}")), Ok(true));
+            acknowledged.insert(key, format!("v{n}"));
+        }
+    }
+    assert_eq!(cluster.agents[1].kv_put("shared", "minority"), Ok(true));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(cluster.agents[3].kv_put("shared", "majority"), Ok(true));
+
+    // Heal.
+    let healed = Instant::now();
+    for agent in &cluster.agents {
+        let (status, _) = http_json("PUT", agent.http_addr(), "/v1/shoal/fault?block=", None).unwrap();
+        assert_eq!(status, 200);
+    }
+    cluster.wait_all_alive(Duration::from_secs(60));
+    for agent in &cluster.agents {
+        for (key, value) in &acknowledged {
+            wait_value(agent, key, Some(value), Duration::from_secs(30));
+        }
+    }
+    eprintln!("partition healed and converged in {:?}", healed.elapsed());
+    // The later write to the same key wins everywhere.
+    for agent in &cluster.agents {
+        wait_value(agent, "shared", Some("majority"), Duration::from_secs(15));
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_and_a_full_restart() {
+    let mut cluster = Cluster::start(3);
+    cluster.wait_all_alive(Duration::from_secs(20));
+
+    // SIGKILL right after the acknowledgement.
+    assert_eq!(cluster.agents[1].kv_put("durable/one", "1"), Ok(true));
+    cluster.agents[1].kill();
+    cluster.agents[1].restart();
+    wait_for(Duration::from_secs(15), "node-1 to serve again", || cluster.agents[1].get("/v1/agent/self").map(|_| ()));
+    // Read before it could have re-learned it from a peer: it must be on disk.
+    assert_eq!(cluster.agents[1].kv_get("durable/one"), Ok(Some("1".into())));
+
+    // A batch of writes, then the whole cluster stops (SIGKILL) and starts.
+    let mut written = Vec::new();
+    for i in 0..30 {
+        let agent = &cluster.agents[i % 3];
+        let key = format!("durable/batch-{i}");
+        assert_eq!(agent.kv_put(&key, &format!("{i}")), Ok(true));
+        written.push((key, format!("{i}")));
+    }
+    for agent in &mut cluster.agents {
+        agent.kill();
+    }
+    for agent in &mut cluster.agents {
+        agent.restart();
+    }
+    for (i, agent) in cluster.agents.iter().enumerate() {
+        wait_for(Duration::from_secs(15), "the agent to serve again", || agent.get("/v1/agent/self").map(|_| ()));
+        // Each agent has its own acknowledged writes from disk at once ...
+        for (key, value) in written.iter().skip(i).step_by(3) {
+            assert_eq!(agent.kv_get(key), Ok(Some(value.clone())), "{} lost {key}", agent.name);
+        }
+    }
+    // ... and everyone else's once they have gossiped.
+    for agent in &cluster.agents {
+        for (key, value) in &written {
+            wait_value(agent, key, Some(value), Duration::from_secs(30));
+        }
+        assert_eq!(agent.kv_get("durable/one"), Ok(Some("1".into())));
+    }
+}
