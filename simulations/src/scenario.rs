@@ -1,0 +1,317 @@
+//! Scenarios as data: the cluster, the network and a timeline of actions,
+//! read from TOML (see `simulations/scenarios/`).
+//!
+//! ```toml
+//! name = "partition"
+//! seed = 7
+//! nodes = 50
+//! duration_s = 300.0
+//!
+//! [network]
+//! loss = 0.01
+//!
+//! [[actions]]
+//! at_s = 60.0
+//! action = "partition"
+//! split = 25
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Why a scenario could not be used. Names the TOML key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid scenario: `{key}` {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+/// One simulated run.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name used in reports and result file names.
+    pub name: String,
+    /// Seed of the one RNG everything random derives from.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Cluster size.
+    pub nodes: usize,
+    /// Virtual seconds to simulate.
+    pub duration_s: f64,
+    /// How the cluster forms: `converged` (everyone already knows `view`
+    /// members at t=0) or `join` (nodes start over the first
+    /// `join_spread_s` seconds and join through the seeds).
+    #[serde(default)]
+    pub bootstrap: Bootstrap,
+    /// Members each node knows at t=0 when `bootstrap = "converged"`;
+    /// 0 means all of them. Needed at 10,000 nodes, where foca's linear
+    /// member table makes full views cost O(N^3) to build.
+    #[serde(default)]
+    pub view: usize,
+    /// Keep partial views partial: drop foca's periodic announce and the
+    /// seed re-announce, whose replies would teach every node every member
+    /// (foca gossips each member it learns). Only for the 10,000-node
+    /// points, where full views cost O(N^3) to build; see the README.
+    #[serde(default)]
+    pub static_views: bool,
+    /// Seconds over which nodes start when `bootstrap = "join"`.
+    #[serde(default = "default_join_spread")]
+    pub join_spread_s: f64,
+    /// How many of the first nodes act as seeds.
+    #[serde(default = "default_seeds")]
+    pub seeds: usize,
+    /// Run anti-entropy exchanges (off for the largest sweeps: each one
+    /// moves every record, and the fast path is what they measure).
+    #[serde(default = "yes")]
+    pub anti_entropy: bool,
+    /// Lifeguard local health awareness (`GossipConfig::local_health`).
+    #[serde(default = "yes")]
+    pub local_health: bool,
+    /// foca's TurnUndead on suspect->down (keep false; see DESIGN.md).
+    #[serde(default)]
+    pub notify_down_members: bool,
+    /// Sampling period of the time series in the CSV, in seconds.
+    #[serde(default = "default_sample")]
+    pub sample_s: f64,
+    #[serde(default)]
+    pub network: NetworkSpec,
+    #[serde(default)]
+    pub actions: Vec<TimedAction>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Bootstrap {
+    #[default]
+    Converged,
+    Join,
+}
+
+/// The simulated network. Every link gets a fixed extra latency drawn once
+/// from `[0, spread_ms)`, plus fresh jitter from `[0, jitter_ms)` per packet.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    #[serde(default = "default_latency")]
+    pub latency_ms: f64,
+    #[serde(default = "default_spread")]
+    pub spread_ms: f64,
+    #[serde(default = "default_jitter")]
+    pub jitter_ms: f64,
+    /// Probability that any datagram is lost.
+    #[serde(default)]
+    pub loss: f64,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        Self {
+            latency_ms: default_latency(),
+            spread_ms: default_spread(),
+            jitter_ms: default_jitter(),
+            loss: 0.0,
+        }
+    }
+}
+
+/// An action at a virtual time.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TimedAction {
+    /// Virtual time in seconds.
+    pub at_s: f64,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// Things that happen to the cluster. Node numbers are 0-based.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// The node changes its record (sets a tag): the state change whose
+    /// dissemination is measured. `node = -1` picks one at random.
+    Change { node: i64 },
+    /// The node stops for good.
+    Crash { node: usize },
+    /// A crashed node starts again with a new generation.
+    Restart { node: usize },
+    /// The node handles nothing for `seconds`, then everything queued (its
+    /// timers first, as the agent's biased select does).
+    Pause { node: usize, seconds: f64 },
+    /// The node handles every datagram and exchange `delay_ms` (+ up to
+    /// `jitter_ms`) late, while its timers fire on time: a gossip loop
+    /// behind on its receive queue.
+    Slow {
+        node: usize,
+        delay_ms: f64,
+        #[serde(default)]
+        jitter_ms: f64,
+    },
+    /// Ends `slow` for the node.
+    Recover { node: usize },
+    /// The node leaves gracefully.
+    Leave { node: usize },
+    /// Nodes `[0, split)` and `[split, N)` can no longer reach each other.
+    Partition { split: usize },
+    /// Ends the partition.
+    Heal,
+    /// Changes the loss probability of every link.
+    Loss { loss: f64 },
+    /// Loss on the one-way link `from -> to` (asymmetric loss).
+    LinkLoss { from: usize, to: usize, loss: f64 },
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn default_join_spread() -> f64 {
+    5.0
+}
+fn default_seeds() -> usize {
+    3
+}
+fn yes() -> bool {
+    true
+}
+fn default_sample() -> f64 {
+    1.0
+}
+fn default_latency() -> f64 {
+    1.0
+}
+fn default_spread() -> f64 {
+    1.0
+}
+fn default_jitter() -> f64 {
+    0.5
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|error| match error {
+            ScenarioError::Parse { source, .. } => ScenarioError::Parse {
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates scenario TOML.
+    pub fn parse(text: &str) -> Result<Self, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|source| ScenarioError::Parse {
+            path: "<scenario>".into(),
+            source: Box::new(source),
+        })?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Checks ranges and node numbers.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let invalid = |key: &str, problem: String| {
+            Err(ScenarioError::Invalid {
+                key: key.into(),
+                problem,
+            })
+        };
+        if self.nodes < 2 {
+            return invalid("nodes", format!("is {}, needs at least 2", self.nodes));
+        }
+        if !(self.duration_s > 0.0) {
+            return invalid("duration_s", "must be positive".into());
+        }
+        if self.seeds == 0 || self.seeds > self.nodes {
+            return invalid("seeds", format!("must be in 1..={}", self.nodes));
+        }
+        if !(self.sample_s > 0.0) {
+            return invalid("sample_s", "must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&self.network.loss) {
+            return invalid("network.loss", "must be a probability in [0, 1]".into());
+        }
+        for (index, timed) in self.actions.iter().enumerate() {
+            let key = format!("actions[{index}]");
+            if !(0.0..=self.duration_s).contains(&timed.at_s) {
+                return invalid(&format!("{key}.at_s"), "must lie within the run".into());
+            }
+            let nodes: Vec<usize> = match &timed.action {
+                Action::Change { node } if *node >= 0 => vec![*node as usize],
+                Action::Crash { node }
+                | Action::Restart { node }
+                | Action::Pause { node, .. }
+                | Action::Slow { node, .. }
+                | Action::Recover { node }
+                | Action::Leave { node } => vec![*node],
+                Action::Partition { split } => vec![*split],
+                Action::LinkLoss { from, to, .. } => vec![*from, *to],
+                _ => Vec::new(),
+            };
+            if let Some(node) = nodes.iter().find(|&&node| node >= self.nodes) {
+                return invalid(
+                    &key,
+                    format!("names node {node}, the cluster has {}", self.nodes),
+                );
+            }
+            if let Action::Loss { loss } | Action::LinkLoss { loss, .. } = timed.action
+                && !(0.0..=1.0).contains(&loss)
+            {
+                return invalid(&format!("{key}.loss"), "must be a probability".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_actions_and_names_the_bad_key() {
+        let scenario = Scenario::parse(
+            r#"
+            name = "x"
+            nodes = 10
+            duration_s = 60
+            [[actions]]
+            at_s = 5
+            action = "slow"
+            node = 3
+            delay_ms = 800
+            [[actions]]
+            at_s = 6
+            action = "heal"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            scenario.actions[0].action,
+            Action::Slow {
+                node: 3,
+                delay_ms: 800.0,
+                jitter_ms: 0.0
+            }
+        );
+        let bad = Scenario::parse(
+            "name='x'\nnodes=10\nduration_s=60\n[[actions]]\nat_s=1\naction='crash'\nnode=10\n",
+        );
+        assert!(bad.unwrap_err().to_string().contains("actions[0]"));
+    }
+}

@@ -1,0 +1,506 @@
+//! The discrete-event engine: one heap of events keyed by
+//! `(virtual time, rank, sequence)`, one seeded RNG, and N real
+//! [`Node`]s. It replaces only the sockets and the clock; every decision
+//! (probing, suspicion, gossip, local health) is the protocol core's.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use shoal_protocol::envelope::cluster_id;
+use shoal_protocol::sync::DigestEntry;
+use shoal_protocol::{Envelope, GossipConfig, Node, NodeId, NodeRecord, NodeTimer};
+
+use crate::metrics::Metrics;
+use crate::network::{Micros, Network, node_addr, node_index};
+use crate::scenario::{Bootstrap, Scenario};
+
+pub(crate) const SECOND: Micros = 1_000_000;
+/// How often convergence is checked after a partition heals.
+const CONVERGENCE_CHECK: Micros = 100_000;
+
+/// Rank of events that are not timers: after the timers due at the same
+/// instant, as the agent's biased select handles timers first.
+const RANK_OTHER: u8 = 100;
+
+/// Something that happens at a virtual instant.
+pub(crate) enum Event {
+    /// A node starts (and, in a converged bootstrap, learns its view).
+    Boot(usize),
+    Datagram {
+        to: usize,
+        packet: Vec<u8>,
+        arrived: Micros,
+        slowed: bool,
+    },
+    Timer {
+        node: usize,
+        epoch: u32,
+        timer: NodeTimer,
+        due: Micros,
+    },
+    Sync {
+        to: usize,
+        step: SyncStep,
+        arrived: Micros,
+        slowed: bool,
+    },
+    Action(usize),
+    Resume(usize),
+    Sample,
+    ConvergenceCheck,
+}
+
+/// The three messages of an anti-entropy exchange (see
+/// `shoal_protocol::sync`), each delivered to the node named by `to`.
+pub(crate) enum SyncStep {
+    Digest {
+        from: usize,
+        digest: Vec<DigestEntry>,
+    },
+    Delta {
+        from: usize,
+        records: Vec<NodeRecord>,
+        wanted: Vec<String>,
+    },
+    Records(Vec<NodeRecord>),
+}
+
+struct Entry {
+    time: Micros,
+    rank: u8,
+    seq: u64,
+    event: Event,
+}
+
+impl Entry {
+    fn key(&self) -> (Micros, u8, u64) {
+        (self.time, self.rank, self.seq)
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// One simulated host.
+pub(crate) struct Slot {
+    /// `None` while crashed.
+    pub node: Option<Node>,
+    /// Bumped on crash so the dead instance's timers are dropped.
+    pub epoch: u32,
+    pub generation: u64,
+    pub paused_until: Micros,
+    pub backlog: Vec<Event>,
+    pub slow: Option<(Micros, Micros)>,
+    /// Paused or slowed at some point: its own troubles are not false
+    /// positives of the failure detector.
+    pub faulted: bool,
+    pub left: bool,
+    pub members_down: u64,
+    /// Totals of earlier (crashed) instances.
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+}
+
+/// A running simulation.
+pub struct Simulation {
+    pub(crate) scenario: Scenario,
+    pub(crate) now: Micros,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Entry>>,
+    pub(crate) rng: StdRng,
+    pub(crate) network: Network,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) metrics: Metrics,
+    pub(crate) config: GossipConfig,
+    pub(crate) envelope: Envelope,
+    pub(crate) events: u64,
+    pub(crate) change_counter: u64,
+    /// Initial members of each node in a converged bootstrap.
+    views: Vec<Vec<usize>>,
+}
+
+impl Simulation {
+    /// Builds the cluster and schedules the scenario's actions.
+    pub fn new(scenario: Scenario) -> Self {
+        let nodes = scenario.nodes;
+        let mut rng = StdRng::seed_from_u64(scenario.seed);
+        let config = GossipConfig {
+            seeds: (0..scenario.seeds).map(node_addr).collect(),
+            local_health: scenario.local_health,
+            notify_down_members: scenario.notify_down_members,
+            ..GossipConfig::default()
+        };
+        let envelope = Envelope::new(cluster_id("shoal-sim"));
+        let slots = (0..nodes)
+            .map(|index| {
+                let node = Self::make_node(index, 1, &config, envelope, &mut rng);
+                Slot {
+                    node: Some(node),
+                    epoch: 0,
+                    generation: 1,
+                    paused_until: 0,
+                    backlog: Vec::new(),
+                    slow: None,
+                    faulted: false,
+                    left: false,
+                    members_down: 0,
+                    datagrams_out: 0,
+                    bytes_out: 0,
+                }
+            })
+            .collect();
+        let mut sim = Self {
+            network: Network::new(&scenario.network, nodes),
+            metrics: Metrics::new(nodes),
+            scenario,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            rng,
+            slots,
+            config,
+            envelope,
+            events: 0,
+            change_counter: 0,
+            views: Vec::new(),
+        };
+        if sim.scenario.bootstrap == Bootstrap::Converged {
+            sim.views = initial_views(nodes, sim.scenario.view, &mut sim.rng);
+        }
+        // Nodes start at random offsets so their probe rounds are not in
+        // lockstep, as on real hosts.
+        let spread = match sim.scenario.bootstrap {
+            Bootstrap::Converged => sim.config.probe_period.as_micros() as f64,
+            Bootstrap::Join => sim.scenario.join_spread_s * SECOND as f64,
+        };
+        for index in 0..nodes {
+            let at = (sim.rng.random::<f64>() * spread) as Micros;
+            sim.push(at, RANK_OTHER, Event::Boot(index));
+        }
+        for index in 0..sim.scenario.actions.len() {
+            let at = (sim.scenario.actions[index].at_s * SECOND as f64) as Micros;
+            sim.push(at, RANK_OTHER, Event::Action(index));
+        }
+        sim.push(0, RANK_OTHER + 1, Event::Sample);
+        sim
+    }
+
+    pub(crate) fn make_node(
+        index: usize,
+        generation: u64,
+        config: &GossipConfig,
+        envelope: Envelope,
+        rng: &mut StdRng,
+    ) -> Node {
+        let id = NodeId {
+            addr: node_addr(index),
+            generation,
+        };
+        let record = NodeRecord::new(id, format!("node-{index:05}"));
+        Node::new(record, config.clone(), envelope, rng.random())
+    }
+
+    pub(crate) fn push(&mut self, time: Micros, rank: u8, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Entry {
+            time,
+            rank,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    /// Runs to the end of the scenario.
+    pub fn run(&mut self) {
+        let end = (self.scenario.duration_s * SECOND as f64) as Micros;
+        while let Some(Reverse(entry)) = self.queue.pop() {
+            if entry.time > end {
+                break;
+            }
+            self.now = entry.time;
+            self.events += 1;
+            self.dispatch(entry.event);
+        }
+        self.now = end;
+        self.sample();
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Boot(index) => self.boot(index),
+            Event::Action(index) => {
+                let action = self.scenario.actions[index].action.clone();
+                self.apply(&action);
+            }
+            Event::Resume(index) => self.resume(index),
+            Event::Sample => {
+                self.sample();
+                let next = self.now + (self.scenario.sample_s * SECOND as f64) as Micros;
+                self.push(next, RANK_OTHER + 1, Event::Sample);
+            }
+            Event::ConvergenceCheck => {
+                if self.converged() {
+                    let heal = self.metrics.heal_at.unwrap_or(0);
+                    self.metrics.converged_after_heal = Some(self.now - heal);
+                } else {
+                    self.push(
+                        self.now + CONVERGENCE_CHECK,
+                        RANK_OTHER,
+                        Event::ConvergenceCheck,
+                    );
+                }
+            }
+            Event::Datagram { to, .. } | Event::Sync { to, .. } => self.deliver(to, event),
+            Event::Timer { node, .. } => self.deliver(node, event),
+        }
+    }
+
+    fn boot(&mut self, index: usize) {
+        let Some(node) = self.slots[index].node.as_mut() else {
+            return;
+        };
+        if self.scenario.bootstrap == Bootstrap::Converged {
+            let ids = std::mem::take(&mut self.views[index]);
+            node.assume_members(ids.into_iter().map(|other| NodeId {
+                addr: node_addr(other),
+                generation: 1,
+            }));
+            // Everyone already has what these exchanges would fetch.
+            node.effects().syncs.clear();
+        }
+        node.start();
+        self.after_call(index);
+    }
+
+    /// Hands an event to its node, unless the node is down, paused (the
+    /// event waits) or slow (the event comes back later).
+    fn deliver(&mut self, index: usize, event: Event) {
+        let now = self.now;
+        let slot = &mut self.slots[index];
+        if slot.node.is_none() {
+            return;
+        }
+        if let Event::Timer { epoch, .. } = event
+            && epoch != slot.epoch
+        {
+            return;
+        }
+        if now < slot.paused_until {
+            slot.backlog.push(event);
+            return;
+        }
+        if let Some((delay, jitter)) = slot.slow {
+            let event = match event {
+                Event::Datagram {
+                    to,
+                    packet,
+                    arrived,
+                    slowed: false,
+                } => Some(Event::Datagram {
+                    to,
+                    packet,
+                    arrived,
+                    slowed: true,
+                }),
+                Event::Sync {
+                    to,
+                    step,
+                    arrived,
+                    slowed: false,
+                } => Some(Event::Sync {
+                    to,
+                    step,
+                    arrived,
+                    slowed: true,
+                }),
+                other => {
+                    self.handle(index, other);
+                    None
+                }
+            };
+            if let Some(event) = event {
+                let extra = if jitter > 0 {
+                    self.rng.random_range(0..jitter)
+                } else {
+                    0
+                };
+                self.push(now + delay + extra, RANK_OTHER, event);
+            }
+            return;
+        }
+        self.handle(index, event);
+    }
+
+    pub(crate) fn handle(&mut self, index: usize, event: Event) {
+        let now = self.now;
+        let Some(node) = self.slots[index].node.as_mut() else {
+            return;
+        };
+        match event {
+            Event::Timer { timer, due, .. } => {
+                if now > due {
+                    node.note_lag(std::time::Duration::from_micros(now - due));
+                }
+                node.handle_timer(timer);
+            }
+            Event::Datagram {
+                packet, arrived, ..
+            } => {
+                if now > arrived {
+                    node.note_lag(std::time::Duration::from_micros(now - arrived));
+                }
+                // Refused packets are counted by the node itself.
+                let _ = node.handle_datagram(&packet);
+            }
+            Event::Sync { step, .. } => match step {
+                SyncStep::Digest { from, digest } => {
+                    let (records, wanted) = node.sync_delta(&digest);
+                    let step = SyncStep::Delta {
+                        from: index,
+                        records,
+                        wanted,
+                    };
+                    self.send_sync(index, from, step);
+                }
+                SyncStep::Delta {
+                    from,
+                    records,
+                    wanted,
+                } => {
+                    node.merge_records(records);
+                    let step = SyncStep::Records(node.sync_records(&wanted));
+                    self.send_sync(index, from, step);
+                }
+                SyncStep::Records(records) => {
+                    node.merge_records(records);
+                }
+            },
+            _ => unreachable!("only node events are handled"),
+        }
+        self.after_call(index);
+    }
+
+    fn send_sync(&mut self, from: usize, to: usize, step: SyncStep) {
+        if !self.network.connected(from, to) {
+            return;
+        }
+        let at = self.now + self.network.delay(&mut self.rng, from, to);
+        let arrived = at;
+        let event = Event::Sync {
+            to,
+            step,
+            arrived,
+            slowed: false,
+        };
+        self.push(at, RANK_OTHER, event);
+    }
+
+    /// Carries out the node's effects and takes measurements.
+    pub(crate) fn after_call(&mut self, index: usize) {
+        let now = self.now;
+        let epoch = self.slots[index].epoch;
+        let Some(node) = self.slots[index].node.as_mut() else {
+            return;
+        };
+        let effects = node.effects();
+        let datagrams = std::mem::take(&mut effects.datagrams);
+        let timers = std::mem::take(&mut effects.timers);
+        let mut syncs = std::mem::take(&mut effects.syncs);
+        for (after, timer) in timers {
+            if self.scenario.static_views
+                && matches!(
+                    timer,
+                    NodeTimer::Rejoin(_) | NodeTimer::Swim(foca::Timer::PeriodicAnnounce(_))
+                )
+            {
+                continue;
+            }
+            let due = now + after.as_micros() as Micros;
+            let rank = timer.rank();
+            let event = Event::Timer {
+                node: index,
+                epoch,
+                timer,
+                due,
+            };
+            self.push(due, rank, event);
+        }
+        for (addr, packet) in datagrams {
+            let Some(to) = node_index(addr, self.slots.len()) else {
+                continue;
+            };
+            if let Some(delay) = self.network.datagram(&mut self.rng, index, to) {
+                let at = now + delay;
+                let event = Event::Datagram {
+                    to,
+                    packet,
+                    arrived: at,
+                    slowed: false,
+                };
+                self.push(at, RANK_OTHER, event);
+            }
+        }
+        if self.scenario.anti_entropy && !syncs.is_empty() {
+            syncs.sort_unstable();
+            syncs.dedup();
+            let digest = self.slots[index]
+                .node
+                .as_ref()
+                .expect("alive")
+                .sync_digest();
+            for peer in syncs {
+                if let Some(to) = node_index(peer, self.slots.len()) {
+                    let step = SyncStep::Digest {
+                        from: index,
+                        digest: digest.clone(),
+                    };
+                    self.send_sync(index, to, step);
+                }
+            }
+        }
+        self.observe(index);
+    }
+}
+
+/// Who knows whom at t=0: everyone (`view = 0`), or a random symmetric
+/// graph of about `view` members per node. Symmetric, because a ping from
+/// a stranger teaches the receiver (and, by gossip, everyone) a new member.
+fn initial_views(nodes: usize, view: usize, rng: &mut StdRng) -> Vec<Vec<usize>> {
+    if view == 0 || view >= nodes - 1 {
+        return (0..nodes)
+            .map(|index| (0..nodes).filter(|&other| other != index).collect())
+            .collect();
+    }
+    let mut views: Vec<Vec<usize>> = vec![Vec::with_capacity(view + view / 4); nodes];
+    for index in 0..nodes {
+        for _ in 0..view / 2 {
+            let mut other = rng.random_range(0..nodes - 1);
+            if other >= index {
+                other += 1;
+            }
+            views[index].push(other);
+            views[other].push(index);
+        }
+    }
+    for members in &mut views {
+        members.sort_unstable();
+        members.dedup();
+    }
+    views
+}
