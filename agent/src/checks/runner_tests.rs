@@ -104,6 +104,31 @@ async fn http_server_that_never_answers_times_out() {
     drop(listener);
 }
 
+#[tokio::test]
+async fn a_timed_out_http_probe_closes_its_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let definition = check(json!({
+        "HTTP": format!("http://{address}/"), "Interval": "1s", "Timeout": "200ms"
+    }));
+    let probe_task = tokio::spawn(async move { probe(&definition, no_dependencies()).await });
+    let (mut stream, _) = listener.accept().await.unwrap();
+    assert_eq!(probe_task.await.unwrap().status, Critical);
+    // Never answered: once the probe gave up, the connection must go (no
+    // socket left behind per hung check).
+    let mut buffer = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "connection still open after the timeout");
+}
+
 /// An address nothing listens on (bound, then closed).
 async fn closed_port() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

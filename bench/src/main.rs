@@ -1,0 +1,341 @@
+//! `shoal-bench`: Shoal against HashiCorp Serf, side by side on loopback,
+//! and the lookup latency of Shoal's HTTP API. A benchmark, not a test:
+//! see "Benchmarks" in the README and the results in docs/benchmarks.md.
+//!
+//! Modules:
+//! - `cluster`: the head-to-head phases (join, idle footprint, propagation,
+//!   failure detection) for one system and one cluster size;
+//! - `system`: how to start and query a Shoal or a Serf agent;
+//! - `serf_rpc`, `msgpack`: Serf's RPC protocol;
+//! - `http`: a one-connection HTTP/1.1 client;
+//! - `lookup`: the localhost lookup benchmark (wrk and an open-loop generator);
+//! - `process`, `netns`: child processes, `/proc` figures, loopback counters;
+//! - `report`, `stats`: CSV and markdown output, percentiles.
+
+mod cluster;
+mod http;
+mod lookup;
+mod msgpack;
+mod netns;
+mod process;
+mod report;
+mod serf_rpc;
+mod stats;
+mod system;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Benchmark Shoal against Serf on loopback, and Shoal's lookup latency")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Everything: the cluster sweep, the lookup benchmark, then the report.
+    All {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        lookup: LookupArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Shoal vs Serf clusters of each size: join, footprint, propagation, detection.
+    Cluster {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Shoal's `GET /v1/health/service/:name?passing` under load, beside a bare axum server.
+    Lookup {
+        #[command(flatten)]
+        lookup: LookupArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Renders the markdown report from the CSV files in --out.
+    Report {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Directory for the CSV files.
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
+    /// The markdown report to write.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    markdown: PathBuf,
+    /// Scratch directory for agent logs and data.
+    #[arg(long, default_value = "/tmp/shoal-bench")]
+    work: PathBuf,
+    /// The shoal binary (build it with `cargo build --release -p shoal-agent`).
+    #[arg(long, default_value = "target/release/shoal")]
+    shoal_bin: PathBuf,
+    /// Stay in the host's network namespace (no root needed; then Serf's
+    /// gossip bytes cannot be measured).
+    #[arg(long)]
+    no_netns: bool,
+}
+
+#[derive(Args, Clone)]
+struct ClusterArgs {
+    /// Cluster sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+    sizes: Vec<usize>,
+    /// Systems, comma-separated: shoal, serf.
+    #[arg(long, value_delimiter = ',', default_value = "shoal,serf")]
+    systems: Vec<String>,
+    /// The serf binary (Debian: apt-get install serf).
+    #[arg(long, default_value = "serf")]
+    serf_bin: PathBuf,
+    /// Propagation rounds per observation mode.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Agents SIGKILLed, one after the other, for failure detection.
+    #[arg(long, default_value_t = 2)]
+    kills: usize,
+    /// Idle window for CPU and gossip bytes.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    idle: Duration,
+    /// Poll interval while waiting for a change to propagate.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    change_poll: Duration,
+    /// Poll interval of membership views (join, failure detection).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    view_poll: Duration,
+    /// Pause after convergence and between rounds.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+}
+
+#[derive(Args, Clone)]
+struct LookupArgs {
+    /// Fixed request rates (per second) for the open-loop runs.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    rates: Vec<u32>,
+    /// Length of each load run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Keep-alive connections of the load generators.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    #[arg(long, default_value = "wrk")]
+    wrk_bin: PathBuf,
+    /// The bare "hello" server [default: shoal-bench-hello beside this binary].
+    #[arg(long)]
+    hello_bin: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let common = match &cli.command {
+        Cmd::All { common, .. }
+        | Cmd::Cluster { common, .. }
+        | Cmd::Lookup { common, .. }
+        | Cmd::Report { common } => common.clone(),
+    };
+    let private_netns = !common.no_netns && !matches!(cli.command, Cmd::Report { .. });
+    if private_netns {
+        // First, while this is the only thread.
+        netns::enter_private()?;
+    }
+    // One thread: every child is spawned from it (see ChildGuard).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        match cli.command {
+            Cmd::All {
+                cluster,
+                lookup,
+                common,
+            } => {
+                run_cluster(&cluster, &common, private_netns).await?;
+                run_lookup(&lookup, &common).await?;
+                write_report(&common)
+            }
+            Cmd::Cluster { cluster, common } => {
+                run_cluster(&cluster, &common, private_netns).await?;
+                write_report(&common)
+            }
+            Cmd::Lookup { lookup, common } => {
+                run_lookup(&lookup, &common).await?;
+                write_report(&common)
+            }
+            Cmd::Report { common } => write_report(&common),
+        }
+    })
+}
+
+async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -> Result<()> {
+    let shoal_bin = std::path::absolute(&common.shoal_bin)?;
+    anyhow::ensure!(
+        shoal_bin.exists(),
+        "{} is missing: cargo build --release -p shoal-agent",
+        shoal_bin.display()
+    );
+    let options = cluster::Options {
+        rounds: args.rounds,
+        kills: args.kills,
+        idle: args.idle,
+        change_poll: args.change_poll,
+        view_poll: args.view_poll,
+        settle: args.settle,
+        private_netns,
+        work: common.work.clone(),
+    };
+    let mut report = report::Report::default();
+    let mut environment = environment(&shoal_bin, &args.serf_bin);
+    writeln!(
+        environment,
+        "cluster run: {}",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    )?;
+    writeln!(environment, "private network namespace: {private_netns}")?;
+    writeln!(
+        environment,
+        "cluster start: load average {}",
+        std::fs::read_to_string("/proc/loadavg")?.trim()
+    )?;
+    for &size in &args.sizes {
+        for system in &args.systems {
+            let system = match system.as_str() {
+                "shoal" => system::System::Shoal {
+                    bin: shoal_bin.clone(),
+                },
+                "serf" => system::System::Serf {
+                    bin: args.serf_bin.clone(),
+                },
+                other => anyhow::bail!("unknown system `{other}`: shoal or serf"),
+            };
+            cluster::run(&system, size, &options, &mut report).await?;
+            // Write after every step, so an interrupted sweep keeps its figures.
+            report.write(&common.out)?;
+        }
+    }
+    writeln!(
+        environment,
+        "cluster end: load average {}",
+        std::fs::read_to_string("/proc/loadavg")?.trim()
+    )?;
+    std::fs::write(common.out.join("environment.txt"), environment)?;
+    Ok(())
+}
+
+async fn run_lookup(args: &LookupArgs, common: &Common) -> Result<()> {
+    let options = lookup::Options {
+        shoal_bin: std::path::absolute(&common.shoal_bin)?,
+        hello_bin: args
+            .hello_bin
+            .clone()
+            .unwrap_or_else(lookup::default_hello_bin),
+        wrk_bin: args.wrk_bin.clone(),
+        rates: args.rates.clone(),
+        duration: args.duration,
+        connections: args.connections,
+        work: common.work.join("lookup"),
+    };
+    let load_before = std::fs::read_to_string("/proc/loadavg")?;
+    let rows = lookup::run(&options).await?;
+    let mut text = format!("{}\n", lookup::HEADER);
+    for row in rows {
+        text.push_str(&row);
+        text.push('\n');
+    }
+    std::fs::create_dir_all(&common.out)?;
+    std::fs::write(common.out.join("lookup.csv"), text)?;
+    let load_after = std::fs::read_to_string("/proc/loadavg")?;
+    std::fs::write(
+        common.out.join("lookup_environment.txt"),
+        format!(
+            "lookup run: {}\nload average before: {}\nload average after: {}\n",
+            std::env::args().collect::<Vec<_>>().join(" "),
+            load_before.trim(),
+            load_after.trim()
+        ),
+    )?;
+    Ok(())
+}
+
+/// Machine, binaries and versions, for the report.
+fn environment(shoal_bin: &Path, serf_bin: &Path) -> String {
+    let run = |program: &str, args: &[&str]| -> String {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let shoal_bin_text = shoal_bin.display().to_string();
+    format!(
+        "date: {}\nkernel: {}\ncpus: {} x {cpu}\nmemory: {}\nshoal: {} sha256 {}\nserf: {}\n",
+        run("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        run("uname", &["-r"]),
+        std::thread::available_parallelism().map_or(0, usize::from),
+        run("sh", &["-c", "grep MemTotal /proc/meminfo"]),
+        run(&shoal_bin_text, &["--version"]),
+        run("sha256sum", &[&shoal_bin_text])
+            .split_whitespace()
+            .next()
+            .unwrap_or(""),
+        run(&serf_bin.display().to_string(), &["version"]),
+    )
+}
+
+fn write_report(common: &Common) -> Result<()> {
+    let out = &common.out;
+    let mut text = String::from("# Benchmarks\n\n");
+    text.push_str("<!-- Generated by `shoal-bench report` from the CSV files in docs/benchmarks/; edit docs/benchmarks/notes.md instead. -->\n\n");
+    if let Ok(notes) = std::fs::read_to_string(out.join("notes.md")) {
+        text.push_str(&notes);
+        text.push('\n');
+    }
+    let summary = out.join("cluster_summary.csv");
+    if summary.exists() {
+        text.push_str("## Shoal vs Serf, same machine, same run\n\n");
+        text.push_str(&report::render_cluster(&summary)?);
+    }
+    let lookup_csv = out.join("lookup.csv");
+    if lookup_csv.exists() {
+        text.push_str("## Lookup latency (Shoal alone)\n\n");
+        text.push_str(&lookup::render(&lookup_csv)?);
+        text.push('\n');
+    }
+    for file in ["environment.txt", "lookup_environment.txt"] {
+        if let Ok(environment) = std::fs::read_to_string(out.join(file)) {
+            writeln!(text, "### {file}\n\n```\n{}```\n", environment)?;
+        }
+    }
+    std::fs::write(&common.markdown, text)
+        .with_context(|| format!("write {}", common.markdown.display()))?;
+    eprintln!("wrote {}", common.markdown.display());
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! The two systems under test, behind one interface: how to start an agent,
+//! how to read an agent's membership view, how to make a node-level change
+//! on one agent and how to tell whether another agent has seen it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use hyper::Method;
+
+use crate::http::HttpClient;
+use crate::process::ChildGuard;
+use crate::serf_rpc::SerfRpc;
+
+#[derive(Clone, Debug)]
+pub enum System {
+    Shoal { bin: PathBuf },
+    Serf { bin: PathBuf },
+}
+
+/// One running agent.
+pub struct Agent {
+    pub name: String,
+    pub gossip: SocketAddr,
+    /// Shoal's HTTP API or Serf's RPC address.
+    pub api: SocketAddr,
+    pub process: ChildGuard,
+}
+
+/// What an agent says about one member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Alive,
+    Failed,
+    Other,
+}
+
+impl System {
+    pub fn name(&self) -> &'static str {
+        match self {
+            System::Shoal { .. } => "shoal",
+            System::Serf { .. } => "serf",
+        }
+    }
+
+    /// Agent `index` gets its own loopback address, 127.<system>.<hi>.<lo>.
+    fn ip(&self, index: usize) -> IpAddr {
+        let system = match self {
+            System::Shoal { .. } => 10,
+            System::Serf { .. } => 20,
+        };
+        IpAddr::V4(Ipv4Addr::new(
+            127,
+            system,
+            (index / 250) as u8,
+            (index % 250 + 1) as u8,
+        ))
+    }
+
+    /// Starts agent `index`, joining through `seed` when given. Logs go to
+    /// `work/<name>.log`; Shoal's data dir is `work/<name>`.
+    pub fn spawn(&self, index: usize, seed: Option<SocketAddr>, work: &Path) -> Result<Agent> {
+        let name = format!("{}-{index}", self.name());
+        let ip = self.ip(index);
+        let gossip = SocketAddr::new(ip, 7946);
+        let (api, command) = match self {
+            System::Shoal { bin } => {
+                let api = SocketAddr::new(ip, 8500);
+                let data_dir = work.join(&name);
+                std::fs::create_dir_all(&data_dir)?;
+                let mut command = Command::new(bin);
+                command
+                    .arg("agent")
+                    .args(["--node", &name])
+                    .args(["--bind", &gossip.to_string()])
+                    .args(["--http-addr", &api.to_string()])
+                    .arg("--data-dir")
+                    .arg(&data_dir)
+                    .args(["--log-level", "warn"])
+                    .env_remove("RUST_LOG");
+                for key in ["SHOAL_CONFIG", "SHOAL_JOIN", "SHOAL_TAGS", "SHOAL_CLUSTER"] {
+                    command.env_remove(key);
+                }
+                if let Some(seed) = seed {
+                    command.args(["--join", &seed.to_string()]);
+                }
+                (api, command)
+            }
+            System::Serf { bin } => {
+                let api = SocketAddr::new(ip, 7373);
+                let mut command = Command::new(bin);
+                command
+                    .arg("agent")
+                    .arg(format!("-node={name}"))
+                    .arg(format!("-bind={gossip}"))
+                    .arg(format!("-rpc-addr={api}"))
+                    .arg("-log-level=warn");
+                if let Some(seed) = seed {
+                    command.arg(format!("-join={seed}"));
+                }
+                (api, command)
+            }
+        };
+        let process = ChildGuard::spawn(&name, command, &work.join(format!("{name}.log")))?;
+        Ok(Agent {
+            name,
+            gossip,
+            api,
+            process,
+        })
+    }
+
+    pub fn client(&self, agent: &Agent) -> Client {
+        match self {
+            System::Shoal { .. } => Client::Shoal(HttpClient::new(agent.api)),
+            System::Serf { .. } => Client::Serf(agent.api, None),
+        }
+    }
+}
+
+/// A connection to one agent's API.
+pub enum Client {
+    Shoal(HttpClient),
+    Serf(SocketAddr, Option<SerfRpc>),
+}
+
+/// Name of the service (Shoal) or the value of the `bench` tag (Serf) that
+/// propagation round `round` sets.
+pub fn change_label(round: usize) -> String {
+    format!("bench-r{round}")
+}
+
+impl Client {
+    async fn serf(&mut self) -> Result<&mut SerfRpc> {
+        let Client::Serf(addr, rpc) = self else {
+            unreachable!("serf client")
+        };
+        if rpc.is_none() {
+            *rpc = Some(SerfRpc::connect(*addr).await?);
+        }
+        Ok(rpc.as_mut().expect("connected above"))
+    }
+
+    /// Drops the Serf connection after a failed call, so the next reconnects.
+    fn reset_on_error<T>(&mut self, result: &Result<T>) {
+        if let (Err(_), Client::Serf(_, rpc)) = (result, self) {
+            *rpc = None;
+        }
+    }
+
+    /// The agent's membership view: `(name, status)` of every member.
+    pub async fn members(&mut self) -> Result<Vec<(String, Status)>> {
+        match self {
+            Client::Shoal(http) => {
+                let body = http.get("/v1/agent/members").await?.json()?;
+                Ok(body
+                    .as_array()
+                    .context("members is not an array")?
+                    .iter()
+                    .map(|m| {
+                        let status = match m["Status"].as_u64() {
+                            Some(1) => Status::Alive,
+                            Some(4) => Status::Failed,
+                            _ => Status::Other,
+                        };
+                        (m["Name"].as_str().unwrap_or("").to_string(), status)
+                    })
+                    .collect())
+            }
+            Client::Serf(..) => {
+                let members = self.serf().await?.members().await;
+                self.reset_on_error(&members);
+                let members = members?;
+                Ok(members
+                    .into_iter()
+                    .map(|m| {
+                        let status = match m.status.as_str() {
+                            "alive" => Status::Alive,
+                            "failed" => Status::Failed,
+                            _ => Status::Other,
+                        };
+                        (m.name, status)
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Makes round `round`'s change on this agent: Shoal registers service
+    /// `bench-rN`, Serf sets tag `bench=bench-rN` (what `serf tags -set` does).
+    pub async fn make_change(&mut self, round: usize) -> Result<()> {
+        let label = change_label(round);
+        match self {
+            Client::Shoal(http) => {
+                let body = serde_json::json!({ "Name": label, "ID": label, "Port": 9000 + round });
+                let response = http
+                    .request(
+                        Method::PUT,
+                        "/v1/agent/service/register",
+                        Bytes::from(body.to_string()),
+                        Duration::from_secs(5),
+                    )
+                    .await?;
+                anyhow::ensure!(
+                    response.status.is_success(),
+                    "register answered {}",
+                    response.status
+                );
+                Ok(())
+            }
+            Client::Serf(..) => {
+                let result = self.serf().await?.set_tags(&[("bench", &label)]).await;
+                self.reset_on_error(&result);
+                result
+            }
+        }
+    }
+
+    /// One poll: has this agent seen round `round`'s change made on `origin`?
+    /// Shoal: `GET /v1/health/service/bench-rN?passing` is non-empty; Serf:
+    /// `members-filtered` by name `origin` and tag `bench` is non-empty.
+    pub async fn poll_change(&mut self, origin: &str, round: usize) -> Result<bool> {
+        let label = change_label(round);
+        match self {
+            Client::Shoal(http) => {
+                let body = http
+                    .get(&format!("/v1/health/service/{label}?passing"))
+                    .await?
+                    .json()?;
+                Ok(body.as_array().is_some_and(|a| !a.is_empty()))
+            }
+            Client::Serf(..) => {
+                let found = self
+                    .serf()
+                    .await?
+                    .members_filtered(origin, &[("bench", &label)])
+                    .await;
+                self.reset_on_error(&found);
+                Ok(!found?.is_empty())
+            }
+        }
+    }
+
+    /// Shoal only: a blocking query on `/v1/health/service/bench-rN?passing`.
+    /// Returns the new `X-Consul-Index` and whether the answer is non-empty.
+    pub async fn block_change(
+        &mut self,
+        round: usize,
+        index: u64,
+        wait: Duration,
+    ) -> Result<(u64, bool)> {
+        let Client::Shoal(http) = self else {
+            anyhow::bail!("blocking queries are Shoal's")
+        };
+        let label = change_label(round);
+        let path = if index == 0 {
+            format!("/v1/health/service/{label}?passing")
+        } else {
+            format!(
+                "/v1/health/service/{label}?passing&index={index}&wait={}ms",
+                wait.as_millis()
+            )
+        };
+        let response = http
+            .request(
+                Method::GET,
+                &path,
+                Bytes::new(),
+                wait + Duration::from_secs(5),
+            )
+            .await?;
+        let seen = response.json()?.as_array().is_some_and(|a| !a.is_empty());
+        Ok((response.consul_index(), seen))
+    }
+
+    /// Shoal only: the agent's own gossip counters `(bytes_out, datagrams_out)`.
+    pub async fn gossip_counters(&mut self) -> Option<(u64, u64)> {
+        let Client::Shoal(http) = self else {
+            return None;
+        };
+        let body = http.get("/v1/agent/self").await.ok()?.json().ok()?;
+        let gossip = &body["Stats"]["gossip"];
+        Some((
+            gossip["bytes_out"].as_u64()?,
+            gossip["datagrams_out"].as_u64()?,
+        ))
+    }
+}
