@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tokio::task::JoinSet;
 
-use crate::netns;
-use crate::process::{self, Memory};
+use crate::process;
 use crate::report::Report;
 use crate::stats::{self, ms};
-use crate::system::{Agent, Client, Status, System};
+use crate::system::{Agent, Status, System};
+use crate::{footprint, propagation};
 
 /// Knobs of one run; see `shoal-bench cluster --help`.
 #[derive(Clone, Debug)]
@@ -37,7 +37,7 @@ pub struct Options {
 }
 
 const JOIN_DEADLINE: Duration = Duration::from_secs(120);
-const CHANGE_DEADLINE: Duration = Duration::from_secs(30);
+pub const CHANGE_DEADLINE: Duration = Duration::from_secs(30);
 const DETECT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs every phase for `system` with `size` agents, appending to `report`.
@@ -69,11 +69,11 @@ pub async fn run(
     check_running(&mut agents)?;
 
     eprintln!("[{name} n={size}] idle window {:?}", options.idle);
-    idle_window(system, &mut agents, options, report).await?;
+    footprint::idle_window(system, &mut agents, options, report).await?;
 
-    let modes: &[Mode] = match system {
-        System::Shoal { .. } => &[Mode::Block, Mode::Poll],
-        System::Serf { .. } => &[Mode::Poll],
+    let modes: &[propagation::Mode] = match system {
+        System::Shoal { .. } => &[propagation::Mode::Block, propagation::Mode::Poll],
+        System::Serf { .. } => &[propagation::Mode::Poll],
     };
     let mut round = 0;
     for &mode in modes {
@@ -83,7 +83,7 @@ pub async fn run(
                 "[{name} n={size}] propagation round {round} ({})",
                 mode.name()
             );
-            let seen = propagate(system, &agents, round, mode, options).await?;
+            let seen = propagation::propagate(system, &agents, round, mode, options).await?;
             for (agent, latency) in &seen {
                 report.sample(name, size, mode.phase(), round, agent, *latency);
             }
@@ -242,298 +242,8 @@ async fn start(
 
 /// Agent `index`'s offset inside one poll interval, so that the pollers of
 /// `size` agents spread over the interval instead of firing in lock-step.
-fn stagger(interval: Duration, index: usize, size: usize) -> Duration {
+pub fn stagger(interval: Duration, index: usize, size: usize) -> Duration {
     interval.mul_f64(index as f64 / size as f64)
-}
-
-/// CPU time, loopback bytes and (Shoal) gossip counters over an idle
-/// window in which nothing but the agents runs, then resident memory.
-async fn idle_window(
-    system: &System,
-    agents: &mut [Agent],
-    options: &Options,
-    report: &mut Report,
-) -> Result<()> {
-    let name = system.name();
-    let size = agents.len();
-    let mut clients: Vec<Client> = agents.iter().map(|agent| system.client(agent)).collect();
-    let mut counters_before = Vec::new();
-    for client in &mut clients {
-        counters_before.push(client.gossip_counters().await);
-    }
-    let pids: Vec<u32> = agents
-        .iter()
-        .map(|a| a.process.pid().context("agent not running"))
-        .collect::<Result<_>>()?;
-    let lo_before = netns::loopback_counters()?;
-    let machine_before = process::machine_cpu();
-    let cpu_before: Vec<u64> = pids
-        .iter()
-        .map(|&pid| process::cpu_ns(pid))
-        .collect::<Result<_>>()?;
-    let ticks_before: Vec<u64> = pids
-        .iter()
-        .map(|&pid| process::cpu_ticks(pid))
-        .collect::<Result<_>>()?;
-    let started = Instant::now();
-    tokio::time::sleep(options.idle).await;
-    let ticks_after: Vec<u64> = pids
-        .iter()
-        .map(|&pid| process::cpu_ticks(pid))
-        .collect::<Result<_>>()?;
-    let cpu_after: Vec<u64> = pids
-        .iter()
-        .map(|&pid| process::cpu_ns(pid))
-        .collect::<Result<_>>()?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let machine_after = process::machine_cpu();
-    let lo_after = netns::loopback_counters()?;
-    let mut counters_after = Vec::new();
-    for client in &mut clients {
-        counters_after.push(client.gossip_counters().await);
-    }
-
-    let cpu_percent: Vec<f64> = cpu_before
-        .iter()
-        .zip(&cpu_after)
-        .map(|(before, after)| 100.0 * (after.saturating_sub(*before)) as f64 / 1e9 / elapsed)
-        .collect();
-    let ticks: u64 = ticks_before
-        .iter()
-        .zip(&ticks_after)
-        .map(|(before, after)| after - before)
-        .sum();
-    let ticks_percent =
-        100.0 * process::ticks_to_duration(ticks).as_secs_f64() / elapsed / size as f64;
-    report.summary(
-        name,
-        size,
-        "idle_cpu_mean_pct_from_ticks",
-        ticks_percent,
-        "% of a core",
-    );
-    let memory: Vec<Memory> = pids
-        .iter()
-        .map(|&pid| process::memory(pid))
-        .collect::<Result<_>>()?;
-    for ((agent, memory), cpu) in agents.iter().zip(&memory).zip(&cpu_percent) {
-        report.resource(name, size, &agent.name, memory, *cpu);
-    }
-    let field = |f: fn(&Memory) -> u64| memory.iter().map(|m| f(m) as f64).collect::<Vec<_>>();
-    for (metric, values) in [
-        ("rss", field(|m| m.rss)),
-        ("rss_anon", field(|m| m.anon)),
-        ("rss_file", field(|m| m.file)),
-        ("pss", field(|m| m.pss)),
-    ] {
-        report.summary(
-            name,
-            size,
-            &format!("{metric}_median_kib"),
-            stats::median(&values),
-            "KiB",
-        );
-        report.summary(
-            name,
-            size,
-            &format!("{metric}_max_kib"),
-            stats::max(&values),
-            "KiB",
-        );
-    }
-    report.summary(
-        name,
-        size,
-        "idle_cpu_median_pct",
-        stats::median(&cpu_percent),
-        "% of a core",
-    );
-    report.summary(
-        name,
-        size,
-        "idle_cpu_max_pct",
-        stats::max(&cpu_percent),
-        "% of a core",
-    );
-    report.summary(
-        name,
-        size,
-        "idle_cpu_mean_pct",
-        cpu_percent.iter().sum::<f64>() / size as f64,
-        "% of a core",
-    );
-    report.summary(
-        name,
-        size,
-        "machine_busy_pct",
-        process::machine_busy_percent(machine_before, machine_after),
-        "% of all cores",
-    );
-    if options.private_netns {
-        let per_agent = |total: u64| total as f64 / size as f64 / elapsed;
-        report.summary(
-            name,
-            size,
-            "lo_bytes_per_agent_s",
-            per_agent(lo_after.bytes - lo_before.bytes),
-            "B/s",
-        );
-        report.summary(
-            name,
-            size,
-            "lo_packets_per_agent_s",
-            per_agent(lo_after.packets - lo_before.packets),
-            "pkt/s",
-        );
-    }
-    let own: Vec<(u64, u64)> = counters_before
-        .iter()
-        .zip(&counters_after)
-        .filter_map(|(before, after)| {
-            Some(((*after)?.0 - (*before)?.0, (*after)?.1 - (*before)?.1))
-        })
-        .collect();
-    if own.len() == size {
-        let bytes: u64 = own.iter().map(|(bytes, _)| bytes).sum();
-        let datagrams: u64 = own.iter().map(|(_, datagrams)| datagrams).sum();
-        report.summary(
-            name,
-            size,
-            "own_bytes_out_per_agent_s",
-            bytes as f64 / size as f64 / elapsed,
-            "B/s",
-        );
-        report.summary(
-            name,
-            size,
-            "own_datagrams_out_per_agent_s",
-            datagrams as f64 / size as f64 / elapsed,
-            "pkt/s",
-        );
-    }
-    Ok(())
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    /// Shoal's blocking queries: each agent answers the moment it knows.
-    Block,
-    /// Polling every `change_poll`, the same way for both systems.
-    Poll,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Block => "blocking query",
-            Mode::Poll => "polling",
-        }
-    }
-
-    fn phase(self) -> &'static str {
-        match self {
-            Mode::Block => "prop_block",
-            Mode::Poll => "prop_poll",
-        }
-    }
-}
-
-/// One propagation round: arms a watcher on every agent but the origin,
-/// makes the change on the origin, and returns each watcher's latency (ms).
-async fn propagate(
-    system: &System,
-    agents: &[Agent],
-    round: usize,
-    mode: Mode,
-    options: &Options,
-) -> Result<Vec<(String, f64)>> {
-    let size = agents.len();
-    let origin = 1 + round % (size - 1);
-    let origin_name = Rc::new(agents[origin].name.clone());
-    let deadline = Instant::now() + CHANGE_DEADLINE;
-    let (armed_tx, mut armed_rx) = tokio::sync::mpsc::channel::<()>(size);
-    let mut watchers = JoinSet::new();
-    for (index, agent) in agents
-        .iter()
-        .enumerate()
-        .filter(|(index, _)| *index != origin)
-    {
-        let mut client = system.client(agent);
-        let agent_name = agent.name.clone();
-        let origin_name = Rc::clone(&origin_name);
-        let armed_tx = armed_tx.clone();
-        let interval = options.change_poll;
-        watchers.spawn_local(async move {
-            let seen = match mode {
-                Mode::Block => watch_blocking(&mut client, round, deadline, armed_tx).await,
-                Mode::Poll => {
-                    // Arm with a first poll, so the connection is open.
-                    let _ = client.poll_change(&origin_name, round).await;
-                    let _ = armed_tx.send(()).await;
-                    let mut next = Instant::now() + stagger(interval, index, size);
-                    loop {
-                        tokio::time::sleep_until(next.into()).await;
-                        if next > deadline {
-                            break None;
-                        }
-                        if let Ok(true) = client.poll_change(&origin_name, round).await {
-                            break Some(Instant::now());
-                        }
-                        next += interval;
-                    }
-                }
-            };
-            (agent_name, seen)
-        });
-    }
-    drop(armed_tx);
-    for _ in 0..size - 1 {
-        tokio::time::timeout(Duration::from_secs(10), armed_rx.recv())
-            .await
-            .context("watchers not armed within 10 s")?;
-    }
-    let mut origin_client = system.client(&agents[origin]);
-    let started = Instant::now();
-    origin_client.make_change(round).await?;
-    let mut seen = Vec::new();
-    while let Some(result) = watchers.join_next().await {
-        let (agent, at) = result?;
-        if let Some(at) = at {
-            seen.push((agent, ms(at.saturating_duration_since(started))));
-        } else {
-            eprintln!("  {agent} did not see round {round} within {CHANGE_DEADLINE:?}");
-        }
-    }
-    Ok(seen)
-}
-
-async fn watch_blocking(
-    client: &mut Client,
-    round: usize,
-    deadline: Instant,
-    armed_tx: tokio::sync::mpsc::Sender<()>,
-) -> Option<Instant> {
-    let mut index = loop {
-        match client.block_change(round, 0, Duration::ZERO).await {
-            Ok((index, _)) => break index,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(_) => return None,
-        }
-    };
-    let _ = armed_tx.send(()).await;
-    while Instant::now() < deadline {
-        let wait = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        match client.block_change(round, index, wait).await {
-            Ok((_, true)) => return Some(Instant::now()),
-            Ok((new_index, false)) => index = new_index,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    None
 }
 
 /// SIGKILLs `agents[victim]` and returns how long each remaining agent

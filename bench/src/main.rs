@@ -3,8 +3,9 @@
 //! see "Benchmarks" in the README and the results in docs/benchmarks.md.
 //!
 //! Modules:
-//! - `cluster`: the head-to-head phases (join, idle footprint, propagation,
-//!   failure detection) for one system and one cluster size;
+//! - `cluster`: the head-to-head run for one system and one cluster size:
+//!   join, then `footprint` (idle CPU, gossip bytes, memory), then
+//!   `propagation` of a change, then failure detection;
 //! - `system`: how to start and query a Shoal or a Serf agent;
 //! - `serf_rpc`, `msgpack`: Serf's RPC protocol;
 //! - `http`: a one-connection HTTP/1.1 client;
@@ -13,11 +14,13 @@
 //! - `report`, `stats`: CSV and markdown output, percentiles.
 
 mod cluster;
+mod footprint;
 mod http;
 mod lookup;
 mod msgpack;
 mod netns;
 mod process;
+mod propagation;
 mod report;
 mod serf_rpc;
 mod stats;
