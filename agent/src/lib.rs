@@ -8,6 +8,7 @@
 //! - [`checks`]: health checks: definitions, state machine, runners.
 //! - [`local`]: services and checks registered on this agent.
 //! - [`kv`]: the replicated KV store's timestamps and disk.
+//! - [`flags`]: feature flags: schema and per-user decisions.
 //! - [`persist`]: the data directory and the persisted generation.
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
 //! - [`client`]: the CLI's HTTP client.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
+pub mod flags;
 pub mod kv;
 pub mod local;
 pub mod persist;

@@ -124,14 +124,16 @@ pub async fn put(
     flags::validate_key(&key).map_err(|error| bad_request(error.to_string()))?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|error| bad_request(format!("the body is not JSON: {error}")))?;
-    let definition = FlagDefinition::parse(&value).map_err(|error| bad_request(error.to_string()))?;
+    let definition =
+        FlagDefinition::parse(&value).map_err(|error| bad_request(error.to_string()))?;
     let request = KvRequest::Put {
         key: flags::kv_key(&key),
         value: definition.to_bytes(),
         flags: 0,
         cas: None,
     };
-    super::kv::write(&state, request).await?;
+    // A write without `cas` always happens.
+    let Json(_written) = super::kv::write(&state, request).await?;
     Ok(Json(json!({ "key": key, "definition": definition })))
 }
 
