@@ -234,13 +234,13 @@ impl Scenario {
         if self.nodes < 2 {
             return invalid("nodes", format!("is {}, needs at least 2", self.nodes));
         }
-        if !(self.duration_s > 0.0) {
+        if self.duration_s.is_nan() || self.duration_s <= 0.0 {
             return invalid("duration_s", "must be positive".into());
         }
         if self.seeds == 0 || self.seeds > self.nodes {
             return invalid("seeds", format!("must be in 1..={}", self.nodes));
         }
-        if !(self.sample_s > 0.0) {
+        if self.sample_s.is_nan() || self.sample_s <= 0.0 {
             return invalid("sample_s", "must be positive".into());
         }
         if !(0.0..=1.0).contains(&self.network.loss) {

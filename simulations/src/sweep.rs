@@ -1,5 +1,156 @@
-//! Sweeps.
+//! The sweeps behind `simulations/README.md`: cluster size, packet loss, a
+//! slow node with and without local health, and the one-hour soak. Each
+//! writes `<sweep>.csv` (one report per row) and an SVG chart.
+
+use std::io::Write;
 use std::path::Path;
-pub fn run_sweeps(_only: &[String], _max: usize, _seed: u64, _out: &Path) -> anyhow::Result<()> {
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::report::Report;
+use crate::scenario::{Action, NetworkSpec, Scenario, TimedAction};
+use crate::{plot, run};
+
+/// A scenario with defaults; the sweeps adjust it.
+fn base(name: String, nodes: usize, duration_s: f64, seed: u64) -> Scenario {
+    Scenario {
+        name,
+        seed,
+        nodes,
+        duration_s,
+        bootstrap: crate::scenario::Bootstrap::Converged,
+        view: 0,
+        static_views: false,
+        join_spread_s: 5.0,
+        seeds: 3,
+        anti_entropy: true,
+        local_health: true,
+        notify_down_members: false,
+        sample_s: 5.0,
+        network: NetworkSpec::default(),
+        actions: Vec::new(),
+    }
+}
+
+fn at(at_s: f64, action: Action) -> TimedAction {
+    TimedAction { at_s, action }
+}
+
+/// The size points: full views up to 1,000 nodes; at 10,000 a symmetric
+/// random view of ~256 members kept static (see the README for why).
+pub fn size_scenario(nodes: usize, seed: u64) -> Scenario {
+    let mut scenario = base(format!("size-{nodes}"), nodes, 60.0, seed);
+    if nodes > 1_000 {
+        scenario.view = 256;
+        scenario.static_views = true;
+        scenario.anti_entropy = false;
+    }
+    scenario.sample_s = 10.0;
+    // Three changes and a crash, far enough apart not to overlap.
+    scenario.actions = vec![
+        at(10.0, Action::Change { node: -1 }),
+        at(15.0, Action::Crash { node: nodes / 2 }),
+        at(35.0, Action::Change { node: -1 }),
+        at(45.0, Action::Change { node: -1 }),
+    ];
+    scenario
+}
+
+/// N = 100 at the given loss for `duration_s`, with changes and one crash.
+pub fn loss_scenario(loss: f64, duration_s: f64, seed: u64) -> Scenario {
+    let mut scenario = base(
+        format!("loss-{}", (loss * 100.0).round()),
+        100,
+        duration_s,
+        seed,
+    );
+    scenario.network.loss = loss;
+    scenario.actions = vec![
+        at(10.0, Action::Change { node: -1 }),
+        at(60.0, Action::Crash { node: 50 }),
+        at(120.0, Action::Change { node: -1 }),
+    ];
+    scenario
+}
+
+/// A 30-node cluster where node 4 handles datagrams 2-4 s late.
+pub fn slow_scenario(local_health: bool, seed: u64) -> Scenario {
+    let name = format!("slow-lh-{}", if local_health { "on" } else { "off" });
+    let mut scenario = base(name, 30, 600.0, seed);
+    scenario.local_health = local_health;
+    scenario.network.loss = 0.01;
+    scenario.actions = vec![at(
+        30.0,
+        Action::Slow {
+            node: 4,
+            delay_ms: 2000.0,
+            jitter_ms: 2000.0,
+        },
+    )];
+    scenario
+}
+
+/// Runs the named sweeps and writes their CSV and SVG into `out`.
+pub fn run_sweeps(only: &[String], max_nodes: usize, seed: u64, out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let wants = |name: &str| only.iter().any(|o| o == name);
+    if wants("dissemination") || wants("detection") || wants("speed") {
+        let sizes: Vec<usize> = [10, 100, 1_000, 10_000]
+            .into_iter()
+            .filter(|&n| n <= max_nodes)
+            .collect();
+        let reports = run_all(sizes.iter().map(|&n| size_scenario(n, seed)));
+        write_rows(out, "size", &reports)?;
+        plot::size_chart(&reports, &out.join("size.svg"))?;
+    }
+    if wants("loss") {
+        let reports = run_all(
+            [0.0, 0.01, 0.05, 0.10, 0.20]
+                .into_iter()
+                .map(|loss| loss_scenario(loss, 600.0, seed)),
+        );
+        write_rows(out, "loss", &reports)?;
+        plot::loss_chart(&reports, &out.join("loss.svg"))?;
+    }
+    if wants("slow") {
+        let reports = run_all((0..3).flat_map(|offset| {
+            [true, false]
+                .into_iter()
+                .map(move |lh| slow_scenario(lh, seed + offset))
+        }));
+        write_rows(out, "slow", &reports)?;
+        plot::slow_chart(&reports, &out.join("slow.svg"))?;
+    }
+    if wants("hour") {
+        let mut scenario = loss_scenario(0.05, 3_600.0, seed);
+        scenario.name = "hour-loss-5".into();
+        let reports = run_all([scenario].into_iter());
+        write_rows(out, "hour", &reports)?;
+    }
+    Ok(())
+}
+
+fn run_all(scenarios: impl Iterator<Item = Scenario>) -> Vec<(Report, f64)> {
+    scenarios
+        .map(|scenario| {
+            let started = Instant::now();
+            let (report, _) = run(scenario);
+            let wall = started.elapsed().as_secs_f64();
+            print!("{report}");
+            println!("  wall time {wall:.2}s\n");
+            (report, wall)
+        })
+        .collect()
+}
+
+fn write_rows(out: &Path, name: &str, reports: &[(Report, f64)]) -> anyhow::Result<()> {
+    let path = out.join(format!("{name}.csv"));
+    let mut file =
+        std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{},wall_s", Report::CSV_HEADER)?;
+    for (report, wall) in reports {
+        writeln!(file, "{},{wall:.2}", report.csv_row())?;
+    }
     Ok(())
 }

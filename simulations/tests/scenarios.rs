@@ -1,0 +1,181 @@
+//! Small cluster scenarios that run in the normal `cargo test`. The large
+//! sweeps are `cargo run --release -p shoal-simulations -- sweep`.
+
+use shoal_simulations::scenario::{Action, Bootstrap, Scenario};
+use shoal_simulations::{Report, run};
+
+fn scenario(text: &str) -> Scenario {
+    Scenario::parse(text).expect("valid scenario")
+}
+
+fn report_of(text: &str) -> Report {
+    let (report, _) = run(scenario(text));
+    println!("{report}");
+    report
+}
+
+#[test]
+fn a_change_reaches_every_node_of_a_joining_cluster() {
+    let report = report_of(
+        r#"
+        name = "t-dissemination"
+        seed = 3
+        nodes = 40
+        duration_s = 120
+        bootstrap = "join"
+        [network]
+        loss = 0.01
+        [[actions]]
+        at_s = 40
+        action = "change"
+        node = 7
+        "#,
+    );
+    let change = &report.dissemination[0];
+    assert_eq!(change.coverage, 1.0, "seed {}: {report}", report.seed);
+    assert!(change.p50.unwrap() < 2.0, "seed {}: {report}", report.seed);
+}
+
+#[test]
+fn a_crashed_node_is_detected_within_twice_the_analytic_bound() {
+    let report = report_of(
+        r#"
+        name = "t-detection"
+        seed = 5
+        nodes = 30
+        duration_s = 90
+        [[actions]]
+        at_s = 20
+        action = "crash"
+        node = 12
+        "#,
+    );
+    // SWIM: first probe of the dead node after e/(e-1) periods, plus one
+    // period for the probe to fail, plus the suspicion timeout
+    // 4 * log10(30) periods (1 s each).
+    let bound = std::f64::consts::E / (std::f64::consts::E - 1.0) + 1.0 + 4.0 * 30f64.log10();
+    let first = report.detection[0].first.expect("detected");
+    assert!(
+        first <= 2.0 * bound,
+        "seed {}: {first}s > 2 x {bound}s",
+        report.seed
+    );
+    assert!(
+        report.detection[0].all.is_some(),
+        "seed {}: {report}",
+        report.seed
+    );
+}
+
+#[test]
+fn no_false_positives_at_five_percent_loss_for_thirty_minutes() {
+    let report = report_of(
+        r#"
+        name = "t-loss"
+        seed = 9
+        nodes = 20
+        duration_s = 1800
+        sample_s = 60
+        [network]
+        loss = 0.05
+        "#,
+    );
+    assert_eq!(report.false_positives, 0, "seed {}: {report}", report.seed);
+    assert_eq!(report.renewals, 0, "seed {}: {report}", report.seed);
+}
+
+#[test]
+fn the_cluster_converges_after_a_partition_heals() {
+    let report = report_of(
+        r#"
+        name = "t-partition"
+        seed = 13
+        nodes = 20
+        duration_s = 240
+        [[actions]]
+        at_s = 20
+        action = "partition"
+        split = 10
+        [[actions]]
+        at_s = 80
+        action = "heal"
+        "#,
+    );
+    assert!(
+        report.partition_downs > 0,
+        "the partition was noticed: {report}"
+    );
+    let heal = report.heal_convergence_s.expect("converged after the heal");
+    assert!(heal < 120.0, "seed {}: {heal}s", report.seed);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report() {
+    let text = r#"
+        name = "t-determinism"
+        seed = 21
+        nodes = 15
+        duration_s = 60
+        [network]
+        loss = 0.05
+        [[actions]]
+        at_s = 10
+        action = "change"
+        node = -1
+        [[actions]]
+        at_s = 20
+        action = "pause"
+        node = 3
+        seconds = 4
+        [[actions]]
+        at_s = 30
+        action = "crash"
+        node = 4
+        [[actions]]
+        at_s = 45
+        action = "restart"
+        node = 4
+        "#;
+    assert_eq!(report_of(text), report_of(text));
+    let mut other = scenario(text);
+    other.seed = 22;
+    assert_ne!(run(other).0.events, report_of(text).events);
+}
+
+#[test]
+fn turn_undead_regression_healthy_nodes_never_rejoin_under_loss() {
+    // foca 2.0.0 sends TurnUndead from the suspect->down timer even after a
+    // refutation; with notify_down_members on, healthy nodes rejoin.
+    let text = r#"
+        name = "t-turn-undead"
+        seed = 4
+        nodes = 20
+        duration_s = 600
+        [network]
+        loss = 0.1
+        "#;
+    let report = report_of(text);
+    assert_eq!(report.renewals, 0, "seed {}: {report}", report.seed);
+    let mut defect = scenario(text);
+    defect.notify_down_members = true;
+    let (defect, _) = run(defect);
+    println!("{defect}");
+    assert!(
+        defect.renewals > 0,
+        "the defect shows with TurnUndead on: {defect}"
+    );
+}
+
+#[test]
+fn scenario_files_parse() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        let scenario = Scenario::load(&path).unwrap();
+        assert!(scenario.bootstrap == Bootstrap::Converged || scenario.nodes <= 1_000);
+        let _ = scenario
+            .actions
+            .iter()
+            .filter(|a| matches!(a.action, Action::Heal))
+            .count();
+    }
+}
