@@ -119,9 +119,17 @@ pub fn nodes(snapshot: &Snapshot) -> impl Iterator<Item = CatalogNode<'_>> {
 }
 
 /// Every instance of the service `name`: `(node, service)` pairs.
-pub fn instances<'a>(snapshot: &'a Snapshot, name: &'a str) -> impl Iterator<Item = (CatalogNode<'a>, &'a ServiceRecord)> {
+pub fn instances<'a>(
+    snapshot: &'a Snapshot,
+    name: &'a str,
+) -> impl Iterator<Item = (CatalogNode<'a>, &'a ServiceRecord)> {
     nodes(snapshot).flat_map(move |node| {
-        let services: Vec<&ServiceRecord> = node.record.services.iter().filter(|s| s.name == name).collect();
+        let services: Vec<&ServiceRecord> = node
+            .record
+            .services
+            .iter()
+            .filter(|s| s.name == name)
+            .collect();
         services.into_iter().map(move |service| (node, service))
     })
 }
@@ -197,7 +205,8 @@ pub fn catalog_service(snapshot: &Snapshot, name: &str, filter: &ServiceFilter) 
 
 /// `GET /v1/catalog/services`: every service name with the union of its tags.
 pub fn catalog_services(snapshot: &Snapshot) -> Value {
-    let mut services: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = Default::default();
+    let mut services: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
     for node in nodes(snapshot) {
         for service in &node.record.services {
             services
@@ -220,7 +229,12 @@ fn all_checks(snapshot: &Snapshot) -> Vec<Value> {
     for node in nodes(snapshot) {
         out.extend(node.node_checks().iter().map(|c| node.check_json(c, None)));
         for service in &node.record.services {
-            out.extend(service.checks.iter().map(|c| node.check_json(c, Some(service))));
+            out.extend(
+                service
+                    .checks
+                    .iter()
+                    .map(|c| node.check_json(c, Some(service))),
+            );
         }
     }
     out
@@ -242,7 +256,12 @@ pub fn health_state(snapshot: &Snapshot, state: &str) -> Option<Value> {
 /// `GET /v1/health/checks/:service`
 pub fn health_checks(snapshot: &Snapshot, name: &str) -> Value {
     let checks = instances(snapshot, name)
-        .flat_map(|(node, service)| service.checks.iter().map(move |c| node.check_json(c, Some(service))))
+        .flat_map(|(node, service)| {
+            service
+                .checks
+                .iter()
+                .map(move |c| node.check_json(c, Some(service)))
+        })
         .collect();
     Value::Array(checks)
 }
@@ -259,7 +278,9 @@ pub fn health_node(snapshot: &Snapshot, name: &str) -> Value {
 /// Instances of `name` whose every check passes, cluster-wide.
 pub fn count_passing(snapshot: &Snapshot, name: &str) -> usize {
     instances(snapshot, name)
-        .filter(|(node, service)| worst_status(&node.service_checks(service)) == CheckStatus::Passing)
+        .filter(|(node, service)| {
+            worst_status(&node.service_checks(service)) == CheckStatus::Passing
+        })
         .count()
 }
 

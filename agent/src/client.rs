@@ -17,6 +17,8 @@ pub enum ClientError {
         path: String,
         status: u16,
         message: String,
+        /// `X-Consul-Index` of the answer, when it had one.
+        index: Option<u64>,
     },
     #[error("the agent's answer to {path} is not valid JSON: {reason}")]
     BadBody { path: String, reason: String },
@@ -45,12 +47,36 @@ impl Client {
     }
 
     pub fn get_json(&self, path: &str) -> Result<Value, ClientError> {
+        self.get_json_with_index(path).map(|(_, body)| body)
+    }
+
+    /// GET with the answer's `X-Consul-Index` (0 when absent).
+    pub fn get_json_with_index(&self, path: &str) -> Result<(u64, Value), ClientError> {
         let response = self
             .agent
             .get(&format!("{}{path}", self.base))
             .call()
             .map_err(|error| self.unreachable(error))?;
-        self.read("GET", path, response)
+        let index = index_of(&response).unwrap_or(0);
+        Ok((index, self.read("GET", path, response)?))
+    }
+
+    pub fn put_bytes(&self, path: &str, body: &[u8]) -> Result<Value, ClientError> {
+        let response = self
+            .agent
+            .put(&format!("{}{path}", self.base))
+            .send(body)
+            .map_err(|error| self.unreachable(error))?;
+        self.read("PUT", path, response)
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        let response = self
+            .agent
+            .delete(&format!("{}{path}", self.base))
+            .call()
+            .map_err(|error| self.unreachable(error))?;
+        self.read("DELETE", path, response)
     }
 
     pub fn put(&self, path: &str) -> Result<Value, ClientError> {
@@ -90,6 +116,7 @@ impl Client {
         mut response: ureq::http::Response<ureq::Body>,
     ) -> Result<Value, ClientError> {
         let status = response.status().as_u16();
+        let index = index_of(&response);
         let text = response
             .body_mut()
             .read_to_string()
@@ -108,6 +135,7 @@ impl Client {
                 path: path.to_string(),
                 status,
                 message,
+                index,
             });
         }
         if text.trim().is_empty() {
@@ -118,4 +146,12 @@ impl Client {
             reason: error.to_string(),
         })
     }
+}
+
+fn index_of(response: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+    response
+        .headers()
+        .get("X-Consul-Index")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse().ok())
 }

@@ -158,6 +158,8 @@ pub struct AgentConfig {
     pub services: Vec<ServiceDefinition>,
     /// Node-level checks from the file and `config_dir`.
     pub checks: Vec<CheckDefinition>,
+    /// The directory of service files in use, if any (watched for reload).
+    pub config_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -181,6 +183,7 @@ impl AgentConfig {
             let (services, checks) = read_config_dir(&dir)?;
             config.services.extend(services);
             config.checks.extend(checks);
+            config.config_dir = Some(dir);
         }
         check_unique_ids(&config.services, &config.checks)?;
         Ok(config)
@@ -327,6 +330,7 @@ impl AgentConfig {
             fault_injection: overrides.fault_injection,
             services,
             checks,
+            config_dir: None,
         })
     }
 }
@@ -662,6 +666,23 @@ mod tests {
         assert_eq!(config.bind, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(config.advertise, config.bind);
         assert_eq!(config.tags["role"], "web");
+    }
+
+    #[test]
+    fn the_annotated_examples_are_valid() {
+        let file: FileConfig = toml::from_str(include_str!("../../config/agent.toml")).unwrap();
+        let config = AgentConfig::from_parts(file, &Overrides::default()).unwrap();
+        assert_eq!(config.tags["role"], "web");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("services.toml"),
+            include_str!("../../config/services.toml"),
+        )
+        .unwrap();
+        let (services, checks) = read_config_dir(dir.path()).unwrap();
+        assert_eq!(services.len(), 2);
+        assert_eq!(services[0].checks.len(), 3);
+        assert_eq!(checks.len(), 4);
     }
 
     #[test]

@@ -14,10 +14,10 @@
 //! - [`client`]: the CLI's HTTP client.
 
 pub mod api;
+pub mod catalog;
 pub mod checks;
 pub mod cli;
 pub mod client;
-pub mod catalog;
 pub mod config;
 pub mod daemon;
 pub mod flags;

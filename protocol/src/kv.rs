@@ -42,8 +42,19 @@ impl KvEntry {
     /// different entries with equal `(time, writer)` can only come from a
     /// misbehaving node; the content decides, so every agent still agrees.
     pub fn supersedes(&self, other: &KvEntry) -> bool {
-        (self.time, &self.writer, self.deleted, self.flags, &self.value)
-            > (other.time, &other.writer, other.deleted, other.flags, &other.value)
+        (
+            self.time,
+            &self.writer,
+            self.deleted,
+            self.flags,
+            &self.value,
+        ) > (
+            other.time,
+            &other.writer,
+            other.deleted,
+            other.flags,
+            &other.value,
+        )
     }
 
     fn hash(&self) -> u64 {
@@ -135,7 +146,11 @@ impl KvStore {
         let create_index = match previous {
             Some(previous) => {
                 buckets[bucket] ^= previous.entry.hash();
-                if previous.entry.deleted { self.index + 1 } else { previous.create_index }
+                if previous.entry.deleted {
+                    self.index + 1
+                } else {
+                    previous.create_index
+                }
             }
             None => self.index + 1,
         };
@@ -146,7 +161,8 @@ impl KvStore {
             create_index,
             modify_index: self.index,
         };
-        self.entries.insert(stored.entry.key.clone(), stored.clone());
+        self.entries
+            .insert(stored.entry.key.clone(), stored.clone());
         Some(stored)
     }
 
@@ -289,9 +305,17 @@ mod tests {
     }
 
     fn arbitrary_entry() -> impl Strategy<Value = Arc<KvEntry>> {
-        (0usize..4, 0usize..3, 0u64..5, 0usize..3, any::<bool>()).prop_map(|(k, v, time, w, deleted)| {
-            entry(["a", "b", "c/d", "c/e"][k], ["x", "y", ""][v], time, ["n1", "n2", "n3"][w], deleted)
-        })
+        (0usize..4, 0usize..3, 0u64..5, 0usize..3, any::<bool>()).prop_map(
+            |(k, v, time, w, deleted)| {
+                entry(
+                    ["a", "b", "c/d", "c/e"][k],
+                    ["x", "y", ""][v],
+                    time,
+                    ["n1", "n2", "n3"][w],
+                    deleted,
+                )
+            },
+        )
     }
 
     fn contents(store: &KvStore) -> Vec<KvEntry> {
@@ -332,21 +356,35 @@ mod tests {
 
     #[test]
     fn prefix_lists_in_order_and_tombstones_are_collected() {
-        let store = merged(&[entry("c/e", "1", 1, "n", false), entry("c/d", "2", 1, "n", false), entry("b", "3", 1, "n", false)]);
+        let store = merged(&[
+            entry("c/e", "1", 1, "n", false),
+            entry("c/d", "2", 1, "n", false),
+            entry("b", "3", 1, "n", false),
+        ]);
         let keys: Vec<&str> = store.prefix("c/").map(|s| s.entry.key.as_str()).collect();
         assert_eq!(keys, ["c/d", "c/e"]);
-        let mut store = merged(&[entry("old", "", 10, "n", true), entry("new", "", 50, "n", true), entry("live", "v", 1, "n", false)]);
+        let mut store = merged(&[
+            entry("old", "", 10, "n", true),
+            entry("new", "", 50, "n", true),
+            entry("live", "v", 1, "n", false),
+        ]);
         assert_eq!(store.collect_tombstones(20), ["old"]);
         assert_eq!(store.len(), 2);
         assert_eq!(store.forget_older_than(20), ["live"]);
-        assert_eq!(store.bucket_hashes(), merged(&[entry("new", "", 50, "n", true)]).bucket_hashes());
+        assert_eq!(
+            store.bucket_hashes(),
+            merged(&[entry("new", "", 50, "n", true)]).bucket_hashes()
+        );
     }
 
     #[test]
     fn key_limits() {
         assert_eq!(validate_key(""), Err(KvError::EmptyKey));
         assert_eq!(validate_key("/x"), Err(KvError::LeadingSlash));
-        assert_eq!(validate_key(&"k".repeat(513)), Err(KvError::KeyTooLong(513)));
+        assert_eq!(
+            validate_key(&"k".repeat(513)),
+            Err(KvError::KeyTooLong(513))
+        );
         assert!(validate_key("db/pool_size").is_ok());
     }
 

@@ -203,12 +203,24 @@ mod tests {
     fn critical_checks_decide_unhealthy_others_only_degrade() {
         use CheckStatus::*;
         assert_eq!(Health::of([]), Health::Healthy);
-        assert_eq!(Health::of(&[check(Passing, true), check(Passing, false)]), Health::Healthy);
-        assert_eq!(Health::of(&[check(Passing, true), check(Critical, false)]), Health::Degraded);
+        assert_eq!(
+            Health::of(&[check(Passing, true), check(Passing, false)]),
+            Health::Healthy
+        );
+        assert_eq!(
+            Health::of(&[check(Passing, true), check(Critical, false)]),
+            Health::Degraded
+        );
         assert_eq!(Health::of(&[check(Warning, true)]), Health::Degraded);
-        assert_eq!(Health::of(&[check(Critical, true), check(Passing, false)]), Health::Unhealthy);
+        assert_eq!(
+            Health::of(&[check(Critical, true), check(Passing, false)]),
+            Health::Unhealthy
+        );
         assert_eq!(worst_status(&[check(Critical, false)]), Warning);
-        assert_eq!(worst_status(&[check(Critical, true), check(Warning, true)]), Critical);
+        assert_eq!(
+            worst_status(&[check(Critical, true), check(Warning, true)]),
+            Critical
+        );
         assert_eq!(worst_status(&[]), Passing);
     }
 }

@@ -86,7 +86,9 @@ impl Rumor {
                 key: entry.key.clone(),
                 order: (entry.time, entry.writer.clone()),
             },
-            Rumor::KvDigest { key, time, writer, .. } => RumorKey::Kv {
+            Rumor::KvDigest {
+                key, time, writer, ..
+            } => RumorKey::Kv {
                 key: key.clone(),
                 order: (*time, writer.clone()),
             },
@@ -105,12 +107,20 @@ pub enum RumorKey {
 impl Invalidates for RumorKey {
     fn invalidates(&self, other: &Self) -> bool {
         match (self, other) {
-            (RumorKey::Node { name, order }, RumorKey::Node { name: theirs, order: their_order }) => {
-                name == theirs && order >= their_order
-            }
-            (RumorKey::Kv { key, order }, RumorKey::Kv { key: theirs, order: their_order }) => {
-                key == theirs && order >= their_order
-            }
+            (
+                RumorKey::Node { name, order },
+                RumorKey::Node {
+                    name: theirs,
+                    order: their_order,
+                },
+            ) => name == theirs && order >= their_order,
+            (
+                RumorKey::Kv { key, order },
+                RumorKey::Kv {
+                    key: theirs,
+                    order: their_order,
+                },
+            ) => key == theirs && order >= their_order,
             _ => false,
         }
     }
@@ -166,7 +176,12 @@ impl BroadcastHandler<NodeId> for RumorHandler {
                 news
             }
             Rumor::Kv(entry) => state.apply_kv(Arc::new(entry)),
-            Rumor::KvDigest { key, time, writer, from } => {
+            Rumor::KvDigest {
+                key,
+                time,
+                writer,
+                from,
+            } => {
                 let news = state.kv_is_news(&key, time, &writer);
                 if news {
                     state.want_pull(from);

@@ -33,7 +33,24 @@ new_index, after_fail = c.health.service("payments", passing=True, index=index, 
 c.agent.service.deregister("payments-1")
 _, after_deregister = c.catalog.service("payments")
 
+# The KV store: put, get (with its index), a blocking get, recurse, delete.
+assert c.kv.put("config/db/pool_size", "20") is True
+assert c.kv.put("config/db/host", "db.internal", flags=7) is True
+kv_index, pool = c.kv.get("config/db/pool_size")
+assert c.kv.put("config/db/pool_size", "30") is True
+kv_new_index, pool_after = c.kv.get("config/db/pool_size", index=kv_index, wait="10s")
+_, tree = c.kv.get("config/db", recurse=True)
+assert c.kv.put("config/db/pool_size", "never", cas=1) is False
+assert c.kv.delete("config/db/host") is True
+_, host_after_delete = c.kv.get("config/db/host")
+
 print(json.dumps({
+    "kv_value": pool["Value"].decode(),
+    "kv_value_after": pool_after["Value"].decode(),
+    "kv_index": int(kv_index),
+    "kv_new_index": int(kv_new_index),
+    "kv_tree": [[e["Key"], e["Value"].decode(), e["Flags"]] for e in tree],
+    "kv_deleted": host_after_delete,
     "index": int(index),
     "new_index": int(new_index),
     "passing": passing,

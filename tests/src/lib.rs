@@ -222,16 +222,23 @@ impl Agent {
 
     /// `PUT /v1/kv/key` with `value`; the body (`true`/`false`) or an error.
     pub fn kv_put(&self, key: &str, value: &str) -> Result<bool, String> {
-        let (status, body) = http_json("PUT", self.http_addr(), &format!("/v1/kv/{key}"), Some(value.as_bytes()))?;
+        let (status, body) = http_json(
+            "PUT",
+            self.http_addr(),
+            &format!("/v1/kv/{key}"),
+            Some(value.as_bytes()),
+        )?;
         if status != 200 {
             return Err(format!("HTTP {status}: {body}"));
         }
-        body.as_bool().ok_or_else(|| format!("not a boolean: {body}"))
+        body.as_bool()
+            .ok_or_else(|| format!("not a boolean: {body}"))
     }
 
     /// The value of `key` (raw), or `None` when it does not exist.
     pub fn kv_get(&self, key: &str) -> Result<Option<String>, String> {
-        let (status, body) = http_json("GET", self.http_addr(), &format!("/v1/kv/{key}?raw"), None)?;
+        let (status, body) =
+            http_json("GET", self.http_addr(), &format!("/v1/kv/{key}?raw"), None)?;
         match status {
             200 => Ok(Some(match body {
                 Value::String(text) => text,
@@ -353,7 +360,8 @@ impl Cluster {
 
     /// Waits until every agent reports all agents alive.
     pub fn wait_all_alive(&self, timeout: Duration) {
-        let expected: Vec<(String, u64)> = self.agents.iter().map(|a| (a.name.clone(), 1)).collect();
+        let expected: Vec<(String, u64)> =
+            self.agents.iter().map(|a| (a.name.clone(), 1)).collect();
         let all: Vec<usize> = (0..self.agents.len()).collect();
         self.wait_members(&all, &expected, timeout);
     }

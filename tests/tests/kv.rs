@@ -12,19 +12,35 @@ use shoal_tests::{Agent, AgentOptions, Cluster, http_json, wait_for};
 fn options(root: &std::path::Path) -> impl Fn(usize) -> AgentOptions + '_ {
     move |i| {
         let config = root.join(format!("gossip-{i}.toml"));
-        std::fs::write(&config, "[gossip]\nreannounce_interval = \"1s\"\npush_pull_interval = \"2s\"\n").unwrap();
+        std::fs::write(
+            &config,
+            "[gossip]\nreannounce_interval = \"1s\"\npush_pull_interval = \"2s\"\n",
+        )
+        .unwrap();
         AgentOptions {
-            args: vec!["--fault-injection".into(), "--config".into(), config.display().to_string()],
+            args: vec![
+                "--fault-injection".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
             ..AgentOptions::default()
         }
     }
 }
 
 fn wait_value(agent: &Agent, key: &str, expected: Option<&str>, timeout: Duration) {
-    wait_for(timeout, &format!("{} to see {key} = {expected:?}", agent.name), || {
-        let value = agent.kv_get(key)?;
-        if value.as_deref() == expected { Ok(()) } else { Err(format!("{value:?}")) }
-    });
+    wait_for(
+        timeout,
+        &format!("{} to see {key} = {expected:?}", agent.name),
+        || {
+            let value = agent.kv_get(key)?;
+            if value.as_deref() == expected {
+                Ok(())
+            } else {
+                Err(format!("{value:?}"))
+            }
+        },
+    );
 }
 
 #[test]
@@ -37,9 +53,17 @@ fn writes_converge_and_concurrent_writes_resolve_identically() {
     let mut propagation = Vec::new();
     for (i, agent) in cluster.agents.iter().enumerate() {
         let started = Instant::now();
-        assert_eq!(agent.kv_put(&format!("config/key-{i}"), &format!("value-{i}")), Ok(true));
+        assert_eq!(
+            agent.kv_put(&format!("config/key-{i}"), &format!("value-{i}")),
+            Ok(true)
+        );
         for other in &cluster.agents {
-            wait_value(other, &format!("config/key-{i}"), Some(&format!("value-{i}")), Duration::from_secs(15));
+            wait_value(
+                other,
+                &format!("config/key-{i}"),
+                Some(&format!("value-{i}")),
+                Duration::from_secs(15),
+            );
         }
         propagation.push(started.elapsed());
     }
@@ -50,7 +74,13 @@ fn writes_converge_and_concurrent_writes_resolve_identically() {
     for agent in &cluster.agents {
         wait_value(agent, "config/doomed", Some("x"), Duration::from_secs(15));
     }
-    let (status, _) = http_json("DELETE", cluster.agents[1].http_addr(), "/v1/kv/config/doomed", None).unwrap();
+    let (status, _) = http_json(
+        "DELETE",
+        cluster.agents[1].http_addr(),
+        "/v1/kv/config/doomed",
+        None,
+    )
+    .unwrap();
     assert_eq!(status, 200);
     for agent in &cluster.agents {
         wait_value(agent, "config/doomed", None, Duration::from_secs(15));
@@ -66,7 +96,8 @@ fn writes_converge_and_concurrent_writes_resolve_identically() {
             std::thread::spawn(move || {
                 for round in 0..5 {
                     let value = format!("{name}-{round}");
-                    let (status, _) = http_json("PUT", addr, "/v1/kv/contended", Some(value.as_bytes())).unwrap();
+                    let (status, _) =
+                        http_json("PUT", addr, "/v1/kv/contended", Some(value.as_bytes())).unwrap();
                     assert_eq!(status, 200);
                 }
             })
@@ -75,15 +106,23 @@ fn writes_converge_and_concurrent_writes_resolve_identically() {
     for handle in handles {
         handle.join().unwrap();
     }
-    wait_for(Duration::from_secs(20), "every agent to agree on `contended`", || {
-        let values: Vec<Option<String>> = cluster.agents.iter().map(|a| a.kv_get("contended")).collect::<Result<_, _>>()?;
-        let first = &values[0];
-        if first.is_some() && values.iter().all(|v| v == first) {
-            Ok(())
-        } else {
-            Err(format!("{values:?}"))
-        }
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "every agent to agree on `contended`",
+        || {
+            let values: Vec<Option<String>> = cluster
+                .agents
+                .iter()
+                .map(|a| a.kv_get("contended"))
+                .collect::<Result<_, _>>()?;
+            let first = &values[0];
+            if first.is_some() && values.iter().all(|v| v == first) {
+                Ok(())
+            } else {
+                Err(format!("{values:?}"))
+            }
+        },
+    );
     // The winner is one of the last writes of some agent.
     let winner = cluster.agents[0].kv_get("contended").unwrap().unwrap();
     assert!(winner.ends_with("-4"), "{winner}");
@@ -92,9 +131,14 @@ fn writes_converge_and_concurrent_writes_resolve_identically() {
     let entry = cluster.agents[2].get("/v1/kv/config/key-0").unwrap();
     let index = entry[0]["ModifyIndex"].as_u64().unwrap();
     let path = format!("/v1/kv/config/key-0?cas={index}");
-    let (_, first) = http_json("PUT", cluster.agents[2].http_addr(), &path, Some(b"cas-1")).unwrap();
-    let (_, second) = http_json("PUT", cluster.agents[2].http_addr(), &path, Some(b"cas-2")).unwrap();
-    assert_eq!((first, second), (serde_json::json!(true), serde_json::json!(false)));
+    let (_, first) =
+        http_json("PUT", cluster.agents[2].http_addr(), &path, Some(b"cas-1")).unwrap();
+    let (_, second) =
+        http_json("PUT", cluster.agents[2].http_addr(), &path, Some(b"cas-2")).unwrap();
+    assert_eq!(
+        (first, second),
+        (serde_json::json!(true), serde_json::json!(false))
+    );
 }
 
 #[test]
@@ -110,20 +154,37 @@ fn partition_with_writes_on_both_sides_heals_without_losing_acknowledged_writes(
     // Cut {0, 1} off from {2, 3, 4}.
     let minority = [0, 1];
     let majority = [2, 3, 4];
-    let ips = |side: &[usize]| side.iter().map(|&i| cluster.agents[i].ip.to_string()).collect::<Vec<_>>().join(",");
-    for (side, other) in [(&minority[..], &majority[..]), (&majority[..], &minority[..])] {
+    let ips = |side: &[usize]| {
+        side.iter()
+            .map(|&i| cluster.agents[i].ip.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for (side, other) in [
+        (&minority[..], &majority[..]),
+        (&majority[..], &minority[..]),
+    ] {
         for &i in side {
             let path = format!("/v1/shoal/fault?block={}", ips(other));
-            let (status, body) = http_json("PUT", cluster.agents[i].http_addr(), &path, None).unwrap();
+            let (status, body) =
+                http_json("PUT", cluster.agents[i].http_addr(), &path, None).unwrap();
             assert_eq!(status, 200, "{body}");
         }
     }
     // Both sides see the other failed.
-    wait_for(Duration::from_secs(30), "node-0 to see the majority failed", || {
-        let members = cluster.agents[0].members()?;
-        let failed = members.iter().filter(|(_, status)| *status == 4).count();
-        if failed == 3 { Ok(()) } else { Err(format!("{members:?}")) }
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "node-0 to see the majority failed",
+        || {
+            let members = cluster.agents[0].members()?;
+            let failed = members.iter().filter(|(_, status)| *status == 4).count();
+            if failed == 3 {
+                Ok(())
+            } else {
+                Err(format!("{members:?}"))
+            }
+        },
+    );
 
     // Acknowledged writes on both sides, including to the same key.
     let mut acknowledged = BTreeMap::new();
@@ -141,7 +202,8 @@ fn partition_with_writes_on_both_sides_heals_without_losing_acknowledged_writes(
     // Heal.
     let healed = Instant::now();
     for agent in &cluster.agents {
-        let (status, _) = http_json("PUT", agent.http_addr(), "/v1/shoal/fault?block=", None).unwrap();
+        let (status, _) =
+            http_json("PUT", agent.http_addr(), "/v1/shoal/fault?block=", None).unwrap();
         assert_eq!(status, 200);
     }
     cluster.wait_all_alive(Duration::from_secs(60));
@@ -166,9 +228,14 @@ fn acknowledged_writes_survive_sigkill_and_a_full_restart() {
     assert_eq!(cluster.agents[1].kv_put("durable/one", "1"), Ok(true));
     cluster.agents[1].kill();
     cluster.agents[1].restart();
-    wait_for(Duration::from_secs(15), "node-1 to serve again", || cluster.agents[1].get("/v1/agent/self").map(|_| ()));
+    wait_for(Duration::from_secs(15), "node-1 to serve again", || {
+        cluster.agents[1].get("/v1/agent/self").map(|_| ())
+    });
     // Read before it could have re-learned it from a peer: it must be on disk.
-    assert_eq!(cluster.agents[1].kv_get("durable/one"), Ok(Some("1".into())));
+    assert_eq!(
+        cluster.agents[1].kv_get("durable/one"),
+        Ok(Some("1".into()))
+    );
 
     // A batch of writes, then the whole cluster stops (SIGKILL) and starts.
     let mut written = Vec::new();
@@ -185,10 +252,17 @@ fn acknowledged_writes_survive_sigkill_and_a_full_restart() {
         agent.restart();
     }
     for (i, agent) in cluster.agents.iter().enumerate() {
-        wait_for(Duration::from_secs(15), "the agent to serve again", || agent.get("/v1/agent/self").map(|_| ()));
+        wait_for(Duration::from_secs(15), "the agent to serve again", || {
+            agent.get("/v1/agent/self").map(|_| ())
+        });
         // Each agent has its own acknowledged writes from disk at once ...
         for (key, value) in written.iter().skip(i).step_by(3) {
-            assert_eq!(agent.kv_get(key), Ok(Some(value.clone())), "{} lost {key}", agent.name);
+            assert_eq!(
+                agent.kv_get(key),
+                Ok(Some(value.clone())),
+                "{} lost {key}",
+                agent.name
+            );
         }
     }
     // ... and everyone else's once they have gossiped.

@@ -1,5 +1,5 @@
 //! Debian's python3-consul, a real Consul client, against a live agent: it
-//! must see exactly what the HTTP API shows.
+//! must see exactly what the HTTP API shows, for services, health and KV.
 
 use std::process::Command;
 use std::time::Duration;
@@ -82,6 +82,23 @@ fn python_consul_registers_and_looks_up_services() {
     );
     assert_eq!(seen["after_fail"], serde_json::json!([]));
     assert_eq!(seen["after_deregister"], serde_json::json!([]));
+
+    // python-consul's KV calls: values, flags, a blocking get, CAS, delete.
+    assert_eq!(seen["kv_value"], "20");
+    assert_eq!(seen["kv_value_after"], "30");
+    assert!(
+        seen["kv_new_index"].as_u64() > seen["kv_index"].as_u64(),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["kv_tree"],
+        serde_json::json!([
+            ["config/db/host", "db.internal", 7],
+            ["config/db/pool_size", "30", 0]
+        ])
+    );
+    assert_eq!(seen["kv_deleted"], Value::Null);
+    assert_eq!(agent.kv_get("config/db/pool_size"), Ok(Some("30".into())));
 
     // And the HTTP API agrees now.
     assert_eq!(

@@ -147,9 +147,15 @@ pub async fn leave(State(state): State<ApiState>) -> Result<StatusCode, ApiError
 /// `PUT /v1/shoal/fault?block=IP,IP` (empty `block` heals): drops all gossip
 /// and anti-entropy traffic to and from those peers. Only with
 /// `--fault-injection`; a test hook, not an operator feature.
-pub async fn set_faults(State(state): State<ApiState>, query: super::Query) -> Result<Json<Value>, ApiError> {
+pub async fn set_faults(
+    State(state): State<ApiState>,
+    query: super::Query,
+) -> Result<Json<Value>, ApiError> {
     if !state.faults.enabled() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "fault injection is off (start the agent with --fault-injection)"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "fault injection is off (start the agent with --fault-injection)",
+        ));
     }
     let ips = query
         .get("block")
@@ -157,8 +163,12 @@ pub async fn set_faults(State(state): State<ApiState>, query: super::Query) -> R
         .split(',')
         .filter(|part| !part.is_empty())
         .map(|part| {
-            part.parse::<std::net::IpAddr>()
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("block: `{part}` is not an IP address")))
+            part.parse::<std::net::IpAddr>().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("block: `{part}` is not an IP address"),
+                )
+            })
         })
         .collect::<Result<_, _>>()?;
     state.faults.set_blocked(ips);

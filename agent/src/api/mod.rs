@@ -125,7 +125,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/health/state/{state}", get(catalog::health_state))
         .route("/v1/health/node/{node}", get(catalog::health_node))
         .route("/v1/shoal/pick/{name}", get(catalog::pick))
-        .route("/v1/shoal/fault", put(agent::set_faults).get(agent::get_faults))
+        .route(
+            "/v1/shoal/fault",
+            put(agent::set_faults).get(agent::get_faults),
+        )
         .route("/v1/kv", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
         .route(

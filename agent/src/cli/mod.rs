@@ -7,9 +7,11 @@
 //! - [`leave`]: `shoal leave`.
 //! - [`services`]: `shoal services`, `shoal service`, `shoal checks`.
 //! - [`register`]: `shoal register`, `shoal deregister`, `shoal maint`.
+//! - [`kv`]: `shoal kv get|put|delete|ls|watch`.
 
 pub mod agent;
 pub mod info;
+pub mod kv;
 pub mod leave;
 pub mod members;
 pub mod register;
@@ -59,6 +61,8 @@ pub enum Command {
     Deregister(register::DeregisterArgs),
     /// Put this node or one of its services into maintenance, or out of it.
     Maint(register::MaintArgs),
+    /// Read and write the replicated KV store.
+    Kv(kv::KvArgs),
 }
 
 /// Output format of the inspection commands.
@@ -97,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Register(args) => register::register(&client(), args),
         Command::Deregister(args) => register::deregister(&client(), args),
         Command::Maint(args) => register::maint(&client(), args),
+        Command::Kv(args) => kv::run(&client(), args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

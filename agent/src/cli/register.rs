@@ -40,13 +40,16 @@ pub struct MaintArgs {
 
 /// The service objects a file holds.
 fn services_in(path: &PathBuf) -> anyhow::Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let is_toml = path.extension().is_some_and(|ext| ext == "toml");
     let value: Value = if is_toml {
-        let parsed: toml::Value = toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+        let parsed: toml::Value = toml::from_str(&text)
+            .with_context(|| format!("{} is not valid TOML", path.display()))?;
         serde_json::to_value(parsed)?
     } else {
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?
     };
     let value = normalize(value);
     let services = if let Some(service) = value.get("service") {
@@ -62,7 +65,11 @@ fn services_in(path: &PathBuf) -> anyhow::Result<Vec<Value>> {
 pub fn register(client: &Client, args: &RegisterArgs) -> anyhow::Result<()> {
     for service in services_in(&args.file)? {
         client.put_json("/v1/agent/service/register", &service)?;
-        let name = service.get("id").or(service.get("name")).and_then(Value::as_str).unwrap_or("?");
+        let name = service
+            .get("id")
+            .or(service.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("?");
         println!("Registered service: {name}");
     }
     Ok(())
@@ -82,15 +89,27 @@ pub fn maint(client: &Client, args: &MaintArgs) -> anyhow::Result<()> {
     if let Some(reason) = &args.reason {
         let encoded: String = reason
             .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
             .collect();
         query.push_str(&format!("&reason={encoded}"));
     }
     let (path, what) = match &args.service {
-        Some(id) => (format!("/v1/agent/service/maintenance/{id}{query}"), format!("service {id}")),
+        Some(id) => (
+            format!("/v1/agent/service/maintenance/{id}{query}"),
+            format!("service {id}"),
+        ),
         None => (format!("/v1/agent/maintenance{query}"), "node".to_string()),
     };
     client.put(&path)?;
-    println!("Maintenance mode {} for {what}", if args.enable { "enabled" } else { "disabled" });
+    println!(
+        "Maintenance mode {} for {what}",
+        if args.enable { "enabled" } else { "disabled" }
+    );
     Ok(())
 }

@@ -40,7 +40,9 @@ fn encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -66,10 +68,24 @@ pub fn services(client: &Client, args: &ServicesArgs) -> anyhow::Result<()> {
     for (name, tags) in catalog.as_object().into_iter().flatten() {
         let entries = client.get_json(&format!("/v1/health/service/{}", encode(name)))?;
         let entries = entries.as_array().cloned().unwrap_or_default();
-        let passing = entries.iter().filter(|e| entry_status(e) == "passing").count();
-        let tags: Vec<&str> = tags.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        rows.push(vec![name.clone(), format!("{passing}/{}", entries.len()), tags.join(",")]);
-        summary.push(json!({ "Name": name, "Passing": passing, "Instances": entries.len(), "Tags": tags }));
+        let passing = entries
+            .iter()
+            .filter(|e| entry_status(e) == "passing")
+            .count();
+        let tags: Vec<&str> = tags
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        rows.push(vec![
+            name.clone(),
+            format!("{passing}/{}", entries.len()),
+            tags.join(","),
+        ]);
+        summary.push(
+            json!({ "Name": name, "Passing": passing, "Instances": entries.len(), "Tags": tags }),
+        );
     }
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
@@ -96,11 +112,22 @@ pub fn service(client: &Client, args: &ServiceArgs) -> anyhow::Result<()> {
             let service = &entry["Service"];
             let address = match service["Address"].as_str() {
                 Some(address) if !address.is_empty() => address.to_string(),
-                _ => entry["Node"]["Address"].as_str().unwrap_or_default().to_string(),
+                _ => entry["Node"]["Address"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             };
-            let tags: Vec<&str> = service["Tags"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let tags: Vec<&str> = service["Tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             vec![
-                entry["Node"]["Node"].as_str().unwrap_or_default().to_string(),
+                entry["Node"]["Node"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 service["ID"].as_str().unwrap_or_default().to_string(),
                 format!("{address}:{}", service["Port"]),
                 entry_status(entry).to_string(),
@@ -118,7 +145,11 @@ pub fn checks(client: &Client, args: &ChecksArgs) -> anyhow::Result<()> {
         .as_object()
         .into_iter()
         .flat_map(|map| map.values())
-        .filter(|check| args.service.as_deref().is_none_or(|id| check["ServiceID"] == id))
+        .filter(|check| {
+            args.service
+                .as_deref()
+                .is_none_or(|id| check["ServiceID"] == id)
+        })
         .collect();
     if args.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
@@ -127,7 +158,12 @@ pub fn checks(client: &Client, args: &ChecksArgs) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = checks
         .iter()
         .map(|check| {
-            let output = check["Output"].as_str().unwrap_or_default().lines().next().unwrap_or_default();
+            let output = check["Output"]
+                .as_str()
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or_default();
             let output: String = output.chars().take(60).collect();
             vec![
                 check["CheckID"].as_str().unwrap_or_default().to_string(),

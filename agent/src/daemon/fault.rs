@@ -29,7 +29,8 @@ impl FaultInjection {
 
     /// Whether traffic to or from `ip` must be dropped.
     pub fn is_blocked(&self, ip: IpAddr) -> bool {
-        self.any_blocked.load(Ordering::Relaxed) && self.blocked.read().expect("fault lock").contains(&ip)
+        self.any_blocked.load(Ordering::Relaxed)
+            && self.blocked.read().expect("fault lock").contains(&ip)
     }
 
     /// Replaces the set of blocked peers (empty: heal).
@@ -40,7 +41,13 @@ impl FaultInjection {
     }
 
     pub fn blocked(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> = self.blocked.read().expect("fault lock").iter().copied().collect();
+        let mut ips: Vec<IpAddr> = self
+            .blocked
+            .read()
+            .expect("fault lock")
+            .iter()
+            .copied()
+            .collect();
         ips.sort();
         ips
     }

@@ -160,7 +160,12 @@ pub async fn run(
         tasks_stop.clone(),
     ));
 
-    let sync = sync::SyncService::new(envelope, commands_tx.clone(), tracker.clone(), faults.clone());
+    let sync = sync::SyncService::new(
+        envelope,
+        commands_tx.clone(),
+        tracker.clone(),
+        faults.clone(),
+    );
     tracker.spawn(sync.clone().serve(listeners.tcp, tasks_stop.clone()));
 
     let left = CancellationToken::new();

@@ -56,8 +56,9 @@ pub struct KvState {
 
 impl KvState {
     pub fn new(writer: String, disk_tx: mpsc::UnboundedSender<disk::Job>, grace: Duration) -> Self {
-        let id = uhlc::ID::try_from(&shoal_protocol::envelope::cluster_id(&writer).to_le_bytes()[..])
-            .unwrap_or_else(|_| uhlc::ID::rand());
+        let id =
+            uhlc::ID::try_from(&shoal_protocol::envelope::cluster_id(&writer).to_le_bytes()[..])
+                .unwrap_or_else(|_| uhlc::ID::rand());
         Self {
             hlc: uhlc::HLCBuilder::new().with_id(id).build(),
             writer,
@@ -102,7 +103,10 @@ impl KvState {
     pub fn before_contact(&mut self, node: &mut Node) {
         if let Some(cutoff) = self.stale_before.take() {
             let removals = node.with_kv(|kv| kv.forget_older_than(cutoff));
-            tracing::info!(keys = removals.len(), "dropped KV entries older than the grace period");
+            tracing::info!(
+                keys = removals.len(),
+                "dropped KV entries older than the grace period"
+            );
             self.send(disk::Job {
                 removals,
                 ..disk::Job::default()
@@ -130,7 +134,9 @@ impl KvState {
                 }
                 vec![key.clone()]
             }
-            KvRequest::Delete { key, recurse: true, .. } => kv.prefix(key).map(|s| s.entry.key.clone()).collect(),
+            KvRequest::Delete {
+                key, recurse: true, ..
+            } => kv.prefix(key).map(|s| s.entry.key.clone()).collect(),
             KvRequest::Delete { key, .. } => {
                 validate_key(key)?;
                 kv.get(key)

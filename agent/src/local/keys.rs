@@ -8,7 +8,14 @@
 use serde_json::{Map, Value};
 
 /// Keys whose values are user maps: their own keys are left alone.
-const OPAQUE: &[&str] = &["meta", "header", "taggedaddresses", "nodemeta", "servicemeta", "tags"];
+const OPAQUE: &[&str] = &[
+    "meta",
+    "header",
+    "taggedaddresses",
+    "nodemeta",
+    "servicemeta",
+    "tags",
+];
 
 /// Lowercase, without underscores or dashes: `Check_ID` → `checkid`.
 pub fn normalize_key(key: &str) -> String {

@@ -165,8 +165,9 @@ impl Registry {
         for id in stale {
             self.deregister_service(&id)?;
         }
-        self.checks
-            .retain(|_, check| !(check.source == Source::Config && check.definition.service_id.is_none()));
+        self.checks.retain(|_, check| {
+            !(check.source == Source::Config && check.definition.service_id.is_none())
+        });
         for service in services {
             self.register_service(service, Source::Config, None, spawn, now)?;
         }
@@ -240,7 +241,11 @@ impl Registry {
         self.node_maintenance = reason;
     }
 
-    pub fn set_service_maintenance(&mut self, id: &str, reason: Option<String>) -> Result<(), RegistryError> {
+    pub fn set_service_maintenance(
+        &mut self,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<(), RegistryError> {
         if !self.services.contains_key(id) {
             return Err(RegistryError::UnknownService(id.to_string()));
         }
@@ -262,11 +267,16 @@ impl Registry {
                 let mut checks: Vec<CheckRecord> = self
                     .checks
                     .values()
-                    .filter(|check| check.definition.service_id.as_deref() == Some(definition.id.as_str()))
+                    .filter(|check| {
+                        check.definition.service_id.as_deref() == Some(definition.id.as_str())
+                    })
                     .map(|check| check.state.to_record())
                     .collect();
                 if let Some(reason) = self.service_maintenance.get(&definition.id) {
-                    checks.push(maintenance_check(format!("_service_maintenance:{}", definition.id), reason));
+                    checks.push(maintenance_check(
+                        format!("_service_maintenance:{}", definition.id),
+                        reason,
+                    ));
                 }
                 ServiceRecord {
                     id: definition.id.clone(),
@@ -301,8 +311,16 @@ impl Registry {
 
     /// API registrations and maintenance, as JSON for the data dir.
     pub fn persisted(&self) -> Value {
-        let services: Vec<&Value> = self.services.values().filter_map(|s| s.raw.as_ref()).collect();
-        let checks: Vec<&Value> = self.checks.values().filter_map(|c| c.raw.as_ref()).collect();
+        let services: Vec<&Value> = self
+            .services
+            .values()
+            .filter_map(|s| s.raw.as_ref())
+            .collect();
+        let checks: Vec<&Value> = self
+            .checks
+            .values()
+            .filter_map(|c| c.raw.as_ref())
+            .collect();
         json!({
             "services": services,
             "checks": checks,
@@ -342,7 +360,11 @@ impl Registry {
 }
 
 fn status_or_output(status_changed: bool) -> Change {
-    if status_changed { Change::Status } else { Change::Output }
+    if status_changed {
+        Change::Status
+    } else {
+        Change::Output
+    }
 }
 
 fn maintenance_check(id: String, reason: &str) -> CheckRecord {
@@ -356,4 +378,3 @@ fn maintenance_check(id: String, reason: &str) -> CheckRecord {
         output: String::new(),
     }
 }
-

@@ -70,9 +70,14 @@ impl ServiceDefinition {
             }
         }
         if let Some(kind) = object.get("kind")
-            && kind.as_str().is_some_and(|k| !k.is_empty() && k != "typical")
+            && kind
+                .as_str()
+                .is_some_and(|k| !k.is_empty() && k != "typical")
         {
-            return Err(error(&join(field, "Kind"), "only typical services are supported"));
+            return Err(error(
+                &join(field, "Kind"),
+                "only typical services are supported",
+            ));
         }
 
         let name = string(object, "name", field)?
@@ -80,19 +85,29 @@ impl ServiceDefinition {
         validate_service_name(&name).map_err(|m| error(&join(field, "Name"), m))?;
         let id = string(object, "id", field)?.unwrap_or_else(|| name.clone());
         if id.is_empty() || id.len() > 128 || id.contains('/') {
-            return Err(error(&join(field, "ID"), "must be 1 to 128 characters without '/'"));
+            return Err(error(
+                &join(field, "ID"),
+                "must be 1 to 128 characters without '/'",
+            ));
         }
         let address = string(object, "address", field)?.unwrap_or_default();
         if address.len() > 255 {
-            return Err(error(&join(field, "Address"), "must be at most 255 characters"));
+            return Err(error(
+                &join(field, "Address"),
+                "must be at most 255 characters",
+            ));
         }
         let port = match object.get("port") {
             None | Some(Value::Null) => 0,
             Some(port) => port
                 .as_u64()
                 .filter(|p| (1..=65535).contains(p))
-                .ok_or_else(|| error(&join(field, "Port"), format!("{port} is not a port between 1 and 65535")))?
-                as u16,
+                .ok_or_else(|| {
+                    error(
+                        &join(field, "Port"),
+                        format!("{port} is not a port between 1 and 65535"),
+                    )
+                })? as u16,
         };
         let tags = match object.get("tags") {
             None | Some(Value::Null) => Vec::new(),
@@ -113,14 +128,24 @@ impl ServiceDefinition {
 
         let mut checks = Vec::new();
         if let Some(check) = object.get("check").filter(|c| !c.is_null()) {
-            checks.push(CheckDefinition::parse(check, &join(field, "Check"), Some(&id), &format!("service:{id}"))?);
+            checks.push(CheckDefinition::parse(
+                check,
+                &join(field, "Check"),
+                Some(&id),
+                &format!("service:{id}"),
+            )?);
         }
         match object.get("checks") {
             None | Some(Value::Null) => {}
             Some(Value::Array(items)) => {
                 for (i, check) in items.iter().enumerate() {
                     let default_id = format!("service:{id}:{}", checks.len() + 1);
-                    checks.push(CheckDefinition::parse(check, &join(field, &format!("Checks[{i}]")), Some(&id), &default_id)?);
+                    checks.push(CheckDefinition::parse(
+                        check,
+                        &join(field, &format!("Checks[{i}]")),
+                        Some(&id),
+                        &default_id,
+                    )?);
                 }
             }
             Some(_) => return Err(error(&join(field, "Checks"), "must be a list of checks")),
@@ -128,7 +153,10 @@ impl ServiceDefinition {
         let mut seen = std::collections::BTreeSet::new();
         for check in &checks {
             if !seen.insert(check.id.as_str()) {
-                return Err(error(&join(field, "Checks"), format!("duplicate check id `{}`", check.id)));
+                return Err(error(
+                    &join(field, "Checks"),
+                    format!("duplicate check id `{}`", check.id),
+                ));
             }
         }
         Ok(Self {
@@ -145,7 +173,11 @@ impl ServiceDefinition {
 
 /// `parent.key`, or just `key` at the top level.
 pub fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
 }
 
 fn error(field: &str, message: impl Into<String>) -> FieldError {
@@ -155,11 +187,18 @@ fn error(field: &str, message: impl Into<String>) -> FieldError {
     }
 }
 
-fn string(object: &Map<String, Value>, key: &str, field: &str) -> Result<Option<String>, FieldError> {
+fn string(
+    object: &Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<String>, FieldError> {
     match object.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(other) => Err(error(&join(field, key), format!("must be a string, not {other}"))),
+        Some(other) => Err(error(
+            &join(field, key),
+            format!("must be a string, not {other}"),
+        )),
     }
 }
 
@@ -182,24 +221,37 @@ pub fn validate_service_name(name: &str) -> Result<(), String> {
 
 /// Meta with Consul's limits: at most 64 pairs, keys of at most 128
 /// characters of `[A-Za-z0-9_-]`, values of at most 512 characters.
-pub fn parse_meta(value: Option<&Value>, field: &str) -> Result<BTreeMap<String, String>, FieldError> {
+pub fn parse_meta(
+    value: Option<&Value>,
+    field: &str,
+) -> Result<BTreeMap<String, String>, FieldError> {
     let object = match value {
         None | Some(Value::Null) => return Ok(BTreeMap::new()),
         Some(Value::Object(object)) => object,
         Some(_) => return Err(error(field, "must be an object of strings")),
     };
     if object.len() > MAX_META_PAIRS {
-        return Err(error(field, format!("has {} pairs; at most {MAX_META_PAIRS} are allowed", object.len())));
+        return Err(error(
+            field,
+            format!(
+                "has {} pairs; at most {MAX_META_PAIRS} are allowed",
+                object.len()
+            ),
+        ));
     }
     let mut meta = BTreeMap::new();
     for (key, value) in object {
         let key_ok = !key.is_empty()
             && key.len() <= MAX_META_KEY
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !key_ok {
             return Err(error(
                 &join(field, key),
-                format!("meta keys must be 1 to {MAX_META_KEY} characters of A-Z, a-z, 0-9, '_' and '-'"),
+                format!(
+                    "meta keys must be 1 to {MAX_META_KEY} characters of A-Z, a-z, 0-9, '_' and '-'"
+                ),
             ));
         }
         let value = value
@@ -246,8 +298,14 @@ mod tests {
             (json!({"Name": "web", "Port": "80"}), "service.Port"),
             (json!({"Port": 80}), "service.Name"),
             (json!({"Name": "web", "Bogus": 1}), "service.bogus"),
-            (json!({"Name": "web", "Meta": {"bad key": "x"}}), "service.Meta.bad key"),
-            (json!({"Name": "web", "Meta": {"k": "x".repeat(513)}}), "service.Meta.k"),
+            (
+                json!({"Name": "web", "Meta": {"bad key": "x"}}),
+                "service.Meta.bad key",
+            ),
+            (
+                json!({"Name": "web", "Meta": {"k": "x".repeat(513)}}),
+                "service.Meta.k",
+            ),
             (json!({"Name": "web", "Tags": "not-a-list"}), "service.Tags"),
             (json!({"Name": "web", "Connect": {}}), "service.connect"),
         ];
@@ -256,6 +314,11 @@ mod tests {
             assert_eq!(error.field, field, "{input}: {error}");
         }
         let many: Map<String, Value> = (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
-        assert_eq!(parse(json!({"Name": "web", "Meta": many})).unwrap_err().field, "service.Meta");
+        assert_eq!(
+            parse(json!({"Name": "web", "Meta": many}))
+                .unwrap_err()
+                .field,
+            "service.Meta"
+        );
     }
 }

@@ -1,0 +1,225 @@
+//! `shoal kv get|put|delete|ls|watch`: the replicated KV store.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::{Format, print_table};
+use crate::client::Client;
+
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    #[command(subcommand)]
+    pub command: KvCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Print a key's value.
+    Get {
+        key: String,
+        /// Print the entry's metadata as JSON instead of the bare value.
+        #[arg(long)]
+        detailed: bool,
+    },
+    /// Set a key (answers once the write is durable on this agent).
+    Put {
+        key: String,
+        /// The value; read from standard input when left out.
+        value: Option<String>,
+        /// Opaque flags stored with the value.
+        #[arg(long)]
+        flags: Option<u64>,
+        /// Only write if the key's ModifyIndex is this (0: only if absent).
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// Delete a key, or with --recurse every key under a prefix.
+    Delete {
+        key: String,
+        #[arg(long)]
+        recurse: bool,
+    },
+    /// List keys under a prefix.
+    Ls {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Every key under the prefix, not rolled up at '/'.
+        #[arg(long)]
+        recurse: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Print every change under a prefix as it happens (Ctrl-C to stop).
+    Watch {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+}
+
+fn encode_key(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn decode_value(entry: &Value) -> String {
+    entry["Value"]
+        .as_str()
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}
+
+pub fn run(client: &Client, args: &KvArgs) -> anyhow::Result<()> {
+    match &args.command {
+        KvCommand::Get { key, detailed } => {
+            let entries = client.get_json(&format!("/v1/kv/{}", encode_key(key)))?;
+            let entry = &entries[0];
+            if *detailed {
+                println!("{}", serde_json::to_string_pretty(entry)?);
+            } else {
+                println!("{}", decode_value(entry));
+            }
+        }
+        KvCommand::Put {
+            key,
+            value,
+            flags,
+            cas,
+        } => {
+            let value = match value {
+                Some(value) => value.clone(),
+                None => std::io::read_to_string(std::io::stdin())
+                    .context("reading the value from standard input")?,
+            };
+            let mut path = format!("/v1/kv/{}?", encode_key(key));
+            if let Some(flags) = flags {
+                path.push_str(&format!("flags={flags}&"));
+            }
+            if let Some(cas) = cas {
+                path.push_str(&format!("cas={cas}&"));
+            }
+            let written = client.put_bytes(path.trim_end_matches(['?', '&']), value.as_bytes())?;
+            if written == Value::Bool(true) {
+                println!("Success! Data written to: {key}");
+            } else {
+                anyhow::bail!(
+                    "not written: the key's ModifyIndex is not {}",
+                    cas.unwrap_or_default()
+                );
+            }
+        }
+        KvCommand::Delete { key, recurse } => {
+            let path = format!(
+                "/v1/kv/{}{}",
+                encode_key(key),
+                if *recurse { "?recurse" } else { "" }
+            );
+            client.delete(&path)?;
+            println!(
+                "Success! Deleted key{}: {key}",
+                if *recurse { "s under" } else { "" }
+            );
+        }
+        KvCommand::Ls {
+            prefix,
+            recurse,
+            format,
+        } => {
+            let path = if *recurse {
+                format!("/v1/kv/{}?recurse", encode_key(prefix))
+            } else {
+                format!("/v1/kv/{}?keys&separator=/", encode_key(prefix))
+            };
+            let listing = match client.get_json(&path) {
+                Ok(listing) => listing,
+                Err(crate::client::ClientError::Status { status: 404, .. }) => {
+                    Value::Array(Vec::new())
+                }
+                Err(error) => return Err(error.into()),
+            };
+            match (format, recurse) {
+                (Format::Json, _) => println!("{}", serde_json::to_string_pretty(&listing)?),
+                (Format::Table, true) => {
+                    let rows: Vec<Vec<String>> = listing
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| {
+                            vec![
+                                e["Key"].as_str().unwrap_or_default().to_string(),
+                                decode_value(e),
+                                e["ModifyIndex"].to_string(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["Key", "Value", "ModifyIndex"], &rows);
+                }
+                (Format::Table, false) => {
+                    for key in listing.as_array().into_iter().flatten() {
+                        println!("{}", key.as_str().unwrap_or_default());
+                    }
+                }
+            }
+        }
+        KvCommand::Watch { prefix } => watch(client, prefix)?,
+    }
+    Ok(())
+}
+
+/// Blocking queries in a loop: prints `key = value` for every change, and
+/// `key (deleted)` for keys that disappear.
+fn watch(client: &Client, prefix: &str) -> anyhow::Result<()> {
+    let mut known: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+    let mut index = 0u64;
+    loop {
+        let path = format!(
+            "/v1/kv/{}?recurse&index={index}&wait=60s",
+            encode_key(prefix)
+        );
+        let (next, listing) = match client.get_json_with_index(&path) {
+            Ok(pair) => pair,
+            Err(crate::client::ClientError::Status {
+                status: 404,
+                index: Some(next),
+                ..
+            }) => (next, Value::Array(Vec::new())),
+            Err(error) => return Err(error.into()),
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for entry in listing.as_array().into_iter().flatten() {
+            let key = entry["Key"].as_str().unwrap_or_default().to_string();
+            let modify = entry["ModifyIndex"].as_u64().unwrap_or_default();
+            let value = decode_value(entry);
+            seen.insert(key.clone());
+            if known.get(&key).map(|(m, _)| *m) != Some(modify) {
+                println!("{key} = {value}");
+                known.insert(key, (modify, value));
+            }
+        }
+        let gone: Vec<String> = known
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            println!("{key} (deleted)");
+            known.remove(&key);
+        }
+        std::io::stdout().flush().ok();
+        if next == index {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        index = next;
+    }
+}
