@@ -240,12 +240,12 @@ impl LocalState {
     fn persist(&self, reply: Option<Reply>) {
         let content =
             serde_json::to_vec_pretty(&self.registry.persisted()).expect("JSON values serialize");
-        if let Err(error) = self.persist_tx.send(PersistJob { content, reply }) {
-            if let Some(reply) = error.0.reply {
-                let _ = reply.send(Err(LocalError::Persist(
-                    "the agent is shutting down".into(),
-                )));
-            }
+        if let Err(error) = self.persist_tx.send(PersistJob { content, reply })
+            && let Some(reply) = error.0.reply
+        {
+            let _ = reply.send(Err(LocalError::Persist(
+                "the agent is shutting down".into(),
+            )));
         }
     }
 }
