@@ -88,6 +88,22 @@ impl Client {
         self.read("PUT", path, response)
     }
 
+    /// `method` (`POST`, `PUT` or `DELETE`) with a JSON body.
+    pub fn send_json(&self, method: &'static str, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let bytes = body.to_string();
+        let request = match method {
+            "POST" => self.agent.post(&url),
+            "PUT" => self.agent.put(&url),
+            _ => self.agent.delete(&url).force_send_body(),
+        };
+        let response = request
+            .header("Content-Type", "application/json")
+            .send(bytes.as_bytes())
+            .map_err(|error| self.unreachable(error))?;
+        self.read(method, path, response)
+    }
+
     pub fn put_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         let response = self
             .agent

@@ -50,6 +50,7 @@ pub struct FileConfig {
     pub node_name: Option<String>,
     pub datacenter: Option<String>,
     pub cluster: Option<String>,
+    pub encrypt: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub bind: Option<String>,
     pub advertise: Option<String>,
@@ -62,6 +63,7 @@ pub struct FileConfig {
     pub config_dir: Option<PathBuf>,
     pub gossip: Option<FileGossip>,
     pub kv: Option<FileKv>,
+    pub acl: Option<FileAcl>,
     /// `[[services]]`: services registered from configuration.
     pub services: Option<Vec<toml::Value>>,
     /// `[[checks]]`: node-level checks (system checks, ...).
@@ -73,6 +75,14 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct FileKv {
     pub tombstone_grace: Option<String>,
+}
+
+/// The `[acl]` table: the HTTP API token.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAcl {
+    pub token: Option<String>,
+    pub protect_reads: Option<bool>,
 }
 
 /// A file in `config_dir`: one `[service]`, several `[[services]]`, and/or
@@ -117,6 +127,12 @@ pub struct Overrides {
     pub log_format: Option<String>,
     pub config_dir: Option<PathBuf>,
     pub fault_injection: bool,
+    /// `--acl-token` / `SHOAL_ACL_TOKEN`.
+    pub acl_token: Option<String>,
+    /// `--acl-protect-reads`.
+    pub acl_protect_reads: bool,
+    /// `--encrypt` / `SHOAL_ENCRYPT`.
+    pub encrypt: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +156,8 @@ pub struct AgentConfig {
     pub node_name: String,
     pub datacenter: String,
     pub cluster: String,
+    /// Gossip encryption key (32 bytes); `None`: packets are not sealed.
+    pub encrypt: Option<shoal_protocol::keyring::Key>,
     pub data_dir: DataDir,
     pub bind: SocketAddr,
     pub advertise: SocketAddr,
@@ -154,6 +172,8 @@ pub struct AgentConfig {
     pub kv_tombstone_grace: Duration,
     /// Test-only: enables `PUT /v1/shoal/fault` (flag `--fault-injection`).
     pub fault_injection: bool,
+    /// The HTTP API token, if any (`[acl]`).
+    pub acl: AclConfig,
     /// Services from the file and `config_dir`.
     pub services: Vec<ServiceDefinition>,
     /// Node-level checks from the file and `config_dir`.
@@ -205,6 +225,12 @@ impl AgentConfig {
             return Err(invalid("cluster", "must not be empty"));
         }
 
+        let encrypt = pick(&overrides.encrypt, file.encrypt)
+            .map(|text| {
+                shoal_protocol::keyring::parse_key(&text)
+                    .map_err(|error| invalid("encrypt", error.to_string()))
+            })
+            .transpose()?;
         let data_dir = match overrides.data_dir.clone().or(file.data_dir) {
             Some(path) if path.as_os_str().is_empty() => {
                 return Err(invalid("data_dir", "must not be empty"));
@@ -292,6 +318,7 @@ impl AgentConfig {
         };
 
         let gossip = gossip_config(file.gossip.unwrap_or_default(), join.clone())?;
+        let acl = acl_config(file.acl.unwrap_or_default(), overrides)?;
         let kv_tombstone_grace = match file.kv.and_then(|kv| kv.tombstone_grace) {
             Some(text) => parse_duration("kv.tombstone_grace", &text)?,
             None => DEFAULT_TOMBSTONE_GRACE,
@@ -317,6 +344,7 @@ impl AgentConfig {
             node_name,
             datacenter,
             cluster,
+            encrypt,
             data_dir,
             bind,
             advertise,
@@ -328,11 +356,62 @@ impl AgentConfig {
             gossip,
             kv_tombstone_grace,
             fault_injection: overrides.fault_injection,
+            acl,
             services,
             checks,
             config_dir: None,
         })
     }
+}
+
+/// Who may use the HTTP API (see `api::guard`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AclConfig {
+    /// When set, every write (and every read with `protect_reads`) must
+    /// present it (`X-Consul-Token`, `Authorization: Bearer` or `?token=`).
+    pub token: Option<String>,
+    /// Reads need the token too. Default false: the local service reads
+    /// without one, as with Consul's default `anonymous` read policy.
+    pub protect_reads: bool,
+}
+
+impl std::fmt::Debug for AclConfig {
+    // The token is a secret: never in a log line or a debug dump.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AclConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("protect_reads", &self.protect_reads)
+            .finish()
+    }
+}
+
+/// Longest accepted API token.
+pub const MAX_ACL_TOKEN: usize = 256;
+
+fn acl_config(file: FileAcl, overrides: &Overrides) -> Result<AclConfig, ConfigError> {
+    let token = overrides.acl_token.clone().or(file.token);
+    if let Some(token) = &token {
+        let printable = token.bytes().all(|b| b.is_ascii_graphic());
+        if token.is_empty() || token.len() > MAX_ACL_TOKEN || !printable {
+            return Err(invalid(
+                "acl.token",
+                format!(
+                    "must be 1 to {MAX_ACL_TOKEN} printable ASCII characters without spaces (try `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+    }
+    let protect_reads = overrides.acl_protect_reads || file.protect_reads.unwrap_or(false);
+    if protect_reads && token.is_none() {
+        return Err(invalid(
+            "acl.protect_reads",
+            "needs a token (set acl.token, --acl-token or SHOAL_ACL_TOKEN)",
+        ));
+    }
+    Ok(AclConfig {
+        token,
+        protect_reads,
+    })
 }
 
 fn parse_services<'a>(

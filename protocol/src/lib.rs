@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod envelope;
 pub mod identity;
+pub mod keyring;
 pub mod kv;
 pub mod lifeguard;
 pub mod node;

@@ -19,6 +19,7 @@ use rand::{RngExt, SeedableRng};
 use crate::codec::{MAX_DATAGRAM, SwimCodec};
 use crate::envelope::{Envelope, EnvelopeError, HEADER_LEN, PayloadKind};
 use crate::identity::NodeId;
+use crate::keyring::SEAL_OVERHEAD;
 use crate::kv::{KvEntry, KvStore, Stored};
 use crate::lifeguard::LocalHealth;
 use crate::record::NodeRecord;
@@ -106,11 +107,12 @@ impl GossipConfig {
             .mul_f64(self.suspicion_mult * f64::from(cluster_size.max(1)).log10().max(1.0));
         // foca 2.0.0 sends TurnUndead from the suspect->down timer even when
         // the member refuted the suspicion, making healthy nodes rejoin under
-        // packet loss. Partitions heal through seed re-announces and
-        // `periodic_announce_to_down_members` instead.
+        // packet loss. Partitions heal through seed re-announces and our own
+        // receive-path TurnUndead (see `Node::tell_if_declared_down`).
         config.notify_down_members = self.notify_down_members;
-        config.max_packet_size =
-            NonZeroUsize::new(MAX_DATAGRAM - HEADER_LEN).expect("datagram larger than header");
+        // Room for the envelope and, when encryption is on, its seal.
+        config.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - HEADER_LEN - SEAL_OVERHEAD)
+            .expect("datagram larger than header");
         config.remove_down_after = Some(self.remove_down_after);
         config.periodic_gossip = Some(PeriodicParams {
             frequency: self.gossip_interval,
@@ -168,13 +170,16 @@ pub struct Effects {
     /// Lives here because foca's notifications and timer requests pass
     /// through the runtime: it both listens and stretches.
     health: LocalHealth,
+    /// Nonces for sealed datagrams.
+    nonces: StdRng,
 }
 
 impl Effects {
-    fn new(envelope: Envelope, health: LocalHealth) -> Self {
+    fn new(envelope: Envelope, health: LocalHealth, seed: u64) -> Self {
         Self {
             envelope,
             health,
+            nonces: StdRng::seed_from_u64(seed ^ 0x6e6f_6e63_6573),
             datagrams: Vec::new(),
             timers: Vec::new(),
             syncs: Vec::new(),
@@ -192,8 +197,9 @@ impl Runtime<NodeId> for Effects {
     }
 
     fn send_to(&mut self, to: NodeId, data: &[u8]) {
+        let nonce = self.nonces.random();
         self.datagrams
-            .push((to.addr, self.envelope.seal(PayloadKind::Swim, data)));
+            .push((to.addr, self.envelope.seal(PayloadKind::Swim, data, nonce)));
     }
 
     fn submit_after(&mut self, event: Timer<NodeId>, after: Duration) {
@@ -330,8 +336,8 @@ impl Node {
             state,
             rejoin_backoff: config.rejoin_min,
             config,
+            effects: Effects::new(envelope.clone(), health, seed),
             envelope,
-            effects: Effects::new(envelope, health),
             rng: StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x5348_4f4c),
             size_bucket: 1,
             rejoin_token: 0,
@@ -365,8 +371,8 @@ impl Node {
             self.counters.rejected_envelope += 1;
             return Err(DatagramError::WrongKind(kind));
         }
-        self.tell_if_declared_down(payload);
-        let result = self.swim.handle_data(payload, &mut self.effects);
+        self.tell_if_declared_down(&payload);
+        let result = self.swim.handle_data(&payload, &mut self.effects);
         self.after_swim();
         result.map_err(|error| {
             self.counters.rejected_swim += 1;

@@ -138,7 +138,7 @@ impl Simulation {
             index,
             generation,
             &self.config,
-            self.envelope,
+            self.envelope.clone(),
             &mut self.rng,
         );
         let slot = &mut self.slots[index];

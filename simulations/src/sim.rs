@@ -149,7 +149,7 @@ impl Simulation {
         let envelope = Envelope::new(cluster_id("shoal-sim"));
         let slots = (0..nodes)
             .map(|index| {
-                let node = Self::make_node(index, 1, &config, envelope, &mut rng);
+                let node = Self::make_node(index, 1, &config, envelope.clone(), &mut rng);
                 Slot {
                     node: Some(node),
                     epoch: 0,

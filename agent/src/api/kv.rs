@@ -35,7 +35,7 @@ fn entry_json(stored: &Stored) -> Value {
 /// after the prefix, as Consul does.
 fn list_keys(kv: &KvStore, prefix: &str, separator: Option<&str>) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
-    for stored in kv.prefix(prefix) {
+    for stored in kv.prefix(prefix).filter(|s| s.entry.key != crate::kv::KEYRING_KEY) {
         let key = &stored.entry.key;
         let shown = match separator.filter(|s| !s.is_empty()) {
             Some(separator) => match key[prefix.len()..].find(separator) {
@@ -51,6 +51,17 @@ fn list_keys(kv: &KvStore, prefix: &str, separator: Option<&str>) -> Vec<String>
     keys
 }
 
+/// The keyring's entry is not readable or writable through `/v1/kv`.
+fn check_reserved(key: &str) -> Result<(), ApiError> {
+    if key.starts_with(crate::kv::KEYRING_KEY) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("`{}` is reserved: use /v1/operator/keyring", crate::kv::KEYRING_KEY),
+        ));
+    }
+    Ok(())
+}
+
 fn not_found(key: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("key `{key}` not found"))
 }
@@ -64,6 +75,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let key = key.map(|Path(key)| key).unwrap_or_default();
+    check_reserved(&key)?;
     if query.flag("raw") {
         let snapshot = state.snapshot();
         let stored = snapshot
@@ -86,7 +98,12 @@ pub async fn get(
         let body = if keys_only {
             json!(list_keys(kv, &key, separator.as_deref()))
         } else if recurse {
-            Value::Array(kv.prefix(&key).map(entry_json).collect())
+            Value::Array(
+                kv.prefix(&key)
+                    .filter(|s| s.entry.key != crate::kv::KEYRING_KEY)
+                    .map(entry_json)
+                    .collect(),
+            )
         } else {
             let stored = kv
                 .get(&key)
@@ -164,6 +181,7 @@ pub async fn put(
         ));
     }
     let key = key.map(|Path(key)| key).unwrap_or_default();
+    check_reserved(&key)?;
     let request = KvRequest::Put {
         key,
         value: body.to_vec(),
@@ -181,6 +199,7 @@ pub async fn delete(
 ) -> Result<Json<bool>, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let key = key.map(|Path(key)| key).unwrap_or_default();
+    check_reserved(&key)?;
     let request = KvRequest::Delete {
         key,
         recurse: query.get("recurse").is_some(),

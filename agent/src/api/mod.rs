@@ -2,19 +2,24 @@
 //! endpoint we use its path, parameters and JSON field names, so Consul
 //! clients work unchanged; the rest lives under Shoal's own paths.
 //!
-//! - [`agent`]: `/v1/agent/self`, `/v1/agent/members`, `/v1/agent/leave`.
+//! - [`agent`]: `/v1/agent/self`, `/v1/agent/members`, `/v1/agent/leave`,
+//!   `/v1/agent/reload`.
 //! - [`local`]: `/v1/agent/service*`, `/v1/agent/check*`, maintenance.
 //! - [`catalog`]: cluster-wide `/v1/catalog/*`, `/v1/health/*`, `/v1/shoal/pick`.
 //! - [`kv`]: `/v1/kv/*`, the replicated KV store.
+//! - [`keyring`]: `/v1/operator/keyring`, gossip encryption keys.
 //! - [`flags`]: `/v1/flags/*`, feature flags stored in the KV.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
+//! - [`guard`]: the API token (`[acl]`) and the URI and body limits.
 
 pub mod agent;
 pub mod blocking;
 pub mod catalog;
 pub mod flags;
+pub mod guard;
 pub mod health;
+pub mod keyring;
 pub mod kv;
 pub mod local;
 
@@ -44,8 +49,12 @@ pub struct ApiState {
     pub left: CancellationToken,
     /// Requests for the gossip loop (registrations, TTL updates, ...).
     pub commands_tx: tokio::sync::mpsc::Sender<Command>,
+    /// The gossip encryption keyring (shared with the transport).
+    pub keyring: shoal_protocol::keyring::Keyring,
     /// Test-only fault injection (`--fault-injection`).
     pub faults: Arc<crate::daemon::fault::FaultInjection>,
+    /// Config reload: trigger one, read the outcome.
+    pub reload: crate::reload::ReloadHandle,
 }
 
 impl ApiState {
@@ -81,6 +90,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/self", get(agent::agent_self))
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/leave", put(agent::leave))
+        .route("/v1/agent/reload", put(agent::reload))
         .route("/v1/agent/services", get(local::services))
         .route("/v1/agent/service/{id}", get(local::service))
         .route("/v1/agent/service/register", put(local::register_service))
@@ -140,11 +150,22 @@ pub fn router(state: ApiState) -> Router {
             "/v1/flags/{key}",
             get(flags::get).put(flags::put).delete(flags::delete),
         )
+        .route(
+            "/v1/operator/keyring",
+            get(keyring::list)
+                .post(keyring::install)
+                .put(keyring::use_key)
+                .delete(keyring::remove),
+        )
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/detailed", get(health::detailed))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.acl.clone(),
+            guard::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             blocking::consul_headers,

@@ -38,6 +38,15 @@ pub struct AgentArgs {
     /// Cluster name: agents of other clusters are ignored [default: shoal].
     #[arg(long, env = "SHOAL_CLUSTER", value_name = "NAME")]
     pub cluster: Option<String>,
+    /// Gossip encryption key, base64 of 32 bytes (`shoal keygen`). Every
+    /// agent of the cluster needs it.
+    #[arg(
+        long,
+        env = "SHOAL_ENCRYPT",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub encrypt: Option<String>,
     /// Gossip address, UDP and TCP [default: 0.0.0.0:7946; 127.0.0.1:7946 with --dev].
     #[arg(long, env = "SHOAL_BIND", value_name = "IP:PORT")]
     pub bind: Option<String>,
@@ -75,6 +84,18 @@ pub struct AgentArgs {
     /// text or json [default: text].
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// HTTP API token: writes (and, with --acl-protect-reads, reads) must
+    /// present it [default: none, the API is open to local callers].
+    #[arg(
+        long,
+        env = "SHOAL_ACL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub acl_token: Option<String>,
+    /// Reads need the token too.
+    #[arg(long, env = "SHOAL_ACL_PROTECT_READS")]
+    pub acl_protect_reads: bool,
 }
 
 impl AgentArgs {
@@ -95,19 +116,23 @@ impl AgentArgs {
             log_format: self.log_format.clone(),
             config_dir: self.config_dir.clone(),
             fault_injection: self.fault_injection,
+            acl_token: self.acl_token.clone(),
+            acl_protect_reads: self.acl_protect_reads,
+            encrypt: self.encrypt.clone(),
         }
     }
 }
 
 pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
-    let config = match AgentConfig::load(&args.overrides(http_addr)) {
+    let overrides = args.overrides(http_addr);
+    let config = match AgentConfig::load(&overrides) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("Error: {error}");
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    let log = init_logging(&config);
     // One thread: the agent's work is small, and a single thread keeps the
     // resident footprint low. Checks and file I/O go to blocking threads.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -124,7 +149,8 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
         let listeners = daemon::Listeners::bind(&config).await?;
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        daemon::run(config, listeners, shutdown).await
+        let reload = crate::reload::ReloadSetup { overrides, log };
+        daemon::run(config, listeners, shutdown, reload).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,17 +162,42 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
     }
 }
 
-fn init_logging(config: &AgentConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},foca=warn", config.log_level)));
+/// Installs the logger; returns how to change its level on reload (`None`
+/// when `RUST_LOG` sets the filter: it then wins over `log_level`).
+fn init_logging(config: &AgentConfig) -> Option<crate::reload::LogControl> {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let pinned = from_env.is_some();
+    let filter =
+        from_env.unwrap_or_else(|| EnvFilter::new(crate::reload::log_directive(&config.log_level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let control = match config.log_format {
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let control = log_control(builder.reload_handle());
+            builder.init();
+            control
+        }
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let control = log_control(builder.reload_handle());
+            builder.init();
+            control
+        }
+    };
+    (!pinned).then_some(control)
+}
+
+fn log_control<S: 'static>(
+    handle: tracing_subscriber::reload::Handle<EnvFilter, S>,
+) -> crate::reload::LogControl {
+    Box::new(move |level: &str| {
+        handle
+            .reload(EnvFilter::new(crate::reload::log_directive(level)))
+            .map_err(|error| error.to_string())
+    })
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

@@ -8,13 +8,19 @@
 //! - [`services`]: `shoal services`, `shoal service`, `shoal checks`.
 //! - [`register`]: `shoal register`, `shoal deregister`, `shoal maint`.
 //! - [`kv`]: `shoal kv get|put|delete|ls|watch`.
+//! - [`keyring`]: `shoal keygen`, `shoal keyring`.
+//! - [`flags`]: `shoal flags ls|get|set|eval|rm`.
+//! - [`reload`]: `shoal reload`.
 
 pub mod agent;
+pub mod flags;
 pub mod info;
+pub mod keyring;
 pub mod kv;
 pub mod leave;
 pub mod members;
 pub mod register;
+pub mod reload;
 pub mod services;
 
 use std::process::ExitCode;
@@ -63,6 +69,14 @@ pub enum Command {
     Maint(register::MaintArgs),
     /// Read and write the replicated KV store.
     Kv(kv::KvArgs),
+    /// Print a new random gossip encryption key.
+    Keygen,
+    /// Manage the cluster's gossip encryption keys.
+    Keyring(keyring::KeyringArgs),
+    /// Feature flags: list, show, set, evaluate, delete.
+    Flags(flags::FlagsArgs),
+    /// Make the agent load its config file again (as SIGHUP does).
+    Reload,
 }
 
 /// Output format of the inspection commands.
@@ -102,6 +116,10 @@ pub fn main() -> ExitCode {
         Command::Deregister(args) => register::deregister(&client(), args),
         Command::Maint(args) => register::maint(&client(), args),
         Command::Kv(args) => kv::run(&client(), args),
+        Command::Keygen => keyring::keygen(),
+        Command::Keyring(args) => keyring::run(&client(), args),
+        Command::Flags(args) => flags::run(&client(), args),
+        Command::Reload => reload::run(&client()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

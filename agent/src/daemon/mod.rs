@@ -2,6 +2,7 @@
 //! shutdown.
 //!
 //! - [`gossip`]: the loop that owns the node (foca + cluster state).
+//! - [`http`]: serves the HTTP API with connection limits and timeouts.
 //! - [`scheduler`]: delivers timers in order.
 //! - [`sync`]: TCP anti-entropy exchanges.
 //! - [`snapshot`]: what readers see.
@@ -10,6 +11,7 @@
 
 pub mod fault;
 pub mod gossip;
+pub mod http;
 pub mod local;
 pub mod scheduler;
 pub mod snapshot;
@@ -72,10 +74,13 @@ impl Listeners {
 
 /// Runs the agent until `shutdown` is cancelled (SIGTERM, SIGINT or
 /// `PUT /v1/agent/leave`), then leaves the cluster gracefully and returns.
+/// `reload` is how it loads its configuration again (file changes, SIGHUP,
+/// `PUT /v1/agent/reload`).
 pub async fn run(
     config: AgentConfig,
     listeners: Listeners,
     shutdown: CancellationToken,
+    reload: crate::reload::ReloadSetup,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let data_dir = Arc::new(DataDirGuard::open(&config.data_dir)?);
@@ -92,12 +97,17 @@ pub async fn run(
     record.datacenter = config.datacenter.clone();
     record.tags = config.tags.clone();
 
-    let envelope = Envelope::new(cluster_id(&config.cluster));
+    let keyring = match config.encrypt {
+        Some(key) => shoal_protocol::keyring::Keyring::with_primary(key),
+        None => shoal_protocol::keyring::Keyring::default(),
+    };
+    let envelope = Envelope::with_keyring(cluster_id(&config.cluster), keyring.clone());
     let node = Node::new(
         record,
         config.gossip.clone(),
-        envelope,
-        rand_seed(generation),
+        envelope.clone(),
+        // From the OS: it also seeds the nonces of sealed datagrams.
+        rand::random(),
     );
 
     let tracker = TaskTracker::new();
@@ -145,8 +155,12 @@ pub async fn run(
     let (disk_tx, disk_rx) = mpsc::unbounded_channel();
     tracker.spawn(crate::kv::disk::writer_loop(database, disk_rx));
     let mut node = node;
-    let mut kv_state =
-        crate::kv::KvState::new(config.node_name.clone(), disk_tx, config.kv_tombstone_grace);
+    let mut kv_state = crate::kv::KvState::new(
+        keyring.clone(),
+        config.node_name.clone(),
+        disk_tx,
+        config.kv_tombstone_grace,
+    );
     kv_state.restore(&mut node, loaded);
 
     let socket = Arc::new(listeners.udp);
@@ -168,24 +182,32 @@ pub async fn run(
     );
     tracker.spawn(sync.clone().serve(listeners.tcp, tasks_stop.clone()));
 
+    let reload = crate::reload::spawn(
+        reload,
+        config.clone(),
+        commands_tx.clone(),
+        &tracker,
+        tasks_stop.clone(),
+    );
+
     let left = CancellationToken::new();
     let api_state = api::ApiState {
         config: config.clone(),
+        reload,
         snapshot_rx,
         shutdown: shutdown.clone(),
         left: left.clone(),
         commands_tx: commands_tx.clone(),
         faults: faults.clone(),
+        keyring: keyring.clone(),
     };
     let http_addr = listeners.http.local_addr()?;
-    let http_stop = tasks_stop.clone();
-    tracker.spawn(async move {
-        let server = axum::serve(listeners.http, api::router(api_state))
-            .with_graceful_shutdown(http_stop.cancelled_owned());
-        if let Err(error) = server.await {
-            tracing::error!(%error, "HTTP API stopped");
-        }
-    });
+    tracker.spawn(http::serve(
+        listeners.http,
+        api::router(api_state),
+        Arc::new(http::HttpCounters::default()),
+        tasks_stop.clone(),
+    ));
 
     tracing::info!(
         node = %config.node_name,
@@ -273,9 +295,4 @@ async fn receive_loop(
             drops.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
-
-fn rand_seed(generation: u64) -> u64 {
-    let pid = u64::from(std::process::id());
-    generation ^ pid.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15
 }

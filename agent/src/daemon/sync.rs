@@ -93,8 +93,8 @@ impl SyncService {
     async fn exchange(&self, peer: SocketAddr, digest: SyncMessage) -> Result<(), SyncError> {
         let mut stream = TcpStream::connect(peer).await?;
         stream.set_nodelay(true)?;
-        write_frame(&mut stream, self.envelope, &digest).await?;
-        let delta = read_frame(&mut stream, self.envelope).await?;
+        write_frame(&mut stream, &self.envelope, &digest).await?;
+        let delta = read_frame(&mut stream, &self.envelope).await?;
         if !matches!(delta, SyncMessage::Delta { .. }) {
             return Err(SyncError::Unexpected { expected: "Delta" });
         }
@@ -105,7 +105,7 @@ impl SyncService {
         })
         .await?;
         let closing = reply_rx.await.map_err(|_| SyncError::Closed)?;
-        write_frame(&mut stream, self.envelope, &closing).await?;
+        write_frame(&mut stream, &self.envelope, &closing).await?;
         stream.shutdown().await?;
         Ok(())
     }
@@ -148,7 +148,7 @@ impl SyncService {
 
     async fn respond(&self, mut stream: TcpStream) -> Result<(), SyncError> {
         stream.set_nodelay(true)?;
-        let digest = read_frame(&mut stream, self.envelope).await?;
+        let digest = read_frame(&mut stream, &self.envelope).await?;
         if !matches!(digest, SyncMessage::Digest { .. }) {
             return Err(SyncError::Unexpected { expected: "Digest" });
         }
@@ -159,8 +159,8 @@ impl SyncService {
         })
         .await?;
         let delta = reply_rx.await.map_err(|_| SyncError::Closed)?;
-        write_frame(&mut stream, self.envelope, &delta).await?;
-        let closing = read_frame(&mut stream, self.envelope).await?;
+        write_frame(&mut stream, &self.envelope, &delta).await?;
+        let closing = read_frame(&mut stream, &self.envelope).await?;
         if !matches!(closing, SyncMessage::Records { .. }) {
             return Err(SyncError::Unexpected {
                 expected: "Records",
@@ -179,22 +179,21 @@ impl SyncService {
 
 async fn write_frame(
     stream: &mut TcpStream,
-    envelope: Envelope,
+    envelope: &Envelope,
     message: &SyncMessage,
 ) -> Result<(), SyncError> {
-    let mut frame = vec![0u8; 4];
-    envelope.write_header(PayloadKind::Sync, &mut frame);
-    codec::encode_into(message, &mut frame);
-    let length = frame.len() - 4;
-    if length > MAX_FRAME {
-        return Err(SyncError::FrameTooLarge(length));
+    let packet = envelope.seal(PayloadKind::Sync, &codec::encode(message), rand::random());
+    if packet.len() > MAX_FRAME {
+        return Err(SyncError::FrameTooLarge(packet.len()));
     }
-    frame[..4].copy_from_slice(&(length as u32).to_be_bytes());
+    let mut frame = Vec::with_capacity(4 + packet.len());
+    frame.extend_from_slice(&(packet.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&packet);
     stream.write_all(&frame).await?;
     Ok(())
 }
 
-async fn read_frame(stream: &mut TcpStream, envelope: Envelope) -> Result<SyncMessage, SyncError> {
+async fn read_frame(stream: &mut TcpStream, envelope: &Envelope) -> Result<SyncMessage, SyncError> {
     let length = stream.read_u32().await? as usize;
     if length > MAX_FRAME {
         return Err(SyncError::FrameTooLarge(length));
@@ -207,5 +206,5 @@ async fn read_frame(stream: &mut TcpStream, envelope: Envelope) -> Result<SyncMe
             expected: "a sync frame",
         });
     }
-    Ok(codec::decode_frame(payload)?)
+    Ok(codec::decode_frame(&payload)?)
 }

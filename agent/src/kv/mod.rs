@@ -10,6 +10,8 @@ pub mod disk;
 use std::time::Duration;
 
 use shoal_protocol::Node;
+use shoal_protocol::keyring::{Key, Keyring, format_key, parse_key};
+use shoal_protocol::kv::Stored;
 use shoal_protocol::kv::{KvEntry, KvError, validate_key};
 use tokio::sync::{mpsc, oneshot};
 
@@ -52,10 +54,57 @@ pub struct KvState {
     /// Set at start when the agent was away longer than the grace period:
     /// entries older than this are dropped before the first exchange.
     stale_before: Option<u64>,
+    /// The gossip keyring, kept in step with the `_shoal/keyring` entry.
+    keyring: Keyring,
+}
+
+/// The KV key holding the cluster's gossip keyring. Reserved: the `/v1/kv`
+/// API refuses it; `/v1/operator/keyring` manages it.
+pub const KEYRING_KEY: &str = "_shoal/keyring";
+
+/// The keyring as stored under [`KEYRING_KEY`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyringState {
+    pub primary: Key,
+    /// Every installed key, the primary included.
+    pub keys: Vec<Key>,
+}
+
+impl KeyringState {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::json!({
+            "primary": format_key(&self.primary),
+            "keys": self.keys.iter().map(format_key).collect::<Vec<_>>(),
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let key = |v: &serde_json::Value| {
+            v.as_str()
+                .ok_or_else(|| "keys must be strings".to_string())
+                .and_then(|t| parse_key(t).map_err(|e| e.to_string()))
+        };
+        let primary = key(&value["primary"])?;
+        let keys = value["keys"]
+            .as_array()
+            .ok_or("`keys` must be a list")?
+            .iter()
+            .map(key)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { primary, keys })
+    }
 }
 
 impl KvState {
-    pub fn new(writer: String, disk_tx: mpsc::UnboundedSender<disk::Job>, grace: Duration) -> Self {
+    pub fn new(
+        keyring: Keyring,
+        writer: String,
+        disk_tx: mpsc::UnboundedSender<disk::Job>,
+        grace: Duration,
+    ) -> Self {
         let id =
             uhlc::ID::try_from(&shoal_protocol::envelope::cluster_id(&writer).to_le_bytes()[..])
                 .unwrap_or_else(|_| uhlc::ID::rand());
@@ -65,6 +114,24 @@ impl KvState {
             disk_tx,
             grace,
             stale_before: None,
+            keyring,
+        }
+    }
+
+    /// Applies the cluster's keyring when its KV entry changed: keyring
+    /// operations spread as a KV write, sealed with the current keys.
+    fn watch_keyring<'a>(&self, changed: impl IntoIterator<Item = &'a Stored>) {
+        for stored in changed {
+            if stored.entry.key != KEYRING_KEY || stored.entry.deleted {
+                continue;
+            }
+            match KeyringState::decode(&stored.entry.value) {
+                Ok(state) => {
+                    self.keyring.replace(state.primary, &state.keys);
+                    tracing::info!(keys = state.keys.len(), "gossip keyring updated");
+                }
+                Err(error) => tracing::error!(%error, "ignoring an invalid keyring entry"),
+            }
         }
     }
 
@@ -83,9 +150,11 @@ impl KvState {
                 kv.restore(stored);
             }
         });
-        for stored in node.kv().iter() {
+        let kv = node.kv();
+        for stored in kv.iter() {
             self.observe(stored.entry.time);
         }
+        self.watch_keyring(kv.get(KEYRING_KEY));
         if let Some(last_seen) = loaded.last_seen {
             let cutoff = self.now().saturating_sub(ntp64(self.grace));
             if last_seen < cutoff {
@@ -136,7 +205,11 @@ impl KvState {
             }
             KvRequest::Delete {
                 key, recurse: true, ..
-            } => kv.prefix(key).map(|s| s.entry.key.clone()).collect(),
+            } => kv
+                .prefix(key)
+                .filter(|s| s.entry.key != KEYRING_KEY)
+                .map(|s| s.entry.key.clone())
+                .collect(),
             KvRequest::Delete { key, .. } => {
                 validate_key(key)?;
                 kv.get(key)
@@ -185,8 +258,10 @@ impl KvState {
             node.write_kv(entry);
         }
         let (reply_tx, reply_rx) = oneshot::channel();
+        let applied = node.take_kv_applied();
+        self.watch_keyring(&applied);
         self.send(disk::Job {
-            upserts: node.take_kv_applied(),
+            upserts: applied,
             reply: Some(reply_tx),
             ..disk::Job::default()
         });
@@ -212,6 +287,7 @@ impl KvState {
         for stored in &applied {
             self.observe(stored.entry.time);
         }
+        self.watch_keyring(&applied);
         self.send(disk::Job {
             upserts: applied,
             ..disk::Job::default()
