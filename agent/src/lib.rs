@@ -10,6 +10,7 @@
 //! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`flags`]: feature flags: schema and per-user decisions.
 //! - [`persist`]: the data directory and the persisted generation.
+//! - [`reload`]: config hot reload (file watch, SIGHUP, `PUT /v1/agent/reload`).
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
 //! - [`client`]: the CLI's HTTP client.
 
@@ -24,3 +25,4 @@ pub mod flags;
 pub mod kv;
 pub mod local;
 pub mod persist;
+pub mod reload;

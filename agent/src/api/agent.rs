@@ -78,6 +78,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
         .find(|member| member.id == snapshot.local.id)
         .map(MemberJson::from_view);
     let counters = &snapshot.counters;
+    let reload = state.reload.status();
     let count = |status: u8| {
         snapshot
             .members
@@ -97,9 +98,11 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
             "AdvertiseAddr": config.advertise.to_string(),
             "HTTPAddr": config.http_addr.to_string(),
             "Join": config.join.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "ReloadError": reload.last_error,
         },
         "Member": member,
-        "Meta": config.tags,
+        // The tags in force: a reload may have changed them.
+        "Meta": snapshot.local.tags,
         "Stats": {
             "agent": {
                 "generation": snapshot.local.id.generation,
@@ -113,6 +116,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "left": count(3),
                 "failed": count(4),
             },
+            "reload": reload,
             "gossip": {
                 "datagrams_in": counters.datagrams_in,
                 "bytes_in": counters.bytes_in,
@@ -142,6 +146,18 @@ pub async fn leave(State(state): State<ApiState>) -> Result<StatusCode, ApiError
             )
         })?;
     Ok(StatusCode::OK)
+}
+
+/// `PUT /v1/agent/reload`: loads the config file again (as SIGHUP and a
+/// file change do). 400 with the error when the new file is refused; the
+/// previous configuration then keeps running.
+pub async fn reload(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let reloaded = state
+        .reload
+        .reload()
+        .await
+        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error))?;
+    Ok(Json(json!(reloaded)))
 }
 
 /// `PUT /v1/shoal/fault?block=IP,IP` (empty `block` heals): drops all gossip

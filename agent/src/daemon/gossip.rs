@@ -52,6 +52,12 @@ pub enum Command {
         request: LocalRequest,
         reply: oneshot::Sender<Result<(), LocalError>>,
     },
+    /// A config reload: replaces the config-sourced services and checks and
+    /// the node tags (see `crate::reload`).
+    Reload {
+        live: crate::reload::LiveConfig,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// Changes to the local registry, already validated by the API.
@@ -230,7 +236,22 @@ impl GossipLoop {
                 let change = self.local.handle(request, reply);
                 self.push_local(change);
             }
+            Command::Reload { live, reply } => {
+                let _ = reply.send(self.apply_reload(live));
+            }
         }
+    }
+
+    /// Applies a reloaded configuration; tags change only if the services
+    /// and checks were accepted.
+    fn apply_reload(&mut self, live: crate::reload::LiveConfig) -> Result<(), String> {
+        let loaded = self.local.load_config(live.services, live.checks);
+        self.push_local(crate::local::registry::Change::Status);
+        loaded.map_err(|error| format!("services and checks: {error}"))?;
+        if self.node.local_record().tags != live.tags {
+            self.node.update_local(|record| record.tags = live.tags);
+        }
+        Ok(())
     }
 
     /// Copies the registry into our node record: a status change gets a new

@@ -156,23 +156,40 @@ impl Registry {
         spawn: &mut Spawn<'_>,
         now: Instant,
     ) -> Result<(), RegistryError> {
+        // What a reload leaves unchanged keeps its check state, runners and
+        // maintenance: re-registering would reset passing checks to their
+        // initial status and flap the service across the cluster.
         let stale: Vec<String> = self
             .services
             .iter()
-            .filter(|(_, s)| s.source == Source::Config)
+            .filter(|(_, s)| s.source == Source::Config && !services.contains(&s.definition))
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
             self.deregister_service(&id)?;
         }
         self.checks.retain(|_, check| {
-            !(check.source == Source::Config && check.definition.service_id.is_none())
+            !(check.source == Source::Config
+                && check.definition.service_id.is_none()
+                && !checks.contains(&check.definition))
         });
         for service in services {
-            self.register_service(service, Source::Config, None, spawn, now)?;
+            let unchanged = self
+                .services
+                .get(&service.id)
+                .is_some_and(|s| s.source == Source::Config && s.definition == service);
+            if !unchanged {
+                self.register_service(service, Source::Config, None, spawn, now)?;
+            }
         }
         for check in checks {
-            self.register_check(check, Source::Config, None, spawn, now)?;
+            let unchanged = self
+                .checks
+                .get(&check.id)
+                .is_some_and(|c| c.source == Source::Config && *c.definition == check);
+            if !unchanged {
+                self.register_check(check, Source::Config, None, spawn, now)?;
+            }
         }
         Ok(())
     }

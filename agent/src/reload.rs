@@ -1,0 +1,524 @@
+//! Config hot reload: the agent's config file and `config_dir` are watched
+//! (inotify through `notify`), and SIGHUP and `PUT /v1/agent/reload` ask
+//! for the same thing. A reload re-runs [`AgentConfig::load`] with the
+//! flags and `SHOAL_*` variables the agent started with, then:
+//!
+//! - a file that does not load (syntax error, invalid value, half-written)
+//!   changes nothing: the error is logged and shown in `/v1/agent/self`
+//!   (`Stats.reload.last_error`, `Config.ReloadError`);
+//! - services, checks and node tags are handed to the gossip loop as a
+//!   [`Command::Reload`] (it owns them), and the log level is swapped in
+//!   place;
+//! - settings read once at start (addresses, data dir, cluster, node name,
+//!   gossip tuning, ...) keep their running values and are reported as
+//!   needing a restart.
+//!
+//! Editors save by writing a new file and renaming it over the old one, so
+//! the watch is on the config file's directory, not the file itself, and
+//! events are debounced: a burst of writes is one reload.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::checks::CheckDefinition;
+use crate::config::{AgentConfig, Overrides};
+use crate::daemon::gossip::Command;
+use crate::local::service::ServiceDefinition;
+
+/// Quiet time after the last file event before a reload starts.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+/// A file rewritten without pause still reloads this often.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(3);
+
+/// Sets the log level (`trace`..`error`) of the running agent.
+pub type LogControl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The filter directive for a configured log level: foca's own logs stay at
+/// `warn` unless asked for with `RUST_LOG`.
+pub fn log_directive(level: &str) -> String {
+    format!("{level},foca=warn")
+}
+
+/// What `shoal agent` hands the daemon so that it can reload itself.
+pub struct ReloadSetup {
+    /// The flags and `SHOAL_*` variables given at start, applied on every load.
+    pub overrides: Overrides,
+    /// `None` when `RUST_LOG` pins the filter: `log_level` is then not reloaded.
+    pub log: Option<LogControl>,
+}
+
+/// What a reload changes while running; the gossip loop applies it.
+pub struct LiveConfig {
+    pub services: Vec<ServiceDefinition>,
+    pub checks: Vec<CheckDefinition>,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Why a reload ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    File,
+    Signal,
+    Api,
+}
+
+/// The outcome of reloads so far, shown in `/v1/agent/self`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Successful reloads since start.
+    pub reloads: u64,
+    /// Reloads refused since start.
+    pub failures: u64,
+    /// RFC 3339 time of the last successful reload.
+    pub last_success: Option<String>,
+    /// Why the last reload was refused; cleared by the next good one.
+    pub last_error: Option<String>,
+    pub last_trigger: Option<Trigger>,
+    /// Keys changed in the file that only take effect after a restart.
+    pub needs_restart: Vec<String>,
+    /// Directories watched for changes.
+    pub watching: Vec<String>,
+}
+
+/// A successful reload, as `PUT /v1/agent/reload` reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reloaded {
+    pub services: usize,
+    pub checks: usize,
+    pub log_level: String,
+    pub needs_restart: Vec<String>,
+}
+
+type ReloadReply = oneshot::Sender<Result<Reloaded, String>>;
+
+/// The API's side: ask for a reload, read the status.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    requests_tx: mpsc::Sender<ReloadReply>,
+    status_rx: watch::Receiver<ReloadStatus>,
+}
+
+impl ReloadHandle {
+    /// Reloads now and answers with the outcome.
+    pub async fn reload(&self) -> Result<Reloaded, String> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let stopped = || "the agent is shutting down".to_string();
+        self.requests_tx
+            .send(reply_tx)
+            .await
+            .map_err(|_| stopped())?;
+        reply_rx.await.map_err(|_| stopped())?
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status_rx.borrow().clone()
+    }
+}
+
+/// Starts the reload task: file watch, SIGHUP and API requests.
+pub fn spawn(
+    setup: ReloadSetup,
+    config: Arc<AgentConfig>,
+    commands_tx: mpsc::Sender<Command>,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+) -> ReloadHandle {
+    let (requests_tx, requests_rx) = mpsc::channel(8);
+    let (status_tx, status_rx) = watch::channel(ReloadStatus::default());
+    let reloader = Reloader {
+        overrides: setup.overrides,
+        log: setup.log,
+        running: config,
+        commands_tx,
+        status_tx,
+        watcher: None,
+    };
+    tracker.spawn(reloader.run(requests_rx, stop));
+    ReloadHandle {
+        requests_tx,
+        status_rx,
+    }
+}
+
+struct Reloader {
+    overrides: Overrides,
+    log: Option<LogControl>,
+    /// The configuration in force (restart-only keys as at start).
+    running: Arc<AgentConfig>,
+    commands_tx: mpsc::Sender<Command>,
+    status_tx: watch::Sender<ReloadStatus>,
+    /// Kept alive: dropping it stops the watch.
+    watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Reloader {
+    async fn run(mut self, mut requests_rx: mpsc::Receiver<ReloadReply>, stop: CancellationToken) {
+        let (events_tx, mut events_rx) = mpsc::channel::<()>(1);
+        self.watch(&events_tx);
+        let mut hangups =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(signal) => Some(signal),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGHUP; reload with `shoal reload`");
+                    None
+                }
+            };
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                Some(reply) = requests_rx.recv() => {
+                    let _ = reply.send(self.reload(Trigger::Api).await);
+                }
+                Some(()) = recv_signal(&mut hangups) => {
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    let _ = self.reload(Trigger::Signal).await;
+                }
+                Some(()) = events_rx.recv() => {
+                    debounce(&mut events_rx).await;
+                    tracing::info!("configuration files changed: reloading");
+                    if self.reload(Trigger::File).await.is_ok() {
+                        // config_dir may have moved.
+                        self.watch(&events_tx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// (Re)starts the watch on the config file's directory and `config_dir`.
+    fn watch(&mut self, events_tx: &mpsc::Sender<()>) {
+        let Some(file) = self.overrides.config_file.clone() else {
+            return;
+        };
+        let file = absolute(&file);
+        let file_dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let config_dir = self
+            .running
+            .config_dir
+            .clone()
+            .map(|dir| absolute(&dir))
+            .unwrap_or_else(|| file_dir.join("config.d"));
+        let relevant = Relevant {
+            file: file.clone(),
+            config_dir: config_dir.clone(),
+        };
+        let events_tx = events_tx.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            match event {
+                Ok(event) if relevant.matches(&event) => {
+                    // Full: a reload is already pending, which is enough.
+                    let _ = events_tx.try_send(());
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "config file watch error"),
+            }
+        });
+        let mut watcher = match watcher {
+            Ok(watcher) => watcher,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the config files; reload with SIGHUP or `shoal reload`");
+                return;
+            }
+        };
+        let mut watching = Vec::new();
+        for dir in [&file_dir, &config_dir] {
+            if !dir.is_dir() || watching.contains(&dir.display().to_string()) {
+                continue;
+            }
+            match watcher.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => watching.push(dir.display().to_string()),
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "cannot watch a config directory")
+                }
+            }
+        }
+        tracing::debug!(?watching, "watching the configuration");
+        self.status_tx
+            .send_modify(|status| status.watching = watching);
+        self.watcher = Some(watcher);
+    }
+
+    /// Loads the configuration again and applies what can change live.
+    async fn reload(&mut self, trigger: Trigger) -> Result<Reloaded, String> {
+        let overrides = self.overrides.clone();
+        let loaded = tokio::task::spawn_blocking(move || AgentConfig::load(&overrides))
+            .await
+            .map_err(|error| format!("the config loader panicked: {error}"))
+            .and_then(|loaded| loaded.map_err(|error| error.to_string()));
+        let result = match loaded {
+            Ok(config) => self.apply(config).await,
+            Err(error) => Err(error),
+        };
+        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        self.status_tx.send_modify(|status| {
+            status.last_trigger = Some(trigger);
+            match &result {
+                Ok(reloaded) => {
+                    status.reloads += 1;
+                    status.last_success = Some(now);
+                    status.last_error = None;
+                    status.needs_restart = reloaded.needs_restart.clone();
+                }
+                Err(error) => {
+                    status.failures += 1;
+                    status.last_error = Some(error.clone());
+                }
+            }
+        });
+        match &result {
+            Ok(reloaded) => tracing::info!(
+                services = reloaded.services,
+                checks = reloaded.checks,
+                log_level = %reloaded.log_level,
+                "configuration reloaded"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                "configuration reload refused; the previous configuration keeps running"
+            ),
+        }
+        result
+    }
+
+    async fn apply(&mut self, loaded: AgentConfig) -> Result<Reloaded, String> {
+        let needs_restart = restart_only_changes(&self.running, &loaded);
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                keys = %needs_restart.join(", "),
+                "config change needs a restart: {}; keeping the running values until then",
+                needs_restart.join(", ")
+            );
+        }
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let live = LiveConfig {
+            services: loaded.services.clone(),
+            checks: loaded.checks.clone(),
+            tags: loaded.tags.clone(),
+        };
+        let stopped = || "the agent is shutting down".to_string();
+        self.commands_tx
+            .send(Command::Reload {
+                live,
+                reply: reply_tx,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        reply_rx.await.map_err(|_| stopped())??;
+
+        if loaded.log_level != self.running.log_level {
+            match &self.log {
+                Some(set_level) => set_level(&loaded.log_level)
+                    .map_err(|error| format!("log_level: cannot apply: {error}"))?,
+                None => {
+                    tracing::warn!("log_level changed, but RUST_LOG is set and takes precedence")
+                }
+            }
+        }
+
+        let mut running = (*self.running).clone();
+        running.services = loaded.services;
+        running.checks = loaded.checks;
+        running.tags = loaded.tags;
+        running.log_level = loaded.log_level;
+        running.config_dir = loaded.config_dir;
+        let reloaded = Reloaded {
+            services: running.services.len(),
+            checks: running.checks.len(),
+            log_level: running.log_level.clone(),
+            needs_restart,
+        };
+        self.running = Arc::new(running);
+        Ok(reloaded)
+    }
+}
+
+/// Which file events concern the configuration.
+struct Relevant {
+    file: PathBuf,
+    config_dir: PathBuf,
+}
+
+impl Relevant {
+    fn matches(&self, event: &notify::Event) -> bool {
+        // Reading the files ourselves produces access events: never react
+        // to those (or to metadata-only changes such as atime), or every
+        // reload would trigger the next.
+        let kind_counts = match event.kind {
+            EventKind::Access(_) => false,
+            EventKind::Modify(notify::event::ModifyKind::Metadata(_)) => false,
+            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any => {
+                true
+            }
+            EventKind::Other => false,
+        };
+        kind_counts
+            && event.paths.iter().any(|path| {
+                path == &self.file
+                    || path == &self.config_dir
+                    || (path.parent() == Some(self.config_dir.as_path())
+                        && path.extension().is_some_and(|ext| ext == "toml"))
+            })
+    }
+}
+
+/// Waits until no event has come for [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]).
+async fn debounce(events_rx: &mut mpsc::Receiver<()>) {
+    let deadline = Instant::now() + DEBOUNCE_MAX;
+    loop {
+        let quiet_until = (Instant::now() + DEBOUNCE).min(deadline);
+        match tokio::time::timeout_at(quiet_until, events_rx.recv()).await {
+            Ok(Some(())) if Instant::now() < deadline => continue,
+            _ => return,
+        }
+    }
+}
+
+async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Keys whose new value differs from the running one but can only be
+/// applied by a restart, by config key name.
+pub fn restart_only_changes(running: &AgentConfig, loaded: &AgentConfig) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut differs = |key: &str, changed: bool| {
+        if changed {
+            keys.push(key.to_string());
+        }
+    };
+    differs("node_name", running.node_name != loaded.node_name);
+    differs("datacenter", running.datacenter != loaded.datacenter);
+    differs("cluster", running.cluster != loaded.cluster);
+    differs("data_dir", running.data_dir != loaded.data_dir);
+    differs("bind", running.bind != loaded.bind);
+    differs("advertise", running.advertise != loaded.advertise);
+    differs("http_addr", running.http_addr != loaded.http_addr);
+    differs("join", running.join != loaded.join);
+    differs("log_format", running.log_format != loaded.log_format);
+    // GossipConfig has no PartialEq; its Debug form lists every field.
+    differs(
+        "gossip",
+        format!("{:?}", running.gossip) != format!("{:?}", loaded.gossip),
+    );
+    differs(
+        "kv.tombstone_grace",
+        running.kv_tombstone_grace != loaded.kv_tombstone_grace,
+    );
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+
+    fn config(text: &str) -> AgentConfig {
+        let file: FileConfig = toml::from_str(text).unwrap();
+        AgentConfig::from_parts(file, &Overrides::default()).unwrap()
+    }
+
+    #[test]
+    fn restart_only_keys_are_named() {
+        let running = config("data_dir = \"/tmp/a\"\nbind = \"127.0.0.1:7000\"\n");
+        let same = config(
+            "data_dir = \"/tmp/a\"\nbind = \"127.0.0.1:7000\"\nlog_level = \"debug\"\ntags = { env = \"prod\" }\n",
+        );
+        assert!(restart_only_changes(&running, &same).is_empty());
+        let moved = config(
+            "data_dir = \"/tmp/b\"\nbind = \"127.0.0.1:7001\"\n[gossip]\nprobe_interval = \"2s\"\n",
+        );
+        assert_eq!(
+            restart_only_changes(&running, &moved),
+            ["data_dir", "bind", "advertise", "gossip"]
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_unchanged_checks() {
+        use crate::local::registry::Registry;
+        use shoal_protocol::record::CheckStatus;
+        let parse = |value: serde_json::Value| {
+            ServiceDefinition::parse(&crate::local::keys::normalize(value), "services[0]").unwrap()
+        };
+        let web = parse(serde_json::json!({
+            "name": "web", "id": "web-1",
+            "checks": [{"id": "web-ttl", "ttl": "30s"}],
+        }));
+        let status = |registry: &Registry| registry.records().0[0].checks[0].status;
+        let mut registry = Registry::default();
+        let mut spawn = |_: Arc<CheckDefinition>| None;
+        let now = std::time::Instant::now();
+        registry
+            .replace_config(vec![web.clone()], Vec::new(), &mut spawn, now)
+            .unwrap();
+        registry
+            .ttl_update("web-ttl", CheckStatus::Passing, None, now)
+            .unwrap();
+        registry
+            .replace_config(vec![web.clone()], Vec::new(), &mut spawn, now)
+            .unwrap();
+        assert_eq!(status(&registry), CheckStatus::Passing);
+        let mut changed = web.clone();
+        changed.tags = vec!["v2".into()];
+        registry
+            .replace_config(vec![changed], Vec::new(), &mut spawn, now)
+            .unwrap();
+        assert_ne!(status(&registry), CheckStatus::Passing);
+        registry
+            .replace_config(Vec::new(), Vec::new(), &mut spawn, now)
+            .unwrap();
+        assert!(registry.records().0.is_empty());
+    }
+
+    #[test]
+    fn only_config_paths_and_real_changes_count() {
+        use notify::event::{
+            AccessKind, CreateKind, DataChange, MetadataKind, ModifyKind, RenameMode,
+        };
+        let relevant = Relevant {
+            file: PathBuf::from("/etc/shoal/agent.toml"),
+            config_dir: PathBuf::from("/etc/shoal/config.d"),
+        };
+        let event = |kind, path: &str| notify::Event::new(kind).add_path(PathBuf::from(path));
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert!(relevant.matches(&event(data, "/etc/shoal/agent.toml")));
+        assert!(relevant.matches(&event(
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            "/etc/shoal/agent.toml"
+        )));
+        assert!(relevant.matches(&event(
+            EventKind::Create(CreateKind::File),
+            "/etc/shoal/config.d/web.toml"
+        )));
+        assert!(!relevant.matches(&event(data, "/etc/shoal/.agent.toml.swp")));
+        assert!(!relevant.matches(&event(data, "/etc/shoal/config.d/notes.txt")));
+        assert!(!relevant.matches(&event(
+            EventKind::Access(AccessKind::Any),
+            "/etc/shoal/agent.toml"
+        )));
+        assert!(!relevant.matches(&event(
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)),
+            "/etc/shoal/agent.toml"
+        )));
+    }
+}
