@@ -6,7 +6,9 @@ pub fn run(client: &Client) -> anyhow::Result<()> {
     let reloaded = client.put("/v1/agent/reload")?;
     println!(
         "Configuration reloaded: {} services, {} checks, log level {}",
-        reloaded["services"], reloaded["checks"], reloaded["log_level"]
+        reloaded["services"],
+        reloaded["checks"],
+        reloaded["log_level"].as_str().unwrap_or_default()
     );
     let needs_restart: Vec<&str> = reloaded["needs_restart"]
         .as_array()
