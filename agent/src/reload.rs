@@ -409,6 +409,10 @@ pub fn restart_only_changes(running: &AgentConfig, loaded: &AgentConfig) -> Vec<
     differs("node_name", running.node_name != loaded.node_name);
     differs("datacenter", running.datacenter != loaded.datacenter);
     differs("cluster", running.cluster != loaded.cluster);
+    // The keyring replicates through the KV once running; `encrypt` only
+    // seeds it at start (rotate with `shoal keyring`).
+    differs("encrypt", running.encrypt != loaded.encrypt);
+    differs("acl", running.acl != loaded.acl);
     differs("data_dir", running.data_dir != loaded.data_dir);
     differs("bind", running.bind != loaded.bind);
     differs("advertise", running.advertise != loaded.advertise);
