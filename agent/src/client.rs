@@ -89,7 +89,12 @@ impl Client {
     }
 
     /// `method` (`POST`, `PUT` or `DELETE`) with a JSON body.
-    pub fn send_json(&self, method: &'static str, path: &str, body: &Value) -> Result<Value, ClientError> {
+    pub fn send_json(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
         let bytes = body.to_string();
         let request = match method {

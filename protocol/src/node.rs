@@ -114,6 +114,15 @@ impl GossipConfig {
         config.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - HEADER_LEN - SEAL_OVERHEAD)
             .expect("datagram larger than header");
         config.remove_down_after = Some(self.remove_down_after);
+        // memberlist's retransmit count, 4 * ceil(log10(n + 1)): foca's own
+        // (floor of 4 * log10) sends each update too few times in small and
+        // forming clusters, leaving stragglers for anti-entropy to fix. The
+        // config is re-applied only when the size crosses a power of two, so
+        // count for the top of that range.
+        let top = cluster_size.max(1).next_power_of_two();
+        let retransmits = 4.0 * f64::from(top + 1).log10().ceil();
+        config.max_transmissions =
+            std::num::NonZeroU8::new(retransmits.clamp(4.0, 255.0) as u8).expect("at least 4");
         config.periodic_gossip = Some(PeriodicParams {
             frequency: self.gossip_interval,
             num_members: self.gossip_fanout,

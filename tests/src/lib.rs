@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod relay;
+
 /// Gossip port every test agent uses on its own loopback address.
 pub const GOSSIP_PORT: u16 = 17946;
 /// HTTP port every test agent uses on its own loopback address.

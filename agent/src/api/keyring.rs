@@ -23,8 +23,10 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 /// seen by this agent: `NumNodes` is 1).
 pub async fn list(State(state): State<ApiState>) -> Json<Value> {
     let (keys, primary) = state.keyring.list();
-    let counts: serde_json::Map<String, Value> = keys.iter().map(|k| (format_key(k), json!(1))).collect();
-    let primaries: serde_json::Map<String, Value> = primary.iter().map(|k| (format_key(k), json!(1))).collect();
+    let counts: serde_json::Map<String, Value> =
+        keys.iter().map(|k| (format_key(k), json!(1))).collect();
+    let primaries: serde_json::Map<String, Value> =
+        primary.iter().map(|k| (format_key(k), json!(1))).collect();
     Json(json!([{
         "WAN": false,
         "Datacenter": state.config.datacenter,
@@ -37,11 +39,16 @@ pub async fn list(State(state): State<ApiState>) -> Json<Value> {
 
 /// The `{"Key": "..."}` body of the write operations.
 fn key_of(body: &Bytes) -> Result<Key, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| bad_request(format!("request body is not valid JSON: {e}")))?;
-    let object = value.as_object().ok_or_else(|| bad_request("request body must be {\"Key\": \"...\"}"))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| bad_request(format!("request body is not valid JSON: {e}")))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| bad_request("request body must be {\"Key\": \"...\"}"))?;
     for field in object.keys() {
         if !field.eq_ignore_ascii_case("key") {
-            return Err(bad_request(format!("{field}: unknown field (expected Key)")));
+            return Err(bad_request(format!(
+                "{field}: unknown field (expected Key)"
+            )));
         }
     }
     let text = object
@@ -53,10 +60,15 @@ fn key_of(body: &Bytes) -> Result<Key, ApiError> {
 }
 
 /// Writes the new keyring cluster-wide.
-async fn publish(state: &ApiState, change: impl FnOnce(KeyringState) -> Result<KeyringState, ApiError>) -> Result<StatusCode, ApiError> {
+async fn publish(
+    state: &ApiState,
+    change: impl FnOnce(KeyringState) -> Result<KeyringState, ApiError>,
+) -> Result<StatusCode, ApiError> {
     let (keys, primary) = state.keyring.list();
     let primary = primary.ok_or_else(|| {
-        bad_request("gossip encryption is off on this agent: start every agent with --encrypt KEY first")
+        bad_request(
+            "gossip encryption is off on this agent: start every agent with --encrypt KEY first",
+        )
     })?;
     let next = change(KeyringState { primary, keys })?;
     // No CAS: the write always happens.
@@ -105,10 +117,15 @@ pub async fn remove(State(state): State<ApiState>, body: Bytes) -> Result<Status
     let key = key_of(&body)?;
     publish(&state, |mut ring| {
         if ring.primary == key {
-            return Err(bad_request("Key: is the primary key; make another key primary first"));
+            return Err(bad_request(
+                "Key: is the primary key; make another key primary first",
+            ));
         }
         if !ring.keys.contains(&key) {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "Key: is not installed"));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "Key: is not installed",
+            ));
         }
         ring.keys.retain(|k| *k != key);
         Ok(ring)

@@ -35,7 +35,10 @@ fn entry_json(stored: &Stored) -> Value {
 /// after the prefix, as Consul does.
 fn list_keys(kv: &KvStore, prefix: &str, separator: Option<&str>) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
-    for stored in kv.prefix(prefix).filter(|s| s.entry.key != crate::kv::KEYRING_KEY) {
+    for stored in kv
+        .prefix(prefix)
+        .filter(|s| s.entry.key != crate::kv::KEYRING_KEY)
+    {
         let key = &stored.entry.key;
         let shown = match separator.filter(|s| !s.is_empty()) {
             Some(separator) => match key[prefix.len()..].find(separator) {
@@ -56,7 +59,10 @@ fn check_reserved(key: &str) -> Result<(), ApiError> {
     if key.starts_with(crate::kv::KEYRING_KEY) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            format!("`{}` is reserved: use /v1/operator/keyring", crate::kv::KEYRING_KEY),
+            format!(
+                "`{}` is reserved: use /v1/operator/keyring",
+                crate::kv::KEYRING_KEY
+            ),
         ));
     }
     Ok(())
@@ -155,14 +161,35 @@ pub(crate) async fn write(state: &ApiState, request: KvRequest) -> Result<Json<b
         .await
         .map_err(|_| unavailable())?
         .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
-    if let Some(durable) = ack.durable {
-        durable.await.map_err(|_| unavailable())?.map_err(|error| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the write could not be made durable: {error}"),
-            )
-        })?;
-    }
+    let Some(durable) = ack.durable else {
+        return Ok(Json(ack.written));
+    };
+    // Finish in a task of its own: if the client goes away, the write is
+    // still settled (applied, or forgotten as pending).
+    let commands_tx = state.commands_tx.clone();
+    let entries = ack.entries;
+    let settled = tokio::spawn(async move {
+        let outcome = durable
+            .await
+            .unwrap_or_else(|_| Err("the agent is shutting down".into()));
+        let (settled_tx, settled_rx) = tokio::sync::oneshot::channel();
+        let command = Command::KvSettle {
+            entries,
+            durable: outcome.is_ok(),
+            reply: settled_tx,
+        };
+        if commands_tx.send(command).await.is_ok() {
+            let _ = settled_rx.await;
+        }
+        outcome
+    });
+    let outcome = settled.await.map_err(|_| unavailable())?;
+    outcome.map_err(|error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the write could not be made durable, so it was not applied: {error}"),
+        )
+    })?;
     Ok(Json(ack.written))
 }
 

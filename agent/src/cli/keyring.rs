@@ -60,7 +60,11 @@ fn list(client: &Client, format: Format) -> anyhow::Result<()> {
         .into_iter()
         .flatten()
         .map(|(key, _): (&String, &Value)| {
-            let role = if primaries.contains_key(key) { "primary" } else { "installed" };
+            let role = if primaries.contains_key(key) {
+                "primary"
+            } else {
+                "installed"
+            };
             vec![key.clone(), role.to_string()]
         })
         .collect();

@@ -46,6 +46,12 @@ pub enum Command {
         request: crate::kv::KvRequest,
         reply: oneshot::Sender<Result<crate::kv::KvAck, shoal_protocol::kv::KvError>>,
     },
+    /// A KV write came back from the disk: apply it if it is durable.
+    KvSettle {
+        entries: Vec<shoal_protocol::kv::KvEntry>,
+        durable: bool,
+        reply: oneshot::Sender<()>,
+    },
     /// A change to what is registered on this agent, answered once it is
     /// applied (and, for API registrations, durable).
     Local {
@@ -231,6 +237,14 @@ impl GossipLoop {
             }
             Command::Kv { request, reply } => {
                 let _ = reply.send(self.kv.handle(&mut self.node, request));
+            }
+            Command::KvSettle {
+                entries,
+                durable,
+                reply,
+            } => {
+                self.kv.settle(&mut self.node, entries, durable);
+                let _ = reply.send(());
             }
             Command::Local { request, reply } => {
                 let change = self.local.handle(request, reply);

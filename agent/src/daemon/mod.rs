@@ -153,7 +153,11 @@ pub async fn run(
 
     let (database, loaded) = crate::kv::disk::open(data_dir.path())?;
     let (disk_tx, disk_rx) = mpsc::unbounded_channel();
-    tracker.spawn(crate::kv::disk::writer_loop(database, disk_rx));
+    tracker.spawn(crate::kv::disk::writer_loop(
+        database,
+        data_dir.path().join(crate::kv::disk::FILE),
+        disk_rx,
+    ));
     let mut node = node;
     let mut kv_state = crate::kv::KvState::new(
         keyring.clone(),

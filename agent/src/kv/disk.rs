@@ -95,19 +95,42 @@ pub struct Job {
 }
 
 /// Writes batches in order; consecutive batches are committed together.
-pub async fn writer_loop(database: Arc<Database>, mut jobs_rx: mpsc::UnboundedReceiver<Job>) {
+/// After a failed commit (a full or failing disk) redb must be reopened:
+/// the writer does so before the next batch, so the agent recovers on its
+/// own once the disk does.
+pub async fn writer_loop(
+    database: Arc<Database>,
+    path: std::path::PathBuf,
+    mut jobs_rx: mpsc::UnboundedReceiver<Job>,
+) {
+    let mut database = Some(database);
     while let Some(first) = jobs_rx.recv().await {
         let mut jobs = vec![first];
         while let Ok(next) = jobs_rx.try_recv() {
             jobs.push(next);
         }
-        let database = database.clone();
-        let (result, jobs) = tokio::task::spawn_blocking(move || {
-            let result = write(&database, &jobs);
-            (result, jobs)
+        let current = database.take();
+        let reopen_path = path.clone();
+        let (result, jobs, kept) = tokio::task::spawn_blocking(move || {
+            let current = match current {
+                Some(current) => Ok(current),
+                None => Database::create(&reopen_path)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string()),
+            };
+            match current {
+                Ok(db) => {
+                    let result = write(&db, &jobs);
+                    // A failed commit poisons the handle: drop it, reopen next time.
+                    let kept = result.is_ok().then_some(db);
+                    (result, jobs, kept)
+                }
+                Err(error) => (Err(error), jobs, None),
+            }
         })
         .await
         .expect("KV writer panicked");
+        database = kept;
         if let Err(error) = &result {
             tracing::error!(%error, "KV write failed");
         }

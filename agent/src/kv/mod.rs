@@ -7,6 +7,8 @@
 
 pub mod disk;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_protocol::Node;
@@ -43,6 +45,11 @@ pub enum KvRequest {
 pub struct KvAck {
     pub written: bool,
     pub durable: Option<oneshot::Receiver<Result<(), String>>>,
+    /// The entries written ahead to disk: the API hands them back to the
+    /// loop with [`KvState::settle`] once the disk answered, and only then
+    /// are they applied and gossiped. A write that could not be made
+    /// durable is never seen by anyone.
+    pub entries: Vec<KvEntry>,
 }
 
 /// The gossip loop's KV state.
@@ -56,6 +63,9 @@ pub struct KvState {
     stale_before: Option<u64>,
     /// The gossip keyring, kept in step with the `_shoal/keyring` entry.
     keyring: Keyring,
+    /// Keys with a write on its way to disk: a `?cas=` on them fails, so two
+    /// CAS writes on this agent can't both succeed.
+    pending: HashMap<String, usize>,
 }
 
 /// The KV key holding the cluster's gossip keyring. Reserved: the `/v1/kv`
@@ -115,6 +125,7 @@ impl KvState {
             grace,
             stale_before: None,
             keyring,
+            pending: HashMap::new(),
         }
     }
 
@@ -145,9 +156,18 @@ impl KvState {
     /// stays alone keeps serving what it has).
     pub fn restore(&mut self, node: &mut Node, loaded: disk::Loaded) {
         let count = loaded.entries.len();
+        // Entries written ahead but not yet re-saved with their indexes
+        // (the agent died in between) get fresh ones, after all the others.
+        let (indexed, ahead): (Vec<Stored>, Vec<Stored>) = loaded
+            .entries
+            .into_iter()
+            .partition(|stored| stored.modify_index > 0);
         node.with_kv(|kv| {
-            for stored in loaded.entries {
+            for stored in indexed {
                 kv.restore(stored);
+            }
+            for stored in ahead {
+                kv.apply(stored.entry);
             }
         });
         let kv = node.kv();
@@ -227,13 +247,15 @@ impl KvState {
                 .filter(|s| !s.entry.deleted)
                 .map(|s| s.modify_index)
                 .unwrap_or(0);
-            if current != cas {
+            if current != cas || self.pending.contains_key(target) {
                 return Ok(KvAck {
                     written: false,
                     durable: None,
+                    entries: Vec::new(),
                 });
             }
         }
+        let mut entries = Vec::with_capacity(keys.len());
         for key in keys {
             let previous = kv.get(&key).map(|s| s.entry.time).unwrap_or(0);
             let time = self.now().max(previous + 1);
@@ -255,20 +277,46 @@ impl KvState {
                     deleted: true,
                 },
             };
-            node.write_kv(entry);
+            *self.pending.entry(entry.key.clone()).or_default() += 1;
+            entries.push(entry);
         }
         let (reply_tx, reply_rx) = oneshot::channel();
-        let applied = node.take_kv_applied();
-        self.watch_keyring(&applied);
+        let ahead = entries
+            .iter()
+            .map(|entry| Stored {
+                entry: Arc::new(entry.clone()),
+                create_index: 0,
+                modify_index: 0,
+            })
+            .collect();
         self.send(disk::Job {
-            upserts: applied,
+            upserts: ahead,
             reply: Some(reply_tx),
             ..disk::Job::default()
         });
         Ok(KvAck {
             written: true,
             durable: Some(reply_rx),
+            entries,
         })
+    }
+
+    /// Finishes a write once the disk answered: applies and gossips it when
+    /// it is durable, forgets it otherwise.
+    pub fn settle(&mut self, node: &mut Node, entries: Vec<KvEntry>, durable: bool) {
+        for entry in entries {
+            if let Some(count) = self.pending.get_mut(&entry.key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.pending.remove(&entry.key);
+                }
+            }
+            if durable {
+                node.write_kv(entry);
+            }
+        }
+        // `flush` persists the applied entries with their local indexes.
+        self.flush(node);
     }
 
     fn before_contact_if_connected(&mut self, node: &mut Node) {
