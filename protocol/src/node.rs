@@ -536,6 +536,7 @@ impl Node {
             nodes: state.digest(),
             kv_root: state.kv().root(),
             kv_buckets: state.kv().bucket_hashes().to_vec(),
+            members: self.alive_members(),
         }
     }
 
@@ -560,6 +561,7 @@ impl Node {
             wanted,
             kv_entries,
             kv_buckets,
+            members: self.alive_members(),
         }
     }
 
@@ -589,6 +591,38 @@ impl Node {
     pub fn sync_absorb(&mut self, records: Vec<NodeRecord>, kv_entries: Vec<KvEntry>) {
         self.merge_records(records);
         self.merge_kv(kv_entries);
+    }
+
+    /// Adds the members a peer holds alive that our SWIM table lacks (or
+    /// knows only under an older generation). Members we hold as down stay
+    /// down: the receive path tells them (see `tell_if_declared_down`).
+    pub fn learn_members(&mut self, alive: &[NodeId]) {
+        let me = self.identity().addr;
+        let known: HashMap<SocketAddr, NodeId> = self
+            .swim
+            .iter_membership_state()
+            .map(|member| (member.id().addr, *member.id()))
+            .collect();
+        let new: Vec<NodeId> = alive
+            .iter()
+            .filter(|id| {
+                id.addr != me
+                    && known
+                        .get(&id.addr)
+                        .is_none_or(|k| id.generation > k.generation)
+            })
+            .copied()
+            .collect();
+        if !new.is_empty() {
+            self.assume_members(new);
+        }
+    }
+
+    /// Ourselves and every member we hold active.
+    fn alive_members(&self) -> Vec<NodeId> {
+        std::iter::once(self.identity())
+            .chain(self.swim.iter_members().map(|member| *member.id()))
+            .collect()
     }
 
     /// Merges KV entries received by anti-entropy; returns how many won.

@@ -16,11 +16,17 @@
 //! A quiet exchange (nothing differs) costs O(nodes + buckets), never
 //! O(keys): KV entries only travel for buckets whose hashes differ.
 //!
+//! Both sides also send the members they hold alive, and each adds the ones
+//! its SWIM table lacks, as memberlist's push-pull does: a member that
+//! missed a join's gossip learns of it at the next exchange rather than at
+//! foca's next periodic announce.
+//!
 //! Frames are a 4-byte big-endian length followed by an envelope of kind
 //! [`PayloadKind::Sync`](crate::envelope::PayloadKind::Sync).
 
 use bincode::{Decode, Encode};
 
+use crate::identity::NodeId;
 use crate::kv::KvEntry;
 use crate::record::NodeRecord;
 
@@ -40,6 +46,8 @@ pub enum SyncMessage {
         nodes: Vec<DigestEntry>,
         kv_root: u64,
         kv_buckets: Vec<u64>,
+        /// The members the initiator holds alive (itself included).
+        members: Vec<NodeId>,
     },
     /// Responder → initiator: records the initiator lacks, the names of
     /// records the responder wants back, and the responder's KV entries in
@@ -49,6 +57,8 @@ pub enum SyncMessage {
         wanted: Vec<String>,
         kv_entries: Vec<KvEntry>,
         kv_buckets: Vec<u16>,
+        /// The members the responder holds alive (itself included).
+        members: Vec<NodeId>,
     },
     /// Initiator → responder: the records asked for, and the initiator's KV
     /// entries in the differing buckets.

@@ -142,7 +142,7 @@ fn writes_converge_and_concurrent_writes_resolve_identically() {
 }
 
 #[test]
-fn partition_with_writes_on_both_sides_heals_without_losing_acknowledged_writes() {
+fn a_minute_long_partition_with_writes_on_both_sides_heals_without_losing_acknowledged_writes() {
     let scratch = tempfile::tempdir().unwrap();
     let cluster = Cluster::start_with(5, options(scratch.path()));
     cluster.wait_all_alive(Duration::from_secs(20));
@@ -171,6 +171,7 @@ fn partition_with_writes_on_both_sides_heals_without_losing_acknowledged_writes(
             assert_eq!(status, 200, "{body}");
         }
     }
+    let partitioned = Instant::now();
     // Both sides see the other failed.
     wait_for(
         Duration::from_secs(30),
@@ -199,6 +200,8 @@ fn partition_with_writes_on_both_sides_heals_without_losing_acknowledged_writes(
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(cluster.agents[3].kv_put("shared", "majority"), Ok(true));
 
+    // Hold the partition for a minute, as a real outage might last.
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(partitioned.elapsed()));
     // Heal.
     let healed = Instant::now();
     for agent in &cluster.agents {

@@ -205,9 +205,11 @@ impl GossipLoop {
                     nodes,
                     kv_root,
                     kv_buckets,
+                    members,
                 } = digest
                 {
                     let _ = reply.send(self.node.sync_answer(&nodes, kv_root, &kv_buckets));
+                    self.node.learn_members(&members);
                 }
             }
             Command::SyncFinish { delta, reply } => {
@@ -216,6 +218,7 @@ impl GossipLoop {
                     wanted,
                     kv_entries,
                     kv_buckets,
+                    members,
                 } = delta
                 {
                     let _ = reply.send(self.node.sync_finish(
@@ -224,6 +227,7 @@ impl GossipLoop {
                         kv_entries,
                         &kv_buckets,
                     ));
+                    self.node.learn_members(&members);
                 }
             }
             Command::SyncAbsorb { closing } => {
