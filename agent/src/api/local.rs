@@ -181,49 +181,25 @@ async fn ttl(
     Ok(StatusCode::OK)
 }
 
-/// `PUT /v1/agent/check/pass/:id?note=`
-pub async fn check_pass(
+/// `PUT /v1/agent/check/pass|warn|fail/:id?note=` (GET too, for old
+/// clients): a TTL check reports its status; the note becomes its output.
+pub async fn check_report(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    Path((verb, id)): Path<(String, String)>,
     query: Query,
 ) -> Result<StatusCode, ApiError> {
-    ttl(
-        &state,
-        id,
-        CheckStatus::Passing,
-        query.get("note").map(str::to_string),
-    )
-    .await
-}
-
-/// `PUT /v1/agent/check/warn/:id?note=`
-pub async fn check_warn(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-    query: Query,
-) -> Result<StatusCode, ApiError> {
-    ttl(
-        &state,
-        id,
-        CheckStatus::Warning,
-        query.get("note").map(str::to_string),
-    )
-    .await
-}
-
-/// `PUT /v1/agent/check/fail/:id?note=`
-pub async fn check_fail(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-    query: Query,
-) -> Result<StatusCode, ApiError> {
-    ttl(
-        &state,
-        id,
-        CheckStatus::Critical,
-        query.get("note").map(str::to_string),
-    )
-    .await
+    let status = match verb.as_str() {
+        "pass" => CheckStatus::Passing,
+        "warn" => CheckStatus::Warning,
+        "fail" => CheckStatus::Critical,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: /v1/agent/check/{verb}/{id}"),
+            ));
+        }
+    };
+    ttl(&state, id, status, query.get("note").map(str::to_string)).await
 }
 
 /// `PUT /v1/agent/check/update/:id` with `{"Status": "...", "Output": "..."}`.

@@ -109,17 +109,10 @@ pub fn router(state: ApiState) -> Router {
             "/v1/agent/check/deregister/{id}",
             put(local::deregister_check).get(local::deregister_check),
         )
+        // pass, warn or fail; the static routes above and below win.
         .route(
-            "/v1/agent/check/pass/{id}",
-            put(local::check_pass).get(local::check_pass),
-        )
-        .route(
-            "/v1/agent/check/warn/{id}",
-            put(local::check_warn).get(local::check_warn),
-        )
-        .route(
-            "/v1/agent/check/fail/{id}",
-            put(local::check_fail).get(local::check_fail),
+            "/v1/agent/check/{verb}/{id}",
+            put(local::check_report).get(local::check_report),
         )
         .route("/v1/agent/check/update/{id}", put(local::check_update))
         .route(
