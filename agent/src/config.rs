@@ -290,6 +290,16 @@ impl AgentConfig {
                 .ok_or_else(|| invalid("tags", format!("`{text}` is not of the form key=value")))?;
             tags.insert(key.trim().to_string(), value.trim().to_string());
         }
+        if tags.len() > shoal_protocol::state::MAX_RECORD_TAGS {
+            return Err(invalid(
+                "tags",
+                format!(
+                    "{} tags; at most {} are allowed",
+                    tags.len(),
+                    shoal_protocol::state::MAX_RECORD_TAGS
+                ),
+            ));
+        }
         for key in tags.keys() {
             if key.is_empty() || key.len() > 128 {
                 return Err(invalid(

@@ -18,6 +18,33 @@ pub enum Merge {
     /// It claims our own node name with another identity: ignored (we are
     /// the only writer of our record).
     Conflict,
+    /// It exceeds the limits below: not trusted, not stored.
+    Oversized,
+}
+
+/// Most services a node record may carry.
+pub const MAX_SERVICES: usize = 256;
+/// Most checks a node record may carry, its services' included.
+pub const MAX_CHECKS: usize = 1024;
+/// Most tags (node tags, or one service's tags) a record may carry.
+pub const MAX_RECORD_TAGS: usize = 128;
+
+/// Whether a record from a peer is within the limits. A local API
+/// registration is held to tighter ones before it gets here.
+pub fn within_limits(record: &NodeRecord) -> bool {
+    let checks = record.checks.len()
+        + record
+            .services
+            .iter()
+            .map(|s| s.checks.len())
+            .sum::<usize>();
+    record.services.len() <= MAX_SERVICES
+        && checks <= MAX_CHECKS
+        && record.tags.len() <= MAX_RECORD_TAGS
+        && record
+            .services
+            .iter()
+            .all(|s| s.tags.len() <= MAX_RECORD_TAGS && s.meta.len() <= MAX_RECORD_TAGS)
 }
 
 /// All node records this agent knows, its own included.
@@ -28,6 +55,7 @@ pub struct ClusterState {
     pulls: Vec<SocketAddr>,
     changed: bool,
     name_conflicts: u64,
+    oversized: u64,
     kv: KvStore,
     kv_applied: Vec<Stored>,
 }
@@ -43,6 +71,7 @@ impl ClusterState {
             pulls: Vec::new(),
             changed: true,
             name_conflicts: 0,
+            oversized: 0,
             kv: KvStore::default(),
             kv_applied: Vec::new(),
         }
@@ -79,6 +108,10 @@ impl ClusterState {
 
     /// Merges a record from a peer.
     pub fn merge(&mut self, record: NodeRecord) -> Merge {
+        if !within_limits(&record) {
+            self.oversized += 1;
+            return Merge::Oversized;
+        }
         if record.name == self.local_name {
             // An older copy of our own record is merely stale; another
             // identity claiming our name is a conflict.
@@ -128,6 +161,11 @@ impl ClusterState {
     /// How many records claimed our name with another identity.
     pub fn name_conflicts(&self) -> u64 {
         self.name_conflicts
+    }
+
+    /// How many records from peers were refused for exceeding the limits.
+    pub fn oversized(&self) -> u64 {
+        self.oversized
     }
 
     /// Name and order of every record, for anti-entropy.
@@ -272,6 +310,18 @@ mod tests {
         assert_eq!(state.merge(record("a", 1, 2, 1)), Merge::Applied);
         assert_eq!(state.merge(record("a", 1, 1, 99)), Merge::Stale);
         assert_eq!(state.get("a").unwrap().id.generation, 2);
+    }
+
+    #[test]
+    fn records_over_the_limits_are_refused() {
+        let mut state = ClusterState::new(record("local", 9, 1, 1));
+        let mut huge = record("a", 1, 1, 1);
+        huge.tags = (0..=MAX_RECORD_TAGS)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        assert_eq!(state.merge(huge), Merge::Oversized);
+        assert!(state.get("a").is_none());
+        assert_eq!(state.oversized(), 1);
     }
 
     #[test]

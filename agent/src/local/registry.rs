@@ -36,6 +36,8 @@ pub enum RegistryError {
     NotTtl(String),
     #[error("check id `{0}` is already used by another service's check")]
     CheckIdTaken(String),
+    #[error("this agent already has {0} services, the most a node may carry")]
+    TooManyServices(usize),
 }
 
 /// What a call changed, so the caller knows whether to gossip.
@@ -90,6 +92,10 @@ impl Registry {
         spawn: &mut Spawn<'_>,
         now: Instant,
     ) -> Result<(), RegistryError> {
+        let max = shoal_protocol::state::MAX_SERVICES;
+        if !self.services.contains_key(&definition.id) && self.services.len() >= max {
+            return Err(RegistryError::TooManyServices(max));
+        }
         for check in &definition.checks {
             if let Some(existing) = self.checks.get(&check.id)
                 && existing.definition.service_id.as_deref() != Some(definition.id.as_str())
