@@ -205,16 +205,10 @@ fn get(client: &Client, key: &str, format: Format) -> anyhow::Result<()> {
     for field in ["allow_users", "deny_users", "services", "environments"] {
         rows.push(vec![field.to_string(), list(&definition[field])]);
     }
-    let tags = definition["node_tags"]
-        .as_object()
-        .map(|tags| {
-            tags.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    rows.push(vec!["node_tags".into(), tags]);
+    rows.push(vec![
+        "node_tags".into(),
+        super::key_values(&definition["node_tags"]),
+    ]);
     rows.push(vec![
         "description".into(),
         definition["description"]

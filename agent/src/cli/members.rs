@@ -46,15 +46,7 @@ pub fn run(client: &Client, args: &MembersArgs) -> anyhow::Result<()> {
             let rows: Vec<Vec<String>> = members
                 .iter()
                 .map(|member| {
-                    let tags = member["Tags"]
-                        .as_object()
-                        .map(|tags| {
-                            tags.iter()
-                                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        })
-                        .unwrap_or_default();
+                    let tags = super::key_values(&member["Tags"]);
                     vec![
                         member["Name"].as_str().unwrap_or_default().to_string(),
                         format!(

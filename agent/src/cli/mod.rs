@@ -130,6 +130,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A JSON object of strings as `k=v,k=v` (empty for anything else).
+pub fn key_values(object: &serde_json::Value) -> String {
+    object
+        .as_object()
+        .map(|map| {
+            map.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
 /// Prints rows as left-aligned columns separated by two spaces.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
