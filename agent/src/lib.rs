@@ -11,6 +11,7 @@
 //! - [`flags`]: feature flags: schema and per-user decisions.
 //! - [`persist`]: the data directory and the persisted generation.
 //! - [`reload`]: config hot reload (file watch, SIGHUP, `PUT /v1/agent/reload`).
+//! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
 //! - [`client`]: the CLI's HTTP client.
 
@@ -22,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod flags;
+pub mod fuzzing;
 pub mod kv;
 pub mod local;
 pub mod persist;

@@ -35,6 +35,16 @@ pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
     bincode::encode_to_vec(value, frame_config()).expect("encoding into a Vec never fails")
 }
 
+/// The encoded size of a payload, computed without encoding it into memory.
+pub fn encoded_len<T: Encode>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    match bincode::encode_into_writer(value, &mut size, frame_config()) {
+        Ok(()) => size.bytes_written,
+        // Only the frame limit makes this fail: as large as it gets.
+        Err(_) => usize::MAX,
+    }
+}
+
 /// Appends an encoded payload to `out`.
 pub fn encode_into<T: Encode>(value: &T, out: &mut Vec<u8>) {
     bincode::encode_into_std_write(value, out, frame_config())

@@ -12,9 +12,11 @@
 //! - [`rumor`]: node-record broadcasts riding on SWIM traffic.
 //! - [`sync`]: anti-entropy push-pull messages (TCP).
 //! - [`node`]: [`Node`], foca plus all of the above, as one state machine.
+//! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 
 pub mod codec;
 pub mod envelope;
+pub mod fuzzing;
 pub mod identity;
 pub mod keyring;
 pub mod kv;

@@ -292,6 +292,9 @@ pub struct Counters {
     pub synced_records: u64,
     /// Members this node saw go down (declared by anyone, or left).
     pub members_down: u64,
+    /// Node records and KV entries from peers refused for exceeding the
+    /// limits (`state::within_limits`, `state::kv_within_limits`).
+    pub refused_records: u64,
 }
 
 /// Why a datagram was dropped. Nothing in the node changed.
@@ -387,6 +390,8 @@ impl Node {
         self.tell_if_declared_down(&payload);
         let result = self.swim.handle_data(&payload, &mut self.effects);
         self.after_swim();
+        let refused = self.lock_state().oversized();
+        self.counters.refused_records = refused;
         result.map_err(|error| {
             self.counters.rejected_swim += 1;
             DatagramError::Swim(error)
@@ -533,6 +538,7 @@ impl Node {
             .into_iter()
             .filter(|record| state.merge(record.clone()) == Merge::Applied)
             .count();
+        self.counters.refused_records = state.oversized();
         drop(state);
         self.counters.synced_records += applied as u64;
         applied
@@ -641,7 +647,9 @@ impl Node {
             .into_iter()
             .filter(|entry| state.apply_kv(Arc::new(entry.clone())))
             .count();
+        let refused = state.oversized();
         drop(state);
+        self.counters.refused_records = refused;
         self.counters.synced_records += applied as u64;
         applied
     }

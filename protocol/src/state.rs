@@ -28,6 +28,12 @@ pub const MAX_SERVICES: usize = 256;
 pub const MAX_CHECKS: usize = 1024;
 /// Most tags (node tags, or one service's tags) a record may carry.
 pub const MAX_RECORD_TAGS: usize = 128;
+/// Largest encoded node record accepted from a peer, in bytes. Far above a
+/// real node's (a few KiB for dozens of services), far below what would
+/// let one peer bloat every agent's memory.
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+/// Longest node name (and KV writer name), as `node_name` allows.
+pub const MAX_NAME: usize = 128;
 
 /// Whether a record from a peer is within the limits. A local API
 /// registration is held to tighter ones before it gets here.
@@ -45,6 +51,17 @@ pub fn within_limits(record: &NodeRecord) -> bool {
             .services
             .iter()
             .all(|s| s.tags.len() <= MAX_RECORD_TAGS && s.meta.len() <= MAX_RECORD_TAGS)
+        && record.name.len() <= MAX_NAME
+        // Last: the only check that walks every byte.
+        && crate::codec::encoded_len(record) <= MAX_RECORD_BYTES
+}
+
+/// Whether a KV entry from a peer is within the limits the API enforces on
+/// local writes (key, value, writer name).
+pub fn kv_within_limits(entry: &KvEntry) -> bool {
+    crate::kv::validate_key(&entry.key).is_ok()
+        && entry.value.len() <= crate::kv::MAX_VALUE
+        && entry.writer.len() <= MAX_NAME
 }
 
 /// All node records this agent knows, its own included.
@@ -163,7 +180,8 @@ impl ClusterState {
         self.name_conflicts
     }
 
-    /// How many records from peers were refused for exceeding the limits.
+    /// How many records and KV entries from peers were refused for
+    /// exceeding the limits.
     pub fn oversized(&self) -> u64 {
         self.oversized
     }
@@ -227,6 +245,10 @@ impl ClusterState {
 
     /// Applies a KV entry if it wins; returns whether it did.
     pub fn apply_kv(&mut self, entry: std::sync::Arc<KvEntry>) -> bool {
+        if !kv_within_limits(&entry) {
+            self.oversized += 1;
+            return false;
+        }
         match self.kv.apply(entry) {
             Some(stored) => {
                 self.kv_applied.push(stored);
@@ -322,6 +344,32 @@ mod tests {
         assert_eq!(state.merge(huge), Merge::Oversized);
         assert!(state.get("a").is_none());
         assert_eq!(state.oversized(), 1);
+    }
+
+    #[test]
+    fn records_and_kv_entries_over_the_byte_limits_are_refused() {
+        let mut state = ClusterState::new(record("local", 9, 1, 1));
+        let mut big = record("a", 1, 1, 1);
+        // Few tags, but each huge: only the encoded size catches it.
+        big.tags = (0..4)
+            .map(|i| (format!("k{i}"), "x".repeat(MAX_RECORD_BYTES / 3)))
+            .collect();
+        assert_eq!(state.merge(big), Merge::Oversized);
+        let entry = |key: &str, value: usize| {
+            std::sync::Arc::new(KvEntry {
+                key: key.into(),
+                value: vec![b'v'; value],
+                flags: 0,
+                time: 1,
+                writer: "a".into(),
+                deleted: false,
+            })
+        };
+        assert!(!state.apply_kv(entry("big", crate::kv::MAX_VALUE + 1)));
+        assert!(!state.apply_kv(entry("/slash", 1)));
+        assert!(!state.apply_kv(entry(&"k".repeat(crate::kv::MAX_KEY + 1), 1)));
+        assert!(state.apply_kv(entry("fits", crate::kv::MAX_VALUE)));
+        assert_eq!(state.oversized(), 4);
     }
 
     #[test]

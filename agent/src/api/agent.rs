@@ -127,6 +127,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "receive_drops": snapshot.receive_drops,
                 "send_failures": snapshot.send_failures,
                 "synced_records": counters.synced_records,
+                "refused_records": counters.refused_records,
                 "name_conflicts": snapshot.name_conflicts,
             },
         },

@@ -5,6 +5,7 @@
 //! - [`http`]: serves the HTTP API with connection limits and timeouts.
 //! - [`scheduler`]: delivers timers in order.
 //! - [`sync`]: TCP anti-entropy exchanges.
+//! - [`rate`]: the per-peer rate limit on exchanges accepted.
 //! - [`snapshot`]: what readers see.
 //! - [`local`]: the loop's side of the local registry.
 //! - [`fault`]: test-only fault injection.
@@ -13,6 +14,7 @@ pub mod fault;
 pub mod gossip;
 pub mod http;
 pub mod local;
+pub mod rate;
 pub mod scheduler;
 pub mod snapshot;
 pub mod sync;

@@ -112,6 +112,7 @@ impl SyncService {
 
     /// Accepts exchanges until `shutdown`.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        let mut rate = super::rate::PeerRateLimit::default();
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -127,6 +128,12 @@ impl SyncService {
                 }
             };
             if self.faults.is_blocked(peer.ip()) {
+                continue;
+            }
+            if !rate.allow(peer.ip(), std::time::Instant::now()) {
+                if rate.refused.is_power_of_two() {
+                    tracing::warn!(%peer, refused = rate.refused, "anti-entropy exchanges too frequent from this peer; closing");
+                }
                 continue;
             }
             let Ok(permit) = self.incoming.clone().try_acquire_owned() else {

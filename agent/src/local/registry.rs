@@ -38,6 +38,12 @@ pub enum RegistryError {
     CheckIdTaken(String),
     #[error("this agent already has {0} services, the most a node may carry")]
     TooManyServices(usize),
+    #[error(
+        "with this service the node's gossiped record would be about {bytes} bytes; peers accept at most {max} (fewer or shorter tags, meta or checks)"
+    )]
+    RecordTooLarge { bytes: usize, max: usize },
+    #[error("this agent would have more than {0} checks, the most a node may carry")]
+    TooManyChecks(usize),
 }
 
 /// What a call changed, so the caller knows whether to gossip.
@@ -82,6 +88,43 @@ pub struct Registry {
     service_maintenance: BTreeMap<String, String>,
 }
 
+/// Most bytes this node's services and checks may take in its gossiped
+/// record: what peers accept ([`shoal_protocol::state::MAX_RECORD_BYTES`]),
+/// less room for the node's name and tags.
+pub const RECORD_BUDGET: usize = shoal_protocol::state::MAX_RECORD_BYTES - 32 * 1024;
+
+/// Most checks this node may register: what peers accept, less room for
+/// the maintenance checks Shoal adds itself (one for the node, one per
+/// service in maintenance).
+pub const MAX_CHECKS: usize =
+    shoal_protocol::state::MAX_CHECKS - shoal_protocol::state::MAX_SERVICES - 1;
+
+/// The gossiped size of a service about to be registered, its checks
+/// counted with the longest output that is gossiped.
+fn estimated_bytes(definition: &ServiceDefinition) -> usize {
+    let record = ServiceRecord {
+        id: definition.id.clone(),
+        name: definition.name.clone(),
+        address: definition.address.clone(),
+        port: definition.port,
+        tags: definition.tags.clone(),
+        meta: definition.meta.clone(),
+        checks: Vec::new(),
+    };
+    let checks: usize = definition
+        .checks
+        .iter()
+        .map(|check| {
+            check.id.len()
+                + check.name.len()
+                + check.notes.len()
+                + shoal_protocol::record::GOSSIPED_OUTPUT
+                + 32
+        })
+        .sum();
+    shoal_protocol::codec::encoded_len(&record) + checks
+}
+
 impl Registry {
     /// Registers (or replaces) a service and its checks.
     pub fn register_service(
@@ -95,6 +138,21 @@ impl Registry {
         let max = shoal_protocol::state::MAX_SERVICES;
         if !self.services.contains_key(&definition.id) && self.services.len() >= max {
             return Err(RegistryError::TooManyServices(max));
+        }
+        let kept = self
+            .checks
+            .values()
+            .filter(|check| check.definition.service_id.as_deref() != Some(definition.id.as_str()))
+            .count();
+        if kept + definition.checks.len() > MAX_CHECKS {
+            return Err(RegistryError::TooManyChecks(MAX_CHECKS));
+        }
+        let bytes = self.record_bytes_without(&definition.id) + estimated_bytes(&definition);
+        if bytes > RECORD_BUDGET {
+            return Err(RegistryError::RecordTooLarge {
+                bytes,
+                max: RECORD_BUDGET,
+            });
         }
         for check in &definition.checks {
             if let Some(existing) = self.checks.get(&check.id)
@@ -141,6 +199,9 @@ impl Registry {
             && !self.services.contains_key(service)
         {
             return Err(RegistryError::UnknownService(service.clone()));
+        }
+        if !self.checks.contains_key(&definition.id) && self.checks.len() >= MAX_CHECKS {
+            return Err(RegistryError::TooManyChecks(MAX_CHECKS));
         }
         self.insert_check(definition, source, raw, spawn, now);
         Ok(())
@@ -324,6 +385,14 @@ impl Registry {
         (services, node_checks)
     }
 
+    /// Encoded size of the gossiped services and checks, leaving out the
+    /// service `id` (about to be replaced).
+    fn record_bytes_without(&self, id: &str) -> usize {
+        let (mut services, checks) = self.records();
+        services.retain(|service| service.id != id);
+        shoal_protocol::codec::encoded_len(&services) + shoal_protocol::codec::encoded_len(&checks)
+    }
+
     pub fn services(&self) -> impl Iterator<Item = &ServiceDefinition> {
         self.services.values().map(|s| &s.definition)
     }
@@ -400,4 +469,53 @@ fn maintenance_check(id: String, reason: &str) -> CheckRecord {
         notes: reason.to_string(),
         output: String::new(),
     }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn service(id: usize, tags: usize) -> ServiceDefinition {
+        let value = serde_json::json!({
+            "id": format!("s{id}"),
+            "name": "web",
+            "tags": (0..tags).map(|i| format!("{i:0>250}")).collect::<Vec<_>>(),
+        });
+        ServiceDefinition::parse(&value, "service").unwrap()
+    }
+
+    #[test]
+    fn a_registration_that_peers_would_refuse_is_refused_here() {
+        let mut registry = Registry::default();
+        let mut spawn = |_: Arc<CheckDefinition>| None;
+        let now = Instant::now();
+        let mut registered = 0;
+        let error = loop {
+            match registry.register_service(
+                service(registered, 64),
+                Source::Api,
+                None,
+                &mut spawn,
+                now,
+            ) {
+                Ok(()) => registered += 1,
+                Err(error) => break error,
+            }
+        };
+        assert!(
+            matches!(error, RegistryError::RecordTooLarge { .. }),
+            "{error}"
+        );
+        assert!(registered > 0 && registered < MAX_SERVICES_FOR_TEST);
+        // Replacing a registered service with itself still fits.
+        registry
+            .register_service(service(0, 64), Source::Api, None, &mut spawn, now)
+            .unwrap();
+        let (services, checks) = registry.records();
+        let bytes = shoal_protocol::codec::encoded_len(&services)
+            + shoal_protocol::codec::encoded_len(&checks);
+        assert!(bytes <= RECORD_BUDGET);
+    }
+
+    const MAX_SERVICES_FOR_TEST: usize = shoal_protocol::state::MAX_SERVICES;
 }

@@ -1,0 +1,37 @@
+//! Replays the saved fuzz inputs of the agent's targets (the config file
+//! parser and the service-registration parser): every crash the fuzzer
+//! ever found, kept as a regression, and the seed corpus, through the same
+//! entry points the fuzz targets call (`shoal_agent::fuzzing`).
+
+use std::path::PathBuf;
+
+/// Feeds every input in `fuzz/regressions/<target>/` to `run`; returns how
+/// many there were.
+fn replay(target: &str, run: fn(&[u8])) -> usize {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/regressions")
+        .join(target);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.is_file())
+        .collect();
+    paths.sort();
+    for path in &paths {
+        let data = std::fs::read(path).expect("read input");
+        // A panic here names the input that brought it back.
+        eprintln!("replaying {}", path.display());
+        run(&data);
+    }
+    paths.len()
+}
+
+#[test]
+fn config_inputs_replay_without_panicking() {
+    assert!(replay("config", shoal_agent::fuzzing::config) >= 3);
+}
+
+#[test]
+fn service_inputs_replay_without_panicking() {
+    assert!(replay("service", shoal_agent::fuzzing::service) >= 3);
+}

@@ -1,0 +1,4 @@
+//! See `shoal_protocol::fuzzing::messages`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shoal_protocol::fuzzing::messages(data));
