@@ -187,3 +187,42 @@ fn oversized_bodies_are_refused_and_slow_clients_delay_no_one() {
     drop(stalled);
     assert!(agent.get("/health/live").is_ok());
 }
+
+#[test]
+fn a_flood_of_connections_is_capped_and_the_agent_survives() {
+    use std::io::Read;
+    let root = tempfile::tempdir().unwrap();
+    let agent = agent_with(root.path(), "flood", &[]);
+    // More idle connections than the cap (512): the ones over it get a
+    // 503 JSON answer and are closed at once.
+    let mut held = Vec::new();
+    for _ in 0..600 {
+        match TcpStream::connect(agent.http_addr()) {
+            Ok(stream) => held.push(stream),
+            Err(error) => panic!("connect failed: {error}"),
+        }
+    }
+    let mut refused = 0;
+    for stream in held.iter_mut().rev().take(60) {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut head = [0u8; 256];
+        if let Ok(read) = stream.read(&mut head) {
+            let text = String::from_utf8_lossy(&head[..read]);
+            if text.starts_with("HTTP/1.1 503") && text.contains("too many open connections") {
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused >= 50,
+        "only {refused} of the last 60 connections got a 503"
+    );
+    drop(held);
+    // Once the flood is gone, the agent serves as before.
+    wait_for(Duration::from_secs(10), "the agent to serve again", || {
+        agent.get("/v1/agent/members").map(|_| ())
+    });
+    assert_eq!(agent.kv_put("after-flood", "ok"), Ok(true));
+}
