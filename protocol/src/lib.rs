@@ -10,6 +10,7 @@
 //! - [`record`]: [`NodeRecord`], the single-writer state of one node.
 //! - [`state`]: [`ClusterState`], all records and their merge rule.
 //! - [`rumor`]: node-record broadcasts riding on SWIM traffic.
+//! - [`pull`]: bounded pulls of what digest rumors announce.
 //! - [`sync`]: anti-entropy push-pull messages (TCP).
 //! - [`node`]: [`Node`], foca plus all of the above, as one state machine.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
@@ -22,6 +23,7 @@ pub mod keyring;
 pub mod kv;
 pub mod lifeguard;
 pub mod node;
+pub mod pull;
 pub mod record;
 pub mod rumor;
 pub mod state;

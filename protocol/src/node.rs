@@ -22,12 +22,23 @@ use crate::identity::NodeId;
 use crate::keyring::SEAL_OVERHEAD;
 use crate::kv::{KvEntry, KvStore, Stored};
 use crate::lifeguard::LocalHealth;
+use crate::pull::{PULL_TICK, PullSource};
 use crate::record::NodeRecord;
 use crate::rumor::{Rumor, RumorHandler};
 use crate::state::{ClusterState, Merge};
 use crate::sync::{DigestEntry, SyncMessage};
 
 type Swim = Foca<NodeId, SwimCodec, StdRng, RumorHandler>;
+
+/// Most members one anti-entropy exchange may teach a node that holds
+/// `known` members (down ones included): twice as many plus 64. A real
+/// peer's list differs from ours by the members that joined since the last
+/// exchange, far fewer; a forged list of a million members adds at most
+/// this many (and foca then probes them, finds them dead and drops them
+/// after `remove_down_after`).
+pub fn max_learned(known: usize) -> usize {
+    2 * (known + 1) + 64
+}
 
 /// Gossip tuning. Defaults follow memberlist's LAN profile.
 #[derive(Clone, Debug)]
@@ -146,6 +157,8 @@ pub enum NodeTimer {
     AntiEntropy,
     /// The "left" record had time to spread: declare ourselves down.
     FinishLeave,
+    /// A tick for the pulls of digest rumors (see [`crate::pull`]).
+    Pulls,
 }
 
 impl NodeTimer {
@@ -164,6 +177,7 @@ impl NodeTimer {
             NodeTimer::Rejoin(_) => 7,
             NodeTimer::AntiEntropy => 8,
             NodeTimer::FinishLeave => 9,
+            NodeTimer::Pulls => 10,
         }
     }
 }
@@ -332,6 +346,8 @@ pub struct Node {
     /// Identities we hold as down, by address, to answer their datagrams
     /// with `TurnUndead` (see [`Node::tell_if_declared_down`]).
     down: HashMap<SocketAddr, NodeId>,
+    /// Whether a `Pulls` timer is on its way.
+    pull_timer: bool,
     counters: Counters,
 }
 
@@ -361,6 +377,7 @@ impl Node {
             changed: true,
             renewed: None,
             down: HashMap::new(),
+            pull_timer: false,
             counters: Counters::default(),
         }
     }
@@ -433,10 +450,17 @@ impl Node {
     pub fn handle_timer(&mut self, timer: NodeTimer) {
         match timer {
             NodeTimer::Swim(timer) => {
+                let removed = match &timer {
+                    foca::Timer::RemoveDown(id) => Some(*id),
+                    _ => None,
+                };
                 if let Err(error) = self.swim.handle_timer(timer, &mut self.effects) {
                     // foca only fails a timer on an encoding error of our own
                     // making; the timer is simply lost, as in foca's examples.
                     debug_assert!(false, "foca timer failed: {error}");
+                }
+                if let Some(id) = removed {
+                    self.forget_if_removed(id);
                 }
             }
             NodeTimer::Rejoin(token) if token == self.rejoin_token => self.rejoin(),
@@ -445,6 +469,7 @@ impl Node {
                 if let Some(peer) = self.random_member() {
                     self.effects.syncs.push(peer);
                 }
+                self.sweep_orphans();
                 let next = self.jittered(self.config.anti_entropy_interval);
                 self.effects.timers.push((next, NodeTimer::AntiEntropy));
             }
@@ -454,6 +479,11 @@ impl Node {
                     self.phase = Phase::Left;
                     self.changed = true;
                 }
+            }
+            NodeTimer::Pulls => {
+                self.pull_timer = false;
+                let due = self.lock_state().tick_pulls();
+                self.start_pulls(due);
             }
         }
         self.after_swim();
@@ -618,6 +648,7 @@ impl Node {
             .iter_membership_state()
             .map(|member| (member.id().addr, *member.id()))
             .collect();
+        let cap = max_learned(known.len());
         let new: Vec<NodeId> = alive
             .iter()
             .filter(|id| {
@@ -626,6 +657,7 @@ impl Node {
                         .get(&id.addr)
                         .is_none_or(|k| id.generation > k.generation)
             })
+            .take(cap)
             .copied()
             .collect();
         if !new.is_empty() {
@@ -830,6 +862,7 @@ impl Node {
             match notification {
                 OwnedNotification::MemberUp(id) => {
                     self.down.remove(&id.addr);
+                    self.lock_state().member_up(id);
                     // Fetch its record (and give it ours) right away.
                     self.effects.syncs.push(id.addr());
                     self.changed = true;
@@ -882,8 +915,8 @@ impl Node {
                 debug_assert!(false, "foca refused a resized config: {error}");
             }
         }
-        let pulls = self.lock_state().take_pulls();
-        self.effects.syncs.extend(pulls);
+        let due = self.lock_state().pulls_mut().take_due();
+        self.start_pulls(due);
         self.counters.datagrams_out += self.effects.datagrams.len() as u64;
         self.counters.bytes_out += self
             .effects
@@ -891,6 +924,52 @@ impl Node {
             .iter()
             .map(|(_, packet)| packet.len() as u64)
             .sum::<u64>();
+    }
+
+    /// Starts the pulls that are due, each from a member we hold active:
+    /// the payload's address only if it is one, else the member that
+    /// gossiped the digest, else (and for later attempts) any member.
+    fn start_pulls(&mut self, due: Vec<PullSource>) {
+        for source in due {
+            let active = |addr: SocketAddr| self.swim.iter_members().any(|m| m.id().addr == addr);
+            let target = match source.attempt {
+                0 if active(source.hint) => Some(source.hint),
+                0 | 1 if active(source.sender) => Some(source.sender),
+                _ => self.random_member(),
+            };
+            self.effects.syncs.extend(target);
+        }
+        if !self.pull_timer && !self.lock_state().pulls_mut().is_empty() {
+            self.pull_timer = true;
+            self.effects.timers.push((PULL_TICK, NodeTimer::Pulls));
+        }
+    }
+
+    /// foca handled `RemoveDown(id)`: if it forgot the member, its record
+    /// goes too.
+    fn forget_if_removed(&mut self, id: NodeId) {
+        if self
+            .member_state(id.addr)
+            .is_some_and(|(known, _)| known == id)
+        {
+            return;
+        }
+        if !self.lock_state().forget_member(id).is_empty() {
+            self.changed = true;
+        }
+    }
+
+    /// Drops records that no member foca knows backs (see
+    /// [`ClusterState::sweep_orphans`]).
+    fn sweep_orphans(&mut self) {
+        let mut known: HashMap<SocketAddr, u64> = HashMap::new();
+        for member in self.swim.iter_membership_state() {
+            let generation = known.entry(member.id().addr).or_default();
+            *generation = (*generation).max(member.id().generation);
+        }
+        if !self.lock_state().sweep_orphans(&known).is_empty() {
+            self.changed = true;
+        }
     }
 
     fn random_member(&mut self) -> Option<SocketAddr> {

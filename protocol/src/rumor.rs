@@ -24,7 +24,9 @@ pub enum Rumor {
     /// A whole node record, small enough to gossip.
     Node(NodeRecord),
     /// A record too large to gossip: who has it and how new it is. Peers
-    /// that are behind pull it from `id.addr` over TCP.
+    /// that are behind pull it over TCP: from `id.addr` if that is a member
+    /// they hold active, else from whoever gossiped the digest to them
+    /// (see [`crate::pull`]).
     NodeDigest {
         name: String,
         id: NodeId,
@@ -32,8 +34,10 @@ pub enum Rumor {
     },
     /// A KV write, small enough to gossip.
     Kv(KvEntry),
-    /// A KV write too large to gossip: peers that are behind pull it from
-    /// `from` (anti-entropy finds it in a differing bucket).
+    /// A KV write too large to gossip: peers that are behind pull it
+    /// (anti-entropy finds it in a differing bucket) from `from`, the
+    /// writer, if that is a member they hold active, else from whoever
+    /// gossiped the digest to them (see [`crate::pull`]).
     KvDigest {
         key: String,
         time: u64,
@@ -104,6 +108,17 @@ pub enum RumorKey {
     Kv { key: String, order: (u64, String) },
 }
 
+impl RumorKey {
+    /// Whether both are about the same node or key (in any version).
+    pub fn same_subject(&self, other: &Self) -> bool {
+        match (self, other) {
+            (RumorKey::Node { name, .. }, RumorKey::Node { name: theirs, .. }) => name == theirs,
+            (RumorKey::Kv { key, .. }, RumorKey::Kv { key: theirs, .. }) => key == theirs,
+            _ => false,
+        }
+    }
+}
+
 impl Invalidates for RumorKey {
     fn invalidates(&self, other: &Self) -> bool {
         match (self, other) {
@@ -160,33 +175,30 @@ impl BroadcastHandler<NodeId> for RumorHandler {
     ) -> Result<Option<RumorKey>, RumorError> {
         let rumor: Rumor = codec::decode_datagram(data)?;
         let key = rumor.key();
-        if sender.is_none() {
+        let Some(sender) = sender else {
             // Added by ourselves through `Foca::add_broadcast`: the state
             // already holds it.
             return Ok(Some(key));
-        }
+        };
+        // foca hands us only rumors from members it holds active: the
+        // sender is a member, unlike the address in the payload.
+        let sender = sender.addr;
         let mut state = self.state.lock().expect("cluster state lock poisoned");
         let news = match rumor {
             Rumor::Node(record) => state.merge(record) == Merge::Applied,
             Rumor::NodeDigest { name, id, version } => {
-                let news = state.is_news(&name, id.generation, version);
-                if news {
-                    state.want_pull(id.addr);
-                }
-                news
+                state.is_news(&name, id.generation, version)
+                    && state.pulls_mut().offer(key.clone(), id.addr, sender)
             }
             Rumor::Kv(entry) => state.apply_kv(Arc::new(entry)),
             Rumor::KvDigest {
-                key,
+                key: name,
                 time,
                 writer,
                 from,
             } => {
-                let news = state.kv_is_news(&key, time, &writer);
-                if news {
-                    state.want_pull(from);
-                }
-                news
+                state.kv_is_news(&name, time, &writer)
+                    && state.pulls_mut().offer(key.clone(), from, sender)
             }
         };
         Ok(news.then_some(key))

@@ -1,11 +1,14 @@
 //! The replicated cluster state: one record per node, merged by
 //! last-writer-wins on `(generation, version)`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
+use crate::identity::NodeId;
 use crate::kv::{KvEntry, KvStore, Stored};
+use crate::pull::PendingPulls;
 use crate::record::NodeRecord;
+use crate::rumor::RumorKey;
 use crate::sync::DigestEntry;
 
 /// What merging one record did.
@@ -64,12 +67,52 @@ pub fn kv_within_limits(entry: &KvEntry) -> bool {
         && entry.writer.len() <= MAX_NAME
 }
 
+/// Identities of forgotten members remembered at most.
+const MAX_REAPED: usize = 4096;
+
+/// The identities of the last [`MAX_REAPED`] members foca forgot, oldest
+/// first out.
+#[derive(Debug, Default)]
+struct Reaped {
+    order: VecDeque<NodeId>,
+    set: HashSet<NodeId>,
+}
+
+impl Reaped {
+    fn insert(&mut self, id: NodeId) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > MAX_REAPED
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.set.remove(&oldest);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &NodeId) {
+        if self.set.remove(id) {
+            self.order.retain(|other| other != id);
+        }
+    }
+
+    fn contains(&self, id: &NodeId) -> bool {
+        !self.set.is_empty() && self.set.contains(id)
+    }
+}
+
 /// All node records this agent knows, its own included.
 #[derive(Debug)]
 pub struct ClusterState {
     local_name: String,
     records: BTreeMap<String, NodeRecord>,
-    pulls: Vec<SocketAddr>,
+    pulls: PendingPulls,
+    /// Identities whose member foca forgot: their records were dropped
+    /// and are not taken back from peers that still hold them.
+    reaped: Reaped,
+    /// Records found without a member at the last sweeps, by name: how
+    /// many sweeps in a row.
+    orphans: BTreeMap<String, u8>,
     changed: bool,
     name_conflicts: u64,
     oversized: u64,
@@ -85,7 +128,9 @@ impl ClusterState {
         Self {
             local_name,
             records,
-            pulls: Vec::new(),
+            pulls: PendingPulls::default(),
+            reaped: Reaped::default(),
+            orphans: BTreeMap::new(),
             changed: true,
             name_conflicts: 0,
             oversized: 0,
@@ -136,6 +181,9 @@ impl ClusterState {
                 self.name_conflicts += 1;
                 return Merge::Conflict;
             }
+            return Merge::Stale;
+        }
+        if self.reaped.contains(&record.id) {
             return Merge::Stale;
         }
         match self.records.get(&record.name) {
@@ -272,16 +320,105 @@ impl ClusterState {
         std::mem::take(&mut self.kv_applied)
     }
 
-    /// Asks for a TCP pull from a peer that announced a record too large to
-    /// gossip.
-    pub fn want_pull(&mut self, from: SocketAddr) {
-        if !self.pulls.contains(&from) {
-            self.pulls.push(from);
+    /// The digests being pulled (see [`crate::pull`]).
+    pub fn pulls_mut(&mut self) -> &mut PendingPulls {
+        &mut self.pulls
+    }
+
+    /// A tick of the pulls: the retries that are due (see
+    /// [`PendingPulls::tick`]).
+    pub fn tick_pulls(&mut self) -> Vec<crate::pull::PullSource> {
+        let mut pulls = std::mem::take(&mut self.pulls);
+        let due = pulls.tick(|key| self.wants(key));
+        self.pulls = pulls;
+        due
+    }
+
+    /// Whether what `key` names is still news to us (a pull is still
+    /// wanted).
+    pub fn wants(&self, key: &RumorKey) -> bool {
+        match key {
+            RumorKey::Node {
+                name,
+                order: (generation, version),
+            } => self.is_news(name, *generation, *version),
+            RumorKey::Kv {
+                key,
+                order: (time, writer),
+            } => self.kv_is_news(key, *time, writer),
         }
     }
 
-    pub fn take_pulls(&mut self) -> Vec<SocketAddr> {
-        std::mem::take(&mut self.pulls)
+    /// foca forgot the member `id` (down longer than `remove_down_after`):
+    /// drops its record, and any older one at its address, unless it is
+    /// ours. Returns the names dropped.
+    pub fn forget_member(&mut self, id: NodeId) -> Vec<String> {
+        if id == self.local().id {
+            return Vec::new();
+        }
+        self.reaped.insert(id);
+        let doomed: Vec<String> = self
+            .records
+            .values()
+            .filter(|record| {
+                record.name != self.local_name
+                    && record.id.addr == id.addr
+                    && record.id.generation <= id.generation
+            })
+            .map(|record| record.name.clone())
+            .collect();
+        self.remove_records(&doomed);
+        doomed
+    }
+
+    /// A member came up: its record is welcome again (a member foca forgot
+    /// can come back with the same identity after a long partition).
+    pub fn member_up(&mut self, id: NodeId) {
+        self.reaped.remove(&id);
+    }
+
+    /// Drops the records that no member backs any more: records whose
+    /// member foca does not know (`known`: the newest generation foca holds
+    /// at each address, down members included), or whose address a newer
+    /// identity took under another name. A record is dropped only when the
+    /// previous sweep found it orphaned too, so one that arrived before its
+    /// member (a rumor can beat foca's member update) has a whole sweep
+    /// interval to be claimed. Returns the names dropped.
+    pub fn sweep_orphans(&mut self, known: &HashMap<SocketAddr, u64>) -> Vec<String> {
+        let mut newest: HashMap<SocketAddr, u64> = HashMap::new();
+        for record in self.records.values() {
+            let generation = newest.entry(record.id.addr).or_default();
+            *generation = (*generation).max(record.id.generation);
+        }
+        let mut orphans = BTreeMap::new();
+        for record in self.records.values() {
+            let backed = record.name == self.local_name
+                || (known
+                    .get(&record.id.addr)
+                    .is_some_and(|&generation| generation >= record.id.generation)
+                    && newest.get(&record.id.addr) == Some(&record.id.generation));
+            if !backed {
+                let sweeps = self.orphans.get(&record.name).copied().unwrap_or(0);
+                orphans.insert(record.name.clone(), sweeps.saturating_add(1));
+            }
+        }
+        let doomed: Vec<String> = orphans
+            .iter()
+            .filter(|(_, sweeps)| **sweeps >= 2)
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.orphans = orphans;
+        self.remove_records(&doomed);
+        doomed
+    }
+
+    fn remove_records(&mut self, names: &[String]) {
+        for name in names {
+            if self.records.remove(name).is_some() {
+                self.orphans.remove(name);
+                self.changed = true;
+            }
+        }
     }
 
     /// Whether anything changed since the last call.
@@ -406,6 +543,53 @@ mod tests {
         let names: Vec<_> = missing.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["a", "local"]);
         assert_eq!(wanted, ["b", "c"]);
+    }
+
+    #[test]
+    fn a_forgotten_member_loses_its_record_until_it_comes_back() {
+        let mut state = ClusterState::new(record("local", 9, 1, 1));
+        let a = record("a", 1, 5, 1);
+        state.merge(a.clone());
+        state.merge(record("b", 2, 1, 1));
+        // An older record at the same address goes too; ours never does.
+        assert_eq!(state.forget_member(a.id), ["a"]);
+        assert_eq!(state.forget_member(state.local().id), Vec::<String>::new());
+        assert_eq!(
+            state.merge(a.clone()),
+            Merge::Stale,
+            "a peer can't bring it back"
+        );
+        state.member_up(a.id);
+        assert_eq!(state.merge(a), Merge::Applied);
+        assert_eq!(state.len(), 3);
+    }
+
+    #[test]
+    fn records_no_member_backs_go_at_the_second_sweep() {
+        let mut state = ClusterState::new(record("local", 9, 1, 1));
+        state.merge(record("backed", 1, 1, 1));
+        state.merge(record("early", 2, 1, 1));
+        state.merge(record("renamed-old", 3, 1, 1));
+        state.merge(record("renamed-new", 3, 2, 1));
+        let mut known: HashMap<SocketAddr, u64> = [(1, 1), (3, 2)]
+            .into_iter()
+            .map(|(port, generation)| (SocketAddr::from(([127, 0, 0, 1], port)), generation))
+            .collect();
+        assert!(
+            state.sweep_orphans(&known).is_empty(),
+            "a whole sweep of grace"
+        );
+        // "early" found its member meanwhile; the old name at a renamed
+        // address did not.
+        known.insert(SocketAddr::from(([127, 0, 0, 1], 2)), 1);
+        assert_eq!(state.sweep_orphans(&known), ["renamed-old"]);
+        let mut names: Vec<&str> = state.records().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["backed", "early", "local", "renamed-new"]);
+        known.clear();
+        state.sweep_orphans(&known);
+        assert_eq!(state.sweep_orphans(&known).len(), 3);
+        assert_eq!(state.len(), 1, "our own record always stays");
     }
 
     proptest! {

@@ -177,7 +177,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[test]
-#[ignore = "fails until defect 6 is fixed"]
 fn a_digest_rumor_nobody_can_serve_dies_out_and_is_never_pulled_from_its_payload_address() {
     let config = GossipConfig::default();
     let mut net = pair(&config);
@@ -233,7 +232,6 @@ fn a_digest_rumor_nobody_can_serve_dies_out_and_is_never_pulled_from_its_payload
 }
 
 #[test]
-#[ignore = "fails until defect 11 is fixed"]
 fn one_exchange_teaches_a_bounded_number_of_members() {
     let config = GossipConfig::default();
     let mut net = pair(&config);
@@ -253,7 +251,6 @@ fn one_exchange_teaches_a_bounded_number_of_members() {
 }
 
 #[test]
-#[ignore = "fails until defect 11 is fixed"]
 fn a_record_is_dropped_once_its_member_is_forgotten() {
     let config = GossipConfig {
         remove_down_after: Duration::from_secs(60),
@@ -286,7 +283,6 @@ fn a_record_is_dropped_once_its_member_is_forgotten() {
 }
 
 #[test]
-#[ignore = "fails until defect 11 is fixed"]
 fn records_of_name_churn_stay_bounded() {
     // Nodes come and go under new names at the same few addresses, as
     // containers do; every one of them gossips its record to node-1.
