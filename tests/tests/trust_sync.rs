@@ -224,7 +224,6 @@ fn hlc_now() -> u64 {
 }
 
 #[test]
-#[ignore = "fails until defect 6 is fixed"]
 fn a_spoofed_digest_rumor_makes_no_agent_connect_to_the_address_it_names() {
     let cluster = Cluster::start(2);
     cluster.wait_all_alive(Duration::from_secs(20));
