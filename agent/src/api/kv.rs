@@ -139,6 +139,11 @@ fn parse_u64(query: &Query, name: &str) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
+/// Local writes between the API and the disk at once. Past this, a write
+/// waits for one to finish: a disk that can't keep up slows clients down
+/// rather than filling the agent's memory with their values.
+pub const WRITES_IN_FLIGHT: usize = 64;
+
 /// Sends a KV write to the gossip loop and answers once it is durable;
 /// shared with `/v1/flags`.
 pub(crate) async fn write(state: &ApiState, request: KvRequest) -> Result<Json<bool>, ApiError> {
@@ -149,6 +154,12 @@ pub(crate) async fn write(state: &ApiState, request: KvRequest) -> Result<Json<b
             "the agent is shutting down",
         )
     };
+    let permit = state
+        .kv_writes
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| unavailable())?;
     state
         .commands_tx
         .send(Command::Kv {
@@ -169,6 +180,7 @@ pub(crate) async fn write(state: &ApiState, request: KvRequest) -> Result<Json<b
     let commands_tx = state.commands_tx.clone();
     let entries = ack.entries;
     let settled = tokio::spawn(async move {
+        let _permit = permit;
         let outcome = durable
             .await
             .unwrap_or_else(|_| Err("the agent is shutting down".into()));

@@ -55,6 +55,8 @@ pub struct ApiState {
     pub faults: Arc<crate::daemon::fault::FaultInjection>,
     /// Config reload: trigger one, read the outcome.
     pub reload: crate::reload::ReloadHandle,
+    /// Local KV writes on their way to disk (see `kv::write`).
+    pub kv_writes: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {

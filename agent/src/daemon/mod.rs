@@ -154,7 +154,7 @@ pub async fn run(
         .context("loading the configured services and checks")?;
 
     let (database, loaded) = crate::kv::disk::open(data_dir.path())?;
-    let (disk_tx, disk_rx) = mpsc::unbounded_channel();
+    let (disk_tx, disk_rx) = mpsc::channel(crate::kv::disk::QUEUE);
     tracker.spawn(crate::kv::disk::writer_loop(
         database,
         data_dir.path().join(crate::kv::disk::FILE),
@@ -206,6 +206,7 @@ pub async fn run(
         commands_tx: commands_tx.clone(),
         faults: faults.clone(),
         keyring: keyring.clone(),
+        kv_writes: Arc::new(tokio::sync::Semaphore::new(api::kv::WRITES_IN_FLIGHT)),
     };
     let http_addr = listeners.http.local_addr()?;
     tracker.spawn(http::serve(

@@ -6,7 +6,16 @@
 //! survives SIGKILL and power loss. Entries learned from peers are written
 //! the same way, without anyone waiting; if the agent dies first,
 //! anti-entropy brings them back.
+//!
+//! The gossip loop hands jobs over a bounded channel ([`QUEUE`] jobs) and
+//! never waits for room: when the channel is full, jobs pile up in a
+//! [`Backlog`] where the last operation on each key wins, so a slow disk
+//! costs at most one pending operation per key (peers' entries are shared
+//! with the in-memory store, not copied). Local writes wait for room before
+//! they reach the loop (see `api::kv::write`), so clients feel a slow disk
+//! instead of the agent's memory.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -84,6 +93,9 @@ pub fn open(dir: &Path) -> Result<(Arc<Database>, Loaded), DiskError> {
     Ok((Arc::new(database), Loaded { entries, last_seen }))
 }
 
+/// Jobs the channel to the writer holds.
+pub const QUEUE: usize = 64;
+
 /// One batch for the writer task.
 #[derive(Default)]
 pub struct Job {
@@ -91,7 +103,7 @@ pub struct Job {
     pub removals: Vec<String>,
     pub last_seen: Option<u64>,
     /// Answered once the batch is durable.
-    pub reply: Option<oneshot::Sender<Result<(), String>>>,
+    pub replies: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
 /// Writes batches in order; consecutive batches are committed together.
@@ -101,7 +113,7 @@ pub struct Job {
 pub async fn writer_loop(
     database: Arc<Database>,
     path: std::path::PathBuf,
-    mut jobs_rx: mpsc::UnboundedReceiver<Job>,
+    mut jobs_rx: mpsc::Receiver<Job>,
 ) {
     let mut database = Some(database);
     while let Some(first) = jobs_rx.recv().await {
@@ -135,10 +147,59 @@ pub async fn writer_loop(
             tracing::error!(%error, "KV write failed");
         }
         for job in jobs {
-            if let Some(reply) = job.reply {
+            for reply in job.replies {
                 let _ = reply.send(result.clone());
             }
         }
+    }
+}
+
+/// Jobs that found the channel full, merged: per key, the last upsert or
+/// removal wins (jobs come from the gossip loop alone, in the order of the
+/// changes they record, so the last one is the state to write).
+#[derive(Default)]
+pub struct Backlog {
+    ops: HashMap<String, Option<Stored>>,
+    last_seen: Option<u64>,
+    replies: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Backlog {
+    /// Adds a job after those already held.
+    pub fn push(&mut self, job: Job) {
+        for stored in job.upserts {
+            self.ops.insert(stored.entry.key.clone(), Some(stored));
+        }
+        for key in job.removals {
+            self.ops.insert(key, None);
+        }
+        self.last_seen = job.last_seen.or(self.last_seen);
+        self.replies.extend(job.replies);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.last_seen.is_none() && self.replies.is_empty()
+    }
+
+    /// Keys with an operation held.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Everything held, as one job.
+    pub fn take(&mut self) -> Job {
+        let mut job = Job {
+            last_seen: self.last_seen.take(),
+            replies: std::mem::take(&mut self.replies),
+            ..Job::default()
+        };
+        for (key, op) in self.ops.drain() {
+            match op {
+                Some(stored) => job.upserts.push(stored),
+                None => job.removals.push(key),
+            }
+        }
+        job
     }
 }
 

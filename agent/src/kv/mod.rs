@@ -56,7 +56,9 @@ pub struct KvAck {
 pub struct KvState {
     hlc: uhlc::HLC,
     writer: String,
-    disk_tx: mpsc::UnboundedSender<disk::Job>,
+    disk_tx: mpsc::Sender<disk::Job>,
+    /// Jobs that found the channel full (see [`disk::Backlog`]).
+    backlog: disk::Backlog,
     grace: Duration,
     /// Set at start when the agent was away longer than the grace period:
     /// entries older than this are dropped before the first exchange.
@@ -112,7 +114,7 @@ impl KvState {
     pub fn new(
         keyring: Keyring,
         writer: String,
-        disk_tx: mpsc::UnboundedSender<disk::Job>,
+        disk_tx: mpsc::Sender<disk::Job>,
         grace: Duration,
     ) -> Self {
         let id =
@@ -122,6 +124,7 @@ impl KvState {
             hlc: uhlc::HLCBuilder::new().with_id(id).build(),
             writer,
             disk_tx,
+            backlog: disk::Backlog::default(),
             grace,
             stale_before: None,
             keyring,
@@ -291,7 +294,7 @@ impl KvState {
             .collect();
         self.send(disk::Job {
             upserts: ahead,
-            reply: Some(reply_tx),
+            replies: vec![reply_tx],
             ..disk::Job::default()
         });
         Ok(KvAck {
@@ -325,9 +328,11 @@ impl KvState {
         }
     }
 
-    /// Persists what peers' writes changed since the last call.
+    /// Persists what peers' writes changed since the last call, and hands
+    /// the writer what waited for room.
     pub fn flush(&mut self, node: &mut Node) {
         self.before_contact_if_connected(node);
+        self.send(disk::Job::default());
         let applied = node.take_kv_applied();
         if applied.is_empty() {
             return;
@@ -357,11 +362,110 @@ impl KvState {
         }
     }
 
-    fn send(&self, job: disk::Job) {
-        if let Err(error) = self.disk_tx.send(job)
-            && let Some(reply) = error.0.reply
+    /// Hands a job to the writer without waiting: behind the backlog if
+    /// there is one (order matters), into the backlog if the channel is
+    /// full.
+    fn send(&mut self, job: disk::Job) {
+        let job = if self.backlog.is_empty() {
+            job
+        } else {
+            self.backlog.push(job);
+            self.backlog.take()
+        };
+        if job.upserts.is_empty()
+            && job.removals.is_empty()
+            && job.last_seen.is_none()
+            && job.replies.is_empty()
         {
-            let _ = reply.send(Err("the agent is shutting down".into()));
+            return;
         }
+        match self.disk_tx.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                if self.backlog.is_empty() {
+                    tracing::debug!("the KV disk writer is behind; coalescing its jobs");
+                }
+                self.backlog.push(job);
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                for reply in job.replies {
+                    let _ = reply.send(Err("the agent is shutting down".into()));
+                }
+            }
+        }
+    }
+
+    /// Keys whose write waits for room in the writer's queue.
+    pub fn backlog(&self) -> usize {
+        self.backlog.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::envelope::cluster_id;
+    use shoal_protocol::{Envelope, GossipConfig, NodeId, NodeRecord};
+
+    fn node() -> Node {
+        let id = NodeId {
+            addr: "127.0.0.1:7946".parse().unwrap(),
+            generation: 1,
+        };
+        Node::new(
+            NodeRecord::new(id, "n"),
+            GossipConfig::default(),
+            Envelope::new(cluster_id("test")),
+            1,
+        )
+    }
+
+    #[test]
+    fn a_slow_disk_never_blocks_and_costs_one_pending_write_per_key() {
+        let (disk_tx, mut disk_rx) = mpsc::channel(2);
+        let mut kv = KvState::new(
+            Keyring::default(),
+            "n".into(),
+            disk_tx,
+            Duration::from_secs(60),
+        );
+        let mut node = node();
+        // 10,000 changes to 10 keys while the writer takes nothing.
+        for round in 0..10_000u64 {
+            node.write_kv(KvEntry {
+                key: format!("k{}", round % 10),
+                value: round.to_string().into_bytes(),
+                flags: 0,
+                time: round + 1,
+                writer: "n".into(),
+                deleted: false,
+            });
+            kv.flush(&mut node);
+        }
+        assert!(kv.backlog() <= 10, "{} keys held", kv.backlog());
+
+        // The writer catches up: what it gets, in order, ends in the state
+        // the node holds.
+        let mut disk: HashMap<String, Vec<u8>> = HashMap::new();
+        for _ in 0..100 {
+            while let Ok(job) = disk_rx.try_recv() {
+                for stored in job.upserts {
+                    disk.insert(stored.entry.key.clone(), stored.entry.value.clone());
+                }
+                for key in job.removals {
+                    disk.remove(&key);
+                }
+            }
+            kv.flush(&mut node);
+            if kv.backlog() == 0 && disk_rx.is_empty() {
+                break;
+            }
+        }
+        let held: HashMap<String, Vec<u8>> = node
+            .kv()
+            .iter()
+            .map(|s| (s.entry.key.clone(), s.entry.value.clone()))
+            .collect();
+        assert_eq!(disk, held);
     }
 }
