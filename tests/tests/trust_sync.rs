@@ -481,3 +481,82 @@ fn an_oversized_first_frame_is_refused_at_once() {
         started.elapsed()
     );
 }
+
+/// Peak resident memory of a process so far (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The figures for the README: how long a fresh agent takes to catch up on
+/// 128 values of 512 KiB (64 MiB) and its peak RSS meanwhile. Run against a
+/// release build:
+///
+/// ```text
+/// cargo build --release -j 1 --bin shoal
+/// SHOAL_BIN=target/release/shoal cargo test -p shoal-tests --test trust_sync \
+///     -- --ignored catch_up_figures --nocapture
+/// ```
+#[test]
+#[ignore = "a measurement; run by hand against a release build"]
+fn catch_up_figures() {
+    const KEYS: u64 = 128;
+    const LEN: usize = 512 * 1024;
+    let root = tempfile::tempdir().unwrap();
+    let first = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "full".into(),
+            ..AgentOptions::default()
+        },
+    );
+    wait_for(Duration::from_secs(20), "the full agent to serve", || {
+        first.get("/v1/agent/self").map(|_| ())
+    });
+    for index in 0..KEYS {
+        assert_eq!(
+            first.kv_put(&format!("big/{index:03}"), &value_of(index, LEN)),
+            Ok(true)
+        );
+    }
+    let full_rss = peak_rss_kib(first.pid().unwrap()).unwrap_or(0);
+    let fresh = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "fresh".into(),
+            join: vec![first.gossip_addr()],
+            ..AgentOptions::default()
+        },
+    );
+    let started = Instant::now();
+    wait_for(
+        Duration::from_secs(300),
+        "the fresh agent to hold every key",
+        || {
+            let keys = keys_under(&fresh, "big/")?;
+            if keys.len() as u64 == KEYS {
+                Ok(())
+            } else {
+                Err(format!("{} of {KEYS} keys", keys.len()))
+            }
+        },
+    );
+    let took = started.elapsed();
+    // The last value read back must be whole.
+    let last = format!("big/{:03}", KEYS - 1);
+    assert_eq!(
+        fresh.kv_get(&last).unwrap().as_deref(),
+        Some(value_of(KEYS - 1, LEN).as_str())
+    );
+    let fresh_rss = peak_rss_kib(fresh.pid().unwrap()).unwrap_or(0);
+    println!(
+        "catch-up of {KEYS} x {LEN} bytes ({} MiB): {took:?}; peak RSS of the fresh agent \
+         {} MiB (the writer's: {} MiB)",
+        KEYS * LEN as u64 / (1024 * 1024),
+        fresh_rss / 1024,
+        full_rss / 1024
+    );
+}
