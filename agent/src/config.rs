@@ -12,8 +12,8 @@ use serde::Deserialize;
 use shoal_protocol::GossipConfig;
 
 use crate::checks::{CheckDefinition, FieldError};
-use crate::local::keys::normalize;
-use crate::local::service::ServiceDefinition;
+use crate::registry::keys::normalize;
+use crate::registry::service::ServiceDefinition;
 
 /// Default gossip port (UDP for SWIM, TCP for anti-entropy), as memberlist.
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;

@@ -1,16 +1,15 @@
 //! The Shoal agent and its command line.
 //!
 //! - [`config`]: the TOML file, flags and `SHOAL_*` variables, validated.
-//! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP.
+//! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP, config
+//!   reload, and [`daemon::handle::AgentHandle`], the one way in to the loop.
 //! - [`checks`]: health checks: definitions, the status state machine, probes.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
 //! - [`catalog`]: cluster-wide service queries over a snapshot.
-//! - [`checks`]: health checks: definitions, state machine, runners.
-//! - [`local`]: services and checks registered on this agent.
+//! - [`registry`]: services and checks registered on this agent.
 //! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`flags`]: feature flags: schema and per-user decisions.
 //! - [`persist`]: the data directory and the persisted generation.
-//! - [`reload`]: config hot reload (file watch, SIGHUP, `PUT /v1/agent/reload`).
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
 //! - [`client`]: the CLI's HTTP client.
@@ -25,6 +24,5 @@ pub mod daemon;
 pub mod flags;
 pub mod fuzzing;
 pub mod kv;
-pub mod local;
 pub mod persist;
-pub mod reload;
+pub mod registry;

@@ -21,7 +21,7 @@ pub mod guard;
 pub mod health;
 pub mod keyring;
 pub mod kv;
-pub mod local;
+pub mod registry;
 
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ pub struct ApiState {
     /// Test-only fault injection (`--fault-injection`).
     pub faults: Arc<crate::daemon::fault::FaultInjection>,
     /// Config reload: trigger one, read the outcome.
-    pub reload: crate::reload::ReloadHandle,
+    pub reload: crate::daemon::reload::ReloadHandle,
 }
 
 impl ApiState {
@@ -91,35 +91,41 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/members", get(agent::members))
         .route("/v1/agent/leave", put(agent::leave))
         .route("/v1/agent/reload", put(agent::reload))
-        .route("/v1/agent/services", get(local::services))
-        .route("/v1/agent/service/{id}", get(local::service))
-        .route("/v1/agent/service/register", put(local::register_service))
+        .route("/v1/agent/services", get(registry::services))
+        .route("/v1/agent/service/{id}", get(registry::service))
+        .route(
+            "/v1/agent/service/register",
+            put(registry::register_service),
+        )
         .route(
             "/v1/agent/service/deregister/{id}",
-            put(local::deregister_service).get(local::deregister_service),
+            put(registry::deregister_service).get(registry::deregister_service),
         )
         .route(
             "/v1/agent/service/maintenance/{id}",
-            put(local::service_maintenance),
+            put(registry::service_maintenance),
         )
-        .route("/v1/agent/maintenance", put(local::node_maintenance))
-        .route("/v1/agent/checks", get(local::checks))
-        .route("/v1/agent/check/register", put(local::register_check))
+        .route("/v1/agent/maintenance", put(registry::node_maintenance))
+        .route("/v1/agent/checks", get(registry::checks))
+        .route("/v1/agent/check/register", put(registry::register_check))
         .route(
             "/v1/agent/check/deregister/{id}",
-            put(local::deregister_check).get(local::deregister_check),
+            put(registry::deregister_check).get(registry::deregister_check),
         )
         // pass, warn or fail; the static routes above and below win.
         .route(
             "/v1/agent/check/{verb}/{id}",
-            put(local::check_report).get(local::check_report),
+            put(registry::check_report).get(registry::check_report),
         )
-        .route("/v1/agent/check/update/{id}", put(local::check_update))
+        .route("/v1/agent/check/update/{id}", put(registry::check_update))
         .route(
             "/v1/agent/health/service/name/{name}",
-            get(local::health_by_name),
+            get(registry::health_by_name),
         )
-        .route("/v1/agent/health/service/id/{id}", get(local::health_by_id))
+        .route(
+            "/v1/agent/health/service/id/{id}",
+            get(registry::health_by_id),
+        )
         .route("/v1/catalog/services", get(catalog::services))
         .route("/v1/catalog/service/{name}", get(catalog::service))
         .route("/v1/catalog/nodes", get(catalog::nodes))
@@ -257,7 +263,7 @@ impl IntoResponse for ApiError {
 
 impl From<LocalError> for ApiError {
     fn from(error: LocalError) -> Self {
-        use crate::local::registry::RegistryError;
+        use crate::registry::RegistryError;
         let status = match &error {
             LocalError::Registry(
                 RegistryError::UnknownService(_) | RegistryError::UnknownCheck(_),

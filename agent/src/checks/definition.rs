@@ -158,7 +158,7 @@ const IGNORED: &[&str] = &[
 
 impl CheckDefinition {
     /// Parses one check from a normalized object (see
-    /// [`crate::local::keys::normalize`]).
+    /// [`crate::registry::keys::normalize`]).
     ///
     /// `field` is the object's path for error messages (`"Check"`,
     /// `"Checks[1]"`, `"services[0].checks[0]"`); an upper-case path makes

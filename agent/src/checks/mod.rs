@@ -2,7 +2,7 @@
 //!
 //! - [`definition`]: [`CheckDefinition`], parsed from Consul-style JSON (the
 //!   HTTP API) or TOML (config files), both normalized by
-//!   [`crate::local::keys::normalize`] first.
+//!   [`crate::registry::keys::normalize`] first.
 //! - [`state`]: [`CheckState`], the pure status state machine: flap damping,
 //!   TTL expiry, deregister-after. No I/O; time is an argument.
 //! - [`runner`]: [`spawn_check`], one task per check that probes on its

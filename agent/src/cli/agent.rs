@@ -149,7 +149,7 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
         let listeners = daemon::Listeners::bind(&config).await?;
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let reload = crate::reload::ReloadSetup { overrides, log };
+        let reload = crate::daemon::reload::ReloadSetup { overrides, log };
         daemon::run(config, listeners, shutdown, reload).await
     });
     match result {
@@ -164,11 +164,11 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
 
 /// Installs the logger; returns how to change its level on reload (`None`
 /// when `RUST_LOG` sets the filter: it then wins over `log_level`).
-fn init_logging(config: &AgentConfig) -> Option<crate::reload::LogControl> {
+fn init_logging(config: &AgentConfig) -> Option<crate::daemon::reload::LogControl> {
     let from_env = EnvFilter::try_from_default_env().ok();
     let pinned = from_env.is_some();
-    let filter =
-        from_env.unwrap_or_else(|| EnvFilter::new(crate::reload::log_directive(&config.log_level)));
+    let filter = from_env
+        .unwrap_or_else(|| EnvFilter::new(crate::daemon::reload::log_directive(&config.log_level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -192,10 +192,10 @@ fn init_logging(config: &AgentConfig) -> Option<crate::reload::LogControl> {
 
 fn log_control<S: 'static>(
     handle: tracing_subscriber::reload::Handle<EnvFilter, S>,
-) -> crate::reload::LogControl {
+) -> crate::daemon::reload::LogControl {
     Box::new(move |level: &str| {
         handle
-            .reload(EnvFilter::new(crate::reload::log_directive(level)))
+            .reload(EnvFilter::new(crate::daemon::reload::log_directive(level)))
             .map_err(|error| error.to_string())
     })
 }

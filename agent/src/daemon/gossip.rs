@@ -15,13 +15,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::local::LocalState;
+use super::registrar::LocalState;
 use super::snapshot::Snapshot;
 use super::sync::SyncService;
 use crate::checks::{CheckDefinition, CheckResult};
-use crate::local::registry::RegistryError;
-use crate::local::service::ServiceDefinition;
 use crate::persist::DataDirGuard;
+use crate::registry::RegistryError;
+use crate::registry::service::ServiceDefinition;
 use shoal_protocol::record::CheckStatus;
 
 /// Requests from other tasks. Those that need an answer carry a sender.
@@ -61,7 +61,7 @@ pub enum Command {
     /// A config reload: replaces the config-sourced services and checks and
     /// the node tags (see `crate::reload`).
     Reload {
-        live: crate::reload::LiveConfig,
+        live: crate::daemon::reload::LiveConfig,
         reply: oneshot::Sender<Result<(), String>>,
     },
 }
@@ -144,7 +144,7 @@ impl GossipLoop {
     /// Runs until the node has left the cluster after `shutdown`.
     pub async fn run(mut self, mut inputs: Inputs, shutdown: CancellationToken) {
         self.node.start();
-        self.push_local(crate::local::registry::Change::Status);
+        self.push_local(crate::registry::Change::Status);
         self.flush();
         let mut stats = tokio::time::interval(STATS_INTERVAL);
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -262,9 +262,9 @@ impl GossipLoop {
 
     /// Applies a reloaded configuration; tags change only if the services
     /// and checks were accepted.
-    fn apply_reload(&mut self, live: crate::reload::LiveConfig) -> Result<(), String> {
+    fn apply_reload(&mut self, live: crate::daemon::reload::LiveConfig) -> Result<(), String> {
         let loaded = self.local.load_config(live.services, live.checks);
-        self.push_local(crate::local::registry::Change::Status);
+        self.push_local(crate::registry::Change::Status);
         loaded.map_err(|error| format!("services and checks: {error}"))?;
         if self.node.local_record().tags != live.tags {
             self.node.update_local(|record| record.tags = live.tags);
@@ -274,8 +274,8 @@ impl GossipLoop {
 
     /// Copies the registry into our node record: a status change gets a new
     /// version and is gossiped; output alone rides along quietly.
-    fn push_local(&mut self, change: crate::local::registry::Change) {
-        use crate::local::registry::Change;
+    fn push_local(&mut self, change: crate::registry::Change) {
+        use crate::registry::Change;
         if change == Change::None {
             return;
         }

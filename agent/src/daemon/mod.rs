@@ -13,8 +13,9 @@
 pub mod fault;
 pub mod gossip;
 pub mod http;
-pub mod local;
 pub mod rate;
+pub mod registrar;
+pub mod reload;
 pub mod scheduler;
 pub mod snapshot;
 pub mod sync;
@@ -82,7 +83,7 @@ pub async fn run(
     config: AgentConfig,
     listeners: Listeners,
     shutdown: CancellationToken,
-    reload: crate::reload::ReloadSetup,
+    reload: crate::daemon::reload::ReloadSetup,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let data_dir = Arc::new(DataDirGuard::open(&config.data_dir)?);
@@ -139,14 +140,14 @@ pub async fn run(
         timers_tx,
         tasks_stop.clone(),
     ));
-    tracker.spawn(local::persist_loop(persist_rx, data_dir.clone()));
+    tracker.spawn(registrar::persist_loop(persist_rx, data_dir.clone()));
 
     let lookup_rx = snapshot_rx.clone();
     let dependency: crate::checks::DependencyLookup =
         Arc::new(move |service: &str| crate::catalog::count_passing(&lookup_rx.borrow(), service));
     let mut local_state =
-        local::LocalState::new(results_tx, dependency, tasks_stop.child_token(), persist_tx);
-    if let Some(saved) = local::read_saved(&data_dir) {
+        registrar::LocalState::new(results_tx, dependency, tasks_stop.child_token(), persist_tx);
+    if let Some(saved) = registrar::read_saved(&data_dir) {
         local_state.restore(&saved);
     }
     local_state
@@ -188,7 +189,7 @@ pub async fn run(
     );
     tracker.spawn(sync.clone().serve(listeners.tcp, tasks_stop.clone()));
 
-    let reload = crate::reload::spawn(
+    let reload = crate::daemon::reload::spawn(
         reload,
         config.clone(),
         commands_tx.clone(),

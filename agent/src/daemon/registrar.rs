@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use super::gossip::{LocalError, LocalRequest};
 use super::snapshot::LocalCheck;
 use crate::checks::{self, CheckDefinition, CheckResult, DependencyLookup};
-use crate::local::registry::{Change, Registry, RegistryError, Source};
-use crate::local::service::ServiceDefinition;
 use crate::persist::{DataDirGuard, write_atomic};
+use crate::registry::service::ServiceDefinition;
+use crate::registry::{Change, Registry, RegistryError, Source};
 
 /// File in the data dir holding API registrations and maintenance.
 pub const LOCAL_FILE: &str = "local.json";

@@ -271,7 +271,7 @@ pub fn parse_meta(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::keys::normalize;
+    use crate::registry::keys::normalize;
     use serde_json::json;
 
     fn parse(value: Value) -> Result<ServiceDefinition, FieldError> {

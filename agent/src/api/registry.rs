@@ -17,8 +17,8 @@ use super::{ApiError, ApiState, Query};
 use crate::checks::CheckDefinition;
 use crate::daemon::gossip::LocalRequest;
 use crate::daemon::snapshot::{LocalCheck, Snapshot};
-use crate::local::keys::normalize;
-use crate::local::service::ServiceDefinition;
+use crate::registry::keys::normalize;
+use crate::registry::service::ServiceDefinition;
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)

@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use crate::checks::CheckDefinition;
 use crate::config::{AgentConfig, Overrides};
 use crate::daemon::gossip::Command;
-use crate::local::service::ServiceDefinition;
+use crate::registry::service::ServiceDefinition;
 
 /// Quiet time after the last file event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
