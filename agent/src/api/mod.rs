@@ -4,7 +4,8 @@
 //!
 //! - [`agent`]: `/v1/agent/self`, `/v1/agent/members`, `/v1/agent/leave`,
 //!   `/v1/agent/reload`.
-//! - [`local`]: `/v1/agent/service*`, `/v1/agent/check*`, maintenance.
+//! - [`registry`]: `/v1/agent/service*`, `/v1/agent/check*`, maintenance:
+//!   this agent's registry.
 //! - [`catalog`]: cluster-wide `/v1/catalog/*`, `/v1/health/*`, `/v1/shoal/pick`.
 //! - [`kv`]: `/v1/kv/*`, the replicated KV store.
 //! - [`keyring`]: `/v1/operator/keyring`, gossip encryption keys.
@@ -12,6 +13,9 @@
 //! - [`health`]: the sidecar's own probes, `/health/*`.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
 //! - [`guard`]: the API token (`[acl]`) and the URI and body limits.
+//!
+//! Handlers read [`Snapshot`]s and ask the gossip loop for changes through
+//! [`AgentHandle`]; they never build the loop's commands themselves.
 
 pub mod agent;
 pub mod blocking;
@@ -34,8 +38,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
-use crate::daemon::gossip::{Command, LocalError, LocalRequest};
+use crate::daemon::handle::{AgentHandle, KvWriteError, RegistrationError};
 use crate::daemon::snapshot::Snapshot;
+use crate::registry::RegistryError;
 
 /// What every handler can reach. Handlers read snapshots; they never touch
 /// the gossip loop's state.
@@ -47,8 +52,9 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Cancelled once the agent has left the cluster.
     pub left: CancellationToken,
-    /// Requests for the gossip loop (registrations, TTL updates, ...).
-    pub commands_tx: tokio::sync::mpsc::Sender<Command>,
+    /// Changes go to the gossip loop through it (registrations, TTL
+    /// updates, KV writes, ...).
+    pub agent: AgentHandle,
     /// The gossip encryption keyring (shared with the transport).
     pub keyring: shoal_protocol::keyring::Keyring,
     /// Test-only fault injection (`--fault-injection`).
@@ -60,28 +66,6 @@ pub struct ApiState {
 impl ApiState {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot_rx.borrow().clone()
-    }
-
-    /// Sends a request to the gossip loop and waits for its answer.
-    pub async fn local(&self, request: LocalRequest) -> Result<(), ApiError> {
-        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-        let unavailable = || {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the agent is shutting down",
-            )
-        };
-        self.commands_tx
-            .send(Command::Local {
-                request,
-                reply: reply_tx,
-            })
-            .await
-            .map_err(|_| unavailable())?;
-        reply_rx
-            .await
-            .map_err(|_| unavailable())?
-            .map_err(ApiError::from)
     }
 }
 
@@ -261,15 +245,26 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<LocalError> for ApiError {
-    fn from(error: LocalError) -> Self {
-        use crate::registry::RegistryError;
+impl From<RegistrationError> for ApiError {
+    fn from(error: RegistrationError) -> Self {
         let status = match &error {
-            LocalError::Registry(
+            RegistrationError::Registry(
                 RegistryError::UnknownService(_) | RegistryError::UnknownCheck(_),
             ) => StatusCode::NOT_FOUND,
-            LocalError::Registry(_) => StatusCode::BAD_REQUEST,
-            LocalError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistrationError::Registry(_) => StatusCode::BAD_REQUEST,
+            RegistrationError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistrationError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+impl From<KvWriteError> for ApiError {
+    fn from(error: KvWriteError) -> Self {
+        let status = match &error {
+            KvWriteError::Refused(_) => StatusCode::BAD_REQUEST,
+            KvWriteError::NotDurable(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            KvWriteError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, error.to_string())
     }

@@ -1,5 +1,5 @@
-//! `/v1/agent/service*`, `/v1/agent/check*` and maintenance: what is
-//! registered on this agent, in Consul's shapes. Writes are validated here,
+//! `/v1/agent/service*`, `/v1/agent/check*` and maintenance: this agent's
+//! registry (`crate::registry`), in Consul's shapes. Writes are validated here,
 //! in full, before anything is sent to the gossip loop, so a bad request
 //! changes nothing.
 
@@ -15,10 +15,9 @@ use shoal_protocol::record::{CheckStatus, ServiceRecord, worst_status};
 
 use super::{ApiError, ApiState, Query};
 use crate::checks::CheckDefinition;
-use crate::daemon::gossip::LocalRequest;
-use crate::daemon::snapshot::{LocalCheck, Snapshot};
+use crate::daemon::snapshot::{CheckDetail, Snapshot};
+use crate::registry::ServiceDefinition;
 use crate::registry::keys::normalize;
-use crate::registry::service::ServiceDefinition;
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -51,7 +50,7 @@ pub fn service_json(service: &ServiceRecord, datacenter: &str) -> Value {
     })
 }
 
-pub fn check_json(check: &LocalCheck, node: &str) -> Value {
+pub fn check_json(check: &CheckDetail, node: &str) -> Value {
     json!({
         "Node": node,
         "CheckID": check.record.id,
@@ -116,12 +115,7 @@ pub async fn register_service(
     let _ = query;
     let raw = json_body(&body)?;
     let definition = ServiceDefinition::parse(&raw, "").map_err(|e| bad_request(e.to_string()))?;
-    state
-        .local(LocalRequest::RegisterService {
-            definition,
-            raw: Some(raw),
-        })
-        .await?;
+    state.agent.register_service(definition, Some(raw)).await?;
     Ok(StatusCode::OK)
 }
 
@@ -130,7 +124,7 @@ pub async fn deregister_service(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.local(LocalRequest::DeregisterService { id }).await?;
+    state.agent.deregister_service(id).await?;
     Ok(StatusCode::OK)
 }
 
@@ -151,12 +145,7 @@ pub async fn register_check(
         .unwrap_or_default();
     let definition = CheckDefinition::parse(&raw, "", service_id.as_deref(), &default_id)
         .map_err(|e| bad_request(e.to_string()))?;
-    state
-        .local(LocalRequest::RegisterCheck {
-            definition,
-            raw: Some(raw),
-        })
-        .await?;
+    state.agent.register_check(definition, Some(raw)).await?;
     Ok(StatusCode::OK)
 }
 
@@ -165,7 +154,7 @@ pub async fn deregister_check(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.local(LocalRequest::DeregisterCheck { id }).await?;
+    state.agent.deregister_check(id).await?;
     Ok(StatusCode::OK)
 }
 
@@ -175,9 +164,7 @@ async fn ttl(
     status: CheckStatus,
     output: Option<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .local(LocalRequest::TtlUpdate { id, status, output })
-        .await?;
+    state.agent.ttl_update(id, status, output).await?;
     Ok(StatusCode::OK)
 }
 
@@ -258,9 +245,7 @@ pub async fn node_maintenance(
     query: Query,
 ) -> Result<StatusCode, ApiError> {
     let reason = maintenance_reason(&query)?;
-    state
-        .local(LocalRequest::NodeMaintenance { reason })
-        .await?;
+    state.agent.node_maintenance(reason).await?;
     Ok(StatusCode::OK)
 }
 
@@ -271,20 +256,18 @@ pub async fn service_maintenance(
     query: Query,
 ) -> Result<StatusCode, ApiError> {
     let reason = maintenance_reason(&query)?;
-    state
-        .local(LocalRequest::ServiceMaintenance { id, reason })
-        .await?;
+    state.agent.service_maintenance(id, reason).await?;
     Ok(StatusCode::OK)
 }
 
 /// Local instances with their aggregated status, and the HTTP status
 /// Consul answers with: 200 passing, 429 warning, 503 critical.
-fn local_health(
+fn instance_health(
     state: &ApiState,
     snapshot: &Snapshot,
     matches: impl Fn(&ServiceRecord) -> bool,
 ) -> Option<(StatusCode, Value)> {
-    let node_checks: Vec<&LocalCheck> = snapshot
+    let node_checks: Vec<&CheckDetail> = snapshot
         .local_checks
         .iter()
         .filter(|c| c.service_id.is_none())
@@ -292,7 +275,7 @@ fn local_health(
     let mut worst = CheckStatus::Passing;
     let mut entries = Vec::new();
     for service in snapshot.local.services.iter().filter(|s| matches(s)) {
-        let checks: Vec<&LocalCheck> = node_checks
+        let checks: Vec<&CheckDetail> = node_checks
             .iter()
             .copied()
             .chain(
@@ -335,7 +318,7 @@ pub async fn health_by_name(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let snapshot = state.snapshot();
-    let (code, body) = local_health(&state, &snapshot, |s| s.name == name).ok_or_else(|| {
+    let (code, body) = instance_health(&state, &snapshot, |s| s.name == name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no local service named `{name}`"),
@@ -350,7 +333,7 @@ pub async fn health_by_id(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let snapshot = state.snapshot();
-    let (code, body) = local_health(&state, &snapshot, |s| s.id == id)
+    let (code, body) = instance_health(&state, &snapshot, |s| s.id == id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown service `{id}`")))?;
     let body = body
         .as_array()

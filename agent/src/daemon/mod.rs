@@ -1,17 +1,22 @@
 //! `shoal agent`: binds the sockets, starts the tasks, and runs until
 //! shutdown.
 //!
+//! - [`handle`]: [`handle::AgentHandle`], the typed front door to the gossip
+//!   loop, and the vocabulary it speaks.
 //! - [`gossip`]: the loop that owns the node (foca + cluster state).
 //! - [`http`]: serves the HTTP API with connection limits and timeouts.
 //! - [`scheduler`]: delivers timers in order.
 //! - [`sync`]: TCP anti-entropy exchanges.
 //! - [`rate`]: the per-peer rate limit on exchanges accepted.
 //! - [`snapshot`]: what readers see.
-//! - [`local`]: the loop's side of the local registry.
+//! - [`registrar`]: the loop's side of the registry: check runners and
+//!   persistence of API registrations.
+//! - [`reload`]: config hot reload (file watch, SIGHUP, `PUT /v1/agent/reload`).
 //! - [`fault`]: test-only fault injection.
 
 pub mod fault;
 pub mod gossip;
+pub mod handle;
 pub mod http;
 pub mod rate;
 pub mod registrar;
@@ -83,7 +88,7 @@ pub async fn run(
     config: AgentConfig,
     listeners: Listeners,
     shutdown: CancellationToken,
-    reload: crate::daemon::reload::ReloadSetup,
+    reload: reload::ReloadSetup,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let data_dir = Arc::new(DataDirGuard::open(&config.data_dir)?);
@@ -118,7 +123,7 @@ pub async fn run(
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
     let (timers_tx, timers_rx) = mpsc::channel(1024);
     let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
-    let (commands_tx, commands_rx) = mpsc::channel(256);
+    let (agent, commands_rx) = handle::channel();
     let (results_tx, results_rx) = mpsc::channel(256);
     let (persist_tx, persist_rx) = mpsc::unbounded_channel();
     let initial = Snapshot {
@@ -146,7 +151,7 @@ pub async fn run(
     let dependency: crate::checks::DependencyLookup =
         Arc::new(move |service: &str| crate::catalog::count_passing(&lookup_rx.borrow(), service));
     let mut local_state =
-        registrar::LocalState::new(results_tx, dependency, tasks_stop.child_token(), persist_tx);
+        registrar::Registrar::new(results_tx, dependency, tasks_stop.child_token(), persist_tx);
     if let Some(saved) = registrar::read_saved(&data_dir) {
         local_state.restore(&saved);
     }
@@ -181,18 +186,13 @@ pub async fn run(
         tasks_stop.clone(),
     ));
 
-    let sync = sync::SyncService::new(
-        envelope,
-        commands_tx.clone(),
-        tracker.clone(),
-        faults.clone(),
-    );
+    let sync = sync::SyncService::new(envelope, agent.clone(), tracker.clone(), faults.clone());
     tracker.spawn(sync.clone().serve(listeners.tcp, tasks_stop.clone()));
 
-    let reload = crate::daemon::reload::spawn(
+    let reload = reload::spawn(
         reload,
         config.clone(),
-        commands_tx.clone(),
+        agent.clone(),
         &tracker,
         tasks_stop.clone(),
     );
@@ -204,7 +204,7 @@ pub async fn run(
         snapshot_rx,
         shutdown: shutdown.clone(),
         left: left.clone(),
-        commands_tx: commands_tx.clone(),
+        agent: agent.clone(),
         faults: faults.clone(),
         keyring: keyring.clone(),
     };
@@ -236,7 +236,7 @@ pub async fn run(
         receive_drops,
         send_failures: 0,
         index: 1,
-        local: local_state,
+        registrar: local_state,
         kv: kv_state,
         faults,
     };

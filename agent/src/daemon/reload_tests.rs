@@ -2,7 +2,9 @@
 //! reloads keeping the state of unchanged checks.
 
 use super::*;
+use crate::checks::CheckDefinition;
 use crate::config::FileConfig;
+use crate::registry::ServiceDefinition;
 
 fn config(text: &str) -> AgentConfig {
     let file: FileConfig = toml::from_str(text).unwrap();

@@ -1,6 +1,7 @@
 //! Anti-entropy push-pull over TCP (see `shoal_protocol::sync`): the
 //! initiator side, the responder side, and framing. All of it runs in its
-//! own tasks; the gossip loop only answers commands.
+//! own tasks; the gossip loop only answers through the
+//! [`AgentHandle`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,11 +12,11 @@ use shoal_protocol::envelope::{Envelope, PayloadKind};
 use shoal_protocol::sync::SyncMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::gossip::Command;
+use super::handle::AgentHandle;
 
 /// How long one whole exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,7 +45,7 @@ pub enum SyncError {
 #[derive(Clone)]
 pub struct SyncService {
     envelope: Envelope,
-    commands_tx: mpsc::Sender<Command>,
+    agent: AgentHandle,
     outgoing: Arc<Semaphore>,
     incoming: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -54,13 +55,13 @@ pub struct SyncService {
 impl SyncService {
     pub fn new(
         envelope: Envelope,
-        commands_tx: mpsc::Sender<Command>,
+        agent: AgentHandle,
         tracker: TaskTracker,
         faults: Arc<super::fault::FaultInjection>,
     ) -> Self {
         Self {
             envelope,
-            commands_tx,
+            agent,
             outgoing: Arc::new(Semaphore::new(MAX_EXCHANGES)),
             incoming: Arc::new(Semaphore::new(MAX_EXCHANGES)),
             tracker,
@@ -98,13 +99,11 @@ impl SyncService {
         if !matches!(delta, SyncMessage::Delta { .. }) {
             return Err(SyncError::Unexpected { expected: "Delta" });
         }
-        let (reply_tx, reply_rx) = oneshot::channel();
-        self.command(Command::SyncFinish {
-            delta,
-            reply: reply_tx,
-        })
-        .await?;
-        let closing = reply_rx.await.map_err(|_| SyncError::Closed)?;
+        let closing = self
+            .agent
+            .sync_finish(delta)
+            .await
+            .map_err(|_| SyncError::Closed)?;
         write_frame(&mut stream, &self.envelope, &closing).await?;
         stream.shutdown().await?;
         Ok(())
@@ -159,13 +158,11 @@ impl SyncService {
         if !matches!(digest, SyncMessage::Digest { .. }) {
             return Err(SyncError::Unexpected { expected: "Digest" });
         }
-        let (reply_tx, reply_rx) = oneshot::channel();
-        self.command(Command::SyncAnswer {
-            digest,
-            reply: reply_tx,
-        })
-        .await?;
-        let delta = reply_rx.await.map_err(|_| SyncError::Closed)?;
+        let delta = self
+            .agent
+            .sync_answer(digest)
+            .await
+            .map_err(|_| SyncError::Closed)?;
         write_frame(&mut stream, &self.envelope, &delta).await?;
         let closing = read_frame(&mut stream, &self.envelope).await?;
         if !matches!(closing, SyncMessage::Records { .. }) {
@@ -173,12 +170,8 @@ impl SyncService {
                 expected: "Records",
             });
         }
-        self.command(Command::SyncAbsorb { closing }).await
-    }
-
-    async fn command(&self, command: Command) -> Result<(), SyncError> {
-        self.commands_tx
-            .send(command)
+        self.agent
+            .sync_absorb(closing)
             .await
             .map_err(|_| SyncError::Closed)
     }

@@ -22,7 +22,8 @@ fn ntp64(duration: Duration) -> u64 {
     uhlc::NTP64::from(duration).as_u64()
 }
 
-/// A write the API validated and hands to the gossip loop.
+/// A KV write, validated by the caller and handed to the gossip loop with
+/// `daemon::handle::AgentHandle::kv_write`.
 #[derive(Debug)]
 pub enum KvRequest {
     Put {
@@ -40,14 +41,14 @@ pub enum KvRequest {
     },
 }
 
-/// The loop's answer: whether the write happened, and a receiver that
+/// The loop's answer to a write: whether it happened, and a receiver that
 /// completes once it is durable on disk.
 pub struct KvAck {
     pub written: bool,
     pub durable: Option<oneshot::Receiver<Result<(), String>>>,
-    /// The entries written ahead to disk: the API hands them back to the
-    /// loop with [`KvState::settle`] once the disk answered, and only then
-    /// are they applied and gossiped. A write that could not be made
+    /// The entries written ahead to disk: the agent's handle gives them back
+    /// to the loop ([`KvState::settle`]) once the disk answered, and only
+    /// then are they applied and gossiped. A write that could not be made
     /// durable is never seen by anyone.
     pub entries: Vec<KvEntry>,
 }
