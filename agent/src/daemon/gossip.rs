@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use shoal_protocol::sync::SyncMessage;
-use shoal_protocol::{Node, NodeTimer};
+use shoal_protocol::Node;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::handle::{Command, LiveConfig};
 use super::registrar::Registrar;
+use super::scheduler::ScheduledTimer;
 use super::snapshot::Snapshot;
 use super::sync::SyncService;
 use crate::checks::CheckResult;
@@ -26,8 +27,10 @@ use crate::registry::{Change, RegistryError};
 
 /// The receiving ends the loop listens on.
 pub(super) struct Inputs {
-    pub timers_rx: mpsc::Receiver<NodeTimer>,
-    pub datagrams_rx: mpsc::Receiver<Vec<u8>>,
+    /// Due timers with their deadlines.
+    pub timers_rx: mpsc::Receiver<ScheduledTimer>,
+    /// Datagrams with the time they were received.
+    pub datagrams_rx: mpsc::Receiver<(Instant, Vec<u8>)>,
     pub commands_rx: mpsc::Receiver<Command>,
     pub results_rx: mpsc::Receiver<CheckResult>,
 }
@@ -45,7 +48,7 @@ const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
 pub(super) struct GossipLoop {
     pub node: Node,
     pub socket: Arc<UdpSocket>,
-    pub schedule_tx: mpsc::UnboundedSender<(Instant, NodeTimer)>,
+    pub schedule_tx: mpsc::UnboundedSender<ScheduledTimer>,
     pub snapshot_tx: watch::Sender<Arc<Snapshot>>,
     pub sync: SyncService,
     pub data_dir: Arc<DataDirGuard>,
@@ -86,8 +89,12 @@ impl GossipLoop {
                     tracing::warn!("graceful leave did not finish in time; stopping anyway");
                     return;
                 }
-                Some(timer) = inputs.timers_rx.recv() => self.node.handle_timer(timer),
-                Some(packet) = inputs.datagrams_rx.recv() => {
+                Some((deadline, timer)) = inputs.timers_rx.recv() => {
+                    self.note_lag(deadline);
+                    self.node.handle_timer(timer);
+                }
+                Some((received, packet)) = inputs.datagrams_rx.recv() => {
+                    self.note_lag(received);
                     if let Err(error) = self.node.handle_datagram(&packet) {
                         tracing::debug!(%error, "dropped a datagram");
                     }
@@ -109,6 +116,16 @@ impl GossipLoop {
                 tracing::info!("left the cluster");
                 return;
             }
+        }
+    }
+
+    /// Tells local health how late the loop got to an event due at `due`
+    /// (a timer's deadline, a datagram's arrival), as the simulator does: a
+    /// loop that falls behind makes this node slower to accuse others.
+    fn note_lag(&mut self, due: Instant) {
+        let lag = Instant::now().saturating_duration_since(due);
+        if !lag.is_zero() {
+            self.node.note_lag(lag);
         }
     }
 
