@@ -26,21 +26,13 @@ use shoal_protocol::record::CheckStatus;
 
 /// Requests from other tasks. Those that need an answer carry a sender.
 pub enum Command {
-    /// A peer opened an exchange with its digest (`SyncMessage::Digest`):
-    /// answer with the delta.
-    SyncAnswer {
-        digest: SyncMessage,
-        reply: oneshot::Sender<SyncMessage>,
+    /// One step of an anti-entropy exchange (see `shoal_protocol::sync`):
+    /// merge what the peer sent and answer with the next message, if any.
+    /// The caller has checked that the steps come in order.
+    Sync {
+        message: SyncMessage,
+        reply: oneshot::Sender<Option<SyncMessage>>,
     },
-    /// The peer's delta to our digest (`SyncMessage::Delta`): merge it and
-    /// answer with the closing message.
-    SyncFinish {
-        delta: SyncMessage,
-        reply: oneshot::Sender<SyncMessage>,
-    },
-    /// The closing message of an exchange we answered
-    /// (`SyncMessage::Records`): merge it.
-    SyncAbsorb { closing: SyncMessage },
     /// A KV write or delete, validated by the API.
     Kv {
         request: crate::kv::KvRequest,
@@ -192,52 +184,14 @@ impl GossipLoop {
     }
 
     fn handle_command(&mut self, command: Command) {
-        if matches!(
-            command,
-            Command::SyncAnswer { .. } | Command::SyncFinish { .. }
-        ) {
-            // Never hand stale entries to a peer.
-            self.kv.before_contact(&mut self.node);
-        }
         match command {
-            Command::SyncAnswer { digest, reply } => {
-                if let SyncMessage::Digest {
-                    nodes,
-                    kv_root,
-                    kv_buckets,
-                    members,
-                } = digest
-                {
-                    let _ = reply.send(self.node.sync_answer(&nodes, kv_root, &kv_buckets));
-                    self.node.learn_members(&members);
+            Command::Sync { message, reply } => {
+                if !matches!(message, SyncMessage::Records(_)) {
+                    // The answer carries our KV entries: never hand stale
+                    // ones to a peer.
+                    self.kv.before_contact(&mut self.node);
                 }
-            }
-            Command::SyncFinish { delta, reply } => {
-                if let SyncMessage::Delta {
-                    records,
-                    wanted,
-                    kv_entries,
-                    kv_buckets,
-                    members,
-                } = delta
-                {
-                    let _ = reply.send(self.node.sync_finish(
-                        records,
-                        &wanted,
-                        kv_entries,
-                        &kv_buckets,
-                    ));
-                    self.node.learn_members(&members);
-                }
-            }
-            Command::SyncAbsorb { closing } => {
-                if let SyncMessage::Records {
-                    records,
-                    kv_entries,
-                } = closing
-                {
-                    self.node.sync_absorb(records, kv_entries);
-                }
+                let _ = reply.send(self.node.on_sync(message));
             }
             Command::Kv { request, reply } => {
                 let _ = reply.send(self.kv.handle(&mut self.node, request));
