@@ -192,7 +192,7 @@ impl Simulation {
                 .filter(|change| !change.reached[index])
                 .map(|change| change.name.clone())
                 .collect();
-            for record in node.sync_records(&names) {
+            for record in node.records_named(&names) {
                 self.metrics
                     .saw_version(index, &record.name, record.version, now);
             }

@@ -9,7 +9,7 @@ use std::collections::BinaryHeap;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use shoal_protocol::envelope::cluster_id;
-use shoal_protocol::sync::DigestEntry;
+use shoal_protocol::sync::SyncMessage;
 use shoal_protocol::{Envelope, GossipConfig, Node, NodeId, NodeRecord, NodeTimer};
 
 use crate::metrics::Metrics;
@@ -40,9 +40,12 @@ pub(crate) enum Event {
         timer: NodeTimer,
         due: Micros,
     },
+    /// One message of an anti-entropy exchange (see
+    /// `shoal_protocol::sync`), from node `from` to node `to`.
     Sync {
         to: usize,
-        step: SyncStep,
+        from: usize,
+        message: SyncMessage,
         arrived: Micros,
         slowed: bool,
     },
@@ -50,21 +53,6 @@ pub(crate) enum Event {
     Resume(usize),
     Sample,
     ConvergenceCheck,
-}
-
-/// The three messages of an anti-entropy exchange (see
-/// `shoal_protocol::sync`), each delivered to the node named by `to`.
-pub(crate) enum SyncStep {
-    Digest {
-        from: usize,
-        digest: Vec<DigestEntry>,
-    },
-    Delta {
-        from: usize,
-        records: Vec<NodeRecord>,
-        wanted: Vec<String>,
-    },
-    Records(Vec<NodeRecord>),
 }
 
 struct Entry {
@@ -320,12 +308,14 @@ impl Simulation {
                 }),
                 Event::Sync {
                     to,
-                    step,
+                    from,
+                    message,
                     arrived,
                     slowed: false,
                 } => Some(Event::Sync {
                     to,
-                    step,
+                    from,
+                    message,
                     arrived,
                     slowed: true,
                 }),
@@ -368,35 +358,20 @@ impl Simulation {
                 // Refused packets are counted by the node itself.
                 let _ = node.handle_datagram(&packet);
             }
-            Event::Sync { step, .. } => match step {
-                SyncStep::Digest { from, digest } => {
-                    let (records, wanted) = node.sync_delta(&digest);
-                    let step = SyncStep::Delta {
-                        from: index,
-                        records,
-                        wanted,
-                    };
-                    self.send_sync(index, from, step);
+            Event::Sync { from, message, .. } => {
+                // The same step function the agent runs over TCP.
+                if let Some(reply) = node.on_sync(message) {
+                    self.send_sync(index, from, reply);
                 }
-                SyncStep::Delta {
-                    from,
-                    records,
-                    wanted,
-                } => {
-                    node.merge_records(records);
-                    let step = SyncStep::Records(node.sync_records(&wanted));
-                    self.send_sync(index, from, step);
-                }
-                SyncStep::Records(records) => {
-                    node.merge_records(records);
-                }
-            },
+            }
             _ => unreachable!("only node events are handled"),
         }
         self.after_call(index);
     }
 
-    fn send_sync(&mut self, from: usize, to: usize, step: SyncStep) {
+    /// Sends one anti-entropy message; an exchange across a partition
+    /// fails as its TCP connection would.
+    fn send_sync(&mut self, from: usize, to: usize, message: SyncMessage) {
         if !self.network.connected(from, to) {
             return;
         }
@@ -404,7 +379,8 @@ impl Simulation {
         let arrived = at;
         let event = Event::Sync {
             to,
-            step,
+            from,
+            message,
             arrived,
             slowed: false,
         };
@@ -459,18 +435,10 @@ impl Simulation {
         if self.scenario.anti_entropy && !syncs.is_empty() {
             syncs.sort_unstable();
             syncs.dedup();
-            let digest = self.slots[index]
-                .node
-                .as_ref()
-                .expect("alive")
-                .sync_digest();
+            let digest = self.slots[index].node.as_ref().expect("alive").sync_open();
             for peer in syncs {
                 if let Some(to) = node_index(peer, self.slots.len()) {
-                    let step = SyncStep::Digest {
-                        from: index,
-                        digest: digest.clone(),
-                    };
-                    self.send_sync(index, to, step);
+                    self.send_sync(index, to, digest.clone());
                 }
             }
         }

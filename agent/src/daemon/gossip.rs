@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shoal_protocol::sync::SyncMessage;
 use shoal_protocol::Node;
+use shoal_protocol::sync::SyncMessage;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -130,52 +130,14 @@ impl GossipLoop {
     }
 
     fn handle_command(&mut self, command: Command) {
-        if matches!(
-            command,
-            Command::SyncAnswer { .. } | Command::SyncFinish { .. }
-        ) {
-            // Never hand stale entries to a peer.
-            self.kv.before_contact(&mut self.node);
-        }
         match command {
-            Command::SyncAnswer { digest, reply } => {
-                if let SyncMessage::Digest {
-                    nodes,
-                    kv_root,
-                    kv_buckets,
-                    members,
-                } = digest
-                {
-                    let _ = reply.send(self.node.sync_answer(&nodes, kv_root, &kv_buckets));
-                    self.node.learn_members(&members);
+            Command::Sync { message, reply } => {
+                if !matches!(message, SyncMessage::Records(_)) {
+                    // The answer carries our KV entries: never hand stale
+                    // ones to a peer.
+                    self.kv.before_contact(&mut self.node);
                 }
-            }
-            Command::SyncFinish { delta, reply } => {
-                if let SyncMessage::Delta {
-                    records,
-                    wanted,
-                    kv_entries,
-                    kv_buckets,
-                    members,
-                } = delta
-                {
-                    let _ = reply.send(self.node.sync_finish(
-                        records,
-                        &wanted,
-                        kv_entries,
-                        &kv_buckets,
-                    ));
-                    self.node.learn_members(&members);
-                }
-            }
-            Command::SyncAbsorb { closing } => {
-                if let SyncMessage::Records {
-                    records,
-                    kv_entries,
-                } = closing
-                {
-                    self.node.sync_absorb(records, kv_entries);
-                }
+                let _ = reply.send(self.node.on_sync(message));
             }
             Command::KvWrite { request, reply } => {
                 let _ = reply.send(self.kv.handle(&mut self.node, request));

@@ -24,21 +24,13 @@ const COMMAND_QUEUE: usize = 256;
 
 /// What the loop is asked to do. Those that need an answer carry a sender.
 pub(super) enum Command {
-    /// A peer opened an exchange with its digest (`SyncMessage::Digest`):
-    /// answer with the delta.
-    SyncAnswer {
-        digest: SyncMessage,
-        reply: oneshot::Sender<SyncMessage>,
+    /// One step of an anti-entropy exchange (see `shoal_protocol::sync`):
+    /// merge what the peer sent and answer with the next message, if any.
+    /// The caller has checked that the steps come in order.
+    Sync {
+        message: SyncMessage,
+        reply: oneshot::Sender<Option<SyncMessage>>,
     },
-    /// The peer's delta to our digest (`SyncMessage::Delta`): merge it and
-    /// answer with the closing message.
-    SyncFinish {
-        delta: SyncMessage,
-        reply: oneshot::Sender<SyncMessage>,
-    },
-    /// The closing message of an exchange we answered
-    /// (`SyncMessage::Records`): merge it.
-    SyncAbsorb { closing: SyncMessage },
     /// A KV write or delete, validated by the caller: written ahead to disk,
     /// not applied yet.
     KvWrite {
@@ -285,24 +277,10 @@ impl AgentHandle {
             .map_err(LiveConfigError::Registry)
     }
 
-    /// Anti-entropy, responder side: the delta answering a peer's digest.
-    pub async fn sync_answer(&self, digest: SyncMessage) -> Result<SyncMessage, AgentStopped> {
-        self.ask(|reply| Command::SyncAnswer { digest, reply })
-            .await
-    }
-
-    /// Anti-entropy, initiator side: merges the peer's delta and answers
-    /// with the closing message.
-    pub async fn sync_finish(&self, delta: SyncMessage) -> Result<SyncMessage, AgentStopped> {
-        self.ask(|reply| Command::SyncFinish { delta, reply }).await
-    }
-
-    /// Anti-entropy, responder side: merges the closing message (no
-    /// answer).
-    pub async fn sync_absorb(&self, closing: SyncMessage) -> Result<(), AgentStopped> {
-        self.commands_tx
-            .send(Command::SyncAbsorb { closing })
-            .await
-            .map_err(|_| AgentStopped)
+    /// One step of an anti-entropy exchange, for the transport: the loop
+    /// merges `message` (`Node::on_sync`) and answers with the next step,
+    /// or `None` after the closing Records.
+    pub async fn sync(&self, message: SyncMessage) -> Result<Option<SyncMessage>, AgentStopped> {
+        self.ask(|reply| Command::Sync { message, reply }).await
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shoal_protocol::codec::{self, DecodeError, MAX_FRAME};
 use shoal_protocol::envelope::{Envelope, PayloadKind};
-use shoal_protocol::sync::SyncMessage;
+use shoal_protocol::sync::{SyncMessage, SyncStep};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -33,8 +33,16 @@ pub enum SyncError {
     Envelope(#[from] shoal_protocol::envelope::EnvelopeError),
     #[error("undecodable message: {0}")]
     Decode(#[from] DecodeError),
-    #[error("expected {expected}, got another message")]
-    Unexpected { expected: &'static str },
+    #[error("expected a sync frame, got a {0:?} envelope")]
+    WrongKind(PayloadKind),
+    #[error("expected {expected}, got {got}: steps out of order")]
+    OutOfOrder { expected: SyncStep, got: SyncStep },
+    #[error("the gossip loop answered {to} with {answer:?} instead of {expected:?}")]
+    WrongAnswer {
+        to: SyncStep,
+        expected: Option<SyncStep>,
+        answer: Option<SyncStep>,
+    },
     #[error("the agent is shutting down")]
     Closed,
     #[error("timed out")]
@@ -91,20 +99,16 @@ impl SyncService {
         true
     }
 
+    /// The initiator's side: Digest out, Delta in, Records out.
     async fn exchange(&self, peer: SocketAddr, digest: SyncMessage) -> Result<(), SyncError> {
         let mut stream = TcpStream::connect(peer).await?;
         stream.set_nodelay(true)?;
         write_frame(&mut stream, &self.envelope, &digest).await?;
-        let delta = read_frame(&mut stream, &self.envelope).await?;
-        if !matches!(delta, SyncMessage::Delta { .. }) {
-            return Err(SyncError::Unexpected { expected: "Delta" });
+        let delta = read_step(&mut stream, &self.envelope, SyncStep::Delta).await?;
+        // `step` checked that the answer is the closing Records.
+        if let Some(records) = self.step(delta).await? {
+            write_frame(&mut stream, &self.envelope, &records).await?;
         }
-        let closing = self
-            .agent
-            .sync_finish(delta)
-            .await
-            .map_err(|_| SyncError::Closed)?;
-        write_frame(&mut stream, &self.envelope, &closing).await?;
         stream.shutdown().await?;
         Ok(())
     }
@@ -152,28 +156,37 @@ impl SyncService {
         }
     }
 
+    /// The responder's side: Digest in, Delta out, Records in.
     async fn respond(&self, mut stream: TcpStream) -> Result<(), SyncError> {
         stream.set_nodelay(true)?;
-        let digest = read_frame(&mut stream, &self.envelope).await?;
-        if !matches!(digest, SyncMessage::Digest { .. }) {
-            return Err(SyncError::Unexpected { expected: "Digest" });
+        let digest = read_step(&mut stream, &self.envelope, SyncStep::Digest).await?;
+        // `step` checked that the answer is a Delta.
+        if let Some(delta) = self.step(digest).await? {
+            write_frame(&mut stream, &self.envelope, &delta).await?;
         }
-        let delta = self
+        let records = read_step(&mut stream, &self.envelope, SyncStep::Records).await?;
+        self.step(records).await?;
+        Ok(())
+    }
+
+    /// Hands one received message to the gossip loop (`Node::on_sync`) and
+    /// returns its answer, checked to be the step that follows.
+    async fn step(&self, message: SyncMessage) -> Result<Option<SyncMessage>, SyncError> {
+        let to = message.step();
+        let answer = self
             .agent
-            .sync_answer(digest)
+            .sync(message)
             .await
             .map_err(|_| SyncError::Closed)?;
-        write_frame(&mut stream, &self.envelope, &delta).await?;
-        let closing = read_frame(&mut stream, &self.envelope).await?;
-        if !matches!(closing, SyncMessage::Records { .. }) {
-            return Err(SyncError::Unexpected {
-                expected: "Records",
+        let expected = to.reply();
+        if answer.as_ref().map(SyncMessage::step) != expected {
+            return Err(SyncError::WrongAnswer {
+                to,
+                expected,
+                answer: answer.as_ref().map(SyncMessage::step),
             });
         }
-        self.agent
-            .sync_absorb(closing)
-            .await
-            .map_err(|_| SyncError::Closed)
+        Ok(answer)
     }
 }
 
@@ -202,9 +215,21 @@ async fn read_frame(stream: &mut TcpStream, envelope: &Envelope) -> Result<SyncM
     stream.read_exact(&mut frame).await?;
     let (kind, payload) = envelope.open(&frame)?;
     if kind != PayloadKind::Sync {
-        return Err(SyncError::Unexpected {
-            expected: "a sync frame",
-        });
+        return Err(SyncError::WrongKind(kind));
     }
     Ok(codec::decode_frame(&payload)?)
+}
+
+/// Reads the next message and checks that it is the step `expected`.
+async fn read_step(
+    stream: &mut TcpStream,
+    envelope: &Envelope,
+    expected: SyncStep,
+) -> Result<SyncMessage, SyncError> {
+    let message = read_frame(stream, envelope).await?;
+    let got = message.step();
+    if got != expected {
+        return Err(SyncError::OutOfOrder { expected, got });
+    }
+    Ok(message)
 }
