@@ -601,22 +601,19 @@ fn gossip_config(file: FileGossip, seeds: Vec<SocketAddr>) -> Result<GossipConfi
             "gossip.probe_timeout",
             format!(
                 "({}) must be shorter than gossip.probe_interval ({})",
-                humantime::format_duration(gossip.probe_rtt),
-                humantime::format_duration(gossip.probe_period)
+                crate::duration::format(gossip.probe_rtt),
+                crate::duration::format(gossip.probe_period)
             ),
         ));
     }
     Ok(gossip)
 }
 
-/// Parses a Go-style duration such as `500ms`, `15s` or `2m`. Zero is refused.
+/// Parses a Go duration such as `500ms`, `1.5s` or `1h30m` (see
+/// [`crate::duration`]). Zero is refused: every duration key is a period
+/// or a grace time, and none of them works at zero.
 pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let duration = humantime::parse_duration(text.trim()).map_err(|error| {
-        invalid(
-            key,
-            format!("`{text}` is not a duration like \"500ms\" or \"15s\": {error}"),
-        )
-    })?;
+    let duration = crate::duration::parse(text).map_err(|error| invalid(key, error.to_string()))?;
     if duration.is_zero() {
         return Err(invalid(key, "must be longer than zero"));
     }

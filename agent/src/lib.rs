@@ -3,6 +3,7 @@
 //! - [`config`]: the TOML file, flags and `SHOAL_*` variables, validated.
 //! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP.
 //! - [`checks`]: health checks: definitions, the status state machine, probes.
+//! - [`duration`]: Go's duration syntax, used by config, checks and the API.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
 //! - [`catalog`]: cluster-wide service queries over a snapshot.
 //! - [`checks`]: health checks: definitions, state machine, runners.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod duration;
 pub mod flags;
 pub mod fuzzing;
 pub mod kv;

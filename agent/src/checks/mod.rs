@@ -14,7 +14,6 @@
 //! drives TTL expiry and deregistration on its own timer.
 
 pub mod definition;
-mod duration;
 pub mod exec;
 mod fields;
 pub mod http;
