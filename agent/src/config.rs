@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use shoal_protocol::GossipConfig;
 
-use crate::checks::{CheckDefinition, FieldError};
+use crate::checks::CheckDefinition;
+use crate::field_error::FieldError;
 use crate::local::keys::normalize;
 use crate::local::service::ServiceDefinition;
 

@@ -4,6 +4,8 @@
 //! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP.
 //! - [`checks`]: health checks: definitions, the status state machine, probes.
 //! - [`duration`]: Go's duration syntax, used by config, checks and the API.
+//! - [`field_error`]: [`field_error::FieldError`], a user's mistake in a check or
+//!   service definition and where it is.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
 //! - [`catalog`]: cluster-wide service queries over a snapshot.
 //! - [`checks`]: health checks: definitions, state machine, runners.
@@ -24,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod field_error;
 pub mod flags;
 pub mod fuzzing;
 pub mod kv;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::definition::FieldError;
+use crate::field_error::FieldError;
 
 /// How known fields are shown in errors: (normalized, Consul's JSON name,
 /// TOML name). Keys arrive normalized (`deregistercriticalserviceafter`),

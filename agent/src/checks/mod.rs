@@ -28,7 +28,7 @@ use std::time::Duration;
 
 pub use shoal_protocol::record::CheckStatus;
 
-pub use definition::{CheckDefinition, CheckKind, FieldError, SystemCheck, Thresholds};
+pub use definition::{CheckDefinition, CheckKind, SystemCheck, Thresholds};
 pub use runner::{probe, run_check, spawn_check};
 pub use state::CheckState;
 
