@@ -7,7 +7,8 @@
 //! - [`field_error`]: [`field_error::FieldError`], a user's mistake in a check or
 //!   service definition and where it is.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
-//! - [`catalog`]: cluster-wide service queries over a snapshot.
+//! - [`catalog`]: cluster-wide service queries over the membership table
+//!   (no JSON: Consul's shapes are in `api::consul_json`).
 //! - [`checks`]: health checks: definitions, state machine, runners.
 //! - [`local`]: services and checks registered on this agent.
 //! - [`kv`]: the replicated KV store's timestamps and disk.

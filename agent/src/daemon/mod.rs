@@ -142,8 +142,9 @@ pub async fn run(
     tracker.spawn(local::persist_loop(persist_rx, data_dir.clone()));
 
     let lookup_rx = snapshot_rx.clone();
-    let dependency: crate::checks::DependencyLookup =
-        Arc::new(move |service: &str| crate::catalog::count_passing(&lookup_rx.borrow(), service));
+    let dependency: crate::checks::DependencyLookup = Arc::new(move |service: &str| {
+        crate::catalog::count_passing(&lookup_rx.borrow().members, service)
+    });
     let mut local_state =
         local::LocalState::new(results_tx, dependency, tasks_stop.child_token(), persist_tx);
     if let Some(saved) = local::read_saved(&data_dir) {
