@@ -25,16 +25,29 @@ const CREATE_INDEX: u64 = 1;
 
 /// `Node` (`/v1/catalog/nodes`, a health entry's `Node`).
 pub fn node(node: &CatalogNode<'_>) -> Value {
+    with_fields(node_fields(node), json!({ "Meta": node.record.tags }))
+}
+
+/// The fields `Node` and `CatalogService` share: where the node is, and
+/// the indexes of its record.
+fn node_fields(node: &CatalogNode<'_>) -> Value {
     json!({
         "ID": "",
         "Node": node.record.name,
         "Address": node.address(),
         "Datacenter": node.record.datacenter,
         "TaggedAddresses": { "lan": node.address(), "wan": node.address() },
-        "Meta": node.record.tags,
         "CreateIndex": CREATE_INDEX,
         "ModifyIndex": node.record.version,
     })
+}
+
+/// `base` with the fields of `extra` added (both objects).
+fn with_fields(mut base: Value, extra: Value) -> Value {
+    if let (Value::Object(base), Value::Object(extra)) = (&mut base, extra) {
+        base.extend(extra);
+    }
+    base
 }
 
 /// `AgentService` (`/v1/agent/services`, a health entry's `Service`).
@@ -57,8 +70,10 @@ pub fn agent_service(
         "Datacenter": datacenter,
     });
     if let Some(modify_index) = modify_index {
-        value["CreateIndex"] = json!(CREATE_INDEX);
-        value["ModifyIndex"] = json!(modify_index);
+        value = with_fields(
+            value,
+            json!({ "CreateIndex": CREATE_INDEX, "ModifyIndex": modify_index }),
+        );
     }
     value
 }
@@ -66,12 +81,7 @@ pub fn agent_service(
 /// `CatalogService` (`/v1/catalog/service/:name`): a node and one of its
 /// services, flattened.
 pub fn catalog_service(node: &CatalogNode<'_>, service: &ServiceRecord) -> Value {
-    json!({
-        "ID": "",
-        "Node": node.record.name,
-        "Address": node.address(),
-        "Datacenter": node.record.datacenter,
-        "TaggedAddresses": { "lan": node.address(), "wan": node.address() },
+    let service_fields = json!({
         "NodeMeta": node.record.tags,
         "ServiceKind": "",
         "ServiceID": service.id,
@@ -82,9 +92,8 @@ pub fn catalog_service(node: &CatalogNode<'_>, service: &ServiceRecord) -> Value
         "ServiceMeta": service.meta,
         "ServiceWeights": { "Passing": 1, "Warning": 1 },
         "ServiceEnableTagOverride": false,
-        "CreateIndex": CREATE_INDEX,
-        "ModifyIndex": node.record.version,
-    })
+    });
+    with_fields(node_fields(node), service_fields)
 }
 
 /// `/v1/catalog/services`: every service name with the union of its tags.
