@@ -4,8 +4,12 @@
 //! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP, config
 //!   reload, and [`daemon::handle::AgentHandle`], the one way in to the loop.
 //! - [`checks`]: health checks: definitions, the status state machine, probes.
+//! - [`duration`]: Go's duration syntax, used by config, checks and the API.
+//! - [`field_error`]: [`field_error::FieldError`], a user's mistake in a check or
+//!   service definition and where it is.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
-//! - [`catalog`]: cluster-wide service queries over a snapshot.
+//! - [`catalog`]: cluster-wide service queries over the membership table
+//!   (no JSON: Consul's shapes are in `api::consul_json`).
 //! - [`registry`]: services and checks registered on this agent.
 //! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`flags`]: feature flags: schema and per-user decisions.
@@ -21,6 +25,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod duration;
+pub mod field_error;
 pub mod flags;
 pub mod fuzzing;
 pub mod kv;

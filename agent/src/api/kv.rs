@@ -11,24 +11,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::{Value, json};
-use shoal_protocol::kv::{KvStore, Stored};
+use shoal_protocol::kv::KvStore;
 
-use super::{ApiError, ApiState, Query, blocking};
+use super::{ApiError, ApiState, Query, blocking, consul_json};
 use crate::kv::KvRequest;
-
-fn entry_json(stored: &Stored) -> Value {
-    let entry = &stored.entry;
-    json!({
-        "CreateIndex": stored.create_index,
-        "ModifyIndex": stored.modify_index,
-        "LockIndex": 0,
-        "Key": entry.key,
-        "Flags": entry.flags,
-        "Value": if entry.value.is_empty() { Value::Null } else { Value::String(base64::engine::general_purpose::STANDARD.encode(&entry.value)) },
-    })
-}
 
 /// `?keys`: the keys under `prefix`, rolled up at the first `separator`
 /// after the prefix, as Consul does.
@@ -106,7 +93,7 @@ pub async fn get(
             Value::Array(
                 kv.prefix(&key)
                     .filter(|s| s.entry.key != crate::kv::KEYRING_KEY)
-                    .map(entry_json)
+                    .map(consul_json::kv_pair)
                     .collect(),
             )
         } else {
@@ -114,7 +101,7 @@ pub async fn get(
                 .get(&key)
                 .filter(|s| !s.entry.deleted)
                 .ok_or_else(|| not_found(&key))?;
-            json!([entry_json(stored)])
+            json!([consul_json::kv_pair(stored)])
         };
         if body.as_array().is_some_and(Vec::is_empty) {
             return Err(not_found(&key));

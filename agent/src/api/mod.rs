@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod blocking;
 pub mod catalog;
+pub mod consul_json;
 pub mod flags;
 pub mod guard;
 pub mod health;

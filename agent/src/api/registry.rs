@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use shoal_protocol::record::{CheckStatus, ServiceRecord, worst_status};
 
-use super::{ApiError, ApiState, Query};
+use super::{ApiError, ApiState, Query, consul_json};
 use crate::checks::CheckDefinition;
 use crate::daemon::snapshot::{CheckDetail, Snapshot};
 use crate::registry::ServiceDefinition;
@@ -36,38 +36,6 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     Ok(normalize(value))
 }
 
-pub fn service_json(service: &ServiceRecord, datacenter: &str) -> Value {
-    json!({
-        "ID": service.id,
-        "Service": service.name,
-        "Tags": service.tags,
-        "Meta": service.meta,
-        "Port": service.port,
-        "Address": service.address,
-        "Weights": { "Passing": 1, "Warning": 1 },
-        "EnableTagOverride": false,
-        "Datacenter": datacenter,
-    })
-}
-
-pub fn check_json(check: &CheckDetail, node: &str) -> Value {
-    json!({
-        "Node": node,
-        "CheckID": check.record.id,
-        "Name": check.record.name,
-        "Status": check.record.consul_status().as_str(),
-        "Notes": check.record.notes,
-        "Output": check.record.output,
-        "ServiceID": check.service_id.clone().unwrap_or_default(),
-        "ServiceName": check.service_name,
-        "ServiceTags": check.service_tags,
-        "Type": check.record.kind,
-        "Critical": check.record.critical,
-        "Interval": check.interval.map(|d| format!("{}ms", d.as_millis())).unwrap_or_default(),
-        "Timeout": check.timeout.map(|d| format!("{}ms", d.as_millis())).unwrap_or_default(),
-    })
-}
-
 /// `GET /v1/agent/services`: id → service.
 pub async fn services(State(state): State<ApiState>) -> Json<Value> {
     let snapshot = state.snapshot();
@@ -75,7 +43,10 @@ pub async fn services(State(state): State<ApiState>) -> Json<Value> {
         .local
         .services
         .iter()
-        .map(|s| (s.id.clone(), service_json(s, &state.config.datacenter)))
+        .map(|s| {
+            let json = consul_json::agent_service(s, &state.config.datacenter, None);
+            (s.id.clone(), json)
+        })
         .collect();
     Json(Value::Object(services))
 }
@@ -91,7 +62,13 @@ pub async fn service(
         .services
         .iter()
         .find(|s| s.id == id)
-        .map(|s| Json(service_json(s, &state.config.datacenter)))
+        .map(|s| {
+            Json(consul_json::agent_service(
+                s,
+                &state.config.datacenter,
+                None,
+            ))
+        })
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown service `{id}`")))
 }
 
@@ -101,7 +78,10 @@ pub async fn checks(State(state): State<ApiState>) -> Json<Value> {
     let checks: Map<String, Value> = snapshot
         .local_checks
         .iter()
-        .map(|c| (c.record.id.clone(), check_json(c, &state.config.node_name)))
+        .map(|c| {
+            let json = consul_json::agent_check(c, &state.config.node_name);
+            (c.record.id.clone(), json)
+        })
         .collect();
     Json(Value::Object(checks))
 }
@@ -295,11 +275,13 @@ fn instance_health(
         );
         let status = worst_status(&records);
         worst = worst.max(status);
-        entries.push(json!({
-            "AggregatedStatus": status.as_str(),
-            "Service": service_json(service, &state.config.datacenter),
-            "Checks": checks.iter().map(|c| check_json(c, &state.config.node_name)).collect::<Vec<_>>(),
-        }));
+        entries.push(consul_json::agent_service_checks_info(
+            status,
+            service,
+            &checks,
+            &state.config.datacenter,
+            &state.config.node_name,
+        ));
     }
     if entries.is_empty() {
         return None;

@@ -6,29 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shoal_protocol::record::CheckStatus;
-use thiserror::Error;
 
 use super::fields::Fields;
 use super::kinds;
-
-/// A definition the user got wrong, and where.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("`{field}`: {message}")]
-pub struct FieldError {
-    /// Path of the field as the user wrote it: `Check.Interval`,
-    /// `services[0].checks[1].interval`.
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+use crate::field_error::FieldError;
 
 /// Shortest interval accepted: below it a check is a load generator.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);

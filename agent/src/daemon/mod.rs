@@ -307,7 +307,7 @@ fn spawn_registry(
     tasks.spawn(registrar::persist_loop(persist_rx, data_dir.clone()));
     let (results_tx, results_rx) = mpsc::channel(RESULT_QUEUE);
     let dependency: crate::checks::DependencyLookup = Arc::new(move |service: &str| {
-        crate::catalog::count_passing(&snapshot_rx.borrow(), service)
+        crate::catalog::count_passing(&snapshot_rx.borrow().members, service)
     });
     let mut registrar =
         Registrar::new(results_tx, dependency, tasks.stop.child_token(), persist_tx);
