@@ -8,7 +8,8 @@ use std::collections::BinaryHeap;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use shoal_protocol::envelope::cluster_id;
+use shoal_protocol::codec;
+use shoal_protocol::envelope::{HEADER_LEN, cluster_id};
 use shoal_protocol::sync::SyncMessage;
 use shoal_protocol::{Envelope, GossipConfig, Node, NodeId, NodeRecord, NodeTimer};
 
@@ -22,7 +23,7 @@ const CONVERGENCE_CHECK: Micros = 100_000;
 
 /// Rank of events that are not timers: after the timers due at the same
 /// instant, as the agent's biased select handles timers first.
-const RANK_OTHER: u8 = 100;
+pub(crate) const RANK_OTHER: u8 = 100;
 
 /// Something that happens at a virtual instant.
 pub(crate) enum Event {
@@ -41,11 +42,12 @@ pub(crate) enum Event {
         due: Micros,
     },
     /// One message of an anti-entropy exchange (see
-    /// `shoal_protocol::sync`), from node `from` to node `to`.
+    /// `shoal_protocol::sync`), from node `from` to node `to`. Boxed: the
+    /// heap moves events around, and a message is twice any other event.
     Sync {
         to: usize,
         from: usize,
-        message: SyncMessage,
+        message: Box<SyncMessage>,
         arrived: Micros,
         slowed: bool,
     },
@@ -53,6 +55,13 @@ pub(crate) enum Event {
     Resume(usize),
     Sample,
     ConvergenceCheck,
+    /// A KV write on `node` (a random healthy node when `None`).
+    KvWrite {
+        node: Option<usize>,
+        key: String,
+        value: Vec<u8>,
+    },
+    KvCheck,
 }
 
 struct Entry {
@@ -119,6 +128,8 @@ pub struct Simulation {
     pub(crate) envelope: Envelope,
     pub(crate) events: u64,
     pub(crate) change_counter: u64,
+    /// Bulk KV values written so far (each value is distinct).
+    pub(crate) kv_values: u64,
     /// Initial members of each node in a converged bootstrap.
     views: Vec<Vec<usize>>,
 }
@@ -166,6 +177,7 @@ impl Simulation {
             envelope,
             events: 0,
             change_counter: 0,
+            kv_values: 0,
             views: Vec::new(),
         };
         if sim.scenario.bootstrap == Bootstrap::Converged {
@@ -254,6 +266,8 @@ impl Simulation {
                     );
                 }
             }
+            Event::KvWrite { node, key, value } => self.kv_write(node, key, value),
+            Event::KvCheck => self.kv_check(),
             Event::Datagram { to, .. } | Event::Sync { to, .. } => self.deliver(to, event),
             Event::Timer { node, .. } => self.deliver(node, event),
         }
@@ -360,7 +374,7 @@ impl Simulation {
             }
             Event::Sync { from, message, .. } => {
                 // The same step function the agent runs over TCP.
-                if let Some(reply) = node.on_sync(message) {
+                if let Some(reply) = node.on_sync(*message) {
                     self.send_sync(index, from, reply);
                 }
             }
@@ -375,12 +389,16 @@ impl Simulation {
         if !self.network.connected(from, to) {
             return;
         }
+        if matches!(message, SyncMessage::Digest(_)) {
+            self.metrics.sync_exchanges += 1;
+        }
+        self.metrics.sync_bytes += (4 + HEADER_LEN + codec::encoded_len(&message)) as u64;
         let at = self.now + self.network.delay(&mut self.rng, from, to);
         let arrived = at;
         let event = Event::Sync {
             to,
             from,
-            message,
+            message: Box::new(message),
             arrived,
             slowed: false,
         };
