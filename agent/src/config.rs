@@ -68,6 +68,10 @@ pub struct FileConfig {
     pub services: Option<Vec<toml::Value>>,
     /// `[[checks]]`: node-level checks (system checks, ...).
     pub checks: Option<Vec<toml::Value>>,
+    /// Exec checks (`Args`) may be registered through the HTTP API.
+    pub enable_script_checks: Option<bool>,
+    /// Exec checks may come from the config files.
+    pub enable_local_script_checks: Option<bool>,
 }
 
 /// The `[kv]` table.
@@ -133,6 +137,10 @@ pub struct Overrides {
     pub acl_protect_reads: bool,
     /// `--encrypt` / `SHOAL_ENCRYPT`.
     pub encrypt: Option<String>,
+    /// `--enable-script-checks` / `SHOAL_ENABLE_SCRIPT_CHECKS`.
+    pub enable_script_checks: bool,
+    /// `--enable-local-script-checks BOOL` / `SHOAL_ENABLE_LOCAL_SCRIPT_CHECKS`.
+    pub enable_local_script_checks: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +188,13 @@ pub struct AgentConfig {
     pub checks: Vec<CheckDefinition>,
     /// The directory of service files in use, if any (watched for reload).
     pub config_dir: Option<PathBuf>,
+    /// Exec checks may be registered through the HTTP API (and come from
+    /// anywhere). Default false, as Consul: they run any command as the
+    /// agent's user, and anything that reaches the API could register one.
+    pub enable_script_checks: bool,
+    /// Exec checks may come from the config files. Default true: whoever
+    /// writes those files already chooses what the agent runs.
+    pub enable_local_script_checks: bool,
 }
 
 impl AgentConfig {
@@ -206,6 +221,7 @@ impl AgentConfig {
             config.config_dir = Some(dir);
         }
         check_unique_ids(&config.services, &config.checks)?;
+        check_local_scripts(&config)?;
         Ok(config)
     }
 
@@ -370,7 +386,35 @@ impl AgentConfig {
             services,
             checks,
             config_dir: None,
+            enable_script_checks: overrides.enable_script_checks
+                || file.enable_script_checks.unwrap_or(false),
+            enable_local_script_checks: overrides
+                .enable_local_script_checks
+                .or(file.enable_local_script_checks)
+                .unwrap_or(true),
         })
+    }
+}
+
+/// Exec checks in the config files need `enable_local_script_checks` (or
+/// `enable_script_checks`, which allows them from anywhere, as in Consul).
+fn check_local_scripts(config: &AgentConfig) -> Result<(), ConfigError> {
+    if config.enable_local_script_checks || config.enable_script_checks {
+        return Ok(());
+    }
+    let configured = config.services.iter().flat_map(|s| &s.checks);
+    match configured
+        .chain(&config.checks)
+        .find(|c| c.runs_a_program())
+    {
+        Some(check) => Err(invalid(
+            "enable_local_script_checks",
+            format!(
+                "is false, but check `{}` in the configuration runs a program (args); remove the check or set enable_local_script_checks = true",
+                check.id
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -147,7 +147,7 @@ pub async fn run(
     let mut local_state =
         local::LocalState::new(results_tx, dependency, tasks_stop.child_token(), persist_tx);
     if let Some(saved) = local::read_saved(&data_dir) {
-        local_state.restore(&saved);
+        local_state.restore(&saved, config.enable_script_checks);
     }
     local_state
         .load_config(config.services.clone(), config.checks.clone())
