@@ -4,16 +4,63 @@
 //! wire, durable on every agent), and every agent applies it when it
 //! arrives. Rotate with: install the new key, wait until every agent has
 //! it (`GET` on each), make it primary, then remove the old one.
+//!
+//! Once written, the stored keyring is the one in force, on restart too:
+//! it overrides `encrypt` (see [`origin`]). Reading the keys needs the API
+//! token whenever one is set (`guard::Access::Secret`).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use shoal_protocol::keyring::{Key, format_key, parse_key};
+use shoal_protocol::keyring::{Key, Keyring, format_key, parse_key};
+use shoal_protocol::kv::KvStore;
 
 use super::{ApiError, ApiState};
 use crate::kv::{KEYRING_KEY, KeyringState, KvRequest};
+
+/// Where the keyring in force comes from, for `/v1/agent/self` and the
+/// start-up log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyringOrigin {
+    /// `"kv"`: the replicated `_shoal/keyring` entry (written by a keyring
+    /// operation, kept across restarts); `"config"`: `encrypt` alone;
+    /// `"none"`: gossip is not encrypted.
+    pub source: &'static str,
+    /// The stored keyring's primary key is not the configured `encrypt`
+    /// key (or none is configured): `encrypt` does not decide the key in use.
+    pub overrides_configured_key: bool,
+}
+
+/// Where `in_force` comes from, given the configured key and the KV store.
+pub fn origin(configured: Option<&Key>, in_force: &Keyring, kv: &KvStore) -> KeyringOrigin {
+    let stored = kv
+        .get(KEYRING_KEY)
+        .is_some_and(|stored| !stored.entry.deleted);
+    let (_, primary) = in_force.list();
+    let source = match (stored, configured) {
+        (true, _) => "kv",
+        (false, Some(_)) => "config",
+        (false, None) => "none",
+    };
+    KeyringOrigin {
+        source,
+        overrides_configured_key: stored && primary.as_ref() != configured,
+    }
+}
+
+/// `Stats.keyring` of `/v1/agent/self`: where the keys come from and how
+/// many there are, never the keys.
+pub fn stats(state: &ApiState, kv: &KvStore) -> Value {
+    let origin = origin(state.config.encrypt.as_ref(), &state.keyring, kv);
+    let (keys, _) = state.keyring.list();
+    json!({
+        "source": origin.source,
+        "overrides_configured_key": origin.overrides_configured_key,
+        "installed_keys": keys.len(),
+    })
+}
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)

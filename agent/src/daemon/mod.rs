@@ -168,6 +168,14 @@ pub async fn run(
         config.kv_tombstone_grace,
     );
     kv_state.restore(&mut node, loaded);
+    let keyring_origin = api::keyring::origin(config.encrypt.as_ref(), &keyring, &node.kv());
+    if keyring_origin.overrides_configured_key {
+        // A keyring operation wrote it; it stays in force until the next
+        // one, whatever `encrypt` says (shown in /v1/agent/self too).
+        tracing::warn!(
+            "the gossip keyring stored in the KV (_shoal/keyring) overrides the configured encrypt key, which is not its primary key; change keys with `shoal keyring`"
+        );
+    }
 
     let socket = Arc::new(listeners.udp);
     let receive_drops = Arc::new(AtomicU64::new(0));
