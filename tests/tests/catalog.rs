@@ -283,6 +283,8 @@ fn bad_registrations_are_refused_and_change_nothing() {
         root.path(),
         AgentOptions {
             name: "solo".into(),
+            // The exec check at the end is registered through the API.
+            args: vec!["--enable-script-checks".into()],
             ..AgentOptions::default()
         },
     );

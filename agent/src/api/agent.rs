@@ -65,6 +65,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "failed": count(4),
             },
             "reload": reload,
+            "keyring": super::keyring::stats(&state, &snapshot.kv),
             "gossip": {
                 "datagrams_in": counters.datagrams_in,
                 "bytes_in": counters.bytes_in,

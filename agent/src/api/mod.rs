@@ -12,7 +12,8 @@
 //! - [`flags`]: `/v1/flags/*`, feature flags stored in the KV.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
-//! - [`guard`]: the API token (`[acl]`) and the URI and body limits.
+//! - [`guard`]: the URI and body limits, the `Host` check, and the API
+//!   token (`[acl]`) each route needs.
 //!
 //! Handlers read [`Snapshot`]s and ask the gossip loop for changes through
 //! [`AgentHandle`]; they never build the loop's commands themselves.
@@ -33,7 +34,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -70,84 +71,87 @@ impl ApiState {
     }
 }
 
+/// Every route says what it needs from the caller ([`guard::Access`]):
+/// `read`, `write`, `secret` or `open`. Write-ness follows the matched
+/// route and method, so an encoded or reshaped path can't change it.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/agent/self", get(agent::agent_self))
-        .route("/v1/agent/members", get(agent::members))
-        .route("/v1/agent/leave", put(agent::leave))
-        .route("/v1/agent/reload", put(agent::reload))
-        .route("/v1/agent/services", get(registry::services))
-        .route("/v1/agent/service/{id}", get(registry::service))
-        .route(
+    guard::Routes::new(state.config.acl.clone())
+        .read("/v1/agent/self", get(agent::agent_self))
+        .read("/v1/agent/members", get(agent::members))
+        .write("/v1/agent/leave", put(agent::leave))
+        .write("/v1/agent/reload", put(agent::reload))
+        .read("/v1/agent/services", get(registry::services))
+        .read("/v1/agent/service/{id}", get(registry::service))
+        .write(
             "/v1/agent/service/register",
             put(registry::register_service),
         )
-        .route(
+        // Consul's legacy GET forms change state too.
+        .write(
             "/v1/agent/service/deregister/{id}",
             put(registry::deregister_service).get(registry::deregister_service),
         )
-        .route(
+        .write(
             "/v1/agent/service/maintenance/{id}",
             put(registry::service_maintenance),
         )
-        .route("/v1/agent/maintenance", put(registry::node_maintenance))
-        .route("/v1/agent/checks", get(registry::checks))
-        .route("/v1/agent/check/register", put(registry::register_check))
-        .route(
+        .write("/v1/agent/maintenance", put(registry::node_maintenance))
+        .read("/v1/agent/checks", get(registry::checks))
+        .write("/v1/agent/check/register", put(registry::register_check))
+        .write(
             "/v1/agent/check/deregister/{id}",
             put(registry::deregister_check).get(registry::deregister_check),
         )
         // pass, warn or fail; the static routes above and below win.
-        .route(
+        .write(
             "/v1/agent/check/{verb}/{id}",
             put(registry::check_report).get(registry::check_report),
         )
-        .route("/v1/agent/check/update/{id}", put(registry::check_update))
-        .route(
+        .write("/v1/agent/check/update/{id}", put(registry::check_update))
+        .read(
             "/v1/agent/health/service/name/{name}",
             get(registry::health_by_name),
         )
-        .route(
+        .read(
             "/v1/agent/health/service/id/{id}",
             get(registry::health_by_id),
         )
-        .route("/v1/catalog/services", get(catalog::services))
-        .route("/v1/catalog/service/{name}", get(catalog::service))
-        .route("/v1/catalog/nodes", get(catalog::nodes))
-        .route("/v1/health/service/{name}", get(catalog::health_service))
-        .route("/v1/health/checks/{name}", get(catalog::health_checks))
-        .route("/v1/health/state/{state}", get(catalog::health_state))
-        .route("/v1/health/node/{node}", get(catalog::health_node))
-        .route("/v1/shoal/pick/{name}", get(catalog::pick))
-        .route(
-            "/v1/shoal/fault",
-            put(agent::set_faults).get(agent::get_faults),
-        )
-        .route("/v1/kv", get(kv::get).put(kv::put).delete(kv::delete))
-        .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
-        .route(
-            "/v1/kv/{*key}",
-            get(kv::get).put(kv::put).delete(kv::delete),
-        )
-        .route("/v1/flags", get(flags::list))
-        .route(
-            "/v1/flags/{key}",
-            get(flags::get).put(flags::put).delete(flags::delete),
-        )
-        .route(
+        .read("/v1/catalog/services", get(catalog::services))
+        .read("/v1/catalog/service/{name}", get(catalog::service))
+        .read("/v1/catalog/nodes", get(catalog::nodes))
+        .read("/v1/health/service/{name}", get(catalog::health_service))
+        .read("/v1/health/checks/{name}", get(catalog::health_checks))
+        .read("/v1/health/state/{state}", get(catalog::health_state))
+        .read("/v1/health/node/{node}", get(catalog::health_node))
+        .read("/v1/shoal/pick/{name}", get(catalog::pick))
+        .read("/v1/shoal/fault", get(agent::get_faults))
+        .write("/v1/shoal/fault", put(agent::set_faults))
+        .read("/v1/kv", get(kv::get))
+        .write("/v1/kv", put(kv::put).delete(kv::delete))
+        .read("/v1/kv/", get(kv::get))
+        .write("/v1/kv/", put(kv::put).delete(kv::delete))
+        .read("/v1/kv/{*key}", get(kv::get))
+        .write("/v1/kv/{*key}", put(kv::put).delete(kv::delete))
+        .read("/v1/flags", get(flags::list))
+        .read("/v1/flags/{key}", get(flags::get))
+        .write("/v1/flags/{key}", put(flags::put).delete(flags::delete))
+        // The keys decrypt (and forge) all cluster traffic: reading them
+        // needs the token too.
+        .secret("/v1/operator/keyring", get(keyring::list))
+        .write(
             "/v1/operator/keyring",
-            get(keyring::list)
-                .post(keyring::install)
+            post(keyring::install)
                 .put(keyring::use_key)
                 .delete(keyring::remove),
         )
-        .route("/health", get(health::summary))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/health/detailed", get(health::detailed))
+        .read("/health", get(health::summary))
+        .open("/health/live", get(health::live))
+        .open("/health/ready", get(health::ready))
+        .read("/health/detailed", get(health::detailed))
+        .into_router()
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.config.acl.clone(),
+            state.config.http_addr,
             guard::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(

@@ -86,6 +86,19 @@ pub async fn checks(State(state): State<ApiState>) -> Json<Value> {
     Json(Value::Object(checks))
 }
 
+/// Exec checks from the API need `enable_script_checks`, as in Consul:
+/// anything that can reach the API could otherwise run any command as the
+/// agent's user.
+fn refuse_scripts(state: &ApiState, checks: &[CheckDefinition]) -> Result<(), ApiError> {
+    match checks.iter().find(|check| check.runs_a_program()) {
+        Some(check) if !state.config.enable_script_checks => Err(bad_request(format!(
+            "check `{}`: exec checks (Args) registered through the HTTP API are disabled on this agent, as they run commands as the agent's user; start it with enable_script_checks = true (--enable-script-checks) to allow them",
+            check.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `PUT /v1/agent/service/register`
 pub async fn register_service(
     State(state): State<ApiState>,
@@ -95,6 +108,7 @@ pub async fn register_service(
     let _ = query;
     let raw = json_body(&body)?;
     let definition = ServiceDefinition::parse(&raw, "").map_err(|e| bad_request(e.to_string()))?;
+    refuse_scripts(&state, &definition.checks)?;
     state.agent.register_service(definition, Some(raw)).await?;
     Ok(StatusCode::OK)
 }
@@ -125,6 +139,7 @@ pub async fn register_check(
         .unwrap_or_default();
     let definition = CheckDefinition::parse(&raw, "", service_id.as_deref(), &default_id)
         .map_err(|e| bad_request(e.to_string()))?;
+    refuse_scripts(&state, std::slice::from_ref(&definition))?;
     state.agent.register_check(definition, Some(raw)).await?;
     Ok(StatusCode::OK)
 }

@@ -284,6 +284,13 @@ impl CheckDefinition {
     pub fn kind_name(&self) -> &'static str {
         self.kind.name()
     }
+
+    /// Whether this check runs a program (`Args`), as the agent's user:
+    /// where such checks may come from is restricted
+    /// (`enable_script_checks`, `enable_local_script_checks`).
+    pub fn runs_a_program(&self) -> bool {
+        matches!(self.kind, CheckKind::Exec { .. })
+    }
 }
 
 impl CheckKind {

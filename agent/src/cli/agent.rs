@@ -96,6 +96,13 @@ pub struct AgentArgs {
     /// Reads need the token too.
     #[arg(long, env = "SHOAL_ACL_PROTECT_READS")]
     pub acl_protect_reads: bool,
+    /// Allow exec checks (`Args`) registered through the HTTP API. Off by
+    /// default: they run any command as the agent's user.
+    #[arg(long, env = "SHOAL_ENABLE_SCRIPT_CHECKS")]
+    pub enable_script_checks: bool,
+    /// Allow exec checks from the config files [default: true].
+    #[arg(long, env = "SHOAL_ENABLE_LOCAL_SCRIPT_CHECKS", value_name = "BOOL")]
+    pub enable_local_script_checks: Option<bool>,
 }
 
 impl AgentArgs {
@@ -119,6 +126,8 @@ impl AgentArgs {
             acl_token: self.acl_token.clone(),
             acl_protect_reads: self.acl_protect_reads,
             encrypt: self.encrypt.clone(),
+            enable_script_checks: self.enable_script_checks,
+            enable_local_script_checks: self.enable_local_script_checks,
         }
     }
 }

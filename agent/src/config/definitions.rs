@@ -86,6 +86,28 @@ pub(super) fn check_unique_ids(
     Ok(())
 }
 
+/// Exec checks in the config files need `enable_local_script_checks` (or
+/// `enable_script_checks`, which allows them from anywhere, as in Consul).
+pub(super) fn check_local_scripts(config: &super::AgentConfig) -> Result<(), ConfigError> {
+    if config.enable_local_script_checks || config.enable_script_checks {
+        return Ok(());
+    }
+    let configured = config.services.iter().flat_map(|s| &s.checks);
+    match configured
+        .chain(&config.checks)
+        .find(|c| c.runs_a_program())
+    {
+        Some(check) => Err(invalid(
+            "enable_local_script_checks",
+            format!(
+                "is false, but check `{}` in the configuration runs a program (args); remove the check or set enable_local_script_checks = true",
+                check.id
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Each item with its path for errors: `services[0]`, `services[1]`, ...
 fn numbered<'a>(
     table: &'a str,

@@ -34,6 +34,10 @@ pub struct FileConfig {
     pub services: Option<Vec<toml::Value>>,
     /// `[[checks]]`: node-level checks (system checks, ...).
     pub checks: Option<Vec<toml::Value>>,
+    /// Exec checks (`Args`) may be registered through the HTTP API.
+    pub enable_script_checks: Option<bool>,
+    /// Exec checks may come from the config files.
+    pub enable_local_script_checks: Option<bool>,
 }
 
 /// The `[kv]` table. The duration is a Go duration such as "72h".

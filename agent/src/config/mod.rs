@@ -88,6 +88,13 @@ pub struct AgentConfig {
     pub checks: Vec<CheckDefinition>,
     /// The directory of service files in use, if any (watched for reload).
     pub config_dir: Option<PathBuf>,
+    /// Exec checks may be registered through the HTTP API (and come from
+    /// anywhere). Default false, as Consul: they run any command as the
+    /// agent's user, and anything that reaches the API could register one.
+    pub enable_script_checks: bool,
+    /// Exec checks may come from the config files. Default true: whoever
+    /// writes those files already chooses what the agent runs.
+    pub enable_local_script_checks: bool,
 }
 
 impl AgentConfig {
@@ -114,6 +121,7 @@ impl AgentConfig {
             config.config_dir = Some(dir);
         }
         definitions::check_unique_ids(&config.services, &config.checks)?;
+        definitions::check_local_scripts(&config)?;
         Ok(config)
     }
 
@@ -161,6 +169,12 @@ impl AgentConfig {
             services,
             checks,
             config_dir: None,
+            enable_script_checks: overrides.enable_script_checks
+                || file.enable_script_checks.unwrap_or(false),
+            enable_local_script_checks: overrides
+                .enable_local_script_checks
+                .or(file.enable_local_script_checks)
+                .unwrap_or(true),
         })
     }
 }

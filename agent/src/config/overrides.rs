@@ -31,6 +31,10 @@ pub struct Overrides {
     pub acl_protect_reads: bool,
     /// `--encrypt` / `SHOAL_ENCRYPT`.
     pub encrypt: Option<String>,
+    /// `--enable-script-checks` / `SHOAL_ENABLE_SCRIPT_CHECKS`.
+    pub enable_script_checks: bool,
+    /// `--enable-local-script-checks BOOL` / `SHOAL_ENABLE_LOCAL_SCRIPT_CHECKS`.
+    pub enable_local_script_checks: Option<bool>,
 }
 
 impl Overrides {

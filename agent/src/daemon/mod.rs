@@ -312,7 +312,7 @@ fn spawn_registry(
     let mut registrar =
         Registrar::new(results_tx, dependency, tasks.stop.child_token(), persist_tx);
     if let Some(saved) = registrar::read_saved(data_dir) {
-        registrar.restore(&saved);
+        registrar.restore(&saved, config.enable_script_checks);
     }
     registrar
         .load_config(config.services.clone(), config.checks.clone())
@@ -337,12 +337,21 @@ fn open_kv(
         disk_rx,
     ));
     let mut kv = KvState::new(
-        keyring,
+        keyring.clone(),
         config.node_name.clone(),
         disk_tx,
         config.kv_tombstone_grace,
     );
     kv.restore(node, loaded);
+    if crate::kv::keyring_origin(config.encrypt.as_ref(), &keyring, &node.kv())
+        .overrides_configured_key
+    {
+        // A keyring operation wrote it; it stays in force until the next
+        // one, whatever `encrypt` says (shown in /v1/agent/self too).
+        tracing::warn!(
+            "the gossip keyring stored in the KV (_shoal/keyring) overrides the configured encrypt key, which is not its primary key; change keys with `shoal keyring`"
+        );
+    }
     Ok(kv)
 }
 

@@ -84,12 +84,30 @@ impl Registrar {
     }
 
     /// Restores API registrations saved in the data dir. A registration that
-    /// no longer parses is skipped with a warning, not fatal.
-    pub fn restore(&mut self, saved: &Value) {
+    /// no longer parses is skipped with a warning, not fatal. One with an
+    /// exec check is refused (logged as an error) unless `allow_scripts`
+    /// (`enable_script_checks`): the option may have been turned off since.
+    pub fn restore(&mut self, saved: &Value, allow_scripts: bool) {
         let mut spawn = self.spawner();
         let now = Instant::now();
+        let refused = |definition: &CheckDefinition, service: Option<&str>| {
+            let refuse = !allow_scripts && definition.runs_a_program();
+            if refuse {
+                tracing::error!(
+                    check = %definition.id,
+                    service = service.unwrap_or_default(),
+                    "refused a saved registration with an exec check: enable_script_checks is off; it stays unregistered"
+                );
+            }
+            refuse
+        };
         for raw in saved["services"].as_array().into_iter().flatten() {
             match ServiceDefinition::parse(raw, "") {
+                Ok(definition)
+                    if definition
+                        .checks
+                        .iter()
+                        .any(|check| refused(check, Some(&definition.id))) => {}
                 Ok(definition) => {
                     if let Err(error) = self.registry.register_service(
                         definition,
@@ -110,6 +128,7 @@ impl Registrar {
             let service_id = raw.get("serviceid").and_then(Value::as_str);
             let default_id = raw.get("name").and_then(Value::as_str).unwrap_or_default();
             match CheckDefinition::parse(raw, "", service_id, default_id) {
+                Ok(definition) if refused(&definition, None) => {}
                 Ok(definition) => {
                     if let Err(error) = self.registry.register_check(
                         definition,

@@ -398,6 +398,10 @@ pub fn restart_only_changes(running: &AgentConfig, loaded: &AgentConfig) -> Vec<
     // seeds it at start (rotate with `shoal keyring`).
     differs("encrypt", running.encrypt != loaded.encrypt);
     differs("acl", running.acl != loaded.acl);
+    differs(
+        "enable_script_checks",
+        running.enable_script_checks != loaded.enable_script_checks,
+    );
     differs("data_dir", running.data_dir != loaded.data_dir);
     differs("bind", running.bind != loaded.bind);
     differs("advertise", running.advertise != loaded.advertise);

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use shoal_protocol::Node;
 use shoal_protocol::keyring::{Key, Keyring, format_key, parse_key};
-use shoal_protocol::kv::Stored;
 use shoal_protocol::kv::{KvEntry, KvError, validate_key};
+use shoal_protocol::kv::{KvStore, Stored};
 use tokio::sync::{mpsc, oneshot};
 
 /// Seconds in NTP64 time (the high 32 bits).
@@ -72,6 +72,36 @@ pub struct KvState {
 /// The KV key holding the cluster's gossip keyring. Reserved: the `/v1/kv`
 /// API refuses it; `/v1/operator/keyring` manages it.
 pub const KEYRING_KEY: &str = "_shoal/keyring";
+
+/// Where the keyring in force comes from, for `/v1/agent/self` and the
+/// start-up log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyringOrigin {
+    /// `"kv"`: the replicated `_shoal/keyring` entry (written by a keyring
+    /// operation, kept across restarts); `"config"`: `encrypt` alone;
+    /// `"none"`: gossip is not encrypted.
+    pub source: &'static str,
+    /// The stored keyring's primary key is not the configured `encrypt`
+    /// key (or none is configured): `encrypt` does not decide the key in use.
+    pub overrides_configured_key: bool,
+}
+
+/// Where `in_force` comes from, given the configured key and the KV store.
+pub fn keyring_origin(configured: Option<&Key>, in_force: &Keyring, kv: &KvStore) -> KeyringOrigin {
+    let stored = kv
+        .get(KEYRING_KEY)
+        .is_some_and(|stored| !stored.entry.deleted);
+    let (_, primary) = in_force.list();
+    let source = match (stored, configured) {
+        (true, _) => "kv",
+        (false, Some(_)) => "config",
+        (false, None) => "none",
+    };
+    KeyringOrigin {
+        source,
+        overrides_configured_key: stored && primary.as_ref() != configured,
+    }
+}
 
 /// The keyring as stored under [`KEYRING_KEY`].
 #[derive(Debug, PartialEq, Eq)]
