@@ -11,6 +11,7 @@ use foca::{Codec, Header, Message};
 use shoal_protocol::codec::{self, SwimCodec};
 use shoal_protocol::envelope::cluster_id;
 use shoal_protocol::rumor::Rumor;
+use shoal_protocol::sync::{Records, SyncMessage};
 use shoal_protocol::{Envelope, GossipConfig, Node, NodeId, NodeRecord, NodeTimer, PayloadKind};
 
 fn addr(index: u16) -> SocketAddr {
@@ -170,6 +171,14 @@ fn spoofed(from: NodeId, to: NodeId, rumors: &[Rumor]) -> Vec<u8> {
     envelope().seal(PayloadKind::Swim, &payload, [0; 24])
 }
 
+/// Records arriving by anti-entropy (the closing step of an exchange).
+fn receive_records(node: &mut Node, records: Vec<NodeRecord>) {
+    node.on_sync(SyncMessage::Records(Records {
+        records,
+        kv_entries: Vec::new(),
+    }));
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
@@ -241,7 +250,13 @@ fn one_exchange_teaches_a_bounded_number_of_members() {
             generation: 1,
         })
         .collect();
-    net.nodes[0].learn_members(&fake);
+    // A digest carrying them, as a peer (or anyone who can reach the
+    // anti-entropy port of a plaintext cluster) would send it.
+    let SyncMessage::Digest(mut digest) = net.nodes[1].sync_open() else {
+        panic!("sync_open makes a digest");
+    };
+    digest.members = fake;
+    net.nodes[0].on_sync(SyncMessage::Digest(digest));
     let learned = net.nodes[0].active_members();
     // Two members before: at most 2 x 2 + 64 more.
     assert!(
@@ -261,7 +276,7 @@ fn a_record_is_dropped_once_its_member_is_forgotten() {
     // node-1 learns node-2's record as anti-entropy would bring it.
     let record = net.nodes[1].local_record();
     let gone = record.id;
-    net.nodes[0].merge_records(vec![record]);
+    receive_records(&mut net.nodes[0], vec![record]);
     assert_eq!(net.nodes[0].records().len(), 2);
 
     // node-2 dies: declared down within seconds, forgotten by foca after
@@ -302,7 +317,7 @@ fn records_of_name_churn_stay_bounded() {
         names.insert(record.name.clone(), id);
         net.nodes[0].assume_members([id]);
         net.collect(0);
-        net.nodes[0].merge_records(vec![record]);
+        receive_records(&mut net.nodes[0], vec![record]);
         net.run(Duration::from_secs(20));
     }
     net.run(Duration::from_secs(120));
@@ -311,7 +326,10 @@ fn records_of_name_churn_stay_bounded() {
         records <= 1 + 4,
         "{records} records after 40 short-lived names at 4 addresses"
     );
-    let digest = net.nodes[0].sync_digest().len();
+    let SyncMessage::Digest(digest) = net.nodes[0].sync_open() else {
+        panic!("sync_open makes a digest");
+    };
+    let digest = digest.nodes.len();
     assert!(digest <= 1 + 4, "a digest of {digest} entries");
 }
 
@@ -331,7 +349,7 @@ fn a_record_that_arrives_before_its_member_is_kept() {
         },
         "early",
     );
-    net.nodes[0].merge_records(vec![early.clone()]);
+    receive_records(&mut net.nodes[0], vec![early.clone()]);
     net.run(Duration::from_secs(1));
     assert!(net.nodes[0].records().iter().any(|r| r.name == "early"));
     net.nodes[0].assume_members([early.id]);
