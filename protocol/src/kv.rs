@@ -9,6 +9,7 @@
 //! keeps the XOR of its entries' hashes, updated in O(1) per change, so two
 //! agents compare 256 hashes instead of every key.
 
+use std::ops::Bound;
 use std::sync::Arc;
 
 use bincode::{Decode, Encode};
@@ -195,6 +196,23 @@ impl KvStore {
             .take_while(move |(key, _)| key.starts_with(prefix))
             .map(|(_, stored)| stored)
             .filter(|stored| !stored.entry.deleted)
+    }
+
+    /// Entries (tombstones included) with keys within the bounds, in key
+    /// order: what anti-entropy pages walk.
+    pub fn range<'a>(
+        &'a self,
+        from: Bound<&'a str>,
+        to: Bound<&'a str>,
+    ) -> impl Iterator<Item = &'a Stored> + 'a {
+        self.entries
+            .range::<_, str>((from, to))
+            .map(|(_, stored)| stored)
+    }
+
+    /// The `n`th key in key order (O(n)).
+    pub fn nth_key(&self, n: usize) -> Option<&str> {
+        self.entries.keys().nth(n).map(String::as_str)
     }
 
     /// Every entry, tombstones included.

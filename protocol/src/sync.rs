@@ -1,7 +1,8 @@
 //! Anti-entropy push-pull: the messages of one exchange.
 //!
 //! One exchange, initiated by the node whose timer fired (or that just saw
-//! a member come up), three messages, each answered by the next:
+//! a member come up, or pulls what a digest rumor announced). Each message
+//! is answered by the next until both sides have sent all their KV pages:
 //!
 //! ```text
 //! initiator                                   responder
@@ -9,19 +10,32 @@
 //!            KV root + bucket hashes,
 //!            members }                       ─▶
 //!                           ◀─ Delta { records you lack, names I want,
-//!                                      KV entries of differing buckets,
-//!                                      the differing buckets, members }
+//!                                      members, KvPage { the differing
+//!                                      buckets, my first page } }
 //!   Records { the wanted records,
-//!             my KV entries of those buckets } ─▶
+//!             KvPage { my first page } }    ─▶
+//!                           ◀─ Kv(KvPage { my next page })
+//!   Kv(KvPage { my next page })             ─▶
+//!   ...                     until a page says neither side has more
 //! ```
+//!
+//! KV entries travel in pages of at most [`PAGE_BYTES`] (one entry at
+//! least, so a page always makes progress), so an exchange carries a store
+//! of any size without a frame over the limit, and node records, which go
+//! first, are never held back by KV volume. A page holds the sender's
+//! entries in the differing buckets, walked in key order from a key the
+//! sender picked at random (wrapping around at the end): an exchange that
+//! is cut short (a timeout, a restart) leaves the receiver with what it got,
+//! and the next one starts elsewhere, so repeated failures can't resend the
+//! same first pages forever. Pages are stateless on both sides: each one
+//! echoes where the receiver's own walk stands ([`KvPage::yours`]).
 //!
 //! [`Node::sync_open`](crate::node::Node::sync_open) makes the first
 //! message and [`Node::on_sync`](crate::node::Node::on_sync) answers each
 //! of the others; the agent (over TCP) and the simulator (on its virtual
 //! network) both drive exactly these two calls. The transport checks the
-//! order with [`SyncMessage::step`]: an initiator expects a
-//! [`SyncStep::Delta`], a responder a [`SyncStep::Digest`] and then a
-//! [`SyncStep::Records`].
+//! order: after sending a message it expects [`SyncMessage::expects`]
+//! back, or nothing when that is `None` (the exchange is over).
 //!
 //! A quiet exchange (nothing differs) costs O(nodes + buckets), never
 //! O(keys): KV entries only travel for buckets whose hashes differ.
@@ -63,29 +77,67 @@ pub struct Digest {
     pub members: Vec<NodeId>,
 }
 
+/// Most KV bytes (keys, values, writer names) in one page. Far above one
+/// entry (at most 512 KiB of value), far below the frame limit.
+pub const PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Where a side's walk over its KV entries stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct KvCursor {
+    /// The key the walk began at, picked at random by the walking side;
+    /// `None` until its first page.
+    pub start: Option<String>,
+    /// The last key sent.
+    pub after: Option<String>,
+    /// Whether the walk went past the last key and continues from the
+    /// first one up to `start`.
+    pub wrapped: bool,
+}
+
+/// One page of one side's KV entries in the differing buckets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct KvPage {
+    /// The buckets whose hashes differed when the exchange began (the
+    /// Delta's), carried along so that neither side keeps state.
+    pub buckets: Vec<u16>,
+    /// The sender's entries (tombstones included), next in its walk.
+    pub entries: Vec<KvEntry>,
+    /// Where the sender's walk continues; `None`: it has sent all.
+    pub next: Option<KvCursor>,
+    /// Where the receiver's walk continues (its last `next`, echoed);
+    /// `None`: it has sent all.
+    pub yours: Option<KvCursor>,
+}
+
+impl KvPage {
+    /// Neither side has more to send: the page closes the exchange.
+    pub fn is_last(&self) -> bool {
+        self.next.is_none() && self.yours.is_none()
+    }
+}
+
 /// Responder → initiator: records the initiator lacks, the names of records
-/// the responder wants back, and the responder's KV entries in every bucket
-/// whose hash differs.
+/// the responder wants back, and the first page of the responder's KV
+/// entries in the buckets whose hashes differ.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Delta {
     pub records: Vec<NodeRecord>,
     /// Names of the records the initiator holds newer.
     pub wanted: Vec<String>,
-    /// Every responder entry (tombstones included) in the differing buckets.
-    pub kv_entries: Vec<KvEntry>,
-    /// Indices of the buckets whose hashes differ: the initiator sends its
-    /// own entries of these back.
-    pub kv_differing_buckets: Vec<u16>,
+    /// The responder's first page; `buckets` names the differing buckets,
+    /// `yours` is the initiator's walk, not begun.
+    pub kv: KvPage,
     /// The members the responder holds alive (itself included).
     pub members: Vec<NodeId>,
 }
 
-/// Initiator → responder: the records asked for, and the initiator's KV
-/// entries in the differing buckets. Closes the exchange.
+/// Initiator → responder: the records asked for, and the first page of the
+/// initiator's KV entries in the differing buckets. Closes the exchange
+/// when neither side has more pages.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Records {
     pub records: Vec<NodeRecord>,
-    pub kv_entries: Vec<KvEntry>,
+    pub kv: KvPage,
 }
 
 /// The messages of one push-pull exchange, in the order they are sent.
@@ -95,6 +147,8 @@ pub enum SyncMessage {
     Digest(Digest),
     Delta(Delta),
     Records(Records),
+    /// Either way, after `Records`: the next page.
+    Kv(KvPage),
 }
 
 /// Which step of an exchange a message is, for transports that check the
@@ -104,6 +158,7 @@ pub enum SyncStep {
     Digest,
     Delta,
     Records,
+    Kv,
 }
 
 impl SyncMessage {
@@ -113,6 +168,19 @@ impl SyncMessage {
             SyncMessage::Digest(_) => SyncStep::Digest,
             SyncMessage::Delta(_) => SyncStep::Delta,
             SyncMessage::Records(_) => SyncStep::Records,
+            SyncMessage::Kv(_) => SyncStep::Kv,
+        }
+    }
+
+    /// The step that answers this message; `None` when it closes the
+    /// exchange.
+    pub fn expects(&self) -> Option<SyncStep> {
+        match self {
+            SyncMessage::Digest(_) => Some(SyncStep::Delta),
+            SyncMessage::Delta(_) => Some(SyncStep::Records),
+            SyncMessage::Records(Records { kv, .. }) | SyncMessage::Kv(kv) => {
+                (!kv.is_last()).then_some(SyncStep::Kv)
+            }
         }
     }
 
@@ -128,15 +196,7 @@ impl SyncStep {
             SyncStep::Digest => "Digest",
             SyncStep::Delta => "Delta",
             SyncStep::Records => "Records",
-        }
-    }
-
-    /// The step that answers this one; `None` for the last.
-    pub fn reply(self) -> Option<SyncStep> {
-        match self {
-            SyncStep::Digest => Some(SyncStep::Delta),
-            SyncStep::Delta => Some(SyncStep::Records),
-            SyncStep::Records => None,
+            SyncStep::Kv => "Kv",
         }
     }
 }

@@ -15,7 +15,7 @@ use shoal_protocol::fuzzing::{self, FUZZ_CLUSTER};
 use shoal_protocol::kv::KvEntry;
 use shoal_protocol::record::{CheckRecord, CheckStatus, ServiceRecord};
 use shoal_protocol::rumor::Rumor;
-use shoal_protocol::sync::{Digest, Records, SyncMessage, SyncStep};
+use shoal_protocol::sync::{Digest, KvCursor, KvPage, Records, SyncMessage, SyncStep};
 use shoal_protocol::{GossipConfig, Node, NodeId, NodeRecord};
 
 fn regressions(target: &str) -> PathBuf {
@@ -52,8 +52,8 @@ fn message_inputs_replay_without_panicking() {
     assert!(replay("messages", fuzzing::messages) >= 3);
 }
 
-/// The saved sync seeds were written before the messages became one struct
-/// per step: they must decode as the same steps (the wire did not change).
+/// The saved sync seeds decode as the steps they were written as: a wire
+/// change that forgot to regenerate them (`write_seed_corpus`) fails here.
 #[test]
 fn saved_sync_messages_decode_as_their_steps() {
     let dir = regressions("messages");
@@ -61,6 +61,7 @@ fn saved_sync_messages_decode_as_their_steps() {
         ("seed-sync-digest", SyncStep::Digest),
         ("seed-sync-delta", SyncStep::Delta),
         ("seed-sync-records", SyncStep::Records),
+        ("seed-sync-kv", SyncStep::Kv),
     ] {
         let data = std::fs::read(dir.join(file)).expect("read seed");
         let message: SyncMessage = codec::decode_frame(&data).expect(file);
@@ -218,7 +219,20 @@ fn write_seed_corpus() {
     write("messages", "seed-sync-delta", &codec::encode(&empty));
     let records = SyncMessage::Records(Records {
         records: vec![peer.local_record()],
-        kv_entries: vec![entry("a", b"1"), entry("b", b"")],
+        kv: KvPage {
+            buckets: vec![3, 7],
+            entries: vec![entry("a", b"1"), entry("b", b"")],
+            next: Some(KvCursor {
+                start: Some("a".into()),
+                after: Some("b".into()),
+                wrapped: false,
+            }),
+            yours: None,
+        },
     });
     write("messages", "seed-sync-records", &codec::encode(&records));
+    let SyncMessage::Records(Records { kv, .. }) = records else {
+        unreachable!("built above");
+    };
+    write("messages", "seed-sync-kv", &codec::encode(&SyncMessage::Kv(kv)));
 }

@@ -11,7 +11,7 @@ use foca::{Codec, Header, Message};
 use shoal_protocol::codec::{self, SwimCodec};
 use shoal_protocol::envelope::cluster_id;
 use shoal_protocol::rumor::Rumor;
-use shoal_protocol::sync::{Records, SyncMessage};
+use shoal_protocol::sync::{KvPage, Records, SyncMessage};
 use shoal_protocol::{Envelope, GossipConfig, Node, NodeId, NodeRecord, NodeTimer, PayloadKind};
 
 fn addr(index: u16) -> SocketAddr {
@@ -175,7 +175,7 @@ fn spoofed(from: NodeId, to: NodeId, rumors: &[Rumor]) -> Vec<u8> {
 fn receive_records(node: &mut Node, records: Vec<NodeRecord>) {
     node.on_sync(SyncMessage::Records(Records {
         records,
-        kv_entries: Vec::new(),
+        kv: KvPage::default(),
     }));
 }
 

@@ -72,7 +72,6 @@ fn keys_under(agent: &Agent, prefix: &str) -> Result<Vec<String>, String> {
 }
 
 #[test]
-#[ignore = "fails until defect 3 is fixed"]
 fn a_fresh_agent_catches_up_on_more_kv_data_than_one_frame_holds() {
     // 40 values of 500 KB: 20 MB, more than the 16 MiB a frame may carry.
     const KEYS: u64 = 40;
@@ -409,7 +408,6 @@ fn loopback_v4() -> Ipv4Addr {
 }
 
 #[test]
-#[ignore = "fails until defect 8 is fixed"]
 fn idle_connections_from_one_address_do_not_block_anti_entropy() {
     let scratch = tempfile::tempdir().unwrap();
     let cluster = Cluster::start_with(2, options(scratch.path()));
@@ -450,7 +448,6 @@ fn idle_connections_from_one_address_do_not_block_anti_entropy() {
 }
 
 #[test]
-#[ignore = "fails until defect 8 is fixed"]
 fn an_oversized_first_frame_is_refused_at_once() {
     let cluster = Cluster::start(1);
     wait_for(Duration::from_secs(20), "node-0 to serve", || {

@@ -387,7 +387,9 @@ fn spawn_transport(
         receive_drops.clone(),
         tasks.stop.clone(),
     ));
-    let sync = SyncService::new(envelope, agent, tasks.tracker.clone(), faults);
+    // Outgoing exchanges leave from the address we are bound to.
+    let local_ip = tcp.local_addr().ok().map(|addr| addr.ip());
+    let sync = SyncService::new(envelope, agent, local_ip, tasks.tracker.clone(), faults);
     tasks.spawn(sync.clone().serve(tcp, tasks.stop.clone()));
     Transport {
         socket,

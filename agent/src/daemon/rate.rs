@@ -1,13 +1,18 @@
-//! A per-source-IP rate limit for anti-entropy exchanges accepted over TCP:
-//! a peer that opens them faster than any honest agent would is closed and
-//! counted, so it can't keep the gossip loop busy merging its data.
+//! Per-source-IP limits on anti-entropy exchanges accepted over TCP:
 //!
-//! An honest agent opens one exchange per `push_pull_interval` (jittered),
-//! one when a member comes up, and one per large record it pulls: a burst
-//! of [`BURST`] and [`PER_SECOND`] sustained leave room for all of that.
+//! - [`PeerRateLimit`]: a peer that opens them faster than any honest agent
+//!   would is closed and counted, so it can't keep the gossip loop busy
+//!   merging its data. An honest agent opens one exchange per
+//!   `push_pull_interval` (jittered), one when a member comes up, and a few
+//!   per large record or KV write it pulls: a burst of [`BURST`] and
+//!   [`PER_SECOND`] sustained leave room for all of that.
+//! - [`PeerSlots`]: at most [`MAX_PER_PEER`] exchanges from one source IP
+//!   at once, so one address can't hold every slot (an honest agent runs
+//!   one or two with us at a time).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Exchanges one source IP may open at once after a quiet spell.
@@ -48,6 +53,53 @@ impl PeerRateLimit {
     }
 }
 
+/// Exchanges one source IP may hold open at once.
+pub const MAX_PER_PEER: usize = 2;
+
+/// How many exchanges each source IP holds open. Shared by the accept loop
+/// and the tasks serving exchanges (a slot is given back when its
+/// [`PeerSlot`] drops); the lock is held for one map update.
+#[derive(Debug, Default)]
+pub struct PeerSlots {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One exchange's slot, given back on drop.
+#[derive(Debug)]
+pub struct PeerSlot {
+    slots: Arc<PeerSlots>,
+    ip: IpAddr,
+}
+
+impl PeerSlots {
+    /// A slot for one more exchange from `ip`, unless it holds
+    /// [`MAX_PER_PEER`] already.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+        let mut open = self.open.lock().expect("peer slots lock");
+        let count = open.entry(ip).or_default();
+        if *count >= MAX_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().expect("peer slots lock");
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +119,19 @@ mod tests {
         let later = start + Duration::from_secs(1);
         let allowed = (0..100).filter(|_| limit.allow(a, later)).count();
         assert_eq!(allowed, PER_SECOND as usize);
+    }
+
+    #[test]
+    fn one_address_holds_a_bounded_number_of_slots() {
+        let slots = Arc::new(PeerSlots::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let held: Vec<PeerSlot> = (0..10).filter_map(|_| slots.take(a)).collect();
+        assert_eq!(held.len(), MAX_PER_PEER);
+        assert!(slots.take(b).is_some(), "another address is not affected");
+        drop(held);
+        assert!(slots.take(a).is_some(), "slots come back when dropped");
+        assert!(slots.open.lock().unwrap().len() <= 1, "no leftovers");
     }
 
     #[test]

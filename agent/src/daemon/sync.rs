@@ -1,9 +1,28 @@
 //! Anti-entropy push-pull over TCP (see `shoal_protocol::sync`): the
 //! initiator side, the responder side, and framing. All of it runs in its
-//! own tasks; the gossip loop only answers through the
-//! [`AgentHandle`].
+//! own tasks; the gossip loop only answers through the [`AgentHandle`].
+//!
+//! What a connection may cost before it has shown anything (a frame that
+//! opens with the cluster's key, or in a plaintext cluster a well-formed
+//! digest):
+//!
+//! - its first frame (the digest) must arrive within
+//!   [`FIRST_FRAME_DEADLINE`], and may be at most [`FIRST_FRAME_MAX`]
+//!   bytes: the agent allocates no more than that for a stranger;
+//! - one source IP holds at most [`MAX_PER_PEER`] exchanges at once, and
+//!   opens them at a bounded rate (see `rate`); the agent serves at most
+//!   [`MAX_EXCHANGES`] at once; connections past these limits are closed at
+//!   once, not queued.
+//!
+//! After the first frame, each frame (at most [`MAX_FRAME`]) must arrive
+//! within [`FRAME_TIMEOUT`], and a whole exchange, however many KV pages it
+//! carries, ends within [`EXCHANGE_TIMEOUT`] and [`MAX_STEPS`] messages.
+//!
+//! Outgoing exchanges leave from the address the agent is bound to (when
+//! it is bound to one), so peers see, and limit, each agent by its own
+//! address.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,15 +30,29 @@ use shoal_protocol::codec::{self, DecodeError, MAX_FRAME};
 use shoal_protocol::envelope::{Envelope, PayloadKind};
 use shoal_protocol::sync::{SyncMessage, SyncStep};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handle::AgentHandle;
+use super::rate::{MAX_PER_PEER, PeerRateLimit, PeerSlots};
 
-/// How long one whole exchange may take.
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take to send its first frame.
+pub const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(2);
+/// Largest first frame (a digest) accepted, envelope included. A digest
+/// carries, per member, its record's name and order and its identity:
+/// with names at their 128-byte limit that is about 160 bytes, so 2 MiB
+/// holds a 10,000-member cluster (1.6 MB; 0.6 MB with 30-byte names).
+pub const FIRST_FRAME_MAX: usize = 2 * 1024 * 1024;
+/// How long any later frame may take.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one whole exchange may take: long enough for a few hundred
+/// KV pages on a slow link.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most messages in one exchange: a store of 4 GiB in 2 MiB pages, both
+/// ways. Only a peer that keeps asking for the same pages gets near it.
+const MAX_STEPS: usize = 4096;
 /// Exchanges running at once, each way; more are skipped, not queued.
 const MAX_EXCHANGES: usize = 8;
 
@@ -27,8 +60,8 @@ const MAX_EXCHANGES: usize = 8;
 pub enum SyncError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
-    FrameTooLarge(usize),
+    #[error("frame of {size} bytes exceeds the {limit}-byte limit")]
+    FrameTooLarge { size: usize, limit: usize },
     #[error("bad envelope: {0}")]
     Envelope(#[from] shoal_protocol::envelope::EnvelopeError),
     #[error("undecodable message: {0}")]
@@ -43,6 +76,8 @@ pub enum SyncError {
         expected: Option<SyncStep>,
         answer: Option<SyncStep>,
     },
+    #[error("more than {MAX_STEPS} messages in one exchange")]
+    TooManySteps,
     #[error("the agent is shutting down")]
     Closed,
     #[error("timed out")]
@@ -54,8 +89,11 @@ pub enum SyncError {
 pub struct SyncService {
     envelope: Envelope,
     agent: AgentHandle,
+    /// The address outgoing exchanges leave from, when bound to one.
+    local_ip: Option<IpAddr>,
     outgoing: Arc<Semaphore>,
     incoming: Arc<Semaphore>,
+    per_peer: Arc<PeerSlots>,
     tracker: TaskTracker,
     faults: Arc<super::fault::FaultInjection>,
 }
@@ -64,14 +102,17 @@ impl SyncService {
     pub fn new(
         envelope: Envelope,
         agent: AgentHandle,
+        local_ip: Option<IpAddr>,
         tracker: TaskTracker,
         faults: Arc<super::fault::FaultInjection>,
     ) -> Self {
         Self {
             envelope,
             agent,
+            local_ip: local_ip.filter(|ip| !ip.is_unspecified()),
             outgoing: Arc::new(Semaphore::new(MAX_EXCHANGES)),
             incoming: Arc::new(Semaphore::new(MAX_EXCHANGES)),
+            per_peer: Arc::new(PeerSlots::default()),
             tracker,
             faults,
         }
@@ -99,23 +140,32 @@ impl SyncService {
         true
     }
 
-    /// The initiator's side: Digest out, Delta in, Records out.
+    /// The initiator's side: our digest out, then answer until done.
     async fn exchange(&self, peer: SocketAddr, digest: SyncMessage) -> Result<(), SyncError> {
-        let mut stream = TcpStream::connect(peer).await?;
+        let mut stream = self.connect(peer).await?;
         stream.set_nodelay(true)?;
-        write_frame(&mut stream, &self.envelope, &digest).await?;
-        let delta = read_step(&mut stream, &self.envelope, SyncStep::Delta).await?;
-        // `step` checked that the answer is the closing Records.
-        if let Some(records) = self.step(delta).await? {
-            write_frame(&mut stream, &self.envelope, &records).await?;
-        }
+        self.converse(&mut stream, digest).await?;
         stream.shutdown().await?;
         Ok(())
     }
 
+    /// A connection to `peer` from our own address.
+    async fn connect(&self, peer: SocketAddr) -> std::io::Result<TcpStream> {
+        let Some(ip) = self.local_ip.filter(|ip| ip.is_ipv4() == peer.is_ipv4()) else {
+            return TcpStream::connect(peer).await;
+        };
+        let socket = if ip.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(ip, 0))?;
+        socket.connect(peer).await
+    }
+
     /// Accepts exchanges until `shutdown`.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
-        let mut rate = super::rate::PeerRateLimit::default();
+        let mut rate = PeerRateLimit::default();
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -133,6 +183,10 @@ impl SyncService {
             if self.faults.is_blocked(peer.ip()) {
                 continue;
             }
+            let Some(slot) = self.per_peer.take(peer.ip()) else {
+                tracing::debug!(%peer, "{MAX_PER_PEER} anti-entropy exchanges from this address already; closing");
+                continue;
+            };
             if !rate.allow(peer.ip(), std::time::Instant::now()) {
                 if rate.refused.is_power_of_two() {
                     tracing::warn!(%peer, refused = rate.refused, "anti-entropy exchanges too frequent from this peer; closing");
@@ -145,7 +199,7 @@ impl SyncService {
             };
             let service = self.clone();
             self.tracker.spawn(async move {
-                let _permit = permit;
+                let _held = (permit, slot);
                 let result = tokio::time::timeout(EXCHANGE_TIMEOUT, service.respond(stream))
                     .await
                     .unwrap_or(Err(SyncError::Timeout));
@@ -156,29 +210,60 @@ impl SyncService {
         }
     }
 
-    /// The responder's side: Digest in, Delta out, Records in.
+    /// The responder's side: a digest in, quickly and small, then answer
+    /// until done.
     async fn respond(&self, mut stream: TcpStream) -> Result<(), SyncError> {
         stream.set_nodelay(true)?;
-        let digest = read_step(&mut stream, &self.envelope, SyncStep::Digest).await?;
-        // `step` checked that the answer is a Delta.
-        if let Some(delta) = self.step(digest).await? {
-            write_frame(&mut stream, &self.envelope, &delta).await?;
+        let first = tokio::time::timeout(
+            FIRST_FRAME_DEADLINE,
+            read_frame(&mut stream, &self.envelope, FIRST_FRAME_MAX),
+        )
+        .await
+        .map_err(|_| SyncError::Timeout)??;
+        expect(&first, SyncStep::Digest)?;
+        let Some(delta) = self.step(first).await? else {
+            return Ok(());
+        };
+        self.converse(&mut stream, delta).await
+    }
+
+    /// Sends `message`, then reads and answers until a message closes the
+    /// exchange (either side's).
+    async fn converse(
+        &self,
+        stream: &mut TcpStream,
+        mut message: SyncMessage,
+    ) -> Result<(), SyncError> {
+        for _ in 0..MAX_STEPS {
+            write_frame(stream, &self.envelope, &message).await?;
+            let Some(expected) = message.expects() else {
+                return Ok(());
+            };
+            let incoming = tokio::time::timeout(
+                FRAME_TIMEOUT,
+                read_frame(stream, &self.envelope, MAX_FRAME),
+            )
+            .await
+            .map_err(|_| SyncError::Timeout)??;
+            expect(&incoming, expected)?;
+            match self.step(incoming).await? {
+                Some(answer) => message = answer,
+                None => return Ok(()),
+            }
         }
-        let records = read_step(&mut stream, &self.envelope, SyncStep::Records).await?;
-        self.step(records).await?;
-        Ok(())
+        Err(SyncError::TooManySteps)
     }
 
     /// Hands one received message to the gossip loop (`Node::on_sync`) and
-    /// returns its answer, checked to be the step that follows.
+    /// returns its answer, checked to be the step the message expects.
     async fn step(&self, message: SyncMessage) -> Result<Option<SyncMessage>, SyncError> {
         let to = message.step();
+        let expected = message.expects();
         let answer = self
             .agent
             .sync(message)
             .await
             .map_err(|_| SyncError::Closed)?;
-        let expected = to.reply();
         if answer.as_ref().map(SyncMessage::step) != expected {
             return Err(SyncError::WrongAnswer {
                 to,
@@ -190,6 +275,15 @@ impl SyncService {
     }
 }
 
+/// Checks that `message` is the step `expected`.
+fn expect(message: &SyncMessage, expected: SyncStep) -> Result<(), SyncError> {
+    let got = message.step();
+    if got != expected {
+        return Err(SyncError::OutOfOrder { expected, got });
+    }
+    Ok(())
+}
+
 async fn write_frame(
     stream: &mut TcpStream,
     envelope: &Envelope,
@@ -197,7 +291,10 @@ async fn write_frame(
 ) -> Result<(), SyncError> {
     let packet = envelope.seal(PayloadKind::Sync, &codec::encode(message), rand::random());
     if packet.len() > MAX_FRAME {
-        return Err(SyncError::FrameTooLarge(packet.len()));
+        return Err(SyncError::FrameTooLarge {
+            size: packet.len(),
+            limit: MAX_FRAME,
+        });
     }
     let mut frame = Vec::with_capacity(4 + packet.len());
     frame.extend_from_slice(&(packet.len() as u32).to_be_bytes());
@@ -206,10 +303,19 @@ async fn write_frame(
     Ok(())
 }
 
-async fn read_frame(stream: &mut TcpStream, envelope: &Envelope) -> Result<SyncMessage, SyncError> {
+/// Reads one frame of at most `limit` bytes: a longer one is refused from
+/// its length prefix, before anything is allocated for it.
+async fn read_frame(
+    stream: &mut TcpStream,
+    envelope: &Envelope,
+    limit: usize,
+) -> Result<SyncMessage, SyncError> {
     let length = stream.read_u32().await? as usize;
-    if length > MAX_FRAME {
-        return Err(SyncError::FrameTooLarge(length));
+    if length > limit {
+        return Err(SyncError::FrameTooLarge {
+            size: length,
+            limit,
+        });
     }
     let mut frame = vec![0u8; length];
     stream.read_exact(&mut frame).await?;
@@ -220,16 +326,48 @@ async fn read_frame(stream: &mut TcpStream, envelope: &Envelope) -> Result<SyncM
     Ok(codec::decode_frame(&payload)?)
 }
 
-/// Reads the next message and checks that it is the step `expected`.
-async fn read_step(
-    stream: &mut TcpStream,
-    envelope: &Envelope,
-    expected: SyncStep,
-) -> Result<SyncMessage, SyncError> {
-    let message = read_frame(stream, envelope).await?;
-    let got = message.step();
-    if got != expected {
-        return Err(SyncError::OutOfOrder { expected, got });
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::NodeId;
+    use shoal_protocol::envelope::cluster_id;
+    use shoal_protocol::keyring::{KEY_LEN, Keyring};
+    use shoal_protocol::sync::{Digest, DigestEntry};
+
+    /// The digest of a 10,000-member cluster whose names all have the
+    /// longest length allowed fits in a first frame, sealed.
+    #[test]
+    fn a_large_cluster_digest_fits_in_a_first_frame() {
+        let members = 10_000u32;
+        let generation = 1_800_000_000_000; // a wall clock in ms, as agents use
+        let digest = SyncMessage::Digest(Digest {
+            nodes: (0..members)
+                .map(|i| DigestEntry {
+                    name: format!("{i:0>128}"),
+                    generation,
+                    version: 100_000,
+                })
+                .collect(),
+            kv_root: u64::MAX,
+            kv_bucket_hashes: vec![u64::MAX; shoal_protocol::kv::BUCKETS],
+            members: (0..members)
+                .map(|i| NodeId {
+                    addr: SocketAddr::from((i.to_be_bytes(), 65535)),
+                    generation,
+                })
+                .collect(),
+        });
+        let sealed = Envelope::with_keyring(
+            cluster_id("shoal"),
+            Keyring::with_primary([1; KEY_LEN]),
+        )
+        .seal(PayloadKind::Sync, &codec::encode(&digest), [0; 24]);
+        eprintln!("a 10,000-member digest, sealed: {} bytes", sealed.len());
+        assert!(
+            sealed.len() <= FIRST_FRAME_MAX,
+            "{} bytes for 10,000 members",
+            sealed.len()
+        );
+        assert!(sealed.len() > FIRST_FRAME_MAX / 2, "the cap is not loose");
     }
-    Ok(message)
 }

@@ -15,6 +15,8 @@
 //! - `members`: [`MemberView`], [`MemberStatus`], the membership table.
 //! - `sync`: the anti-entropy step function ([`Node::sync_open`],
 //!   [`Node::on_sync`]).
+//! - `pages`: the KV pages of an exchange (a walk over the differing
+//!   buckets, a bounded page at a time).
 //! - `peers`: bounds on what peers make the node do and hold: pulls of
 //!   digest rumors, members learned per exchange, records of forgotten
 //!   members.
@@ -23,6 +25,7 @@ mod config;
 mod effects;
 mod join;
 mod members;
+mod pages;
 mod peers;
 mod sync;
 

@@ -29,13 +29,16 @@ impl Node {
     /// One step of an anti-entropy exchange (see [`crate::sync`]): merges
     /// what the peer sent and returns the message to send back, if any.
     ///
-    /// - `Digest` (we respond): the `Delta` for it; we learn its members.
+    /// - `Digest` (we respond): the `Delta` for it, with our first KV page;
+    ///   we learn its members.
     /// - `Delta` (we initiated): merges it, learns its members, and returns
-    ///   the closing `Records`.
-    /// - `Records` (we responded): merges it; the exchange is over.
+    ///   `Records` with the records it wants and our first KV page.
+    /// - `Records`, `Kv`: merges the page and answers with our next one,
+    ///   unless neither side has more ([`crate::sync::KvPage::is_last`]).
     ///
-    /// Stateless between steps: the transport checks that the steps come
-    /// in order ([`SyncMessage::step`]).
+    /// Stateless between steps (each page carries where both walks stand):
+    /// the transport checks that the steps come in order
+    /// ([`SyncMessage::expects`]).
     pub fn on_sync(&mut self, message: SyncMessage) -> Option<SyncMessage> {
         match message {
             SyncMessage::Digest(digest) => {
@@ -43,54 +46,40 @@ impl Node {
                 self.learn_members(&digest.members);
                 Some(SyncMessage::Delta(delta))
             }
-            SyncMessage::Delta(mut delta) => {
-                let members = std::mem::take(&mut delta.members);
-                let records = self.apply_delta(delta);
-                self.learn_members(&members);
-                Some(SyncMessage::Records(records))
+            SyncMessage::Delta(delta) => {
+                let records = self.records_named(&delta.wanted);
+                let kv = self.answer_page(delta.kv);
+                self.merge_records(delta.records);
+                self.learn_members(&delta.members);
+                Some(SyncMessage::Records(Records { records, kv }))
             }
             SyncMessage::Records(records) => {
                 self.merge_records(records.records);
-                self.merge_kv(records.kv_entries);
-                None
+                self.continue_pages(records.kv)
             }
+            SyncMessage::Kv(page) => self.continue_pages(page),
         }
     }
 
     /// The responder's answer to a digest: the records the peer lacks, the
-    /// names we want, and our KV entries of every bucket that differs.
-    fn answer_digest(&self, digest: &Digest) -> Delta {
-        let state = self.lock_state();
-        let (records, wanted) = state.delta(&digest.nodes);
-        let kv_differing_buckets = if digest.kv_root == state.kv().root() {
-            Vec::new()
-        } else {
-            state.kv().differing_buckets(&digest.kv_bucket_hashes)
+    /// names we want, and our first KV page over the buckets that differ.
+    fn answer_digest(&mut self, digest: &Digest) -> Delta {
+        let (records, wanted, buckets) = {
+            let state = self.lock_state();
+            let (records, wanted) = state.delta(&digest.nodes);
+            let buckets = if digest.kv_root == state.kv().root() {
+                Vec::new()
+            } else {
+                state.kv().differing_buckets(&digest.kv_bucket_hashes)
+            };
+            (records, wanted, buckets)
         };
-        let kv_entries = state.kv().entries_in(&kv_differing_buckets);
         Delta {
             records,
             wanted,
-            kv_entries,
-            kv_differing_buckets,
+            kv: self.first_page(buckets),
             members: self.alive_members(),
         }
-    }
-
-    /// Applies the responder's delta (initiator) and returns the closing
-    /// message: the records it asked for and our entries of the differing
-    /// buckets (taken before merging, so nothing is sent back twice).
-    fn apply_delta(&mut self, delta: Delta) -> Records {
-        let reply = {
-            let state = self.lock_state();
-            Records {
-                records: state.records_named(&delta.wanted),
-                kv_entries: state.kv().entries_in(&delta.kv_differing_buckets),
-            }
-        };
-        self.merge_records(delta.records);
-        self.merge_kv(delta.kv_entries);
-        reply
     }
 
     /// Merges records received by anti-entropy; returns how many were news.
@@ -107,7 +96,7 @@ impl Node {
     }
 
     /// Merges KV entries received by anti-entropy; returns how many won.
-    fn merge_kv(&mut self, entries: Vec<KvEntry>) -> usize {
+    pub(super) fn merge_kv(&mut self, entries: Vec<KvEntry>) -> usize {
         let mut state = self.lock_state();
         let applied = entries
             .into_iter()
@@ -186,18 +175,34 @@ mod tests {
     }
 
     /// Runs one whole exchange from `initiator` to `responder`, checking
-    /// the order of the steps; returns the steps seen.
-    fn exchange(initiator: &mut Node, responder: &mut Node) -> Vec<SyncStep> {
-        let digest = initiator.sync_open();
-        let delta = responder
-            .on_sync(digest.clone())
-            .expect("a digest is answered");
-        let records = initiator
-            .on_sync(delta.clone())
-            .expect("a delta is answered");
-        let end = responder.on_sync(records.clone());
-        assert!(end.is_none(), "records close the exchange");
-        vec![digest.step(), delta.step(), records.step()]
+    /// that each answer is the step the last message expects; returns the
+    /// messages in the order sent.
+    fn exchange(initiator: &mut Node, responder: &mut Node) -> Vec<SyncMessage> {
+        let nodes = [initiator, responder];
+        let mut message = nodes[0].sync_open();
+        let mut sent = Vec::new();
+        let mut to = 1;
+        loop {
+            let expected = message.expects();
+            let answer = nodes[to].on_sync(message.clone());
+            sent.push(message);
+            assert_eq!(
+                answer.as_ref().map(SyncMessage::step),
+                expected,
+                "the answer to step {} of the exchange",
+                sent.len()
+            );
+            match answer {
+                Some(next) => message = next,
+                None => return sent,
+            }
+            to = 1 - to;
+            assert!(sent.len() < 10_000, "the exchange does not end");
+        }
+    }
+
+    fn steps(messages: &[SyncMessage]) -> Vec<SyncStep> {
+        messages.iter().map(SyncMessage::step).collect()
     }
 
     fn kv_contents(node: &Node) -> Vec<KvEntry> {
@@ -215,9 +220,9 @@ mod tests {
             record.tags.insert("role".into(), "db".into());
         });
 
-        let steps = exchange(&mut a, &mut b);
+        let sent = exchange(&mut a, &mut b);
         assert_eq!(
-            steps,
+            steps(&sent),
             [SyncStep::Digest, SyncStep::Delta, SyncStep::Records]
         );
 
@@ -249,8 +254,9 @@ mod tests {
         let Some(SyncMessage::Delta(delta)) = b.on_sync(a.sync_open()) else {
             panic!("a digest is answered by a delta");
         };
-        assert!(delta.kv_differing_buckets.is_empty());
-        assert!(delta.kv_entries.is_empty());
+        assert!(delta.kv.buckets.is_empty());
+        assert!(delta.kv.entries.is_empty());
+        assert!(delta.kv.yours.is_none() && delta.kv.next.is_none());
     }
 
     #[test]
@@ -258,9 +264,49 @@ mod tests {
         let a = node(1);
         let digest = a.sync_open();
         assert_eq!(digest.step_name(), "Digest");
-        assert_eq!(digest.step().reply(), Some(SyncStep::Delta));
-        assert_eq!(SyncStep::Records.reply(), None);
+        assert_eq!(digest.expects(), Some(SyncStep::Delta));
+        let last = SyncMessage::Kv(crate::sync::KvPage::default());
+        assert_eq!(
+            last.expects(),
+            None,
+            "a page after which neither side has more"
+        );
         assert_eq!(SyncStep::Records.to_string(), "Records");
+    }
+
+    #[test]
+    fn a_store_larger_than_a_frame_moves_in_bounded_pages() {
+        // 40 values of 500 KB (20 MB) on one side, a few small ones on the
+        // other: every message stays near one page, and both sides end
+        // with everything, whichever side initiates.
+        for a_initiates in [true, false] {
+            let (mut a, mut b) = (node(1), node(2));
+            for i in 0..40u8 {
+                let value = vec![b'a' + i % 26; 500_000];
+                a.with_kv(|kv| {
+                    kv.apply(Arc::new(KvEntry {
+                        value,
+                        ..entry(&format!("big/{i:02}"), "", 10, "node-1")
+                    }))
+                });
+            }
+            for i in 0..10 {
+                b.with_kv(|kv| kv.apply(Arc::new(entry(&format!("small/{i}"), "s", 11, "node-2"))));
+            }
+            let sent = if a_initiates {
+                exchange(&mut a, &mut b)
+            } else {
+                exchange(&mut b, &mut a)
+            };
+            let largest = sent.iter().map(crate::codec::encoded_len).max().unwrap();
+            assert!(
+                largest <= crate::sync::PAGE_BYTES + 64 * 1024,
+                "a message of {largest} bytes"
+            );
+            assert!(sent.len() > 10, "{} messages for 20 MB", sent.len());
+            assert_eq!(a.kv().len(), 50);
+            assert_eq!(kv_contents(&a), kv_contents(&b));
+        }
     }
 
     fn arbitrary_entry() -> impl Strategy<Value = KvEntry> {

@@ -1,0 +1,220 @@
+//! The KV pages of an anti-entropy exchange (see [`crate::sync`]): each side
+//! walks its entries in the differing buckets in key order, from a key it
+//! picked at random, a page of at most [`PAGE_BYTES`] at a time, and learns
+//! where its walk stands from the page it answers.
+
+use std::ops::Bound;
+
+use rand::RngExt;
+
+use super::Node;
+use crate::kv::{BUCKETS, KvEntry, KvStore, bucket_of};
+use crate::sync::{KvCursor, KvPage, PAGE_BYTES, SyncMessage};
+
+/// What an entry counts for against a page's budget: its strings and value,
+/// plus room for the fixed fields.
+fn page_cost(entry: &KvEntry) -> usize {
+    entry.key.len() + entry.value.len() + entry.writer.len() + 32
+}
+
+/// The bucket list a peer sent, made safe: in range, sorted, each once.
+fn sanitize(mut buckets: Vec<u16>) -> Vec<u16> {
+    buckets.retain(|&bucket| usize::from(bucket) < BUCKETS);
+    buckets.sort_unstable();
+    buckets.dedup();
+    buckets
+}
+
+/// The next page of `kv`'s entries in the buckets `mask` selects, walking
+/// from `cursor` (whose `start` is set), at most `budget` bytes but at least
+/// one entry; and where the walk continues (`None` once it is back at
+/// `start`).
+pub(crate) fn next_page(
+    kv: &KvStore,
+    mask: &[bool; BUCKETS],
+    cursor: &KvCursor,
+    budget: usize,
+) -> (Vec<KvEntry>, Option<KvCursor>) {
+    let Some(start) = cursor.start.as_deref() else {
+        return (Vec::new(), None);
+    };
+    let mut entries: Vec<KvEntry> = Vec::new();
+    let mut used = 0;
+    let mut wrapped = cursor.wrapped;
+    let mut after = cursor.after.clone();
+    loop {
+        // From `start` to the end, then from the beginning up to `start`.
+        let (from, to) = match (&after, wrapped) {
+            (Some(key), false) => (Bound::Excluded(key.as_str()), Bound::Unbounded),
+            (None, false) => (Bound::Included(start), Bound::Unbounded),
+            (Some(key), true) => (Bound::Excluded(key.as_str()), Bound::Excluded(start)),
+            (None, true) => (Bound::Unbounded, Bound::Excluded(start)),
+        };
+        let mut last = None;
+        for stored in kv.range(from, to) {
+            let entry = &stored.entry;
+            if !mask[bucket_of(&entry.key)] {
+                continue;
+            }
+            let cost = page_cost(entry);
+            if !entries.is_empty() && used + cost > budget {
+                let next = KvCursor {
+                    start: Some(start.to_string()),
+                    after: last.or_else(|| after.clone()),
+                    wrapped,
+                };
+                return (entries, Some(next));
+            }
+            used += cost;
+            last = Some(entry.key.clone());
+            entries.push((**entry).clone());
+        }
+        if wrapped {
+            return (entries, None);
+        }
+        wrapped = true;
+        after = None;
+    }
+}
+
+impl Node {
+    /// Our next page for an exchange over `buckets`, from where `cursor`
+    /// says our walk stands (`None`: we have sent all). A walk not begun
+    /// starts at a random key.
+    fn our_page(
+        &mut self,
+        buckets: &[u16],
+        cursor: Option<&KvCursor>,
+    ) -> (Vec<KvEntry>, Option<KvCursor>) {
+        let Some(cursor) = cursor else {
+            return (Vec::new(), None);
+        };
+        let kv = self.kv();
+        if buckets.is_empty() || kv.is_empty() {
+            return (Vec::new(), None);
+        }
+        let mut mask = [false; BUCKETS];
+        for &bucket in buckets {
+            mask[usize::from(bucket)] = true;
+        }
+        let mut cursor = cursor.clone();
+        if cursor.start.is_none() {
+            let pick = self.rng.random_range(0..kv.len());
+            cursor = KvCursor {
+                start: kv.nth_key(pick).map(String::from),
+                after: None,
+                wrapped: false,
+            };
+        }
+        next_page(&kv, &mask, &cursor, PAGE_BYTES)
+    }
+
+    /// The first page of an exchange over `buckets` (the responder's, in
+    /// its Delta): the peer's walk is still to begin.
+    pub(super) fn first_page(&mut self, buckets: Vec<u16>) -> KvPage {
+        let (entries, next) = self.our_page(&buckets, Some(&KvCursor::default()));
+        let yours = (!buckets.is_empty()).then(KvCursor::default);
+        KvPage {
+            buckets,
+            entries,
+            next,
+            yours,
+        }
+    }
+
+    /// Answers a page: our next one, made before merging the peer's (so
+    /// nothing it just sent goes back), then the merge.
+    pub(super) fn answer_page(&mut self, incoming: KvPage) -> KvPage {
+        let buckets = sanitize(incoming.buckets);
+        let (entries, next) = self.our_page(&buckets, incoming.yours.as_ref());
+        self.merge_kv(incoming.entries);
+        KvPage {
+            buckets,
+            entries,
+            next,
+            yours: incoming.next,
+        }
+    }
+
+    /// A page after the Delta: merged, and answered unless it was the last.
+    pub(super) fn continue_pages(&mut self, page: KvPage) -> Option<SyncMessage> {
+        if page.is_last() {
+            self.merge_kv(page.entries);
+            return None;
+        }
+        Some(SyncMessage::Kv(self.answer_page(page)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn store(keys: usize, value: usize) -> KvStore {
+        let mut kv = KvStore::default();
+        for i in 0..keys {
+            kv.apply(Arc::new(KvEntry {
+                key: format!("k{i:04}"),
+                value: vec![b'v'; value],
+                flags: 0,
+                time: 1,
+                writer: "w".into(),
+                deleted: false,
+            }));
+        }
+        kv
+    }
+
+    /// Walks the whole store from `start`, page by page.
+    fn walk(kv: &KvStore, mask: &[bool; BUCKETS], start: &str, budget: usize) -> Vec<Vec<String>> {
+        let mut cursor = Some(KvCursor {
+            start: Some(start.into()),
+            after: None,
+            wrapped: false,
+        });
+        let mut pages = Vec::new();
+        while let Some(at) = cursor {
+            let (entries, next) = next_page(kv, mask, &at, budget);
+            pages.push(entries.into_iter().map(|e| e.key).collect());
+            cursor = next;
+            assert!(pages.len() < 10_000, "the walk does not end");
+        }
+        pages
+    }
+
+    #[test]
+    fn a_walk_covers_every_entry_once_from_any_start_within_the_budget() {
+        let kv = store(300, 1000);
+        let all = [true; BUCKETS];
+        for start in ["k0000", "k0150", "k0299", "a", "z"] {
+            let pages = walk(&kv, &all, start, 10_000);
+            for page in &pages {
+                assert!(page.len() <= 10_000 / 1000, "a page over the budget");
+            }
+            let mut keys: Vec<String> = pages.concat();
+            assert_eq!(keys.len(), 300, "from {start}");
+            keys.sort();
+            keys.dedup();
+            assert_eq!(keys.len(), 300, "from {start}: a key twice");
+        }
+    }
+
+    #[test]
+    fn a_walk_skips_other_buckets_and_always_moves() {
+        let kv = store(200, 10);
+        let mut mask = [false; BUCKETS];
+        mask[3] = true;
+        mask[200] = true;
+        let expected = kv.iter().filter(|s| mask[bucket_of(&s.entry.key)]).count();
+        // A budget smaller than one entry still sends one per page.
+        let pages = walk(&kv, &mask, "k0100", 1);
+        assert_eq!(pages.concat().len(), expected);
+        assert!(pages.iter().all(|page| page.len() <= 1));
+    }
+
+    #[test]
+    fn bucket_lists_from_peers_are_cleaned() {
+        assert_eq!(sanitize(vec![9, 3, 9, 300, 65535, 3]), [3, 9]);
+    }
+}
