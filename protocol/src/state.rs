@@ -383,7 +383,8 @@ impl ClusterState {
     /// identity took under another name. A record is dropped only when the
     /// previous sweep found it orphaned too, so one that arrived before its
     /// member (a rumor can beat foca's member update) has a whole sweep
-    /// interval to be claimed. Returns the names dropped.
+    /// interval to be claimed; a dropped record is not taken back from
+    /// peers (see [`ClusterState::member_up`]). Returns the names dropped.
     pub fn sweep_orphans(&mut self, known: &HashMap<SocketAddr, u64>) -> Vec<String> {
         let mut newest: HashMap<SocketAddr, u64> = HashMap::new();
         for record in self.records.values() {
@@ -408,6 +409,14 @@ impl ClusterState {
             .map(|(name, _)| name.clone())
             .collect();
         self.orphans = orphans;
+        // Peers that still hold them must not bring them back (each would
+        // keep handing them to the other): taken back only if their member
+        // comes up.
+        for name in &doomed {
+            if let Some(record) = self.records.get(name) {
+                self.reaped.insert(record.id);
+            }
+        }
         self.remove_records(&doomed);
         doomed
     }
@@ -586,6 +595,8 @@ mod tests {
         let mut names: Vec<&str> = state.records().map(|r| r.name.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["backed", "early", "local", "renamed-new"]);
+        // A peer that still holds it can't bring it back.
+        assert_eq!(state.merge(record("renamed-old", 3, 1, 1)), Merge::Stale);
         known.clear();
         state.sweep_orphans(&known);
         assert_eq!(state.sweep_orphans(&known).len(), 3);

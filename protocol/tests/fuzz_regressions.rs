@@ -234,5 +234,9 @@ fn write_seed_corpus() {
     let SyncMessage::Records(Records { kv, .. }) = records else {
         unreachable!("built above");
     };
-    write("messages", "seed-sync-kv", &codec::encode(&SyncMessage::Kv(kv)));
+    write(
+        "messages",
+        "seed-sync-kv",
+        &codec::encode(&SyncMessage::Kv(kv)),
+    );
 }

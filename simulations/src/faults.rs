@@ -84,6 +84,8 @@ impl Simulation {
                 let node = usize::try_from(node).ok();
                 self.kv_bulk(node, writes, keys, over_s, prefix, value_bytes);
             }
+            Action::SpoofDigest { node } => self.spoof_digest(node),
+            Action::Rename { node } => self.rename(node),
         }
     }
 
@@ -121,7 +123,7 @@ impl Simulation {
         self.after_call(index);
     }
 
-    fn crash(&mut self, index: usize) {
+    pub(crate) fn crash(&mut self, index: usize) {
         let slot = &mut self.slots[index];
         let Some(node) = slot.node.take() else {
             return;
@@ -149,7 +151,7 @@ impl Simulation {
         });
     }
 
-    fn restart(&mut self, index: usize) {
+    pub(crate) fn restart(&mut self, index: usize) {
         if self.slots[index].node.is_some() {
             return;
         }
@@ -157,6 +159,7 @@ impl Simulation {
         let node = Self::make_node(
             index,
             generation,
+            &self.slots[index].name,
             &self.config,
             self.envelope.clone(),
             &mut self.rng,

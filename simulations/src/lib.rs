@@ -9,6 +9,8 @@
 //!   taken after every call into a node.
 //! - `kv`: KV writes through `Node::write_kv` and the check that every
 //!   node converges to the last-writer-wins map.
+//! - `peers`: a forged digest rumor, name churn, and what nodes hold
+//!   because of them.
 //! - [`metrics`]: dissemination, detection, false positives, convergence.
 //! - [`report`]: the figures of a run, printed and as CSV.
 //! - [`sweep`]: the parameter sweeps behind `simulations/README.md`.
@@ -18,6 +20,7 @@ mod faults;
 mod kv;
 pub mod metrics;
 pub mod network;
+mod peers;
 pub mod plot;
 pub mod report;
 pub mod scenario;

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub kv: KvTrack,
     /// Anti-entropy exchanges opened (digests sent).
     pub sync_exchanges: u64,
+    /// Exchanges nodes asked for with addresses outside the cluster.
+    pub syncs_outside: u64,
     /// Bytes of anti-entropy messages as the agent frames them (length,
     /// envelope header, message; unsealed).
     pub sync_bytes: u64,

@@ -58,6 +58,12 @@ pub struct Report {
     /// Anti-entropy exchanges opened, and the bytes of all their messages.
     pub sync_exchanges: u64,
     pub sync_bytes: u64,
+    /// Exchanges nodes asked for with addresses outside the cluster (a
+    /// forged rumor's, say).
+    pub syncs_outside: u64,
+    /// The most node records a live node holds at the end (its digest has
+    /// one entry per record).
+    pub max_records: usize,
     pub kv: KvOutcome,
 }
 
@@ -174,6 +180,8 @@ impl Report {
             heal_convergence_s: metrics.converged_after_heal.map(seconds),
             sync_exchanges: metrics.sync_exchanges,
             sync_bytes: metrics.sync_bytes,
+            syncs_outside: metrics.syncs_outside,
+            max_records: sim.max_records(),
             kv: KvOutcome::of(sim),
         }
     }
@@ -321,6 +329,11 @@ impl fmt::Display for Report {
             self.sync_exchanges,
             self.sync_bytes,
             self.sync_bytes as f64 / (self.nodes as f64 * self.duration_s)
+        )?;
+        writeln!(
+            f,
+            "  peers: {} exchanges asked for outside the cluster; at most {} records on a node",
+            self.syncs_outside, self.max_records
         )?;
         if let Some(converged) = self.kv.converged {
             writeln!(

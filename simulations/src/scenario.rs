@@ -90,6 +90,10 @@ pub struct Scenario {
     /// foca's TurnUndead on suspect->down (keep false; see DESIGN.md).
     #[serde(default)]
     pub notify_down_members: bool,
+    /// How long a down member is remembered (`GossipConfig::remove_down_after`,
+    /// 24 h by default); its record is dropped after that.
+    #[serde(default)]
+    pub remove_down_after_s: Option<f64>,
     /// Sampling period of the time series in the CSV, in seconds.
     #[serde(default = "default_sample")]
     pub sample_s: f64,
@@ -203,6 +207,14 @@ pub enum Action {
         #[serde(default = "default_value_bytes")]
         value_bytes: usize,
     },
+    /// The node receives one forged datagram, claiming to come from the
+    /// next node, that carries digest rumors (a KV write and a node record)
+    /// which nobody holds, naming an address outside the cluster as where
+    /// to fetch them: what anyone can send to a plaintext cluster.
+    SpoofDigest { node: usize },
+    /// The node stops and starts again at once under a new name (a new
+    /// generation too): name churn, as containers come and go.
+    Rename { node: usize },
 }
 
 fn any_node() -> i64 {
@@ -306,7 +318,9 @@ impl Scenario {
                 | Action::Pause { node, .. }
                 | Action::Slow { node, .. }
                 | Action::Recover { node }
-                | Action::Leave { node } => vec![*node],
+                | Action::Leave { node }
+                | Action::SpoofDigest { node }
+                | Action::Rename { node } => vec![*node],
                 Action::Partition { split } => vec![*split],
                 Action::LinkLoss { from, to, .. } => vec![*from, *to],
                 _ => Vec::new(),

@@ -112,6 +112,8 @@ pub(crate) struct Slot {
     /// Totals of earlier (crashed) instances.
     pub datagrams_out: u64,
     pub bytes_out: u64,
+    /// The node's name (`rename` changes it).
+    pub name: String,
 }
 
 /// A running simulation.
@@ -143,12 +145,18 @@ impl Simulation {
             seeds: (0..scenario.seeds).map(node_addr).collect(),
             local_health: scenario.local_health,
             notify_down_members: scenario.notify_down_members,
+            remove_down_after: scenario
+                .remove_down_after_s
+                .map_or(GossipConfig::default().remove_down_after, |seconds| {
+                    std::time::Duration::from_secs_f64(seconds)
+                }),
             ..GossipConfig::default()
         };
         let envelope = Envelope::new(cluster_id("shoal-sim"));
         let slots = (0..nodes)
             .map(|index| {
-                let node = Self::make_node(index, 1, &config, envelope.clone(), &mut rng);
+                let name = format!("node-{index:05}");
+                let node = Self::make_node(index, 1, &name, &config, envelope.clone(), &mut rng);
                 Slot {
                     node: Some(node),
                     epoch: 0,
@@ -161,6 +169,7 @@ impl Simulation {
                     members_down: 0,
                     datagrams_out: 0,
                     bytes_out: 0,
+                    name,
                 }
             })
             .collect();
@@ -204,6 +213,7 @@ impl Simulation {
     pub(crate) fn make_node(
         index: usize,
         generation: u64,
+        name: &str,
         config: &GossipConfig,
         envelope: Envelope,
         rng: &mut StdRng,
@@ -212,7 +222,7 @@ impl Simulation {
             addr: node_addr(index),
             generation,
         };
-        let record = NodeRecord::new(id, format!("node-{index:05}"));
+        let record = NodeRecord::new(id, name);
         Node::new(record, config.clone(), envelope, rng.random())
     }
 
@@ -450,6 +460,12 @@ impl Simulation {
                 self.push(at, RANK_OTHER, event);
             }
         }
+        // Exchanges with addresses outside the cluster: what a forged rumor
+        // could make nodes attempt.
+        self.metrics.syncs_outside += syncs
+            .iter()
+            .filter(|&&peer| node_index(peer, self.slots.len()).is_none())
+            .count() as u64;
         if self.scenario.anti_entropy && !syncs.is_empty() {
             syncs.sort_unstable();
             syncs.dedup();

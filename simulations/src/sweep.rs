@@ -27,6 +27,7 @@ fn base(name: String, nodes: usize, duration_s: f64, seed: u64) -> Scenario {
         anti_entropy: true,
         local_health: true,
         notify_down_members: false,
+        remove_down_after_s: None,
         sample_s: 5.0,
         network: NetworkSpec::default(),
         actions: Vec::new(),

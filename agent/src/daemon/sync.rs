@@ -239,12 +239,10 @@ impl SyncService {
             let Some(expected) = message.expects() else {
                 return Ok(());
             };
-            let incoming = tokio::time::timeout(
-                FRAME_TIMEOUT,
-                read_frame(stream, &self.envelope, MAX_FRAME),
-            )
-            .await
-            .map_err(|_| SyncError::Timeout)??;
+            let incoming =
+                tokio::time::timeout(FRAME_TIMEOUT, read_frame(stream, &self.envelope, MAX_FRAME))
+                    .await
+                    .map_err(|_| SyncError::Timeout)??;
             expect(&incoming, expected)?;
             match self.step(incoming).await? {
                 Some(answer) => message = answer,
