@@ -31,7 +31,7 @@ use crate::rumor::RumorKey;
 /// Pulls per digest before giving up.
 pub const MAX_ATTEMPTS: u8 = 4;
 /// Ticks to wait after attempt `n` (1-based) before the next one.
-pub const BACKOFF_TICKS: [u32; MAX_ATTEMPTS as usize] = [2, 4, 8, 16];
+pub const BACKOFF_TICKS: [u32; MAX_ATTEMPTS as usize - 1] = [2, 4, 8];
 /// How long a digest that could not be pulled stays "not news", in ticks.
 pub const FORGET_AFTER_TICKS: u32 = 300;
 /// Digests tracked at once (pending or given up).
