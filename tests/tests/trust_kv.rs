@@ -17,9 +17,10 @@ use shoal_protocol::rumor::Rumor;
 use shoal_protocol::{Envelope, NodeId, PayloadKind};
 use shoal_tests::{Agent, AgentOptions, Cluster, http_json, unique_loopback, wait_for};
 
-/// Options for agents with a short tombstone grace period, fault
-/// injection, and quick anti-entropy and re-announces, so that the tests
-/// see collection, partitions and their healing within a minute or two.
+/// Options for agents with a short tombstone grace period (and a clock
+/// drift bound below it, as the config requires), fault injection, and
+/// quick anti-entropy and re-announces, so that the tests see collection,
+/// partitions and their healing within a minute or two.
 fn options(root: &Path, grace: &str, extra: &str) -> impl Fn(usize) -> AgentOptions + use<> {
     let root = root.to_path_buf();
     let grace = grace.to_string();
@@ -29,7 +30,8 @@ fn options(root: &Path, grace: &str, extra: &str) -> impl Fn(usize) -> AgentOpti
         std::fs::write(
             &config,
             format!(
-                "[gossip]\nreannounce_interval = \"1s\"\npush_pull_interval = \"2s\"\n\
+                "max_clock_drift = \"2s\"\n\
+                 [gossip]\nreannounce_interval = \"1s\"\npush_pull_interval = \"2s\"\n\
                  [kv]\ntombstone_grace = \"{grace}\"\n{extra}"
             ),
         )
@@ -107,12 +109,28 @@ fn heal(cluster: &Cluster) {
     }
 }
 
-fn gossip_stat(agent: &Agent, name: &str) -> Result<u64, String> {
+fn stat(agent: &Agent, section: &str, name: &str) -> Result<u64, String> {
     let me = agent.get("/v1/agent/self")?;
-    let gossip = &me["Stats"]["gossip"];
-    gossip[name]
+    let stats = &me["Stats"][section];
+    stats[name]
         .as_u64()
-        .ok_or_else(|| format!("no Stats.gossip.{name} in {gossip}"))
+        .ok_or_else(|| format!("no Stats.{section}.{name} in {stats}"))
+}
+
+fn gossip_stat(agent: &Agent, name: &str) -> Result<u64, String> {
+    stat(agent, "gossip", name)
+}
+
+/// Waits until `agent` has collected a tombstone (its horizon moved).
+fn wait_collected(agent: &Agent, timeout: Duration) {
+    wait_for(
+        timeout,
+        &format!("{} to collect a tombstone", agent.name),
+        || match stat(agent, "kv", "horizon")? {
+            0 => Err("horizon 0".into()),
+            _ => Ok(()),
+        },
+    );
 }
 
 fn put_flag(agent: &Agent, key: &str, body: &Value) {
@@ -143,9 +161,9 @@ const KEY_B: &str = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";
 
 /// Defect 1: every agent of the cluster is stopped for twice the grace
 /// period. Nobody stayed in touch, so nobody knows better: after the
-/// restart every key, flag and the stored keyring are still there.
+/// restart every key, flag and the stored keyring are still there, though
+/// both agents have collected a delete newer than all of them.
 #[test]
-#[ignore = "fails until defect 1 is fixed"]
 fn a_cluster_down_longer_than_the_grace_keeps_its_keys_flags_and_keyring() {
     let scratch = tempfile::tempdir().unwrap();
     let base = options(scratch.path(), "20s", "");
@@ -176,9 +194,19 @@ fn a_cluster_down_longer_than_the_grace_keeps_its_keys_flags_and_keyring() {
         keys.sort();
         keys
     };
+    assert_eq!(cluster.agents[1].kv_put("cfg/gone", "x"), Ok(true));
+    let (status, _) = http_json(
+        "DELETE",
+        cluster.agents[1].http_addr(),
+        "/v1/kv/cfg/gone",
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
     for agent in &cluster.agents {
         wait_value(agent, "cfg/one", Some("1"), Duration::from_secs(15));
         wait_value(agent, "cfg/two", Some("2"), Duration::from_secs(15));
+        wait_value(agent, "cfg/gone", None, Duration::from_secs(15));
         wait_for(Duration::from_secs(15), "the second key everywhere", || {
             let keys = keyring(agent)?;
             if keys == both_keys {
@@ -189,9 +217,12 @@ fn a_cluster_down_longer_than_the_grace_keeps_its_keys_flags_and_keyring() {
         });
     }
 
-    // Connected long enough for the agents to note that they are in touch,
-    // then the whole cluster is down for twice the grace period.
-    std::thread::sleep(Duration::from_secs(35));
+    // Connected until both have collected the delete (grace 20 s, then the
+    // next housekeeping round, every 30 s): both have a horizon newer than
+    // every live entry. Then the whole cluster is down for twice the grace.
+    for agent in &cluster.agents {
+        wait_collected(agent, Duration::from_secs(60));
+    }
     for agent in &mut cluster.agents {
         agent.signal(libc::SIGTERM);
         assert_eq!(agent.wait_exit(Duration::from_secs(15)), Some(0));
@@ -229,6 +260,7 @@ fn a_cluster_down_longer_than_the_grace_keeps_its_keys_flags_and_keyring() {
             "{} dropped entries",
             agent.name
         );
+        assert_eq!(gossip_stat(agent, "kv_dropped_for_peers"), Ok(0));
     }
 }
 
@@ -238,7 +270,6 @@ fn a_cluster_down_longer_than_the_grace_keeps_its_keys_flags_and_keyring() {
 /// drops its copy instead. Its other keys, and what it wrote while cut
 /// off, still reach everyone.
 #[test]
-#[ignore = "fails until defect 2 is fixed"]
 fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys() {
     let scratch = tempfile::tempdir().unwrap();
     let cluster = Cluster::start_with(3, options(scratch.path(), "10s", ""));
@@ -283,7 +314,9 @@ fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys
     assert_eq!(cluster.agents[2].kv_put("iso/during", "d"), Ok(true));
     // The tombstone outlives the grace period (10 s) and is collected at
     // the next housekeeping round (every 30 s) on both connected agents.
-    std::thread::sleep(Duration::from_secs(45));
+    wait_collected(&cluster.agents[0], Duration::from_secs(60));
+    wait_collected(&cluster.agents[1], Duration::from_secs(60));
+    assert_eq!(stat(&cluster.agents[2], "kv", "horizon"), Ok(0));
     assert_eq!(
         cluster.agents[2].kv_get("iso/doomed"),
         Ok(Some("x".into())),
@@ -304,6 +337,11 @@ fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys
     }
     stays(&cluster, "iso/doomed", None, Duration::from_secs(10));
     stays(&cluster, "iso/kept", Some("k"), Duration::from_secs(1));
+    // It was dropped by the horizon rule, not deleted again by anyone.
+    assert_eq!(
+        gossip_stat(&cluster.agents[2], "kv_dropped_for_peers"),
+        Ok(1)
+    );
 }
 
 /// An agent stopped for longer than the grace period, while the others
@@ -343,7 +381,8 @@ fn an_agent_stopped_longer_than_the_grace_does_not_resurrect_deleted_keys() {
         Duration::from_secs(15),
     );
     // Past the grace period and the next housekeeping round.
-    std::thread::sleep(Duration::from_secs(45));
+    wait_collected(&cluster.agents[0], Duration::from_secs(60));
+    wait_collected(&cluster.agents[1], Duration::from_secs(60));
     cluster.agents[2].restart();
     cluster.wait_all_alive(Duration::from_secs(30));
     wait_value(
@@ -360,6 +399,10 @@ fn an_agent_stopped_longer_than_the_grace_does_not_resurrect_deleted_keys() {
     );
     stays(&cluster, "away/doomed", None, Duration::from_secs(10));
     stays(&cluster, "away/kept", Some("k"), Duration::from_secs(1));
+    assert_eq!(
+        gossip_stat(&cluster.agents[2], "kv_dropped_for_peers"),
+        Ok(1)
+    );
 }
 
 /// A datagram that looks like gossip from a new member, carrying a KV
@@ -389,7 +432,6 @@ fn kv_rumor_datagram(to: NodeId, entry: KvEntry) -> Vec<u8> {
 /// Defect 7: a KV entry stamped `u64::MAX` (the far future) is refused and
 /// counted, so the key stays writable.
 #[test]
-#[ignore = "fails until defect 7 is fixed"]
 fn a_kv_entry_from_the_far_future_is_refused_and_the_key_stays_writable() {
     let cluster = Cluster::start(2);
     cluster.wait_all_alive(Duration::from_secs(20));
@@ -437,7 +479,6 @@ fn a_kv_entry_from_the_far_future_is_refused_and_the_key_stays_writable() {
 /// A local write past it is refused with an error naming the option and
 /// changes nothing; entries from peers past it are refused and counted.
 #[test]
-#[ignore = "fails until defect 11 is fixed"]
 fn the_kv_quota_refuses_local_writes_and_peer_entries_past_kv_max_bytes() {
     const QUOTA: usize = 4096;
     let scratch = tempfile::tempdir().unwrap();
