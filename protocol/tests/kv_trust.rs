@@ -355,3 +355,44 @@ proptest! {
         prop_assert_eq!(contents(&stale), expected);
     }
 }
+
+/// Defect 7, at the SWIM level: a member update naming an address with a
+/// generation from the future would win that address for good (foca
+/// settles address conflicts by generation); the packet is refused.
+#[test]
+fn a_swim_identity_from_the_far_future_is_refused() {
+    use foca::Codec;
+    use shoal_protocol::PayloadKind;
+    use shoal_protocol::codec::SwimCodec;
+    let mut node = node("n", 1);
+    let peer = NodeId {
+        addr: SocketAddr::from(([127, 0, 0, 1], 2)),
+        generation: 1,
+    };
+    let victim = SocketAddr::from(([127, 0, 0, 1], 3));
+    let me = node.identity();
+    let packet = |generation: u64| {
+        let header = foca::Header {
+            src: peer,
+            src_incarnation: 0,
+            dst: me,
+            message: foca::Message::Gossip,
+        };
+        let mut payload = Vec::new();
+        SwimCodec.encode_header(&header, &mut payload).unwrap();
+        payload.extend_from_slice(&1u16.to_be_bytes());
+        let id = NodeId {
+            addr: victim,
+            generation,
+        };
+        let member = foca::Member::new(id, 0, foca::State::Alive);
+        SwimCodec.encode_member(&member, &mut payload).unwrap();
+        Envelope::new(cluster_id("trust")).seal(PayloadKind::Swim, &payload, [0; 24])
+    };
+    assert!(node.handle_datagram(&packet(u64::MAX)).is_err());
+    assert!(node.member_state(victim).is_none());
+    assert_eq!(node.counters().refused_clock_drift, 1);
+    let now_ms = u64::try_from(NOW.as_millis()).unwrap();
+    assert!(node.handle_datagram(&packet(now_ms)).is_ok());
+    assert!(node.member_state(victim).is_some());
+}

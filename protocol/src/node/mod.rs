@@ -8,6 +8,7 @@
 //!
 //! - this file: [`Node`] itself, datagrams, timers, our own record, KV
 //!   writes, and the reactions to foca's notifications.
+//! - `bounded_codec`: foca's codec, refusing identities from the future.
 //! - `config`: [`GossipConfig`] and the foca configuration derived from it.
 //! - `effects`: [`Effects`], [`NodeTimer`], and local health wiring.
 //! - `join`: announcing to seeds, rejoining, telling the declared-down,
@@ -16,6 +17,7 @@
 //! - `sync`: the anti-entropy step function ([`Node::sync_open`],
 //!   [`Node::on_sync`]).
 
+mod bounded_codec;
 mod config;
 mod effects;
 mod join;
@@ -35,7 +37,6 @@ pub use config::GossipConfig;
 pub use effects::{Effects, NodeTimer};
 pub use members::{MemberStatus, MemberView};
 
-use crate::codec::SwimCodec;
 use crate::envelope::{Envelope, EnvelopeError, PayloadKind};
 use crate::identity::NodeId;
 use crate::kv::{KvEntry, KvError, KvStore, Stored};
@@ -43,8 +44,9 @@ use crate::lifeguard::LocalHealth;
 use crate::record::NodeRecord;
 use crate::rumor::{Rumor, RumorHandler};
 use crate::state::ClusterState;
+use bounded_codec::{BoundedCodec, GenerationBound};
 
-type Swim = Foca<NodeId, SwimCodec, StdRng, RumorHandler>;
+type Swim = Foca<NodeId, BoundedCodec, StdRng, RumorHandler>;
 
 /// Counters, all monotonic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -119,6 +121,8 @@ pub struct Node {
     kv_in_touch: bool,
     /// Keys dropped by the horizon rule since the driver last asked.
     kv_dropped: Vec<String>,
+    /// The newest generation foca's codec accepts, moved with the clock.
+    generation_bound: Arc<GenerationBound>,
 }
 
 impl Node {
@@ -128,11 +132,14 @@ impl Node {
         state.set_limits(config.max_clock_drift, config.kv_max_bytes);
         let state = Arc::new(Mutex::new(state));
         let health = LocalHealth::new(config.local_health, config.probe_rtt / 2);
+        let generation_bound = GenerationBound::new();
         let swim = Foca::with_custom_broadcast(
             local.id,
             config.swim_config(1),
             StdRng::seed_from_u64(seed),
-            SwimCodec,
+            BoundedCodec {
+                bound: generation_bound.clone(),
+            },
             RumorHandler::new(state.clone()),
         );
         Self {
@@ -152,6 +159,7 @@ impl Node {
             counters: Counters::default(),
             kv_in_touch: false,
             kv_dropped: Vec::new(),
+            generation_bound,
         }
     }
 
@@ -160,7 +168,11 @@ impl Node {
     /// one. It bounds what peers may claim (see [`crate::clock`]) and
     /// dates tombstones.
     pub fn set_clock(&mut self, now: Duration) {
-        self.lock_state().set_clock(now);
+        let mut state = self.lock_state();
+        state.set_clock(now);
+        let newest = state.clock().max_generation();
+        drop(state);
+        self.generation_bound.set(newest);
     }
 
     /// Starts joining through the seeds and schedules periodic work.
@@ -294,9 +306,9 @@ impl Node {
         std::mem::take(&mut self.kv_dropped)
     }
 
-    /// The horizon we tell peers and whether the quota refused a peer's
-    /// entry (see `ClusterState::advertised_horizon`): the driver persists
-    /// both.
+    /// Whether the quota refused a peer's entry since an exchange last went
+    /// through without a refusal: we then tell peers no horizon (see
+    /// `ClusterState::advertised_horizon`). The driver persists it.
     pub fn kv_incomplete(&self) -> bool {
         self.lock_state().kv_incomplete()
     }
@@ -315,7 +327,7 @@ impl Node {
     fn copy_refusals(&mut self) {
         let refusals = self.lock_state().refusals();
         self.counters.refused_records = refusals.oversized;
-        self.counters.refused_clock_drift = refusals.clock_drift;
+        self.counters.refused_clock_drift = refusals.clock_drift + self.generation_bound.refused();
         self.counters.refused_below_horizon = refusals.below_horizon;
         self.counters.refused_kv_quota = refusals.kv_quota;
     }
