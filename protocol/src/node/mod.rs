@@ -337,8 +337,9 @@ impl Node {
         self.lock_state().kv().clone()
     }
 
-    /// Direct access to the KV store, for restoring it from disk and for
-    /// collecting tombstones. Changes made here are not gossiped.
+    /// Direct access to the KV store, for restoring it from disk (entries
+    /// and horizon). Changes made here are not gossiped, and skip the
+    /// checks on peers' entries.
     pub fn with_kv<T>(&mut self, change: impl FnOnce(&mut KvStore) -> T) -> T {
         let result = change(self.lock_state().kv_mut());
         self.changed = true;
