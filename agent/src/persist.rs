@@ -83,7 +83,7 @@ impl DataDirGuard {
             Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
             Err(source) => return Err(DataDirError::Io { path: file, source }),
         };
-        let generation = (previous + 1).max(now_millis);
+        let generation = previous.saturating_add(1).max(now_millis);
         self.store_generation(generation)?;
         Ok(generation)
     }

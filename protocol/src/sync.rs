@@ -40,6 +40,16 @@
 //! A quiet exchange (nothing differs) costs O(nodes + buckets), never
 //! O(keys): KV entries only travel for buckets whose hashes differ.
 //!
+//! The digest and every page also carry their sender's KV collection
+//! horizon (see [`crate::kv`]). A side that sees the other *lack* one of
+//! its entries older than the other's horizon drops it instead of sending
+//! it. A page says what it shows whole: every sender entry of the
+//! differing buckets whose key lies in the stretch of the sender's walk
+//! from [`KvPage::from`] to [`KvPage::next`] ([`KvPage::covers`]); a key in
+//! that stretch, in a differing bucket, absent from the page, is one the
+//! sender lacks. So the receiver drops, page by page, its entries of that
+//! stretch the sender lacks, before it builds its own next page.
+//!
 //! Both sides also send the members they hold alive, and each adds the ones
 //! its SWIM table lacks, as memberlist's push-pull does: a member that
 //! missed a join's gossip learns of it at the next exchange rather than at
@@ -75,6 +85,8 @@ pub struct Digest {
     pub kv_bucket_hashes: Vec<u64>,
     /// The members the initiator holds alive (itself included).
     pub members: Vec<NodeId>,
+    /// The initiator's KV collection horizon (0: it vouches for nothing).
+    pub kv_horizon: u64,
 }
 
 /// Most KV bytes (keys, values, writer names) in one page. Far above one
@@ -107,12 +119,71 @@ pub struct KvPage {
     /// Where the receiver's walk continues (its last `next`, echoed);
     /// `None`: it has sent all.
     pub yours: Option<KvCursor>,
+    /// Where in the sender's walk this page began: with `next`, the
+    /// stretch it shows whole. `None`: it shows nothing (the sender had
+    /// already sent all).
+    pub from: Option<KvCursor>,
+    /// The sender's KV collection horizon (0: it vouches for nothing).
+    pub horizon: u64,
 }
 
 impl KvPage {
     /// Neither side has more to send: the page closes the exchange.
     pub fn is_last(&self) -> bool {
         self.next.is_none() && self.yours.is_none()
+    }
+
+    /// Whether the page shows every sender entry of the differing buckets:
+    /// none differ, or its walk began and ended in this page.
+    pub fn is_whole(&self) -> bool {
+        self.buckets.is_empty()
+            || (self.next.is_none() && self.from.as_ref().is_some_and(KvCursor::is_fresh))
+    }
+
+    /// Whether `key` lies in the stretch of the sender's walk this page
+    /// shows whole (see [`KvPage::from`]).
+    pub fn covers(&self, key: &str) -> bool {
+        let Some(from) = &self.from else {
+            return false;
+        };
+        let Some(start) = from.start.as_deref() else {
+            return false;
+        };
+        if self
+            .next
+            .as_ref()
+            .is_some_and(|next| next.start.as_deref() != Some(start))
+        {
+            return false;
+        }
+        let key = place(start, key);
+        let lower_ok = match (&from.after, from.wrapped) {
+            (None, false) => key >= place(start, start),
+            (None, true) => key.0 == 1,
+            (Some(after), wrapped) => key > (u8::from(wrapped), after.as_str()),
+        };
+        let upper_ok = match &self.next {
+            None => true,
+            Some(next) => match (&next.after, next.wrapped) {
+                (Some(after), wrapped) => key <= (u8::from(wrapped), after.as_str()),
+                (None, true) => key.0 == 0,
+                (None, false) => false,
+            },
+        };
+        lower_ok && upper_ok
+    }
+}
+
+/// A key's place in a walk from `start`: the keys from `start` to the end
+/// come first (0), then those before `start` (1).
+fn place<'k>(start: &str, key: &'k str) -> (u8, &'k str) {
+    (u8::from(key < start), key)
+}
+
+impl KvCursor {
+    /// A walk at its start key, nothing sent yet.
+    pub fn is_fresh(&self) -> bool {
+        self.start.is_some() && self.after.is_none() && !self.wrapped
     }
 }
 

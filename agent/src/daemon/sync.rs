@@ -354,6 +354,7 @@ mod tests {
                     generation,
                 })
                 .collect(),
+            kv_horizon: u64::MAX,
         });
         let sealed = Envelope::with_keyring(
             cluster_id("shoal"),

@@ -52,6 +52,16 @@ pub struct GossipConfig {
     /// which makes healthy nodes rejoin under packet loss. It is a field
     /// only so the simulator's regression scenario can show the defect.
     pub notify_down_members: bool,
+    /// How far ahead of this node's clock a peer's KV write times and
+    /// record generations may be (default 30 s); anything further is
+    /// refused and counted. Raise it only if hosts' clocks really drift
+    /// that much: an entry from the future beats every later write until
+    /// its time comes. See [`crate::clock`].
+    pub max_clock_drift: Duration,
+    /// The most bytes (keys plus values, tombstones' keys included) the KV
+    /// store holds; local writes past it fail, peers' entries past it are
+    /// refused and counted. Default [`crate::state::DEFAULT_KV_MAX_BYTES`].
+    pub kv_max_bytes: u64,
 }
 
 impl Default for GossipConfig {
@@ -71,6 +81,8 @@ impl Default for GossipConfig {
             remove_down_after: Duration::from_secs(24 * 3600),
             local_health: true,
             notify_down_members: false,
+            max_clock_drift: crate::clock::DEFAULT_MAX_CLOCK_DRIFT,
+            kv_max_bytes: crate::state::DEFAULT_KV_MAX_BYTES,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::ops::Bound;
 use rand::RngExt;
 
 use super::Node;
-use crate::kv::{BUCKETS, KvEntry, KvStore, bucket_of};
+use crate::kv::{BUCKETS, KvEntry, KvStore, Stored, bucket_of};
 use crate::sync::{KvCursor, KvPage, PAGE_BYTES, SyncMessage};
 
 /// What an entry counts for against a page's budget: its strings and value,
@@ -77,68 +77,107 @@ pub(crate) fn next_page(
     }
 }
 
+/// Our entries in the stretch of the peer's walk `page` shows whole (see
+/// [`KvPage::covers`]), in key order, whatever their bucket.
+pub(crate) fn covered<'a>(
+    kv: &'a KvStore,
+    page: &'a KvPage,
+) -> impl Iterator<Item = &'a Stored> + 'a {
+    let start = page
+        .from
+        .as_ref()
+        .and_then(|from| from.start.as_deref())
+        .unwrap_or_default();
+    // The walk's two stretches of keys: from `start` on, then before it.
+    kv.range(Bound::Included(start), Bound::Unbounded)
+        .chain(kv.range(Bound::Unbounded, Bound::Excluded(start)))
+        .filter(move |stored| page.covers(&stored.entry.key))
+}
+
+/// Which buckets a (sanitized) list names.
+fn mask_of(buckets: &[u16]) -> [bool; BUCKETS] {
+    let mut mask = [false; BUCKETS];
+    for &bucket in buckets {
+        mask[usize::from(bucket)] = true;
+    }
+    mask
+}
+
 impl Node {
     /// Our next page for an exchange over `buckets`, from where `cursor`
-    /// says our walk stands (`None`: we have sent all). A walk not begun
-    /// starts at a random key.
+    /// says our walk stands (`None`: we have sent all): its entries, where
+    /// the walk continues, and where this page began. A walk not begun
+    /// starts at a random key (at "" in an empty store: one empty page
+    /// that shows everything, i.e. that we hold nothing).
     fn our_page(
         &mut self,
         buckets: &[u16],
         cursor: Option<&KvCursor>,
-    ) -> (Vec<KvEntry>, Option<KvCursor>) {
+    ) -> (Vec<KvEntry>, Option<KvCursor>, Option<KvCursor>) {
         let Some(cursor) = cursor else {
-            return (Vec::new(), None);
+            return (Vec::new(), None, None);
         };
+        if buckets.is_empty() {
+            return (Vec::new(), None, None);
+        }
         let kv = self.kv();
-        if buckets.is_empty() || kv.is_empty() {
-            return (Vec::new(), None);
-        }
-        let mut mask = [false; BUCKETS];
-        for &bucket in buckets {
-            mask[usize::from(bucket)] = true;
-        }
         let mut cursor = cursor.clone();
         if cursor.start.is_none() {
-            let pick = self.rng.random_range(0..kv.len());
+            let start = match kv.len() {
+                0 => String::new(),
+                len => {
+                    let pick = self.rng.random_range(0..len);
+                    kv.nth_key(pick).map(String::from).unwrap_or_default()
+                }
+            };
             cursor = KvCursor {
-                start: kv.nth_key(pick).map(String::from),
+                start: Some(start),
                 after: None,
                 wrapped: false,
             };
         }
-        next_page(&kv, &mask, &cursor, PAGE_BYTES)
+        let (entries, next) = next_page(&kv, &mask_of(buckets), &cursor, PAGE_BYTES);
+        (entries, next, Some(cursor))
     }
 
     /// The first page of an exchange over `buckets` (the responder's, in
     /// its Delta): the peer's walk is still to begin.
     pub(super) fn first_page(&mut self, buckets: Vec<u16>) -> KvPage {
-        let (entries, next) = self.our_page(&buckets, Some(&KvCursor::default()));
+        let (entries, next, from) = self.our_page(&buckets, Some(&KvCursor::default()));
         let yours = (!buckets.is_empty()).then(KvCursor::default);
         KvPage {
             buckets,
             entries,
             next,
             yours,
+            from,
+            horizon: self.lock_state().advertised_horizon(),
         }
     }
 
-    /// Answers a page: our next one, made before merging the peer's (so
-    /// nothing it just sent goes back), then the merge.
+    /// Answers a page: drops what the peer showed it lacks (see
+    /// [`Node::drop_lacked`]), makes our next page (before merging the
+    /// peer's, so nothing it just sent goes back), then merges.
     pub(super) fn answer_page(&mut self, incoming: KvPage) -> KvPage {
-        let buckets = sanitize(incoming.buckets);
-        let (entries, next) = self.our_page(&buckets, incoming.yours.as_ref());
+        let buckets = sanitize(incoming.buckets.clone());
+        self.drop_lacked(&incoming, &mask_of(&buckets));
+        let (entries, next, from) = self.our_page(&buckets, incoming.yours.as_ref());
         self.merge_kv(incoming.entries);
         KvPage {
             buckets,
             entries,
             next,
             yours: incoming.next,
+            from,
+            horizon: self.lock_state().advertised_horizon(),
         }
     }
 
     /// A page after the Delta: merged, and answered unless it was the last.
     pub(super) fn continue_pages(&mut self, page: KvPage) -> Option<SyncMessage> {
         if page.is_last() {
+            let buckets = sanitize(page.buckets.clone());
+            self.drop_lacked(&page, &mask_of(&buckets));
             self.merge_kv(page.entries);
             return None;
         }
@@ -211,6 +250,48 @@ mod tests {
         let pages = walk(&kv, &mask, "k0100", 1);
         assert_eq!(pages.concat().len(), expected);
         assert!(pages.iter().all(|page| page.len() <= 1));
+    }
+
+    #[test]
+    fn each_key_is_shown_whole_by_exactly_one_page_of_a_walk() {
+        let kv = store(120, 1000);
+        let mut mask = [false; BUCKETS];
+        for bucket in (0..BUCKETS).step_by(3) {
+            mask[bucket] = true;
+        }
+        let probes: Vec<String> = (0..130)
+            .map(|i| format!("k{i:04}"))
+            .chain(["a".into(), "k0050x".into(), "z".into()])
+            .collect();
+        for start in ["k0000", "k0060", "k0119", "a", "z"] {
+            let mut cursor = KvCursor {
+                start: Some(start.into()),
+                after: None,
+                wrapped: false,
+            };
+            let mut shown = vec![0; probes.len()];
+            loop {
+                let (entries, next) = next_page(&kv, &mask, &cursor, 5_000);
+                let page = KvPage {
+                    entries,
+                    next: next.clone(),
+                    from: Some(cursor.clone()),
+                    ..KvPage::default()
+                };
+                assert!(page.entries.iter().all(|e| page.covers(&e.key)));
+                for (count, probe) in shown.iter_mut().zip(&probes) {
+                    *count += usize::from(page.covers(probe));
+                }
+                match next {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+            assert!(
+                shown.iter().all(|&count| count == 1),
+                "from {start}: {shown:?}"
+            );
+        }
     }
 
     #[test]

@@ -2,16 +2,16 @@
 //! simulator (on its virtual network) both drive. The messages are in
 //! [`crate::sync`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::Node;
 use crate::identity::NodeId;
-use crate::kv::KvEntry;
+use crate::kv::{BUCKETS, KvEntry, bucket_of};
 use crate::record::NodeRecord;
 use crate::state::Merge;
-use crate::sync::{Delta, Digest, Records, SyncMessage};
+use crate::sync::{Delta, Digest, KvPage, Records, SyncMessage};
 
 impl Node {
     /// Opens an anti-entropy exchange (initiator): our digest. Send it to
@@ -23,6 +23,7 @@ impl Node {
             kv_root: state.kv().root(),
             kv_bucket_hashes: state.kv().bucket_hashes().to_vec(),
             members: self.alive_members(),
+            kv_horizon: state.advertised_horizon(),
         })
     }
 
@@ -38,34 +39,53 @@ impl Node {
     ///
     /// Stateless between steps (each page carries where both walks stand):
     /// the transport checks that the steps come in order
-    /// ([`SyncMessage::expects`]).
+    /// ([`SyncMessage::expects`]). Entries the peer lacks and that are older
+    /// than its horizon are dropped, page by page (see [`crate::sync`]); the
+    /// driver persists that with [`Node::take_kv_dropped`].
     pub fn on_sync(&mut self, message: SyncMessage) -> Option<SyncMessage> {
-        match message {
+        let quota_refusals = self.lock_state().refusals().kv_quota;
+        let (reply, whole) = match message {
             SyncMessage::Digest(digest) => {
                 let delta = self.answer_digest(&digest);
                 self.learn_members(&digest.members);
-                Some(SyncMessage::Delta(delta))
+                return Some(SyncMessage::Delta(delta));
             }
             SyncMessage::Delta(delta) => {
+                let whole = delta.kv.is_whole();
                 let records = self.records_named(&delta.wanted);
                 let kv = self.answer_page(delta.kv);
                 self.merge_records(delta.records);
                 self.learn_members(&delta.members);
-                Some(SyncMessage::Records(Records { records, kv }))
+                (Some(SyncMessage::Records(Records { records, kv })), whole)
             }
             SyncMessage::Records(records) => {
+                let whole = records.kv.is_whole();
                 self.merge_records(records.records);
-                self.continue_pages(records.kv)
+                (self.continue_pages(records.kv), whole)
             }
-            SyncMessage::Kv(page) => self.continue_pages(page),
+            SyncMessage::Kv(page) => {
+                let whole = page.is_whole();
+                (self.continue_pages(page), whole)
+            }
+        };
+        // We merged the peer's side of the exchange: we are in touch (see
+        // `Node::collect_tombstones`); and if it showed us all it holds of
+        // what differs and the quota refused none of it, we vouch for what
+        // we lack again (a page of many can't tell: the quota may have
+        // refused an earlier one).
+        self.kv_in_touch = true;
+        let mut state = self.lock_state();
+        if whole && state.refusals().kv_quota == quota_refusals {
+            state.set_kv_incomplete(false);
         }
+        reply
     }
 
     /// The responder's answer to a digest: the records the peer lacks, the
     /// names we want, and our first KV page over the buckets that differ.
     fn answer_digest(&mut self, digest: &Digest) -> Delta {
         let (records, wanted, buckets) = {
-            let state = self.lock_state();
+            let mut state = self.lock_state();
             let (records, wanted) = state.delta(&digest.nodes);
             let buckets = if digest.kv_root == state.kv().root() {
                 Vec::new()
@@ -82,6 +102,40 @@ impl Node {
         }
     }
 
+    /// Drops our entries the peer lacks in the stretch of its walk `page`
+    /// shows whole (in a differing bucket, absent from the page) and that
+    /// are older than its horizon: it may have collected their deletes, so
+    /// sending them back would resurrect deleted keys. A horizon further
+    /// ahead than our clock allows is a peer's error and is ignored.
+    pub(super) fn drop_lacked(&mut self, page: &KvPage, mask: &[bool; BUCKETS]) {
+        let mut state = self.lock_state();
+        let horizon = page.horizon;
+        if horizon == 0 || horizon > state.clock().max_kv_time() {
+            return;
+        }
+        let theirs: HashSet<&str> = page
+            .entries
+            .iter()
+            .map(|entry| entry.key.as_str())
+            .collect();
+        let lacked: Vec<String> = super::pages::covered(state.kv(), page)
+            .filter(|stored| {
+                stored.entry.time <= horizon
+                    && mask[bucket_of(&stored.entry.key)]
+                    && !theirs.contains(stored.entry.key.as_str())
+            })
+            .map(|stored| stored.entry.key.clone())
+            .collect();
+        if lacked.is_empty() {
+            return;
+        }
+        state.kv_mut().remove(&lacked);
+        drop(state);
+        self.counters.kv_dropped_for_peers += lacked.len() as u64;
+        self.kv_dropped.extend(lacked);
+        self.changed = true;
+    }
+
     /// Merges records received by anti-entropy; returns how many were news.
     fn merge_records(&mut self, records: Vec<NodeRecord>) -> usize {
         let mut state = self.state.lock().expect("cluster state lock poisoned");
@@ -89,8 +143,8 @@ impl Node {
             .into_iter()
             .filter(|record| state.merge(record.clone()) == Merge::Applied)
             .count();
-        self.counters.refused_records = state.oversized();
         drop(state);
+        self.copy_refusals();
         self.counters.synced_records += applied as u64;
         applied
     }
@@ -102,9 +156,8 @@ impl Node {
             .into_iter()
             .filter(|entry| state.apply_kv(Arc::new(entry.clone())))
             .count();
-        let refused = state.oversized();
         drop(state);
-        self.counters.refused_records = refused;
+        self.copy_refusals();
         self.counters.synced_records += applied as u64;
         applied
     }
@@ -115,6 +168,8 @@ impl Node {
     /// stay down: the receive path tells them (see `tell_if_declared_down`).
     fn learn_members(&mut self, alive: &[NodeId]) {
         let me = self.identity().addr;
+        // A generation from the future would win its address for good.
+        let newest = self.lock_state().clock().max_generation();
         let known: HashMap<SocketAddr, NodeId> = self
             .swim
             .iter_membership_state()
@@ -124,6 +179,7 @@ impl Node {
             .iter()
             .filter(|id| {
                 id.addr != me
+                    && id.generation <= newest
                     && known
                         .get(&id.addr)
                         .is_none_or(|k| id.generation > k.generation)
