@@ -137,7 +137,7 @@ fn a_node_that_missed_a_collected_delete_drops_its_copy() {
 /// A whole exchange of any number of KV pages, `initiator` first; returns
 /// how many messages it took.
 fn exchange_paged(initiator: &mut Node, responder: &mut Node) -> usize {
-    let mut nodes = [initiator, responder];
+    let nodes = [initiator, responder];
     let mut message = nodes[0].sync_open();
     let mut to = 1;
     for sent in 1..10_000 {
