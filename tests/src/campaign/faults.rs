@@ -131,17 +131,32 @@ impl<'a> FaultScheduler<'a> {
             .collect()
     }
 
+    /// Injects one fault, drawn among those the caps allow now.
     fn inject(&mut self, now: Duration) {
-        let fault = self.rng.weighted(&[
-            (25, Fault::Kill),
-            (20, Fault::Pause),
-            (20, Fault::Partition),
-            (20, Fault::Lossy),
-        ]);
         let crippled = self.crippled();
         let candidates = self.healthy_candidates();
+        let can_cripple = crippled < 2 && !candidates.is_empty();
+        let feasible: Vec<(u64, Fault)> = [
+            (25, Fault::Kill, can_cripple),
+            (20, Fault::Pause, can_cripple),
+            (
+                20,
+                Fault::Partition,
+                can_cripple && self.minority.is_empty(),
+            ),
+            (20, Fault::Lossy, self.lossy.len() < 2),
+        ]
+        .into_iter()
+        .filter(|(_, _, allowed)| *allowed)
+        .map(|(weight, fault, _)| (weight, fault))
+        .collect();
+        if feasible.is_empty() {
+            self.count("skipped (caps)");
+            return;
+        }
+        let fault = self.rng.weighted(&feasible);
         match fault {
-            Fault::Kill | Fault::Pause if crippled < 2 && !candidates.is_empty() => {
+            Fault::Kill | Fault::Pause => {
                 let i = candidates[self.rng.index(candidates.len())];
                 if matches!(fault, Fault::Kill) {
                     // Up to 12 s: long enough, at times, to be declared failed
@@ -167,7 +182,7 @@ impl<'a> FaultScheduler<'a> {
                     self.count("pause");
                 }
             }
-            Fault::Partition if self.minority.is_empty() && crippled < 2 => {
+            Fault::Partition => {
                 let size = if crippled == 0 && self.rng.chance(50) {
                     2
                 } else {
@@ -207,7 +222,7 @@ impl<'a> FaultScheduler<'a> {
                 self.ends.push((now + length, End::Heal));
                 self.count("partition");
             }
-            Fault::Lossy if self.lossy.len() < 2 => {
+            Fault::Lossy => {
                 let free: Vec<usize> = (0..AGENTS).filter(|i| !self.lossy.contains(i)).collect();
                 let i = free[self.rng.index(free.len())];
                 let loss = [0.05, 0.10, 0.15][self.rng.index(3)];
@@ -217,7 +232,6 @@ impl<'a> FaultScheduler<'a> {
                 self.ends.push((now + length, End::Lossless(i)));
                 self.count("lossy_link");
             }
-            _ => self.count("skipped (cap)"),
         }
     }
 

@@ -3,8 +3,12 @@
 //! and TTL passes to random agents, and record every answer.
 //!
 //! Keys overlap on purpose: every worker writes the same few keys through
-//! every agent. `camp/p*` only ever get puts and CAS (they must exist at
-//! the end); `camp/d*` also get deletes.
+//! every agent. `camp/p<n>` only ever get puts and CAS (they must exist at
+//! the end); `camp/d<n>` also get deletes. The keys in use slide with time
+//! ([`key_window`]): each key is written for about 20 s and then left
+//! alone, so keys end in states decided at every stage of the fault
+//! schedule (mid-partition, just after a kill, ...), not only in the
+//! quiet last seconds before the heal.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,10 +23,17 @@ use super::history::{History, Op, OpKind, Outcome};
 use super::rng::Rng;
 use super::{AGENTS, Shared};
 
-/// Keys that get puts, CAS and deletes.
-pub const DELETABLE_KEYS: [&str; 4] = ["camp/d0", "camp/d1", "camp/d2", "camp/d3"];
-/// Keys that only get puts and CAS.
-pub const PUT_ONLY_KEYS: [&str; 3] = ["camp/p0", "camp/p1", "camp/p2"];
+/// A key's number changes every this long ...
+const KEY_STEP: Duration = Duration::from_secs(4);
+/// ... and this many consecutive numbers are in use at once.
+const KEYS_IN_USE: u64 = 5;
+
+/// A key in use at `now`: `camp/d<n>` (gets deletes) or `camp/p<n>`.
+fn key_window(rng: &mut Rng, now: Duration, deletable: bool) -> String {
+    let first = now.as_secs() / KEY_STEP.as_secs();
+    let n = first + rng.range(0, KEYS_IN_USE);
+    format!("camp/{}{n}", if deletable { 'd' } else { 'p' })
+}
 /// Feature flags the workers change.
 pub const FLAGS: [&str; 2] = ["camp-f0", "camp-f1"];
 /// Service slots per agent: `s<agent>-<slot>`, named after the slot.
@@ -123,13 +134,10 @@ impl Worker {
         let agent = self.rng.index(AGENTS);
         let id = self.history.next_id();
         let marker = format!("op-{id}");
+        let now = self.history.now();
         let any_key = |rng: &mut Rng| {
-            let all: Vec<&str> = DELETABLE_KEYS
-                .iter()
-                .chain(&PUT_ONLY_KEYS)
-                .copied()
-                .collect();
-            all[rng.index(all.len())].to_string()
+            let deletable = rng.chance(60);
+            key_window(rng, now, deletable)
         };
         let slot = self.rng.index(SERVICE_NAMES.len());
         match action {
@@ -152,7 +160,7 @@ impl Worker {
                 self.cas(id, agent, key, marker);
             }
             Action::Delete => {
-                let key = DELETABLE_KEYS[self.rng.index(DELETABLE_KEYS.len())].to_string();
+                let key = key_window(&mut self.rng, now, true);
                 let path = format!("/v1/kv/{key}");
                 self.send(
                     id,
