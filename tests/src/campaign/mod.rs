@@ -5,6 +5,15 @@
 //! and CAS on a few shared keys, flag changes and service registrations
 //! to random agents while the scheduler kills and restarts agents,
 //! freezes them (SIGSTOP), partitions them and makes their links lossy.
+//! Every datagram to an agent crosses its relay, so a lossy link drops
+//! 5-15% of the UDP gossip an agent receives for 5-20 s (TCP anti-entropy
+//! passes untouched). A partition cuts a minority of one or two agents off
+//! from the rest for 5-20 s: both sides block each other's relay and own
+//! addresses through the fault hook, re-applied after a restart. Kills
+//! (SIGKILL, restart on the same data dir after 1-12 s) and pauses
+//! (SIGSTOP for 2-8 s) hit one agent each; at most two agents are killed,
+//! paused or in a minority at once.
+//!
 //! Then everything is healed and four invariants are checked:
 //!
 //! - (a) every agent converges to the same members, KV map and catalog
