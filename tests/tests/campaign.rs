@@ -45,7 +45,6 @@ fn a_randomized_fault_campaign_keeps_every_invariant() {
 /// the delete was issued after that write was acknowledged. Under
 /// last-writer-wins the delete is the later write and must win.
 #[test]
-#[ignore = "defect: a DELETE of a key the agent doesn't hold answers true but writes no tombstone"]
 fn a_delete_issued_after_an_acknowledged_write_wins_even_where_the_write_had_not_arrived() {
     use std::time::Duration;
 

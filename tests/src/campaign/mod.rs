@@ -267,10 +267,13 @@ impl Report {
 /// Agent settings for the campaign: quick re-announces and anti-entropy,
 /// so healed partitions are found within seconds (as in kv.rs), and a
 /// tombstone grace of 30 s instead of 72 h, so tombstones are collected
-/// during the campaign and a restarted agent often takes the "out of touch
-/// longer than the grace" path (its last contact is recorded every 30 s).
-/// No single fault isolates an agent for 30 s, back-to-back ones can.
-const AGENT_CONFIG: &str = "[gossip]\nreannounce_interval = \"1s\"\npush_pull_interval = \"2s\"\n\
+/// during the campaign and the collection-horizon rules (entries a peer
+/// lacks below its horizon are dropped, older ones refused) run all the
+/// time. The grace must exceed `max_clock_drift`, hence 5 s of drift
+/// (loopback agents share one clock). No single fault isolates an agent
+/// for 30 s, back-to-back ones can.
+const AGENT_CONFIG: &str = "max_clock_drift = \"5s\"\n\
+                            [gossip]\nreannounce_interval = \"1s\"\npush_pull_interval = \"2s\"\n\
                             [kv]\ntombstone_grace = \"30s\"\n";
 
 /// Starts five agents, each behind its own relay, all joining through
