@@ -696,7 +696,9 @@ impl Node {
 
     /// Whether the membership or any record changed since the last call.
     pub fn take_changed(&mut self) -> bool {
-        let state_changed = self.lock_state().take_changed();
+        let mut state = self.lock_state();
+        let state_changed = state.take_changed() | state.take_kv_changed();
+        drop(state);
         std::mem::replace(&mut self.changed, false) | state_changed
     }
 
