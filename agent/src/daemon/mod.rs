@@ -13,6 +13,7 @@
 pub mod fault;
 pub mod gossip;
 pub mod http;
+pub mod index;
 pub mod local;
 pub mod rate;
 pub mod scheduler;
