@@ -1,13 +1,19 @@
-//! Cluster-wide catalog queries over a [`Snapshot`], answered in Consul's
-//! JSON shapes. A node that left is gone from the catalog; a failed node
-//! stays, with Consul's `serfHealth` check critical, so its instances drop
-//! out of `?passing` results at once.
+//! Cluster-wide catalog queries over the membership table of a snapshot:
+//! which nodes are in the catalog, the instances of a service, their
+//! checks and health. No JSON here (Consul's shapes are in
+//! `api::consul_json`) and no dependency on the daemon: the queries take
+//! the published `&[MemberView]`.
+//!
+//! A node that left is gone from the catalog; a failed node stays, with
+//! Consul's `serfHealth` check critical, so its instances drop out of
+//! `?passing` results at once.
 
-use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::Rng;
+use rand::seq::IndexedRandom;
 use shoal_protocol::record::{CheckRecord, CheckStatus, Health, ServiceRecord, worst_status};
 use shoal_protocol::{MemberStatus, MemberView, NodeRecord};
-
-use crate::daemon::snapshot::Snapshot;
 
 /// One node of the catalog: a member we have a record for, not left.
 #[derive(Clone, Copy)]
@@ -48,10 +54,12 @@ impl<'a> CatalogNode<'a> {
         checks
     }
 
+    /// The node's gossip IP, as Consul's node `Address`.
     pub fn address(&self) -> String {
         self.member.id.addr.ip().to_string()
     }
 
+    /// Where to reach `service`: its own address, else the node's.
     pub fn service_address(&self, service: &ServiceRecord) -> String {
         if service.address.is_empty() {
             self.address()
@@ -59,59 +67,11 @@ impl<'a> CatalogNode<'a> {
             service.address.clone()
         }
     }
-
-    pub fn node_json(&self) -> Value {
-        json!({
-            "ID": "",
-            "Node": self.record.name,
-            "Address": self.address(),
-            "Datacenter": self.record.datacenter,
-            "TaggedAddresses": { "lan": self.address(), "wan": self.address() },
-            "Meta": self.record.tags,
-            "CreateIndex": 1,
-            "ModifyIndex": self.record.version,
-        })
-    }
-
-    pub fn check_json(&self, check: &CheckRecord, service: Option<&ServiceRecord>) -> Value {
-        json!({
-            "Node": self.record.name,
-            "CheckID": check.id,
-            "Name": check.name,
-            "Status": check.consul_status().as_str(),
-            "Notes": check.notes,
-            "Output": check.output,
-            "ServiceID": service.map(|s| s.id.as_str()).unwrap_or_default(),
-            "ServiceName": service.map(|s| s.name.as_str()).unwrap_or_default(),
-            "ServiceTags": service.map(|s| s.tags.clone()).unwrap_or_default(),
-            "Type": check.kind,
-            "Critical": check.critical,
-            "Definition": {},
-            "CreateIndex": 1,
-            "ModifyIndex": self.record.version,
-        })
-    }
-
-    pub fn service_json(&self, service: &ServiceRecord) -> Value {
-        json!({
-            "ID": service.id,
-            "Service": service.name,
-            "Tags": service.tags,
-            "Address": service.address,
-            "Meta": service.meta,
-            "Port": service.port,
-            "Weights": { "Passing": 1, "Warning": 1 },
-            "EnableTagOverride": false,
-            "Datacenter": self.record.datacenter,
-            "CreateIndex": 1,
-            "ModifyIndex": self.record.version,
-        })
-    }
 }
 
 /// The nodes in the catalog, in name order.
-pub fn nodes(snapshot: &Snapshot) -> impl Iterator<Item = CatalogNode<'_>> {
-    snapshot.members.iter().filter_map(|member| {
+pub fn nodes(members: &[MemberView]) -> impl Iterator<Item = CatalogNode<'_>> {
+    members.iter().filter_map(|member| {
         let record = member.record.as_ref()?;
         let gone = member.status == MemberStatus::Left || record.id != member.id;
         (!gone).then_some(CatalogNode { member, record })
@@ -120,17 +80,15 @@ pub fn nodes(snapshot: &Snapshot) -> impl Iterator<Item = CatalogNode<'_>> {
 
 /// Every instance of the service `name`: `(node, service)` pairs.
 pub fn instances<'a>(
-    snapshot: &'a Snapshot,
+    members: &'a [MemberView],
     name: &'a str,
 ) -> impl Iterator<Item = (CatalogNode<'a>, &'a ServiceRecord)> {
-    nodes(snapshot).flat_map(move |node| {
-        let services: Vec<&ServiceRecord> = node
-            .record
+    nodes(members).flat_map(move |node| {
+        node.record
             .services
             .iter()
-            .filter(|s| s.name == name)
-            .collect();
-        services.into_iter().map(move |service| (node, service))
+            .filter(move |s| s.name == name)
+            .map(move |service| (node, service))
     })
 }
 
@@ -161,53 +119,19 @@ impl ServiceFilter {
     }
 }
 
-/// `GET /v1/health/service/:name`
-pub fn health_service(snapshot: &Snapshot, name: &str, filter: &ServiceFilter) -> Value {
-    let entries: Vec<Value> = instances(snapshot, name)
-        .filter(|(node, service)| filter.matches(node, service))
-        .map(|(node, service)| {
-            let mut checks: Vec<Value> = node.node_checks().iter().map(|c| node.check_json(c, None)).collect();
-            checks.extend(service.checks.iter().map(|c| node.check_json(c, Some(service))));
-            json!({ "Node": node.node_json(), "Service": node.service_json(service), "Checks": checks })
-        })
-        .collect();
-    Value::Array(entries)
+/// The instances of `name` that `filter` lets through.
+pub fn matching_instances<'a>(
+    members: &'a [MemberView],
+    name: &'a str,
+    filter: &'a ServiceFilter,
+) -> impl Iterator<Item = (CatalogNode<'a>, &'a ServiceRecord)> {
+    instances(members, name).filter(move |(node, service)| filter.matches(node, service))
 }
 
-/// `GET /v1/catalog/service/:name`
-pub fn catalog_service(snapshot: &Snapshot, name: &str, filter: &ServiceFilter) -> Value {
-    let entries: Vec<Value> = instances(snapshot, name)
-        .filter(|(node, service)| filter.matches(node, service))
-        .map(|(node, service)| {
-            json!({
-                "ID": "",
-                "Node": node.record.name,
-                "Address": node.address(),
-                "Datacenter": node.record.datacenter,
-                "TaggedAddresses": { "lan": node.address(), "wan": node.address() },
-                "NodeMeta": node.record.tags,
-                "ServiceKind": "",
-                "ServiceID": service.id,
-                "ServiceName": service.name,
-                "ServiceTags": service.tags,
-                "ServiceAddress": service.address,
-                "ServicePort": service.port,
-                "ServiceMeta": service.meta,
-                "ServiceWeights": { "Passing": 1, "Warning": 1 },
-                "ServiceEnableTagOverride": false,
-                "CreateIndex": 1,
-                "ModifyIndex": node.record.version,
-            })
-        })
-        .collect();
-    Value::Array(entries)
-}
-
-/// `GET /v1/catalog/services`: every service name with the union of its tags.
-pub fn catalog_services(snapshot: &Snapshot) -> Value {
-    let mut services: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
-        Default::default();
-    for node in nodes(snapshot) {
+/// Every service name with the union of its instances' tags.
+pub fn service_tags(members: &[MemberView]) -> BTreeMap<&str, BTreeSet<&str>> {
+    let mut services: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for node in nodes(members) {
         for service in &node.record.services {
             services
                 .entry(service.name.as_str())
@@ -215,69 +139,54 @@ pub fn catalog_services(snapshot: &Snapshot) -> Value {
                 .extend(service.tags.iter().map(String::as_str));
         }
     }
-    json!(services)
+    services
 }
 
-/// `GET /v1/catalog/nodes`
-pub fn catalog_nodes(snapshot: &Snapshot) -> Value {
-    Value::Array(nodes(snapshot).map(|node| node.node_json()).collect())
+/// One check somewhere in the cluster: its node and, for a service check,
+/// its service.
+pub struct ClusterCheck<'a> {
+    pub node: CatalogNode<'a>,
+    pub check: CheckRecord,
+    pub service: Option<&'a ServiceRecord>,
 }
 
-/// Every check in the cluster, with the service it belongs to.
-fn all_checks(snapshot: &Snapshot) -> Vec<Value> {
+/// Every check in the cluster: per node, its node checks (serfHealth
+/// first), then its services' checks.
+pub fn all_checks(members: &[MemberView]) -> Vec<ClusterCheck<'_>> {
     let mut out = Vec::new();
-    for node in nodes(snapshot) {
-        out.extend(node.node_checks().iter().map(|c| node.check_json(c, None)));
+    for node in nodes(members) {
+        out.extend(node.node_checks().into_iter().map(|check| ClusterCheck {
+            node,
+            check,
+            service: None,
+        }));
         for service in &node.record.services {
-            out.extend(
-                service
-                    .checks
-                    .iter()
-                    .map(|c| node.check_json(c, Some(service))),
-            );
+            out.extend(service.checks.iter().map(|check| ClusterCheck {
+                node,
+                check: check.clone(),
+                service: Some(service),
+            }));
         }
     }
     out
 }
 
-/// `GET /v1/health/state/:state` (`any`, `passing`, `warning`, `critical`);
-/// `None` for an unknown state.
-pub fn health_state(snapshot: &Snapshot, state: &str) -> Option<Value> {
-    if state != "any" && CheckStatus::parse(state).is_none() {
-        return None;
-    }
-    let checks = all_checks(snapshot)
-        .into_iter()
-        .filter(|check| state == "any" || check["Status"] == state)
-        .collect();
-    Some(Value::Array(checks))
-}
-
-/// `GET /v1/health/checks/:service`
-pub fn health_checks(snapshot: &Snapshot, name: &str) -> Value {
-    let checks = instances(snapshot, name)
+/// The checks of every instance of `name` (their own, not the node's).
+pub fn service_checks<'a>(members: &'a [MemberView], name: &'a str) -> Vec<ClusterCheck<'a>> {
+    instances(members, name)
         .flat_map(|(node, service)| {
-            service
-                .checks
-                .iter()
-                .map(move |c| node.check_json(c, Some(service)))
+            service.checks.iter().map(move |check| ClusterCheck {
+                node,
+                check: check.clone(),
+                service: Some(service),
+            })
         })
-        .collect();
-    Value::Array(checks)
-}
-
-/// `GET /v1/health/node/:node`
-pub fn health_node(snapshot: &Snapshot, name: &str) -> Value {
-    let checks = all_checks(snapshot)
-        .into_iter()
-        .filter(|check| check["Node"] == name)
-        .collect();
-    Value::Array(checks)
+        .collect()
 }
 
 /// Instances of `name` whose every check passes, cluster-wide.
-pub fn count_passing(snapshot: &Snapshot, name: &str) -> usize {
-    instances(snapshot, name)
+pub fn count_passing(members: &[MemberView], name: &str) -> usize {
+    instances(members, name)
         .filter(|(node, service)| {
             worst_status(&node.service_checks(service)) == CheckStatus::Passing
         })
@@ -288,3 +197,41 @@ pub fn count_passing(snapshot: &Snapshot, name: &str) -> usize {
 pub fn instance_health(node: &CatalogNode<'_>, service: &ServiceRecord) -> Health {
     Health::of(&node.service_checks(service))
 }
+
+/// An instance chosen by [`pick`].
+#[derive(Clone, Copy)]
+pub struct Picked<'a> {
+    pub node: CatalogNode<'a>,
+    pub service: &'a ServiceRecord,
+    pub health: Health,
+}
+
+/// One instance of `name` that `filter` lets through, chosen uniformly at
+/// random among the healthiest: healthy ones, else degraded ones; never an
+/// unhealthy one. `None` when there is no such instance.
+pub fn pick<'a>(
+    members: &'a [MemberView],
+    name: &'a str,
+    filter: &ServiceFilter,
+    rng: &mut (impl Rng + ?Sized),
+) -> Option<Picked<'a>> {
+    let candidates: Vec<Picked<'a>> = instances(members, name)
+        .filter(|(node, service)| filter.matches(node, service))
+        .map(|(node, service)| Picked {
+            node,
+            service,
+            health: instance_health(&node, service),
+        })
+        .filter(|picked| picked.health != Health::Unhealthy)
+        .collect();
+    let best = candidates.iter().map(|picked| picked.health).min()?;
+    let pool: Vec<Picked<'a>> = candidates
+        .into_iter()
+        .filter(|picked| picked.health == best)
+        .collect();
+    pool.choose(rng).copied()
+}
+
+#[cfg(test)]
+#[path = "catalog_tests.rs"]
+mod tests;

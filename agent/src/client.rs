@@ -27,6 +27,8 @@ pub enum ClientError {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// Sent as `X-Consul-Token` with every request, when set.
+    token: Option<String>,
 }
 
 impl Client {
@@ -43,7 +45,26 @@ impl Client {
             .http_status_as_error(false)
             .build()
             .into();
-        Self { base, agent }
+        Self {
+            base,
+            agent,
+            token: None,
+        }
+    }
+
+    /// Sends `token` (the agent's `[acl] token`) with every request; an
+    /// empty one counts as none.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|token| !token.trim().is_empty());
+        self
+    }
+
+    /// `request` with the token, if any.
+    fn request<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => request.header("X-Consul-Token", token.trim()),
+            None => request,
+        }
     }
 
     pub fn get_json(&self, path: &str) -> Result<Value, ClientError> {
@@ -53,8 +74,7 @@ impl Client {
     /// GET with the answer's `X-Consul-Index` (0 when absent).
     pub fn get_json_with_index(&self, path: &str) -> Result<(u64, Value), ClientError> {
         let response = self
-            .agent
-            .get(&format!("{}{path}", self.base))
+            .request(self.agent.get(&format!("{}{path}", self.base)))
             .call()
             .map_err(|error| self.unreachable(error))?;
         let index = index_of(&response).unwrap_or(0);
@@ -63,8 +83,7 @@ impl Client {
 
     pub fn put_bytes(&self, path: &str, body: &[u8]) -> Result<Value, ClientError> {
         let response = self
-            .agent
-            .put(&format!("{}{path}", self.base))
+            .request(self.agent.put(&format!("{}{path}", self.base)))
             .send(body)
             .map_err(|error| self.unreachable(error))?;
         self.read("PUT", path, response)
@@ -72,8 +91,7 @@ impl Client {
 
     pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
         let response = self
-            .agent
-            .delete(&format!("{}{path}", self.base))
+            .request(self.agent.delete(&format!("{}{path}", self.base)))
             .call()
             .map_err(|error| self.unreachable(error))?;
         self.read("DELETE", path, response)
@@ -81,8 +99,7 @@ impl Client {
 
     pub fn put(&self, path: &str) -> Result<Value, ClientError> {
         let response = self
-            .agent
-            .put(&format!("{}{path}", self.base))
+            .request(self.agent.put(&format!("{}{path}", self.base)))
             .send_empty()
             .map_err(|error| self.unreachable(error))?;
         self.read("PUT", path, response)
@@ -102,7 +119,8 @@ impl Client {
             "PUT" => self.agent.put(&url),
             _ => self.agent.delete(&url).force_send_body(),
         };
-        let response = request
+        let response = self
+            .request(request)
             .header("Content-Type", "application/json")
             .send(bytes.as_bytes())
             .map_err(|error| self.unreachable(error))?;
@@ -111,8 +129,7 @@ impl Client {
 
     pub fn put_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         let response = self
-            .agent
-            .put(&format!("{}{path}", self.base))
+            .request(self.agent.put(&format!("{}{path}", self.base)))
             .header("Content-Type", "application/json")
             .send(body.to_string().as_bytes())
             .map_err(|error| self.unreachable(error))?;

@@ -6,8 +6,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::{AgentConfig, FileConfig, Overrides};
-use crate::local::keys::normalize;
-use crate::local::service::ServiceDefinition;
+use crate::registry::keys::normalize;
+use crate::registry::service::ServiceDefinition;
 
 /// The config path: the TOML file as `shoal agent --config` reads it, then
 /// validation with the defaults of `--dev` (so no data dir is needed).

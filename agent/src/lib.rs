@@ -1,16 +1,19 @@
 //! The Shoal agent and its command line.
 //!
 //! - [`config`]: the TOML file, flags and `SHOAL_*` variables, validated.
-//! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP.
+//! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP, config
+//!   reload, and [`daemon::handle::AgentHandle`], the one way in to the loop.
 //! - [`checks`]: health checks: definitions, the status state machine, probes.
+//! - [`duration`]: Go's duration syntax, used by config, checks and the API.
+//! - [`field_error`]: [`field_error::FieldError`], a user's mistake in a check or
+//!   service definition and where it is.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
-//! - [`catalog`]: cluster-wide service queries over a snapshot.
-//! - [`checks`]: health checks: definitions, state machine, runners.
-//! - [`local`]: services and checks registered on this agent.
+//! - [`catalog`]: cluster-wide service queries over the membership table
+//!   (no JSON: Consul's shapes are in `api::consul_json`).
+//! - [`registry`]: services and checks registered on this agent.
 //! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`flags`]: feature flags: schema and per-user decisions.
 //! - [`persist`]: the data directory and the persisted generation.
-//! - [`reload`]: config hot reload (file watch, SIGHUP, `PUT /v1/agent/reload`).
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
 //! - [`client`]: the CLI's HTTP client.
@@ -22,9 +25,10 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod duration;
+pub mod field_error;
 pub mod flags;
 pub mod fuzzing;
 pub mod kv;
-pub mod local;
 pub mod persist;
-pub mod reload;
+pub mod registry;

@@ -142,31 +142,7 @@ pub fn messages(data: &[u8]) {
     };
     let _ = codec::encode(&message);
     let mut node = fresh_node(Envelope::new(cluster_id(FUZZ_CLUSTER)));
-    match message {
-        SyncMessage::Digest {
-            nodes,
-            kv_root,
-            kv_buckets,
-            members,
-        } => {
-            let _ = node.sync_answer(&nodes, kv_root, &kv_buckets);
-            node.learn_members(&members);
-        }
-        SyncMessage::Delta {
-            records,
-            wanted,
-            kv_entries,
-            kv_buckets,
-            members,
-        } => {
-            let _ = node.sync_finish(records, &wanted, kv_entries, &kv_buckets);
-            node.learn_members(&members);
-        }
-        SyncMessage::Records {
-            records,
-            kv_entries,
-        } => node.sync_absorb(records, kv_entries),
-    }
+    let _ = node.on_sync(message);
     drain(&mut node);
     let _ = node.sync_open();
     let _ = node.members();

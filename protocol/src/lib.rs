@@ -6,12 +6,19 @@
 //! - [`lifeguard`]: local health awareness that stretches a struggling
 //!   node's probe and suspicion timers.
 //! - [`envelope`]: magic, version, cluster id and payload kind on every packet.
+//! - [`keyring`]: the cluster keys that seal packets when encryption is on.
 //! - [`codec`]: bincode 2 encoding and the `foca::Codec`.
 //! - [`record`]: [`NodeRecord`], the single-writer state of one node.
+//! - [`kv`]: the replicated last-writer-wins KV store and its buckets.
 //! - [`state`]: [`ClusterState`], all records and their merge rule.
-//! - [`rumor`]: node-record broadcasts riding on SWIM traffic.
-//! - [`sync`]: anti-entropy push-pull messages (TCP).
-//! - [`node`]: [`Node`], foca plus all of the above, as one state machine.
+//! - [`rumor`]: node-record and KV broadcasts riding on SWIM traffic.
+//! - [`sync`]: the anti-entropy push-pull messages, one struct per step.
+//! - [`node`]: [`Node`], foca plus all of the above, as one state machine:
+//!   `node/mod.rs` (datagrams, timers, our record, KV writes), `config`
+//!   ([`GossipConfig`]), `effects` ([`node::Effects`], [`NodeTimer`], local
+//!   health wiring), `join` (seeds, rejoin, leave), `members`
+//!   ([`MemberView`]) and `sync` (the step function [`Node::on_sync`],
+//!   driven by the agent over TCP and by the simulator alike).
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 
 pub mod codec;

@@ -15,6 +15,7 @@ use shoal_protocol::fuzzing::{self, FUZZ_CLUSTER};
 use shoal_protocol::kv::KvEntry;
 use shoal_protocol::record::{CheckRecord, CheckStatus, ServiceRecord};
 use shoal_protocol::rumor::Rumor;
+use shoal_protocol::sync::{Digest, Records, SyncMessage, SyncStep};
 use shoal_protocol::{GossipConfig, Node, NodeId, NodeRecord};
 
 fn regressions(target: &str) -> PathBuf {
@@ -49,6 +50,22 @@ fn packet_inputs_replay_without_panicking() {
 #[test]
 fn message_inputs_replay_without_panicking() {
     assert!(replay("messages", fuzzing::messages) >= 3);
+}
+
+/// The saved sync seeds were written before the messages became one struct
+/// per step: they must decode as the same steps (the wire did not change).
+#[test]
+fn saved_sync_messages_decode_as_their_steps() {
+    let dir = regressions("messages");
+    for (file, step) in [
+        ("seed-sync-digest", SyncStep::Digest),
+        ("seed-sync-delta", SyncStep::Delta),
+        ("seed-sync-records", SyncStep::Records),
+    ] {
+        let data = std::fs::read(dir.join(file)).expect("read seed");
+        let message: SyncMessage = codec::decode_frame(&data).expect(file);
+        assert_eq!(message.step(), step, "{file}");
+    }
 }
 
 /// The fuzzed node's address (see `fuzzing::packet`).
@@ -176,7 +193,7 @@ fn write_seed_corpus() {
         &pack(0, &[b"SHOL\x01\x01\x00".to_vec()]),
     );
 
-    let peer = peer(3);
+    let mut peer = peer(3);
     let record = peer.local_record();
     write(
         "messages",
@@ -190,11 +207,18 @@ fn write_seed_corpus() {
     );
     let digest = peer.sync_open();
     write("messages", "seed-sync-digest", &codec::encode(&digest));
-    let empty = peer.sync_answer(&[], 0, &[0; 256]);
+    let empty = peer
+        .on_sync(SyncMessage::Digest(Digest {
+            nodes: Vec::new(),
+            kv_root: 0,
+            kv_bucket_hashes: vec![0; 256],
+            members: Vec::new(),
+        }))
+        .expect("a digest is answered");
     write("messages", "seed-sync-delta", &codec::encode(&empty));
-    let records = shoal_protocol::sync::SyncMessage::Records {
+    let records = SyncMessage::Records(Records {
         records: vec![peer.local_record()],
         kv_entries: vec![entry("a", b"1"), entry("b", b"")],
-    };
+    });
     write("messages", "seed-sync-records", &codec::encode(&records));
 }

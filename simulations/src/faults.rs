@@ -61,13 +61,33 @@ impl Simulation {
                 self.metrics.heal_at = Some(now);
                 self.metrics.converged_after_heal = None;
                 self.push(now, 200, Event::ConvergenceCheck);
+                self.kv_disturbed();
             }
             Action::Loss { loss } => self.network.set_loss(loss),
             Action::LinkLoss { from, to, loss } => self.network.set_link_loss(from, to, loss),
+            Action::KvWrite {
+                node,
+                ref key,
+                ref value,
+            } => {
+                let node = usize::try_from(node).ok();
+                self.kv_write(node, key.clone(), value.clone().into_bytes());
+            }
+            Action::KvBulk {
+                writes,
+                keys,
+                over_s,
+                node,
+                ref prefix,
+                value_bytes,
+            } => {
+                let node = usize::try_from(node).ok();
+                self.kv_bulk(node, writes, keys, over_s, prefix, value_bytes);
+            }
         }
     }
 
-    fn random_live_node(&mut self) -> Option<usize> {
+    pub(crate) fn random_live_node(&mut self) -> Option<usize> {
         let live: Vec<usize> = (0..self.slots.len())
             .filter(|&index| self.is_healthy(index))
             .collect();
@@ -148,6 +168,8 @@ impl Simulation {
         slot.members_down = 0;
         slot.node.as_mut().expect("just set").start();
         self.after_call(index);
+        // It comes back with an empty KV store.
+        self.kv_disturbed();
     }
 
     /// A paused node wakes up: its overdue timers first, then everything
@@ -181,6 +203,8 @@ impl Simulation {
                 self.metrics.renewals += 1;
             }
         }
+        // The agent persists these; here they would only pile up.
+        drop(node.take_kv_applied());
         if !node.take_changed() {
             return;
         }
@@ -192,7 +216,7 @@ impl Simulation {
                 .filter(|change| !change.reached[index])
                 .map(|change| change.name.clone())
                 .collect();
-            for record in node.sync_records(&names) {
+            for record in node.records_named(&names) {
                 self.metrics
                     .saw_version(index, &record.name, record.version, now);
             }

@@ -7,12 +7,15 @@
 //! - [`sim`]: the event heap and the driver loop around each `Node`.
 //! - `faults`: crash, restart, pause, slow, leave, and the observations
 //!   taken after every call into a node.
+//! - `kv`: KV writes through `Node::write_kv` and the check that every
+//!   node converges to the last-writer-wins map.
 //! - [`metrics`]: dissemination, detection, false positives, convergence.
 //! - [`report`]: the figures of a run, printed and as CSV.
 //! - [`sweep`]: the parameter sweeps behind `simulations/README.md`.
 //! - [`plot`]: SVG charts of sweep results.
 
 mod faults;
+mod kv;
 pub mod metrics;
 pub mod network;
 pub mod plot;

@@ -1,10 +1,11 @@
 //! What the simulator measures while it runs: when a state change reached
-//! each node, who declared whom down and when, and how long a healed
-//! partition took to converge.
+//! each node, who declared whom down and when, how long a healed
+//! partition took to converge, and whether the KV store did.
 
 use std::collections::{HashMap, HashSet};
 
 use shoal_protocol::NodeId;
+use shoal_protocol::kv::KvStore;
 
 use crate::network::Micros;
 
@@ -75,6 +76,31 @@ pub struct Metrics {
     pub heal_at: Option<Micros>,
     pub converged_after_heal: Option<Micros>,
     pub samples: Vec<Sample>,
+    pub kv: KvTrack,
+    /// Anti-entropy exchanges opened (digests sent).
+    pub sync_exchanges: u64,
+    /// Bytes of anti-entropy messages as the agent frames them (length,
+    /// envelope header, message; unsealed).
+    pub sync_bytes: u64,
+}
+
+/// The KV writes of the run and whether every node holds their outcome.
+#[derive(Debug, Default)]
+pub struct KvTrack {
+    /// The last-writer-wins merge of every write a node accepted: the map
+    /// every healthy node must end up with.
+    pub expected: KvStore,
+    /// Writes accepted by `Node::write_kv`.
+    pub writes: u64,
+    /// Writes not made: their node was crashed, paused or gone.
+    pub refused: u64,
+    /// The last write, heal or restart: what convergence is timed from.
+    pub disturbed_at: Micros,
+    /// When every healthy node last came to hold `expected`, if it has
+    /// since the last disturbance.
+    pub converged_at: Option<Micros>,
+    /// A convergence check is scheduled.
+    pub check_pending: bool,
 }
 
 /// One row of the time series.

@@ -55,6 +55,53 @@ pub struct Report {
     pub bytes_per_node_s: f64,
     pub datagrams_lost: u64,
     pub heal_convergence_s: Option<f64>,
+    /// Anti-entropy exchanges opened, and the bytes of all their messages.
+    pub sync_exchanges: u64,
+    pub sync_bytes: u64,
+    pub kv: KvOutcome,
+}
+
+/// Whether the KV store converged. All zero / `None` when nothing was
+/// written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KvOutcome {
+    /// Writes accepted, and writes refused (their node was down, paused
+    /// or gone).
+    pub writes: u64,
+    pub refused: u64,
+    /// Distinct keys written.
+    pub keys: usize,
+    /// At the end, every healthy node holds the last-writer-wins map of
+    /// every accepted write. `None` without writes.
+    pub converged: Option<bool>,
+    /// From the last write, heal or restart to the moment every healthy
+    /// node held that map.
+    pub convergence_s: Option<f64>,
+    /// Keys whose winning write some healthy node lacks at the end.
+    pub missing_keys: usize,
+}
+
+impl KvOutcome {
+    fn of(sim: &Simulation) -> Self {
+        let kv = &sim.metrics.kv;
+        if kv.writes == 0 {
+            return Self {
+                refused: kv.refused,
+                ..Self::default()
+            };
+        }
+        let missing_keys = sim.kv_missing_keys();
+        Self {
+            writes: kv.writes,
+            refused: kv.refused,
+            keys: kv.expected.len(),
+            converged: Some(missing_keys == 0 && sim.kv_converged()),
+            convergence_s: kv
+                .converged_at
+                .map(|at| seconds(at.saturating_sub(kv.disturbed_at))),
+            missing_keys,
+        }
+    }
 }
 
 fn seconds(micros: Micros) -> f64 {
@@ -125,6 +172,9 @@ impl Report {
             bytes_per_node_s: bytes as f64 / node_seconds,
             datagrams_lost: sim.network.lost,
             heal_convergence_s: metrics.converged_after_heal.map(seconds),
+            sync_exchanges: metrics.sync_exchanges,
+            sync_bytes: metrics.sync_bytes,
+            kv: KvOutcome::of(sim),
         }
     }
 
@@ -143,7 +193,8 @@ impl Report {
         changes,dissem_p50_s,dissem_p99_s,dissem_p999_s,dissem_p100_s,min_coverage,\
         crashes,detect_first_s,detect_all_s,false_positives,false_positives_majority,\
         faulted_declared_down,partition_downs,renewals,refutations,probe_failures,\
-        max_health_score,messages_per_node_s,bytes_per_node_s,datagrams_lost,heal_convergence_s";
+        max_health_score,messages_per_node_s,bytes_per_node_s,datagrams_lost,heal_convergence_s,\
+        sync_exchanges,sync_bytes,kv_writes,kv_keys,kv_converged,kv_convergence_s,kv_missing_keys";
 
     /// One CSV row; missing figures are empty cells.
     pub fn csv_row(&self) -> String {
@@ -184,6 +235,13 @@ impl Report {
             format!("{:.1}", self.bytes_per_node_s),
             self.datagrams_lost.to_string(),
             cell(self.heal_convergence_s),
+            self.sync_exchanges.to_string(),
+            self.sync_bytes.to_string(),
+            self.kv.writes.to_string(),
+            self.kv.keys.to_string(),
+            self.kv.converged.map(|c| c.to_string()).unwrap_or_default(),
+            cell(self.kv.convergence_s),
+            self.kv.missing_keys.to_string(),
         ]
         .join(",")
     }
@@ -256,6 +314,26 @@ impl fmt::Display for Report {
         )?;
         if let Some(heal) = self.heal_convergence_s {
             writeln!(f, "  converged {heal:.3}s after the partition healed")?;
+        }
+        writeln!(
+            f,
+            "  anti-entropy: {} exchanges, {} bytes ({:.0} per node per second)",
+            self.sync_exchanges,
+            self.sync_bytes,
+            self.sync_bytes as f64 / (self.nodes as f64 * self.duration_s)
+        )?;
+        if let Some(converged) = self.kv.converged {
+            writeln!(
+                f,
+                "  KV: {} writes to {} keys ({} refused); converged: {} ({} after the last \
+                 write or heal); {} keys missing on some node",
+                self.kv.writes,
+                self.kv.keys,
+                self.kv.refused,
+                if converged { "yes" } else { "no" },
+                show(self.kv.convergence_s),
+                self.kv.missing_keys
+            )?;
         }
         writeln!(f, "  {} events simulated", self.events)
     }

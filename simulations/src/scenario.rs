@@ -14,11 +14,19 @@
 //! at_s = 60.0
 //! action = "partition"
 //! split = 25
+//!
+//! [[actions]]
+//! at_s = 70.0
+//! action = "kv_bulk"
+//! writes = 200
+//! keys = 50
+//! over_s = 20.0
 //! ```
 
 use std::path::Path;
 
 use serde::Deserialize;
+use shoal_protocol::kv::{MAX_VALUE, validate_key};
 
 /// Why a scenario could not be used. Names the TOML key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -170,8 +178,42 @@ pub enum Action {
     Loss { loss: f64 },
     /// Loss on the one-way link `from -> to` (asymmetric loss).
     LinkLoss { from: usize, to: usize, loss: f64 },
+    /// One KV write through `Node::write_kv` on the node (`node = -1`: a
+    /// random healthy one), as the agent makes it: its time is the virtual
+    /// clock in NTP64 (past the key's current time), its writer the node's
+    /// name. A write on a crashed, paused or departed node is refused.
+    KvWrite {
+        node: i64,
+        key: String,
+        value: String,
+    },
+    /// `writes` KV writes at random instants over the next `over_s`
+    /// seconds, each on a random healthy node (or on `node`), to keys drawn
+    /// at random from `keys` keys named `<prefix><n>`; every value is
+    /// distinct, `value_bytes` long.
+    KvBulk {
+        writes: usize,
+        keys: usize,
+        #[serde(default)]
+        over_s: f64,
+        #[serde(default = "any_node")]
+        node: i64,
+        #[serde(default = "default_prefix")]
+        prefix: String,
+        #[serde(default = "default_value_bytes")]
+        value_bytes: usize,
+    },
 }
 
+fn any_node() -> i64 {
+    -1
+}
+fn default_prefix() -> String {
+    "bulk/".into()
+}
+fn default_value_bytes() -> usize {
+    16
+}
 fn default_seed() -> u64 {
     1
 }
@@ -252,7 +294,13 @@ impl Scenario {
                 return invalid(&format!("{key}.at_s"), "must lie within the run".into());
             }
             let nodes: Vec<usize> = match &timed.action {
-                Action::Change { node } if *node >= 0 => vec![*node as usize],
+                Action::Change { node }
+                | Action::KvWrite { node, .. }
+                | Action::KvBulk { node, .. }
+                    if *node >= 0 =>
+                {
+                    vec![*node as usize]
+                }
                 Action::Crash { node }
                 | Action::Restart { node }
                 | Action::Pause { node, .. }
@@ -273,6 +321,37 @@ impl Scenario {
                 && !(0.0..=1.0).contains(&loss)
             {
                 return invalid(&format!("{key}.loss"), "must be a probability".into());
+            }
+            match &timed.action {
+                Action::KvWrite { key: kv_key, .. } => {
+                    if let Err(error) = validate_key(kv_key) {
+                        return invalid(&format!("{key}.key"), error.to_string());
+                    }
+                }
+                Action::KvBulk {
+                    keys,
+                    over_s,
+                    prefix,
+                    value_bytes,
+                    ..
+                } => {
+                    if *keys == 0 {
+                        return invalid(&format!("{key}.keys"), "must be at least 1".into());
+                    }
+                    if over_s.is_nan() || *over_s < 0.0 {
+                        return invalid(&format!("{key}.over_s"), "must be 0 or more".into());
+                    }
+                    if let Err(error) = validate_key(&format!("{prefix}{}", keys - 1)) {
+                        return invalid(&format!("{key}.prefix"), error.to_string());
+                    }
+                    if *value_bytes > MAX_VALUE {
+                        return invalid(
+                            &format!("{key}.value_bytes"),
+                            format!("exceeds the {MAX_VALUE}-byte value limit"),
+                        );
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())

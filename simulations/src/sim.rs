@@ -8,8 +8,9 @@ use std::collections::BinaryHeap;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use shoal_protocol::envelope::cluster_id;
-use shoal_protocol::sync::DigestEntry;
+use shoal_protocol::codec;
+use shoal_protocol::envelope::{HEADER_LEN, cluster_id};
+use shoal_protocol::sync::SyncMessage;
 use shoal_protocol::{Envelope, GossipConfig, Node, NodeId, NodeRecord, NodeTimer};
 
 use crate::metrics::Metrics;
@@ -22,7 +23,7 @@ const CONVERGENCE_CHECK: Micros = 100_000;
 
 /// Rank of events that are not timers: after the timers due at the same
 /// instant, as the agent's biased select handles timers first.
-const RANK_OTHER: u8 = 100;
+pub(crate) const RANK_OTHER: u8 = 100;
 
 /// Something that happens at a virtual instant.
 pub(crate) enum Event {
@@ -40,9 +41,13 @@ pub(crate) enum Event {
         timer: NodeTimer,
         due: Micros,
     },
+    /// One message of an anti-entropy exchange (see
+    /// `shoal_protocol::sync`), from node `from` to node `to`. Boxed: the
+    /// heap moves events around, and a message is twice any other event.
     Sync {
         to: usize,
-        step: SyncStep,
+        from: usize,
+        message: Box<SyncMessage>,
         arrived: Micros,
         slowed: bool,
     },
@@ -50,21 +55,13 @@ pub(crate) enum Event {
     Resume(usize),
     Sample,
     ConvergenceCheck,
-}
-
-/// The three messages of an anti-entropy exchange (see
-/// `shoal_protocol::sync`), each delivered to the node named by `to`.
-pub(crate) enum SyncStep {
-    Digest {
-        from: usize,
-        digest: Vec<DigestEntry>,
+    /// A KV write on `node` (a random healthy node when `None`).
+    KvWrite {
+        node: Option<usize>,
+        key: String,
+        value: Vec<u8>,
     },
-    Delta {
-        from: usize,
-        records: Vec<NodeRecord>,
-        wanted: Vec<String>,
-    },
-    Records(Vec<NodeRecord>),
+    KvCheck,
 }
 
 struct Entry {
@@ -131,6 +128,8 @@ pub struct Simulation {
     pub(crate) envelope: Envelope,
     pub(crate) events: u64,
     pub(crate) change_counter: u64,
+    /// Bulk KV values written so far (each value is distinct).
+    pub(crate) kv_values: u64,
     /// Initial members of each node in a converged bootstrap.
     views: Vec<Vec<usize>>,
 }
@@ -178,6 +177,7 @@ impl Simulation {
             envelope,
             events: 0,
             change_counter: 0,
+            kv_values: 0,
             views: Vec::new(),
         };
         if sim.scenario.bootstrap == Bootstrap::Converged {
@@ -266,6 +266,8 @@ impl Simulation {
                     );
                 }
             }
+            Event::KvWrite { node, key, value } => self.kv_write(node, key, value),
+            Event::KvCheck => self.kv_check(),
             Event::Datagram { to, .. } | Event::Sync { to, .. } => self.deliver(to, event),
             Event::Timer { node, .. } => self.deliver(node, event),
         }
@@ -320,12 +322,14 @@ impl Simulation {
                 }),
                 Event::Sync {
                     to,
-                    step,
+                    from,
+                    message,
                     arrived,
                     slowed: false,
                 } => Some(Event::Sync {
                     to,
-                    step,
+                    from,
+                    message,
                     arrived,
                     slowed: true,
                 }),
@@ -368,43 +372,33 @@ impl Simulation {
                 // Refused packets are counted by the node itself.
                 let _ = node.handle_datagram(&packet);
             }
-            Event::Sync { step, .. } => match step {
-                SyncStep::Digest { from, digest } => {
-                    let (records, wanted) = node.sync_delta(&digest);
-                    let step = SyncStep::Delta {
-                        from: index,
-                        records,
-                        wanted,
-                    };
-                    self.send_sync(index, from, step);
+            Event::Sync { from, message, .. } => {
+                // The same step function the agent runs over TCP.
+                if let Some(reply) = node.on_sync(*message) {
+                    self.send_sync(index, from, reply);
                 }
-                SyncStep::Delta {
-                    from,
-                    records,
-                    wanted,
-                } => {
-                    node.merge_records(records);
-                    let step = SyncStep::Records(node.sync_records(&wanted));
-                    self.send_sync(index, from, step);
-                }
-                SyncStep::Records(records) => {
-                    node.merge_records(records);
-                }
-            },
+            }
             _ => unreachable!("only node events are handled"),
         }
         self.after_call(index);
     }
 
-    fn send_sync(&mut self, from: usize, to: usize, step: SyncStep) {
+    /// Sends one anti-entropy message; an exchange across a partition
+    /// fails as its TCP connection would.
+    fn send_sync(&mut self, from: usize, to: usize, message: SyncMessage) {
         if !self.network.connected(from, to) {
             return;
         }
+        if matches!(message, SyncMessage::Digest(_)) {
+            self.metrics.sync_exchanges += 1;
+        }
+        self.metrics.sync_bytes += (4 + HEADER_LEN + codec::encoded_len(&message)) as u64;
         let at = self.now + self.network.delay(&mut self.rng, from, to);
         let arrived = at;
         let event = Event::Sync {
             to,
-            step,
+            from,
+            message: Box::new(message),
             arrived,
             slowed: false,
         };
@@ -459,18 +453,10 @@ impl Simulation {
         if self.scenario.anti_entropy && !syncs.is_empty() {
             syncs.sort_unstable();
             syncs.dedup();
-            let digest = self.slots[index]
-                .node
-                .as_ref()
-                .expect("alive")
-                .sync_digest();
+            let digest = self.slots[index].node.as_ref().expect("alive").sync_open();
             for peer in syncs {
                 if let Some(to) = node_index(peer, self.slots.len()) {
-                    let step = SyncStep::Digest {
-                        from: index,
-                        digest: digest.clone(),
-                    };
-                    self.send_sync(index, to, step);
+                    self.send_sync(index, to, digest.clone());
                 }
             }
         }

@@ -141,6 +141,18 @@ fn services_spread_and_health_checks_drive_passing_results() {
     let untagged = agents[2].get("/v1/health/service/web?tag=v2").unwrap();
     assert_eq!(untagged.as_array().unwrap().len(), 0);
 
+    // Shoal's pick: the one healthy instance, where to reach it; 404 for
+    // a service with no instance.
+    let picked = agents[2].get("/v1/shoal/pick/web").unwrap();
+    assert_eq!(picked["Node"], "node-0", "{picked}");
+    assert_eq!(picked["ServiceID"], "web-1", "{picked}");
+    assert_eq!(picked["Address"], web_addr.ip().to_string(), "{picked}");
+    assert_eq!(picked["Port"], web_addr.port(), "{picked}");
+    assert_eq!(picked["Health"], "healthy", "{picked}");
+    let (status, body) =
+        http_json("GET", agents[2].http_addr(), "/v1/shoal/pick/nothing", None).unwrap();
+    assert_eq!(status, 404, "{body}");
+
     // Stop the checked server: web leaves ?passing everywhere; restart it: back.
     web.stop();
     let stopped = Instant::now();
@@ -151,6 +163,10 @@ fn services_spread_and_health_checks_drive_passing_results() {
     );
     let critical = agents[2].get("/v1/health/checks/web").unwrap();
     assert_eq!(critical[0]["Status"], "critical", "{critical}");
+    // An unhealthy instance is never picked.
+    let (status, body) =
+        http_json("GET", agents[2].http_addr(), "/v1/shoal/pick/web", None).unwrap();
+    assert_eq!(status, 404, "{body}");
     let _web = TinyHttp::start(web_addr, 200);
     let restarted = Instant::now();
     expect_passing(&all, "web", &["node-0"], Duration::from_secs(20));
@@ -267,6 +283,8 @@ fn bad_registrations_are_refused_and_change_nothing() {
         root.path(),
         AgentOptions {
             name: "solo".into(),
+            // The exec check at the end is registered through the API.
+            args: vec!["--enable-script-checks".into()],
             ..AgentOptions::default()
         },
     );

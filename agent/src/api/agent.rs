@@ -5,67 +5,15 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
 use serde_json::{Value, json};
-use shoal_protocol::MemberView;
 
+use super::consul_json::Member;
 use super::{ApiError, ApiState};
 
-/// A member as Consul's `/v1/agent/members` shows it, plus Shoal's
-/// `Generation` and `StatusText`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct MemberJson {
-    pub name: String,
-    pub addr: String,
-    pub port: u16,
-    pub tags: std::collections::BTreeMap<String, String>,
-    /// 1 alive, 2 leaving, 3 left, 4 failed.
-    pub status: u8,
-    pub protocol_min: u8,
-    pub protocol_max: u8,
-    pub protocol_cur: u8,
-    pub delegate_min: u8,
-    pub delegate_max: u8,
-    pub delegate_cur: u8,
-    pub generation: u64,
-    pub status_text: &'static str,
-}
-
-impl MemberJson {
-    pub fn from_view(member: &MemberView) -> Self {
-        let mut tags = member
-            .record
-            .as_ref()
-            .map(|record| record.tags.clone())
-            .unwrap_or_default();
-        if let Some(record) = &member.record {
-            tags.entry("dc".into())
-                .or_insert_with(|| record.datacenter.clone());
-        }
-        let version = shoal_protocol::envelope::PROTOCOL_VERSION;
-        Self {
-            name: member.name(),
-            addr: member.id.addr.ip().to_string(),
-            port: member.id.addr.port(),
-            tags,
-            status: member.status.consul_code(),
-            protocol_min: version,
-            protocol_max: version,
-            protocol_cur: version,
-            delegate_min: version,
-            delegate_max: version,
-            delegate_cur: version,
-            generation: member.id.generation,
-            status_text: member.status.as_str(),
-        }
-    }
-}
-
 /// `GET /v1/agent/members`
-pub async fn members(State(state): State<ApiState>) -> Json<Vec<MemberJson>> {
+pub async fn members(State(state): State<ApiState>) -> Json<Vec<Member>> {
     let snapshot = state.snapshot();
-    Json(snapshot.members.iter().map(MemberJson::from_view).collect())
+    Json(snapshot.members.iter().map(Member::from_view).collect())
 }
 
 /// `GET /v1/agent/self`
@@ -76,7 +24,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
         .members
         .iter()
         .find(|member| member.id == snapshot.local.id)
-        .map(MemberJson::from_view);
+        .map(Member::from_view);
     let counters = &snapshot.counters;
     let reload = state.reload.status();
     let count = |status: u8| {
@@ -117,6 +65,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "failed": count(4),
             },
             "reload": reload,
+            "keyring": super::keyring::stats(&state, &snapshot.kv),
             "gossip": {
                 "datagrams_in": counters.datagrams_in,
                 "bytes_in": counters.bytes_in,

@@ -21,41 +21,6 @@ use crate::daemon::snapshot::Snapshot;
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
-/// Parses a Go duration: `300ms`, `10s`, `1m30s`, `1.5h`, `120000ms`.
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds;
-    }
-    Duration::try_from_secs_f64(total).ok()
-}
-
 /// `?index=` and `?wait=` of a request.
 pub struct Blocking {
     index: Option<u64>,
@@ -75,11 +40,8 @@ impl Blocking {
         };
         let wait = match query.get("wait") {
             None | Some("") => DEFAULT_WAIT,
-            Some(text) => parse_go_duration(text).ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("wait: `{text}` is not a duration like 10s or 120000ms"),
-                )
+            Some(text) => crate::duration::parse(text).map_err(|error| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("wait: {error}"))
             })?,
         };
         Ok(Self {
@@ -153,18 +115,21 @@ pub async fn consul_headers(
 mod tests {
     use super::*;
 
+    fn wait_of(text: &str) -> Result<Duration, String> {
+        let query = Query(vec![("wait".into(), text.into())]);
+        Blocking::from_query(&query)
+            .map(|blocking| blocking.wait)
+            .map_err(|error| error.message)
+    }
+
     #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(
-            parse_go_duration("120000ms"),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_go_duration("10"), None);
-        assert_eq!(parse_go_duration("soon"), None);
-        assert_eq!(parse_go_duration(""), None);
+    fn wait_takes_go_durations_up_to_the_maximum() {
+        assert_eq!(wait_of("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(wait_of("120000ms"), Ok(Duration::from_secs(120)));
+        assert_eq!(wait_of("0"), Ok(Duration::ZERO));
+        assert_eq!(wait_of(""), Ok(DEFAULT_WAIT));
+        assert_eq!(wait_of("1h"), Ok(MAX_WAIT));
+        let error = wait_of("10").unwrap_err();
+        assert!(error.starts_with("wait: `10`"), "{error}");
     }
 }

@@ -6,9 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use shoal_protocol::record::Health;
+use shoal_protocol::record::CheckStatus;
 
-use super::{ApiError, ApiState, Query, blocking};
+use super::{ApiError, ApiState, Query, blocking, consul_json};
 use crate::catalog::{self, ServiceFilter};
 
 fn service_filter(query: &Query) -> Result<ServiceFilter, ApiError> {
@@ -37,7 +37,8 @@ fn service_filter(query: &Query) -> Result<ServiceFilter, ApiError> {
 pub async fn services(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     blocking::respond(&state, &query, |snapshot| {
-        Ok(catalog::catalog_services(snapshot))
+        let service_tags = catalog::service_tags(&snapshot.members);
+        Ok(consul_json::catalog_services(&service_tags))
     })
     .await
 }
@@ -51,7 +52,9 @@ pub async fn service(
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
     blocking::respond(&state, &query, |snapshot| {
-        Ok(catalog::catalog_service(snapshot, &name, &filter))
+        let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
+            .map(|(node, service)| consul_json::catalog_service(&node, service));
+        Ok(Value::Array(entries.collect()))
     })
     .await
 }
@@ -60,7 +63,8 @@ pub async fn service(
 pub async fn nodes(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     blocking::respond(&state, &query, |snapshot| {
-        Ok(catalog::catalog_nodes(snapshot))
+        let nodes = catalog::nodes(&snapshot.members).map(|node| consul_json::node(&node));
+        Ok(Value::Array(nodes.collect()))
     })
     .await
 }
@@ -74,7 +78,9 @@ pub async fn health_service(
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
     blocking::respond(&state, &query, |snapshot| {
-        Ok(catalog::health_service(snapshot, &name, &filter))
+        let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
+            .map(|(node, service)| consul_json::health_service_entry(&node, service));
+        Ok(Value::Array(entries.collect()))
     })
     .await
 }
@@ -87,7 +93,10 @@ pub async fn health_checks(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     blocking::respond(&state, &query, |snapshot| {
-        Ok(catalog::health_checks(snapshot, &name))
+        let checks = catalog::service_checks(&snapshot.members, &name);
+        Ok(Value::Array(
+            checks.iter().map(consul_json::cluster_check).collect(),
+        ))
     })
     .await
 }
@@ -99,13 +108,24 @@ pub async fn health_state(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    blocking::respond(&state, &query, |snapshot| {
-        catalog::health_state(snapshot, &wanted).ok_or_else(|| {
+    let wanted = match wanted.as_str() {
+        "any" => None,
+        text => Some(CheckStatus::parse(text).ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("state: `{wanted}` is not one of any, passing, warning, critical"),
             )
-        })
+        })?),
+    };
+    blocking::respond(&state, &query, |snapshot| {
+        let checks = catalog::all_checks(&snapshot.members)
+            .into_iter()
+            .filter(|found| wanted.is_none_or(|status| found.check.consul_status() == status));
+        Ok(Value::Array(
+            checks
+                .map(|found| consul_json::cluster_check(&found))
+                .collect(),
+        ))
     })
     .await
 }
@@ -118,7 +138,14 @@ pub async fn health_node(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     blocking::respond(&state, &query, |snapshot| {
-        Ok(catalog::health_node(snapshot, &node))
+        let checks = catalog::all_checks(&snapshot.members)
+            .into_iter()
+            .filter(|found| found.node.record.name == node);
+        Ok(Value::Array(
+            checks
+                .map(|found| consul_json::cluster_check(&found))
+                .collect(),
+        ))
     })
     .await
 }
@@ -135,23 +162,14 @@ pub async fn pick(
         ..service_filter(&query)?
     };
     let snapshot = state.snapshot();
-    let candidates: Vec<_> = catalog::instances(&snapshot, &name)
-        .filter(|(node, service)| filter.matches(node, service))
-        .map(|(node, service)| (catalog::instance_health(&node, service), node, service))
-        .filter(|(health, _, _)| *health != Health::Unhealthy)
-        .collect();
-    let best = candidates.iter().map(|(health, _, _)| *health).min();
-    let pool: Vec<_> = candidates
-        .iter()
-        .filter(|(health, _, _)| Some(*health) == best)
-        .collect();
-    if pool.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no healthy instance of service `{name}`"),
-        ));
-    }
-    let (health, node, service) = pool[random_index(pool.len())];
+    let picked =
+        catalog::pick(&snapshot.members, &name, &filter, &mut rand::rng()).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no healthy instance of service `{name}`"),
+            )
+        })?;
+    let (node, service) = (picked.node, picked.service);
     let body: Value = json!({
         "Node": node.record.name,
         "Address": node.service_address(service),
@@ -160,20 +178,7 @@ pub async fn pick(
         "Service": service.name,
         "Tags": service.tags,
         "Meta": service.meta,
-        "Health": health.as_str(),
+        "Health": picked.health.as_str(),
     });
     Ok(Json(body).into_response())
-}
-
-/// A cheap random index (no RNG state to share between requests).
-fn random_index(len: usize) -> usize {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    (hasher.finish() % len as u64) as usize
 }

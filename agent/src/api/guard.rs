@@ -1,26 +1,38 @@
-//! What every request passes before a handler sees it: the URI and body
-//! limits, and the API token (`[acl]`) when one is configured.
+//! What every request passes before a handler sees it.
 //!
-//! Writes are every request that is not a `GET`/`HEAD`, plus Consul's
-//! legacy `GET` forms that change state (`/v1/agent/check/pass/{id}`,
-//! `/v1/agent/service/deregister/{id}`, ...). With a token configured, they
-//! need it; reads need it only with `acl.protect_reads`. The orchestrator
-//! probes `/health/live` and `/health/ready` are always open.
+//! - [`guard`], in front of the router: the URI and body-size limits, and
+//!   the `Host` header. A browser page can make a loopback name of its own
+//!   (DNS rebinding) point at the agent; its requests then carry that
+//!   name, so only loopback names and addresses and the configured
+//!   `http_addr` are served (a request without `Host`, HTTP/1.0, is a
+//!   local tool's).
+//! - [`authorize`], on each route: the API token (`[acl]`), then the body.
+//!   What a route needs is declared where the route is ([`Access`], through
+//!   [`Routes`]), so the decision follows the route the router matched
+//!   (after percent-decoding), never the raw path. Writes — every method
+//!   but `GET`, plus Consul's legacy `GET` forms that change state — need
+//!   the token when one is configured; so does reading the gossip keyring,
+//!   a secret that would let its reader join the cluster. Other reads need
+//!   it only with `acl.protect_reads`; `/health/live` and `/health/ready`
+//!   are always open.
 //!
 //! The token is taken from `X-Consul-Token`, `Authorization: Bearer TOKEN`
 //! or `?token=` (python-consul's way), as Consul does, and compared in
 //! constant time. A refused request gets a 403 JSON error and changes
-//! nothing: the handler never runs.
+//! nothing: the handler never runs, and its body is never read.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 
-use super::ApiError;
+use super::{ApiError, ApiState};
 use crate::config::AclConfig;
 
 /// Largest request body, in bytes. A KV value may be 512 KiB
@@ -32,29 +44,87 @@ pub const MAX_URI: usize = 8 * 1024;
 /// How long a client may take to send a request body once its head is in.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Paths that are always open, whatever the ACL: liveness and readiness
-/// probes, which orchestrators call without credentials.
-const OPEN_PATHS: &[&str] = &["/health/live", "/health/ready"];
-
-/// Consul's legacy endpoints that change state on `GET`.
-const WRITE_PREFIXES: &[&str] = &[
-    "/v1/agent/service/deregister/",
-    "/v1/agent/check/deregister/",
-    "/v1/agent/check/pass/",
-    "/v1/agent/check/warn/",
-    "/v1/agent/check/fail/",
-];
-
-/// Whether a request changes state.
-pub fn is_write(method: &Method, path: &str) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD)
-        || WRITE_PREFIXES.iter().any(|prefix| path.starts_with(prefix))
+/// What a route needs from its caller when a token is configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Orchestrator probes: never a token.
+    Open,
+    /// A read: the token only with `acl.protect_reads`.
+    Read,
+    /// Changes state: the token.
+    Write,
+    /// Reads a secret (the gossip keyring): the token, whatever
+    /// `protect_reads` says.
+    Secret,
 }
 
-/// The middleware: limits first (cheap, and they protect the token check),
-/// then the token, then the body, read whole within its size and time
-/// limits so that handlers never wait on a slow client.
-pub async fn guard(State(acl): State<AclConfig>, request: Request, next: Next) -> Response {
+impl Access {
+    /// Whether a request needs the token under `acl`.
+    pub fn needs_token(self, acl: &AclConfig) -> bool {
+        match self {
+            Access::Open => false,
+            Access::Read => acl.protect_reads,
+            Access::Write | Access::Secret => true,
+        }
+    }
+
+    /// What the caller was trying to do, for the 403.
+    fn what(self) -> &'static str {
+        match self {
+            Access::Open | Access::Read => "reads",
+            Access::Write => "writes",
+            Access::Secret => "reading secrets such as the gossip keyring",
+        }
+    }
+}
+
+/// The API's routes, each registered with the access it needs: there is no
+/// way to add one without saying whether it reads, writes or is open.
+pub struct Routes {
+    router: Router<ApiState>,
+    acl: AclConfig,
+}
+
+impl Routes {
+    pub fn new(acl: AclConfig) -> Self {
+        Self {
+            router: Router::new(),
+            acl,
+        }
+    }
+
+    /// Adds `route` at `path`, behind [`authorize`] for `access`. The same
+    /// path may be added again with other methods and another access.
+    pub fn add(mut self, access: Access, path: &str, route: MethodRouter<ApiState>) -> Self {
+        let layer = axum::middleware::from_fn_with_state((self.acl.clone(), access), authorize);
+        self.router = self.router.route(path, route.route_layer(layer));
+        self
+    }
+
+    pub fn open(self, path: &str, route: MethodRouter<ApiState>) -> Self {
+        self.add(Access::Open, path, route)
+    }
+
+    pub fn read(self, path: &str, route: MethodRouter<ApiState>) -> Self {
+        self.add(Access::Read, path, route)
+    }
+
+    pub fn write(self, path: &str, route: MethodRouter<ApiState>) -> Self {
+        self.add(Access::Write, path, route)
+    }
+
+    pub fn secret(self, path: &str, route: MethodRouter<ApiState>) -> Self {
+        self.add(Access::Secret, path, route)
+    }
+
+    pub fn into_router(self) -> Router<ApiState> {
+        self.router
+    }
+}
+
+/// The middleware in front of the router: limits first (cheap), then the
+/// `Host` header. `http_addr` is the address the API is configured on.
+pub async fn guard(State(http_addr): State<SocketAddr>, request: Request, next: Next) -> Response {
     let uri_len = request
         .uri()
         .path_and_query()
@@ -71,10 +141,23 @@ pub async fn guard(State(acl): State<AclConfig>, request: Request, next: Next) -
     {
         return too_large(length);
     }
-    if let Err(error) = authorize(&acl, &request) {
+    if let Err(error) = check_host(&request, http_addr) {
         return error.into_response();
     }
+    next.run(request).await
+}
 
+/// The middleware on each route: the token its [`Access`] needs, then the
+/// body, read whole within its size and time limits so that handlers never
+/// wait on a slow client.
+pub async fn authorize(
+    State((acl, access)): State<(AclConfig, Access)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Err(error) = check_token(&acl, access, &request) {
+        return error.into_response();
+    }
     let (parts, body) = request.into_parts();
     let bytes =
         match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
@@ -134,20 +217,16 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Checks the request's token against the ACL. `Err` is the 403 to send.
-fn authorize(acl: &AclConfig, request: &Request) -> Result<(), ApiError> {
+/// Checks the request's token against what its route needs. `Err` is the
+/// 403 to send.
+fn check_token(acl: &AclConfig, access: Access, request: &Request) -> Result<(), ApiError> {
     let Some(expected) = &acl.token else {
         return Ok(());
     };
-    let path = request.uri().path();
-    if OPEN_PATHS.contains(&path) {
+    if !access.needs_token(acl) {
         return Ok(());
     }
-    let write = is_write(request.method(), path);
-    if !write && !acl.protect_reads {
-        return Ok(());
-    }
-    let what = if write { "writes" } else { "reads" };
+    let what = access.what();
     match presented_token(request) {
         None => Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -161,6 +240,59 @@ fn authorize(acl: &AclConfig, request: &Request) -> Result<(), ApiError> {
             format!("Permission denied: the token presented for {what} is not this agent's token"),
         )),
     }
+}
+
+/// Refuses a request whose `Host` (or absolute URI) names anything but
+/// this machine's loopback or the configured `http_addr`.
+fn check_host(request: &Request, http_addr: SocketAddr) -> Result<(), ApiError> {
+    let from_uri = request.uri().authority().map(|a| a.as_str());
+    let from_header = request
+        .headers()
+        .get(header::HOST)
+        .map(|value| value.to_str().unwrap_or(""));
+    for host in from_uri.into_iter().chain(from_header) {
+        if !host_allowed(host, http_addr) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Host `{host}` is not this agent: the API answers only to localhost, loopback addresses and its http_addr ({http_addr}), so that a web page cannot reach it through a DNS name of its own"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a `Host` value (`name`, `name:port`, `[v6]`, `[v6]:port`) names
+/// this agent: `localhost`, a loopback address, or `http_addr`'s address.
+/// When `http_addr` is a wildcard (`0.0.0.0`), any IP address is accepted:
+/// the agent then serves every interface, and a DNS rebinding attack always
+/// carries a name, never an address.
+pub fn host_allowed(host: &str, http_addr: SocketAddr) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((inside, "")) => inside,
+            Some((inside, port)) if port.strip_prefix(':').is_some_and(is_port) => inside,
+            _ => return false,
+        },
+        None => match host.split_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let Ok(ip) = name.parse::<IpAddr>() else {
+        return false;
+    };
+    ip.is_loopback() || ip == http_addr.ip() || http_addr.ip().is_unspecified()
+}
+
+/// The port of a `Host` header: decimal digits that fit in 16 bits.
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && text.parse::<u16>().is_ok()
 }
 
 /// The token a request presents: `X-Consul-Token`, then `Authorization:
@@ -211,6 +343,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
 
     fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> Request {
         let mut builder = axum::http::Request::builder().method(method).uri(uri);
@@ -237,19 +370,10 @@ mod tests {
     }
 
     #[test]
-    fn legacy_get_writes_count_as_writes() {
-        assert!(is_write(&Method::PUT, "/v1/kv/a"));
-        assert!(is_write(&Method::DELETE, "/v1/kv/a"));
-        assert!(is_write(&Method::GET, "/v1/agent/check/pass/web"));
-        assert!(!is_write(&Method::GET, "/v1/kv/a"));
-        assert!(!is_write(&Method::HEAD, "/v1/agent/services"));
-    }
-
-    #[test]
     fn the_token_is_read_from_header_bearer_or_query() {
         let acl = acl(false);
         let put = |uri: &str, headers: &[(&str, &str)]| {
-            authorize(&acl, &request(Method::PUT, uri, headers)).is_ok()
+            check_token(&acl, Access::Write, &request(Method::PUT, uri, headers)).is_ok()
         };
         assert!(!put("/v1/kv/a", &[]));
         assert!(put("/v1/kv/a", &[("X-Consul-Token", "s3cret")]));
@@ -262,24 +386,73 @@ mod tests {
     }
 
     #[test]
-    fn reads_are_open_unless_protected_and_probes_always() {
+    fn each_access_needs_the_token_it_says() {
         let open = acl(false);
         let closed = acl(true);
-        let get = |acl: &AclConfig, uri: &str| authorize(acl, &request(Method::GET, uri, &[]));
-        assert!(get(&open, "/v1/kv/a").is_ok());
-        assert!(get(&open, "/v1/agent/check/pass/x").is_err());
-        let error = get(&closed, "/v1/kv/a").unwrap_err();
+        let get = |acl: &AclConfig, access: Access| {
+            check_token(acl, access, &request(Method::GET, "/x", &[]))
+        };
+        assert!(get(&open, Access::Read).is_ok());
+        assert!(get(&open, Access::Write).is_err());
+        let error = get(&open, Access::Secret).unwrap_err();
         assert_eq!(error.status, StatusCode::FORBIDDEN);
+        assert!(error.message.contains("keyring"), "{}", error.message);
+        let error = get(&closed, Access::Read).unwrap_err();
         assert!(error.message.contains("reads"), "{}", error.message);
-        assert!(get(&closed, "/health/live").is_ok());
-        assert!(get(&closed, "/health/ready").is_ok());
-        assert!(get(&closed, "/health/detailed").is_err());
-        assert!(
-            authorize(
-                &AclConfig::default(),
-                &request(Method::PUT, "/v1/kv/a", &[])
-            )
-            .is_ok()
-        );
+        assert!(get(&closed, Access::Open).is_ok());
+        // Without a token configured, everything is open.
+        for access in [Access::Read, Access::Write, Access::Secret] {
+            assert!(get(&AclConfig::default(), access).is_ok());
+        }
+    }
+
+    #[test]
+    fn only_loopback_and_http_addr_hosts_are_served() {
+        let loopback: SocketAddr = "127.0.0.1:8500".parse().unwrap();
+        let lan: SocketAddr = "10.0.0.5:8500".parse().unwrap();
+        let wildcard: SocketAddr = "0.0.0.0:8500".parse().unwrap();
+        for host in [
+            "localhost",
+            "LocalHost:8500",
+            "127.0.0.1",
+            "127.0.0.1:8500",
+            "127.9.8.7:1",
+            "[::1]",
+            "[::1]:8500",
+        ] {
+            assert!(host_allowed(host, loopback), "{host}");
+            assert!(host_allowed(host, lan), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example",
+            "evil.example:8500",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "localhost:",
+            "localhost:99999",
+            "localhost:80:80",
+            "[::1",
+            "[::1]x",
+            "::1",
+            "10.0.0.5:8500",
+        ] {
+            assert!(!host_allowed(host, loopback), "{host}");
+        }
+        assert!(host_allowed("10.0.0.5:8500", lan));
+        assert!(!host_allowed("10.0.0.6:8500", lan));
+        assert!(host_allowed("10.0.0.6:8500", wildcard));
+        assert!(!host_allowed("evil.example", wildcard));
+
+        let check = |uri: &str, host: Option<&str>| {
+            let headers: Vec<(&str, &str)> = host.map(|h| ("Host", h)).into_iter().collect();
+            check_host(&request(Method::GET, uri, &headers), loopback)
+        };
+        assert!(check("/v1/kv/a", None).is_ok());
+        assert!(check("/v1/kv/a", Some("localhost:8500")).is_ok());
+        let error = check("/v1/kv/a", Some("evil.example")).unwrap_err();
+        assert_eq!(error.status, StatusCode::FORBIDDEN);
+        assert!(error.message.contains("Host"), "{}", error.message);
+        assert!(check("http://evil.example/v1/kv/a", Some("localhost")).is_err());
     }
 }

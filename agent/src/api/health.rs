@@ -72,6 +72,6 @@ pub async fn detailed(State(state): State<ApiState>) -> Json<Value> {
     Json(json!({
         "status": health.as_str(),
         "node": state.config.node_name,
-        "checks": super::local::detailed_checks(&snapshot),
+        "checks": super::registry::detailed_checks(&snapshot),
     }))
 }

@@ -4,6 +4,10 @@
 //! wire, durable on every agent), and every agent applies it when it
 //! arrives. Rotate with: install the new key, wait until every agent has
 //! it (`GET` on each), make it primary, then remove the old one.
+//!
+//! Once written, the stored keyring is the one in force, on restart too:
+//! it overrides `encrypt` (see [`crate::kv::keyring_origin`]). Reading the keys needs the API
+//! token whenever one is set (`guard::Access::Secret`).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,9 +15,22 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use shoal_protocol::keyring::{Key, format_key, parse_key};
+use shoal_protocol::kv::KvStore;
 
 use super::{ApiError, ApiState};
-use crate::kv::{KEYRING_KEY, KeyringState, KvRequest};
+use crate::kv::{KEYRING_KEY, KeyringState, KvRequest, keyring_origin};
+
+/// `Stats.keyring` of `/v1/agent/self`: where the keys come from and how
+/// many there are, never the keys.
+pub fn stats(state: &ApiState, kv: &KvStore) -> Value {
+    let origin = keyring_origin(state.config.encrypt.as_ref(), &state.keyring, kv);
+    let (keys, _) = state.keyring.list();
+    json!({
+        "source": origin.source,
+        "overrides_configured_key": origin.overrides_configured_key,
+        "installed_keys": keys.len(),
+    })
+}
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)

@@ -11,25 +11,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::{Value, json};
-use shoal_protocol::kv::{KvStore, Stored};
+use shoal_protocol::kv::KvStore;
 
-use super::{ApiError, ApiState, Query, blocking};
-use crate::daemon::gossip::Command;
+use super::{ApiError, ApiState, Query, blocking, consul_json};
 use crate::kv::KvRequest;
-
-fn entry_json(stored: &Stored) -> Value {
-    let entry = &stored.entry;
-    json!({
-        "CreateIndex": stored.create_index,
-        "ModifyIndex": stored.modify_index,
-        "LockIndex": 0,
-        "Key": entry.key,
-        "Flags": entry.flags,
-        "Value": if entry.value.is_empty() { Value::Null } else { Value::String(base64::engine::general_purpose::STANDARD.encode(&entry.value)) },
-    })
-}
 
 /// `?keys`: the keys under `prefix`, rolled up at the first `separator`
 /// after the prefix, as Consul does.
@@ -107,7 +93,7 @@ pub async fn get(
             Value::Array(
                 kv.prefix(&key)
                     .filter(|s| s.entry.key != crate::kv::KEYRING_KEY)
-                    .map(entry_json)
+                    .map(consul_json::kv_pair)
                     .collect(),
             )
         } else {
@@ -115,7 +101,7 @@ pub async fn get(
                 .get(&key)
                 .filter(|s| !s.entry.deleted)
                 .ok_or_else(|| not_found(&key))?;
-            json!([entry_json(stored)])
+            json!([consul_json::kv_pair(stored)])
         };
         if body.as_array().is_some_and(Vec::is_empty) {
             return Err(not_found(&key));
@@ -139,58 +125,10 @@ fn parse_u64(query: &Query, name: &str) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
-/// Sends a KV write to the gossip loop and answers once it is durable;
-/// shared with `/v1/flags`.
+/// Writes through the gossip loop and answers once the write is durable;
+/// shared with `/v1/flags` and `/v1/operator/keyring`.
 pub(crate) async fn write(state: &ApiState, request: KvRequest) -> Result<Json<bool>, ApiError> {
-    let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-    let unavailable = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is shutting down",
-        )
-    };
-    state
-        .commands_tx
-        .send(Command::Kv {
-            request,
-            reply: reply_tx,
-        })
-        .await
-        .map_err(|_| unavailable())?;
-    let ack = reply_rx
-        .await
-        .map_err(|_| unavailable())?
-        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))?;
-    let Some(durable) = ack.durable else {
-        return Ok(Json(ack.written));
-    };
-    // Finish in a task of its own: if the client goes away, the write is
-    // still settled (applied, or forgotten as pending).
-    let commands_tx = state.commands_tx.clone();
-    let entries = ack.entries;
-    let settled = tokio::spawn(async move {
-        let outcome = durable
-            .await
-            .unwrap_or_else(|_| Err("the agent is shutting down".into()));
-        let (settled_tx, settled_rx) = tokio::sync::oneshot::channel();
-        let command = Command::KvSettle {
-            entries,
-            durable: outcome.is_ok(),
-            reply: settled_tx,
-        };
-        if commands_tx.send(command).await.is_ok() {
-            let _ = settled_rx.await;
-        }
-        outcome
-    });
-    let outcome = settled.await.map_err(|_| unavailable())?;
-    outcome.map_err(|error| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the write could not be made durable, so it was not applied: {error}"),
-        )
-    })?;
-    Ok(Json(ack.written))
+    Ok(Json(state.agent.kv_write(request).await?))
 }
 
 /// `PUT /v1/kv/:key?flags=&cas=` with the raw value as body.

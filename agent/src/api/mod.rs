@@ -4,38 +4,45 @@
 //!
 //! - [`agent`]: `/v1/agent/self`, `/v1/agent/members`, `/v1/agent/leave`,
 //!   `/v1/agent/reload`.
-//! - [`local`]: `/v1/agent/service*`, `/v1/agent/check*`, maintenance.
+//! - [`registry`]: `/v1/agent/service*`, `/v1/agent/check*`, maintenance:
+//!   this agent's registry.
 //! - [`catalog`]: cluster-wide `/v1/catalog/*`, `/v1/health/*`, `/v1/shoal/pick`.
 //! - [`kv`]: `/v1/kv/*`, the replicated KV store.
 //! - [`keyring`]: `/v1/operator/keyring`, gossip encryption keys.
 //! - [`flags`]: `/v1/flags/*`, feature flags stored in the KV.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
-//! - [`guard`]: the API token (`[acl]`) and the URI and body limits.
+//! - [`guard`]: the URI and body limits, the `Host` check, and the API
+//!   token (`[acl]`) each route needs.
+//!
+//! Handlers read [`Snapshot`]s and ask the gossip loop for changes through
+//! [`AgentHandle`]; they never build the loop's commands themselves.
 
 pub mod agent;
 pub mod blocking;
 pub mod catalog;
+pub mod consul_json;
 pub mod flags;
 pub mod guard;
 pub mod health;
 pub mod keyring;
 pub mod kv;
-pub mod local;
+pub mod registry;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
-use crate::daemon::gossip::{Command, LocalError, LocalRequest};
+use crate::daemon::handle::{AgentHandle, KvWriteError, RegistrationError};
 use crate::daemon::snapshot::Snapshot;
+use crate::registry::RegistryError;
 
 /// What every handler can reach. Handlers read snapshots; they never touch
 /// the gossip loop's state.
@@ -47,116 +54,104 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Cancelled once the agent has left the cluster.
     pub left: CancellationToken,
-    /// Requests for the gossip loop (registrations, TTL updates, ...).
-    pub commands_tx: tokio::sync::mpsc::Sender<Command>,
+    /// Changes go to the gossip loop through it (registrations, TTL
+    /// updates, KV writes, ...).
+    pub agent: AgentHandle,
     /// The gossip encryption keyring (shared with the transport).
     pub keyring: shoal_protocol::keyring::Keyring,
     /// Test-only fault injection (`--fault-injection`).
     pub faults: Arc<crate::daemon::fault::FaultInjection>,
     /// Config reload: trigger one, read the outcome.
-    pub reload: crate::reload::ReloadHandle,
+    pub reload: crate::daemon::reload::ReloadHandle,
 }
 
 impl ApiState {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot_rx.borrow().clone()
     }
-
-    /// Sends a request to the gossip loop and waits for its answer.
-    pub async fn local(&self, request: LocalRequest) -> Result<(), ApiError> {
-        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-        let unavailable = || {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the agent is shutting down",
-            )
-        };
-        self.commands_tx
-            .send(Command::Local {
-                request,
-                reply: reply_tx,
-            })
-            .await
-            .map_err(|_| unavailable())?;
-        reply_rx
-            .await
-            .map_err(|_| unavailable())?
-            .map_err(ApiError::from)
-    }
 }
 
+/// Every route says what it needs from the caller ([`guard::Access`]):
+/// `read`, `write`, `secret` or `open`. Write-ness follows the matched
+/// route and method, so an encoded or reshaped path can't change it.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/agent/self", get(agent::agent_self))
-        .route("/v1/agent/members", get(agent::members))
-        .route("/v1/agent/leave", put(agent::leave))
-        .route("/v1/agent/reload", put(agent::reload))
-        .route("/v1/agent/services", get(local::services))
-        .route("/v1/agent/service/{id}", get(local::service))
-        .route("/v1/agent/service/register", put(local::register_service))
-        .route(
+    guard::Routes::new(state.config.acl.clone())
+        .read("/v1/agent/self", get(agent::agent_self))
+        .read("/v1/agent/members", get(agent::members))
+        .write("/v1/agent/leave", put(agent::leave))
+        .write("/v1/agent/reload", put(agent::reload))
+        .read("/v1/agent/services", get(registry::services))
+        .read("/v1/agent/service/{id}", get(registry::service))
+        .write(
+            "/v1/agent/service/register",
+            put(registry::register_service),
+        )
+        // Consul's legacy GET forms change state too.
+        .write(
             "/v1/agent/service/deregister/{id}",
-            put(local::deregister_service).get(local::deregister_service),
+            put(registry::deregister_service).get(registry::deregister_service),
         )
-        .route(
+        .write(
             "/v1/agent/service/maintenance/{id}",
-            put(local::service_maintenance),
+            put(registry::service_maintenance),
         )
-        .route("/v1/agent/maintenance", put(local::node_maintenance))
-        .route("/v1/agent/checks", get(local::checks))
-        .route("/v1/agent/check/register", put(local::register_check))
-        .route(
+        .write("/v1/agent/maintenance", put(registry::node_maintenance))
+        .read("/v1/agent/checks", get(registry::checks))
+        .write("/v1/agent/check/register", put(registry::register_check))
+        .write(
             "/v1/agent/check/deregister/{id}",
-            put(local::deregister_check).get(local::deregister_check),
+            put(registry::deregister_check).get(registry::deregister_check),
         )
         // pass, warn or fail; the static routes above and below win.
-        .route(
+        .write(
             "/v1/agent/check/{verb}/{id}",
-            put(local::check_report).get(local::check_report),
+            put(registry::check_report).get(registry::check_report),
         )
-        .route("/v1/agent/check/update/{id}", put(local::check_update))
-        .route(
+        .write("/v1/agent/check/update/{id}", put(registry::check_update))
+        .read(
             "/v1/agent/health/service/name/{name}",
-            get(local::health_by_name),
+            get(registry::health_by_name),
         )
-        .route("/v1/agent/health/service/id/{id}", get(local::health_by_id))
-        .route("/v1/catalog/services", get(catalog::services))
-        .route("/v1/catalog/service/{name}", get(catalog::service))
-        .route("/v1/catalog/nodes", get(catalog::nodes))
-        .route("/v1/health/service/{name}", get(catalog::health_service))
-        .route("/v1/health/checks/{name}", get(catalog::health_checks))
-        .route("/v1/health/state/{state}", get(catalog::health_state))
-        .route("/v1/health/node/{node}", get(catalog::health_node))
-        .route("/v1/shoal/pick/{name}", get(catalog::pick))
-        .route(
-            "/v1/shoal/fault",
-            put(agent::set_faults).get(agent::get_faults),
+        .read(
+            "/v1/agent/health/service/id/{id}",
+            get(registry::health_by_id),
         )
-        .route("/v1/kv", get(kv::get).put(kv::put).delete(kv::delete))
-        .route("/v1/kv/", get(kv::get).put(kv::put).delete(kv::delete))
-        .route(
-            "/v1/kv/{*key}",
-            get(kv::get).put(kv::put).delete(kv::delete),
-        )
-        .route("/v1/flags", get(flags::list))
-        .route(
-            "/v1/flags/{key}",
-            get(flags::get).put(flags::put).delete(flags::delete),
-        )
-        .route(
+        .read("/v1/catalog/services", get(catalog::services))
+        .read("/v1/catalog/service/{name}", get(catalog::service))
+        .read("/v1/catalog/nodes", get(catalog::nodes))
+        .read("/v1/health/service/{name}", get(catalog::health_service))
+        .read("/v1/health/checks/{name}", get(catalog::health_checks))
+        .read("/v1/health/state/{state}", get(catalog::health_state))
+        .read("/v1/health/node/{node}", get(catalog::health_node))
+        .read("/v1/shoal/pick/{name}", get(catalog::pick))
+        .read("/v1/shoal/fault", get(agent::get_faults))
+        .write("/v1/shoal/fault", put(agent::set_faults))
+        .read("/v1/kv", get(kv::get))
+        .write("/v1/kv", put(kv::put).delete(kv::delete))
+        .read("/v1/kv/", get(kv::get))
+        .write("/v1/kv/", put(kv::put).delete(kv::delete))
+        .read("/v1/kv/{*key}", get(kv::get))
+        .write("/v1/kv/{*key}", put(kv::put).delete(kv::delete))
+        .read("/v1/flags", get(flags::list))
+        .read("/v1/flags/{key}", get(flags::get))
+        .write("/v1/flags/{key}", put(flags::put).delete(flags::delete))
+        // The keys decrypt (and forge) all cluster traffic: reading them
+        // needs the token too.
+        .secret("/v1/operator/keyring", get(keyring::list))
+        .write(
             "/v1/operator/keyring",
-            get(keyring::list)
-                .post(keyring::install)
+            post(keyring::install)
                 .put(keyring::use_key)
                 .delete(keyring::remove),
         )
-        .route("/health", get(health::summary))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/health/detailed", get(health::detailed))
+        .read("/health", get(health::summary))
+        .open("/health/live", get(health::live))
+        .open("/health/ready", get(health::ready))
+        .read("/health/detailed", get(health::detailed))
+        .into_router()
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.config.acl.clone(),
+            state.config.http_addr,
             guard::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -255,15 +250,26 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<LocalError> for ApiError {
-    fn from(error: LocalError) -> Self {
-        use crate::local::registry::RegistryError;
+impl From<RegistrationError> for ApiError {
+    fn from(error: RegistrationError) -> Self {
         let status = match &error {
-            LocalError::Registry(
+            RegistrationError::Registry(
                 RegistryError::UnknownService(_) | RegistryError::UnknownCheck(_),
             ) => StatusCode::NOT_FOUND,
-            LocalError::Registry(_) => StatusCode::BAD_REQUEST,
-            LocalError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistrationError::Registry(_) => StatusCode::BAD_REQUEST,
+            RegistrationError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RegistrationError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+impl From<KvWriteError> for ApiError {
+    fn from(error: KvWriteError) -> Self {
+        let status = match &error {
+            KvWriteError::Refused(_) => StatusCode::BAD_REQUEST,
+            KvWriteError::NotDurable(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            KvWriteError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, error.to_string())
     }

@@ -6,29 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shoal_protocol::record::CheckStatus;
-use thiserror::Error;
 
 use super::fields::Fields;
 use super::kinds;
-
-/// A definition the user got wrong, and where.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("`{field}`: {message}")]
-pub struct FieldError {
-    /// Path of the field as the user wrote it: `Check.Interval`,
-    /// `services[0].checks[1].interval`.
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+use crate::field_error::FieldError;
 
 /// Shortest interval accepted: below it a check is a load generator.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -158,7 +139,7 @@ const IGNORED: &[&str] = &[
 
 impl CheckDefinition {
     /// Parses one check from a normalized object (see
-    /// [`crate::local::keys::normalize`]).
+    /// [`crate::registry::keys::normalize`]).
     ///
     /// `field` is the object's path for error messages (`"Check"`,
     /// `"Checks[1]"`, `"services[0].checks[0]"`); an upper-case path makes
@@ -302,6 +283,13 @@ impl CheckDefinition {
     /// "http", "tcp", "exec", "ttl", "system" or "dependency".
     pub fn kind_name(&self) -> &'static str {
         self.kind.name()
+    }
+
+    /// Whether this check runs a program (`Args`), as the agent's user:
+    /// where such checks may come from is restricted
+    /// (`enable_script_checks`, `enable_local_script_checks`).
+    pub fn runs_a_program(&self) -> bool {
+        matches!(self.kind, CheckKind::Exec { .. })
     }
 }
 

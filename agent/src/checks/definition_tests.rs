@@ -3,7 +3,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::local::keys::normalize;
+use crate::registry::keys::normalize;
 
 fn parse(value: Value) -> Result<CheckDefinition, FieldError> {
     CheckDefinition::parse(&normalize(value), "Check", Some("web"), "service:web")

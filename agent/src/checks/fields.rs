@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::definition::FieldError;
-use super::duration::parse_go_duration;
+use crate::field_error::FieldError;
 
 /// How known fields are shown in errors: (normalized, Consul's JSON name,
 /// TOML name). Keys arrive normalized (`deregistercriticalserviceafter`),
@@ -188,14 +187,15 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A Go-style duration string (`"10s"`, `"500ms"`); `""` counts as absent.
+    /// A Go duration string (`"10s"`, `"1.5s"`, see [`crate::duration`]);
+    /// `""` counts as absent.
     pub(crate) fn duration(&mut self, key: &str) -> Result<Option<Duration>, FieldError> {
         match self.raw(key) {
             None => Ok(None),
             Some(Value::String(text)) if text.is_empty() => Ok(None),
-            Some(Value::String(text)) => parse_go_duration(text)
+            Some(Value::String(text)) => crate::duration::parse(text)
                 .map(Some)
-                .map_err(|message| self.error(key, message)),
+                .map_err(|error| self.error(key, error.to_string())),
             Some(other) => Err(self.expected(key, "a duration string like \"10s\"", other)),
         }
     }

@@ -7,8 +7,9 @@ use hyper::Method;
 use hyper::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::definition::{CheckKind, FieldError, SystemCheck, Thresholds};
+use super::definition::{CheckKind, SystemCheck, Thresholds};
 use super::fields::{Fields, type_name};
+use crate::field_error::FieldError;
 
 /// Fields that select a kind, in the order listed in errors.
 const KIND_FIELDS: &[&str] = &[

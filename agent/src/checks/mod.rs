@@ -2,7 +2,7 @@
 //!
 //! - [`definition`]: [`CheckDefinition`], parsed from Consul-style JSON (the
 //!   HTTP API) or TOML (config files), both normalized by
-//!   [`crate::local::keys::normalize`] first.
+//!   [`crate::registry::keys::normalize`] first.
 //! - [`state`]: [`CheckState`], the pure status state machine: flap damping,
 //!   TTL expiry, deregister-after. No I/O; time is an argument.
 //! - [`runner`]: [`spawn_check`], one task per check that probes on its
@@ -14,7 +14,6 @@
 //! drives TTL expiry and deregistration on its own timer.
 
 pub mod definition;
-mod duration;
 pub mod exec;
 mod fields;
 pub mod http;
@@ -29,7 +28,7 @@ use std::time::Duration;
 
 pub use shoal_protocol::record::CheckStatus;
 
-pub use definition::{CheckDefinition, CheckKind, FieldError, SystemCheck, Thresholds};
+pub use definition::{CheckDefinition, CheckKind, SystemCheck, Thresholds};
 pub use runner::{probe, run_check, spawn_check};
 pub use state::CheckState;
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::checks::CheckStatus::{Critical, Passing, Warning};
-use crate::local::keys::normalize;
+use crate::registry::keys::normalize;
 
 fn check(value: Value) -> CheckDefinition {
     CheckDefinition::parse(&normalize(value), "Check", None, "test").unwrap()

@@ -96,6 +96,13 @@ pub struct AgentArgs {
     /// Reads need the token too.
     #[arg(long, env = "SHOAL_ACL_PROTECT_READS")]
     pub acl_protect_reads: bool,
+    /// Allow exec checks (`Args`) registered through the HTTP API. Off by
+    /// default: they run any command as the agent's user.
+    #[arg(long, env = "SHOAL_ENABLE_SCRIPT_CHECKS")]
+    pub enable_script_checks: bool,
+    /// Allow exec checks from the config files [default: true].
+    #[arg(long, env = "SHOAL_ENABLE_LOCAL_SCRIPT_CHECKS", value_name = "BOOL")]
+    pub enable_local_script_checks: Option<bool>,
 }
 
 impl AgentArgs {
@@ -119,6 +126,8 @@ impl AgentArgs {
             acl_token: self.acl_token.clone(),
             acl_protect_reads: self.acl_protect_reads,
             encrypt: self.encrypt.clone(),
+            enable_script_checks: self.enable_script_checks,
+            enable_local_script_checks: self.enable_local_script_checks,
         }
     }
 }
@@ -149,7 +158,7 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
         let listeners = daemon::Listeners::bind(&config).await?;
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let reload = crate::reload::ReloadSetup { overrides, log };
+        let reload = crate::daemon::reload::ReloadSetup { overrides, log };
         daemon::run(config, listeners, shutdown, reload).await
     });
     match result {
@@ -164,11 +173,11 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
 
 /// Installs the logger; returns how to change its level on reload (`None`
 /// when `RUST_LOG` sets the filter: it then wins over `log_level`).
-fn init_logging(config: &AgentConfig) -> Option<crate::reload::LogControl> {
+fn init_logging(config: &AgentConfig) -> Option<crate::daemon::reload::LogControl> {
     let from_env = EnvFilter::try_from_default_env().ok();
     let pinned = from_env.is_some();
-    let filter =
-        from_env.unwrap_or_else(|| EnvFilter::new(crate::reload::log_directive(&config.log_level)));
+    let filter = from_env
+        .unwrap_or_else(|| EnvFilter::new(crate::daemon::reload::log_directive(&config.log_level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -192,10 +201,10 @@ fn init_logging(config: &AgentConfig) -> Option<crate::reload::LogControl> {
 
 fn log_control<S: 'static>(
     handle: tracing_subscriber::reload::Handle<EnvFilter, S>,
-) -> crate::reload::LogControl {
+) -> crate::daemon::reload::LogControl {
     Box::new(move |level: &str| {
         handle
-            .reload(EnvFilter::new(crate::reload::log_directive(level)))
+            .reload(EnvFilter::new(crate::daemon::reload::log_directive(level)))
             .map_err(|error| error.to_string())
     })
 }

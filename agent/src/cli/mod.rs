@@ -41,6 +41,16 @@ pub struct Cli {
     #[arg(long, global = true, env = "SHOAL_HTTP_ADDR", value_name = "IP:PORT")]
     pub http_addr: Option<String>,
 
+    /// API token for the commands that talk to the agent (`[acl] token` of
+    /// the agent), sent as `X-Consul-Token`.
+    #[arg(
+        long,
+        env = "SHOAL_HTTP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -103,6 +113,7 @@ pub fn main() -> ExitCode {
                 .as_deref()
                 .unwrap_or(crate::config::DEFAULT_HTTP_ADDR),
         )
+        .with_token(cli.token.clone())
     };
     let result = match &cli.command {
         Command::Agent(args) => return agent::run(args, cli.http_addr.clone()),

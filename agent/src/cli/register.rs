@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::local::keys::normalize;
+use crate::registry::keys::normalize;
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {

@@ -1,6 +1,7 @@
 //! The gossip loop: the one task that owns the [`Node`] (foca and the
-//! cluster state). Everything else talks to it through channels and reads
-//! the snapshots it publishes. It never waits on I/O: datagrams go out with
+//! cluster state). Everything else asks it for changes through an
+//! [`AgentHandle`](super::handle::AgentHandle) and reads the snapshots it
+//! publishes. It never waits on I/O: datagrams go out with
 //! `try_send_to`, and TCP exchanges run in tasks of their own.
 
 use std::net::SocketAddr;
@@ -8,106 +9,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use shoal_protocol::Node;
 use shoal_protocol::sync::SyncMessage;
-use shoal_protocol::{Node, NodeTimer};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::local::LocalState;
+use super::handle::{Command, LiveConfig};
+use super::registrar::Registrar;
+use super::scheduler::ScheduledTimer;
 use super::snapshot::Snapshot;
 use super::sync::SyncService;
-use crate::checks::{CheckDefinition, CheckResult};
-use crate::local::registry::RegistryError;
-use crate::local::service::ServiceDefinition;
+use crate::checks::CheckResult;
 use crate::persist::DataDirGuard;
-use shoal_protocol::record::CheckStatus;
-
-/// Requests from other tasks. Those that need an answer carry a sender.
-pub enum Command {
-    /// A peer opened an exchange with its digest (`SyncMessage::Digest`):
-    /// answer with the delta.
-    SyncAnswer {
-        digest: SyncMessage,
-        reply: oneshot::Sender<SyncMessage>,
-    },
-    /// The peer's delta to our digest (`SyncMessage::Delta`): merge it and
-    /// answer with the closing message.
-    SyncFinish {
-        delta: SyncMessage,
-        reply: oneshot::Sender<SyncMessage>,
-    },
-    /// The closing message of an exchange we answered
-    /// (`SyncMessage::Records`): merge it.
-    SyncAbsorb { closing: SyncMessage },
-    /// A KV write or delete, validated by the API.
-    Kv {
-        request: crate::kv::KvRequest,
-        reply: oneshot::Sender<Result<crate::kv::KvAck, shoal_protocol::kv::KvError>>,
-    },
-    /// A KV write came back from the disk: apply it if it is durable.
-    KvSettle {
-        entries: Vec<shoal_protocol::kv::KvEntry>,
-        durable: bool,
-        reply: oneshot::Sender<()>,
-    },
-    /// A change to what is registered on this agent, answered once it is
-    /// applied (and, for API registrations, durable).
-    Local {
-        request: LocalRequest,
-        reply: oneshot::Sender<Result<(), LocalError>>,
-    },
-    /// A config reload: replaces the config-sourced services and checks and
-    /// the node tags (see `crate::reload`).
-    Reload {
-        live: crate::reload::LiveConfig,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-}
-
-/// Changes to the local registry, already validated by the API.
-pub enum LocalRequest {
-    RegisterService {
-        definition: ServiceDefinition,
-        raw: Option<serde_json::Value>,
-    },
-    DeregisterService {
-        id: String,
-    },
-    RegisterCheck {
-        definition: CheckDefinition,
-        raw: Option<serde_json::Value>,
-    },
-    DeregisterCheck {
-        id: String,
-    },
-    TtlUpdate {
-        id: String,
-        status: CheckStatus,
-        output: Option<String>,
-    },
-    NodeMaintenance {
-        reason: Option<String>,
-    },
-    ServiceMaintenance {
-        id: String,
-        reason: Option<String>,
-    },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LocalError {
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error("could not persist the registration: {0}")]
-    Persist(String),
-}
+use crate::registry::{Change, RegistryError};
 
 /// The receiving ends the loop listens on.
-pub struct Inputs {
-    pub timers_rx: mpsc::Receiver<NodeTimer>,
-    pub datagrams_rx: mpsc::Receiver<Vec<u8>>,
+pub(super) struct Inputs {
+    /// Due timers with their deadlines.
+    pub timers_rx: mpsc::Receiver<ScheduledTimer>,
+    /// Datagrams with the time they were received.
+    pub datagrams_rx: mpsc::Receiver<(Instant, Vec<u8>)>,
     pub commands_rx: mpsc::Receiver<Command>,
     pub results_rx: mpsc::Receiver<CheckResult>,
 }
@@ -121,10 +44,11 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 /// Upper bound on a graceful leave, whatever the timers say.
 const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
 
-pub struct GossipLoop {
+/// The loop's state: everything it owns.
+pub(super) struct GossipLoop {
     pub node: Node,
     pub socket: Arc<UdpSocket>,
-    pub schedule_tx: mpsc::UnboundedSender<(Instant, NodeTimer)>,
+    pub schedule_tx: mpsc::UnboundedSender<ScheduledTimer>,
     pub snapshot_tx: watch::Sender<Arc<Snapshot>>,
     pub sync: SyncService,
     pub data_dir: Arc<DataDirGuard>,
@@ -133,7 +57,7 @@ pub struct GossipLoop {
     pub send_failures: u64,
     pub index: u64,
     /// Services and checks registered on this agent.
-    pub local: LocalState,
+    pub registrar: Registrar,
     /// The KV store's clock and disk.
     pub kv: crate::kv::KvState,
     /// Test-only: peers whose traffic is dropped.
@@ -144,7 +68,7 @@ impl GossipLoop {
     /// Runs until the node has left the cluster after `shutdown`.
     pub async fn run(mut self, mut inputs: Inputs, shutdown: CancellationToken) {
         self.node.start();
-        self.push_local(crate::local::registry::Change::Status);
+        self.push_registry(Change::Status);
         self.flush();
         let mut stats = tokio::time::interval(STATS_INTERVAL);
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -165,20 +89,24 @@ impl GossipLoop {
                     tracing::warn!("graceful leave did not finish in time; stopping anyway");
                     return;
                 }
-                Some(timer) = inputs.timers_rx.recv() => self.node.handle_timer(timer),
-                Some(packet) = inputs.datagrams_rx.recv() => {
+                Some((deadline, timer)) = inputs.timers_rx.recv() => {
+                    self.note_lag(deadline);
+                    self.node.handle_timer(timer);
+                }
+                Some((received, packet)) = inputs.datagrams_rx.recv() => {
+                    self.note_lag(received);
                     if let Err(error) = self.node.handle_datagram(&packet) {
                         tracing::debug!(%error, "dropped a datagram");
                     }
                 }
                 Some(command) = inputs.commands_rx.recv() => self.handle_command(command),
                 Some(result) = inputs.results_rx.recv() => {
-                    let change = self.local.apply_result(result);
-                    self.push_local(change);
+                    let change = self.registrar.apply_result(result);
+                    self.push_registry(change);
                 }
                 _ = housekeeping.tick() => {
-                    let change = self.local.housekeeping();
-                    self.push_local(change);
+                    let change = self.registrar.housekeeping();
+                    self.push_registry(change);
                 }
                 _ = kv_housekeeping.tick() => self.kv.housekeeping(&mut self.node),
                 _ = stats.tick() => self.publish(),
@@ -191,55 +119,27 @@ impl GossipLoop {
         }
     }
 
-    fn handle_command(&mut self, command: Command) {
-        if matches!(
-            command,
-            Command::SyncAnswer { .. } | Command::SyncFinish { .. }
-        ) {
-            // Never hand stale entries to a peer.
-            self.kv.before_contact(&mut self.node);
+    /// Tells local health how late the loop got to an event due at `due`
+    /// (a timer's deadline, a datagram's arrival), as the simulator does: a
+    /// loop that falls behind makes this node slower to accuse others.
+    fn note_lag(&mut self, due: Instant) {
+        let lag = Instant::now().saturating_duration_since(due);
+        if !lag.is_zero() {
+            self.node.note_lag(lag);
         }
+    }
+
+    fn handle_command(&mut self, command: Command) {
         match command {
-            Command::SyncAnswer { digest, reply } => {
-                if let SyncMessage::Digest {
-                    nodes,
-                    kv_root,
-                    kv_buckets,
-                    members,
-                } = digest
-                {
-                    let _ = reply.send(self.node.sync_answer(&nodes, kv_root, &kv_buckets));
-                    self.node.learn_members(&members);
+            Command::Sync { message, reply } => {
+                if !matches!(message, SyncMessage::Records(_)) {
+                    // The answer carries our KV entries: never hand stale
+                    // ones to a peer.
+                    self.kv.before_contact(&mut self.node);
                 }
+                let _ = reply.send(self.node.on_sync(message));
             }
-            Command::SyncFinish { delta, reply } => {
-                if let SyncMessage::Delta {
-                    records,
-                    wanted,
-                    kv_entries,
-                    kv_buckets,
-                    members,
-                } = delta
-                {
-                    let _ = reply.send(self.node.sync_finish(
-                        records,
-                        &wanted,
-                        kv_entries,
-                        &kv_buckets,
-                    ));
-                    self.node.learn_members(&members);
-                }
-            }
-            Command::SyncAbsorb { closing } => {
-                if let SyncMessage::Records {
-                    records,
-                    kv_entries,
-                } = closing
-                {
-                    self.node.sync_absorb(records, kv_entries);
-                }
-            }
-            Command::Kv { request, reply } => {
+            Command::KvWrite { request, reply } => {
                 let _ = reply.send(self.kv.handle(&mut self.node, request));
             }
             Command::KvSettle {
@@ -250,9 +150,9 @@ impl GossipLoop {
                 self.kv.settle(&mut self.node, entries, durable);
                 let _ = reply.send(());
             }
-            Command::Local { request, reply } => {
-                let change = self.local.handle(request, reply);
-                self.push_local(change);
+            Command::Registry { request, reply } => {
+                let change = self.registrar.handle(request, reply);
+                self.push_registry(change);
             }
             Command::Reload { live, reply } => {
                 let _ = reply.send(self.apply_reload(live));
@@ -262,10 +162,10 @@ impl GossipLoop {
 
     /// Applies a reloaded configuration; tags change only if the services
     /// and checks were accepted.
-    fn apply_reload(&mut self, live: crate::reload::LiveConfig) -> Result<(), String> {
-        let loaded = self.local.load_config(live.services, live.checks);
-        self.push_local(crate::local::registry::Change::Status);
-        loaded.map_err(|error| format!("services and checks: {error}"))?;
+    fn apply_reload(&mut self, live: LiveConfig) -> Result<(), RegistryError> {
+        let loaded = self.registrar.load_config(live.services, live.checks);
+        self.push_registry(Change::Status);
+        loaded?;
         if self.node.local_record().tags != live.tags {
             self.node.update_local(|record| record.tags = live.tags);
         }
@@ -274,12 +174,11 @@ impl GossipLoop {
 
     /// Copies the registry into our node record: a status change gets a new
     /// version and is gossiped; output alone rides along quietly.
-    fn push_local(&mut self, change: crate::local::registry::Change) {
-        use crate::local::registry::Change;
+    fn push_registry(&mut self, change: Change) {
         if change == Change::None {
             return;
         }
-        let (services, checks) = self.local.records();
+        let (services, checks) = self.registrar.records();
         if change == Change::Status {
             self.node.update_local(|record| {
                 record.services = services;
@@ -353,7 +252,7 @@ impl GossipLoop {
             index: self.index,
             local: self.node.local_record(),
             members: self.node.members(),
-            local_checks: self.local.views(),
+            local_checks: self.registrar.check_details(),
             kv: self.node.kv(),
             checks_loaded: true,
             counters: self.node.counters().clone(),

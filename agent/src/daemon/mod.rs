@@ -1,21 +1,27 @@
 //! `shoal agent`: binds the sockets, starts the tasks, and runs until
 //! shutdown.
 //!
+//! - [`handle`]: [`handle::AgentHandle`], the typed front door to the gossip
+//!   loop, and the vocabulary it speaks.
 //! - [`gossip`]: the loop that owns the node (foca + cluster state).
 //! - [`http`]: serves the HTTP API with connection limits and timeouts.
 //! - [`scheduler`]: delivers timers in order.
 //! - [`sync`]: TCP anti-entropy exchanges.
 //! - [`rate`]: the per-peer rate limit on exchanges accepted.
 //! - [`snapshot`]: what readers see.
-//! - [`local`]: the loop's side of the local registry.
+//! - [`registrar`]: the loop's side of the registry: check runners and
+//!   persistence of API registrations.
+//! - [`reload`]: config hot reload (file watch, SIGHUP, `PUT /v1/agent/reload`).
 //! - [`fault`]: test-only fault injection.
 
 pub mod fault;
 pub mod gossip;
+pub mod handle;
 pub mod http;
 pub mod index;
-pub mod local;
 pub mod rate;
+pub mod registrar;
+pub mod reload;
 pub mod scheduler;
 pub mod snapshot;
 pub mod sync;
@@ -23,25 +29,40 @@ pub mod sync;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use shoal_protocol::codec::MAX_DATAGRAM;
 use shoal_protocol::envelope::{Envelope, cluster_id};
+use shoal_protocol::keyring::Keyring;
 use shoal_protocol::{Node, NodeId, NodeRecord};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api;
+use crate::checks::CheckResult;
 use crate::config::AgentConfig;
+use crate::kv::KvState;
 use crate::persist::DataDirGuard;
+use fault::FaultInjection;
 use gossip::{GossipLoop, Inputs};
+use handle::AgentHandle;
+use registrar::Registrar;
+use scheduler::ScheduledTimer;
 use snapshot::Snapshot;
+use sync::SyncService;
 
 /// Datagrams queued for the gossip loop before the receiver drops them.
 const DATAGRAM_QUEUE: usize = 1024;
+/// Timers due and queued for the gossip loop.
+const TIMER_QUEUE: usize = 1024;
+/// Check results queued for the gossip loop.
+const RESULT_QUEUE: usize = 256;
+/// How long background tasks get to stop once the agent has left.
+const TASKS_GRACE: Duration = Duration::from_secs(3);
 
 /// The sockets the agent serves on, bound before anything else starts so
 /// that a busy port is reported at once.
@@ -83,10 +104,128 @@ pub async fn run(
     config: AgentConfig,
     listeners: Listeners,
     shutdown: CancellationToken,
-    reload: crate::reload::ReloadSetup,
+    reload: reload::ReloadSetup,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let data_dir = Arc::new(DataDirGuard::open(&config.data_dir)?);
+    let Identity {
+        mut node,
+        envelope,
+        keyring,
+    } = identity(&config, &data_dir)?;
+    let tasks = Tasks::default();
+    let (agent, commands_rx) = handle::channel();
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(first_snapshot(&node)));
+    let (schedule_tx, timers_rx) = spawn_scheduler(&tasks);
+    let (registrar, results_rx) = spawn_registry(&config, &data_dir, snapshot_rx.clone(), &tasks)?;
+    let kv = open_kv(&config, &data_dir, &mut node, keyring.clone(), &tasks)?;
+    let faults = Arc::new(FaultInjection::new(config.fault_injection));
+    let transport = spawn_transport(
+        listeners.udp,
+        listeners.tcp,
+        envelope,
+        agent.clone(),
+        faults.clone(),
+        &tasks,
+    );
+    let reload = reload::spawn(
+        reload,
+        config.clone(),
+        agent.clone(),
+        &tasks.tracker,
+        tasks.stop.clone(),
+    );
+    let left = CancellationToken::new();
+    let http_addr = serve_api(
+        listeners.http,
+        api::ApiState {
+            config: config.clone(),
+            reload,
+            snapshot_rx,
+            shutdown: shutdown.clone(),
+            left: left.clone(),
+            agent,
+            faults: faults.clone(),
+            keyring,
+        },
+        &tasks,
+    )?;
+
+    tracing::info!(
+        node = %config.node_name,
+        id = %node.local_record().id,
+        bind = %config.bind,
+        http = %http_addr,
+        cluster = %config.cluster,
+        seeds = ?config.join,
+        "shoal agent running"
+    );
+    let gossip = GossipLoop {
+        node,
+        socket: transport.socket,
+        schedule_tx,
+        snapshot_tx,
+        sync: transport.sync,
+        data_dir,
+        receive_drops: transport.receive_drops,
+        send_failures: 0,
+        index: 1,
+        registrar,
+        kv,
+        faults,
+    };
+    let inputs = Inputs {
+        timers_rx,
+        datagrams_rx: transport.datagrams_rx,
+        commands_rx,
+        results_rx,
+    };
+    gossip.run(inputs, shutdown).await;
+
+    left.cancel();
+    tasks.stop().await;
+    Ok(())
+}
+
+/// The agent's background tasks: one token stops them all, and the tracker
+/// lets shutdown wait for them.
+#[derive(Default)]
+struct Tasks {
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Tasks {
+    fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(task);
+    }
+
+    /// Stops every task and waits (a little) for them to finish.
+    async fn stop(self) {
+        self.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(TASKS_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some tasks did not stop within {TASKS_GRACE:?}");
+        }
+    }
+}
+
+/// Who this agent is in the cluster, and how its traffic is sealed.
+struct Identity {
+    node: Node,
+    envelope: Envelope,
+    keyring: Keyring,
+}
+
+/// Takes the next generation from the data dir (a restarted agent is a new
+/// member of the cluster) and builds the node with its record and keys.
+fn identity(config: &AgentConfig, data_dir: &DataDirGuard) -> anyhow::Result<Identity> {
     let now_millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)
@@ -101,8 +240,8 @@ pub async fn run(
     record.tags = config.tags.clone();
 
     let keyring = match config.encrypt {
-        Some(key) => shoal_protocol::keyring::Keyring::with_primary(key),
-        None => shoal_protocol::keyring::Keyring::default(),
+        Some(key) => Keyring::with_primary(key),
+        None => Keyring::default(),
     };
     let envelope = Envelope::with_keyring(cluster_id(&config.cluster), keyring.clone());
     let node = Node::new(
@@ -112,16 +251,17 @@ pub async fn run(
         // From the OS: it also seeds the nonces of sealed datagrams.
         rand::random(),
     );
+    Ok(Identity {
+        node,
+        envelope,
+        keyring,
+    })
+}
 
-    let tracker = TaskTracker::new();
-    let tasks_stop = CancellationToken::new();
-    let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
-    let (timers_tx, timers_rx) = mpsc::channel(1024);
-    let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
-    let (commands_tx, commands_rx) = mpsc::channel(256);
-    let (results_tx, results_rx) = mpsc::channel(256);
-    let (persist_tx, persist_rx) = mpsc::unbounded_channel();
-    let initial = Snapshot {
+/// What readers see before the loop publishes: ourselves alone, nothing
+/// loaded yet.
+fn first_snapshot(node: &Node) -> Snapshot {
+    Snapshot {
         index: 1,
         local: node.local_record(),
         members: node.members(),
@@ -132,144 +272,154 @@ pub async fn run(
         name_conflicts: 0,
         send_failures: 0,
         receive_drops: 0,
-    };
-    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(initial));
+    }
+}
 
-    tracker.spawn(scheduler::scheduler_loop(
+/// Starts the timer scheduler: the loop submits `(deadline, timer)` on the
+/// first channel and receives due timers, with their deadlines, on the
+/// second.
+fn spawn_scheduler(
+    tasks: &Tasks,
+) -> (
+    mpsc::UnboundedSender<ScheduledTimer>,
+    mpsc::Receiver<ScheduledTimer>,
+) {
+    let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
+    let (timers_tx, timers_rx) = mpsc::channel(TIMER_QUEUE);
+    tasks.spawn(scheduler::scheduler_loop(
         schedule_rx,
         timers_tx,
-        tasks_stop.clone(),
+        tasks.stop.clone(),
     ));
-    tracker.spawn(local::persist_loop(persist_rx, data_dir.clone()));
+    (schedule_tx, timers_rx)
+}
 
-    let lookup_rx = snapshot_rx.clone();
-    let dependency: crate::checks::DependencyLookup =
-        Arc::new(move |service: &str| crate::catalog::count_passing(&lookup_rx.borrow(), service));
-    let mut local_state =
-        local::LocalState::new(results_tx, dependency, tasks_stop.child_token(), persist_tx);
-    if let Some(saved) = local::read_saved(&data_dir) {
-        local_state.restore(&saved);
+/// The registry with the API registrations saved in the data dir and the
+/// configured services and checks, its persistence task, and the channel
+/// its check runners report on. Dependency checks count passing instances
+/// in the latest snapshot.
+fn spawn_registry(
+    config: &AgentConfig,
+    data_dir: &Arc<DataDirGuard>,
+    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    tasks: &Tasks,
+) -> anyhow::Result<(Registrar, mpsc::Receiver<CheckResult>)> {
+    let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+    tasks.spawn(registrar::persist_loop(persist_rx, data_dir.clone()));
+    let (results_tx, results_rx) = mpsc::channel(RESULT_QUEUE);
+    let dependency: crate::checks::DependencyLookup = Arc::new(move |service: &str| {
+        crate::catalog::count_passing(&snapshot_rx.borrow().members, service)
+    });
+    let mut registrar =
+        Registrar::new(results_tx, dependency, tasks.stop.child_token(), persist_tx);
+    if let Some(saved) = registrar::read_saved(data_dir) {
+        registrar.restore(&saved, config.enable_script_checks);
     }
-    local_state
+    registrar
         .load_config(config.services.clone(), config.checks.clone())
         .context("loading the configured services and checks")?;
+    Ok((registrar, results_rx))
+}
 
+/// Opens the KV database, starts its writer task, and loads what it holds
+/// into `node`.
+fn open_kv(
+    config: &AgentConfig,
+    data_dir: &DataDirGuard,
+    node: &mut Node,
+    keyring: Keyring,
+    tasks: &Tasks,
+) -> anyhow::Result<KvState> {
     let (database, loaded) = crate::kv::disk::open(data_dir.path())?;
     let (disk_tx, disk_rx) = mpsc::unbounded_channel();
-    tracker.spawn(crate::kv::disk::writer_loop(
+    tasks.spawn(crate::kv::disk::writer_loop(
         database,
         data_dir.path().join(crate::kv::disk::FILE),
         disk_rx,
     ));
-    let mut node = node;
-    let mut kv_state = crate::kv::KvState::new(
+    let mut kv = KvState::new(
         keyring.clone(),
         config.node_name.clone(),
         disk_tx,
         config.kv_tombstone_grace,
     );
-    kv_state.restore(&mut node, loaded);
+    kv.restore(node, loaded);
+    if crate::kv::keyring_origin(config.encrypt.as_ref(), &keyring, &node.kv())
+        .overrides_configured_key
+    {
+        // A keyring operation wrote it; it stays in force until the next
+        // one, whatever `encrypt` says (shown in /v1/agent/self too).
+        tracing::warn!(
+            "the gossip keyring stored in the KV (_shoal/keyring) overrides the configured encrypt key, which is not its primary key; change keys with `shoal keyring`"
+        );
+    }
+    Ok(kv)
+}
 
-    let socket = Arc::new(listeners.udp);
+/// The gossip transport as the loop sees it.
+struct Transport {
+    /// Datagrams go out on it straight from the loop (`try_send_to`).
+    socket: Arc<UdpSocket>,
+    /// Datagrams received, with the time they arrived.
+    datagrams_rx: mpsc::Receiver<(Instant, Vec<u8>)>,
+    /// Datagrams the receive task dropped because the loop was behind.
+    receive_drops: Arc<AtomicU64>,
+    /// Starts anti-entropy exchanges.
+    sync: SyncService,
+}
+
+/// Starts receiving datagrams on `udp` and serving anti-entropy exchanges
+/// on `tcp`.
+fn spawn_transport(
+    udp: UdpSocket,
+    tcp: TcpListener,
+    envelope: Envelope,
+    agent: AgentHandle,
+    faults: Arc<FaultInjection>,
+    tasks: &Tasks,
+) -> Transport {
+    let socket = Arc::new(udp);
     let receive_drops = Arc::new(AtomicU64::new(0));
-    let faults = Arc::new(fault::FaultInjection::new(config.fault_injection));
-    tracker.spawn(receive_loop(
+    let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
+    tasks.spawn(receive_loop(
         socket.clone(),
         faults.clone(),
         datagrams_tx,
         receive_drops.clone(),
-        tasks_stop.clone(),
+        tasks.stop.clone(),
     ));
-
-    let sync = sync::SyncService::new(
-        envelope,
-        commands_tx.clone(),
-        tracker.clone(),
-        faults.clone(),
-    );
-    tracker.spawn(sync.clone().serve(listeners.tcp, tasks_stop.clone()));
-
-    let reload = crate::reload::spawn(
-        reload,
-        config.clone(),
-        commands_tx.clone(),
-        &tracker,
-        tasks_stop.clone(),
-    );
-
-    let left = CancellationToken::new();
-    let api_state = api::ApiState {
-        config: config.clone(),
-        reload,
-        snapshot_rx,
-        shutdown: shutdown.clone(),
-        left: left.clone(),
-        commands_tx: commands_tx.clone(),
-        faults: faults.clone(),
-        keyring: keyring.clone(),
-    };
-    let http_addr = listeners.http.local_addr()?;
-    tracker.spawn(http::serve(
-        listeners.http,
-        api::router(api_state),
-        Arc::new(http::HttpCounters::default()),
-        tasks_stop.clone(),
-    ));
-
-    tracing::info!(
-        node = %config.node_name,
-        %id,
-        bind = %config.bind,
-        http = %http_addr,
-        cluster = %config.cluster,
-        seeds = ?config.join,
-        "shoal agent running"
-    );
-
-    let gossip = GossipLoop {
-        node,
+    let sync = SyncService::new(envelope, agent, tasks.tracker.clone(), faults);
+    tasks.spawn(sync.clone().serve(tcp, tasks.stop.clone()));
+    Transport {
         socket,
-        schedule_tx,
-        snapshot_tx,
-        sync,
-        data_dir: data_dir.clone(),
+        datagrams_rx,
         receive_drops,
-        send_failures: 0,
-        index: 1,
-        local: local_state,
-        kv: kv_state,
-        faults,
-    };
-    gossip
-        .run(
-            Inputs {
-                timers_rx,
-                datagrams_rx,
-                commands_rx,
-                results_rx,
-            },
-            shutdown,
-        )
-        .await;
-
-    left.cancel();
-    tasks_stop.cancel();
-    tracker.close();
-    if tokio::time::timeout(std::time::Duration::from_secs(3), tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some tasks did not stop within 3s");
+        sync,
     }
-    Ok(())
+}
+
+/// Serves the HTTP API on `listener`; returns the address it serves on.
+fn serve_api(
+    listener: TcpListener,
+    state: api::ApiState,
+    tasks: &Tasks,
+) -> anyhow::Result<SocketAddr> {
+    let addr = listener.local_addr()?;
+    tasks.spawn(http::serve(
+        listener,
+        api::router(state),
+        Arc::new(http::HttpCounters::default()),
+        tasks.stop.clone(),
+    ));
+    Ok(addr)
 }
 
 /// Receives datagrams and queues them for the gossip loop; drops (and
 /// counts) what the loop can't keep up with, and anything oversized.
 async fn receive_loop(
     socket: Arc<UdpSocket>,
-    faults: Arc<fault::FaultInjection>,
-    datagrams_tx: mpsc::Sender<Vec<u8>>,
+    faults: Arc<FaultInjection>,
+    datagrams_tx: mpsc::Sender<(Instant, Vec<u8>)>,
     drops: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
@@ -298,7 +448,10 @@ async fn receive_loop(
             tracing::debug!(%from, length, "dropped an oversized datagram");
             continue;
         }
-        if datagrams_tx.try_send(buffer[..length].to_vec()).is_err() {
+        // Stamped so that the loop can tell how long it kept the datagram
+        // waiting (local health counts that lag).
+        let stamped = (Instant::now(), buffer[..length].to_vec());
+        if datagrams_tx.try_send(stamped).is_err() {
             drops.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -12,6 +12,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// A timer with its deadline: submitted that way, and delivered that way
+/// so the receiver can tell how late it handles it.
+pub type ScheduledTimer = (Instant, NodeTimer);
+
 struct Pending {
     deadline: Instant,
     rank: u8,
@@ -47,10 +51,11 @@ impl Ord for Pending {
 }
 
 /// Runs until `shutdown`: takes `(deadline, timer)` from `submit_rx` and
-/// sends due timers, in order, to `fire_tx`.
+/// sends due timers, in order and with their deadlines (so the receiver can
+/// tell how late it handles them), to `fire_tx`.
 pub async fn scheduler_loop(
-    mut submit_rx: mpsc::UnboundedReceiver<(Instant, NodeTimer)>,
-    fire_tx: mpsc::Sender<NodeTimer>,
+    mut submit_rx: mpsc::UnboundedReceiver<ScheduledTimer>,
+    fire_tx: mpsc::Sender<ScheduledTimer>,
     shutdown: CancellationToken,
 ) {
     let mut heap = BinaryHeap::new();
@@ -71,7 +76,7 @@ pub async fn scheduler_loop(
                 let now = Instant::now();
                 while heap.peek().is_some_and(|pending| pending.deadline <= now) {
                     let pending = heap.pop().expect("peeked");
-                    if fire_tx.send(pending.timer).await.is_err() {
+                    if fire_tx.send((pending.deadline, pending.timer)).await.is_err() {
                         return;
                     }
                 }
@@ -106,7 +111,7 @@ mod tests {
             .unwrap();
         let mut fired = Vec::new();
         for _ in 0..4 {
-            fired.push(fire_rx.recv().await.unwrap());
+            fired.push(fire_rx.recv().await.unwrap().1);
         }
         assert_eq!(
             fired,
@@ -117,6 +122,22 @@ mod tests {
                 NodeTimer::FinishLeave
             ]
         );
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_fires_with_its_deadline_even_when_late() {
+        let (submit_tx, submit_rx) = mpsc::unbounded_channel();
+        let (fire_tx, mut fire_rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(scheduler_loop(submit_rx, fire_tx, shutdown.clone()));
+        let deadline = Instant::now();
+        tokio::time::advance(Duration::from_millis(40)).await;
+        submit_tx.send((deadline, NodeTimer::AntiEntropy)).unwrap();
+        let (fired_deadline, timer) = fire_rx.recv().await.unwrap();
+        assert_eq!(timer, NodeTimer::AntiEntropy);
+        assert_eq!(fired_deadline, deadline);
+        assert!(Instant::now() - fired_deadline >= Duration::from_millis(40));
         shutdown.cancel();
     }
 }

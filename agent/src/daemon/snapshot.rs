@@ -8,6 +8,7 @@ use shoal_protocol::node::Counters;
 use shoal_protocol::record::CheckRecord;
 use shoal_protocol::{MemberView, NodeRecord};
 
+/// One published state of the agent: cluster, registry, KV and counters.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Bumped on every publish that carries a change (never 0), for
@@ -18,7 +19,7 @@ pub struct Snapshot {
     /// The membership table, ourselves included, sorted by name.
     pub members: Vec<MemberView>,
     /// Every local check, with its full output.
-    pub local_checks: Vec<LocalCheck>,
+    pub local_checks: Vec<CheckDetail>,
     /// The KV store (an O(1) copy of a persistent map).
     pub kv: shoal_protocol::kv::KvStore,
     /// Whether the configured services and checks are loaded.
@@ -33,9 +34,10 @@ pub struct Snapshot {
     pub receive_drops: u64,
 }
 
-/// A check registered on this agent, as the local API shows it.
+/// A check registered on this agent in full detail, as the agent's own
+/// API shows it (`/v1/agent/checks`, `/health/detailed`).
 #[derive(Clone, Debug)]
-pub struct LocalCheck {
+pub struct CheckDetail {
     /// With the full output (up to 4 KiB), not the gossiped excerpt.
     pub record: CheckRecord,
     pub service_id: Option<String>,

@@ -1,6 +1,7 @@
 //! Anti-entropy push-pull over TCP (see `shoal_protocol::sync`): the
 //! initiator side, the responder side, and framing. All of it runs in its
-//! own tasks; the gossip loop only answers commands.
+//! own tasks; the gossip loop only answers through the
+//! [`AgentHandle`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,14 +9,14 @@ use std::time::Duration;
 
 use shoal_protocol::codec::{self, DecodeError, MAX_FRAME};
 use shoal_protocol::envelope::{Envelope, PayloadKind};
-use shoal_protocol::sync::SyncMessage;
+use shoal_protocol::sync::{SyncMessage, SyncStep};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::gossip::Command;
+use super::handle::AgentHandle;
 
 /// How long one whole exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,8 +33,16 @@ pub enum SyncError {
     Envelope(#[from] shoal_protocol::envelope::EnvelopeError),
     #[error("undecodable message: {0}")]
     Decode(#[from] DecodeError),
-    #[error("expected {expected}, got another message")]
-    Unexpected { expected: &'static str },
+    #[error("expected a sync frame, got a {0:?} envelope")]
+    WrongKind(PayloadKind),
+    #[error("expected {expected}, got {got}: steps out of order")]
+    OutOfOrder { expected: SyncStep, got: SyncStep },
+    #[error("the gossip loop answered {to} with {answer:?} instead of {expected:?}")]
+    WrongAnswer {
+        to: SyncStep,
+        expected: Option<SyncStep>,
+        answer: Option<SyncStep>,
+    },
     #[error("the agent is shutting down")]
     Closed,
     #[error("timed out")]
@@ -44,7 +53,7 @@ pub enum SyncError {
 #[derive(Clone)]
 pub struct SyncService {
     envelope: Envelope,
-    commands_tx: mpsc::Sender<Command>,
+    agent: AgentHandle,
     outgoing: Arc<Semaphore>,
     incoming: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -54,13 +63,13 @@ pub struct SyncService {
 impl SyncService {
     pub fn new(
         envelope: Envelope,
-        commands_tx: mpsc::Sender<Command>,
+        agent: AgentHandle,
         tracker: TaskTracker,
         faults: Arc<super::fault::FaultInjection>,
     ) -> Self {
         Self {
             envelope,
-            commands_tx,
+            agent,
             outgoing: Arc::new(Semaphore::new(MAX_EXCHANGES)),
             incoming: Arc::new(Semaphore::new(MAX_EXCHANGES)),
             tracker,
@@ -90,22 +99,16 @@ impl SyncService {
         true
     }
 
+    /// The initiator's side: Digest out, Delta in, Records out.
     async fn exchange(&self, peer: SocketAddr, digest: SyncMessage) -> Result<(), SyncError> {
         let mut stream = TcpStream::connect(peer).await?;
         stream.set_nodelay(true)?;
         write_frame(&mut stream, &self.envelope, &digest).await?;
-        let delta = read_frame(&mut stream, &self.envelope).await?;
-        if !matches!(delta, SyncMessage::Delta { .. }) {
-            return Err(SyncError::Unexpected { expected: "Delta" });
+        let delta = read_step(&mut stream, &self.envelope, SyncStep::Delta).await?;
+        // `step` checked that the answer is the closing Records.
+        if let Some(records) = self.step(delta).await? {
+            write_frame(&mut stream, &self.envelope, &records).await?;
         }
-        let (reply_tx, reply_rx) = oneshot::channel();
-        self.command(Command::SyncFinish {
-            delta,
-            reply: reply_tx,
-        })
-        .await?;
-        let closing = reply_rx.await.map_err(|_| SyncError::Closed)?;
-        write_frame(&mut stream, &self.envelope, &closing).await?;
         stream.shutdown().await?;
         Ok(())
     }
@@ -153,34 +156,37 @@ impl SyncService {
         }
     }
 
+    /// The responder's side: Digest in, Delta out, Records in.
     async fn respond(&self, mut stream: TcpStream) -> Result<(), SyncError> {
         stream.set_nodelay(true)?;
-        let digest = read_frame(&mut stream, &self.envelope).await?;
-        if !matches!(digest, SyncMessage::Digest { .. }) {
-            return Err(SyncError::Unexpected { expected: "Digest" });
+        let digest = read_step(&mut stream, &self.envelope, SyncStep::Digest).await?;
+        // `step` checked that the answer is a Delta.
+        if let Some(delta) = self.step(digest).await? {
+            write_frame(&mut stream, &self.envelope, &delta).await?;
         }
-        let (reply_tx, reply_rx) = oneshot::channel();
-        self.command(Command::SyncAnswer {
-            digest,
-            reply: reply_tx,
-        })
-        .await?;
-        let delta = reply_rx.await.map_err(|_| SyncError::Closed)?;
-        write_frame(&mut stream, &self.envelope, &delta).await?;
-        let closing = read_frame(&mut stream, &self.envelope).await?;
-        if !matches!(closing, SyncMessage::Records { .. }) {
-            return Err(SyncError::Unexpected {
-                expected: "Records",
-            });
-        }
-        self.command(Command::SyncAbsorb { closing }).await
+        let records = read_step(&mut stream, &self.envelope, SyncStep::Records).await?;
+        self.step(records).await?;
+        Ok(())
     }
 
-    async fn command(&self, command: Command) -> Result<(), SyncError> {
-        self.commands_tx
-            .send(command)
+    /// Hands one received message to the gossip loop (`Node::on_sync`) and
+    /// returns its answer, checked to be the step that follows.
+    async fn step(&self, message: SyncMessage) -> Result<Option<SyncMessage>, SyncError> {
+        let to = message.step();
+        let answer = self
+            .agent
+            .sync(message)
             .await
-            .map_err(|_| SyncError::Closed)
+            .map_err(|_| SyncError::Closed)?;
+        let expected = to.reply();
+        if answer.as_ref().map(SyncMessage::step) != expected {
+            return Err(SyncError::WrongAnswer {
+                to,
+                expected,
+                answer: answer.as_ref().map(SyncMessage::step),
+            });
+        }
+        Ok(answer)
     }
 }
 
@@ -209,9 +215,21 @@ async fn read_frame(stream: &mut TcpStream, envelope: &Envelope) -> Result<SyncM
     stream.read_exact(&mut frame).await?;
     let (kind, payload) = envelope.open(&frame)?;
     if kind != PayloadKind::Sync {
-        return Err(SyncError::Unexpected {
-            expected: "a sync frame",
-        });
+        return Err(SyncError::WrongKind(kind));
     }
     Ok(codec::decode_frame(&payload)?)
+}
+
+/// Reads the next message and checks that it is the step `expected`.
+async fn read_step(
+    stream: &mut TcpStream,
+    envelope: &Envelope,
+    expected: SyncStep,
+) -> Result<SyncMessage, SyncError> {
+    let message = read_frame(stream, envelope).await?;
+    let got = message.step();
+    if got != expected {
+        return Err(SyncError::OutOfOrder { expected, got });
+    }
+    Ok(message)
 }

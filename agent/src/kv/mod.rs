@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use shoal_protocol::Node;
 use shoal_protocol::keyring::{Key, Keyring, format_key, parse_key};
-use shoal_protocol::kv::Stored;
 use shoal_protocol::kv::{KvEntry, KvError, validate_key};
+use shoal_protocol::kv::{KvStore, Stored};
 use tokio::sync::{mpsc, oneshot};
 
 /// Seconds in NTP64 time (the high 32 bits).
@@ -22,7 +22,8 @@ fn ntp64(duration: Duration) -> u64 {
     uhlc::NTP64::from(duration).as_u64()
 }
 
-/// A write the API validated and hands to the gossip loop.
+/// A KV write, validated by the caller and handed to the gossip loop with
+/// `daemon::handle::AgentHandle::kv_write`.
 #[derive(Debug)]
 pub enum KvRequest {
     Put {
@@ -40,14 +41,14 @@ pub enum KvRequest {
     },
 }
 
-/// The loop's answer: whether the write happened, and a receiver that
+/// The loop's answer to a write: whether it happened, and a receiver that
 /// completes once it is durable on disk.
 pub struct KvAck {
     pub written: bool,
     pub durable: Option<oneshot::Receiver<Result<(), String>>>,
-    /// The entries written ahead to disk: the API hands them back to the
-    /// loop with [`KvState::settle`] once the disk answered, and only then
-    /// are they applied and gossiped. A write that could not be made
+    /// The entries written ahead to disk: the agent's handle gives them back
+    /// to the loop ([`KvState::settle`]) once the disk answered, and only
+    /// then are they applied and gossiped. A write that could not be made
     /// durable is never seen by anyone.
     pub entries: Vec<KvEntry>,
 }
@@ -71,6 +72,36 @@ pub struct KvState {
 /// The KV key holding the cluster's gossip keyring. Reserved: the `/v1/kv`
 /// API refuses it; `/v1/operator/keyring` manages it.
 pub const KEYRING_KEY: &str = "_shoal/keyring";
+
+/// Where the keyring in force comes from, for `/v1/agent/self` and the
+/// start-up log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyringOrigin {
+    /// `"kv"`: the replicated `_shoal/keyring` entry (written by a keyring
+    /// operation, kept across restarts); `"config"`: `encrypt` alone;
+    /// `"none"`: gossip is not encrypted.
+    pub source: &'static str,
+    /// The stored keyring's primary key is not the configured `encrypt`
+    /// key (or none is configured): `encrypt` does not decide the key in use.
+    pub overrides_configured_key: bool,
+}
+
+/// Where `in_force` comes from, given the configured key and the KV store.
+pub fn keyring_origin(configured: Option<&Key>, in_force: &Keyring, kv: &KvStore) -> KeyringOrigin {
+    let stored = kv
+        .get(KEYRING_KEY)
+        .is_some_and(|stored| !stored.entry.deleted);
+    let (_, primary) = in_force.list();
+    let source = match (stored, configured) {
+        (true, _) => "kv",
+        (false, Some(_)) => "config",
+        (false, None) => "none",
+    };
+    KeyringOrigin {
+        source,
+        overrides_configured_key: stored && primary.as_ref() != configured,
+    }
+}
 
 /// The keyring as stored under [`KEYRING_KEY`].
 #[derive(Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
-//! The gossip loop's side of the local registry: applies requests, starts
-//! and stops check runners, and hands persistence to a task of its own so
-//! the loop never waits on the disk.
+//! The registrar: the gossip loop's side of the registry. It applies
+//! requests, starts and stops check runners, and hands persistence to a
+//! task of its own so the loop never waits on the disk.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -10,17 +10,16 @@ use shoal_protocol::record::{CheckRecord, ServiceRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::gossip::{LocalError, LocalRequest};
-use super::snapshot::LocalCheck;
-use crate::checks::{self, CheckDefinition, CheckResult, DependencyLookup};
-use crate::local::registry::{Change, Registry, RegistryError, Source};
-use crate::local::service::ServiceDefinition;
+use super::handle::{RegistrationError, RegistryRequest};
+use super::snapshot::CheckDetail;
+use crate::checks::{self, CheckDefinition, CheckKind, CheckResult, DependencyLookup};
 use crate::persist::{DataDirGuard, write_atomic};
+use crate::registry::{Change, Registry, RegistryError, ServiceDefinition, Source};
 
 /// File in the data dir holding API registrations and maintenance.
-pub const LOCAL_FILE: &str = "local.json";
+pub const REGISTRATIONS_FILE: &str = "local.json";
 
-type Reply = oneshot::Sender<Result<(), LocalError>>;
+type Reply = oneshot::Sender<Result<(), RegistrationError>>;
 
 /// One write of the registry file, with the API request waiting on it.
 pub struct PersistJob {
@@ -28,7 +27,9 @@ pub struct PersistJob {
     reply: Option<Reply>,
 }
 
-pub struct LocalState {
+/// The registry with what the loop needs to run it: where check results
+/// go, and the tasks that run checks and persist registrations.
+pub struct Registrar {
     registry: Registry,
     results_tx: mpsc::Sender<CheckResult>,
     dependency: DependencyLookup,
@@ -36,7 +37,7 @@ pub struct LocalState {
     persist_tx: mpsc::UnboundedSender<PersistJob>,
 }
 
-impl LocalState {
+impl Registrar {
     pub fn new(
         results_tx: mpsc::Sender<CheckResult>,
         dependency: DependencyLookup,
@@ -57,7 +58,7 @@ impl LocalState {
         let dependency = self.dependency.clone();
         let runners = self.runners.clone();
         move |definition: Arc<CheckDefinition>| {
-            if definition.kind_name() == "ttl" {
+            if matches!(definition.kind, CheckKind::Ttl { .. }) {
                 return None;
             }
             let token = runners.child_token();
@@ -83,12 +84,30 @@ impl LocalState {
     }
 
     /// Restores API registrations saved in the data dir. A registration that
-    /// no longer parses is skipped with a warning, not fatal.
-    pub fn restore(&mut self, saved: &Value) {
+    /// no longer parses is skipped with a warning, not fatal. One with an
+    /// exec check is refused (logged as an error) unless `allow_scripts`
+    /// (`enable_script_checks`): the option may have been turned off since.
+    pub fn restore(&mut self, saved: &Value, allow_scripts: bool) {
         let mut spawn = self.spawner();
         let now = Instant::now();
+        let refused = |definition: &CheckDefinition, service: Option<&str>| {
+            let refuse = !allow_scripts && definition.runs_a_program();
+            if refuse {
+                tracing::error!(
+                    check = %definition.id,
+                    service = service.unwrap_or_default(),
+                    "refused a saved registration with an exec check: enable_script_checks is off; it stays unregistered"
+                );
+            }
+            refuse
+        };
         for raw in saved["services"].as_array().into_iter().flatten() {
             match ServiceDefinition::parse(raw, "") {
+                Ok(definition)
+                    if definition
+                        .checks
+                        .iter()
+                        .any(|check| refused(check, Some(&definition.id))) => {}
                 Ok(definition) => {
                     if let Err(error) = self.registry.register_service(
                         definition,
@@ -109,6 +128,7 @@ impl LocalState {
             let service_id = raw.get("serviceid").and_then(Value::as_str);
             let default_id = raw.get("name").and_then(Value::as_str).unwrap_or_default();
             match CheckDefinition::parse(raw, "", service_id, default_id) {
+                Ok(definition) if refused(&definition, None) => {}
                 Ok(definition) => {
                     if let Err(error) = self.registry.register_check(
                         definition,
@@ -139,34 +159,34 @@ impl LocalState {
 
     /// Applies a request; the reply is sent once it is applied and, when it
     /// changes what is persisted, durable.
-    pub fn handle(&mut self, request: LocalRequest, reply: Reply) -> Change {
+    pub(super) fn handle(&mut self, request: RegistryRequest, reply: Reply) -> Change {
         let now = Instant::now();
         let mut spawn = self.spawner();
-        let persists = !matches!(request, LocalRequest::TtlUpdate { .. });
+        let persists = !matches!(request, RegistryRequest::TtlUpdate { .. });
         let result = match request {
-            LocalRequest::RegisterService { definition, raw } => self
+            RegistryRequest::RegisterService { definition, raw } => self
                 .registry
                 .register_service(definition, Source::Api, raw, &mut spawn, now)
                 .map(|()| Change::Status),
-            LocalRequest::DeregisterService { id } => self
+            RegistryRequest::DeregisterService { id } => self
                 .registry
                 .deregister_service(&id)
                 .map(|()| Change::Status),
-            LocalRequest::RegisterCheck { definition, raw } => self
+            RegistryRequest::RegisterCheck { definition, raw } => self
                 .registry
                 .register_check(definition, Source::Api, raw, &mut spawn, now)
                 .map(|()| Change::Status),
-            LocalRequest::DeregisterCheck { id } => {
+            RegistryRequest::DeregisterCheck { id } => {
                 self.registry.deregister_check(&id).map(|()| Change::Status)
             }
-            LocalRequest::TtlUpdate { id, status, output } => {
+            RegistryRequest::TtlUpdate { id, status, output } => {
                 self.registry.ttl_update(&id, status, output, now)
             }
-            LocalRequest::NodeMaintenance { reason } => {
+            RegistryRequest::NodeMaintenance { reason } => {
                 self.registry.set_node_maintenance(reason);
                 Ok(Change::Status)
             }
-            LocalRequest::ServiceMaintenance { id, reason } => self
+            RegistryRequest::ServiceMaintenance { id, reason } => self
                 .registry
                 .set_service_maintenance(&id, reason)
                 .map(|()| Change::Status),
@@ -205,8 +225,8 @@ impl LocalState {
         self.registry.records()
     }
 
-    /// Every check with its full output, for the local API.
-    pub fn views(&self) -> Vec<LocalCheck> {
+    /// Every check with its full output, for the agent's own API.
+    pub fn check_details(&self) -> Vec<CheckDetail> {
         let services: std::collections::HashMap<&str, &ServiceDefinition> = self
             .registry
             .services()
@@ -222,8 +242,8 @@ impl LocalState {
                     .and_then(|id| services.get(id));
                 let mut record = check.state.to_record();
                 record.output = check.state.output().to_string();
-                let has_runner = definition.kind_name() != "ttl";
-                LocalCheck {
+                let has_runner = !matches!(definition.kind, CheckKind::Ttl { .. });
+                CheckDetail {
                     record,
                     service_id: definition.service_id.clone(),
                     service_name: service.map(|s| s.name.clone()).unwrap_or_default(),
@@ -243,7 +263,7 @@ impl LocalState {
         if let Err(error) = self.persist_tx.send(PersistJob { content, reply })
             && let Some(reply) = error.0.reply
         {
-            let _ = reply.send(Err(LocalError::Persist(
+            let _ = reply.send(Err(RegistrationError::Persist(
                 "the agent is shutting down".into(),
             )));
         }
@@ -266,23 +286,24 @@ pub async fn persist_loop(
         }
         let dir = data_dir.clone();
         let content = job.content;
-        let result =
-            tokio::task::spawn_blocking(move || write_atomic(dir.path(), LOCAL_FILE, &content))
-                .await
-                .map_err(|error| error.to_string())
-                .and_then(|written| written.map_err(|error| error.to_string()));
+        let result = tokio::task::spawn_blocking(move || {
+            write_atomic(dir.path(), REGISTRATIONS_FILE, &content)
+        })
+        .await
+        .map_err(|error| error.to_string())
+        .and_then(|written| written.map_err(|error| error.to_string()));
         if let Err(error) = &result {
-            tracing::error!(%error, "could not persist local registrations");
+            tracing::error!(%error, "could not persist the registrations");
         }
         for reply in replies {
-            let _ = reply.send(result.clone().map_err(LocalError::Persist));
+            let _ = reply.send(result.clone().map_err(RegistrationError::Persist));
         }
     }
 }
 
 /// Reads the saved registrations, if any.
 pub fn read_saved(data_dir: &DataDirGuard) -> Option<Value> {
-    let path = data_dir.path().join(LOCAL_FILE);
+    let path = data_dir.path().join(REGISTRATIONS_FILE);
     let text = std::fs::read(&path).ok()?;
     match serde_json::from_slice(&text) {
         Ok(value) => Some(value),

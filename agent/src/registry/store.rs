@@ -12,7 +12,7 @@ use shoal_protocol::record::{CheckRecord, CheckStatus, ServiceRecord};
 use tokio_util::sync::CancellationToken;
 
 use super::service::ServiceDefinition;
-use crate::checks::{CheckDefinition, CheckResult, CheckState};
+use crate::checks::{CheckDefinition, CheckKind, CheckResult, CheckState};
 
 /// Where a registration came from. Config ones are replaced on reload; API
 /// ones are persisted in the data dir and survive restarts.
@@ -289,7 +289,7 @@ impl Registry {
             .checks
             .get_mut(id)
             .ok_or_else(|| RegistryError::UnknownCheck(id.to_string()))?;
-        if check.definition.kind_name() != "ttl" {
+        if !matches!(check.definition.kind, CheckKind::Ttl { .. }) {
             return Err(RegistryError::NotTtl(id.to_string()));
         }
         Ok(status_or_output(check.state.ttl_update(status, note, now)))

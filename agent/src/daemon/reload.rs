@@ -6,9 +6,9 @@
 //! - a file that does not load (syntax error, invalid value, half-written)
 //!   changes nothing: the error is logged and shown in `/v1/agent/self`
 //!   (`Stats.reload.last_error`, `Config.ReloadError`);
-//! - services, checks and node tags are handed to the gossip loop as a
-//!   [`Command::Reload`] (it owns them), and the log level is swapped in
-//!   place;
+//! - services, checks and node tags are handed to the gossip loop with
+//!   [`AgentHandle::reload`] (it owns them), and the log level is swapped
+//!   in place;
 //! - settings read once at start (addresses, data dir, cluster, node name,
 //!   gossip tuning, ...) keep their running values and are reported as
 //!   needing a restart.
@@ -28,10 +28,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::checks::CheckDefinition;
+use super::handle::{AgentHandle, LiveConfig};
 use crate::config::{AgentConfig, Overrides};
-use crate::daemon::gossip::Command;
-use crate::local::service::ServiceDefinition;
 
 /// Quiet time after the last file event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -53,13 +51,6 @@ pub struct ReloadSetup {
     pub overrides: Overrides,
     /// `None` when `RUST_LOG` pins the filter: `log_level` is then not reloaded.
     pub log: Option<LogControl>,
-}
-
-/// What a reload changes while running; the gossip loop applies it.
-pub struct LiveConfig {
-    pub services: Vec<ServiceDefinition>,
-    pub checks: Vec<CheckDefinition>,
-    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a reload ran.
@@ -128,7 +119,7 @@ impl ReloadHandle {
 pub fn spawn(
     setup: ReloadSetup,
     config: Arc<AgentConfig>,
-    commands_tx: mpsc::Sender<Command>,
+    agent: AgentHandle,
     tracker: &TaskTracker,
     stop: CancellationToken,
 ) -> ReloadHandle {
@@ -138,7 +129,7 @@ pub fn spawn(
         overrides: setup.overrides,
         log: setup.log,
         running: config,
-        commands_tx,
+        agent,
         status_tx,
         watcher: None,
     };
@@ -154,7 +145,7 @@ struct Reloader {
     log: Option<LogControl>,
     /// The configuration in force (restart-only keys as at start).
     running: Arc<AgentConfig>,
-    commands_tx: mpsc::Sender<Command>,
+    agent: AgentHandle,
     status_tx: watch::Sender<ReloadStatus>,
     /// Kept alive: dropping it stops the watch.
     watcher: Option<notify::RecommendedWatcher>,
@@ -302,21 +293,15 @@ impl Reloader {
                 needs_restart.join(", ")
             );
         }
-        let (reply_tx, reply_rx) = oneshot::channel();
         let live = LiveConfig {
             services: loaded.services.clone(),
             checks: loaded.checks.clone(),
             tags: loaded.tags.clone(),
         };
-        let stopped = || "the agent is shutting down".to_string();
-        self.commands_tx
-            .send(Command::Reload {
-                live,
-                reply: reply_tx,
-            })
+        self.agent
+            .reload(live)
             .await
-            .map_err(|_| stopped())?;
-        reply_rx.await.map_err(|_| stopped())??;
+            .map_err(|error| error.to_string())?;
 
         if loaded.log_level != self.running.log_level {
             match &self.log {
@@ -413,6 +398,10 @@ pub fn restart_only_changes(running: &AgentConfig, loaded: &AgentConfig) -> Vec<
     // seeds it at start (rotate with `shoal keyring`).
     differs("encrypt", running.encrypt != loaded.encrypt);
     differs("acl", running.acl != loaded.acl);
+    differs(
+        "enable_script_checks",
+        running.enable_script_checks != loaded.enable_script_checks,
+    );
     differs("data_dir", running.data_dir != loaded.data_dir);
     differs("bind", running.bind != loaded.bind);
     differs("advertise", running.advertise != loaded.advertise);

@@ -1,5 +1,5 @@
-//! `/v1/agent/service*`, `/v1/agent/check*` and maintenance: what is
-//! registered on this agent, in Consul's shapes. Writes are validated here,
+//! `/v1/agent/service*`, `/v1/agent/check*` and maintenance: this agent's
+//! registry (`crate::registry`), in Consul's shapes. Writes are validated here,
 //! in full, before anything is sent to the gossip loop, so a bad request
 //! changes nothing.
 
@@ -13,12 +13,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use shoal_protocol::record::{CheckStatus, ServiceRecord, worst_status};
 
-use super::{ApiError, ApiState, Query};
+use super::{ApiError, ApiState, Query, consul_json};
 use crate::checks::CheckDefinition;
-use crate::daemon::gossip::LocalRequest;
-use crate::daemon::snapshot::{LocalCheck, Snapshot};
-use crate::local::keys::normalize;
-use crate::local::service::ServiceDefinition;
+use crate::daemon::snapshot::{CheckDetail, Snapshot};
+use crate::registry::ServiceDefinition;
+use crate::registry::keys::normalize;
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -37,38 +36,6 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     Ok(normalize(value))
 }
 
-pub fn service_json(service: &ServiceRecord, datacenter: &str) -> Value {
-    json!({
-        "ID": service.id,
-        "Service": service.name,
-        "Tags": service.tags,
-        "Meta": service.meta,
-        "Port": service.port,
-        "Address": service.address,
-        "Weights": { "Passing": 1, "Warning": 1 },
-        "EnableTagOverride": false,
-        "Datacenter": datacenter,
-    })
-}
-
-pub fn check_json(check: &LocalCheck, node: &str) -> Value {
-    json!({
-        "Node": node,
-        "CheckID": check.record.id,
-        "Name": check.record.name,
-        "Status": check.record.consul_status().as_str(),
-        "Notes": check.record.notes,
-        "Output": check.record.output,
-        "ServiceID": check.service_id.clone().unwrap_or_default(),
-        "ServiceName": check.service_name,
-        "ServiceTags": check.service_tags,
-        "Type": check.record.kind,
-        "Critical": check.record.critical,
-        "Interval": check.interval.map(|d| format!("{}ms", d.as_millis())).unwrap_or_default(),
-        "Timeout": check.timeout.map(|d| format!("{}ms", d.as_millis())).unwrap_or_default(),
-    })
-}
-
 /// `GET /v1/agent/services`: id → service.
 pub async fn services(State(state): State<ApiState>) -> Json<Value> {
     let snapshot = state.snapshot();
@@ -76,7 +43,10 @@ pub async fn services(State(state): State<ApiState>) -> Json<Value> {
         .local
         .services
         .iter()
-        .map(|s| (s.id.clone(), service_json(s, &state.config.datacenter)))
+        .map(|s| {
+            let json = consul_json::agent_service(s, &state.config.datacenter, None);
+            (s.id.clone(), json)
+        })
         .collect();
     Json(Value::Object(services))
 }
@@ -92,7 +62,13 @@ pub async fn service(
         .services
         .iter()
         .find(|s| s.id == id)
-        .map(|s| Json(service_json(s, &state.config.datacenter)))
+        .map(|s| {
+            Json(consul_json::agent_service(
+                s,
+                &state.config.datacenter,
+                None,
+            ))
+        })
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown service `{id}`")))
 }
 
@@ -102,9 +78,25 @@ pub async fn checks(State(state): State<ApiState>) -> Json<Value> {
     let checks: Map<String, Value> = snapshot
         .local_checks
         .iter()
-        .map(|c| (c.record.id.clone(), check_json(c, &state.config.node_name)))
+        .map(|c| {
+            let json = consul_json::agent_check(c, &state.config.node_name);
+            (c.record.id.clone(), json)
+        })
         .collect();
     Json(Value::Object(checks))
+}
+
+/// Exec checks from the API need `enable_script_checks`, as in Consul:
+/// anything that can reach the API could otherwise run any command as the
+/// agent's user.
+fn refuse_scripts(state: &ApiState, checks: &[CheckDefinition]) -> Result<(), ApiError> {
+    match checks.iter().find(|check| check.runs_a_program()) {
+        Some(check) if !state.config.enable_script_checks => Err(bad_request(format!(
+            "check `{}`: exec checks (Args) registered through the HTTP API are disabled on this agent, as they run commands as the agent's user; start it with enable_script_checks = true (--enable-script-checks) to allow them",
+            check.id
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// `PUT /v1/agent/service/register`
@@ -116,12 +108,8 @@ pub async fn register_service(
     let _ = query;
     let raw = json_body(&body)?;
     let definition = ServiceDefinition::parse(&raw, "").map_err(|e| bad_request(e.to_string()))?;
-    state
-        .local(LocalRequest::RegisterService {
-            definition,
-            raw: Some(raw),
-        })
-        .await?;
+    refuse_scripts(&state, &definition.checks)?;
+    state.agent.register_service(definition, Some(raw)).await?;
     Ok(StatusCode::OK)
 }
 
@@ -130,7 +118,7 @@ pub async fn deregister_service(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.local(LocalRequest::DeregisterService { id }).await?;
+    state.agent.deregister_service(id).await?;
     Ok(StatusCode::OK)
 }
 
@@ -151,12 +139,8 @@ pub async fn register_check(
         .unwrap_or_default();
     let definition = CheckDefinition::parse(&raw, "", service_id.as_deref(), &default_id)
         .map_err(|e| bad_request(e.to_string()))?;
-    state
-        .local(LocalRequest::RegisterCheck {
-            definition,
-            raw: Some(raw),
-        })
-        .await?;
+    refuse_scripts(&state, std::slice::from_ref(&definition))?;
+    state.agent.register_check(definition, Some(raw)).await?;
     Ok(StatusCode::OK)
 }
 
@@ -165,7 +149,7 @@ pub async fn deregister_check(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.local(LocalRequest::DeregisterCheck { id }).await?;
+    state.agent.deregister_check(id).await?;
     Ok(StatusCode::OK)
 }
 
@@ -175,9 +159,7 @@ async fn ttl(
     status: CheckStatus,
     output: Option<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .local(LocalRequest::TtlUpdate { id, status, output })
-        .await?;
+    state.agent.ttl_update(id, status, output).await?;
     Ok(StatusCode::OK)
 }
 
@@ -258,9 +240,7 @@ pub async fn node_maintenance(
     query: Query,
 ) -> Result<StatusCode, ApiError> {
     let reason = maintenance_reason(&query)?;
-    state
-        .local(LocalRequest::NodeMaintenance { reason })
-        .await?;
+    state.agent.node_maintenance(reason).await?;
     Ok(StatusCode::OK)
 }
 
@@ -271,20 +251,18 @@ pub async fn service_maintenance(
     query: Query,
 ) -> Result<StatusCode, ApiError> {
     let reason = maintenance_reason(&query)?;
-    state
-        .local(LocalRequest::ServiceMaintenance { id, reason })
-        .await?;
+    state.agent.service_maintenance(id, reason).await?;
     Ok(StatusCode::OK)
 }
 
 /// Local instances with their aggregated status, and the HTTP status
 /// Consul answers with: 200 passing, 429 warning, 503 critical.
-fn local_health(
+fn instance_health(
     state: &ApiState,
     snapshot: &Snapshot,
     matches: impl Fn(&ServiceRecord) -> bool,
 ) -> Option<(StatusCode, Value)> {
-    let node_checks: Vec<&LocalCheck> = snapshot
+    let node_checks: Vec<&CheckDetail> = snapshot
         .local_checks
         .iter()
         .filter(|c| c.service_id.is_none())
@@ -292,7 +270,7 @@ fn local_health(
     let mut worst = CheckStatus::Passing;
     let mut entries = Vec::new();
     for service in snapshot.local.services.iter().filter(|s| matches(s)) {
-        let checks: Vec<&LocalCheck> = node_checks
+        let checks: Vec<&CheckDetail> = node_checks
             .iter()
             .copied()
             .chain(
@@ -312,11 +290,13 @@ fn local_health(
         );
         let status = worst_status(&records);
         worst = worst.max(status);
-        entries.push(json!({
-            "AggregatedStatus": status.as_str(),
-            "Service": service_json(service, &state.config.datacenter),
-            "Checks": checks.iter().map(|c| check_json(c, &state.config.node_name)).collect::<Vec<_>>(),
-        }));
+        entries.push(consul_json::agent_service_checks_info(
+            status,
+            service,
+            &checks,
+            &state.config.datacenter,
+            &state.config.node_name,
+        ));
     }
     if entries.is_empty() {
         return None;
@@ -335,7 +315,7 @@ pub async fn health_by_name(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let snapshot = state.snapshot();
-    let (code, body) = local_health(&state, &snapshot, |s| s.name == name).ok_or_else(|| {
+    let (code, body) = instance_health(&state, &snapshot, |s| s.name == name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no local service named `{name}`"),
@@ -350,7 +330,7 @@ pub async fn health_by_id(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let snapshot = state.snapshot();
-    let (code, body) = local_health(&state, &snapshot, |s| s.id == id)
+    let (code, body) = instance_health(&state, &snapshot, |s| s.id == id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown service `{id}`")))?;
     let body = body
         .as_array()

@@ -2,7 +2,9 @@
 //! reloads keeping the state of unchanged checks.
 
 use super::*;
+use crate::checks::CheckDefinition;
 use crate::config::FileConfig;
+use crate::registry::ServiceDefinition;
 
 fn config(text: &str) -> AgentConfig {
     let file: FileConfig = toml::from_str(text).unwrap();
@@ -27,10 +29,10 @@ fn restart_only_keys_are_named() {
 
 #[test]
 fn a_reload_keeps_the_state_of_unchanged_checks() {
-    use crate::local::registry::Registry;
+    use crate::registry::Registry;
     use shoal_protocol::record::CheckStatus;
     let parse = |value: serde_json::Value| {
-        ServiceDefinition::parse(&crate::local::keys::normalize(value), "services[0]").unwrap()
+        ServiceDefinition::parse(&crate::registry::keys::normalize(value), "services[0]").unwrap()
     };
     let web = parse(serde_json::json!({
         "name": "web", "id": "web-1",

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::checks::{CheckDefinition, FieldError};
+use crate::checks::CheckDefinition;
+use crate::field_error::FieldError;
 
 /// Most meta pairs a service may carry (Consul's limit).
 pub const MAX_META_PAIRS: usize = 64;
@@ -271,7 +272,7 @@ pub fn parse_meta(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::keys::normalize;
+    use crate::registry::keys::normalize;
     use serde_json::json;
 
     fn parse(value: Value) -> Result<ServiceDefinition, FieldError> {

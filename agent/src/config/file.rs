@@ -1,0 +1,94 @@
+//! The TOML file as written: one serde struct per table, every key
+//! optional, unknown keys refused by name. Nothing here is validated; that
+//! is [`super::AgentConfig::from_parts`]'s job.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// The TOML file, as written. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub node_name: Option<String>,
+    pub datacenter: Option<String>,
+    pub cluster: Option<String>,
+    pub encrypt: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub bind: Option<String>,
+    pub advertise: Option<String>,
+    pub http_addr: Option<String>,
+    pub join: Option<Vec<String>>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+    /// Directory of extra service files (`*.toml`), loaded in name order.
+    pub config_dir: Option<PathBuf>,
+    pub gossip: Option<FileGossip>,
+    pub kv: Option<FileKv>,
+    pub acl: Option<FileAcl>,
+    /// `[[services]]`: services registered from configuration.
+    pub services: Option<Vec<toml::Value>>,
+    /// `[[checks]]`: node-level checks (system checks, ...).
+    pub checks: Option<Vec<toml::Value>>,
+    /// Exec checks (`Args`) may be registered through the HTTP API.
+    pub enable_script_checks: Option<bool>,
+    /// Exec checks may come from the config files.
+    pub enable_local_script_checks: Option<bool>,
+}
+
+/// The `[kv]` table. The duration is a Go duration such as "72h".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKv {
+    pub tombstone_grace: Option<String>,
+}
+
+/// The `[acl]` table: the HTTP API token.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAcl {
+    pub token: Option<String>,
+    pub protect_reads: Option<bool>,
+}
+
+/// A file in `config_dir`: one `[service]`, several `[[services]]`, and/or
+/// `[[checks]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    pub service: Option<toml::Value>,
+    pub services: Option<Vec<toml::Value>>,
+    pub checks: Option<Vec<toml::Value>>,
+}
+
+/// The `[gossip]` table. Durations are Go durations such as "500ms",
+/// "1.5s" or "15s" (see [`crate::duration`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGossip {
+    pub probe_interval: Option<String>,
+    pub probe_timeout: Option<String>,
+    pub gossip_interval: Option<String>,
+    pub gossip_nodes: Option<usize>,
+    pub suspicion_mult: Option<f64>,
+    pub push_pull_interval: Option<String>,
+    pub leave_propagate_delay: Option<String>,
+    pub reannounce_interval: Option<String>,
+}
+
+/// Reads and parses a TOML file into `T`; errors name the file (and, from
+/// the TOML parser, the line and key).
+pub(super) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: error.to_string().trim_end().to_string(),
+    })
+}

@@ -1,0 +1,182 @@
+//! Config unit tests: precedence, errors that name their key, the
+//! annotated examples.
+
+use super::*;
+
+fn parse(toml_text: &str) -> Result<AgentConfig, ConfigError> {
+    let file: FileConfig = toml::from_str(toml_text).map_err(|e| ConfigError::Parse {
+        path: "test.toml".into(),
+        message: e.to_string(),
+    })?;
+    AgentConfig::from_parts(file, &Overrides::default())
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let error = parse("data_dir = \"/tmp/x\"\nbogus_key = 1\n").unwrap_err();
+    assert!(error.to_string().contains("bogus_key"), "{error}");
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    let error = parse("data_dir = \"/tmp/x\"\nbind = \"nonsense\"\n").unwrap_err();
+    assert!(error.to_string().contains("`bind`"), "{error}");
+    let error = parse("data_dir = \"/tmp/x\"\n[gossip]\nprobe_interval = \"soon\"\n").unwrap_err();
+    assert!(
+        error.to_string().contains("gossip.probe_interval"),
+        "{error}"
+    );
+    let error = parse("bind = \"127.0.0.1:1\"\n").unwrap_err();
+    assert!(error.to_string().contains("`data_dir`"), "{error}");
+}
+
+#[test]
+fn flags_win_over_the_file() {
+    let file: FileConfig = toml::from_str(
+        "data_dir = \"/tmp/x\"\nnode_name = \"from-file\"\nbind = \"127.0.0.1:9000\"\n",
+    )
+    .unwrap();
+    let overrides = Overrides {
+        node_name: Some("from-flag".into()),
+        tags: vec!["role=web".into()],
+        ..Overrides::default()
+    };
+    let config = AgentConfig::from_parts(file, &overrides).unwrap();
+    assert_eq!(config.node_name, "from-flag");
+    assert_eq!(config.bind, "127.0.0.1:9000".parse().unwrap());
+    assert_eq!(config.advertise, config.bind);
+    assert_eq!(config.tags["role"], "web");
+}
+
+#[test]
+fn the_annotated_examples_are_valid() {
+    let file: FileConfig = toml::from_str(include_str!("../../../config/agent.toml")).unwrap();
+    let config = AgentConfig::from_parts(file, &Overrides::default()).unwrap();
+    assert_eq!(config.tags["role"], "web");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("services.toml"),
+        include_str!("../../../config/services.toml"),
+    )
+    .unwrap();
+    let (services, checks) = definitions::read_config_dir(dir.path()).unwrap();
+    assert_eq!(services.len(), 2);
+    assert_eq!(services[0].checks.len(), 3);
+    assert_eq!(checks.len(), 4);
+}
+
+#[test]
+fn dev_mode_needs_no_file() {
+    let config = AgentConfig::from_parts(
+        FileConfig::default(),
+        &Overrides {
+            dev: true,
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(config.data_dir, DataDir::Temporary);
+    assert!(config.bind.ip().is_loopback());
+    assert!(config.http_addr.ip().is_loopback());
+}
+
+#[test]
+fn every_duration_key_takes_go_durations() {
+    let config = parse(
+        "data_dir = \"/tmp/x\"\n[gossip]\nprobe_interval = \"1.5s\"\nprobe_timeout = \"750ms\"\n\
+         gossip_interval = \"200000µs\"\npush_pull_interval = \"1m30s\"\n\
+         leave_propagate_delay = \"0.5s\"\nreannounce_interval = \"1h2m3.5s\"\n\
+         [kv]\ntombstone_grace = \"1.5h\"\n",
+    )
+    .unwrap();
+    let ms = std::time::Duration::from_millis;
+    assert_eq!(config.gossip.probe_period, ms(1500));
+    assert_eq!(config.gossip.probe_rtt, ms(750));
+    assert_eq!(config.gossip.gossip_interval, ms(200));
+    assert_eq!(config.gossip.anti_entropy_interval, ms(90_000));
+    assert_eq!(config.gossip.leave_spread, ms(500));
+    assert_eq!(config.gossip.seed_reannounce, ms(3_723_500));
+    assert_eq!(config.kv_tombstone_grace, ms(5_400_000));
+}
+
+#[test]
+fn bad_durations_say_what_is_wrong_and_where() {
+    let cases = [
+        (
+            "[gossip]\nprobe_interval = \"1 hour\"",
+            "gossip.probe_interval",
+            "unknown unit",
+        ),
+        (
+            "[gossip]\ngossip_interval = \"200\"",
+            "gossip.gossip_interval",
+            "no unit",
+        ),
+        (
+            "[gossip]\npush_pull_interval = \"-1s\"",
+            "gossip.push_pull_interval",
+            "sign",
+        ),
+        (
+            "[gossip]\nreannounce_interval = \"0\"",
+            "gossip.reannounce_interval",
+            "longer than zero",
+        ),
+        (
+            "[kv]\ntombstone_grace = \"2days\"",
+            "kv.tombstone_grace",
+            "unknown unit `days`",
+        ),
+        (
+            "[gossip]\nprobe_interval = \"1s\"\nprobe_timeout = \"1.5s\"",
+            "gossip.probe_timeout",
+            "(1.5s) must be shorter than gossip.probe_interval (1s)",
+        ),
+    ];
+    for (text, key, message) in cases {
+        let error = parse(&format!("data_dir = \"/tmp/x\"\n{text}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(&format!("`{key}`")), "{text}: {error}");
+        assert!(error.contains(message), "{text}: {error}");
+    }
+}
+
+#[test]
+fn names_are_limited_to_what_peers_accept() {
+    use shoal_protocol::state::MAX_NAME;
+    let longest = "n".repeat(MAX_NAME);
+    let config = parse(&format!(
+        "data_dir = \"/tmp/x\"\nnode_name = \"{longest}\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.node_name, longest);
+    let error = parse(&format!(
+        "data_dir = \"/tmp/x\"\nnode_name = \"{longest}n\"\n"
+    ))
+    .unwrap_err();
+    assert!(error.to_string().contains("`node_name`"), "{error}");
+}
+
+#[test]
+fn flag_tags_add_to_the_file_and_bad_ones_are_refused() {
+    let file: FileConfig =
+        toml::from_str("data_dir = \"/tmp/x\"\n[tags]\nrole = \"db\"\nrack = \"r1\"\n").unwrap();
+    let overrides = Overrides {
+        tags: vec!["role=web".into()],
+        acl_token: Some("secret".into()),
+        acl_protect_reads: true,
+        ..Overrides::default()
+    };
+    let config = AgentConfig::from_parts(file, &overrides).unwrap();
+    assert_eq!(config.tags["role"], "web");
+    assert_eq!(config.tags["rack"], "r1");
+    assert_eq!(config.acl.token.as_deref(), Some("secret"));
+    assert!(config.acl.protect_reads);
+    let bad = Overrides {
+        tags: vec!["no-equals".into()],
+        ..Overrides::default()
+    };
+    let error = AgentConfig::from_parts(FileConfig::default(), &bad).unwrap_err();
+    assert!(error.to_string().contains("`tags`"), "{error}");
+}

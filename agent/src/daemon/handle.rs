@@ -1,0 +1,286 @@
+//! The front door to the gossip loop: [`AgentHandle`] and the vocabulary it
+//! speaks.
+//!
+//! The loop owns the node, the registry and the KV state. Everyone else
+//! (HTTP handlers, config reload, the anti-entropy transport) asks it for
+//! changes through an [`AgentHandle`] and reads what it publishes in
+//! snapshots. Only this file builds [`Command`]s, and it imports none of the
+//! daemon's other files: the loop and its helpers depend on it, never on
+//! each other through it.
+
+use std::collections::BTreeMap;
+
+use shoal_protocol::kv::{KvEntry, KvError};
+use shoal_protocol::record::CheckStatus;
+use shoal_protocol::sync::SyncMessage;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::checks::CheckDefinition;
+use crate::kv::{KvAck, KvRequest};
+use crate::registry::{RegistryError, ServiceDefinition};
+
+/// Requests queued for the loop before senders wait their turn.
+const COMMAND_QUEUE: usize = 256;
+
+/// What the loop is asked to do. Those that need an answer carry a sender.
+pub(super) enum Command {
+    /// One step of an anti-entropy exchange (see `shoal_protocol::sync`):
+    /// merge what the peer sent and answer with the next message, if any.
+    /// The caller has checked that the steps come in order.
+    Sync {
+        message: SyncMessage,
+        reply: oneshot::Sender<Option<SyncMessage>>,
+    },
+    /// A KV write or delete, validated by the caller: written ahead to disk,
+    /// not applied yet.
+    KvWrite {
+        request: KvRequest,
+        reply: oneshot::Sender<Result<KvAck, KvError>>,
+    },
+    /// A KV write came back from the disk: apply it if it is durable.
+    KvSettle {
+        entries: Vec<KvEntry>,
+        durable: bool,
+        reply: oneshot::Sender<()>,
+    },
+    /// A change to what is registered on this agent, answered once it is
+    /// applied (and, for API registrations, durable).
+    Registry {
+        request: RegistryRequest,
+        reply: oneshot::Sender<Result<(), RegistrationError>>,
+    },
+    /// A config reload: replaces the config-sourced services and checks and
+    /// the node tags.
+    Reload {
+        live: LiveConfig,
+        reply: oneshot::Sender<Result<(), RegistryError>>,
+    },
+}
+
+/// Changes to the registry, already validated by the caller.
+pub(super) enum RegistryRequest {
+    RegisterService {
+        definition: ServiceDefinition,
+        raw: Option<serde_json::Value>,
+    },
+    DeregisterService {
+        id: String,
+    },
+    RegisterCheck {
+        definition: CheckDefinition,
+        raw: Option<serde_json::Value>,
+    },
+    DeregisterCheck {
+        id: String,
+    },
+    TtlUpdate {
+        id: String,
+        status: CheckStatus,
+        output: Option<String>,
+    },
+    NodeMaintenance {
+        reason: Option<String>,
+    },
+    ServiceMaintenance {
+        id: String,
+        reason: Option<String>,
+    },
+}
+
+/// The loop has stopped (the agent is shutting down): the request may or
+/// may not have been applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the agent is shutting down")]
+pub struct AgentStopped;
+
+/// Why a change to the registry was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    /// Refused by the registry; nothing changed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Applied, but the registrations file could not be written: the change
+    /// is live now and lost at the next restart.
+    #[error("could not persist the registration: {0}")]
+    Persist(String),
+    #[error(transparent)]
+    Stopped(#[from] AgentStopped),
+}
+
+/// Why a KV write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum KvWriteError {
+    /// Refused before anything was written (bad key, value too large).
+    #[error(transparent)]
+    Refused(#[from] KvError),
+    /// The disk did not take the write, so it was not applied: nobody ever
+    /// sees it.
+    #[error("the write could not be made durable, so it was not applied: {0}")]
+    NotDurable(String),
+    #[error(transparent)]
+    Stopped(#[from] AgentStopped),
+}
+
+/// What a config reload changes while running; the loop applies it.
+pub struct LiveConfig {
+    pub services: Vec<ServiceDefinition>,
+    pub checks: Vec<CheckDefinition>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Why a reloaded configuration was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveConfigError {
+    /// The services and checks were refused; the running ones and the node
+    /// tags stay as they were.
+    #[error("services and checks: {0}")]
+    Registry(RegistryError),
+    #[error(transparent)]
+    Stopped(#[from] AgentStopped),
+}
+
+/// The one way to ask the gossip loop for a change. Cheap to clone; every
+/// method waits until the loop has answered (and, for writes that must be
+/// durable, until the disk has).
+#[derive(Clone)]
+pub struct AgentHandle {
+    commands_tx: mpsc::Sender<Command>,
+}
+
+/// A handle and the receiving end the loop listens on.
+pub(super) fn channel() -> (AgentHandle, mpsc::Receiver<Command>) {
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    (AgentHandle { commands_tx }, commands_rx)
+}
+
+impl AgentHandle {
+    /// Sends the command `build` makes around a reply sender, and waits for
+    /// the reply.
+    async fn ask<T>(
+        &self,
+        build: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, AgentStopped> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.commands_tx
+            .send(build(reply_tx))
+            .await
+            .map_err(|_| AgentStopped)?;
+        reply_rx.await.map_err(|_| AgentStopped)
+    }
+
+    async fn registry(&self, request: RegistryRequest) -> Result<(), RegistrationError> {
+        self.ask(|reply| Command::Registry { request, reply })
+            .await?
+    }
+
+    /// Registers (or replaces) a service from the API; `raw` is the request
+    /// body as persisted, to register it again after a restart.
+    pub async fn register_service(
+        &self,
+        definition: ServiceDefinition,
+        raw: Option<serde_json::Value>,
+    ) -> Result<(), RegistrationError> {
+        self.registry(RegistryRequest::RegisterService { definition, raw })
+            .await
+    }
+
+    pub async fn deregister_service(&self, id: String) -> Result<(), RegistrationError> {
+        self.registry(RegistryRequest::DeregisterService { id })
+            .await
+    }
+
+    /// Registers (or replaces) a check from the API; `raw` as for
+    /// [`AgentHandle::register_service`].
+    pub async fn register_check(
+        &self,
+        definition: CheckDefinition,
+        raw: Option<serde_json::Value>,
+    ) -> Result<(), RegistrationError> {
+        self.registry(RegistryRequest::RegisterCheck { definition, raw })
+            .await
+    }
+
+    pub async fn deregister_check(&self, id: String) -> Result<(), RegistrationError> {
+        self.registry(RegistryRequest::DeregisterCheck { id }).await
+    }
+
+    /// A TTL check reports its status; `output` replaces its output.
+    pub async fn ttl_update(
+        &self,
+        id: String,
+        status: CheckStatus,
+        output: Option<String>,
+    ) -> Result<(), RegistrationError> {
+        self.registry(RegistryRequest::TtlUpdate { id, status, output })
+            .await
+    }
+
+    /// Puts the whole node in maintenance (`Some(reason)`) or takes it out
+    /// (`None`).
+    pub async fn node_maintenance(&self, reason: Option<String>) -> Result<(), RegistrationError> {
+        self.registry(RegistryRequest::NodeMaintenance { reason })
+            .await
+    }
+
+    /// Puts one service in maintenance (`Some(reason)`) or takes it out.
+    pub async fn service_maintenance(
+        &self,
+        id: String,
+        reason: Option<String>,
+    ) -> Result<(), RegistrationError> {
+        self.registry(RegistryRequest::ServiceMaintenance { id, reason })
+            .await
+    }
+
+    /// Writes to the KV store and answers once the write is durable on this
+    /// agent's disk, then applied (and on its way to the cluster). `false`:
+    /// a `cas` did not match and nothing was written.
+    pub async fn kv_write(&self, request: KvRequest) -> Result<bool, KvWriteError> {
+        let ack = self
+            .ask(|reply| Command::KvWrite { request, reply })
+            .await??;
+        let Some(durable) = ack.durable else {
+            return Ok(ack.written);
+        };
+        // Settle in a task of its own: if the caller goes away (an HTTP
+        // client hangs up), the write is still applied, or forgotten as
+        // pending, once the disk has answered.
+        let agent = self.clone();
+        let entries = ack.entries;
+        let settled = tokio::spawn(async move {
+            let outcome = durable
+                .await
+                .unwrap_or_else(|_| Err(AgentStopped.to_string()));
+            let durable = outcome.is_ok();
+            // A stopped loop has nothing left to settle.
+            let _ = agent
+                .ask(|reply| Command::KvSettle {
+                    entries,
+                    durable,
+                    reply,
+                })
+                .await;
+            outcome
+        });
+        settled
+            .await
+            .map_err(|_| AgentStopped)?
+            .map_err(KvWriteError::NotDurable)?;
+        Ok(ack.written)
+    }
+
+    /// Replaces the config-sourced services and checks and the node tags;
+    /// the tags change only if the services and checks were accepted.
+    pub async fn reload(&self, live: LiveConfig) -> Result<(), LiveConfigError> {
+        self.ask(|reply| Command::Reload { live, reply })
+            .await?
+            .map_err(LiveConfigError::Registry)
+    }
+
+    /// One step of an anti-entropy exchange, for the transport: the loop
+    /// merges `message` (`Node::on_sync`) and answers with the next step,
+    /// or `None` after the closing Records.
+    pub async fn sync(&self, message: SyncMessage) -> Result<Option<SyncMessage>, AgentStopped> {
+        self.ask(|reply| Command::Sync { message, reply }).await
+    }
+}

@@ -1,0 +1,117 @@
+//! Gossip tuning, and foca's configuration derived from it.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use foca::PeriodicParams;
+
+use crate::codec::MAX_DATAGRAM;
+use crate::envelope::HEADER_LEN;
+use crate::keyring::SEAL_OVERHEAD;
+
+/// Gossip tuning. Defaults follow memberlist's LAN profile.
+#[derive(Clone, Debug)]
+pub struct GossipConfig {
+    /// Addresses to announce to when joining, and again whenever this node
+    /// is alone or (every `seed_reannounce`) to heal partitions.
+    pub seeds: Vec<SocketAddr>,
+    /// How often a random member is probed. Fixed for the node's lifetime.
+    pub probe_period: Duration,
+    /// How long a direct probe waits for its ack before asking others to
+    /// probe indirectly. Must be below `probe_period`.
+    pub probe_rtt: Duration,
+    /// How often pending updates are pushed to `gossip_fanout` members.
+    pub gossip_interval: Duration,
+    /// Members each gossip round goes to.
+    pub gossip_fanout: NonZeroUsize,
+    /// Suspicion timeout multiplier: a suspect is declared down after
+    /// `suspicion_mult * max(1, log10(n)) * probe_period`.
+    pub suspicion_mult: f64,
+    /// Mean time between anti-entropy exchanges with a random peer
+    /// (jittered ±50%).
+    pub anti_entropy_interval: Duration,
+    /// First and largest delay between join attempts while alone.
+    pub rejoin_min: Duration,
+    pub rejoin_max: Duration,
+    /// How often a connected node announces to its seeds anyway, so that two
+    /// sides of a healed partition find each other again.
+    pub seed_reannounce: Duration,
+    /// How long a leaving node keeps gossiping its "left" record before it
+    /// declares itself down.
+    pub leave_spread: Duration,
+    /// How long a down member is remembered (and listed as failed or left).
+    pub remove_down_after: Duration,
+    /// Lifeguard-style local health awareness: a node that misses acks,
+    /// has to refute suspicions or lags behind stretches its own probe and
+    /// suspicion timers (up to 8x) instead of declaring healthy peers down.
+    /// Default on; see [`crate::lifeguard`].
+    pub local_health: bool,
+    /// Send foca's `TurnUndead` to members declared down. Keep it false:
+    /// foca 2.0.0 sends it even after the member refuted the suspicion,
+    /// which makes healthy nodes rejoin under packet loss. It is a field
+    /// only so the simulator's regression scenario can show the defect.
+    pub notify_down_members: bool,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            seeds: Vec::new(),
+            probe_period: Duration::from_secs(1),
+            probe_rtt: Duration::from_millis(500),
+            gossip_interval: Duration::from_millis(200),
+            gossip_fanout: NonZeroUsize::new(3).expect("3 > 0"),
+            suspicion_mult: 4.0,
+            anti_entropy_interval: Duration::from_secs(15),
+            rejoin_min: Duration::from_secs(1),
+            rejoin_max: Duration::from_secs(30),
+            seed_reannounce: Duration::from_secs(30),
+            leave_spread: Duration::from_millis(500),
+            remove_down_after: Duration::from_secs(24 * 3600),
+            local_health: true,
+            notify_down_members: false,
+        }
+    }
+}
+
+impl GossipConfig {
+    /// foca's configuration for a cluster of about `cluster_size` members:
+    /// `Config::new_lan` with our overrides, re-applied as the cluster grows.
+    pub fn swim_config(&self, cluster_size: u32) -> foca::Config {
+        let size = NonZeroU32::new(cluster_size.max(1)).expect("max(1) > 0");
+        let mut config = foca::Config::new_lan(size);
+        config.probe_period = self.probe_period;
+        config.probe_rtt = self.probe_rtt;
+        config.suspect_to_down_after = self
+            .probe_period
+            .mul_f64(self.suspicion_mult * f64::from(cluster_size.max(1)).log10().max(1.0));
+        // foca 2.0.0 sends TurnUndead from the suspect->down timer even when
+        // the member refuted the suspicion, making healthy nodes rejoin under
+        // packet loss. Partitions heal through seed re-announces and our own
+        // receive-path TurnUndead (see `Node::tell_if_declared_down`).
+        config.notify_down_members = self.notify_down_members;
+        // Room for the envelope and, when encryption is on, its seal.
+        config.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - HEADER_LEN - SEAL_OVERHEAD)
+            .expect("datagram larger than header");
+        config.remove_down_after = Some(self.remove_down_after);
+        // memberlist's retransmit count, 4 * ceil(log10(n + 1)), but at
+        // least 6 (below): foca's own
+        // (floor of 4 * log10) sends each update too few times in small and
+        // forming clusters, leaving stragglers for anti-entropy to fix. The
+        // config is re-applied only when the size crosses a power of two, so
+        // count for the top of that range.
+        let top = cluster_size.max(1).next_power_of_two();
+        let retransmits = 4.0 * f64::from(top + 1).log10().ceil();
+        // A floor of 6: with foca counting one transmission per message, 4
+        // left about one update in twenty to anti-entropy in clusters of 5
+        // to 10 (measured: a 6.7 s straggler).
+        config.max_transmissions =
+            std::num::NonZeroU8::new(retransmits.clamp(6.0, 255.0) as u8).expect("at least 6");
+        config.periodic_gossip = Some(PeriodicParams {
+            frequency: self.gossip_interval,
+            num_members: self.gossip_fanout,
+        });
+        config
+    }
+}

@@ -1,0 +1,116 @@
+//! What the node asks its driver to do ([`Effects`]: datagrams, timers,
+//! exchanges), the timers it asks for ([`NodeTimer`]), and the wiring of
+//! local health, which sits in foca's `Runtime` because foca's
+//! notifications and timer requests pass through it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use foca::{Notification, OwnedNotification, Runtime, Timer};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::Node;
+use crate::envelope::{Envelope, PayloadKind};
+use crate::identity::NodeId;
+use crate::lifeguard::LocalHealth;
+
+/// Timers the node asks its driver to deliver, in deadline order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeTimer {
+    /// One of foca's own timers.
+    Swim(Timer<NodeId>),
+    /// Time to announce to the seeds (the token discards superseded ones).
+    Rejoin(u32),
+    /// Time for an anti-entropy exchange with a random peer.
+    AntiEntropy,
+    /// The "left" record had time to spread: declare ourselves down.
+    FinishLeave,
+}
+
+impl NodeTimer {
+    /// Order among timers due at the same instant: foca's own order first.
+    pub fn rank(&self) -> u8 {
+        match self {
+            NodeTimer::Swim(timer) => match timer {
+                Timer::SendIndirectProbe { .. } => 0,
+                Timer::ProbeRandomMember(_) => 1,
+                Timer::ChangeSuspectToDown { .. } => 2,
+                Timer::PeriodicAnnounce(_) => 3,
+                Timer::PeriodicGossip(_) => 4,
+                Timer::RemoveDown(_) => 5,
+                Timer::PeriodicAnnounceDown(_) => 6,
+            },
+            NodeTimer::Rejoin(_) => 7,
+            NodeTimer::AntiEntropy => 8,
+            NodeTimer::FinishLeave => 9,
+        }
+    }
+}
+
+/// What the node asks its driver to do. Drained by the driver after every
+/// call into the node.
+#[derive(Debug)]
+pub struct Effects {
+    envelope: Envelope,
+    /// Sealed datagrams to send.
+    pub datagrams: Vec<(SocketAddr, Vec<u8>)>,
+    /// Timers to deliver back after the given delay.
+    pub timers: Vec<(Duration, NodeTimer)>,
+    /// Peers to run an anti-entropy exchange with.
+    pub syncs: Vec<SocketAddr>,
+    pub(super) notifications: Vec<OwnedNotification<NodeId>>,
+    /// Lives here because foca's notifications and timer requests pass
+    /// through the runtime: it both listens and stretches.
+    health: LocalHealth,
+    /// Nonces for sealed datagrams.
+    nonces: StdRng,
+}
+
+impl Effects {
+    pub(super) fn new(envelope: Envelope, health: LocalHealth, seed: u64) -> Self {
+        Self {
+            envelope,
+            health,
+            nonces: StdRng::seed_from_u64(seed ^ 0x6e6f_6e63_6573),
+            datagrams: Vec::new(),
+            timers: Vec::new(),
+            syncs: Vec::new(),
+            notifications: Vec::new(),
+        }
+    }
+}
+
+impl Runtime<NodeId> for Effects {
+    fn notify(&mut self, notification: Notification<'_, NodeId>) {
+        if self.health.observe(&notification) {
+            return;
+        }
+        self.notifications.push(notification.to_owned());
+    }
+
+    fn send_to(&mut self, to: NodeId, data: &[u8]) {
+        let nonce = self.nonces.random();
+        self.datagrams
+            .push((to.addr, self.envelope.seal(PayloadKind::Swim, data, nonce)));
+    }
+
+    fn submit_after(&mut self, event: Timer<NodeId>, after: Duration) {
+        let after = self.health.stretch(&event, after);
+        self.timers.push((after, NodeTimer::Swim(event)));
+    }
+}
+
+impl Node {
+    /// Tells local health that an event was handled `lag` late: a timer
+    /// after its deadline, a datagram after it arrived. See
+    /// [`crate::lifeguard`].
+    pub fn note_lag(&mut self, lag: Duration) {
+        self.effects.health.note_lag(lag);
+    }
+
+    /// The local health score and what fed it.
+    pub fn local_health(&self) -> &LocalHealth {
+        &self.effects.health
+    }
+}

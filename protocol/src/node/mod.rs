@@ -1,0 +1,380 @@
+//! The sans-IO node: foca plus Shoal's cluster state and join policy.
+//!
+//! The agent and the simulator drive the same [`Node`]: they feed it
+//! datagrams, timers and local changes, then carry out what it asks for in
+//! its [`Effects`] (send these datagrams, fire these timers after these
+//! delays, run an anti-entropy exchange with these peers). Nothing here
+//! reads a clock or touches a socket.
+//!
+//! - this file: [`Node`] itself, datagrams, timers, our own record, KV
+//!   writes, and the reactions to foca's notifications.
+//! - `config`: [`GossipConfig`] and the foca configuration derived from it.
+//! - `effects`: [`Effects`], [`NodeTimer`], and local health wiring.
+//! - `join`: announcing to seeds, rejoining, telling the declared-down,
+//!   leaving.
+//! - `members`: [`MemberView`], [`MemberStatus`], the membership table.
+//! - `sync`: the anti-entropy step function ([`Node::sync_open`],
+//!   [`Node::on_sync`]).
+
+mod config;
+mod effects;
+mod join;
+mod members;
+mod sync;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use foca::{Foca, Identity, OwnedNotification};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+pub use config::GossipConfig;
+pub use effects::{Effects, NodeTimer};
+pub use members::{MemberStatus, MemberView};
+
+use crate::codec::SwimCodec;
+use crate::envelope::{Envelope, EnvelopeError, PayloadKind};
+use crate::identity::NodeId;
+use crate::kv::{KvEntry, KvStore, Stored};
+use crate::lifeguard::LocalHealth;
+use crate::record::NodeRecord;
+use crate::rumor::{Rumor, RumorHandler};
+use crate::state::ClusterState;
+
+type Swim = Foca<NodeId, SwimCodec, StdRng, RumorHandler>;
+
+/// Counters, all monotonic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    /// Datagrams dropped at the envelope (other cluster, bad magic, ...).
+    pub rejected_envelope: u64,
+    /// Datagrams that passed the envelope but that foca refused.
+    pub rejected_swim: u64,
+    /// Records merged from anti-entropy exchanges.
+    pub synced_records: u64,
+    /// Members this node saw go down (declared by anyone, or left).
+    pub members_down: u64,
+    /// Node records and KV entries from peers refused for exceeding the
+    /// limits (`state::within_limits`, `state::kv_within_limits`).
+    pub refused_records: u64,
+}
+
+/// Why a datagram was dropped. Nothing in the node changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DatagramError {
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("payload kind {0:?} is not valid in a datagram")]
+    WrongKind(PayloadKind),
+    #[error("SWIM packet refused: {0}")]
+    Swim(#[from] foca::Error),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Leaving,
+    Left,
+}
+
+/// A Shoal cluster member, without I/O.
+pub struct Node {
+    swim: Swim,
+    state: Arc<Mutex<ClusterState>>,
+    config: GossipConfig,
+    envelope: Envelope,
+    effects: Effects,
+    rng: StdRng,
+    size_bucket: u32,
+    rejoin_token: u32,
+    rejoin_backoff: Duration,
+    phase: Phase,
+    changed: bool,
+    renewed: Option<NodeId>,
+    /// Identities we hold as down, by address, to answer their datagrams
+    /// with `TurnUndead` (see [`Node::tell_if_declared_down`]).
+    down: HashMap<SocketAddr, NodeId>,
+    counters: Counters,
+}
+
+impl Node {
+    /// A node that has not contacted anyone yet; call [`Node::start`].
+    pub fn new(local: NodeRecord, config: GossipConfig, envelope: Envelope, seed: u64) -> Self {
+        let state = Arc::new(Mutex::new(ClusterState::new(local.clone())));
+        let health = LocalHealth::new(config.local_health, config.probe_rtt / 2);
+        let swim = Foca::with_custom_broadcast(
+            local.id,
+            config.swim_config(1),
+            StdRng::seed_from_u64(seed),
+            SwimCodec,
+            RumorHandler::new(state.clone()),
+        );
+        Self {
+            swim,
+            state,
+            rejoin_backoff: config.rejoin_min,
+            config,
+            effects: Effects::new(envelope.clone(), health, seed),
+            envelope,
+            rng: StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x5348_4f4c),
+            size_bucket: 1,
+            rejoin_token: 0,
+            phase: Phase::Running,
+            changed: true,
+            renewed: None,
+            down: HashMap::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Starts joining through the seeds and schedules periodic work.
+    pub fn start(&mut self) {
+        self.effects
+            .timers
+            .push((Duration::ZERO, NodeTimer::Rejoin(self.rejoin_token)));
+        let first_sync = self.jittered(self.config.anti_entropy_interval);
+        self.effects
+            .timers
+            .push((first_sync, NodeTimer::AntiEntropy));
+    }
+
+    /// Feeds one received datagram (envelope included).
+    pub fn handle_datagram(&mut self, packet: &[u8]) -> Result<(), DatagramError> {
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += packet.len() as u64;
+        let (kind, payload) = self.envelope.open(packet).inspect_err(|_| {
+            self.counters.rejected_envelope += 1;
+        })?;
+        if kind != PayloadKind::Swim {
+            self.counters.rejected_envelope += 1;
+            return Err(DatagramError::WrongKind(kind));
+        }
+        self.tell_if_declared_down(&payload);
+        let result = self.swim.handle_data(&payload, &mut self.effects);
+        self.after_swim();
+        let refused = self.lock_state().oversized();
+        self.counters.refused_records = refused;
+        result.map_err(|error| {
+            self.counters.rejected_swim += 1;
+            DatagramError::Swim(error)
+        })
+    }
+
+    /// Delivers a timer the node asked for.
+    pub fn handle_timer(&mut self, timer: NodeTimer) {
+        match timer {
+            NodeTimer::Swim(timer) => {
+                if let Err(error) = self.swim.handle_timer(timer, &mut self.effects) {
+                    // foca only fails a timer on an encoding error of our own
+                    // making; the timer is simply lost, as in foca's examples.
+                    debug_assert!(false, "foca timer failed: {error}");
+                }
+            }
+            NodeTimer::Rejoin(token) if token == self.rejoin_token => self.rejoin(),
+            NodeTimer::Rejoin(_) => {}
+            NodeTimer::AntiEntropy => {
+                if let Some(peer) = self.random_member() {
+                    self.effects.syncs.push(peer);
+                }
+                let next = self.jittered(self.config.anti_entropy_interval);
+                self.effects.timers.push((next, NodeTimer::AntiEntropy));
+            }
+            NodeTimer::FinishLeave => {
+                if self.phase == Phase::Leaving {
+                    let _ = self.swim.leave_cluster(&mut self.effects);
+                    self.phase = Phase::Left;
+                    self.changed = true;
+                }
+            }
+        }
+        self.after_swim();
+    }
+
+    /// Changes our own record (bumping its version) and gossips it.
+    pub fn update_local(&mut self, change: impl FnOnce(&mut NodeRecord)) {
+        let record = self.lock_state().update_local(change).clone();
+        self.changed = true;
+        if let Err(error) = self.swim.add_broadcast(&Rumor::encode_for(&record)) {
+            debug_assert!(false, "our own rumor was refused: {error}");
+        }
+        // Push it now rather than at the next gossip tick: record changes
+        // are rare, and this is what service lookups wait for.
+        if self.swim.num_members() > 0 {
+            let _ = self.swim.gossip(&mut self.effects);
+        }
+    }
+
+    /// Changes our own record without a new version and without gossip
+    /// (see [`ClusterState::refresh_local`]).
+    pub fn refresh_local(&mut self, change: impl FnOnce(&mut NodeRecord)) {
+        self.lock_state().refresh_local(change);
+        self.changed = true;
+    }
+
+    /// Copies of our records with these names (unknown names are skipped).
+    pub fn records_named(&self, names: &[String]) -> Vec<NodeRecord> {
+        self.lock_state().records_named(names)
+    }
+
+    /// A local KV write (or delete): applied, then gossiped. Returns the
+    /// stored form, or `None` when an entry already there wins (the caller
+    /// chose a time that is not the newest).
+    pub fn write_kv(&mut self, entry: KvEntry) -> Option<Stored> {
+        let applied = self.lock_state().apply_kv(Arc::new(entry.clone()));
+        if !applied {
+            return None;
+        }
+        self.changed = true;
+        let rumor = Rumor::encode_kv(&entry, self.identity().addr);
+        if let Err(error) = self.swim.add_broadcast(&rumor) {
+            debug_assert!(false, "our own KV rumor was refused: {error}");
+        }
+        self.lock_state().kv().get(&entry.key).cloned()
+    }
+
+    /// The KV store as of now (an O(1) copy).
+    pub fn kv(&self) -> KvStore {
+        self.lock_state().kv().clone()
+    }
+
+    /// Direct access to the KV store, for restoring it from disk and for
+    /// collecting tombstones. Changes made here are not gossiped.
+    pub fn with_kv<T>(&mut self, change: impl FnOnce(&mut KvStore) -> T) -> T {
+        let result = change(self.lock_state().kv_mut());
+        self.changed = true;
+        result
+    }
+
+    /// KV entries applied (by anyone) since the last call: the driver
+    /// persists them.
+    pub fn take_kv_applied(&mut self) -> Vec<Stored> {
+        self.lock_state().take_kv_applied()
+    }
+
+    /// What the node wants done. The driver drains it after every call.
+    pub fn effects(&mut self) -> &mut Effects {
+        &mut self.effects
+    }
+
+    /// Whether the membership or any record changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        let mut state = self.lock_state();
+        let state_changed = state.take_changed() | state.take_kv_changed();
+        drop(state);
+        std::mem::replace(&mut self.changed, false) | state_changed
+    }
+
+    /// A new identity foca took after the cluster declared us down; the
+    /// driver persists its generation.
+    pub fn take_renewed(&mut self) -> Option<NodeId> {
+        self.renewed.take()
+    }
+
+    pub fn identity(&self) -> NodeId {
+        *self.swim.identity()
+    }
+
+    pub fn local_record(&self) -> NodeRecord {
+        self.lock_state().local().clone()
+    }
+
+    /// Records of every node we know, ours included.
+    pub fn records(&self) -> Vec<NodeRecord> {
+        self.lock_state().records().cloned().collect()
+    }
+
+    /// Active members besides ourselves.
+    pub fn active_members(&self) -> usize {
+        self.swim.num_members()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, ClusterState> {
+        self.state.lock().expect("cluster state lock poisoned")
+    }
+
+    /// Reacts to what foca reported during the last call.
+    fn after_swim(&mut self) {
+        let notifications = std::mem::take(&mut self.effects.notifications);
+        for notification in notifications {
+            match notification {
+                OwnedNotification::MemberUp(id) => {
+                    self.down.remove(&id.addr);
+                    // Fetch its record (and give it ours) right away.
+                    self.effects.syncs.push(id.addr());
+                    self.changed = true;
+                }
+                OwnedNotification::MemberDown(id) => {
+                    self.down.insert(id.addr, id);
+                    self.counters.members_down += 1;
+                    self.changed = true;
+                }
+                OwnedNotification::Rename(..) => {
+                    self.changed = true;
+                }
+                // Consumed by local health in `Effects::notify`.
+                OwnedNotification::DataReceived(_)
+                | OwnedNotification::DataSent(_)
+                | OwnedNotification::ProbeFailed(..) => {}
+                OwnedNotification::Active => {
+                    self.rejoin_backoff = self.config.rejoin_min;
+                }
+                OwnedNotification::Idle => {
+                    // foca stops probing when alone: keep knocking on seeds.
+                    self.rejoin_after(self.config.rejoin_min);
+                    self.changed = true;
+                }
+                OwnedNotification::Rejoin(id) => {
+                    // The cluster declared us down; foca renewed our identity.
+                    self.renewed = Some(id);
+                    self.update_local(|record| record.id = id);
+                    // Announce the new identity to the seeds right away.
+                    self.rejoin_after(Duration::ZERO);
+                }
+                OwnedNotification::Defunct => {
+                    self.changed = true;
+                }
+            }
+        }
+        let size = self.swim.num_members() as u32 + 1;
+        let bucket = size.next_power_of_two();
+        if bucket != self.size_bucket {
+            self.size_bucket = bucket;
+            if let Err(error) = self.swim.set_config(self.config.swim_config(size)) {
+                debug_assert!(false, "foca refused a resized config: {error}");
+            }
+        }
+        let pulls = self.lock_state().take_pulls();
+        self.effects.syncs.extend(pulls);
+        self.counters.datagrams_out += self.effects.datagrams.len() as u64;
+        self.counters.bytes_out += self
+            .effects
+            .datagrams
+            .iter()
+            .map(|(_, packet)| packet.len() as u64)
+            .sum::<u64>();
+    }
+
+    fn random_member(&mut self) -> Option<SocketAddr> {
+        let count = self.swim.num_members();
+        if count == 0 {
+            return None;
+        }
+        let pick = self.rng.random_range(0..count);
+        self.swim.iter_members().nth(pick).map(|m| m.id().addr)
+    }
+
+    fn jittered(&mut self, mean: Duration) -> Duration {
+        mean.mul_f64(self.rng.random_range(0.5..1.5))
+    }
+}

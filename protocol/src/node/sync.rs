@@ -1,0 +1,304 @@
+//! Anti-entropy: the one step function the agent (over TCP) and the
+//! simulator (on its virtual network) both drive. The messages are in
+//! [`crate::sync`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::Node;
+use crate::identity::NodeId;
+use crate::kv::KvEntry;
+use crate::record::NodeRecord;
+use crate::state::Merge;
+use crate::sync::{Delta, Digest, Records, SyncMessage};
+
+impl Node {
+    /// Opens an anti-entropy exchange (initiator): our digest. Send it to
+    /// the peer and feed its answer to [`Node::on_sync`].
+    pub fn sync_open(&self) -> SyncMessage {
+        let state = self.lock_state();
+        SyncMessage::Digest(Digest {
+            nodes: state.digest(),
+            kv_root: state.kv().root(),
+            kv_bucket_hashes: state.kv().bucket_hashes().to_vec(),
+            members: self.alive_members(),
+        })
+    }
+
+    /// One step of an anti-entropy exchange (see [`crate::sync`]): merges
+    /// what the peer sent and returns the message to send back, if any.
+    ///
+    /// - `Digest` (we respond): the `Delta` for it; we learn its members.
+    /// - `Delta` (we initiated): merges it, learns its members, and returns
+    ///   the closing `Records`.
+    /// - `Records` (we responded): merges it; the exchange is over.
+    ///
+    /// Stateless between steps: the transport checks that the steps come
+    /// in order ([`SyncMessage::step`]).
+    pub fn on_sync(&mut self, message: SyncMessage) -> Option<SyncMessage> {
+        match message {
+            SyncMessage::Digest(digest) => {
+                let delta = self.answer_digest(&digest);
+                self.learn_members(&digest.members);
+                Some(SyncMessage::Delta(delta))
+            }
+            SyncMessage::Delta(mut delta) => {
+                let members = std::mem::take(&mut delta.members);
+                let records = self.apply_delta(delta);
+                self.learn_members(&members);
+                Some(SyncMessage::Records(records))
+            }
+            SyncMessage::Records(records) => {
+                self.merge_records(records.records);
+                self.merge_kv(records.kv_entries);
+                None
+            }
+        }
+    }
+
+    /// The responder's answer to a digest: the records the peer lacks, the
+    /// names we want, and our KV entries of every bucket that differs.
+    fn answer_digest(&self, digest: &Digest) -> Delta {
+        let state = self.lock_state();
+        let (records, wanted) = state.delta(&digest.nodes);
+        let kv_differing_buckets = if digest.kv_root == state.kv().root() {
+            Vec::new()
+        } else {
+            state.kv().differing_buckets(&digest.kv_bucket_hashes)
+        };
+        let kv_entries = state.kv().entries_in(&kv_differing_buckets);
+        Delta {
+            records,
+            wanted,
+            kv_entries,
+            kv_differing_buckets,
+            members: self.alive_members(),
+        }
+    }
+
+    /// Applies the responder's delta (initiator) and returns the closing
+    /// message: the records it asked for and our entries of the differing
+    /// buckets (taken before merging, so nothing is sent back twice).
+    fn apply_delta(&mut self, delta: Delta) -> Records {
+        let reply = {
+            let state = self.lock_state();
+            Records {
+                records: state.records_named(&delta.wanted),
+                kv_entries: state.kv().entries_in(&delta.kv_differing_buckets),
+            }
+        };
+        self.merge_records(delta.records);
+        self.merge_kv(delta.kv_entries);
+        reply
+    }
+
+    /// Merges records received by anti-entropy; returns how many were news.
+    fn merge_records(&mut self, records: Vec<NodeRecord>) -> usize {
+        let mut state = self.state.lock().expect("cluster state lock poisoned");
+        let applied = records
+            .into_iter()
+            .filter(|record| state.merge(record.clone()) == Merge::Applied)
+            .count();
+        self.counters.refused_records = state.oversized();
+        drop(state);
+        self.counters.synced_records += applied as u64;
+        applied
+    }
+
+    /// Merges KV entries received by anti-entropy; returns how many won.
+    fn merge_kv(&mut self, entries: Vec<KvEntry>) -> usize {
+        let mut state = self.lock_state();
+        let applied = entries
+            .into_iter()
+            .filter(|entry| state.apply_kv(Arc::new(entry.clone())))
+            .count();
+        let refused = state.oversized();
+        drop(state);
+        self.counters.refused_records = refused;
+        self.counters.synced_records += applied as u64;
+        applied
+    }
+
+    /// Adds the members a peer holds alive that our SWIM table lacks (or
+    /// knows only under an older generation). Members we hold as down stay
+    /// down: the receive path tells them (see `tell_if_declared_down`).
+    fn learn_members(&mut self, alive: &[NodeId]) {
+        let me = self.identity().addr;
+        let known: HashMap<SocketAddr, NodeId> = self
+            .swim
+            .iter_membership_state()
+            .map(|member| (member.id().addr, *member.id()))
+            .collect();
+        let new: Vec<NodeId> = alive
+            .iter()
+            .filter(|id| {
+                id.addr != me
+                    && known
+                        .get(&id.addr)
+                        .is_none_or(|k| id.generation > k.generation)
+            })
+            .copied()
+            .collect();
+        if !new.is_empty() {
+            self.assume_members(new);
+        }
+    }
+
+    /// Ourselves and every member we hold active.
+    fn alive_members(&self) -> Vec<NodeId> {
+        std::iter::once(self.identity())
+            .chain(self.swim.iter_members().map(|member| *member.id()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{Envelope, cluster_id};
+    use crate::kv::KvStore;
+    use crate::node::GossipConfig;
+    use crate::sync::SyncStep;
+    use proptest::prelude::*;
+
+    fn node(last: u8) -> Node {
+        let id = NodeId {
+            addr: SocketAddr::from(([127, 0, 0, last], 7946)),
+            generation: 1,
+        };
+        let record = NodeRecord::new(id, format!("node-{last}"));
+        let envelope = Envelope::new(cluster_id("test"));
+        Node::new(record, GossipConfig::default(), envelope, u64::from(last))
+    }
+
+    fn entry(key: &str, value: &str, time: u64, writer: &str) -> KvEntry {
+        KvEntry {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            flags: 0,
+            time,
+            writer: writer.into(),
+            deleted: value.is_empty(),
+        }
+    }
+
+    /// Runs one whole exchange from `initiator` to `responder`, checking
+    /// the order of the steps; returns the steps seen.
+    fn exchange(initiator: &mut Node, responder: &mut Node) -> Vec<SyncStep> {
+        let digest = initiator.sync_open();
+        let delta = responder
+            .on_sync(digest.clone())
+            .expect("a digest is answered");
+        let records = initiator
+            .on_sync(delta.clone())
+            .expect("a delta is answered");
+        let end = responder.on_sync(records.clone());
+        assert!(end.is_none(), "records close the exchange");
+        vec![digest.step(), delta.step(), records.step()]
+    }
+
+    fn kv_contents(node: &Node) -> Vec<KvEntry> {
+        node.kv().iter().map(|s| (*s.entry).clone()).collect()
+    }
+
+    #[test]
+    fn one_exchange_moves_records_kv_and_members_both_ways() {
+        let (mut a, mut b) = (node(1), node(2));
+        a.write_kv(entry("only/a", "1", 10, "node-1")).unwrap();
+        b.write_kv(entry("only/b", "2", 11, "node-2")).unwrap();
+        a.write_kv(entry("both", "old", 5, "node-1")).unwrap();
+        b.write_kv(entry("both", "new", 6, "node-2")).unwrap();
+        b.update_local(|record| {
+            record.tags.insert("role".into(), "db".into());
+        });
+
+        let steps = exchange(&mut a, &mut b);
+        assert_eq!(
+            steps,
+            [SyncStep::Digest, SyncStep::Delta, SyncStep::Records]
+        );
+
+        assert_eq!(kv_contents(&a), kv_contents(&b));
+        assert_eq!(a.kv().root(), b.kv().root());
+        let both = a.kv().get("both").unwrap().entry.clone();
+        assert_eq!(both.value, b"new", "the later write wins on both sides");
+        assert!(a.kv().get("only/b").is_some() && b.kv().get("only/a").is_some());
+        let tags = &a.records_named(&["node-2".into()])[0].tags;
+        assert_eq!(tags.get("role").map(String::as_str), Some("db"));
+        assert_eq!(b.records_named(&["node-1".into()]).len(), 1);
+        // Each side learned the other from the members in the exchange.
+        assert_eq!(
+            a.member_state(b.identity().addr).map(|m| m.0),
+            Some(b.identity())
+        );
+        assert_eq!(
+            b.member_state(a.identity().addr).map(|m| m.0),
+            Some(a.identity())
+        );
+    }
+
+    #[test]
+    fn a_quiet_exchange_sends_no_kv_entries() {
+        let (mut a, mut b) = (node(1), node(2));
+        for n in [&mut a, &mut b] {
+            n.with_kv(|kv| kv.apply(Arc::new(entry("k", "v", 1, "node-1"))));
+        }
+        let Some(SyncMessage::Delta(delta)) = b.on_sync(a.sync_open()) else {
+            panic!("a digest is answered by a delta");
+        };
+        assert!(delta.kv_differing_buckets.is_empty());
+        assert!(delta.kv_entries.is_empty());
+    }
+
+    #[test]
+    fn step_names_say_what_they_are() {
+        let a = node(1);
+        let digest = a.sync_open();
+        assert_eq!(digest.step_name(), "Digest");
+        assert_eq!(digest.step().reply(), Some(SyncStep::Delta));
+        assert_eq!(SyncStep::Records.reply(), None);
+        assert_eq!(SyncStep::Records.to_string(), "Records");
+    }
+
+    fn arbitrary_entry() -> impl Strategy<Value = KvEntry> {
+        (0usize..6, 0usize..3, 1u64..6, 0usize..3).prop_map(|(k, v, time, w)| {
+            entry(
+                ["a", "b", "c/d", "c/e", "f", "g"][k],
+                ["x", "y", ""][v],
+                time,
+                ["node-1", "node-2", "node-3"][w],
+            )
+        })
+    }
+
+    proptest! {
+        /// Whatever each side holds, one exchange leaves both with the LWW
+        /// merge of the two maps, whichever side initiates.
+        #[test]
+        fn one_exchange_converges_to_the_merged_map(
+            left in proptest::collection::vec(arbitrary_entry(), 0..12),
+            right in proptest::collection::vec(arbitrary_entry(), 0..12),
+            a_initiates in any::<bool>(),
+        ) {
+            let (mut a, mut b) = (node(1), node(2));
+            let mut expected = KvStore::default();
+            for entry in &left {
+                a.with_kv(|kv| kv.apply(Arc::new(entry.clone())));
+                expected.apply(Arc::new(entry.clone()));
+            }
+            for entry in &right {
+                b.with_kv(|kv| kv.apply(Arc::new(entry.clone())));
+                expected.apply(Arc::new(entry.clone()));
+            }
+            if a_initiates {
+                exchange(&mut a, &mut b);
+            } else {
+                exchange(&mut b, &mut a);
+            }
+            let expected: Vec<KvEntry> = expected.iter().map(|s| (*s.entry).clone()).collect();
+            prop_assert_eq!(kv_contents(&a), expected.clone());
+            prop_assert_eq!(kv_contents(&b), expected);
+        }
+    }
+}
