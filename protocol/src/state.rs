@@ -209,7 +209,9 @@ impl ClusterState {
     /// Whether a record with this name and order would be news to us.
     pub fn is_news(&self, name: &str, generation: u64, version: u64) -> bool {
         if name == self.local_name {
-            return false;
+            // While our name is unchecked, any other record of it is worth
+            // fetching: it may be a live agent's.
+            return !self.claimed && generation != self.local().id.generation;
         }
         match self.records.get(name) {
             Some(current) => (generation, version) > (current.id.generation, current.version),

@@ -103,7 +103,6 @@ fn expect_instances(agent: &Agent, service: &str, expected: &[(String, String)])
 // ---------------------------------------------------------------------
 
 #[test]
-#[ignore = "fails until defect 10 is fixed"]
 fn a_newcomer_whose_name_is_taken_refuses_to_join_and_hides_nothing() {
     let first_root = tempfile::tempdir().unwrap();
     let second_root = tempfile::tempdir().unwrap();
@@ -230,7 +229,6 @@ fn an_agent_that_moved_address_keeps_its_name() {
 // ---------------------------------------------------------------------
 
 #[test]
-#[ignore = "fails until defect 12 is fixed"]
 fn the_index_keeps_growing_across_a_restart() {
     let root = tempfile::tempdir().unwrap();
     let mut agent = Agent::start(
@@ -301,7 +299,6 @@ fn the_index_keeps_growing_across_a_restart() {
 }
 
 #[test]
-#[ignore = "fails until defect 12 is fixed"]
 fn an_index_from_the_future_is_answered_at_once() {
     // Consul's rule: an index beyond the current one means the client's
     // view is from elsewhere (or before a reset): answer now.
@@ -373,7 +370,6 @@ fn wakeups(agent: &Agent) -> u64 {
 }
 
 #[test]
-#[ignore = "fails until defect 13 is fixed"]
 fn a_blocking_query_on_an_idle_cluster_sleeps_until_a_change() {
     let root = tempfile::tempdir().unwrap();
     let agents = idle_cluster(root.path());

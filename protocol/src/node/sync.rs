@@ -47,11 +47,13 @@ impl Node {
                 let members = std::mem::take(&mut delta.members);
                 let records = self.apply_delta(delta);
                 self.learn_members(&members);
+                self.check_name(true);
                 Some(SyncMessage::Records(records))
             }
             SyncMessage::Records(records) => {
                 self.merge_records(records.records);
                 self.merge_kv(records.kv_entries);
+                self.check_name(true);
                 None
             }
         }
