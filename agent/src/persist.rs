@@ -90,12 +90,12 @@ impl DataDirGuard {
 
     /// Durably records the ceiling of `X-Consul-Index`.
     pub fn store_index_ceiling(&self, ceiling: u64) -> Result<(), DataDirError> {
-        write_atomic(&self.path, INDEX_FILE, format!("{ceiling}\n").as_bytes()).map_err(
-            |source| DataDirError::Io {
+        write_atomic(&self.path, INDEX_FILE, format!("{ceiling}\n").as_bytes()).map_err(|source| {
+            DataDirError::Io {
                 path: self.path.join(INDEX_FILE),
                 source,
-            },
-        )
+            }
+        })
     }
 
     /// A file holding one decimal number; `None` when it does not exist.
@@ -180,6 +180,9 @@ mod tests {
         assert_eq!(guard.index_ceiling().unwrap(), 7 << 40);
         fs::write(dir.path().join(INDEX_FILE), "seven").unwrap();
         let error = guard.index_ceiling().unwrap_err().to_string();
-        assert!(error.contains("index") && error.contains("seven"), "{error}");
+        assert!(
+            error.contains("index") && error.contains("seven"),
+            "{error}"
+        );
     }
 }

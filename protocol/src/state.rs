@@ -467,7 +467,11 @@ mod tests {
         assert_eq!(state.merge(record("local", 8, 2, 1)), Merge::Conflict);
         assert_eq!(state.merge(record("local", 8, 2, 2)), Merge::Conflict);
         assert_eq!(state.merge(record("local", 7, 9, 1)), Merge::Conflict);
-        let rivals: Vec<u16> = state.take_rivals().iter().map(|id| id.addr.port()).collect();
+        let rivals: Vec<u16> = state
+            .take_rivals()
+            .iter()
+            .map(|id| id.addr.port())
+            .collect();
         assert_eq!(rivals, [8, 7]);
         assert!(state.take_rivals().is_empty());
         assert_eq!(state.name_conflicts(), 3);

@@ -315,12 +315,13 @@ pub async fn health_by_name(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let (snapshot, status) = (state.snapshot(), state.status());
-    let (code, body) = instance_health(&state, (&snapshot, &status), |s| s.name == name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no local service named `{name}`"),
-        )
-    })?;
+    let (code, body) = instance_health(&state, (&snapshot, &status), |s| s.name == name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no local service named `{name}`"),
+            )
+        })?;
     Ok((code, Json(body)).into_response())
 }
 

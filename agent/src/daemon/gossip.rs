@@ -84,7 +84,11 @@ pub struct NameTaken {
 impl GossipLoop {
     /// Runs until the node has left the cluster after `shutdown`, or
     /// because its name is taken (the error).
-    pub async fn run(mut self, inputs: Inputs, shutdown: CancellationToken) -> Result<(), NameTaken> {
+    pub async fn run(
+        mut self,
+        inputs: Inputs,
+        shutdown: CancellationToken,
+    ) -> Result<(), NameTaken> {
         self.run_until_left(inputs, shutdown).await;
         match self.name_taken.take() {
             Some(taken) => Err(taken),
@@ -324,7 +328,11 @@ impl GossipLoop {
         let cluster = changes.cluster || !previous.checks_loaded;
         let snapshot = Snapshot {
             index,
-            cluster_index: if cluster { index } else { previous.cluster_index },
+            cluster_index: if cluster {
+                index
+            } else {
+                previous.cluster_index
+            },
             kv_index: if changes.kv { index } else { previous.kv_index },
             local: if cluster {
                 self.node.local_record()

@@ -97,7 +97,10 @@ mod tests {
             }
         }
         let last = first.current();
-        assert!(last <= persisted, "answered {last} above the ceiling {persisted}");
+        assert!(
+            last <= persisted,
+            "answered {last} above the ceiling {persisted}"
+        );
         // Restarted one second later, and with a clock set back a day.
         for seconds in [NOW + 1, NOW - 86_400] {
             let again = IndexClock::start(persisted, seconds, 0);
