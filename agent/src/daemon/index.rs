@@ -5,7 +5,7 @@
 //! N. An agent that started again at 1 left them waiting their whole
 //! `wait` with stale data. So an agent starts at
 //!
-//! `max(persisted ceiling, unix seconds << 20, KV index restored + 1)`
+//! `max(persisted ceiling, unix seconds << 20)`
 //!
 //! - **the clock term**: between two starts `t0 < t1`, the previous run
 //!   could only have passed `t1 << 20` by making more than 2^20 (about a
@@ -19,8 +19,12 @@
 //!   in blocks, so an index it has answered with is never above what is
 //!   on disk. It writes again when its index is within half a reserve of
 //!   the ceiling: about once per 500,000 changes, off the gossip loop.
-//! - **the KV term** keeps `ModifyIndex` / `CreateIndex` of new writes
-//!   above those of entries restored from disk.
+//!
+//! The KV store's own index (`ModifyIndex`, `CreateIndex`) is raised to
+//! the start before anything is restored into it, so writes of this run,
+//! entries written ahead before a crash included, get indexes no earlier
+//! run gave out; and `X-Consul-Index` follows the KV's index whenever it
+//! is ahead ([`IndexClock::advance`]).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,10 +41,9 @@ pub struct IndexClock {
 impl IndexClock {
     /// The first index of this start (see the module docs), and the
     /// ceiling to persist before answering with it.
-    pub fn start(persisted_ceiling: u64, unix_seconds: u64, kv_index: u64) -> Self {
+    pub fn start(persisted_ceiling: u64, unix_seconds: u64) -> Self {
         let current = persisted_ceiling
             .max(unix_seconds.saturating_mul(RESERVE))
-            .max(kv_index.saturating_add(1))
             .max(1);
         Self {
             current,
@@ -49,12 +52,12 @@ impl IndexClock {
     }
 
     /// [`IndexClock::start`] with the system clock.
-    pub fn start_now(persisted_ceiling: u64, kv_index: u64) -> Self {
+    pub fn start_now(persisted_ceiling: u64) -> Self {
         let seconds = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|elapsed| elapsed.as_secs())
             .unwrap_or_default();
-        Self::start(persisted_ceiling, seconds, kv_index)
+        Self::start(persisted_ceiling, seconds)
     }
 
     pub fn current(&self) -> u64 {
@@ -87,7 +90,7 @@ mod tests {
     fn a_restart_starts_above_everything_the_previous_run_answered() {
         // First start: from the clock.
         const NOW: u64 = 1_700_000_000;
-        let mut first = IndexClock::start(0, NOW, 0);
+        let mut first = IndexClock::start(0, NOW);
         assert_eq!(first.current(), NOW << 20);
         let mut persisted = first.ceiling();
         // A burst far beyond a million changes a second.
@@ -103,18 +106,17 @@ mod tests {
         );
         // Restarted one second later, and with a clock set back a day.
         for seconds in [NOW + 1, NOW - 86_400] {
-            let again = IndexClock::start(persisted, seconds, 0);
+            let again = IndexClock::start(persisted, seconds);
             assert!(again.current() > last, "{} after {last}", again.current());
         }
         // A wiped data dir a minute later: the clock alone suffices at
         // fewer than a million changes a second.
-        assert!(IndexClock::start(0, NOW + 60, 0).current() > last);
+        assert!(IndexClock::start(0, NOW + 60).current() > last);
     }
 
     #[test]
     fn the_index_follows_the_kv_and_never_goes_back() {
-        let mut clock = IndexClock::start(0, 10, 50 << 20);
-        assert_eq!(clock.current(), (50 << 20) + 1);
+        let mut clock = IndexClock::start(0, 10);
         let before = clock.current();
         clock.advance(0);
         assert_eq!(clock.current(), before + 1);

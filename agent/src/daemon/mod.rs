@@ -116,8 +116,8 @@ pub async fn run(
     } = identity(&config, &data_dir)?;
     let tasks = Tasks::default();
     let (agent, commands_rx) = handle::channel();
-    let kv = open_kv(&config, &data_dir, &mut node, keyring.clone(), &tasks)?;
     let index = start_index(&data_dir, &mut node)?;
+    let kv = open_kv(&config, &data_dir, &mut node, keyring.clone(), &tasks)?;
     let (snapshot_tx, snapshot_rx) =
         watch::channel(Arc::new(first_snapshot(&node, index.current())));
     let (status_tx, status_rx) = watch::channel(Arc::default());
@@ -273,10 +273,10 @@ fn identity(config: &AgentConfig, data_dir: &DataDirGuard) -> anyhow::Result<Ide
 }
 
 /// The first `X-Consul-Index` of this start (see [`index`]): above every
-/// index of earlier starts, and above the KV's restored indexes, which
-/// carry on from it. Its ceiling is on disk before anyone sees it.
+/// index of earlier starts. Its ceiling is on disk before anyone sees it,
+/// and the (still empty) KV store counts on from it.
 fn start_index(data_dir: &DataDirGuard, node: &mut Node) -> anyhow::Result<index::IndexClock> {
-    let clock = index::IndexClock::start_now(data_dir.index_ceiling()?, node.kv_index());
+    let clock = index::IndexClock::start_now(data_dir.index_ceiling()?);
     data_dir.store_index_ceiling(clock.ceiling())?;
     node.with_kv(|kv| kv.raise_index(clock.current()));
     Ok(clock)
