@@ -55,7 +55,7 @@ impl foca::Identity for NodeId {
     fn renew(&self) -> Option<Self> {
         Some(Self {
             addr: self.addr,
-            generation: self.generation + 1,
+            generation: self.generation.checked_add(1)?,
         })
     }
 

@@ -8,6 +8,42 @@
 //! For anti-entropy, keys fall into [`BUCKETS`] buckets by hash; each bucket
 //! keeps the XOR of its entries' hashes, updated in O(1) per change, so two
 //! agents compare 256 hashes instead of every key.
+//!
+//! # Collected tombstones and the horizon
+//!
+//! Once a tombstone is collected, the store can no longer tell "deleted"
+//! from "never heard of": a peer that missed the delete would hand the old
+//! value back. Each store therefore keeps its *collection horizon*
+//! ([`KvStore::horizon`]): the newest write time of any tombstone it has
+//! collected (0 if none). Below it, the store may lack deletes; above it,
+//! it lacks nothing it was ever told. Anti-entropy carries each side's
+//! horizon, and the rule that uses it lives with the exchange
+//! (`node::sync`) and the merge of peers' entries (`state`):
+//!
+//! - an entry a peer *lacks* (its key is in a bucket that differs and is
+//!   absent from the peer's entries of that bucket) and that is older than
+//!   the peer's horizon is dropped rather than sent: the peer may have
+//!   collected its delete;
+//! - an entry from a peer (exchange or rumor) older than our own horizon,
+//!   for a key we don't hold, is refused (and counted), for the same
+//!   reason; this also stops a replayed old rumor.
+//!
+//! When a whole cluster was down together, every store holds the same
+//! entries: nothing is lacked, so nothing is dropped, however old. A fresh
+//! or wiped store has horizon 0 and drops nothing from anyone.
+//!
+//! The horizon stays honest only if a collected tombstone really reached
+//! everyone, so collection is guarded (see `Node::collect_tombstones`): it
+//! waits for the grace period both on the delete's own clock and on ours
+//! (a node with a slow clock can't get its deletes collected at once), and
+//! it pauses while the node is alone, since a node cut off from everyone
+//! that collected its own deletes would then make its peers drop what they
+//! wrote meanwhile. What remains: a partition with several nodes on each
+//! side, lasting longer than the grace period, where one side deletes and
+//! collects keys while the other writes *other* keys: on healing, the other
+//! side's writes older than the newest collected delete are dropped, as a
+//! key the deleting side lacks. Keep `tombstone_grace` longer than any
+//! partition the cluster must ride out.
 
 use std::sync::Arc;
 
@@ -75,7 +111,7 @@ pub fn bucket_of(key: &str) -> usize {
     (xxh3_64(key.as_bytes()) % BUCKETS as u64) as usize
 }
 
-/// Why a key or value is refused. Nothing was stored.
+/// Why a KV write is refused. Nothing was stored.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KvError {
     #[error("key must not be empty")]
@@ -86,6 +122,18 @@ pub enum KvError {
     LeadingSlash,
     #[error("value is {0} bytes; at most {MAX_VALUE} are allowed")]
     ValueTooLarge(usize),
+    #[error(
+        "the KV store would hold {needed} bytes of keys and values, more than `kv.max_bytes` \
+         ({max_bytes}); delete keys or raise kv.max_bytes"
+    )]
+    QuotaExceeded { needed: u64, max_bytes: u64 },
+    #[error("a newer write to this key arrived first; this one was not applied")]
+    Superseded,
+    #[error(
+        "the key holds a write time more than max_clock_drift ahead of this agent's clock, \
+         so no later write can be stamped; check the clocks of the hosts"
+    )]
+    TimeFromTheFuture,
 }
 
 /// Checks a key against the limits.
@@ -109,6 +157,22 @@ pub struct Stored {
     pub create_index: u64,
     /// Local index of the last change: what `?cas=` compares.
     pub modify_index: u64,
+    /// When this store applied the entry, on its own clock (NTP64); 0 when
+    /// unknown. A tombstone is collected only once both this and its write
+    /// time are older than the grace period.
+    pub received: u64,
+}
+
+impl Stored {
+    /// What the entry counts against a store's quota: key and value bytes.
+    pub fn bytes(&self) -> u64 {
+        entry_bytes(&self.entry)
+    }
+}
+
+/// Key and value bytes of an entry (a tombstone: its key).
+pub fn entry_bytes(entry: &KvEntry) -> u64 {
+    (entry.key.len() + entry.value.len()) as u64
 }
 
 /// The whole map, tombstones included. Cloning is O(1) (a persistent map),
@@ -119,6 +183,11 @@ pub struct KvStore {
     buckets: Arc<[u64; BUCKETS]>,
     /// Local change counter: bumped by every applied change.
     index: u64,
+    /// Key and value bytes over every entry, tombstones included.
+    bytes: u64,
+    /// The newest write time of any tombstone collected here (see the
+    /// module docs).
+    horizon: u64,
 }
 
 impl Default for KvStore {
@@ -127,14 +196,23 @@ impl Default for KvStore {
             entries: imbl::OrdMap::new(),
             buckets: Arc::new([0; BUCKETS]),
             index: 0,
+            bytes: 0,
+            horizon: 0,
         }
     }
 }
 
 impl KvStore {
     /// Applies `entry` if it is new or wins over what we have. Returns the
-    /// stored form when it was applied.
+    /// stored form when it was applied. The time it was received is
+    /// unknown (0); see [`KvStore::apply_at`].
     pub fn apply(&mut self, entry: Arc<KvEntry>) -> Option<Stored> {
+        self.apply_at(entry, 0)
+    }
+
+    /// Applies `entry` as [`KvStore::apply`] does, noting that it was
+    /// received at `received` (NTP64, this store's clock).
+    pub fn apply_at(&mut self, entry: Arc<KvEntry>, received: u64) -> Option<Stored> {
         let previous = self.entries.get(&entry.key);
         if let Some(previous) = previous
             && !entry.supersedes(&previous.entry)
@@ -143,6 +221,7 @@ impl KvStore {
         }
         let bucket = bucket_of(&entry.key);
         let buckets = Arc::make_mut(&mut self.buckets);
+        self.bytes = self.bytes + entry_bytes(&entry) - previous.map_or(0, Stored::bytes);
         let create_index = match previous {
             Some(previous) => {
                 buckets[bucket] ^= previous.entry.hash();
@@ -160,6 +239,7 @@ impl KvStore {
             entry,
             create_index,
             modify_index: self.index,
+            received,
         };
         self.entries
             .insert(stored.entry.key.clone(), stored.clone());
@@ -172,8 +252,10 @@ impl KvStore {
         let buckets = Arc::make_mut(&mut self.buckets);
         if let Some(previous) = self.entries.get(&stored.entry.key) {
             buckets[bucket] ^= previous.entry.hash();
+            self.bytes -= previous.bytes();
         }
         buckets[bucket] ^= stored.entry.hash();
+        self.bytes += stored.bytes();
         self.index = self.index.max(stored.modify_index);
         self.entries.insert(stored.entry.key.clone(), stored);
     }
@@ -213,6 +295,32 @@ impl KvStore {
     /// The local change counter.
     pub fn index(&self) -> u64 {
         self.index
+    }
+
+    /// Key and value bytes held, tombstones included: what `kv.max_bytes`
+    /// caps.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// What [`KvStore::bytes`] would be once `entry` is applied (if it
+    /// wins; unchanged otherwise).
+    pub fn bytes_with(&self, entry: &KvEntry) -> u64 {
+        match self.entries.get(&entry.key) {
+            Some(previous) if !entry.supersedes(&previous.entry) => self.bytes,
+            previous => self.bytes - previous.map_or(0, Stored::bytes) + entry_bytes(entry),
+        }
+    }
+
+    /// The collection horizon: the newest write time of any tombstone
+    /// collected here, 0 if none (see the module docs).
+    pub fn horizon(&self) -> u64 {
+        self.horizon
+    }
+
+    /// Raises the horizon (restored from disk); it never goes back.
+    pub fn raise_horizon(&mut self, horizon: u64) {
+        self.horizon = self.horizon.max(horizon);
     }
 
     /// Hash of each bucket (0 for an empty one).
@@ -257,34 +365,37 @@ impl KvStore {
             .collect()
     }
 
-    /// Drops tombstones written before `cutoff` (HLC time); returns their
-    /// keys so the caller can drop them from disk too.
+    /// Collects the tombstones written *and* received before `cutoff`
+    /// (NTP64) and raises the horizon to the newest one's write time;
+    /// returns their keys so the caller can drop them from disk too.
     pub fn collect_tombstones(&mut self, cutoff: u64) -> Vec<String> {
-        self.remove_where(|entry| entry.deleted && entry.time < cutoff)
-    }
-
-    /// Forgets every entry written before `cutoff`, live or not: for an
-    /// agent that was away longer than the tombstone grace period, whose
-    /// old entries may have been deleted (and the tombstones collected)
-    /// meanwhile. Anti-entropy brings back whatever still exists.
-    pub fn forget_older_than(&mut self, cutoff: u64) -> Vec<String> {
-        self.remove_where(|entry| entry.time < cutoff)
-    }
-
-    fn remove_where(&mut self, doomed: impl Fn(&KvEntry) -> bool) -> Vec<String> {
         let keys: Vec<String> = self
             .entries
             .values()
-            .filter(|stored| doomed(&stored.entry))
+            .filter(|stored| {
+                stored.entry.deleted && stored.entry.time < cutoff && stored.received < cutoff
+            })
             .map(|stored| stored.entry.key.clone())
             .collect();
-        let buckets = Arc::make_mut(&mut self.buckets);
-        for key in &keys {
-            if let Some(stored) = self.entries.remove(key) {
-                buckets[bucket_of(key)] ^= stored.entry.hash();
-            }
+        for stored in self.remove(&keys) {
+            self.horizon = self.horizon.max(stored.entry.time);
         }
         keys
+    }
+
+    /// Removes these keys (unknown ones are skipped) and returns what was
+    /// stored under them.
+    pub fn remove(&mut self, keys: &[String]) -> Vec<Stored> {
+        let buckets = Arc::make_mut(&mut self.buckets);
+        let mut removed = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(stored) = self.entries.remove(key) {
+                buckets[bucket_of(key)] ^= stored.entry.hash();
+                self.bytes -= stored.bytes();
+                removed.push(stored);
+            }
+        }
+        removed
     }
 }
 
@@ -370,11 +481,42 @@ mod tests {
         ]);
         assert_eq!(store.collect_tombstones(20), ["old"]);
         assert_eq!(store.len(), 2);
-        assert_eq!(store.forget_older_than(20), ["live"]);
+        assert_eq!(store.horizon(), 10, "the collected tombstone's time");
+        assert_eq!(store.remove(&["live".into()]).len(), 1);
         assert_eq!(
             store.bucket_hashes(),
             merged(&[entry("new", "", 50, "n", true)]).bucket_hashes()
         );
+        assert_eq!(store.bytes(), 3, "the tombstone's key");
+    }
+
+    #[test]
+    fn a_tombstone_waits_for_the_grace_on_our_clock_too() {
+        // Written long ago by a node with a slow clock, received just now.
+        let mut store = KvStore::default();
+        store.apply_at(entry("k", "", 10, "slow", true), 100);
+        assert!(store.collect_tombstones(50).is_empty());
+        assert_eq!(store.horizon(), 0);
+        assert_eq!(store.collect_tombstones(101), ["k"]);
+        assert_eq!(store.horizon(), 10);
+        store.raise_horizon(5);
+        assert_eq!(store.horizon(), 10, "the horizon never goes back");
+    }
+
+    #[test]
+    fn bytes_count_keys_and_values() {
+        let mut store = KvStore::default();
+        store.apply(entry("ab", "xyz", 1, "n", false));
+        assert_eq!(store.bytes(), 5);
+        let bigger = entry("ab", "wxyz", 2, "n", false);
+        assert_eq!(store.bytes_with(&bigger), 6);
+        assert_eq!(
+            store.bytes_with(&entry("ab", "long-lost", 0, "n", false)),
+            5
+        );
+        store.apply(bigger);
+        store.apply(entry("ab", "", 3, "n", true));
+        assert_eq!(store.bytes(), 2);
     }
 
     #[test]

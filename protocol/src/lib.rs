@@ -5,6 +5,8 @@
 //! - [`identity`]: [`NodeId`], the renewable SWIM identity.
 //! - [`lifeguard`]: local health awareness that stretches a struggling
 //!   node's probe and suspicion timers.
+//! - [`clock`]: the time drivers pass in, and the drift bound on peers'
+//!   times and generations.
 //! - [`envelope`]: magic, version, cluster id and payload kind on every packet.
 //! - [`keyring`]: the cluster keys that seal packets when encryption is on.
 //! - [`codec`]: bincode 2 encoding and the `foca::Codec`.
@@ -21,6 +23,7 @@
 //!   driven by the agent over TCP and by the simulator alike).
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 
+pub mod clock;
 pub mod codec;
 pub mod envelope;
 pub mod fuzzing;

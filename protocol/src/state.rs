@@ -1,11 +1,15 @@
 //! The replicated cluster state: one record per node, merged by
-//! last-writer-wins on `(generation, version)`.
+//! last-writer-wins on `(generation, version)`, and the KV store with the
+//! checks every peer's entry passes (limits, clock drift, the collection
+//! horizon, the quota; see [`ClusterState::apply_kv`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::identity::NodeId;
-use crate::kv::{KvEntry, KvStore, Stored};
+use crate::kv::{KvEntry, KvError, KvStore, Stored};
 use crate::record::NodeRecord;
 use crate::sync::DigestEntry;
 
@@ -22,6 +26,27 @@ pub enum Merge {
     Conflict,
     /// It exceeds the limits below: not trusted, not stored.
     Oversized,
+    /// Its generation is further ahead of our clock than the allowed
+    /// drift: it would hold the name forever. Not stored.
+    FromTheFuture,
+}
+
+/// Default cap on a KV store's size (`kv.max_bytes`): keys and values.
+pub const DEFAULT_KV_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Peers' input refused by the checks in this module, by reason. All
+/// monotonic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// KV entries and records over the size limits.
+    pub oversized: u64,
+    /// KV times and record generations more than the allowed drift ahead
+    /// of our clock.
+    pub clock_drift: u64,
+    /// KV entries older than our collection horizon for keys we don't hold.
+    pub below_horizon: u64,
+    /// KV entries that would take the store past `kv.max_bytes`.
+    pub kv_quota: u64,
 }
 
 /// Most services a node record may carry.
@@ -91,9 +116,15 @@ pub struct ClusterState {
     claimed: bool,
     /// Identities that claimed our name since the last `take_rivals`.
     rivals: Vec<NodeId>,
-    oversized: u64,
+    refusals: Refusals,
+    clock: Clock,
     kv: KvStore,
     kv_applied: Vec<Stored>,
+    kv_max_bytes: u64,
+    /// Set once the quota refused a peer's entry: we may lack entries for
+    /// a reason other than a collected delete, so we stop vouching for what
+    /// we lack (see [`ClusterState::advertised_horizon`]).
+    kv_incomplete: bool,
 }
 
 impl ClusterState {
@@ -111,10 +142,28 @@ impl ClusterState {
             previous_generation: None,
             claimed: true,
             rivals: Vec::new(),
-            oversized: 0,
+            refusals: Refusals::default(),
+            clock: Clock::new(crate::clock::DEFAULT_MAX_CLOCK_DRIFT),
             kv: KvStore::default(),
             kv_applied: Vec::new(),
+            kv_max_bytes: DEFAULT_KV_MAX_BYTES,
+            kv_incomplete: false,
         }
+    }
+
+    /// Sets the drift allowed to peers' times and the KV quota.
+    pub fn set_limits(&mut self, max_clock_drift: std::time::Duration, kv_max_bytes: u64) {
+        self.clock = Clock::new(max_clock_drift);
+        self.kv_max_bytes = kv_max_bytes;
+    }
+
+    /// The current time, as the driver gave it (see [`crate::clock`]).
+    pub fn set_clock(&mut self, now: std::time::Duration) {
+        self.clock.set(now);
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Our own record.
@@ -149,8 +198,12 @@ impl ClusterState {
     /// Merges a record from a peer.
     pub fn merge(&mut self, record: NodeRecord) -> Merge {
         if !within_limits(&record) {
-            self.oversized += 1;
+            self.refusals.oversized += 1;
             return Merge::Oversized;
+        }
+        if record.id.generation > self.clock.max_generation() {
+            self.refusals.clock_drift += 1;
+            return Merge::FromTheFuture;
         }
         if record.name == self.local_name {
             // An older copy of our own record is merely stale; another
@@ -207,11 +260,15 @@ impl ClusterState {
     }
 
     /// Whether a record with this name and order would be news to us.
-    pub fn is_news(&self, name: &str, generation: u64, version: u64) -> bool {
+    pub fn is_news(&mut self, name: &str, generation: u64, version: u64) -> bool {
         if name == self.local_name {
             // While our name is unchecked, any other record of it is worth
             // fetching: it may be a live agent's.
             return !self.claimed && generation != self.local().id.generation;
+        }
+        if generation > self.clock.max_generation() {
+            self.refusals.clock_drift += 1;
+            return false;
         }
         match self.records.get(name) {
             Some(current) => (generation, version) > (current.id.generation, current.version),
@@ -243,7 +300,12 @@ impl ClusterState {
     /// How many records and KV entries from peers were refused for
     /// exceeding the limits.
     pub fn oversized(&self) -> u64 {
-        self.oversized
+        self.refusals.oversized
+    }
+
+    /// Peers' input refused so far, by reason.
+    pub fn refusals(&self) -> Refusals {
+        self.refusals
     }
 
     /// Records we offer to peers: all but our own while it is held back.
@@ -267,7 +329,7 @@ impl ClusterState {
 
     /// Compares a peer's digest with ours: the records the peer lacks (or
     /// has older), and the names of those it has newer than we do.
-    pub fn delta(&self, theirs: &[DigestEntry]) -> (Vec<NodeRecord>, Vec<String>) {
+    pub fn delta(&mut self, theirs: &[DigestEntry]) -> (Vec<NodeRecord>, Vec<String>) {
         let mut wanted = Vec::new();
         // Indexed by name: a linear search per record made an exchange
         // quadratic in the cluster size (10^6 comparisons at 1,000 nodes).
@@ -307,33 +369,117 @@ impl ClusterState {
 
     /// Mutable access for restoring from disk and collecting tombstones;
     /// changes made here are not reported by [`ClusterState::take_kv_applied`].
+    /// Callers that change it say so with [`ClusterState::mark_kv_changed`].
     pub fn kv_mut(&mut self) -> &mut KvStore {
-        self.kv_changed = true;
         &mut self.kv
     }
 
-    /// Applies a KV entry if it wins; returns whether it did.
-    pub fn apply_kv(&mut self, entry: std::sync::Arc<KvEntry>) -> bool {
-        if !kv_within_limits(&entry) {
-            self.oversized += 1;
-            return false;
-        }
-        match self.kv.apply(entry) {
-            Some(stored) => {
-                self.kv_applied.push(stored);
-                self.kv_changed = true;
-                true
-            }
-            None => false,
-        }
+    /// Records a change made through [`ClusterState::kv_mut`].
+    pub fn mark_kv_changed(&mut self) {
+        self.kv_changed = true;
     }
 
-    /// Whether an entry with this order would win over ours.
-    pub fn kv_is_news(&self, key: &str, time: u64, writer: &str) -> bool {
+    /// Applies a KV entry from a peer (a rumor or anti-entropy) if it
+    /// passes the checks and wins; returns whether it was applied. Refused,
+    /// and counted by reason: entries over the size limits, entries from
+    /// further ahead than the allowed clock drift (they would win every
+    /// later write), entries older than our collection horizon for keys we
+    /// don't hold (we may have collected their delete; see [`crate::kv`]),
+    /// and entries that would take the store past its quota.
+    pub fn apply_kv(&mut self, entry: Arc<KvEntry>) -> bool {
+        if !kv_within_limits(&entry) {
+            self.refusals.oversized += 1;
+            return false;
+        }
+        if !self.kv_time_acceptable(&entry.key, entry.time) {
+            return false;
+        }
+        let bytes = self.kv.bytes_with(&entry);
+        if bytes > self.kv_max_bytes && bytes > self.kv.bytes() {
+            self.refusals.kv_quota += 1;
+            self.kv_incomplete = true;
+            return false;
+        }
+        self.apply_kv_unchecked(entry).is_some()
+    }
+
+    /// Applies a local write (its time chosen by this agent): it must win
+    /// and fit in the quota.
+    pub fn apply_local_kv(&mut self, entry: Arc<KvEntry>) -> Result<Stored, KvError> {
+        let bytes = self.kv.bytes_with(&entry);
+        if bytes > self.kv_max_bytes && bytes > self.kv.bytes() {
+            return Err(KvError::QuotaExceeded {
+                needed: bytes,
+                max_bytes: self.kv_max_bytes,
+            });
+        }
+        self.apply_kv_unchecked(entry).ok_or(KvError::Superseded)
+    }
+
+    fn apply_kv_unchecked(&mut self, entry: Arc<KvEntry>) -> Option<Stored> {
+        let received = self.clock.now_ntp64().unwrap_or(0);
+        let stored = self.kv.apply_at(entry, received)?;
+        self.kv_applied.push(stored.clone());
+        self.kv_changed = true;
+        Some(stored)
+    }
+
+    /// The drift and horizon checks of [`ClusterState::apply_kv`], counted.
+    fn kv_time_acceptable(&mut self, key: &str, time: u64) -> bool {
+        if time > self.clock.max_kv_time() {
+            self.refusals.clock_drift += 1;
+            return false;
+        }
+        if self.below_horizon(time) && self.kv.get(key).is_none() {
+            self.refusals.below_horizon += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Whether a write at `time` may have been deleted by a tombstone we
+    /// collected. Never while we don't vouch for our horizon.
+    fn below_horizon(&self, time: u64) -> bool {
+        let horizon = self.advertised_horizon();
+        horizon > 0 && time <= horizon
+    }
+
+    /// Whether a KV write with this order would be applied: it passes the
+    /// time checks and wins over ours.
+    pub fn kv_is_news(&mut self, key: &str, time: u64, writer: &str) -> bool {
+        if !self.kv_time_acceptable(key, time) {
+            return false;
+        }
         match self.kv.get(key) {
             Some(stored) => (time, writer) > (stored.entry.time, stored.entry.writer.as_str()),
             None => true,
         }
+    }
+
+    /// The horizon we tell peers: our store's, or 0 once the quota refused
+    /// a peer's entry (we may then lack entries nobody deleted).
+    pub fn advertised_horizon(&self) -> u64 {
+        if self.kv_incomplete {
+            0
+        } else {
+            self.kv.horizon()
+        }
+    }
+
+    /// Whether the quota refused a peer's entry (see
+    /// [`ClusterState::advertised_horizon`]); restored from disk with
+    /// [`ClusterState::set_kv_incomplete`].
+    pub fn kv_incomplete(&self) -> bool {
+        self.kv_incomplete
+    }
+
+    pub fn set_kv_incomplete(&mut self, incomplete: bool) {
+        self.kv_incomplete = incomplete;
+    }
+
+    /// The most bytes the KV store may hold (`kv.max_bytes`).
+    pub fn kv_max_bytes(&self) -> u64 {
+        self.kv_max_bytes
     }
 
     /// KV entries applied since the last call, for the driver to persist.

@@ -26,6 +26,16 @@
 //! A quiet exchange (nothing differs) costs O(nodes + buckets), never
 //! O(keys): KV entries only travel for buckets whose hashes differ.
 //!
+//! Every message also carries its sender's KV collection horizon (see
+//! [`crate::kv`]). A side that sees the other *lack* one of its entries
+//! (the key's bucket differs and the key is absent from the other's
+//! entries of that bucket) older than the other's horizon drops it instead
+//! of sending it: the initiator on the Delta, the responder on the Records.
+//! This relies on a message carrying *every* entry of the buckets it names
+//! (`kv_differing_buckets`, `kv_buckets`); a transport that splits the
+//! entries over several messages must name in each only the buckets it
+//! carries whole.
+//!
 //! Both sides also send the members they hold alive, and each adds the ones
 //! its SWIM table lacks, as memberlist's push-pull does: a member that
 //! missed a join's gossip learns of it at the next exchange rather than at
@@ -61,6 +71,8 @@ pub struct Digest {
     pub kv_bucket_hashes: Vec<u64>,
     /// The members the initiator holds alive (itself included).
     pub members: Vec<NodeId>,
+    /// The initiator's KV collection horizon (0: it vouches for nothing).
+    pub kv_horizon: u64,
 }
 
 /// Responder → initiator: records the initiator lacks, the names of records
@@ -78,6 +90,8 @@ pub struct Delta {
     pub kv_differing_buckets: Vec<u16>,
     /// The members the responder holds alive (itself included).
     pub members: Vec<NodeId>,
+    /// The responder's KV collection horizon.
+    pub kv_horizon: u64,
 }
 
 /// Initiator → responder: the records asked for, and the initiator's KV
@@ -85,7 +99,13 @@ pub struct Delta {
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Records {
     pub records: Vec<NodeRecord>,
+    /// Every initiator entry in `kv_buckets`, but those it dropped.
     pub kv_entries: Vec<KvEntry>,
+    /// The differing buckets, as the Delta named them: what `kv_entries`
+    /// covers (the responder keeps no state between steps).
+    pub kv_buckets: Vec<u16>,
+    /// The initiator's KV collection horizon.
+    pub kv_horizon: u64,
 }
 
 /// The messages of one push-pull exchange, in the order they are sent.

@@ -136,7 +136,7 @@ fn pack(mode: u8, chunks: &[Vec<u8>]) -> Vec<u8> {
 /// few rounds, and returns every datagram the peer sent to the fuzzed node.
 fn conversation() -> Vec<Vec<u8>> {
     let mut peer = peer(2);
-    peer.write_kv(entry("config/pool", b"16"));
+    peer.write_kv(entry("config/pool", b"16")).expect("fits");
     let mut fuzzed = Node::new(
         NodeRecord::new(
             NodeId {
@@ -215,12 +215,15 @@ fn write_seed_corpus() {
             kv_root: 0,
             kv_bucket_hashes: vec![0; 256],
             members: Vec::new(),
+            kv_horizon: 0,
         }))
         .expect("a digest is answered");
     write("messages", "seed-sync-delta", &codec::encode(&empty));
     let records = SyncMessage::Records(Records {
         records: vec![peer.local_record()],
         kv_entries: vec![entry("a", b"1"), entry("b", b"")],
+        kv_buckets: Vec::new(),
+        kv_horizon: 0,
     });
     write("messages", "seed-sync-records", &codec::encode(&records));
 }

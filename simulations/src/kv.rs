@@ -71,21 +71,22 @@ impl Simulation {
         };
         let now = self.now;
         let node = self.slots[index].node.as_mut().expect("healthy");
+        node.set_clock(std::time::Duration::from_micros(now));
         let previous = node.kv().get(&key).map_or(0, |stored| stored.entry.time);
         let entry = KvEntry {
             key,
             value,
             flags: 0,
-            time: ntp64(now).max(previous + 1),
+            time: ntp64(now).max(previous.saturating_add(1)),
             writer: node.local_record().name,
             deleted: false,
         };
         match node.write_kv(entry.clone()) {
-            Some(_) => {
+            Ok(_) => {
                 self.metrics.kv.expected.apply(Arc::new(entry));
                 self.metrics.kv.writes += 1;
             }
-            None => self.metrics.kv.refused += 1,
+            Err(_) => self.metrics.kv.refused += 1,
         }
         self.after_call(index);
         self.kv_disturbed();

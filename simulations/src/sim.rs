@@ -358,6 +358,8 @@ impl Simulation {
         let Some(node) = self.slots[index].node.as_mut() else {
             return;
         };
+        // The virtual clock, as the agent passes the wall clock.
+        node.set_clock(std::time::Duration::from_micros(now));
         match event {
             Event::Timer { timer, due, .. } => {
                 if now > due {

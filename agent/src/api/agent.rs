@@ -81,7 +81,18 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "send_failures": status.send_failures,
                 "synced_records": counters.synced_records,
                 "refused_records": counters.refused_records,
+                "refused_clock_drift": counters.refused_clock_drift,
+                "refused_below_horizon": counters.refused_below_horizon,
+                "refused_kv_quota": counters.refused_kv_quota,
+                "kv_dropped_for_peers": counters.kv_dropped_for_peers,
                 "name_conflicts": status.name_conflicts,
+            },
+            "kv": {
+                "keys": snapshot.kv.len(),
+                "bytes": snapshot.kv.bytes(),
+                "max_bytes": config.gossip.kv_max_bytes,
+                // NTP64 (seconds << 32): the newest collected delete.
+                "horizon": snapshot.kv.horizon(),
             },
         },
     }))

@@ -43,6 +43,7 @@ use crate::config::AgentConfig;
 use crate::daemon::handle::{AgentHandle, KvWriteError, RegistrationError};
 use crate::daemon::snapshot::{Snapshot, Status};
 use crate::registry::RegistryError;
+use shoal_protocol::kv::KvError;
 
 /// What every handler can reach. Handlers read snapshots; they never touch
 /// the gossip loop's state.
@@ -276,6 +277,12 @@ impl From<RegistrationError> for ApiError {
 impl From<KvWriteError> for ApiError {
     fn from(error: KvWriteError) -> Self {
         let status = match &error {
+            KvWriteError::Refused(KvError::QuotaExceeded { .. }) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
+            KvWriteError::Refused(KvError::TimeFromTheFuture | KvError::Superseded) => {
+                StatusCode::CONFLICT
+            }
             KvWriteError::Refused(_) => StatusCode::BAD_REQUEST,
             KvWriteError::NotDurable(_) => StatusCode::INTERNAL_SERVER_ERROR,
             KvWriteError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,

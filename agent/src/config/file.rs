@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub enable_script_checks: Option<bool>,
     /// Exec checks may come from the config files.
     pub enable_local_script_checks: Option<bool>,
+    /// How far ahead of our clock peers' times may be (a Go duration).
+    pub max_clock_drift: Option<String>,
 }
 
 /// The `[kv]` table. The duration is a Go duration such as "72h".
@@ -45,6 +47,8 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct FileKv {
     pub tombstone_grace: Option<String>,
+    /// Bytes, as an integer or a string with a unit ("256MiB").
+    pub max_bytes: Option<toml::Value>,
 }
 
 /// The `[acl]` table: the HTTP API token.

@@ -6,7 +6,8 @@
 //! - [`overrides`]: flags and `SHOAL_*` variables, folded into the file.
 //! - [`node`]: names, tags, data directory, gossip key, logging.
 //! - [`network`]: `bind`, `advertise`, `http_addr`, `join`.
-//! - [`gossip`], [`kv`], [`acl`]: the `[gossip]`, `[kv]` and `[acl]` tables.
+//! - [`gossip`], [`kv`], [`acl`]: the `[gossip]`, `[kv]` (with the top-level
+//!   `max_clock_drift`) and `[acl]` tables.
 //! - [`definitions`]: services and checks from the file and `config_dir`.
 //!
 //! Every duration is a Go duration ([`crate::duration`]).
@@ -29,7 +30,7 @@ use shoal_protocol::GossipConfig;
 
 pub use acl::{AclConfig, MAX_ACL_TOKEN};
 pub use file::{FileAcl, FileConfig, FileGossip, FileKv, ServiceFile};
-pub use kv::DEFAULT_TOMBSTONE_GRACE;
+pub use kv::{DEFAULT_KV_MAX_BYTES, DEFAULT_TOMBSTONE_GRACE};
 pub use network::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, parse_addr};
 pub use node::{DataDir, LogFormat, MAX_TAG_KEY};
 pub use overrides::Overrides;
@@ -75,8 +76,9 @@ pub struct AgentConfig {
     pub log_level: String,
     pub log_format: LogFormat,
     pub gossip: GossipConfig,
-    /// How long KV tombstones are kept; an agent away for longer drops its
-    /// old entries and resyncs them from its peers.
+    /// How long KV tombstones are kept (see `shoal_protocol::kv` for what
+    /// happens to an agent away for longer). `max_clock_drift` and
+    /// `kv.max_bytes` are in `gossip` (the protocol core enforces them).
     pub kv_tombstone_grace: Duration,
     /// Test-only: enables `PUT /v1/shoal/fault` (flag `--fault-injection`).
     pub fault_injection: bool,
@@ -144,9 +146,12 @@ impl AgentConfig {
         let tags = node::tags(file.tags)?;
         let log_level = node::log_level(file.log_level)?;
         let log_format = node::log_format(file.log_format)?;
-        let gossip = gossip::gossip_config(file.gossip, addresses.join.clone())?;
+        let mut gossip = gossip::gossip_config(file.gossip, addresses.join.clone())?;
         let acl = acl::acl_config(file.acl)?;
-        let kv_tombstone_grace = kv::tombstone_grace(file.kv)?;
+        let kv = kv::kv_settings(file.kv.as_ref(), file.max_clock_drift.as_deref())?;
+        gossip.max_clock_drift = kv.max_clock_drift;
+        gossip.kv_max_bytes = kv.max_bytes;
+        let kv_tombstone_grace = kv.tombstone_grace;
         let services = definitions::file_services(file.services)?;
         let checks = definitions::file_checks(file.checks)?;
         Ok(Self {

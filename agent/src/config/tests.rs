@@ -53,6 +53,12 @@ fn the_annotated_examples_are_valid() {
     let file: FileConfig = toml::from_str(include_str!("../../../config/agent.toml")).unwrap();
     let config = AgentConfig::from_parts(file, &Overrides::default()).unwrap();
     assert_eq!(config.tags["role"], "web");
+    // The example spells out the defaults of the KV bounds.
+    assert_eq!(config.gossip.kv_max_bytes, super::DEFAULT_KV_MAX_BYTES);
+    assert_eq!(
+        config.gossip.max_clock_drift,
+        shoal_protocol::clock::DEFAULT_MAX_CLOCK_DRIFT
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("services.toml"),

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shoal_protocol::sync::SyncMessage;
 use shoal_protocol::{Changes, NameEvent, Node};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -38,7 +37,7 @@ pub(super) struct Inputs {
 
 /// How often counters and check details are republished ([`Status`]).
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
-/// How often KV tombstones are collected and "last in touch" is saved.
+/// How often KV tombstones are collected.
 const KV_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
 /// How often TTLs and deregister-after deadlines are checked.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
@@ -97,6 +96,7 @@ impl GossipLoop {
     }
 
     async fn run_until_left(&mut self, mut inputs: Inputs, shutdown: CancellationToken) {
+        self.set_clock();
         self.node.start();
         self.push_registry(Change::Status);
         self.flush();
@@ -108,9 +108,13 @@ impl GossipLoop {
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leave_deadline: Option<Instant> = None;
         loop {
+            // Datagrams, timers and exchanges are judged against the time
+            // they are handled at (the bounds on peers' times, the age of
+            // tombstones): set it before every call into the node.
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if leave_deadline.is_none() => {
+                    self.set_clock();
                     tracing::info!("leaving the cluster");
                     self.node.begin_leave();
                     leave_deadline = Some(Instant::now() + LEAVE_DEADLINE);
@@ -120,25 +124,35 @@ impl GossipLoop {
                     return;
                 }
                 Some((deadline, timer)) = inputs.timers_rx.recv() => {
+                    self.set_clock();
                     self.note_lag(deadline);
                     self.node.handle_timer(timer);
                 }
                 Some((received, packet)) = inputs.datagrams_rx.recv() => {
+                    self.set_clock();
                     self.note_lag(received);
                     if let Err(error) = self.node.handle_datagram(&packet) {
                         tracing::debug!(%error, "dropped a datagram");
                     }
                 }
-                Some(command) = inputs.commands_rx.recv() => self.handle_command(command),
+                Some(command) = inputs.commands_rx.recv() => {
+                    self.set_clock();
+                    self.handle_command(command);
+                }
                 Some(result) = inputs.results_rx.recv() => {
+                    self.set_clock();
                     let change = self.registrar.apply_result(result);
                     self.push_registry(change);
                 }
                 _ = housekeeping.tick() => {
+                    self.set_clock();
                     let change = self.registrar.housekeeping();
                     self.push_registry(change);
                 }
-                _ = kv_housekeeping.tick() => self.kv.housekeeping(&mut self.node),
+                _ = kv_housekeeping.tick() => {
+                    self.set_clock();
+                    self.kv.housekeeping(&mut self.node);
+                }
                 _ = stats.tick() => self.publish_status(),
             }
             self.flush();
@@ -156,6 +170,10 @@ impl GossipLoop {
         }
     }
 
+    fn set_clock(&mut self) {
+        self.node.set_clock(crate::kv::wall_clock());
+    }
+
     /// Tells local health how late the loop got to an event due at `due`
     /// (a timer's deadline, a datagram's arrival), as the simulator does: a
     /// loop that falls behind makes this node slower to accuse others.
@@ -169,11 +187,6 @@ impl GossipLoop {
     fn handle_command(&mut self, command: Command) {
         match command {
             Command::Sync { message, reply } => {
-                if !matches!(message, SyncMessage::Records(_)) {
-                    // The answer carries our KV entries: never hand stale
-                    // ones to a peer.
-                    self.kv.before_contact(&mut self.node);
-                }
                 let _ = reply.send(self.node.on_sync(message));
             }
             Command::KvWrite { request, reply } => {
@@ -184,8 +197,7 @@ impl GossipLoop {
                 durable,
                 reply,
             } => {
-                self.kv.settle(&mut self.node, entries, durable);
-                let _ = reply.send(());
+                let _ = reply.send(self.kv.settle(&mut self.node, entries, durable));
             }
             Command::Registry { request, reply } => {
                 let change = self.registrar.handle(request, reply);

@@ -38,10 +38,11 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<KvAck, KvError>>,
     },
     /// A KV write came back from the disk: apply it if it is durable.
+    /// Answers why the node did not take it, if it did not.
     KvSettle {
         entries: Vec<KvEntry>,
         durable: bool,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Result<(), KvError>>,
     },
     /// A change to what is registered on this agent, answered once it is
     /// applied (and, for API registrations, durable).
@@ -110,7 +111,8 @@ pub enum RegistrationError {
 /// Why a KV write did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum KvWriteError {
-    /// Refused before anything was written (bad key, value too large).
+    /// Refused, and not applied: a bad key, a value too large, a store
+    /// past `kv.max_bytes`, a key stamped too far in the future.
     #[error(transparent)]
     Refused(#[from] KvError),
     /// The disk did not take the write, so it was not applied: nobody ever
@@ -234,7 +236,8 @@ impl AgentHandle {
 
     /// Writes to the KV store and answers once the write is durable on this
     /// agent's disk, then applied (and on its way to the cluster). `false`:
-    /// a `cas` did not match and nothing was written.
+    /// a `cas` did not match, or a newer write to the key arrived while
+    /// this one went to disk; either way it was not applied.
     pub async fn kv_write(&self, request: KvRequest) -> Result<bool, KvWriteError> {
         let ack = self
             .ask(|reply| Command::KvWrite { request, reply })
@@ -252,21 +255,22 @@ impl AgentHandle {
                 .await
                 .unwrap_or_else(|_| Err(AgentStopped.to_string()));
             let durable = outcome.is_ok();
-            // A stopped loop has nothing left to settle.
-            let _ = agent
+            let applied = agent
                 .ask(|reply| Command::KvSettle {
                     entries,
                     durable,
                     reply,
                 })
                 .await;
-            outcome
+            (outcome, applied)
         });
-        settled
-            .await
-            .map_err(|_| AgentStopped)?
-            .map_err(KvWriteError::NotDurable)?;
-        Ok(ack.written)
+        let (outcome, applied) = settled.await.map_err(|_| AgentStopped)?;
+        outcome.map_err(KvWriteError::NotDurable)?;
+        match applied? {
+            Ok(()) => Ok(ack.written),
+            Err(KvError::Superseded) => Ok(false),
+            Err(error) => Err(KvWriteError::Refused(error)),
+        }
     }
 
     /// Replaces the config-sourced services and checks and the node tags;

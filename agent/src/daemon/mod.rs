@@ -240,6 +240,15 @@ fn identity(config: &AgentConfig, data_dir: &DataDirGuard) -> anyhow::Result<Ide
         .unwrap_or_default();
     let previous_generation = data_dir.last_generation()?;
     let generation = data_dir.next_generation(now_millis)?;
+    let drift = u64::try_from(config.gossip.max_clock_drift.as_millis()).unwrap_or(u64::MAX);
+    if generation > now_millis.saturating_add(drift) {
+        tracing::error!(
+            generation,
+            now_millis,
+            "the persisted generation is ahead of the clock by more than max_clock_drift \
+             (did the clock go back?): peers refuse this agent's record until the clock catches up"
+        );
+    }
     let id = NodeId {
         addr: config.advertise,
         generation,
@@ -364,6 +373,7 @@ fn open_kv(
         config.node_name.clone(),
         disk_tx,
         config.kv_tombstone_grace,
+        config.gossip.max_clock_drift,
     );
     kv.restore(node, loaded);
     if crate::kv::keyring_origin(config.encrypt.as_ref(), &keyring, &node.kv())

@@ -409,9 +409,28 @@ pub fn restart_only_changes(running: &AgentConfig, loaded: &AgentConfig) -> Vec<
     differs("join", running.join != loaded.join);
     differs("log_format", running.log_format != loaded.log_format);
     // GossipConfig has no PartialEq; its Debug form lists every field.
+    // Two of them are keys of their own in the file.
+    let gossip_table = |gossip: &shoal_protocol::GossipConfig| {
+        format!(
+            "{:?}",
+            shoal_protocol::GossipConfig {
+                max_clock_drift: Duration::ZERO,
+                kv_max_bytes: 0,
+                ..gossip.clone()
+            }
+        )
+    };
     differs(
         "gossip",
-        format!("{:?}", running.gossip) != format!("{:?}", loaded.gossip),
+        gossip_table(&running.gossip) != gossip_table(&loaded.gossip),
+    );
+    differs(
+        "max_clock_drift",
+        running.gossip.max_clock_drift != loaded.gossip.max_clock_drift,
+    );
+    differs(
+        "kv.max_bytes",
+        running.gossip.kv_max_bytes != loaded.gossip.kv_max_bytes,
     );
     differs(
         "kv.tombstone_grace",

@@ -6,6 +6,12 @@
 //! survives SIGKILL and power loss. Entries learned from peers are written
 //! the same way, without anyone waiting; if the agent dies first,
 //! anti-entropy brings them back.
+//!
+//! Besides the entries, the `meta` table keeps the store's collection
+//! horizon and whether the quota ever refused a peer's entry (see
+//! `shoal_protocol::kv`). A database written before these existed loads
+//! with horizon 0 (it vouches for nothing, drops nothing) and rows without
+//! their received time load with 0 (collected on their write time alone).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,8 +24,13 @@ use tokio::sync::{mpsc, oneshot};
 
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// HLC time of the last moment this agent was in touch with the cluster.
-const LAST_SEEN: &str = "last_seen";
+/// The KV store's collection horizon (NTP64).
+const HORIZON: &str = "horizon";
+/// 1 once the quota refused a peer's entry (see `ClusterState::advertised_horizon`).
+const QUOTA_REFUSED: &str = "quota_refused";
+/// Written by earlier versions (when the agent was last in touch); no
+/// longer used, removed at open.
+const LEGACY_LAST_SEEN: &str = "last_seen";
 
 /// File name in the data dir.
 pub const FILE: &str = "kv.redb";
@@ -41,12 +52,40 @@ struct Row {
     entry: KvEntry,
     create_index: u64,
     modify_index: u64,
+    /// When this agent applied the entry (NTP64).
+    received: u64,
+}
+
+/// A row as written before `received` existed.
+#[derive(Encode, Decode)]
+struct RowWithoutReceived {
+    entry: KvEntry,
+    create_index: u64,
+    modify_index: u64,
+}
+
+fn decode_row(bytes: &[u8]) -> Result<Row, codec::DecodeError> {
+    // An old row is one field short, a new one has bytes past an old one:
+    // neither decodes as the other.
+    codec::decode_frame::<Row>(bytes).or_else(|error| {
+        codec::decode_frame::<RowWithoutReceived>(bytes)
+            .map(|old| Row {
+                entry: old.entry,
+                create_index: old.create_index,
+                modify_index: old.modify_index,
+                received: 0,
+            })
+            .map_err(|_| error)
+    })
 }
 
 /// What the database held at start.
 pub struct Loaded {
     pub entries: Vec<Stored>,
-    pub last_seen: Option<u64>,
+    /// The collection horizon (0 in a database from before it existed).
+    pub horizon: u64,
+    /// Whether the quota had refused a peer's entry.
+    pub quota_refused: bool,
 }
 
 /// Opens (or creates) the database and reads everything back.
@@ -60,7 +99,10 @@ pub fn open(dir: &Path) -> Result<(Arc<Database>, Loaded), DiskError> {
         // Create the tables so that reads of a fresh database succeed.
         let txn = database.begin_write().map_err(io)?;
         txn.open_table(ENTRIES).map_err(io)?;
-        txn.open_table(META).map_err(io)?;
+        txn.open_table(META)
+            .map_err(io)?
+            .remove(LEGACY_LAST_SEEN)
+            .map_err(io)?;
         txn.commit().map_err(io)?;
     }
     let txn = database.begin_read().map_err(io)?;
@@ -68,11 +110,12 @@ pub fn open(dir: &Path) -> Result<(Arc<Database>, Loaded), DiskError> {
     let mut entries = Vec::new();
     for item in table.iter().map_err(io)? {
         let (key, bytes) = item.map_err(io)?;
-        match codec::decode_frame::<Row>(bytes.value()) {
+        match decode_row(bytes.value()) {
             Ok(row) => entries.push(Stored {
                 entry: Arc::new(row.entry),
                 create_index: row.create_index,
                 modify_index: row.modify_index,
+                received: row.received,
             }),
             Err(error) => {
                 tracing::error!(key = key.value(), %error, "skipping an unreadable KV entry on disk");
@@ -80,8 +123,15 @@ pub fn open(dir: &Path) -> Result<(Arc<Database>, Loaded), DiskError> {
         }
     }
     let meta = txn.open_table(META).map_err(io)?;
-    let last_seen = meta.get(LAST_SEEN).map_err(io)?.map(|guard| guard.value());
-    Ok((Arc::new(database), Loaded { entries, last_seen }))
+    let value = |key: &str| -> Result<u64, DiskError> {
+        Ok(meta.get(key).map_err(io)?.map_or(0, |guard| guard.value()))
+    };
+    let loaded = Loaded {
+        entries,
+        horizon: value(HORIZON)?,
+        quota_refused: value(QUOTA_REFUSED)? != 0,
+    };
+    Ok((Arc::new(database), loaded))
 }
 
 /// One batch for the writer task.
@@ -89,7 +139,9 @@ pub fn open(dir: &Path) -> Result<(Arc<Database>, Loaded), DiskError> {
 pub struct Job {
     pub upserts: Vec<Stored>,
     pub removals: Vec<String>,
-    pub last_seen: Option<u64>,
+    /// A new collection horizon, saved with the removals it comes from.
+    pub horizon: Option<u64>,
+    pub quota_refused: Option<bool>,
     /// Answered once the batch is durable.
     pub reply: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -153,6 +205,7 @@ fn write(database: &Database, jobs: &[Job]) -> Result<(), String> {
                     entry: (*stored.entry).clone(),
                     create_index: stored.create_index,
                     modify_index: stored.modify_index,
+                    received: stored.received,
                 };
                 entries
                     .insert(stored.entry.key.as_str(), codec::encode(&row).as_slice())
@@ -161,10 +214,87 @@ fn write(database: &Database, jobs: &[Job]) -> Result<(), String> {
             for key in &job.removals {
                 entries.remove(key.as_str()).map_err(|e| e.to_string())?;
             }
-            if let Some(time) = job.last_seen {
-                meta.insert(LAST_SEEN, time).map_err(|e| e.to_string())?;
+            if let Some(horizon) = job.horizon {
+                meta.insert(HORIZON, horizon).map_err(|e| e.to_string())?;
+            }
+            if let Some(refused) = job.quota_refused {
+                meta.insert(QUOTA_REFUSED, u64::from(refused))
+                    .map_err(|e| e.to_string())?;
             }
         }
     }
     txn.commit().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str) -> KvEntry {
+        KvEntry {
+            key: key.into(),
+            value: b"v".to_vec(),
+            flags: 0,
+            time: 42,
+            writer: "w".into(),
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn a_database_from_before_the_horizon_loads_with_nothing_to_vouch_for() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // As an earlier version wrote it: rows without their received
+            // time, and `last_seen` in the meta table.
+            let database = Database::create(dir.path().join(FILE)).unwrap();
+            let txn = database.begin_write().unwrap();
+            {
+                let mut entries = txn.open_table(ENTRIES).unwrap();
+                let old = RowWithoutReceived {
+                    entry: entry("old"),
+                    create_index: 3,
+                    modify_index: 4,
+                };
+                entries
+                    .insert("old", codec::encode(&old).as_slice())
+                    .unwrap();
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(LEGACY_LAST_SEEN, 7).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let (database, loaded) = open(dir.path()).unwrap();
+        assert_eq!((loaded.horizon, loaded.quota_refused), (0, false));
+        assert_eq!(loaded.entries.len(), 1);
+        let stored = &loaded.entries[0];
+        assert_eq!(
+            (stored.create_index, stored.modify_index, stored.received),
+            (3, 4, 0)
+        );
+        assert_eq!(*stored.entry, entry("old"));
+
+        // New rows, the horizon and the quota flag come back as written.
+        let job = Job {
+            upserts: vec![Stored {
+                entry: Arc::new(entry("new")),
+                create_index: 5,
+                modify_index: 5,
+                received: 99,
+            }],
+            horizon: Some(1234),
+            quota_refused: Some(true),
+            ..Job::default()
+        };
+        write(&database, &[job]).unwrap();
+        drop(database);
+        let (_, loaded) = open(dir.path()).unwrap();
+        assert_eq!((loaded.horizon, loaded.quota_refused), (1234, true));
+        let new = loaded
+            .entries
+            .iter()
+            .find(|s| s.entry.key == "new")
+            .unwrap();
+        assert_eq!(new.received, 99);
+    }
 }

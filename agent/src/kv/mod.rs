@@ -1,7 +1,9 @@
 //! The replicated KV store, the agent's side: timestamps from a hybrid
-//! logical clock, durable writes, tombstone collection, and the resync of an
-//! agent that was away longer than the tombstone grace period. The merge
-//! rules live in `shoal_protocol::kv`.
+//! logical clock bounded by `max_clock_drift`, durable writes, and the
+//! persistence of tombstone collection, of the collection horizon and of
+//! what anti-entropy dropped. The merge rules, the horizon rule and the
+//! checks on peers' entries live in `shoal_protocol::kv` and
+//! `shoal_protocol::state`.
 //!
 //! - [`disk`]: the redb database and its writer task.
 
@@ -9,17 +11,20 @@ pub mod disk;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_protocol::Node;
+use shoal_protocol::clock::ntp64;
 use shoal_protocol::keyring::{Key, Keyring, format_key, parse_key};
 use shoal_protocol::kv::{KvEntry, KvError, validate_key};
 use shoal_protocol::kv::{KvStore, Stored};
 use tokio::sync::{mpsc, oneshot};
 
-/// Seconds in NTP64 time (the high 32 bits).
-fn ntp64(duration: Duration) -> u64 {
-    uhlc::NTP64::from(duration).as_u64()
+/// The wall clock as the protocol core takes it: time since the Unix epoch.
+pub fn wall_clock() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// A KV write, validated by the caller and handed to the gossip loop with
@@ -59,9 +64,10 @@ pub struct KvState {
     writer: String,
     disk_tx: mpsc::UnboundedSender<disk::Job>,
     grace: Duration,
-    /// Set at start when the agent was away longer than the grace period:
-    /// entries older than this are dropped before the first exchange.
-    stale_before: Option<u64>,
+    /// How far ahead of the wall clock a write may be stamped.
+    max_clock_drift: Duration,
+    /// The quota flag as last saved (see `Node::kv_incomplete`).
+    saved_quota_refused: bool,
     /// The gossip keyring, kept in step with the `_shoal/keyring` entry.
     keyring: Keyring,
     /// Keys with a write on its way to disk: a `?cas=` on them fails, so two
@@ -145,16 +151,24 @@ impl KvState {
         writer: String,
         disk_tx: mpsc::UnboundedSender<disk::Job>,
         grace: Duration,
+        max_clock_drift: Duration,
     ) -> Self {
         let id =
             uhlc::ID::try_from(&shoal_protocol::envelope::cluster_id(&writer).to_le_bytes()[..])
                 .unwrap_or_else(|_| uhlc::ID::rand());
+        // uhlc follows a peer's time only up to this far ahead of ours:
+        // the same bound peers' entries are held to.
+        let hlc = uhlc::HLCBuilder::new()
+            .with_id(id)
+            .with_max_delta(max_clock_drift)
+            .build();
         Self {
-            hlc: uhlc::HLCBuilder::new().with_id(id).build(),
+            hlc,
             writer,
             disk_tx,
             grace,
-            stale_before: None,
+            max_clock_drift,
+            saved_quota_refused: false,
             keyring,
             pending: HashMap::new(),
         }
@@ -181,12 +195,14 @@ impl KvState {
         self.hlc.new_timestamp().get_time().as_u64()
     }
 
-    /// Loads what was on disk into the node. If the agent was last in touch
-    /// with the cluster longer than the grace period ago, its old entries
-    /// are dropped when it next meets a peer (not before: an agent that
-    /// stays alone keeps serving what it has).
+    /// Loads what was on disk into the node, with its collection horizon.
+    /// However long the agent was away, nothing is dropped here: an entry
+    /// goes only when a peer that collected its delete tells us it lacks
+    /// it (see `shoal_protocol::kv`).
     pub fn restore(&mut self, node: &mut Node, loaded: disk::Loaded) {
         let count = loaded.entries.len();
+        node.set_clock(wall_clock());
+        let received = ntp64(wall_clock());
         // Entries written ahead but not yet re-saved with their indexes
         // (the agent died in between) get fresh ones, after all the others.
         let (indexed, ahead): (Vec<Stored>, Vec<Stored>) = loaded
@@ -198,40 +214,23 @@ impl KvState {
                 kv.restore(stored);
             }
             for stored in ahead {
-                kv.apply(stored.entry);
+                kv.apply_at(stored.entry, received);
             }
+            kv.raise_horizon(loaded.horizon);
         });
+        node.set_kv_incomplete(loaded.quota_refused);
+        self.saved_quota_refused = loaded.quota_refused;
         let kv = node.kv();
         for stored in kv.iter() {
             self.observe(stored.entry.time);
         }
         self.watch_keyring(kv.get(KEYRING_KEY));
-        if let Some(last_seen) = loaded.last_seen {
-            let cutoff = self.now().saturating_sub(ntp64(self.grace));
-            if last_seen < cutoff {
-                tracing::warn!(
-                    "this agent was out of touch longer than the tombstone grace period; \
-                     its KV entries older than that are dropped when it rejoins"
-                );
-                self.stale_before = Some(cutoff);
-            }
-        }
-        tracing::info!(keys = count, "KV store loaded");
-    }
-
-    /// Drops stale entries before the first exchange with a peer.
-    pub fn before_contact(&mut self, node: &mut Node) {
-        if let Some(cutoff) = self.stale_before.take() {
-            let removals = node.with_kv(|kv| kv.forget_older_than(cutoff));
-            tracing::info!(
-                keys = removals.len(),
-                "dropped KV entries older than the grace period"
-            );
-            self.send(disk::Job {
-                removals,
-                ..disk::Job::default()
-            });
-        }
+        tracing::info!(
+            keys = count,
+            bytes = kv.bytes(),
+            horizon = kv.horizon(),
+            "KV store loaded"
+        );
     }
 
     fn observe(&self, time: u64) {
@@ -242,9 +241,11 @@ impl KvState {
             .update_with_timestamp(&uhlc::Timestamp::new(uhlc::NTP64(time), *self.hlc.get_id()));
     }
 
-    /// Applies a write from the API.
+    /// Writes a request ahead to disk (applied by [`KvState::settle`] once
+    /// durable). Refused, with nothing written: bad keys and values, a
+    /// write that would take the store past `kv.max_bytes`, and one on a
+    /// key whose time is too far ahead to stamp a later write.
     pub fn handle(&mut self, node: &mut Node, request: KvRequest) -> Result<KvAck, KvError> {
-        self.before_contact_if_connected(node);
         let kv = node.kv();
         let keys: Vec<String> = match &request {
             KvRequest::Put { key, value, .. } => {
@@ -286,10 +287,15 @@ impl KvState {
                 });
             }
         }
+        let latest = ntp64(wall_clock().saturating_add(self.max_clock_drift));
         let mut entries = Vec::with_capacity(keys.len());
         for key in keys {
             let previous = kv.get(&key).map(|s| s.entry.time).unwrap_or(0);
-            let time = self.now().max(previous + 1);
+            let time = previous
+                .checked_add(1)
+                .map(|after| self.now().max(after))
+                .filter(|&time| time <= latest)
+                .ok_or(KvError::TimeFromTheFuture)?;
             let entry = match &request {
                 KvRequest::Put { value, flags, .. } => KvEntry {
                     key,
@@ -308,16 +314,27 @@ impl KvState {
                     deleted: true,
                 },
             };
-            *self.pending.entry(entry.key.clone()).or_default() += 1;
             entries.push(entry);
         }
+        if let [entry] = &entries[..] {
+            let needed = kv.bytes_with(entry);
+            let max_bytes = node.kv_max_bytes();
+            if needed > max_bytes && needed > kv.bytes() {
+                return Err(KvError::QuotaExceeded { needed, max_bytes });
+            }
+        }
+        for entry in &entries {
+            *self.pending.entry(entry.key.clone()).or_default() += 1;
+        }
         let (reply_tx, reply_rx) = oneshot::channel();
+        let received = ntp64(wall_clock());
         let ahead = entries
             .iter()
             .map(|entry| Stored {
                 entry: Arc::new(entry.clone()),
                 create_index: 0,
                 modify_index: 0,
+                received,
             })
             .collect();
         self.send(disk::Job {
@@ -333,8 +350,19 @@ impl KvState {
     }
 
     /// Finishes a write once the disk answered: applies and gossips it when
-    /// it is durable, forgets it otherwise.
-    pub fn settle(&mut self, node: &mut Node, entries: Vec<KvEntry>, durable: bool) {
+    /// it is durable, forgets it otherwise. An entry the node does not take
+    /// (a newer write to the key arrived meanwhile, or peers' entries filled
+    /// the quota) is not applied: the first such refusal is returned, and
+    /// the disk gets back what memory holds for the key, since the
+    /// write-ahead replaced it.
+    pub fn settle(
+        &mut self,
+        node: &mut Node,
+        entries: Vec<KvEntry>,
+        durable: bool,
+    ) -> Result<(), KvError> {
+        let mut outcome = Ok(());
+        let mut rewrite = Vec::new();
         for entry in entries {
             if let Some(count) = self.pending.get_mut(&entry.key) {
                 *count -= 1;
@@ -342,50 +370,94 @@ impl KvState {
                     self.pending.remove(&entry.key);
                 }
             }
-            if durable {
-                node.write_kv(entry);
+            if !durable {
+                continue;
+            }
+            let key = entry.key.clone();
+            if let Err(error) = node.write_kv(entry) {
+                rewrite.push(key);
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
             }
         }
         // `flush` persists the applied entries with their local indexes.
         self.flush(node);
-    }
-
-    fn before_contact_if_connected(&mut self, node: &mut Node) {
-        if node.active_members() > 0 {
-            self.before_contact(node);
+        if !rewrite.is_empty() {
+            let kv = node.kv();
+            let (upserts, removals): (Vec<Stored>, Vec<String>) = (
+                rewrite
+                    .iter()
+                    .filter_map(|key| kv.get(key).cloned())
+                    .collect(),
+                rewrite
+                    .iter()
+                    .filter(|key| kv.get(key).is_none())
+                    .cloned()
+                    .collect(),
+            );
+            self.send(disk::Job {
+                upserts,
+                removals,
+                ..disk::Job::default()
+            });
         }
+        outcome
     }
 
-    /// Persists what peers' writes changed since the last call.
+    /// Persists what changed in the store since the last call: entries
+    /// applied (by anyone), entries dropped because a peer had collected
+    /// their deletes, and the quota flag.
     pub fn flush(&mut self, node: &mut Node) {
-        self.before_contact_if_connected(node);
         let applied = node.take_kv_applied();
-        if applied.is_empty() {
+        let dropped = node.take_kv_dropped();
+        let quota_refused = node.kv_incomplete();
+        let quota_changed = quota_refused != self.saved_quota_refused;
+        if applied.is_empty() && dropped.is_empty() && !quota_changed {
             return;
         }
         for stored in &applied {
             self.observe(stored.entry.time);
         }
         self.watch_keyring(&applied);
+        if !dropped.is_empty() {
+            tracing::info!(
+                keys = dropped.len(),
+                "dropped KV entries a peer had deleted (its tombstones were collected)"
+            );
+        }
+        if quota_changed {
+            if quota_refused {
+                tracing::warn!(
+                    "the KV store refused a peer's entry: it would exceed kv.max_bytes; \
+                     this agent lacks some of the cluster's keys until there is room"
+                );
+            }
+            self.saved_quota_refused = quota_refused;
+        }
         self.send(disk::Job {
             upserts: applied,
+            removals: dropped,
+            quota_refused: quota_changed.then_some(quota_refused),
             ..disk::Job::default()
         });
     }
 
-    /// Collects old tombstones and notes that we are in touch.
+    /// Collects the tombstones older than the grace period (when the node
+    /// is in touch; see `Node::collect_tombstones`) and saves them gone
+    /// together with the horizon they raise.
     pub fn housekeeping(&mut self, node: &mut Node) {
-        let now = self.now();
-        let cutoff = now.saturating_sub(ntp64(self.grace));
-        let removals = node.with_kv(|kv| kv.collect_tombstones(cutoff));
-        let last_seen = (node.active_members() > 0 && self.stale_before.is_none()).then_some(now);
-        if !removals.is_empty() || last_seen.is_some() {
-            self.send(disk::Job {
-                removals,
-                last_seen,
-                ..disk::Job::default()
-            });
+        let removals = node.collect_tombstones(self.grace);
+        if removals.is_empty() {
+            return;
         }
+        let horizon = node.kv().horizon();
+        tracing::debug!(keys = removals.len(), horizon, "collected KV tombstones");
+        self.send(disk::Job {
+            removals,
+            horizon: Some(horizon),
+            ..disk::Job::default()
+        });
     }
 
     fn send(&self, job: disk::Job) {

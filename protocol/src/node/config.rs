@@ -59,6 +59,16 @@ pub struct GossipConfig {
     /// its nodes have distinct names, and a converged bootstrap skips the
     /// exchanges the check waits for.
     pub check_name: bool,
+    /// How far ahead of this node's clock a peer's KV write times and
+    /// record generations may be (default 30 s); anything further is
+    /// refused and counted. Raise it only if hosts' clocks really drift
+    /// that much: an entry from the future beats every later write until
+    /// its time comes. See [`crate::clock`].
+    pub max_clock_drift: Duration,
+    /// The most bytes (keys plus values, tombstones' keys included) the KV
+    /// store holds; local writes past it fail, peers' entries past it are
+    /// refused and counted. Default [`crate::state::DEFAULT_KV_MAX_BYTES`].
+    pub kv_max_bytes: u64,
 }
 
 impl Default for GossipConfig {
@@ -79,6 +89,8 @@ impl Default for GossipConfig {
             local_health: true,
             notify_down_members: false,
             check_name: true,
+            max_clock_drift: crate::clock::DEFAULT_MAX_CLOCK_DRIFT,
+            kv_max_bytes: crate::state::DEFAULT_KV_MAX_BYTES,
         }
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! - this file: [`Node`] itself, datagrams, timers, our own record, KV
 //!   writes, and the reactions to foca's notifications.
+//! - `bounded_codec`: foca's codec, refusing identities from the future.
 //! - `config`: [`GossipConfig`] and the foca configuration derived from it.
 //! - `effects`: [`Effects`], [`NodeTimer`], and local health wiring.
 //! - `join`: announcing to seeds, rejoining, telling the declared-down,
@@ -18,6 +19,7 @@
 //! - `sync`: the anti-entropy step function ([`Node::sync_open`],
 //!   [`Node::on_sync`]).
 
+mod bounded_codec;
 mod config;
 mod effects;
 mod join;
@@ -39,16 +41,16 @@ pub use effects::{Effects, NodeTimer};
 pub use members::{MemberStatus, MemberView};
 pub use name::NameEvent;
 
-use crate::codec::SwimCodec;
 use crate::envelope::{Envelope, EnvelopeError, PayloadKind};
 use crate::identity::NodeId;
-use crate::kv::{KvEntry, KvStore, Stored};
+use crate::kv::{KvEntry, KvError, KvStore, Stored};
 use crate::lifeguard::LocalHealth;
 use crate::record::NodeRecord;
 use crate::rumor::{Rumor, RumorHandler};
 use crate::state::ClusterState;
+use bounded_codec::{BoundedCodec, GenerationBound};
 
-type Swim = Foca<NodeId, SwimCodec, StdRng, RumorHandler>;
+type Swim = Foca<NodeId, BoundedCodec, StdRng, RumorHandler>;
 
 /// Counters, all monotonic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -68,6 +70,18 @@ pub struct Counters {
     /// Node records and KV entries from peers refused for exceeding the
     /// limits (`state::within_limits`, `state::kv_within_limits`).
     pub refused_records: u64,
+    /// KV write times and record generations from peers refused for being
+    /// more than `max_clock_drift` ahead of our clock.
+    pub refused_clock_drift: u64,
+    /// KV entries from peers refused for being older than our collection
+    /// horizon, for keys we don't hold (see [`crate::kv`]).
+    pub refused_below_horizon: u64,
+    /// KV entries from peers refused because they would take the store
+    /// past `kv_max_bytes`.
+    pub refused_kv_quota: u64,
+    /// Our KV entries dropped because a peer lacked them and they were
+    /// older than its horizon (it had collected their deletes).
+    pub kv_dropped_for_peers: u64,
 }
 
 /// What changed in a node since the driver last asked
@@ -129,6 +143,13 @@ pub struct Node {
     /// with `TurnUndead` (see [`Node::tell_if_declared_down`]).
     down: HashMap<SocketAddr, NodeId>,
     counters: Counters,
+    /// Whether we merged a peer's side of an exchange since we were last
+    /// alone (or started): tombstones are collected only then.
+    kv_in_touch: bool,
+    /// Keys dropped by the horizon rule since the driver last asked.
+    kv_dropped: Vec<String>,
+    /// The newest generation foca's codec accepts, moved with the clock.
+    generation_bound: Arc<GenerationBound>,
 }
 
 impl Node {
@@ -139,13 +160,17 @@ impl Node {
         // it offers its record only once the name is checked (see `name`).
         let joins = config.seeds.iter().any(|seed| *seed != local.id.addr);
         state.set_claimed(!(config.check_name && joins));
+        state.set_limits(config.max_clock_drift, config.kv_max_bytes);
         let state = Arc::new(Mutex::new(state));
         let health = LocalHealth::new(config.local_health, config.probe_rtt / 2);
+        let generation_bound = GenerationBound::new();
         let swim = Foca::with_custom_broadcast(
             local.id,
             config.swim_config(1),
             StdRng::seed_from_u64(seed),
-            SwimCodec,
+            BoundedCodec {
+                bound: generation_bound.clone(),
+            },
             RumorHandler::new(state.clone()),
         );
         Self {
@@ -166,7 +191,22 @@ impl Node {
             name_events: Vec::new(),
             down: HashMap::new(),
             counters: Counters::default(),
+            kv_in_touch: false,
+            kv_dropped: Vec::new(),
+            generation_bound,
         }
+    }
+
+    /// The current time (since the Unix epoch): the driver calls this
+    /// before each call into the node, from the wall clock or a virtual
+    /// one. It bounds what peers may claim (see [`crate::clock`]) and
+    /// dates tombstones.
+    pub fn set_clock(&mut self, now: Duration) {
+        let mut state = self.lock_state();
+        state.set_clock(now);
+        let newest = state.clock().max_generation();
+        drop(state);
+        self.generation_bound.set(newest);
     }
 
     /// Starts joining through the seeds and schedules periodic work.
@@ -194,8 +234,7 @@ impl Node {
         self.tell_if_declared_down(&payload);
         let result = self.swim.handle_data(&payload, &mut self.effects);
         self.after_swim();
-        let refused = self.lock_state().oversized();
-        self.counters.refused_records = refused;
+        self.copy_refusals();
         result.map_err(|error| {
             self.counters.rejected_swim += 1;
             DatagramError::Swim(error)
@@ -268,19 +307,71 @@ impl Node {
         self.lock_state().records_named(names)
     }
 
-    /// A local KV write (or delete): applied, then gossiped. Returns the
-    /// stored form, or `None` when an entry already there wins (the caller
-    /// chose a time that is not the newest).
-    pub fn write_kv(&mut self, entry: KvEntry) -> Option<Stored> {
-        let applied = self.lock_state().apply_kv(Arc::new(entry.clone()));
-        if !applied {
-            return None;
-        }
+    /// A local KV write (or delete): applied, then gossiped. Refused (and
+    /// not applied) when an entry already there wins (the caller chose a
+    /// time that is not the newest) or the store would exceed its quota.
+    pub fn write_kv(&mut self, entry: KvEntry) -> Result<Stored, KvError> {
+        let stored = self.lock_state().apply_local_kv(Arc::new(entry.clone()))?;
         let rumor = Rumor::encode_kv(&entry, self.identity().addr);
         if let Err(error) = self.swim.add_broadcast(&rumor) {
             debug_assert!(false, "our own KV rumor was refused: {error}");
         }
-        self.lock_state().kv().get(&entry.key).cloned()
+        Ok(stored)
+    }
+
+    /// Collects the tombstones older than `grace` both by their write time
+    /// and by when we received them, and raises the collection horizon
+    /// (see [`crate::kv`]); returns their keys for the driver to drop from
+    /// disk. Nothing is collected before the clock is set, nor while we
+    /// are not in touch: alone (or just started), until we have merged a
+    /// peer's side of an exchange. A node cut off from everyone keeps its
+    /// deletes, so it can't make its peers drop what they wrote meanwhile.
+    pub fn collect_tombstones(&mut self, grace: Duration) -> Vec<String> {
+        if !self.kv_in_touch {
+            return Vec::new();
+        }
+        let mut state = self.lock_state();
+        let Some(now) = state.clock().now_ntp64() else {
+            return Vec::new();
+        };
+        let cutoff = now.saturating_sub(crate::clock::ntp64(grace));
+        let collected = state.kv_mut().collect_tombstones(cutoff);
+        if !collected.is_empty() {
+            state.mark_kv_changed();
+        }
+        collected
+    }
+
+    /// Keys dropped since the last call because a peer lacked them below
+    /// its horizon (see [`Node::on_sync`]): the driver drops them from disk.
+    pub fn take_kv_dropped(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.kv_dropped)
+    }
+
+    /// Whether the quota refused a peer's entry since an exchange last went
+    /// through without a refusal: we then tell peers no horizon (see
+    /// `ClusterState::advertised_horizon`). The driver persists it.
+    pub fn kv_incomplete(&self) -> bool {
+        self.lock_state().kv_incomplete()
+    }
+
+    /// Restores the flag of [`Node::kv_incomplete`] from disk.
+    pub fn set_kv_incomplete(&mut self, incomplete: bool) {
+        self.lock_state().set_kv_incomplete(incomplete);
+    }
+
+    /// The most bytes the KV store may hold.
+    pub fn kv_max_bytes(&self) -> u64 {
+        self.lock_state().kv_max_bytes()
+    }
+
+    /// Copies the state's refusal counts into our counters.
+    fn copy_refusals(&mut self) {
+        let refusals = self.lock_state().refusals();
+        self.counters.refused_records = refusals.oversized;
+        self.counters.refused_clock_drift = refusals.clock_drift + self.generation_bound.refused();
+        self.counters.refused_below_horizon = refusals.below_horizon;
+        self.counters.refused_kv_quota = refusals.kv_quota;
     }
 
     /// The KV store as of now (an O(1) copy).
@@ -288,10 +379,13 @@ impl Node {
         self.lock_state().kv().clone()
     }
 
-    /// Direct access to the KV store, for restoring it from disk and for
-    /// collecting tombstones. Changes made here are not gossiped.
+    /// Direct access to the KV store, for restoring it from disk (entries
+    /// and horizon). Changes made here are not gossiped, and skip the
+    /// checks on peers' entries.
     pub fn with_kv<T>(&mut self, change: impl FnOnce(&mut KvStore) -> T) -> T {
-        change(self.lock_state().kv_mut())
+        let mut state = self.lock_state();
+        state.mark_kv_changed();
+        change(state.kv_mut())
     }
 
     /// The KV store's local change counter (see [`KvStore::index`]).
@@ -388,6 +482,7 @@ impl Node {
                     self.rejoin_backoff = self.config.rejoin_min;
                 }
                 OwnedNotification::Idle => {
+                    self.kv_in_touch = false;
                     // foca stops probing when alone: keep knocking on seeds.
                     self.rejoin_after(self.config.rejoin_min);
                     self.changed = true;

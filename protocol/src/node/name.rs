@@ -240,6 +240,8 @@ mod tests {
             fresh.on_sync(crate::sync::SyncMessage::Records(crate::sync::Records {
                 records: old.records(),
                 kv_entries: Vec::new(),
+                kv_buckets: Vec::new(),
+                kv_horizon: 0,
             }));
             fresh
         };

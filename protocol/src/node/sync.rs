@@ -2,7 +2,7 @@
 //! simulator (on its virtual network) both drive. The messages are in
 //! [`crate::sync`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,6 +23,7 @@ impl Node {
             kv_root: state.kv().root(),
             kv_bucket_hashes: state.kv().bucket_hashes().to_vec(),
             members: self.alive_members(),
+            kv_horizon: state.advertised_horizon(),
         })
     }
 
@@ -35,13 +36,16 @@ impl Node {
     /// - `Records` (we responded): merges it; the exchange is over.
     ///
     /// Stateless between steps: the transport checks that the steps come
-    /// in order ([`SyncMessage::step`]).
+    /// in order ([`SyncMessage::step`]). Entries the peer lacks and that
+    /// are older than its horizon are dropped (see [`crate::sync`]); the
+    /// driver persists that with [`Node::take_kv_dropped`].
     pub fn on_sync(&mut self, message: SyncMessage) -> Option<SyncMessage> {
-        match message {
+        let quota_refusals = self.lock_state().refusals().kv_quota;
+        let reply = match message {
             SyncMessage::Digest(digest) => {
                 let delta = self.answer_digest(&digest);
                 self.learn_members(&digest.members);
-                Some(SyncMessage::Delta(delta))
+                return Some(SyncMessage::Delta(delta));
             }
             SyncMessage::Delta(mut delta) => {
                 let members = std::mem::take(&mut delta.members);
@@ -51,18 +55,28 @@ impl Node {
                 Some(SyncMessage::Records(records))
             }
             SyncMessage::Records(records) => {
+                self.drop_lacked(&records.kv_buckets, &records.kv_entries, records.kv_horizon);
                 self.merge_records(records.records);
                 self.merge_kv(records.kv_entries);
                 self.check_name(true);
                 None
             }
+        };
+        // We merged the peer's side of the exchange: we are in touch (see
+        // `Node::collect_tombstones`), and if the quota refused nothing
+        // this time, we vouch for what we lack again.
+        self.kv_in_touch = true;
+        let mut state = self.lock_state();
+        if state.refusals().kv_quota == quota_refusals {
+            state.set_kv_incomplete(false);
         }
+        reply
     }
 
     /// The responder's answer to a digest: the records the peer lacks, the
     /// names we want, and our KV entries of every bucket that differs.
     fn answer_digest(&self, digest: &Digest) -> Delta {
-        let state = self.lock_state();
+        let mut state = self.lock_state();
         let (records, wanted) = state.delta(&digest.nodes);
         let kv_differing_buckets = if digest.kv_root == state.kv().root() {
             Vec::new()
@@ -76,6 +90,7 @@ impl Node {
             kv_entries,
             kv_differing_buckets,
             members: self.alive_members(),
+            kv_horizon: state.advertised_horizon(),
         }
     }
 
@@ -83,16 +98,48 @@ impl Node {
     /// message: the records it asked for and our entries of the differing
     /// buckets (taken before merging, so nothing is sent back twice).
     fn apply_delta(&mut self, delta: Delta) -> Records {
+        let buckets = delta.kv_differing_buckets;
+        self.drop_lacked(&buckets, &delta.kv_entries, delta.kv_horizon);
         let reply = {
             let state = self.lock_state();
             Records {
                 records: state.records_named(&delta.wanted),
-                kv_entries: state.kv().entries_in(&delta.kv_differing_buckets),
+                kv_entries: state.kv().entries_in(&buckets),
+                kv_buckets: buckets,
+                kv_horizon: state.advertised_horizon(),
             }
         };
         self.merge_records(delta.records);
         self.merge_kv(delta.kv_entries);
         reply
+    }
+
+    /// Drops our entries in `buckets` that the peer lacks (absent from
+    /// `theirs`, its every entry of those buckets) and that are older than
+    /// its horizon: it may have collected their deletes, so sending them
+    /// back would resurrect deleted keys. A horizon further ahead than our
+    /// clock allows is a peer's error and is ignored.
+    fn drop_lacked(&mut self, buckets: &[u16], theirs: &[KvEntry], horizon: u64) {
+        let mut state = self.lock_state();
+        if horizon == 0 || horizon > state.clock().max_kv_time() {
+            return;
+        }
+        let theirs: HashSet<&str> = theirs.iter().map(|entry| entry.key.as_str()).collect();
+        let lacked: Vec<String> = state
+            .kv()
+            .entries_in(buckets)
+            .into_iter()
+            .filter(|entry| entry.time <= horizon && !theirs.contains(entry.key.as_str()))
+            .map(|entry| entry.key)
+            .collect();
+        if lacked.is_empty() {
+            return;
+        }
+        state.kv_mut().remove(&lacked);
+        state.mark_kv_changed();
+        drop(state);
+        self.counters.kv_dropped_for_peers += lacked.len() as u64;
+        self.kv_dropped.extend(lacked);
     }
 
     /// Merges records received by anti-entropy; returns how many were news.
@@ -102,8 +149,8 @@ impl Node {
             .into_iter()
             .filter(|record| state.merge(record.clone()) == Merge::Applied)
             .count();
-        self.counters.refused_records = state.oversized();
         drop(state);
+        self.copy_refusals();
         self.counters.synced_records += applied as u64;
         applied
     }
@@ -115,9 +162,8 @@ impl Node {
             .into_iter()
             .filter(|entry| state.apply_kv(Arc::new(entry.clone())))
             .count();
-        let refused = state.oversized();
         drop(state);
-        self.counters.refused_records = refused;
+        self.copy_refusals();
         self.counters.synced_records += applied as u64;
         applied
     }
@@ -127,6 +173,8 @@ impl Node {
     /// down: the receive path tells them (see `tell_if_declared_down`).
     fn learn_members(&mut self, alive: &[NodeId]) {
         let me = self.identity().addr;
+        // A generation from the future would win its address for good.
+        let newest = self.lock_state().clock().max_generation();
         let known: HashMap<SocketAddr, NodeId> = self
             .swim
             .iter_membership_state()
@@ -136,6 +184,7 @@ impl Node {
             .iter()
             .filter(|id| {
                 id.addr != me
+                    && id.generation <= newest
                     && known
                         .get(&id.addr)
                         .is_none_or(|k| id.generation > k.generation)

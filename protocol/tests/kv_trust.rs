@@ -1,0 +1,398 @@
+//! The KV store's trust rules through the node's public API: tombstone
+//! collection and the collection horizon carried by anti-entropy, the
+//! bounds on times and generations that come from peers, and the quota.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use shoal_protocol::clock::ntp64;
+use shoal_protocol::envelope::cluster_id;
+use shoal_protocol::kv::{KvEntry, KvError, KvStore};
+use shoal_protocol::sync::{Records, SyncMessage};
+use shoal_protocol::{Envelope, GossipConfig, Node, NodeId, NodeRecord};
+
+/// The wall clock every test node runs at: some day in 2026.
+const NOW: Duration = Duration::from_secs(1_780_000_000);
+const GRACE: Duration = Duration::from_secs(3600);
+
+fn node_with(name: &str, port: u16, config: GossipConfig) -> Node {
+    let id = NodeId {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        generation: 1,
+    };
+    let mut node = Node::new(
+        NodeRecord::new(id, name),
+        config,
+        Envelope::new(cluster_id("trust")),
+        u64::from(port),
+    );
+    node.set_clock(NOW);
+    node
+}
+
+fn node(name: &str, port: u16) -> Node {
+    node_with(name, port, GossipConfig::default())
+}
+
+/// NTP64 time `seconds` before [`NOW`].
+fn ago(seconds: u64) -> u64 {
+    ntp64(NOW - Duration::from_secs(seconds))
+}
+
+fn entry(key: &str, value: &str, time: u64) -> KvEntry {
+    KvEntry {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        flags: 0,
+        time,
+        writer: "w".into(),
+        deleted: value.is_empty(),
+    }
+}
+
+/// Hands `node` entries and records as a peer's closing message would:
+/// checked and merged like any peer input. Also puts the node in touch.
+fn from_peer(node: &mut Node, kv_entries: Vec<KvEntry>, records: Vec<NodeRecord>) {
+    let closing = SyncMessage::Records(Records {
+        records,
+        kv_entries,
+        kv_buckets: Vec::new(),
+        kv_horizon: 0,
+    });
+    assert!(node.on_sync(closing).is_none());
+}
+
+/// One whole anti-entropy exchange, `initiator` first.
+fn exchange(initiator: &mut Node, responder: &mut Node) {
+    let delta = responder.on_sync(initiator.sync_open()).expect("a delta");
+    let records = initiator.on_sync(delta).expect("records");
+    assert!(responder.on_sync(records).is_none());
+}
+
+fn live(node: &Node, key: &str) -> Option<Vec<u8>> {
+    node.kv()
+        .get(key)
+        .filter(|stored| !stored.entry.deleted)
+        .map(|stored| stored.entry.value.clone())
+}
+
+fn contents(node: &Node) -> BTreeMap<String, KvEntry> {
+    node.kv()
+        .iter()
+        .map(|stored| (stored.entry.key.clone(), (*stored.entry).clone()))
+        .collect()
+}
+
+/// A node that deleted `doomed` two grace periods ago and has collected
+/// the tombstone: its horizon is the delete's time.
+fn node_that_collected(name: &str, port: u16, shared: &[KvEntry]) -> Node {
+    let mut node = node(name, port);
+    from_peer(&mut node, shared.to_vec(), Vec::new());
+    node.set_clock(NOW - 2 * GRACE);
+    from_peer(&mut node, vec![entry("doomed", "", ago(7300))], Vec::new());
+    node.set_clock(NOW);
+    assert_eq!(node.collect_tombstones(GRACE), ["doomed"]);
+    assert_eq!(node.kv().horizon(), ago(7300));
+    node
+}
+
+/// Defect 2, in the core: a node that was cut off while a key was deleted
+/// and its tombstone collected elsewhere drops its copy at the next
+/// exchange instead of handing it back, whichever side opens it; what the
+/// other side never had newer stays.
+#[test]
+fn a_node_that_missed_a_collected_delete_drops_its_copy() {
+    let shared = [
+        entry("doomed", "x", ago(9000)),
+        entry("kept", "k", ago(9000)),
+    ];
+    for stale_opens in [true, false] {
+        let mut fresh = node_that_collected("fresh", 1, &shared);
+        let mut stale = node("stale", 2);
+        from_peer(&mut stale, shared.to_vec(), Vec::new());
+        from_peer(&mut stale, vec![entry("during", "d", ago(10))], Vec::new());
+        if stale_opens {
+            exchange(&mut stale, &mut fresh);
+        } else {
+            exchange(&mut fresh, &mut stale);
+        }
+        for node in [&fresh, &stale] {
+            assert!(node.kv().get("doomed").is_none(), "opens: {stale_opens}");
+            assert_eq!(live(node, "kept"), Some(b"k".to_vec()));
+            assert_eq!(live(node, "during"), Some(b"d".to_vec()));
+        }
+        assert_eq!(stale.take_kv_dropped(), ["doomed"]);
+        assert_eq!(stale.counters().kv_dropped_for_peers, 1);
+        // Opened by the fresh node, the stale one sends its copy first:
+        // refused below the horizon, and counted.
+        let refused = u64::from(!stale_opens);
+        assert_eq!(fresh.counters().refused_below_horizon, refused);
+    }
+}
+
+/// A replayed old rumor (or any old entry for a key the node doesn't
+/// hold) can't bring a collected delete back.
+#[test]
+fn an_entry_older_than_the_horizon_for_an_unknown_key_is_refused() {
+    let mut fresh = node_that_collected("fresh", 1, &[]);
+    from_peer(
+        &mut fresh,
+        vec![entry("doomed", "x", ago(9000))],
+        Vec::new(),
+    );
+    assert!(fresh.kv().get("doomed").is_none());
+    assert_eq!(fresh.counters().refused_below_horizon, 1);
+    // Newer than the horizon, or for a key it holds: merged as usual.
+    from_peer(
+        &mut fresh,
+        vec![entry("new", "n", ago(7000)), entry("doomed", "y", ago(60))],
+        Vec::new(),
+    );
+    assert_eq!(live(&fresh, "new"), Some(b"n".to_vec()));
+    assert_eq!(live(&fresh, "doomed"), Some(b"y".to_vec()));
+}
+
+/// Defect 1, in the core: nodes that hold the same entries (a whole
+/// cluster that was down together) lose nothing in an exchange, however
+/// old the entries and whatever both sides collected.
+#[test]
+fn nodes_holding_the_same_entries_drop_nothing() {
+    let shared = [entry("a", "1", ago(9000)), entry("b", "2", ago(8000))];
+    let mut left = node_that_collected("left", 1, &shared);
+    let mut right = node_that_collected("right", 2, &shared);
+    exchange(&mut left, &mut right);
+    exchange(&mut right, &mut left);
+    for node in [&mut left, &mut right] {
+        assert_eq!(live(node, "a"), Some(b"1".to_vec()));
+        assert_eq!(live(node, "b"), Some(b"2".to_vec()));
+        assert!(node.take_kv_dropped().is_empty());
+    }
+}
+
+/// Collection waits until the node is in touch, and for the grace period
+/// on the node's own clock too: a delete stamped long ago by a node with a
+/// slow clock is kept for the whole grace period after it arrives.
+#[test]
+fn tombstones_are_collected_only_in_touch_and_after_the_grace_on_our_clock() {
+    let mut node = node("n", 1);
+    node.with_kv(|kv| kv.apply_at(Arc::new(entry("alone", "", ago(90_000))), 1));
+    assert!(node.collect_tombstones(GRACE).is_empty(), "never in touch");
+    from_peer(&mut node, vec![entry("slow", "", ago(86_400))], Vec::new());
+    assert_eq!(node.collect_tombstones(GRACE), ["alone"]);
+    node.set_clock(NOW + GRACE - Duration::from_secs(1));
+    assert!(node.collect_tombstones(GRACE).is_empty());
+    node.set_clock(NOW + GRACE + Duration::from_secs(1));
+    assert_eq!(node.collect_tombstones(GRACE), ["slow"]);
+}
+
+/// Defect 7, in the core: an entry stamped at the end of time is refused
+/// and counted, so the key stays writable; one within the drift is taken.
+#[test]
+fn a_kv_entry_from_the_far_future_is_refused() {
+    let mut node = node("n", 1);
+    from_peer(
+        &mut node,
+        vec![
+            entry("x", "evil", u64::MAX),
+            entry("y", "ahead", ntp64(NOW + Duration::from_secs(31))),
+            entry("z", "skewed", ntp64(NOW + Duration::from_secs(29))),
+        ],
+        Vec::new(),
+    );
+    assert!(node.kv().get("x").is_none() && node.kv().get("y").is_none());
+    assert_eq!(live(&node, "z"), Some(b"skewed".to_vec()));
+    assert_eq!(node.counters().refused_clock_drift, 2);
+    assert!(node.write_kv(entry("x", "2", ntp64(NOW))).is_ok());
+    assert_eq!(live(&node, "x"), Some(b"2".to_vec()));
+}
+
+/// Defect 7, in the core: a record whose generation is far ahead of the
+/// clock (generations are Unix milliseconds) would hold its node name
+/// forever; it is refused and counted.
+#[test]
+fn a_record_from_the_far_future_is_refused() {
+    let mut node = node("n", 1);
+    let record = |generation: u64, name: &str| {
+        let id = NodeId {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+            generation,
+        };
+        NodeRecord::new(id, name)
+    };
+    let now_ms = u64::try_from(NOW.as_millis()).unwrap();
+    from_peer(
+        &mut node,
+        Vec::new(),
+        vec![record(u64::MAX, "squatter"), record(now_ms, "honest")],
+    );
+    let names: Vec<String> = node.records().into_iter().map(|r| r.name).collect();
+    assert!(!names.contains(&"squatter".to_string()), "{names:?}");
+    assert!(names.contains(&"honest".to_string()), "{names:?}");
+    assert_eq!(node.counters().refused_clock_drift, 1);
+}
+
+/// Defect 11: past `kv_max_bytes`, local writes fail (nothing applied) and
+/// peers' entries are refused and counted; the node then stops vouching
+/// for what it lacks (horizon 0) until an exchange goes through whole.
+#[test]
+fn the_quota_refuses_local_writes_and_peer_entries() {
+    let config = GossipConfig {
+        kv_max_bytes: 100,
+        ..GossipConfig::default()
+    };
+    let mut node = node_with("n", 1, config);
+    let value = "v".repeat(40);
+    assert!(node.write_kv(entry("a", &value, ago(5))).is_ok());
+    assert!(node.write_kv(entry("b", &value, ago(4))).is_ok());
+    assert_eq!(
+        node.write_kv(entry("c", &value, ago(3))),
+        Err(KvError::QuotaExceeded {
+            needed: 123,
+            max_bytes: 100
+        })
+    );
+    assert!(node.kv().get("c").is_none());
+    // Shrinking and deleting always fit.
+    assert!(node.write_kv(entry("a", "", ago(2))).is_ok());
+    assert!(node.write_kv(entry("c", &value, ago(1))).is_ok());
+
+    let mut collected = node_that_collected("other", 2, &[]);
+    let digest_horizon = |node: &Node| match node.sync_open() {
+        SyncMessage::Digest(digest) => digest.kv_horizon,
+        other => panic!("{other:?}"),
+    };
+    node.with_kv(|kv| kv.raise_horizon(ago(9000)));
+    assert_eq!(digest_horizon(&node), ago(9000));
+    from_peer(&mut node, vec![entry("d", &value, ago(1))], Vec::new());
+    assert!(node.kv().get("d").is_none());
+    assert_eq!(node.counters().refused_kv_quota, 1);
+    assert!(node.kv_incomplete());
+    assert_eq!(digest_horizon(&node), 0, "it may lack what nobody deleted");
+    // An exchange in which the quota refuses nothing restores it.
+    exchange(&mut node, &mut collected);
+    assert!(!node.kv_incomplete());
+}
+
+fn arbitrary_entry(times: std::ops::Range<u64>) -> impl Strategy<Value = KvEntry> {
+    (0usize..8, 0usize..3, times, 0usize..2).prop_map(|(k, v, time, w)| KvEntry {
+        writer: ["w1", "w2"][w].into(),
+        ..entry(
+            ["a", "b", "c/d", "c/e", "f", "g", "h", "i"][k],
+            ["x", "y", ""][v],
+            ago(time),
+        )
+    })
+}
+
+fn lww(entries: impl IntoIterator<Item = KvEntry>) -> BTreeMap<String, KvEntry> {
+    let mut store = KvStore::default();
+    for entry in entries {
+        store.apply(Arc::new(entry));
+    }
+    store
+        .iter()
+        .map(|stored| (stored.entry.key.clone(), (*stored.entry).clone()))
+        .collect()
+}
+
+proptest! {
+    /// Both sides hold the same old entries and collected the same
+    /// tombstones (a whole cluster down together); each then gets newer
+    /// writes: one exchange ends in the plain LWW merge, nothing dropped.
+    #[test]
+    fn with_nothing_lacked_below_the_horizon_the_merge_is_unchanged(
+        shared in proptest::collection::vec(arbitrary_entry(8000..9000), 0..10),
+        left_new in proptest::collection::vec(arbitrary_entry(0..100), 0..6),
+        right_new in proptest::collection::vec(arbitrary_entry(0..100), 0..6),
+        left_opens in any::<bool>(),
+    ) {
+        let mut left = node_that_collected("left", 1, &shared);
+        let mut right = node_that_collected("right", 2, &shared);
+        let after_collection = contents(&left);
+        prop_assert_eq!(&after_collection, &contents(&right));
+        from_peer(&mut left, left_new.clone(), Vec::new());
+        from_peer(&mut right, right_new.clone(), Vec::new());
+        if left_opens {
+            exchange(&mut left, &mut right);
+        } else {
+            exchange(&mut right, &mut left);
+        }
+        let expected = lww(after_collection.into_values().chain(left_new).chain(right_new));
+        prop_assert_eq!(contents(&left), expected.clone());
+        prop_assert_eq!(contents(&right), expected);
+        prop_assert!(left.take_kv_dropped().is_empty() && right.take_kv_dropped().is_empty());
+    }
+
+    /// A node with a horizon meets one without: exactly the entries it
+    /// lacks that are older than its horizon are dropped (by the other
+    /// side) or refused (by it); everything else merges by LWW.
+    #[test]
+    fn a_horizon_drops_exactly_the_lacked_older_entries(
+        held in proptest::collection::vec(arbitrary_entry(0..9000), 0..8),
+        other in proptest::collection::vec(arbitrary_entry(0..9000), 0..8),
+        collected_opens in any::<bool>(),
+    ) {
+        let mut collected = node_that_collected("collected", 1, &held);
+        let horizon = collected.kv().horizon();
+        let mut stale = node("stale", 2);
+        from_peer(&mut stale, other.clone(), Vec::new());
+        let before = contents(&collected);
+        let stale_before = contents(&stale);
+        if collected_opens {
+            exchange(&mut collected, &mut stale);
+        } else {
+            exchange(&mut stale, &mut collected);
+        }
+        let survivors: Vec<KvEntry> = stale_before
+            .into_values()
+            .filter(|entry| before.contains_key(&entry.key) || entry.time > horizon)
+            .collect();
+        let expected = lww(before.into_values().chain(survivors));
+        prop_assert_eq!(contents(&collected), expected.clone());
+        prop_assert_eq!(contents(&stale), expected);
+    }
+}
+
+/// Defect 7, at the SWIM level: a member update naming an address with a
+/// generation from the future would win that address for good (foca
+/// settles address conflicts by generation); the packet is refused.
+#[test]
+fn a_swim_identity_from_the_far_future_is_refused() {
+    use foca::Codec;
+    use shoal_protocol::PayloadKind;
+    use shoal_protocol::codec::SwimCodec;
+    let mut node = node("n", 1);
+    let peer = NodeId {
+        addr: SocketAddr::from(([127, 0, 0, 1], 2)),
+        generation: 1,
+    };
+    let victim = SocketAddr::from(([127, 0, 0, 1], 3));
+    let me = node.identity();
+    let packet = |generation: u64| {
+        let header = foca::Header {
+            src: peer,
+            src_incarnation: 0,
+            dst: me,
+            message: foca::Message::Gossip,
+        };
+        let mut payload = Vec::new();
+        SwimCodec.encode_header(&header, &mut payload).unwrap();
+        payload.extend_from_slice(&1u16.to_be_bytes());
+        let id = NodeId {
+            addr: victim,
+            generation,
+        };
+        let member = foca::Member::new(id, 0, foca::State::Alive);
+        SwimCodec.encode_member(&member, &mut payload).unwrap();
+        Envelope::new(cluster_id("trust")).seal(PayloadKind::Swim, &payload, [0; 24])
+    };
+    assert!(node.handle_datagram(&packet(u64::MAX)).is_err());
+    assert!(node.member_state(victim).is_none());
+    assert_eq!(node.counters().refused_clock_drift, 1);
+    let now_ms = u64::try_from(NOW.as_millis()).unwrap();
+    assert!(node.handle_datagram(&packet(now_ms)).is_ok());
+    assert!(node.member_state(victim).is_some());
+}
