@@ -143,6 +143,8 @@ impl Simulation {
             seeds: (0..scenario.seeds).map(node_addr).collect(),
             local_health: scenario.local_health,
             notify_down_members: scenario.notify_down_members,
+            // Every simulated node has its own name; see the field's docs.
+            check_name: false,
             ..GossipConfig::default()
         };
         let envelope = Envelope::new(cluster_id("shoal-sim"));

@@ -51,12 +51,14 @@ impl Node {
                 let members = std::mem::take(&mut delta.members);
                 let records = self.apply_delta(delta);
                 self.learn_members(&members);
+                self.check_name(true);
                 Some(SyncMessage::Records(records))
             }
             SyncMessage::Records(records) => {
                 self.drop_lacked(&records.kv_buckets, &records.kv_entries, records.kv_horizon);
                 self.merge_records(records.records);
                 self.merge_kv(records.kv_entries);
+                self.check_name(true);
                 None
             }
         };
@@ -134,10 +136,10 @@ impl Node {
             return;
         }
         state.kv_mut().remove(&lacked);
+        state.mark_kv_changed();
         drop(state);
         self.counters.kv_dropped_for_peers += lacked.len() as u64;
         self.kv_dropped.extend(lacked);
-        self.changed = true;
     }
 
     /// Merges records received by anti-entropy; returns how many were news.
