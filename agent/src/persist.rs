@@ -1,5 +1,6 @@
-//! The data directory: an exclusive lock, and the persisted generation
-//! that makes every restart rejoin with a larger identity.
+//! The data directory: an exclusive lock, the persisted generation that
+//! makes every restart rejoin with a larger identity, and the ceiling of
+//! `X-Consul-Index` (see `daemon::index`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -15,9 +16,7 @@ pub enum DataDirError {
     Io { path: PathBuf, source: io::Error },
     #[error("data_dir {path} is in use by another shoal agent")]
     Locked { path: PathBuf },
-    #[error(
-        "data_dir {path}: the generation file is corrupt ({content:?}); remove it to start over"
-    )]
+    #[error("data_dir file {path} is corrupt ({content:?}); remove it to start over")]
     Corrupt { path: PathBuf, content: String },
 }
 
@@ -31,6 +30,7 @@ pub struct DataDirGuard {
 }
 
 const GENERATION_FILE: &str = "generation";
+const INDEX_FILE: &str = "index";
 
 impl DataDirGuard {
     pub fn open(dir: &DataDir) -> Result<Self, DataDirError> {
@@ -71,21 +71,48 @@ impl DataDirGuard {
     /// and never less than `now_millis` so that even an agent whose data dir
     /// was wiped comes back newer than its previous incarnation.
     pub fn next_generation(&self, now_millis: u64) -> Result<u64, DataDirError> {
-        let file = self.path.join(GENERATION_FILE);
-        let previous = match fs::read_to_string(&file) {
-            Ok(text) => text
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| DataDirError::Corrupt {
-                    path: file.clone(),
-                    content: text.chars().take(40).collect(),
-                })?,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
-            Err(source) => return Err(DataDirError::Io { path: file, source }),
-        };
+        let previous = self.last_generation()?.unwrap_or(0);
         let generation = previous.saturating_add(1).max(now_millis);
         self.store_generation(generation)?;
         Ok(generation)
+    }
+
+    /// The generation this data dir used last, if any: the agent's own
+    /// earlier identity, whatever address it had.
+    pub fn last_generation(&self) -> Result<Option<u64>, DataDirError> {
+        self.read_number(GENERATION_FILE)
+    }
+
+    /// The persisted ceiling of `X-Consul-Index` (0 when there is none).
+    pub fn index_ceiling(&self) -> Result<u64, DataDirError> {
+        Ok(self.read_number(INDEX_FILE)?.unwrap_or(0))
+    }
+
+    /// Durably records the ceiling of `X-Consul-Index`.
+    pub fn store_index_ceiling(&self, ceiling: u64) -> Result<(), DataDirError> {
+        write_atomic(&self.path, INDEX_FILE, format!("{ceiling}\n").as_bytes()).map_err(|source| {
+            DataDirError::Io {
+                path: self.path.join(INDEX_FILE),
+                source,
+            }
+        })
+    }
+
+    /// A file holding one decimal number; `None` when it does not exist.
+    fn read_number(&self, name: &str) -> Result<Option<u64>, DataDirError> {
+        let file = self.path.join(name);
+        match fs::read_to_string(&file) {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| DataDirError::Corrupt {
+                    path: file.clone(),
+                    content: text.chars().take(40).collect(),
+                }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(DataDirError::Io { path: file, source }),
+        }
     }
 
     /// Durably records `generation` (write, fsync, rename, fsync the dir).
@@ -140,6 +167,22 @@ mod tests {
         assert_eq!(first, 1000);
         let guard = DataDirGuard::open(&config).unwrap();
         // The clock went backwards: the persisted value still wins.
+        assert_eq!(guard.last_generation().unwrap(), Some(1000));
         assert_eq!(guard.next_generation(5).unwrap(), 1001);
+    }
+
+    #[test]
+    fn the_index_ceiling_survives_and_a_corrupt_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = DataDirGuard::open(&DataDir::Path(dir.path().to_path_buf())).unwrap();
+        assert_eq!(guard.index_ceiling().unwrap(), 0);
+        guard.store_index_ceiling(7 << 40).unwrap();
+        assert_eq!(guard.index_ceiling().unwrap(), 7 << 40);
+        fs::write(dir.path().join(INDEX_FILE), "seven").unwrap();
+        let error = guard.index_ceiling().unwrap_err().to_string();
+        assert!(
+            error.contains("index") && error.contains("seven"),
+            "{error}"
+        );
     }
 }

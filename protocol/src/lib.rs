@@ -41,6 +41,6 @@ pub mod sync;
 
 pub use envelope::{Envelope, PayloadKind};
 pub use identity::NodeId;
-pub use node::{GossipConfig, MemberStatus, MemberView, Node, NodeTimer};
+pub use node::{Changes, GossipConfig, MemberStatus, MemberView, NameEvent, Node, NodeTimer};
 pub use record::{CheckRecord, CheckStatus, Health, NodeRecord, ServiceRecord};
 pub use state::ClusterState;

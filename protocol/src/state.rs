@@ -22,8 +22,9 @@ pub enum Merge {
     Applied,
     /// We already had it, or something newer.
     Stale,
-    /// It claims our own node name with another identity: ignored (we are
-    /// the only writer of our record).
+    /// It claims our own node name with another identity, not one of our
+    /// own earlier ones: ignored (we are the only writer of our record),
+    /// counted, and noted as a rival (see [`ClusterState::take_rivals`]).
     Conflict,
     /// It exceeds the limits below: not trusted, not stored.
     Oversized,
@@ -62,6 +63,10 @@ pub const MAX_RECORD_TAGS: usize = 128;
 pub const MAX_RECORD_BYTES: usize = 256 * 1024;
 /// Longest node name (and KV writer name), as `node_name` allows.
 pub const MAX_NAME: usize = 128;
+/// Most rivals for our name noted between two [`ClusterState::take_rivals`]:
+/// one is enough to act on; a bound keeps a flood of forged records from
+/// growing the list.
+const MAX_RIVALS: usize = 16;
 
 /// Whether a record from a peer is within the limits. A local API
 /// registration is held to tighter ones before it gets here.
@@ -138,8 +143,21 @@ pub struct ClusterState {
     /// Records found without a member at the last sweeps, by name: how
     /// many sweeps in a row.
     orphans: BTreeMap<String, u8>,
+    /// Records or our own record changed since the last `take_changed`.
     changed: bool,
+    /// The KV store changed since the last `take_kv_changed`.
+    kv_changed: bool,
     name_conflicts: u64,
+    /// The generation this agent's data dir used before this start: a
+    /// record with it is our own earlier identity, whatever its address.
+    previous_generation: Option<u64>,
+    /// Whether our record is offered to peers (digests, deltas, records
+    /// asked for). A newcomer holds it back until it has checked that no
+    /// live agent holds its name, so a taken name never overwrites the
+    /// holder's record anywhere.
+    claimed: bool,
+    /// Identities that claimed our name since the last `take_rivals`.
+    rivals: Vec<NodeId>,
     refusals: Refusals,
     clock: Clock,
     kv: KvStore,
@@ -163,7 +181,11 @@ impl ClusterState {
             reaped: Reaped::default(),
             orphans: BTreeMap::new(),
             changed: true,
+            kv_changed: true,
             name_conflicts: 0,
+            previous_generation: None,
+            claimed: true,
+            rivals: Vec::new(),
             refusals: Refusals::default(),
             clock: Clock::new(crate::clock::DEFAULT_MAX_CLOCK_DRIFT),
             kv: KvStore::default(),
@@ -230,11 +252,14 @@ impl ClusterState {
         if record.name == self.local_name {
             // An older copy of our own record is merely stale; another
             // identity claiming our name is a conflict.
-            if record.id != self.local().id && record.id.generation >= self.local().id.generation {
-                self.name_conflicts += 1;
-                return Merge::Conflict;
+            if self.is_own_identity(record.id) {
+                return Merge::Stale;
             }
-            return Merge::Stale;
+            self.name_conflicts += 1;
+            if self.rivals.len() < MAX_RIVALS && !self.rivals.contains(&record.id) {
+                self.rivals.push(record.id);
+            }
+            return Merge::Conflict;
         }
         if self.reaped.contains(&record.id) {
             return Merge::Stale;
@@ -249,10 +274,44 @@ impl ClusterState {
         }
     }
 
+    /// Whether `id` is us now or one of our own earlier identities: an
+    /// earlier generation at our address (a restart), or the generation our
+    /// data dir used last (a restart at another address).
+    fn is_own_identity(&self, id: NodeId) -> bool {
+        let local = self.local().id;
+        id == local
+            || (id.addr == local.addr && id.generation < local.generation)
+            || Some(id.generation) == self.previous_generation
+    }
+
+    /// Tells which generation this agent's data dir used before this
+    /// start, so that a record of it is not taken for a rival.
+    pub fn set_previous_generation(&mut self, generation: u64) {
+        self.previous_generation = Some(generation);
+    }
+
+    /// Identities that claimed our name since the last call (at most
+    /// [`MAX_RIVALS`]). The node decides which of them are alive.
+    pub fn take_rivals(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.rivals)
+    }
+
+    /// Whether our record is offered to peers.
+    pub fn claimed(&self) -> bool {
+        self.claimed
+    }
+
+    /// Holds our record back from peers (`false`) or offers it (`true`).
+    pub fn set_claimed(&mut self, claimed: bool) {
+        self.claimed = claimed;
+    }
+
     /// Whether a record with this name and order would be news to us.
     pub fn is_news(&mut self, name: &str, generation: u64, version: u64) -> bool {
         if name == self.local_name {
-            return false;
+            // While our name is unchecked, any other record of it is worth
+            // fetching: it may be a live agent's.
+            return !self.claimed && generation != self.local().id.generation;
         }
         if generation > self.clock.max_generation() {
             self.refusals.clock_drift += 1;
@@ -296,10 +355,17 @@ impl ClusterState {
         self.refusals
     }
 
-    /// Name and order of every record, for anti-entropy.
-    pub fn digest(&self) -> Vec<DigestEntry> {
+    /// Records we offer to peers: all but our own while it is held back.
+    fn offered(&self) -> impl Iterator<Item = &NodeRecord> {
         self.records
             .values()
+            .filter(|record| self.claimed || record.name != self.local_name)
+    }
+
+    /// Name and order of every record we offer, for anti-entropy. Without
+    /// our own (held back), a peer answers with its record of our name.
+    pub fn digest(&self) -> Vec<DigestEntry> {
+        self.offered()
             .map(|record| DigestEntry {
                 name: record.name.clone(),
                 generation: record.id.generation,
@@ -322,8 +388,7 @@ impl ClusterState {
             }
         }
         let missing = self
-            .records
-            .values()
+            .offered()
             .filter(|record| {
                 seen.get(record.name.as_str())
                     .is_none_or(|&order| (record.id.generation, record.version) > order)
@@ -333,10 +398,12 @@ impl ClusterState {
         (missing, wanted)
     }
 
-    /// Copies of the records with these names (unknown names are skipped).
+    /// Copies of the records with these names (unknown names, and ours
+    /// while it is held back, are skipped).
     pub fn records_named(&self, names: &[String]) -> Vec<NodeRecord> {
         names
             .iter()
+            .filter(|name| self.claimed || **name != self.local_name)
             .filter_map(|name| self.records.get(name))
             .cloned()
             .collect()
@@ -349,8 +416,14 @@ impl ClusterState {
 
     /// Mutable access for restoring from disk and collecting tombstones;
     /// changes made here are not reported by [`ClusterState::take_kv_applied`].
+    /// Callers that change it say so with [`ClusterState::mark_kv_changed`].
     pub fn kv_mut(&mut self) -> &mut KvStore {
         &mut self.kv
+    }
+
+    /// Records a change made through [`ClusterState::kv_mut`].
+    pub fn mark_kv_changed(&mut self) {
+        self.kv_changed = true;
     }
 
     /// Applies a KV entry from a peer (a rumor or anti-entropy) if it
@@ -394,7 +467,7 @@ impl ClusterState {
         let received = self.clock.now_ntp64().unwrap_or(0);
         let stored = self.kv.apply_at(entry, received)?;
         self.kv_applied.push(stored.clone());
-        self.changed = true;
+        self.kv_changed = true;
         Some(stored)
     }
 
@@ -579,16 +652,20 @@ impl ClusterState {
         }
     }
 
-    /// Whether anything changed since the last call.
+    /// Whether a node record (ours included) changed since the last call.
     pub fn take_changed(&mut self) -> bool {
         std::mem::replace(&mut self.changed, false)
+    }
+
+    /// Whether the KV store changed since the last call.
+    pub fn take_kv_changed(&mut self) -> bool {
+        std::mem::replace(&mut self.kv_changed, false)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::NodeId;
     use proptest::prelude::*;
 
     fn record(name: &str, port: u16, generation: u64, version: u64) -> NodeRecord {
@@ -673,6 +750,47 @@ mod tests {
         assert_eq!(state.merge(record("local", 8, 5, 5)), Merge::Conflict);
         assert_eq!(state.local().id.addr.port(), 9);
         assert_eq!(state.name_conflicts(), 1);
+    }
+
+    #[test]
+    fn only_other_identities_claiming_our_name_are_rivals() {
+        let mut state = ClusterState::new(record("local", 9, 5, 1));
+        state.set_previous_generation(3);
+        // Our own earlier generations: at our address, or the generation
+        // our data dir used last, wherever it was advertised.
+        assert_eq!(state.merge(record("local", 9, 4, 7)), Merge::Stale);
+        assert_eq!(state.merge(record("local", 8, 3, 7)), Merge::Stale);
+        assert_eq!(state.merge(record("local", 9, 5, 0)), Merge::Stale);
+        assert!(state.take_rivals().is_empty());
+        // Another address, older or newer: a rival, noted once.
+        assert_eq!(state.merge(record("local", 8, 2, 1)), Merge::Conflict);
+        assert_eq!(state.merge(record("local", 8, 2, 2)), Merge::Conflict);
+        assert_eq!(state.merge(record("local", 7, 9, 1)), Merge::Conflict);
+        let rivals: Vec<u16> = state
+            .take_rivals()
+            .iter()
+            .map(|id| id.addr.port())
+            .collect();
+        assert_eq!(rivals, [8, 7]);
+        assert!(state.take_rivals().is_empty());
+        assert_eq!(state.name_conflicts(), 3);
+        assert_eq!(state.local().id.addr.port(), 9);
+    }
+
+    #[test]
+    fn a_held_back_record_is_never_offered() {
+        let mut state = ClusterState::new(record("local", 9, 1, 1));
+        state.merge(record("a", 1, 1, 1));
+        state.set_claimed(false);
+        let names: Vec<String> = state.digest().into_iter().map(|d| d.name).collect();
+        assert_eq!(names, ["a"]);
+        let (missing, _) = state.delta(&[]);
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].name, "a");
+        assert!(state.records_named(&["local".into()]).is_empty());
+        state.set_claimed(true);
+        assert_eq!(state.digest().len(), 2);
+        assert_eq!(state.records_named(&["local".into()]).len(), 1);
     }
 
     #[test]

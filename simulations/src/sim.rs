@@ -150,6 +150,8 @@ impl Simulation {
                 .map_or(GossipConfig::default().remove_down_after, |seconds| {
                     std::time::Duration::from_secs_f64(seconds)
                 }),
+            // Every simulated node has its own name; see the field's docs.
+            check_name: false,
             ..GossipConfig::default()
         };
         let envelope = Envelope::new(cluster_id("shoal-sim"));

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod campaign;
 pub mod relay;
 
 /// Gossip port every test agent uses on its own loopback address.

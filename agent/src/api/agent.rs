@@ -25,7 +25,8 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
         .iter()
         .find(|member| member.id == snapshot.local.id)
         .map(Member::from_view);
-    let counters = &snapshot.counters;
+    let status = state.status();
+    let counters = &status.counters;
     let reload = state.reload.status();
     let count = |status: u8| {
         snapshot
@@ -56,7 +57,10 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "generation": snapshot.local.id.generation,
                 "record_version": snapshot.local.version,
                 "index": snapshot.index,
+                // Another live agent that claims our node name, if any.
+                "name_conflict": snapshot.name_rival.map(|rival| rival.addr.to_string()),
             },
+            "blocking": state.blocking.json(),
             "serf_lan": {
                 "members": snapshot.members.len(),
                 "alive": count(1),
@@ -73,15 +77,15 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "bytes_out": counters.bytes_out,
                 "rejected_envelope": counters.rejected_envelope,
                 "rejected_swim": counters.rejected_swim,
-                "receive_drops": snapshot.receive_drops,
-                "send_failures": snapshot.send_failures,
+                "receive_drops": status.receive_drops,
+                "send_failures": status.send_failures,
                 "synced_records": counters.synced_records,
                 "refused_records": counters.refused_records,
                 "refused_clock_drift": counters.refused_clock_drift,
                 "refused_below_horizon": counters.refused_below_horizon,
                 "refused_kv_quota": counters.refused_kv_quota,
                 "kv_dropped_for_peers": counters.kv_dropped_for_peers,
-                "name_conflicts": snapshot.name_conflicts,
+                "name_conflicts": status.name_conflicts,
             },
             "kv": {
                 "keys": snapshot.kv.len(),

@@ -1,10 +1,22 @@
 //! Consul's blocking queries and index headers.
 //!
-//! Every response carries `X-Consul-Index` (the snapshot index, ≥ 1 and
-//! monotonic per agent) and `X-Consul-KnownLeader: true`. A request with
-//! `?index=N` where N is the current index waits (up to `?wait=`, default
-//! 5 min, at most 10 min) until its own result changes, then answers at once.
+//! Every response carries `X-Consul-Index` (the snapshot index: ≥ 1,
+//! monotonic, and larger after a restart than any index of the previous
+//! run; see `daemon::index`) and `X-Consul-KnownLeader: true`.
+//!
+//! A request with `?index=N` where N is the current index waits (up to
+//! `?wait=`, default 5 min, at most 10 min) until its own result changes,
+//! then answers at once. Any other N is answered at once: a smaller one is
+//! behind, and a larger one cannot be this agent's (the client got it
+//! elsewhere, or the index went back), so waiting for the index to pass it
+//! would leave the client with stale data for its whole wait; Consul resets
+//! such a request to index 0 and answers too.
+//!
+//! A waiting query is woken only by a change to what it reads: the
+//! cluster (catalog, health) or the KV store (KV, flags). It recomputes its
+//! answer then, and returns if the answer differs.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -51,9 +63,68 @@ impl Blocking {
     }
 }
 
+/// What a blocking query reads, hence which changes can change its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watch {
+    /// Membership and node records: catalog and health endpoints.
+    Cluster,
+    /// The KV store: KV and flag endpoints.
+    Kv,
+}
+
+impl Watch {
+    /// The index at which what it reads last changed.
+    fn changed_at(self, snapshot: &Snapshot) -> u64 {
+        match self {
+            Watch::Cluster => snapshot.cluster_index,
+            Watch::Kv => snapshot.kv_index,
+        }
+    }
+}
+
+/// Blocking queries of this agent, for `/v1/agent/self`.
+#[derive(Debug, Default)]
+pub struct BlockingStats {
+    /// Queries waiting now.
+    waiting: AtomicU64,
+    /// Times a waiting query was woken to recompute its answer.
+    wakeups: AtomicU64,
+}
+
+impl BlockingStats {
+    pub fn json(&self) -> Value {
+        serde_json::json!({
+            "waiting": self.waiting.load(Ordering::Relaxed),
+            "wakeups": self.wakeups.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Counts a query as waiting while it lives.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Answers with `compute(snapshot)`; when the request carries the current
 /// index, first waits until that answer changes or the wait runs out.
-pub async fn respond<F>(state: &ApiState, query: &Query, compute: F) -> Result<Response, ApiError>
+/// `watch` says what `compute` reads: other changes don't recompute it.
+pub async fn respond<F>(
+    state: &ApiState,
+    query: &Query,
+    watch: Watch,
+    compute: F,
+) -> Result<Response, ApiError>
 where
     F: Fn(&Snapshot) -> Result<Value, ApiError>,
 {
@@ -61,11 +132,10 @@ where
     let mut snapshot_rx = state.snapshot_rx.clone();
     let mut snapshot = snapshot_rx.borrow_and_update().clone();
     let mut answer = compute(&snapshot);
-    if let Some(index) = blocking.index
-        && index >= snapshot.index
-        && index > 0
-    {
+    if blocking.index == Some(snapshot.index) {
+        let _waiting = Waiting::new(&state.blocking.waiting);
         let first = answer.as_ref().ok().cloned();
+        let mut seen = watch.changed_at(&snapshot);
         let deadline = Instant::now() + blocking.wait;
         loop {
             let changed = tokio::time::timeout_at(deadline, snapshot_rx.changed()).await;
@@ -73,6 +143,11 @@ where
                 break;
             }
             snapshot = snapshot_rx.borrow_and_update().clone();
+            if watch.changed_at(&snapshot) == seen {
+                continue;
+            }
+            seen = watch.changed_at(&snapshot);
+            state.blocking.wakeups.fetch_add(1, Ordering::Relaxed);
             answer = compute(&snapshot);
             if answer.as_ref().ok() != first.as_ref() {
                 break;

@@ -36,7 +36,7 @@ fn service_filter(query: &Query) -> Result<ServiceFilter, ApiError> {
 /// `GET /v1/catalog/services`
 pub async fn services(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    blocking::respond(&state, &query, |snapshot| {
+    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         let service_tags = catalog::service_tags(&snapshot.members);
         Ok(consul_json::catalog_services(&service_tags))
     })
@@ -51,7 +51,7 @@ pub async fn service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
-    blocking::respond(&state, &query, |snapshot| {
+    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
             .map(|(node, service)| consul_json::catalog_service(&node, service));
         Ok(Value::Array(entries.collect()))
@@ -62,7 +62,7 @@ pub async fn service(
 /// `GET /v1/catalog/nodes`
 pub async fn nodes(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    blocking::respond(&state, &query, |snapshot| {
+    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         let nodes = catalog::nodes(&snapshot.members).map(|node| consul_json::node(&node));
         Ok(Value::Array(nodes.collect()))
     })
@@ -77,7 +77,7 @@ pub async fn health_service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
-    blocking::respond(&state, &query, |snapshot| {
+    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
             .map(|(node, service)| consul_json::health_service_entry(&node, service));
         Ok(Value::Array(entries.collect()))
@@ -92,7 +92,7 @@ pub async fn health_checks(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    blocking::respond(&state, &query, |snapshot| {
+    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         let checks = catalog::service_checks(&snapshot.members, &name);
         Ok(Value::Array(
             checks.iter().map(consul_json::cluster_check).collect(),
@@ -117,7 +117,7 @@ pub async fn health_state(
             )
         })?),
     };
-    blocking::respond(&state, &query, |snapshot| {
+    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         let checks = catalog::all_checks(&snapshot.members)
             .into_iter()
             .filter(|found| wanted.is_none_or(|status| found.check.consul_status() == status));
@@ -137,7 +137,7 @@ pub async fn health_node(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    blocking::respond(&state, &query, |snapshot| {
+    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         let checks = catalog::all_checks(&snapshot.members)
             .into_iter()
             .filter(|found| found.node.record.name == node);

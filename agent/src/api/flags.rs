@@ -43,7 +43,7 @@ fn definition_json(stored: &Stored) -> (Value, Option<String>) {
 /// `GET /v1/flags`: every flag with its definition (blocking queries work
 /// as on `/v1/kv`).
 pub async fn list(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
-    blocking::respond(&state, &query, |snapshot| {
+    blocking::respond(&state, &query, blocking::Watch::Kv, |snapshot| {
         let all = snapshot
             .kv
             .prefix(flags::PREFIX)

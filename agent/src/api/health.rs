@@ -9,6 +9,18 @@ use serde_json::{Value, json};
 use shoal_protocol::record::Health;
 
 use super::ApiState;
+use crate::daemon::snapshot::Snapshot;
+
+/// Another live agent claims our node name: one of the two is missing
+/// from the catalog until one is renamed.
+fn name_conflict(state: &ApiState, snapshot: &Snapshot) -> Option<String> {
+    snapshot.name_rival.map(|rival| {
+        format!(
+            "node name `{}` is also claimed by the live agent at {}",
+            state.config.node_name, rival.addr
+        )
+    })
+}
 
 /// `GET /health/live`: the process is up and serving. Always 200.
 pub async fn live() -> Json<Value> {
@@ -16,16 +28,17 @@ pub async fn live() -> Json<Value> {
 }
 
 /// `GET /health/ready`: 200 once the agent has joined the cluster (or has
-/// no seeds to join) and its checks are loaded; 503 with the reason before.
+/// no seeds to join) and its checks are loaded; 503 with the reason before,
+/// and while another live agent claims its node name.
 pub async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
     let snapshot = state.snapshot();
     let joined = state.config.join.is_empty() || snapshot.members.len() > 1;
     let reason = if !joined {
-        Some("not joined to the cluster yet")
+        Some("not joined to the cluster yet".to_string())
     } else if !snapshot.checks_loaded {
-        Some("service definitions not loaded yet")
+        Some("service definitions not loaded yet".to_string())
     } else {
-        None
+        name_conflict(&state, &snapshot)
     };
     match reason {
         None => (StatusCode::OK, Json(json!({ "status": "ready" }))),
@@ -40,7 +53,8 @@ pub async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
 /// unhealthy over all local checks) and member counts. 503 when unhealthy.
 pub async fn summary(State(state): State<ApiState>) -> impl IntoResponse {
     let snapshot = state.snapshot();
-    let health = Health::of(snapshot.local_checks.iter().map(|c| &c.record));
+    let status = state.status();
+    let health = Health::of(status.local_checks.iter().map(|c| &c.record));
     let alive = snapshot
         .members
         .iter()
@@ -59,7 +73,8 @@ pub async fn summary(State(state): State<ApiState>) -> impl IntoResponse {
             "members": snapshot.members.len(),
             "alive_members": alive,
             "services": snapshot.local.services.len(),
-            "checks": snapshot.local_checks.len(),
+            "checks": status.local_checks.len(),
+            "name_conflict": name_conflict(&state, &snapshot),
         })),
     )
 }
@@ -68,10 +83,12 @@ pub async fn summary(State(state): State<ApiState>) -> impl IntoResponse {
 /// last run.
 pub async fn detailed(State(state): State<ApiState>) -> Json<Value> {
     let snapshot = state.snapshot();
-    let health = Health::of(snapshot.local_checks.iter().map(|c| &c.record));
+    let status = state.status();
+    let health = Health::of(status.local_checks.iter().map(|c| &c.record));
     Json(json!({
         "status": health.as_str(),
         "node": state.config.node_name,
-        "checks": super::registry::detailed_checks(&snapshot),
+        "name_conflict": name_conflict(&state, &snapshot),
+        "checks": super::registry::detailed_checks(&status),
     }))
 }

@@ -85,7 +85,7 @@ pub async fn get(
     let keys_only = query.get("keys").is_some();
     let recurse = query.get("recurse").is_some();
     let separator = query.get("separator").map(str::to_string);
-    blocking::respond(&state, &query, |snapshot| {
+    blocking::respond(&state, &query, blocking::Watch::Kv, |snapshot| {
         let kv = &snapshot.kv;
         let body = if keys_only {
             json!(list_keys(kv, &key, separator.as_deref()))

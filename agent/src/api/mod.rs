@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 use crate::daemon::handle::{AgentHandle, KvWriteError, RegistrationError};
-use crate::daemon::snapshot::Snapshot;
+use crate::daemon::snapshot::{Snapshot, Status};
 use crate::registry::RegistryError;
 use shoal_protocol::kv::KvError;
 
@@ -50,7 +50,12 @@ use shoal_protocol::kv::KvError;
 #[derive(Clone)]
 pub struct ApiState {
     pub config: Arc<AgentConfig>,
+    /// The cluster and the KV store; blocking queries wait on it.
     pub snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    /// Counters and local check details; nobody waits on it.
+    pub status_rx: watch::Receiver<Arc<Status>>,
+    /// How blocking queries are doing (`/v1/agent/self`).
+    pub blocking: Arc<blocking::BlockingStats>,
     /// Cancelled to make the agent leave and exit.
     pub shutdown: CancellationToken,
     /// Cancelled once the agent has left the cluster.
@@ -69,6 +74,10 @@ pub struct ApiState {
 impl ApiState {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot_rx.borrow().clone()
+    }
+
+    pub fn status(&self) -> Arc<Status> {
+        self.status_rx.borrow().clone()
     }
 }
 

@@ -15,7 +15,7 @@ use shoal_protocol::record::{CheckStatus, ServiceRecord, worst_status};
 
 use super::{ApiError, ApiState, Query, consul_json};
 use crate::checks::CheckDefinition;
-use crate::daemon::snapshot::{CheckDetail, Snapshot};
+use crate::daemon::snapshot::{CheckDetail, Snapshot, Status};
 use crate::registry::ServiceDefinition;
 use crate::registry::keys::normalize;
 
@@ -74,8 +74,8 @@ pub async fn service(
 
 /// `GET /v1/agent/checks`: id → check.
 pub async fn checks(State(state): State<ApiState>) -> Json<Value> {
-    let snapshot = state.snapshot();
-    let checks: Map<String, Value> = snapshot
+    let status = state.status();
+    let checks: Map<String, Value> = status
         .local_checks
         .iter()
         .map(|c| {
@@ -259,10 +259,10 @@ pub async fn service_maintenance(
 /// Consul answers with: 200 passing, 429 warning, 503 critical.
 fn instance_health(
     state: &ApiState,
-    snapshot: &Snapshot,
+    (snapshot, details): (&Snapshot, &Status),
     matches: impl Fn(&ServiceRecord) -> bool,
 ) -> Option<(StatusCode, Value)> {
-    let node_checks: Vec<&CheckDetail> = snapshot
+    let node_checks: Vec<&CheckDetail> = details
         .local_checks
         .iter()
         .filter(|c| c.service_id.is_none())
@@ -274,7 +274,7 @@ fn instance_health(
             .iter()
             .copied()
             .chain(
-                snapshot
+                details
                     .local_checks
                     .iter()
                     .filter(|c| c.service_id.as_deref() == Some(service.id.as_str())),
@@ -314,13 +314,14 @@ pub async fn health_by_name(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let snapshot = state.snapshot();
-    let (code, body) = instance_health(&state, &snapshot, |s| s.name == name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no local service named `{name}`"),
-        )
-    })?;
+    let (snapshot, status) = (state.snapshot(), state.status());
+    let (code, body) = instance_health(&state, (&snapshot, &status), |s| s.name == name)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no local service named `{name}`"),
+            )
+        })?;
     Ok((code, Json(body)).into_response())
 }
 
@@ -329,8 +330,8 @@ pub async fn health_by_id(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let snapshot = state.snapshot();
-    let (code, body) = instance_health(&state, &snapshot, |s| s.id == id)
+    let (snapshot, status) = (state.snapshot(), state.status());
+    let (code, body) = instance_health(&state, (&snapshot, &status), |s| s.id == id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown service `{id}`")))?;
     let body = body
         .as_array()
@@ -341,8 +342,8 @@ pub async fn health_by_id(
 }
 
 /// For `/health/detailed`: every local check with its details.
-pub fn detailed_checks(snapshot: &Snapshot) -> BTreeMap<String, Value> {
-    snapshot
+pub fn detailed_checks(status: &Status) -> BTreeMap<String, Value> {
+    status
         .local_checks
         .iter()
         .map(|c| {

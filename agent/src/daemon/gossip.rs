@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shoal_protocol::Node;
+use shoal_protocol::{Changes, NameEvent, Node};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::handle::{Command, LiveConfig};
+use super::index::IndexClock;
 use super::registrar::Registrar;
 use super::scheduler::ScheduledTimer;
-use super::snapshot::Snapshot;
+use super::snapshot::{Snapshot, Status};
 use super::sync::SyncService;
 use crate::checks::CheckResult;
 use crate::persist::DataDirGuard;
@@ -34,7 +35,7 @@ pub(super) struct Inputs {
     pub results_rx: mpsc::Receiver<CheckResult>,
 }
 
-/// How often counters are republished when nothing else changes.
+/// How often counters and check details are republished ([`Status`]).
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
 /// How often KV tombstones are collected.
 const KV_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
@@ -49,23 +50,52 @@ pub(super) struct GossipLoop {
     pub socket: Arc<UdpSocket>,
     pub schedule_tx: mpsc::UnboundedSender<ScheduledTimer>,
     pub snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    pub status_tx: watch::Sender<Arc<Status>>,
     pub sync: SyncService,
     pub data_dir: Arc<DataDirGuard>,
     /// Datagrams the receive task dropped because the loop was behind.
     pub receive_drops: Arc<AtomicU64>,
     pub send_failures: u64,
-    pub index: u64,
+    /// `X-Consul-Index`.
+    pub index: IndexClock,
     /// Services and checks registered on this agent.
     pub registrar: Registrar,
     /// The KV store's clock and disk.
     pub kv: crate::kv::KvState,
     /// Test-only: peers whose traffic is dropped.
     pub faults: Arc<super::fault::FaultInjection>,
+    /// Set when another live agent holds our node name: the loop leaves,
+    /// and the agent exits with it.
+    pub name_taken: Option<NameTaken>,
+}
+
+/// Another live agent holds this agent's node name, so it did not join:
+/// its record would have hidden the other agent's services.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "node name `{name}` is already held by the live agent at {holder}, so this agent did not join the cluster; give it another name (--node or node_name), or stop the other agent first"
+)]
+pub struct NameTaken {
+    pub name: String,
+    pub holder: SocketAddr,
 }
 
 impl GossipLoop {
-    /// Runs until the node has left the cluster after `shutdown`.
-    pub async fn run(mut self, mut inputs: Inputs, shutdown: CancellationToken) {
+    /// Runs until the node has left the cluster after `shutdown`, or
+    /// because its name is taken (the error).
+    pub async fn run(
+        mut self,
+        inputs: Inputs,
+        shutdown: CancellationToken,
+    ) -> Result<(), NameTaken> {
+        self.run_until_left(inputs, shutdown).await;
+        match self.name_taken.take() {
+            Some(taken) => Err(taken),
+            None => Ok(()),
+        }
+    }
+
+    async fn run_until_left(&mut self, mut inputs: Inputs, shutdown: CancellationToken) {
         self.set_clock();
         self.node.start();
         self.push_registry(Change::Status);
@@ -123,9 +153,16 @@ impl GossipLoop {
                     self.set_clock();
                     self.kv.housekeeping(&mut self.node);
                 }
-                _ = stats.tick() => self.publish(),
+                _ = stats.tick() => self.publish_status(),
             }
             self.flush();
+            if self.name_taken.is_some() && leave_deadline.is_none() {
+                // Never offered our record: leaving only tells the members
+                // that our address is gone.
+                self.node.begin_leave();
+                leave_deadline = Some(Instant::now() + LEAVE_DEADLINE);
+                self.flush();
+            }
             if self.node.has_left() {
                 tracing::info!("left the cluster");
                 return;
@@ -247,9 +284,44 @@ impl GossipLoop {
                 }
             });
         }
-        if self.node.take_changed() {
-            self.index += 1;
-            self.publish();
+        for event in self.node.take_name_events() {
+            self.on_name_event(event);
+        }
+        let changes = self.node.take_changes();
+        if changes.any() {
+            if let Some(ceiling) = self.index.advance(self.node.kv_index()) {
+                let data_dir = self.data_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(error) = data_dir.store_index_ceiling(ceiling) {
+                        tracing::error!(%error, "could not persist the index ceiling");
+                    }
+                });
+            }
+            self.publish(changes);
+        }
+    }
+
+    /// Logs what happened to our node name; a taken name stops the agent.
+    fn on_name_event(&mut self, event: NameEvent) {
+        let name = self.node.local_record().name;
+        match event {
+            NameEvent::Taken { holder } => {
+                let taken = NameTaken {
+                    name,
+                    holder: holder.addr,
+                };
+                tracing::error!(holder = %holder, "{taken}");
+                self.name_taken = Some(taken);
+            }
+            NameEvent::Conflict { rival } => tracing::error!(
+                rival = %rival,
+                "node name `{name}` is also claimed by the live agent at {}: the catalog shows only one of the two agents' services; rename one of them (--node or node_name)",
+                rival.addr
+            ),
+            NameEvent::Resolved { rival } => tracing::info!(
+                rival = %rival,
+                "the other agent that claimed node name `{name}` is gone"
+            ),
         }
     }
 
@@ -259,19 +331,52 @@ impl GossipLoop {
         }
     }
 
-    fn publish(&self) {
+    /// Publishes a snapshot with what changed, reusing the rest of the
+    /// previous one (the membership is not copied again for a KV write),
+    /// and the status with it.
+    fn publish(&mut self, changes: Changes) {
+        let index = self.index.current();
+        let previous = self.snapshot_tx.borrow().clone();
+        let cluster = changes.cluster || !previous.checks_loaded;
         let snapshot = Snapshot {
-            index: self.index,
-            local: self.node.local_record(),
-            members: self.node.members(),
-            local_checks: self.registrar.check_details(),
-            kv: self.node.kv(),
+            index,
+            cluster_index: if cluster {
+                index
+            } else {
+                previous.cluster_index
+            },
+            kv_index: if changes.kv { index } else { previous.kv_index },
+            local: if cluster {
+                self.node.local_record()
+            } else {
+                previous.local.clone()
+            },
+            members: if cluster {
+                Arc::new(self.node.members())
+            } else {
+                previous.members.clone()
+            },
+            kv: if changes.kv {
+                self.node.kv()
+            } else {
+                previous.kv.clone()
+            },
             checks_loaded: true,
+            name_rival: self.node.name_rival(),
+        };
+        self.snapshot_tx.send_replace(Arc::new(snapshot));
+        self.publish_status();
+    }
+
+    /// Publishes counters and check details; wakes no blocking query.
+    fn publish_status(&self) {
+        let status = Status {
             counters: self.node.counters().clone(),
             name_conflicts: self.node.name_conflicts(),
             send_failures: self.send_failures,
             receive_drops: self.receive_drops.load(Ordering::Relaxed),
+            local_checks: self.registrar.check_details(),
         };
-        self.snapshot_tx.send_replace(Arc::new(snapshot));
+        self.status_tx.send_replace(Arc::new(status));
     }
 }

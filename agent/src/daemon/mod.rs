@@ -9,6 +9,7 @@
 //! - [`sync`]: TCP anti-entropy exchanges.
 //! - [`rate`]: the per-peer rate limit on exchanges accepted.
 //! - [`snapshot`]: what readers see.
+//! - [`index`]: `X-Consul-Index`, monotonic across restarts.
 //! - [`registrar`]: the loop's side of the registry: check runners and
 //!   persistence of API registrations.
 //! - [`reload`]: config hot reload (file watch, SIGHUP, `PUT /v1/agent/reload`).
@@ -18,6 +19,7 @@ pub mod fault;
 pub mod gossip;
 pub mod handle;
 pub mod http;
+pub mod index;
 pub mod rate;
 pub mod registrar;
 pub mod reload;
@@ -114,10 +116,13 @@ pub async fn run(
     } = identity(&config, &data_dir)?;
     let tasks = Tasks::default();
     let (agent, commands_rx) = handle::channel();
-    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(first_snapshot(&node)));
+    let index = start_index(&data_dir, &mut node)?;
+    let kv = open_kv(&config, &data_dir, &mut node, keyring.clone(), &tasks)?;
+    let (snapshot_tx, snapshot_rx) =
+        watch::channel(Arc::new(first_snapshot(&node, index.current())));
+    let (status_tx, status_rx) = watch::channel(Arc::default());
     let (schedule_tx, timers_rx) = spawn_scheduler(&tasks);
     let (registrar, results_rx) = spawn_registry(&config, &data_dir, snapshot_rx.clone(), &tasks)?;
-    let kv = open_kv(&config, &data_dir, &mut node, keyring.clone(), &tasks)?;
     let faults = Arc::new(FaultInjection::new(config.fault_injection));
     let transport = spawn_transport(
         listeners.udp,
@@ -141,6 +146,8 @@ pub async fn run(
             config: config.clone(),
             reload,
             snapshot_rx,
+            status_rx,
+            blocking: Default::default(),
             shutdown: shutdown.clone(),
             left: left.clone(),
             agent,
@@ -164,14 +171,16 @@ pub async fn run(
         socket: transport.socket,
         schedule_tx,
         snapshot_tx,
+        status_tx,
         sync: transport.sync,
         data_dir,
         receive_drops: transport.receive_drops,
         send_failures: 0,
-        index: 1,
+        index,
         registrar,
         kv,
         faults,
+        name_taken: None,
     };
     let inputs = Inputs {
         timers_rx,
@@ -179,11 +188,11 @@ pub async fn run(
         commands_rx,
         results_rx,
     };
-    gossip.run(inputs, shutdown).await;
+    let outcome = gossip.run(inputs, shutdown).await;
 
     left.cancel();
     tasks.stop().await;
-    Ok(())
+    Ok(outcome?)
 }
 
 /// The agent's background tasks: one token stops them all, and the tracker
@@ -229,6 +238,7 @@ fn identity(config: &AgentConfig, data_dir: &DataDirGuard) -> anyhow::Result<Ide
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)
         .unwrap_or_default();
+    let previous_generation = data_dir.last_generation()?;
     let generation = data_dir.next_generation(now_millis)?;
     let drift = u64::try_from(config.gossip.max_clock_drift.as_millis()).unwrap_or(u64::MAX);
     if generation > now_millis.saturating_add(drift) {
@@ -252,13 +262,18 @@ fn identity(config: &AgentConfig, data_dir: &DataDirGuard) -> anyhow::Result<Ide
         None => Keyring::default(),
     };
     let envelope = Envelope::with_keyring(cluster_id(&config.cluster), keyring.clone());
-    let node = Node::new(
+    let mut node = Node::new(
         record,
         config.gossip.clone(),
         envelope.clone(),
         // From the OS: it also seeds the nonces of sealed datagrams.
         rand::random(),
     );
+    if let Some(previous) = previous_generation {
+        // Our record from before a restart at another address is ours, not
+        // another agent's holding our name.
+        node.set_previous_generation(previous);
+    }
     Ok(Identity {
         node,
         envelope,
@@ -266,20 +281,28 @@ fn identity(config: &AgentConfig, data_dir: &DataDirGuard) -> anyhow::Result<Ide
     })
 }
 
+/// The first `X-Consul-Index` of this start (see [`index`]): above every
+/// index of earlier starts. Its ceiling is on disk before anyone sees it,
+/// and the (still empty) KV store counts on from it.
+fn start_index(data_dir: &DataDirGuard, node: &mut Node) -> anyhow::Result<index::IndexClock> {
+    let clock = index::IndexClock::start_now(data_dir.index_ceiling()?);
+    data_dir.store_index_ceiling(clock.ceiling())?;
+    node.with_kv(|kv| kv.raise_index(clock.current()));
+    Ok(clock)
+}
+
 /// What readers see before the loop publishes: ourselves alone, nothing
 /// loaded yet.
-fn first_snapshot(node: &Node) -> Snapshot {
+fn first_snapshot(node: &Node, index: u64) -> Snapshot {
     Snapshot {
-        index: 1,
+        index,
+        cluster_index: index,
+        kv_index: index,
         local: node.local_record(),
-        members: node.members(),
-        local_checks: Vec::new(),
+        members: Arc::new(node.members()),
         kv: Default::default(),
         checks_loaded: false,
-        counters: Default::default(),
-        name_conflicts: 0,
-        send_failures: 0,
-        receive_drops: 0,
+        name_rival: None,
     }
 }
 

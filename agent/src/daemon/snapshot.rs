@@ -1,30 +1,53 @@
-//! The immutable view of the cluster that readers (HTTP handlers, CLI) see.
-//! The gossip loop publishes a new one after every change, so a busy API
-//! never slows the loop down.
+//! What readers (HTTP handlers, CLI) see of the agent, published by the
+//! gossip loop so that a busy API never slows the loop down, in two
+//! channels:
+//!
+//! - [`Snapshot`]: the cluster and the KV store, published when they
+//!   change, and only then: blocking queries wait on it, so every publish
+//!   wakes them.
+//! - [`Status`]: counters and the local checks' run details, which move
+//!   all the time; published on a timer too, and waited on by nobody.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use shoal_protocol::node::Counters;
 use shoal_protocol::record::CheckRecord;
-use shoal_protocol::{MemberView, NodeRecord};
+use shoal_protocol::{MemberView, NodeId, NodeRecord};
 
-/// One published state of the agent: cluster, registry, KV and counters.
+/// One published state of the cluster and the KV store.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    /// Bumped on every publish that carries a change (never 0), for
-    /// `X-Consul-Index`.
+    /// Bumped on every publish, which always carries a change, for
+    /// `X-Consul-Index`: never 0, never below a KV `ModifyIndex`, and
+    /// larger than any index of an earlier start (see `daemon::index`).
     pub index: u64,
+    /// The `index` at which the membership or a node record (ours
+    /// included) last changed: catalog and health queries wait on it.
+    pub cluster_index: u64,
+    /// The `index` at which the KV store last changed: KV and flag
+    /// queries wait on it.
+    pub kv_index: u64,
     /// Our own record (services included).
     pub local: NodeRecord,
-    /// The membership table, ourselves included, sorted by name.
-    pub members: Vec<MemberView>,
-    /// Every local check, with its full output.
-    pub local_checks: Vec<CheckDetail>,
+    /// The membership table, ourselves included, sorted by name; shared
+    /// with the previous snapshot when only the KV changed.
+    pub members: Arc<Vec<MemberView>>,
     /// The KV store (an O(1) copy of a persistent map).
     pub kv: shoal_protocol::kv::KvStore,
     /// Whether the configured services and checks are loaded.
     pub checks_loaded: bool,
-    /// Gossip counters as of this snapshot.
+    /// A live agent elsewhere that also claims our node name (see
+    /// `shoal_protocol::node::NameEvent`).
+    pub name_rival: Option<NodeId>,
+}
+
+/// Counters and local check details: they change with every datagram and
+/// check run, so they are published apart from [`Snapshot`], on a timer and
+/// with every snapshot, and wake no blocking query.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// Gossip counters.
     pub counters: Counters,
     /// Records that claimed our node name with another identity.
     pub name_conflicts: u64,
@@ -32,6 +55,8 @@ pub struct Snapshot {
     pub send_failures: u64,
     /// Datagrams dropped before the loop because it was too busy.
     pub receive_drops: u64,
+    /// Every local check, with its full output and last run.
+    pub local_checks: Vec<CheckDetail>,
 }
 
 /// A check registered on this agent in full detail, as the agent's own

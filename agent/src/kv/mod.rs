@@ -265,12 +265,12 @@ impl KvState {
                 .filter(|s| s.entry.key != KEYRING_KEY)
                 .map(|s| s.entry.key.clone())
                 .collect(),
+            // Always a tombstone, even for a key we don't hold live: a
+            // write acknowledged elsewhere may still be on its way here, and
+            // a delete issued after it must win wherever it arrives.
             KvRequest::Delete { key, .. } => {
                 validate_key(key)?;
-                kv.get(key)
-                    .filter(|s| !s.entry.deleted)
-                    .map(|s| vec![s.entry.key.clone()])
-                    .unwrap_or_default()
+                vec![key.clone()]
             }
         };
         let (target, cas) = match &request {

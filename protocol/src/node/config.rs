@@ -52,6 +52,13 @@ pub struct GossipConfig {
     /// which makes healthy nodes rejoin under packet loss. It is a field
     /// only so the simulator's regression scenario can show the defect.
     pub notify_down_members: bool,
+    /// A node with seeds checks, in the first anti-entropy exchange it
+    /// completes, that no live member holds its node name before it offers
+    /// its record, and refuses to join when one does (see
+    /// [`crate::node::NameEvent`]). Default on; the simulator turns it off:
+    /// its nodes have distinct names, and a converged bootstrap skips the
+    /// exchanges the check waits for.
+    pub check_name: bool,
     /// How far ahead of this node's clock a peer's KV write times and
     /// record generations may be (default 30 s); anything further is
     /// refused and counted. Raise it only if hosts' clocks really drift
@@ -81,6 +88,7 @@ impl Default for GossipConfig {
             remove_down_after: Duration::from_secs(24 * 3600),
             local_health: true,
             notify_down_members: false,
+            check_name: true,
             max_clock_drift: crate::clock::DEFAULT_MAX_CLOCK_DRIFT,
             kv_max_bytes: crate::state::DEFAULT_KV_MAX_BYTES,
         }

@@ -14,6 +14,8 @@
 //! - `join`: announcing to seeds, rejoining, telling the declared-down,
 //!   leaving.
 //! - `members`: [`MemberView`], [`MemberStatus`], the membership table.
+//! - `name`: checking that nobody else holds our node name
+//!   ([`NameEvent`]).
 //! - `sync`: the anti-entropy step function ([`Node::sync_open`],
 //!   [`Node::on_sync`]).
 //! - `pages`: the KV pages of an exchange (a walk over the differing
@@ -27,6 +29,7 @@ mod config;
 mod effects;
 mod join;
 mod members;
+mod name;
 mod pages;
 mod peers;
 mod sync;
@@ -43,6 +46,7 @@ use rand::{RngExt, SeedableRng};
 pub use config::GossipConfig;
 pub use effects::{Effects, NodeTimer};
 pub use members::{MemberStatus, MemberView};
+pub use name::NameEvent;
 pub use peers::max_learned;
 
 use crate::envelope::{Envelope, EnvelopeError, PayloadKind};
@@ -88,6 +92,22 @@ pub struct Counters {
     pub kv_dropped_for_peers: u64,
 }
 
+/// What changed in a node since the driver last asked
+/// ([`Node::take_changes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The membership table or a node record, ours included.
+    pub cluster: bool,
+    /// The KV store.
+    pub kv: bool,
+}
+
+impl Changes {
+    pub fn any(self) -> bool {
+        self.cluster || self.kv
+    }
+}
+
 /// Why a datagram was dropped. Nothing in the node changed.
 #[derive(Debug, thiserror::Error)]
 pub enum DatagramError {
@@ -118,8 +138,15 @@ pub struct Node {
     rejoin_token: u32,
     rejoin_backoff: Duration,
     phase: Phase,
+    /// The membership or a node record (ours included) changed.
     changed: bool,
     renewed: Option<NodeId>,
+    /// Another live agent held our name when we checked it: we never
+    /// claim it (see `name`).
+    name_taken: bool,
+    /// The live agent that also claims the name we hold.
+    name_rival: Option<NodeId>,
+    name_events: Vec<name::NameEvent>,
     /// Identities we hold as down, by address, to answer their datagrams
     /// with `TurnUndead` (see [`Node::tell_if_declared_down`]).
     down: HashMap<SocketAddr, NodeId>,
@@ -139,6 +166,10 @@ impl Node {
     /// A node that has not contacted anyone yet; call [`Node::start`].
     pub fn new(local: NodeRecord, config: GossipConfig, envelope: Envelope, seed: u64) -> Self {
         let mut state = ClusterState::new(local.clone());
+        // A node with seeds joins a cluster that may hold its name already:
+        // it offers its record only once the name is checked (see `name`).
+        let joins = config.seeds.iter().any(|seed| *seed != local.id.addr);
+        state.set_claimed(!(config.check_name && joins));
         state.set_limits(config.max_clock_drift, config.kv_max_bytes);
         let state = Arc::new(Mutex::new(state));
         let health = LocalHealth::new(config.local_health, config.probe_rtt / 2);
@@ -165,6 +196,9 @@ impl Node {
             phase: Phase::Running,
             changed: true,
             renewed: None,
+            name_taken: false,
+            name_rival: None,
+            name_events: Vec::new(),
             down: HashMap::new(),
             pull_timer: false,
             counters: Counters::default(),
@@ -242,7 +276,13 @@ impl Node {
                     self.effects.syncs.push(peer);
                 }
                 self.sweep_orphans();
-                let next = self.jittered(self.config.anti_entropy_interval);
+                // A newcomer retries soon: its record waits on an exchange.
+                let mean = if self.name_claimed() {
+                    self.config.anti_entropy_interval
+                } else {
+                    self.config.rejoin_min
+                };
+                let next = self.jittered(mean);
                 self.effects.timers.push((next, NodeTimer::AntiEntropy));
             }
             NodeTimer::FinishLeave => {
@@ -257,10 +297,14 @@ impl Node {
         self.after_swim();
     }
 
-    /// Changes our own record (bumping its version) and gossips it.
+    /// Changes our own record (bumping its version) and gossips it (once
+    /// our name is claimed; see `name`).
     pub fn update_local(&mut self, change: impl FnOnce(&mut NodeRecord)) {
         let record = self.lock_state().update_local(change).clone();
         self.changed = true;
+        if !self.name_claimed() {
+            return;
+        }
         if let Err(error) = self.swim.add_broadcast(&Rumor::encode_for(&record)) {
             debug_assert!(false, "our own rumor was refused: {error}");
         }
@@ -288,7 +332,6 @@ impl Node {
     /// time that is not the newest) or the store would exceed its quota.
     pub fn write_kv(&mut self, entry: KvEntry) -> Result<Stored, KvError> {
         let stored = self.lock_state().apply_local_kv(Arc::new(entry.clone()))?;
-        self.changed = true;
         let rumor = Rumor::encode_kv(&entry, self.identity().addr);
         if let Err(error) = self.swim.add_broadcast(&rumor) {
             debug_assert!(false, "our own KV rumor was refused: {error}");
@@ -313,9 +356,8 @@ impl Node {
         };
         let cutoff = now.saturating_sub(crate::clock::ntp64(grace));
         let collected = state.kv_mut().collect_tombstones(cutoff);
-        drop(state);
         if !collected.is_empty() {
-            self.changed = true;
+            state.mark_kv_changed();
         }
         collected
     }
@@ -361,9 +403,14 @@ impl Node {
     /// and horizon). Changes made here are not gossiped, and skip the
     /// checks on peers' entries.
     pub fn with_kv<T>(&mut self, change: impl FnOnce(&mut KvStore) -> T) -> T {
-        let result = change(self.lock_state().kv_mut());
-        self.changed = true;
-        result
+        let mut state = self.lock_state();
+        state.mark_kv_changed();
+        change(state.kv_mut())
+    }
+
+    /// The KV store's local change counter (see [`KvStore::index`]).
+    pub fn kv_index(&self) -> u64 {
+        self.lock_state().kv().index()
     }
 
     /// KV entries applied (by anyone) since the last call: the driver
@@ -377,10 +424,23 @@ impl Node {
         &mut self.effects
     }
 
-    /// Whether the membership or any record changed since the last call.
+    /// What changed since the last call: the membership and node records
+    /// (ours included), and the KV store, apart, so that readers of one are
+    /// not woken by changes to the other.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut state = self.lock_state();
+        let records = state.take_changed();
+        let kv = state.take_kv_changed();
+        drop(state);
+        Changes {
+            cluster: std::mem::replace(&mut self.changed, false) | records,
+            kv,
+        }
+    }
+
+    /// Whether anything changed since the last call.
     pub fn take_changed(&mut self) -> bool {
-        let state_changed = self.lock_state().take_changed();
-        std::mem::replace(&mut self.changed, false) | state_changed
+        self.take_changes().any()
     }
 
     /// A new identity foca took after the cluster declared us down; the
@@ -468,6 +528,7 @@ impl Node {
                 debug_assert!(false, "foca refused a resized config: {error}");
             }
         }
+        self.check_name(false);
         let due = self.lock_state().pulls_mut().take_due();
         self.start_pulls(due);
         self.counters.datagrams_out += self.effects.datagrams.len() as u64;

@@ -56,11 +56,15 @@ impl Node {
                 let kv = self.answer_page(delta.kv);
                 self.merge_records(delta.records);
                 self.learn_members(&delta.members);
+                // We hold the responder's records now.
+                self.check_name(true);
                 (Some(SyncMessage::Records(Records { records, kv })), whole)
             }
             SyncMessage::Records(records) => {
                 let whole = records.kv.is_whole();
                 self.merge_records(records.records);
+                // We hold the initiator's records now (KV pages may follow).
+                self.check_name(true);
                 (self.continue_pages(records.kv), whole)
             }
             SyncMessage::Kv(page) => {
@@ -130,10 +134,10 @@ impl Node {
             return;
         }
         state.kv_mut().remove(&lacked);
+        state.mark_kv_changed();
         drop(state);
         self.counters.kv_dropped_for_peers += lacked.len() as u64;
         self.kv_dropped.extend(lacked);
-        self.changed = true;
     }
 
     /// Merges records received by anti-entropy; returns how many were news.
