@@ -2,9 +2,11 @@
 //! last-writer-wins on `(generation, version)`, and the KV store with the
 //! checks every peer's entry passes (limits, clock drift, the collection
 //! horizon, the quota; see [`ClusterState::apply_kv`]).
+//!
+//! - `peers`: the digests being pulled and the records of members that
+//!   are gone (what peers make the state hold, bounded).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::clock::Clock;
@@ -12,8 +14,11 @@ use crate::identity::NodeId;
 use crate::kv::{KvEntry, KvError, KvStore, Stored};
 use crate::pull::PendingPulls;
 use crate::record::NodeRecord;
-use crate::rumor::RumorKey;
 use crate::sync::DigestEntry;
+
+mod peers;
+
+use peers::Reaped;
 
 /// What merging one record did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,40 +100,6 @@ pub fn kv_within_limits(entry: &KvEntry) -> bool {
     crate::kv::validate_key(&entry.key).is_ok()
         && entry.value.len() <= crate::kv::MAX_VALUE
         && entry.writer.len() <= MAX_NAME
-}
-
-/// Identities of forgotten members remembered at most.
-const MAX_REAPED: usize = 4096;
-
-/// The identities of the last [`MAX_REAPED`] members foca forgot, oldest
-/// first out.
-#[derive(Debug, Default)]
-struct Reaped {
-    order: VecDeque<NodeId>,
-    set: HashSet<NodeId>,
-}
-
-impl Reaped {
-    fn insert(&mut self, id: NodeId) {
-        if self.set.insert(id) {
-            self.order.push_back(id);
-            if self.order.len() > MAX_REAPED
-                && let Some(oldest) = self.order.pop_front()
-            {
-                self.set.remove(&oldest);
-            }
-        }
-    }
-
-    fn remove(&mut self, id: &NodeId) {
-        if self.set.remove(id) {
-            self.order.retain(|other| other != id);
-        }
-    }
-
-    fn contains(&self, id: &NodeId) -> bool {
-        !self.set.is_empty() && self.set.contains(id)
-    }
 }
 
 /// All node records this agent knows, its own included.
@@ -534,124 +505,6 @@ impl ClusterState {
         std::mem::take(&mut self.kv_applied)
     }
 
-    /// The digests being pulled (see [`crate::pull`]).
-    pub fn pulls_mut(&mut self) -> &mut PendingPulls {
-        &mut self.pulls
-    }
-
-    /// A tick of the pulls: the retries that are due (see
-    /// [`PendingPulls::tick`]).
-    pub fn tick_pulls(&mut self) -> Vec<crate::pull::PullSource> {
-        let mut pulls = std::mem::take(&mut self.pulls);
-        let due = pulls.tick(|key| self.wants(key));
-        self.pulls = pulls;
-        due
-    }
-
-    /// Whether what `key` names is still news to us (a pull is still
-    /// wanted).
-    pub fn wants(&self, key: &RumorKey) -> bool {
-        match key {
-            RumorKey::Node {
-                name,
-                order: (generation, version),
-            } => match self.records.get(name) {
-                Some(current) => (*generation, *version) > (current.id.generation, current.version),
-                None => true,
-            },
-            // Only whether ours is older: the time checks ran when the
-            // digest came (`kv_is_news`) and run again on what arrives.
-            RumorKey::Kv {
-                key,
-                order: (time, writer),
-            } => match self.kv.get(key) {
-                Some(stored) => (*time, writer) > (stored.entry.time, &stored.entry.writer),
-                None => true,
-            },
-        }
-    }
-
-    /// foca forgot the member `id` (down longer than `remove_down_after`):
-    /// drops its record, and any older one at its address, unless it is
-    /// ours. Returns the names dropped.
-    pub fn forget_member(&mut self, id: NodeId) -> Vec<String> {
-        if id == self.local().id {
-            return Vec::new();
-        }
-        self.reaped.insert(id);
-        let doomed: Vec<String> = self
-            .records
-            .values()
-            .filter(|record| {
-                record.name != self.local_name
-                    && record.id.addr == id.addr
-                    && record.id.generation <= id.generation
-            })
-            .map(|record| record.name.clone())
-            .collect();
-        self.remove_records(&doomed);
-        doomed
-    }
-
-    /// A member came up: its record is welcome again (a member foca forgot
-    /// can come back with the same identity after a long partition).
-    pub fn member_up(&mut self, id: NodeId) {
-        self.reaped.remove(&id);
-    }
-
-    /// Drops the records that no member backs any more: records whose
-    /// member foca does not know (`known`: the newest generation foca holds
-    /// at each address, down members included), or whose address a newer
-    /// identity took under another name. A record is dropped only when the
-    /// previous sweep found it orphaned too, so one that arrived before its
-    /// member (a rumor can beat foca's member update) has a whole sweep
-    /// interval to be claimed; a dropped record is not taken back from
-    /// peers (see [`ClusterState::member_up`]). Returns the names dropped.
-    pub fn sweep_orphans(&mut self, known: &HashMap<SocketAddr, u64>) -> Vec<String> {
-        let mut newest: HashMap<SocketAddr, u64> = HashMap::new();
-        for record in self.records.values() {
-            let generation = newest.entry(record.id.addr).or_default();
-            *generation = (*generation).max(record.id.generation);
-        }
-        let mut orphans = BTreeMap::new();
-        for record in self.records.values() {
-            let backed = record.name == self.local_name
-                || (known
-                    .get(&record.id.addr)
-                    .is_some_and(|&generation| generation >= record.id.generation)
-                    && newest.get(&record.id.addr) == Some(&record.id.generation));
-            if !backed {
-                let sweeps = self.orphans.get(&record.name).copied().unwrap_or(0);
-                orphans.insert(record.name.clone(), sweeps.saturating_add(1));
-            }
-        }
-        let doomed: Vec<String> = orphans
-            .iter()
-            .filter(|(_, sweeps)| **sweeps >= 2)
-            .map(|(name, _)| name.clone())
-            .collect();
-        self.orphans = orphans;
-        // Peers that still hold them must not bring them back (each would
-        // keep handing them to the other): taken back only if their member
-        // comes up.
-        for name in &doomed {
-            if let Some(record) = self.records.get(name) {
-                self.reaped.insert(record.id);
-            }
-        }
-        self.remove_records(&doomed);
-        doomed
-    }
-
-    fn remove_records(&mut self, names: &[String]) {
-        for name in names {
-            if self.records.remove(name).is_some() {
-                self.orphans.remove(name);
-                self.changed = true;
-            }
-        }
-    }
-
     /// Whether a node record (ours included) changed since the last call.
     pub fn take_changed(&mut self) -> bool {
         std::mem::replace(&mut self.changed, false)
@@ -667,6 +520,8 @@ impl ClusterState {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
 
     fn record(name: &str, port: u16, generation: u64, version: u64) -> NodeRecord {
         let mut record = NodeRecord::new(
