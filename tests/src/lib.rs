@@ -74,6 +74,33 @@ pub struct AgentOptions {
     pub args: Vec<String>,
 }
 
+/// A `[gossip]` section that re-announces to seeds and exchanges state
+/// often, so that healed partitions and restarts are noticed in seconds.
+pub const QUICK_GOSSIP: &str =
+    "[gossip]\nreannounce_interval = \"1s\"\npush_pull_interval = \"2s\"\n";
+
+impl AgentOptions {
+    /// Options for an agent called `name`; the rest default.
+    pub fn named(name: impl Into<String>) -> AgentOptions {
+        AgentOptions {
+            name: name.into(),
+            ..AgentOptions::default()
+        }
+    }
+
+    /// Writes `config` to `path` and returns options that start the agent
+    /// with `--config path` and then `extra_args`.
+    pub fn with_config_file(path: &Path, config: &str, extra_args: &[&str]) -> AgentOptions {
+        std::fs::write(path, config).expect("write agent config");
+        let mut args = vec!["--config".to_string(), path.display().to_string()];
+        args.extend(extra_args.iter().map(|arg| arg.to_string()));
+        AgentOptions {
+            args,
+            ..AgentOptions::default()
+        }
+    }
+}
+
 /// A running `shoal agent` process, killed on drop.
 pub struct Agent {
     pub name: String,
@@ -100,6 +127,27 @@ impl Agent {
         };
         agent.spawn();
         agent
+    }
+
+    /// Starts an agent called `name` with `args` and waits until its API
+    /// answers `/health/live`.
+    pub fn start_serving(root: &Path, name: &str, args: &[&str]) -> Agent {
+        let agent = Agent::start(
+            root,
+            AgentOptions {
+                args: args.iter().map(|a| a.to_string()).collect(),
+                ..AgentOptions::named(name)
+            },
+        );
+        agent.wait_serving();
+        agent
+    }
+
+    /// Waits (up to 15 s) until this agent's API answers `/health/live`.
+    pub fn wait_serving(&self) {
+        wait_for(Duration::from_secs(15), "the agent to serve", || {
+            self.get("/health/live").map(|_| ())
+        });
     }
 
     fn spawn(&mut self) {
@@ -252,6 +300,39 @@ impl Agent {
         }
     }
 
+    /// `DELETE /v1/kv/key`; the HTTP status.
+    pub fn kv_delete(&self, key: &str) -> Result<u16, String> {
+        http_json("DELETE", self.http_addr(), &format!("/v1/kv/{key}"), None)
+            .map(|(status, _)| status)
+    }
+
+    /// Waits until `key` reads as `expected` (`None`: absent) on this agent.
+    pub fn wait_kv(&self, key: &str, expected: Option<&str>, timeout: Duration) {
+        wait_for(
+            timeout,
+            &format!("{} to see {key} = {expected:?}", self.name),
+            || {
+                let value = self.kv_get(key)?;
+                if value.as_deref() == expected {
+                    Ok(())
+                } else {
+                    Err(format!("{value:?}"))
+                }
+            },
+        );
+    }
+
+    /// `PUT /v1/agent/service/register` with `registration`; the status
+    /// and body.
+    pub fn register_service(&self, registration: &Value) -> Result<(u16, Value), String> {
+        http_json(
+            "PUT",
+            self.http_addr(),
+            "/v1/agent/service/register",
+            Some(registration.to_string().as_bytes()),
+        )
+    }
+
     /// Runs `shoal <args>` against this agent's API.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(shoal_bin())
@@ -278,34 +359,14 @@ pub fn http_json(
     path: &str,
     body: Option<&[u8]>,
 ) -> Result<(u16, Value), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = format!("http://{addr}{path}");
-    let response = match (method, body) {
-        ("GET", _) => agent.get(&url).call(),
-        ("DELETE", Some(body)) => agent.delete(&url).force_send_body().send(body),
-        ("DELETE", None) => agent.delete(&url).call(),
-        ("PUT", Some(body)) => agent.put(&url).send(body),
-        ("PUT", None) => agent.put(&url).send_empty(),
-        ("POST", Some(body)) => agent.post(&url).send(body),
-        ("POST", None) => agent.post(&url).send_empty(),
-        _ => return Err(format!("unsupported method {method}")),
-    };
-    let mut response = response.map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
-    let value = if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    Ok((status, value))
+    // The campaign's client, with a timeout long enough for any test; the
+    // tests only need the error text.
+    campaign::client::call(method, addr, path, body, Duration::from_secs(10)).map_err(|error| {
+        match error {
+            campaign::client::CallError::NotSent(text)
+            | campaign::client::CallError::Unknown(text) => text,
+        }
+    })
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` and the last

@@ -71,9 +71,8 @@ timeout = "1s"
     let first = Agent::start(
         root,
         AgentOptions {
-            name: "node-0".into(),
             args: vec!["--config".into(), config.display().to_string()],
-            ..AgentOptions::default()
+            ..AgentOptions::named("node-0")
         },
     );
     let seed = vec![first.gossip_addr()];
@@ -82,9 +81,8 @@ timeout = "1s"
         agents.push(Agent::start(
             root,
             AgentOptions {
-                name: format!("node-{i}"),
                 join: seed.clone(),
-                ..AgentOptions::default()
+                ..AgentOptions::named(format!("node-{i}"))
             },
         ));
     }
@@ -282,10 +280,9 @@ fn bad_registrations_are_refused_and_change_nothing() {
     let agent = Agent::start(
         root.path(),
         AgentOptions {
-            name: "solo".into(),
             // The exec check at the end is registered through the API.
             args: vec!["--enable-script-checks".into()],
-            ..AgentOptions::default()
+            ..AgentOptions::named("solo")
         },
     );
     wait_for(Duration::from_secs(15), "the agent to answer", || {
@@ -341,13 +338,7 @@ fn bad_registrations_are_refused_and_change_nothing() {
         "Name": "worker",
         "Check": {"CheckID": "worker-exec", "Args": ["/no/such/binary", "--flag"], "Interval": "300ms"}
     });
-    let (status, answer) = http_json(
-        "PUT",
-        agent.http_addr(),
-        "/v1/agent/service/register",
-        Some(registration.to_string().as_bytes()),
-    )
-    .unwrap();
+    let (status, answer) = agent.register_service(&registration).unwrap();
     assert_eq!(status, 200, "{answer}");
     let check: Value = wait_for(Duration::from_secs(10), "the exec check to run", || {
         let checks = agent.get("/v1/agent/checks")?;

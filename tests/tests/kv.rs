@@ -5,42 +5,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use shoal_tests::{Agent, AgentOptions, Cluster, http_json, wait_for};
+use shoal_tests::{AgentOptions, Cluster, QUICK_GOSSIP, http_json, wait_for};
 
 /// Agents with fault injection and a short seed re-announce, so a healed
 /// partition is found again within seconds.
 fn options(root: &std::path::Path) -> impl Fn(usize) -> AgentOptions + '_ {
     move |i| {
         let config = root.join(format!("gossip-{i}.toml"));
-        std::fs::write(
-            &config,
-            "[gossip]\nreannounce_interval = \"1s\"\npush_pull_interval = \"2s\"\n",
-        )
-        .unwrap();
-        AgentOptions {
-            args: vec![
-                "--fault-injection".into(),
-                "--config".into(),
-                config.display().to_string(),
-            ],
-            ..AgentOptions::default()
-        }
+        AgentOptions::with_config_file(&config, QUICK_GOSSIP, &["--fault-injection"])
     }
-}
-
-fn wait_value(agent: &Agent, key: &str, expected: Option<&str>, timeout: Duration) {
-    wait_for(
-        timeout,
-        &format!("{} to see {key} = {expected:?}", agent.name),
-        || {
-            let value = agent.kv_get(key)?;
-            if value.as_deref() == expected {
-                Ok(())
-            } else {
-                Err(format!("{value:?}"))
-            }
-        },
-    );
 }
 
 #[test]
@@ -58,8 +31,7 @@ fn writes_converge_and_concurrent_writes_resolve_identically() {
             Ok(true)
         );
         for other in &cluster.agents {
-            wait_value(
-                other,
+            other.wait_kv(
                 &format!("config/key-{i}"),
                 Some(&format!("value-{i}")),
                 Duration::from_secs(15),
@@ -72,18 +44,12 @@ fn writes_converge_and_concurrent_writes_resolve_identically() {
     // A delete spreads too.
     assert_eq!(cluster.agents[3].kv_put("config/doomed", "x"), Ok(true));
     for agent in &cluster.agents {
-        wait_value(agent, "config/doomed", Some("x"), Duration::from_secs(15));
+        agent.wait_kv("config/doomed", Some("x"), Duration::from_secs(15));
     }
-    let (status, _) = http_json(
-        "DELETE",
-        cluster.agents[1].http_addr(),
-        "/v1/kv/config/doomed",
-        None,
-    )
-    .unwrap();
+    let status = cluster.agents[1].kv_delete("config/doomed").unwrap();
     assert_eq!(status, 200);
     for agent in &cluster.agents {
-        wait_value(agent, "config/doomed", None, Duration::from_secs(15));
+        agent.wait_kv("config/doomed", None, Duration::from_secs(15));
     }
 
     // Concurrent writes to one key from every agent: all end on one value.
@@ -148,7 +114,7 @@ fn a_minute_long_partition_with_writes_on_both_sides_heals_without_losing_acknow
     cluster.wait_all_alive(Duration::from_secs(20));
     assert_eq!(cluster.agents[0].kv_put("shared", "before"), Ok(true));
     for agent in &cluster.agents {
-        wait_value(agent, "shared", Some("before"), Duration::from_secs(15));
+        agent.wait_kv("shared", Some("before"), Duration::from_secs(15));
     }
 
     // Cut {0, 1} off from {2, 3, 4}.
@@ -212,13 +178,13 @@ fn a_minute_long_partition_with_writes_on_both_sides_heals_without_losing_acknow
     cluster.wait_all_alive(Duration::from_secs(60));
     for agent in &cluster.agents {
         for (key, value) in &acknowledged {
-            wait_value(agent, key, Some(value), Duration::from_secs(30));
+            agent.wait_kv(key, Some(value), Duration::from_secs(30));
         }
     }
     eprintln!("partition healed and converged in {:?}", healed.elapsed());
     // The later write to the same key wins everywhere.
     for agent in &cluster.agents {
-        wait_value(agent, "shared", Some("majority"), Duration::from_secs(15));
+        agent.wait_kv("shared", Some("majority"), Duration::from_secs(15));
     }
 }
 
@@ -271,7 +237,7 @@ fn acknowledged_writes_survive_sigkill_and_a_full_restart() {
     // ... and everyone else's once they have gossiped.
     for agent in &cluster.agents {
         for (key, value) in &written {
-            wait_value(agent, key, Some(value), Duration::from_secs(30));
+            agent.wait_kv(key, Some(value), Duration::from_secs(30));
         }
         assert_eq!(agent.kv_get("durable/one"), Ok(Some("1".into())));
     }

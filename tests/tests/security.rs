@@ -7,24 +7,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use shoal_tests::{Agent, AgentOptions, http_json, wait_for};
+use shoal_tests::{Agent, http_json, wait_for};
 
 const TOKEN: &str = "s3cr3t-token";
-
-fn agent_with(root: &std::path::Path, name: &str, args: &[&str]) -> Agent {
-    let agent = Agent::start(
-        root,
-        AgentOptions {
-            name: name.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            ..AgentOptions::default()
-        },
-    );
-    wait_for(Duration::from_secs(15), "the agent to serve", || {
-        agent.get("/health/live").map(|_| ())
-    });
-    agent
-}
 
 /// `method path` with an optional header and body; returns the status.
 fn request(
@@ -61,7 +46,7 @@ fn request(
 #[test]
 fn the_token_guards_writes_and_nothing_changes_without_it() {
     let root = tempfile::tempdir().unwrap();
-    let agent = agent_with(root.path(), "guarded", &["--acl-token", TOKEN]);
+    let agent = Agent::start_serving(root.path(), "guarded", &["--acl-token", TOKEN]);
     let registration = json!({"Name": "web", "Port": 80}).to_string();
 
     // No token, a wrong token: 403 JSON, and nothing changed.
@@ -124,7 +109,7 @@ fn the_token_guards_writes_and_nothing_changes_without_it() {
     // Reads need no token unless protect_reads is on.
     assert_eq!(request(&agent, "GET", "/v1/kv/a", None, b""), 200);
 
-    let strict = agent_with(
+    let strict = Agent::start_serving(
         root.path(),
         "strict",
         &["--acl-token", TOKEN, "--acl-protect-reads"],
@@ -147,7 +132,7 @@ fn the_token_guards_writes_and_nothing_changes_without_it() {
 #[test]
 fn oversized_bodies_are_refused_and_slow_clients_delay_no_one() {
     let root = tempfile::tempdir().unwrap();
-    let agent = agent_with(root.path(), "limits", &[]);
+    let agent = Agent::start_serving(root.path(), "limits", &[]);
     // A 2 MiB body is refused from its Content-Length, before it is sent
     // (the server may close the connection without reading it, so the raw
     // response is read rather than trusting a client library's write).
@@ -192,7 +177,7 @@ fn oversized_bodies_are_refused_and_slow_clients_delay_no_one() {
 fn a_flood_of_connections_is_capped_and_the_agent_survives() {
     use std::io::Read;
     let root = tempfile::tempdir().unwrap();
-    let agent = agent_with(root.path(), "flood", &[]);
+    let agent = Agent::start_serving(root.path(), "flood", &[]);
     // More idle connections than the cap (512): the ones over it get a
     // 503 JSON answer and are closed at once.
     let mut held = Vec::new();

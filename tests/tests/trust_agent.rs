@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shoal_tests::{Agent, AgentOptions, http_json, wait_for};
+use shoal_tests::{Agent, AgentOptions, Cluster, wait_for};
 
 /// `GET path` with its status, JSON body and `X-Consul-Index`, and how
 /// long the answer took.
@@ -57,13 +57,7 @@ fn serving(agent: &Agent) {
 
 fn register(agent: &Agent, registration: Value) {
     serving(agent);
-    let (status, body) = http_json(
-        "PUT",
-        agent.http_addr(),
-        "/v1/agent/service/register",
-        Some(registration.to_string().as_bytes()),
-    )
-    .unwrap();
+    let (status, body) = agent.register_service(&registration).unwrap();
     assert_eq!(status, 200, "registration on {}: {body}", agent.name);
 }
 
@@ -106,19 +100,12 @@ fn expect_instances(agent: &Agent, service: &str, expected: &[(String, String)])
 fn a_newcomer_whose_name_is_taken_refuses_to_join_and_hides_nothing() {
     let first_root = tempfile::tempdir().unwrap();
     let second_root = tempfile::tempdir().unwrap();
-    let mut holder = Agent::start(
-        first_root.path(),
-        AgentOptions {
-            name: "dup".into(),
-            ..AgentOptions::default()
-        },
-    );
+    let mut holder = Agent::start(first_root.path(), AgentOptions::named("dup"));
     let watcher = Agent::start(
         first_root.path(),
         AgentOptions {
-            name: "watcher".into(),
             join: vec![holder.gossip_addr()],
-            ..AgentOptions::default()
+            ..AgentOptions::named("watcher")
         },
     );
     register(&holder, json!({"Name": "pay", "ID": "pay-1", "Port": 7000}));
@@ -130,9 +117,8 @@ fn a_newcomer_whose_name_is_taken_refuses_to_join_and_hides_nothing() {
     let mut newcomer = Agent::start(
         second_root.path(),
         AgentOptions {
-            name: "dup".into(),
             join: vec![holder.gossip_addr()],
-            ..AgentOptions::default()
+            ..AgentOptions::named("dup")
         },
     );
     let started = Instant::now();
@@ -177,19 +163,12 @@ fn an_agent_that_moved_address_keeps_its_name() {
     // Same data dir, new address: its own earlier identity is not a
     // conflict, whether or not the cluster has noticed it is gone.
     let root = tempfile::tempdir().unwrap();
-    let watcher = Agent::start(
-        root.path(),
-        AgentOptions {
-            name: "watcher".into(),
-            ..AgentOptions::default()
-        },
-    );
+    let watcher = Agent::start(root.path(), AgentOptions::named("watcher"));
     let mut mover = Agent::start(
         root.path(),
         AgentOptions {
-            name: "mover".into(),
             join: vec![watcher.gossip_addr()],
-            ..AgentOptions::default()
+            ..AgentOptions::named("mover")
         },
     );
     register(&mover, json!({"Name": "pay", "ID": "pay-1", "Port": 7000}));
@@ -205,9 +184,8 @@ fn an_agent_that_moved_address_keeps_its_name() {
     let mut moved = Agent::start(
         root.path(),
         AgentOptions {
-            name: "mover".into(),
             join: vec![watcher.gossip_addr()],
-            ..AgentOptions::default()
+            ..AgentOptions::named("mover")
         },
     );
     assert_ne!(moved.ip, mover.ip);
@@ -231,13 +209,7 @@ fn an_agent_that_moved_address_keeps_its_name() {
 #[test]
 fn the_index_keeps_growing_across_a_restart() {
     let root = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(
-        root.path(),
-        AgentOptions {
-            name: "solo".into(),
-            ..AgentOptions::default()
-        },
-    );
+    let mut agent = Agent::start(root.path(), AgentOptions::named("solo"));
     serving(&agent);
     // A few changes so the index moves past its first values.
     for i in 0..5 {
@@ -303,13 +275,7 @@ fn an_index_from_the_future_is_answered_at_once() {
     // Consul's rule: an index beyond the current one means the client's
     // view is from elsewhere (or before a reset): answer now.
     let root = tempfile::tempdir().unwrap();
-    let agent = Agent::start(
-        root.path(),
-        AgentOptions {
-            name: "solo".into(),
-            ..AgentOptions::default()
-        },
-    );
+    let agent = Agent::start(root.path(), AgentOptions::named("solo"));
     serving(&agent);
     let now = get_indexed(agent.http_addr(), "/v1/catalog/services");
     let future = now.index.saturating_add(1_000_000);
@@ -330,34 +296,17 @@ fn an_index_from_the_future_is_answered_at_once() {
 // ---------------------------------------------------------------------
 
 /// Three idle agents; `web` registered on node-1.
-fn idle_cluster(root: &std::path::Path) -> Vec<Agent> {
-    let first = Agent::start(
-        root,
-        AgentOptions {
-            name: "node-0".into(),
-            ..AgentOptions::default()
-        },
-    );
-    let seed = first.gossip_addr();
-    let mut agents = vec![first];
-    for i in 1..3 {
-        agents.push(Agent::start(
-            root,
-            AgentOptions {
-                name: format!("node-{i}"),
-                join: vec![seed],
-                ..AgentOptions::default()
-            },
-        ));
-    }
+fn idle_cluster() -> Cluster {
+    let cluster = Cluster::start(3);
+    let agents = &cluster.agents;
     register(
         &agents[1],
         json!({"Name": "web", "ID": "web-1", "Port": 8080}),
     );
-    for agent in &agents {
+    for agent in agents {
         expect_instances(agent, "web", &[("node-1".into(), agents[1].ip.to_string())]);
     }
-    agents
+    cluster
 }
 
 /// `Stats.blocking.wakeups` of `/v1/agent/self`: how many times a waiting
@@ -371,8 +320,8 @@ fn wakeups(agent: &Agent) -> u64 {
 
 #[test]
 fn a_blocking_query_on_an_idle_cluster_sleeps_until_a_change() {
-    let root = tempfile::tempdir().unwrap();
-    let agents = idle_cluster(root.path());
+    let cluster = idle_cluster();
+    let agents = &cluster.agents;
     // Let the joins' own changes settle.
     std::thread::sleep(Duration::from_secs(3));
     let agent = &agents[0];

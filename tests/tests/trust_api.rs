@@ -19,25 +19,6 @@ const TOKEN: &str = "s3cr3t-token";
 const KEY_A: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
 const KEY_B: &str = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";
 
-fn agent_with(root: &Path, name: &str, args: &[&str]) -> Agent {
-    let agent = Agent::start(
-        root,
-        AgentOptions {
-            name: name.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            ..AgentOptions::default()
-        },
-    );
-    wait_until_serving(&agent);
-    agent
-}
-
-fn wait_until_serving(agent: &Agent) {
-    wait_for(Duration::from_secs(15), "the agent to serve", || {
-        agent.get("/health/live").map(|_| ())
-    });
-}
-
 /// One request, byte for byte as given. `host: None` sends an HTTP/1.0
 /// request without a `Host` header. Returns the status and the body.
 fn raw(
@@ -113,7 +94,7 @@ fn call_json(agent: &Agent, method: &str, target: &str, token: Option<&str>) -> 
 fn keyring_reads_need_the_token_when_one_is_set() {
     let root = tempfile::tempdir().unwrap();
     // No protect_reads: ordinary reads stay open, the keyring does not.
-    let agent = agent_with(
+    let agent = Agent::start_serving(
         root.path(),
         "keyring-guarded",
         &["--acl-token", TOKEN, "--encrypt", KEY_A],
@@ -221,7 +202,7 @@ fn observable_state(agent: &Agent) -> Value {
 #[test]
 fn percent_encoded_paths_cannot_bypass_the_token() {
     let root = tempfile::tempdir().unwrap();
-    let mut agent = agent_with(
+    let mut agent = Agent::start_serving(
         root.path(),
         "encoded",
         &[
@@ -353,7 +334,7 @@ fn error_of(body: &str) -> String {
 #[test]
 fn api_exec_checks_are_refused_unless_enable_script_checks() {
     let root = tempfile::tempdir().unwrap();
-    let agent = agent_with(root.path(), "no-scripts", &[]);
+    let agent = Agent::start_serving(root.path(), "no-scripts", &[]);
     let marker = root.path().join("ran-check");
     let marker_service = root.path().join("ran-service");
 
@@ -403,7 +384,7 @@ fn api_exec_checks_are_refused_unless_enable_script_checks() {
     );
     assert_eq!(status, 200, "{body}");
 
-    let allowed = agent_with(root.path(), "scripts", &["--enable-script-checks"]);
+    let allowed = Agent::start_serving(root.path(), "scripts", &["--enable-script-checks"]);
     let (status, body) = call(
         &allowed,
         "PUT",
@@ -423,7 +404,7 @@ fn api_exec_checks_are_refused_unless_enable_script_checks() {
 #[test]
 fn saved_exec_checks_are_refused_at_load_and_the_rest_loads() {
     let root = tempfile::tempdir().unwrap();
-    let mut agent = agent_with(root.path(), "saved", &["--enable-script-checks"]);
+    let mut agent = Agent::start_serving(root.path(), "saved", &["--enable-script-checks"]);
     let marker = root.path().join("ran");
     for check in [
         exec_check("script", &marker),
@@ -473,7 +454,7 @@ fn saved_exec_checks_are_refused_at_load_and_the_rest_loads() {
     std::fs::remove_file(&marker).unwrap();
     agent.options.args.clear();
     agent.restart();
-    wait_until_serving(&agent);
+    agent.wait_serving();
     let checks = agent.get("/v1/agent/checks").unwrap();
     assert!(
         checks.get("beat").is_some(),
@@ -513,7 +494,7 @@ fn config_exec_checks_follow_enable_local_script_checks() {
 
     // Allowed by default: the operator wrote it.
     write_config("");
-    let agent = agent_with(root.path(), "local-on", &["--config", &config_arg]);
+    let agent = Agent::start_serving(root.path(), "local-on", &["--config", &config_arg]);
     wait_for(
         Duration::from_secs(10),
         "the configured check to run",
@@ -547,7 +528,7 @@ fn config_exec_checks_follow_enable_local_script_checks() {
 #[test]
 fn requests_with_a_foreign_host_are_refused() {
     let root = tempfile::tempdir().unwrap();
-    let agent = agent_with(root.path(), "rebind", &[]);
+    let agent = Agent::start_serving(root.path(), "rebind", &[]);
     let addr = agent.http_addr();
     let port = addr.port();
 
@@ -602,7 +583,7 @@ fn requests_with_a_foreign_host_are_refused() {
 #[test]
 fn a_stored_keyring_overriding_encrypt_is_reported() {
     let root = tempfile::tempdir().unwrap();
-    let mut agent = agent_with(root.path(), "rotated", &["--encrypt", KEY_A]);
+    let mut agent = Agent::start_serving(root.path(), "rotated", &["--encrypt", KEY_A]);
     let keyring = |agent: &Agent| agent.get("/v1/agent/self").unwrap()["Stats"]["keyring"].clone();
     let fresh = keyring(&agent);
     assert_eq!(fresh["source"], "config", "{fresh}");
@@ -629,7 +610,7 @@ fn a_stored_keyring_overriding_encrypt_is_reported() {
     });
 
     agent.restart();
-    wait_until_serving(&agent);
+    agent.wait_serving();
     let restarted = keyring(&agent);
     assert_eq!(restarted["source"], "kv", "{restarted}");
     assert_eq!(restarted["overrides_configured_key"], true, "{restarted}");

@@ -15,7 +15,9 @@ use shoal_protocol::envelope::cluster_id;
 use shoal_protocol::kv::KvEntry;
 use shoal_protocol::rumor::Rumor;
 use shoal_protocol::{Envelope, NodeId, PayloadKind};
-use shoal_tests::{Agent, AgentOptions, Cluster, http_json, unique_loopback, wait_for};
+use shoal_tests::{
+    Agent, AgentOptions, Cluster, QUICK_GOSSIP, http_json, unique_loopback, wait_for,
+};
 
 /// Options for agents with a short tombstone grace period (and a clock
 /// drift bound below it, as the config requires), fault injection, and
@@ -27,39 +29,11 @@ fn options(root: &Path, grace: &str, extra: &str) -> impl Fn(usize) -> AgentOpti
     let extra = extra.to_string();
     move |i| {
         let config = root.join(format!("agent-{i}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "max_clock_drift = \"2s\"\n\
-                 [gossip]\nreannounce_interval = \"1s\"\npush_pull_interval = \"2s\"\n\
-                 [kv]\ntombstone_grace = \"{grace}\"\n{extra}"
-            ),
-        )
-        .unwrap();
-        AgentOptions {
-            args: vec![
-                "--fault-injection".into(),
-                "--config".into(),
-                config.display().to_string(),
-            ],
-            ..AgentOptions::default()
-        }
+        let text = format!(
+            "max_clock_drift = \"2s\"\n{QUICK_GOSSIP}[kv]\ntombstone_grace = \"{grace}\"\n{extra}"
+        );
+        AgentOptions::with_config_file(&config, &text, &["--fault-injection"])
     }
-}
-
-fn wait_value(agent: &Agent, key: &str, expected: Option<&str>, timeout: Duration) {
-    wait_for(
-        timeout,
-        &format!("{} to see {key} = {expected:?}", agent.name),
-        || {
-            let value = agent.kv_get(key)?;
-            if value.as_deref() == expected {
-                Ok(())
-            } else {
-                Err(format!("{value:?}"))
-            }
-        },
-    );
 }
 
 /// Asserts that `key` stays as `expected` on every agent for `period`.
@@ -195,18 +169,12 @@ fn a_cluster_down_longer_than_the_grace_keeps_its_keys_flags_and_keyring() {
         keys
     };
     assert_eq!(cluster.agents[1].kv_put("cfg/gone", "x"), Ok(true));
-    let (status, _) = http_json(
-        "DELETE",
-        cluster.agents[1].http_addr(),
-        "/v1/kv/cfg/gone",
-        None,
-    )
-    .unwrap();
+    let status = cluster.agents[1].kv_delete("cfg/gone").unwrap();
     assert_eq!(status, 200);
     for agent in &cluster.agents {
-        wait_value(agent, "cfg/one", Some("1"), Duration::from_secs(15));
-        wait_value(agent, "cfg/two", Some("2"), Duration::from_secs(15));
-        wait_value(agent, "cfg/gone", None, Duration::from_secs(15));
+        agent.wait_kv("cfg/one", Some("1"), Duration::from_secs(15));
+        agent.wait_kv("cfg/two", Some("2"), Duration::from_secs(15));
+        agent.wait_kv("cfg/gone", None, Duration::from_secs(15));
         wait_for(Duration::from_secs(15), "the second key everywhere", || {
             let keys = keyring(agent)?;
             if keys == both_keys {
@@ -277,8 +245,8 @@ fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys
     assert_eq!(cluster.agents[0].kv_put("iso/doomed", "x"), Ok(true));
     assert_eq!(cluster.agents[0].kv_put("iso/kept", "k"), Ok(true));
     for agent in &cluster.agents {
-        wait_value(agent, "iso/doomed", Some("x"), Duration::from_secs(15));
-        wait_value(agent, "iso/kept", Some("k"), Duration::from_secs(15));
+        agent.wait_kv("iso/doomed", Some("x"), Duration::from_secs(15));
+        agent.wait_kv("iso/kept", Some("k"), Duration::from_secs(15));
     }
 
     partition(&cluster, &[2]);
@@ -297,20 +265,9 @@ fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys
             }
         },
     );
-    let (status, _) = http_json(
-        "DELETE",
-        cluster.agents[0].http_addr(),
-        "/v1/kv/iso/doomed",
-        None,
-    )
-    .unwrap();
+    let status = cluster.agents[0].kv_delete("iso/doomed").unwrap();
     assert_eq!(status, 200);
-    wait_value(
-        &cluster.agents[1],
-        "iso/doomed",
-        None,
-        Duration::from_secs(15),
-    );
+    cluster.agents[1].wait_kv("iso/doomed", None, Duration::from_secs(15));
     assert_eq!(cluster.agents[2].kv_put("iso/during", "d"), Ok(true));
     // The tombstone outlives the grace period (10 s) and is collected at
     // the next housekeeping round (every 30 s) on both connected agents.
@@ -325,15 +282,10 @@ fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys
 
     heal(&cluster);
     cluster.wait_all_alive(Duration::from_secs(60));
-    wait_value(
-        &cluster.agents[2],
-        "iso/doomed",
-        None,
-        Duration::from_secs(30),
-    );
+    cluster.agents[2].wait_kv("iso/doomed", None, Duration::from_secs(30));
     for agent in &cluster.agents {
-        wait_value(agent, "iso/during", Some("d"), Duration::from_secs(30));
-        wait_value(agent, "iso/kept", Some("k"), Duration::from_secs(5));
+        agent.wait_kv("iso/during", Some("d"), Duration::from_secs(30));
+        agent.wait_kv("iso/kept", Some("k"), Duration::from_secs(5));
     }
     stays(&cluster, "iso/doomed", None, Duration::from_secs(10));
     stays(&cluster, "iso/kept", Some("k"), Duration::from_secs(1));
@@ -356,8 +308,8 @@ fn an_agent_stopped_longer_than_the_grace_does_not_resurrect_deleted_keys() {
     assert_eq!(cluster.agents[0].kv_put("away/doomed", "x"), Ok(true));
     assert_eq!(cluster.agents[0].kv_put("away/kept", "k"), Ok(true));
     for agent in &cluster.agents {
-        wait_value(agent, "away/doomed", Some("x"), Duration::from_secs(15));
-        wait_value(agent, "away/kept", Some("k"), Duration::from_secs(15));
+        agent.wait_kv("away/doomed", Some("x"), Duration::from_secs(15));
+        agent.wait_kv("away/kept", Some("k"), Duration::from_secs(15));
     }
     // Connected long enough for node-2 to note that it was in touch.
     std::thread::sleep(Duration::from_secs(35));
@@ -366,37 +318,16 @@ fn an_agent_stopped_longer_than_the_grace_does_not_resurrect_deleted_keys() {
         cluster.agents[2].wait_exit(Duration::from_secs(15)),
         Some(0)
     );
-    let (status, _) = http_json(
-        "DELETE",
-        cluster.agents[0].http_addr(),
-        "/v1/kv/away/doomed",
-        None,
-    )
-    .unwrap();
+    let status = cluster.agents[0].kv_delete("away/doomed").unwrap();
     assert_eq!(status, 200);
-    wait_value(
-        &cluster.agents[1],
-        "away/doomed",
-        None,
-        Duration::from_secs(15),
-    );
+    cluster.agents[1].wait_kv("away/doomed", None, Duration::from_secs(15));
     // Past the grace period and the next housekeeping round.
     wait_collected(&cluster.agents[0], Duration::from_secs(60));
     wait_collected(&cluster.agents[1], Duration::from_secs(60));
     cluster.agents[2].restart();
     cluster.wait_all_alive(Duration::from_secs(30));
-    wait_value(
-        &cluster.agents[2],
-        "away/doomed",
-        None,
-        Duration::from_secs(30),
-    );
-    wait_value(
-        &cluster.agents[2],
-        "away/kept",
-        Some("k"),
-        Duration::from_secs(30),
-    );
+    cluster.agents[2].wait_kv("away/doomed", None, Duration::from_secs(30));
+    cluster.agents[2].wait_kv("away/kept", Some("k"), Duration::from_secs(30));
     stays(&cluster, "away/doomed", None, Duration::from_secs(10));
     stays(&cluster, "away/kept", Some("k"), Duration::from_secs(1));
     assert_eq!(
@@ -472,7 +403,7 @@ fn a_kv_entry_from_the_far_future_is_refused_and_the_key_stays_writable() {
     assert_eq!((status, body), (200, json!(true)));
     assert_eq!(target.kv_get("x"), Ok(None));
     assert_eq!(target.kv_put("x", "3"), Ok(true));
-    wait_value(&cluster.agents[1], "x", Some("3"), Duration::from_secs(15));
+    cluster.agents[1].wait_kv("x", Some("3"), Duration::from_secs(15));
 }
 
 /// Defect 11 (KV part): `kv.max_bytes` caps the store (keys + values).
@@ -515,13 +446,7 @@ fn the_kv_quota_refuses_local_writes_and_peer_entries_past_kv_max_bytes() {
     assert!(used + refused.len() + value.len() > QUOTA);
     assert_eq!(limited.kv_get(&refused), Ok(None));
     // A delete makes room.
-    let (status, _) = http_json(
-        "DELETE",
-        limited.http_addr(),
-        &format!("/v1/kv/{}", accepted[0]),
-        None,
-    )
-    .unwrap();
+    let status = limited.kv_delete(&accepted[0]).unwrap();
     assert_eq!(status, 200);
     assert_eq!(limited.kv_put(&refused, &value), Ok(true));
 
@@ -553,11 +478,6 @@ fn the_kv_quota_refuses_local_writes_and_peer_entries_past_kv_max_bytes() {
     assert!(held <= QUOTA, "holds {held} bytes");
     // The other agent has everything.
     for i in 0..10 {
-        wait_value(
-            &cluster.agents[1],
-            &format!("p/{i}"),
-            Some(&value),
-            Duration::from_secs(1),
-        );
+        cluster.agents[1].wait_kv(&format!("p/{i}"), Some(&value), Duration::from_secs(1));
     }
 }

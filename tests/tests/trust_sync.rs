@@ -18,21 +18,13 @@ use shoal_protocol::envelope::cluster_id;
 use shoal_protocol::kv::KvEntry;
 use shoal_protocol::rumor::Rumor;
 use shoal_protocol::{Envelope, NodeId, PayloadKind};
-use shoal_tests::{Agent, AgentOptions, Cluster, unique_loopback, wait_for};
+use shoal_tests::{Agent, AgentOptions, Cluster, QUICK_GOSSIP, unique_loopback, wait_for};
 
 /// Agents that re-announce and exchange often, as in `tests/kv.rs`.
 fn options(root: &std::path::Path) -> impl Fn(usize) -> AgentOptions + '_ {
     move |i| {
         let config = root.join(format!("gossip-{i}.toml"));
-        std::fs::write(
-            &config,
-            "[gossip]\nreannounce_interval = \"1s\"\npush_pull_interval = \"2s\"\n",
-        )
-        .unwrap();
-        AgentOptions {
-            args: vec!["--config".into(), config.display().to_string()],
-            ..AgentOptions::default()
-        }
+        AgentOptions::with_config_file(&config, QUICK_GOSSIP, &[])
     }
 }
 

@@ -42,9 +42,12 @@ pub fn call(
     let url = format!("http://{addr}{path}");
     let response = match (method, body) {
         ("GET", _) => agent.get(&url).call(),
-        ("DELETE", _) => agent.delete(&url).call(),
+        ("DELETE", Some(body)) => agent.delete(&url).force_send_body().send(body),
+        ("DELETE", None) => agent.delete(&url).call(),
         ("PUT", Some(body)) => agent.put(&url).send(body),
         ("PUT", None) => agent.put(&url).send_empty(),
+        ("POST", Some(body)) => agent.post(&url).send(body),
+        ("POST", None) => agent.post(&url).send_empty(),
         _ => return Err(CallError::NotSent(format!("unsupported method {method}"))),
     };
     let mut response = response.map_err(classify)?;
