@@ -13,6 +13,7 @@
 //! - [`registry`]: services and checks registered on this agent.
 //! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`flags`]: feature flags: schema and per-user decisions.
+//! - [`template`]: `[[templates]]`, files rendered from the catalog and KV.
 //! - [`persist`]: the data directory and the persisted generation.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
@@ -32,3 +33,4 @@ pub mod fuzzing;
 pub mod kv;
 pub mod persist;
 pub mod registry;
+pub mod template;

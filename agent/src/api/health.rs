@@ -90,5 +90,7 @@ pub async fn detailed(State(state): State<ApiState>) -> Json<Value> {
         "node": state.config.node_name,
         "name_conflict": name_conflict(&state, &snapshot),
         "checks": super::registry::detailed_checks(&status),
+        // `[[templates]]`: a failing one keeps its previous file.
+        "templates": state.templates.health_json(),
     }))
 }

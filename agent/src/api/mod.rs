@@ -11,6 +11,7 @@
 //! - [`keyring`]: `/v1/operator/keyring`, gossip encryption keys.
 //! - [`flags`]: `/v1/flags/*`, feature flags stored in the KV.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
+//! - [`template`]: `/v1/shoal/template/render`, a dry run of a template.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
 //! - [`guard`]: the URI and body limits, the `Host` check, and the API
 //!   token (`[acl]`) each route needs.
@@ -28,6 +29,7 @@ pub mod health;
 pub mod keyring;
 pub mod kv;
 pub mod registry;
+pub mod template;
 
 use std::sync::Arc;
 
@@ -69,6 +71,8 @@ pub struct ApiState {
     pub faults: Arc<crate::daemon::fault::FaultInjection>,
     /// Config reload: trigger one, read the outcome.
     pub reload: crate::daemon::reload::ReloadHandle,
+    /// `[[templates]]`: counters and each template's last render.
+    pub templates: Arc<crate::template::TemplateStats>,
 }
 
 impl ApiState {
@@ -153,6 +157,14 @@ pub fn router(state: ApiState) -> Router {
             post(keyring::install)
                 .put(keyring::use_key)
                 .delete(keyring::remove),
+        )
+        // Dry runs: never write a file or run a command. `env()` reads the
+        // agent's environment, which may hold secrets: only on the second
+        // route, with the token.
+        .read("/v1/shoal/template/render", post(template::render))
+        .secret(
+            "/v1/shoal/template/render-env",
+            post(template::render_with_env),
         )
         .read("/health", get(health::summary))
         .open("/health/live", get(health::live))

@@ -11,6 +11,7 @@
 //! - [`keyring`]: `shoal keygen`, `shoal keyring`.
 //! - [`flags`]: `shoal flags ls|get|set|eval|rm`.
 //! - [`reload`]: `shoal reload`.
+//! - [`template`]: `shoal template render` (a dry run).
 
 pub mod agent;
 pub mod flags;
@@ -22,6 +23,7 @@ pub mod members;
 pub mod register;
 pub mod reload;
 pub mod services;
+pub mod template;
 
 use std::process::ExitCode;
 
@@ -87,6 +89,8 @@ pub enum Command {
     Flags(flags::FlagsArgs),
     /// Make the agent load its config file again (as SIGHUP does).
     Reload,
+    /// Templates: `shoal template render FILE` prints what FILE renders to now.
+    Template(template::TemplateArgs),
 }
 
 /// Output format of the inspection commands.
@@ -131,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Keyring(args) => keyring::run(&client(), args),
         Command::Flags(args) => flags::run(&client(), args),
         Command::Reload => reload::run(&client()),
+        Command::Template(args) => template::run(&client(), args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

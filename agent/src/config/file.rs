@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub enable_local_script_checks: Option<bool>,
     /// How far ahead of our clock peers' times may be (a Go duration).
     pub max_clock_drift: Option<String>,
+    /// `[[templates]]`: files rendered from the catalog and the KV.
+    pub templates: Option<Vec<toml::Value>>,
 }
 
 /// The `[kv]` table. The duration is a Go duration such as "72h".

@@ -132,10 +132,17 @@ pub async fn run(
         faults.clone(),
         &tasks,
     );
+    let templates = crate::template::Templates::spawn(
+        config.templates.clone(),
+        snapshot_rx.clone(),
+        &tasks.tracker,
+        tasks.stop.clone(),
+    );
     let reload = reload::spawn(
         reload,
         config.clone(),
         agent.clone(),
+        templates.clone(),
         &tasks.tracker,
         tasks.stop.clone(),
     );
@@ -153,6 +160,7 @@ pub async fn run(
             agent,
             faults: faults.clone(),
             keyring,
+            templates: templates.stats(),
         },
         &tasks,
     )?;

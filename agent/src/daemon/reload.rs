@@ -7,8 +7,8 @@
 //!   changes nothing: the error is logged and shown in `/v1/agent/self`
 //!   (`Stats.reload.last_error`, `Config.ReloadError`);
 //! - services, checks and node tags are handed to the gossip loop with
-//!   [`AgentHandle::reload`] (it owns them), and the log level is swapped
-//!   in place;
+//!   [`AgentHandle::reload`] (it owns them), `[[templates]]` to the
+//!   template runners, and the log level is swapped in place;
 //! - settings read once at start (addresses, data dir, cluster, node name,
 //!   gossip tuning, ...) keep their running values and are reported as
 //!   needing a restart.
@@ -120,6 +120,7 @@ pub fn spawn(
     setup: ReloadSetup,
     config: Arc<AgentConfig>,
     agent: AgentHandle,
+    templates: crate::template::Templates,
     tracker: &TaskTracker,
     stop: CancellationToken,
 ) -> ReloadHandle {
@@ -130,6 +131,7 @@ pub fn spawn(
         log: setup.log,
         running: config,
         agent,
+        templates,
         status_tx,
         watcher: None,
     };
@@ -146,6 +148,7 @@ struct Reloader {
     /// The configuration in force (restart-only keys as at start).
     running: Arc<AgentConfig>,
     agent: AgentHandle,
+    templates: crate::template::Templates,
     status_tx: watch::Sender<ReloadStatus>,
     /// Kept alive: dropping it stops the watch.
     watcher: Option<notify::RecommendedWatcher>,
@@ -313,12 +316,17 @@ impl Reloader {
             }
         }
 
+        if loaded.templates != self.running.templates {
+            self.templates.reconfigure(loaded.templates.clone());
+        }
+
         let mut running = (*self.running).clone();
         running.services = loaded.services;
         running.checks = loaded.checks;
         running.tags = loaded.tags;
         running.log_level = loaded.log_level;
         running.config_dir = loaded.config_dir;
+        running.templates = loaded.templates;
         let reloaded = Reloaded {
             services: running.services.len(),
             checks: running.checks.len(),

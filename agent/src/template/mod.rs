@@ -1,0 +1,252 @@
+//! `[[templates]]`: files rendered from the catalog and the KV store with
+//! Jinja2 templates (the `minijinja` crate), as consul-template does, from
+//! the agent itself.
+//!
+//! - [`functions`]: what a template can call (`service`, `services`,
+//!   `nodes`, `key`, `key_or_default`, `tree`, `flag`, `env`) and
+//!   [`functions::render`], which records what a render read.
+//! - `runner`: one task per template: waits for a change to what its last
+//!   render read (the snapshot's `cluster_index` / `kv_index`), lets the
+//!   changes settle (`wait.min` / `wait.max`), renders off the async
+//!   runtime, writes the file atomically when the output changed, then
+//!   runs the command.
+//! - `output`: the atomic write and the command.
+//!
+//! Nothing here touches the gossip loop: the runners read the published
+//! [`Snapshot`] like any other reader. A template that fails (syntax,
+//! missing key, function error) keeps the previous file; the error is
+//! logged and shown in `/v1/agent/self` (`Stats.templates`) and
+//! `/health/detailed` (`templates`). Commands come from the config file
+//! only: the API's dry run (`POST /v1/shoal/template/render`) never runs
+//! one and never writes a file.
+
+pub mod functions;
+mod output;
+mod runner;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::TemplateConfig;
+use crate::daemon::snapshot::Snapshot;
+pub use functions::{Reads, RenderError, RenderOptions, Rendered, render};
+
+/// Dry runs through the API at once; more wait their turn.
+const API_RENDERS_AT_ONCE: usize = 2;
+
+/// Counters for metrics (relaxed: each is read on its own).
+#[derive(Debug, Default)]
+pub struct TemplateCounters {
+    /// Renders of configured templates, failed ones included.
+    pub renders: AtomicU64,
+    /// Renders that failed (syntax, missing key, function error, unreadable
+    /// source) or whose file could not be written.
+    pub errors: AtomicU64,
+    /// Destination files written (the output had changed).
+    pub writes: AtomicU64,
+    /// Commands started.
+    pub command_runs: AtomicU64,
+    /// Commands that exited non-zero, timed out or could not start.
+    pub command_failures: AtomicU64,
+    /// Dry runs through the API.
+    pub api_renders: AtomicU64,
+}
+
+impl TemplateCounters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn json(&self) -> Value {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        json!({
+            "renders": get(&self.renders),
+            "errors": get(&self.errors),
+            "writes": get(&self.writes),
+            "command_runs": get(&self.command_runs),
+            "command_failures": get(&self.command_failures),
+            "api_renders": get(&self.api_renders),
+        })
+    }
+}
+
+/// How the last command of a template went.
+#[derive(Clone, Debug, Serialize)]
+pub struct CommandOutcome {
+    /// RFC 3339 time it finished.
+    pub at: String,
+    /// Exit status; `None` when it was killed or did not start.
+    pub exit_code: Option<i32>,
+    pub ok: bool,
+    /// Why it failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One template's state, as `/v1/agent/self` shows it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TemplateState {
+    pub destination: String,
+    /// RFC 3339 time of the last successful render.
+    pub last_render: Option<String>,
+    /// RFC 3339 time the file was last written.
+    pub last_write: Option<String>,
+    /// Why the last render failed; cleared by the next good one.
+    pub last_error: Option<String>,
+    pub last_command: Option<CommandOutcome>,
+    /// What the last render read: `cluster`, `kv`.
+    pub reads: Vec<&'static str>,
+}
+
+/// Counters and per-template state, shared by the runners and the API.
+#[derive(Debug)]
+pub struct TemplateStats {
+    pub counters: TemplateCounters,
+    states: Mutex<BTreeMap<String, TemplateState>>,
+    /// Bounds concurrent API dry runs.
+    pub(crate) api_renders: Semaphore,
+}
+
+impl Default for TemplateStats {
+    fn default() -> Self {
+        Self {
+            counters: TemplateCounters::default(),
+            states: Mutex::default(),
+            api_renders: Semaphore::new(API_RENDERS_AT_ONCE),
+        }
+    }
+}
+
+impl TemplateStats {
+    fn update(&self, name: &str, change: impl FnOnce(&mut TemplateState)) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let state = states
+            .entry(name.to_string())
+            .or_insert_with(|| TemplateState {
+                destination: name.to_string(),
+                ..TemplateState::default()
+            });
+        change(state);
+    }
+
+    fn remove(&self, name: &str) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states.remove(name);
+    }
+
+    /// Every configured template's state, by destination.
+    pub fn states(&self) -> Vec<TemplateState> {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states.values().cloned().collect()
+    }
+
+    /// `Stats.templates` of `/v1/agent/self`.
+    pub fn json(&self) -> Value {
+        let mut body = self.counters.json();
+        body["templates"] = json!(self.states());
+        body
+    }
+
+    /// `templates` of `/health/detailed`: each template with `ok` or
+    /// `error` and the error.
+    pub fn health_json(&self) -> Value {
+        self.states()
+            .into_iter()
+            .map(|state| {
+                json!({
+                    "destination": state.destination,
+                    "status": if state.last_error.is_some() { "error" } else { "ok" },
+                    "error": state.last_error,
+                    "last_render": state.last_render,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The running templates: reconfigured on reload.
+#[derive(Clone)]
+pub struct Templates {
+    stats: Arc<TemplateStats>,
+    configs_tx: watch::Sender<Arc<Vec<TemplateConfig>>>,
+}
+
+impl Templates {
+    /// Starts one runner per template; they stop with `stop`.
+    pub fn spawn(
+        configs: Vec<TemplateConfig>,
+        snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
+        let stats = Arc::new(TemplateStats::default());
+        let (configs_tx, configs_rx) = watch::channel(Arc::new(configs));
+        tracker.spawn(manage_loop(
+            configs_rx,
+            snapshot_rx,
+            stats.clone(),
+            tracker.clone(),
+            stop,
+        ));
+        Self { stats, configs_tx }
+    }
+
+    /// Applies a reloaded `[[templates]]`: changed and new templates
+    /// (re)start and render at once, removed ones stop (their files stay).
+    pub fn reconfigure(&self, configs: Vec<TemplateConfig>) {
+        self.configs_tx.send_replace(Arc::new(configs));
+    }
+
+    pub fn stats(&self) -> Arc<TemplateStats> {
+        self.stats.clone()
+    }
+}
+
+/// Keeps one runner per configured template.
+async fn manage_loop(
+    mut configs_rx: watch::Receiver<Arc<Vec<TemplateConfig>>>,
+    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    stats: Arc<TemplateStats>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    let mut running: HashMap<PathBuf, (TemplateConfig, CancellationToken)> = HashMap::new();
+    loop {
+        let configs = configs_rx.borrow_and_update().clone();
+        running.retain(|destination, (config, token)| {
+            let kept = configs.iter().any(|wanted| wanted == config);
+            if !kept {
+                token.cancel();
+                stats.remove(&destination.display().to_string());
+            }
+            kept
+        });
+        for config in configs.iter() {
+            if running.contains_key(&config.destination) {
+                continue;
+            }
+            let token = stop.child_token();
+            stats.update(&config.name(), |_| {});
+            tracker.spawn(runner::template_loop(
+                config.clone(),
+                snapshot_rx.clone(),
+                stats.clone(),
+                token.clone(),
+            ));
+            running.insert(config.destination.clone(), (config.clone(), token));
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            changed = configs_rx.changed() => if changed.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! What a render does to the world: the destination file, written
+//! atomically, and the command run after it changed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandOutcome, TemplateCounters};
+
+/// Mode of a new file when `perms` is not set.
+const DEFAULT_MODE: u32 = 0o644;
+/// Output of a command kept for the log, per stream.
+const MAX_LOGGED_OUTPUT: usize = 4096;
+
+/// Writes `contents` to `destination` unless it already holds exactly
+/// that: a temporary file in the same directory, fsynced, renamed over the
+/// destination, then the directory fsynced, so that a reader sees the old
+/// file or the new one, whole, even across a crash. `Ok(true)`: written.
+/// Blocking: run it on the blocking pool.
+pub fn write_if_changed(
+    destination: &Path,
+    contents: &[u8],
+    perms: Option<u32>,
+) -> std::io::Result<bool> {
+    let existing = fs::metadata(destination).ok();
+    let mode = perms
+        .or_else(|| existing.as_ref().map(|m| m.permissions().mode() & 0o7777))
+        .unwrap_or(DEFAULT_MODE);
+    if let Some(metadata) = &existing
+        && metadata.len() == contents.len() as u64
+        && fs::read(destination).is_ok_and(|old| old == contents)
+    {
+        if metadata.permissions().mode() & 0o7777 != mode {
+            fs::set_permissions(destination, fs::Permissions::from_mode(mode))?;
+        }
+        return Ok(false);
+    }
+    let directory = match destination.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let file_name = destination
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let temporary = directory.join(format!(
+        ".{file_name}.shoal-{}-{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temporary)?;
+        file.write_all(contents)?;
+        // The umask may have narrowed the mode given at creation.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.sync_all()?;
+        fs::rename(&temporary, destination)?;
+        File::open(directory)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    written.map(|()| true)
+}
+
+/// Runs `command` (no shell), killing it after `timeout`; logs its exit
+/// status and output, counts it.
+pub async fn run_command(
+    name: &str,
+    command: &[String],
+    timeout: Duration,
+    stop: &CancellationToken,
+    counters: &TemplateCounters,
+) -> CommandOutcome {
+    TemplateCounters::bump(&counters.command_runs);
+    let outcome = run(command, timeout, stop).await;
+    let finished = super::runner::now_rfc3339();
+    match outcome {
+        Ok((status, stdout, stderr)) if status.success() => {
+            tracing::info!(
+                template = %name,
+                command = ?command,
+                stdout = %excerpt(&stdout),
+                stderr = %excerpt(&stderr),
+                "template command succeeded"
+            );
+            CommandOutcome {
+                at: finished,
+                exit_code: status.code(),
+                ok: true,
+                error: None,
+            }
+        }
+        Ok((status, stdout, stderr)) => {
+            TemplateCounters::bump(&counters.command_failures);
+            tracing::warn!(
+                template = %name,
+                command = ?command,
+                %status,
+                stdout = %excerpt(&stdout),
+                stderr = %excerpt(&stderr),
+                "template command failed"
+            );
+            CommandOutcome {
+                at: finished,
+                exit_code: status.code(),
+                ok: false,
+                error: Some(format!("{status}: {}", excerpt(&stderr))),
+            }
+        }
+        Err(error) => {
+            TemplateCounters::bump(&counters.command_failures);
+            tracing::warn!(template = %name, command = ?command, %error, "template command failed");
+            CommandOutcome {
+                at: finished,
+                exit_code: None,
+                ok: false,
+                error: Some(error),
+            }
+        }
+    }
+}
+
+type Finished = (std::process::ExitStatus, Vec<u8>, Vec<u8>);
+
+async fn run(
+    command: &[String],
+    timeout: Duration,
+    stop: &CancellationToken,
+) -> Result<Finished, String> {
+    let (program, args) = command.split_first().ok_or("empty command")?;
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Dropped on timeout or shutdown: killed, not left behind.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| format!("cannot start `{program}`: {error}"))?;
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => Err("stopped: the agent is shutting down or the template was removed".into()),
+        finished = tokio::time::timeout(timeout, child.wait_with_output()) => match finished {
+            Ok(Ok(output)) => Ok((output.status, output.stdout, output.stderr)),
+            Ok(Err(error)) => Err(format!("waiting for `{program}`: {error}")),
+            Err(_) => Err(format!(
+                "killed after command_timeout ({})",
+                humantime::format_duration(timeout)
+            )),
+        },
+    }
+}
+
+/// The first few KiB of a command's output, as text, trimmed.
+fn excerpt(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(MAX_LOGGED_OUTPUT)];
+    String::from_utf8_lossy(cut).trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_only_changes_and_keeps_the_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.conf");
+        assert!(write_if_changed(&path, b"one", Some(0o600)).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"one");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!write_if_changed(&path, b"one", Some(0o600)).unwrap());
+        // Without perms, an existing file's mode is kept.
+        assert!(write_if_changed(&path, b"two", None).unwrap());
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // No temporary file is left behind.
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        let missing = dir.path().join("no/such/dir/out");
+        assert!(write_if_changed(&missing, b"x", None).is_err());
+    }
+}

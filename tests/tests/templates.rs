@@ -1,0 +1,298 @@
+//! `[[templates]]` with real processes: a template over `service("web")`
+//! and `key("app/color")` on one agent of two renders what the other
+//! registers and writes, follows a failing check and a key change, runs
+//! its command once per change, keeps the old file on a syntax error and
+//! reports it, and renders a few times only under a storm of KV writes.
+//! `shoal template render` prints a dry run. The nginx consumer is in
+//! `template_nginx.rs`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shoal_tests::{Agent, AgentOptions, http_json, wait_for};
+
+const TEMPLATE: &str = r#"color={{ key("app/color") }}
+{% for s in service("web") %}server {{ s.id }} {{ s.address }}:{{ s.port }}
+{% endfor %}"#;
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn wait_file(path: &Path, expected: &str, timeout: Duration) {
+    wait_for(timeout, &format!("{} to read {expected:?}", path.display()), || {
+        let text = read(path);
+        if text == expected { Ok(()) } else { Err(format!("{text:?}")) }
+    });
+}
+
+fn command_runs(log: &Path) -> usize {
+    read(log).lines().count()
+}
+
+fn template_stats(agent: &Agent) -> Value {
+    agent.get("/v1/agent/self").expect("agent self")["Stats"]["templates"].clone()
+}
+
+fn register_web(agent: &Agent, index: u16) {
+    let (status, body) = agent
+        .register_service(&json!({
+            "Name": "web",
+            "ID": format!("web-{index}"),
+            "Address": "10.0.0.1",
+            "Port": 8000 + index,
+            "Check": {"CheckID": format!("web-{index}-ttl"), "TTL": "600s", "Status": "passing"}
+        }))
+        .expect("register");
+    assert_eq!(status, 200, "{body}");
+}
+
+fn set_check(agent: &Agent, check: &str, verb: &str) {
+    let (status, body) = http_json(
+        "PUT",
+        agent.http_addr(),
+        &format!("/v1/agent/check/{verb}/{check}"),
+        None,
+    )
+    .expect("check update");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_template_follows_the_catalog_and_the_kv() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let source = dir.join("web.j2");
+    let destination = dir.join("out").join("web.conf");
+    let log = dir.join("commands.log");
+    std::fs::create_dir_all(destination.parent().unwrap()).unwrap();
+    std::fs::write(&source, TEMPLATE).unwrap();
+    let config = format!(
+        r#"
+[[templates]]
+source = "{source}"
+destination = "{destination}"
+command = ["/bin/sh", "-c", "echo changed >> {log}"]
+perms = "0600"
+wait = {{ min = "200ms", max = "2s" }}
+"#,
+        source = source.display(),
+        destination = destination.display(),
+        log = log.display(),
+    );
+    let first = Agent::start(
+        dir,
+        AgentOptions {
+            name: "node-0".into(),
+            ..AgentOptions::with_config_file(&dir.join("node-0.toml"), &config, &[])
+        },
+    );
+    first.wait_serving();
+    let second = Agent::start(
+        dir,
+        AgentOptions {
+            join: vec![first.gossip_addr()],
+            ..AgentOptions::named("node-1")
+        },
+    );
+    second.wait_serving();
+
+    // The key is missing: the render fails, nothing is written, and it says so.
+    wait_for(Duration::from_secs(20), "the missing key to be reported", || {
+        let stats = template_stats(&first);
+        let error = stats["templates"][0]["last_error"].as_str().unwrap_or_default();
+        if error.contains("app/color") { Ok(()) } else { Err(stats.to_string()) }
+    });
+    assert!(!destination.exists());
+
+    // Everything comes from the other agent.
+    register_web(&second, 1);
+    register_web(&second, 2);
+    assert!(second.kv_put("app/color", "blue").unwrap());
+    let both = "color=blue\nserver web-1 10.0.0.1:8001\nserver web-2 10.0.0.1:8002\n";
+    wait_file(&destination, both, Duration::from_secs(30));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&destination).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Settled: one command run per version of the file so far (the
+    // registrations and the key may have come in one render or several).
+    std::thread::sleep(Duration::from_secs(3));
+    let writes = template_stats(&first)["writes"].as_u64().unwrap() as usize;
+    assert_eq!(command_runs(&log), writes, "one command run per write");
+    let runs = command_runs(&log);
+
+    // A failing check re-renders without the instance: one more run.
+    set_check(&second, "web-2-ttl", "fail");
+    let one = "color=blue\nserver web-1 10.0.0.1:8001\n";
+    wait_file(&destination, one, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(command_runs(&log), runs + 1, "{}", read(&log));
+
+    // A change to the key re-renders: one more run.
+    assert!(second.kv_put("app/color", "green").unwrap());
+    let green = "color=green\nserver web-1 10.0.0.1:8001\n";
+    wait_file(&destination, green, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(command_runs(&log), runs + 2, "{}", read(&log));
+
+    // A change the output does not show renders but writes nothing and
+    // runs nothing.
+    let renders = template_stats(&first)["renders"].as_u64().unwrap();
+    assert!(second.kv_put("app/other", "x").unwrap());
+    wait_for(Duration::from_secs(20), "a render after an unrelated KV write", || {
+        let now = template_stats(&first)["renders"].as_u64().unwrap();
+        if now > renders { Ok(()) } else { Err(now.to_string()) }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(command_runs(&log), runs + 2, "{}", read(&log));
+    assert_eq!(read(&destination), green);
+
+    // A syntax error keeps the old file and shows in /v1/agent/self and
+    // /health/detailed; fixing it clears the error.
+    std::fs::write(&source, "{% for s in %}broken").unwrap();
+    wait_for(Duration::from_secs(20), "the syntax error to be reported", || {
+        let detailed = first.get("/health/detailed")?;
+        let template = &detailed["templates"][0];
+        if template["status"] == "error"
+            && template["error"].as_str().unwrap_or_default().contains("syntax error")
+        {
+            Ok(())
+        } else {
+            Err(detailed.to_string())
+        }
+    });
+    let stats = template_stats(&first);
+    assert!(
+        stats["templates"][0]["last_error"].as_str().unwrap().contains("line 1"),
+        "{stats}"
+    );
+    assert!(stats["errors"].as_u64().unwrap() >= 2, "{stats}");
+    assert_eq!(read(&destination), green);
+    std::fs::write(&source, TEMPLATE).unwrap();
+    wait_for(Duration::from_secs(20), "the error to clear", || {
+        let stats = template_stats(&first);
+        if stats["templates"][0]["last_error"].is_null() { Ok(()) } else { Err(stats.to_string()) }
+    });
+    assert_eq!(command_runs(&log), runs + 2, "{}", read(&log));
+
+    // A storm: 100 writes in about a second render only a few times, and
+    // the last value is in the file within wait.max of the end.
+    let before = template_stats(&first);
+    let started = Instant::now();
+    for i in 0..100 {
+        assert!(first.kv_put("app/color", &format!("c{i}")).unwrap());
+        std::thread::sleep(Duration::from_millis(8));
+    }
+    let storm = started.elapsed();
+    let ended = Instant::now();
+    let last = "color=c99\nserver web-1 10.0.0.1:8001\n";
+    wait_file(&destination, last, Duration::from_secs(20));
+    let settled_after = ended.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = template_stats(&first);
+    let renders = after["renders"].as_u64().unwrap() - before["renders"].as_u64().unwrap();
+    let writes = after["writes"].as_u64().unwrap() - before["writes"].as_u64().unwrap();
+    eprintln!(
+        "storm of 100 writes in {storm:?}: {renders} renders, {writes} writes, \
+         file final {settled_after:?} after the last write"
+    );
+    assert!(renders <= 4, "{renders} renders for the storm: {after}");
+    assert!(writes >= 1 && writes <= renders, "{after}");
+    // wait.max (2s), with room for a loaded machine.
+    assert!(settled_after < Duration::from_secs(8), "{settled_after:?}");
+    assert_eq!(command_runs(&log), runs + 2 + writes as usize);
+
+    // The dry run prints what the template renders now, and runs nothing.
+    let output = first.cli(&["template", "render", &source.display().to_string()]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), last);
+    let env = dir.join("env.j2");
+    std::fs::write(&env, "{{ env('HOME') }}").unwrap();
+    let output = first.cli(&["template", "render", &env.display().to_string()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("env(\"HOME\") is not available"), "{stderr}");
+    let output = first.cli(&["template", "render", "--env", &env.display().to_string()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("acl.token"), "{stderr}");
+    assert_eq!(command_runs(&log), runs + 2 + writes as usize);
+}
+
+/// Render latency after a catalog change, and the idle CPU of an agent with
+/// 10 templates. A measurement, not a test: `cargo test -p shoal-tests
+/// --test templates -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_render_latency_and_idle_cpu() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let mut config = String::new();
+    for i in 0..10 {
+        config.push_str(&format!(
+            "[[templates]]\ncontents = '''{TEMPLATE}'''\ndestination = \"{}/out-{i}.conf\"\n\n",
+            dir.display()
+        ));
+    }
+    let agent = Agent::start(
+        dir,
+        AgentOptions {
+            name: "node-0".into(),
+            ..AgentOptions::with_config_file(&dir.join("node-0.toml"), &config, &[])
+        },
+    );
+    agent.wait_serving();
+    agent.kv_put("app/color", "blue").unwrap();
+    register_web(&agent, 1);
+    register_web(&agent, 2);
+    let out = dir.join("out-0.conf");
+    wait_for(Duration::from_secs(20), "a first render", || {
+        if read(&out).contains("web-2") { Ok(()) } else { Err(read(&out)) }
+    });
+    let mut latencies = Vec::new();
+    for round in 0..10 {
+        let verb = if round % 2 == 0 { "fail" } else { "pass" };
+        set_check(&agent, "web-2-ttl", verb);
+        let want_web2 = verb == "pass";
+        let mut visible = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let written = loop {
+            assert!(Instant::now() < deadline, "no render");
+            if visible.is_none() {
+                let body = agent.get("/v1/health/service/web?passing").unwrap();
+                if (body.as_array().unwrap().len() == 2) == want_web2 {
+                    visible = Some(Instant::now());
+                }
+            }
+            if read(&out).contains("web-2") == want_web2 {
+                break Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let visible = visible.unwrap_or(written);
+        latencies.push(written.saturating_duration_since(visible));
+    }
+    latencies.sort();
+    eprintln!(
+        "render latency (API shows the change -> file written), wait.min 100ms: \
+         min {:?}, median {:?}, max {:?}",
+        latencies[0], latencies[5], latencies[9]
+    );
+    let cpu = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let pid = agent.pid().unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let (ticks, started) = (cpu(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(60));
+    let used = cpu(pid) - ticks;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "idle CPU with 10 templates: {used} ticks in {seconds:.1}s = {:.3}% of a core",
+        100.0 * used as f64 / hz / seconds
+    );
+}
