@@ -260,19 +260,22 @@ wait = {{ min = "100ms", max = "1s" }}
         assert_eq!(status, 200, "{body}");
     }
     let upstreams = prefix.join("upstreams.conf");
-    wait_for(Duration::from_secs(30), "both backends in upstreams.conf", || {
-        let text = std::fs::read_to_string(&upstreams).unwrap_or_default();
-        if text.contains("web-alpha") && text.contains("web-beta") {
-            Ok(())
-        } else {
-            Err(text)
-        }
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "both backends in upstreams.conf",
+        || {
+            let text = std::fs::read_to_string(&upstreams).unwrap_or_default();
+            if text.contains("web-alpha") && text.contains("web-beta") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    );
 
     // Reloads before nginx runs fail (no pid file yet); none after.
     std::thread::sleep(Duration::from_secs(2));
-    let template_stats =
-        || agent.get("/v1/agent/self").unwrap()["Stats"]["templates"].clone();
+    let template_stats = || agent.get("/v1/agent/self").unwrap()["Stats"]["templates"].clone();
     let failures_before = template_stats()["command_failures"].as_u64().unwrap();
     let _nginx = Nginx::start(&prefix);
     wait_routed(listen, &["alpha", "beta"], "nginx to reach both backends");
@@ -286,7 +289,11 @@ wait = {{ min = "100ms", max = "1s" }}
 
     // beta recovers: back in rotation.
     beta.healthy.store(true, Ordering::Relaxed);
-    wait_routed(listen, &["alpha", "beta"], "nginx to reach both backends again");
+    wait_routed(
+        listen,
+        &["alpha", "beta"],
+        "nginx to reach both backends again",
+    );
 
     let stats = template_stats();
     assert!(stats["command_runs"].as_u64().unwrap() >= 3, "{stats}");

@@ -21,10 +21,18 @@ fn read(path: &Path) -> String {
 }
 
 fn wait_file(path: &Path, expected: &str, timeout: Duration) {
-    wait_for(timeout, &format!("{} to read {expected:?}", path.display()), || {
-        let text = read(path);
-        if text == expected { Ok(()) } else { Err(format!("{text:?}")) }
-    });
+    wait_for(
+        timeout,
+        &format!("{} to read {expected:?}", path.display()),
+        || {
+            let text = read(path);
+            if text == expected {
+                Ok(())
+            } else {
+                Err(format!("{text:?}"))
+            }
+        },
+    );
 }
 
 fn command_runs(log: &Path) -> usize {
@@ -99,11 +107,21 @@ wait = {{ min = "200ms", max = "2s" }}
     second.wait_serving();
 
     // The key is missing: the render fails, nothing is written, and it says so.
-    wait_for(Duration::from_secs(20), "the missing key to be reported", || {
-        let stats = template_stats(&first);
-        let error = stats["templates"][0]["last_error"].as_str().unwrap_or_default();
-        if error.contains("app/color") { Ok(()) } else { Err(stats.to_string()) }
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the missing key to be reported",
+        || {
+            let stats = template_stats(&first);
+            let error = stats["templates"][0]["last_error"]
+                .as_str()
+                .unwrap_or_default();
+            if error.contains("app/color") {
+                Ok(())
+            } else {
+                Err(stats.to_string())
+            }
+        },
+    );
     assert!(!destination.exists());
 
     // Everything comes from the other agent.
@@ -113,7 +131,10 @@ wait = {{ min = "200ms", max = "2s" }}
     let both = "color=blue\nserver web-1 10.0.0.1:8001\nserver web-2 10.0.0.1:8002\n";
     wait_file(&destination, both, Duration::from_secs(30));
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&destination).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&destination)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     // Settled: one command run per version of the file so far (the
     // registrations and the key may have come in one render or several).
@@ -140,10 +161,18 @@ wait = {{ min = "200ms", max = "2s" }}
     // runs nothing.
     let renders = template_stats(&first)["renders"].as_u64().unwrap();
     assert!(second.kv_put("app/other", "x").unwrap());
-    wait_for(Duration::from_secs(20), "a render after an unrelated KV write", || {
-        let now = template_stats(&first)["renders"].as_u64().unwrap();
-        if now > renders { Ok(()) } else { Err(now.to_string()) }
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "a render after an unrelated KV write",
+        || {
+            let now = template_stats(&first)["renders"].as_u64().unwrap();
+            if now > renders {
+                Ok(())
+            } else {
+                Err(now.to_string())
+            }
+        },
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(command_runs(&log), runs + 2, "{}", read(&log));
     assert_eq!(read(&destination), green);
@@ -151,20 +180,30 @@ wait = {{ min = "200ms", max = "2s" }}
     // A syntax error keeps the old file and shows in /v1/agent/self and
     // /health/detailed; fixing it clears the error.
     std::fs::write(&source, "{% for s in %}broken").unwrap();
-    wait_for(Duration::from_secs(20), "the syntax error to be reported", || {
-        let detailed = first.get("/health/detailed")?;
-        let template = &detailed["templates"][0];
-        if template["status"] == "error"
-            && template["error"].as_str().unwrap_or_default().contains("syntax error")
-        {
-            Ok(())
-        } else {
-            Err(detailed.to_string())
-        }
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the syntax error to be reported",
+        || {
+            let detailed = first.get("/health/detailed")?;
+            let template = &detailed["templates"][0];
+            if template["status"] == "error"
+                && template["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("syntax error")
+            {
+                Ok(())
+            } else {
+                Err(detailed.to_string())
+            }
+        },
+    );
     let stats = template_stats(&first);
     assert!(
-        stats["templates"][0]["last_error"].as_str().unwrap().contains("line 1"),
+        stats["templates"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("line 1"),
         "{stats}"
     );
     assert!(stats["errors"].as_u64().unwrap() >= 2, "{stats}");
@@ -172,7 +211,11 @@ wait = {{ min = "200ms", max = "2s" }}
     std::fs::write(&source, TEMPLATE).unwrap();
     wait_for(Duration::from_secs(20), "the error to clear", || {
         let stats = template_stats(&first);
-        if stats["templates"][0]["last_error"].is_null() { Ok(()) } else { Err(stats.to_string()) }
+        if stats["templates"][0]["last_error"].is_null() {
+            Ok(())
+        } else {
+            Err(stats.to_string())
+        }
     });
     assert_eq!(command_runs(&log), runs + 2, "{}", read(&log));
 
@@ -212,7 +255,10 @@ wait = {{ min = "200ms", max = "2s" }}
     let output = first.cli(&["template", "render", &env.display().to_string()]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("env(\"HOME\") is not available"), "{stderr}");
+    assert!(
+        stderr.contains("env(\"HOME\") is not available"),
+        "{stderr}"
+    );
     let output = first.cli(&["template", "render", "--env", &env.display().to_string()]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -228,10 +274,13 @@ wait = {{ min = "200ms", max = "2s" }}
 fn measure_render_latency_and_idle_cpu() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
+    // SHOAL_TEMPLATE_WAIT_MIN sets wait.min (default 100ms, the default).
+    let wait_min = std::env::var("SHOAL_TEMPLATE_WAIT_MIN").unwrap_or_else(|_| "100ms".into());
     let mut config = String::new();
     for i in 0..10 {
         config.push_str(&format!(
-            "[[templates]]\ncontents = '''{TEMPLATE}'''\ndestination = \"{}/out-{i}.conf\"\n\n",
+            "[[templates]]\ncontents = '''{TEMPLATE}'''\ndestination = \"{}/out-{i}.conf\"\n\
+             wait = {{ min = \"{wait_min}\", max = \"1s\" }}\n\n",
             dir.display()
         ));
     }
@@ -248,7 +297,11 @@ fn measure_render_latency_and_idle_cpu() {
     register_web(&agent, 2);
     let out = dir.join("out-0.conf");
     wait_for(Duration::from_secs(20), "a first render", || {
-        if read(&out).contains("web-2") { Ok(()) } else { Err(read(&out)) }
+        if read(&out).contains("web-2") {
+            Ok(())
+        } else {
+            Err(read(&out))
+        }
     });
     let mut latencies = Vec::new();
     for round in 0..10 {
@@ -275,7 +328,7 @@ fn measure_render_latency_and_idle_cpu() {
     }
     latencies.sort();
     eprintln!(
-        "render latency (API shows the change -> file written), wait.min 100ms: \
+        "render latency (API shows the change -> file written), wait.min {wait_min}: \
          min {:?}, median {:?}, max {:?}",
         latencies[0], latencies[5], latencies[9]
     );

@@ -64,7 +64,9 @@ async fn dry_run(state: &ApiState, body: &[u8], allow_env: bool) -> Result<Json<
         .as_object()
         .and_then(|object| object.keys().find(|key| *key != "template"))
     {
-        return Err(bad(format!("{unknown}: unknown field (expected `template`)")));
+        return Err(bad(format!(
+            "{unknown}: unknown field (expected `template`)"
+        )));
     }
     let _permit = state
         .templates

@@ -76,7 +76,9 @@ impl TemplateConfig {
 }
 
 /// Validates `[[templates]]`; errors name `templates[i].key`.
-pub(super) fn templates(items: Option<Vec<toml::Value>>) -> Result<Vec<TemplateConfig>, ConfigError> {
+pub(super) fn templates(
+    items: Option<Vec<toml::Value>>,
+) -> Result<Vec<TemplateConfig>, ConfigError> {
     let mut parsed: Vec<TemplateConfig> = Vec::new();
     for (index, item) in items.into_iter().flatten().enumerate() {
         let at = format!("templates[{index}]");
@@ -239,7 +241,10 @@ destination = "/tmp/a"
 "#,
         )
         .unwrap();
-        assert_eq!(parsed[0].source, TemplateSource::File("/etc/shoal/up.j2".into()));
+        assert_eq!(
+            parsed[0].source,
+            TemplateSource::File("/etc/shoal/up.j2".into())
+        );
         assert_eq!(parsed[0].perms, Some(0o640));
         assert_eq!(parsed[0].wait_min, Duration::ZERO);
         assert_eq!(parsed[0].wait_max, Duration::from_secs(2));
@@ -251,21 +256,59 @@ destination = "/tmp/a"
     }
 
     #[test]
+    fn the_commented_example_in_agent_toml_is_valid() {
+        let example: String = include_str!("../../../config/agent.toml")
+            .lines()
+            .skip_while(|line| *line != "# [[templates]]")
+            .map(|line| format!("{}\n", line.trim_start_matches("# ")))
+            .collect();
+        let parsed = parse(&example).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].wait_max, Duration::from_secs(5));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             ("destination = \"/tmp/x\"", "templates[0].source"),
             ("contents = \"x\"", "templates[0].destination"),
-            ("contents = \"x\"\ndestination = \"rel/x\"", "templates[0].destination"),
-            ("source = \"a.j2\"\ndestination = \"/tmp/x\"", "templates[0].source"),
-            ("contents = \"x\"\nsource = \"/a\"\ndestination = \"/tmp/x\"", "templates[0]"),
-            ("contents = \"x\"\ndestination = \"/tmp/x\"\ncommand = []", "templates[0].command"),
-            ("contents = \"x\"\ndestination = \"/tmp/x\"\nperms = \"0999\"", "templates[0].perms"),
-            ("contents = \"x\"\ndestination = \"/tmp/x\"\nwait = { min = \"5s\", max = \"1s\" }", "templates[0].wait.max"),
-            ("contents = \"x\"\ndestination = \"/tmp/x\"\ncommand_timeout = \"soon\"", "templates[0].command_timeout"),
-            ("contents = \"x\"\ndestination = \"/tmp/x\"\ndestnation = \"/tmp/y\"", "templates[0]"),
+            (
+                "contents = \"x\"\ndestination = \"rel/x\"",
+                "templates[0].destination",
+            ),
+            (
+                "source = \"a.j2\"\ndestination = \"/tmp/x\"",
+                "templates[0].source",
+            ),
+            (
+                "contents = \"x\"\nsource = \"/a\"\ndestination = \"/tmp/x\"",
+                "templates[0]",
+            ),
+            (
+                "contents = \"x\"\ndestination = \"/tmp/x\"\ncommand = []",
+                "templates[0].command",
+            ),
+            (
+                "contents = \"x\"\ndestination = \"/tmp/x\"\nperms = \"0999\"",
+                "templates[0].perms",
+            ),
+            (
+                "contents = \"x\"\ndestination = \"/tmp/x\"\nwait = { min = \"5s\", max = \"1s\" }",
+                "templates[0].wait.max",
+            ),
+            (
+                "contents = \"x\"\ndestination = \"/tmp/x\"\ncommand_timeout = \"soon\"",
+                "templates[0].command_timeout",
+            ),
+            (
+                "contents = \"x\"\ndestination = \"/tmp/x\"\ndestnation = \"/tmp/y\"",
+                "templates[0]",
+            ),
         ];
         for (body, key) in cases {
-            let error = parse(&format!("[[templates]]\n{body}\n")).unwrap_err().to_string();
+            let error = parse(&format!("[[templates]]\n{body}\n"))
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(&format!("`{key}")), "{body}: {error}");
         }
         let error = parse(

@@ -270,7 +270,10 @@ fn kv_value(snapshot: &Snapshot, path: &str) -> Option<Value> {
     if reserved(path) {
         return None;
     }
-    let stored = snapshot.kv.get(path).filter(|stored| !stored.entry.deleted)?;
+    let stored = snapshot
+        .kv
+        .get(path)
+        .filter(|stored| !stored.entry.deleted)?;
     Some(Value::from(
         String::from_utf8_lossy(&stored.entry.value).into_owned(),
     ))

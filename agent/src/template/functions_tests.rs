@@ -81,7 +81,13 @@ fn service_lists_passing_instances_with_their_fields() {
         snapshot(&[]),
     );
     assert_eq!(out.output, "web-1 node-1 127.0.0.1:8001 passing v1 a;");
-    assert_eq!(out.reads, Reads { cluster: true, kv: false });
+    assert_eq!(
+        out.reads,
+        Reads {
+            cluster: true,
+            kv: false
+        }
+    );
     let all = ok(
         "{% for s in service('web', passing=false) %}{{ s.id }}={{ s.status }} {% endfor %}\
          {{ service('web', 'nope')|length }} {{ services()|map(attribute='name')|join }} \
@@ -93,14 +99,24 @@ fn service_lists_passing_instances_with_their_fields() {
 
 #[test]
 fn keys_trees_and_defaults_read_the_kv() {
-    let snap = snapshot(&[("app/color", "blue"), ("app/size", "9"), ("_shoal/keyring", "x")]);
+    let snap = snapshot(&[
+        ("app/color", "blue"),
+        ("app/size", "9"),
+        ("_shoal/keyring", "x"),
+    ]);
     let out = ok(
         "{{ key('app/color') }} {{ key_or_default('app/none', 'red') }} \
          {% for e in tree('app/') %}{{ e.key }}={{ e.value }} {% endfor %}{{ tree('')|length }}",
         snap.clone(),
     );
     assert_eq!(out.output, "blue red app/color=blue app/size=9 2");
-    assert_eq!(out.reads, Reads { cluster: false, kv: true });
+    assert_eq!(
+        out.reads,
+        Reads {
+            cluster: false,
+            kv: true
+        }
+    );
     let error = render("{{ key('app/none') }}", snap.clone(), OPTIONS).unwrap_err();
     assert!(error.message.contains("app/none"), "{}", error.message);
     assert!(error.message.contains("line 1"), "{}", error.message);
@@ -117,7 +133,11 @@ fn flags_decide_as_the_api_does() {
         snap.clone(),
     );
     // Jinja prints booleans as Python does.
-    assert!(out.output.starts_with("True rollout 100%"), "{}", out.output);
+    assert!(
+        out.output.starts_with("True rollout 100%"),
+        "{}",
+        out.output
+    );
     assert_eq!(out.reads, Reads::ALL);
     assert!(render("{{ flag('missing') }}", snap, OPTIONS).is_err());
 }
@@ -135,7 +155,12 @@ fn errors_syntax_env_and_fuel() {
     };
     // SAFETY: the variable is unique to this test; nothing else reads it.
     unsafe { std::env::set_var("SHOAL_TEMPLATE_TEST_VAR", "here") };
-    let out = render("{{ env('SHOAL_TEMPLATE_TEST_VAR') }}", snap.clone(), with_env).unwrap();
+    let out = render(
+        "{{ env('SHOAL_TEMPLATE_TEST_VAR') }}",
+        snap.clone(),
+        with_env,
+    )
+    .unwrap();
     assert_eq!(out.output, "here");
     let error = render(
         "{% for a in range(1000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}",

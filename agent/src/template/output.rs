@@ -179,11 +179,17 @@ mod tests {
         let path = dir.path().join("out.conf");
         assert!(write_if_changed(&path, b"one", Some(0o600)).unwrap());
         assert_eq!(fs::read(&path).unwrap(), b"one");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(!write_if_changed(&path, b"one", Some(0o600)).unwrap());
         // Without perms, an existing file's mode is kept.
         assert!(write_if_changed(&path, b"two", None).unwrap());
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         // No temporary file is left behind.
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);

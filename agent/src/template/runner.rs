@@ -123,16 +123,16 @@ async fn render_once(
     let counters = &stats.counters;
     TemplateCounters::bump(&counters.renders);
     let rendered = match read_source(&config.source).await {
-        Ok(source) => tokio::task::spawn_blocking(move || {
-            functions::render(&source, snapshot, CONFIG_RENDER)
-        })
-        .await
-        .unwrap_or_else(|panic| {
-            Err(functions::RenderError {
-                message: format!("the renderer panicked: {panic}"),
-                reads: Reads::ALL,
-            })
-        }),
+        Ok(source) => {
+            tokio::task::spawn_blocking(move || functions::render(&source, snapshot, CONFIG_RENDER))
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(functions::RenderError {
+                        message: format!("the renderer panicked: {panic}"),
+                        reads: Reads::ALL,
+                    })
+                })
+        }
         Err(message) => Err(functions::RenderError {
             message,
             reads: Reads::default(),
@@ -154,11 +154,10 @@ async fn render_once(
     let destination = config.destination.clone();
     let perms = config.perms;
     let output = rendered.output.into_bytes();
-    let written = tokio::task::spawn_blocking(move || {
-        output::write_if_changed(&destination, &output, perms)
-    })
-    .await
-    .unwrap_or_else(|panic| Err(std::io::Error::other(panic.to_string())));
+    let written =
+        tokio::task::spawn_blocking(move || output::write_if_changed(&destination, &output, perms))
+            .await
+            .unwrap_or_else(|panic| Err(std::io::Error::other(panic.to_string())));
     match written {
         Ok(false) => {
             stats.update(name, |state| state.last_error = None);
@@ -172,7 +171,9 @@ async fn render_once(
             });
             tracing::info!(template = %name, "template rendered and written");
             if let Some(command) = &config.command {
-                let outcome = output::run_command(name, command, config.command_timeout, stop, counters).await;
+                let outcome =
+                    output::run_command(name, command, config.command_timeout, stop, counters)
+                        .await;
                 stats.update(name, |state| state.last_command = Some(outcome));
             }
         }
