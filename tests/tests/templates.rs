@@ -264,6 +264,16 @@ wait = {{ min = "200ms", max = "2s" }}
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("acl.token"), "{stderr}");
     assert_eq!(command_runs(&log), runs + 2 + writes as usize);
+
+    // Templates reload with the config file: a new one renders at once.
+    let second_file = dir.join("out").join("second.txt");
+    let reloaded = format!(
+        "{config}\n[[templates]]\ncontents = \"{{{{ key('app/color') }}}}\"\ndestination = \"{}\"\n",
+        second_file.display()
+    );
+    std::fs::write(dir.join("node-0.toml"), reloaded).unwrap();
+    wait_file(&second_file, "c99", Duration::from_secs(20));
+    assert_eq!(read(&destination), last);
 }
 
 /// Render latency after a catalog change, and the idle CPU of an agent with
