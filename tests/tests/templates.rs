@@ -359,3 +359,84 @@ fn measure_render_latency_and_idle_cpu() {
         100.0 * used as f64 / hz / seconds
     );
 }
+
+/// The dry run is a read; with `env()` it needs the token, and it never
+/// shows the agent's environment without it.
+#[test]
+fn dry_runs_guard_the_environment() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let token = "template-test-token";
+    let agent = Agent::start(
+        dir,
+        AgentOptions {
+            name: "node-0".into(),
+            env: vec![("SHOAL_TEST_SECRET".into(), "hunter2".into())],
+            ..AgentOptions::with_config_file(
+                &dir.join("node-0.toml"),
+                &format!("[acl]\ntoken = \"{token}\"\n"),
+                &[],
+            )
+        },
+    );
+    agent.wait_serving();
+    assert!(
+        agent
+            .kv_put(&format!("app/color?token={token}"), "blue")
+            .unwrap()
+    );
+    let post = |path: &str, template: &str| {
+        let body = json!({ "template": template }).to_string();
+        http_json("POST", agent.http_addr(), path, Some(body.as_bytes())).unwrap()
+    };
+    let plain = "/v1/shoal/template/render";
+    let with_env = "/v1/shoal/template/render-env";
+    // A read: no token needed (reads are open without acl.protect_reads).
+    let (status, body) = post(plain, "{{ key('app/color') }}");
+    assert_eq!(
+        (status, body["output"].as_str()),
+        (200, Some("blue")),
+        "{body}"
+    );
+    assert_eq!(body["reads"], json!(["kv"]));
+    let (status, body) = post(plain, "{{ env('SHOAL_TEST_SECRET') }}");
+    assert_eq!(status, 422, "{body}");
+    assert!(!body.to_string().contains("hunter2"), "{body}");
+    let (status, body) = post(with_env, "{{ env('SHOAL_TEST_SECRET') }}");
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.to_string().contains("hunter2"), "{body}");
+    let (status, body) = post(
+        &format!("{with_env}?token={token}"),
+        "{{ env('SHOAL_TEST_SECRET') }}",
+    );
+    assert_eq!(
+        (status, body["output"].as_str()),
+        (200, Some("hunter2")),
+        "{body}"
+    );
+    // Bad input: 400 or 422 naming what was wrong.
+    let (status, body) = post(plain, "{% for %}");
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("syntax error"),
+        "{body}"
+    );
+    let (status, body) = http_json(
+        "POST",
+        agent.http_addr(),
+        plain,
+        Some(b"{\"templ\": \"x\"}"),
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("template"),
+        "{body}"
+    );
+    // Work is bounded: a runaway loop runs out of fuel.
+    let (status, body) = post(
+        plain,
+        "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}",
+    );
+    assert_eq!(status, 422, "{body}");
+}
