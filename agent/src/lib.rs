@@ -13,6 +13,8 @@
 //! - [`registry`]: services and checks registered on this agent.
 //! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`flags`]: feature flags: schema and per-user decisions.
+//! - [`events`]: user events: filters, the recent list, Consul's JSON.
+//! - [`watches`]: `[[watches]]` and `shoal watch`: handlers run on change.
 //! - [`persist`]: the data directory and the persisted generation.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
@@ -26,9 +28,11 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod events;
 pub mod field_error;
 pub mod flags;
 pub mod fuzzing;
 pub mod kv;
 pub mod persist;
 pub mod registry;
+pub mod watches;

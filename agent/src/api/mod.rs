@@ -11,6 +11,7 @@
 //! - [`keyring`]: `/v1/operator/keyring`, gossip encryption keys.
 //! - [`flags`]: `/v1/flags/*`, feature flags stored in the KV.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
+//! - [`events`]: `/v1/event/fire/:name`, `/v1/event/list`: user events.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
 //! - [`guard`]: the URI and body limits, the `Host` check, and the API
 //!   token (`[acl]`) each route needs.
@@ -22,6 +23,7 @@ pub mod agent;
 pub mod blocking;
 pub mod catalog;
 pub mod consul_json;
+pub mod events;
 pub mod flags;
 pub mod guard;
 pub mod health;
@@ -69,6 +71,10 @@ pub struct ApiState {
     pub faults: Arc<crate::daemon::fault::FaultInjection>,
     /// Config reload: trigger one, read the outcome.
     pub reload: crate::daemon::reload::ReloadHandle,
+    /// User event counters (for metrics).
+    pub events: Arc<crate::events::EventCounters>,
+    /// Watch handler runs and failures (for metrics).
+    pub watches: Arc<crate::watches::WatchCounters>,
 }
 
 impl ApiState {
@@ -154,6 +160,8 @@ pub fn router(state: ApiState) -> Router {
                 .put(keyring::use_key)
                 .delete(keyring::remove),
         )
+        .write("/v1/event/fire/{name}", put(events::fire))
+        .read("/v1/event/list", get(events::list))
         .read("/health", get(health::summary))
         .open("/health/live", get(health::live))
         .open("/health/ready", get(health::ready))

@@ -11,8 +11,11 @@
 //! - [`keyring`]: `shoal keygen`, `shoal keyring`.
 //! - [`flags`]: `shoal flags ls|get|set|eval|rm`.
 //! - [`reload`]: `shoal reload`.
+//! - [`watch`]: `shoal watch` (as `consul watch`).
+//! - [`event`]: `shoal event` (user events).
 
 pub mod agent;
+pub mod event;
 pub mod flags;
 pub mod info;
 pub mod keyring;
@@ -22,6 +25,7 @@ pub mod members;
 pub mod register;
 pub mod reload;
 pub mod services;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -87,6 +91,11 @@ pub enum Command {
     Flags(flags::FlagsArgs),
     /// Make the agent load its config file again (as SIGHUP does).
     Reload,
+    /// Run a program (or print JSON) when part of the cluster changes, as
+    /// `consul watch`.
+    Watch(watch::WatchArgs),
+    /// Fire a user event on every agent (or those the filters match).
+    Event(event::EventArgs),
 }
 
 /// Output format of the inspection commands.
@@ -131,6 +140,8 @@ pub fn main() -> ExitCode {
         Command::Keyring(args) => keyring::run(&client(), args),
         Command::Flags(args) => flags::run(&client(), args),
         Command::Reload => reload::run(&client()),
+        Command::Watch(args) => watch::run(&client(), args),
+        Command::Event(args) => event::run(&client(), args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub enable_local_script_checks: Option<bool>,
     /// How far ahead of our clock peers' times may be (a Go duration).
     pub max_clock_drift: Option<String>,
+    /// `[[watches]]`: handlers run when part of the cluster changes.
+    pub watches: Option<Vec<toml::Value>>,
 }
 
 /// The `[kv]` table. The duration is a Go duration such as "72h".

@@ -9,6 +9,7 @@
 //! - [`gossip`], [`kv`], [`acl`]: the `[gossip]`, `[kv]` (with the top-level
 //!   `max_clock_drift`) and `[acl]` tables.
 //! - [`definitions`]: services and checks from the file and `config_dir`.
+//! - [`watches`]: `[[watches]]`, handlers run when the cluster changes.
 //!
 //! Every duration is a Go duration ([`crate::duration`]).
 
@@ -20,6 +21,7 @@ mod kv;
 mod network;
 mod node;
 mod overrides;
+pub mod watches;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +36,7 @@ pub use kv::{DEFAULT_KV_MAX_BYTES, DEFAULT_TOMBSTONE_GRACE};
 pub use network::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, parse_addr};
 pub use node::{DataDir, LogFormat, MAX_TAG_KEY};
 pub use overrides::Overrides;
+pub use watches::{WatchDefinition, WatchHandler, WatchKind};
 
 use crate::checks::CheckDefinition;
 use crate::registry::service::ServiceDefinition;
@@ -97,6 +100,9 @@ pub struct AgentConfig {
     /// Exec checks may come from the config files. Default true: whoever
     /// writes those files already chooses what the agent runs.
     pub enable_local_script_checks: bool,
+    /// `[[watches]]`: handlers run when part of the cluster changes
+    /// (reloaded live).
+    pub watches: Vec<WatchDefinition>,
 }
 
 impl AgentConfig {
@@ -154,6 +160,7 @@ impl AgentConfig {
         let kv_tombstone_grace = kv.tombstone_grace;
         let services = definitions::file_services(file.services)?;
         let checks = definitions::file_checks(file.checks)?;
+        let watches = watches::watch_definitions(file.watches)?;
         Ok(Self {
             node_name,
             datacenter,
@@ -180,6 +187,7 @@ impl AgentConfig {
                 .enable_local_script_checks
                 .or(file.enable_local_script_checks)
                 .unwrap_or(true),
+            watches,
         })
     }
 }

@@ -140,6 +140,15 @@ pub async fn run(
         tasks.stop.clone(),
     );
     let left = CancellationToken::new();
+    let event_counters = Arc::new(crate::events::EventCounters::default());
+    let watch_counters = Arc::new(crate::watches::WatchCounters::default());
+    crate::watches::spawn(
+        reload.watches(),
+        snapshot_rx.clone(),
+        watch_counters.clone(),
+        &tasks.tracker,
+        tasks.stop.clone(),
+    );
     let http_addr = serve_api(
         listeners.http,
         api::ApiState {
@@ -153,6 +162,8 @@ pub async fn run(
             agent,
             faults: faults.clone(),
             keyring,
+            events: event_counters.clone(),
+            watches: watch_counters,
         },
         &tasks,
     )?;
@@ -181,6 +192,8 @@ pub async fn run(
         kv,
         faults,
         name_taken: None,
+        events: Default::default(),
+        event_counters,
     };
     let inputs = Inputs {
         timers_rx,
@@ -303,6 +316,8 @@ fn first_snapshot(node: &Node, index: u64) -> Snapshot {
         kv: Default::default(),
         checks_loaded: false,
         name_rival: None,
+        events: Default::default(),
+        event_index: index,
     }
 }
 
