@@ -58,7 +58,9 @@ pub struct UserEvent {
 /// Why an event was refused. Nothing changed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
-    #[error("event name must be 1 to {MAX_EVENT_NAME} bytes of letters, digits, `-`, `_`, `.`, `/` or `:`")]
+    #[error(
+        "event name must be 1 to {MAX_EVENT_NAME} bytes of letters, digits, `-`, `_`, `.`, `/` or `:`"
+    )]
     Name,
     #[error("event payload is {0} bytes, more than the {MAX_EVENT_PAYLOAD} allowed")]
     PayloadTooLarge(usize),
@@ -181,13 +183,10 @@ impl EventLog {
     /// clock plus the allowed drift). Returns whether it was news, to keep
     /// spreading it.
     pub fn receive(&mut self, event: UserEvent, max_time: u64) -> Result<bool, EventError> {
-        let checked = event.check().and_then(|()| {
-            if event.time > max_time {
-                Err(EventError::FromTheFuture)
-            } else {
-                Ok(())
-            }
-        });
+        let checked = match event.check() {
+            Ok(()) if event.time > max_time => Err(EventError::FromTheFuture),
+            other => other,
+        };
         if let Err(error) = checked {
             self.counters.refused += 1;
             return Err(error);

@@ -110,10 +110,18 @@ impl Rumor {
 /// key replaces an older one still being spread.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RumorKey {
-    Node { name: String, order: (u64, u64) },
-    Kv { key: String, order: (u64, String) },
+    Node {
+        name: String,
+        order: (u64, u64),
+    },
+    Kv {
+        key: String,
+        order: (u64, String),
+    },
     /// Events are never replaced, only deduplicated.
-    Event { id: [u8; 16] },
+    Event {
+        id: [u8; 16],
+    },
 }
 
 impl RumorKey {

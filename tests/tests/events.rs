@@ -58,7 +58,12 @@ fn listed(agent: &Agent) -> Vec<(String, Value)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|event| (event["Name"].as_str().unwrap().to_string(), event["Payload"].clone()))
+        .map(|event| {
+            (
+                event["Name"].as_str().unwrap().to_string(),
+                event["Payload"].clone(),
+            )
+        })
         .collect()
 }
 
@@ -88,7 +93,11 @@ fn events_reach_every_agent_filters_hold_and_late_joiners_do_not_replay() {
     for i in 0..3 {
         wait_for(TIMEOUT, "the event watch's first run", || {
             let got = runs(&out(i));
-            if got.len() == 1 { Ok(()) } else { Err(format!("{got:?}")) }
+            if got.len() == 1 {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
         });
     }
 
@@ -105,7 +114,11 @@ fn events_reach_every_agent_filters_hold_and_late_joiners_do_not_replay() {
     for i in 0..3 {
         let got = wait_for(TIMEOUT, "the event watch to run", || {
             let got = runs(&out(i));
-            if got.len() == 2 { Ok(got) } else { Err(format!("{got:?}")) }
+            if got.len() == 2 {
+                Ok(got)
+            } else {
+                Err(format!("{got:?}"))
+            }
         });
         assert_eq!(got[1].as_array().unwrap().len(), 1);
         assert_eq!(got[1][0]["Payload"], "djQy");
@@ -118,7 +131,10 @@ fn events_reach_every_agent_filters_hold_and_late_joiners_do_not_replay() {
         let response = ureq::get(&format!("http://{}/v1/event/list", agents[1].http_addr()))
             .call()
             .unwrap();
-        response.headers()["X-Consul-Index"].to_str().unwrap().to_string()
+        response.headers()["X-Consul-Index"]
+            .to_str()
+            .unwrap()
+            .to_string()
     };
     let blocked_addr = agents[1].http_addr();
     let waiter = std::thread::spawn(move || {
@@ -141,31 +157,47 @@ fn events_reach_every_agent_filters_hold_and_late_joiners_do_not_replay() {
     assert_eq!(event["ServiceFilter"], "^web$");
     let on_web = wait_for(TIMEOUT, "node-2 to list the filtered event", || {
         let events = listed(&agents[2]);
-        if events.len() == 2 { Ok(events) } else { Err(format!("{events:?}")) }
+        if events.len() == 2 {
+            Ok(events)
+        } else {
+            Err(format!("{events:?}"))
+        }
     });
     assert_eq!(on_web[1].1, "d2ViLW9ubHk=");
     let got = wait_for(TIMEOUT, "node-2's watch to run", || {
         let got = runs(&out(2));
-        if got.len() == 3 { Ok(got) } else { Err(format!("{got:?}")) }
+        if got.len() == 3 {
+            Ok(got)
+        } else {
+            Err(format!("{got:?}"))
+        }
     });
     assert_eq!(got[2][0]["Payload"], "d2ViLW9ubHk=");
     // node-0 and node-1 (the firer) have no `web`: not listed, not run.
     // Another event after it shows they got past it.
     let fired = agents[2].cli(&["event", "deploy", "after"]);
     assert!(fired.status.success());
-    for i in 0..2 {
+    for (i, agent) in agents.iter().enumerate().take(2) {
         let events = wait_for(TIMEOUT, "the next event", || {
-            let events = listed(&agents[i]);
+            let events = listed(agent);
             if events.last().is_some_and(|(_, p)| p == "YWZ0ZXI=") {
                 Ok(events)
             } else {
                 Err(format!("{events:?}"))
             }
         });
-        assert_eq!(events.len(), 2, "node-{i} listed the filtered event: {events:?}");
+        assert_eq!(
+            events.len(),
+            2,
+            "node-{i} listed the filtered event: {events:?}"
+        );
         let got = wait_for(TIMEOUT, "the watch to run", || {
             let got = runs(&out(i));
-            if got.len() == 3 { Ok(got) } else { Err(format!("{got:?}")) }
+            if got.len() == 3 {
+                Ok(got)
+            } else {
+                Err(format!("{got:?}"))
+            }
         });
         assert_eq!(got[2][0]["Payload"], "YWZ0ZXI=");
     }
@@ -194,7 +226,10 @@ fn events_reach_every_agent_filters_hold_and_late_joiners_do_not_replay() {
     )
     .unwrap();
     assert_eq!(status, 400);
-    assert!(error["error"].as_str().unwrap().starts_with("node:"), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().starts_with("node:"),
+        "{error}"
+    );
 
     // A late joiner lists none of the earlier events, even one still
     // being gossiped as it joins, and gets new ones.
@@ -210,7 +245,11 @@ fn events_reach_every_agent_filters_hold_and_late_joiners_do_not_replay() {
     late.wait_serving();
     wait_for(TIMEOUT, "the late joiner to see everyone", || {
         let members = late.members()?;
-        if members.len() == 4 { Ok(()) } else { Err(format!("{members:?}")) }
+        if members.len() == 4 {
+            Ok(())
+        } else {
+            Err(format!("{members:?}"))
+        }
     });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(listed(&late), vec![], "the late joiner replayed old events");

@@ -89,7 +89,12 @@ const KINDS: [&str; 8] = [
 fn counts(dir: &Path) -> Vec<(String, usize)> {
     KINDS
         .iter()
-        .map(|kind| (kind.to_string(), runs(&dir.join(format!("{kind}.out"))).len()))
+        .map(|kind| {
+            (
+                kind.to_string(),
+                runs(&dir.join(format!("{kind}.out"))).len(),
+            )
+        })
         .collect()
 }
 
@@ -121,14 +126,21 @@ fn every_watch_type_runs_at_start_and_once_per_change() {
 
     // Once at start, each with its endpoint's shape.
     for kind in KINDS {
-        wait_runs(&dir.join(format!("{kind}.out")), 1, &format!("{kind} at start"));
+        wait_runs(
+            &dir.join(format!("{kind}.out")),
+            1,
+            &format!("{kind} at start"),
+        );
     }
     let start = counts(dir);
     assert!(start.iter().all(|(_, n)| *n == 1), "{start:?}");
     let first = |kind: &str| runs(&dir.join(format!("{kind}.out")))[0].clone();
     assert_eq!(first("key"), Value::Null);
     assert_eq!(first("keyprefix"), json!([]));
-    assert_eq!(first("services"), agent.get("/v1/catalog/services").unwrap());
+    assert_eq!(
+        first("services"),
+        agent.get("/v1/catalog/services").unwrap()
+    );
     assert_eq!(first("service"), json!([]));
     assert_eq!(first("nodes"), agent.get("/v1/catalog/nodes").unwrap());
     assert_eq!(first("members")[0]["Name"], "solo");
@@ -162,12 +174,19 @@ fn every_watch_type_runs_at_start_and_once_per_change() {
     assert_eq!(status, 200);
     let service = wait_runs(&dir.join("service.out"), 2, "the service watch")[1].clone();
     assert_eq!(service[0]["Service"]["ID"], "web-1");
-    assert_eq!(service, agent.get("/v1/health/service/web?passing").unwrap());
+    assert_eq!(
+        service,
+        agent.get("/v1/health/service/web?passing").unwrap()
+    );
     let services = wait_runs(&dir.join("services.out"), 2, "the services watch")[1].clone();
     assert!(services.get("web").is_some(), "{services}");
     let checks = wait_runs(&dir.join("checks.out"), 2, "the checks watch")[1].clone();
     assert!(
-        checks.as_array().unwrap().iter().any(|c| c["CheckID"] == "web-ttl"),
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["CheckID"] == "web-ttl"),
         "{checks}"
     );
     assert_only(dir, &before, &["services", "service", "checks", "nodes"]);
@@ -289,7 +308,10 @@ fn a_slow_handler_never_runs_twice_at_once_and_ends_on_the_last_value() {
 }
 
 /// Accepts HTTP requests on loopback and keeps their bodies.
-fn http_sink() -> (std::net::SocketAddr, std::sync::mpsc::Receiver<(String, String)>) {
+fn http_sink() -> (
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<(String, String)>,
+) {
     let listener = std::net::TcpListener::bind((shoal_tests::unique_loopback(), 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -342,7 +364,9 @@ fn an_http_handler_gets_the_json_posted_and_reload_changes_watches() {
     assert!(head.to_ascii_lowercase().contains("x-env: test"), "{head}");
     assert_eq!(body.trim(), "null");
     assert!(agent.kv_put("flag", "on").unwrap());
-    let (_, body) = posts.recv_timeout(TIMEOUT).expect("the post after a change");
+    let (_, body) = posts
+        .recv_timeout(TIMEOUT)
+        .expect("the post after a change");
     let pair: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(pair["Value"], "b24=");
 

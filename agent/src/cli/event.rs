@@ -50,9 +50,6 @@ pub fn run(client: &Client, args: &EventArgs) -> anyhow::Result<()> {
     }
     let payload = args.payload.as_deref().unwrap_or_default();
     let event = client.put_bytes(&path, payload.as_bytes())?;
-    println!(
-        "Event ID: {}",
-        event["ID"].as_str().unwrap_or("(none)")
-    );
+    println!("Event ID: {}", event["ID"].as_str().unwrap_or("(none)"));
     Ok(())
 }

@@ -85,7 +85,7 @@ pub fn run(client: &Client, args: &WatchArgs) -> anyhow::Result<()> {
                 if let Some(newest) = new.last() {
                     last_event = newest["ID"].as_str().map(str::to_string);
                 }
-                (first || !new.is_empty()).then(|| Value::Array(if first { events } else { new }))
+                (first || !new.is_empty()).then_some(Value::Array(if first { events } else { new }))
             }
             _ => {
                 let differs = first || last.as_ref() != Some(&body);

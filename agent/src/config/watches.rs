@@ -278,10 +278,12 @@ impl WatchParams {
 }
 
 fn watch_kind(at: &str, file: &FileWatch) -> Result<WatchKind, ConfigError> {
-    let kind = file
-        .kind
-        .as_deref()
-        .ok_or_else(|| invalid(&format!("{at}.type"), "missing: key, keyprefix, services, service, checks, nodes, members or event"))?;
+    let kind = file.kind.as_deref().ok_or_else(|| {
+        invalid(
+            &format!("{at}.type"),
+            "missing: key, keyprefix, services, service, checks, nodes, members or event",
+        )
+    })?;
     let params = WatchParams {
         key: file.key.clone(),
         prefix: file.prefix.clone(),
@@ -374,7 +376,9 @@ mod tests {
             }
         );
         assert_eq!(watches[0].timeout, Duration::from_secs(5));
-        assert!(matches!(&watches[1].handler, WatchHandler::Http { method, .. } if method == "POST"));
+        assert!(
+            matches!(&watches[1].handler, WatchHandler::Http { method, .. } if method == "POST")
+        );
     }
 
     #[test]
@@ -382,20 +386,35 @@ mod tests {
         let cases = [
             (r#"type = "nope""#, "watches[0].type"),
             (r#"type = "key""#, "watches[0].key"),
-            (r#"type = "key"
+            (
+                r#"type = "key"
                 key = "a"
-                service = "x""#, "watches[0].service"),
+                service = "x""#,
+                "watches[0].service",
+            ),
             (r#"type = "services""#, "watches[0].handler"),
-            (r#"type = "services"
-                handler = []"#, "watches[0].handler"),
-            (r#"type = "services"
-                http = { url = "https://example.test/" }"#, "watches[0].http.url"),
-            (r#"type = "checks"
+            (
+                r#"type = "services"
+                handler = []"#,
+                "watches[0].handler",
+            ),
+            (
+                r#"type = "services"
+                http = { url = "https://example.test/" }"#,
+                "watches[0].http.url",
+            ),
+            (
+                r#"type = "checks"
                 state = "sad"
-                handler = ["/bin/true"]"#, "watches[0].state"),
-            (r#"type = "services"
+                handler = ["/bin/true"]"#,
+                "watches[0].state",
+            ),
+            (
+                r#"type = "services"
                 handler = ["/bin/true"]
-                hander = 1"#, "watches[0]"),
+                hander = 1"#,
+                "watches[0]",
+            ),
         ];
         for (body, key) in cases {
             let error = parse(&format!("[[watches]]\n{body}")).unwrap_err();

@@ -391,8 +391,7 @@ impl GossipLoop {
 
     /// Publishes counters and check details; wakes no blocking query.
     fn publish_status(&self) {
-        self.event_counters
-            .copy_from(self.node.event_counters());
+        self.event_counters.copy_from(self.node.event_counters());
         let status = Status {
             counters: self.node.counters().clone(),
             name_conflicts: self.node.name_conflicts(),

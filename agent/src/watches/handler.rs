@@ -77,12 +77,8 @@ pub async fn run_program(args: &[String], body: &[u8], index: u64) -> Result<(),
             let _ = stdin.write_all(b"\n").await;
         }
     };
-    let (_, stdout, stderr, exit) = tokio::join!(
-        feed,
-        read_capped(stdout),
-        read_capped(stderr),
-        child.wait()
-    );
+    let (_, stdout, stderr, exit) =
+        tokio::join!(feed, read_capped(stdout), read_capped(stderr), child.wait());
     group.0 = None;
     let exit = exit.map_err(|error| format!("waiting for `{program}`: {error}"))?;
     if exit.success() {

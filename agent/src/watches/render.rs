@@ -47,7 +47,9 @@ pub fn render(kind: &WatchKind, snapshot: &Snapshot) -> Value {
             snapshot
                 .kv
                 .prefix(prefix)
-                .filter(|stored| !stored.entry.deleted && stored.entry.key != crate::kv::KEYRING_KEY)
+                .filter(|stored| {
+                    !stored.entry.deleted && stored.entry.key != crate::kv::KEYRING_KEY
+                })
                 .map(consul_json::kv_pair)
                 .collect(),
         ),
@@ -85,7 +87,9 @@ pub fn render(kind: &WatchKind, snapshot: &Snapshot) -> Value {
             Value::Array(
                 catalog::all_checks(members)
                     .iter()
-                    .filter(|found| wanted.is_none_or(|status| found.check.consul_status() == status))
+                    .filter(|found| {
+                        wanted.is_none_or(|status| found.check.consul_status() == status)
+                    })
                     .map(consul_json::cluster_check)
                     .collect(),
             )
