@@ -407,7 +407,12 @@ fn an_http_handler_gets_the_json_posted_and_reload_changes_watches() {
 fn shoal_watch_prints_json_and_runs_a_handler_with_a_token() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
-    let agent = Agent::start_serving(dir, "cli", &["--acl-token", "s3cret"]);
+    // Reads need the token too, so every query `shoal watch` makes does.
+    let agent = Agent::start_serving(
+        dir,
+        "cli",
+        &["--acl-token", "s3cret", "--acl-protect-reads"],
+    );
     let with_token = |args: &[&str]| {
         std::process::Command::new(shoal_tests::shoal_bin())
             .args(args)
@@ -416,6 +421,13 @@ fn shoal_watch_prints_json_and_runs_a_handler_with_a_token() {
             .output()
             .unwrap()
     };
+    let refused = agent.cli(&["watch", "--type", "keyprefix", "--prefix", "app/"]);
+    assert!(!refused.status.success(), "a watch without the token ran");
+    let refused = agent.cli(&["event", "deploy"]);
+    assert!(
+        !refused.status.success(),
+        "an event fired without the token"
+    );
     let put = with_token(&["kv", "put", "app/x", "1"]);
     assert!(put.status.success(), "{put:?}");
     let printed = with_token(&["watch", "--type", "keyprefix", "--prefix", "app/"]);
