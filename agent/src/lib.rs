@@ -14,6 +14,8 @@
 //! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`flags`]: feature flags: schema and per-user decisions.
 //! - [`template`]: `[[templates]]`, files rendered from the catalog and KV.
+//! - [`events`]: user events: filters, the recent list, Consul's JSON.
+//! - [`watches`]: `[[watches]]` and `shoal watch`: handlers run on change.
 //! - [`persist`]: the data directory and the persisted generation.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
@@ -27,6 +29,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod events;
 pub mod field_error;
 pub mod flags;
 pub mod fuzzing;
@@ -34,3 +37,4 @@ pub mod kv;
 pub mod persist;
 pub mod registry;
 pub mod template;
+pub mod watches;

@@ -129,7 +129,10 @@ pub fn messages(data: &[u8]) {
         generation: 1,
     };
     let state = Arc::new(Mutex::new(ClusterState::new(local)));
-    let mut handler = RumorHandler::new(state.clone());
+    let mut handler = RumorHandler::new(
+        state.clone(),
+        Arc::new(Mutex::new(crate::event::EventLog::new())),
+    );
     let _ = handler.receive_item(data, Some(&sender));
     if let Ok(rumor) = codec::decode_datagram::<Rumor>(data) {
         // The encoder must accept whatever the decoder produced.

@@ -13,7 +13,9 @@
 //! - [`record`]: [`NodeRecord`], the single-writer state of one node.
 //! - [`kv`]: the replicated last-writer-wins KV store and its buckets.
 //! - [`state`]: [`ClusterState`], all records and their merge rule.
-//! - [`rumor`]: node-record and KV broadcasts riding on SWIM traffic.
+//! - [`rumor`]: node-record, KV and user-event broadcasts riding on SWIM
+//!   traffic.
+//! - [`event`]: user events: Lamport clock, deduplication, bounds.
 //! - [`pull`]: bounded pulls of what digest rumors announce.
 //! - [`sync`]: the anti-entropy push-pull messages, one struct per step.
 //! - [`node`]: [`Node`], foca plus all of the above, as one state machine:
@@ -27,6 +29,7 @@
 pub mod clock;
 pub mod codec;
 pub mod envelope;
+pub mod event;
 pub mod fuzzing;
 pub mod identity;
 pub mod keyring;

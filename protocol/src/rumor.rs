@@ -1,5 +1,5 @@
 //! Custom broadcasts ("rumors") that ride on foca's SWIM traffic: the fast
-//! path for node-record changes.
+//! path for node-record changes, KV writes and user events.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -8,6 +8,7 @@ use bincode::{Decode, Encode};
 use foca::{BroadcastHandler, Invalidates};
 
 use crate::codec;
+use crate::event::{EventLog, UserEvent};
 use crate::identity::NodeId;
 use crate::kv::KvEntry;
 use crate::record::NodeRecord;
@@ -44,6 +45,10 @@ pub enum Rumor {
         writer: String,
         from: SocketAddr,
     },
+    /// A user event (see [`crate::event`]). Up to about 900 bytes, over
+    /// [`MAX_RUMOR`]: events are rare, and one still fits a packet of its
+    /// own, so foca never keeps it in the backlog forever.
+    Event(UserEvent),
 }
 
 impl Rumor {
@@ -96,6 +101,7 @@ impl Rumor {
                 key: key.clone(),
                 order: (*time, writer.clone()),
             },
+            Rumor::Event(event) => RumorKey::Event { id: event.id },
         }
     }
 }
@@ -104,8 +110,18 @@ impl Rumor {
 /// key replaces an older one still being spread.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RumorKey {
-    Node { name: String, order: (u64, u64) },
-    Kv { key: String, order: (u64, String) },
+    Node {
+        name: String,
+        order: (u64, u64),
+    },
+    Kv {
+        key: String,
+        order: (u64, String),
+    },
+    /// Events are never replaced, only deduplicated.
+    Event {
+        id: [u8; 16],
+    },
 }
 
 impl RumorKey {
@@ -114,6 +130,7 @@ impl RumorKey {
         match (self, other) {
             (RumorKey::Node { name, .. }, RumorKey::Node { name: theirs, .. }) => name == theirs,
             (RumorKey::Kv { key, .. }, RumorKey::Kv { key: theirs, .. }) => key == theirs,
+            (RumorKey::Event { id }, RumorKey::Event { id: theirs }) => id == theirs,
             _ => false,
         }
     }
@@ -136,6 +153,7 @@ impl Invalidates for RumorKey {
                     order: their_order,
                 },
             ) => key == theirs && order >= their_order,
+            (RumorKey::Event { id }, RumorKey::Event { id: theirs }) => id == theirs,
             _ => false,
         }
     }
@@ -156,11 +174,12 @@ pub enum RumorError {
 /// call into foca, so it is never contended.
 pub struct RumorHandler {
     state: Arc<Mutex<ClusterState>>,
+    events: Arc<Mutex<EventLog>>,
 }
 
 impl RumorHandler {
-    pub fn new(state: Arc<Mutex<ClusterState>>) -> Self {
-        Self { state }
+    pub fn new(state: Arc<Mutex<ClusterState>>, events: Arc<Mutex<EventLog>>) -> Self {
+        Self { state, events }
     }
 }
 
@@ -200,7 +219,77 @@ impl BroadcastHandler<NodeId> for RumorHandler {
                 state.kv_is_news(&name, time, &writer)
                     && state.pulls_mut().offer(key.clone(), from, sender)
             }
+            Rumor::Event(event) => {
+                let max_time = state.clock().max_kv_time();
+                drop(state);
+                let mut events = self.events.lock().expect("event log lock poisoned");
+                // Refused events (out of bounds) are counted by the log and
+                // not spread further.
+                events.receive(event, max_time).unwrap_or(false)
+            }
         };
         Ok(news.then_some(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::MAX_EVENT_PAYLOAD;
+
+    fn handler() -> (RumorHandler, Arc<Mutex<EventLog>>) {
+        let id = NodeId {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7946)),
+            generation: 1,
+        };
+        let state = Arc::new(Mutex::new(ClusterState::new(NodeRecord::new(id, "local"))));
+        let events = Arc::new(Mutex::new(EventLog::new()));
+        (RumorHandler::new(state, events.clone()), events)
+    }
+
+    fn event(id: u8, payload: usize) -> UserEvent {
+        UserEvent {
+            id: [id; 16],
+            name: "deploy".into(),
+            payload: vec![b'x'; payload],
+            node_filter: "^web-.*$".into(),
+            service_filter: "web".into(),
+            tag_filter: "primary".into(),
+            ltime: 3,
+            time: 1,
+        }
+    }
+
+    #[test]
+    fn an_event_rumor_is_news_once_and_delivered() {
+        let (mut handler, events) = handler();
+        let sender = NodeId {
+            addr: SocketAddr::from(([127, 0, 0, 2], 7946)),
+            generation: 1,
+        };
+        let data = codec::encode(&Rumor::Event(event(1, MAX_EVENT_PAYLOAD)));
+        // Fits a packet of its own with room for foca's header.
+        assert!(data.len() < 900, "event rumor is {} bytes", data.len());
+        let first = handler.receive_item(&data, Some(&sender)).unwrap();
+        assert_eq!(first, Some(RumorKey::Event { id: [1; 16] }));
+        assert_eq!(handler.receive_item(&data, Some(&sender)).unwrap(), None);
+        let mut events = events.lock().unwrap();
+        assert_eq!(events.take_delivered(), vec![event(1, MAX_EVENT_PAYLOAD)]);
+        assert_eq!(events.clock(), 4);
+    }
+
+    #[test]
+    fn an_oversized_event_rumor_is_refused_and_not_spread() {
+        let (mut handler, events) = handler();
+        let sender = NodeId {
+            addr: SocketAddr::from(([127, 0, 0, 2], 7946)),
+            generation: 1,
+        };
+        let data = codec::encode(&Rumor::Event(event(1, MAX_EVENT_PAYLOAD + 1)));
+        assert_eq!(handler.receive_item(&data, Some(&sender)).unwrap(), None);
+        let mut events = events.lock().unwrap();
+        assert!(events.take_delivered().is_empty());
+        assert_eq!(events.counters().refused, 1);
+        assert_eq!(events.clock(), 0);
     }
 }

@@ -61,6 +61,8 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "name_conflict": snapshot.name_rival.map(|rival| rival.addr.to_string()),
             },
             "blocking": state.blocking.json(),
+            "watches": state.watches.json(),
+            "events": state.events.json(),
             "serf_lan": {
                 "members": snapshot.members.len(),
                 "alive": count(1),

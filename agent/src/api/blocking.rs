@@ -70,6 +70,8 @@ pub enum Watch {
     Cluster,
     /// The KV store: KV and flag endpoints.
     Kv,
+    /// The user events this agent received: `/v1/event/list`.
+    Events,
 }
 
 impl Watch {
@@ -78,6 +80,7 @@ impl Watch {
         match self {
             Watch::Cluster => snapshot.cluster_index,
             Watch::Kv => snapshot.kv_index,
+            Watch::Events => snapshot.event_index,
         }
     }
 }

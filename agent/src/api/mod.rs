@@ -12,6 +12,7 @@
 //! - [`flags`]: `/v1/flags/*`, feature flags stored in the KV.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
 //! - [`template`]: `/v1/shoal/template/render`, a dry run of a template.
+//! - [`events`]: `/v1/event/fire/:name`, `/v1/event/list`: user events.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
 //! - [`guard`]: the URI and body limits, the `Host` check, and the API
 //!   token (`[acl]`) each route needs.
@@ -23,6 +24,7 @@ pub mod agent;
 pub mod blocking;
 pub mod catalog;
 pub mod consul_json;
+pub mod events;
 pub mod flags;
 pub mod guard;
 pub mod health;
@@ -73,6 +75,10 @@ pub struct ApiState {
     pub reload: crate::daemon::reload::ReloadHandle,
     /// `[[templates]]`: counters and each template's last render.
     pub templates: Arc<crate::template::TemplateStats>,
+    /// User event counters (for metrics).
+    pub events: Arc<crate::events::EventCounters>,
+    /// Watch handler runs and failures (for metrics).
+    pub watches: Arc<crate::watches::WatchCounters>,
 }
 
 impl ApiState {
@@ -166,6 +172,8 @@ pub fn router(state: ApiState) -> Router {
             "/v1/shoal/template/render-env",
             post(template::render_with_env),
         )
+        .write("/v1/event/fire/{name}", put(events::fire))
+        .read("/v1/event/list", get(events::list))
         .read("/health", get(health::summary))
         .open("/health/live", get(health::live))
         .open("/health/ready", get(health::ready))

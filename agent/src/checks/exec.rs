@@ -74,7 +74,7 @@ fn describe_exit(program: &str, exit: &std::process::ExitStatus) -> String {
 
 /// Keeps the first [`OUTPUT_LIMIT`] bytes and drains the rest: a program
 /// blocked on a full pipe would otherwise never exit.
-async fn read_capped(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
+pub(crate) async fn read_capped(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
     let mut kept = Vec::new();
     let Some(mut pipe) = pipe else {
         return kept;
@@ -93,7 +93,7 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
 
 /// Kills the child's process group when dropped while armed (the probe
 /// timed out or was cancelled).
-struct GroupKiller(Option<u32>);
+pub(crate) struct GroupKiller(pub(crate) Option<u32>);
 
 impl Drop for GroupKiller {
     fn drop(&mut self) {

@@ -12,8 +12,11 @@
 //! - [`flags`]: `shoal flags ls|get|set|eval|rm`.
 //! - [`reload`]: `shoal reload`.
 //! - [`template`]: `shoal template render` (a dry run).
+//! - [`watch`]: `shoal watch` (as `consul watch`).
+//! - [`event`]: `shoal event` (user events).
 
 pub mod agent;
+pub mod event;
 pub mod flags;
 pub mod info;
 pub mod keyring;
@@ -24,6 +27,7 @@ pub mod register;
 pub mod reload;
 pub mod services;
 pub mod template;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -91,6 +95,11 @@ pub enum Command {
     Reload,
     /// Templates: `shoal template render FILE` prints what FILE renders to now.
     Template(template::TemplateArgs),
+    /// Run a program (or print JSON) when part of the cluster changes, as
+    /// `consul watch`.
+    Watch(watch::WatchArgs),
+    /// Fire a user event on every agent (or those the filters match).
+    Event(event::EventArgs),
 }
 
 /// Output format of the inspection commands.
@@ -136,6 +145,8 @@ pub fn main() -> ExitCode {
         Command::Flags(args) => flags::run(&client(), args),
         Command::Reload => reload::run(&client()),
         Command::Template(args) => template::run(&client(), args),
+        Command::Watch(args) => watch::run(&client(), args),
+        Command::Event(args) => event::run(&client(), args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,8 @@ pub struct FileConfig {
     pub max_clock_drift: Option<String>,
     /// `[[templates]]`: files rendered from the catalog and the KV.
     pub templates: Option<Vec<toml::Value>>,
+    /// `[[watches]]`: handlers run when part of the cluster changes.
+    pub watches: Option<Vec<toml::Value>>,
 }
 
 /// The `[kv]` table. The duration is a Go duration such as "72h".

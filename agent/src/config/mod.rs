@@ -10,6 +10,7 @@
 //!   `max_clock_drift`) and `[acl]` tables.
 //! - [`definitions`]: services and checks from the file and `config_dir`.
 //! - [`templates`]: `[[templates]]`, files rendered from the catalog and KV.
+//! - [`watches`]: `[[watches]]`, handlers run when the cluster changes.
 //!
 //! Every duration is a Go duration ([`crate::duration`]).
 
@@ -22,6 +23,7 @@ mod network;
 mod node;
 mod overrides;
 mod templates;
+pub mod watches;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,6 +39,7 @@ pub use network::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, parse_addr};
 pub use node::{DataDir, LogFormat, MAX_TAG_KEY};
 pub use overrides::Overrides;
 pub use templates::{MAX_TEMPLATE_BYTES, TemplateConfig, TemplateSource};
+pub use watches::{WatchDefinition, WatchHandler, WatchKind};
 
 use crate::checks::CheckDefinition;
 use crate::registry::service::ServiceDefinition;
@@ -102,6 +105,9 @@ pub struct AgentConfig {
     pub enable_local_script_checks: bool,
     /// `[[templates]]`, reloaded with the rest.
     pub templates: Vec<TemplateConfig>,
+    /// `[[watches]]`: handlers run when part of the cluster changes
+    /// (reloaded live).
+    pub watches: Vec<WatchDefinition>,
 }
 
 impl AgentConfig {
@@ -160,6 +166,7 @@ impl AgentConfig {
         let services = definitions::file_services(file.services)?;
         let checks = definitions::file_checks(file.checks)?;
         let templates = templates::templates(file.templates)?;
+        let watches = watches::watch_definitions(file.watches)?;
         Ok(Self {
             node_name,
             datacenter,
@@ -187,6 +194,7 @@ impl AgentConfig {
                 .or(file.enable_local_script_checks)
                 .unwrap_or(true),
             templates,
+            watches,
         })
     }
 }

@@ -260,6 +260,7 @@ destination = "/tmp/a"
         let example: String = include_str!("../../../config/agent.toml")
             .lines()
             .skip_while(|line| *line != "# [[templates]]")
+            .take_while(|line| !line.is_empty())
             .map(|line| format!("{}\n", line.trim_start_matches("# ")))
             .collect();
         let parsed = parse(&example).unwrap();

@@ -67,6 +67,9 @@ pub(super) struct GossipLoop {
     /// Set when another live agent holds our node name: the loop leaves,
     /// and the agent exits with it.
     pub name_taken: Option<NameTaken>,
+    /// Recent user events for this agent (filters evaluated here).
+    pub events: crate::events::RecentEvents,
+    pub event_counters: Arc<crate::events::EventCounters>,
 }
 
 /// Another live agent holds this agent's node name, so it did not join:
@@ -206,6 +209,13 @@ impl GossipLoop {
             Command::Reload { live, reply } => {
                 let _ = reply.send(self.apply_reload(live));
             }
+            Command::FireEvent { request, reply } => {
+                let fired = self.node.fire_event(request);
+                if fired.is_ok() {
+                    self.event_counters.fired.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = reply.send(fired);
+            }
         }
     }
 
@@ -287,8 +297,13 @@ impl GossipLoop {
         for event in self.node.take_name_events() {
             self.on_name_event(event);
         }
+        let delivered = self.node.take_user_events();
+        let events = !delivered.is_empty()
+            && self
+                .events
+                .take(delivered, &self.node.local_record(), &self.event_counters);
         let changes = self.node.take_changes();
-        if changes.any() {
+        if changes.any() || events {
             if let Some(ceiling) = self.index.advance(self.node.kv_index()) {
                 let data_dir = self.data_dir.clone();
                 tokio::task::spawn_blocking(move || {
@@ -297,7 +312,7 @@ impl GossipLoop {
                     }
                 });
             }
-            self.publish(changes);
+            self.publish(changes, events);
         }
     }
 
@@ -334,7 +349,7 @@ impl GossipLoop {
     /// Publishes a snapshot with what changed, reusing the rest of the
     /// previous one (the membership is not copied again for a KV write),
     /// and the status with it.
-    fn publish(&mut self, changes: Changes) {
+    fn publish(&mut self, changes: Changes, events: bool) {
         let index = self.index.current();
         let previous = self.snapshot_tx.borrow().clone();
         let cluster = changes.cluster || !previous.checks_loaded;
@@ -363,6 +378,12 @@ impl GossipLoop {
             },
             checks_loaded: true,
             name_rival: self.node.name_rival(),
+            events: if events {
+                self.events.list()
+            } else {
+                previous.events.clone()
+            },
+            event_index: if events { index } else { previous.event_index },
         };
         self.snapshot_tx.send_replace(Arc::new(snapshot));
         self.publish_status();
@@ -370,6 +391,7 @@ impl GossipLoop {
 
     /// Publishes counters and check details; wakes no blocking query.
     fn publish_status(&self) {
+        self.event_counters.copy_from(self.node.event_counters());
         let status = Status {
             counters: self.node.counters().clone(),
             name_conflicts: self.node.name_conflicts(),

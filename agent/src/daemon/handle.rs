@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use shoal_protocol::event::{EventError, EventRequest, UserEvent};
 use shoal_protocol::kv::{KvEntry, KvError};
 use shoal_protocol::record::CheckStatus;
 use shoal_protocol::sync::SyncMessage;
@@ -61,6 +62,12 @@ pub(super) enum Command {
     Reload {
         live: LiveConfig,
         reply: oneshot::Sender<Result<(), RegistryError>>,
+    },
+    /// Fire a user event (see `shoal_protocol::event`), checked by the
+    /// caller; answered with the event as stamped.
+    FireEvent {
+        request: EventRequest,
+        reply: oneshot::Sender<Result<UserEvent, EventError>>,
     },
 }
 
@@ -125,6 +132,15 @@ pub enum KvWriteError {
     /// sees it.
     #[error("the write could not be made durable, so it was not applied: {0}")]
     NotDurable(String),
+    #[error(transparent)]
+    Stopped(#[from] AgentStopped),
+}
+
+/// Why a user event was not fired.
+#[derive(Debug, thiserror::Error)]
+pub enum FireEventError {
+    #[error(transparent)]
+    Refused(#[from] EventError),
     #[error(transparent)]
     Stopped(#[from] AgentStopped),
 }
@@ -301,6 +317,13 @@ impl AgentHandle {
         self.ask(|reply| Command::Reload { live, reply })
             .await?
             .map_err(LiveConfigError::Registry)
+    }
+
+    /// Fires a user event cluster-wide.
+    pub async fn fire_event(&self, request: EventRequest) -> Result<UserEvent, FireEventError> {
+        Ok(self
+            .ask(|reply| Command::FireEvent { request, reply })
+            .await??)
     }
 
     /// One step of an anti-entropy exchange, for the transport: the loop

@@ -147,6 +147,15 @@ pub async fn run(
         tasks.stop.clone(),
     );
     let left = CancellationToken::new();
+    let event_counters = Arc::new(crate::events::EventCounters::default());
+    let watch_counters = Arc::new(crate::watches::WatchCounters::default());
+    crate::watches::spawn(
+        reload.watches(),
+        snapshot_rx.clone(),
+        watch_counters.clone(),
+        &tasks.tracker,
+        tasks.stop.clone(),
+    );
     let http_addr = serve_api(
         listeners.http,
         api::ApiState {
@@ -161,6 +170,8 @@ pub async fn run(
             faults: faults.clone(),
             keyring,
             templates: templates.stats(),
+            events: event_counters.clone(),
+            watches: watch_counters,
         },
         &tasks,
     )?;
@@ -189,6 +200,8 @@ pub async fn run(
         kv,
         faults,
         name_taken: None,
+        events: Default::default(),
+        event_counters,
     };
     let inputs = Inputs {
         timers_rx,
@@ -311,6 +324,8 @@ fn first_snapshot(node: &Node, index: u64) -> Snapshot {
         kv: Default::default(),
         checks_loaded: false,
         name_rival: None,
+        events: Default::default(),
+        event_index: index,
     }
 }
 

@@ -8,7 +8,8 @@
 //!   (`Stats.reload.last_error`, `Config.ReloadError`);
 //! - services, checks and node tags are handed to the gossip loop with
 //!   [`AgentHandle::reload`] (it owns them), `[[templates]]` to the
-//!   template runners, and the log level is swapped in place;
+//!   template runners, `[[watches]]` to the watch manager
+//!   ([`ReloadHandle::watches`]), and the log level is swapped in place;
 //! - settings read once at start (addresses, data dir, cluster, node name,
 //!   gossip tuning, ...) keep their running values and are reported as
 //!   needing a restart.
@@ -29,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handle::{AgentHandle, LiveConfig};
-use crate::config::{AgentConfig, Overrides};
+use crate::config::{AgentConfig, Overrides, WatchDefinition};
+
+/// The `[[watches]]` in force, for the watch manager.
+pub type WatchList = Arc<Vec<WatchDefinition>>;
 
 /// Quiet time after the last file event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -96,6 +100,7 @@ type ReloadReply = oneshot::Sender<Result<Reloaded, String>>;
 pub struct ReloadHandle {
     requests_tx: mpsc::Sender<ReloadReply>,
     status_rx: watch::Receiver<ReloadStatus>,
+    watches_rx: watch::Receiver<WatchList>,
 }
 
 impl ReloadHandle {
@@ -113,6 +118,11 @@ impl ReloadHandle {
     pub fn status(&self) -> ReloadStatus {
         self.status_rx.borrow().clone()
     }
+
+    /// The `[[watches]]` in force, updated by every successful reload.
+    pub fn watches(&self) -> watch::Receiver<WatchList> {
+        self.watches_rx.clone()
+    }
 }
 
 /// Starts the reload task: file watch, SIGHUP and API requests.
@@ -126,7 +136,9 @@ pub fn spawn(
 ) -> ReloadHandle {
     let (requests_tx, requests_rx) = mpsc::channel(8);
     let (status_tx, status_rx) = watch::channel(ReloadStatus::default());
+    let (watches_tx, watches_rx) = watch::channel(Arc::new(config.watches.clone()));
     let reloader = Reloader {
+        watches_tx,
         overrides: setup.overrides,
         log: setup.log,
         running: config,
@@ -139,6 +151,7 @@ pub fn spawn(
     ReloadHandle {
         requests_tx,
         status_rx,
+        watches_rx,
     }
 }
 
@@ -150,6 +163,7 @@ struct Reloader {
     agent: AgentHandle,
     templates: crate::template::Templates,
     status_tx: watch::Sender<ReloadStatus>,
+    watches_tx: watch::Sender<WatchList>,
     /// Kept alive: dropping it stops the watch.
     watcher: Option<notify::RecommendedWatcher>,
 }
@@ -327,6 +341,11 @@ impl Reloader {
         running.log_level = loaded.log_level;
         running.config_dir = loaded.config_dir;
         running.templates = loaded.templates;
+        if running.watches != loaded.watches {
+            self.watches_tx
+                .send_replace(Arc::new(loaded.watches.clone()));
+        }
+        running.watches = loaded.watches;
         let reloaded = Reloaded {
             services: running.services.len(),
             checks: running.checks.len(),

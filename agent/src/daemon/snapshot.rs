@@ -40,6 +40,12 @@ pub struct Snapshot {
     /// A live agent elsewhere that also claims our node name (see
     /// `shoal_protocol::node::NameEvent`).
     pub name_rival: Option<NodeId>,
+    /// The recent user events for this agent, oldest first (see
+    /// `crate::events`); shared with the previous snapshot when unchanged.
+    pub events: Arc<Vec<Arc<shoal_protocol::event::UserEvent>>>,
+    /// The `index` at which `events` last changed: the event list waits
+    /// on it.
+    pub event_index: u64,
 }
 
 /// Counters and local check details: they change with every datagram and

@@ -66,6 +66,8 @@ fn snapshot(entries: &[(&str, &str)]) -> Arc<Snapshot> {
         kv,
         checks_loaded: true,
         name_rival: None,
+        events: Arc::default(),
+        event_index: 0,
     })
 }
 

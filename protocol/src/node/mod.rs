@@ -20,6 +20,7 @@
 //!   [`Node::on_sync`]).
 //! - `pages`: the KV pages of an exchange (a walk over the differing
 //!   buckets, a bounded page at a time).
+//! - `events`: firing and taking user events (see [`crate::event`]).
 //! - `peers`: bounds on what peers make the node do and hold: pulls of
 //!   digest rumors, members learned per exchange, records of forgotten
 //!   members.
@@ -27,6 +28,7 @@
 mod bounded_codec;
 mod config;
 mod effects;
+mod events;
 mod join;
 mod members;
 mod name;
@@ -50,6 +52,7 @@ pub use name::NameEvent;
 pub use peers::max_learned;
 
 use crate::envelope::{Envelope, EnvelopeError, PayloadKind};
+use crate::event::EventLog;
 use crate::identity::NodeId;
 use crate::kv::{KvEntry, KvError, KvStore, Stored};
 use crate::lifeguard::LocalHealth;
@@ -160,6 +163,8 @@ pub struct Node {
     kv_dropped: Vec<String>,
     /// The newest generation foca's codec accepts, moved with the clock.
     generation_bound: Arc<GenerationBound>,
+    /// User events, shared with the rumor handler as the state is.
+    events: Arc<Mutex<EventLog>>,
 }
 
 impl Node {
@@ -174,6 +179,7 @@ impl Node {
         let state = Arc::new(Mutex::new(state));
         let health = LocalHealth::new(config.local_health, config.probe_rtt / 2);
         let generation_bound = GenerationBound::new();
+        let events = Arc::new(Mutex::new(EventLog::new()));
         let swim = Foca::with_custom_broadcast(
             local.id,
             config.swim_config(1),
@@ -181,7 +187,7 @@ impl Node {
             BoundedCodec {
                 bound: generation_bound.clone(),
             },
-            RumorHandler::new(state.clone()),
+            RumorHandler::new(state.clone(), events.clone()),
         );
         Self {
             swim,
@@ -205,6 +211,7 @@ impl Node {
             kv_in_touch: false,
             kv_dropped: Vec::new(),
             generation_bound,
+            events,
         }
     }
 
@@ -222,6 +229,7 @@ impl Node {
 
     /// Starts joining through the seeds and schedules periodic work.
     pub fn start(&mut self) {
+        self.mark_events_start();
         self.effects
             .timers
             .push((Duration::ZERO, NodeTimer::Rejoin(self.rejoin_token)));

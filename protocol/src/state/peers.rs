@@ -80,6 +80,8 @@ impl ClusterState {
                 Some(stored) => (*time, writer) > (stored.entry.time, &stored.entry.writer),
                 None => true,
             },
+            // Events are never announced by digest, so never pulled.
+            RumorKey::Event { .. } => false,
         }
     }
 

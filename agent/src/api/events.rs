@@ -1,0 +1,101 @@
+//! `/v1/event/*`: user events in Consul's shapes (see [`crate::events`]).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::Value;
+use shoal_protocol::event::{self, EventRequest, MAX_EVENT_FILTER, MAX_EVENT_PAYLOAD};
+
+use super::{ApiError, ApiState, Query, blocking};
+use crate::daemon::handle::FireEventError;
+use crate::events::{compile_filter, event_json};
+
+/// A filter parameter: at most [`MAX_EVENT_FILTER`] bytes, and a regular
+/// expression that compiles.
+fn filter(query: &Query, name: &str) -> Result<String, ApiError> {
+    let pattern = query.get(name).unwrap_or_default().to_string();
+    if pattern.len() > MAX_EVENT_FILTER {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name}: the filter is longer than {MAX_EVENT_FILTER} bytes"),
+        ));
+    }
+    compile_filter(&pattern).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name}: `{pattern}` is not a valid regular expression: {error}"),
+        )
+    })?;
+    Ok(pattern)
+}
+
+/// `PUT /v1/event/fire/:name?node=&service=&tag=` with the payload as body.
+pub async fn fire(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    query: Query,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    query.check_datacenter(&state.config.datacenter)?;
+    if !event::valid_name(&name) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "name: `{name}` must be 1 to {} bytes of letters, digits, `-`, `_`, `.`, `/` or `:`",
+                event::MAX_EVENT_NAME
+            ),
+        ));
+    }
+    if body.len() > MAX_EVENT_PAYLOAD {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "payload: {} bytes, more than the {MAX_EVENT_PAYLOAD} allowed",
+                body.len()
+            ),
+        ));
+    }
+    let request = EventRequest {
+        id: crate::events::random_id(),
+        name,
+        payload: body.to_vec(),
+        node_filter: filter(&query, "node")?,
+        service_filter: filter(&query, "service")?,
+        tag_filter: filter(&query, "tag")?,
+    };
+    match state.agent.fire_event(request).await {
+        Ok(fired) => Ok(Json(event_json(&fired))),
+        Err(FireEventError::Refused(error)) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))
+        }
+        Err(FireEventError::Stopped(error)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            error.to_string(),
+        )),
+    }
+}
+
+/// `GET /v1/event/list?name=`: the recent events this agent received (and
+/// whose filters matched it), oldest first, with blocking queries.
+pub async fn list(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
+    query.check_datacenter(&state.config.datacenter)?;
+    let name = query.get("name").unwrap_or_default().to_string();
+    blocking::respond(&state, &query, blocking::Watch::Events, |snapshot| {
+        Ok(events_list(snapshot, &name))
+    })
+    .await
+}
+
+/// The event list as `/v1/event/list?name=` gives it (`name` empty: all).
+pub fn events_list(snapshot: &crate::daemon::snapshot::Snapshot, name: &str) -> Value {
+    Value::Array(
+        snapshot
+            .events
+            .iter()
+            .filter(|event| name.is_empty() || event.name == name)
+            .map(|event| event_json(event))
+            .collect(),
+    )
+}

@@ -1,0 +1,255 @@
+//! User events on this agent (Serf's and Consul's; the protocol side is
+//! `shoal_protocol::event`): the filters each agent evaluates on what it
+//! receives, the ring of recent events the API lists, Consul's JSON shape
+//! and the counters.
+//!
+//! Filters are regular expressions, as Consul's: `node` over this agent's
+//! node name, `service` over the names of its services, `tag` over the tags
+//! of the services `service` matched. An event whose filters don't match is
+//! dropped here (it still spreads to the others). Patterns are short
+//! (`shoal_protocol::event::MAX_EVENT_FILTER`) and compiled with a small
+//! size limit, so a peer can't make this agent spend much on them.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine;
+use regex::{Regex, RegexBuilder};
+use serde_json::{Value, json};
+use shoal_protocol::NodeRecord;
+use shoal_protocol::event::{EVENT_RING, EventCounters as ProtocolCounters, UserEvent};
+
+/// Compiled size limit of one filter.
+const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+
+/// Event counters (relaxed, monotonic), for metrics.
+#[derive(Debug, Default)]
+pub struct EventCounters {
+    /// Events fired through this agent's API.
+    pub fired: AtomicU64,
+    /// Events delivered to this agent (fired here or received) that matched
+    /// its filters and were listed.
+    pub listed: AtomicU64,
+    /// Events delivered whose filters did not match this agent.
+    pub filtered_out: AtomicU64,
+    /// Events from peers refused as out of bounds.
+    pub refused: AtomicU64,
+    /// Events fired before this agent started (or too old): not replayed.
+    pub ignored_old: AtomicU64,
+}
+
+impl EventCounters {
+    /// Copies the protocol core's counts.
+    pub fn copy_from(&self, counters: ProtocolCounters) {
+        self.refused.store(counters.refused, Ordering::Relaxed);
+        self.ignored_old
+            .store(counters.ignored_old, Ordering::Relaxed);
+    }
+
+    pub fn json(&self) -> Value {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        json!({
+            "fired": load(&self.fired),
+            "listed": load(&self.listed),
+            "filtered_out": load(&self.filtered_out),
+            "refused": load(&self.refused),
+            "ignored_old": load(&self.ignored_old),
+        })
+    }
+}
+
+/// Compiles one filter; `None` for an empty one.
+pub fn compile_filter(pattern: &str) -> Result<Option<Regex>, regex::Error> {
+    if pattern.is_empty() {
+        return Ok(None);
+    }
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map(Some)
+}
+
+/// Whether `event` is for this agent, whose record is `local`. A filter
+/// that doesn't compile matches nothing (the firing agent refuses those,
+/// so only a peer's bad event gets here).
+pub fn matches(event: &UserEvent, local: &NodeRecord) -> bool {
+    let compiled = (
+        compile_filter(&event.node_filter),
+        compile_filter(&event.service_filter),
+        compile_filter(&event.tag_filter),
+    );
+    let (Ok(node), Ok(service), Ok(tag)) = compiled else {
+        return false;
+    };
+    if node.is_some_and(|node| !node.is_match(&local.name)) {
+        return false;
+    }
+    match (service, tag) {
+        (None, None) => true,
+        // Consul: a tag filter without a service filter is ignored.
+        (None, Some(_)) => true,
+        (Some(service), tag) => local.services.iter().any(|candidate| {
+            service.is_match(&candidate.name)
+                && tag
+                    .as_ref()
+                    .is_none_or(|tag| candidate.tags.iter().any(|t| tag.is_match(t)))
+        }),
+    }
+}
+
+/// The ID as a UUID string (`8-4-4-4-12` hex digits).
+pub fn uuid(id: &[u8; 16]) -> String {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// A new random event ID (a version 4 UUID).
+pub fn random_id() -> [u8; 16] {
+    let mut id: [u8; 16] = rand::random();
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
+}
+
+/// Consul's `UserEvent` JSON (`/v1/event/fire`, `/v1/event/list`).
+pub fn event_json(event: &UserEvent) -> Value {
+    let payload = if event.payload.is_empty() {
+        Value::Null
+    } else {
+        Value::String(base64::engine::general_purpose::STANDARD.encode(&event.payload))
+    };
+    json!({
+        "ID": uuid(&event.id),
+        "Name": event.name,
+        "Payload": payload,
+        "NodeFilter": event.node_filter,
+        "ServiceFilter": event.service_filter,
+        "TagFilter": event.tag_filter,
+        "Version": 1,
+        "LTime": event.ltime,
+    })
+}
+
+/// The recent events for this agent, oldest first, at most
+/// [`EVENT_RING`]: kept by the gossip loop, published in snapshots.
+#[derive(Debug, Default)]
+pub struct RecentEvents {
+    ring: VecDeque<Arc<UserEvent>>,
+}
+
+impl RecentEvents {
+    /// Keeps the delivered events that match `local`; returns whether any
+    /// did.
+    pub fn take(
+        &mut self,
+        delivered: Vec<UserEvent>,
+        local: &NodeRecord,
+        counters: &EventCounters,
+    ) -> bool {
+        let mut any = false;
+        for event in delivered {
+            if !matches(&event, local) {
+                counters.filtered_out.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            counters.listed.fetch_add(1, Ordering::Relaxed);
+            if self.ring.len() == EVENT_RING {
+                self.ring.pop_front();
+            }
+            self.ring.push_back(Arc::new(event));
+            any = true;
+        }
+        any
+    }
+
+    /// A copy for a snapshot (pointers only).
+    pub fn list(&self) -> Arc<Vec<Arc<UserEvent>>> {
+        Arc::new(self.ring.iter().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_protocol::NodeId;
+    use shoal_protocol::record::ServiceRecord;
+
+    use super::*;
+
+    fn event(node: &str, service: &str, tag: &str) -> UserEvent {
+        UserEvent {
+            id: [1; 16],
+            name: "deploy".into(),
+            payload: b"v42".to_vec(),
+            node_filter: node.into(),
+            service_filter: service.into(),
+            tag_filter: tag.into(),
+            ltime: 7,
+            time: 1,
+        }
+    }
+
+    fn local() -> NodeRecord {
+        let id = NodeId {
+            addr: "127.0.0.1:7946".parse().unwrap(),
+            generation: 1,
+        };
+        let mut record = NodeRecord::new(id, "web-3");
+        record.services.push(ServiceRecord {
+            id: "api-1".into(),
+            name: "api".into(),
+            address: String::new(),
+            port: 80,
+            tags: vec!["primary".into()],
+            meta: Default::default(),
+            checks: Vec::new(),
+        });
+        record
+    }
+
+    #[test]
+    fn filters_match_node_service_and_tag() {
+        let local = local();
+        assert!(matches(&event("", "", ""), &local));
+        assert!(matches(&event("^web-[0-9]$", "", ""), &local));
+        assert!(!matches(&event("^db", "", ""), &local));
+        assert!(matches(&event("", "^api$", ""), &local));
+        assert!(!matches(&event("", "^web$", ""), &local));
+        assert!(matches(&event("", "api", "prim"), &local));
+        assert!(!matches(&event("", "api", "^backup$"), &local));
+        assert!(!matches(&event("(", "", ""), &local));
+    }
+
+    #[test]
+    fn consul_json_shape() {
+        let body = event_json(&event("", "api", ""));
+        assert_eq!(body["ID"], "01010101-0101-0101-0101-010101010101");
+        assert_eq!(body["Payload"], "djQy");
+        assert_eq!(body["LTime"], 7);
+        assert_eq!(body["Version"], 1);
+        assert_eq!(body["ServiceFilter"], "api");
+        let id = uuid(&random_id());
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_matching_events() {
+        let counters = EventCounters::default();
+        let mut recent = RecentEvents::default();
+        let local = local();
+        let many = (0..EVENT_RING + 5).map(|_| event("", "", "")).collect();
+        assert!(recent.take(many, &local, &counters));
+        assert!(!recent.take(vec![event("^db", "", "")], &local, &counters));
+        assert_eq!(recent.list().len(), EVENT_RING);
+        assert_eq!(counters.filtered_out.load(Ordering::Relaxed), 1);
+    }
+}

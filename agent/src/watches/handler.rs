@@ -1,0 +1,132 @@
+//! Running a watch's handler once: a program with the JSON on stdin, or an
+//! HTTP request with the JSON as body. Both are bounded by the watch's
+//! timeout; a program that outlives it is killed with everything it
+//! started.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::checks::exec::{GroupKiller, read_capped};
+use crate::config::WatchHandler;
+
+/// Runs `handler` with `body`; `Err` says why the run failed (with the
+/// program's output, cut to 4 KiB). `index` is the snapshot index, passed
+/// as `CONSUL_INDEX` (and `SHOAL_INDEX`) as Consul does.
+pub async fn run_handler(
+    handler: &WatchHandler,
+    body: &[u8],
+    index: u64,
+    timeout: Duration,
+) -> Result<(), String> {
+    let run = async {
+        match handler {
+            WatchHandler::Exec(args) => run_program(args, body, index).await,
+            WatchHandler::Http {
+                url,
+                method,
+                headers,
+            } => post(url, method, headers, body, index, timeout).await,
+        }
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "did not finish within {} (killed)",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+/// Runs the program (no shell) with `body` on stdin. Dropping the future
+/// (the timeout) kills its process group.
+pub async fn run_program(args: &[String], body: &[u8], index: u64) -> Result<(), String> {
+    let Some((program, rest)) = args.split_first() else {
+        return Err("no program to run".into());
+    };
+    let mut command = Command::new(program);
+    command
+        .args(rest)
+        .env("CONSUL_INDEX", index.to_string())
+        .env("SHOAL_INDEX", index.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = command
+        .spawn()
+        .map_err(|error| format!("cannot run `{program}`: {error}"))?;
+    let mut group = GroupKiller(child.id());
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let feed = async move {
+        if let Some(mut stdin) = stdin {
+            // A handler that doesn't read its input is fine: ignore EPIPE.
+            let _ = stdin.write_all(body).await;
+            let _ = stdin.write_all(b"\n").await;
+        }
+    };
+    let (_, stdout, stderr, exit) =
+        tokio::join!(feed, read_capped(stdout), read_capped(stderr), child.wait());
+    group.0 = None;
+    let exit = exit.map_err(|error| format!("waiting for `{program}`: {error}"))?;
+    if exit.success() {
+        if !stdout.is_empty() {
+            tracing::debug!(program, output = %String::from_utf8_lossy(&stdout), "watch handler output");
+        }
+        return Ok(());
+    }
+    let mut output = String::from_utf8_lossy(&stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&stderr));
+    Err(format!("`{program}` {exit}: {}", output.trim()))
+}
+
+async fn post(
+    url: &str,
+    method: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+    body: &[u8],
+    index: u64,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeout));
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector);
+    let mut request = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).map_err(|error| error.to_string())?)
+        .uri(url)
+        .header("Content-Type", "application/json")
+        .header("X-Consul-Index", index.to_string())
+        .header("User-Agent", concat!("shoal/", env!("CARGO_PKG_VERSION")));
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .map_err(|error| format!("invalid request: {error}"))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|error| format!("{method} {url}: {error}"))?;
+    let status = response.status();
+    // Read (and drop) the answer so the connection closes cleanly.
+    let _ = response.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{method} {url} answered {status}"))
+    }
+}

@@ -1,0 +1,207 @@
+//! `[[watches]]`: run a handler with Consul's JSON whenever part of the
+//! cluster's state changes, as `consul watch` does (and `shoal watch`, the
+//! command-line form in `cli::watch`).
+//!
+//! - this file: the manager task (starts and stops one task per watch as
+//!   the config reloads) and each watch's loop.
+//! - [`render`]: the JSON each type hands its handler, built from a
+//!   snapshot with the HTTP API's own builders.
+//! - [`handler`]: running a program (JSON on stdin) or an HTTP request.
+//!
+//! Watches run in tasks of their own and only read published snapshots:
+//! they never hold up the gossip loop. A watch renders again only when the
+//! index of what it reads moved (`cluster_index`, `kv_index` or
+//! `event_index`), and runs its handler only when the JSON differs from
+//! what the handler last got: a KV write doesn't fire a `service` watch,
+//! and a node's check output doesn't fire anything. Each watch waits for
+//! its handler before it looks again, so a handler never runs twice at
+//! once; changes meanwhile are folded into the next run. Failures (exit
+//! status, timeout, HTTP error) are logged and counted
+//! ([`WatchCounters`]).
+
+pub mod handler;
+pub mod render;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{WatchDefinition, WatchKind};
+use crate::daemon::snapshot::Snapshot;
+
+/// Watch counters (relaxed, monotonic but `running`), for metrics.
+#[derive(Debug, Default)]
+pub struct WatchCounters {
+    /// Handler runs started.
+    pub runs: AtomicU64,
+    /// Handler runs that failed (non-zero exit, timeout, HTTP error).
+    pub failures: AtomicU64,
+    /// Watches running now.
+    pub running: AtomicU64,
+}
+
+impl WatchCounters {
+    pub fn json(&self) -> Value {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        json!({
+            "runs": load(&self.runs),
+            "failures": load(&self.failures),
+            "running": load(&self.running),
+        })
+    }
+}
+
+/// Starts the manager: it runs the watches `definitions_rx` holds, and
+/// follows its changes (config reloads), keeping the watches that stayed.
+pub fn spawn(
+    definitions_rx: watch::Receiver<Arc<Vec<WatchDefinition>>>,
+    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    counters: Arc<WatchCounters>,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+) {
+    let inner = tracker.clone();
+    tracker.spawn(manager_loop(
+        definitions_rx,
+        snapshot_rx,
+        counters,
+        inner,
+        stop,
+    ));
+}
+
+async fn manager_loop(
+    mut definitions_rx: watch::Receiver<Arc<Vec<WatchDefinition>>>,
+    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    counters: Arc<WatchCounters>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    let mut running: Vec<(WatchDefinition, CancellationToken)> = Vec::new();
+    loop {
+        let wanted = definitions_rx.borrow_and_update().clone();
+        let mut previous = std::mem::take(&mut running);
+        for definition in wanted.iter() {
+            if let Some(at) = previous.iter().position(|(old, _)| old == definition) {
+                running.push(previous.swap_remove(at));
+                continue;
+            }
+            let token = stop.child_token();
+            tracker.spawn(watch_loop(
+                definition.clone(),
+                snapshot_rx.clone(),
+                counters.clone(),
+                token.clone(),
+            ));
+            running.push((definition.clone(), token));
+        }
+        for (definition, token) in previous {
+            tracing::info!(kind = definition.kind.type_name(), "watch removed");
+            token.cancel();
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            changed = definitions_rx.changed() => {
+                if changed.is_err() {
+                    // The reloader is gone (shutting down): keep what runs.
+                    stop.cancelled().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What the handler got last, to tell a change from a repeat.
+#[derive(Default)]
+struct Seen {
+    /// The JSON (every kind but `event`).
+    body: Option<Value>,
+    /// The ID of the newest event handled (`event`).
+    last_event: Option<String>,
+}
+
+/// The JSON to hand the handler now, if it should run: always the first
+/// time, then when the JSON differs (for `event`: when there are new
+/// events, and only those).
+fn next_body(kind: &WatchKind, snapshot: &Snapshot, seen: &mut Seen, first: bool) -> Option<Value> {
+    if let WatchKind::Event { .. } = kind {
+        let Value::Array(events) = render::render(kind, snapshot) else {
+            return None;
+        };
+        let start = seen
+            .last_event
+            .as_ref()
+            .and_then(|last| events.iter().position(|event| event["ID"] == **last))
+            .map_or(0, |at| at + 1);
+        let new: Vec<Value> = events[start..].to_vec();
+        if !first && new.is_empty() {
+            return None;
+        }
+        if let Some(last) = new.last() {
+            seen.last_event = last["ID"].as_str().map(str::to_string);
+        }
+        return Some(Value::Array(if first { events } else { new }));
+    }
+    let body = render::render(kind, snapshot);
+    if !first && seen.body.as_ref() == Some(&body) {
+        return None;
+    }
+    seen.body = Some(body.clone());
+    Some(body)
+}
+
+async fn watch_loop(
+    definition: WatchDefinition,
+    mut snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    counters: Arc<WatchCounters>,
+    stop: CancellationToken,
+) {
+    counters.running.fetch_add(1, Ordering::Relaxed);
+    let kind = definition.kind.type_name();
+    tracing::info!(kind, "watch started");
+    let mut seen = Seen::default();
+    let mut rendered_at: Option<u64> = None;
+    loop {
+        let snapshot = snapshot_rx.borrow_and_update().clone();
+        let at = render::changed_at(&definition.kind, &snapshot);
+        // Wait for the configured services before the first run.
+        if snapshot.checks_loaded && rendered_at != Some(at) {
+            let first = rendered_at.is_none();
+            rendered_at = Some(at);
+            if let Some(body) = next_body(&definition.kind, &snapshot, &mut seen, first) {
+                let bytes = serde_json::to_vec(&body).unwrap_or_default();
+                counters.runs.fetch_add(1, Ordering::Relaxed);
+                let run = handler::run_handler(
+                    &definition.handler,
+                    &bytes,
+                    snapshot.index,
+                    definition.timeout,
+                );
+                let outcome = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    outcome = run => outcome,
+                };
+                match outcome {
+                    Ok(()) => tracing::debug!(kind, index = snapshot.index, "watch handler ran"),
+                    Err(error) => {
+                        counters.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(kind, %error, "watch handler failed");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            changed = snapshot_rx.changed() => if changed.is_err() { break },
+        }
+    }
+    counters.running.fetch_sub(1, Ordering::Relaxed);
+}
