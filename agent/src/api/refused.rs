@@ -3,7 +3,7 @@
 //! it learns at once that retrying won't help.
 
 use axum::http::StatusCode;
-use axum::routing::{MethodRouter, any};
+use axum::routing::{MethodFilter, MethodRouter, on};
 
 use super::{ApiError, ApiState};
 
@@ -40,7 +40,17 @@ pub fn refusal(reason: &str) -> ApiError {
     )
 }
 
-/// A route answering every method with the 501 for `reason`.
+/// A route answering the methods clients use with the 501 for `reason`.
+/// (`any()` would set a fallback, which the guard's route layer can't
+/// wrap.)
 pub fn route(reason: &'static str) -> MethodRouter<ApiState> {
-    any(move || async move { refusal(reason) })
+    let handler = move || async move { refusal(reason) };
+    on(
+        MethodFilter::GET
+            .or(MethodFilter::PUT)
+            .or(MethodFilter::POST)
+            .or(MethodFilter::DELETE)
+            .or(MethodFilter::PATCH),
+        handler,
+    )
 }

@@ -223,8 +223,12 @@ fn word_at(source: &str, i: usize) -> &str {
     &rest[..end]
 }
 
+/// An identifier runs over `[A-Za-z0-9_/-]`: go-bexpr's, plus `-`, so
+/// that bare values such as `web-1` need no quotes (no operator has `-`).
 fn identifier_end(bytes: &[u8], mut i: usize) -> usize {
-    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'/') {
+    while i < bytes.len()
+        && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'/' | b'-'))
+    {
         i += 1;
     }
     i

@@ -36,6 +36,7 @@ fn every_operator_as_go_bexpr() {
         ("Service.Tags contains canary", true),
         ("Service.Tags not contains canary", false),
         ("Service.ID contains \"eb-\"", true),
+        ("Service.ID == web-1", true),
         ("env in Node.Meta", true),
         ("Node.Meta.env == prod", true),
         ("Node.Meta[\"env\"] == prod", true),
