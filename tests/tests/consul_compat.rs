@@ -7,21 +7,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_tests::{Agent, AgentOptions, Cluster, http_json, wait_for};
+use shoal_tests::{Agent, AgentOptions, Cluster, http_json, query_encode as encode, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Percent-encodes a query value (filters have spaces, quotes, `==`).
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 fn put(agent: &Agent, path: &str, body: Option<Value>) -> (u16, Value) {
     let body = body.map(|b| b.to_string());
