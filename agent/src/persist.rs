@@ -232,7 +232,10 @@ mod tests {
         assert_ne!(guard.node_id().unwrap(), first);
         fs::write(other.path().join(NODE_ID_FILE), "not-a-uuid").unwrap();
         let error = guard.node_id().unwrap_err().to_string();
-        assert!(error.contains("node-id") && error.contains("not-a-uuid"), "{error}");
+        assert!(
+            error.contains("node-id") && error.contains("not-a-uuid"),
+            "{error}"
+        );
         assert!(!is_uuid("0123456789abcdef0123456789abcdef"));
     }
 

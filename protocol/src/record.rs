@@ -252,10 +252,7 @@ mod tests {
 
     #[test]
     fn reserved_tags_and_meta_are_kept_apart_from_the_users() {
-        let mut record = NodeRecord::new(
-            NodeId::seed("127.0.0.1:1".parse().unwrap()),
-            "n",
-        );
+        let mut record = NodeRecord::new(NodeId::seed("127.0.0.1:1".parse().unwrap()), "n");
         record.tags.insert("role".into(), "web".into());
         assert_eq!(record.node_id(), None);
         record.tags.insert(NODE_ID_TAG.into(), "uuid".into());

@@ -19,9 +19,7 @@ fn venv_python() -> PathBuf {
         PathBuf::from,
     );
     let python = venv.join("bin/python");
-    let probe = Command::new(&python)
-        .args(["-c", "import consul"])
-        .output();
+    let probe = Command::new(&python).args(["-c", "import consul"]).output();
     assert!(
         probe.as_ref().is_ok_and(|o| o.status.success()),
         "py-consul is not installed in {}: run scripts/test (it creates the venv)",
@@ -67,7 +65,12 @@ fn py_consul_sees_what_the_http_api_shows() {
         json!(["service:api-1:1", "service:api-1:2", "service:web-1"])
     );
     // Maintenance with Python's True/False.
-    for key in ["maintenance_on", "maintenance_off", "service_maintenance_on", "service_maintenance_off"] {
+    for key in [
+        "maintenance_on",
+        "maintenance_off",
+        "service_maintenance_on",
+        "service_maintenance_off",
+    ] {
         assert_eq!(seen[key], true, "{key}: {seen}");
     }
     let ids = |checks: &Value| -> Vec<String> {
@@ -78,10 +81,19 @@ fn py_consul_sees_what_the_http_api_shows() {
             .map(|c| c["CheckID"].as_str().unwrap().to_string())
             .collect()
     };
-    assert!(ids(&seen["node_checks_on"]).contains(&"_node_maintenance".to_string()), "{seen}");
-    assert!(ids(&seen["api_checks"]).contains(&"_service_maintenance:api-1".to_string()), "{seen}");
+    assert!(
+        ids(&seen["node_checks_on"]).contains(&"_node_maintenance".to_string()),
+        "{seen}"
+    );
+    assert!(
+        ids(&seen["api_checks"]).contains(&"_service_maintenance:api-1".to_string()),
+        "{seen}"
+    );
     let now = a.get("/v1/health/node/node-0").unwrap();
-    assert!(!ids(&now).contains(&"_node_maintenance".to_string()), "maintenance is off again");
+    assert!(
+        !ids(&now).contains(&"_node_maintenance".to_string()),
+        "maintenance is off again"
+    );
 
     // Status and catalog calls.
     assert_eq!(seen["leader"], json!(a.gossip_addr().to_string()));
@@ -90,12 +102,20 @@ fn py_consul_sees_what_the_http_api_shows() {
     let mut expected = vec![a.gossip_addr().to_string(), b.gossip_addr().to_string()];
     expected.sort();
     assert_eq!(peers, expected);
-    assert_eq!(seen["datacenters"], a.get("/v1/catalog/datacenters").unwrap());
+    assert_eq!(
+        seen["datacenters"],
+        a.get("/v1/catalog/datacenters").unwrap()
+    );
     let node = a.get("/v1/catalog/node/node-0").unwrap();
     assert_eq!(seen["node"]["Node"]["ID"], node["Node"]["ID"]);
     assert_eq!(seen["node"]["Node"]["ID"].as_str().unwrap().len(), 36);
     let services = |node: &Value| -> Vec<String> {
-        node["Services"].as_object().unwrap().keys().cloned().collect()
+        node["Services"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
     };
     assert_eq!(services(&seen["node"]), ["api-1", "web-1"]);
     assert_eq!(services(&seen["node"]), services(&node));
@@ -111,26 +131,76 @@ fn py_consul_sees_what_the_http_api_shows() {
             .unwrap()
     };
     let compared = [
-        ("agent_services", "/v1/agent/services", "Tags contains \"v1\""),
+        (
+            "agent_services",
+            "/v1/agent/services",
+            "Tags contains \"v1\"",
+        ),
         ("agent_checks", "/v1/agent/checks", "Status == \"passing\""),
-        ("health_service", "/v1/health/service/web", "Checks.Status == \"passing\""),
-        ("health_service_none", "/v1/health/service/api", "Checks.Status == \"passing\" and Service.Port == 1"),
-        ("health_checks", "/v1/health/checks/api", "CheckID == \"service:api-1:2\""),
-        ("health_state", "/v1/health/state/critical", "ServiceName == \"api\""),
-        ("health_node", "/v1/health/node/node-0", "CheckID == \"serfHealth\""),
-        ("catalog_service", "/v1/catalog/service/web", "ServiceMeta.version == \"1\""),
-        ("catalog_nodes", "/v1/catalog/nodes", "Meta.role == \"edge\""),
+        (
+            "health_service",
+            "/v1/health/service/web",
+            "Checks.Status == \"passing\"",
+        ),
+        (
+            "health_service_none",
+            "/v1/health/service/api",
+            "Checks.Status == \"passing\" and Service.Port == 1",
+        ),
+        (
+            "health_checks",
+            "/v1/health/checks/api",
+            "CheckID == \"service:api-1:2\"",
+        ),
+        (
+            "health_state",
+            "/v1/health/state/critical",
+            "ServiceName == \"api\"",
+        ),
+        (
+            "health_node",
+            "/v1/health/node/node-0",
+            "CheckID == \"serfHealth\"",
+        ),
+        (
+            "catalog_service",
+            "/v1/catalog/service/web",
+            "ServiceMeta.version == \"1\"",
+        ),
+        (
+            "catalog_nodes",
+            "/v1/catalog/nodes",
+            "Meta.role == \"edge\"",
+        ),
     ];
     for (key, path, filter) in compared {
-        assert_eq!(filters[key], http(path, filter), "{key}: {path} ?filter={filter}");
+        assert_eq!(
+            filters[key],
+            http(path, filter),
+            "{key}: {path} ?filter={filter}"
+        );
     }
     let count = |key: &str| match &filters[key] {
         Value::Array(items) => items.len(),
         Value::Object(map) => map.len(),
         other => panic!("{key}: {other}"),
     };
-    assert_eq!(filters["agent_services"].as_object().unwrap().keys().collect::<Vec<_>>(), ["web-1"]);
-    assert_eq!(filters["agent_checks"].as_object().unwrap().keys().collect::<Vec<_>>(), ["service:web-1"]);
+    assert_eq!(
+        filters["agent_services"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["web-1"]
+    );
+    assert_eq!(
+        filters["agent_checks"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["service:web-1"]
+    );
     for (key, expected) in [
         ("health_service", 1),
         ("health_service_none", 0),
@@ -144,5 +214,8 @@ fn py_consul_sees_what_the_http_api_shows() {
     }
     assert_eq!(filters["catalog_nodes"][0]["Node"], "node-0");
     let bad = seen["bad_filter"].as_str().unwrap_or_default();
-    assert!(bad.contains("filter: at position"), "a bad filter is a 400 py-consul reports: {seen}");
+    assert!(
+        bad.contains("filter: at position"),
+        "a bad filter is a 400 py-consul reports: {seen}"
+    );
 }

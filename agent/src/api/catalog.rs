@@ -43,8 +43,27 @@ fn service_filter(query: &Query) -> Result<ServiceFilter, ApiError> {
 pub async fn services(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let node_meta = node_meta(&query)?;
+    // Consul filters the instances (as `/v1/catalog/service/:name` shows
+    // them), then lists what is left.
+    let expression = filter::from_query(&query, Shape::CatalogService)?;
     blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        let service_tags = catalog::service_tags(&snapshot.members, &node_meta);
+        let mut service_tags = catalog::service_tags(&snapshot.members, &node_meta);
+        if let Some(expression) = &expression {
+            service_tags.clear();
+            for node in catalog::nodes(&snapshot.members) {
+                if !catalog::has_meta(&node, &node_meta) {
+                    continue;
+                }
+                for service in &node.record.services {
+                    if expression.matches(&consul_json::catalog_service(&node, service)) {
+                        service_tags
+                            .entry(service.name.as_str())
+                            .or_default()
+                            .extend(service.tags.iter().map(String::as_str));
+                    }
+                }
+            }
+        }
         Ok(consul_json::catalog_services(&service_tags))
     })
     .await
@@ -122,7 +141,9 @@ pub async fn health_checks(
             .filter(|found| catalog::has_meta(&found.node, &node_meta));
         Ok(Value::Array(filter::apply(
             expression.as_ref(),
-            checks.map(|found| consul_json::cluster_check(&found)).collect(),
+            checks
+                .map(|found| consul_json::cluster_check(&found))
+                .collect(),
         )))
     })
     .await
@@ -185,7 +206,8 @@ pub async fn health_node(
 
 /// The catalog node named `name` (Consul also accepts the node ID).
 fn find_node<'a>(members: &'a [shoal_protocol::MemberView], name: &str) -> Option<CatalogNode<'a>> {
-    catalog::nodes(members).find(|node| node.record.name == name || node.record.node_id() == Some(name))
+    catalog::nodes(members)
+        .find(|node| node.record.name == name || node.record.node_id() == Some(name))
 }
 
 /// `GET /v1/catalog/node/:node`: `{Node, Services}` with the services by
@@ -197,15 +219,17 @@ pub async fn node(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        Ok(find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
-            let services: serde_json::Map<String, Value> = node
-                .record
-                .services
-                .iter()
-                .map(|service| (service.id.clone(), catalog_node_service(&node, service)))
-                .collect();
-            json!({ "Node": consul_json::node(&node), "Services": services })
-        }))
+        Ok(
+            find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
+                let services: serde_json::Map<String, Value> = node
+                    .record
+                    .services
+                    .iter()
+                    .map(|service| (service.id.clone(), catalog_node_service(&node, service)))
+                    .collect();
+                json!({ "Node": consul_json::node(&node), "Services": services })
+            }),
+        )
     })
     .await
 }
@@ -220,18 +244,20 @@ pub async fn node_services(
     query.check_datacenter(&state.config.datacenter)?;
     let expression = filter::from_query(&query, Shape::AgentService)?;
     blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        Ok(find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
-            let services = node
-                .record
-                .services
-                .iter()
-                .map(|service| catalog_node_service(&node, service))
-                .collect();
-            json!({
-                "Node": consul_json::node(&node),
-                "Services": filter::apply(expression.as_ref(), services),
-            })
-        }))
+        Ok(
+            find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
+                let services = node
+                    .record
+                    .services
+                    .iter()
+                    .map(|service| catalog_node_service(&node, service))
+                    .collect();
+                json!({
+                    "Node": consul_json::node(&node),
+                    "Services": filter::apply(expression.as_ref(), services),
+                })
+            }),
+        )
     })
     .await
 }

@@ -25,7 +25,10 @@ const CREATE_INDEX: u64 = 1;
 
 /// `Node` (`/v1/catalog/nodes`, a health entry's `Node`).
 pub fn node(node: &CatalogNode<'_>) -> Value {
-    with_fields(node_fields(node), json!({ "Meta": node.record.user_tags() }))
+    with_fields(
+        node_fields(node),
+        json!({ "Meta": node.record.user_tags() }),
+    )
 }
 
 /// The fields `Node` and `CatalogService` share: where the node is, and

@@ -10,14 +10,23 @@ use super::{ApiError, ApiState};
 /// Consul paths Shoal refuses, with why and what to use instead.
 pub const REFUSED: &[(&str, &str)] = &[
     ("/v1/session/{*rest}", SESSIONS),
-    ("/v1/txn", "transactions need consensus to be atomic, and Shoal has none (no servers, no Raft); write keys one at a time, with ?cas= where the order matters"),
-    ("/v1/coordinate/{*rest}", "Shoal keeps no network coordinates; catalog and health answers are not sorted by ?near="),
+    (
+        "/v1/txn",
+        "transactions need consensus to be atomic, and Shoal has none (no servers, no Raft); write keys one at a time, with ?cas= where the order matters",
+    ),
+    (
+        "/v1/coordinate/{*rest}",
+        "Shoal keeps no network coordinates; catalog and health answers are not sorted by ?near=",
+    ),
     ("/v1/connect/{*rest}", CONNECT),
     ("/v1/agent/connect/{*rest}", CONNECT),
     ("/v1/config", CONNECT),
     ("/v1/config/{*rest}", CONNECT),
     ("/v1/discovery-chain/{*rest}", CONNECT),
-    ("/v1/acl/{*rest}", "Shoal has no ACL system: one API token guards writes (and, if set, reads); configure it under [acl] and send it as X-Consul-Token"),
+    (
+        "/v1/acl/{*rest}",
+        "Shoal has no ACL system: one API token guards writes (and, if set, reads); configure it under [acl] and send it as X-Consul-Token",
+    ),
     ("/v1/query", PREPARED),
     ("/v1/query/{*rest}", PREPARED),
     ("/v1/snapshot", NO_SERVERS),

@@ -79,10 +79,7 @@ pub async fn service(
 }
 
 /// `GET /v1/agent/checks[?filter=]`: id → check.
-pub async fn checks(
-    State(state): State<ApiState>,
-    query: Query,
-) -> Result<Json<Value>, ApiError> {
+pub async fn checks(State(state): State<ApiState>, query: Query) -> Result<Json<Value>, ApiError> {
     let expression = filter::from_query(&query, Shape::AgentCheck)?;
     let status = state.status();
     let checks: Map<String, Value> = status

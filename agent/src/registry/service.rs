@@ -67,8 +67,7 @@ impl ServiceDefinition {
         for key in object.keys() {
             let known = matches!(
                 key.as_str(),
-                "id"
-                    | "name"
+                "id" | "name"
                     | "address"
                     | "port"
                     | "tags"
@@ -261,7 +260,10 @@ fn parse_tagged_addresses(
             .as_object()
             .ok_or_else(|| error(&here, "must be an object {Address, Port}"))?;
         if let Some(key) = entry.keys().find(|k| *k != "address" && *k != "port") {
-            return Err(error(&join(&here, key), "unknown field (expected Address and Port)"));
+            return Err(error(
+                &join(&here, key),
+                "unknown field (expected Address and Port)",
+            ));
         }
         let address = string(entry, "address", &here)?.unwrap_or_default();
         if address.is_empty() || address.len() > 255 {
@@ -413,18 +415,33 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let ttl = json!({"TTL": "10s"});
-        let only = ("service:web-1".to_string(), "Service 'web' check".to_string());
-        assert_eq!(ids(json!({"Name": "web", "ID": "web-1", "Check": ttl})), [only.clone()]);
-        assert_eq!(ids(json!({"Name": "web", "ID": "web-1", "Checks": [ttl]})), [only]);
-        let two = ids(json!({"Name": "web", "ID": "web-1", "Check": ttl, "Checks": [{"TTL": "5s", "Name": "own"}]}));
+        let only = (
+            "service:web-1".to_string(),
+            "Service 'web' check".to_string(),
+        );
+        assert_eq!(
+            ids(json!({"Name": "web", "ID": "web-1", "Check": ttl})),
+            std::slice::from_ref(&only)
+        );
+        assert_eq!(
+            ids(json!({"Name": "web", "ID": "web-1", "Checks": [ttl]})),
+            [only]
+        );
+        let two = ids(
+            json!({"Name": "web", "ID": "web-1", "Check": ttl, "Checks": [{"TTL": "5s", "Name": "own"}]}),
+        );
         assert_eq!(
             two,
             [
-                ("service:web-1:1".to_string(), "Service 'web' check".to_string()),
+                (
+                    "service:web-1:1".to_string(),
+                    "Service 'web' check".to_string()
+                ),
                 ("service:web-1:2".to_string(), "own".to_string()),
             ]
         );
-        let explicit = ids(json!({"Name": "web", "Checks": [{"TTL": "5s", "CheckID": "service:web:1"}]}));
+        let explicit =
+            ids(json!({"Name": "web", "Checks": [{"TTL": "5s", "CheckID": "service:web:1"}]}));
         assert_eq!(explicit[0].0, "service:web:1", "an explicit ID is kept");
     }
 
@@ -440,10 +457,22 @@ mod tests {
         let meta = service.gossiped_meta();
         assert_eq!(meta[":tagged:lan"], "10.0.0.1:80");
         for (input, field) in [
-            (json!({"lan": {"Port": 80}}), "service.TaggedAddresses.lan.Address"),
-            (json!({"lan": {"Address": "a", "Port": 70000}}), "service.TaggedAddresses.lan.Port"),
-            (json!({"bad name": {"Address": "a"}}), "service.TaggedAddresses.bad name"),
-            (json!({"lan": {"Address": "a", "Bogus": 1}}), "service.TaggedAddresses.lan.bogus"),
+            (
+                json!({"lan": {"Port": 80}}),
+                "service.TaggedAddresses.lan.Address",
+            ),
+            (
+                json!({"lan": {"Address": "a", "Port": 70000}}),
+                "service.TaggedAddresses.lan.Port",
+            ),
+            (
+                json!({"bad name": {"Address": "a"}}),
+                "service.TaggedAddresses.bad name",
+            ),
+            (
+                json!({"lan": {"Address": "a", "Bogus": 1}}),
+                "service.TaggedAddresses.lan.bogus",
+            ),
             (json!("x"), "service.TaggedAddresses"),
         ] {
             let error = parse(json!({"Name": "web", "TaggedAddresses": input})).unwrap_err();

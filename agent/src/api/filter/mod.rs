@@ -2,7 +2,7 @@
 //! against the JSON of each result element, so selectors are Consul's JSON
 //! field names (`Service.Tags`, `Node.Meta.env`, `Checks.Status`).
 //!
-//! - [`parse`]: the grammar.
+//! - [`parse`]: the grammar (over the tokens of `lex`).
 //! - [`shapes`]: one example element per endpoint, from the same
 //!   `consul_json` functions the endpoints answer with; selectors are
 //!   checked against it, so an unknown one is a 400 before anything runs.
@@ -20,6 +20,7 @@
 //!   `==`, `contains`, `matches` and `is not empty` are false, the
 //!   negations and `is empty` true.
 
+mod lex;
 pub mod parse;
 pub mod shapes;
 
@@ -129,9 +130,8 @@ fn check_match(matching: &Match, sample: &Value) -> Result<(), FilterError> {
         position: selector.position,
         message,
     };
-    let kind = kind_at(sample, &selector.path).map_err(|problem| {
-        error(format!("unknown selector `{}`: {problem}", selector.text))
-    })?;
+    let kind = kind_at(sample, &selector.path)
+        .map_err(|problem| error(format!("unknown selector `{}`: {problem}", selector.text)))?;
     let fits = match &matching.op {
         Op::Equal(value) => match kind {
             Kind::String => Ok(()),

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use shoal_protocol::record::{NODE_ID_TAG, TAGGED_ADDRESS_PREFIX};
-use shoal_protocol::{CheckRecord, CheckStatus, MemberStatus, MemberView, NodeId, NodeRecord, ServiceRecord};
+use shoal_protocol::{
+    CheckRecord, CheckStatus, MemberStatus, MemberView, NodeId, NodeRecord, ServiceRecord,
+};
 
 use crate::api::consul_json;
 use crate::catalog::CatalogNode;

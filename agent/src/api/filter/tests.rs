@@ -55,8 +55,14 @@ fn every_operator_as_go_bexpr() {
         ("Service.Service == web and not Service.Port == 80", true),
         ("Service.Service == db or Service.Port == 8080", true),
         ("not (Service.Service == db or Service.Port == 8080)", false),
-        ("Service.Service == db or Service.Service == web and Service.Port == 1", false),
-        ("(Service.Service == db or Service.Service == web) and Service.Port == 8080", true),
+        (
+            "Service.Service == db or Service.Service == web and Service.Port == 1",
+            false,
+        ),
+        (
+            "(Service.Service == db or Service.Service == web) and Service.Port == 8080",
+            true,
+        ),
         ("not not Service.Service == web", true),
         ("Service.Meta.version == \"1.2\"", true),
         ("Service.Meta.version == 1.2", true),
@@ -71,14 +77,30 @@ fn errors_name_the_position_and_the_problem() {
     let cases = [
         ("", 1, "empty"),
         ("Service.Nope == x", 1, "unknown selector `Service.Nope`"),
-        ("Service.Service == web and Nodes.Node == a", 28, "unknown selector `Nodes.Node`"),
+        (
+            "Service.Service == web and Nodes.Node == a",
+            28,
+            "unknown selector `Nodes.Node`",
+        ),
         ("Service.Tags == v1", 1, "is a list: use `contains`"),
         ("Service.Port == eighty", 1, "is a number"),
-        ("Service.Port contains 8", 1, "need a list, a map or a string"),
-        ("Service.Service.Name == x", 1, "is a string, it has no field `Name`"),
+        (
+            "Service.Port contains 8",
+            1,
+            "need a list, a map or a string",
+        ),
+        (
+            "Service.Service.Name == x",
+            1,
+            "is a string, it has no field `Name`",
+        ),
         ("Service.Service = web", 17, "unexpected character `=`"),
         ("Service.Service == ", 20, "expected a value"),
-        ("(Service.Service == web", 24, "expected `)` to close the `(` at position 1"),
+        (
+            "(Service.Service == web",
+            24,
+            "expected `)` to close the `(` at position 1",
+        ),
         ("Service.Service == web)", 23, "unexpected `)`"),
         ("Service.Service == \"web", 20, "unterminated string"),
         ("Service.ID matches \"(\"", 20, "invalid regular expression"),
@@ -96,18 +118,41 @@ fn errors_name_the_position_and_the_problem() {
         );
     }
     let deep = format!("{}Service.Service == web", "not ".repeat(100));
-    assert!(Filter::parse(&deep, &entry()).unwrap_err().message.contains("nested"));
+    assert!(
+        Filter::parse(&deep, &entry())
+            .unwrap_err()
+            .message
+            .contains("nested")
+    );
 }
 
 #[test]
 fn every_shape_offers_its_consul_fields() {
     let accepted = [
-        (Shape::AgentService, "Service == web and Tags contains v1 and Meta.x == y and Port == 80 and TaggedAddresses.lan.Address == a"),
-        (Shape::AgentCheck, "Status == passing and ServiceName == web and CheckID contains \"service:\" and Type == ttl"),
-        (Shape::CatalogService, "ServiceName == web and NodeMeta.env == prod and ServiceTags contains v1 and ID is not empty and ServiceTaggedAddresses.wan.Port == 1"),
-        (Shape::Node, "Node == a and Meta.env == prod and ID is not empty and TaggedAddresses.lan == x"),
-        (Shape::ServiceEntry, "Service.Tags contains v1 and Node.Meta.env == prod and Checks.Status == passing and Service.Meta.version == 1"),
-        (Shape::HealthCheck, "Status == critical and ServiceTags contains v1 and Node == a and ServiceID == x"),
+        (
+            Shape::AgentService,
+            "Service == web and Tags contains v1 and Meta.x == y and Port == 80 and TaggedAddresses.lan.Address == a",
+        ),
+        (
+            Shape::AgentCheck,
+            "Status == passing and ServiceName == web and CheckID contains \"service:\" and Type == ttl",
+        ),
+        (
+            Shape::CatalogService,
+            "ServiceName == web and NodeMeta.env == prod and ServiceTags contains v1 and ID is not empty and ServiceTaggedAddresses.wan.Port == 1",
+        ),
+        (
+            Shape::Node,
+            "Node == a and Meta.env == prod and ID is not empty and TaggedAddresses.lan == x",
+        ),
+        (
+            Shape::ServiceEntry,
+            "Service.Tags contains v1 and Node.Meta.env == prod and Checks.Status == passing and Service.Meta.version == 1",
+        ),
+        (
+            Shape::HealthCheck,
+            "Status == critical and ServiceTags contains v1 and Node == a and ServiceID == x",
+        ),
     ];
     for (shape, text) in accepted {
         Filter::parse(text, &shape.sample()).unwrap_or_else(|e| panic!("{shape:?}: {text}: {e}"));
