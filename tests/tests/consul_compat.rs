@@ -280,6 +280,17 @@ fn endpoints_filters_and_identity_across_a_cluster() {
         b.get("/v1/catalog/services?node-meta=env:none").unwrap(),
         json!({})
     );
+    let dev_checks = b.get("/v1/health/state/any?node-meta=env:dev").unwrap();
+    let on: Vec<&Value> = dev_checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["Node"])
+        .collect();
+    assert!(
+        !on.is_empty() && on.iter().all(|n| *n == "node-1"),
+        "{dev_checks}"
+    );
 
     // ?filter= on every endpoint that takes it.
     let count = |agent: &Agent, path: &str, filter: &str| -> usize {

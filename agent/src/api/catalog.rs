@@ -218,6 +218,7 @@ pub async fn node(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
+    let expression = filter::from_query(&query, Shape::AgentService)?;
     blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         Ok(
             find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
@@ -226,6 +227,7 @@ pub async fn node(
                     .services
                     .iter()
                     .map(|service| (service.id.clone(), catalog_node_service(&node, service)))
+                    .filter(|(_, json)| expression.as_ref().is_none_or(|e| e.matches(json)))
                     .collect();
                 json!({ "Node": consul_json::node(&node), "Services": services })
             }),
