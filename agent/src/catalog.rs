@@ -108,15 +108,18 @@ impl ServiceFilter {
         if !self.tags.iter().all(|tag| service.tags.contains(tag)) {
             return false;
         }
-        if !self
-            .node_meta
-            .iter()
-            .all(|(key, value)| node.record.tags.get(key) == Some(value))
-        {
+        if !has_meta(node, &self.node_meta) {
             return false;
         }
         !self.passing || worst_status(&node.service_checks(service)) == CheckStatus::Passing
     }
+}
+
+/// Whether `node` carries every `key:value` pair (`?node-meta=`).
+pub fn has_meta(node: &CatalogNode<'_>, pairs: &[(String, String)]) -> bool {
+    pairs
+        .iter()
+        .all(|(key, value)| node.record.user_tags().get(key.as_str()) == Some(&value.as_str()))
 }
 
 /// The instances of `name` that `filter` lets through.
@@ -128,10 +131,14 @@ pub fn matching_instances<'a>(
     instances(members, name).filter(move |(node, service)| filter.matches(node, service))
 }
 
-/// Every service name with the union of its instances' tags.
-pub fn service_tags(members: &[MemberView]) -> BTreeMap<&str, BTreeSet<&str>> {
+/// Every service name with the union of its instances' tags, on the
+/// nodes that carry every `node_meta` pair.
+pub fn service_tags<'a>(
+    members: &'a [MemberView],
+    node_meta: &[(String, String)],
+) -> BTreeMap<&'a str, BTreeSet<&'a str>> {
     let mut services: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for node in nodes(members) {
+    for node in nodes(members).filter(|node| has_meta(node, node_meta)) {
         for service in &node.record.services {
             services
                 .entry(service.name.as_str())

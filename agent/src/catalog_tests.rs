@@ -122,7 +122,7 @@ fn checks_are_listed_per_node_serf_health_first() {
     let failed = all.iter().find(|c| c.node.record.name == "node-4").unwrap();
     assert_eq!(failed.check.status, CheckStatus::Critical);
     assert_eq!(service_checks(&members, "web").len(), 3);
-    let tags = service_tags(&members);
+    let tags = service_tags(&members, &[]);
     assert_eq!(
         tags["web"].iter().copied().collect::<Vec<_>>(),
         ["v1", "v2"]

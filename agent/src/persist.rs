@@ -31,6 +31,8 @@ pub struct DataDirGuard {
 
 const GENERATION_FILE: &str = "generation";
 const INDEX_FILE: &str = "index";
+/// Consul's file name for the node ID.
+const NODE_ID_FILE: &str = "node-id";
 
 impl DataDirGuard {
     pub fn open(dir: &DataDir) -> Result<Self, DataDirError> {
@@ -81,6 +83,27 @@ impl DataDirGuard {
     /// earlier identity, whatever address it had.
     pub fn last_generation(&self) -> Result<Option<u64>, DataDirError> {
         self.read_number(GENERATION_FILE)
+    }
+
+    /// This node's ID: a UUID generated the first time the data dir is used
+    /// and kept in `node-id` (as Consul keeps its own), so it survives
+    /// restarts, renames and address changes.
+    pub fn node_id(&self) -> Result<String, DataDirError> {
+        let file = self.path.join(NODE_ID_FILE);
+        match fs::read_to_string(&file) {
+            Ok(text) if is_uuid(text.trim()) => Ok(text.trim().to_ascii_lowercase()),
+            Ok(text) => Err(DataDirError::Corrupt {
+                path: file,
+                content: text.chars().take(40).collect(),
+            }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                let id = new_uuid(rand::random());
+                write_atomic(&self.path, NODE_ID_FILE, format!("{id}\n").as_bytes())
+                    .map_err(|source| DataDirError::Io { path: file, source })?;
+                Ok(id)
+            }
+            Err(source) => Err(DataDirError::Io { path: file, source }),
+        }
     }
 
     /// The persisted ceiling of `X-Consul-Index` (0 when there is none).
@@ -137,6 +160,31 @@ impl Drop for DataDirGuard {
     }
 }
 
+/// A random (version 4) UUID from 16 random bytes, in its usual
+/// lower-case text form.
+pub fn new_uuid(mut bytes: [u8; 16]) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Whether `text` is a UUID in text form (8-4-4-4-12 hex digits).
+pub fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 /// Replaces `dir/name` with `bytes` so that a crash leaves either the old
 /// or the new content, never a torn file.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
@@ -169,6 +217,26 @@ mod tests {
         // The clock went backwards: the persisted value still wins.
         assert_eq!(guard.last_generation().unwrap(), Some(1000));
         assert_eq!(guard.next_generation(5).unwrap(), 1001);
+    }
+
+    #[test]
+    fn the_node_id_is_a_uuid_made_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DataDir::Path(dir.path().to_path_buf());
+        let first = DataDirGuard::open(&config).unwrap().node_id().unwrap();
+        assert!(is_uuid(&first) && first.as_bytes()[14] == b'4', "{first}");
+        let again = DataDirGuard::open(&config).unwrap().node_id().unwrap();
+        assert_eq!(first, again);
+        let other = tempfile::tempdir().unwrap();
+        let guard = DataDirGuard::open(&DataDir::Path(other.path().to_path_buf())).unwrap();
+        assert_ne!(guard.node_id().unwrap(), first);
+        fs::write(other.path().join(NODE_ID_FILE), "not-a-uuid").unwrap();
+        let error = guard.node_id().unwrap_err().to_string();
+        assert!(
+            error.contains("node-id") && error.contains("not-a-uuid"),
+            "{error}"
+        );
+        assert!(!is_uuid("0123456789abcdef0123456789abcdef"));
     }
 
     #[test]

@@ -110,6 +110,43 @@ pub struct ServiceRecord {
     pub checks: Vec<CheckRecord>,
 }
 
+/// The node record tag that carries the node's ID: a UUID generated once
+/// and kept in the data dir (Consul's `node-id`). A tag, not a field of its
+/// own, so that agents of earlier versions still decode the record (bincode
+/// has no optional fields); they show it as one more tag, as Consul's own
+/// member tags do (`id`).
+pub const NODE_ID_TAG: &str = "id";
+
+/// Prefix of the service meta keys that carry the service's tagged
+/// addresses (`:tagged:lan` = `10.0.0.1:8080`). User meta keys can't
+/// contain `:`, so the two never collide; like [`NODE_ID_TAG`], this keeps
+/// the record readable by earlier agents.
+pub const TAGGED_ADDRESS_PREFIX: &str = ":tagged:";
+
+impl ServiceRecord {
+    /// The meta the service was registered with, without the tagged
+    /// addresses riding in it.
+    pub fn user_meta(&self) -> BTreeMap<&str, &str> {
+        self.meta
+            .iter()
+            .filter(|(key, _)| !key.starts_with(TAGGED_ADDRESS_PREFIX))
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect()
+    }
+
+    /// The service's tagged addresses: name → (address, port).
+    pub fn tagged_addresses(&self) -> BTreeMap<&str, (&str, u16)> {
+        self.meta
+            .iter()
+            .filter_map(|(key, value)| {
+                let name = key.strip_prefix(TAGGED_ADDRESS_PREFIX)?;
+                let (address, port) = value.rsplit_once(':')?;
+                Some((name, (address, port.parse().ok()?)))
+            })
+            .collect()
+    }
+}
+
 /// Shoal's three-way health of a service instance or node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Health {
@@ -177,6 +214,20 @@ impl NodeRecord {
         (self.id.generation, self.version, self.id.addr)
     }
 
+    /// The node's ID (a UUID), if its agent sent one.
+    pub fn node_id(&self) -> Option<&str> {
+        self.tags.get(NODE_ID_TAG).map(String::as_str)
+    }
+
+    /// The operator's tags (Consul's node meta), without the node ID.
+    pub fn user_tags(&self) -> BTreeMap<&str, &str> {
+        self.tags
+            .iter()
+            .filter(|(key, _)| key.as_str() != NODE_ID_TAG)
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect()
+    }
+
     /// Whether this record replaces `other` under the merge rule.
     pub fn supersedes(&self, other: &NodeRecord) -> bool {
         self.order() > other.order()
@@ -197,6 +248,34 @@ mod tests {
             notes: String::new(),
             output: String::new(),
         }
+    }
+
+    #[test]
+    fn reserved_tags_and_meta_are_kept_apart_from_the_users() {
+        let mut record = NodeRecord::new(NodeId::seed("127.0.0.1:1".parse().unwrap()), "n");
+        record.tags.insert("role".into(), "web".into());
+        assert_eq!(record.node_id(), None);
+        record.tags.insert(NODE_ID_TAG.into(), "uuid".into());
+        assert_eq!(record.node_id(), Some("uuid"));
+        assert_eq!(record.user_tags(), BTreeMap::from([("role", "web")]));
+        let service = ServiceRecord {
+            id: "w".into(),
+            name: "w".into(),
+            address: String::new(),
+            port: 1,
+            tags: Vec::new(),
+            meta: BTreeMap::from([
+                ("v".into(), "1".into()),
+                (format!("{TAGGED_ADDRESS_PREFIX}lan"), "::1:80".into()),
+                (format!("{TAGGED_ADDRESS_PREFIX}bad"), "no-port".into()),
+            ]),
+            checks: Vec::new(),
+        };
+        assert_eq!(service.user_meta(), BTreeMap::from([("v", "1")]));
+        assert_eq!(
+            service.tagged_addresses(),
+            BTreeMap::from([("lan", ("::1", 80))])
+        );
     }
 
     #[test]

@@ -369,6 +369,19 @@ pub fn http_json(
     })
 }
 
+/// Percent-encodes a query-string value (filters have spaces, quotes,
+/// `==`).
+pub fn query_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` and the last
 /// observation after `timeout`.
 pub fn wait_for<T>(

@@ -137,7 +137,11 @@ fn edits_apply_cluster_wide_and_broken_files_are_refused() {
             .and_then(|m| m.iter().find(|m| m["Name"] == "node-0"))
             .map(|m| m["Tags"].clone())
             .unwrap_or_default();
-        if tags["env"] == "staging" && tags["role"] == "web" {
+        // The node ID rides in the tags and survives the reload.
+        if tags["env"] == "staging"
+            && tags["role"] == "web"
+            && tags["id"].as_str().is_some_and(|id| id.len() == 36)
+        {
             Ok(())
         } else {
             Err(tags.to_string())

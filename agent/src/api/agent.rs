@@ -39,7 +39,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
         "Config": {
             "Datacenter": config.datacenter,
             "NodeName": config.node_name,
-            "NodeID": snapshot.local.id.to_string(),
+            "NodeID": snapshot.local.node_id().unwrap_or_default(),
             "Server": false,
             "Version": env!("CARGO_PKG_VERSION"),
             "Cluster": config.cluster,
@@ -51,7 +51,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
         },
         "Member": member,
         // The tags in force: a reload may have changed them.
-        "Meta": snapshot.local.tags,
+        "Meta": snapshot.local.user_tags(),
         "Stats": {
             "agent": {
                 "generation": snapshot.local.id.generation,

@@ -8,11 +8,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use shoal_protocol::record::CheckStatus;
 
+use super::filter::{self, Shape};
 use super::{ApiError, ApiState, Query, blocking, consul_json};
-use crate::catalog::{self, ServiceFilter};
+use crate::catalog::{self, CatalogNode, ServiceFilter};
 
-fn service_filter(query: &Query) -> Result<ServiceFilter, ApiError> {
-    let node_meta = query
+/// `?node-meta=key:value` (repeatable): nodes must carry every pair.
+fn node_meta(query: &Query) -> Result<Vec<(String, String)>, ApiError> {
+    query
         .all("node-meta")
         .into_iter()
         .map(|pair| {
@@ -25,9 +27,13 @@ fn service_filter(query: &Query) -> Result<ServiceFilter, ApiError> {
                     )
                 })
         })
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+fn service_filter(query: &Query) -> Result<ServiceFilter, ApiError> {
+    let node_meta = node_meta(query)?;
     Ok(ServiceFilter {
-        passing: query.flag("passing"),
+        passing: query.bool("passing")?,
         tags: query.all("tag").into_iter().map(str::to_string).collect(),
         node_meta,
     })
@@ -36,8 +42,28 @@ fn service_filter(query: &Query) -> Result<ServiceFilter, ApiError> {
 /// `GET /v1/catalog/services`
 pub async fn services(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
+    let node_meta = node_meta(&query)?;
+    // Consul filters the instances (as `/v1/catalog/service/:name` shows
+    // them), then lists what is left.
+    let expression = filter::from_query(&query, Shape::CatalogService)?;
     blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        let service_tags = catalog::service_tags(&snapshot.members);
+        let mut service_tags = catalog::service_tags(&snapshot.members, &node_meta);
+        if let Some(expression) = &expression {
+            service_tags.clear();
+            for node in catalog::nodes(&snapshot.members) {
+                if !catalog::has_meta(&node, &node_meta) {
+                    continue;
+                }
+                for service in &node.record.services {
+                    if expression.matches(&consul_json::catalog_service(&node, service)) {
+                        service_tags
+                            .entry(service.name.as_str())
+                            .or_default()
+                            .extend(service.tags.iter().map(String::as_str));
+                    }
+                }
+            }
+        }
         Ok(consul_json::catalog_services(&service_tags))
     })
     .await
@@ -51,10 +77,14 @@ pub async fn service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
+    let expression = filter::from_query(&query, Shape::CatalogService)?;
     blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
             .map(|(node, service)| consul_json::catalog_service(&node, service));
-        Ok(Value::Array(entries.collect()))
+        Ok(Value::Array(filter::apply(
+            expression.as_ref(),
+            entries.collect(),
+        )))
     })
     .await
 }
@@ -62,9 +92,16 @@ pub async fn service(
 /// `GET /v1/catalog/nodes`
 pub async fn nodes(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
+    let node_meta = node_meta(&query)?;
+    let expression = filter::from_query(&query, Shape::Node)?;
     blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        let nodes = catalog::nodes(&snapshot.members).map(|node| consul_json::node(&node));
-        Ok(Value::Array(nodes.collect()))
+        let nodes = catalog::nodes(&snapshot.members)
+            .filter(|node| catalog::has_meta(node, &node_meta))
+            .map(|node| consul_json::node(&node));
+        Ok(Value::Array(filter::apply(
+            expression.as_ref(),
+            nodes.collect(),
+        )))
     })
     .await
 }
@@ -77,10 +114,14 @@ pub async fn health_service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
+    let expression = filter::from_query(&query, Shape::ServiceEntry)?;
     blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
             .map(|(node, service)| consul_json::health_service_entry(&node, service));
-        Ok(Value::Array(entries.collect()))
+        Ok(Value::Array(filter::apply(
+            expression.as_ref(),
+            entries.collect(),
+        )))
     })
     .await
 }
@@ -92,11 +133,18 @@ pub async fn health_checks(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
+    let node_meta = node_meta(&query)?;
+    let expression = filter::from_query(&query, Shape::HealthCheck)?;
     blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        let checks = catalog::service_checks(&snapshot.members, &name);
-        Ok(Value::Array(
-            checks.iter().map(consul_json::cluster_check).collect(),
-        ))
+        let checks = catalog::service_checks(&snapshot.members, &name)
+            .into_iter()
+            .filter(|found| catalog::has_meta(&found.node, &node_meta));
+        Ok(Value::Array(filter::apply(
+            expression.as_ref(),
+            checks
+                .map(|found| consul_json::cluster_check(&found))
+                .collect(),
+        )))
     })
     .await
 }
@@ -117,15 +165,19 @@ pub async fn health_state(
             )
         })?),
     };
+    let node_meta = node_meta(&query)?;
+    let expression = filter::from_query(&query, Shape::HealthCheck)?;
     blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         let checks = catalog::all_checks(&snapshot.members)
             .into_iter()
-            .filter(|found| wanted.is_none_or(|status| found.check.consul_status() == status));
-        Ok(Value::Array(
+            .filter(|found| wanted.is_none_or(|status| found.check.consul_status() == status))
+            .filter(|found| catalog::has_meta(&found.node, &node_meta));
+        Ok(Value::Array(filter::apply(
+            expression.as_ref(),
             checks
                 .map(|found| consul_json::cluster_check(&found))
                 .collect(),
-        ))
+        )))
     })
     .await
 }
@@ -137,17 +189,99 @@ pub async fn health_node(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
+    let expression = filter::from_query(&query, Shape::HealthCheck)?;
     blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
         let checks = catalog::all_checks(&snapshot.members)
             .into_iter()
             .filter(|found| found.node.record.name == node);
-        Ok(Value::Array(
+        Ok(Value::Array(filter::apply(
+            expression.as_ref(),
             checks
                 .map(|found| consul_json::cluster_check(&found))
                 .collect(),
-        ))
+        )))
     })
     .await
+}
+
+/// The catalog node named `name` (Consul also accepts the node ID).
+fn find_node<'a>(members: &'a [shoal_protocol::MemberView], name: &str) -> Option<CatalogNode<'a>> {
+    catalog::nodes(members)
+        .find(|node| node.record.name == name || node.record.node_id() == Some(name))
+}
+
+/// `GET /v1/catalog/node/:node`: `{Node, Services}` with the services by
+/// ID; `null` for a node not in the catalog, as Consul answers.
+pub async fn node(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    query: Query,
+) -> Result<Response, ApiError> {
+    query.check_datacenter(&state.config.datacenter)?;
+    let expression = filter::from_query(&query, Shape::AgentService)?;
+    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+        Ok(
+            find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
+                let services: serde_json::Map<String, Value> = node
+                    .record
+                    .services
+                    .iter()
+                    .map(|service| (service.id.clone(), catalog_node_service(&node, service)))
+                    .filter(|(_, json)| expression.as_ref().is_none_or(|e| e.matches(json)))
+                    .collect();
+                json!({ "Node": consul_json::node(&node), "Services": services })
+            }),
+        )
+    })
+    .await
+}
+
+/// `GET /v1/catalog/node-services/:node`: `{Node, Services}` with the
+/// services in a list; `null` for a node not in the catalog.
+pub async fn node_services(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    query: Query,
+) -> Result<Response, ApiError> {
+    query.check_datacenter(&state.config.datacenter)?;
+    let expression = filter::from_query(&query, Shape::AgentService)?;
+    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+        Ok(
+            find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
+                let services = node
+                    .record
+                    .services
+                    .iter()
+                    .map(|service| catalog_node_service(&node, service))
+                    .collect();
+                json!({
+                    "Node": consul_json::node(&node),
+                    "Services": filter::apply(expression.as_ref(), services),
+                })
+            }),
+        )
+    })
+    .await
+}
+
+fn catalog_node_service(node: &CatalogNode<'_>, service: &shoal_protocol::ServiceRecord) -> Value {
+    consul_json::agent_service(service, &node.record.datacenter, Some(node.record.version))
+}
+
+/// `GET /v1/catalog/datacenters`: the datacenters the cluster's nodes
+/// are in, ours first (Consul sorts by distance; we have no coordinates).
+pub async fn datacenters(State(state): State<ApiState>) -> Json<Value> {
+    let snapshot = state.snapshot();
+    let ours = &state.config.datacenter;
+    let mut others: Vec<&str> = catalog::nodes(&snapshot.members)
+        .map(|node| node.record.datacenter.as_str())
+        .filter(|dc| !dc.is_empty() && dc != ours)
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    let mut all = vec![ours.as_str()];
+    all.extend(others);
+    Json(json!(all))
 }
 
 /// `GET /v1/shoal/pick/:service[?tag=]`: one healthy instance at random
@@ -177,7 +311,7 @@ pub async fn pick(
         "ServiceID": service.id,
         "Service": service.name,
         "Tags": service.tags,
-        "Meta": service.meta,
+        "Meta": service.user_meta(),
         "Health": picked.health.as_str(),
     });
     Ok(Json(body).into_response())

@@ -25,14 +25,17 @@ const CREATE_INDEX: u64 = 1;
 
 /// `Node` (`/v1/catalog/nodes`, a health entry's `Node`).
 pub fn node(node: &CatalogNode<'_>) -> Value {
-    with_fields(node_fields(node), json!({ "Meta": node.record.tags }))
+    with_fields(
+        node_fields(node),
+        json!({ "Meta": node.record.user_tags() }),
+    )
 }
 
 /// The fields `Node` and `CatalogService` share: where the node is, and
 /// the indexes of its record.
 fn node_fields(node: &CatalogNode<'_>) -> Value {
     json!({
-        "ID": "",
+        "ID": node.record.node_id().unwrap_or_default(),
         "Node": node.record.name,
         "Address": node.address(),
         "Datacenter": node.record.datacenter,
@@ -62,13 +65,16 @@ pub fn agent_service(
         "ID": service.id,
         "Service": service.name,
         "Tags": service.tags,
-        "Meta": service.meta,
+        "Meta": service.user_meta(),
         "Port": service.port,
         "Address": service.address,
         "Weights": { "Passing": 1, "Warning": 1 },
         "EnableTagOverride": false,
         "Datacenter": datacenter,
     });
+    if let Some(tagged) = tagged_addresses(service) {
+        value = with_fields(value, json!({ "TaggedAddresses": tagged }));
+    }
     if let Some(modify_index) = modify_index {
         value = with_fields(
             value,
@@ -82,18 +88,40 @@ pub fn agent_service(
 /// services, flattened.
 pub fn catalog_service(node: &CatalogNode<'_>, service: &ServiceRecord) -> Value {
     let service_fields = json!({
-        "NodeMeta": node.record.tags,
+        "NodeMeta": node.record.user_tags(),
         "ServiceKind": "",
         "ServiceID": service.id,
         "ServiceName": service.name,
         "ServiceTags": service.tags,
         "ServiceAddress": service.address,
         "ServicePort": service.port,
-        "ServiceMeta": service.meta,
+        "ServiceMeta": service.user_meta(),
         "ServiceWeights": { "Passing": 1, "Warning": 1 },
         "ServiceEnableTagOverride": false,
     });
-    with_fields(node_fields(node), service_fields)
+    let mut value = with_fields(node_fields(node), service_fields);
+    if let Some(tagged) = tagged_addresses(service) {
+        value = with_fields(value, json!({ "ServiceTaggedAddresses": tagged }));
+    }
+    value
+}
+
+/// Consul's service `TaggedAddresses` (`{"lan": {"Address", "Port"}}`),
+/// left out when there are none, as Consul does.
+fn tagged_addresses(service: &ServiceRecord) -> Option<Value> {
+    let tagged = service.tagged_addresses();
+    (!tagged.is_empty()).then(|| {
+        tagged
+            .into_iter()
+            .map(|(name, (address, port))| {
+                (
+                    name.to_string(),
+                    json!({ "Address": address, "Port": port }),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    })
 }
 
 /// `/v1/catalog/services`: every service name with the union of its tags.

@@ -68,7 +68,7 @@ pub async fn get(
     query.check_datacenter(&state.config.datacenter)?;
     let key = key.map(|Path(key)| key).unwrap_or_default();
     check_reserved(&key)?;
-    if query.flag("raw") {
+    if query.present("raw") {
         let snapshot = state.snapshot();
         let stored = snapshot
             .kv
@@ -82,8 +82,8 @@ pub async fn get(
         );
         return Ok(response);
     }
-    let keys_only = query.get("keys").is_some();
-    let recurse = query.get("recurse").is_some();
+    let keys_only = query.present("keys");
+    let recurse = query.present("recurse");
     let separator = query.get("separator").map(str::to_string);
     blocking::respond(&state, &query, blocking::Watch::Kv, |snapshot| {
         let kv = &snapshot.kv;
@@ -140,10 +140,7 @@ pub async fn put(
 ) -> Result<Json<bool>, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     if query.get("acquire").is_some() || query.get("release").is_some() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "sessions (acquire/release) are not supported by shoal",
-        ));
+        return Err(super::refused::refusal(super::refused::SESSIONS));
     }
     let key = key.map(|Path(key)| key).unwrap_or_default();
     check_reserved(&key)?;
@@ -167,7 +164,7 @@ pub async fn delete(
     check_reserved(&key)?;
     let request = KvRequest::Delete {
         key,
-        recurse: query.get("recurse").is_some(),
+        recurse: query.present("recurse"),
         cas: parse_u64(&query, "cas")?,
     };
     write(&state, request).await

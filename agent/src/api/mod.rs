@@ -8,6 +8,10 @@
 //!   this agent's registry.
 //! - [`catalog`]: cluster-wide `/v1/catalog/*`, `/v1/health/*`, `/v1/shoal/pick`.
 //! - [`kv`]: `/v1/kv/*`, the replicated KV store.
+//! - [`status`]: `/v1/status/*`, `/v1/agent/host`.
+//! - [`filter`]: Consul's `?filter=` expressions.
+//! - [`refused`]: what Shoal refuses by design (sessions, txn, Connect,
+//!   ...): 501 with the reason.
 //! - [`keyring`]: `/v1/operator/keyring`, gossip encryption keys.
 //! - [`flags`]: `/v1/flags/*`, feature flags stored in the KV.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
@@ -25,12 +29,15 @@ pub mod blocking;
 pub mod catalog;
 pub mod consul_json;
 pub mod events;
+pub mod filter;
 pub mod flags;
 pub mod guard;
 pub mod health;
 pub mod keyring;
 pub mod kv;
+pub mod refused;
 pub mod registry;
+pub mod status;
 pub mod template;
 
 use std::sync::Arc;
@@ -95,7 +102,11 @@ impl ApiState {
 /// `read`, `write`, `secret` or `open`. Write-ness follows the matched
 /// route and method, so an encoded or reshaped path can't change it.
 pub fn router(state: ApiState) -> Router {
-    guard::Routes::new(state.config.acl.clone())
+    let mut routes = guard::Routes::new(state.config.acl.clone());
+    for (path, reason) in refused::REFUSED {
+        routes = routes.read(path, refused::route(reason));
+    }
+    routes
         .read("/v1/agent/self", get(agent::agent_self))
         .read("/v1/agent/members", get(agent::members))
         .write("/v1/agent/leave", put(agent::leave))
@@ -139,6 +150,15 @@ pub fn router(state: ApiState) -> Router {
         .read("/v1/catalog/services", get(catalog::services))
         .read("/v1/catalog/service/{name}", get(catalog::service))
         .read("/v1/catalog/nodes", get(catalog::nodes))
+        .read("/v1/catalog/node/{node}", get(catalog::node))
+        .read(
+            "/v1/catalog/node-services/{node}",
+            get(catalog::node_services),
+        )
+        .read("/v1/catalog/datacenters", get(catalog::datacenters))
+        .read("/v1/status/leader", get(status::leader))
+        .read("/v1/status/peers", get(status::peers))
+        .read("/v1/agent/host", get(status::host))
         .read("/v1/health/service/{name}", get(catalog::health_service))
         .read("/v1/health/checks/{name}", get(catalog::health_checks))
         .read("/v1/health/state/{state}", get(catalog::health_state))
@@ -213,10 +233,23 @@ impl Query {
             .collect()
     }
 
-    /// A Consul boolean flag: present (`?passing`, `?passing=1`) and not
-    /// `false` or `0`.
-    pub fn flag(&self, key: &str) -> bool {
-        self.get(key).is_some_and(|v| v != "false" && v != "0")
+    /// A boolean parameter as Consul reads `?passing`: absent is false, a
+    /// bare `?passing` is true, and a value is read as Go's
+    /// `strconv.ParseBool` does (`1 t T TRUE true True 0 f F FALSE false
+    /// False`); anything else is a 400 naming the parameter.
+    pub fn bool(&self, key: &str) -> Result<bool, ApiError> {
+        match self.get(key) {
+            None => Ok(false),
+            Some("") => Ok(true),
+            Some(text) => parse_bool(text).ok_or_else(|| bad_bool(key, text)),
+        }
+    }
+
+    /// A presence-only parameter (`?recurse`, `?keys`, `?raw`, `?stale`,
+    /// `?consistent`, `?cached`): Consul looks only at whether it is there,
+    /// so `?recurse=false` still recurses.
+    pub fn present(&self, key: &str) -> bool {
+        self.get(key).is_some()
     }
 
     /// Refuses a `dc` other than ours; other Consul parameters (`stale`,
@@ -250,6 +283,25 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Query {
                 })?;
         Ok(Query(pairs))
     }
+}
+
+/// Go's `strconv.ParseBool`.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// A 400 for a boolean parameter that is not one.
+pub fn bad_bool(key: &str, text: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "{key}: `{text}` is not a boolean (one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False)"
+        ),
+    )
 }
 
 /// An API error: a status and a JSON body `{"error": "..."}` that says

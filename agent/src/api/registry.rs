@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use shoal_protocol::record::{CheckStatus, ServiceRecord, worst_status};
 
+use super::filter::{self, Shape};
 use super::{ApiError, ApiState, Query, consul_json};
 use crate::checks::CheckDefinition;
 use crate::daemon::snapshot::{CheckDetail, Snapshot, Status};
@@ -36,8 +37,12 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     Ok(normalize(value))
 }
 
-/// `GET /v1/agent/services`: id → service.
-pub async fn services(State(state): State<ApiState>) -> Json<Value> {
+/// `GET /v1/agent/services[?filter=]`: id → service.
+pub async fn services(
+    State(state): State<ApiState>,
+    query: Query,
+) -> Result<Json<Value>, ApiError> {
+    let expression = filter::from_query(&query, Shape::AgentService)?;
     let snapshot = state.snapshot();
     let services: Map<String, Value> = snapshot
         .local
@@ -47,8 +52,9 @@ pub async fn services(State(state): State<ApiState>) -> Json<Value> {
             let json = consul_json::agent_service(s, &state.config.datacenter, None);
             (s.id.clone(), json)
         })
+        .filter(|(_, json)| expression.as_ref().is_none_or(|e| e.matches(json)))
         .collect();
-    Json(Value::Object(services))
+    Ok(Json(Value::Object(services)))
 }
 
 /// `GET /v1/agent/service/:id`
@@ -72,8 +78,9 @@ pub async fn service(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown service `{id}`")))
 }
 
-/// `GET /v1/agent/checks`: id → check.
-pub async fn checks(State(state): State<ApiState>) -> Json<Value> {
+/// `GET /v1/agent/checks[?filter=]`: id → check.
+pub async fn checks(State(state): State<ApiState>, query: Query) -> Result<Json<Value>, ApiError> {
+    let expression = filter::from_query(&query, Shape::AgentCheck)?;
     let status = state.status();
     let checks: Map<String, Value> = status
         .local_checks
@@ -82,8 +89,9 @@ pub async fn checks(State(state): State<ApiState>) -> Json<Value> {
             let json = consul_json::agent_check(c, &state.config.node_name);
             (c.record.id.clone(), json)
         })
+        .filter(|(_, json)| expression.as_ref().is_none_or(|e| e.matches(json)))
         .collect();
-    Json(Value::Object(checks))
+    Ok(Json(Value::Object(checks)))
 }
 
 /// Exec checks from the API need `enable_script_checks`, as in Consul:
@@ -105,7 +113,9 @@ pub async fn register_service(
     query: Query,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let _ = query;
+    // Shoal always replaces a re-registered service's checks, whatever
+    // this says; a value that is not a boolean is still refused.
+    query.bool("replace-existing-checks")?;
     let raw = json_body(&body)?;
     let definition = ServiceDefinition::parse(&raw, "").map_err(|e| bad_request(e.to_string()))?;
     refuse_scripts(&state, &definition.checks)?;
@@ -216,15 +226,11 @@ pub async fn check_update(
 }
 
 fn maintenance_reason(query: &Query) -> Result<Option<String>, ApiError> {
+    // As Consul: `enable` is required and read as Go's ParseBool, so
+    // Python clients' `enable=True` works.
     let enable = match query.get("enable") {
-        Some("true") => true,
-        Some("false") => false,
-        Some(other) => {
-            return Err(bad_request(format!(
-                "enable: `{other}` is not true or false"
-            )));
-        }
-        None => return Err(bad_request("enable: is required (true or false)")),
+        None | Some("") => return Err(bad_request("enable: is required (true or false)")),
+        Some(text) => super::parse_bool(text).ok_or_else(|| super::bad_bool("enable", text))?,
     };
     Ok(enable.then(|| {
         query

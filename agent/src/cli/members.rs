@@ -46,7 +46,13 @@ pub fn run(client: &Client, args: &MembersArgs) -> anyhow::Result<()> {
             let rows: Vec<Vec<String>> = members
                 .iter()
                 .map(|member| {
-                    let tags = super::key_values(&member["Tags"]);
+                    // The node ID (a UUID) would drown the operator's
+                    // tags; `--format json` shows it.
+                    let mut shown = member["Tags"].clone();
+                    if let Some(tags) = shown.as_object_mut() {
+                        tags.remove(shoal_protocol::record::NODE_ID_TAG);
+                    }
+                    let tags = super::key_values(&shown);
                     vec![
                         member["Name"].as_str().unwrap_or_default().to_string(),
                         format!(

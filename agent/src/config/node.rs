@@ -81,10 +81,18 @@ pub(super) fn tags(
     tags: Option<BTreeMap<String, String>>,
 ) -> Result<BTreeMap<String, String>, ConfigError> {
     let tags = tags.unwrap_or_default();
-    if tags.len() > MAX_RECORD_TAGS {
+    // One place in the record is the node ID's (`id`).
+    let max = MAX_RECORD_TAGS - 1;
+    if tags.len() > max {
         return Err(invalid(
             "tags",
-            format!("{} tags; at most {MAX_RECORD_TAGS} are allowed", tags.len()),
+            format!("{} tags; at most {max} are allowed", tags.len()),
+        ));
+    }
+    if tags.contains_key(shoal_protocol::record::NODE_ID_TAG) {
+        return Err(invalid(
+            "tags",
+            "tag key `id` is reserved: it carries the node ID (kept in the data dir, shown as Config.NodeID in /v1/agent/self)",
         ));
     }
     if let Some(key) = tags

@@ -185,4 +185,12 @@ fn flag_tags_add_to_the_file_and_bad_ones_are_refused() {
     };
     let error = AgentConfig::from_parts(FileConfig::default(), &bad).unwrap_err();
     assert!(error.to_string().contains("`tags`"), "{error}");
+    // `id` carries the node ID.
+    let reserved = Overrides {
+        tags: vec!["id=mine".into()],
+        ..Overrides::default()
+    };
+    let file: FileConfig = toml::from_str("data_dir = \"/tmp/x\"\n").unwrap();
+    let error = AgentConfig::from_parts(file, &reserved).unwrap_err();
+    assert!(error.to_string().contains("`id` is reserved"), "{error}");
 }

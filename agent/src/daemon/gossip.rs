@@ -225,8 +225,14 @@ impl GossipLoop {
         let loaded = self.registrar.load_config(live.services, live.checks);
         self.push_registry(Change::Status);
         loaded?;
-        if self.node.local_record().tags != live.tags {
-            self.node.update_local(|record| record.tags = live.tags);
+        // The node ID rides in the tags; a reload keeps it.
+        let mut tags = live.tags;
+        let node_id_tag = shoal_protocol::record::NODE_ID_TAG;
+        if let Some(id) = self.node.local_record().tags.get(node_id_tag) {
+            tags.insert(node_id_tag.into(), id.clone());
+        }
+        if self.node.local_record().tags != tags {
+            self.node.update_local(|record| record.tags = tags);
         }
         Ok(())
     }

@@ -277,6 +277,10 @@ fn identity(config: &AgentConfig, data_dir: &DataDirGuard) -> anyhow::Result<Ide
     let mut record = NodeRecord::new(id, config.node_name.clone());
     record.datacenter = config.datacenter.clone();
     record.tags = config.tags.clone();
+    record.tags.insert(
+        shoal_protocol::record::NODE_ID_TAG.into(),
+        data_dir.node_id()?,
+    );
 
     let keyring = match config.encrypt {
         Some(key) => Keyring::with_primary(key),

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use shoal_protocol::record::TAGGED_ADDRESS_PREFIX;
+
 use crate::checks::CheckDefinition;
 use crate::field_error::FieldError;
 
@@ -30,14 +32,18 @@ pub struct ServiceDefinition {
     pub port: u16,
     pub tags: Vec<String>,
     pub meta: BTreeMap<String, String>,
+    /// Consul's service `TaggedAddresses`: name → (address, port).
+    pub tagged_addresses: BTreeMap<String, (String, u16)>,
     pub checks: Vec<CheckDefinition>,
 }
+
+/// Most tagged addresses a service may carry.
+pub const MAX_TAGGED_ADDRESSES: usize = 16;
 
 /// Fields real Consul clients send that Shoal accepts and ignores.
 const IGNORED: &[&str] = &[
     "enabletagoverride",
     "weights",
-    "taggedaddresses",
     "namespace",
     "partition",
     "token",
@@ -61,7 +67,15 @@ impl ServiceDefinition {
         for key in object.keys() {
             let known = matches!(
                 key.as_str(),
-                "id" | "name" | "address" | "port" | "tags" | "meta" | "check" | "checks" | "kind"
+                "id" | "name"
+                    | "address"
+                    | "port"
+                    | "tags"
+                    | "meta"
+                    | "check"
+                    | "checks"
+                    | "kind"
+                    | "taggedaddresses"
             ) || IGNORED.contains(&key.as_str());
             if UNSUPPORTED.contains(&key.as_str()) {
                 return Err(error(&join(field, key), "is not supported by shoal"));
@@ -127,29 +141,52 @@ impl ServiceDefinition {
         }
         let meta = parse_meta(object.get("meta"), &join(field, "Meta"))?;
 
-        let mut checks = Vec::new();
+        let tagged_addresses = parse_tagged_addresses(
+            object.get("taggedaddresses"),
+            &join(field, "TaggedAddresses"),
+        )?;
+
+        // Consul's IDs: a service's only check (from `Check` or a
+        // one-element `Checks`) is `service:<id>`; with several they are
+        // numbered from 1, `Check` first. Unnamed ones are
+        // "Service '<name>' check".
+        let mut sources: Vec<(&Value, String)> = Vec::new();
         if let Some(check) = object.get("check").filter(|c| !c.is_null()) {
-            checks.push(CheckDefinition::parse(
-                check,
-                &join(field, "Check"),
-                Some(&id),
-                &format!("service:{id}"),
-            )?);
+            sources.push((check, join(field, "Check")));
         }
         match object.get("checks") {
             None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                for (i, check) in items.iter().enumerate() {
-                    let default_id = format!("service:{id}:{}", checks.len() + 1);
-                    checks.push(CheckDefinition::parse(
-                        check,
-                        &join(field, &format!("Checks[{i}]")),
-                        Some(&id),
-                        &default_id,
-                    )?);
-                }
-            }
+            Some(Value::Array(items)) => sources.extend(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, check)| (check, join(field, &format!("Checks[{i}]")))),
+            ),
             Some(_) => return Err(error(&join(field, "Checks"), "must be a list of checks")),
+        }
+        let several = sources.len() > 1;
+        let mut checks = Vec::with_capacity(sources.len());
+        for (i, (check, check_field)) in sources.into_iter().enumerate() {
+            let default_id = if several {
+                format!("service:{id}:{}", i + 1)
+            } else {
+                format!("service:{id}")
+            };
+            let mut check = check.clone();
+            if let Value::Object(fields) = &mut check
+                && fields.get("name").is_none_or(Value::is_null)
+            {
+                fields.insert(
+                    "name".into(),
+                    Value::String(format!("Service '{name}' check")),
+                );
+            }
+            checks.push(CheckDefinition::parse(
+                &check,
+                &check_field,
+                Some(&id),
+                &default_id,
+            )?);
         }
         let mut seen = std::collections::BTreeSet::new();
         for check in &checks {
@@ -167,9 +204,86 @@ impl ServiceDefinition {
             port,
             tags,
             meta,
+            tagged_addresses,
             checks,
         })
     }
+
+    /// The meta that is gossiped: the user's, plus the tagged addresses
+    /// under reserved keys (see [`TAGGED_ADDRESS_PREFIX`]).
+    pub fn gossiped_meta(&self) -> BTreeMap<String, String> {
+        let mut meta = self.meta.clone();
+        for (name, (address, port)) in &self.tagged_addresses {
+            meta.insert(
+                format!("{TAGGED_ADDRESS_PREFIX}{name}"),
+                format!("{address}:{port}"),
+            );
+        }
+        meta
+    }
+}
+
+/// Consul's service `TaggedAddresses`: `{"lan": {"Address": "10.0.0.1",
+/// "Port": 8080}, ...}`: names of `[A-Za-z0-9_-]`, at most
+/// [`MAX_TAGGED_ADDRESSES`], each with an address and an optional port.
+fn parse_tagged_addresses(
+    value: Option<&Value>,
+    field: &str,
+) -> Result<BTreeMap<String, (String, u16)>, FieldError> {
+    let object = match value {
+        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(Value::Object(object)) => object,
+        Some(_) => return Err(error(field, "must be an object of {Address, Port}")),
+    };
+    if object.len() > MAX_TAGGED_ADDRESSES {
+        return Err(error(
+            field,
+            format!("at most {MAX_TAGGED_ADDRESSES} tagged addresses are allowed"),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (name, value) in object {
+        let here = join(field, name);
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            return Err(error(
+                &here,
+                "names must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'",
+            ));
+        }
+        let entry = crate::registry::keys::normalize(value.clone());
+        let entry = entry
+            .as_object()
+            .ok_or_else(|| error(&here, "must be an object {Address, Port}"))?;
+        if let Some(key) = entry.keys().find(|k| *k != "address" && *k != "port") {
+            return Err(error(
+                &join(&here, key),
+                "unknown field (expected Address and Port)",
+            ));
+        }
+        let address = string(entry, "address", &here)?.unwrap_or_default();
+        if address.is_empty() || address.len() > 255 {
+            return Err(error(
+                &join(&here, "Address"),
+                "is required, at most 255 characters",
+            ));
+        }
+        let port = match entry.get("port") {
+            None | Some(Value::Null) => 0,
+            Some(port) => port.as_u64().filter(|p| *p <= 65535).ok_or_else(|| {
+                error(
+                    &join(&here, "Port"),
+                    format!("{port} is not a port between 0 and 65535"),
+                )
+            })? as u16,
+        };
+        out.insert(name.clone(), (address, port));
+    }
+    Ok(out)
 }
 
 /// `parent.key`, or just `key` at the top level.
@@ -288,6 +402,82 @@ mod tests {
         let default_id = parse(json!({"name": "api"})).unwrap();
         assert_eq!(default_id.id, "api");
         assert_eq!(default_id.port, 0);
+    }
+
+    #[test]
+    fn check_ids_and_names_are_consuls() {
+        let ids = |value: Value| {
+            parse(value)
+                .unwrap()
+                .checks
+                .into_iter()
+                .map(|c| (c.id, c.name))
+                .collect::<Vec<_>>()
+        };
+        let ttl = json!({"TTL": "10s"});
+        let only = (
+            "service:web-1".to_string(),
+            "Service 'web' check".to_string(),
+        );
+        assert_eq!(
+            ids(json!({"Name": "web", "ID": "web-1", "Check": ttl})),
+            std::slice::from_ref(&only)
+        );
+        assert_eq!(
+            ids(json!({"Name": "web", "ID": "web-1", "Checks": [ttl]})),
+            [only]
+        );
+        let two = ids(
+            json!({"Name": "web", "ID": "web-1", "Check": ttl, "Checks": [{"TTL": "5s", "Name": "own"}]}),
+        );
+        assert_eq!(
+            two,
+            [
+                (
+                    "service:web-1:1".to_string(),
+                    "Service 'web' check".to_string()
+                ),
+                ("service:web-1:2".to_string(), "own".to_string()),
+            ]
+        );
+        let explicit =
+            ids(json!({"Name": "web", "Checks": [{"TTL": "5s", "CheckID": "service:web:1"}]}));
+        assert_eq!(explicit[0].0, "service:web:1", "an explicit ID is kept");
+    }
+
+    #[test]
+    fn tagged_addresses_are_kept_and_checked() {
+        let service = parse(json!({"Name": "web", "TaggedAddresses": {
+            "lan": {"Address": "10.0.0.1", "Port": 80},
+            "wan_ipv6": {"address": "::1"}
+        }}))
+        .unwrap();
+        assert_eq!(service.tagged_addresses["lan"], ("10.0.0.1".into(), 80));
+        assert_eq!(service.tagged_addresses["wan_ipv6"], ("::1".into(), 0));
+        let meta = service.gossiped_meta();
+        assert_eq!(meta[":tagged:lan"], "10.0.0.1:80");
+        for (input, field) in [
+            (
+                json!({"lan": {"Port": 80}}),
+                "service.TaggedAddresses.lan.Address",
+            ),
+            (
+                json!({"lan": {"Address": "a", "Port": 70000}}),
+                "service.TaggedAddresses.lan.Port",
+            ),
+            (
+                json!({"bad name": {"Address": "a"}}),
+                "service.TaggedAddresses.bad name",
+            ),
+            (
+                json!({"lan": {"Address": "a", "Bogus": 1}}),
+                "service.TaggedAddresses.lan.bogus",
+            ),
+            (json!("x"), "service.TaggedAddresses"),
+        ] {
+            let error = parse(json!({"Name": "web", "TaggedAddresses": input})).unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+        }
     }
 
     #[test]

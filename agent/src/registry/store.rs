@@ -108,7 +108,7 @@ fn estimated_bytes(definition: &ServiceDefinition) -> usize {
         address: definition.address.clone(),
         port: definition.port,
         tags: definition.tags.clone(),
-        meta: definition.meta.clone(),
+        meta: definition.gossiped_meta(),
         checks: Vec::new(),
     };
     let checks: usize = definition
@@ -368,7 +368,7 @@ impl Registry {
                     address: definition.address.clone(),
                     port: definition.port,
                     tags: definition.tags.clone(),
-                    meta: definition.meta.clone(),
+                    meta: definition.gossiped_meta(),
                     checks,
                 }
             })

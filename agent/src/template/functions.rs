@@ -173,7 +173,7 @@ fn add_functions(
     let (snap, read) = (snapshot.clone(), reads.clone());
     env.add_function("services", move || -> Value {
         read.cluster.store(true, Ordering::Relaxed);
-        catalog::service_tags(&snap.members)
+        catalog::service_tags(&snap.members, &[])
             .into_iter()
             .map(|(name, tags)| {
                 let tags: Vec<Value> = tags.into_iter().map(Value::from).collect();

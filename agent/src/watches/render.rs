@@ -53,7 +53,7 @@ pub fn render(kind: &WatchKind, snapshot: &Snapshot) -> Value {
                 .map(consul_json::kv_pair)
                 .collect(),
         ),
-        WatchKind::Services => consul_json::catalog_services(&catalog::service_tags(members)),
+        WatchKind::Services => consul_json::catalog_services(&catalog::service_tags(members, &[])),
         WatchKind::Service {
             service,
             tag,
