@@ -13,6 +13,8 @@
 //! - [`registry`]: services and checks registered on this agent.
 //! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`flags`]: feature flags: schema and per-user decisions.
+//! - [`metrics`]: counters and histograms, collected at scrape time for
+//!   `/metrics` and `/v1/agent/metrics`.
 //! - [`persist`]: the data directory and the persisted generation.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
@@ -30,5 +32,6 @@ pub mod field_error;
 pub mod flags;
 pub mod fuzzing;
 pub mod kv;
+pub mod metrics;
 pub mod persist;
 pub mod registry;

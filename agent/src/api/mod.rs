@@ -11,6 +11,9 @@
 //! - [`keyring`]: `/v1/operator/keyring`, gossip encryption keys.
 //! - [`flags`]: `/v1/flags/*`, feature flags stored in the KV.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
+//! - [`metrics`]: `/metrics` and `/v1/agent/metrics`.
+//! - [`prometheus_sd`]: `/v1/shoal/prometheus/targets`, the catalog for
+//!   Prometheus's `http_sd_configs`.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
 //! - [`guard`]: the URI and body limits, the `Host` check, and the API
 //!   token (`[acl]`) each route needs.
@@ -27,6 +30,8 @@ pub mod guard;
 pub mod health;
 pub mod keyring;
 pub mod kv;
+pub mod metrics;
+pub mod prometheus_sd;
 pub mod registry;
 
 use std::sync::Arc;
@@ -69,6 +74,8 @@ pub struct ApiState {
     pub faults: Arc<crate::daemon::fault::FaultInjection>,
     /// Config reload: trigger one, read the outcome.
     pub reload: crate::daemon::reload::ReloadHandle,
+    /// Counters read at scrape time (`/metrics`, see [`metrics`]).
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 impl ApiState {
@@ -85,7 +92,7 @@ impl ApiState {
 /// `read`, `write`, `secret` or `open`. Write-ness follows the matched
 /// route and method, so an encoded or reshaped path can't change it.
 pub fn router(state: ApiState) -> Router {
-    guard::Routes::new(state.config.acl.clone())
+    guard::Routes::new(state.config.acl.clone(), state.metrics.api.clone())
         .read("/v1/agent/self", get(agent::agent_self))
         .read("/v1/agent/members", get(agent::members))
         .write("/v1/agent/leave", put(agent::leave))
@@ -158,6 +165,12 @@ pub fn router(state: ApiState) -> Router {
         .open("/health/live", get(health::live))
         .open("/health/ready", get(health::ready))
         .read("/health/detailed", get(health::detailed))
+        .read("/metrics", get(metrics::prometheus))
+        .read("/v1/agent/metrics", get(metrics::agent_metrics))
+        .read(
+            "/v1/shoal/prometheus/targets",
+            get(prometheus_sd::targets),
+        )
         .into_router()
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -291,7 +304,17 @@ impl From<KvWriteError> for ApiError {
     }
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
+async fn not_found(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+    method: Method,
+    uri: Uri,
+) -> ApiError {
+    state.metrics.api.record(
+        crate::metrics::http::UNMATCHED,
+        &method,
+        StatusCode::NOT_FOUND,
+        std::time::Duration::ZERO,
+    );
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no such endpoint: {method} {}", uri.path()),

@@ -11,6 +11,7 @@
 //! - [`keyring`]: `shoal keygen`, `shoal keyring`.
 //! - [`flags`]: `shoal flags ls|get|set|eval|rm`.
 //! - [`reload`]: `shoal reload`.
+//! - [`metrics`]: `shoal metrics`.
 
 pub mod agent;
 pub mod flags;
@@ -19,6 +20,7 @@ pub mod keyring;
 pub mod kv;
 pub mod leave;
 pub mod members;
+pub mod metrics;
 pub mod register;
 pub mod reload;
 pub mod services;
@@ -87,6 +89,8 @@ pub enum Command {
     Flags(flags::FlagsArgs),
     /// Make the agent load its config file again (as SIGHUP does).
     Reload,
+    /// Show the agent's metrics (as /metrics serves them).
+    Metrics(metrics::MetricsArgs),
 }
 
 /// Output format of the inspection commands.
@@ -131,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Keyring(args) => keyring::run(&client(), args),
         Command::Flags(args) => flags::run(&client(), args),
         Command::Reload => reload::run(&client()),
+        Command::Metrics(args) => metrics::run(&client(), args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -139,6 +139,12 @@ pub async fn run(
         &tasks.tracker,
         tasks.stop.clone(),
     );
+    let metrics = Arc::new(crate::metrics::AgentMetrics {
+        sync: transport.sync.metrics(),
+        kv: kv.metrics.clone(),
+        checks: registrar.metrics.clone(),
+        ..Default::default()
+    });
     let left = CancellationToken::new();
     let http_addr = serve_api(
         listeners.http,
@@ -153,6 +159,7 @@ pub async fn run(
             agent,
             faults: faults.clone(),
             keyring,
+            metrics,
         },
         &tasks,
     )?;
@@ -363,11 +370,6 @@ fn open_kv(
 ) -> anyhow::Result<KvState> {
     let (database, loaded) = crate::kv::disk::open(data_dir.path())?;
     let (disk_tx, disk_rx) = mpsc::channel(crate::kv::disk::QUEUE);
-    tasks.spawn(crate::kv::disk::writer_loop(
-        database,
-        data_dir.path().join(crate::kv::disk::FILE),
-        disk_rx,
-    ));
     let mut kv = KvState::new(
         keyring.clone(),
         config.node_name.clone(),
@@ -375,6 +377,12 @@ fn open_kv(
         config.kv_tombstone_grace,
         config.gossip.max_clock_drift,
     );
+    tasks.spawn(crate::kv::disk::writer_loop(
+        database,
+        data_dir.path().join(crate::kv::disk::FILE),
+        disk_rx,
+        kv.metrics.clone(),
+    ));
     kv.restore(node, loaded);
     if crate::kv::keyring_origin(config.encrypt.as_ref(), &keyring, &node.kv())
         .overrides_configured_key
