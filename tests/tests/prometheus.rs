@@ -102,6 +102,18 @@ impl Drop for Prometheus {
     }
 }
 
+/// `text` as a query-string value.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
 /// Waits until Prometheus's discovered instances are `expected`; returns
 /// how long that took.
 fn wait_discovered(prometheus: &Prometheus, expected: &[&str], what: &str) -> Duration {
@@ -200,10 +212,11 @@ scrape_configs:
     });
     // And what Prometheus stored is what the agents count.
     wait_for(BOUND, "up == 1 and shoal_members for every agent", || {
+        let query = r#"sum(up{job="shoal"}) + sum(shoal_members{job="shoal",status="alive"})"#;
         let (_, body) = http_json(
             "GET",
             prometheus.addr,
-            "/api/v1/query?query=sum(up%7Bjob%3D%22shoal%22%7D)%20%2B%20sum(shoal_members%7Bstatus%3D%22alive%22%7D)",
+            &format!("/api/v1/query?query={}", percent_encode(query)),
             None,
         )?;
         let value = body["data"]["result"][0]["value"][1].as_str().unwrap_or("").to_string();
