@@ -42,22 +42,29 @@ impl Prometheus {
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!("--web.listen-address={addr}"))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("prometheus is not installed: run scripts/test (or `apt-get install prometheus`)");
+            .expect(
+                "prometheus is not installed: run scripts/test (or `apt-get install prometheus`)",
+            );
         let prometheus = Prometheus {
             child,
             addr,
             _dir: dir,
         };
-        wait_for(Duration::from_secs(60), "Prometheus to be ready", || {
-            match http_json("GET", prometheus.addr, "/-/ready", None) {
+        wait_for(
+            Duration::from_secs(60),
+            "Prometheus to be ready",
+            || match http_json("GET", prometheus.addr, "/-/ready", None) {
                 Ok((200, _)) => Ok(()),
                 other => Err(format!("{other:?}")),
-            }
-        });
+            },
+        );
         prometheus
     }
 
@@ -85,7 +92,12 @@ impl Prometheus {
         let mut ids: Vec<String> = self
             .targets(job)?
             .iter()
-            .map(|t| t["labels"]["service_id"].as_str().unwrap_or("?").to_string())
+            .map(|t| {
+                t["labels"]["service_id"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string()
+            })
             .collect();
         ids.sort();
         Ok(ids)
@@ -127,7 +139,10 @@ fn wait_discovered(prometheus: &Prometheus, expected: &[&str], what: &str) -> Du
         }
     });
     let took = started.elapsed();
-    eprintln!("{what}: {:.2} s (refresh interval {REFRESH:?})", took.as_secs_f64());
+    eprintln!(
+        "{what}: {:.2} s (refresh interval {REFRESH:?})",
+        took.as_secs_f64()
+    );
     took
 }
 
@@ -219,9 +234,16 @@ scrape_configs:
             &format!("/api/v1/query?query={}", percent_encode(query)),
             None,
         )?;
-        let value = body["data"]["result"][0]["value"][1].as_str().unwrap_or("").to_string();
+        let value = body["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         // 3 targets up + each of 3 agents seeing 3 alive members.
-        if value == "12" { Ok(()) } else { Err(format!("{body}")) }
+        if value == "12" {
+            Ok(())
+        } else {
+            Err(format!("{body}"))
+        }
     });
 
     // Discovery: the registered instance, scraped through its labels.
@@ -229,16 +251,24 @@ scrape_configs:
     wait_for(BOUND, "the discovered instance scraped", || {
         let targets = prometheus.targets("services")?;
         match &targets[..] {
-            [target] if target["health"] == "up"
-                && target["labels"]["node"] == b.name.as_str()
-                && target["labels"]["team"] == "core" => Ok(()),
+            [target]
+                if target["health"] == "up"
+                    && target["labels"]["node"] == b.name.as_str()
+                    && target["labels"]["team"] == "core" =>
+            {
+                Ok(())
+            }
             _ => Err(format!("{targets:?}")),
         }
     });
 
     let mut measured = Vec::new();
     register(c, "metrics-c");
-    measured.push(wait_discovered(&prometheus, &["metrics-b", "metrics-c"], "a registration"));
+    measured.push(wait_discovered(
+        &prometheus,
+        &["metrics-b", "metrics-c"],
+        "a registration",
+    ));
 
     let (status, body) = http_json(
         "PUT",
@@ -248,7 +278,11 @@ scrape_configs:
     )
     .expect("deregister");
     assert_eq!(status, 200, "{body}");
-    measured.push(wait_discovered(&prometheus, &["metrics-b"], "a deregistration"));
+    measured.push(wait_discovered(
+        &prometheus,
+        &["metrics-b"],
+        "a deregistration",
+    ));
 
     let check = check_of(b, "metrics-b");
     let (status, body) = http_json(
@@ -272,6 +306,7 @@ scrape_configs:
     measured.push(wait_discovered(&prometheus, &["metrics-b"], "a recovery"));
     eprintln!(
         "changes seen by Prometheus after {:?} (two refresh intervals: {:?})",
-        measured, REFRESH * 2
+        measured,
+        REFRESH * 2
     );
 }

@@ -64,7 +64,9 @@ pub async fn agent_metrics(
         Some("prometheus") => Ok(text(&exposition)),
         Some(other) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("format: `{other}` is not a metrics format (use `prometheus`, or none for JSON)"),
+            format!(
+                "format: `{other}` is not a metrics format (use `prometheus`, or none for JSON)"
+            ),
         )),
     }
 }
@@ -136,7 +138,10 @@ fn gossip(status: &Status, out: &mut Exposition) {
         "Node records and KV entries from peers refused, by reason.",
         Kind::Counter,
     )
-    .push(&[("reason", "limits")], Value::Counter(counters.refused_records))
+    .push(
+        &[("reason", "limits")],
+        Value::Counter(counters.refused_records),
+    )
     .push(
         &[("reason", "clock_drift")],
         Value::Counter(counters.refused_clock_drift),

@@ -167,10 +167,7 @@ pub fn router(state: ApiState) -> Router {
         .read("/health/detailed", get(health::detailed))
         .read("/metrics", get(metrics::prometheus))
         .read("/v1/agent/metrics", get(metrics::agent_metrics))
-        .read(
-            "/v1/shoal/prometheus/targets",
-            get(prometheus_sd::targets),
-        )
+        .read("/v1/shoal/prometheus/targets", get(prometheus_sd::targets))
         .into_router()
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -28,7 +28,11 @@ pub enum MetricsFormat {
 }
 
 pub fn run(client: &Client, args: &MetricsArgs) -> anyhow::Result<()> {
-    let wanted = |name: &str| args.filter.as_deref().is_none_or(|part| name.contains(part));
+    let wanted = |name: &str| {
+        args.filter
+            .as_deref()
+            .is_none_or(|part| name.contains(part))
+    };
     if args.format == MetricsFormat::Prometheus {
         let text = client.get_text("/v1/agent/metrics?format=prometheus")?;
         for line in text.lines() {

@@ -216,8 +216,11 @@ impl Registrar {
             .checks()
             .find(|check| check.definition.id == result.check_id)
         {
-            self.metrics
-                .run(&check.definition.kind, result.result.status, result.duration);
+            self.metrics.run(
+                &check.definition.kind,
+                result.result.status,
+                result.duration,
+            );
         }
         self.registry.apply_result(result, Instant::now())
     }

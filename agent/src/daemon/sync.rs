@@ -36,8 +36,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handle::AgentHandle;
-use crate::metrics::counters::{Outcome, Role, SyncMetrics};
 use super::rate::{MAX_PER_PEER, PeerRateLimit, PeerSlots};
+use crate::metrics::counters::{Outcome, Role, SyncMetrics};
 
 /// How long a connection may take to send its first frame.
 pub const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(2);

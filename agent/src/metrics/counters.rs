@@ -245,10 +245,7 @@ impl MetricSource for CheckMetrics {
             for (status, count) in CHECK_STATUSES.iter().zip(statuses) {
                 let count = count.load(Relaxed);
                 if count > 0 {
-                    family.push(
-                        &[("kind", kind), ("status", status)],
-                        Value::Counter(count),
-                    );
+                    family.push(&[("kind", kind), ("status", status)], Value::Counter(count));
                 }
             }
         }

@@ -22,7 +22,8 @@ use serde_json::{Map, Value as Json, json};
 use super::{Exposition, Kind, Value};
 
 /// `Content-Type` of the Prometheus text format.
-pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub const PROMETHEUS_CONTENT_TYPE: &str =
+    prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 impl Exposition {
     /// The Prometheus text format.
@@ -52,13 +53,9 @@ impl Exposition {
                     Value::Gauge(value) => gauges.push(json!({
                         "Name": family.name, "Value": value, "Labels": labels,
                     })),
-                    Value::Counter(total) => counters.push(sampled(
-                        family.name,
-                        *total,
-                        *total as f64,
-                        uptime,
-                        labels,
-                    )),
+                    Value::Counter(total) => {
+                        counters.push(sampled(family.name, *total, *total as f64, uptime, labels))
+                    }
                     Value::FloatCounter(total) => {
                         counters.push(sampled(family.name, 1, *total, uptime, labels))
                     }
@@ -169,7 +166,10 @@ mod tests {
         out.counter("shoal_things_total", "Things seen.", 3);
         out.gauge("shoal_level", "A level.", 1.5);
         out.family("shoal_requests_total", "Requests.", Kind::Counter)
-            .push(&[("route", "/v1/kv/{*key}"), ("code", "200")], Value::Counter(7))
+            .push(
+                &[("route", "/v1/kv/{*key}"), ("code", "200")],
+                Value::Counter(7),
+            )
             .push(&[("route", "a\"b\\c"), ("code", "404")], Value::Counter(1));
         out.histogram(
             "shoal_wait_seconds",

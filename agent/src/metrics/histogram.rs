@@ -15,22 +15,12 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 /// Upper bounds for exchanges over the network: 1 ms to 5 min.
 pub const EXCHANGE_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    300.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// Upper bounds for sizes in bytes: 256 B to 64 MiB, by fours.
 pub const BYTES_BUCKETS: &[f64] = &[
-    256.0,
-    1024.0,
-    4096.0,
-    16384.0,
-    65536.0,
-    262144.0,
-    1048576.0,
-    4194304.0,
-    16777216.0,
-    67108864.0,
+    256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0,
 ];
 
 /// Observations of durations (recorded in nanoseconds, shown in seconds)

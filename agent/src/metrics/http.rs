@@ -126,11 +126,7 @@ fn code_label(slot: usize) -> String {
 
 impl MetricSource for ApiMetrics {
     fn collect(&self, out: &mut Exposition) {
-        let names = self
-            .names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let used: Vec<(&String, &RouteCells)> = names
             .iter()
             .zip(self.slots.iter())
@@ -147,7 +143,11 @@ impl MetricSource for ApiMetrics {
                     let count = count.load(Relaxed);
                     if count > 0 {
                         family.push(
-                            &[("route", route), ("method", method), ("code", &code_label(slot))],
+                            &[
+                                ("route", route),
+                                ("method", method),
+                                ("code", &code_label(slot)),
+                            ],
                             Value::Counter(count),
                         );
                     }
@@ -280,7 +280,12 @@ mod tests {
         metrics.record(kv, &Method::GET, StatusCode::OK, Duration::from_millis(2));
         metrics.record(kv, &Method::PUT, StatusCode::OK, Duration::from_millis(3));
         metrics.record(kv, &Method::GET, StatusCode::IM_A_TEAPOT, Duration::ZERO);
-        metrics.record(UNMATCHED, &Method::GET, StatusCode::NOT_FOUND, Duration::ZERO);
+        metrics.record(
+            UNMATCHED,
+            &Method::GET,
+            StatusCode::NOT_FOUND,
+            Duration::ZERO,
+        );
         let mut out = Exposition::default();
         metrics.collect(&mut out);
         let text = out.to_prometheus_text();
