@@ -57,7 +57,7 @@ impl Exposition {
                         counters.push(sampled(family.name, *total, *total as f64, uptime, labels))
                     }
                     Value::FloatCounter(total) => {
-                        counters.push(sampled(family.name, 1, *total, uptime, labels))
+                        counters.push(sampled(family.name, *total as u64, *total, uptime, labels))
                     }
                     Value::Histogram(histogram) => samples.push(sampled(
                         family.name,
@@ -195,7 +195,7 @@ mod tests {
             r#"shoal_requests_total{route="a\"b\\c",code="404"} 1"#,
             "# TYPE shoal_wait_seconds histogram",
             r#"shoal_wait_seconds_bucket{le="0.1"} 2"#,
-            r#"shoal_wait_seconds_bucket{le="1.0"} 3"#,
+            r#"shoal_wait_seconds_bucket{le="1"} 3"#,
             r#"shoal_wait_seconds_bucket{le="+Inf"} 4"#,
             "shoal_wait_seconds_sum 1.25",
             "shoal_wait_seconds_count 4",
