@@ -81,6 +81,21 @@ impl Client {
         Ok((index, self.read("GET", path, response)?))
     }
 
+    /// GET a body that is not JSON (the Prometheus text format).
+    pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let mut response = self
+            .request(self.agent.get(&format!("{}{path}", self.base)))
+            .call()
+            .map_err(|error| self.unreachable(error))?;
+        if !response.status().is_success() {
+            return self.read("GET", path, response).map(|_| String::new());
+        }
+        response
+            .body_mut()
+            .read_to_string()
+            .map_err(|error| self.unreachable(error))
+    }
+
     pub fn put_bytes(&self, path: &str, body: &[u8]) -> Result<Value, ClientError> {
         let response = self
             .request(self.agent.put(&format!("{}{path}", self.base)))

@@ -16,6 +16,8 @@
 //! - [`template`]: `[[templates]]`, files rendered from the catalog and KV.
 //! - [`events`]: user events: filters, the recent list, Consul's JSON.
 //! - [`watches`]: `[[watches]]` and `shoal watch`: handlers run on change.
+//! - [`metrics`]: counters and histograms, collected at scrape time for
+//!   `/metrics` and `/v1/agent/metrics`.
 //! - [`persist`]: the data directory and the persisted generation.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
@@ -34,6 +36,7 @@ pub mod field_error;
 pub mod flags;
 pub mod fuzzing;
 pub mod kv;
+pub mod metrics;
 pub mod persist;
 pub mod registry;
 pub mod template;

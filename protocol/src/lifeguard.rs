@@ -50,6 +50,11 @@ pub struct HealthStats {
     pub lagging_cycles: u64,
     /// Highest score reached.
     pub max_score: u32,
+    /// Direct probes (pings) this node sent.
+    pub probes_sent: u64,
+    /// Suspicions started: each time foca set a member suspect (from our
+    /// own failed probe or from gossip) and armed its suspect-to-down timer.
+    pub suspicions: u64,
 }
 
 /// The local health score and the timer stretching it implies.
@@ -117,6 +122,7 @@ impl LocalHealth {
             }
             Notification::DataSent(header) => {
                 if let Message::Ping(number) = header.message {
+                    self.stats.probes_sent += 1;
                     // A new probe cycle: settle the previous probe.
                     if self.probe.is_some() && self.answered {
                         self.stats.probe_successes += 1;
@@ -162,6 +168,11 @@ impl LocalHealth {
             self.stats.lagging_cycles += 1;
             self.apply(1);
         }
+    }
+
+    /// foca armed a suspect-to-down timer: a member is now suspect.
+    pub fn note_suspicion(&mut self) {
+        self.stats.suspicions += 1;
     }
 
     /// The delay to actually wait for `timer`, which foca asked for after

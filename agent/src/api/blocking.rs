@@ -94,7 +94,21 @@ pub struct BlockingStats {
     wakeups: AtomicU64,
 }
 
+/// [`BlockingStats`] as read at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockingCounts {
+    pub waiting: u64,
+    pub wakeups: u64,
+}
+
 impl BlockingStats {
+    pub fn counts(&self) -> BlockingCounts {
+        BlockingCounts {
+            waiting: self.waiting.load(Ordering::Relaxed),
+            wakeups: self.wakeups.load(Ordering::Relaxed),
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::json!({
             "waiting": self.waiting.load(Ordering::Relaxed),

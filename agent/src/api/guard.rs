@@ -83,21 +83,27 @@ impl Access {
 pub struct Routes {
     router: Router<ApiState>,
     acl: AclConfig,
+    metrics: std::sync::Arc<crate::metrics::http::ApiMetrics>,
 }
 
 impl Routes {
-    pub fn new(acl: AclConfig) -> Self {
+    pub fn new(acl: AclConfig, metrics: std::sync::Arc<crate::metrics::http::ApiMetrics>) -> Self {
         Self {
             router: Router::new(),
             acl,
+            metrics,
         }
     }
 
-    /// Adds `route` at `path`, behind [`authorize`] for `access`. The same
-    /// path may be added again with other methods and another access.
+    /// Adds `route` at `path`, behind [`authorize`] for `access`, counted
+    /// and timed under its pattern (`metrics::http`). The same path may be
+    /// added again with other methods and another access.
     pub fn add(mut self, access: Access, path: &str, route: MethodRouter<ApiState>) -> Self {
         let layer = axum::middleware::from_fn_with_state((self.acl.clone(), access), authorize);
-        self.router = self.router.route(path, route.route_layer(layer));
+        let measured = self.metrics.layer(self.metrics.route(path));
+        self.router = self
+            .router
+            .route(path, route.route_layer(layer).route_layer(measured));
         self
     }
 

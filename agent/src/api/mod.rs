@@ -17,6 +17,9 @@
 //! - [`health`]: the sidecar's own probes, `/health/*`.
 //! - [`template`]: `/v1/shoal/template/render`, a dry run of a template.
 //! - [`events`]: `/v1/event/fire/:name`, `/v1/event/list`: user events.
+//! - [`metrics`]: `/metrics` and `/v1/agent/metrics`.
+//! - [`prometheus_sd`]: `/v1/shoal/prometheus/targets`, the catalog for
+//!   Prometheus's `http_sd_configs`.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
 //! - [`guard`]: the URI and body limits, the `Host` check, and the API
 //!   token (`[acl]`) each route needs.
@@ -35,6 +38,8 @@ pub mod guard;
 pub mod health;
 pub mod keyring;
 pub mod kv;
+pub mod metrics;
+pub mod prometheus_sd;
 pub mod refused;
 pub mod registry;
 pub mod status;
@@ -86,6 +91,8 @@ pub struct ApiState {
     pub events: Arc<crate::events::EventCounters>,
     /// Watch handler runs and failures (for metrics).
     pub watches: Arc<crate::watches::WatchCounters>,
+    /// Counters read at scrape time (`/metrics`, see [`metrics`]).
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 impl ApiState {
@@ -102,7 +109,7 @@ impl ApiState {
 /// `read`, `write`, `secret` or `open`. Write-ness follows the matched
 /// route and method, so an encoded or reshaped path can't change it.
 pub fn router(state: ApiState) -> Router {
-    let mut routes = guard::Routes::new(state.config.acl.clone());
+    let mut routes = guard::Routes::new(state.config.acl.clone(), state.metrics.api.clone());
     for (path, reason) in refused::REFUSED {
         routes = routes.read(path, refused::route(reason));
     }
@@ -198,6 +205,9 @@ pub fn router(state: ApiState) -> Router {
         .open("/health/live", get(health::live))
         .open("/health/ready", get(health::ready))
         .read("/health/detailed", get(health::detailed))
+        .read("/metrics", get(metrics::prometheus))
+        .read("/v1/agent/metrics", get(metrics::agent_metrics))
+        .read("/v1/shoal/prometheus/targets", get(prometheus_sd::targets))
         .into_router()
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -363,7 +373,17 @@ impl From<KvWriteError> for ApiError {
     }
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
+async fn not_found(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+    method: Method,
+    uri: Uri,
+) -> ApiError {
+    state.metrics.api.record(
+        crate::metrics::http::UNMATCHED,
+        &method,
+        StatusCode::NOT_FOUND,
+        std::time::Duration::ZERO,
+    );
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no such endpoint: {method} {}", uri.path()),

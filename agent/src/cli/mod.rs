@@ -14,6 +14,7 @@
 //! - [`template`]: `shoal template render` (a dry run).
 //! - [`watch`]: `shoal watch` (as `consul watch`).
 //! - [`event`]: `shoal event` (user events).
+//! - [`metrics`]: `shoal metrics`.
 
 pub mod agent;
 pub mod event;
@@ -23,6 +24,7 @@ pub mod keyring;
 pub mod kv;
 pub mod leave;
 pub mod members;
+pub mod metrics;
 pub mod register;
 pub mod reload;
 pub mod services;
@@ -100,6 +102,8 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Fire a user event on every agent (or those the filters match).
     Event(event::EventArgs),
+    /// Show the agent's metrics (as /metrics serves them).
+    Metrics(metrics::MetricsArgs),
 }
 
 /// Output format of the inspection commands.
@@ -147,6 +151,7 @@ pub fn main() -> ExitCode {
         Command::Template(args) => template::run(&client(), args),
         Command::Watch(args) => watch::run(&client(), args),
         Command::Event(args) => event::run(&client(), args),
+        Command::Metrics(args) => metrics::run(&client(), args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

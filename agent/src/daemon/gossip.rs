@@ -404,6 +404,8 @@ impl GossipLoop {
             send_failures: self.send_failures,
             receive_drops: self.receive_drops.load(Ordering::Relaxed),
             local_checks: self.registrar.check_details(),
+            health_score: self.node.local_health().score(),
+            health: self.node.local_health().stats().clone(),
         };
         self.status_tx.send_replace(Arc::new(status));
     }

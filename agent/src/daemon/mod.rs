@@ -146,6 +146,12 @@ pub async fn run(
         &tasks.tracker,
         tasks.stop.clone(),
     );
+    let metrics = Arc::new(crate::metrics::AgentMetrics {
+        sync: transport.sync.metrics(),
+        kv: kv.metrics.clone(),
+        checks: registrar.metrics.clone(),
+        ..Default::default()
+    });
     let left = CancellationToken::new();
     let event_counters = Arc::new(crate::events::EventCounters::default());
     let watch_counters = Arc::new(crate::watches::WatchCounters::default());
@@ -172,6 +178,7 @@ pub async fn run(
             templates: templates.stats(),
             events: event_counters.clone(),
             watches: watch_counters,
+            metrics,
         },
         &tasks,
     )?;
@@ -390,11 +397,6 @@ fn open_kv(
 ) -> anyhow::Result<KvState> {
     let (database, loaded) = crate::kv::disk::open(data_dir.path())?;
     let (disk_tx, disk_rx) = mpsc::channel(crate::kv::disk::QUEUE);
-    tasks.spawn(crate::kv::disk::writer_loop(
-        database,
-        data_dir.path().join(crate::kv::disk::FILE),
-        disk_rx,
-    ));
     let mut kv = KvState::new(
         keyring.clone(),
         config.node_name.clone(),
@@ -402,6 +404,12 @@ fn open_kv(
         config.kv_tombstone_grace,
         config.gossip.max_clock_drift,
     );
+    tasks.spawn(crate::kv::disk::writer_loop(
+        database,
+        data_dir.path().join(crate::kv::disk::FILE),
+        disk_rx,
+        kv.metrics.clone(),
+    ));
     kv.restore(node, loaded);
     if crate::kv::keyring_origin(config.encrypt.as_ref(), &keyring, &node.kv())
         .overrides_configured_key

@@ -35,6 +35,8 @@ pub struct Registrar {
     dependency: DependencyLookup,
     runners: CancellationToken,
     persist_tx: mpsc::UnboundedSender<PersistJob>,
+    /// Check runs by kind and status.
+    pub metrics: Arc<crate::metrics::counters::CheckMetrics>,
 }
 
 impl Registrar {
@@ -50,6 +52,7 @@ impl Registrar {
             dependency,
             runners,
             persist_tx,
+            metrics: Arc::default(),
         }
     }
 
@@ -208,6 +211,17 @@ impl Registrar {
     }
 
     pub fn apply_result(&mut self, result: CheckResult) -> Change {
+        if let Some(check) = self
+            .registry
+            .checks()
+            .find(|check| check.definition.id == result.check_id)
+        {
+            self.metrics.run(
+                &check.definition.kind,
+                result.result.status,
+                result.duration,
+            );
+        }
         self.registry.apply_result(result, Instant::now())
     }
 

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use shoal_protocol::lifeguard::HealthStats;
 use shoal_protocol::node::Counters;
 use shoal_protocol::record::CheckRecord;
 use shoal_protocol::{MemberView, NodeId, NodeRecord};
@@ -63,6 +64,11 @@ pub struct Status {
     pub receive_drops: u64,
     /// Every local check, with its full output and last run.
     pub local_checks: Vec<CheckDetail>,
+    /// The Lifeguard local-health score (0 = healthy; see
+    /// `shoal_protocol::lifeguard`).
+    pub health_score: u32,
+    /// What fed the local-health score: probes, refutations, suspicions.
+    pub health: HealthStats,
 }
 
 /// A check registered on this agent in full detail, as the agent's own

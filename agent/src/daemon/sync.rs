@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use super::handle::AgentHandle;
 use super::rate::{MAX_PER_PEER, PeerRateLimit, PeerSlots};
+use crate::metrics::counters::{Outcome, Role, SyncMetrics};
 
 /// How long a connection may take to send its first frame.
 pub const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(2);
@@ -96,6 +97,7 @@ pub struct SyncService {
     per_peer: Arc<PeerSlots>,
     tracker: TaskTracker,
     faults: Arc<super::fault::FaultInjection>,
+    metrics: Arc<SyncMetrics>,
 }
 
 impl SyncService {
@@ -115,7 +117,13 @@ impl SyncService {
             per_peer: Arc::new(PeerSlots::default()),
             tracker,
             faults,
+            metrics: Arc::default(),
         }
+    }
+
+    /// The counters of exchanges, bytes and durations.
+    pub fn metrics(&self) -> Arc<SyncMetrics> {
+        self.metrics.clone()
     }
 
     /// Starts an exchange with `peer` in the background; returns false when
@@ -125,14 +133,18 @@ impl SyncService {
             return true;
         }
         let Ok(permit) = self.outgoing.clone().try_acquire_owned() else {
+            self.metrics
+                .exchange(Role::Initiated, Outcome::Refused, Duration::ZERO, 0);
             return false;
         };
         let service = self.clone();
         self.tracker.spawn(async move {
             let _permit = permit;
+            let started = std::time::Instant::now();
             let result = tokio::time::timeout(EXCHANGE_TIMEOUT, service.exchange(peer, digest))
                 .await
                 .unwrap_or(Err(SyncError::Timeout));
+            service.count(Role::Initiated, &result, started);
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "anti-entropy exchange failed");
             }
@@ -140,13 +152,26 @@ impl SyncService {
         true
     }
 
+    /// Counts an exchange that ended with `result` (bytes moved, or why
+    /// it failed).
+    fn count(&self, role: Role, result: &Result<u64, SyncError>, started: std::time::Instant) {
+        let (outcome, bytes) = match result {
+            Ok(bytes) => (Outcome::Completed, *bytes),
+            Err(SyncError::Timeout) => (Outcome::Timeout, 0),
+            Err(_) => (Outcome::Failed, 0),
+        };
+        self.metrics
+            .exchange(role, outcome, started.elapsed(), bytes);
+    }
+
     /// The initiator's side: our digest out, then answer until done.
-    async fn exchange(&self, peer: SocketAddr, digest: SyncMessage) -> Result<(), SyncError> {
+    /// Returns the bytes moved both ways.
+    async fn exchange(&self, peer: SocketAddr, digest: SyncMessage) -> Result<u64, SyncError> {
         let mut stream = self.connect(peer).await?;
         stream.set_nodelay(true)?;
-        self.converse(&mut stream, digest).await?;
+        let bytes = self.converse(&mut stream, digest, 0).await?;
         stream.shutdown().await?;
-        Ok(())
+        Ok(bytes)
     }
 
     /// A connection to `peer` from our own address.
@@ -183,26 +208,35 @@ impl SyncService {
             if self.faults.is_blocked(peer.ip()) {
                 continue;
             }
+            let refused = || {
+                self.metrics
+                    .exchange(Role::Served, Outcome::Refused, Duration::ZERO, 0)
+            };
             let Some(slot) = self.per_peer.take(peer.ip()) else {
+                refused();
                 tracing::debug!(%peer, "{MAX_PER_PEER} anti-entropy exchanges from this address already; closing");
                 continue;
             };
             if !rate.allow(peer.ip(), std::time::Instant::now()) {
+                refused();
                 if rate.refused.is_power_of_two() {
                     tracing::warn!(%peer, refused = rate.refused, "anti-entropy exchanges too frequent from this peer; closing");
                 }
                 continue;
             }
             let Ok(permit) = self.incoming.clone().try_acquire_owned() else {
+                refused();
                 tracing::debug!(%peer, "too many anti-entropy exchanges; closing");
                 continue;
             };
             let service = self.clone();
             self.tracker.spawn(async move {
                 let _held = (permit, slot);
+                let started = std::time::Instant::now();
                 let result = tokio::time::timeout(EXCHANGE_TIMEOUT, service.respond(stream))
                     .await
                     .unwrap_or(Err(SyncError::Timeout));
+                service.count(Role::Served, &result, started);
                 if let Err(error) = result {
                     tracing::debug!(%peer, %error, "anti-entropy exchange refused");
                 }
@@ -212,41 +246,47 @@ impl SyncService {
 
     /// The responder's side: a digest in, quickly and small, then answer
     /// until done.
-    async fn respond(&self, mut stream: TcpStream) -> Result<(), SyncError> {
+    async fn respond(&self, mut stream: TcpStream) -> Result<u64, SyncError> {
         stream.set_nodelay(true)?;
-        let first = tokio::time::timeout(
+        let (first, read) = tokio::time::timeout(
             FIRST_FRAME_DEADLINE,
             read_frame(&mut stream, &self.envelope, FIRST_FRAME_MAX),
         )
         .await
         .map_err(|_| SyncError::Timeout)??;
+        self.metrics.received(read);
         expect(&first, SyncStep::Digest)?;
         let Some(delta) = self.step(first).await? else {
-            return Ok(());
+            return Ok(read as u64);
         };
-        self.converse(&mut stream, delta).await
+        self.converse(&mut stream, delta, read as u64).await
     }
 
     /// Sends `message`, then reads and answers until a message closes the
-    /// exchange (either side's).
+    /// exchange (either side's). Returns `bytes` plus the bytes it moved.
     async fn converse(
         &self,
         stream: &mut TcpStream,
         mut message: SyncMessage,
-    ) -> Result<(), SyncError> {
+        mut bytes: u64,
+    ) -> Result<u64, SyncError> {
         for _ in 0..MAX_STEPS {
-            write_frame(stream, &self.envelope, &message).await?;
+            let written = write_frame(stream, &self.envelope, &message).await?;
+            self.metrics.sent(written);
+            bytes += written as u64;
             let Some(expected) = message.expects() else {
-                return Ok(());
+                return Ok(bytes);
             };
-            let incoming =
+            let (incoming, read) =
                 tokio::time::timeout(FRAME_TIMEOUT, read_frame(stream, &self.envelope, MAX_FRAME))
                     .await
                     .map_err(|_| SyncError::Timeout)??;
+            self.metrics.received(read);
+            bytes += read as u64;
             expect(&incoming, expected)?;
             match self.step(incoming).await? {
                 Some(answer) => message = answer,
-                None => return Ok(()),
+                None => return Ok(bytes),
             }
         }
         Err(SyncError::TooManySteps)
@@ -282,11 +322,12 @@ fn expect(message: &SyncMessage, expected: SyncStep) -> Result<(), SyncError> {
     Ok(())
 }
 
+/// Writes one frame; returns its length on the wire.
 async fn write_frame(
     stream: &mut TcpStream,
     envelope: &Envelope,
     message: &SyncMessage,
-) -> Result<(), SyncError> {
+) -> Result<usize, SyncError> {
     let packet = envelope.seal(PayloadKind::Sync, &codec::encode(message), rand::random());
     if packet.len() > MAX_FRAME {
         return Err(SyncError::FrameTooLarge {
@@ -298,16 +339,17 @@ async fn write_frame(
     frame.extend_from_slice(&(packet.len() as u32).to_be_bytes());
     frame.extend_from_slice(&packet);
     stream.write_all(&frame).await?;
-    Ok(())
+    Ok(frame.len())
 }
 
 /// Reads one frame of at most `limit` bytes: a longer one is refused from
-/// its length prefix, before anything is allocated for it.
+/// its length prefix, before anything is allocated for it. Returns the
+/// message and the frame's length on the wire.
 async fn read_frame(
     stream: &mut TcpStream,
     envelope: &Envelope,
     limit: usize,
-) -> Result<SyncMessage, SyncError> {
+) -> Result<(SyncMessage, usize), SyncError> {
     let length = stream.read_u32().await? as usize;
     if length > limit {
         return Err(SyncError::FrameTooLarge {
@@ -321,7 +363,7 @@ async fn read_frame(
     if kind != PayloadKind::Sync {
         return Err(SyncError::WrongKind(kind));
     }
-    Ok(codec::decode_frame(&payload)?)
+    Ok((codec::decode_frame(&payload)?, 4 + length))
 }
 
 #[cfg(test)]

@@ -166,6 +166,7 @@ pub async fn writer_loop(
     database: Arc<Database>,
     path: std::path::PathBuf,
     mut jobs_rx: mpsc::Receiver<Job>,
+    metrics: Arc<crate::metrics::counters::KvMetrics>,
 ) {
     let mut database = Some(database);
     while let Some(first) = jobs_rx.recv().await {
@@ -175,6 +176,7 @@ pub async fn writer_loop(
         }
         let current = database.take();
         let reopen_path = path.clone();
+        let metrics = metrics.clone();
         let (result, jobs, kept) = tokio::task::spawn_blocking(move || {
             let current = match current {
                 Some(current) => Ok(current),
@@ -184,7 +186,9 @@ pub async fn writer_loop(
             };
             match current {
                 Ok(db) => {
+                    let started = std::time::Instant::now();
                     let result = write(&db, &jobs);
+                    metrics.commit(result.is_ok(), started.elapsed());
                     // A failed commit poisons the handle: drop it, reopen next time.
                     let kept = result.is_ok().then_some(db);
                     (result, jobs, kept)

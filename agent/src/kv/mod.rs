@@ -75,6 +75,8 @@ pub struct KvState {
     /// Keys with a write on its way to disk: a `?cas=` on them fails, so two
     /// CAS writes on this agent can't both succeed.
     pending: HashMap<String, usize>,
+    /// Local writes by result, and the disk writer's commits.
+    pub metrics: Arc<crate::metrics::counters::KvMetrics>,
 }
 
 /// The KV key holding the cluster's gossip keyring. Reserved: the `/v1/kv`
@@ -172,6 +174,7 @@ impl KvState {
             grace,
             max_clock_drift,
             saved_quota_refused: false,
+            metrics: Arc::default(),
             keyring,
             pending: HashMap::new(),
         }
@@ -249,6 +252,17 @@ impl KvState {
     /// write that would take the store past `kv.max_bytes`, and one on a
     /// key whose time is too far ahead to stamp a later write.
     pub fn handle(&mut self, node: &mut Node, request: KvRequest) -> Result<KvAck, KvError> {
+        use crate::metrics::counters::WriteResult;
+        let result = self.write_ahead(node, request);
+        self.metrics.write(match &result {
+            Ok(ack) if ack.written => WriteResult::Accepted,
+            Ok(_) => WriteResult::CasMismatch,
+            Err(_) => WriteResult::Refused,
+        });
+        result
+    }
+
+    fn write_ahead(&mut self, node: &mut Node, request: KvRequest) -> Result<KvAck, KvError> {
         let kv = node.kv();
         let keys: Vec<String> = match &request {
             KvRequest::Put { key, value, .. } => {

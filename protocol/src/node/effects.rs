@@ -99,6 +99,9 @@ impl Runtime<NodeId> for Effects {
     }
 
     fn submit_after(&mut self, event: Timer<NodeId>, after: Duration) {
+        if matches!(event, Timer::ChangeSuspectToDown { .. }) {
+            self.health.note_suspicion();
+        }
         let after = self.health.stretch(&event, after);
         self.timers.push((after, NodeTimer::Swim(event)));
     }
