@@ -69,6 +69,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "failed": count(4),
             },
             "reload": reload,
+            "dns": state.dns.to_json(),
             "keyring": super::keyring::stats(&state, &snapshot.kv),
             "gossip": {
                 "datagrams_in": counters.datagrams_in,

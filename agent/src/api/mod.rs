@@ -69,6 +69,8 @@ pub struct ApiState {
     pub faults: Arc<crate::daemon::fault::FaultInjection>,
     /// Config reload: trigger one, read the outcome.
     pub reload: crate::daemon::reload::ReloadHandle,
+    /// The DNS server's counters (all zero when DNS is off).
+    pub dns: Arc<crate::dns::DnsCounters>,
 }
 
 impl ApiState {

@@ -11,8 +11,10 @@
 //! - [`keyring`]: `shoal keygen`, `shoal keyring`.
 //! - [`flags`]: `shoal flags ls|get|set|eval|rm`.
 //! - [`reload`]: `shoal reload`.
+//! - [`dns`]: `shoal dns lookup` (asks the agent's DNS interface).
 
 pub mod agent;
+pub mod dns;
 pub mod flags;
 pub mod info;
 pub mod keyring;
@@ -87,6 +89,8 @@ pub enum Command {
     Flags(flags::FlagsArgs),
     /// Make the agent load its config file again (as SIGHUP does).
     Reload,
+    /// Ask the agent's DNS interface (`shoal dns lookup NAME [TYPE]`).
+    Dns(dns::DnsArgs),
 }
 
 /// Output format of the inspection commands.
@@ -131,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Keyring(args) => keyring::run(&client(), args),
         Command::Flags(args) => flags::run(&client(), args),
         Command::Reload => reload::run(&client()),
+        Command::Dns(args) => dns::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
