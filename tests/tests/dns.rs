@@ -47,10 +47,34 @@ fn consul_names_answer_the_passing_instances_of_other_agents() {
     let cluster = Cluster::start(3);
     cluster.wait_all_alive(SLOW);
     let [asked, one, two] = [&cluster.agents[0], &cluster.agents[1], &cluster.agents[2]];
-    register_ttl_service(one, "web", "web-1", Some("10.1.0.1"), 8001, &["v1"], "passing");
-    register_ttl_service(one, "web", "web-2", Some("10.1.0.2"), 8002, &["v2"], "passing");
+    register_ttl_service(
+        one,
+        "web",
+        "web-1",
+        Some("10.1.0.1"),
+        8001,
+        &["v1"],
+        "passing",
+    );
+    register_ttl_service(
+        one,
+        "web",
+        "web-2",
+        Some("10.1.0.2"),
+        8002,
+        &["v2"],
+        "passing",
+    );
     register_ttl_service(two, "web", "web-3", None, 8003, &["v2"], "passing");
-    register_ttl_service(two, "web", "web-4", Some("10.1.0.4"), 8004, &["v2"], "critical");
+    register_ttl_service(
+        two,
+        "web",
+        "web-4",
+        Some("10.1.0.4"),
+        8004,
+        &["v2"],
+        "critical",
+    );
     register_ttl_service(two, "web", "web-5", Some("10.1.0.5"), 8005, &[], "warning");
     let node_two = two.ip.to_string();
     let healthy = ["10.1.0.1", "10.1.0.2", "10.1.0.5", node_two.as_str()];
@@ -102,7 +126,11 @@ fn consul_names_answer_the_passing_instances_of_other_agents() {
         let reply = expect_status(asked, name, "A", "NXDOMAIN");
         assert_eq!(reply.authority.len(), 1, "{}", reply.text);
         assert_eq!(reply.authority[0].1, "SOA", "{}", reply.text);
-        assert!(reply.authority[0].2.starts_with("ns.consul."), "{}", reply.text);
+        assert!(
+            reply.authority[0].2.starts_with("ns.consul."),
+            "{}",
+            reply.text
+        );
     }
     expect_status(asked, "example.com", "A", "REFUSED");
     let nodata = expect_status(asked, "web.service.consul", "MX", "NOERROR");
@@ -300,7 +328,11 @@ fn malformed_packets_and_idle_connections_change_nothing() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut byte = [0u8; 1];
-    assert_eq!(extra.read(&mut byte).unwrap_or(0), 0, "the 5th connection stays open");
+    assert_eq!(
+        extra.read(&mut byte).unwrap_or(0),
+        0,
+        "the 5th connection stays open"
+    );
     for stream in &mut held {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -308,11 +340,71 @@ fn malformed_packets_and_idle_connections_change_nothing() {
         assert_eq!(stream.read(&mut byte).unwrap_or(0), 0);
     }
     let closed_after = started.elapsed();
-    assert!(closed_after >= Duration::from_millis(900), "{closed_after:?}");
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "{closed_after:?}"
+    );
     let stats = dns_stats(&agent);
     assert!(stats["tcp_rejected"].as_u64().unwrap() >= 1, "{stats}");
     assert!(stats["tcp_idle_closed"].as_u64().unwrap() >= 4, "{stats}");
     // Answers over TCP again once the idle ones are gone.
     let reply = dig(agent.dns_addr(), "web.service.consul", "A", &["+tcp"]).unwrap();
     assert_eq!(reply.answers("A"), ["10.3.0.1"], "{}", reply.text);
+}
+
+#[test]
+fn names_outside_the_domains_go_to_the_recursors_in_order() {
+    let root = tempfile::tempdir().unwrap();
+    let upstream_config = root.path().join("upstream.toml");
+    let upstream = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "upstream".into(),
+            ..AgentOptions::with_config_file(
+                &upstream_config,
+                "[dns]\ndomain = \"other\"\nalt_domain = \"\"\n",
+                &[],
+            )
+        },
+    );
+    upstream.wait_serving();
+    register_ttl_service(
+        &upstream,
+        "db",
+        "db-1",
+        Some("10.4.0.1"),
+        5432,
+        &[],
+        "passing",
+    );
+    wait_a(&upstream, "db.service.other", &["10.4.0.1"]);
+
+    // The first recursor is a closed port; the second answers.
+    let dead = std::net::SocketAddr::new(upstream.ip, 9);
+    let config = root.path().join("forwarder.toml");
+    let forwarder = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "forwarder".into(),
+            ..AgentOptions::with_config_file(
+                &config,
+                &format!(
+                    "[dns]\nrecursors = [\"{dead}\", \"{}\"]\nrecursor_timeout = \"500ms\"\n",
+                    upstream.dns_addr()
+                ),
+                &[],
+            )
+        },
+    );
+    forwarder.wait_serving();
+    let udp = wait_a(&forwarder, "db.service.other", &["10.4.0.1"]);
+    assert!(udp.flags.contains(&"ra".to_string()), "{}", udp.text);
+    let tcp = dig(forwarder.dns_addr(), "db.service.other", "A", &["+tcp"]).unwrap();
+    assert_eq!(tcp.answers("A"), ["10.4.0.1"], "{}", tcp.text);
+    // The upstream's own refusal comes back as it is.
+    expect_status(&forwarder, "example.com", "A", "REFUSED");
+    // Our own domain is never forwarded.
+    expect_status(&forwarder, "db.service.consul", "A", "NXDOMAIN");
+    let stats = dns_stats(&forwarder);
+    assert!(stats["forwarded"].as_u64().unwrap() >= 3, "{stats}");
 }

@@ -149,7 +149,15 @@ fn haproxy_follows_the_instances_health_through_srv_records() {
     let beta = NamedHttp::start(unique_loopback(), "beta");
     for (id, server) in [("alpha", &alpha), ("beta", &beta)] {
         let ip = server.addr.ip().to_string();
-        register_ttl_service(owner, "web", id, Some(&ip), server.addr.port(), &[], "passing");
+        register_ttl_service(
+            owner,
+            "web",
+            id,
+            Some(&ip),
+            server.addr.port(),
+            &[],
+            "passing",
+        );
     }
     let started = Instant::now();
     let haproxy = Haproxy::start(cluster.root.path(), asked.dns_addr());

@@ -63,8 +63,8 @@ fn lookup_and_print(args: &LookupArgs) -> anyhow::Result<()> {
         None if args.name.starts_with('_') => RecordType::SRV,
         None => RecordType::A,
     };
-    let mut name =
-        Name::from_ascii(&args.name).with_context(|| format!("`{}` is not a DNS name", args.name))?;
+    let mut name = Name::from_ascii(&args.name)
+        .with_context(|| format!("`{}` is not a DNS name", args.name))?;
     name.set_fqdn(true);
     let mut query = Message::new();
     query
@@ -83,7 +83,10 @@ fn lookup_and_print(args: &LookupArgs) -> anyhow::Result<()> {
     } else {
         let reply = over_udp(server, &bytes)?;
         if reply.truncated() {
-            (over_tcp(server, &bytes)?, "tcp, after a truncated udp reply")
+            (
+                over_tcp(server, &bytes)?,
+                "tcp, after a truncated udp reply",
+            )
         } else {
             (reply, "udp")
         }

@@ -92,7 +92,10 @@ pub(super) fn dns_config(
     let file = file.unwrap_or(&empty);
     let main_domain = parse_domain("dns.domain", file.domain.as_deref().unwrap_or("consul"))?
         .ok_or_else(|| invalid("dns.domain", "must not be empty"))?;
-    let alt_domain = parse_domain("dns.alt_domain", file.alt_domain.as_deref().unwrap_or("shoal"))?;
+    let alt_domain = parse_domain(
+        "dns.alt_domain",
+        file.alt_domain.as_deref().unwrap_or("shoal"),
+    )?;
     if alt_domain.as_ref() == Some(&main_domain) {
         return Err(invalid("dns.alt_domain", "must differ from dns.domain"));
     }

@@ -141,7 +141,11 @@ impl Context<'_> {
                     // An instance registered with a host name: a CNAME to it.
                     if let Ok(target) = fqdn(&address) {
                         entries.push(Entry {
-                            record: Record::from_rdata(qname.clone(), ttl, RData::CNAME(CNAME(target))),
+                            record: Record::from_rdata(
+                                qname.clone(),
+                                ttl,
+                                RData::CNAME(CNAME(target)),
+                            ),
                             additional: None,
                         });
                     }
@@ -180,7 +184,11 @@ impl Context<'_> {
         };
         let srv = SRV::new(1, 1, service.port, target.clone());
         Some(Entry {
-            record: Record::from_rdata(qname.clone(), ttl(self.config.service_ttl), RData::SRV(srv)),
+            record: Record::from_rdata(
+                qname.clone(),
+                ttl(self.config.service_ttl),
+                RData::SRV(srv),
+            ),
             additional: ip.map(|ip| address_record(target, ip, ttl(self.config.service_ttl))),
         })
     }

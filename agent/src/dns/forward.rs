@@ -30,7 +30,12 @@ pub async fn forward(
         };
         match tokio::time::timeout(timeout, exchange).await {
             // The reply must answer this query (same id).
-            Ok(Ok(reply)) if reply.len() >= 12 && reply[..2] == query[..2] => return Some(reply),
+            Ok(Ok(mut reply)) if reply.len() >= 12 && reply[..2] == query[..2] => {
+                // We recursed for the client: say so (RA), whatever the
+                // recursor's own flag.
+                reply[3] |= 0x80;
+                return Some(reply);
+            }
             Ok(Ok(_)) => tracing::debug!(%recursor, "recursor sent a reply to another query"),
             Ok(Err(error)) => tracing::debug!(%recursor, %error, "recursor failed"),
             Err(_) => tracing::debug!(%recursor, "recursor timed out"),

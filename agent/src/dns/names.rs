@@ -166,7 +166,10 @@ mod tests {
     fn consul_forms() {
         assert_eq!(ours("web.service.consul."), service("web", None, None));
         assert_eq!(ours("WEB.Service.CONSUL"), service("web", None, None));
-        assert_eq!(ours("v2.web.service.shoal."), service("web", Some("v2"), None));
+        assert_eq!(
+            ours("v2.web.service.shoal."),
+            service("web", Some("v2"), None)
+        );
         assert_eq!(
             ours("web.service.dc1.consul."),
             service("web", None, Some("dc1"))
@@ -175,7 +178,10 @@ mod tests {
             ours("v2.web.service.dc1.consul."),
             service("web", Some("v2"), Some("dc1"))
         );
-        assert_eq!(ours("_web._tcp.service.consul."), service("web", None, None));
+        assert_eq!(
+            ours("_web._tcp.service.consul."),
+            service("web", None, None)
+        );
         assert_eq!(
             ours("_web._v2.service.dc2.consul."),
             service("web", Some("v2"), Some("dc2"))

@@ -145,7 +145,13 @@ impl Responder {
     /// The answer, encoded within `limit` bytes and `answer_limit` records:
     /// SRV targets' addresses are left out first (they are extras), then
     /// answers from the end, with TC set.
-    fn reply(&self, request: &Message, answer: Answer, limit: usize, answer_limit: usize) -> Message {
+    fn reply(
+        &self,
+        request: &Message,
+        answer: Answer,
+        limit: usize,
+        answer_limit: usize,
+    ) -> Message {
         let Answer {
             code,
             mut entries,
@@ -222,7 +228,10 @@ fn fill(message: &mut Message, entries: &[Entry], extras: bool) {
 }
 
 fn encoded_len(message: &Message) -> usize {
-    message.to_vec().map(|bytes| bytes.len()).unwrap_or(usize::MAX)
+    message
+        .to_vec()
+        .map(|bytes| bytes.len())
+        .unwrap_or(usize::MAX)
 }
 
 /// A SERVFAIL for `packet` (when no recursor answered it).
@@ -233,3 +242,7 @@ pub fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
     reply.add_queries(request.queries().iter().cloned());
     reply.to_vec().ok()
 }
+
+#[cfg(test)]
+#[path = "respond_tests.rs"]
+mod tests;
