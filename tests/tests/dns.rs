@@ -98,8 +98,8 @@ fn consul_names_answer_the_passing_instances_of_other_agents() {
         let resolved: BTreeSet<String> = srv.additional.iter().map(|r| r.0.clone()).collect();
         assert_eq!(targets, resolved, "{}", srv.text);
         assert!(
-            targets.contains(&"node-2.node.dc1.consul.".to_string())
-                && targets.contains(&"0a010001.addr.dc1.consul.".to_string()),
+            targets.contains("node-2.node.dc1.consul.")
+                && targets.contains("0a010001.addr.dc1.consul."),
             "{}",
             srv.text
         );
