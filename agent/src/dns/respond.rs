@@ -108,8 +108,10 @@ impl Responder {
             Transport::Udp if self.config.udp_answer_limit > 0 => self.config.udp_answer_limit,
             _ => usize::MAX,
         };
-        let reply = self.reply(&request, answer, limit, answer_limit);
-        self.finish(reply, started)
+        let code = answer.code;
+        let encoded = self.reply(&request, answer, limit, answer_limit);
+        self.counters.count_reply(code, started.elapsed());
+        encoded.map_or(Outcome::Drop, Outcome::Reply)
     }
 
     fn malformed(&self) -> Outcome {
@@ -144,14 +146,14 @@ impl Responder {
 
     /// The answer, encoded within `limit` bytes and `answer_limit` records:
     /// SRV targets' addresses are left out first (they are extras), then
-    /// answers from the end, with TC set.
+    /// answers from the end, with TC set. `None` if it can't be encoded.
     fn reply(
         &self,
         request: &Message,
         answer: Answer,
         limit: usize,
         answer_limit: usize,
-    ) -> Message {
+    ) -> Option<Vec<u8>> {
         let Answer {
             code,
             mut entries,
@@ -166,13 +168,14 @@ impl Responder {
             fill(&mut message, &entries[..count], extras);
             message
         };
-        let all = build(entries.len(), true);
-        if encoded_len(&all) <= limit {
-            return all;
+        // The common case, everything fits, is encoded once.
+        let all = build(entries.len(), true).to_vec().ok()?;
+        if all.len() <= limit {
+            return Some(all);
         }
-        let without_extras = build(entries.len(), false);
-        if encoded_len(&without_extras) <= limit {
-            return without_extras;
+        let without_extras = build(entries.len(), false).to_vec().ok()?;
+        if without_extras.len() <= limit {
+            return Some(without_extras);
         }
         // The most answers that fit, found by bisection.
         let (mut fits, mut too_many) = (0, entries.len());
@@ -189,7 +192,7 @@ impl Responder {
         self.counters
             .truncated
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        truncated
+        truncated.to_vec().ok()
     }
 
     fn finish(&self, reply: Message, started: Instant) -> Outcome {
