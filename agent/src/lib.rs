@@ -7,6 +7,7 @@
 //! - [`duration`]: Go's duration syntax, used by config, checks and the API.
 //! - [`field_error`]: [`field_error::FieldError`], a user's mistake in a check or
 //!   service definition and where it is.
+//! - [`dns`]: the DNS interface (Consul's names), on its own thread.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
 //! - [`catalog`]: cluster-wide service queries over the membership table
 //!   (no JSON: Consul's shapes are in `api::consul_json`).
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod duration;
 pub mod events;
 pub mod field_error;

@@ -10,10 +10,12 @@
 //! - `serf_rpc`, `msgpack`: Serf's RPC protocol;
 //! - `http`: a one-connection HTTP/1.1 client;
 //! - `lookup`: the localhost lookup benchmark (wrk and an open-loop generator);
+//! - `dns`: Shoal's DNS interface beside dnsmasq (dnsperf);
 //! - `process`, `netns`: child processes, `/proc` figures, loopback counters;
 //! - `report`, `stats`: CSV and markdown output, percentiles.
 
 mod cluster;
+mod dns;
 mod footprint;
 mod http;
 mod lookup;
@@ -62,6 +64,13 @@ enum Cmd {
     Lookup {
         #[command(flatten)]
         lookup: LookupArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Shoal's DNS interface beside dnsmasq, with dnsperf.
+    Dns {
+        #[command(flatten)]
+        dns: DnsArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -124,6 +133,20 @@ struct ClusterArgs {
 }
 
 #[derive(Args, Clone)]
+struct DnsArgs {
+    /// The fixed query rate of the latency runs.
+    #[arg(long, default_value_t = 10_000)]
+    dns_rate: u32,
+    /// Length of each dnsperf run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    dns_duration: Duration,
+    #[arg(long, default_value = "dnsperf")]
+    dnsperf_bin: PathBuf,
+    #[arg(long, default_value = "dnsmasq")]
+    dnsmasq_bin: PathBuf,
+}
+
+#[derive(Args, Clone)]
 struct LookupArgs {
     /// Fixed request rates (per second) for the open-loop runs.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
@@ -147,6 +170,7 @@ fn main() -> Result<()> {
         Cmd::All { common, .. }
         | Cmd::Cluster { common, .. }
         | Cmd::Lookup { common, .. }
+        | Cmd::Dns { common, .. }
         | Cmd::Report { common } => common.clone(),
     };
     let private_netns = !common.no_netns && !matches!(cli.command, Cmd::Report { .. });
@@ -176,6 +200,10 @@ fn main() -> Result<()> {
             }
             Cmd::Lookup { lookup, common } => {
                 run_lookup(&lookup, &common).await?;
+                write_report(&common)
+            }
+            Cmd::Dns { dns, common } => {
+                run_dns(&dns, &common).await?;
                 write_report(&common)
             }
             Cmd::Report { common } => write_report(&common),
@@ -273,6 +301,37 @@ async fn run_lookup(args: &LookupArgs, common: &Common) -> Result<()> {
     Ok(())
 }
 
+async fn run_dns(args: &DnsArgs, common: &Common) -> Result<()> {
+    let options = dns::Options {
+        shoal_bin: std::path::absolute(&common.shoal_bin)?,
+        dnsperf_bin: args.dnsperf_bin.clone(),
+        dnsmasq_bin: args.dnsmasq_bin.clone(),
+        rate: args.dns_rate,
+        duration: args.dns_duration,
+        work: common.work.join("dns"),
+    };
+    let load_before = std::fs::read_to_string("/proc/loadavg")?;
+    let rows = dns::run(&options).await?;
+    let load_after = std::fs::read_to_string("/proc/loadavg")?;
+    let mut text = format!("{}\n", dns::HEADER);
+    for row in rows {
+        text.push_str(&row);
+        text.push('\n');
+    }
+    std::fs::create_dir_all(&common.out)?;
+    std::fs::write(common.out.join("dns.csv"), text)?;
+    std::fs::write(
+        common.out.join("dns_environment.txt"),
+        format!(
+            "dns run: {}\nload average before: {}\nload average after: {}\n",
+            std::env::args().collect::<Vec<_>>().join(" "),
+            load_before.trim(),
+            load_after.trim()
+        ),
+    )?;
+    Ok(())
+}
+
 /// Machine, binaries and versions, for the report.
 fn environment(shoal_bin: &Path, serf_bin: &Path) -> String {
     let run = |program: &str, args: &[&str]| -> String {
@@ -328,12 +387,26 @@ fn write_report(common: &Common) -> Result<()> {
         text.push_str(&lookup::render(&lookup_csv)?);
         text.push('\n');
     }
+    let dns_csv = out.join("dns.csv");
+    if dns_csv.exists() {
+        text.push_str("## DNS: Shoal beside dnsmasq (dnsperf, loopback)\n\n");
+        text.push_str(&dns::render(&dns_csv)?);
+        text.push('\n');
+        if let Ok(notes) = std::fs::read_to_string(out.join("dns_notes.md")) {
+            text.push_str(&notes);
+            text.push('\n');
+        }
+    }
     if let Ok(notes) = std::fs::read_to_string(out.join("notes.md")) {
         text.push_str("## How it is measured, findings, and what would close the gaps\n\n");
         text.push_str(&notes);
         text.push('\n');
     }
-    for file in ["environment.txt", "lookup_environment.txt"] {
+    for file in [
+        "environment.txt",
+        "lookup_environment.txt",
+        "dns_environment.txt",
+    ] {
         if let Ok(environment) = std::fs::read_to_string(out.join(file)) {
             writeln!(text, "### {file}\n\n```\n{}```\n", environment)?;
         }

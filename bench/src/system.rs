@@ -77,6 +77,8 @@ impl System {
                     .args(["--node", &name])
                     .args(["--bind", &gossip.to_string()])
                     .args(["--http-addr", &api.to_string()])
+                    // Each agent with its own DNS interface, as in production.
+                    .args(["--dns-addr", &SocketAddr::new(ip, 8600).to_string()])
                     .arg("--data-dir")
                     .arg(&data_dir)
                     .args(["--log-level", "warn"])

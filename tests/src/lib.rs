@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod campaign;
+pub mod dns;
 pub mod relay;
 
 /// Gossip port every test agent uses on its own loopback address.
 pub const GOSSIP_PORT: u16 = 17946;
 /// HTTP port every test agent uses on its own loopback address.
 pub const HTTP_PORT: u16 = 18500;
+/// DNS port (UDP and TCP) every test agent uses on its own loopback address.
+pub const DNS_PORT: u16 = 18600;
 
 /// The `shoal` binary under test: `$SHOAL_BIN`, else the one cargo built
 /// next to this test binary (built now if missing).
@@ -162,6 +165,7 @@ impl Agent {
             .args(["--node", &self.name])
             .args(["--bind", &self.gossip_addr().to_string()])
             .args(["--http-addr", &self.http_addr().to_string()])
+            .args(["--dns-addr", &self.dns_addr().to_string()])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--log-level", "debug"]);
@@ -187,6 +191,10 @@ impl Agent {
 
     pub fn http_addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip, HTTP_PORT)
+    }
+
+    pub fn dns_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, DNS_PORT)
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -72,6 +72,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
             },
             "reload": reload,
             "templates": state.templates.json(),
+            "dns": state.dns.to_json(),
             "keyring": super::keyring::stats(&state, &snapshot.kv),
             "gossip": {
                 "datagrams_in": counters.datagrams_in,

@@ -32,6 +32,7 @@ pub fn collect(state: &ApiState) -> Exposition {
     state.templates.counters.collect(&mut out);
     state.watches.collect(&mut out);
     state.events.collect(&mut out);
+    state.dns.collect(&mut out);
     let blocking = state.blocking.counts();
     out.gauge(
         "shoal_api_blocking_queries",

@@ -93,6 +93,8 @@ pub struct ApiState {
     pub watches: Arc<crate::watches::WatchCounters>,
     /// Counters read at scrape time (`/metrics`, see [`metrics`]).
     pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// The DNS server's counters (all zero when DNS is off).
+    pub dns: Arc<crate::dns::DnsCounters>,
 }
 
 impl ApiState {

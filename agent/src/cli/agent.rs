@@ -50,6 +50,9 @@ pub struct AgentArgs {
     /// Gossip address, UDP and TCP [default: 0.0.0.0:7946; 127.0.0.1:7946 with --dev].
     #[arg(long, env = "SHOAL_BIND", value_name = "IP:PORT")]
     pub bind: Option<String>,
+    /// DNS interface, UDP and TCP, or `off` [default: 127.0.0.1:8600].
+    #[arg(long, env = "SHOAL_DNS_ADDR", value_name = "IP:PORT|off")]
+    pub dns_addr: Option<String>,
     /// Gossip address peers use to reach this agent [default: the bind
     /// address, or this host's first IPv4 address when binding to 0.0.0.0].
     #[arg(long, env = "SHOAL_ADVERTISE", value_name = "IP:PORT")]
@@ -117,6 +120,7 @@ impl AgentArgs {
             bind: self.bind.clone(),
             advertise: self.advertise.clone(),
             http_addr,
+            dns_addr: self.dns_addr.clone(),
             join: self.join.clone(),
             tags: self.tags.clone(),
             log_level: self.log_level.clone(),

@@ -15,8 +15,10 @@
 //! - [`watch`]: `shoal watch` (as `consul watch`).
 //! - [`event`]: `shoal event` (user events).
 //! - [`metrics`]: `shoal metrics`.
+//! - [`dns`]: `shoal dns lookup` (asks the agent's DNS interface).
 
 pub mod agent;
+pub mod dns;
 pub mod event;
 pub mod flags;
 pub mod info;
@@ -104,6 +106,8 @@ pub enum Command {
     Event(event::EventArgs),
     /// Show the agent's metrics (as /metrics serves them).
     Metrics(metrics::MetricsArgs),
+    /// Ask the agent's DNS interface (`shoal dns lookup NAME [TYPE]`).
+    Dns(dns::DnsArgs),
 }
 
 /// Output format of the inspection commands.
@@ -152,6 +156,7 @@ pub fn main() -> ExitCode {
         Command::Watch(args) => watch::run(&client(), args),
         Command::Event(args) => event::run(&client(), args),
         Command::Metrics(args) => metrics::run(&client(), args),
+        Command::Dns(args) => dns::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,10 @@ pub struct FileConfig {
     pub gossip: Option<FileGossip>,
     pub kv: Option<FileKv>,
     pub acl: Option<FileAcl>,
+    /// DNS address (`IP:PORT`, or `off`).
+    pub dns_addr: Option<String>,
+    /// `[dns]`: the DNS interface.
+    pub dns: Option<super::dns::FileDns>,
     /// `[[services]]`: services registered from configuration.
     pub services: Option<Vec<toml::Value>>,
     /// `[[checks]]`: node-level checks (system checks, ...).

@@ -8,6 +8,7 @@
 //! - [`network`]: `bind`, `advertise`, `http_addr`, `join`.
 //! - [`gossip`], [`kv`], [`acl`]: the `[gossip]`, `[kv]` (with the top-level
 //!   `max_clock_drift`) and `[acl]` tables.
+//! - [`dns`]: `dns_addr` and the `[dns]` table.
 //! - [`definitions`]: services and checks from the file and `config_dir`.
 //! - [`templates`]: `[[templates]]`, files rendered from the catalog and KV.
 //! - [`watches`]: `[[watches]]`, handlers run when the cluster changes.
@@ -16,6 +17,7 @@
 
 mod acl;
 mod definitions;
+mod dns;
 mod file;
 mod gossip;
 mod kv;
@@ -33,6 +35,7 @@ use std::time::Duration;
 use shoal_protocol::GossipConfig;
 
 pub use acl::{AclConfig, MAX_ACL_TOKEN};
+pub use dns::{DEFAULT_DNS_ADDR, DnsConfig, FileDns};
 pub use file::{FileAcl, FileConfig, FileGossip, FileKv, ServiceFile};
 pub use kv::{DEFAULT_KV_MAX_BYTES, DEFAULT_TOMBSTONE_GRACE};
 pub use network::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, parse_addr};
@@ -88,6 +91,8 @@ pub struct AgentConfig {
     pub kv_tombstone_grace: Duration,
     /// Test-only: enables `PUT /v1/shoal/fault` (flag `--fault-injection`).
     pub fault_injection: bool,
+    /// The DNS interface (`dns_addr`, `[dns]`).
+    pub dns: DnsConfig,
     /// The HTTP API token, if any (`[acl]`).
     pub acl: AclConfig,
     /// Services from the file and `config_dir`.
@@ -159,6 +164,7 @@ impl AgentConfig {
         let log_format = node::log_format(file.log_format)?;
         let mut gossip = gossip::gossip_config(file.gossip, addresses.join.clone())?;
         let acl = acl::acl_config(file.acl)?;
+        let dns = dns::dns_config(file.dns_addr.as_deref(), file.dns.as_ref())?;
         let kv = kv::kv_settings(file.kv.as_ref(), file.max_clock_drift.as_deref())?;
         gossip.max_clock_drift = kv.max_clock_drift;
         gossip.kv_max_bytes = kv.max_bytes;
@@ -184,6 +190,7 @@ impl AgentConfig {
             kv_tombstone_grace,
             fault_injection: overrides.fault_injection,
             acl,
+            dns,
             services,
             checks,
             config_dir: None,

@@ -19,6 +19,8 @@ pub struct Overrides {
     pub bind: Option<String>,
     pub advertise: Option<String>,
     pub http_addr: Option<String>,
+    /// `--dns-addr` / `SHOAL_DNS_ADDR`.
+    pub dns_addr: Option<String>,
     pub join: Vec<String>,
     pub tags: Vec<String>,
     pub log_level: Option<String>,
@@ -54,6 +56,7 @@ impl Overrides {
         replace(&self.bind, &mut file.bind);
         replace(&self.advertise, &mut file.advertise);
         replace(&self.http_addr, &mut file.http_addr);
+        replace(&self.dns_addr, &mut file.dns_addr);
         replace(&self.log_level, &mut file.log_level);
         replace(&self.log_format, &mut file.log_format);
         if self.data_dir.is_some() {

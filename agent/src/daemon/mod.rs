@@ -71,6 +71,8 @@ pub struct Listeners {
     pub udp: UdpSocket,
     pub tcp: TcpListener,
     pub http: TcpListener,
+    /// `None`: DNS is off (or its default address was taken).
+    pub dns: Option<crate::dns::server::DnsListeners>,
 }
 
 impl Listeners {
@@ -93,7 +95,13 @@ impl Listeners {
                 config.http_addr
             )
         })?;
-        Ok(Self { udp, tcp, http })
+        let dns = crate::dns::server::DnsListeners::bind(&config.dns)?;
+        Ok(Self {
+            udp,
+            tcp,
+            http,
+            dns,
+        })
     }
 }
 
@@ -162,6 +170,14 @@ pub async fn run(
         &tasks.tracker,
         tasks.stop.clone(),
     );
+    let dns_counters = Arc::new(crate::dns::DnsCounters::default());
+    let dns_addr = serve_dns(
+        listeners.dns,
+        &config,
+        snapshot_rx.clone(),
+        dns_counters.clone(),
+        &tasks,
+    )?;
     let http_addr = serve_api(
         listeners.http,
         api::ApiState {
@@ -179,6 +195,7 @@ pub async fn run(
             events: event_counters.clone(),
             watches: watch_counters,
             metrics,
+            dns: dns_counters,
         },
         &tasks,
     )?;
@@ -188,6 +205,7 @@ pub async fn run(
         id = %node.local_record().id,
         bind = %config.bind,
         http = %http_addr,
+        dns = %dns_addr.map_or("off".to_string(), |addr| addr.to_string()),
         cluster = %config.cluster,
         seeds = ?config.join,
         "shoal agent running"
@@ -481,6 +499,32 @@ fn serve_api(
         tasks.stop.clone(),
     ));
     Ok(addr)
+}
+
+/// Serves DNS on its own thread, if it is on; returns the address.
+fn serve_dns(
+    listeners: Option<crate::dns::server::DnsListeners>,
+    config: &AgentConfig,
+    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    counters: Arc<crate::dns::DnsCounters>,
+    tasks: &Tasks,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(listeners) = listeners else {
+        return Ok(None);
+    };
+    let addr = listeners.local_addr()?;
+    let responder = crate::dns::respond::Responder {
+        config: Arc::new(config.dns.clone()),
+        datacenter: config.datacenter.clone(),
+        snapshot_rx,
+        counters,
+    };
+    tasks.spawn(crate::dns::server::spawn(
+        listeners,
+        responder,
+        tasks.stop.clone(),
+    )?);
+    Ok(Some(addr))
 }
 
 /// Receives datagrams and queues them for the gossip loop; drops (and

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handle::{AgentHandle, LiveConfig};
-use crate::config::{AgentConfig, Overrides, WatchDefinition};
+use crate::config::{AgentConfig, DnsConfig, Overrides, WatchDefinition};
 
 /// The `[[watches]]` in force, for the watch manager.
 pub type WatchList = Arc<Vec<WatchDefinition>>;
@@ -433,6 +433,18 @@ pub fn restart_only_changes(running: &AgentConfig, loaded: &AgentConfig) -> Vec<
     differs("bind", running.bind != loaded.bind);
     differs("advertise", running.advertise != loaded.advertise);
     differs("http_addr", running.http_addr != loaded.http_addr);
+    // The DNS server reads its settings once, at start.
+    differs("dns_addr", running.dns.addr != loaded.dns.addr);
+    differs(
+        "dns",
+        DnsConfig {
+            addr: None,
+            ..running.dns.clone()
+        } != DnsConfig {
+            addr: None,
+            ..loaded.dns.clone()
+        },
+    );
     differs("join", running.join != loaded.join);
     differs("log_format", running.log_format != loaded.log_format);
     // GossipConfig has no PartialEq; its Debug form lists every field.

@@ -25,6 +25,10 @@ fn restart_only_keys_are_named() {
         restart_only_changes(&running, &moved),
         ["data_dir", "bind", "advertise", "gossip"]
     );
+    let dns = config(
+        "data_dir = \"/tmp/a\"\nbind = \"127.0.0.1:7000\"\ndns_addr = \"off\"\n[dns]\nservice_ttl = \"5s\"\n",
+    );
+    assert_eq!(restart_only_changes(&running, &dns), ["dns_addr", "dns"]);
 }
 
 #[test]

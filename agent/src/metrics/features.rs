@@ -1,10 +1,12 @@
-//! Metrics of the features beside the gossip loop: templates, watches and
-//! user events. Each keeps its own atomic counters; these read them at
+//! Metrics of the features beside the gossip loop: the DNS interface,
+//! templates, watches and user events. Each keeps its own atomic counters; these read them at
 //! scrape time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Exposition, MetricSource};
+use super::histogram::HistogramSnapshot;
+use super::{Exposition, Kind, MetricSource, Value};
+use crate::dns::{DnsCounters, LATENCY_BOUNDS};
 use crate::events::EventCounters;
 use crate::template::TemplateCounters;
 use crate::watches::WatchCounters;
@@ -94,6 +96,85 @@ impl MetricSource for EventCounters {
             "shoal_events_ignored_old_total",
             "User events fired before this agent started, or too old: not replayed.",
             load(&self.ignored_old),
+        );
+    }
+}
+
+impl MetricSource for DnsCounters {
+    fn collect(&self, out: &mut Exposition) {
+        let queries = out.family(
+            "shoal_dns_queries_total",
+            "DNS questions answered, by record type.",
+            Kind::Counter,
+        );
+        for (qtype, counter) in [
+            ("A", &self.queries_a),
+            ("AAAA", &self.queries_aaaa),
+            ("SRV", &self.queries_srv),
+            ("other", &self.queries_other),
+        ] {
+            queries.push(&[("type", qtype)], Value::Counter(load(counter)));
+        }
+        let replies = out.family(
+            "shoal_dns_responses_total",
+            "DNS replies, by response code.",
+            Kind::Counter,
+        );
+        for (rcode, counter) in [
+            ("NOERROR", &self.noerror),
+            ("NXDOMAIN", &self.nxdomain),
+            ("REFUSED", &self.refused),
+            ("FORMERR", &self.formerr),
+            ("SERVFAIL", &self.servfail),
+            ("NOTIMP", &self.notimp),
+        ] {
+            replies.push(&[("rcode", rcode)], Value::Counter(load(counter)));
+        }
+        out.counter(
+            "shoal_dns_malformed_total",
+            "DNS packets that could not be read as a query (FORMERR or dropped).",
+            load(&self.malformed),
+        );
+        out.counter(
+            "shoal_dns_truncated_total",
+            "UDP replies sent with TC set (the client retries over TCP).",
+            load(&self.truncated),
+        );
+        out.counter(
+            "shoal_dns_forwarded_total",
+            "Queries outside the domains forwarded to a recursor.",
+            load(&self.forwarded),
+        );
+        out.counter(
+            "shoal_dns_forward_failures_total",
+            "Forwarded queries that no recursor answered.",
+            load(&self.forward_failures),
+        );
+        out.counter(
+            "shoal_dns_tcp_rejected_total",
+            "DNS TCP connections closed at once: dns.max_tcp_connections reached.",
+            load(&self.tcp_rejected),
+        );
+        out.counter(
+            "shoal_dns_tcp_idle_closed_total",
+            "DNS TCP connections closed after dns.tcp_idle_timeout.",
+            load(&self.tcp_idle_closed),
+        );
+        let mut latency = HistogramSnapshot {
+            buckets: Vec::with_capacity(LATENCY_BOUNDS.len()),
+            sum: load(&self.latency_sum_micros) as f64 / 1e6,
+            count: 0,
+        };
+        for (bound, counter) in LATENCY_BOUNDS.iter().zip(&self.latency_buckets) {
+            let observed = load(counter);
+            latency.count += observed;
+            latency.buckets.push((bound.as_secs_f64(), observed));
+        }
+        latency.count += self.latency_buckets.last().map_or(0, load);
+        out.histogram(
+            "shoal_dns_request_duration_seconds",
+            "Time from a DNS query's arrival to its reply being ready.",
+            latency,
         );
     }
 }

@@ -1,0 +1,74 @@
+//! Names outside our domains, sent to `dns.recursors` in order: the first
+//! reply wins; each recursor gets `dns.recursor_timeout`. A client that
+//! asked over UDP is forwarded over UDP (a truncated reply goes back as it
+//! is, and the client retries over TCP), a TCP client over TCP.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::DnsCounters;
+use super::respond::{Transport, servfail};
+
+/// Forwards `query` to each recursor in turn; SERVFAIL when none answers.
+pub async fn forward(
+    query: &[u8],
+    recursors: &[SocketAddr],
+    timeout: Duration,
+    transport: Transport,
+    counters: &DnsCounters,
+) -> Option<Vec<u8>> {
+    for &recursor in recursors {
+        let exchange = async {
+            match transport {
+                Transport::Udp => over_udp(query, recursor).await,
+                Transport::Tcp => over_tcp(query, recursor).await,
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            // The reply must answer this query (same id).
+            Ok(Ok(mut reply)) if reply.len() >= 12 && reply[..2] == query[..2] => {
+                // We recursed for the client: say so (RA), whatever the
+                // recursor's own flag.
+                reply[3] |= 0x80;
+                return Some(reply);
+            }
+            Ok(Ok(_)) => tracing::debug!(%recursor, "recursor sent a reply to another query"),
+            Ok(Err(error)) => tracing::debug!(%recursor, %error, "recursor failed"),
+            Err(_) => tracing::debug!(%recursor, "recursor timed out"),
+        }
+    }
+    counters.forward_failures.fetch_add(1, Ordering::Relaxed);
+    counters.servfail.fetch_add(1, Ordering::Relaxed);
+    servfail(query)
+}
+
+async fn over_udp(query: &[u8], recursor: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let local: SocketAddr = if recursor.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(recursor).await?;
+    socket.send(query).await?;
+    let mut buffer = vec![0u8; 65535];
+    let length = socket.recv(&mut buffer).await?;
+    buffer.truncate(length);
+    Ok(buffer)
+}
+
+async fn over_tcp(query: &[u8], recursor: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(recursor).await?;
+    let length = u16::try_from(query.len()).map_err(std::io::Error::other)?;
+    let mut framed = length.to_be_bytes().to_vec();
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).await?;
+    let length = stream.read_u16().await?;
+    let mut reply = vec![0u8; usize::from(length)];
+    stream.read_exact(&mut reply).await?;
+    Ok(reply)
+}

@@ -1,0 +1,251 @@
+//! One query in, one reply out: reads the packet, answers from the latest
+//! snapshot, encodes, truncates for UDP, counts. Synchronous and quick: it
+//! never waits (forwarding is the caller's, see [`Outcome::Forward`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::Record;
+use tokio::sync::watch;
+
+use super::DnsCounters;
+use super::answer::{Answer, Context, Entry};
+use super::names::{Placed, place};
+use crate::config::DnsConfig;
+use crate::daemon::snapshot::Snapshot;
+
+/// Largest UDP payload we offer or accept (EDNS), as most servers do.
+const MAX_UDP_PAYLOAD: u16 = 4096;
+/// A UDP answer without EDNS fits this (RFC 1035).
+const CLASSIC_UDP_PAYLOAD: usize = 512;
+/// A TCP message's length is 16 bits.
+const MAX_TCP_MESSAGE: usize = u16::MAX as usize;
+
+/// How the query arrived: decides the size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What to do with a packet.
+pub enum Outcome {
+    Reply(Vec<u8>),
+    /// A name outside our domains with recursors configured: send the
+    /// query to them ([`super::forward`]).
+    Forward(Vec<u8>),
+    /// Not a query we answer at all (too short to have a header, or a
+    /// response): nothing is sent back.
+    Drop,
+}
+
+/// Answers queries; shared by the UDP loop and every TCP connection.
+pub struct Responder {
+    pub config: Arc<DnsConfig>,
+    /// Our datacenter, for names of nodes without one.
+    pub datacenter: String,
+    pub snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    pub counters: Arc<DnsCounters>,
+}
+
+impl Responder {
+    /// Reads `packet` and decides the reply.
+    pub fn respond(&self, packet: &[u8], transport: Transport) -> Outcome {
+        let started = Instant::now();
+        let request = match Message::from_vec(packet) {
+            Ok(request) if request.message_type() == MessageType::Query => request,
+            Ok(_) => return self.malformed(),
+            Err(_) if packet.len() < Header::len() => return self.malformed(),
+            Err(_) => {
+                self.counters
+                    .malformed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let id = u16::from_be_bytes([packet[0], packet[1]]);
+                let reply = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+                return self.finish(reply, started);
+            }
+        };
+        if request.op_code() != OpCode::Query {
+            return self.finish(self.error(&request, ResponseCode::NotImp), started);
+        }
+        let [query] = request.queries() else {
+            self.counters
+                .malformed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return self.finish(self.error(&request, ResponseCode::FormErr), started);
+        };
+        self.counters.count_question(query.query_type());
+
+        let mut domains = vec![self.config.domain.as_str()];
+        domains.extend(self.config.alt_domain.as_deref());
+        let qname = query.name().to_ascii();
+        let (domain, lookup) = match place(&qname, &domains) {
+            Placed::Ours { domain, lookup } => (domain, lookup),
+            Placed::Outside if !self.config.recursors.is_empty() => {
+                self.counters
+                    .forwarded
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Outcome::Forward(packet.to_vec());
+            }
+            Placed::Outside => {
+                return self.finish(self.error(&request, ResponseCode::Refused), started);
+            }
+        };
+        let snapshot = self.snapshot_rx.borrow().clone();
+        let context = Context {
+            config: &self.config,
+            datacenter: &self.datacenter,
+            members: &snapshot.members,
+            domain,
+        };
+        let answer = context.answer(query.name(), query.query_type(), &lookup);
+        let limit = match transport {
+            Transport::Tcp => MAX_TCP_MESSAGE,
+            Transport::Udp => udp_limit(&request),
+        };
+        let answer_limit = match transport {
+            Transport::Udp if self.config.udp_answer_limit > 0 => self.config.udp_answer_limit,
+            _ => usize::MAX,
+        };
+        let code = answer.code;
+        let encoded = self.reply(&request, answer, limit, answer_limit);
+        self.counters.count_reply(code, started.elapsed());
+        encoded.map_or(Outcome::Drop, Outcome::Reply)
+    }
+
+    fn malformed(&self) -> Outcome {
+        self.counters
+            .malformed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Outcome::Drop
+    }
+
+    /// A reply to `request` with its id, question and flags, no records.
+    fn header_for(&self, request: &Message, code: ResponseCode) -> Message {
+        let mut reply = Message::new();
+        reply
+            .set_id(request.id())
+            .set_message_type(MessageType::Response)
+            .set_op_code(request.op_code())
+            .set_recursion_desired(request.recursion_desired())
+            .set_recursion_available(!self.config.recursors.is_empty())
+            .set_response_code(code);
+        reply.add_queries(request.queries().iter().cloned());
+        if request.extensions().as_ref().is_some() {
+            let mut edns = Edns::new();
+            edns.set_max_payload(MAX_UDP_PAYLOAD);
+            reply.set_edns(edns);
+        }
+        reply
+    }
+
+    fn error(&self, request: &Message, code: ResponseCode) -> Message {
+        self.header_for(request, code)
+    }
+
+    /// The answer, encoded within `limit` bytes and `answer_limit` records:
+    /// SRV targets' addresses are left out first (they are extras), then
+    /// answers from the end, with TC set. `None` if it can't be encoded.
+    fn reply(
+        &self,
+        request: &Message,
+        answer: Answer,
+        limit: usize,
+        answer_limit: usize,
+    ) -> Option<Vec<u8>> {
+        let Answer {
+            code,
+            mut entries,
+            authority,
+        } = answer;
+        entries.truncate(answer_limit);
+        let mut reply = self.header_for(request, code);
+        reply.set_authoritative(true);
+        reply.insert_name_servers(authority);
+        let build = |count: usize, extras: bool| {
+            let mut message = reply.clone();
+            fill(&mut message, &entries[..count], extras);
+            message
+        };
+        // The common case, everything fits, is encoded once.
+        let all = build(entries.len(), true).to_vec().ok()?;
+        if all.len() <= limit {
+            return Some(all);
+        }
+        let without_extras = build(entries.len(), false).to_vec().ok()?;
+        if without_extras.len() <= limit {
+            return Some(without_extras);
+        }
+        // The most answers that fit, found by bisection.
+        let (mut fits, mut too_many) = (0, entries.len());
+        while too_many - fits > 1 {
+            let middle = (fits + too_many) / 2;
+            if encoded_len(&build(middle, false)) <= limit {
+                fits = middle;
+            } else {
+                too_many = middle;
+            }
+        }
+        let mut truncated = build(fits, false);
+        truncated.set_truncated(true);
+        self.counters
+            .truncated
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        truncated.to_vec().ok()
+    }
+
+    fn finish(&self, reply: Message, started: Instant) -> Outcome {
+        self.counters
+            .count_reply(reply.response_code(), started.elapsed());
+        match reply.to_vec() {
+            Ok(bytes) => Outcome::Reply(bytes),
+            Err(error) => {
+                tracing::debug!(%error, "cannot encode a DNS reply");
+                Outcome::Drop
+            }
+        }
+    }
+}
+
+/// The size a UDP reply may have: 512 bytes, or what the client's EDNS
+/// says (up to [`MAX_UDP_PAYLOAD`]).
+fn udp_limit(request: &Message) -> usize {
+    match request.extensions().as_ref() {
+        Some(edns) => usize::from(edns.max_payload().min(MAX_UDP_PAYLOAD)).max(CLASSIC_UDP_PAYLOAD),
+        None => CLASSIC_UDP_PAYLOAD,
+    }
+}
+
+fn fill(message: &mut Message, entries: &[Entry], extras: bool) {
+    message.add_answers(entries.iter().map(|entry| entry.record.clone()));
+    if extras {
+        let mut seen: Vec<&Record> = Vec::new();
+        for extra in entries.iter().filter_map(|entry| entry.additional.as_ref()) {
+            if !seen.iter().any(|known| known.name() == extra.name()) {
+                seen.push(extra);
+            }
+        }
+        message.add_additionals(seen.into_iter().cloned());
+    }
+}
+
+fn encoded_len(message: &Message) -> usize {
+    message
+        .to_vec()
+        .map(|bytes| bytes.len())
+        .unwrap_or(usize::MAX)
+}
+
+/// A SERVFAIL for `packet` (when no recursor answered it).
+pub fn servfail(packet: &[u8]) -> Option<Vec<u8>> {
+    let request = Message::from_vec(packet).ok()?;
+    let mut reply = Message::error_msg(request.id(), request.op_code(), ResponseCode::ServFail);
+    reply.set_recursion_desired(request.recursion_desired());
+    reply.add_queries(request.queries().iter().cloned());
+    reply.to_vec().ok()
+}
+
+#[cfg(test)]
+#[path = "respond_tests.rs"]
+mod tests;

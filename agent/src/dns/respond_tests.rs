@@ -1,0 +1,255 @@
+//! Queries through [`Responder`] over hand-built snapshots: codes,
+//! truncation, limits, health, junk.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use hickory_proto::op::Query;
+use hickory_proto::rr::{Name, RData, RecordType};
+use shoal_protocol::record::{CheckRecord, CheckStatus, ServiceRecord};
+use shoal_protocol::{MemberStatus, MemberView, NodeId, NodeRecord};
+
+use super::*;
+
+fn check(status: CheckStatus) -> CheckRecord {
+    CheckRecord {
+        id: "c".into(),
+        name: "c".into(),
+        kind: "ttl".into(),
+        status,
+        critical: true,
+        notes: String::new(),
+        output: String::new(),
+    }
+}
+
+fn instance(id: &str, address: &str, status: CheckStatus) -> ServiceRecord {
+    ServiceRecord {
+        id: id.into(),
+        name: "web".into(),
+        address: address.into(),
+        port: 8080,
+        tags: vec!["v1".into()],
+        meta: BTreeMap::new(),
+        checks: vec![check(status)],
+    }
+}
+
+fn member(index: u8, status: MemberStatus, services: Vec<ServiceRecord>) -> MemberView {
+    let id = NodeId {
+        addr: format!("127.0.0.{index}:7946").parse().unwrap(),
+        generation: 1,
+    };
+    let mut record = NodeRecord::new(id, format!("node-{index}"));
+    record.datacenter = "dc1".into();
+    record.services = services;
+    MemberView {
+        id,
+        status,
+        record: Some(record),
+    }
+}
+
+fn responder(members: Vec<MemberView>, config: DnsConfig) -> Responder {
+    let local = members[0].record.clone().unwrap();
+    let snapshot = Snapshot {
+        index: 1,
+        cluster_index: 1,
+        kv_index: 1,
+        local,
+        members: Arc::new(members),
+        kv: Default::default(),
+        checks_loaded: true,
+        name_rival: None,
+        events: Arc::default(),
+        event_index: 0,
+    };
+    let (_, snapshot_rx) = watch::channel(Arc::new(snapshot));
+    Responder {
+        config: Arc::new(config),
+        datacenter: "dc1".into(),
+        snapshot_rx,
+        counters: Arc::default(),
+    }
+}
+
+fn query(name: &str, kind: RecordType, edns: bool) -> Vec<u8> {
+    let mut message = Message::new();
+    message
+        .set_id(4242)
+        .set_recursion_desired(true)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
+    if edns {
+        let mut options = Edns::new();
+        options.set_max_payload(1232);
+        message.set_edns(options);
+    }
+    message.to_vec().unwrap()
+}
+
+fn ask(responder: &Responder, packet: &[u8], transport: Transport) -> Message {
+    match responder.respond(packet, transport) {
+        Outcome::Reply(bytes) => Message::from_vec(&bytes).unwrap(),
+        _ => panic!("no reply"),
+    }
+}
+
+fn addresses(reply: &Message) -> Vec<String> {
+    let mut out: Vec<String> = reply
+        .answers()
+        .iter()
+        .filter_map(|record| match record.data() {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn health_decides_like_the_catalog() {
+    let members = vec![
+        member(
+            1,
+            MemberStatus::Alive,
+            vec![instance("a", "10.0.0.1", CheckStatus::Passing)],
+        ),
+        member(
+            2,
+            MemberStatus::Alive,
+            vec![instance("b", "10.0.0.2", CheckStatus::Warning)],
+        ),
+        member(
+            3,
+            MemberStatus::Alive,
+            vec![instance("c", "10.0.0.3", CheckStatus::Critical)],
+        ),
+        // A failed node: serfHealth critical.
+        member(
+            4,
+            MemberStatus::Failed,
+            vec![instance("d", "10.0.0.4", CheckStatus::Passing)],
+        ),
+    ];
+    let packet = query("web.service.consul.", RecordType::A, false);
+    let default = responder(members.clone(), DnsConfig::default());
+    let reply = ask(&default, &packet, Transport::Udp);
+    assert_eq!(reply.id(), 4242);
+    assert!(reply.authoritative());
+    assert_eq!(addresses(&reply), ["10.0.0.1", "10.0.0.2"]);
+    let strict = responder(
+        members,
+        DnsConfig {
+            only_passing: true,
+            ..DnsConfig::default()
+        },
+    );
+    assert_eq!(
+        addresses(&ask(&strict, &packet, Transport::Udp)),
+        ["10.0.0.1"]
+    );
+}
+
+#[test]
+fn udp_answers_are_cut_to_fit_with_tc_and_tcp_carries_all() {
+    let services = (1..=60)
+        .map(|i| {
+            instance(
+                &format!("web-{i}"),
+                &format!("10.0.1.{i}"),
+                CheckStatus::Passing,
+            )
+        })
+        .collect();
+    let many = responder(
+        vec![member(1, MemberStatus::Alive, services)],
+        DnsConfig::default(),
+    );
+    let classic = ask(
+        &many,
+        &query("web.service.consul.", RecordType::A, false),
+        Transport::Udp,
+    );
+    assert!(classic.truncated());
+    assert!((1..60).contains(&classic.answers().len()));
+    let srv = ask(
+        &many,
+        &query("web.service.consul.", RecordType::SRV, true),
+        Transport::Udp,
+    );
+    assert!(srv.truncated() && srv.additionals().is_empty());
+    let tcp = ask(
+        &many,
+        &query("web.service.consul.", RecordType::SRV, false),
+        Transport::Tcp,
+    );
+    assert!(!tcp.truncated());
+    assert_eq!((tcp.answers().len(), tcp.additionals().len()), (60, 60));
+    assert!(many.counters.truncated.load(Ordering::Relaxed) >= 2);
+
+    let limited = responder(
+        many.snapshot_rx.borrow().members.to_vec(),
+        DnsConfig {
+            udp_answer_limit: 3,
+            ..DnsConfig::default()
+        },
+    );
+    let three = ask(
+        &limited,
+        &query("web.service.consul.", RecordType::A, false),
+        Transport::Udp,
+    );
+    assert_eq!(three.answers().len(), 3);
+    assert!(!three.truncated());
+}
+
+#[test]
+fn codes_for_unknown_outside_and_junk() {
+    let members = vec![member(
+        1,
+        MemberStatus::Alive,
+        vec![instance("a", "", CheckStatus::Passing)],
+    )];
+    let dns = responder(members, DnsConfig::default());
+    let unknown = ask(
+        &dns,
+        &query("nope.service.consul.", RecordType::A, false),
+        Transport::Udp,
+    );
+    assert_eq!(unknown.response_code(), ResponseCode::NXDomain);
+    assert_eq!(unknown.name_servers()[0].record_type(), RecordType::SOA);
+    let outside = ask(
+        &dns,
+        &query("example.com.", RecordType::A, false),
+        Transport::Udp,
+    );
+    assert_eq!(outside.response_code(), ResponseCode::Refused);
+    let node = ask(
+        &dns,
+        &query("node-1.node.shoal.", RecordType::A, false),
+        Transport::Udp,
+    );
+    assert_eq!(addresses(&node), ["127.0.0.1"]);
+
+    // A header and garbage: FORMERR with the same id; no header: nothing.
+    let mut junk = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+    junk.extend_from_slice(&[0x3f, b'x']);
+    let formerr = ask(&dns, &junk, Transport::Udp);
+    assert_eq!(
+        (formerr.id(), formerr.response_code()),
+        (0x1234, ResponseCode::FormErr)
+    );
+    assert!(matches!(
+        dns.respond(&[1, 2, 3], Transport::Udp),
+        Outcome::Drop
+    ));
+    let mut response =
+        Message::from_vec(&query("web.service.consul.", RecordType::A, false)).unwrap();
+    response.set_message_type(MessageType::Response);
+    assert!(matches!(
+        dns.respond(&response.to_vec().unwrap(), Transport::Udp),
+        Outcome::Drop
+    ));
+    assert_eq!(dns.counters.malformed.load(Ordering::Relaxed), 3);
+}
