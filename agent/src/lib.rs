@@ -32,3 +32,4 @@ pub mod fuzzing;
 pub mod kv;
 pub mod persist;
 pub mod registry;
+pub mod resident;

@@ -61,6 +61,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "name_conflict": snapshot.name_rival.map(|rival| rival.addr.to_string()),
             },
             "blocking": state.blocking.json(),
+            "lookup_cache": state.cache.json(),
             "serf_lan": {
                 "members": snapshot.members.len(),
                 "alive": count(1),

@@ -14,15 +14,20 @@
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
 //! - [`guard`]: the URI and body limits, the `Host` check, and the API
 //!   token (`[acl]`) each route needs.
+//! - [`front`]: the service: one step in front of the router (guard,
+//!   cached answers, Consul's headers); [`cache`]: answers to repeated
+//!   reads.
 //!
 //! Handlers read [`Snapshot`]s and ask the gossip loop for changes through
 //! [`AgentHandle`]; they never build the loop's commands themselves.
 
 pub mod agent;
 pub mod blocking;
+pub mod cache;
 pub mod catalog;
 pub mod consul_json;
 pub mod flags;
+pub mod front;
 pub mod guard;
 pub mod health;
 pub mod keyring;
@@ -31,7 +36,6 @@ pub mod registry;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -69,6 +73,8 @@ pub struct ApiState {
     pub faults: Arc<crate::daemon::fault::FaultInjection>,
     /// Config reload: trigger one, read the outcome.
     pub reload: crate::daemon::reload::ReloadHandle,
+    /// Serialized answers to repeated reads (with hit/miss counters).
+    pub cache: Arc<cache::ResponseCache>,
 }
 
 impl ApiState {
@@ -84,8 +90,15 @@ impl ApiState {
 /// Every route says what it needs from the caller ([`guard::Access`]):
 /// `read`, `write`, `secret` or `open`. Write-ness follows the matched
 /// route and method, so an encoded or reshaped path can't change it.
-pub fn router(state: ApiState) -> Router {
-    guard::Routes::new(state.config.acl.clone())
+pub fn router(state: ApiState) -> front::Api {
+    let acl = Arc::new(state.config.acl.clone());
+    let front = front::Front {
+        http_addr: state.config.http_addr,
+        acl: acl.clone(),
+        snapshot_rx: state.snapshot_rx.clone(),
+        cache: state.cache.clone(),
+    };
+    let router = guard::Routes::new(acl)
         .read("/v1/agent/self", get(agent::agent_self))
         .read("/v1/agent/members", get(agent::members))
         .write("/v1/agent/leave", put(agent::leave))
@@ -160,15 +173,8 @@ pub fn router(state: ApiState) -> Router {
         .read("/health/detailed", get(health::detailed))
         .into_router()
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.config.http_addr,
-            guard::guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            blocking::consul_headers,
-        ))
-        .with_state(state)
+        .with_state(state);
+    front::Api::new(front, router)
 }
 
 /// A request's query string, with repeated keys kept (`?tag=a&tag=b`).
