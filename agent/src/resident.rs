@@ -7,14 +7,15 @@
 //! whole text resident, start-up code (argument parsing, config loading)
 //! included, for as long as it runs. Two things undo that:
 //!
-//! - [`limit_malloc_arenas`], first thing in `main`: glibc gives each
+//! - [`limit_malloc_arenas`], before the agent's runtime starts: glibc gives each
 //!   thread that allocates its own arena (the agent's blocking threads for
 //!   disk writes and system checks come and go); one arena is plenty for
 //!   an agent whose work is one thread's.
 //! - [`trim_code_pages`], once start-up is over (and once more a minute
 //!   later): the executable's and the libraries' read-only mappings (code
 //!   and constants) are unmapped from this process (`MADV_DONTNEED`; the
-//!   pages stay in the page cache, nothing is read from disk again). What
+//!   pages stay in the page cache: nothing is read from disk again unless
+//!   memory pressure evicted them meanwhile). What
 //!   the agent then uses faults back in (with the kernel's fault-around,
 //!   64 KiB at a time), so `VmRSS` drops to the code it really runs. Only
 //!   clean mappings are touched: private, not writable, and without a
@@ -87,13 +88,9 @@ pub fn trim_code_pages() -> Trimmed {
             // is not writable and has no anonymous (copy-on-write) page:
             // every page holds the file's contents, so MADV_DONTNEED only
             // drops page-table entries that refault to the same bytes (the
-            // page cache keeps them), and MADV_RANDOM only changes paging
-            // hints. It cannot become writable meanwhile: nothing in the
-            // agent calls mprotect.
-            let ok = unsafe {
-                libc::madvise(addr, len, libc::MADV_RANDOM) == 0
-                    && libc::madvise(addr, len, libc::MADV_DONTNEED) == 0
-            };
+            // page cache keeps them). It cannot become writable meanwhile:
+            // nothing in the agent calls mprotect.
+            let ok = unsafe { libc::madvise(addr, len, libc::MADV_DONTNEED) == 0 };
             if ok {
                 trimmed.mappings += 1;
                 trimmed.bytes += len;
