@@ -20,6 +20,7 @@
 //! - [`metrics`]: counters and histograms, collected at scrape time for
 //!   `/metrics` and `/v1/agent/metrics`.
 //! - [`persist`]: the data directory and the persisted generation.
+//! - [`resident`]: keeps an idle agent's resident memory small.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
 //! - [`client`]: the CLI's HTTP client.
@@ -41,5 +42,6 @@ pub mod kv;
 pub mod metrics;
 pub mod persist;
 pub mod registry;
+pub mod resident;
 pub mod template;
 pub mod watches;

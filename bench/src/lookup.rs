@@ -1,7 +1,10 @@
 //! Shoal alone: how fast a local service gets an answer from its sidecar.
-//! `GET /v1/health/service/web?passing` on one agent of a 3-agent cluster
-//! where `web` runs on all three, beside a bare axum "hello" server (same
-//! current-thread runtime) as the ceiling of this machine.
+//! Three lookups on one agent of a 3-agent cluster ([`ENDPOINTS`]):
+//! `GET /v1/health/service/web?passing` (`web` runs on all three, 2 KiB),
+//! `GET /v1/kv/bench/value?raw` (2 KiB) and `GET /v1/flags/bench-flag?user=`,
+//! each beside a bare axum server on the same current-thread runtime that
+//! answers the very same bytes (`shoal-bench-hello`): the ceiling of this
+//! machine, measured in the same run.
 //!
 //! Two measurements per target: the maximum rate (`wrk`, closed loop), and
 //! latency at fixed rates with our own open-loop generator: request i is
@@ -35,6 +38,50 @@ pub struct Options {
     pub work: PathBuf,
 }
 
+/// The endpoints measured: name, path on Shoal, content type.
+pub const ENDPOINTS: [(&str, &str, &str); 3] = [
+    (
+        "health",
+        "/v1/health/service/web?passing",
+        "application/json",
+    ),
+    (
+        "kv-raw",
+        "/v1/kv/bench/value?raw",
+        "application/octet-stream",
+    ),
+    (
+        "flags",
+        "/v1/flags/bench-flag?user=u-1234",
+        "application/json",
+    ),
+];
+
+/// `PUT path` with `body` on `agent`, retried while it starts.
+async fn put(agent: &crate::system::Agent, path: &str, body: String) -> Result<()> {
+    let mut client = HttpClient::new(agent.api);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = client
+            .request(
+                Method::PUT,
+                path,
+                Bytes::from(body.clone()),
+                Duration::from_secs(2),
+            )
+            .await;
+        match attempt {
+            Ok(response) if response.status.is_success() => return Ok(()),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(response) => bail!("{path} on {} answered {}", agent.name, response.status),
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Rounds of the maximum-rate measurement (each target once per round).
+const WRK_ROUNDS: usize = 3;
+
 pub const HEADER: &str = "target,tool,rate_target,connections,seconds,requests,errors,achieved_rps,p50_us,p99_us,p999_us,max_us,server_cpu_us_per_req,body_bytes";
 
 /// Runs the lookup benchmark and returns CSV rows (see [`HEADER`]).
@@ -50,86 +97,91 @@ pub async fn run(options: &Options) -> Result<Vec<String>> {
         system.spawn(201, Some(first.gossip), &options.work)?,
         system.spawn(202, Some(first.gossip), &options.work)?,
     ];
-    let path = "/v1/health/service/web?passing";
     let mut agents = vec![&first];
     agents.extend(others.iter());
     for (index, agent) in agents.iter().enumerate() {
-        let mut client = HttpClient::new(agent.api);
         let body = serde_json::json!({ "Name": "web", "ID": format!("web-{index}"), "Port": 8080, "Tags": ["v1"] });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let attempt = client
-                .request(
-                    Method::PUT,
-                    "/v1/agent/service/register",
-                    Bytes::from(body.to_string()),
-                    Duration::from_secs(2),
-                )
-                .await;
-            match attempt {
-                Ok(response) if response.status.is_success() => break,
-                _ if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
-                Ok(response) => bail!("register on {} answered {}", agent.name, response.status),
-                Err(error) => return Err(error),
-            }
-        }
+        put(agent, "/v1/agent/service/register", body.to_string()).await?;
     }
+    // A 2 KiB value (about the size of the health answer) and a flag.
+    let value: String = (0..2048).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    put(&first, "/v1/kv/bench/value", value).await?;
+    let flag = serde_json::json!({ "enabled": true, "rollout_percentage": 50 });
+    put(&first, "/v1/flags/bench-flag", flag.to_string()).await?;
+
     let mut client = HttpClient::new(first.api);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let body_bytes = loop {
-        let response = client.get(path).await?;
+    loop {
+        let response = client.get(ENDPOINTS[0].1).await?;
         if response.json()?.as_array().map_or(0, Vec::len) == 3 {
-            break response.body.len();
+            break;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
             "agent 0 never listed 3 instances of web"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-
+    }
+    // The bare server answers each endpoint with Shoal's exact bytes.
     let hello_addr: SocketAddr = "127.30.0.1:8080".parse()?;
     let mut hello_command = Command::new(&options.hello_bin);
     hello_command.arg(hello_addr.to_string());
+    let mut bodies = Vec::new();
+    for (name, path, content_type) in ENDPOINTS {
+        let response = client.get(path).await?;
+        anyhow::ensure!(
+            response.status.is_success(),
+            "{path} answered {}",
+            response.status
+        );
+        let file = options.work.join(format!("body-{name}"));
+        std::fs::write(&file, &response.body)?;
+        hello_command.arg(format!("/{name}={}={content_type}", file.display()));
+        bodies.push(response.body.len());
+    }
     let hello = ChildGuard::spawn("hello", hello_command, &options.work.join("hello.log"))?;
     let mut hello_client = HttpClient::new(hello_addr);
     let deadline = Instant::now() + Duration::from_secs(10);
-    let hello_bytes = loop {
+    loop {
         match hello_client.get("/hello").await {
-            Ok(response) => break response.body.len(),
+            Ok(_) => break,
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await
             }
             Err(error) => return Err(error.context("hello server")),
         }
-    };
+    }
 
+    let shoal_pid = first.process.pid().context("shoal not running")?;
+    let hello_pid = hello.pid().context("hello not running")?;
     let mut rows = Vec::new();
-    let targets = [
-        (
-            "shoal",
-            first.api,
-            path,
-            first.process.pid().context("shoal not running")?,
-            body_bytes,
-        ),
-        (
-            "hello",
-            hello_addr,
-            "/hello",
-            hello.pid().context("hello not running")?,
-            hello_bytes,
-        ),
-    ];
-    for (name, addr, path, pid, bytes) in targets {
-        eprintln!("[lookup {name}] wrk, max rate");
-        rows.push(wrk(options, name, addr, path, pid, bytes)?);
+    for ((endpoint, path, _), bytes) in ENDPOINTS.iter().zip(bodies) {
+        let hello_path = format!("/{endpoint}");
+        let targets = [
+            (format!("shoal {endpoint}"), first.api, *path, shoal_pid),
+            (
+                format!("same-bytes {endpoint}"),
+                hello_addr,
+                hello_path.as_str(),
+                hello_pid,
+            ),
+        ];
+        // Side by side: each load on Shoal, then the same load on the
+        // bare server, so both see the same machine.
+        // The machine may be shared: alternate the two targets over a few
+        // rounds, so a burst of load elsewhere hits both alike.
+        for round in 0..WRK_ROUNDS {
+            eprintln!("[lookup {endpoint}] wrk, max rate, round {}", round + 1);
+            for (name, addr, path, pid) in &targets {
+                rows.push(wrk(options, name, *addr, path, *pid, bytes)?);
+            }
+        }
         for &rate in &options.rates {
-            eprintln!("[lookup {name}] fixed rate {rate}/s");
-            rows.push(fixed_rate(options, name, addr, path, pid, bytes, rate).await?);
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            eprintln!("[lookup {endpoint}] fixed rate {rate}/s");
+            for (name, addr, path, pid) in &targets {
+                rows.push(fixed_rate(options, name, *addr, path, *pid, bytes, rate).await?);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
     let memory = process::memory(first.process.pid().context("shoal not running")?)?;
@@ -314,10 +366,18 @@ pub fn render(csv: &Path) -> Result<String> {
         "| target | load | requests | achieved req/s | p50 (µs) | p99 (µs) | p99.9 (µs) | max (µs) | server CPU per request (µs) | body (bytes) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut notes = String::new();
+    let mut max_rates: Vec<(String, f64, f64)> = Vec::new();
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         if f.len() < 14 {
             continue;
+        }
+        if f[1] == "wrk" {
+            max_rates.push((
+                f[0].to_string(),
+                f[7].parse().unwrap_or(f64::NAN),
+                f[12].parse().unwrap_or(f64::NAN),
+            ));
         }
         if f[0] == "shoal-rss-after-load-kib" {
             notes = format!(
@@ -351,6 +411,32 @@ pub fn render(csv: &Path) -> Result<String> {
             f[13]
         ));
     }
+    for (endpoint, _, _) in ENDPOINTS {
+        // Medians over the rounds: (req/s, server CPU µs per request).
+        let medians = |name: String| {
+            let runs: Vec<&(String, f64, f64)> = max_rates
+                .iter()
+                .filter(|(target, ..)| *target == name)
+                .collect();
+            let rates: Vec<f64> = runs.iter().map(|run| run.1).collect();
+            let cpu: Vec<f64> = runs.iter().map(|run| run.2).collect();
+            (!runs.is_empty()).then(|| (stats::median(&rates), stats::median(&cpu)))
+        };
+        if let (Some(shoal), Some(bare)) = (
+            medians(format!("shoal {endpoint}")),
+            medians(format!("same-bytes {endpoint}")),
+        ) {
+            out.push_str(&format!(
+                "\n- {endpoint}: Shoal's maximum rate is {:.2}× the same-bytes server's (median of the rounds: {:.0} vs {:.0} req/s); server CPU {:.1} vs {:.1} µs per request.",
+                shoal.0 / bare.0,
+                shoal.0,
+                bare.0,
+                shoal.1,
+                bare.1
+            ));
+        }
+    }
+    out.push('\n');
     out.push_str(&notes);
     Ok(out)
 }

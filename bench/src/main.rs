@@ -60,7 +60,7 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
-    /// Shoal's `GET /v1/health/service/:name?passing` under load, beside a bare axum server.
+    /// Shoal's health, raw KV and flag lookups under load, each beside a bare axum server answering the same bytes.
     Lookup {
         #[command(flatten)]
         lookup: LookupArgs,
@@ -149,7 +149,7 @@ struct DnsArgs {
 #[derive(Args, Clone)]
 struct LookupArgs {
     /// Fixed request rates (per second) for the open-loop runs.
-    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     rates: Vec<u32>,
     /// Length of each load run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

@@ -125,6 +125,33 @@ fn metrics_pass_promtool_and_count_what_happened() {
     assert_eq!(sample(&text, "shoal_local_health_score"), Some(0.0));
     assert_eq!(sample(&text, "shoal_catalog_service_instances"), Some(1.0));
     assert!(text.contains("# TYPE shoal_kv_fsync_duration_seconds histogram"));
+
+    // Repeated reads answered from the lookup cache still count under
+    // their route.
+    let health =
+        r#"shoal_api_requests_total{route="/v1/health/service/{name}",method="GET",code="200"}"#;
+    let before = sample(&text, health).unwrap_or(0.0);
+    let hits_before = sample(&text, "shoal_api_cache_hits_total").unwrap_or(0.0);
+    for _ in 0..10 {
+        let (status, _) = http_json(
+            "GET",
+            first.http_addr(),
+            "/v1/health/service/web?passing",
+            None,
+        )
+        .expect("lookup");
+        assert_eq!(status, 200);
+    }
+    let after = get_text(&first, "/metrics");
+    assert!(
+        sample(&after, health).unwrap_or(0.0) >= before + 10.0,
+        "10 lookups not all counted: before {before}, now {:?}",
+        sample(&after, health)
+    );
+    assert!(
+        sample(&after, "shoal_api_cache_hits_total").unwrap_or(0.0) > hits_before,
+        "no lookup was a cache hit"
+    );
     assert!(text.contains(r#"shoal_kv_fsync_duration_seconds_bucket{le="+Inf"}"#));
 
     let (ok, said) = promtool_check(&text);

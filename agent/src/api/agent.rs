@@ -63,6 +63,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
             "blocking": state.blocking.json(),
             "watches": state.watches.json(),
             "events": state.events.json(),
+            "lookup_cache": state.cache.json(),
             "serf_lan": {
                 "members": snapshot.members.len(),
                 "alive": count(1),

@@ -20,13 +20,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::cache::{Cacheable, Stamp};
+use super::front::X_CONSUL_INDEX;
 use super::{ApiError, ApiState, Query};
 use crate::daemon::snapshot::Snapshot;
 
@@ -83,6 +84,17 @@ impl Watch {
             Watch::Events => snapshot.event_index,
         }
     }
+
+    /// What an answer computed from `snapshot` was computed from, for the
+    /// lookup cache; `None` for what it does not keep (the event list is
+    /// read rarely, by watches, not on a service's hot path).
+    fn stamp(self, snapshot: &Snapshot) -> Option<Stamp> {
+        match self {
+            Watch::Cluster => Some(Stamp::cluster(snapshot)),
+            Watch::Kv => Some(Stamp::kv(snapshot)),
+            Watch::Events => None,
+        }
+    }
 }
 
 /// Blocking queries of this agent, for `/v1/agent/self`.
@@ -135,7 +147,9 @@ impl Drop for Waiting<'_> {
 
 /// Answers with `compute(snapshot)`; when the request carries the current
 /// index, first waits until that answer changes or the wait runs out.
-/// `watch` says what `compute` reads: other changes don't recompute it.
+/// `watch` says what `compute` reads: other changes don't recompute it,
+/// and an answer to a request without `?index=` is marked [`Cacheable`]
+/// with it (so `compute` must read nothing else that changes).
 pub async fn respond<F>(
     state: &ApiState,
     query: &Query,
@@ -172,6 +186,10 @@ where
         }
     }
     let mut response = match answer {
+        Ok(body) if blocking.index.is_none() => match watch.stamp(&snapshot) {
+            Some(stamp) => json_cacheable(&body, stamp).into_response(),
+            None => Json(body).into_response(),
+        },
         Ok(body) => Json(body).into_response(),
         Err(error) => error.into_response(),
     };
@@ -182,24 +200,33 @@ where
 fn set_index(response: &mut Response, index: u64) {
     response
         .headers_mut()
-        .insert("X-Consul-Index", HeaderValue::from(index.max(1)));
+        .insert(X_CONSUL_INDEX, HeaderValue::from(index.max(1)));
 }
 
-/// Middleware: every response, errors and 404s included, carries
-/// `X-Consul-Index` and `X-Consul-KnownLeader`.
-pub async fn consul_headers(
-    State(state): State<ApiState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    if !response.headers().contains_key("X-Consul-Index") {
-        let index = state.snapshot_rx.borrow().index;
-        set_index(&mut response, index);
-    }
-    let headers = response.headers_mut();
-    headers.insert("X-Consul-KnownLeader", HeaderValue::from_static("true"));
-    headers.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
+/// A JSON answer serialized once, marked [`Cacheable`] at `stamp` (the
+/// front layer keeps it for the next request with the same URI).
+pub fn json_cacheable(body: &impl serde::Serialize, stamp: Stamp) -> Response {
+    let bytes = match serde_json::to_vec(body) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(error) => {
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot serialize the answer: {error}"),
+            )
+            .into_response();
+        }
+    };
+    let content_type = HeaderValue::from_static("application/json");
+    let mut response = Response::new(Body::from(bytes.clone()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type.clone());
+    response.extensions_mut().insert(Cacheable {
+        stamp,
+        content_type,
+        body: bytes,
+        route: None,
+    });
     response
 }
 

@@ -13,6 +13,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use shoal_protocol::kv::Stored;
 
+use super::cache::Stamp;
 use super::{ApiError, ApiState, Query, blocking};
 use crate::daemon::snapshot::Snapshot;
 use crate::flags::{self, Context, FlagDefinition};
@@ -72,7 +73,7 @@ pub async fn get(
     State(state): State<ApiState>,
     Path(key): Path<String>,
     query: Query,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let snapshot = state.snapshot();
     let stored = live_flag(&snapshot, &key).ok_or_else(|| not_found(&key))?;
     let services: Vec<&str> = match query.all("service") {
@@ -107,7 +108,9 @@ pub async fn get(
             body["error"] = json!(error.to_string());
         }
     }
-    Ok(Json(body))
+    // The decision reads the KV (the flag) and this node's services and
+    // tags (the cluster index moves with our own record).
+    Ok(blocking::json_cacheable(&body, Stamp::both(&snapshot)))
 }
 
 fn bad_request(message: impl Into<String>) -> ApiError {

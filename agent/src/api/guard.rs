@@ -1,7 +1,7 @@
 //! What every request passes before a handler sees it.
 //!
-//! - [`guard`], in front of the router: the URI and body-size limits, and
-//!   the `Host` header. A browser page can make a loopback name of its own
+//! - [`check_request`], in front of the router (`api::front`): the URI and
+//!   body-size limits, and the `Host` header. A browser page can make a loopback name of its own
 //!   (DNS rebinding) point at the agent; its requests then carry that
 //!   name, so only loopback names and addresses and the configured
 //!   `http_addr` are served (a request without `Host`, HTTP/1.0, is a
@@ -22,10 +22,12 @@
 //! nothing: the handler never runs, and its body is never read.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::body::HttpBody as _;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -82,12 +84,12 @@ impl Access {
 /// way to add one without saying whether it reads, writes or is open.
 pub struct Routes {
     router: Router<ApiState>,
-    acl: AclConfig,
-    metrics: std::sync::Arc<crate::metrics::http::ApiMetrics>,
+    acl: Arc<AclConfig>,
+    metrics: Arc<crate::metrics::http::ApiMetrics>,
 }
 
 impl Routes {
-    pub fn new(acl: AclConfig, metrics: std::sync::Arc<crate::metrics::http::ApiMetrics>) -> Self {
+    pub fn new(acl: Arc<AclConfig>, metrics: Arc<crate::metrics::http::ApiMetrics>) -> Self {
         Self {
             router: Router::new(),
             acl,
@@ -128,41 +130,50 @@ impl Routes {
     }
 }
 
-/// The middleware in front of the router: limits first (cheap), then the
-/// `Host` header. `http_addr` is the address the API is configured on.
-pub async fn guard(State(http_addr): State<SocketAddr>, request: Request, next: Next) -> Response {
+/// What runs in front of the router: limits first (cheap), then the `Host`
+/// header. `http_addr` is the address the API is configured on. `Some` is
+/// the refusal to send.
+pub fn check_request<B>(
+    request: &axum::http::Request<B>,
+    http_addr: SocketAddr,
+) -> Option<Response> {
     let uri_len = request
         .uri()
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
     if uri_len > MAX_URI {
-        return ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            format!("the request URI is {uri_len} bytes; at most {MAX_URI} are accepted"),
-        )
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                format!("the request URI is {uri_len} bytes; at most {MAX_URI} are accepted"),
+            )
+            .into_response(),
+        );
     }
     if let Some(length) = content_length(request.headers())
         && length > MAX_BODY as u64
     {
-        return too_large(length);
+        return Some(too_large(length));
     }
-    if let Err(error) = check_host(&request, http_addr) {
-        return error.into_response();
-    }
-    next.run(request).await
+    check_host(request, http_addr)
+        .err()
+        .map(IntoResponse::into_response)
 }
 
 /// The middleware on each route: the token its [`Access`] needs, then the
 /// body, read whole within its size and time limits so that handlers never
 /// wait on a slow client.
 pub async fn authorize(
-    State((acl, access)): State<(AclConfig, Access)>,
+    State((acl, access)): State<(Arc<AclConfig>, Access)>,
     request: Request,
     next: Next,
 ) -> Response {
     if let Err(error) = check_token(&acl, access, &request) {
         return error.into_response();
+    }
+    // Most requests (every GET) have no body: nothing to wait for.
+    if request.body().is_end_stream() {
+        return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
     let bytes =
@@ -225,7 +236,11 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Checks the request's token against what its route needs. `Err` is the
 /// 403 to send.
-fn check_token(acl: &AclConfig, access: Access, request: &Request) -> Result<(), ApiError> {
+pub(crate) fn check_token<B>(
+    acl: &AclConfig,
+    access: Access,
+    request: &axum::http::Request<B>,
+) -> Result<(), ApiError> {
     let Some(expected) = &acl.token else {
         return Ok(());
     };
@@ -250,7 +265,7 @@ fn check_token(acl: &AclConfig, access: Access, request: &Request) -> Result<(),
 
 /// Refuses a request whose `Host` (or absolute URI) names anything but
 /// this machine's loopback or the configured `http_addr`.
-fn check_host(request: &Request, http_addr: SocketAddr) -> Result<(), ApiError> {
+fn check_host<B>(request: &axum::http::Request<B>, http_addr: SocketAddr) -> Result<(), ApiError> {
     let from_uri = request.uri().authority().map(|a| a.as_str());
     let from_header = request
         .headers()
@@ -303,7 +318,7 @@ fn is_port(text: &str) -> bool {
 
 /// The token a request presents: `X-Consul-Token`, then `Authorization:
 /// Bearer`, then `?token=`. Empty values count as absent.
-fn presented_token(request: &Request) -> Option<String> {
+fn presented_token<B>(request: &axum::http::Request<B>) -> Option<String> {
     let headers = request.headers();
     let from_header = headers
         .get("x-consul-token")

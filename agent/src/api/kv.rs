@@ -7,13 +7,14 @@
 //! everywhere).
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 use shoal_protocol::kv::KvStore;
 
+use super::cache::{Cacheable, Stamp};
 use super::{ApiError, ApiState, Query, blocking, consul_json};
 use crate::kv::KvRequest;
 
@@ -75,11 +76,18 @@ pub async fn get(
             .get(&key)
             .filter(|s| !s.entry.deleted)
             .ok_or_else(|| not_found(&key))?;
-        let mut response = stored.entry.value.clone().into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
+        let content_type = HeaderValue::from_static("application/octet-stream");
+        let value = Bytes::from(stored.entry.value.clone());
+        let mut response = Response::new(Body::from(value.clone()));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type.clone());
+        response.extensions_mut().insert(Cacheable {
+            stamp: Stamp::kv(&snapshot),
+            content_type,
+            body: value,
+            route: None,
+        });
         return Ok(response);
     }
     let keys_only = query.present("keys");

@@ -29,6 +29,7 @@ pub fn collect(state: &ApiState) -> Exposition {
     state.metrics.kv.collect(&mut out);
     state.metrics.checks.collect(&mut out);
     state.metrics.api.collect(&mut out);
+    state.cache.collect(&mut out);
     state.templates.counters.collect(&mut out);
     state.watches.collect(&mut out);
     state.events.collect(&mut out);

@@ -23,17 +23,22 @@
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
 //! - [`guard`]: the URI and body limits, the `Host` check, and the API
 //!   token (`[acl]`) each route needs.
+//! - [`front`]: the service: one step in front of the router (guard,
+//!   cached answers, Consul's headers); [`cache`]: answers to repeated
+//!   reads.
 //!
 //! Handlers read [`Snapshot`]s and ask the gossip loop for changes through
 //! [`AgentHandle`]; they never build the loop's commands themselves.
 
 pub mod agent;
 pub mod blocking;
+pub mod cache;
 pub mod catalog;
 pub mod consul_json;
 pub mod events;
 pub mod filter;
 pub mod flags;
+pub mod front;
 pub mod guard;
 pub mod health;
 pub mod keyring;
@@ -47,7 +52,6 @@ pub mod template;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -95,6 +99,8 @@ pub struct ApiState {
     pub metrics: Arc<crate::metrics::AgentMetrics>,
     /// The DNS server's counters (all zero when DNS is off).
     pub dns: Arc<crate::dns::DnsCounters>,
+    /// Serialized answers to repeated reads (with hit/miss counters).
+    pub cache: Arc<cache::ResponseCache>,
 }
 
 impl ApiState {
@@ -110,12 +116,20 @@ impl ApiState {
 /// Every route says what it needs from the caller ([`guard::Access`]):
 /// `read`, `write`, `secret` or `open`. Write-ness follows the matched
 /// route and method, so an encoded or reshaped path can't change it.
-pub fn router(state: ApiState) -> Router {
-    let mut routes = guard::Routes::new(state.config.acl.clone(), state.metrics.api.clone());
+pub fn router(state: ApiState) -> front::Api {
+    let acl = Arc::new(state.config.acl.clone());
+    let front = front::Front {
+        http_addr: state.config.http_addr,
+        acl: acl.clone(),
+        snapshot_rx: state.snapshot_rx.clone(),
+        cache: state.cache.clone(),
+        metrics: state.metrics.api.clone(),
+    };
+    let mut routes = guard::Routes::new(acl, state.metrics.api.clone());
     for (path, reason) in refused::REFUSED {
         routes = routes.read(path, refused::route(reason));
     }
-    routes
+    let router = routes
         .read("/v1/agent/self", get(agent::agent_self))
         .read("/v1/agent/members", get(agent::members))
         .write("/v1/agent/leave", put(agent::leave))
@@ -212,15 +226,8 @@ pub fn router(state: ApiState) -> Router {
         .read("/v1/shoal/prometheus/targets", get(prometheus_sd::targets))
         .into_router()
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.config.http_addr,
-            guard::guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            blocking::consul_headers,
-        ))
-        .with_state(state)
+        .with_state(state);
+    front::Api::new(front, router)
 }
 
 /// A request's query string, with repeated keys kept (`?tag=a&tag=b`).

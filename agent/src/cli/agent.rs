@@ -145,6 +145,7 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    crate::resident::limit_malloc_arenas();
     let log = init_logging(&config);
     // One thread: the agent's work is small, and a single thread keeps the
     // resident footprint low. Checks and file I/O go to blocking threads.

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+
+use crate::api::front::Api;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -48,10 +48,10 @@ pub struct HttpCounters {
 const OVER_LIMIT: &str =
     r#"{"error":"too many open connections to this agent; try again shortly"}"#;
 
-/// Serves `router` on `listener` until `shutdown` is cancelled.
+/// Serves `api` on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    api: Api,
     counters: Arc<HttpCounters>,
     shutdown: CancellationToken,
 ) {
@@ -96,7 +96,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = api.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {

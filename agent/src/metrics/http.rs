@@ -173,6 +173,11 @@ impl MetricSource for ApiMetrics {
     }
 }
 
+/// The route a `200` answer to a `GET` came from, left in its extensions
+/// so that the lookup cache can count a later hit under the same route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatchedRoute(pub usize);
+
 /// Wraps a route's service in [`Record`].
 #[derive(Clone, Debug)]
 pub struct RecordLayer {
@@ -255,8 +260,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let output = std::task::ready!(this.inner.poll(cx));
-        if let Ok(response) = &output {
+        let mut output = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &mut output {
+            if *this.method == 0 && response.status() == StatusCode::OK {
+                response.extensions_mut().insert(MatchedRoute(*this.slot));
+            }
             this.in_flight.0.record_in(
                 *this.slot,
                 *this.method,
