@@ -12,6 +12,8 @@
 //! - [`flags`]: `/v1/flags/*`, feature flags stored in the KV.
 //! - [`health`]: the sidecar's own probes, `/health/*`.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
+//! - [`ui`]: the operator's web UI at `/ui/` (static files; its data
+//!   comes from the routes above).
 //! - [`guard`]: the URI and body limits, the `Host` check, and the API
 //!   token (`[acl]`) each route needs.
 //!
@@ -28,6 +30,7 @@ pub mod health;
 pub mod keyring;
 pub mod kv;
 pub mod registry;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -158,6 +161,12 @@ pub fn router(state: ApiState) -> Router {
         .open("/health/live", get(health::live))
         .open("/health/ready", get(health::ready))
         .read("/health/detailed", get(health::detailed))
+        .read("/v1/internal/ui/services", get(ui::services::services))
+        // The UI's files hold no data; `/` sends browsers to them.
+        .open("/ui", get(ui::to_index))
+        .open("/ui/", get(ui::index))
+        .open("/ui/{file}", get(ui::file))
+        .open("/", get(ui::root).fallback(not_found))
         .into_router()
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -291,7 +300,7 @@ impl From<KvWriteError> for ApiError {
     }
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
+pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no such endpoint: {method} {}", uri.path()),
