@@ -102,7 +102,7 @@ fn the_ui_follows_and_steers_a_three_agent_cluster() {
     assert_eq!(status, 200, "{body}");
     c.wait_kv("config/db/url", Some("postgres://db-1:5432/shop"), TIMEOUT);
 
-    let browser = Browser::start(1280, 860);
+    let browser = Browser::start(1280, 1000);
     let base = format!("http://{}", a.http_addr());
 
     // `/` sends a browser to the UI; the members page lists all three.
@@ -152,6 +152,10 @@ fn the_ui_follows_and_steers_a_three_agent_cluster() {
         |text| text.contains("critical") && text.contains("disk full on /var"),
     );
     assert!(check.contains("✗ critical"), "{check}");
+    browser.script(
+        "document.querySelector('section[data-service-id=\"web-1\"]').scrollIntoView()",
+        json!([]),
+    );
     save_screenshot(&browser, "service");
     assert_quiet_console(&browser, "services", &[]);
 
@@ -212,6 +216,7 @@ fn the_ui_follows_and_steers_a_three_agent_cluster() {
         Some("postgres://db-9:5432/other")
     );
     c.wait_kv("config/db/url", Some("postgres://db-9:5432/other"), TIMEOUT);
+    browser.script("window.scrollTo(0, 0)", json!([]));
     save_screenshot(&browser, "kv-conflict");
     assert_quiet_console(&browser, "KV", &[]);
 
@@ -294,6 +299,11 @@ fn the_ui_follows_and_steers_a_three_agent_cluster() {
         decision.contains(&format!("{word} for user user-7")),
         "{decision}"
     );
+    // The page follows the change it made (a blocking query on /v1/flags).
+    browser.wait_text("#flag-state", TIMEOUT, "the new rollout shown", |text| {
+        text.contains("rollout 30%")
+    });
+    browser.script("window.scrollTo(0, 0)", json!([]));
     save_screenshot(&browser, "flag");
     assert_quiet_console(&browser, "flags", &[]);
 

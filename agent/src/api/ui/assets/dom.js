@@ -10,7 +10,7 @@ export function h(spec, attrs, ...children) {
     if (part[0] === '.') el.classList.add(part.slice(1));
     else el.id = part.slice(1);
   }
-  if (attrs && (typeof attrs !== 'object' || attrs instanceof Node || Array.isArray(attrs))) {
+  if (attrs !== undefined && attrs !== null && (typeof attrs !== 'object' || attrs instanceof Node || Array.isArray(attrs))) {
     children.unshift(attrs);
     attrs = null;
   }
@@ -43,7 +43,7 @@ export function fill(el, ...children) {
 const STATUS = {
   alive: ['s-ok', '✓'], passing: ['s-ok', '✓'], healthy: ['s-ok', '✓'], on: ['s-ok', '✓'],
   suspect: ['s-warn', '?'], warning: ['s-warn', '!'], leaving: ['s-warn', '→'], degraded: ['s-warn', '!'],
-  maintenance: ['s-warn', '⏸'],
+  maintenance: ['s-warn', '‖'],
   failed: ['s-bad', '✗'], critical: ['s-bad', '✗'], unhealthy: ['s-bad', '✗'],
   left: ['s-grey', '–'], off: ['s-grey', '○'],
 };

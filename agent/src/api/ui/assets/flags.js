@@ -174,7 +174,7 @@ function mountFlag(main, key) {
     clearNotice();
     const flag = (data || []).find((f) => f.key === key);
     current = flag ? flag.definition : null;
-    state.replaceChildren(flag
+    fill(state, flag
       ? (flag.definition ? [badge(flag.definition.enabled ? 'on' : 'off'), ` rollout ${flag.definition.rollout_percentage}% · targeting: ${targeting(flag.definition)} · modify index ${flag.modify_index}`]
         : message('error', `The stored value is not a valid definition: ${flag.error}`))
       : 'This flag does not exist yet: saving creates it.');

@@ -49,7 +49,7 @@ function instance(entry) {
   return h('section.instance', { 'data-node': node.Node, 'data-service-id': service.ID, 'aria-label': `${service.ID} on ${node.Node}` },
     h('h3', badge(worst(checks)), ' ', service.ID, h('span.muted', ` on ${node.Node}`)),
     maintenance.map((c) => h('p.message.info', { 'data-maintenance': c.CheckID },
-      `⏸ In maintenance${c.CheckID === '_node_maintenance' ? ' (the whole node)' : ''}: ${c.Notes || 'no reason given'}`)),
+      `‖ In maintenance${c.CheckID === '_node_maintenance' ? ' (the whole node)' : ''}: ${c.Notes || 'no reason given'}`)),
     h('dl.pairs',
       h('dt', 'Node'), h('dd', node.Node),
       h('dt', 'Address'), h('dd.mono', `${address}:${service.Port}`),
