@@ -218,6 +218,22 @@ fn the_ui_follows_and_steers_a_three_agent_cluster() {
     c.wait_kv("config/db/url", Some("postgres://db-9:5432/other"), TIMEOUT);
     browser.script("window.scrollTo(0, 0)", json!([]));
     save_screenshot(&browser, "kv-conflict");
+
+    // Create a key from the form, then delete it (after a confirmation);
+    // node-2 sees both.
+    let name = browser.wait_find("#kv-new-key", TIMEOUT);
+    browser.clear(&name);
+    browser.send_keys(&name, "config/feature/limit");
+    browser.send_keys(&browser.wait_find("#kv-new-value", TIMEOUT), "250");
+    browser.click(&browser.wait_find("#kv-create", TIMEOUT));
+    c.wait_kv("config/feature/limit", Some("250"), TIMEOUT);
+    browser.wait_text("#kv-value", TIMEOUT, "the new key opened", |text| {
+        text == "250"
+    });
+    browser.click(&browser.wait_find("#kv-delete", TIMEOUT));
+    browser.click(&browser.wait_find("#kv-delete-confirm", TIMEOUT));
+    browser.wait_text("#kv-result", TIMEOUT, "deleted", |text| text == "Deleted.");
+    c.wait_kv("config/feature/limit", None, TIMEOUT);
     assert_quiet_console(&browser, "KV", &[]);
 
     // Flags: the rollout slider moved by keyboard changes the answers.
@@ -342,6 +358,16 @@ fn the_ui_follows_and_steers_a_three_agent_cluster() {
         text.ends_with("Showing 1.")
     });
     browser.click(&browser.wait_find("#member-status option[value=\"\"]", TIMEOUT));
+    let text = browser.wait_find("#member-filter", TIMEOUT);
+    browser.send_keys(&text, "node-1");
+    browser.wait_text("#member-summary", TIMEOUT, "the text filter", |text| {
+        text.ends_with("Showing 1.")
+    });
+    assert!(browser.find("tr[data-name=\"node-1\"]").is_some());
+    browser.clear(&text);
+    browser.wait_text("#member-summary", TIMEOUT, "no filter", |text| {
+        text.ends_with("Showing 3.")
+    });
     save_screenshot(&browser, "members");
     assert_quiet_console(&browser, "members", &[]);
 }

@@ -105,7 +105,7 @@ function mountFlag(main, key) {
       const { data } = await get(`/v1/flags/${encodeURIComponent(key)}?${query}`);
       fill(decision, h('p', { 'data-enabled': String(data.enabled) }, badge(data.enabled ? 'on' : 'off'),
         ` for user ${data.user ?? '(none)'}: `, h('span#eval-reason', data.reason),
-        data.bucket !== undefined ? h('span.muted', ` (bucket ${data.bucket})`) : null));
+        data.bucket !== undefined && !String(data.reason).includes('bucket') ? h('span.muted', ` (bucket ${data.bucket})`) : null));
     } catch (error) { fill(decision, message('error', error.describe())); }
   } },
   h('div.toolbar', h('label', { for: 'eval-user' }, 'User'), user,

@@ -11,7 +11,7 @@ export function mount(main) {
   const status = h('select#member-status', { onchange: render },
     h('option', { value: '' }, 'any status'),
     STATUSES.map((s) => h('option', { value: s }, s)));
-  const text = h('input#member-filter', { type: 'search', placeholder: 'name, address or tag', oninput: render });
+  const text = h('input#member-filter', { type: 'search', placeholder: 'name, address or tag', oninput: render, onchange: render });
   const summary = h('p#member-summary.muted', { 'aria-live': 'polite' });
   const body = h('div#members');
   fill(main,
