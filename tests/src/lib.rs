@@ -18,6 +18,7 @@ use serde_json::Value;
 pub mod campaign;
 pub mod dns;
 pub mod relay;
+pub mod webdriver;
 
 /// Gossip port every test agent uses on its own loopback address.
 pub const GOSSIP_PORT: u16 = 17946;

@@ -8,12 +8,18 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::consul_json::Member;
-use super::{ApiError, ApiState};
+use axum::response::Response;
 
-/// `GET /v1/agent/members`
-pub async fn members(State(state): State<ApiState>) -> Json<Vec<Member>> {
-    let snapshot = state.snapshot();
-    Json(snapshot.members.iter().map(Member::from_view).collect())
+use super::{ApiError, ApiState, Query, blocking};
+
+/// `GET /v1/agent/members` (blocking queries work as on the catalog: the
+/// UI's members page waits on it).
+pub async fn members(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
+    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+        let members: Vec<Member> = snapshot.members.iter().map(Member::from_view).collect();
+        Ok(json!(members))
+    })
+    .await
 }
 
 /// `GET /v1/agent/self`

@@ -21,6 +21,8 @@
 //! - [`prometheus_sd`]: `/v1/shoal/prometheus/targets`, the catalog for
 //!   Prometheus's `http_sd_configs`.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
+//! - [`ui`]: the operator's web UI at `/ui/` (static files; its data
+//!   comes from the routes above).
 //! - [`guard`]: the URI and body limits, the `Host` check, and the API
 //!   token (`[acl]`) each route needs.
 //! - [`front`]: the service: one step in front of the router (guard,
@@ -49,6 +51,7 @@ pub mod refused;
 pub mod registry;
 pub mod status;
 pub mod template;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -224,6 +227,12 @@ pub fn router(state: ApiState) -> front::Api {
         .read("/metrics", get(metrics::prometheus))
         .read("/v1/agent/metrics", get(metrics::agent_metrics))
         .read("/v1/shoal/prometheus/targets", get(prometheus_sd::targets))
+        .read("/v1/internal/ui/services", get(ui::services::services))
+        // The UI's files hold no data; `/` sends browsers to them.
+        .open("/ui", get(ui::to_index))
+        .open("/ui/", get(ui::index))
+        .open("/ui/{file}", get(ui::file))
+        .open("/", get(ui::root).fallback(not_found))
         .into_router()
         .fallback(not_found)
         .with_state(state);
@@ -382,7 +391,7 @@ impl From<KvWriteError> for ApiError {
     }
 }
 
-async fn not_found(
+pub(crate) async fn not_found(
     axum::extract::State(state): axum::extract::State<ApiState>,
     method: Method,
     uri: Uri,
