@@ -32,6 +32,20 @@ pub const REFUSED: &[(&str, &str)] = &[
     ("/v1/snapshot", NO_SERVERS),
     ("/v1/operator/raft/{*rest}", NO_SERVERS),
     ("/v1/operator/autopilot/{*rest}", NO_SERVERS),
+    ("/v1/catalog/register", OWN_RECORDS),
+    ("/v1/catalog/deregister", OWN_RECORDS),
+    ("/v1/catalog/connect/{service}", CONNECT),
+    ("/v1/catalog/gateway-services/{gateway}", CONNECT),
+    ("/v1/health/connect/{service}", CONNECT),
+    ("/v1/health/ingress/{service}", CONNECT),
+    (
+        "/v1/agent/join/{address}",
+        "Shoal agents join through their seeds (--join, `join` in the config file) and keep announcing to them, so a partitioned or restarted agent finds the cluster again by itself; add the address to `join` and restart the agent",
+    ),
+    (
+        "/v1/agent/force-leave/{node}",
+        "a failed member is removed from every agent by itself after gossip.remove_down_after, and a member that leaves gracefully (shoal leave, SIGTERM) is gone at once",
+    ),
 ];
 
 /// Why sessions and locks (`/v1/session/*`, KV `?acquire`/`?release`)
@@ -39,6 +53,7 @@ pub const REFUSED: &[(&str, &str)] = &[
 pub const SESSIONS: &str = "sessions and locks need consensus to be safe, and Shoal has none (no servers, no Raft): two agents on two sides of a partition would both hold the lock; use a lock service built on consensus (etcd, ZooKeeper, a database), or make the work safe to run twice";
 const CONNECT: &str = "Shoal has no service mesh (Connect, intentions, certificates, config entries); run a mesh beside it, or use TLS between services";
 const PREPARED: &str = "Shoal has no prepared queries; ask /v1/health/service/:name with ?passing, ?tag=, ?node-meta= or ?filter= instead";
+const OWN_RECORDS: &str = "each node's record has one writer, its own agent: register a service on the agent beside it (PUT /v1/agent/service/register); nodes without an agent (external services) can't be registered";
 const NO_SERVERS: &str = "Shoal has no servers and no Raft: there is no log to snapshot and no quorum to operate; each agent keeps its own state in its data dir";
 
 /// The 501 answer for `reason`.
