@@ -60,6 +60,12 @@ use bounded_codec::{BoundedCodec, GenerationBound};
 
 type Swim = Foca<NodeId, BoundedCodec, StdRng, RumorHandler>;
 
+/// Least time between two exchanges started because a member came up.
+/// Without it, a node that joins a cluster of N (or sees a partition heal)
+/// opened N exchanges at once, and every member opened one with the
+/// newcomer: O(N^2) exchanges for a cluster starting together.
+pub const UP_SYNC_SPACING: Duration = Duration::from_secs(1);
+
 /// Counters, all monotonic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -152,6 +158,12 @@ pub struct Node {
     down: HashMap<SocketAddr, NodeId>,
     /// Whether a `Pulls` timer is on its way.
     pull_timer: bool,
+    /// The next rejoin announces to every seed, live members included:
+    /// set when we renewed our identity.
+    announce_all_seeds: bool,
+    /// When a member coming up last made us start an exchange (see
+    /// [`UP_SYNC_SPACING`]).
+    last_up_sync: Option<Duration>,
     counters: Counters,
     /// Whether we merged a peer's side of an exchange since we were last
     /// alone (or started): tombstones are collected only then.
@@ -201,6 +213,8 @@ impl Node {
             name_events: Vec::new(),
             down: HashMap::new(),
             pull_timer: false,
+            announce_all_seeds: false,
+            last_up_sync: None,
             counters: Counters::default(),
             kv_in_touch: false,
             kv_dropped: Vec::new(),
@@ -278,7 +292,8 @@ impl Node {
                 self.sweep_orphans();
                 // A newcomer retries soon: its record waits on an exchange.
                 let mean = if self.name_claimed() {
-                    self.config.anti_entropy_interval
+                    let size = self.swim.num_members() as u32 + 1;
+                    self.config.anti_entropy_mean(size)
                 } else {
                     self.config.rejoin_min
                 };
@@ -482,9 +497,23 @@ impl Node {
             match notification {
                 OwnedNotification::MemberUp(id) => {
                     self.down.remove(&id.addr);
-                    self.lock_state().member_up(id);
-                    // Fetch its record (and give it ours) right away.
-                    self.effects.syncs.push(id.addr());
+                    let now = {
+                        let mut state = self.lock_state();
+                        state.member_up(id);
+                        state.clock().now()
+                    };
+                    // Fetch its record (and give it ours) right away, but
+                    // not for every member of a join's feed or of a healed
+                    // partition: one exchange brings all that the peer
+                    // holds, and the newcomer's record is gossiped.
+                    let due = match (now, self.last_up_sync) {
+                        (Some(now), Some(last)) => now.saturating_sub(last) >= UP_SYNC_SPACING,
+                        _ => true,
+                    };
+                    if due {
+                        self.last_up_sync = now;
+                        self.effects.syncs.push(id.addr());
+                    }
                     self.changed = true;
                 }
                 OwnedNotification::MemberDown(id) => {
@@ -501,6 +530,14 @@ impl Node {
                 | OwnedNotification::ProbeFailed(..) => {}
                 OwnedNotification::Active => {
                     self.rejoin_backoff = self.config.rejoin_min;
+                    // Joined (or rejoined): gossip our record, which members
+                    // no longer fetch from every newcomer (`UP_SYNC_SPACING`).
+                    if self.name_claimed() {
+                        let record = self.lock_state().local().clone();
+                        if let Err(error) = self.swim.add_broadcast(&Rumor::encode_for(&record)) {
+                            debug_assert!(false, "our own rumor was refused: {error}");
+                        }
+                    }
                 }
                 OwnedNotification::Idle => {
                     self.kv_in_touch = false;
@@ -513,6 +550,7 @@ impl Node {
                     self.renewed = Some(id);
                     self.update_local(|record| record.id = id);
                     // Announce the new identity to the seeds right away.
+                    self.announce_all_seeds = true;
                     self.rejoin_after(Duration::ZERO);
                 }
                 OwnedNotification::Defunct => {
