@@ -11,6 +11,7 @@
 //! - `http`: a one-connection HTTP/1.1 client;
 //! - `lookup`: the localhost lookup benchmark (wrk and an open-loop generator);
 //! - `process`, `netns`: child processes, `/proc` figures, loopback counters;
+//! - `traffic`: what each agent sends (a packet socket on the loopback);
 //! - `report`, `stats`: CSV and markdown output, percentiles.
 
 mod cluster;
@@ -25,6 +26,7 @@ mod report;
 mod serf_rpc;
 mod stats;
 mod system;
+mod traffic;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -107,7 +109,7 @@ struct ClusterArgs {
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Agents SIGKILLed, one after the other, for failure detection.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 10)]
     kills: usize,
     /// Idle window for CPU and gossip bytes.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]

@@ -505,7 +505,8 @@ impl Node {
                     // Fetch its record (and give it ours) right away, but
                     // not for every member of a join's feed or of a healed
                     // partition: one exchange brings all that the peer
-                    // holds, and the newcomer's record is gossiped.
+                    // holds, and a newcomer gossips its record once it has
+                    // checked its name (see `name`).
                     let due = match (now, self.last_up_sync) {
                         (Some(now), Some(last)) => now.saturating_sub(last) >= UP_SYNC_SPACING,
                         _ => true,
@@ -530,14 +531,6 @@ impl Node {
                 | OwnedNotification::ProbeFailed(..) => {}
                 OwnedNotification::Active => {
                     self.rejoin_backoff = self.config.rejoin_min;
-                    // Joined (or rejoined): gossip our record, which members
-                    // no longer fetch from every newcomer (`UP_SYNC_SPACING`).
-                    if self.name_claimed() {
-                        let record = self.lock_state().local().clone();
-                        if let Err(error) = self.swim.add_broadcast(&Rumor::encode_for(&record)) {
-                            debug_assert!(false, "our own rumor was refused: {error}");
-                        }
-                    }
                 }
                 OwnedNotification::Idle => {
                     self.kv_in_touch = false;
