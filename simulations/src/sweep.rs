@@ -94,14 +94,15 @@ pub fn slow_scenario(local_health: bool, seed: u64) -> Scenario {
 }
 
 /// An idle cluster of `nodes` (3 seeds) for ten virtual minutes after a
-/// two-minute join: what each agent sends when nothing happens, seeds
+/// ten-minute join: what each agent sends when nothing happens, seeds
 /// included.
 pub fn traffic_scenario(nodes: usize, seed: u64) -> Scenario {
-    let mut scenario = base(format!("traffic-{nodes}"), nodes, 720.0, seed);
+    let mut scenario = base(format!("traffic-{nodes}"), nodes, 1200.0, seed);
     // Joined through the seeds, as real agents are; measured once the
-    // join has settled.
+    // join has settled (records spread by anti-entropy here: simulated
+    // nodes skip the name check, after which an agent gossips its record).
     scenario.bootstrap = crate::scenario::Bootstrap::Join;
-    scenario.traffic_from_s = 120.0;
+    scenario.traffic_from_s = 600.0;
     scenario.sample_s = 60.0;
     scenario
 }

@@ -140,6 +140,7 @@ pub struct Node {
     envelope: Envelope,
     effects: Effects,
     rng: StdRng,
+    /// The cluster size foca's configuration was last derived from.
     size_bucket: u32,
     rejoin_token: u32,
     rejoin_backoff: Duration,
@@ -551,10 +552,15 @@ impl Node {
                 }
             }
         }
+        // Re-applied at every change of size, so the suspicion timeout is
+        // memberlist's for the size now (`4 log10 n` probe periods). Applied
+        // only when the power-of-two bucket changed, it was computed for
+        // whatever size the cluster had when it crossed into the bucket: at
+        // 100 members anywhere from 7.3 s to 8 s, so detection time depended
+        // on the cluster's history.
         let size = self.swim.num_members() as u32 + 1;
-        let bucket = size.next_power_of_two();
-        if bucket != self.size_bucket {
-            self.size_bucket = bucket;
+        if size != self.size_bucket {
+            self.size_bucket = size;
             if let Err(error) = self.swim.set_config(self.config.swim_config(size)) {
                 debug_assert!(false, "foca refused a resized config: {error}");
             }
