@@ -11,8 +11,8 @@
 //! timer, to a random peer) and reported apart (`tcp_unattributed`).
 //! Shoal dials from its own address.
 //!
-//! Bytes count as the loopback counters do: the IP packet plus the 14-byte
-//! link header.
+//! Bytes count as the loopback counters do: the IP packet, IP and UDP or
+//! TCP headers included.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -23,8 +23,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-/// Link header on loopback, counted as `/proc/net/dev` counts it.
-const LINK_HEADER: u64 = 14;
+/// Bytes added to each IP packet's length. The loopback's own counters
+/// (`/proc/net/dev`) count the IP packet alone (the driver strips the
+/// link header before it counts), and so do we.
+const LINK_HEADER: u64 = 0;
+/// Both systems' gossip port in the benchmark (see `System::spawn`).
+const GOSSIP_PORT: u16 = 7946;
 
 /// Packets and bytes one address sent, by protocol.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -47,7 +51,9 @@ impl Capture {
     /// Starts counting outgoing IPv4 packets on this network namespace's
     /// loopback. Needs root (CAP_NET_RAW).
     pub fn start() -> Result<Capture> {
-        let protocol = (libc::ETH_P_IP as u16).to_be();
+        // ETH_P_ALL: only such sockets see packets on their way out (a
+        // socket for ETH_P_IP alone sees them only as they come back in).
+        let protocol = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2) call; the descriptor is owned below.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(protocol)) };
         if fd < 0 {
@@ -123,7 +129,9 @@ fn read_loop(fd: i32, stop: &AtomicBool, counts: &Mutex<HashMap<Ipv4Addr, Sent>>
             continue; // the timeout: look at `stop` again
         }
         // Loopback shows each packet twice: going out, and coming in.
-        if from.sll_pkttype != libc::PACKET_OUTGOING as u8 {
+        if from.sll_pkttype != libc::PACKET_OUTGOING
+            || from.sll_protocol != (libc::ETH_P_IP as u16).to_be()
+        {
             continue;
         }
         let seen = (read as usize).min(buffer.len());
@@ -148,14 +156,30 @@ fn read_loop(fd: i32, stop: &AtomicBool, counts: &Mutex<HashMap<Ipv4Addr, Sent>>
     unsafe { libc::close(fd) };
 }
 
-/// Source address, protocol number and total length of an IPv4 packet.
+/// Source address, protocol number and total length of an IPv4 packet
+/// of the gossip: UDP from the gossip port, TCP from or to it (anti-entropy
+/// / push-pull). The agents' HTTP and RPC traffic (the benchmark's own
+/// queries) is left out.
 fn parse_ipv4(packet: &[u8]) -> Option<(Ipv4Addr, u8, u16)> {
     if packet.len() < 20 || packet[0] >> 4 != 4 {
         return None;
     }
+    let header = usize::from(packet[0] & 0x0f) * 4;
+    let ports = packet.get(header..header + 4)?;
+    let source_port = u16::from_be_bytes([ports[0], ports[1]]);
+    let destination_port = u16::from_be_bytes([ports[2], ports[3]]);
+    let protocol = packet[9];
+    let gossip = match protocol {
+        17 => source_port == GOSSIP_PORT,
+        6 => source_port == GOSSIP_PORT || destination_port == GOSSIP_PORT,
+        _ => false,
+    };
+    if !gossip {
+        return None;
+    }
     let length = u16::from_be_bytes([packet[2], packet[3]]);
     let source = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
-    Some((source, packet[9], length))
+    Some((source, protocol, length))
 }
 
 /// Per-agent rates (per second) of one system, with the unattributed TCP
@@ -224,11 +248,18 @@ mod tests {
         packet[2..4].copy_from_slice(&28u16.to_be_bytes());
         packet[9] = 17;
         packet[12..16].copy_from_slice(&[127, 10, 0, 3]);
+        packet[20..22].copy_from_slice(&GOSSIP_PORT.to_be_bytes());
         assert_eq!(
             parse_ipv4(&packet),
             Some((Ipv4Addr::new(127, 10, 0, 3), 17, 28))
         );
         assert_eq!(parse_ipv4(&packet[..10]), None);
+        // An HTTP answer (from port 8500) is no gossip.
+        packet[9] = 6;
+        packet[20..22].copy_from_slice(&8500u16.to_be_bytes());
+        assert_eq!(parse_ipv4(&packet), None);
+        packet[22..24].copy_from_slice(&GOSSIP_PORT.to_be_bytes());
+        assert!(parse_ipv4(&packet).is_some(), "TCP to the gossip port");
     }
 
     #[test]
