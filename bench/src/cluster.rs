@@ -31,6 +31,10 @@ pub struct Options {
     pub view_poll: Duration,
     /// Pause after convergence and between rounds, for gossip to go quiet.
     pub settle: Duration,
+    /// Pause between the join and the idle window: the join's own gossip
+    /// (every member and record, retransmitted) takes a few seconds to die
+    /// down at 50 agents and more, and is not idle traffic.
+    pub warmup: Duration,
     /// Whether loopback counters measure only this benchmark (private netns).
     pub private_netns: bool,
     pub work: PathBuf,
@@ -65,7 +69,7 @@ pub async fn run(
     );
 
     let mut agents = start(system, size, &work, options, report).await?;
-    tokio::time::sleep(options.settle).await;
+    tokio::time::sleep(options.warmup.max(options.settle)).await;
     check_running(&mut agents)?;
 
     eprintln!("[{name} n={size}] idle window {:?}", options.idle);

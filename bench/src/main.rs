@@ -123,6 +123,9 @@ struct ClusterArgs {
     /// Pause after convergence and between rounds.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     settle: Duration,
+    /// Pause between the join and the idle window (the join's gossip dies down).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
 }
 
 #[derive(Args, Clone)]
@@ -199,6 +202,7 @@ async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -
         change_poll: args.change_poll,
         view_poll: args.view_poll,
         settle: args.settle,
+        warmup: args.warmup,
         private_netns,
         work: common.work.clone(),
     };
