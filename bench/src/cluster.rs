@@ -14,7 +14,7 @@ use crate::process;
 use crate::report::Report;
 use crate::stats::{self, ms};
 use crate::system::{Agent, Status, System};
-use crate::{footprint, propagation};
+use crate::{footprint, propagation, traffic};
 
 /// Knobs of one run; see `shoal-bench cluster --help`.
 #[derive(Clone, Debug)]
@@ -31,6 +31,10 @@ pub struct Options {
     pub view_poll: Duration,
     /// Pause after convergence and between rounds, for gossip to go quiet.
     pub settle: Duration,
+    /// Pause between the join and the idle window: the join's own gossip
+    /// (every member and record, retransmitted) takes a few seconds to die
+    /// down at 50 agents and more, and is not idle traffic.
+    pub warmup: Duration,
     /// Whether loopback counters measure only this benchmark (private netns).
     pub private_netns: bool,
     pub work: PathBuf,
@@ -65,11 +69,31 @@ pub async fn run(
     );
 
     let mut agents = start(system, size, &work, options, report).await?;
-    tokio::time::sleep(options.settle).await;
+    tokio::time::sleep(options.warmup.max(options.settle)).await;
     check_running(&mut agents)?;
 
     eprintln!("[{name} n={size}] idle window {:?}", options.idle);
+    let capture = options
+        .private_netns
+        .then(traffic::Capture::start)
+        .transpose()?;
     footprint::idle_window(system, &mut agents, options, report).await?;
+    if let Some(capture) = capture {
+        let (counts, elapsed) = capture.stop();
+        let addresses: Vec<(String, std::net::Ipv4Addr)> = agents
+            .iter()
+            .filter_map(|agent| match agent.gossip.ip() {
+                std::net::IpAddr::V4(ip) => Some((agent.name.clone(), ip)),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        report_traffic(
+            name,
+            size,
+            &traffic::per_agent(&counts, &addresses, elapsed),
+            report,
+        );
+    }
 
     let modes: &[propagation::Mode] = match system {
         System::Shoal { .. } => &[propagation::Mode::Block, propagation::Mode::Poll],
@@ -127,8 +151,10 @@ pub async fn run(
     let mut detections = Vec::new();
     let mut firsts = Vec::new();
     let mut missed = 0;
-    for kill in 0..options.kills.min(size - 2) {
-        let victim = size - 1 - kill;
+    for kill in 0..options.kills {
+        // Never the seed; each victim is restarted once detected, so any
+        // number of kills leaves the cluster at N.
+        let victim = size - 1 - kill % (size - 1);
         eprintln!("[{name} n={size}] SIGKILL {}", agents[victim].name);
         let seen = detect_failure(system, &mut agents, victim, options).await?;
         for (agent, latency) in &seen {
@@ -136,8 +162,15 @@ pub async fn run(
         }
         let latencies: Vec<f64> = seen.iter().map(|(_, latency)| *latency).collect();
         firsts.push(stats::min(&latencies));
-        missed += (size - 1 - kill) - latencies.len();
+        missed += (size - 1) - latencies.len();
         detections.extend(latencies);
+        if kill + 1 < options.kills {
+            let seed = agents[0].gossip;
+            agents[victim] = system.spawn(victim, Some(seed), &work)?;
+            wait_all_alive(system, &agents, size, options, Instant::now())
+                .await
+                .with_context(|| format!("{} did not rejoin", agents[victim].name))?;
+        }
         tokio::time::sleep(options.settle).await;
     }
     report.summary(name, size, "detect_first_ms", stats::median(&firsts), "ms");
@@ -160,6 +193,39 @@ pub async fn run(
     eprintln!("[{name} n={size}] done, stopping agents");
     drop(agents);
     Ok(())
+}
+
+/// Per-agent traffic of the idle window: median, busiest and their ratio
+/// (the hotspot figure), UDP and TCP together and apart.
+fn report_traffic(name: &str, size: usize, rates: &traffic::PerAgent, report: &mut Report) {
+    for row in &rates.rows {
+        report.traffic(name, size, row);
+    }
+    let column = |pick: fn(&(String, f64, f64, f64, f64)) -> f64| -> Vec<f64> {
+        rates.rows.iter().map(pick).collect()
+    };
+    for (metric, values, unit) in [
+        ("agent_bytes", column(|r| r.1 + r.3), "B/s"),
+        ("agent_packets", column(|r| r.2 + r.4), "pkt/s"),
+        ("agent_udp_bytes", column(|r| r.1), "B/s"),
+        ("agent_udp_packets", column(|r| r.2), "pkt/s"),
+        ("agent_tcp_bytes", column(|r| r.3), "B/s"),
+        ("agent_tcp_packets", column(|r| r.4), "pkt/s"),
+    ] {
+        let (median, max) = (stats::median(&values), stats::max(&values));
+        report.summary(name, size, &format!("{metric}_median"), median, unit);
+        report.summary(name, size, &format!("{metric}_max"), max, unit);
+        if median > 0.0 {
+            report.summary(name, size, &format!("{metric}_ratio"), max / median, "x");
+        }
+    }
+    report.summary(
+        name,
+        size,
+        "tcp_unattributed_bytes_s",
+        rates.tcp_unattributed.0,
+        "B/s",
+    );
 }
 
 fn check_running(agents: &mut [Agent]) -> Result<()> {
@@ -199,6 +265,25 @@ async fn start(
     }
     report.summary(name, size, "spawn_ms", ms(started.elapsed()), "ms");
 
+    let converged = wait_all_alive(system, &agents, size, options, started).await?;
+    for (agent, latency) in &converged {
+        report.sample(name, size, "join", 0, agent, *latency);
+    }
+    let converged: Vec<f64> = converged.iter().map(|(_, latency)| *latency).collect();
+    report.summary(name, size, "join_p50_ms", stats::median(&converged), "ms");
+    report.summary(name, size, "join_all_ms", stats::max(&converged), "ms");
+    Ok(agents)
+}
+
+/// Waits until every agent lists `size` alive members; returns when each
+/// did (ms since `started`).
+async fn wait_all_alive(
+    system: &System,
+    agents: &[Agent],
+    size: usize,
+    options: &Options,
+    started: Instant,
+) -> Result<Vec<(String, f64)>> {
     let deadline = started + JOIN_DEADLINE;
     let mut watchers = JoinSet::new();
     for (index, agent) in agents.iter().enumerate() {
@@ -227,17 +312,11 @@ async fn start(
     while let Some(result) = watchers.join_next().await {
         let (agent, seen) = result?;
         match seen {
-            Some(at) => {
-                let latency = ms(at - started);
-                report.sample(name, size, "join", 0, &agent, latency);
-                converged.push(latency);
-            }
+            Some(at) => converged.push((agent, ms(at - started))),
             None => bail!("{agent} did not see {size} alive members within {JOIN_DEADLINE:?}"),
         }
     }
-    report.summary(name, size, "join_p50_ms", stats::median(&converged), "ms");
-    report.summary(name, size, "join_all_ms", stats::max(&converged), "ms");
-    Ok(agents)
+    Ok(converged)
 }
 
 /// Agent `index`'s offset inside one poll interval, so that the pollers of
@@ -261,7 +340,7 @@ async fn detect_failure(
     for (index, agent) in agents
         .iter()
         .enumerate()
-        .filter(|(index, _)| *index < victim)
+        .filter(|(index, _)| *index != victim)
     {
         let mut client = system.client(agent);
         client

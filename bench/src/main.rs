@@ -12,6 +12,7 @@
 //! - `lookup`: the localhost lookup benchmark (wrk and an open-loop generator);
 //! - `dns`: Shoal's DNS interface beside dnsmasq (dnsperf);
 //! - `process`, `netns`: child processes, `/proc` figures, loopback counters;
+//! - `traffic`: what each agent sends (a packet socket on the loopback);
 //! - `report`, `stats`: CSV and markdown output, percentiles.
 
 mod cluster;
@@ -27,6 +28,7 @@ mod report;
 mod serf_rpc;
 mod stats;
 mod system;
+mod traffic;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -116,7 +118,7 @@ struct ClusterArgs {
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Agents SIGKILLed, one after the other, for failure detection.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 10)]
     kills: usize,
     /// Idle window for CPU and gossip bytes.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -130,6 +132,9 @@ struct ClusterArgs {
     /// Pause after convergence and between rounds.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     settle: Duration,
+    /// Pause between the join and the idle window (the join's gossip dies down).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
 }
 
 #[derive(Args, Clone)]
@@ -225,6 +230,7 @@ async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -
         change_poll: args.change_poll,
         view_poll: args.view_poll,
         settle: args.settle,
+        warmup: args.warmup,
         private_netns,
         work: common.work.clone(),
     };

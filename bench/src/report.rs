@@ -18,12 +18,16 @@ pub struct Report {
     resources: Vec<String>,
     /// `system,n,metric,value,unit`.
     summary: Vec<String>,
+    /// `system,n,agent,udp_bytes_s,udp_packets_s,tcp_bytes_s,tcp_packets_s`.
+    traffic: Vec<String>,
 }
 
 pub const SAMPLES_HEADER: &str = "system,n,phase,round,agent,ms";
 pub const RESOURCES_HEADER: &str =
     "system,n,agent,rss_kib,rss_anon_kib,rss_file_kib,pss_kib,idle_cpu_pct";
 pub const SUMMARY_HEADER: &str = "system,n,metric,value,unit";
+pub const TRAFFIC_HEADER: &str =
+    "system,n,agent,udp_bytes_s,udp_packets_s,tcp_bytes_s,tcp_packets_s";
 
 impl Report {
     pub fn sample(
@@ -53,6 +57,14 @@ impl Report {
         ));
     }
 
+    /// One agent's traffic in the idle window (see `traffic::PerAgent`).
+    pub fn traffic(&mut self, system: &str, n: usize, row: &(String, f64, f64, f64, f64)) {
+        let (agent, udp_bytes, udp_packets, tcp_bytes, tcp_packets) = row;
+        self.traffic.push(format!(
+            "{system},{n},{agent},{udp_bytes:.1},{udp_packets:.3},{tcp_bytes:.1},{tcp_packets:.3}"
+        ));
+    }
+
     pub fn summary(&mut self, system: &str, n: usize, metric: &str, value: f64, unit: &str) {
         self.summary
             .push(format!("{system},{n},{metric},{value:.3},{unit}"));
@@ -65,6 +77,7 @@ impl Report {
             ("cluster_samples.csv", SAMPLES_HEADER, &self.samples),
             ("cluster_resources.csv", RESOURCES_HEADER, &self.resources),
             ("cluster_summary.csv", SUMMARY_HEADER, &self.summary),
+            ("cluster_traffic.csv", TRAFFIC_HEADER, &self.traffic),
         ] {
             let mut text = format!("{header}\n");
             for row in rows {
@@ -197,6 +210,62 @@ const ROWS: &[(&str, &str, f64, usize)] = &[
     (
         "Shoal's own counter: payload bytes out per agent per second",
         "own_bytes_out_per_agent_s",
+        1.0,
+        0,
+    ),
+    (
+        "Gossip bytes sent per agent per second, UDP + TCP: median agent",
+        "agent_bytes_median",
+        1.0,
+        0,
+    ),
+    (
+        "Gossip bytes sent per agent per second: busiest agent",
+        "agent_bytes_max",
+        1.0,
+        0,
+    ),
+    (
+        "Hotspot: busiest / median agent, bytes (target <= 3)",
+        "agent_bytes_ratio",
+        1.0,
+        2,
+    ),
+    (
+        "Gossip packets sent per agent per second, UDP + TCP: median agent",
+        "agent_packets_median",
+        1.0,
+        2,
+    ),
+    (
+        "Gossip packets sent per agent per second: busiest agent",
+        "agent_packets_max",
+        1.0,
+        2,
+    ),
+    (
+        "Hotspot: busiest / median agent, packets (target <= 3)",
+        "agent_packets_ratio",
+        1.0,
+        2,
+    ),
+    (
+        "UDP bytes per agent per second: median",
+        "agent_udp_bytes_median",
+        1.0,
+        0,
+    ),
+    ("UDP bytes: busiest agent", "agent_udp_bytes_max", 1.0, 0),
+    (
+        "TCP bytes per agent per second: median",
+        "agent_tcp_bytes_median",
+        1.0,
+        0,
+    ),
+    ("TCP bytes: busiest agent", "agent_tcp_bytes_max", 1.0, 0),
+    (
+        "TCP bytes from no agent's address (Serf's dialer), spread evenly",
+        "tcp_unattributed_bytes_s",
         1.0,
         0,
     ),

@@ -6,6 +6,11 @@
 //!
 //! ```text
 //! initiator                                   responder
+//!   Digest { summary: hashes of the records'
+//!            names + versions, of the members
+//!            and of the KV store }            ─▶
+//!                           ◀─ Delta { resend } when a hash differs, else
+//!                                      an empty Delta (go to Records)
 //!   Digest { names + versions,
 //!            KV root + bucket hashes,
 //!            members }                       ─▶
@@ -37,8 +42,13 @@
 //! order: after sending a message it expects [`SyncMessage::expects`]
 //! back, or nothing when that is `None` (the exchange is over).
 //!
-//! A quiet exchange (nothing differs) costs O(nodes + buckets), never
-//! O(keys): KV entries only travel for buckets whose hashes differ.
+//! A quiet exchange (nothing differs) costs O(1) bytes: the first digest
+//! is a summary (three hashes), and only when one of them differs does the
+//! responder ask for the full digest ([`Delta::resend`]), which costs
+//! O(nodes + buckets), never O(keys): KV entries only travel for buckets
+//! whose hashes differ. memberlist's push-pull always sends the full state;
+//! in a converged cluster almost every exchange is quiet, so this keeps the
+//! bytes of anti-entropy flat in the cluster size.
 //!
 //! The digest and every page also carry their sender's KV collection
 //! horizon (see [`crate::kv`]). A side that sees the other *lack* one of
@@ -77,16 +87,56 @@ pub struct DigestEntry {
 /// Initiator → responder: everything the initiator has, summarized.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Digest {
-    /// Name and order of every record the initiator holds.
+    /// Name and order of every record the initiator holds (empty in a
+    /// summary).
     pub nodes: Vec<DigestEntry>,
     /// Hash over all KV buckets: equal roots, nothing to compare.
     pub kv_root: u64,
-    /// The hash of each KV bucket ([`crate::kv::BUCKETS`] of them).
+    /// The hash of each KV bucket ([`crate::kv::BUCKETS`] of them; empty
+    /// in a summary).
     pub kv_bucket_hashes: Vec<u64>,
-    /// The members the initiator holds alive (itself included).
+    /// The members the initiator holds alive (itself included; empty in a
+    /// summary).
     pub members: Vec<NodeId>,
     /// The initiator's KV collection horizon (0: it vouches for nothing).
     pub kv_horizon: u64,
+    /// Hash of `nodes` (see [`nodes_hash`]), sent in full or not.
+    pub nodes_hash: u64,
+    /// Hash of `members` (see [`members_hash`]), sent in full or not.
+    pub members_hash: u64,
+    /// The lists are left out: the responder compares the hashes and asks
+    /// for the full digest ([`Delta::resend`]) when one differs.
+    pub summary: bool,
+}
+
+/// Hash of a digest's record entries, whatever their order.
+pub fn nodes_hash(entries: &[DigestEntry]) -> u64 {
+    let mut sorted: Vec<&DigestEntry> = entries.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    let mut bytes = Vec::with_capacity(sorted.len() * 32);
+    for entry in sorted {
+        bytes.extend_from_slice(&(entry.name.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(entry.name.as_bytes());
+        bytes.extend_from_slice(&entry.generation.to_le_bytes());
+        bytes.extend_from_slice(&entry.version.to_le_bytes());
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+/// Hash of a list of members, whatever their order.
+pub fn members_hash(members: &[NodeId]) -> u64 {
+    let mut sorted = members.to_vec();
+    sorted.sort_unstable();
+    let mut bytes = Vec::with_capacity(sorted.len() * 32);
+    for id in sorted {
+        match id.addr.ip() {
+            std::net::IpAddr::V4(ip) => bytes.extend_from_slice(&ip.octets()),
+            std::net::IpAddr::V6(ip) => bytes.extend_from_slice(&ip.octets()),
+        }
+        bytes.extend_from_slice(&id.addr.port().to_le_bytes());
+        bytes.extend_from_slice(&id.generation.to_le_bytes());
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 /// Most KV bytes (keys, values, writer names) in one page. Far above one
@@ -200,6 +250,9 @@ pub struct Delta {
     pub kv: KvPage,
     /// The members the responder holds alive (itself included).
     pub members: Vec<NodeId>,
+    /// The answer to a summary digest whose hashes differ from ours:
+    /// nothing else is set, and the initiator sends its full digest next.
+    pub resend: bool,
 }
 
 /// Initiator → responder: the records asked for, and the first page of the
@@ -248,6 +301,7 @@ impl SyncMessage {
     pub fn expects(&self) -> Option<SyncStep> {
         match self {
             SyncMessage::Digest(_) => Some(SyncStep::Delta),
+            SyncMessage::Delta(delta) if delta.resend => Some(SyncStep::Digest),
             SyncMessage::Delta(_) => Some(SyncStep::Records),
             SyncMessage::Records(Records { kv, .. }) | SyncMessage::Kv(kv) => {
                 (!kv.is_last()).then_some(SyncStep::Kv)

@@ -59,6 +59,7 @@ fn saved_sync_messages_decode_as_their_steps() {
     let dir = regressions("messages");
     for (file, step) in [
         ("seed-sync-digest", SyncStep::Digest),
+        ("seed-sync-summary", SyncStep::Digest),
         ("seed-sync-delta", SyncStep::Delta),
         ("seed-sync-records", SyncStep::Records),
         ("seed-sync-kv", SyncStep::Kv),
@@ -208,8 +209,13 @@ fn write_seed_corpus() {
         "seed-rumor-kv",
         &codec::encode(&Rumor::Kv(entry("flags/new-checkout", b"{\"on\":true}"))),
     );
-    let digest = peer.sync_open();
+    let digest = peer.sync_open_full();
     write("messages", "seed-sync-digest", &codec::encode(&digest));
+    write(
+        "messages",
+        "seed-sync-summary",
+        &codec::encode(&peer.sync_open()),
+    );
     let empty = peer
         .on_sync(SyncMessage::Digest(Digest {
             nodes: Vec::new(),
@@ -217,6 +223,9 @@ fn write_seed_corpus() {
             kv_bucket_hashes: vec![0; 256],
             members: Vec::new(),
             kv_horizon: 0,
+            nodes_hash: 0,
+            members_hash: 0,
+            summary: false,
         }))
         .expect("a digest is answered");
     write("messages", "seed-sync-delta", &codec::encode(&empty));

@@ -68,7 +68,12 @@ fn from_peer(node: &mut Node, kv_entries: Vec<KvEntry>, records: Vec<NodeRecord>
 
 /// One whole anti-entropy exchange, `initiator` first.
 fn exchange(initiator: &mut Node, responder: &mut Node) {
-    let delta = responder.on_sync(initiator.sync_open()).expect("a delta");
+    let mut delta = responder.on_sync(initiator.sync_open()).expect("a delta");
+    if delta.expects() == Some(shoal_protocol::sync::SyncStep::Digest) {
+        // The summary differed: the full digest follows.
+        let full = initiator.on_sync(delta).expect("the full digest");
+        delta = responder.on_sync(full).expect("a delta");
+    }
     let records = initiator.on_sync(delta).expect("records");
     assert!(responder.on_sync(records).is_none());
 }

@@ -252,7 +252,7 @@ fn one_exchange_teaches_a_bounded_number_of_members() {
         .collect();
     // A digest carrying them, as a peer (or anyone who can reach the
     // anti-entropy port of a plaintext cluster) would send it.
-    let SyncMessage::Digest(mut digest) = net.nodes[1].sync_open() else {
+    let SyncMessage::Digest(mut digest) = net.nodes[1].sync_open_full() else {
         panic!("sync_open makes a digest");
     };
     digest.members = fake;
@@ -326,7 +326,7 @@ fn records_of_name_churn_stay_bounded() {
         records <= 1 + 4,
         "{records} records after 40 short-lived names at 4 addresses"
     );
-    let SyncMessage::Digest(digest) = net.nodes[0].sync_open() else {
+    let SyncMessage::Digest(digest) = net.nodes[0].sync_open_full() else {
         panic!("sync_open makes a digest");
     };
     let digest = digest.nodes.len();

@@ -148,6 +148,7 @@ impl Simulation {
             observers: 0,
             first: None,
             all: (expected == 0).then_some(0),
+            delays: Vec::new(),
         });
     }
 

@@ -13,6 +13,7 @@
 //!   because of them.
 //! - [`metrics`]: dissemination, detection, false positives, convergence.
 //! - [`report`]: the figures of a run, printed and as CSV.
+//! - [`traffic`]: what each agent sends (UDP and TCP), median and busiest.
 //! - [`sweep`]: the parameter sweeps behind `simulations/README.md`.
 //! - [`plot`]: SVG charts of sweep results.
 
@@ -26,6 +27,7 @@ pub mod report;
 pub mod scenario;
 pub mod sim;
 pub mod sweep;
+pub mod traffic;
 
 pub use report::Report;
 pub use scenario::Scenario;

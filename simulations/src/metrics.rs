@@ -48,6 +48,8 @@ pub struct CrashTrack {
     pub observers: usize,
     pub first: Option<Micros>,
     pub all: Option<Micros>,
+    /// Each observer's delay, in the order they declared it down.
+    pub delays: Vec<Micros>,
 }
 
 /// A healthy identity that somebody declared down.
@@ -153,6 +155,7 @@ impl Metrics {
         };
         crash.observers += 1;
         let delay = now - crash.at;
+        crash.delays.push(delay);
         crash.first.get_or_insert(delay);
         if crash.observers >= crash.expected && crash.all.is_none() {
             crash.all = Some(delay);

@@ -23,6 +23,8 @@ pub struct Dissemination {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Detection {
     pub first: Option<f64>,
+    /// The median observer (of those that declared it down).
+    pub p50: Option<f64>,
     pub all: Option<f64>,
     pub observers: usize,
     pub expected: usize,
@@ -65,6 +67,8 @@ pub struct Report {
     /// one entry per record).
     pub max_records: usize,
     pub kv: KvOutcome,
+    /// Per-agent traffic: median and busiest agent.
+    pub traffic: crate::traffic::Traffic,
 }
 
 /// Whether the KV store converged. All zero / `None` when nothing was
@@ -161,6 +165,8 @@ impl Report {
                 .iter()
                 .map(|crash| Detection {
                     first: crash.first.map(seconds),
+                    p50: (!crash.delays.is_empty())
+                        .then(|| seconds(crash.delays[crash.delays.len() / 2])),
                     all: crash.all.map(seconds),
                     observers: crash.observers,
                     expected: crash.expected,
@@ -183,6 +189,7 @@ impl Report {
             syncs_outside: metrics.syncs_outside,
             max_records: sim.max_records(),
             kv: KvOutcome::of(sim),
+            traffic: crate::traffic::Traffic::of(sim),
         }
     }
 
@@ -199,10 +206,14 @@ impl Report {
     /// Column names of [`Report::csv_row`].
     pub const CSV_HEADER: &'static str = "name,seed,nodes,duration_s,local_health,loss,events,\
         changes,dissem_p50_s,dissem_p99_s,dissem_p999_s,dissem_p100_s,min_coverage,\
-        crashes,detect_first_s,detect_all_s,false_positives,false_positives_majority,\
+        crashes,detect_first_s,detect_p50_s,detect_all_s,false_positives,false_positives_majority,\
         faulted_declared_down,partition_downs,renewals,refutations,probe_failures,\
         max_health_score,messages_per_node_s,bytes_per_node_s,datagrams_lost,heal_convergence_s,\
-        sync_exchanges,sync_bytes,kv_writes,kv_keys,kv_converged,kv_convergence_s,kv_missing_keys";
+        sync_exchanges,sync_bytes,kv_writes,kv_keys,kv_converged,kv_convergence_s,kv_missing_keys,\
+        agent_udp_bytes_s_median,agent_udp_bytes_s_max,agent_udp_datagrams_s_median,\
+        agent_udp_datagrams_s_max,agent_tcp_bytes_s_median,agent_tcp_bytes_s_max,\
+        agent_tcp_messages_s_median,agent_tcp_messages_s_max,agent_bytes_s_median,\
+        agent_bytes_s_max,busiest_agent,busiest_is_seed";
 
     /// One CSV row; missing figures are empty cells.
     pub fn csv_row(&self) -> String {
@@ -230,6 +241,7 @@ impl Report {
             cell(min_coverage),
             self.detection.len().to_string(),
             cell(self.mean_detection(|d| d.first)),
+            cell(self.mean_detection(|d| d.p50)),
             cell(self.mean_detection(|d| d.all)),
             self.false_positives.to_string(),
             self.false_positives_majority.to_string(),
@@ -251,7 +263,28 @@ impl Report {
             cell(self.kv.convergence_s),
             self.kv.missing_keys.to_string(),
         ]
+        .into_iter()
+        .chain(self.traffic_cells())
+        .collect::<Vec<_>>()
         .join(",")
+    }
+
+    fn traffic_cells(&self) -> Vec<String> {
+        let t = &self.traffic;
+        let mut cells = Vec::new();
+        for spread in [
+            t.udp_bytes,
+            t.udp_datagrams,
+            t.tcp_bytes,
+            t.tcp_messages,
+            t.bytes,
+        ] {
+            cells.push(format!("{:.2}", spread.median));
+            cells.push(format!("{:.2}", spread.max));
+        }
+        cells.push(t.busiest.to_string());
+        cells.push(t.busiest_is_seed.to_string());
+        cells
     }
 }
 
@@ -293,8 +326,9 @@ impl fmt::Display for Report {
         for (index, d) in self.detection.iter().enumerate() {
             writeln!(
                 f,
-                "  crash {index}: first observer {} | all observers {} ({}/{})",
+                "  crash {index}: first observer {} | median {} | all observers {} ({}/{})",
                 show(d.first),
+                show(d.p50),
                 show(d.all),
                 d.observers,
                 d.expected
@@ -329,6 +363,26 @@ impl fmt::Display for Report {
             self.sync_exchanges,
             self.sync_bytes,
             self.sync_bytes as f64 / (self.nodes as f64 * self.duration_s)
+        )?;
+        let t = &self.traffic;
+        writeln!(
+            f,
+            "  per agent ({} agents), median / busiest: UDP {:.0} / {:.0} B/s, {:.2} / {:.2} datagrams/s; \
+             TCP {:.0} / {:.0} B/s, {:.3} / {:.3} messages/s; all {:.0} / {:.0} B/s ({:.2}x; busiest node {}{})",
+            t.agents,
+            t.udp_bytes.median,
+            t.udp_bytes.max,
+            t.udp_datagrams.median,
+            t.udp_datagrams.max,
+            t.tcp_bytes.median,
+            t.tcp_bytes.max,
+            t.tcp_messages.median,
+            t.tcp_messages.max,
+            t.bytes.median,
+            t.bytes.max,
+            t.bytes.ratio(),
+            t.busiest,
+            if t.busiest_is_seed { ", a seed" } else { "" }
         )?;
         writeln!(
             f,

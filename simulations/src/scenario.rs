@@ -97,6 +97,10 @@ pub struct Scenario {
     /// Sampling period of the time series in the CSV, in seconds.
     #[serde(default = "default_sample")]
     pub sample_s: f64,
+    /// Per-agent traffic is counted from this virtual second on (after a
+    /// join has settled, say). Default 0: the whole run.
+    #[serde(default)]
+    pub traffic_from_s: f64,
     #[serde(default)]
     pub network: NetworkSpec,
     #[serde(default)]

@@ -53,6 +53,8 @@ pub(crate) enum Event {
     },
     Action(usize),
     Resume(usize),
+    /// Per-agent traffic is counted from here (`traffic_from_s`).
+    TrafficMark,
     Sample,
     ConvergenceCheck,
     /// A KV write on `node` (a random healthy node when `None`).
@@ -112,8 +114,30 @@ pub(crate) struct Slot {
     /// Totals of earlier (crashed) instances.
     pub datagrams_out: u64,
     pub bytes_out: u64,
+    /// Anti-entropy messages and their bytes this host sent (TCP in the
+    /// agent), all instances.
+    pub sync_messages_out: u64,
+    pub sync_bytes_out: u64,
+    /// Totals at `traffic_from_s`: UDP bytes, datagrams, TCP bytes,
+    /// messages.
+    pub traffic_mark: [u64; 4],
     /// The node's name (`rename` changes it).
     pub name: String,
+}
+
+impl Slot {
+    /// UDP bytes, datagrams, TCP bytes and messages sent so far.
+    pub(crate) fn traffic_totals(&self) -> [u64; 4] {
+        let (bytes, datagrams) = self.node.as_ref().map_or((0, 0), |node| {
+            (node.counters().bytes_out, node.counters().datagrams_out)
+        });
+        [
+            self.bytes_out + bytes,
+            self.datagrams_out + datagrams,
+            self.sync_bytes_out,
+            self.sync_messages_out,
+        ]
+    }
 }
 
 /// A running simulation.
@@ -171,6 +195,9 @@ impl Simulation {
                     members_down: 0,
                     datagrams_out: 0,
                     bytes_out: 0,
+                    sync_messages_out: 0,
+                    sync_bytes_out: 0,
+                    traffic_mark: [0; 4],
                     name,
                 }
             })
@@ -209,6 +236,10 @@ impl Simulation {
             sim.push(at, RANK_OTHER, Event::Action(index));
         }
         sim.push(0, RANK_OTHER + 1, Event::Sample);
+        if sim.scenario.traffic_from_s > 0.0 {
+            let at = (sim.scenario.traffic_from_s * SECOND as f64) as Micros;
+            sim.push(at, RANK_OTHER + 1, Event::TrafficMark);
+        }
         sim
     }
 
@@ -261,6 +292,11 @@ impl Simulation {
                 self.apply(&action);
             }
             Event::Resume(index) => self.resume(index),
+            Event::TrafficMark => {
+                for slot in &mut self.slots {
+                    slot.traffic_mark = slot.traffic_totals();
+                }
+            }
             Event::Sample => {
                 self.sample();
                 let next = self.now + (self.scenario.sample_s * SECOND as f64) as Micros;
@@ -403,10 +439,10 @@ impl Simulation {
         if !self.network.connected(from, to) {
             return;
         }
-        if matches!(message, SyncMessage::Digest(_)) {
-            self.metrics.sync_exchanges += 1;
-        }
-        self.metrics.sync_bytes += (4 + HEADER_LEN + codec::encoded_len(&message)) as u64;
+        let bytes = (4 + HEADER_LEN + codec::encoded_len(&message)) as u64;
+        self.metrics.sync_bytes += bytes;
+        self.slots[from].sync_bytes_out += bytes;
+        self.slots[from].sync_messages_out += 1;
         let at = self.now + self.network.delay(&mut self.rng, from, to);
         let arrived = at;
         let event = Event::Sync {
@@ -476,6 +512,9 @@ impl Simulation {
             let digest = self.slots[index].node.as_ref().expect("alive").sync_open();
             for peer in syncs {
                 if let Some(to) = node_index(peer, self.slots.len()) {
+                    if self.network.connected(index, to) {
+                        self.metrics.sync_exchanges += 1;
+                    }
                     self.send_sync(index, to, digest.clone());
                 }
             }

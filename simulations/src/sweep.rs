@@ -29,6 +29,7 @@ fn base(name: String, nodes: usize, duration_s: f64, seed: u64) -> Scenario {
         notify_down_members: false,
         remove_down_after_s: None,
         sample_s: 5.0,
+        traffic_from_s: 0.0,
         network: NetworkSpec::default(),
         actions: Vec::new(),
     }
@@ -92,6 +93,43 @@ pub fn slow_scenario(local_health: bool, seed: u64) -> Scenario {
     scenario
 }
 
+/// An idle cluster of `nodes` (3 seeds) for ten virtual minutes after a
+/// ten-minute join: what each agent sends when nothing happens, seeds
+/// included.
+pub fn traffic_scenario(nodes: usize, seed: u64) -> Scenario {
+    let mut scenario = base(format!("traffic-{nodes}"), nodes, 1200.0, seed);
+    // Joined through the seeds, as real agents are; measured once the
+    // join has settled (records spread by anti-entropy here: simulated
+    // nodes skip the name check, after which an agent gossips its record).
+    scenario.bootstrap = crate::scenario::Bootstrap::Join;
+    scenario.traffic_from_s = 600.0;
+    scenario.sample_s = 60.0;
+    scenario
+}
+
+/// `kills` crashes one after the other, 30 s apart, each victim restarted
+/// 15 s after its crash (so small clusters keep their size).
+pub fn detect_scenario(nodes: usize, kills: usize, seed: u64) -> Scenario {
+    let mut scenario = base(
+        format!("detect-{nodes}"),
+        nodes,
+        30.0 * (kills as f64 + 1.0),
+        seed,
+    );
+    let half = nodes / 2;
+    scenario.actions = (0..kills)
+        .flat_map(|kill| {
+            let node = half + kill % (nodes - half);
+            let at_s = 20.0 + 30.0 * kill as f64;
+            [
+                at(at_s, Action::Crash { node }),
+                at(at_s + 15.0, Action::Restart { node }),
+            ]
+        })
+        .collect();
+    scenario
+}
+
 /// Runs the named sweeps and writes their CSV and SVG into `out`.
 pub fn run_sweeps(only: &[String], max_nodes: usize, seed: u64, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -104,6 +142,24 @@ pub fn run_sweeps(only: &[String], max_nodes: usize, seed: u64, out: &Path) -> a
         let reports = run_all(sizes.iter().map(|&n| size_scenario(n, seed)));
         write_rows(out, "size", &reports)?;
         plot::size_chart(&reports, &out.join("size.svg"))?;
+    }
+    if wants("traffic") {
+        let reports = run_all(
+            [10, 50, 100, 250]
+                .into_iter()
+                .filter(|&n| n <= max_nodes)
+                .map(|n| traffic_scenario(n, seed)),
+        );
+        write_rows(out, "traffic", &reports)?;
+    }
+    if wants("detect") {
+        let reports = run_all(
+            [10, 50, 100]
+                .into_iter()
+                .filter(|&n| n <= max_nodes)
+                .map(|n| detect_scenario(n, 10, seed)),
+        );
+        write_rows(out, "detect", &reports)?;
     }
     if wants("loss") {
         let reports = run_all(

@@ -40,7 +40,7 @@ pub const REFUSED: &[(&str, &str)] = &[
     ("/v1/health/ingress/{service}", CONNECT),
     (
         "/v1/agent/join/{address}",
-        "Shoal agents join through their seeds (--join, `join` in the config file) and keep announcing to them, so a partitioned or restarted agent finds the cluster again by itself; add the address to `join` and restart the agent",
+        "Shoal agents join through their seeds (--join, `join` in the config file) and retry seeds and failed members by themselves, so a partitioned or restarted agent finds the cluster again; add the address to `join` and restart the agent",
     ),
     (
         "/v1/agent/force-leave/{node}",

@@ -397,6 +397,9 @@ mod tests {
                 })
                 .collect(),
             kv_horizon: u64::MAX,
+            nodes_hash: u64::MAX,
+            members_hash: u64::MAX,
+            summary: false,
         });
         let sealed = Envelope::with_keyring(
             cluster_id("shoal"),

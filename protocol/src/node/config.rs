@@ -14,7 +14,7 @@ use crate::keyring::SEAL_OVERHEAD;
 #[derive(Clone, Debug)]
 pub struct GossipConfig {
     /// Addresses to announce to when joining, and again whenever this node
-    /// is alone or (every `seed_reannounce`) to heal partitions.
+    /// is alone, or (every `seed_reannounce`) out of touch with a seed.
     pub seeds: Vec<SocketAddr>,
     /// How often a random member is probed. Fixed for the node's lifetime.
     pub probe_period: Duration,
@@ -29,13 +29,18 @@ pub struct GossipConfig {
     /// `suspicion_mult * max(1, log10(n)) * probe_period`.
     pub suspicion_mult: f64,
     /// Mean time between anti-entropy exchanges with a random peer
-    /// (jittered ±50%).
+    /// (jittered ±50%) in a cluster of up to 32 members; above that it is
+    /// stretched as memberlist's push-pull is (see
+    /// [`GossipConfig::anti_entropy_mean`]).
     pub anti_entropy_interval: Duration,
     /// First and largest delay between join attempts while alone.
     pub rejoin_min: Duration,
     pub rejoin_max: Duration,
-    /// How often a connected node announces to its seeds anyway, so that two
-    /// sides of a healed partition find each other again.
+    /// How often a connected node tries to reach the members it holds as
+    /// down (one at random) and the seeds it is not in touch with (all of
+    /// them), so that the two sides of a healed partition find each other
+    /// again: Serf's reconnect. Seeds that are live members are left
+    /// alone, so they carry no more traffic than anyone else.
     pub seed_reannounce: Duration,
     /// How long a leaving node keeps gossiping its "left" record before it
     /// declares itself down.
@@ -95,7 +100,28 @@ impl Default for GossipConfig {
     }
 }
 
+/// Cluster size up to which the anti-entropy interval is not stretched
+/// (memberlist's `pushPullScaleThreshold`).
+pub const ANTI_ENTROPY_SCALE_THRESHOLD: u32 = 32;
+
 impl GossipConfig {
+    /// The mean anti-entropy interval in a cluster of `cluster_size`
+    /// members: `anti_entropy_interval` up to 32 members, then times
+    /// `ceil(log2(n) - log2(32)) + 1` (2x from 33, 3x from 65, 4x from
+    /// 129, ...), as memberlist scales its push-pull. Each node's exchanges
+    /// reach all others in O(log n) rounds either way, and the rate of
+    /// exchanges a node takes part in stays at two per interval.
+    pub fn anti_entropy_mean(&self, cluster_size: u32) -> Duration {
+        if cluster_size <= ANTI_ENTROPY_SCALE_THRESHOLD {
+            return self.anti_entropy_interval;
+        }
+        let multiplier = (f64::from(cluster_size).log2()
+            - f64::from(ANTI_ENTROPY_SCALE_THRESHOLD).log2())
+        .ceil()
+            + 1.0;
+        self.anti_entropy_interval.mul_f64(multiplier)
+    }
+
     /// foca's configuration for a cluster of about `cluster_size` members:
     /// `Config::new_lan` with our overrides, re-applied as the cluster grows.
     pub fn swim_config(&self, cluster_size: u32) -> foca::Config {
@@ -128,6 +154,15 @@ impl GossipConfig {
         // to 10 (measured: a 6.7 s straggler).
         config.max_transmissions =
             std::num::NonZeroU8::new(retransmits.clamp(6.0, 255.0) as u8).expect("at least 6");
+        // Reconnecting to down members heals partitions (see
+        // `seed_reannounce`); foca's periodic announce to a live member is
+        // left out: its answer is a packet-sized member feed every 30 s per
+        // node, and anti-entropy already repairs membership.
+        config.periodic_announce = None;
+        config.periodic_announce_to_down_members = Some(PeriodicParams {
+            frequency: self.seed_reannounce,
+            num_members: NonZeroUsize::new(1).expect("1 > 0"),
+        });
         config.periodic_gossip = Some(PeriodicParams {
             frequency: self.gossip_interval,
             num_members: self.gossip_fanout,

@@ -63,6 +63,12 @@ use bounded_codec::{BoundedCodec, GenerationBound};
 
 type Swim = Foca<NodeId, BoundedCodec, StdRng, RumorHandler>;
 
+/// Least time between two exchanges started because a member came up.
+/// Without it, a node that joins a cluster of N (or sees a partition heal)
+/// opened N exchanges at once, and every member opened one with the
+/// newcomer: O(N^2) exchanges for a cluster starting together.
+pub const UP_SYNC_SPACING: Duration = Duration::from_secs(1);
+
 /// Counters, all monotonic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -137,6 +143,7 @@ pub struct Node {
     envelope: Envelope,
     effects: Effects,
     rng: StdRng,
+    /// The cluster size foca's configuration was last derived from.
     size_bucket: u32,
     rejoin_token: u32,
     rejoin_backoff: Duration,
@@ -155,6 +162,12 @@ pub struct Node {
     down: HashMap<SocketAddr, NodeId>,
     /// Whether a `Pulls` timer is on its way.
     pull_timer: bool,
+    /// The next rejoin announces to every seed, live members included:
+    /// set when we renewed our identity.
+    announce_all_seeds: bool,
+    /// When a member coming up last made us start an exchange (see
+    /// [`UP_SYNC_SPACING`]).
+    last_up_sync: Option<Duration>,
     counters: Counters,
     /// Whether we merged a peer's side of an exchange since we were last
     /// alone (or started): tombstones are collected only then.
@@ -207,6 +220,8 @@ impl Node {
             name_events: Vec::new(),
             down: HashMap::new(),
             pull_timer: false,
+            announce_all_seeds: false,
+            last_up_sync: None,
             counters: Counters::default(),
             kv_in_touch: false,
             kv_dropped: Vec::new(),
@@ -286,7 +301,8 @@ impl Node {
                 self.sweep_orphans();
                 // A newcomer retries soon: its record waits on an exchange.
                 let mean = if self.name_claimed() {
-                    self.config.anti_entropy_interval
+                    let size = self.swim.num_members() as u32 + 1;
+                    self.config.anti_entropy_mean(size)
                 } else {
                     self.config.rejoin_min
                 };
@@ -490,9 +506,24 @@ impl Node {
             match notification {
                 OwnedNotification::MemberUp(id) => {
                     self.down.remove(&id.addr);
-                    self.lock_state().member_up(id);
-                    // Fetch its record (and give it ours) right away.
-                    self.effects.syncs.push(id.addr());
+                    let now = {
+                        let mut state = self.lock_state();
+                        state.member_up(id);
+                        state.clock().now()
+                    };
+                    // Fetch its record (and give it ours) right away, but
+                    // not for every member of a join's feed or of a healed
+                    // partition: one exchange brings all that the peer
+                    // holds, and a newcomer gossips its record once it has
+                    // checked its name (see `name`).
+                    let due = match (now, self.last_up_sync) {
+                        (Some(now), Some(last)) => now.saturating_sub(last) >= UP_SYNC_SPACING,
+                        _ => true,
+                    };
+                    if due {
+                        self.last_up_sync = now;
+                        self.effects.syncs.push(id.addr());
+                    }
                     self.changed = true;
                 }
                 OwnedNotification::MemberDown(id) => {
@@ -521,6 +552,7 @@ impl Node {
                     self.renewed = Some(id);
                     self.update_local(|record| record.id = id);
                     // Announce the new identity to the seeds right away.
+                    self.announce_all_seeds = true;
                     self.rejoin_after(Duration::ZERO);
                 }
                 OwnedNotification::Defunct => {
@@ -528,10 +560,15 @@ impl Node {
                 }
             }
         }
+        // Re-applied at every change of size, so the suspicion timeout is
+        // memberlist's for the size now (`4 log10 n` probe periods). Applied
+        // only when the power-of-two bucket changed, it was computed for
+        // whatever size the cluster had when it crossed into the bucket: at
+        // 100 members anywhere from 7.3 s to 8 s, so detection time depended
+        // on the cluster's history.
         let size = self.swim.num_members() as u32 + 1;
-        let bucket = size.next_power_of_two();
-        if bucket != self.size_bucket {
-            self.size_bucket = bucket;
+        if size != self.size_bucket {
+            self.size_bucket = size;
             if let Err(error) = self.swim.set_config(self.config.swim_config(size)) {
                 debug_assert!(false, "foca refused a resized config: {error}");
             }

@@ -14,16 +14,35 @@ use crate::state::Merge;
 use crate::sync::{Delta, Digest, KvPage, Records, SyncMessage};
 
 impl Node {
-    /// Opens an anti-entropy exchange (initiator): our digest. Send it to
-    /// the peer and feed its answer to [`Node::on_sync`].
+    /// Opens an anti-entropy exchange (initiator): the summary of our
+    /// digest (its hashes). Send it to the peer and feed its answer to
+    /// [`Node::on_sync`]; a peer whose hashes differ asks for the full
+    /// digest ([`Delta::resend`]) and gets it from there.
     pub fn sync_open(&self) -> SyncMessage {
+        let SyncMessage::Digest(mut digest) = self.sync_open_full() else {
+            unreachable!("a digest")
+        };
+        digest.nodes = Vec::new();
+        digest.kv_bucket_hashes = Vec::new();
+        digest.members = Vec::new();
+        digest.summary = true;
+        SyncMessage::Digest(digest)
+    }
+
+    /// Our full digest: what [`Node::sync_open`] summarizes.
+    pub fn sync_open_full(&self) -> SyncMessage {
         let state = self.lock_state();
+        let nodes = state.digest();
+        let members = self.alive_members();
         SyncMessage::Digest(Digest {
-            nodes: state.digest(),
+            nodes_hash: crate::sync::nodes_hash(&nodes),
+            members_hash: crate::sync::members_hash(&members),
+            nodes,
             kv_root: state.kv().root(),
             kv_bucket_hashes: state.kv().bucket_hashes().to_vec(),
-            members: self.alive_members(),
+            members,
             kv_horizon: state.advertised_horizon(),
+            summary: false,
         })
     }
 
@@ -46,10 +65,15 @@ impl Node {
         let quota_refusals = self.lock_state().refusals().kv_quota;
         let (reply, whole) = match message {
             SyncMessage::Digest(digest) => {
-                let delta = self.answer_digest(&digest);
                 self.learn_members(&digest.members);
+                if digest.summary {
+                    return Some(SyncMessage::Delta(self.answer_summary(&digest)));
+                }
+                let delta = self.answer_digest(&digest);
                 return Some(SyncMessage::Delta(delta));
             }
+            // The responder's hashes differ: it wants our full digest.
+            SyncMessage::Delta(delta) if delta.resend => return Some(self.sync_open_full()),
             SyncMessage::Delta(delta) => {
                 let whole = delta.kv.is_whole();
                 let records = self.records_named(&delta.wanted);
@@ -85,6 +109,26 @@ impl Node {
         reply
     }
 
+    /// The responder's answer to a summary digest: an empty delta when
+    /// every hash matches ours (nothing differs: the exchange closes with
+    /// the initiator's empty `Records`), else a request for the full digest.
+    fn answer_summary(&mut self, digest: &Digest) -> Delta {
+        let SyncMessage::Digest(ours) = self.sync_open_full() else {
+            unreachable!("a digest")
+        };
+        let same = digest.nodes_hash == ours.nodes_hash
+            && digest.members_hash == ours.members_hash
+            && digest.kv_root == ours.kv_root;
+        Delta {
+            records: Vec::new(),
+            wanted: Vec::new(),
+            // Equal roots: no bucket differs, as in a full quiet exchange.
+            kv: self.first_page(Vec::new()),
+            members: Vec::new(),
+            resend: !same,
+        }
+    }
+
     /// The responder's answer to a digest: the records the peer lacks, the
     /// names we want, and our first KV page over the buckets that differ.
     fn answer_digest(&mut self, digest: &Digest) -> Delta {
@@ -103,6 +147,7 @@ impl Node {
             wanted,
             kv: self.first_page(buckets),
             members: self.alive_members(),
+            resend: false,
         }
     }
 
@@ -283,7 +328,14 @@ mod tests {
         let sent = exchange(&mut a, &mut b);
         assert_eq!(
             steps(&sent),
-            [SyncStep::Digest, SyncStep::Delta, SyncStep::Records]
+            [
+                SyncStep::Digest,
+                SyncStep::Delta,
+                SyncStep::Digest,
+                SyncStep::Delta,
+                SyncStep::Records
+            ],
+            "the summary differs, so the full digest follows"
         );
 
         assert_eq!(kv_contents(&a), kv_contents(&b));
@@ -311,12 +363,60 @@ mod tests {
         for n in [&mut a, &mut b] {
             n.with_kv(|kv| kv.apply(Arc::new(entry("k", "v", 1, "node-1"))));
         }
-        let Some(SyncMessage::Delta(delta)) = b.on_sync(a.sync_open()) else {
+        let Some(SyncMessage::Delta(delta)) = b.on_sync(a.sync_open_full()) else {
             panic!("a digest is answered by a delta");
         };
         assert!(delta.kv.buckets.is_empty());
         assert!(delta.kv.entries.is_empty());
         assert!(delta.kv.yours.is_none() && delta.kv.next.is_none());
+    }
+
+    #[test]
+    fn a_quiet_exchange_costs_the_same_whatever_the_cluster_size() {
+        // Two nodes that hold the same members, records and KV: the summary
+        // matches and the exchange closes in three small messages.
+        let sizes: Vec<usize> = [2usize, 50, 500]
+            .into_iter()
+            .map(|extra| {
+                let (mut a, mut b) = (node(1), node(2));
+                let others: Vec<NodeId> = (0..extra)
+                    .map(|i| NodeId {
+                        addr: SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8], 7946)),
+                        generation: 1_800_000_000_000,
+                    })
+                    .collect();
+                a.assume_members(others.iter().copied().chain([b.identity()]));
+                b.assume_members(others.iter().copied().chain([a.identity()]));
+                exchange(&mut a, &mut b);
+                let sent = exchange(&mut a, &mut b);
+                assert_eq!(
+                    steps(&sent),
+                    [SyncStep::Digest, SyncStep::Delta, SyncStep::Records],
+                    "with {extra} members"
+                );
+                sent.iter().map(crate::codec::encoded_len).sum()
+            })
+            .collect();
+        assert!(sizes[0] < 128, "{} bytes", sizes[0]);
+        assert!(sizes.windows(2).all(|w| w[0] == w[1]), "{sizes:?}");
+    }
+
+    #[test]
+    fn a_resend_request_is_answered_with_the_full_digest() {
+        let (mut a, mut b) = (node(1), node(2));
+        let Some(SyncMessage::Delta(delta)) = b.on_sync(a.sync_open()) else {
+            panic!("a summary is answered by a delta");
+        };
+        assert!(delta.resend, "the records differ");
+        assert_eq!(
+            SyncMessage::Delta(delta.clone()).expects(),
+            Some(SyncStep::Digest)
+        );
+        let Some(SyncMessage::Digest(full)) = a.on_sync(SyncMessage::Delta(delta)) else {
+            panic!("a resend is answered by a digest");
+        };
+        assert!(!full.summary && !full.nodes.is_empty() && !full.members.is_empty());
+        assert_eq!(full.kv_bucket_hashes.len(), BUCKETS);
     }
 
     #[test]
