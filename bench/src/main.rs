@@ -46,12 +46,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Everything: the cluster sweep, the lookup benchmark, then the report.
+    /// Everything: the cluster sweep, the lookup and DNS benchmarks, then
+    /// the report.
     All {
         #[command(flatten)]
         cluster: ClusterArgs,
         #[command(flatten)]
         lookup: LookupArgs,
+        #[command(flatten)]
+        dns: DnsArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -193,10 +196,12 @@ fn main() -> Result<()> {
             Cmd::All {
                 cluster,
                 lookup,
+                dns,
                 common,
             } => {
                 run_cluster(&cluster, &common, private_netns).await?;
                 run_lookup(&lookup, &common).await?;
+                run_dns(&dns, &common).await?;
                 write_report(&common)
             }
             Cmd::Cluster { cluster, common } => {
