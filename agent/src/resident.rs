@@ -21,7 +21,13 @@
 //!   clean mappings are touched: private, not writable, and without a
 //!   single copy-on-write page, so every page is the file's own bytes and
 //!   dropping it loses nothing (writable and relocated `RELRO` mappings
-//!   are left alone).
+//!   are left alone). And only mappings of files that stay mapped for the
+//!   process's whole life: the executable and the libraries it was linked
+//!   against (libc, libm, libgcc_s, the dynamic loader). A file another
+//!   thread maps for a moment (`/etc/ld.so.cache` while glibc loads an NSS
+//!   module for a name lookup) could be unmapped between reading
+//!   `/proc/self/smaps` and `madvise`, and its addresses reused by
+//!   anonymous memory, which `MADV_DONTNEED` would zero.
 //!
 //! Neither changes what the agent does; the cost is a few hundred minor
 //! page faults (well under a millisecond) after the trim.
@@ -82,7 +88,11 @@ pub fn trim_code_pages() -> Trimmed {
         let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
             return trimmed;
         };
-        for (start, end) in clean_file_mappings(&smaps) {
+        let exe = std::env::current_exe().ok();
+        let lives_forever = |path: &str| {
+            exe.as_deref().is_some_and(|exe| exe.as_os_str() == path) || linked_library(path)
+        };
+        for (start, end) in clean_file_mappings(&smaps, lives_forever) {
             let (addr, len) = (start as *mut libc::c_void, end - start);
             // SAFETY: the range is a whole private mapping of a file that
             // is not writable and has no anonymous (copy-on-write) page:
@@ -104,7 +114,16 @@ pub fn trim_code_pages() -> Trimmed {
 /// backed by a file, private, not writable (`r-xp`, `r--p`) and holds no
 /// anonymous page (a relocated `RELRO` region does: it was written
 /// before being made read-only, and is skipped).
-pub fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
+/// Whether `path` is one of the libraries the agent is linked against,
+/// which are mapped at start and never unmapped.
+fn linked_library(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    ["libc.so", "libm.so", "libgcc_s.so", "ld-linux"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
+
+pub fn clean_file_mappings(smaps: &str, keep: impl Fn(&str) -> bool) -> Vec<(usize, usize)> {
     let mut found = Vec::new();
     let mut current: Option<(usize, usize)> = None;
     for line in smaps.lines() {
@@ -116,7 +135,7 @@ pub fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
                 found.push(range);
             }
         } else if let Some(range) = mapping_header(line) {
-            current = range;
+            current = range.and_then(|(start, end, path)| keep(path).then_some((start, end)));
         }
     }
     found
@@ -124,7 +143,7 @@ pub fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
 
 /// A mapping's header line: `Some(Some(range))` for a candidate,
 /// `Some(None)` for any other mapping, `None` for a field line.
-fn mapping_header(line: &str) -> Option<Option<(usize, usize)>> {
+fn mapping_header(line: &str) -> Option<Option<(usize, usize, &str)>> {
     let mut fields = line.split_whitespace();
     let (start, end) = fields.next()?.split_once('-')?;
     let start = usize::from_str_radix(start, 16).ok()?;
@@ -134,7 +153,7 @@ fn mapping_header(line: &str) -> Option<Option<(usize, usize)>> {
     let path = fields.next().unwrap_or("");
     let candidate =
         matches!(perms, "r-xp" | "r--p") && inode != "0" && path.starts_with('/') && end > start;
-    Some(candidate.then_some((start, end)))
+    Some(candidate.then_some((start, end, path)))
 }
 
 #[cfg(test)]
@@ -163,9 +182,14 @@ Anonymous:             0 kB
 Anonymous:             0 kB
 7f7683500000-7f7683501000 rwxp 00000000 fd:01 7 /tmp/jit
 Anonymous:             0 kB
+7f7683600000-7f7683610000 r--p 00000000 fd:01 55 /etc/ld.so.cache
+Anonymous:             0 kB
+7f7683700000-7f7683710000 r-xp 00000000 fd:01 56 /usr/lib/x86_64-linux-gnu/libnss_dns.so.2
+Anonymous:             0 kB
 ";
         assert_eq!(
-            clean_file_mappings(smaps),
+            clean_file_mappings(smaps, |path| path == "/usr/bin/shoal"
+                || linked_library(path)),
             vec![
                 (0x5576f174f000, 0x5576f1a91000),
                 (0x7f76830ab000, 0x7f76830d1000)
@@ -179,6 +203,6 @@ Anonymous:             0 kB
         assert!(trimmed.mappings >= 1, "{trimmed:?}");
         // Code and constants fault back in after the trim.
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        assert!(!clean_file_mappings(&smaps).is_empty());
+        assert!(!clean_file_mappings(&smaps, linked_library).is_empty());
     }
 }
