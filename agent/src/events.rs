@@ -101,15 +101,7 @@ pub fn matches(event: &UserEvent, local: &NodeRecord) -> bool {
 
 /// The ID as a UUID string (`8-4-4-4-12` hex digits).
 pub fn uuid(id: &[u8; 16]) -> String {
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    crate::persist::uuid_text(id)
 }
 
 /// A new random event ID (a version 4 UUID).
