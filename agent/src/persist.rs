@@ -29,6 +29,11 @@ pub struct DataDirGuard {
     _lock: File,
 }
 
+/// The data directory's format (its files and the KV database's tables)
+/// this build reads and writes. The state of 0.1.0 is format 1; a change
+/// to any file or table bumps it (see CHANGELOG.md, "Upgrading").
+pub const DATA_DIR_FORMAT: u32 = 1;
+
 const GENERATION_FILE: &str = "generation";
 const INDEX_FILE: &str = "index";
 /// Consul's file name for the node ID.

@@ -16,6 +16,7 @@
 //! - [`event`]: `shoal event` (user events).
 //! - [`metrics`]: `shoal metrics`.
 //! - [`dns`]: `shoal dns lookup` (asks the agent's DNS interface).
+//! - [`version`]: `shoal version` and `shoal --version`.
 
 pub mod agent;
 pub mod dns;
@@ -31,6 +32,7 @@ pub mod register;
 pub mod reload;
 pub mod services;
 pub mod template;
+pub mod version;
 pub mod watch;
 
 use std::process::ExitCode;
@@ -42,7 +44,6 @@ use crate::client::Client;
 #[derive(Debug, Parser)]
 #[command(
     name = "shoal",
-    version,
     about = "A peer-to-peer service-discovery and config sidecar"
 )]
 pub struct Cli {
@@ -108,6 +109,9 @@ pub enum Command {
     Metrics(metrics::MetricsArgs),
     /// Ask the agent's DNS interface (`shoal dns lookup NAME [TYPE]`).
     Dns(dns::DnsArgs),
+    /// Print the version, the commit it was built from, and the wire and
+    /// data-dir formats this build speaks (also `shoal --version`).
+    Version,
 }
 
 /// Output format of the inspection commands.
@@ -119,7 +123,7 @@ pub enum Format {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     if !matches!(cli.command, Command::Agent(_)) {
         // Inspection commands are piped into `head` and friends: a closed
         // pipe ends them quietly, as it does any Unix tool.
@@ -157,6 +161,10 @@ pub fn main() -> ExitCode {
         Command::Event(args) => event::run(&client(), args),
         Command::Metrics(args) => metrics::run(&client(), args),
         Command::Dns(args) => dns::run(args),
+        Command::Version => {
+            print!("{}", version::text());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,6 +173,13 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the command line; `--version` prints what `shoal version` does.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().version(version::clap_text()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }
 
 /// A JSON object of strings as `k=v,k=v` (empty for anything else).
