@@ -5,8 +5,8 @@
 //! heal and check the invariants.
 //!
 //! `SHOAL_CAMPAIGN_SEED=N` replays a seed; `SHOAL_CAMPAIGN_SECONDS=N` sets
-//! the length of the fault phases (default 70 s, so the whole test stays
-//! around two minutes). `SHOAL_CAMPAIGN_SKIP=long_partition,hostile` (or
+//! the length of the fault phases (default 85 s, the least that holds a
+//! long partition, so the whole test takes about two minutes). `SHOAL_CAMPAIGN_SKIP=long_partition,hostile` (or
 //! `SHOAL_CAMPAIGN_FAULTS=kill,pause,...`) switches fault kinds off,
 //! `SHOAL_CAMPAIGN_DEFAULT_TIMINGS=0` the default-timings phase.
 //! `scripts/campaign` runs many in a row.
@@ -18,7 +18,7 @@ use shoal_tests::campaign::{CampaignConfig, run};
 #[test]
 fn a_randomized_fault_campaign_keeps_every_invariant() {
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let config = CampaignConfig::from_env(70, Some(artifacts));
+    let config = CampaignConfig::from_env(85, Some(artifacts));
     eprintln!(
         "campaign seed {} ({} s of faults; {}); replay with SHOAL_CAMPAIGN_SEED={}",
         config.seed,

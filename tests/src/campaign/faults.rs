@@ -9,9 +9,13 @@
 //! API load ([`super::hostile`], one at a time) come on top and don't
 //! count: an agent under them is still healthy.
 //!
-//! A partition lasts 5-20 s; a *long* one lasts 2-15 s longer than the
-//! tombstone grace of the timings in force, and is only drawn when the
-//! phase has room for all of it (so only with the quick timings' 30 s).
+//! A partition lasts 5-20 s; a *long* one outlasts the tombstone grace of
+//! the timings in force plus the agents' KV housekeeping period (30 s:
+//! tombstones are collected on that beat, so only then has the other side
+//! collected deletes made after the partition began) by 2-10 s. It is only
+//! drawn when the phase has room for all of it (so only with the quick
+//! timings' 30 s grace), and when the menu has it, it is the first fault
+//! of such a phase, so every campaign runs one.
 //!
 //! Between the phases, [`FaultScheduler::switch_timing`] restarts every
 //! agent, one at a time, on the next phase's config.
@@ -29,6 +33,10 @@ use super::timing::Timing;
 use super::{AGENTS, Impairment, Load, Partition, Shared, monitor};
 use crate::Agent;
 use crate::relay::Relay;
+
+/// How often an agent collects tombstones past their grace
+/// (`KV_HOUSEKEEPING_INTERVAL` in agent/src/daemon/gossip.rs).
+const KV_HOUSEKEEPING: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -83,6 +91,8 @@ pub struct FaultScheduler<'a> {
     timing: Timing,
     /// When the current phase ends.
     phase_end: Duration,
+    /// No fault injected yet in this phase.
+    phase_start: bool,
     /// Faults injected, by kind.
     pub counts: BTreeMap<&'static str, u64>,
     /// Hostile requests sent, by kind, and what they were answered.
@@ -115,6 +125,7 @@ impl<'a> FaultScheduler<'a> {
             menu,
             timing,
             phase_end: Duration::ZERO,
+            phase_start: false,
             counts: BTreeMap::new(),
             hostile_tallies: BTreeMap::new(),
             crashes: Vec::new(),
@@ -126,6 +137,7 @@ impl<'a> FaultScheduler<'a> {
         let now = self.shared.now();
         let deadline = now + length;
         self.phase_end = deadline;
+        self.phase_start = true;
         let mut next_fault = now + self.rng.millis(1000, 3000);
         while self.shared.now() < deadline {
             let now = self.shared.now();
@@ -185,9 +197,10 @@ impl<'a> FaultScheduler<'a> {
     /// How long a long partition may last: longer than the tombstone grace,
     /// and it must fit in what is left of the phase.
     fn long_partition_length(&self, now: Duration) -> Option<(u64, u64)> {
-        let low = self.timing.tombstone_grace + Duration::from_secs(2);
+        let outlast = self.timing.tombstone_grace + KV_HOUSEKEEPING;
+        let low = outlast + Duration::from_secs(2);
         let room = self.phase_end.saturating_sub(now + Duration::from_secs(1));
-        let high = room.min(self.timing.tombstone_grace + Duration::from_secs(15));
+        let high = room.min(outlast + Duration::from_secs(10));
         (high > low).then(|| (low.as_millis() as u64, high.as_millis() as u64))
     }
 
@@ -220,7 +233,14 @@ impl<'a> FaultScheduler<'a> {
             self.count("skipped (caps)");
             return;
         }
-        let fault = self.rng.weighted(&feasible);
+        let long_first = Fault::Partition { long: true };
+        let fault = if std::mem::take(&mut self.phase_start)
+            && feasible.iter().any(|(_, f)| f.name() == long_first.name())
+        {
+            long_first
+        } else {
+            self.rng.weighted(&feasible)
+        };
         match fault {
             Fault::Kill | Fault::Pause => {
                 let i = candidates[self.rng.index(candidates.len())];

@@ -19,7 +19,8 @@ pub struct Timing {
     /// (jittered by +-50%), the two sides of a healed partition can take
     /// 45 s to meet again.
     pub grace: Duration,
-    /// `kv.tombstone_grace`: long partitions last longer than this.
+    /// `kv.tombstone_grace`: long partitions last longer than this plus
+    /// the KV housekeeping period ([`super::faults`]).
     pub tombstone_grace: Duration,
 }
 
@@ -44,4 +45,4 @@ pub const DEFAULTS: Timing = Timing {
 };
 
 /// The share of a campaign's fault time run with [`DEFAULTS`], in percent.
-pub const DEFAULTS_SHARE: u32 = 35;
+pub const DEFAULTS_SHARE: u32 = 20;
