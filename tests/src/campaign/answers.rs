@@ -106,9 +106,7 @@ fn justifies(other: &Op, refused: &Op, ops: &[Op], killed_after: KilledAfter) ->
         // The read saw the key absent (or a value no operation wrote):
         // any write may have come since.
         None => true,
-        Some(read_write) => {
-            other.id != read_write.id && !precedes(other, read_write, killed_after)
-        }
+        Some(read_write) => other.id != read_write.id && !precedes(other, read_write, killed_after),
     };
     superseded || moved_index
 }

@@ -201,7 +201,7 @@ impl<'a> FaultScheduler<'a> {
         let low = outlast + Duration::from_secs(2);
         let room = self.phase_end.saturating_sub(now + Duration::from_secs(1));
         let high = room.min(outlast + Duration::from_secs(10));
-        (high > low).then(|| (low.as_millis() as u64, high.as_millis() as u64))
+        (high > low).then_some((low.as_millis() as u64, high.as_millis() as u64))
     }
 
     /// Injects one fault, drawn among those the menu and the caps allow.

@@ -135,7 +135,10 @@ fn request(kind: &str, n: u64) -> (&'static str, String, Vec<u8>) {
             let filter = heavy_filter(n);
             (
                 "GET",
-                format!("/v1/catalog/service/{name}?filter={}", query_encode(&filter)),
+                format!(
+                    "/v1/catalog/service/{name}?filter={}",
+                    query_encode(&filter)
+                ),
                 Vec::new(),
             )
         }

@@ -52,7 +52,11 @@ impl FaultMenu {
             .collect();
         format!(
             "faults {}; default-timings phase {}",
-            if kinds.is_empty() { "none".to_string() } else { kinds.join(",") },
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(",")
+            },
             if self.default_timings { "on" } else { "off" }
         )
     }
@@ -133,7 +137,10 @@ mod tests {
         let only = FaultMenu::parse(Some("kill,pause"), None, None).unwrap();
         assert!(only.allows("pause") && !only.allows("partition"));
         let error = FaultMenu::parse(None, Some("kil"), None).unwrap_err();
-        assert!(error.contains("SHOAL_CAMPAIGN_SKIP") && error.contains("`kil`"), "{error}");
+        assert!(
+            error.contains("SHOAL_CAMPAIGN_SKIP") && error.contains("`kil`"),
+            "{error}"
+        );
         let error = FaultMenu::parse(None, None, Some("yes")).unwrap_err();
         assert!(error.contains("SHOAL_CAMPAIGN_DEFAULT_TIMINGS"), "{error}");
     }

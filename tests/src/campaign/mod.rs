@@ -220,4 +220,3 @@ impl Shared {
         self.state.lock().expect("fault state lock")
     }
 }
-

@@ -87,7 +87,13 @@ pub fn spawn_monitor(addrs: Vec<SocketAddr>, shared: Arc<Shared>) -> JoinHandle<
 
 /// One agent's `/v1/agent/members`, if it answers within 1.5 s.
 pub fn members(addr: SocketAddr) -> Option<View> {
-    match call("GET", addr, "/v1/agent/members", None, Duration::from_millis(1500)) {
+    match call(
+        "GET",
+        addr,
+        "/v1/agent/members",
+        None,
+        Duration::from_millis(1500),
+    ) {
         Ok((200, body)) => Some(parse_view(&body)),
         _ => None,
     }
@@ -270,7 +276,9 @@ fn close(
         .iter()
         .filter(|load| {
             load.start <= finding.last
-                && load.end.is_none_or(|end| end + Duration::from_secs(15) >= finding.first)
+                && load
+                    .end
+                    .is_none_or(|end| end + Duration::from_secs(15) >= finding.first)
         })
         .map(|load| {
             format!(

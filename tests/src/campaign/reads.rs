@@ -95,7 +95,10 @@ pub fn check_reads(
                     Some(op)
                 }
                 _ => {
-                    fail(format!("saw `{marker}`, which no write of the key wrote"), &[]);
+                    fail(
+                        format!("saw `{marker}`, which no write of the key wrote"),
+                        &[],
+                    );
                     continue;
                 }
             },
@@ -228,7 +231,9 @@ mod tests {
         // A concurrent write of another client may be seen, and so may
         // its delete.
         let concurrent = op(4, 1, 0, OpKind::KvDelete, (8, 30));
-        assert!(violations(&[put_after.clone(), concurrent, read(2, 0, 2, (20, 25), None)]).is_empty());
+        assert!(
+            violations(&[put_after.clone(), concurrent, read(2, 0, 2, (20, 25), None)]).is_empty()
+        );
         // On another agent, or by another client, nothing is promised.
         assert!(violations(&[put.clone(), read(2, 0, 3, (20, 25), None)]).is_empty());
         assert!(violations(&[put, read(2, 1, 2, (20, 25), None)]).is_empty());
@@ -266,7 +271,10 @@ mod tests {
     fn a_read_of_a_refused_or_unknown_value_is_a_violation() {
         let mut refused = op(1, 1, 0, OpKind::KvCas, (0, 10));
         refused.outcome = Outcome::NotApplied;
-        assert_eq!(violations(&[refused, read(2, 0, 0, (20, 25), Some(1))]).len(), 1);
+        assert_eq!(
+            violations(&[refused, read(2, 0, 0, (20, 25), Some(1))]).len(),
+            1
+        );
         assert_eq!(violations(&[read(2, 0, 0, (20, 25), Some(7))]).len(), 1);
     }
 }

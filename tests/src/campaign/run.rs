@@ -143,12 +143,16 @@ pub fn run(config: &CampaignConfig) -> Report {
     );
     if !default_time.is_zero() {
         scheduler.run(default_time);
-        report.phases.push((timing::DEFAULTS.name, default_time.as_secs()));
+        report
+            .phases
+            .push((timing::DEFAULTS.name, default_time.as_secs()));
         scheduler.switch_timing(&config_path, timing::QUICK);
     }
     let quick_time = config.fault_time - default_time;
     scheduler.run(quick_time);
-    report.phases.push((timing::QUICK.name, quick_time.as_secs()));
+    report
+        .phases
+        .push((timing::QUICK.name, quick_time.as_secs()));
     shared.stop_workers.store(true, Ordering::Relaxed);
     for worker in workers {
         worker.join().expect("worker thread");
@@ -294,7 +298,9 @@ fn save_artifacts(
         history::wall_clock(history.start_wall),
         heal_at.as_secs_f64()
     );
-    let until = |end: Option<Duration>| end.map_or("the heal".into(), |e| format!("+{:.3}s", e.as_secs_f64()));
+    let until = |end: Option<Duration>| {
+        end.map_or("the heal".into(), |e| format!("+{:.3}s", e.as_secs_f64()))
+    };
     for fault in faults.impairments {
         text.push_str(&format!(
             "fault {} on node-{} from +{:.3}s to {} (grace {:?})\n",
@@ -311,7 +317,9 @@ fn save_artifacts(
             partition.minority,
             partition.start.as_secs_f64(),
             until(partition.end),
-            partition.end.map_or(0.0, |end| (end - partition.start).as_secs_f64())
+            partition
+                .end
+                .map_or(0.0, |end| (end - partition.start).as_secs_f64())
         ));
     }
     for load in faults.loads {

@@ -301,7 +301,9 @@ impl Worker {
         let path = format!("/v1/kv/{key}");
         let result = call("GET", self.addrs[agent], &path, None, CALL_TIMEOUT);
         let done = self.history.now();
-        let observed = read_value(&result).ok().map(|value| Observed { value, at: done });
+        let observed = read_value(&result)
+            .ok()
+            .map(|value| Observed { value, at: done });
         self.history.record(Op {
             id,
             worker: self.worker,
