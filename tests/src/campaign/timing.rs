@@ -3,7 +3,7 @@
 //! re-announce, 72 h tombstone grace), then restarts every agent, one at a
 //! time, on quick timings and runs the rest of its faults there: the quick
 //! ones make healed partitions meet within seconds and collect tombstones
-//! during the run, so the collection-horizon rules run all the time; the
+//! during the run, so the rules for collected deletes run all the time; the
 //! defaults are what users run.
 
 use std::time::Duration;
@@ -26,7 +26,9 @@ pub struct Timing {
 
 /// Quick re-announces and anti-entropy (as in kv.rs), a tombstone grace of
 /// 30 s instead of 72 h. The grace must exceed `max_clock_drift`, hence
-/// 5 s of drift (loopback agents share one clock).
+/// 5 s of drift (loopback agents share one clock). Only long partitions
+/// ([`super::faults`]) isolate an agent for longer than the grace on
+/// purpose; back-to-back faults can too.
 pub const QUICK: Timing = Timing {
     name: "quick",
     config: "max_clock_drift = \"5s\"\n\
