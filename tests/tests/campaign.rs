@@ -1,10 +1,15 @@
 //! The randomized fault campaign (see `shoal_tests::campaign`): five real
-//! agents, a seeded schedule of kills, pauses, partitions and lossy links
-//! under a mixed workload, then heal and check the invariants.
+//! agents, a seeded schedule of kills, pauses, partitions (some longer than
+//! the tombstone grace), lossy links and hostile API load under a mixed
+//! workload, first with the default timings and then with quick ones, then
+//! heal and check the invariants.
 //!
 //! `SHOAL_CAMPAIGN_SEED=N` replays a seed; `SHOAL_CAMPAIGN_SECONDS=N` sets
-//! the length of the fault phase (default 75 s, so the whole test stays
-//! under two minutes). `scripts/campaign` runs many in a row.
+//! the length of the fault phases (default 85 s, the least that holds a
+//! long partition, so the whole test takes about two minutes). `SHOAL_CAMPAIGN_SKIP=long_partition,hostile` (or
+//! `SHOAL_CAMPAIGN_FAULTS=kill,pause,...`) switches fault kinds off,
+//! `SHOAL_CAMPAIGN_DEFAULT_TIMINGS=0` the default-timings phase.
+//! `scripts/campaign` runs many in a row.
 
 use std::path::PathBuf;
 
@@ -13,11 +18,12 @@ use shoal_tests::campaign::{CampaignConfig, run};
 #[test]
 fn a_randomized_fault_campaign_keeps_every_invariant() {
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let config = CampaignConfig::from_env(75, Some(artifacts));
+    let config = CampaignConfig::from_env(85, Some(artifacts));
     eprintln!(
-        "campaign seed {} ({} s of faults); replay with SHOAL_CAMPAIGN_SEED={}",
+        "campaign seed {} ({} s of faults; {}); replay with SHOAL_CAMPAIGN_SEED={}",
         config.seed,
         config.fault_time.as_secs(),
+        config.menu.describe(),
         config.seed
     );
     let report = run(&config);

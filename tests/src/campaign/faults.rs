@@ -5,25 +5,60 @@
 //!
 //! At most two agents are *crippled* at once (killed, frozen, or on the
 //! minority side of a partition), so a majority always stays healthy and
-//! connected. Lossy links (the relays in front of every agent) come on
-//! top and don't count: an agent behind one is still healthy.
+//! connected. Lossy links (the relays in front of every agent) and hostile
+//! API load ([`super::hostile`], one at a time) come on top and don't
+//! count: an agent under them is still healthy.
+//!
+//! A partition lasts 5-20 s; a *long* one outlasts the tombstone grace of
+//! the timings in force plus the agents' KV housekeeping period (30 s:
+//! tombstones are collected on that beat, so only then has the other side
+//! collected deletes made after the partition began) by 2-10 s. It is only
+//! drawn when the phase has room for all of it (so only with the quick
+//! timings' 30 s grace), and when the menu has it, it is the first fault
+//! of such a phase, so every campaign runs one.
+//!
+//! Between the phases, [`FaultScheduler::switch_timing`] restarts every
+//! agent, one at a time, on the next phase's config.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::client::call;
+use super::hostile::{HostileLoad, Tally};
+use super::menu::FaultMenu;
 use super::rng::Rng;
-use super::{AGENTS, Impairment, Partition, Shared};
+use super::timing::Timing;
+use super::{AGENTS, Impairment, Load, Partition, Shared, monitor};
 use crate::Agent;
 use crate::relay::Relay;
+
+/// How often an agent collects tombstones past their grace
+/// (`KV_HOUSEKEEPING_INTERVAL` in agent/src/daemon/gossip.rs).
+const KV_HOUSEKEEPING: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     Kill,
     Pause,
-    Partition,
+    Partition { long: bool },
     Lossy,
+    Hostile(&'static str),
+}
+
+impl Fault {
+    /// The kind's name in the menu and the report.
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::Partition { long: false } => "partition",
+            Fault::Partition { long: true } => "long_partition",
+            Fault::Lossy => "lossy_link",
+            Fault::Hostile(kind) => kind,
+        }
+    }
 }
 
 /// Something that ends a fault.
@@ -33,6 +68,7 @@ enum End {
     Resume(usize),
     Heal,
     Lossless(usize),
+    Calm,
 }
 
 /// Owns the processes and the relays for the campaign's fault phase.
@@ -48,8 +84,19 @@ pub struct FaultScheduler<'a> {
     applied_blocks: Vec<Option<Vec<IpAddr>>>,
     minority: Vec<usize>,
     lossy: Vec<usize>,
+    hostile: Option<HostileLoad>,
+    /// Hostile loads told to stop, joined at the heal.
+    halted: Vec<HostileLoad>,
+    menu: FaultMenu,
+    timing: Timing,
+    /// When the current phase ends.
+    phase_end: Duration,
+    /// No fault injected yet in this phase.
+    phase_start: bool,
     /// Faults injected, by kind.
     pub counts: BTreeMap<&'static str, u64>,
+    /// Hostile requests sent, by kind, and what they were answered.
+    pub hostile_tallies: BTreeMap<&'static str, Tally>,
     /// Agents that exited without being killed (invariant d).
     pub crashes: Vec<String>,
 }
@@ -60,6 +107,8 @@ impl<'a> FaultScheduler<'a> {
         relays: &'a [Relay],
         shared: &'a Shared,
         seed: u64,
+        menu: FaultMenu,
+        timing: Timing,
     ) -> FaultScheduler<'a> {
         FaultScheduler {
             agents,
@@ -71,7 +120,14 @@ impl<'a> FaultScheduler<'a> {
             applied_blocks: vec![Some(Vec::new()); AGENTS],
             minority: Vec::new(),
             lossy: Vec::new(),
+            hostile: None,
+            halted: Vec::new(),
+            menu,
+            timing,
+            phase_end: Duration::ZERO,
+            phase_start: false,
             counts: BTreeMap::new(),
+            hostile_tallies: BTreeMap::new(),
             crashes: Vec::new(),
         }
     }
@@ -80,6 +136,8 @@ impl<'a> FaultScheduler<'a> {
     pub fn run(&mut self, length: Duration) {
         let now = self.shared.now();
         let deadline = now + length;
+        self.phase_end = deadline;
+        self.phase_start = true;
         let mut next_fault = now + self.rng.millis(1000, 3000);
         while self.shared.now() < deadline {
             let now = self.shared.now();
@@ -98,6 +156,11 @@ impl<'a> FaultScheduler<'a> {
     /// runs, unpaused and unblocked.
     pub fn heal_all(&mut self, timeout: Duration) -> Result<(), String> {
         self.end_due(Duration::MAX);
+        for load in std::mem::take(&mut self.halted) {
+            let kind = load.kind;
+            let tally = load.finish();
+            self.hostile_tallies.entry(kind).or_default().add(&tally);
+        }
         let deadline = self.shared.now() + timeout;
         loop {
             self.reconcile_blocks();
@@ -131,30 +194,53 @@ impl<'a> FaultScheduler<'a> {
             .collect()
     }
 
-    /// Injects one fault, drawn among those the caps allow now.
+    /// How long a long partition may last: longer than the tombstone grace,
+    /// and it must fit in what is left of the phase.
+    fn long_partition_length(&self, now: Duration) -> Option<(u64, u64)> {
+        let outlast = self.timing.tombstone_grace + KV_HOUSEKEEPING;
+        let low = outlast + Duration::from_secs(2);
+        let room = self.phase_end.saturating_sub(now + Duration::from_secs(1));
+        let high = room.min(outlast + Duration::from_secs(10));
+        (high > low).then_some((low.as_millis() as u64, high.as_millis() as u64))
+    }
+
+    /// Injects one fault, drawn among those the menu and the caps allow.
     fn inject(&mut self, now: Duration) {
         let crippled = self.crippled();
         let candidates = self.healthy_candidates();
         let can_cripple = crippled < 2 && !candidates.is_empty();
+        let can_partition = can_cripple && self.minority.is_empty();
+        let calm = self.hostile.is_none();
         let feasible: Vec<(u64, Fault)> = [
             (25, Fault::Kill, can_cripple),
             (20, Fault::Pause, can_cripple),
+            (20, Fault::Partition { long: false }, can_partition),
             (
-                20,
-                Fault::Partition,
-                can_cripple && self.minority.is_empty(),
+                30,
+                Fault::Partition { long: true },
+                can_partition && self.long_partition_length(now).is_some(),
             ),
             (20, Fault::Lossy, self.lossy.len() < 2),
+            (6, Fault::Hostile("hostile_filter"), calm),
+            (6, Fault::Hostile("hostile_events"), calm),
+            (6, Fault::Hostile("hostile_template"), calm),
         ]
         .into_iter()
-        .filter(|(_, _, allowed)| *allowed)
+        .filter(|(_, fault, allowed)| *allowed && self.menu.allows(fault.name()))
         .map(|(weight, fault, _)| (weight, fault))
         .collect();
         if feasible.is_empty() {
             self.count("skipped (caps)");
             return;
         }
-        let fault = self.rng.weighted(&feasible);
+        let long_first = Fault::Partition { long: true };
+        let fault = if std::mem::take(&mut self.phase_start)
+            && feasible.iter().any(|(_, f)| f.name() == long_first.name())
+        {
+            long_first
+        } else {
+            self.rng.weighted(&feasible)
+        };
         match fault {
             Fault::Kill | Fault::Pause => {
                 let i = candidates[self.rng.index(candidates.len())];
@@ -167,7 +253,10 @@ impl<'a> FaultScheduler<'a> {
                     let mut state = self.shared.state();
                     state.down[i] = true;
                     state.kills.push((i, now));
-                    state.impairments.push(Impairment::new(i, "kill", now));
+                    let grace = self.timing.grace;
+                    state
+                        .impairments
+                        .push(Impairment::new(i, "kill", now, grace));
                     self.ends.push((now + downtime, End::Restart(i)));
                     self.count("kill");
                 } else {
@@ -175,14 +264,17 @@ impl<'a> FaultScheduler<'a> {
                     {
                         let mut state = self.shared.state();
                         state.paused[i] = true;
-                        state.impairments.push(Impairment::new(i, "pause", now));
+                        let grace = self.timing.grace;
+                        state
+                            .impairments
+                            .push(Impairment::new(i, "pause", now, grace));
                     }
                     self.agents[i].signal(libc::SIGSTOP);
                     self.ends.push((now + frozen, End::Resume(i)));
                     self.count("pause");
                 }
             }
-            Fault::Partition => {
+            Fault::Partition { long } => {
                 let size = if crippled == 0 && self.rng.chance(50) {
                     2
                 } else {
@@ -207,20 +299,27 @@ impl<'a> FaultScheduler<'a> {
                         self.relays,
                     );
                 }
-                let length = self.rng.millis(5000, 20000);
+                let length = match self.long_partition_length(now).filter(|_| long) {
+                    Some((low, high)) => self.rng.millis(low, high),
+                    None => self.rng.millis(5000, 20000),
+                };
+                let grace = self.timing.grace;
                 let mut state = self.shared.state();
                 for &i in &minority {
-                    state.impairments.push(Impairment::new(i, "partition", now));
+                    state
+                        .impairments
+                        .push(Impairment::new(i, "partition", now, grace));
                 }
                 state.partitions.push(Partition {
                     minority: minority.clone(),
                     start: now,
                     end: None,
+                    grace,
                 });
                 drop(state);
                 self.minority = minority;
                 self.ends.push((now + length, End::Heal));
-                self.count("partition");
+                self.count(fault.name());
             }
             Fault::Lossy => {
                 let free: Vec<usize> = (0..AGENTS).filter(|i| !self.lossy.contains(i)).collect();
@@ -231,6 +330,19 @@ impl<'a> FaultScheduler<'a> {
                 let length = self.rng.millis(5000, 20000);
                 self.ends.push((now + length, End::Lossless(i)));
                 self.count("lossy_link");
+            }
+            Fault::Hostile(kind) => {
+                let i = self.rng.index(AGENTS);
+                self.hostile = Some(HostileLoad::start(kind, self.agents[i].http_addr()));
+                self.shared.state().loads.push(Load {
+                    agent: i,
+                    kind,
+                    start: now,
+                    end: None,
+                });
+                let length = self.rng.millis(5000, 15000);
+                self.ends.push((now + length, End::Calm));
+                self.count(kind);
             }
         }
     }
@@ -278,6 +390,60 @@ impl<'a> FaultScheduler<'a> {
                     self.relays[i].set_loss(0.0);
                     self.lossy.retain(|&j| j != i);
                 }
+                End::Calm => {
+                    if let Some(load) = self.hostile.take() {
+                        load.halt();
+                        self.halted.push(load);
+                        for load in &mut self.shared.state().loads {
+                            load.end.get_or_insert(now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends every fault, writes `timing`'s config to `config`, and
+    /// restarts the agents on it one at a time: each is killed, started
+    /// again, and seen alive by a majority of the agents (up to 15 s; a
+    /// partition healed just before may take the old timings' re-announce
+    /// to mend everywhere) before the next. The workers go on meanwhile;
+    /// each restart counts as a kill (kind `restart`, with the longer of
+    /// both timings' graces).
+    pub fn switch_timing(&mut self, config: &Path, timing: Timing) {
+        self.end_due(Duration::MAX);
+        std::fs::write(config, timing.config).expect("write the next phase's agent config");
+        let grace = self.timing.grace.max(timing.grace);
+        self.timing = timing;
+        for i in 0..AGENTS {
+            self.reconcile_blocks();
+            let now = self.shared.now();
+            self.agents[i].restart();
+            self.applied_blocks[i] = Some(Vec::new());
+            {
+                let mut state = self.shared.state();
+                state.kills.push((i, now));
+                let mut restart = Impairment::new(i, "restart", now, grace);
+                restart.end = Some(now);
+                state.impairments.push(restart);
+            }
+            self.count("restart");
+            let name = format!("node-{i}");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                self.check_processes();
+                let seen_alive = self
+                    .agents
+                    .iter()
+                    .filter(|agent| {
+                        monitor::members(agent.http_addr())
+                            .is_some_and(|view| monitor::status_of(&view, &name) == Some("alive"))
+                    })
+                    .count();
+                if seen_alive > AGENTS / 2 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
@@ -330,6 +496,7 @@ impl<'a> FaultScheduler<'a> {
                 kind: "crash",
                 start: now,
                 end: Some(now),
+                grace: self.timing.grace,
             });
         }
     }

@@ -19,6 +19,8 @@ pub enum OpKind {
     Register,
     Deregister,
     TtlPass,
+    /// `GET /v1/kv/key`: a read, checked by [`super::reads`].
+    KvGet,
 }
 
 /// How an operation changes its target, if it does.
@@ -43,6 +45,7 @@ impl OpKind {
             OpKind::Register => "register",
             OpKind::Deregister => "deregister",
             OpKind::TtlPass => "ttl_pass",
+            OpKind::KvGet => "kv_get",
         }
     }
 
@@ -50,9 +53,24 @@ impl OpKind {
         match self {
             OpKind::KvPut | OpKind::KvCas | OpKind::FlagPut | OpKind::Register => Effect::Write,
             OpKind::KvDelete | OpKind::FlagDelete | OpKind::Deregister => Effect::Remove,
-            OpKind::TtlPass => Effect::None,
+            OpKind::TtlPass | OpKind::KvGet => Effect::None,
         }
     }
+
+    /// A KV write or delete: these take part in the read checks and in
+    /// the rule for answers of `false`.
+    pub fn is_kv_write(self) -> bool {
+        matches!(self, OpKind::KvPut | OpKind::KvCas | OpKind::KvDelete)
+    }
+}
+
+/// What a read saw: the marker of the value (`op-<id>`, or whatever text
+/// was stored), or `None` for a key that was absent (404).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub value: Option<String>,
+    /// When the read's answer came (the read was sent at the op's `issued`).
+    pub at: Duration,
 }
 
 /// What the answer says about the operation's effect.
@@ -84,6 +102,12 @@ pub struct Op {
     pub done: Duration,
     pub outcome: Outcome,
     pub answer: String,
+    /// The write was answered `200 false` (a CAS that lost, or a write a
+    /// newer one superseded): judged by [`super::answers`].
+    pub said_false: bool,
+    /// A read's answer (a `KvGet`, or the index read a `KvCas` starts
+    /// with), when the agent answered 200 or 404.
+    pub observed: Option<Observed>,
 }
 
 /// Every operation of one campaign, shared by the workers.
@@ -123,21 +147,32 @@ impl History {
         ops
     }
 
-    /// Counts by kind and by outcome.
+    /// Counts by kind, and by outcome (of the writes: reads are counted
+    /// by [`super::reads`]).
     pub fn counts(&self) -> (BTreeMap<&'static str, u64>, BTreeMap<Outcome, u64>) {
         let mut by_kind = BTreeMap::new();
         let mut by_outcome = BTreeMap::new();
         for op in self.ops.lock().expect("history lock").iter() {
             *by_kind.entry(op.kind.name()).or_default() += 1;
-            *by_outcome.entry(op.outcome).or_default() += 1;
+            if op.kind != OpKind::KvGet {
+                *by_outcome.entry(op.outcome).or_default() += 1;
+            }
         }
         (by_kind, by_outcome)
     }
 
     /// One line per operation, for the record kept with a failing seed.
     pub fn describe(&self, op: &Op) -> String {
+        let seen = match &op.observed {
+            None => String::new(),
+            Some(Observed { value, at }) => format!(
+                " [read +{:.3}s: {}]",
+                at.as_secs_f64(),
+                value.as_deref().unwrap_or("absent")
+            ),
+        };
         format!(
-            "#{} +{:.3}s..+{:.3}s ({}) w{} node-{} {} {} {} -> {:?} ({})",
+            "#{} +{:.3}s..+{:.3}s ({}) w{} node-{} {} {} {} -> {:?} ({}){seen}",
             op.id,
             op.issued.as_secs_f64(),
             op.done.as_secs_f64(),

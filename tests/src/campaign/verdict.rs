@@ -16,13 +16,37 @@ use std::time::Duration;
 
 use super::history::{Effect, Op, Outcome};
 
+/// A function giving, for an operation, the first time its agent was
+/// killed at or after the operation was issued.
+pub type KilledAfter<'a> = &'a dyn Fn(&Op) -> Option<Duration>;
+
+/// When an operation's effect is settled: its acknowledgement, or for an
+/// operation without a usable answer the first kill of its agent after it
+/// was issued (until then a frozen agent may still act on it); `None`
+/// while it may still take effect.
+pub fn settled(op: &Op, killed_after: KilledAfter) -> Option<Duration> {
+    match op.outcome {
+        Outcome::Applied => Some(op.done),
+        _ => killed_after(op),
+    }
+}
+
+/// Whether `earlier` *definitely precedes* `later` in the KV's
+/// last-writer-wins order: `earlier` was settled before `later` was sent.
+/// All agents share this host's clock, so `later` carries the larger HLC
+/// time wherever it is stamped. When neither precedes the other, they are
+/// concurrent and either may win.
+pub fn precedes(earlier: &Op, later: &Op, killed_after: KilledAfter) -> bool {
+    settled(earlier, killed_after).is_some_and(|at| at < later.issued)
+}
+
 /// Checks the final state of one target (`Some(marker)` if present,
 /// `None` if absent) against every operation on it. `killed_after(op)` is
 /// the first time the op's agent was killed at or after the op was issued.
 pub fn check_final(
     ops: &[&Op],
     final_marker: Option<&str>,
-    killed_after: &dyn Fn(&Op) -> Option<Duration>,
+    killed_after: KilledAfter,
 ) -> Result<(), String> {
     let effective: Vec<&Op> = ops
         .iter()
@@ -34,19 +58,12 @@ pub fn check_final(
         .copied()
         .filter(|op| op.outcome == Outcome::Applied)
         .collect();
-    let settled = |op: &Op| match op.outcome {
-        Outcome::Applied => Some(op.done),
-        _ => killed_after(op),
-    };
     let superseders = |op: &Op| -> Vec<&Op> {
-        match settled(op) {
-            Some(at) => applied
-                .iter()
-                .copied()
-                .filter(|later| later.id != op.id && later.issued > at)
-                .collect(),
-            None => Vec::new(),
-        }
+        applied
+            .iter()
+            .copied()
+            .filter(|later| later.id != op.id && precedes(op, later, killed_after))
+            .collect()
     };
     let candidates: Vec<&Op> = effective
         .iter()
@@ -137,6 +154,8 @@ mod tests {
             done: Duration::from_millis(done),
             outcome,
             answer: String::new(),
+            said_false: false,
+            observed: None,
         }
     }
 

@@ -1,6 +1,8 @@
-//! The campaign's clients: threads that send KV writes, deletes and CAS,
-//! flag changes, service registrations with TTL checks, deregistrations
-//! and TTL passes to random agents, and record every answer.
+//! The campaign's clients: threads that send KV writes, deletes, CAS and
+//! reads, flag changes, service registrations with TTL checks,
+//! deregistrations and TTL passes to random agents, and record every
+//! answer. Half the reads go to the key and agent of the client's last KV
+//! write, so read-your-writes is checked often ([`super::reads`]).
 //!
 //! Keys overlap on purpose: every worker writes the same few keys through
 //! every agent. `camp/p<n>` only ever get puts and CAS (they must exist at
@@ -18,8 +20,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::client::{CallError, call};
-use super::history::{History, Op, OpKind, Outcome};
+use super::client::{CallError, base64_decode, call};
+use super::history::{History, Observed, Op, OpKind, Outcome};
 use super::rng::Rng;
 use super::{AGENTS, Shared};
 
@@ -64,6 +66,7 @@ pub fn spawn_workers(
                 rng: Rng::derive(seed, 100 + worker as u64),
                 addrs: addrs.clone(),
                 history: history.clone(),
+                last_write: None,
             };
             let shared = shared.clone();
             std::thread::spawn(move || {
@@ -87,6 +90,7 @@ enum Action {
     Register,
     Deregister,
     TtlPass,
+    Get,
 }
 
 struct Worker {
@@ -94,6 +98,22 @@ struct Worker {
     rng: Rng,
     addrs: Vec<SocketAddr>,
     history: Arc<History>,
+    /// `(agent, key)` of this client's last KV write.
+    last_write: Option<(usize, String)>,
+}
+
+/// What a KV read saw: `Some(marker)` for 200, `None` for 404; `Err` for
+/// any other answer.
+fn read_value(result: &Result<(u16, Value), CallError>) -> Result<Option<String>, ()> {
+    match result {
+        Ok((200, body)) => {
+            let encoded = body[0]["Value"].as_str().unwrap_or_default();
+            let bytes = base64_decode(encoded).ok_or(())?;
+            Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        }
+        Ok((404, _)) => Ok(None),
+        _ => Err(()),
+    }
 }
 
 /// What an answer says: 200 with `true` (or without a boolean body where
@@ -130,6 +150,7 @@ impl Worker {
             (12, Action::Register),
             (6, Action::Deregister),
             (17, Action::TtlPass),
+            (25, Action::Get),
         ]);
         let agent = self.rng.index(AGENTS);
         let id = self.history.next_id();
@@ -250,6 +271,13 @@ impl Worker {
                     None,
                 );
             }
+            Action::Get => {
+                let (agent, key) = match &self.last_write {
+                    Some(last) if self.rng.chance(50) => last.clone(),
+                    _ => (agent, any_key(&mut self.rng)),
+                };
+                self.get(id, agent, key);
+            }
             Action::TtlPass => {
                 let path = format!("/v1/agent/check/pass/ttl-{agent}-{slot}");
                 let target = service_target(agent, slot);
@@ -267,6 +295,35 @@ impl Worker {
         }
     }
 
+    /// `GET /v1/kv/key` on the agent, recorded with what it saw.
+    fn get(&mut self, id: u64, agent: usize, key: String) {
+        let issued = self.history.now();
+        let path = format!("/v1/kv/{key}");
+        let result = call("GET", self.addrs[agent], &path, None, CALL_TIMEOUT);
+        let done = self.history.now();
+        let observed = read_value(&result)
+            .ok()
+            .map(|value| Observed { value, at: done });
+        self.history.record(Op {
+            id,
+            worker: self.worker,
+            agent,
+            kind: OpKind::KvGet,
+            target: key,
+            marker: String::new(),
+            issued,
+            done,
+            outcome: if observed.is_some() {
+                Outcome::Applied
+            } else {
+                Outcome::Unknown
+            },
+            answer: answer_text(&result),
+            said_false: false,
+            observed,
+        });
+    }
+
     /// Reads the key's ModifyIndex on the agent, then writes with `?cas=`.
     fn cas(&mut self, id: u64, agent: usize, key: String, marker: String) {
         let issued = self.history.now();
@@ -277,6 +334,10 @@ impl Worker {
             None,
             CALL_TIMEOUT,
         );
+        let observed = read_value(&read).ok().map(|value| Observed {
+            value,
+            at: self.history.now(),
+        });
         let index = match &read {
             Ok((200, body)) => body[0]["ModifyIndex"].as_u64(),
             Ok((404, _)) => Some(0),
@@ -295,16 +356,16 @@ impl Worker {
                 done: self.history.now(),
                 outcome: Outcome::NotApplied,
                 answer: format!("not sent: reading the index failed: {}", answer_text(&read)),
+                said_false: false,
+                observed,
             });
             return;
         };
         let path = format!("/v1/kv/{key}?cas={index}");
-        self.send(
-            id,
-            agent,
-            OpKind::KvCas,
-            key,
-            marker.clone(),
+        self.send_at(
+            issued,
+            observed,
+            (id, agent, OpKind::KvCas, key, marker.clone()),
             "PUT",
             path,
             Some(marker),
@@ -324,6 +385,30 @@ impl Worker {
         body: Option<String>,
     ) {
         let issued = self.history.now();
+        self.send_at(
+            issued,
+            None,
+            (id, agent, kind, target, marker),
+            method,
+            path,
+            body,
+        );
+    }
+
+    /// Sends a write whose operation began at `issued` (a CAS: with the
+    /// read of its index, which saw `observed`) and records it.
+    fn send_at(
+        &mut self,
+        issued: std::time::Duration,
+        observed: Option<Observed>,
+        (id, agent, kind, target, marker): (u64, usize, OpKind, String, String),
+        method: &str,
+        path: String,
+        body: Option<String>,
+    ) {
+        if kind.is_kv_write() {
+            self.last_write = Some((agent, target.clone()));
+        }
         let result = call(
             method,
             self.addrs[agent],
@@ -343,6 +428,8 @@ impl Worker {
             done,
             outcome: judge(&result),
             answer: answer_text(&result),
+            said_false: matches!(result, Ok((200, Value::Bool(false)))),
+            observed,
         });
     }
 }
