@@ -6,14 +6,24 @@
 //! - a connection that keeps the server waiting, its client sending no
 //!   query or not reading a reply, for `dns.tcp_idle_timeout` is closed;
 //! - at a cap, a new connection takes the place of the one that has kept
-//!   the server waiting longest, if that has lasted [`EVICTABLE_AFTER`]
-//!   (counted `tcp_evicted`); when none has, the new one is closed at once
-//!   (`tcp_rejected`, `tcp_client_rejected`). Clients that pipeline
-//!   queries and never read their replies hold every slot otherwise,
-//!   for as long as they like, and nobody else is answered over TCP.
+//!   the server waiting longest, if that has lasted [`EVICTABLE_AFTER`],
+//!   else of the one answered the most queries, if more than
+//!   [`EVICTABLE_ANSWERED`] (counted `tcp_evicted`); when there is none,
+//!   the new one is closed at once (`tcp_rejected`,
+//!   `tcp_client_rejected`). Clients that pipeline queries and never read
+//!   their replies hold every slot otherwise, for as long as they like,
+//!   and nobody else is answered over TCP; a client that asks one or a
+//!   few questions is never the one closed.
 //!
-//! A client that waits on us (a forwarded query) is not waiting on its
-//! client: it is never the one closed to make room.
+//! A connection that waits on us (a forwarded query) is not waiting on
+//! its client: it is never the one closed to make room.
+//!
+//! Pipelined queries are answered one per turn ([`tokio::task::yield_now`]
+//! after each), and a connection's send buffer is kept small
+//! ([`SEND_BUFFER`]): a client that sends thousands of queries and reads
+//! nothing gets a few dozen answered before its connection waits on it,
+//! instead of taking the DNS thread's time for all of them while others
+//! wait their turn.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -34,6 +44,16 @@ use super::respond::{Outcome, Responder, Transport};
 /// and reads its reply within milliseconds.
 pub const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 
+/// Answers after which a connection may make room for a new one even
+/// while it is not waiting on its client: a client that pipelines this
+/// many has had its share (and can connect again).
+pub const EVICTABLE_ANSWERED: u64 = 32;
+
+/// Bytes of replies the kernel holds for one connection (besides what the
+/// client's receive buffer holds): several of the largest usual answers.
+/// Larger replies (up to 64 KiB) still go out, as the client reads.
+pub const SEND_BUFFER: usize = 32 * 1024;
+
 /// `waiting_since` of a connection that is working on a query.
 const BUSY: u64 = u64::MAX;
 
@@ -43,6 +63,8 @@ struct Connection {
     /// Microseconds since the table's start when it began waiting on its
     /// client, or [`BUSY`].
     waiting_since: AtomicU64,
+    /// Queries answered on it.
+    answered: AtomicU64,
     /// Cancelled to close it (making room for a newer one).
     close: CancellationToken,
 }
@@ -97,13 +119,21 @@ impl Connections {
             None
         };
         if let Some((refusal, same_client)) = scope {
-            let victim = open
-                .iter()
-                .filter(|(_, c)| !same_client || c.client == client)
+            let candidates = || {
+                open.iter()
+                    .filter(move |(_, c)| !same_client || c.client == client)
+            };
+            let waited_longest = candidates()
                 .map(|(id, c)| (*id, c.waiting_since.load(Ordering::Relaxed)))
                 .filter(|(_, since)| *since <= evictable_before)
                 .min_by_key(|(_, since)| *since);
-            let Some((victim, _)) = victim else {
+            let answered_most = || {
+                candidates()
+                    .map(|(id, c)| (*id, c.answered.load(Ordering::Relaxed)))
+                    .filter(|(_, answered)| *answered > EVICTABLE_ANSWERED)
+                    .max_by_key(|(_, answered)| *answered)
+            };
+            let Some((victim, _)) = waited_longest.or_else(answered_most) else {
                 return Err(refusal);
             };
             if let Some(connection) = open.remove(&victim) {
@@ -115,6 +145,7 @@ impl Connections {
         let connection = Arc::new(Connection {
             client,
             waiting_since: AtomicU64::new(now),
+            answered: AtomicU64::new(0),
             close: CancellationToken::new(),
         });
         open.insert(*next_id, connection.clone());
@@ -178,6 +209,7 @@ async fn handle_connection(
     let idle = responder.config.tcp_idle_timeout;
     let counters = &responder.counters;
     let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
     loop {
         let read_query = async {
             let length = stream.read_u16().await?;
@@ -194,6 +226,7 @@ async fn handle_connection(
             }
         };
         connection.waiting_since.store(BUSY, Ordering::Relaxed);
+        connection.answered.fetch_add(1, Ordering::Relaxed);
         let reply = match responder.respond(&query, Transport::Tcp, client) {
             Outcome::Reply(reply) => reply,
             Outcome::Forward(query) => {
@@ -233,6 +266,9 @@ async fn handle_connection(
                 return;
             }
         }
+        // One query per turn: other connections, and the accept loop,
+        // are not kept waiting by a client that pipelines many.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -260,5 +296,10 @@ mod tests {
         assert!(second.close.is_cancelled());
         assert!(!first.close.is_cancelled() && !third.close.is_cancelled());
         assert_eq!(counters.tcp_evicted.load(Ordering::Relaxed), 1);
+        // Nobody waits on its client now, but one pipelined many queries.
+        assert_eq!(table.admit(b, &counters).unwrap_err(), Refusal::Full);
+        first.answered.store(EVICTABLE_ANSWERED + 1, Ordering::Relaxed);
+        assert!(table.admit(b, &counters).is_ok());
+        assert!(first.close.is_cancelled());
     }
 }
