@@ -173,12 +173,12 @@ fn non_reading_pipelining_clients_do_not_starve_tcp_queries() {
                         break;
                     }
                     for slot in connections.iter_mut() {
-                        if slot.is_none() {
-                            if let Ok(stream) = connect_from(source, target) {
-                                stream.set_nonblocking(true).unwrap();
-                                opened += 1;
-                                *slot = Some((stream, 0));
-                            }
+                        if slot.is_none()
+                            && let Ok(stream) = connect_from(source, target)
+                        {
+                            stream.set_nonblocking(true).unwrap();
+                            opened += 1;
+                            *slot = Some((stream, 0));
                         }
                         // Push more of the burst; never read.
                         let Some((stream, sent)) = slot else { continue };
@@ -297,7 +297,9 @@ fn a_client_that_does_not_read_is_dropped() {
     let srv = query("big.service.consul", 33, 5);
     wait_for(SLOW, "30 SRV answers", || {
         let reply = tcp_query(unique_loopback(), agent.dns_addr(), &srv)?;
-        (answer_count(&reply) == 30).then_some(()).ok_or_else(|| "fewer".to_string())
+        (answer_count(&reply) == 30)
+            .then_some(())
+            .ok_or_else(|| "fewer".to_string())
     });
     let mut stream = connect_from(unique_loopback(), agent.dns_addr()).unwrap();
     stream.set_nonblocking(true).unwrap();
@@ -332,7 +334,12 @@ fn run_agent_until_exit(root: &std::path::Path, name: &str, config: &str) -> (Op
         .arg("agent")
         .args(["--node", name, "--config"])
         .arg(&path)
-        .args(["--bind", &format!("{ip}:17946"), "--http-addr", &format!("{ip}:18500")])
+        .args([
+            "--bind",
+            &format!("{ip}:17946"),
+            "--http-addr",
+            &format!("{ip}:18500"),
+        ])
         .arg("--data-dir")
         .arg(root.join(name))
         .stdout(std::process::Stdio::piped())
@@ -374,7 +381,10 @@ fn a_recursor_that_is_the_agent_itself_is_refused_at_load() {
     ] {
         let config = format!("dns_addr = \"{dns_addr}\"\n[dns]\nrecursors = [\"{recursor}\"]\n");
         let (code, output) = run_agent_until_exit(root.path(), name, &config);
-        assert!(matches!(code, Some(c) if c != 0), "{name}: {code:?} {output}");
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "{name}: {code:?} {output}"
+        );
         assert!(
             output.contains("dns.recursors") && output.contains("itself"),
             "{name}: {output}"
@@ -541,8 +551,5 @@ fn protect_reads_refuses_catalog_names_over_dns_unless_told_otherwise() {
 
 /// `Stats.dns` of an agent whose API wants its token for reads.
 fn dns_stats_with_token(agent: &Agent) -> Value {
-    agent
-        .get("/v1/agent/self?token=s3cret-token-1234")
-        .unwrap()["Stats"]["dns"]
-        .clone()
+    agent.get("/v1/agent/self?token=s3cret-token-1234").unwrap()["Stats"]["dns"].clone()
 }

@@ -145,7 +145,9 @@ impl ClientNetwork {
         let bad = || {
             invalid(
                 key,
-                format!("`{text}` is not a network such as `10.0.0.0/8`, `fd00::/8` or `192.0.2.7`"),
+                format!(
+                    "`{text}` is not a network such as `10.0.0.0/8`, `fd00::/8` or `192.0.2.7`"
+                ),
             )
         };
         let (addr, prefix) = match text.split_once('/') {
@@ -155,7 +157,11 @@ impl ClientNetwork {
         let addr: IpAddr = addr.parse().map_err(|_| bad())?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(prefix) => prefix.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(bad)?,
             None => max,
         };
         Ok(Self { addr, prefix })
@@ -164,11 +170,15 @@ impl ClientNetwork {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(network), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(network) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(network), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(network) & mask == u128::from(ip) & mask
             }
             _ => false,

@@ -91,7 +91,10 @@ fn a_recursor_that_reaches_the_agent_itself_is_refused() {
         ("127.0.0.1:8600", "127.0.0.2:8600"),
         ("127.0.0.1:0", "127.0.0.1:8600"),
     ] {
-        assert!(with_recursor(dns_addr, recursor).is_ok(), "{dns_addr} {recursor}");
+        assert!(
+            with_recursor(dns_addr, recursor).is_ok(),
+            "{dns_addr} {recursor}"
+        );
     }
 }
 
@@ -104,7 +107,13 @@ fn client_networks_default_by_bind_and_parse_with_their_key() {
     assert!(!loopback.allows("10.0.0.1".parse().unwrap()));
     assert_eq!(loopback.rate_limit, 0);
     let wide = dns_config(Some("0.0.0.0:8600"), None, false).unwrap();
-    for private in ["10.1.2.3", "172.17.0.2", "192.168.1.1", "fd00::1", "127.0.0.1"] {
+    for private in [
+        "10.1.2.3",
+        "172.17.0.2",
+        "192.168.1.1",
+        "fd00::1",
+        "127.0.0.1",
+    ] {
         assert!(wide.allows(private.parse().unwrap()), "{private}");
     }
     for public in ["8.8.8.8", "172.32.0.1", "2001:db8::1"] {
@@ -126,7 +135,9 @@ fn client_networks_default_by_bind_and_parse_with_their_key() {
             allow_clients: Some(bad.clone()),
             ..FileDns::default()
         };
-        let error = dns_config(None, Some(&file), false).unwrap_err().to_string();
+        let error = dns_config(None, Some(&file), false)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("dns.allow_clients"), "{bad:?}: {error}");
     }
 }
@@ -140,5 +151,9 @@ fn protect_reads_refuses_the_catalog_unless_told_otherwise() {
         serve_with_protect_reads: Some(true),
         ..FileDns::default()
     };
-    assert!(dns_config(None, Some(&file), true).unwrap().serves_catalog());
+    assert!(
+        dns_config(None, Some(&file), true)
+            .unwrap()
+            .serves_catalog()
+    );
 }

@@ -164,7 +164,11 @@ impl AgentConfig {
         let log_format = node::log_format(file.log_format)?;
         let mut gossip = gossip::gossip_config(file.gossip, addresses.join.clone())?;
         let acl = acl::acl_config(file.acl)?;
-        let dns = dns::dns_config(file.dns_addr.as_deref(), file.dns.as_ref(), acl.protect_reads)?;
+        let dns = dns::dns_config(
+            file.dns_addr.as_deref(),
+            file.dns.as_ref(),
+            acl.protect_reads,
+        )?;
         let kv = kv::kv_settings(file.kv.as_ref(), file.max_clock_drift.as_deref())?;
         gossip.max_clock_drift = kv.max_clock_drift;
         gossip.kv_max_bytes = kv.max_bytes;

@@ -122,7 +122,10 @@ mod tests {
         assert!(limit.windows.len() <= MAX_TRACKED);
         // Once the second is over, old prefixes make room.
         let later = start + Duration::from_secs(2);
-        assert_eq!(limit.check("198.51.100.1".parse().unwrap(), later), Verdict::Answer);
+        assert_eq!(
+            limit.check("198.51.100.1".parse().unwrap(), later),
+            Verdict::Answer
+        );
         assert!(limit.windows.len() <= MAX_TRACKED);
     }
 }

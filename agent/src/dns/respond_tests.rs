@@ -291,12 +291,18 @@ fn clients_outside_the_allow_list_and_protected_catalogs_are_refused() {
         Transport::Tcp,
     );
     assert_eq!(reply.response_code(), ResponseCode::Refused);
-    assert_eq!(guarded.counters.protected_refused.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        guarded.counters.protected_refused.load(Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]
 fn a_rate_limited_client_gets_an_empty_truncated_reply() {
-    let dns = responder(vec![member(1, MemberStatus::Alive, vec![])], DnsConfig::default());
+    let dns = responder(
+        vec![member(1, MemberStatus::Alive, vec![])],
+        DnsConfig::default(),
+    );
     let packet = query("node-1.node.consul.", RecordType::A, true);
     let reply = Message::from_vec(&dns.truncated_empty(&packet).unwrap()).unwrap();
     assert!(reply.truncated());
@@ -305,4 +311,3 @@ fn a_rate_limited_client_gets_an_empty_truncated_reply() {
     assert_eq!(reply.queries().len(), 1);
     assert!(dns.truncated_empty(&[1, 2, 3]).is_none());
 }
-

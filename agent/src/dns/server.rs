@@ -50,7 +50,8 @@ impl DnsListeners {
             Ok(listeners) => {
                 // Port 0 is only known now.
                 let bound = listeners.local_addr()?;
-                if let Some(recursor) = config.recursors.iter().find(|r| reaches_itself(**r, bound)) {
+                if let Some(recursor) = config.recursors.iter().find(|r| reaches_itself(**r, bound))
+                {
                     anyhow::bail!(
                         "config key `dns.recursors`: {recursor} is this agent itself (DNS bound to {bound}): it would forward its own questions to itself in a loop"
                     );
@@ -118,7 +119,11 @@ pub fn spawn(
 pub fn exposure_notes(config: &DnsConfig, addr: SocketAddr) -> Vec<(bool, String)> {
     let mut notes = Vec::new();
     if !addr.ip().is_loopback() {
-        let networks: Vec<String> = config.allow_clients.iter().map(ToString::to_string).collect();
+        let networks: Vec<String> = config
+            .allow_clients
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         notes.push((
             true,
             format!(

@@ -109,7 +109,10 @@ impl Connections {
         let now = self.now();
         let evictable_before =
             now.saturating_sub(u64::try_from(EVICTABLE_AFTER.as_micros()).unwrap_or(0));
-        let mut guard = self.open.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut guard = self
+            .open
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let (next_id, open) = &mut *guard;
         let from_client = open.values().filter(|c| c.client == client).count();
         let scope = if from_client >= self.max_per_client {
@@ -154,7 +157,10 @@ impl Connections {
     }
 
     fn remove(&self, id: u64) {
-        let mut guard = self.open.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut guard = self
+            .open
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         guard.1.remove(&id);
     }
 }
@@ -301,7 +307,9 @@ mod tests {
         // many queries.
         let c: IpAddr = "127.0.0.3".parse().unwrap();
         assert_eq!(table.admit(c, &counters).unwrap_err(), Refusal::Full);
-        first.answered.store(EVICTABLE_ANSWERED + 1, Ordering::Relaxed);
+        first
+            .answered
+            .store(EVICTABLE_ANSWERED + 1, Ordering::Relaxed);
         assert!(table.admit(c, &counters).is_ok());
         assert!(first.close.is_cancelled());
     }
