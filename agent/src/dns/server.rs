@@ -243,3 +243,34 @@ async fn udp_loop(socket: Arc<UdpSocket>, responder: Arc<Responder>, stop: Cance
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_loopback_bind_and_protect_reads_are_told_at_start() {
+        let loopback = DnsConfig::default();
+        assert!(exposure_notes(&loopback, "127.0.0.1:8600".parse().unwrap()).is_empty());
+        let wide = DnsConfig {
+            addr: Some("0.0.0.0:8600".parse().unwrap()),
+            rate_limit: 100,
+            ..DnsConfig::default()
+        };
+        let notes = exposure_notes(&wide, "0.0.0.0:8600".parse().unwrap());
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].0, "a warning");
+        assert!(notes[0].1.contains("non-loopback") && notes[0].1.contains("dns.allow_clients"));
+        for (serve, warning) in [(false, false), (true, true)] {
+            let guarded = DnsConfig {
+                protect_reads: true,
+                serve_with_protect_reads: serve,
+                ..DnsConfig::default()
+            };
+            let notes = exposure_notes(&guarded, "127.0.0.1:8600".parse().unwrap());
+            assert_eq!(notes.len(), 1);
+            assert_eq!(notes[0].0, warning);
+            assert!(notes[0].1.contains("dns.serve_with_protect_reads"));
+        }
+    }
+}
