@@ -2,7 +2,7 @@
 //! (served by `crate::dns`). Every key is optional; the defaults are
 //! Consul's where Consul has the same key.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -19,6 +19,29 @@ pub const DEFAULT_DNS_MAX_TCP: usize = 128;
 pub const DEFAULT_DNS_TCP_IDLE: Duration = Duration::from_secs(10);
 /// How long one recursor gets to answer before the next is tried.
 pub const DEFAULT_RECURSOR_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most TCP connections from one client address at once.
+pub const DEFAULT_DNS_MAX_TCP_PER_CLIENT: usize = 16;
+/// UDP answers a second to one client prefix when `dns_addr` is not a
+/// loopback address (off on loopback: nothing off-host can be reflected
+/// at through it).
+pub const DEFAULT_DNS_RATE_LIMIT: u32 = 100;
+/// Who may ask when `dns_addr` is a loopback address: this host only.
+pub const LOOPBACK_CLIENTS: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+/// Who may ask when `dns_addr` is not loopback: this host and the private
+/// networks (RFC 1918, shared address space, link-local, unique local);
+/// never the public internet, where a spoofed source turns the agent into
+/// a reflector. Public networks are added to `dns.allow_clients` by name.
+pub const PRIVATE_CLIENTS: [&str; 9] = [
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+];
 
 /// The `[dns]` table, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +57,10 @@ pub struct FileDns {
     pub recursor_timeout: Option<String>,
     pub max_tcp_connections: Option<usize>,
     pub tcp_idle_timeout: Option<String>,
+    pub max_tcp_connections_per_client: Option<usize>,
+    pub allow_clients: Option<Vec<String>>,
+    pub rate_limit: Option<u32>,
+    pub serve_with_protect_reads: Option<bool>,
 }
 
 /// The validated DNS settings. Changing any of them needs a restart.
@@ -68,13 +95,131 @@ pub struct DnsConfig {
     pub recursor_timeout: Duration,
     /// TCP connections served at once (default 128).
     pub max_tcp_connections: usize,
-    /// Idle TCP connections are closed after this (default 10s).
+    /// A TCP connection whose client sends no query, or does not read a
+    /// reply, for this long is closed (default 10s).
     pub tcp_idle_timeout: Duration,
+    /// TCP connections from one client address at once (default 16).
+    pub max_tcp_connections_per_client: usize,
+    /// Client networks answered; others get REFUSED (and nothing is
+    /// forwarded for them). Default: [`LOOPBACK_CLIENTS`] on a loopback
+    /// `dns_addr`, [`PRIVATE_CLIENTS`] on any other.
+    pub allow_clients: Vec<ClientNetwork>,
+    /// UDP answers a second to one client prefix (/24 for IPv4, /56 for
+    /// IPv6), as BIND's response rate limiting; past it every second
+    /// answer is dropped and the other sent empty with TC set. 0: off.
+    /// Default: off on a loopback `dns_addr`, [`DEFAULT_DNS_RATE_LIMIT`]
+    /// on any other.
+    pub rate_limit: u32,
+    /// `acl.protect_reads`, copied: DNS carries no token.
+    pub protect_reads: bool,
+    /// Whether names in our domains are answered while `protect_reads`
+    /// is on (default false: they are REFUSED).
+    pub serve_with_protect_reads: bool,
+}
+
+impl DnsConfig {
+    /// Whether names in our domains (the catalog) are answered.
+    pub fn serves_catalog(&self) -> bool {
+        !self.protect_reads || self.serve_with_protect_reads
+    }
+
+    /// Whether `client` is in `allow_clients`.
+    pub fn allows(&self, client: IpAddr) -> bool {
+        let client = client.to_canonical();
+        self.allow_clients
+            .iter()
+            .any(|network| network.contains(client))
+    }
+}
+
+/// An IP network, `10.0.0.0/8` or `fd00::/8`; a bare address is one host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientNetwork {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl ClientNetwork {
+    pub fn parse(key: &str, text: &str) -> Result<Self, ConfigError> {
+        let text = text.trim();
+        let bad = || {
+            invalid(
+                key,
+                format!(
+                    "`{text}` is not a network such as `10.0.0.0/8`, `fd00::/8` or `192.0.2.7`"
+                ),
+            )
+        };
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(network), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(network) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(network) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for ClientNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Whether a query sent to `recursor` reaches a DNS server listening on
+/// `listen`: the same port, and the same address, or any local address
+/// when either is a wildcard (`0.0.0.0`, `::`). Such a recursor would get
+/// our own forwarded questions back, in a loop until the packet's hops
+/// ran out.
+pub fn reaches_itself(recursor: SocketAddr, listen: SocketAddr) -> bool {
+    if recursor.port() != listen.port() || listen.port() == 0 {
+        return false;
+    }
+    let (to, at) = (recursor.ip().to_canonical(), listen.ip().to_canonical());
+    if to == at {
+        return true;
+    }
+    let local = |ip: IpAddr| {
+        ip.is_loopback()
+            || ip.is_unspecified()
+            || if_addrs::get_if_addrs()
+                .map(|interfaces| interfaces.iter().any(|interface| interface.ip() == ip))
+                .unwrap_or(false)
+    };
+    // A wildcard listener answers on every local address; a query sent to
+    // a wildcard address goes to this host.
+    (at.is_unspecified() && local(to)) || (to.is_unspecified() && local(at))
 }
 
 impl Default for DnsConfig {
     fn default() -> Self {
-        dns_config(None, None).expect("the defaults are valid")
+        dns_config(None, None, false).expect("the defaults are valid")
     }
 }
 
@@ -82,6 +227,7 @@ impl Default for DnsConfig {
 pub(super) fn dns_config(
     dns_addr: Option<&str>,
     file: Option<&FileDns>,
+    protect_reads: bool,
 ) -> Result<DnsConfig, ConfigError> {
     let addr = match dns_addr.map(str::trim) {
         Some(text) if text.eq_ignore_ascii_case("off") => None,
@@ -109,6 +255,16 @@ pub(super) fn dns_config(
         .flatten()
         .map(|text| parse_addr("dns.recursors", text, 53))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(listen) = addr
+        && let Some(recursor) = recursors.iter().find(|r| reaches_itself(**r, listen))
+    {
+        return Err(invalid(
+            "dns.recursors",
+            format!(
+                "{recursor} is this agent itself (dns_addr {listen}): it would forward its own questions to itself in a loop"
+            ),
+        ));
+    }
     let duration = |key: &str, text: &Option<String>, default: Duration| match text {
         Some(text) => parse_duration(key, text),
         None => Ok(default),
@@ -117,6 +273,42 @@ pub(super) fn dns_config(
     if max_tcp_connections == 0 {
         return Err(invalid("dns.max_tcp_connections", "must be at least 1"));
     }
+    let max_tcp_connections_per_client = file
+        .max_tcp_connections_per_client
+        .unwrap_or(DEFAULT_DNS_MAX_TCP_PER_CLIENT);
+    if max_tcp_connections_per_client == 0 {
+        return Err(invalid(
+            "dns.max_tcp_connections_per_client",
+            "must be at least 1",
+        ));
+    }
+    let loopback = addr.is_none_or(|addr| addr.ip().is_loopback());
+    let allow_clients = match &file.allow_clients {
+        Some(list) if list.is_empty() => {
+            return Err(invalid(
+                "dns.allow_clients",
+                "an empty list answers nobody; use dns_addr = \"off\" to turn DNS off",
+            ));
+        }
+        Some(list) => list
+            .iter()
+            .map(|text| ClientNetwork::parse("dns.allow_clients", text))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => {
+            let defaults: &[&str] = if loopback {
+                &LOOPBACK_CLIENTS
+            } else {
+                &PRIVATE_CLIENTS
+            };
+            defaults
+                .iter()
+                .map(|text| ClientNetwork::parse("dns.allow_clients", text))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    let rate_limit = file
+        .rate_limit
+        .unwrap_or(if loopback { 0 } else { DEFAULT_DNS_RATE_LIMIT });
     Ok(DnsConfig {
         addr,
         addr_configured: dns_addr.is_some(),
@@ -138,6 +330,11 @@ pub(super) fn dns_config(
             &file.tcp_idle_timeout,
             DEFAULT_DNS_TCP_IDLE,
         )?,
+        max_tcp_connections_per_client,
+        allow_clients,
+        rate_limit,
+        protect_reads,
+        serve_with_protect_reads: file.serve_with_protect_reads.unwrap_or(false),
     })
 }
 
@@ -164,65 +361,5 @@ fn parse_domain(key: &str, text: &str) -> Result<Option<String>, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_consuls() {
-        let config = DnsConfig::default();
-        assert_eq!(config.addr, Some("127.0.0.1:8600".parse().unwrap()));
-        assert!(!config.addr_configured);
-        assert_eq!(config.domain, "consul");
-        assert_eq!(config.alt_domain.as_deref(), Some("shoal"));
-        assert_eq!(config.service_ttl, Duration::ZERO);
-        assert!(config.recursors.is_empty());
-    }
-
-    #[test]
-    fn off_disables_and_bad_values_name_their_key() {
-        let off = dns_config(Some("off"), None).unwrap();
-        assert_eq!(off.addr, None);
-        let file = FileDns {
-            domain: Some("Example.COM.".into()),
-            alt_domain: Some(String::new()),
-            service_ttl: Some("30s".into()),
-            recursors: Some(vec!["127.0.0.1".into()]),
-            ..FileDns::default()
-        };
-        let config = dns_config(Some("127.0.0.2:53"), Some(&file)).unwrap();
-        assert_eq!(config.domain, "example.com");
-        assert_eq!(config.alt_domain, None);
-        assert_eq!(config.service_ttl, Duration::from_secs(30));
-        assert_eq!(config.recursors, vec!["127.0.0.1:53".parse().unwrap()]);
-        for (addr, file, key) in [
-            (Some("nowhere:x"), FileDns::default(), "dns_addr"),
-            (
-                None,
-                FileDns {
-                    domain: Some("bad domain".into()),
-                    ..FileDns::default()
-                },
-                "dns.domain",
-            ),
-            (
-                None,
-                FileDns {
-                    node_ttl: Some("soon".into()),
-                    ..FileDns::default()
-                },
-                "dns.node_ttl",
-            ),
-            (
-                None,
-                FileDns {
-                    alt_domain: Some("consul".into()),
-                    ..FileDns::default()
-                },
-                "dns.alt_domain",
-            ),
-        ] {
-            let error = dns_config(addr, Some(&file)).unwrap_err();
-            assert!(error.to_string().contains(key), "{error}");
-        }
-    }
-}
+#[path = "dns_tests.rs"]
+mod tests;

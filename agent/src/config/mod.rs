@@ -35,7 +35,7 @@ use std::time::Duration;
 use shoal_protocol::GossipConfig;
 
 pub use acl::{AclConfig, MAX_ACL_TOKEN};
-pub use dns::{DEFAULT_DNS_ADDR, DnsConfig, FileDns};
+pub use dns::{ClientNetwork, DEFAULT_DNS_ADDR, DnsConfig, FileDns, reaches_itself};
 pub use file::{FileAcl, FileConfig, FileGossip, FileKv, ServiceFile};
 pub use kv::{DEFAULT_KV_MAX_BYTES, DEFAULT_TOMBSTONE_GRACE};
 pub use network::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, parse_addr};
@@ -164,7 +164,11 @@ impl AgentConfig {
         let log_format = node::log_format(file.log_format)?;
         let mut gossip = gossip::gossip_config(file.gossip, addresses.join.clone())?;
         let acl = acl::acl_config(file.acl)?;
-        let dns = dns::dns_config(file.dns_addr.as_deref(), file.dns.as_ref())?;
+        let dns = dns::dns_config(
+            file.dns_addr.as_deref(),
+            file.dns.as_ref(),
+            acl.protect_reads,
+        )?;
         let kv = kv::kv_settings(file.kv.as_ref(), file.max_clock_drift.as_deref())?;
         gossip.max_clock_drift = kv.max_clock_drift;
         gossip.kv_max_bytes = kv.max_bytes;

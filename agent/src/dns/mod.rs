@@ -8,6 +8,8 @@
 //! - [`respond`]: one query in, one encoded reply out (truncation, codes).
 //! - [`server`]: the UDP and TCP loops, limits, the thread they run on.
 //! - [`forward`]: names outside our domains, to `dns.recursors`.
+//! - [`rate`]: response rate limiting of UDP answers per client prefix.
+//! - [`tcp`]: TCP connections: caps per client and in all, who makes room.
 //!
 //! We use `hickory-proto` for the wire format and run our own loops rather
 //! than `hickory-server`: its request handler is built around zones and
@@ -21,8 +23,10 @@
 pub mod answer;
 pub mod forward;
 pub mod names;
+pub mod rate;
 pub mod respond;
 pub mod server;
+pub mod tcp;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -57,6 +61,25 @@ pub struct DnsCounters {
     pub tcp_rejected: AtomicU64,
     /// TCP connections closed after `dns.tcp_idle_timeout`.
     pub tcp_idle_closed: AtomicU64,
+    /// TCP connections closed at once: their client address already held
+    /// `dns.max_tcp_connections_per_client`.
+    pub tcp_client_rejected: AtomicU64,
+    /// TCP connections closed to make room for a new one at a cap: the
+    /// one that had kept the server waiting longest (not reading its
+    /// replies, or sending nothing).
+    pub tcp_evicted: AtomicU64,
+    /// TCP connections closed because the client did not read a reply
+    /// for `dns.tcp_idle_timeout`.
+    pub tcp_unread_closed: AtomicU64,
+    /// Queries from clients outside `dns.allow_clients` (answered REFUSED).
+    pub client_refused: AtomicU64,
+    /// Names in our domains REFUSED because `acl.protect_reads` is on and
+    /// `dns.serve_with_protect_reads` is not.
+    pub protected_refused: AtomicU64,
+    /// UDP queries past `dns.rate_limit`: dropped, or answered empty with
+    /// TC set (those also in `rate_limit_truncated`).
+    pub rate_limited: AtomicU64,
+    pub rate_limit_truncated: AtomicU64,
     /// Time from a query's arrival to its reply being ready, histogram
     /// with the upper bounds in [`LATENCY_BOUNDS`] (the last one counts
     /// everything slower), and the sum in microseconds.
@@ -74,7 +97,7 @@ pub const LATENCY_BOUNDS: [Duration; 5] = [
 ];
 
 impl DnsCounters {
-    fn add(counter: &AtomicU64) {
+    pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -132,6 +155,13 @@ impl DnsCounters {
             "forward_failures": get(&self.forward_failures),
             "tcp_rejected": get(&self.tcp_rejected),
             "tcp_idle_closed": get(&self.tcp_idle_closed),
+            "tcp_client_rejected": get(&self.tcp_client_rejected),
+            "tcp_evicted": get(&self.tcp_evicted),
+            "tcp_unread_closed": get(&self.tcp_unread_closed),
+            "client_refused": get(&self.client_refused),
+            "protected_refused": get(&self.protected_refused),
+            "rate_limited": get(&self.rate_limited),
+            "rate_limit_truncated": get(&self.rate_limit_truncated),
             "latency_bounds_micros": LATENCY_BOUNDS.iter().map(|b| b.as_micros() as u64).collect::<Vec<_>>(),
             "latency_buckets": buckets,
             "latency_sum_micros": get(&self.latency_sum_micros),

@@ -2,6 +2,7 @@
 //! snapshot, encodes, truncates for UDP, counts. Synchronous and quick: it
 //! never waits (forwarding is the caller's, see [`Outcome::Forward`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,9 +51,20 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// Reads `packet` and decides the reply.
-    pub fn respond(&self, packet: &[u8], transport: Transport) -> Outcome {
+    /// Reads `packet`, sent by `client`, and decides the reply.
+    pub fn respond(&self, packet: &[u8], transport: Transport, client: IpAddr) -> Outcome {
         let started = Instant::now();
+        if !self.config.allows(client) {
+            // Outside `dns.allow_clients`: REFUSED for a query, nothing
+            // for anything else, and never forwarded.
+            return match Message::from_vec(packet) {
+                Ok(request) if request.message_type() == MessageType::Query => {
+                    DnsCounters::add(&self.counters.client_refused);
+                    self.finish(self.error(&request, ResponseCode::Refused), started)
+                }
+                _ => self.malformed(),
+            };
+        }
         let request = match Message::from_vec(packet) {
             Ok(request) if request.message_type() == MessageType::Query => request,
             Ok(_) => return self.malformed(),
@@ -81,6 +93,10 @@ impl Responder {
         domains.extend(self.config.alt_domain.as_deref());
         let qname = query.name().to_ascii();
         let (domain, lookup) = match place(&qname, &domains) {
+            Placed::Ours { .. } if !self.config.serves_catalog() => {
+                DnsCounters::add(&self.counters.protected_refused);
+                return self.finish(self.error(&request, ResponseCode::Refused), started);
+            }
             Placed::Ours { domain, lookup } => (domain, lookup),
             Placed::Outside if !self.config.recursors.is_empty() => {
                 self.counters
@@ -112,6 +128,19 @@ impl Responder {
         let encoded = self.reply(&request, answer, limit, answer_limit);
         self.counters.count_reply(code, started.elapsed());
         encoded.map_or(Outcome::Drop, Outcome::Reply)
+    }
+
+    /// An empty reply to `packet` with TC set: what a UDP client past
+    /// `dns.rate_limit` gets instead of its answer (it retries over TCP).
+    /// `None` when `packet` is not a query.
+    pub fn truncated_empty(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let request = Message::from_vec(packet).ok()?;
+        if request.message_type() != MessageType::Query {
+            return None;
+        }
+        let mut reply = self.header_for(&request, ResponseCode::NoError);
+        reply.set_truncated(true);
+        reply.to_vec().ok()
     }
 
     fn malformed(&self) -> Outcome {

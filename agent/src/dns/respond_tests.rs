@@ -11,6 +11,9 @@ use shoal_protocol::{MemberStatus, MemberView, NodeId, NodeRecord};
 
 use super::*;
 
+/// Where the tests' queries come from: inside the default allow-list.
+const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 fn check(status: CheckStatus) -> CheckRecord {
     CheckRecord {
         id: "c".into(),
@@ -88,7 +91,7 @@ fn query(name: &str, kind: RecordType, edns: bool) -> Vec<u8> {
 }
 
 fn ask(responder: &Responder, packet: &[u8], transport: Transport) -> Message {
-    match responder.respond(packet, transport) {
+    match responder.respond(packet, transport, LOCAL) {
         Outcome::Reply(bytes) => Message::from_vec(&bytes).unwrap(),
         _ => panic!("no reply"),
     }
@@ -241,15 +244,70 @@ fn codes_for_unknown_outside_and_junk() {
         (0x1234, ResponseCode::FormErr)
     );
     assert!(matches!(
-        dns.respond(&[1, 2, 3], Transport::Udp),
+        dns.respond(&[1, 2, 3], Transport::Udp, LOCAL),
         Outcome::Drop
     ));
     let mut response =
         Message::from_vec(&query("web.service.consul.", RecordType::A, false)).unwrap();
     response.set_message_type(MessageType::Response);
     assert!(matches!(
-        dns.respond(&response.to_vec().unwrap(), Transport::Udp),
+        dns.respond(&response.to_vec().unwrap(), Transport::Udp, LOCAL),
         Outcome::Drop
     ));
     assert_eq!(dns.counters.malformed.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn clients_outside_the_allow_list_and_protected_catalogs_are_refused() {
+    let members = vec![member(1, MemberStatus::Alive, vec![])];
+    let config = DnsConfig {
+        recursors: vec!["127.0.0.1:9".parse().unwrap()],
+        ..DnsConfig::default()
+    };
+    let dns = responder(members.clone(), config);
+    let stranger: IpAddr = "192.0.2.1".parse().unwrap();
+    for name in ["node-1.node.consul.", "example.com."] {
+        let packet = query(name, RecordType::A, false);
+        let Outcome::Reply(bytes) = dns.respond(&packet, Transport::Udp, stranger) else {
+            panic!("{name}: no REFUSED");
+        };
+        let reply = Message::from_vec(&bytes).unwrap();
+        assert_eq!(reply.response_code(), ResponseCode::Refused, "{name}");
+        assert!(reply.answers().is_empty());
+    }
+    assert_eq!(dns.counters.client_refused.load(Ordering::Relaxed), 2);
+    assert_eq!(dns.counters.forwarded.load(Ordering::Relaxed), 0);
+
+    let guarded = responder(
+        members,
+        DnsConfig {
+            protect_reads: true,
+            ..DnsConfig::default()
+        },
+    );
+    let reply = ask(
+        &guarded,
+        &query("node-1.node.consul.", RecordType::A, false),
+        Transport::Tcp,
+    );
+    assert_eq!(reply.response_code(), ResponseCode::Refused);
+    assert_eq!(
+        guarded.counters.protected_refused.load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn a_rate_limited_client_gets_an_empty_truncated_reply() {
+    let dns = responder(
+        vec![member(1, MemberStatus::Alive, vec![])],
+        DnsConfig::default(),
+    );
+    let packet = query("node-1.node.consul.", RecordType::A, true);
+    let reply = Message::from_vec(&dns.truncated_empty(&packet).unwrap()).unwrap();
+    assert!(reply.truncated());
+    assert!(reply.answers().is_empty());
+    assert_eq!(reply.id(), 4242);
+    assert_eq!(reply.queries().len(), 1);
+    assert!(dns.truncated_empty(&[1, 2, 3]).is_none());
 }

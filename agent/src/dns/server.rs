@@ -6,24 +6,27 @@
 //! snapshot channel, never from the loop.
 //!
 //! Limits: UDP packets are answered one at a time as they come (an answer
-//! takes microseconds); TCP connections are capped
-//! (`dns.max_tcp_connections`, more are closed at once, counted), closed
-//! after `dns.tcp_idle_timeout` without a complete query, and a query
-//! longer than a DNS message can be is refused by the 16-bit framing.
+//! takes microseconds, and a UDP send never waits on the client), at most
+//! [`MAX_FORWARDS`] forwarded at once, and past `dns.rate_limit` per
+//! client prefix dropped or answered empty with TC ([`super::rate`]).
+//! TCP has its own budgets ([`super::tcp`]). Clients outside
+//! `dns.allow_clients` get REFUSED on both.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use anyhow::Context as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::DnsCounters;
 use super::forward::forward;
+use super::rate::{RateLimit, Verdict};
 use super::respond::{Outcome, Responder, Transport};
-use crate::config::DnsConfig;
+use super::tcp::tcp_loop;
+use crate::config::{DnsConfig, reaches_itself};
 
 /// Forwarded UDP queries in flight at once; more get SERVFAIL at once.
 const MAX_FORWARDS: usize = 256;
@@ -44,7 +47,17 @@ impl DnsListeners {
             return Ok(None);
         };
         match Self::bind_both(addr) {
-            Ok(listeners) => Ok(Some(listeners)),
+            Ok(listeners) => {
+                // Port 0 is only known now.
+                let bound = listeners.local_addr()?;
+                if let Some(recursor) = config.recursors.iter().find(|r| reaches_itself(**r, bound))
+                {
+                    anyhow::bail!(
+                        "config key `dns.recursors`: {recursor} is this agent itself (DNS bound to {bound}): it would forward its own questions to itself in a loop"
+                    );
+                }
+                Ok(Some(listeners))
+            }
             Err(error) if !config.addr_configured => {
                 tracing::warn!(
                     %addr, %error,
@@ -101,7 +114,56 @@ pub fn spawn(
     })
 }
 
+/// What the operator should know about who can ask: logged at start.
+/// Warnings first (`true`), then notes.
+pub fn exposure_notes(config: &DnsConfig, addr: SocketAddr) -> Vec<(bool, String)> {
+    let mut notes = Vec::new();
+    if !addr.ip().is_loopback() {
+        let networks: Vec<String> = config
+            .allow_clients
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        notes.push((
+            true,
+            format!(
+                "the DNS interface listens on a non-loopback address (dns_addr {addr}): it answers clients in dns.allow_clients ({}), UDP answers limited to dns.rate_limit = {} a second per client prefix{}",
+                networks.join(", "),
+                config.rate_limit,
+                if config.recursors.is_empty() {
+                    String::new()
+                } else {
+                    " and forwards their other names to dns.recursors".to_string()
+                },
+            ),
+        ));
+    }
+    if config.protect_reads {
+        notes.push(if config.serve_with_protect_reads {
+            (
+                true,
+                "acl.protect_reads is on and dns.serve_with_protect_reads = true: DNS answers catalog names (services, nodes) without a token".to_string(),
+            )
+        } else {
+            (
+                false,
+                "acl.protect_reads is on: DNS answers REFUSED for catalog names, as it carries no token (dns.serve_with_protect_reads = true answers them)".to_string(),
+            )
+        });
+    }
+    notes
+}
+
 async fn serve(listeners: DnsListeners, responder: Arc<Responder>, stop: CancellationToken) {
+    if let Ok(addr) = listeners.local_addr() {
+        for (warning, note) in exposure_notes(&responder.config, addr) {
+            if warning {
+                tracing::warn!("{note}");
+            } else {
+                tracing::info!("{note}");
+            }
+        }
+    }
     let (udp, tcp) = match (
         UdpSocket::from_std(listeners.udp),
         TcpListener::from_std(listeners.tcp),
@@ -121,6 +183,7 @@ async fn serve(listeners: DnsListeners, responder: Arc<Responder>, stop: Cancell
 /// Answers UDP queries in arrival order; forwarded ones go to a task each.
 async fn udp_loop(socket: Arc<UdpSocket>, responder: Arc<Responder>, stop: CancellationToken) {
     let forwards = Arc::new(Semaphore::new(MAX_FORWARDS));
+    let mut rate_limit = RateLimit::new(responder.config.rate_limit, Instant::now());
     let mut buffer = vec![0u8; 65535];
     loop {
         let received = tokio::select! {
@@ -131,16 +194,29 @@ async fn udp_loop(socket: Arc<UdpSocket>, responder: Arc<Responder>, stop: Cance
         let Ok((length, from)) = received else {
             continue;
         };
-        match responder.respond(&buffer[..length], Transport::Udp) {
+        let packet = &buffer[..length];
+        match rate_limit.check(from.ip(), Instant::now()) {
+            Verdict::Answer => {}
+            Verdict::Slip => {
+                DnsCounters::add(&responder.counters.rate_limited);
+                if let Some(reply) = responder.truncated_empty(packet) {
+                    DnsCounters::add(&responder.counters.rate_limit_truncated);
+                    let _ = socket.send_to(&reply, from).await;
+                }
+                continue;
+            }
+            Verdict::Drop => {
+                DnsCounters::add(&responder.counters.rate_limited);
+                continue;
+            }
+        }
+        match responder.respond(packet, Transport::Udp, from.ip()) {
             Outcome::Reply(reply) => {
                 let _ = socket.send_to(&reply, from).await;
             }
             Outcome::Forward(query) => {
                 let Ok(permit) = forwards.clone().try_acquire_owned() else {
-                    responder
-                        .counters
-                        .forward_failures
-                        .fetch_add(1, Ordering::Relaxed);
+                    DnsCounters::add(&responder.counters.forward_failures);
                     if let Some(reply) = super::respond::servfail(&query) {
                         let _ = socket.send_to(&reply, from).await;
                     }
@@ -168,86 +244,33 @@ async fn udp_loop(socket: Arc<UdpSocket>, responder: Arc<Responder>, stop: Cance
     }
 }
 
-async fn tcp_loop(listener: TcpListener, responder: Arc<Responder>, stop: CancellationToken) {
-    let connections = Arc::new(Semaphore::new(responder.config.max_tcp_connections));
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, _)) = accepted else {
-            continue;
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            responder
-                .counters
-                .tcp_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let (responder, stop) = (responder.clone(), stop.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = handle_connection(stream, &responder) => {}
-            }
-            drop(permit);
-        });
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Serves length-prefixed queries on one connection until the client
-/// closes it, an I/O error, or `dns.tcp_idle_timeout` without a query.
-async fn handle_connection(mut stream: TcpStream, responder: &Responder) {
-    let idle = responder.config.tcp_idle_timeout;
-    let _ = stream.set_nodelay(true);
-    loop {
-        let read_query = async {
-            let length = stream.read_u16().await?;
-            let mut query = vec![0u8; usize::from(length)];
-            stream.read_exact(&mut query).await?;
-            Ok::<_, std::io::Error>(query)
+    #[test]
+    fn a_non_loopback_bind_and_protect_reads_are_told_at_start() {
+        let loopback = DnsConfig::default();
+        assert!(exposure_notes(&loopback, "127.0.0.1:8600".parse().unwrap()).is_empty());
+        let wide = DnsConfig {
+            addr: Some("0.0.0.0:8600".parse().unwrap()),
+            rate_limit: 100,
+            ..DnsConfig::default()
         };
-        let query = match tokio::time::timeout(idle, read_query).await {
-            Ok(Ok(query)) => query,
-            Ok(Err(_)) => return,
-            Err(_) => {
-                responder
-                    .counters
-                    .tcp_idle_closed
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        let reply = match responder.respond(&query, Transport::Tcp) {
-            Outcome::Reply(reply) => reply,
-            Outcome::Forward(query) => {
-                let config = &responder.config;
-                match forward(
-                    &query,
-                    &config.recursors,
-                    config.recursor_timeout,
-                    Transport::Tcp,
-                    &responder.counters,
-                )
-                .await
-                {
-                    Some(reply) => reply,
-                    None => return,
-                }
-            }
-            // Not DNS: the stream can't be trusted to be framed.
-            Outcome::Drop => return,
-        };
-        let Ok(length) = u16::try_from(reply.len()) else {
-            return;
-        };
-        let mut framed = Vec::with_capacity(reply.len() + 2);
-        framed.extend_from_slice(&length.to_be_bytes());
-        framed.extend_from_slice(&reply);
-        if stream.write_all(&framed).await.is_err() {
-            return;
+        let notes = exposure_notes(&wide, "0.0.0.0:8600".parse().unwrap());
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].0, "a warning");
+        assert!(notes[0].1.contains("non-loopback") && notes[0].1.contains("dns.allow_clients"));
+        for (serve, warning) in [(false, false), (true, true)] {
+            let guarded = DnsConfig {
+                protect_reads: true,
+                serve_with_protect_reads: serve,
+                ..DnsConfig::default()
+            };
+            let notes = exposure_notes(&guarded, "127.0.0.1:8600".parse().unwrap());
+            assert_eq!(notes.len(), 1);
+            assert_eq!(notes[0].0, warning);
+            assert!(notes[0].1.contains("dns.serve_with_protect_reads"));
         }
     }
 }

@@ -160,6 +160,41 @@ impl MetricSource for DnsCounters {
             "DNS TCP connections closed after dns.tcp_idle_timeout.",
             load(&self.tcp_idle_closed),
         );
+        out.counter(
+            "shoal_dns_tcp_client_rejected_total",
+            "DNS TCP connections closed at once: dns.max_tcp_connections_per_client reached.",
+            load(&self.tcp_client_rejected),
+        );
+        out.counter(
+            "shoal_dns_tcp_evicted_total",
+            "DNS TCP connections closed to make room: they had kept the server waiting longest.",
+            load(&self.tcp_evicted),
+        );
+        out.counter(
+            "shoal_dns_tcp_unread_closed_total",
+            "DNS TCP connections closed: the client did not read a reply for dns.tcp_idle_timeout.",
+            load(&self.tcp_unread_closed),
+        );
+        out.counter(
+            "shoal_dns_client_refused_total",
+            "DNS queries REFUSED: the client is outside dns.allow_clients.",
+            load(&self.client_refused),
+        );
+        out.counter(
+            "shoal_dns_protected_refused_total",
+            "DNS queries REFUSED for catalog names: acl.protect_reads without dns.serve_with_protect_reads.",
+            load(&self.protected_refused),
+        );
+        out.counter(
+            "shoal_dns_rate_limited_total",
+            "UDP queries past dns.rate_limit: dropped or answered empty with TC.",
+            load(&self.rate_limited),
+        );
+        out.counter(
+            "shoal_dns_rate_limit_truncated_total",
+            "UDP queries past dns.rate_limit answered empty with TC (the client retries over TCP).",
+            load(&self.rate_limit_truncated),
+        );
         let mut latency = HistogramSnapshot {
             buckets: Vec::with_capacity(LATENCY_BOUNDS.len()),
             sum: load(&self.latency_sum_micros) as f64 / 1e6,
