@@ -97,7 +97,11 @@ fn write_routes() -> Vec<(&'static str, String, String)> {
         ("PUT", "/v1/flags/f", flag),
         ("POST", "/v1/operator/keyring", key.clone()),
         ("PUT", "/v1/operator/keyring", key.clone()),
-        ("DELETE", "/v1/operator/keyring", json!({ "Key": KEY_A }).to_string()),
+        (
+            "DELETE",
+            "/v1/operator/keyring",
+            json!({ "Key": KEY_A }).to_string(),
+        ),
         ("PUT", "/v1/event/fire/deploy", "pwned".into()),
         ("POST", "/v1/shoal/template/render", template.clone()),
         ("POST", "/v1/shoal/template/render-env", template),
@@ -121,7 +125,10 @@ fn write_routes() -> Vec<(&'static str, String, String)> {
 fn cross_site_variants(agent: &Agent) -> Vec<(String, Vec<(&'static str, String)>)> {
     let other_port = format!("http://{}:8080", agent.ip);
     vec![
-        ("a foreign Origin".into(), vec![("Origin", EVIL.to_string())]),
+        (
+            "a foreign Origin".into(),
+            vec![("Origin", EVIL.to_string())],
+        ),
         ("Origin: null".into(), vec![("Origin", "null".to_string())]),
         (
             "the agent's address on another port".into(),
@@ -186,11 +193,7 @@ fn open_agent(root: &Path, name: &str) -> Agent {
     let agent = Agent::start(
         root,
         AgentOptions {
-            args: vec![
-                "--encrypt".into(),
-                KEY_A.into(),
-                "--fault-injection".into(),
-            ],
+            args: vec!["--encrypt".into(), KEY_A.into(), "--fault-injection".into()],
             env: vec![(KEYRING_OPT_IN.0.into(), KEYRING_OPT_IN.1.into())],
             ..AgentOptions::named(name)
         },
@@ -223,7 +226,8 @@ fn cross_site_writes_are_refused_on_every_route_and_change_nothing() {
     for (method, target, body) in write_routes() {
         // Each browser variant: 403, saying why.
         for (variant, headers) in cross_site_variants(&agent) {
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
             tried += 1;
             match send(&agent, method, &target, &headers, body.as_bytes()) {
                 Ok(reply)
@@ -247,13 +251,17 @@ fn cross_site_writes_are_refused_on_every_route_and_change_nothing() {
                 match send(&agent, method, &target, &headers, body.as_bytes()) {
                     Ok(reply)
                         if reply.status == 415
-                            && reply.error().contains(content_type.split(';').next().unwrap())
+                            && reply
+                                .error()
+                                .contains(content_type.split(';').next().unwrap())
                             && reply.error().contains("application/json") => {}
                     Ok(reply) => wrong.push(format!(
                         "{method} {target} as {content_type}: {} {}",
                         reply.status, reply.body
                     )),
-                    Err(error) => wrong.push(format!("{method} {target} as {content_type}: {error}")),
+                    Err(error) => {
+                        wrong.push(format!("{method} {target} as {content_type}: {error}"))
+                    }
                 }
             }
         }
@@ -330,15 +338,23 @@ fn cross_site_reads_are_refused_even_when_cached() {
             assert_eq!(reply.status, 200, "GET {target}: {}", reply.body);
         }
         for (variant, headers) in cross_site_variants(&agent) {
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
             let reply = send(&agent, "GET", target, &headers, b"").unwrap();
             let leaked = reply.body.trim() == "orig" || reply.body.contains(KEY_A);
             if reply.status != 403 || leaked {
-                wrong.push(format!("GET {target} with {variant}: {} {}", reply.status, reply.body));
+                wrong.push(format!(
+                    "GET {target} with {variant}: {} {}",
+                    reply.status, reply.body
+                ));
             }
         }
     }
-    assert!(wrong.is_empty(), "cross-site reads answered:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "cross-site reads answered:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -353,12 +369,22 @@ fn same_origin_and_non_browser_requests_still_work() {
         ("Sec-Fetch-Site", "same-origin"),
         ("Sec-Fetch-Mode", "cors"),
     ];
-    let text = [ui.as_slice(), &[("Content-Type", "text/plain;charset=UTF-8")]].concat();
+    let text = [
+        ui.as_slice(),
+        &[("Content-Type", "text/plain;charset=UTF-8")],
+    ]
+    .concat();
     assert_eq!(ok(&agent, "PUT", "/v1/kv/ui-key", &text, b"from-ui"), true);
     assert_eq!(ok(&agent, "GET", "/v1/kv/ui-key?raw", &ui, b""), "from-ui");
     let json_body = [ui.as_slice(), &[("Content-Type", "application/json")]].concat();
     let key = json!({ "Key": KEY_B }).to_string();
-    ok(&agent, "POST", "/v1/operator/keyring", &json_body, key.as_bytes());
+    ok(
+        &agent,
+        "POST",
+        "/v1/operator/keyring",
+        &json_body,
+        key.as_bytes(),
+    );
     // The address bar or a bookmark: Sec-Fetch-Site: none.
     let typed = [("Sec-Fetch-Site", "none"), ("Sec-Fetch-Mode", "navigate")];
     ok(&agent, "GET", "/v1/kv/ui-key?raw", &typed, b"");
@@ -398,13 +424,31 @@ fn same_origin_and_non_browser_requests_still_work() {
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
     assert_eq!(ok(&agent, "PUT", "/v1/kv/curl", &form, b"20"), true);
     let registration = json!({"Name": "curl-svc", "Port": 7000}).to_string();
-    ok(&agent, "PUT", "/v1/agent/service/register", &form, registration.as_bytes());
+    ok(
+        &agent,
+        "PUT",
+        "/v1/agent/service/register",
+        &form,
+        registration.as_bytes(),
+    );
     // A POST without a Content-Type (python-consul's requests) and with
     // JSON (the CLI, Consul's Go client) is served.
     let template = json!({"template": "{{ 1 + 1 }}"}).to_string();
-    ok(&agent, "POST", "/v1/shoal/template/render", &[], template.as_bytes());
+    ok(
+        &agent,
+        "POST",
+        "/v1/shoal/template/render",
+        &[],
+        template.as_bytes(),
+    );
     let json_only = [("Content-Type", "application/json; charset=utf-8")];
-    ok(&agent, "POST", "/v1/shoal/template/render", &json_only, template.as_bytes());
+    ok(
+        &agent,
+        "POST",
+        "/v1/shoal/template/render",
+        &json_only,
+        template.as_bytes(),
+    );
     // Writes from local tools need no browser header at all.
     ok(&agent, "PUT", "/v1/agent/check/pass/ttl1", &[], b"");
 }
@@ -455,7 +499,14 @@ fn a_web_page_cannot_install_its_gossip_key() {
         ("Sec-Fetch-Mode", "no-cors"),
         ("Content-Type", "text/plain;charset=UTF-8"),
     ];
-    let reply = send(&a, "POST", "/v1/operator/keyring", &browser, body.as_bytes()).unwrap();
+    let reply = send(
+        &a,
+        "POST",
+        "/v1/operator/keyring",
+        &browser,
+        body.as_bytes(),
+    )
+    .unwrap();
     assert_eq!(reply.status, 403, "{}", reply.body);
     // As a browser without Origin or Fetch Metadata would.
     let plain = [("Content-Type", "text/plain")];
@@ -464,7 +515,14 @@ fn a_web_page_cannot_install_its_gossip_key() {
     // Even a local process with JSON needs the token or the opt-in.
     let json_type = [("Content-Type", "application/json")];
     for method in ["POST", "PUT", "DELETE"] {
-        let reply = send(&a, method, "/v1/operator/keyring", &json_type, body.as_bytes()).unwrap();
+        let reply = send(
+            &a,
+            method,
+            "/v1/operator/keyring",
+            &json_type,
+            body.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(reply.status, 403, "{method}: {}", reply.body);
         let error = reply.error();
         assert!(
@@ -479,7 +537,12 @@ fn a_web_page_cannot_install_its_gossip_key() {
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(stranger.members().unwrap().len(), 1, "the stranger joined");
     for agent in [&a, &b] {
-        assert_eq!(keys_of(agent), Ok(vec![KEY_A.to_string()]), "{}", agent.name);
+        assert_eq!(
+            keys_of(agent),
+            Ok(vec![KEY_A.to_string()]),
+            "{}",
+            agent.name
+        );
         assert_eq!(agent.members().unwrap().len(), 2, "{}", agent.name);
     }
 }
@@ -502,7 +565,13 @@ fn an_image_tag_cannot_fail_a_check_or_deregister_a_service() {
         "Name": "web", "ID": "web", "Port": 80,
         "Check": {"CheckID": "ttl1", "Name": "ttl1", "TTL": "10m"},
     });
-    ok(&a, "PUT", "/v1/agent/service/register", &[], registration.to_string().as_bytes());
+    ok(
+        &a,
+        "PUT",
+        "/v1/agent/service/register",
+        &[],
+        registration.to_string().as_bytes(),
+    );
     ok(&a, "PUT", "/v1/agent/check/pass/ttl1", &[], b"");
     let passing = |agent: &Agent| -> Result<usize, String> {
         Ok(agent
@@ -521,10 +590,17 @@ fn an_image_tag_cannot_fail_a_check_or_deregister_a_service() {
         ("Referer", "http://evil.example/"),
     ];
     let old_browser = [("Accept", "image/avif,image/webp,*/*")];
-    for target in ["/v1/agent/check/fail/ttl1", "/v1/agent/service/deregister/web"] {
+    for target in [
+        "/v1/agent/check/fail/ttl1",
+        "/v1/agent/service/deregister/web",
+    ] {
         // Refused before or after routing: the GET form does not exist.
         let reply = send(&a, "GET", target, &image, b"").unwrap();
-        assert!([403, 405].contains(&reply.status), "GET {target}: {}", reply.body);
+        assert!(
+            [403, 405].contains(&reply.status),
+            "GET {target}: {}",
+            reply.body
+        );
         let reply = send(&a, "GET", target, &old_browser, b"").unwrap();
         assert_eq!(reply.status, 405, "GET {target}: {}", reply.body);
         assert!(reply.error().contains("PUT"), "{}", reply.body);
@@ -540,13 +616,24 @@ fn keyring_changes_need_the_token_or_the_opt_in() {
     let root = tempfile::tempdir().unwrap();
     let body = json!({ "Key": KEY_B }).to_string();
     let install = |agent: &Agent, headers: &[(&str, &str)]| {
-        send(agent, "POST", "/v1/operator/keyring", headers, body.as_bytes()).unwrap()
+        send(
+            agent,
+            "POST",
+            "/v1/operator/keyring",
+            headers,
+            body.as_bytes(),
+        )
+        .unwrap()
     };
     // Default: refused, reads still fine.
     let closed = Agent::start_serving(root.path(), "closed", &["--encrypt", KEY_A]);
     let reply = install(&closed, &[]);
     assert_eq!(reply.status, 403, "{}", reply.body);
-    assert!(reply.error().contains("allow_unauthenticated_keyring"), "{}", reply.body);
+    assert!(
+        reply.error().contains("allow_unauthenticated_keyring"),
+        "{}",
+        reply.body
+    );
     assert_eq!(keys_of(&closed), Ok(vec![KEY_A.to_string()]));
     // The CLI says the same.
     let output = closed.cli(&["keyring", "install", KEY_B]);
@@ -564,7 +651,10 @@ fn keyring_changes_need_the_token_or_the_opt_in() {
         &["--encrypt", KEY_A, "--acl-token", TOKEN],
     );
     assert_eq!(install(&guarded, &[]).status, 403);
-    assert_eq!(install(&guarded, &[("X-Consul-Token", "wrong")]).status, 403);
+    assert_eq!(
+        install(&guarded, &[("X-Consul-Token", "wrong")]).status,
+        403
+    );
     let reply = install(&guarded, &[("X-Consul-Token", TOKEN)]);
     assert_eq!(reply.status, 200, "{}", reply.body);
 
@@ -582,7 +672,13 @@ fn keyring_changes_need_the_token_or_the_opt_in() {
         "[acl]\nallow_unauthenticated_keyring = true\n",
         &["--encrypt", KEY_A],
     );
-    let from_file = Agent::start(root.path(), AgentOptions { name: "file".into(), ..options });
+    let from_file = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "file".into(),
+            ..options
+        },
+    );
     from_file.wait_serving();
     let reply = install(&from_file, &[]);
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -594,9 +690,18 @@ fn keyring_changes_need_the_token_or_the_opt_in() {
         &format!("[acl]\ntoken = \"{TOKEN}\"\nallow_unauthenticated_keyring = true\n"),
         &[],
     );
-    let mut refused = Agent::start(root.path(), AgentOptions { name: "both".into(), ..options });
+    let mut refused = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "both".into(),
+            ..options
+        },
+    );
     let code = refused.wait_exit(Duration::from_secs(15));
-    assert!(matches!(code, Some(c) if c != 0), "started anyway: {code:?}");
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "started anyway: {code:?}"
+    );
     assert!(
         refused.log().contains("acl.allow_unauthenticated_keyring"),
         "{}",
@@ -623,7 +728,10 @@ fn the_readme_curl_writes_work() {
         let command = command
             .replace("127.0.0.1:8500", &agent.http_addr().to_string())
             .replacen("curl ", "curl -sS --fail-with-body ", 1);
-        let output = Command::new("sh").args(["-c", &command]).output().expect("run sh");
+        let output = Command::new("sh")
+            .args(["-c", &command])
+            .output()
+            .expect("run sh");
         assert!(
             output.status.success(),
             "{command}\n{}{}",

@@ -18,7 +18,10 @@ fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Durati
     stream.set_read_timeout(Some(limit)).unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    (String::from_utf8_lossy(&answer).to_string(), started.elapsed())
+    (
+        String::from_utf8_lossy(&answer).to_string(),
+        started.elapsed(),
+    )
 }
 
 #[test]
@@ -49,7 +52,14 @@ fn uri_head_and_chunked_body_limits_refuse_and_change_nothing() {
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    match raw_request(agent.http_addr(), "GET", "/v1/agent/self", &host, &headers, b"") {
+    match raw_request(
+        agent.http_addr(),
+        "GET",
+        "/v1/agent/self",
+        &host,
+        &headers,
+        b"",
+    ) {
         Ok(reply) => assert_eq!(reply.status, 431, "{}", reply.head),
         // The server may close before the client finished writing.
         Err(error) => assert!(error.contains("send") || error.contains("read"), "{error}"),

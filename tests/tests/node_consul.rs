@@ -53,12 +53,20 @@ fn the_npm_consul_client_registers_checks_and_reads() {
     assert_eq!(passing[0]["Service"]["ID"], "payments-1");
     assert_eq!(passing[0]["Service"]["Port"], 7000);
     assert_eq!(passing[0]["Node"]["Node"], a.name.as_str());
-    assert_eq!(seen["catalog_services"]["payments"], json!(["v2"]), "{seen}");
+    assert_eq!(
+        seen["catalog_services"]["payments"],
+        json!(["v2"]),
+        "{seen}"
+    );
     assert_eq!(seen["local_services"]["payments-1"]["Service"], "payments");
     let check = &seen["checks"]["service:payments-1"];
     assert_eq!(check["Status"], "passing", "{seen}");
     assert_eq!(check["Output"], "all good", "{seen}");
-    assert_eq!(seen["after_fail"], json!([]), "a failing check leaves ?passing");
+    assert_eq!(
+        seen["after_fail"],
+        json!([]),
+        "a failing check leaves ?passing"
+    );
 
     assert_eq!(seen["kv_set"], true);
     assert_eq!(seen["kv_set_flags"], true);

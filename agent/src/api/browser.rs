@@ -97,7 +97,12 @@ pub fn check_body_type<B>(request: &Request<B>) -> Result<(), ApiError> {
         return Ok(());
     };
     let text = value.to_str().unwrap_or("");
-    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if SIMPLE_BODY_TYPES.contains(&essence.as_str()) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -207,10 +212,18 @@ mod tests {
             check_origin(access, &request(method, host, headers)).is_ok()
         };
         for site in ["same-origin", "none"] {
-            assert!(check(Access::Write, Method::PUT, &[("Sec-Fetch-Site", site)]));
+            assert!(check(
+                Access::Write,
+                Method::PUT,
+                &[("Sec-Fetch-Site", site)]
+            ));
         }
         for site in ["cross-site", "same-site", "bogus"] {
-            assert!(!check(Access::Read, Method::GET, &[("Sec-Fetch-Site", site)]));
+            assert!(!check(
+                Access::Read,
+                Method::GET,
+                &[("Sec-Fetch-Site", site)]
+            ));
         }
         let link = [
             ("Sec-Fetch-Site", "cross-site"),
@@ -233,8 +246,10 @@ mod tests {
     #[test]
     fn simple_post_bodies_are_refused_other_methods_and_types_pass() {
         let check = |method, content_type: Option<&str>| {
-            let headers: Vec<(&str, &str)> =
-                content_type.map(|t| ("Content-Type", t)).into_iter().collect();
+            let headers: Vec<(&str, &str)> = content_type
+                .map(|t| ("Content-Type", t))
+                .into_iter()
+                .collect();
             check_body_type(&request(method, "localhost", &headers))
         };
         for simple in [
@@ -245,7 +260,11 @@ mod tests {
         ] {
             let error = check(Method::POST, Some(simple)).unwrap_err();
             assert_eq!(error.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-            assert!(error.message.contains("application/json"), "{}", error.message);
+            assert!(
+                error.message.contains("application/json"),
+                "{}",
+                error.message
+            );
             assert!(check(Method::PUT, Some(simple)).is_ok(), "{simple}");
             assert!(check(Method::DELETE, Some(simple)).is_ok(), "{simple}");
         }

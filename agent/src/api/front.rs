@@ -82,9 +82,12 @@ impl Api {
         let start = Instant::now();
         if let Some(refused) = guard::check_request(&request, front.http_addr) {
             // No route matched yet: counted as unmatched, with its status.
-            front
-                .metrics
-                .record(UNMATCHED, request.method(), refused.status(), start.elapsed());
+            front.metrics.record(
+                UNMATCHED,
+                request.method(),
+                refused.status(),
+                start.elapsed(),
+            );
             return ApiFuture::Ready(Some(with_consul_headers(refused, front)));
         }
         let key = cache_key(&request);
@@ -206,7 +209,11 @@ fn method_not_allowed(method: &Method, uri: &axum::http::Uri, headers: &HeaderMa
         format!(
             "method {method} is not allowed on {}: use {}{why}",
             uri.path(),
-            if allow.is_empty() { "another method" } else { &allow }
+            if allow.is_empty() {
+                "another method"
+            } else {
+                &allow
+            }
         ),
     )
     .into_response();

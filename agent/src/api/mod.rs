@@ -164,10 +164,7 @@ pub fn router(state: ApiState) -> front::Api {
             put(registry::deregister_check),
         )
         // pass, warn or fail; the static routes above and below win.
-        .write(
-            "/v1/agent/check/{verb}/{id}",
-            put(registry::check_report),
-        )
+        .write("/v1/agent/check/{verb}/{id}", put(registry::check_report))
         .write("/v1/agent/check/update/{id}", put(registry::check_update))
         .read(
             "/v1/agent/health/service/name/{name}",
