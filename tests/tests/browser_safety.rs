@@ -307,6 +307,24 @@ fn cross_site_writes_are_refused_on_every_route_and_change_nothing() {
     );
     let after = observable_state(&agent);
     assert_eq!(after, before, "a refused request changed state");
+
+    // Every refusal is counted: 403 and 415 under their route, the
+    // router's 405 as unmatched.
+    let metrics = send(&agent, "GET", "/metrics", &[], b"").unwrap().body;
+    for series in [
+        r#"shoal_api_requests_total{route="/v1/kv/{*key}",method="PUT",code="403"}"#,
+        r#"shoal_api_requests_total{route="/v1/operator/keyring",method="POST",code="4xx"}"#,
+        r#"shoal_api_requests_total{route="unmatched",method="GET",code="405"}"#,
+    ] {
+        let count = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        assert!(
+            count.is_some_and(|n| n > 0),
+            "{series} not counted:\n{metrics}"
+        );
+    }
 }
 
 /// Read routes, with something in each that a page must not see.
