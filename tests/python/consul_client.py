@@ -1,4 +1,4 @@
-"""Drives a live shoal agent with Debian's python3-consul, a real Consul
+"""Drives a live shoal agent with python-consul 1.1.0 (PyPI), a real Consul
 client, and prints what it saw as JSON for the Rust test to compare with
 the HTTP API. Usage: consul_client.py HOST PORT"""
 import json

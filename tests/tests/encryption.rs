@@ -103,7 +103,14 @@ fn agents_without_the_key_cannot_join_or_inject() {
 
 #[test]
 fn key_rotation_causes_no_membership_flap() {
-    let cluster = Arc::new(Cluster::start_with(3, with_key(KEY_A)));
+    // No token: keyring changes need the operator's opt-in.
+    let cluster = Arc::new(Cluster::start_with(3, |i| {
+        let mut options = with_key(KEY_A)(i);
+        options
+            .args
+            .push("--acl-allow-unauthenticated-keyring".into());
+        options
+    }));
     cluster.wait_all_alive(Duration::from_secs(20));
 
     // Watch every agent's membership for the whole rotation.

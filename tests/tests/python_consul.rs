@@ -1,23 +1,45 @@
-//! Debian's python3-consul, a real Consul client, against a live agent: it
-//! must see exactly what the HTTP API shows, for services, health and KV.
+//! python-consul, a real Consul client (its last release, 1.1.0, from PyPI,
+//! installed by `scripts/test` into a venv of its own: it shares the
+//! `consul` module name with py-consul), against a live agent: it must see
+//! exactly what the HTTP API shows, for services, health and KV. Debian's
+//! python3-consul is 0.7.1, from before Consul 1.0: it sends Consul's
+//! legacy `GET` forms for TTL updates and deregistration, which Consul
+//! answers 405 since 1.0, and so does Shoal (a web page could send them).
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use shoal_tests::{Agent, AgentOptions, wait_for};
 
-/// Debian's interpreter, where `apt-get install python3-consul` puts the
-/// library (a `python3` earlier on PATH, e.g. pyenv's, would not see it).
-const PYTHON: &str = "/usr/bin/python3";
+/// The python-consul venv's python: `$SHOAL_TEST_PYTHON_CONSUL_VENV/bin/python`,
+/// else `<workspace>/target/test-venv-python-consul/bin/python`.
+fn python() -> PathBuf {
+    let venv = std::env::var_os("SHOAL_TEST_PYTHON_CONSUL_VENV").map_or_else(
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/test-venv-python-consul"
+            ))
+        },
+        PathBuf::from,
+    );
+    let python = venv.join("bin/python");
+    let probe = Command::new(&python)
+        .args(["-c", "import consul; assert consul.__version__ >= '1'"])
+        .output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "python-consul 1.x is not installed in {}: run scripts/test (it creates the venv)",
+        venv.display()
+    );
+    python
+}
 
 #[test]
 fn python_consul_registers_and_looks_up_services() {
-    let probe = Command::new(PYTHON).args(["-c", "import consul"]).output();
-    assert!(
-        probe.as_ref().is_ok_and(|o| o.status.success()),
-        "python3-consul is not installed: run scripts/test (or `apt-get install python3-consul`)"
-    );
+    let python = python();
     let root = tempfile::tempdir().unwrap();
     let agent = Agent::start(
         root.path(),
@@ -31,7 +53,7 @@ fn python_consul_registers_and_looks_up_services() {
     });
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/consul_client.py");
-    let output = Command::new(PYTHON)
+    let output = Command::new(&python)
         .arg(script)
         .arg(agent.ip.to_string())
         .arg(agent.http_addr().port().to_string())

@@ -299,10 +299,11 @@ fn percent_encoded_paths_cannot_bypass_the_token() {
     assert_eq!(after, before, "a refused request changed state");
     assert_eq!(after["checks"]["ttl1"]["Status"], "critical");
 
-    // The plain routes still work with the token.
+    // The plain routes still work with the token (with PUT: the legacy
+    // GET forms answer 405, see browser_safety.rs).
     let (status, body) = call(
         &agent,
-        "GET",
+        "PUT",
         "/v1/agent/check/pass/ttl1?note=ok",
         Some(TOKEN),
         b"",
@@ -583,7 +584,12 @@ fn requests_with_a_foreign_host_are_refused() {
 #[test]
 fn a_stored_keyring_overriding_encrypt_is_reported() {
     let root = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start_serving(root.path(), "rotated", &["--encrypt", KEY_A]);
+    // No token: keyring changes need the operator's opt-in.
+    let mut agent = Agent::start_serving(
+        root.path(),
+        "rotated",
+        &["--encrypt", KEY_A, "--acl-allow-unauthenticated-keyring"],
+    );
     let keyring = |agent: &Agent| agent.get("/v1/agent/self").unwrap()["Stats"]["keyring"].clone();
     let fresh = keyring(&agent);
     assert_eq!(fresh["source"], "config", "{fresh}");

@@ -143,7 +143,12 @@ fn a_cluster_down_longer_than_the_grace_keeps_its_keys_flags_and_keyring() {
     let base = options(scratch.path(), "20s", "");
     let mut cluster = Cluster::start_with(2, |i| {
         let mut options = base(i);
-        options.args.extend(["--encrypt".into(), KEY_A.into()]);
+        // No token: keyring changes need the operator's opt-in.
+        options.args.extend([
+            "--encrypt".into(),
+            KEY_A.into(),
+            "--acl-allow-unauthenticated-keyring".into(),
+        ]);
         options
     });
     cluster.wait_all_alive(Duration::from_secs(20));

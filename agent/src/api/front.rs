@@ -4,9 +4,12 @@
 //! 1. the URI and body-size limits and the `Host` check ([`guard`]);
 //! 2. a repeated read answered from the [`ResponseCache`] (a map hit and a
 //!    reference-counted copy of the body) when its entry is current and
-//!    the caller may read (the token, with `acl.protect_reads`), without
+//!    the caller may read (no web page of another origin,
+//!    [`super::browser`]; the token, with `acl.protect_reads`), without
 //!    routing; anything else goes to the router, whose routes check their
-//!    own [`Access`];
+//!    own [`Access`]; a method a route does not take gets a JSON 405
+//!    naming the ones it does (Consul's legacy `GET` forms of writes
+//!    among them);
 //! 3. an answer marked [`Cacheable`] kept for the next request;
 //! 4. `X-Consul-Index`, `X-Consul-KnownLeader` and `X-Consul-LastContact`
 //!    on every response, errors and 404s included.
@@ -29,7 +32,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 use tower_service::Service;
 
@@ -37,7 +40,7 @@ use super::cache::{Cacheable, ResponseCache};
 use super::guard::{self, Access};
 use crate::config::AclConfig;
 use crate::daemon::snapshot::Snapshot;
-use crate::metrics::http::{ApiMetrics, MatchedRoute};
+use crate::metrics::http::{ApiMetrics, MatchedRoute, UNMATCHED};
 
 pub const X_CONSUL_INDEX: HeaderName = HeaderName::from_static("x-consul-index");
 pub const X_CONSUL_KNOWN_LEADER: HeaderName = HeaderName::from_static("x-consul-knownleader");
@@ -76,12 +79,20 @@ impl Api {
         B::Error: Into<axum::BoxError>,
     {
         let front = &self.front;
+        let start = Instant::now();
         if let Some(refused) = guard::check_request(&request, front.http_addr) {
+            // No route matched yet: counted as unmatched, with its status.
+            front.metrics.record(
+                UNMATCHED,
+                request.method(),
+                refused.status(),
+                start.elapsed(),
+            );
             return ApiFuture::Ready(Some(with_consul_headers(refused, front)));
         }
-        let start = Instant::now();
         let key = cache_key(&request);
         if let Some(uri) = &key
+            && super::browser::check_origin(Access::Read, &request).is_ok()
             && guard::check_token(&front.acl, Access::Read, &request).is_ok()
         {
             let snapshot = front.snapshot_rx.borrow();
@@ -102,6 +113,7 @@ impl Api {
             &mut router,
             &mut Context::from_waker(Waker::noop()),
         );
+        let (method, uri) = (request.method().clone(), request.uri().clone());
         let routed = router.call(request.map(Body::new));
         let front = self.front.clone();
         ApiFuture::Routed(Box::pin(async move {
@@ -109,6 +121,15 @@ impl Api {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
+            if response.status() == StatusCode::METHOD_NOT_ALLOWED
+                && !response.headers().contains_key(header::CONTENT_TYPE)
+            {
+                response = method_not_allowed(&method, &uri, response.headers());
+                // The router's 405 passes no route's counters.
+                front
+                    .metrics
+                    .record(UNMATCHED, &method, response.status(), start.elapsed());
+            }
             if let Some(mut answer) = response.extensions_mut().remove::<Cacheable>()
                 && response.status() == StatusCode::OK
                 && let Some(key) = key
@@ -168,6 +189,38 @@ fn cache_key<B>(request: &Request<B>) -> Option<PathAndQuery> {
         return None;
     }
     request.uri().path_and_query().cloned()
+}
+
+/// The router's bare 405 as a JSON error naming the methods the route
+/// takes (its `Allow` header, which is kept).
+fn method_not_allowed(method: &Method, uri: &axum::http::Uri, headers: &HeaderMap) -> Response {
+    let allow = headers
+        .get(header::ALLOW)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let why = if *method == Method::GET && allow.contains("PUT") {
+        " (Consul's legacy GET forms of writes are not served, as in Consul since 1.0: a web page could send them with an <img> tag)"
+    } else {
+        ""
+    };
+    let mut response = super::ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {method} is not allowed on {}: use {}{why}",
+            uri.path(),
+            if allow.is_empty() {
+                "another method"
+            } else {
+                &allow
+            }
+        ),
+    )
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 /// A response from a cache entry, at the snapshot index `index`.

@@ -6,13 +6,17 @@
 //!   name, so only loopback names and addresses and the configured
 //!   `http_addr` are served (a request without `Host`, HTTP/1.0, is a
 //!   local tool's).
-//! - [`authorize`], on each route: the API token (`[acl]`), then the body.
+//! - [`authorize`], on each route: where the request comes from and the
+//!   body's type (what a web page of another origin sends is refused,
+//!   [`super::browser`]), the API token (`[acl]`), then the body.
 //!   What a route needs is declared where the route is ([`Access`], through
 //!   [`Routes`]), so the decision follows the route the router matched
 //!   (after percent-decoding), never the raw path. Writes — every method
 //!   but `GET`, plus Consul's legacy `GET` forms that change state — need
 //!   the token when one is configured; so does reading the gossip keyring,
-//!   a secret that would let its reader join the cluster. Other reads need
+//!   a secret that would let its reader join the cluster. Changing the
+//!   keyring needs it too, and an agent without a token refuses keyring
+//!   changes unless `acl.allow_unauthenticated_keyring`. Other reads need
 //!   it only with `acl.protect_reads`; `/health/live` and `/health/ready`
 //!   are always open.
 //!
@@ -58,6 +62,9 @@ pub enum Access {
     /// Reads a secret (the gossip keyring): the token, whatever
     /// `protect_reads` says.
     Secret,
+    /// Changes the gossip keyring: the token; without one configured,
+    /// refused unless `acl.allow_unauthenticated_keyring`.
+    Keyring,
 }
 
 impl Access {
@@ -66,7 +73,7 @@ impl Access {
         match self {
             Access::Open => false,
             Access::Read => acl.protect_reads,
-            Access::Write | Access::Secret => true,
+            Access::Write | Access::Secret | Access::Keyring => true,
         }
     }
 
@@ -76,6 +83,7 @@ impl Access {
             Access::Open | Access::Read => "reads",
             Access::Write => "writes",
             Access::Secret => "reading secrets such as the gossip keyring",
+            Access::Keyring => "changing the gossip keyring",
         }
     }
 }
@@ -125,6 +133,10 @@ impl Routes {
         self.add(Access::Secret, path, route)
     }
 
+    pub fn keyring(self, path: &str, route: MethodRouter<ApiState>) -> Self {
+        self.add(Access::Keyring, path, route)
+    }
+
     pub fn into_router(self) -> Router<ApiState> {
         self.router
     }
@@ -160,15 +172,19 @@ pub fn check_request<B>(
         .map(IntoResponse::into_response)
 }
 
-/// The middleware on each route: the token its [`Access`] needs, then the
-/// body, read whole within its size and time limits so that handlers never
-/// wait on a slow client.
+/// The middleware on each route: where the request comes from, the body's
+/// type, the token its [`Access`] needs, then the body, read whole within
+/// its size and time limits so that handlers never wait on a slow client.
 pub async fn authorize(
     State((acl, access)): State<(Arc<AclConfig>, Access)>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Err(error) = check_token(&acl, access, &request) {
+    // What a browser sent for another site is refused whatever the token.
+    let checked = super::browser::check_origin(access, &request)
+        .and_then(|()| super::browser::check_body_type(&request))
+        .and_then(|()| check_token(&acl, access, &request));
+    if let Err(error) = checked {
         return error.into_response();
     }
     // Most requests (every GET) have no body: nothing to wait for.
@@ -242,6 +258,12 @@ pub(crate) fn check_token<B>(
     request: &axum::http::Request<B>,
 ) -> Result<(), ApiError> {
     let Some(expected) = &acl.token else {
+        if access == Access::Keyring && !acl.allow_unauthenticated_keyring {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "changing the gossip keyring needs the API token, and this agent has none: set acl.token (--acl-token, SHOAL_ACL_TOKEN) and send it, or set [acl] allow_unauthenticated_keyring = true (--acl-allow-unauthenticated-keyring) to let any caller change the keys",
+            ));
+        }
         return Ok(());
     };
     if !access.needs_token(acl) {
@@ -378,6 +400,7 @@ mod tests {
         AclConfig {
             token: Some("s3cret".into()),
             protect_reads,
+            allow_unauthenticated_keyring: false,
         }
     }
 
@@ -421,10 +444,23 @@ mod tests {
         let error = get(&closed, Access::Read).unwrap_err();
         assert!(error.message.contains("reads"), "{}", error.message);
         assert!(get(&closed, Access::Open).is_ok());
-        // Without a token configured, everything is open.
+        // Without a token configured, everything is open but keyring
+        // changes, which need the opt-in.
         for access in [Access::Read, Access::Write, Access::Secret] {
             assert!(get(&AclConfig::default(), access).is_ok());
         }
+        let error = get(&AclConfig::default(), Access::Keyring).unwrap_err();
+        assert!(
+            error.message.contains("allow_unauthenticated_keyring"),
+            "{}",
+            error.message
+        );
+        let opted_in = AclConfig {
+            allow_unauthenticated_keyring: true,
+            ..AclConfig::default()
+        };
+        assert!(get(&opted_in, Access::Keyring).is_ok());
+        assert!(get(&open, Access::Keyring).is_err());
     }
 
     #[test]

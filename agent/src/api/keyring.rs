@@ -7,7 +7,11 @@
 //!
 //! Once written, the stored keyring is the one in force, on restart too:
 //! it overrides `encrypt` (see [`crate::kv::keyring_origin`]). Reading the keys needs the API
-//! token whenever one is set (`guard::Access::Secret`).
+//! token whenever one is set (`guard::Access::Secret`); changing them needs
+//! it too, and an agent without one refuses changes unless
+//! `acl.allow_unauthenticated_keyring` (`guard::Access::Keyring`). The
+//! bodies are JSON: a `POST` a web page could send as `text/plain` is
+//! refused before it gets here (`api::browser`).
 
 use axum::Json;
 use axum::body::Bytes;

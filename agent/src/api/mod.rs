@@ -24,7 +24,9 @@
 //! - [`ui`]: the operator's web UI at `/ui/` (static files; its data
 //!   comes from the routes above).
 //! - [`guard`]: the URI and body limits, the `Host` check, and the API
-//!   token (`[acl]`) each route needs.
+//!   token (`[acl]`) each route needs; [`browser`]: what a web page of
+//!   another origin can't do (foreign `Origin`, Fetch Metadata, `POST`
+//!   bodies a page can send without a preflight).
 //! - [`front`]: the service: one step in front of the router (guard,
 //!   cached answers, Consul's headers); [`cache`]: answers to repeated
 //!   reads.
@@ -34,6 +36,7 @@
 
 pub mod agent;
 pub mod blocking;
+pub mod browser;
 pub mod cache;
 pub mod catalog;
 pub mod consul_json;
@@ -143,10 +146,11 @@ pub fn router(state: ApiState) -> front::Api {
             "/v1/agent/service/register",
             put(registry::register_service),
         )
-        // Consul's legacy GET forms change state too.
+        // Consul's legacy GET forms of writes are not served (405, as in
+        // Consul since 1.0): an <img> tag on any page could send them.
         .write(
             "/v1/agent/service/deregister/{id}",
-            put(registry::deregister_service).get(registry::deregister_service),
+            put(registry::deregister_service),
         )
         .write(
             "/v1/agent/service/maintenance/{id}",
@@ -157,13 +161,10 @@ pub fn router(state: ApiState) -> front::Api {
         .write("/v1/agent/check/register", put(registry::register_check))
         .write(
             "/v1/agent/check/deregister/{id}",
-            put(registry::deregister_check).get(registry::deregister_check),
+            put(registry::deregister_check),
         )
         // pass, warn or fail; the static routes above and below win.
-        .write(
-            "/v1/agent/check/{verb}/{id}",
-            put(registry::check_report).get(registry::check_report),
-        )
+        .write("/v1/agent/check/{verb}/{id}", put(registry::check_report))
         .write("/v1/agent/check/update/{id}", put(registry::check_update))
         .read(
             "/v1/agent/health/service/name/{name}",
@@ -204,7 +205,8 @@ pub fn router(state: ApiState) -> front::Api {
         // The keys decrypt (and forge) all cluster traffic: reading them
         // needs the token too.
         .secret("/v1/operator/keyring", get(keyring::list))
-        .write(
+        // Changing them needs the token, or the operator's opt-in.
+        .keyring(
             "/v1/operator/keyring",
             post(keyring::install)
                 .put(keyring::use_key)

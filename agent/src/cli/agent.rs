@@ -99,6 +99,11 @@ pub struct AgentArgs {
     /// Reads need the token too.
     #[arg(long, env = "SHOAL_ACL_PROTECT_READS")]
     pub acl_protect_reads: bool,
+    /// Let callers without a token change the gossip keyring (install, use,
+    /// remove) on an agent that has no --acl-token. Off by default: the
+    /// keys admit their holder to the cluster.
+    #[arg(long, env = "SHOAL_ACL_ALLOW_UNAUTHENTICATED_KEYRING")]
+    pub acl_allow_unauthenticated_keyring: bool,
     /// Allow exec checks (`Args`) registered through the HTTP API. Off by
     /// default: they run any command as the agent's user.
     #[arg(long, env = "SHOAL_ENABLE_SCRIPT_CHECKS")]
@@ -129,6 +134,7 @@ impl AgentArgs {
             fault_injection: self.fault_injection,
             acl_token: self.acl_token.clone(),
             acl_protect_reads: self.acl_protect_reads,
+            acl_allow_unauthenticated_keyring: self.acl_allow_unauthenticated_keyring,
             encrypt: self.encrypt.clone(),
             enable_script_checks: self.enable_script_checks,
             enable_local_script_checks: self.enable_local_script_checks,

@@ -15,6 +15,12 @@ pub struct AclConfig {
     /// Reads need the token too. Default false: the local service reads
     /// without one, as with Consul's default `anonymous` read policy.
     pub protect_reads: bool,
+    /// On an agent without a token, callers may change the gossip keyring
+    /// (install, use, remove). Default false: the keys admit their holder
+    /// to the cluster, so changing them needs the token, and an agent
+    /// without one refuses the changes. Meaningless (and refused) beside
+    /// a token.
+    pub allow_unauthenticated_keyring: bool,
 }
 
 impl std::fmt::Debug for AclConfig {
@@ -23,6 +29,10 @@ impl std::fmt::Debug for AclConfig {
         f.debug_struct("AclConfig")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("protect_reads", &self.protect_reads)
+            .field(
+                "allow_unauthenticated_keyring",
+                &self.allow_unauthenticated_keyring,
+            )
             .finish()
     }
 }
@@ -49,8 +59,42 @@ pub(super) fn acl_config(file: Option<FileAcl>) -> Result<AclConfig, ConfigError
             "needs a token (set acl.token, --acl-token or SHOAL_ACL_TOKEN)",
         ));
     }
+    let allow_unauthenticated_keyring = file.allow_unauthenticated_keyring.unwrap_or(false);
+    if allow_unauthenticated_keyring && token.is_some() {
+        return Err(invalid(
+            "acl.allow_unauthenticated_keyring",
+            "has no effect with acl.token set (keyring changes then need the token): remove one of them",
+        ));
+    }
     Ok(AclConfig {
         token,
         protect_reads,
+        allow_unauthenticated_keyring,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acl(toml_text: &str) -> Result<AclConfig, ConfigError> {
+        acl_config(Some(toml::from_str(toml_text).unwrap()))
+    }
+
+    #[test]
+    fn the_keyring_opt_in_is_off_by_default_and_refused_beside_a_token() {
+        assert!(!acl("").unwrap().allow_unauthenticated_keyring);
+        assert!(
+            acl("allow_unauthenticated_keyring = true")
+                .unwrap()
+                .allow_unauthenticated_keyring
+        );
+        let error = acl("token = \"t0ken\"\nallow_unauthenticated_keyring = true").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("acl.allow_unauthenticated_keyring"),
+            "{error}"
+        );
+    }
 }

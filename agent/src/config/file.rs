@@ -65,6 +65,7 @@ pub struct FileKv {
 pub struct FileAcl {
     pub token: Option<String>,
     pub protect_reads: Option<bool>,
+    pub allow_unauthenticated_keyring: Option<bool>,
 }
 
 /// A file in `config_dir`: one `[service]`, several `[[services]]`, and/or

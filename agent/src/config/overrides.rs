@@ -31,6 +31,9 @@ pub struct Overrides {
     pub acl_token: Option<String>,
     /// `--acl-protect-reads`.
     pub acl_protect_reads: bool,
+    /// `--acl-allow-unauthenticated-keyring` /
+    /// `SHOAL_ACL_ALLOW_UNAUTHENTICATED_KEYRING`.
+    pub acl_allow_unauthenticated_keyring: bool,
     /// `--encrypt` / `SHOAL_ENCRYPT`.
     pub encrypt: Option<String>,
     /// `--enable-script-checks` / `SHOAL_ENABLE_SCRIPT_CHECKS`.
@@ -42,7 +45,8 @@ pub struct Overrides {
 impl Overrides {
     /// Writes every setting given here over the file's: a flag replaces the
     /// key (`join` as a whole), except `tags`, which are added to the
-    /// file's, and `acl.protect_reads`, which a flag can only turn on.
+    /// file's, and `acl.protect_reads` and `acl.allow_unauthenticated_keyring`,
+    /// which a flag can only turn on.
     pub fn apply_to(&self, file: &mut FileConfig) -> Result<(), ConfigError> {
         let replace = |flag: &Option<String>, key: &mut Option<String>| {
             if flag.is_some() {
@@ -76,6 +80,9 @@ impl Overrides {
         replace(&self.acl_token, &mut acl.token);
         if self.acl_protect_reads {
             acl.protect_reads = Some(true);
+        }
+        if self.acl_allow_unauthenticated_keyring {
+            acl.allow_unauthenticated_keyring = Some(true);
         }
         Ok(())
     }
