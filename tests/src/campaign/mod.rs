@@ -267,9 +267,9 @@ impl Report {
 /// Agent settings for the campaign: quick re-announces and anti-entropy,
 /// so healed partitions are found within seconds (as in kv.rs), and a
 /// tombstone grace of 30 s instead of 72 h, so tombstones are collected
-/// during the campaign and the collection-horizon rules (entries a peer
-/// lacks below its horizon are dropped, older ones refused) run all the
-/// time. The grace must exceed `max_clock_drift`, hence 5 s of drift
+/// during the campaign and the remembered-delete rules (an old entry for
+/// a key whose delete a peer remembers is refused, and the delete handed
+/// back) run all the time. The grace must exceed `max_clock_drift`, hence 5 s of drift
 /// (loopback agents share one clock). No single fault isolates an agent
 /// for 30 s, back-to-back ones can.
 const AGENT_CONFIG: &str = "max_clock_drift = \"5s\"\n\
