@@ -670,7 +670,11 @@ mod tests {
         assert_eq!(deletes.forgotten(), 1);
         assert_eq!(deletes.forget_before(1003), [2]);
         assert_eq!(deletes.len(), MAX_REMEMBERED_DELETES - 1);
-        assert!(deletes.iter().any(|(hash, time)| (hash, time) == (0, 10_000_000)));
+        assert!(
+            deletes
+                .iter()
+                .any(|(hash, time)| (hash, time) == (0, 10_000_000))
+        );
     }
 
     #[test]

@@ -45,7 +45,11 @@ fn exchange(nodes: &mut [Node], initiator: usize, responder: usize, now: Duratio
             Some(answer) => message = answer,
             None => return,
         }
-        to = if to == responder { initiator } else { responder };
+        to = if to == responder {
+            initiator
+        } else {
+            responder
+        };
     }
     panic!("the exchange does not end");
 }
@@ -95,9 +99,9 @@ fn a_write_made_while_split_survives_a_delete_collected_on_the_other_side() {
     for (a, b) in [(0, 1), (2, 3)] {
         exchange(&mut nodes, a, b, now);
     }
-    for index in 0..4 {
-        nodes[index].set_clock(now);
-        nodes[index].collect_tombstones(GRACE);
+    for node in &mut nodes {
+        node.set_clock(now);
+        node.collect_tombstones(GRACE);
     }
     assert!(nodes[2].kv().get("orders/old-7").is_none(), "collected");
     // Heal: a few rounds, every pair, both ways.
@@ -117,7 +121,11 @@ fn a_write_made_while_split_survives_a_delete_collected_on_the_other_side() {
             Some(b"p".to_vec()),
             "{name} lost the write"
         );
-        assert_eq!(live(node, "orders/old-7"), None, "{name}: the delete came undone");
+        assert_eq!(
+            live(node, "orders/old-7"),
+            None,
+            "{name}: the delete came undone"
+        );
     }
 }
 

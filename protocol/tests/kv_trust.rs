@@ -232,10 +232,18 @@ fn an_entry_older_than_a_remembered_delete_is_refused_and_others_are_taken() {
     );
     assert_eq!(live(&fresh, "doomed"), None);
     assert_eq!(fresh.counters().refused_deleted, 1);
-    let handed_back = fresh.kv().get("doomed").expect("the tombstone").entry.clone();
+    let handed_back = fresh
+        .kv()
+        .get("doomed")
+        .expect("the tombstone")
+        .entry
+        .clone();
     assert!(handed_back.deleted);
     assert_eq!(handed_back.time, ago(7300));
-    assert_eq!(handed_back.writer, shoal_protocol::kv::REMEMBERED_DELETE_WRITER);
+    assert_eq!(
+        handed_back.writer,
+        shoal_protocol::kv::REMEMBERED_DELETE_WRITER
+    );
     // Older than the delete but for other keys, or newer: merged as usual.
     from_peer(
         &mut fresh,
@@ -362,7 +370,11 @@ fn the_quota_refuses_local_writes_and_peer_entries() {
         SyncMessage::Digest(digest) => digest.kv_horizon,
         other => panic!("{other:?}"),
     };
-    assert_eq!(digest_horizon(&collected), 0, "a collected delete vouches for nothing");
+    assert_eq!(
+        digest_horizon(&collected),
+        0,
+        "a collected delete vouches for nothing"
+    );
     from_peer(&mut node, vec![entry("d", &value, ago(1))], Vec::new());
     assert!(node.kv().get("d").is_none());
     assert_eq!(node.counters().refused_kv_quota, 1);

@@ -74,7 +74,9 @@ impl Simulation {
     /// The period of tombstone collection rounds.
     pub(crate) fn kv_housekeeping_period(&self) -> Micros {
         let grace = self.scenario.tombstone_grace_s.unwrap_or(f64::INFINITY);
-        KV_HOUSEKEEPING.min((grace * SECOND as f64 / 2.0) as Micros).max(1)
+        KV_HOUSEKEEPING
+            .min((grace * SECOND as f64 / 2.0) as Micros)
+            .max(1)
     }
 
     /// Every healthy node collects its tombstones older than the grace.
@@ -175,7 +177,11 @@ impl Simulation {
             .filter(|&index| self.is_healthy(index))
             .all(|index| {
                 let kv = self.slots[index].node.as_ref().expect("healthy").kv();
-                kv.root() == root || kv.prefix("").map(|s| &s.entry).eq(expected.prefix("").map(|s| &s.entry))
+                kv.root() == root
+                    || kv
+                        .prefix("")
+                        .map(|s| &s.entry)
+                        .eq(expected.prefix("").map(|s| &s.entry))
             })
     }
 

@@ -371,7 +371,10 @@ impl Scenario {
                     ..
                 } => {
                     if !(0.0..=1.0).contains(deletes) {
-                        return invalid(&format!("{key}.deletes"), "must be a share in [0, 1]".into());
+                        return invalid(
+                            &format!("{key}.deletes"),
+                            "must be a share in [0, 1]".into(),
+                        );
                     }
                     if *keys == 0 {
                         return invalid(&format!("{key}.keys"), "must be at least 1".into());

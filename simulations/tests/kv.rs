@@ -76,15 +76,18 @@ fn without_anti_entropy_a_partition_leaves_writes_behind() {
     assert!(report.kv.missing_keys > 0, "{report}");
 }
 
-/// A small cluster, a partition at a random split, random writes on random
-/// nodes before, during and after it: `seed` decides everything.
-fn random_partition(seed: u64) -> Scenario {
-    let mut rng = StdRng::seed_from_u64(seed);
+/// A cluster of 4 to 8 nodes split at random between 5 and 15 s, for a
+/// time drawn from `lasting` seconds: its size, when the split begins and
+/// ends, and the two actions.
+fn random_split(
+    rng: &mut StdRng,
+    lasting: std::ops::Range<f64>,
+) -> (usize, f64, f64, Vec<TimedAction>) {
     let nodes = rng.random_range(4..9);
     let split = rng.random_range(1..nodes);
     let partition_at = rng.random_range(5.0..15.0);
-    let heal_at = partition_at + rng.random_range(10.0..40.0);
-    let mut actions = vec![
+    let heal_at = partition_at + rng.random_range(lasting);
+    let actions = vec![
         TimedAction {
             at_s: partition_at,
             action: Action::Partition { split },
@@ -94,6 +97,14 @@ fn random_partition(seed: u64) -> Scenario {
             action: Action::Heal,
         },
     ];
+    (nodes, partition_at, heal_at, actions)
+}
+
+/// A small cluster, a partition at a random split, random writes on random
+/// nodes before, during and after it: `seed` decides everything.
+fn random_partition(seed: u64) -> Scenario {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (nodes, _, heal_at, mut actions) = random_split(&mut rng, 10.0..40.0);
     for _ in 0..rng.random_range(1..5) {
         let at_s = rng.random_range(1.0..heal_at + 10.0);
         actions.push(TimedAction {
@@ -151,7 +162,10 @@ fn property_every_acknowledged_write_survives_a_partition() {
 fn a_partition_longer_than_the_tombstone_grace_loses_no_write() {
     let report = report_of(scenario_file("kv-long-partition"));
     assert_converged(&report);
-    assert!(report.kv.collected > 0, "tombstones were collected: {report}");
+    assert!(
+        report.kv.collected > 0,
+        "tombstones were collected: {report}"
+    );
 }
 
 /// A small cluster split at random for 3 to 5 tombstone graces, random
@@ -160,20 +174,8 @@ fn a_partition_longer_than_the_tombstone_grace_loses_no_write() {
 fn random_long_partition(seed: u64) -> Scenario {
     const GRACE_S: f64 = 20.0;
     let mut rng = StdRng::seed_from_u64(seed);
-    let nodes = rng.random_range(4..9);
-    let split = rng.random_range(1..nodes);
-    let partition_at = rng.random_range(5.0..15.0);
-    let heal_at = partition_at + rng.random_range(3.0 * GRACE_S..5.0 * GRACE_S);
-    let mut actions = vec![
-        TimedAction {
-            at_s: partition_at,
-            action: Action::Partition { split },
-        },
-        TimedAction {
-            at_s: heal_at,
-            action: Action::Heal,
-        },
-    ];
+    let (nodes, partition_at, heal_at, mut actions) =
+        random_split(&mut rng, 3.0 * GRACE_S..5.0 * GRACE_S);
     for _ in 0..rng.random_range(2..6) {
         actions.push(TimedAction {
             at_s: rng.random_range(1.0..heal_at + 10.0),

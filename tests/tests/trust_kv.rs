@@ -307,11 +307,20 @@ fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys
     // The delete was handed back, its value quarantined, counted, logged.
     let cut_off = &cluster.agents[2];
     assert_eq!(gossip_stat(cut_off, "kv_quarantined"), Ok(1));
-    assert_eq!(quarantined_keys(cut_off), Ok(vec!["iso/doomed".to_string()]));
+    assert_eq!(
+        quarantined_keys(cut_off),
+        Ok(vec!["iso/doomed".to_string()])
+    );
     let item = &cut_off.get("/v1/shoal/kv/quarantine").unwrap()[0];
     assert_eq!(item["Value"], json!("eA=="), "base64 of the value it held");
-    assert!(item["DeletedAt"].as_f64() > item["WrittenAt"].as_f64(), "{item}");
-    assert!(cut_off.log().contains("iso/doomed"), "the WARN names the key");
+    assert!(
+        item["DeletedAt"].as_f64() > item["WrittenAt"].as_f64(),
+        "{item}"
+    );
+    assert!(
+        cut_off.log().contains("iso/doomed"),
+        "the WARN names the key"
+    );
     for agent in &cluster.agents[..2] {
         assert_eq!(quarantined_keys(agent), Ok(Vec::new()), "{}", agent.name);
     }
@@ -322,7 +331,10 @@ fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys
     let listed = cut_off.cli(&["kv", "quarantine"]);
     assert!(listed.status.success(), "{listed:?}");
     let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(listed.contains("iso/doomed") && listed.contains('x'), "{listed}");
+    assert!(
+        listed.contains("iso/doomed") && listed.contains('x'),
+        "{listed}"
+    );
     let cleared = cut_off.cli(&["kv", "quarantine", "--clear"]);
     assert!(cleared.status.success(), "{cleared:?}");
     assert!(
@@ -331,7 +343,10 @@ fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys
     );
     assert_eq!(quarantined_keys(cut_off), Ok(Vec::new()));
     let stats = &cut_off.get("/v1/agent/self").unwrap()["Stats"]["kv"]["quarantine"];
-    assert_eq!((stats["held"].as_u64(), stats["cleared"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (stats["held"].as_u64(), stats["cleared"].as_u64()),
+        (Some(0), Some(1))
+    );
 }
 
 /// An agent stopped for longer than the grace period, while the others
@@ -582,7 +597,12 @@ fn a_write_made_during_a_partition_survives_a_delete_collected_on_the_other_side
         agent.wait_kv("orders/kept", Some("k"), Duration::from_secs(5));
     }
     // Several anti-entropy rounds later, still so.
-    stays(&cluster, "orders/pending-42", Some("p"), Duration::from_secs(8));
+    stays(
+        &cluster,
+        "orders/pending-42",
+        Some("p"),
+        Duration::from_secs(8),
+    );
     stays(&cluster, "orders/old-7", None, Duration::from_secs(1));
     for agent in &cluster.agents {
         assert!(
@@ -600,4 +620,33 @@ fn a_write_made_during_a_partition_survives_a_delete_collected_on_the_other_side
             agent.name
         );
     }
+}
+
+/// The quarantine's doors follow the token rules: reading it is a read
+/// (open unless `acl.protect_reads`), clearing it is a write; the CLI's
+/// `--clear` says so without the token and succeeds with it.
+#[test]
+fn reading_the_quarantine_is_a_read_and_clearing_it_a_write() {
+    const TOKEN: &str = "quarantine-secret";
+    let scratch = tempfile::tempdir().unwrap();
+    let agent = Agent::start_serving(scratch.path(), "guarded", &["--acl-token", TOKEN]);
+    let path = "/v1/shoal/kv/quarantine";
+    let (status, body) = http_json("GET", agent.http_addr(), path, None).unwrap();
+    assert_eq!((status, body), (200, json!([])));
+    let (status, body) = http_json("DELETE", agent.http_addr(), path, None).unwrap();
+    assert_eq!(status, 403, "{body}");
+    let cleared = agent.cli(&["kv", "quarantine", "--clear"]);
+    assert!(!cleared.status.success(), "{cleared:?}");
+    let cleared = agent.cli(&["--token", TOKEN, "kv", "quarantine", "--clear"]);
+    assert!(cleared.status.success(), "{cleared:?}");
+    assert!(
+        String::from_utf8_lossy(&cleared.stdout).contains("Cleared 0"),
+        "{cleared:?}"
+    );
+    let listed = agent.cli(&["kv", "quarantine", "--format", "json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+    // Another method is not a clear.
+    let (status, _) = http_json("PUT", agent.http_addr(), path, None).unwrap();
+    assert_ne!(status, 200);
 }

@@ -204,7 +204,10 @@ pub fn router(state: ApiState) -> front::Api {
         .read("/v1/kv/{*key}", get(kv::get))
         .write("/v1/kv/{*key}", put(kv::put).delete(kv::delete))
         .read("/v1/shoal/kv/quarantine", get(kv_quarantine::list))
-        .write("/v1/shoal/kv/quarantine", axum::routing::delete(kv_quarantine::clear))
+        .write(
+            "/v1/shoal/kv/quarantine",
+            axum::routing::delete(kv_quarantine::clear),
+        )
         .read("/v1/flags", get(flags::list))
         .read("/v1/flags/{key}", get(flags::get))
         .write("/v1/flags/{key}", put(flags::put).delete(flags::delete))

@@ -455,7 +455,10 @@ impl KvState {
         let (quarantined, quarantine_gone_through) = if replaced.is_empty() {
             (Vec::new(), None)
         } else {
-            let keys: Vec<&str> = replaced.iter().map(|(entry, _)| entry.key.as_str()).collect();
+            let keys: Vec<&str> = replaced
+                .iter()
+                .map(|(entry, _)| entry.key.as_str())
+                .collect();
             tracing::warn!(
                 keys = ?keys,
                 "a peer handed back deletes of KV keys this agent still held (it missed them: \

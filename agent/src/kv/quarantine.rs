@@ -238,7 +238,11 @@ mod tests {
         // Big values: the byte bound.
         let big = (0..40).map(|i| (entry(&format!("big{i}"), 500_000), 5));
         quarantine.add(big, 9);
-        let bytes: u64 = quarantine.list().iter().map(|q| entry_bytes(&q.entry)).sum();
+        let bytes: u64 = quarantine
+            .list()
+            .iter()
+            .map(|q| entry_bytes(&q.entry))
+            .sum();
         assert!(bytes <= MAX_BYTES, "{bytes}");
         assert_eq!(quarantine.stats()["quarantined"], json!(MAX_ITEMS + 41));
     }
@@ -257,6 +261,9 @@ mod tests {
         let keys: Vec<String> = quarantine.list().into_iter().map(|q| q.entry.key).collect();
         assert_eq!(keys, ["k2", "k3"]);
         let (added, _) = quarantine.add([(entry("new", 1), 5)], 9);
-        assert_eq!(added[0].seq, 4, "sequences continue after the restored ones");
+        assert_eq!(
+            added[0].seq, 4,
+            "sequences continue after the restored ones"
+        );
     }
 }

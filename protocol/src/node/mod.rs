@@ -384,7 +384,10 @@ impl Node {
         let collected = state.kv_mut().collect_tombstones(cutoff);
         let memory = grace.saturating_mul(crate::kv::REMEMBER_DELETES_FOR);
         let forget = now.saturating_sub(crate::clock::ntp64(memory));
-        let aged = state.kv_mut().remembered_deletes_mut().forget_before(forget);
+        let aged = state
+            .kv_mut()
+            .remembered_deletes_mut()
+            .forget_before(forget);
         if !collected.keys.is_empty() || !aged.is_empty() {
             state.mark_kv_changed();
         }
