@@ -9,41 +9,48 @@
 //! keeps the XOR of its entries' hashes, updated in O(1) per change, so two
 //! agents compare 256 hashes instead of every key.
 //!
-//! # Collected tombstones and the horizon
+//! # Remembered deletes
 //!
-//! Once a tombstone is collected, the store can no longer tell "deleted"
-//! from "never heard of": a peer that missed the delete would hand the old
-//! value back. Each store therefore keeps its *collection horizon*
-//! ([`KvStore::horizon`]): the newest write time of any tombstone it has
-//! collected (0 if none). Below it, the store may lack deletes; above it,
-//! it lacks nothing it was ever told. Anti-entropy carries each side's
-//! horizon, and the rule that uses it lives with the exchange
-//! (`node::sync`) and the merge of peers' entries (`state`):
+//! Once a tombstone is collected, the store alone can no longer tell
+//! "deleted" from "never heard of": a peer that missed the delete would
+//! hand the old value back. So collecting a tombstone leaves a *remembered
+//! delete* behind ([`RememberedDeletes`]): the hash of its key and its
+//! write time, 16 bytes of payload, kept far longer than the grace period
+//! (see [`REMEMBER_DELETES_FOR`], bounded by [`MAX_REMEMBERED_DELETES`]).
+//! The rule that uses it lives in the merge of peers' entries
+//! (`state::ClusterState::apply_kv`):
 //!
-//! - an entry a peer *lacks* (its key is in a bucket that differs and is
-//!   absent from the peer's entries of that bucket) and that is older than
-//!   the peer's horizon is dropped rather than sent: the peer may have
-//!   collected its delete;
-//! - an entry from a peer (exchange or rumor) older than our own horizon,
-//!   for a key we don't hold, is refused (and counted), for the same
-//!   reason; this also stops a replayed old rumor.
+//! - an entry from a peer (exchange or rumor) for a key we don't hold,
+//!   older than a delete of *that very key* we remember, is refused
+//!   (counted), and the delete is handed back: we store the tombstone again
+//!   (its key, the remembered time, the writer [`REMEMBERED_DELETE_WRITER`])
+//!   and anti-entropy carries it to the peer like any tombstone, where
+//!   last-writer-wins replaces the old value as it would have had the
+//!   tombstone never been collected;
+//! - a node whose live value is replaced by such a handed-back delete
+//!   reports it (`ClusterState::take_kv_quarantined`): the agent keeps the
+//!   value in a quarantine and logs its key.
 //!
-//! When a whole cluster was down together, every store holds the same
-//! entries: nothing is lacked, so nothing is dropped, however old. A fresh
-//! or wiped store has horizon 0 and drops nothing from anyone.
+//! Nothing else ever removes a live entry: an entry is dropped only by a
+//! newer write or tombstone *for that key*, so a write that no delete came
+//! after is never lost, whatever the partitions and collections. When a
+//! remembered delete was forgotten (past its age or the count bound), the
+//! rule keeps the entry: the risk becomes a resurrected delete, never a
+//! lost write. Equal times keep the entry too (the handed-back tombstone's
+//! writer, the empty name, loses every tie).
 //!
-//! The horizon stays honest only if a collected tombstone really reached
-//! everyone, so collection is guarded (see `Node::collect_tombstones`): it
-//! waits for the grace period both on the delete's own clock and on ours
-//! (a node with a slow clock can't get its deletes collected at once), and
-//! it pauses while the node is alone, since a node cut off from everyone
-//! that collected its own deletes would then make its peers drop what they
-//! wrote meanwhile. What remains: a partition with several nodes on each
-//! side, lasting longer than the grace period, where one side deletes and
-//! collects keys while the other writes *other* keys: on healing, the other
-//! side's writes older than the newest collected delete are dropped, as a
-//! key the deleting side lacks. Keep `tombstone_grace` longer than any
-//! partition the cluster must ride out.
+//! Collection is guarded (see `Node::collect_tombstones`): it waits for the
+//! grace period both on the delete's own clock and on ours, and pauses
+//! while the node is alone, so a tombstone normally reaches everyone
+//! before anyone collects it, and handing deletes back stays rare.
+//!
+//! Earlier versions kept one *collection horizon* per store instead (the
+//! newest collected delete's time) and took every entry a peer lacked
+//! below it for deleted: "deleted" and "never seen" looked the same, and a
+//! write made on the other side of a long partition could be dropped. The
+//! horizon fields stay on the wire (version 1); this version always sends
+//! 0 there ("vouches for nothing", so an earlier agent drops nothing
+//! because of it) and ignores what peers send.
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -57,6 +64,17 @@ pub const BUCKETS: usize = 256;
 pub const MAX_KEY: usize = 512;
 /// Largest value, in bytes.
 pub const MAX_VALUE: usize = 512 * 1024;
+/// Most remembered deletes a store keeps; past it, the oldest are
+/// forgotten first (counted, see [`RememberedDeletes::forgotten`]). About
+/// 73 bytes of resident memory each (two persistent maps; measured by
+/// filling one to the bound), so 7 MiB at the bound.
+pub const MAX_REMEMBERED_DELETES: usize = 100_000;
+/// How long a delete is remembered after it was collected, in grace
+/// periods: 30 days with the default 72 h grace.
+pub const REMEMBER_DELETES_FOR: u32 = 10;
+/// The writer of a tombstone handed back from a remembered delete (see
+/// the module docs): no node has this name, and it loses every tie.
+pub const REMEMBERED_DELETE_WRITER: &str = "";
 
 /// One key as replicated.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -186,9 +204,9 @@ pub struct KvStore {
     index: u64,
     /// Key and value bytes over every entry, tombstones included.
     bytes: u64,
-    /// The newest write time of any tombstone collected here (see the
-    /// module docs).
-    horizon: u64,
+    /// The deletes whose tombstones were collected here (see the module
+    /// docs).
+    deletes: RememberedDeletes,
 }
 
 impl Default for KvStore {
@@ -198,7 +216,7 @@ impl Default for KvStore {
             buckets: Arc::new([0; BUCKETS]),
             index: 0,
             bytes: 0,
-            horizon: 0,
+            deletes: RememberedDeletes::default(),
         }
     }
 }
@@ -330,15 +348,21 @@ impl KvStore {
         }
     }
 
-    /// The collection horizon: the newest write time of any tombstone
-    /// collected here, 0 if none (see the module docs).
-    pub fn horizon(&self) -> u64 {
-        self.horizon
+    /// The deletes remembered after their tombstones were collected.
+    pub fn remembered_deletes(&self) -> &RememberedDeletes {
+        &self.deletes
     }
 
-    /// Raises the horizon (restored from disk); it never goes back.
-    pub fn raise_horizon(&mut self, horizon: u64) {
-        self.horizon = self.horizon.max(horizon);
+    /// Mutable access, for restoring them from disk and forgetting old ones.
+    pub fn remembered_deletes_mut(&mut self) -> &mut RememberedDeletes {
+        &mut self.deletes
+    }
+
+    /// The newest time anything this store knows of `key` carries: its
+    /// entry, or a remembered delete. A local write must be stamped later.
+    pub fn latest_time(&self, key: &str) -> u64 {
+        let held = self.entries.get(key).map_or(0, |stored| stored.entry.time);
+        held.max(self.deletes.deleted_at(key).unwrap_or(0))
     }
 
     /// Hash of each bucket (0 for an empty one).
@@ -384,9 +408,10 @@ impl KvStore {
     }
 
     /// Collects the tombstones written *and* received before `cutoff`
-    /// (NTP64) and raises the horizon to the newest one's write time;
-    /// returns their keys so the caller can drop them from disk too.
-    pub fn collect_tombstones(&mut self, cutoff: u64) -> Vec<String> {
+    /// (NTP64) and remembers their deletes; returns their keys, the deletes
+    /// remembered and those forgotten to make room, so the caller can
+    /// update the disk too.
+    pub fn collect_tombstones(&mut self, cutoff: u64) -> Collected {
         let keys: Vec<String> = self
             .entries
             .values()
@@ -395,10 +420,16 @@ impl KvStore {
             })
             .map(|stored| stored.entry.key.clone())
             .collect();
+        let mut collected = Collected::default();
         for stored in self.remove(&keys) {
-            self.horizon = self.horizon.max(stored.entry.time);
+            let hash = key_hash(&stored.entry.key);
+            collected.remembered.push((hash, stored.entry.time));
+            collected
+                .forgotten
+                .extend(self.deletes.remember(hash, stored.entry.time));
         }
-        keys
+        collected.keys = keys;
+        collected
     }
 
     /// Removes these keys (unknown ones are skipped) and returns what was
@@ -414,6 +445,101 @@ impl KvStore {
             }
         }
         removed
+    }
+}
+
+/// What [`KvStore::collect_tombstones`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// The keys whose tombstones were collected.
+    pub keys: Vec<String>,
+    /// The deletes now remembered: key hash and delete time.
+    pub remembered: Vec<(u64, u64)>,
+    /// Key hashes of remembered deletes forgotten to make room.
+    pub forgotten: Vec<u64>,
+}
+
+/// The hash a remembered delete is kept under (64-bit xxh3 of the key: a
+/// collision between a live key and a deleted one, about 10^-10 at the
+/// bound with a million live keys, would refuse an old write of that key).
+pub fn key_hash(key: &str) -> u64 {
+    xxh3_64(key.as_bytes())
+}
+
+/// Deletes whose tombstones were collected: per key hash, the newest
+/// delete's time (see the module docs). Bounded by
+/// [`MAX_REMEMBERED_DELETES`]; the oldest deletes are forgotten first.
+/// Cloning is O(1), as for the store.
+#[derive(Clone, Debug, Default)]
+pub struct RememberedDeletes {
+    by_key: imbl::OrdMap<u64, u64>,
+    /// `(time, key hash)`: the oldest first, for forgetting.
+    by_age: imbl::OrdSet<(u64, u64)>,
+    /// Forgotten to stay within the bound (not by age), since start.
+    forgotten: u64,
+}
+
+impl RememberedDeletes {
+    /// The time of the delete of `key` remembered, if any.
+    pub fn deleted_at(&self, key: &str) -> Option<u64> {
+        self.by_key.get(&key_hash(key)).copied()
+    }
+
+    /// Remembers a delete (keeping the newest per key); returns the key
+    /// hashes forgotten to stay within [`MAX_REMEMBERED_DELETES`].
+    pub fn remember(&mut self, hash: u64, time: u64) -> Vec<u64> {
+        match self.by_key.get(&hash) {
+            Some(&known) if known >= time => return Vec::new(),
+            Some(&known) => {
+                self.by_age.remove(&(known, hash));
+            }
+            None => {}
+        }
+        self.by_key.insert(hash, time);
+        self.by_age.insert((time, hash));
+        let mut forgotten = Vec::new();
+        while self.by_key.len() > MAX_REMEMBERED_DELETES {
+            let Some((_, oldest)) = self.by_age.remove_min() else {
+                break;
+            };
+            self.by_key.remove(&oldest);
+            self.forgotten += 1;
+            forgotten.push(oldest);
+        }
+        forgotten
+    }
+
+    /// Forgets the deletes older than `time` (NTP64); returns their key
+    /// hashes.
+    pub fn forget_before(&mut self, time: u64) -> Vec<u64> {
+        let mut forgotten = Vec::new();
+        while let Some(&(oldest, hash)) = self.by_age.get_min() {
+            if oldest >= time {
+                break;
+            }
+            self.by_age.remove(&(oldest, hash));
+            self.by_key.remove(&hash);
+            forgotten.push(hash);
+        }
+        forgotten
+    }
+
+    /// Every remembered delete: key hash and time.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.by_key.iter().map(|(&hash, &time)| (hash, time))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// How many were forgotten to stay within the count bound.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
     }
 }
 
@@ -497,9 +623,15 @@ mod tests {
             entry("new", "", 50, "n", true),
             entry("live", "v", 1, "n", false),
         ]);
-        assert_eq!(store.collect_tombstones(20), ["old"]);
+        assert_eq!(store.collect_tombstones(20).keys, ["old"]);
         assert_eq!(store.len(), 2);
-        assert_eq!(store.horizon(), 10, "the collected tombstone's time");
+        assert_eq!(
+            store.remembered_deletes().deleted_at("old"),
+            Some(10),
+            "the collected tombstone's time"
+        );
+        assert_eq!(store.remembered_deletes().deleted_at("new"), None);
+        assert_eq!(store.latest_time("old"), 10);
         assert_eq!(store.remove(&["live".into()]).len(), 1);
         assert_eq!(
             store.bucket_hashes(),
@@ -513,12 +645,37 @@ mod tests {
         // Written long ago by a node with a slow clock, received just now.
         let mut store = KvStore::default();
         store.apply_at(entry("k", "", 10, "slow", true), 100);
-        assert!(store.collect_tombstones(50).is_empty());
-        assert_eq!(store.horizon(), 0);
-        assert_eq!(store.collect_tombstones(101), ["k"]);
-        assert_eq!(store.horizon(), 10);
-        store.raise_horizon(5);
-        assert_eq!(store.horizon(), 10, "the horizon never goes back");
+        assert!(store.collect_tombstones(50).keys.is_empty());
+        assert!(store.remembered_deletes().is_empty());
+        let collected = store.collect_tombstones(101);
+        assert_eq!(collected.keys, ["k"]);
+        assert_eq!(collected.remembered, [(key_hash("k"), 10)]);
+        store.remembered_deletes_mut().remember(key_hash("k"), 5);
+        assert_eq!(
+            store.remembered_deletes().deleted_at("k"),
+            Some(10),
+            "the newest delete is kept"
+        );
+    }
+
+    #[test]
+    fn remembered_deletes_are_bounded_and_forget_the_oldest_first() {
+        let mut deletes = RememberedDeletes::default();
+        for i in 0..MAX_REMEMBERED_DELETES as u64 {
+            assert!(deletes.remember(i, 1000 + i).is_empty());
+        }
+        // Renewing a key's delete moves it to the young end.
+        deletes.remember(0, 10_000_000);
+        assert_eq!(deletes.remember(u64::MAX, 5_000_000), [1]);
+        assert_eq!(deletes.len(), MAX_REMEMBERED_DELETES);
+        assert_eq!(deletes.forgotten(), 1);
+        assert_eq!(deletes.forget_before(1003), [2]);
+        assert_eq!(deletes.len(), MAX_REMEMBERED_DELETES - 1);
+        assert!(
+            deletes
+                .iter()
+                .any(|(hash, time)| (hash, time) == (0, 10_000_000))
+        );
     }
 
     #[test]

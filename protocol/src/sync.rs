@@ -50,15 +50,18 @@
 //! in a converged cluster almost every exchange is quiet, so this keeps the
 //! bytes of anti-entropy flat in the cluster size.
 //!
-//! The digest and every page also carry their sender's KV collection
-//! horizon (see [`crate::kv`]). A side that sees the other *lack* one of
-//! its entries older than the other's horizon drops it instead of sending
-//! it. A page says what it shows whole: every sender entry of the
-//! differing buckets whose key lies in the stretch of the sender's walk
-//! from [`KvPage::from`] to [`KvPage::next`] ([`KvPage::covers`]); a key in
-//! that stretch, in a differing bucket, absent from the page, is one the
-//! sender lacks. So the receiver drops, page by page, its entries of that
-//! stretch the sender lacks, before it builds its own next page.
+//! Nothing is dropped because the other side *lacks* it: a side that lacks
+//! an entry may never have seen it. A delete whose tombstone was collected
+//! travels back as a tombstone, from the per-key memory of the side that
+//! collected it (see [`crate::kv`], "Remembered deletes"). A page still
+//! says what it shows whole: every sender entry of the differing buckets
+//! whose key lies in the stretch of the sender's walk from
+//! [`KvPage::from`] to [`KvPage::next`] ([`KvPage::covers`]).
+//!
+//! The digest and every page carry a `horizon` field (version 1's
+//! collection horizon, with which an earlier agent dropped the entries a
+//! peer lacked below it). This version always sends 0 there, which an
+//! earlier agent reads as "vouches for nothing", and ignores what it gets.
 //!
 //! Both sides also send the members they hold alive, and each adds the ones
 //! its SWIM table lacks, as memberlist's push-pull does: a member that
@@ -98,7 +101,8 @@ pub struct Digest {
     /// The members the initiator holds alive (itself included; empty in a
     /// summary).
     pub members: Vec<NodeId>,
-    /// The initiator's KV collection horizon (0: it vouches for nothing).
+    /// Version 1's KV collection horizon: always 0 from this version, which
+    /// vouches for nothing (see the module docs); ignored on receipt.
     pub kv_horizon: u64,
     /// Hash of `nodes` (see [`nodes_hash`]), sent in full or not.
     pub nodes_hash: u64,
@@ -173,7 +177,8 @@ pub struct KvPage {
     /// stretch it shows whole. `None`: it shows nothing (the sender had
     /// already sent all).
     pub from: Option<KvCursor>,
-    /// The sender's KV collection horizon (0: it vouches for nothing).
+    /// Version 1's KV collection horizon: always 0 from this version (see
+    /// [`Digest::kv_horizon`]); ignored on receipt.
     pub horizon: u64,
 }
 

@@ -1,6 +1,7 @@
 //! The KV store's trust rules through the node's public API: tombstone
-//! collection and the collection horizon carried by anti-entropy, the
-//! bounds on times and generations that come from peers, and the quota.
+//! collection and the deletes remembered after it (handed back to a peer
+//! that missed them), the bounds on times and generations that come from
+//! peers, and the quota.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -93,7 +94,7 @@ fn contents(node: &Node) -> BTreeMap<String, KvEntry> {
 }
 
 /// A node that deleted `doomed` two grace periods ago and has collected
-/// the tombstone: its horizon is the delete's time.
+/// the tombstone: it remembers the delete.
 fn node_that_collected(name: &str, port: u16, shared: &[KvEntry]) -> Node {
     let mut node = node(name, port);
     from_peer(&mut node, shared.to_vec(), Vec::new());
@@ -101,16 +102,18 @@ fn node_that_collected(name: &str, port: u16, shared: &[KvEntry]) -> Node {
     from_peer(&mut node, vec![entry("doomed", "", ago(7300))], Vec::new());
     node.set_clock(NOW);
     assert_eq!(node.collect_tombstones(GRACE), ["doomed"]);
-    assert_eq!(node.kv().horizon(), ago(7300));
+    let deletes = node.kv().remembered_deletes().clone();
+    assert_eq!(deletes.deleted_at("doomed"), Some(ago(7300)));
     node
 }
 
 /// Defect 2, in the core: a node that was cut off while a key was deleted
-/// and its tombstone collected elsewhere drops its copy at the next
-/// exchange instead of handing it back, whichever side opens it; what the
-/// other side never had newer stays.
+/// and its tombstone collected elsewhere gets the delete handed back (the
+/// other side remembers it) instead of resurrecting the key, whichever
+/// side opens the exchanges; its copy is reported for the quarantine;
+/// what the other side never had newer stays.
 #[test]
-fn a_node_that_missed_a_collected_delete_drops_its_copy() {
+fn a_node_that_missed_a_collected_delete_gets_it_back_and_quarantines_its_copy() {
     let shared = [
         entry("doomed", "x", ago(9000)),
         entry("kept", "k", ago(9000)),
@@ -120,22 +123,26 @@ fn a_node_that_missed_a_collected_delete_drops_its_copy() {
         let mut stale = node("stale", 2);
         from_peer(&mut stale, shared.to_vec(), Vec::new());
         from_peer(&mut stale, vec![entry("during", "d", ago(10))], Vec::new());
-        if stale_opens {
-            exchange(&mut stale, &mut fresh);
-        } else {
-            exchange(&mut fresh, &mut stale);
+        // The first exchange brings the old value to the fresh node, which
+        // refuses it and stores the delete again; the second carries it.
+        for _ in 0..2 {
+            if stale_opens {
+                exchange(&mut stale, &mut fresh);
+            } else {
+                exchange(&mut fresh, &mut stale);
+            }
         }
         for node in [&fresh, &stale] {
-            assert!(node.kv().get("doomed").is_none(), "opens: {stale_opens}");
+            assert_eq!(live(node, "doomed"), None, "opens: {stale_opens}");
             assert_eq!(live(node, "kept"), Some(b"k".to_vec()));
             assert_eq!(live(node, "during"), Some(b"d".to_vec()));
         }
-        assert_eq!(stale.take_kv_dropped(), ["doomed"]);
-        assert_eq!(stale.counters().kv_dropped_for_peers, 1);
-        // Opened by the fresh node, the stale one sends its copy first:
-        // refused below the horizon, and counted.
-        let refused = u64::from(!stale_opens);
-        assert_eq!(fresh.counters().refused_below_horizon, refused);
+        assert_eq!(contents(&fresh), contents(&stale));
+        let replaced = stale.take_kv_quarantined();
+        assert_eq!(replaced, [(entry("doomed", "x", ago(9000)), ago(7300))]);
+        assert_eq!(stale.counters().kv_quarantined, 1);
+        assert_eq!(fresh.counters().refused_deleted, 1);
+        assert!(fresh.take_kv_quarantined().is_empty());
     }
 }
 
@@ -155,10 +162,9 @@ fn exchange_paged(initiator: &mut Node, responder: &mut Node) -> usize {
     panic!("the exchange does not end");
 }
 
-/// The same, with stores too large for one page (22 MB): the drop happens
-/// page by page, from what each page shows whole.
+/// The same, with stores too large for one page (22 MB).
 #[test]
-fn a_node_that_missed_a_collected_delete_drops_its_copy_across_pages() {
+fn a_node_that_missed_a_collected_delete_gets_it_back_across_pages() {
     let mut shared: Vec<KvEntry> = (0..40)
         .map(|i| KvEntry {
             value: vec![b'b'; 500_000],
@@ -185,14 +191,16 @@ fn a_node_that_missed_a_collected_delete_drops_its_copy_across_pages() {
                 Vec::new(),
             );
         }
-        let messages = if stale_opens {
-            exchange_paged(&mut stale, &mut fresh)
-        } else {
-            exchange_paged(&mut fresh, &mut stale)
-        };
-        assert!(messages > 3, "{messages} messages: the test needs pages");
+        for _ in 0..2 {
+            let messages = if stale_opens {
+                exchange_paged(&mut stale, &mut fresh)
+            } else {
+                exchange_paged(&mut fresh, &mut stale)
+            };
+            assert!(messages > 3, "{messages} messages: the test needs pages");
+        }
         for node in [&fresh, &stale] {
-            assert!(node.kv().get("doomed").is_none(), "opens: {stale_opens}");
+            assert_eq!(live(node, "doomed"), None, "opens: {stale_opens}");
             assert_eq!(live(node, "kept"), Some(b"k".to_vec()));
             assert_eq!(live(node, "during"), Some(b"d".to_vec()));
             assert_eq!(live(node, "s/7"), Some(b"s".to_vec()));
@@ -200,30 +208,56 @@ fn a_node_that_missed_a_collected_delete_drops_its_copy_across_pages() {
             assert!(live(node, "bulk/33").is_some());
         }
         assert_eq!(contents(&fresh), contents(&stale));
-        assert_eq!(stale.take_kv_dropped(), ["doomed"]);
+        let replaced: Vec<String> = stale
+            .take_kv_quarantined()
+            .into_iter()
+            .map(|(entry, _)| entry.key)
+            .collect();
+        assert_eq!(replaced, ["doomed"]);
     }
 }
 
-/// A replayed old rumor (or any old entry for a key the node doesn't
-/// hold) can't bring a collected delete back.
+/// A replayed old rumor (or any old entry for a key whose delete the node
+/// remembers) can't bring a collected delete back: refused, counted, and
+/// the delete stored again to be handed back. An old entry for any other
+/// key is taken, however old (a write arriving late from a long
+/// partition is not a deleted one).
 #[test]
-fn an_entry_older_than_the_horizon_for_an_unknown_key_is_refused() {
+fn an_entry_older_than_a_remembered_delete_is_refused_and_others_are_taken() {
     let mut fresh = node_that_collected("fresh", 1, &[]);
     from_peer(
         &mut fresh,
         vec![entry("doomed", "x", ago(9000))],
         Vec::new(),
     );
-    assert!(fresh.kv().get("doomed").is_none());
-    assert_eq!(fresh.counters().refused_below_horizon, 1);
-    // Newer than the horizon, or for a key it holds: merged as usual.
+    assert_eq!(live(&fresh, "doomed"), None);
+    assert_eq!(fresh.counters().refused_deleted, 1);
+    let handed_back = fresh
+        .kv()
+        .get("doomed")
+        .expect("the tombstone")
+        .entry
+        .clone();
+    assert!(handed_back.deleted);
+    assert_eq!(handed_back.time, ago(7300));
+    assert_eq!(
+        handed_back.writer,
+        shoal_protocol::kv::REMEMBERED_DELETE_WRITER
+    );
+    // Older than the delete but for other keys, or newer: merged as usual.
     from_peer(
         &mut fresh,
-        vec![entry("new", "n", ago(7000)), entry("doomed", "y", ago(60))],
+        vec![
+            entry("late", "l", ago(9500)),
+            entry("new", "n", ago(7000)),
+            entry("doomed", "y", ago(60)),
+        ],
         Vec::new(),
     );
+    assert_eq!(live(&fresh, "late"), Some(b"l".to_vec()));
     assert_eq!(live(&fresh, "new"), Some(b"n".to_vec()));
     assert_eq!(live(&fresh, "doomed"), Some(b"y".to_vec()));
+    assert_eq!(fresh.counters().refused_deleted, 1);
 }
 
 /// Defect 1, in the core: nodes that hold the same entries (a whole
@@ -239,7 +273,7 @@ fn nodes_holding_the_same_entries_drop_nothing() {
     for node in [&mut left, &mut right] {
         assert_eq!(live(node, "a"), Some(b"1".to_vec()));
         assert_eq!(live(node, "b"), Some(b"2".to_vec()));
-        assert!(node.take_kv_dropped().is_empty());
+        assert!(node.take_kv_quarantined().is_empty());
     }
 }
 
@@ -306,8 +340,9 @@ fn a_record_from_the_far_future_is_refused() {
 }
 
 /// Defect 11: past `kv_max_bytes`, local writes fail (nothing applied) and
-/// peers' entries are refused and counted; the node then stops vouching
-/// for what it lacks (horizon 0) until an exchange goes through whole.
+/// peers' entries are refused and counted; the node notes that it lacks
+/// entries until an exchange goes through whole. (It never vouches for
+/// what it lacks: version 1's horizon is always 0 on the wire.)
 #[test]
 fn the_quota_refuses_local_writes_and_peer_entries() {
     let config = GossipConfig {
@@ -335,13 +370,16 @@ fn the_quota_refuses_local_writes_and_peer_entries() {
         SyncMessage::Digest(digest) => digest.kv_horizon,
         other => panic!("{other:?}"),
     };
-    node.with_kv(|kv| kv.raise_horizon(ago(9000)));
-    assert_eq!(digest_horizon(&node), ago(9000));
+    assert_eq!(
+        digest_horizon(&collected),
+        0,
+        "a collected delete vouches for nothing"
+    );
     from_peer(&mut node, vec![entry("d", &value, ago(1))], Vec::new());
     assert!(node.kv().get("d").is_none());
     assert_eq!(node.counters().refused_kv_quota, 1);
     assert!(node.kv_incomplete());
-    assert_eq!(digest_horizon(&node), 0, "it may lack what nobody deleted");
+    assert_eq!(digest_horizon(&node), 0);
     // An exchange in which the quota refuses nothing restores it.
     exchange(&mut node, &mut collected);
     assert!(!node.kv_incomplete());
@@ -394,20 +432,20 @@ proptest! {
         let expected = lww(after_collection.into_values().chain(left_new).chain(right_new));
         prop_assert_eq!(contents(&left), expected.clone());
         prop_assert_eq!(contents(&right), expected);
-        prop_assert!(left.take_kv_dropped().is_empty() && right.take_kv_dropped().is_empty());
+        prop_assert!(left.take_kv_quarantined().is_empty() && right.take_kv_quarantined().is_empty());
     }
 
-    /// A node with a horizon meets one without: exactly the entries it
-    /// lacks that are older than its horizon are dropped (by the other
-    /// side) or refused (by it); everything else merges by LWW.
+    /// A node that collected a delete meets one that never saw it: nothing
+    /// either lacks is dropped, however old; everything merges by LWW.
+    /// (Version 1 dropped every entry the collecting side lacked below its
+    /// collection horizon.)
     #[test]
-    fn a_horizon_drops_exactly_the_lacked_older_entries(
+    fn a_collected_delete_drops_nothing_the_other_side_lacks(
         held in proptest::collection::vec(arbitrary_entry(0..9000), 0..8),
         other in proptest::collection::vec(arbitrary_entry(0..9000), 0..8),
         collected_opens in any::<bool>(),
     ) {
         let mut collected = node_that_collected("collected", 1, &held);
-        let horizon = collected.kv().horizon();
         let mut stale = node("stale", 2);
         from_peer(&mut stale, other.clone(), Vec::new());
         let before = contents(&collected);
@@ -417,11 +455,7 @@ proptest! {
         } else {
             exchange(&mut stale, &mut collected);
         }
-        let survivors: Vec<KvEntry> = stale_before
-            .into_values()
-            .filter(|entry| before.contains_key(&entry.key) || entry.time > horizon)
-            .collect();
-        let expected = lww(before.into_values().chain(survivors));
+        let expected = lww(before.into_values().chain(stale_before.into_values()));
         prop_assert_eq!(contents(&collected), expected.clone());
         prop_assert_eq!(contents(&stale), expected);
     }

@@ -71,7 +71,11 @@ impl Simulation {
                 ref value,
             } => {
                 let node = usize::try_from(node).ok();
-                self.kv_write(node, key.clone(), value.clone().into_bytes());
+                self.kv_write(node, key.clone(), Some(value.clone().into_bytes()));
+            }
+            Action::KvDelete { node, ref key } => {
+                let node = usize::try_from(node).ok();
+                self.kv_write(node, key.clone(), None);
             }
             Action::KvBulk {
                 writes,
@@ -80,9 +84,17 @@ impl Simulation {
                 node,
                 ref prefix,
                 value_bytes,
+                deletes,
             } => {
                 let node = usize::try_from(node).ok();
-                self.kv_bulk(node, writes, keys, over_s, prefix, value_bytes);
+                let shape = crate::kv::Bulk {
+                    writes,
+                    keys,
+                    over_s,
+                    value_bytes,
+                    deletes,
+                };
+                self.kv_bulk(node, prefix, shape);
             }
             Action::SpoofDigest { node } => self.spoof_digest(node),
             Action::Rename { node } => self.rename(node),

@@ -1,12 +1,16 @@
-//! KV writes on simulated nodes, and the check that every healthy node
-//! ends up with the same map: the last-writer-wins merge of every write
-//! that was accepted.
+//! KV writes and deletes on simulated nodes, and the check that every
+//! healthy node ends up serving the same map: the last-writer-wins merge of
+//! every write and delete that was accepted (a key whose winner is a
+//! delete is served by nobody, whether its tombstone is still held or was
+//! collected).
 //!
 //! Writes go through `Node::write_kv` exactly as the agent's
 //! `KvState::handle` makes them: the time is the (virtual) clock in NTP64,
-//! past the key's current time; the writer is the node's name. They spread
-//! by the node's rumors and by anti-entropy (`Node::on_sync`), as in the
-//! agent.
+//! past anything the node knows of the key (`KvStore::latest_time`); the
+//! writer is the node's name. They spread by the node's rumors and by
+//! anti-entropy (`Node::on_sync`), as in the agent, and tombstones are
+//! collected as the agent's housekeeping collects them
+//! (`Node::collect_tombstones`, when `tombstone_grace_s` is set).
 
 use std::sync::Arc;
 
@@ -18,6 +22,19 @@ use crate::sim::{Event, RANK_OTHER, SECOND, Simulation};
 
 /// How often KV convergence is checked while it is pending.
 const KV_CHECK: Micros = 100_000;
+/// The agent's KV housekeeping period (`daemon::gossip`).
+const KV_HOUSEKEEPING: Micros = 30 * SECOND;
+
+/// The shape of a `kv_bulk` action.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bulk {
+    pub writes: usize,
+    pub keys: usize,
+    pub over_s: f64,
+    pub value_bytes: usize,
+    /// The share of deletes.
+    pub deletes: f64,
+}
 
 /// Virtual time as NTP64: seconds in the high 32 bits, fraction in the low.
 pub(crate) fn ntp64(micros: Micros) -> u64 {
@@ -27,16 +44,16 @@ pub(crate) fn ntp64(micros: Micros) -> u64 {
 }
 
 impl Simulation {
-    /// Schedules `writes` writes at random instants over `over_s` seconds.
-    pub(crate) fn kv_bulk(
-        &mut self,
-        node: Option<usize>,
-        writes: usize,
-        keys: usize,
-        over_s: f64,
-        prefix: &str,
-        value_bytes: usize,
-    ) {
+    /// Schedules `writes` writes (a share of them deletes) at random
+    /// instants over `over_s` seconds.
+    pub(crate) fn kv_bulk(&mut self, node: Option<usize>, prefix: &str, bulk: Bulk) {
+        let Bulk {
+            writes,
+            keys,
+            over_s,
+            value_bytes,
+            deletes,
+        } = bulk;
         let span = (over_s * SECOND as f64) as Micros;
         for _ in 0..writes {
             let at = self.now
@@ -49,12 +66,44 @@ impl Simulation {
             self.kv_values += 1;
             let mut value = format!("w{}:", self.kv_values).into_bytes();
             value.resize(value_bytes.max(value.len()), b'.');
+            let value = (self.rng.random::<f64>() >= deletes).then_some(value);
             self.push(at, RANK_OTHER, Event::KvWrite { node, key, value });
         }
     }
 
-    /// One write on `node` (a random healthy node when `None`).
-    pub(crate) fn kv_write(&mut self, node: Option<usize>, key: String, value: Vec<u8>) {
+    /// The period of tombstone collection rounds.
+    pub(crate) fn kv_housekeeping_period(&self) -> Micros {
+        let grace = self.scenario.tombstone_grace_s.unwrap_or(f64::INFINITY);
+        KV_HOUSEKEEPING
+            .min((grace * SECOND as f64 / 2.0) as Micros)
+            .max(1)
+    }
+
+    /// Every healthy node collects its tombstones older than the grace.
+    pub(crate) fn kv_housekeeping(&mut self) {
+        let Some(grace) = self.scenario.tombstone_grace_s else {
+            return;
+        };
+        let grace = std::time::Duration::from_secs_f64(grace);
+        let now = self.now;
+        for index in 0..self.slots.len() {
+            if !self.is_healthy(index) {
+                continue;
+            }
+            let node = self.slots[index].node.as_mut().expect("healthy");
+            node.set_clock(std::time::Duration::from_micros(now));
+            let collected = node.collect_tombstones(grace);
+            node.take_deletes_changed();
+            node.take_kv_quarantined();
+            self.metrics.kv.collected += collected.len() as u64;
+        }
+        let next = now + self.kv_housekeeping_period();
+        self.push(next, RANK_OTHER + 1, Event::KvHousekeeping);
+    }
+
+    /// One write (or delete, `value` `None`) on `node` (a random healthy
+    /// node when `None`).
+    pub(crate) fn kv_write(&mut self, node: Option<usize>, key: String, value: Option<Vec<u8>>) {
         let index = match node {
             Some(index) if self.is_healthy(index) => index,
             None => match self.random_live_node() {
@@ -72,14 +121,14 @@ impl Simulation {
         let now = self.now;
         let node = self.slots[index].node.as_mut().expect("healthy");
         node.set_clock(std::time::Duration::from_micros(now));
-        let previous = node.kv().get(&key).map_or(0, |stored| stored.entry.time);
+        let previous = node.kv().latest_time(&key);
         let entry = KvEntry {
             key,
-            value,
+            deleted: value.is_none(),
+            value: value.unwrap_or_default(),
             flags: 0,
             time: ntp64(now).max(previous.saturating_add(1)),
             writer: node.local_record().name,
-            deleted: false,
         };
         match node.write_kv(entry.clone()) {
             Ok(_) => {
@@ -117,20 +166,29 @@ impl Simulation {
         }
     }
 
-    /// Whether every healthy node holds the expected map (compared by the
-    /// root of the bucket hashes, as anti-entropy compares them).
+    /// Whether every healthy node serves the expected map: compared by the
+    /// root of the bucket hashes (as anti-entropy compares them), or, when
+    /// that differs (tombstones collected or handed back), by the live
+    /// entries.
     pub(crate) fn kv_converged(&self) -> bool {
-        let root = self.metrics.kv.expected.root();
+        let expected = &self.metrics.kv.expected;
+        let root = expected.root();
         (0..self.slots.len())
             .filter(|&index| self.is_healthy(index))
             .all(|index| {
-                let node = self.slots[index].node.as_ref().expect("healthy");
-                node.kv().root() == root
+                let kv = self.slots[index].node.as_ref().expect("healthy").kv();
+                kv.root() == root
+                    || kv
+                        .prefix("")
+                        .map(|s| &s.entry)
+                        .eq(expected.prefix("").map(|s| &s.entry))
             })
     }
 
-    /// Keys whose winning write some healthy node lacks (it has an older
-    /// entry or none): acknowledged writes lost, or not yet arrived.
+    /// Keys whose winner some healthy node does not serve: a winning write
+    /// it lacks (it has an older entry or none: lost, or not yet arrived),
+    /// or a winning delete it still serves a value for (resurrected, or
+    /// not yet arrived).
     pub(crate) fn kv_missing_keys(&self) -> usize {
         let live: Vec<_> = (0..self.slots.len())
             .filter(|&index| self.is_healthy(index))
@@ -142,8 +200,12 @@ impl Simulation {
             .iter()
             .filter(|winner| {
                 live.iter().any(|kv| {
-                    kv.get(&winner.entry.key)
-                        .is_none_or(|held| held.entry != winner.entry)
+                    let held = kv.get(&winner.entry.key);
+                    if winner.entry.deleted {
+                        held.is_some_and(|held| !held.entry.deleted)
+                    } else {
+                        held.is_none_or(|held| held.entry != winner.entry)
+                    }
                 })
             })
             .count()

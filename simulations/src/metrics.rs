@@ -105,6 +105,8 @@ pub struct KvTrack {
     pub converged_at: Option<Micros>,
     /// A convergence check is scheduled.
     pub check_pending: bool,
+    /// Tombstones collected, over all nodes.
+    pub collected: u64,
 }
 
 /// One row of the time series.

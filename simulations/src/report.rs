@@ -87,8 +87,11 @@ pub struct KvOutcome {
     /// From the last write, heal or restart to the moment every healthy
     /// node held that map.
     pub convergence_s: Option<f64>,
-    /// Keys whose winning write some healthy node lacks at the end.
+    /// Keys whose winner some healthy node does not serve at the end (a
+    /// write it lacks, or a delete it still serves a value for).
     pub missing_keys: usize,
+    /// Tombstones collected, over all nodes.
+    pub collected: u64,
 }
 
 impl KvOutcome {
@@ -110,6 +113,7 @@ impl KvOutcome {
                 .converged_at
                 .map(|at| seconds(at.saturating_sub(kv.disturbed_at))),
             missing_keys,
+            collected: kv.collected,
         }
     }
 }
@@ -393,13 +397,14 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "  KV: {} writes to {} keys ({} refused); converged: {} ({} after the last \
-                 write or heal); {} keys missing on some node",
+                 write or heal); {} keys missing on some node; {} tombstones collected",
                 self.kv.writes,
                 self.kv.keys,
                 self.kv.refused,
                 if converged { "yes" } else { "no" },
                 show(self.kv.convergence_s),
-                self.kv.missing_keys
+                self.kv.missing_keys,
+                self.kv.collected
             )?;
         }
         writeln!(f, "  {} events simulated", self.events)

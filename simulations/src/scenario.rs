@@ -101,6 +101,11 @@ pub struct Scenario {
     /// join has settled, say). Default 0: the whole run.
     #[serde(default)]
     pub traffic_from_s: f64,
+    /// KV tombstones are collected (as the agent's `kv.tombstone_grace`)
+    /// once this many seconds old, by every healthy node at a housekeeping
+    /// round every `min(30, grace / 2)` seconds. Unset: never collected.
+    #[serde(default)]
+    pub tombstone_grace_s: Option<f64>,
     #[serde(default)]
     pub network: NetworkSpec,
     #[serde(default)]
@@ -195,6 +200,8 @@ pub enum Action {
         key: String,
         value: String,
     },
+    /// One KV delete (a tombstone), made as `kv_write` makes a write.
+    KvDelete { node: i64, key: String },
     /// `writes` KV writes at random instants over the next `over_s`
     /// seconds, each on a random healthy node (or on `node`), to keys drawn
     /// at random from `keys` keys named `<prefix><n>`; every value is
@@ -210,6 +217,9 @@ pub enum Action {
         prefix: String,
         #[serde(default = "default_value_bytes")]
         value_bytes: usize,
+        /// The share of these operations that are deletes, in [0, 1].
+        #[serde(default)]
+        deletes: f64,
     },
     /// The node receives one forged datagram, claiming to come from the
     /// next node, that carries digest rumors (a KV write and a node record)
@@ -298,6 +308,11 @@ impl Scenario {
         if self.seeds == 0 || self.seeds > self.nodes {
             return invalid("seeds", format!("must be in 1..={}", self.nodes));
         }
+        if let Some(grace) = self.tombstone_grace_s
+            && (grace.is_nan() || grace <= 0.0)
+        {
+            return invalid("tombstone_grace_s", "must be positive".into());
+        }
         if self.sample_s.is_nan() || self.sample_s <= 0.0 {
             return invalid("sample_s", "must be positive".into());
         }
@@ -312,6 +327,7 @@ impl Scenario {
             let nodes: Vec<usize> = match &timed.action {
                 Action::Change { node }
                 | Action::KvWrite { node, .. }
+                | Action::KvDelete { node, .. }
                 | Action::KvBulk { node, .. }
                     if *node >= 0 =>
                 {
@@ -341,7 +357,7 @@ impl Scenario {
                 return invalid(&format!("{key}.loss"), "must be a probability".into());
             }
             match &timed.action {
-                Action::KvWrite { key: kv_key, .. } => {
+                Action::KvWrite { key: kv_key, .. } | Action::KvDelete { key: kv_key, .. } => {
                     if let Err(error) = validate_key(kv_key) {
                         return invalid(&format!("{key}.key"), error.to_string());
                     }
@@ -351,8 +367,15 @@ impl Scenario {
                     over_s,
                     prefix,
                     value_bytes,
+                    deletes,
                     ..
                 } => {
+                    if !(0.0..=1.0).contains(deletes) {
+                        return invalid(
+                            &format!("{key}.deletes"),
+                            "must be a share in [0, 1]".into(),
+                        );
+                    }
                     if *keys == 0 {
                         return invalid(&format!("{key}.keys"), "must be at least 1".into());
                     }

@@ -57,13 +57,16 @@ pub(crate) enum Event {
     TrafficMark,
     Sample,
     ConvergenceCheck,
-    /// A KV write on `node` (a random healthy node when `None`).
+    /// A KV write on `node` (a random healthy node when `None`); a
+    /// delete when `value` is `None`.
     KvWrite {
         node: Option<usize>,
         key: String,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
     },
     KvCheck,
+    /// Every healthy node collects its old tombstones.
+    KvHousekeeping,
 }
 
 struct Entry {
@@ -236,6 +239,10 @@ impl Simulation {
             sim.push(at, RANK_OTHER, Event::Action(index));
         }
         sim.push(0, RANK_OTHER + 1, Event::Sample);
+        if sim.scenario.tombstone_grace_s.is_some() {
+            let first = sim.kv_housekeeping_period();
+            sim.push(first, RANK_OTHER + 1, Event::KvHousekeeping);
+        }
         if sim.scenario.traffic_from_s > 0.0 {
             let at = (sim.scenario.traffic_from_s * SECOND as f64) as Micros;
             sim.push(at, RANK_OTHER + 1, Event::TrafficMark);
@@ -316,6 +323,7 @@ impl Simulation {
             }
             Event::KvWrite { node, key, value } => self.kv_write(node, key, value),
             Event::KvCheck => self.kv_check(),
+            Event::KvHousekeeping => self.kv_housekeeping(),
             Event::Datagram { to, .. } | Event::Sync { to, .. } => self.deliver(to, event),
             Event::Timer { node, .. } => self.deliver(node, event),
         }

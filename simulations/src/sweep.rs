@@ -30,6 +30,7 @@ fn base(name: String, nodes: usize, duration_s: f64, seed: u64) -> Scenario {
         remove_down_after_s: None,
         sample_s: 5.0,
         traffic_from_s: 0.0,
+        tombstone_grace_s: None,
         network: NetworkSpec::default(),
         actions: Vec::new(),
     }

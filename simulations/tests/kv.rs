@@ -76,15 +76,18 @@ fn without_anti_entropy_a_partition_leaves_writes_behind() {
     assert!(report.kv.missing_keys > 0, "{report}");
 }
 
-/// A small cluster, a partition at a random split, random writes on random
-/// nodes before, during and after it: `seed` decides everything.
-fn random_partition(seed: u64) -> Scenario {
-    let mut rng = StdRng::seed_from_u64(seed);
+/// A cluster of 4 to 8 nodes split at random between 5 and 15 s, for a
+/// time drawn from `lasting` seconds: its size, when the split begins and
+/// ends, and the two actions.
+fn random_split(
+    rng: &mut StdRng,
+    lasting: std::ops::Range<f64>,
+) -> (usize, f64, f64, Vec<TimedAction>) {
     let nodes = rng.random_range(4..9);
     let split = rng.random_range(1..nodes);
     let partition_at = rng.random_range(5.0..15.0);
-    let heal_at = partition_at + rng.random_range(10.0..40.0);
-    let mut actions = vec![
+    let heal_at = partition_at + rng.random_range(lasting);
+    let actions = vec![
         TimedAction {
             at_s: partition_at,
             action: Action::Partition { split },
@@ -94,6 +97,14 @@ fn random_partition(seed: u64) -> Scenario {
             action: Action::Heal,
         },
     ];
+    (nodes, partition_at, heal_at, actions)
+}
+
+/// A small cluster, a partition at a random split, random writes on random
+/// nodes before, during and after it: `seed` decides everything.
+fn random_partition(seed: u64) -> Scenario {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (nodes, _, heal_at, mut actions) = random_split(&mut rng, 10.0..40.0);
     for _ in 0..rng.random_range(1..5) {
         let at_s = rng.random_range(1.0..heal_at + 10.0);
         actions.push(TimedAction {
@@ -105,6 +116,7 @@ fn random_partition(seed: u64) -> Scenario {
                 node: -1,
                 prefix: "prop/".into(),
                 value_bytes: 8,
+                deletes: 0.0,
             },
         });
     }
@@ -141,4 +153,83 @@ fn property_every_acknowledged_write_survives_a_partition() {
             panic!("seed {seed} (random_partition({seed})): {report}");
         }
     }
+}
+
+/// Issue 20: both halves of a partition four times longer than the grace
+/// write and delete, and collect their tombstones while split: after the
+/// heal, every node serves the winner of every write and delete.
+#[test]
+fn a_partition_longer_than_the_tombstone_grace_loses_no_write() {
+    let report = report_of(scenario_file("kv-long-partition"));
+    assert_converged(&report);
+    assert!(
+        report.kv.collected > 0,
+        "tombstones were collected: {report}"
+    );
+}
+
+/// A small cluster split at random for 3 to 5 tombstone graces, random
+/// writes and deletes on both sides before, during and after it, the
+/// tombstones collected while split: `seed` decides everything.
+fn random_long_partition(seed: u64) -> Scenario {
+    const GRACE_S: f64 = 20.0;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (nodes, partition_at, heal_at, mut actions) =
+        random_split(&mut rng, 3.0 * GRACE_S..5.0 * GRACE_S);
+    for _ in 0..rng.random_range(2..6) {
+        actions.push(TimedAction {
+            at_s: rng.random_range(1.0..heal_at + 10.0),
+            action: Action::KvBulk {
+                writes: rng.random_range(1..40),
+                keys: rng.random_range(1..12),
+                over_s: rng.random_range(0.0..20.0),
+                node: -1,
+                prefix: "long/".into(),
+                value_bytes: 8,
+                deletes: rng.random_range(0.0..0.5),
+            },
+        });
+    }
+    // Writes on one side and deletes on the other while split, to keys of
+    // their own and to the bulk keys.
+    for _ in 0..rng.random_range(1..6) {
+        let at_s = rng.random_range(partition_at + 1.0..heal_at - GRACE_S);
+        let node = rng.random_range(0..nodes as i64);
+        let key = format!("long/{}", rng.random_range(0..16));
+        let action = if rng.random::<bool>() {
+            Action::KvDelete { node, key }
+        } else {
+            Action::KvWrite {
+                node,
+                key,
+                value: format!("single {}", rng.random::<u32>()),
+            }
+        };
+        actions.push(TimedAction { at_s, action });
+    }
+    let text = format!(
+        "name = \"kv-long-partition-{seed}\"\nseed = {seed}\nnodes = {nodes}\nduration_s = {}\n\
+         sample_s = 30\ntombstone_grace_s = {GRACE_S}\n[network]\nloss = 0.02\n",
+        heal_at + 150.0
+    );
+    let mut scenario = Scenario::parse(&text).expect("valid scenario");
+    scenario.actions = actions;
+    scenario.validate().expect("valid actions");
+    scenario
+}
+
+#[test]
+fn property_no_acknowledged_write_is_lost_to_a_partition_longer_than_the_grace() {
+    let mut collected = 0;
+    for seed in 0..20 {
+        let (report, _) = run(random_long_partition(seed));
+        if report.kv.writes == 0 {
+            continue;
+        }
+        collected += report.kv.collected;
+        if report.kv.converged != Some(true) || report.kv.missing_keys != 0 {
+            panic!("seed {seed} (random_long_partition({seed})): {report}");
+        }
+    }
+    assert!(collected > 0, "no tombstone was ever collected");
 }

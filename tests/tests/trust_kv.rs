@@ -1,9 +1,11 @@
 //! The KV store under long outages, partitions and hostile peers, with real
 //! processes: tombstone collection never costs live data (a whole cluster
-//! down longer than `kv.tombstone_grace` keeps everything), never lets a
-//! deleted key come back (an agent away or cut off for longer than the
-//! grace drops what its peers collected), times from the far future are
-//! refused, and the store has a size quota (`kv.max_bytes`).
+//! down longer than `kv.tombstone_grace` keeps everything; a write made on
+//! one side of a long partition survives deletes collected on the other),
+//! never lets a deleted key come back (an agent away or cut off for longer
+//! than the grace gets the deletes its peers remember, and quarantines
+//! what they replace), times from the far future are refused, and the
+//! store has a size quota (`kv.max_bytes`).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -95,16 +97,27 @@ fn gossip_stat(agent: &Agent, name: &str) -> Result<u64, String> {
     stat(agent, "gossip", name)
 }
 
-/// Waits until `agent` has collected a tombstone (its horizon moved).
+/// Waits until `agent` has collected a tombstone (it remembers a delete).
 fn wait_collected(agent: &Agent, timeout: Duration) {
     wait_for(
         timeout,
         &format!("{} to collect a tombstone", agent.name),
-        || match stat(agent, "kv", "horizon")? {
-            0 => Err("horizon 0".into()),
+        || match stat(agent, "kv", "deletes_remembered")? {
+            0 => Err("no delete remembered".into()),
             _ => Ok(()),
         },
     );
+}
+
+/// The keys in `agent`'s KV quarantine.
+fn quarantined_keys(agent: &Agent) -> Result<Vec<String>, String> {
+    let items = agent.get("/v1/shoal/kv/quarantine")?;
+    Ok(items
+        .as_array()
+        .ok_or_else(|| format!("not a list: {items}"))?
+        .iter()
+        .map(|item| item["Key"].as_str().unwrap_or_default().to_string())
+        .collect())
 }
 
 fn put_flag(agent: &Agent, key: &str, body: &Value) {
@@ -191,8 +204,8 @@ fn a_cluster_down_longer_than_the_grace_keeps_its_keys_flags_and_keyring() {
     }
 
     // Connected until both have collected the delete (grace 20 s, then the
-    // next housekeeping round, every 30 s): both have a horizon newer than
-    // every live entry. Then the whole cluster is down for twice the grace.
+    // next housekeeping round, every 30 s): both remember a delete newer
+    // than every live entry. Then the whole cluster is down for twice the grace.
     for agent in &cluster.agents {
         wait_collected(agent, Duration::from_secs(60));
     }
@@ -229,19 +242,21 @@ fn a_cluster_down_longer_than_the_grace_keeps_its_keys_flags_and_keyring() {
         );
         assert_eq!(keyring(agent), Ok(both_keys.clone()), "{}", agent.name);
         assert!(
-            !agent.log().contains("dropped KV entries"),
-            "{} dropped entries",
+            !agent.log().contains("handed back deletes"),
+            "{} replaced values",
             agent.name
         );
-        assert_eq!(gossip_stat(agent, "kv_dropped_for_peers"), Ok(0));
+        assert_eq!(gossip_stat(agent, "kv_quarantined"), Ok(0));
+        assert_eq!(quarantined_keys(agent), Ok(Vec::new()));
     }
 }
 
 /// Defect 2: an agent that keeps running but is cut off for longer than
 /// the grace period, while the others delete a key and collect its
-/// tombstone, must not bring the key back when the partition heals: it
-/// drops its copy instead. Its other keys, and what it wrote while cut
-/// off, still reach everyone.
+/// tombstone, must not bring the key back when the partition heals: its
+/// peers remember the delete and hand it back, and its copy goes to its
+/// quarantine (readable and clearable by API and CLI). Its other keys, and
+/// what it wrote while cut off, still reach everyone.
 #[test]
 fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys() {
     let scratch = tempfile::tempdir().unwrap();
@@ -278,7 +293,7 @@ fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys
     // the next housekeeping round (every 30 s) on both connected agents.
     wait_collected(&cluster.agents[0], Duration::from_secs(60));
     wait_collected(&cluster.agents[1], Duration::from_secs(60));
-    assert_eq!(stat(&cluster.agents[2], "kv", "horizon"), Ok(0));
+    assert_eq!(stat(&cluster.agents[2], "kv", "deletes_remembered"), Ok(0));
     assert_eq!(
         cluster.agents[2].kv_get("iso/doomed"),
         Ok(Some("x".into())),
@@ -294,17 +309,55 @@ fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys
     }
     stays(&cluster, "iso/doomed", None, Duration::from_secs(10));
     stays(&cluster, "iso/kept", Some("k"), Duration::from_secs(1));
-    // It was dropped by the horizon rule, not deleted again by anyone.
+    // The delete was handed back, its value quarantined, counted, logged.
+    let cut_off = &cluster.agents[2];
+    assert_eq!(gossip_stat(cut_off, "kv_quarantined"), Ok(1));
     assert_eq!(
-        gossip_stat(&cluster.agents[2], "kv_dropped_for_peers"),
-        Ok(1)
+        quarantined_keys(cut_off),
+        Ok(vec!["iso/doomed".to_string()])
+    );
+    let item = &cut_off.get("/v1/shoal/kv/quarantine").unwrap()[0];
+    assert_eq!(item["Value"], json!("eA=="), "base64 of the value it held");
+    assert!(
+        item["DeletedAt"].as_f64() > item["WrittenAt"].as_f64(),
+        "{item}"
+    );
+    assert!(
+        cut_off.log().contains("iso/doomed"),
+        "the WARN names the key"
+    );
+    for agent in &cluster.agents[..2] {
+        assert_eq!(quarantined_keys(agent), Ok(Vec::new()), "{}", agent.name);
+    }
+    let metrics = cut_off.cli(&["metrics"]);
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(text.contains("shoal_kv_quarantined_total"), "{text}");
+    // The CLI lists it, then clears it; the clear is a write.
+    let listed = cut_off.cli(&["kv", "quarantine"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("iso/doomed") && listed.contains('x'),
+        "{listed}"
+    );
+    let cleared = cut_off.cli(&["kv", "quarantine", "--clear"]);
+    assert!(cleared.status.success(), "{cleared:?}");
+    assert!(
+        String::from_utf8_lossy(&cleared.stdout).contains("Cleared 1"),
+        "{cleared:?}"
+    );
+    assert_eq!(quarantined_keys(cut_off), Ok(Vec::new()));
+    let stats = &cut_off.get("/v1/agent/self").unwrap()["Stats"]["kv"]["quarantine"];
+    assert_eq!(
+        (stats["held"].as_u64(), stats["cleared"].as_u64()),
+        (Some(0), Some(1))
     );
 }
 
 /// An agent stopped for longer than the grace period, while the others
-/// delete a key and collect its tombstone, drops its copy when it comes
-/// back rather than resurrecting the key (this held before the horizon
-/// rule too and must keep holding).
+/// delete a key and collect its tombstone, gets the delete handed back
+/// when it comes back rather than resurrecting the key; its copy is
+/// quarantined, and stays so across a restart.
 #[test]
 fn an_agent_stopped_longer_than_the_grace_does_not_resurrect_deleted_keys() {
     let scratch = tempfile::tempdir().unwrap();
@@ -335,10 +388,18 @@ fn an_agent_stopped_longer_than_the_grace_does_not_resurrect_deleted_keys() {
     cluster.agents[2].wait_kv("away/kept", Some("k"), Duration::from_secs(30));
     stays(&cluster, "away/doomed", None, Duration::from_secs(10));
     stays(&cluster, "away/kept", Some("k"), Duration::from_secs(1));
+    assert_eq!(gossip_stat(&cluster.agents[2], "kv_quarantined"), Ok(1));
+    let doomed = vec!["away/doomed".to_string()];
+    assert_eq!(quarantined_keys(&cluster.agents[2]), Ok(doomed.clone()));
+    // Persisted in the data dir: still there after a restart.
+    cluster.agents[2].signal(libc::SIGTERM);
     assert_eq!(
-        gossip_stat(&cluster.agents[2], "kv_dropped_for_peers"),
-        Ok(1)
+        cluster.agents[2].wait_exit(Duration::from_secs(15)),
+        Some(0)
     );
+    cluster.agents[2].restart();
+    cluster.agents[2].wait_serving();
+    assert_eq!(quarantined_keys(&cluster.agents[2]), Ok(doomed));
 }
 
 /// A datagram that looks like gossip from a new member, carrying a KV
@@ -485,4 +546,112 @@ fn the_kv_quota_refuses_local_writes_and_peer_entries_past_kv_max_bytes() {
     for i in 0..10 {
         cluster.agents[1].wait_kv(&format!("p/{i}"), Some(&value), Duration::from_secs(1));
     }
+}
+
+/// Issue 20 (the reviewer's repro): four agents split 2|2 for longer than
+/// the grace period. One side writes `orders/pending-42` (acknowledged,
+/// reaches its partner); the other deletes another key and collects its
+/// tombstone. On healing, the write is on all four agents (no delete ever
+/// saw it) and the delete holds everywhere too.
+#[test]
+fn a_write_made_during_a_partition_survives_a_delete_collected_on_the_other_side() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_with(4, options(scratch.path(), "10s", ""));
+    cluster.wait_all_alive(Duration::from_secs(20));
+    assert_eq!(cluster.agents[2].kv_put("orders/old-7", "x"), Ok(true));
+    assert_eq!(cluster.agents[2].kv_put("orders/kept", "k"), Ok(true));
+    for agent in &cluster.agents {
+        agent.wait_kv("orders/old-7", Some("x"), Duration::from_secs(15));
+        agent.wait_kv("orders/kept", Some("k"), Duration::from_secs(15));
+    }
+
+    partition(&cluster, &[0, 1]);
+    wait_for(
+        Duration::from_secs(30),
+        "node-0 to see node-2 and node-3 failed",
+        || {
+            let members = cluster.agents[0].members()?;
+            let failed = members
+                .iter()
+                .filter(|(name, status)| (name == "node-2" || name == "node-3") && *status == 4)
+                .count();
+            if failed == 2 {
+                Ok(())
+            } else {
+                Err(format!("{members:?}"))
+            }
+        },
+    );
+    // The write first, then the delete on the other side: the delete is
+    // newer, as in the review.
+    assert_eq!(cluster.agents[0].kv_put("orders/pending-42", "p"), Ok(true));
+    cluster.agents[1].wait_kv("orders/pending-42", Some("p"), Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(cluster.agents[2].kv_delete("orders/old-7"), Ok(200));
+    cluster.agents[3].wait_kv("orders/old-7", None, Duration::from_secs(15));
+    // Past the grace (10 s) and the next housekeeping round (every 30 s).
+    wait_collected(&cluster.agents[2], Duration::from_secs(60));
+    wait_collected(&cluster.agents[3], Duration::from_secs(60));
+    assert_eq!(cluster.agents[2].kv_get("orders/pending-42"), Ok(None));
+
+    heal(&cluster);
+    cluster.wait_all_alive(Duration::from_secs(60));
+    for agent in &cluster.agents {
+        agent.wait_kv("orders/pending-42", Some("p"), Duration::from_secs(30));
+        agent.wait_kv("orders/old-7", None, Duration::from_secs(30));
+        agent.wait_kv("orders/kept", Some("k"), Duration::from_secs(5));
+    }
+    // Several anti-entropy rounds later, still so.
+    stays(
+        &cluster,
+        "orders/pending-42",
+        Some("p"),
+        Duration::from_secs(8),
+    );
+    stays(&cluster, "orders/old-7", None, Duration::from_secs(1));
+    for agent in &cluster.agents {
+        assert!(
+            !agent.log().contains("dropped KV entries"),
+            "{} dropped entries",
+            agent.name
+        );
+    }
+    // The side that missed the delete kept the value it replaced.
+    for agent in &cluster.agents[..2] {
+        assert_eq!(
+            quarantined_keys(agent),
+            Ok(vec!["orders/old-7".to_string()]),
+            "{}",
+            agent.name
+        );
+    }
+}
+
+/// The quarantine's doors follow the token rules: reading it is a read
+/// (open unless `acl.protect_reads`), clearing it is a write; the CLI's
+/// `--clear` says so without the token and succeeds with it.
+#[test]
+fn reading_the_quarantine_is_a_read_and_clearing_it_a_write() {
+    const TOKEN: &str = "quarantine-secret";
+    let scratch = tempfile::tempdir().unwrap();
+    let agent = Agent::start_serving(scratch.path(), "guarded", &["--acl-token", TOKEN]);
+    let path = "/v1/shoal/kv/quarantine";
+    let (status, body) = http_json("GET", agent.http_addr(), path, None).unwrap();
+    assert_eq!((status, body), (200, json!([])));
+    let (status, body) = http_json("DELETE", agent.http_addr(), path, None).unwrap();
+    assert_eq!(status, 403, "{body}");
+    let cleared = agent.cli(&["kv", "quarantine", "--clear"]);
+    assert!(!cleared.status.success(), "{cleared:?}");
+    let cleared = agent.cli(&["--token", TOKEN, "kv", "quarantine", "--clear"]);
+    assert!(cleared.status.success(), "{cleared:?}");
+    assert!(
+        String::from_utf8_lossy(&cleared.stdout).contains("Cleared 0"),
+        "{cleared:?}"
+    );
+    let listed = agent.cli(&["kv", "quarantine", "--format", "json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+    // Another method is not a clear.
+    let (status, _) = http_json("PUT", agent.http_addr(), path, None).unwrap();
+    assert_ne!(status, 200);
 }

@@ -93,17 +93,20 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "synced_records": counters.synced_records,
                 "refused_records": counters.refused_records,
                 "refused_clock_drift": counters.refused_clock_drift,
-                "refused_below_horizon": counters.refused_below_horizon,
+                "refused_deleted": counters.refused_deleted,
                 "refused_kv_quota": counters.refused_kv_quota,
-                "kv_dropped_for_peers": counters.kv_dropped_for_peers,
+                "kv_quarantined": counters.kv_quarantined,
                 "name_conflicts": status.name_conflicts,
             },
             "kv": {
                 "keys": snapshot.kv.len(),
                 "bytes": snapshot.kv.bytes(),
                 "max_bytes": config.gossip.kv_max_bytes,
-                // NTP64 (seconds << 32): the newest collected delete.
-                "horizon": snapshot.kv.horizon(),
+                // Deletes whose tombstones were collected, remembered per
+                // key (see shoal_protocol::kv).
+                "deletes_remembered": snapshot.kv.remembered_deletes().len(),
+                "deletes_forgotten": snapshot.kv.remembered_deletes().forgotten(),
+                "quarantine": state.kv_quarantine.stats(),
             },
         },
     }))

@@ -27,6 +27,7 @@ pub fn collect(state: &ApiState) -> Exposition {
     state.metrics.sync.collect(&mut out);
     kv_store(state, &snapshot, &mut out);
     state.metrics.kv.collect(&mut out);
+    state.kv_quarantine.collect(&mut out);
     state.metrics.checks.collect(&mut out);
     state.metrics.api.collect(&mut out);
     state.cache.collect(&mut out);
@@ -152,8 +153,8 @@ fn gossip(status: &Status, out: &mut Exposition) {
         Value::Counter(counters.refused_clock_drift),
     )
     .push(
-        &[("reason", "below_horizon")],
-        Value::Counter(counters.refused_below_horizon),
+        &[("reason", "deleted")],
+        Value::Counter(counters.refused_deleted),
     )
     .push(
         &[("reason", "kv_quota")],
@@ -164,12 +165,6 @@ fn gossip(status: &Status, out: &mut Exposition) {
         "shoal_gossip_synced_records_total",
         "Node records merged from anti-entropy exchanges.",
         counters.synced_records,
-    );
-    counter(
-        out,
-        "shoal_kv_dropped_for_peers_total",
-        "KV entries dropped because a peer had collected their deletes.",
-        counters.kv_dropped_for_peers,
     );
     counter(
         out,
@@ -273,6 +268,11 @@ fn kv_store(state: &ApiState, snapshot: &Snapshot, out: &mut Exposition) {
         "shoal_kv_bytes",
         "Key and value bytes the KV store holds (tombstones' keys included): what kv.max_bytes caps.",
         snapshot.kv.bytes() as f64,
+    );
+    out.gauge(
+        "shoal_kv_remembered_deletes",
+        "Deletes remembered per key after their tombstones were collected.",
+        snapshot.kv.remembered_deletes().len() as f64,
     );
     out.gauge(
         "shoal_kv_max_bytes",

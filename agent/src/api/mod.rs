@@ -8,6 +8,8 @@
 //!   this agent's registry.
 //! - [`catalog`]: cluster-wide `/v1/catalog/*`, `/v1/health/*`, `/v1/shoal/pick`.
 //! - [`kv`]: `/v1/kv/*`, the replicated KV store.
+//! - [`kv_quarantine`]: `/v1/shoal/kv/quarantine`, values a remembered
+//!   delete replaced.
 //! - [`status`]: `/v1/status/*`, `/v1/agent/host`.
 //! - [`filter`]: Consul's `?filter=` expressions.
 //! - [`refused`]: what Shoal refuses by design (sessions, txn, Connect,
@@ -48,6 +50,7 @@ pub mod guard;
 pub mod health;
 pub mod keyring;
 pub mod kv;
+pub mod kv_quarantine;
 pub mod metrics;
 pub mod prometheus_sd;
 pub mod refused;
@@ -107,6 +110,8 @@ pub struct ApiState {
     pub dns: Arc<crate::dns::DnsCounters>,
     /// Serialized answers to repeated reads (with hit/miss counters).
     pub cache: Arc<cache::ResponseCache>,
+    /// KV values a remembered delete replaced (shared with the gossip loop).
+    pub kv_quarantine: Arc<crate::kv::quarantine::Quarantine>,
 }
 
 impl ApiState {
@@ -199,6 +204,11 @@ pub fn router(state: ApiState) -> front::Api {
         .write("/v1/kv/", put(kv::put).delete(kv::delete))
         .read("/v1/kv/{*key}", get(kv::get))
         .write("/v1/kv/{*key}", put(kv::put).delete(kv::delete))
+        .read("/v1/shoal/kv/quarantine", get(kv_quarantine::list))
+        .write(
+            "/v1/shoal/kv/quarantine",
+            axum::routing::delete(kv_quarantine::clear),
+        )
         .read("/v1/flags", get(flags::list))
         .read("/v1/flags/{key}", get(flags::get))
         .write("/v1/flags/{key}", put(flags::put).delete(flags::delete))

@@ -1,4 +1,4 @@
-//! `shoal kv get|put|delete|ls|watch`: the replicated KV store.
+//! `shoal kv get|put|delete|ls|watch|quarantine`: the replicated KV store.
 
 use std::io::Write;
 use std::time::Duration;
@@ -58,6 +58,15 @@ pub enum KvCommand {
     Watch {
         #[arg(default_value = "")]
         prefix: String,
+    },
+    /// List the values a delete remembered by a peer replaced on this agent
+    /// (it had missed the delete), or clear them with --clear.
+    Quarantine {
+        /// Forget every quarantined value (needs the API token if one is set).
+        #[arg(long)]
+        clear: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
     },
 }
 
@@ -173,6 +182,46 @@ pub fn run(client: &Client, args: &KvArgs) -> anyhow::Result<()> {
             }
         }
         KvCommand::Watch { prefix } => watch(client, prefix)?,
+        KvCommand::Quarantine { clear, format } => quarantine(client, *clear, *format)?,
+    }
+    Ok(())
+}
+
+/// `shoal kv quarantine [--clear]`.
+fn quarantine(client: &Client, clear: bool, format: Format) -> anyhow::Result<()> {
+    const PATH: &str = "/v1/shoal/kv/quarantine";
+    if clear {
+        let answer = client.delete(PATH)?;
+        println!(
+            "Cleared {} quarantined value(s).",
+            answer["Cleared"].as_u64().unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let listing = client.get_json(PATH)?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&listing)?),
+        Format::Table => {
+            let since = |seconds: &Value| {
+                let seconds = seconds.as_f64().unwrap_or_default();
+                let at = std::time::UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0));
+                humantime::format_rfc3339_seconds(at).to_string()
+            };
+            let rows: Vec<Vec<String>> = listing
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|item| {
+                    vec![
+                        item["Key"].as_str().unwrap_or_default().to_string(),
+                        decode_value(item),
+                        since(&item["WrittenAt"]),
+                        since(&item["DeletedAt"]),
+                    ]
+                })
+                .collect();
+            print_table(&["Key", "Value", "Written", "Deleted"], &rows);
+        }
     }
     Ok(())
 }

@@ -199,6 +199,7 @@ pub async fn run(
             metrics,
             dns: dns_counters,
             cache: Default::default(),
+            kv_quarantine: kv.quarantine.clone(),
         },
         &tasks,
     )?;

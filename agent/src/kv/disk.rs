@@ -7,11 +7,20 @@
 //! the same way, without anyone waiting; if the agent dies first,
 //! anti-entropy brings them back.
 //!
-//! Besides the entries, the `meta` table keeps the store's collection
-//! horizon and whether the quota ever refused a peer's entry (see
-//! `shoal_protocol::kv`). A database written before these existed loads
-//! with horizon 0 (it vouches for nothing, drops nothing) and rows without
-//! their received time load with 0 (collected on their write time alone).
+//! Besides the entries (table `kv`), the database keeps the deletes
+//! remembered after their tombstones were collected (table `kv_deletes`:
+//! key hash to delete time, see `shoal_protocol::kv`), the quarantine
+//! (table `kv_quarantine`, see [`super::quarantine`]), and in the `meta`
+//! table whether the quota ever refused a peer's entry and up to which
+//! sequence the quarantine was cleared. Rows without their received time
+//! (written before it existed) load with 0 (collected on their write time
+//! alone).
+//!
+//! Version 1 of this database (before the remembered deletes) kept a
+//! collection horizon in `meta`; it is removed at open: this version
+//! ignores it, and a version-1 agent started on this data dir again then
+//! vouches for nothing (it drops nothing because of a horizon). Version 1
+//! ignores the two new tables.
 //!
 //! The gossip loop hands jobs over a bounded channel ([`QUEUE`] jobs) and
 //! never waits for room: when the channel is full, jobs pile up in a
@@ -29,14 +38,23 @@ use bincode::{Decode, Encode};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use shoal_protocol::codec;
 use shoal_protocol::kv::{KvEntry, Stored};
+
+use super::quarantine::Quarantined;
 use tokio::sync::{mpsc, oneshot};
 
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// The KV store's collection horizon (NTP64).
-const HORIZON: &str = "horizon";
-/// 1 once the quota refused a peer's entry (see `ClusterState::advertised_horizon`).
+/// Remembered deletes: key hash to delete time (NTP64).
+const DELETES: TableDefinition<u64, u64> = TableDefinition::new("kv_deletes");
+/// Quarantined values by sequence (see [`super::quarantine`]).
+const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("kv_quarantine");
+/// Version 1's collection horizon: removed at open.
+const LEGACY_HORIZON: &str = "horizon";
+/// 1 once the quota refused a peer's entry (see `Node::kv_incomplete`).
 const QUOTA_REFUSED: &str = "quota_refused";
+/// Every quarantined value up to this sequence is gone (cleared or
+/// evicted).
+const QUARANTINE_GONE_THROUGH: &str = "quarantine_gone_through";
 /// Written by earlier versions (when the agent was last in touch); no
 /// longer used, removed at open.
 const LEGACY_LAST_SEEN: &str = "last_seen";
@@ -91,10 +109,13 @@ fn decode_row(bytes: &[u8]) -> Result<Row, codec::DecodeError> {
 /// What the database held at start.
 pub struct Loaded {
     pub entries: Vec<Stored>,
-    /// The collection horizon (0 in a database from before it existed).
-    pub horizon: u64,
+    /// Remembered deletes: key hash and delete time.
+    pub remembered: Vec<(u64, u64)>,
     /// Whether the quota had refused a peer's entry.
     pub quota_refused: bool,
+    /// The quarantine, and the sequence up to which it is gone.
+    pub quarantine: Vec<Quarantined>,
+    pub quarantine_gone_through: u64,
 }
 
 /// Opens (or creates) the database and reads everything back.
@@ -108,10 +129,12 @@ pub fn open(dir: &Path) -> Result<(Arc<Database>, Loaded), DiskError> {
         // Create the tables so that reads of a fresh database succeed.
         let txn = database.begin_write().map_err(io)?;
         txn.open_table(ENTRIES).map_err(io)?;
-        txn.open_table(META)
-            .map_err(io)?
-            .remove(LEGACY_LAST_SEEN)
-            .map_err(io)?;
+        txn.open_table(DELETES).map_err(io)?;
+        txn.open_table(QUARANTINE).map_err(io)?;
+        let mut meta = txn.open_table(META).map_err(io)?;
+        meta.remove(LEGACY_LAST_SEEN).map_err(io)?;
+        meta.remove(LEGACY_HORIZON).map_err(io)?;
+        drop(meta);
         txn.commit().map_err(io)?;
     }
     let txn = database.begin_read().map_err(io)?;
@@ -135,10 +158,29 @@ pub fn open(dir: &Path) -> Result<(Arc<Database>, Loaded), DiskError> {
     let value = |key: &str| -> Result<u64, DiskError> {
         Ok(meta.get(key).map_err(io)?.map_or(0, |guard| guard.value()))
     };
+    let mut remembered = Vec::new();
+    for item in txn.open_table(DELETES).map_err(io)?.iter().map_err(io)? {
+        let (hash, time) = item.map_err(io)?;
+        remembered.push((hash.value(), time.value()));
+    }
+    let gone_through = value(QUARANTINE_GONE_THROUGH)?;
+    let mut quarantine = Vec::new();
+    for item in txn.open_table(QUARANTINE).map_err(io)?.iter().map_err(io)? {
+        let (seq, bytes) = item.map_err(io)?;
+        match codec::decode_frame::<Quarantined>(bytes.value()) {
+            Ok(item) if item.seq > gone_through => quarantine.push(item),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(seq = seq.value(), %error, "skipping an unreadable quarantined KV value");
+            }
+        }
+    }
     let loaded = Loaded {
         entries,
-        horizon: value(HORIZON)?,
+        remembered,
         quota_refused: value(QUOTA_REFUSED)? != 0,
+        quarantine,
+        quarantine_gone_through: gone_through,
     };
     Ok((Arc::new(database), loaded))
 }
@@ -151,9 +193,16 @@ pub const QUEUE: usize = 64;
 pub struct Job {
     pub upserts: Vec<Stored>,
     pub removals: Vec<String>,
-    /// A new collection horizon, saved with the removals it comes from.
-    pub horizon: Option<u64>,
+    /// Deletes remembered (key hash, time), saved with the removals of the
+    /// tombstones they come from.
+    pub remembered: Vec<(u64, u64)>,
+    /// Key hashes of remembered deletes forgotten.
+    pub forgotten: Vec<u64>,
     pub quota_refused: Option<bool>,
+    /// Values newly quarantined.
+    pub quarantine: Vec<Quarantined>,
+    /// Every quarantined value up to this sequence is gone.
+    pub quarantine_gone_through: Option<u64>,
     /// Answered once the batch is durable.
     pub replies: Vec<oneshot::Sender<Result<(), String>>>,
 }
@@ -216,8 +265,11 @@ pub async fn writer_loop(
 #[derive(Default)]
 pub struct Backlog {
     ops: HashMap<String, Option<Stored>>,
-    horizon: Option<u64>,
+    /// Per key hash, the delete time remembered, or `None`: forgotten.
+    deletes: HashMap<u64, Option<u64>>,
     quota_refused: Option<bool>,
+    quarantine: Vec<Quarantined>,
+    quarantine_gone_through: Option<u64>,
     replies: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
@@ -226,8 +278,11 @@ impl Job {
     pub fn is_empty(&self) -> bool {
         self.upserts.is_empty()
             && self.removals.is_empty()
-            && self.horizon.is_none()
+            && self.remembered.is_empty()
+            && self.forgotten.is_empty()
             && self.quota_refused.is_none()
+            && self.quarantine.is_empty()
+            && self.quarantine_gone_through.is_none()
             && self.replies.is_empty()
     }
 }
@@ -241,15 +296,26 @@ impl Backlog {
         for key in job.removals {
             self.ops.insert(key, None);
         }
-        self.horizon = job.horizon.or(self.horizon);
+        for (hash, time) in job.remembered {
+            self.deletes.insert(hash, Some(time));
+        }
+        for hash in job.forgotten {
+            self.deletes.insert(hash, None);
+        }
         self.quota_refused = job.quota_refused.or(self.quota_refused);
+        self.quarantine.extend(job.quarantine);
+        self.quarantine_gone_through = self
+            .quarantine_gone_through
+            .max(job.quarantine_gone_through);
         self.replies.extend(job.replies);
     }
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
-            && self.horizon.is_none()
+            && self.deletes.is_empty()
             && self.quota_refused.is_none()
+            && self.quarantine.is_empty()
+            && self.quarantine_gone_through.is_none()
             && self.replies.is_empty()
     }
 
@@ -261,8 +327,9 @@ impl Backlog {
     /// Everything held, as one job.
     pub fn take(&mut self) -> Job {
         let mut job = Job {
-            horizon: self.horizon.take(),
             quota_refused: self.quota_refused.take(),
+            quarantine: std::mem::take(&mut self.quarantine),
+            quarantine_gone_through: self.quarantine_gone_through.take(),
             replies: std::mem::take(&mut self.replies),
             ..Job::default()
         };
@@ -270,6 +337,12 @@ impl Backlog {
             match op {
                 Some(stored) => job.upserts.push(stored),
                 None => job.removals.push(key),
+            }
+        }
+        for (hash, op) in self.deletes.drain() {
+            match op {
+                Some(time) => job.remembered.push((hash, time)),
+                None => job.forgotten.push(hash),
             }
         }
         job
@@ -281,6 +354,12 @@ fn write(database: &Database, jobs: &[Job]) -> Result<(), String> {
     {
         let mut entries = txn.open_table(ENTRIES).map_err(|e| e.to_string())?;
         let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        let mut deletes = txn.open_table(DELETES).map_err(|e| e.to_string())?;
+        let mut quarantine = txn.open_table(QUARANTINE).map_err(|e| e.to_string())?;
+        let mut gone_through = meta
+            .get(QUARANTINE_GONE_THROUGH)
+            .map_err(|e| e.to_string())?
+            .map_or(0, |guard| guard.value());
         for job in jobs {
             for stored in &job.upserts {
                 let row = Row {
@@ -296,8 +375,33 @@ fn write(database: &Database, jobs: &[Job]) -> Result<(), String> {
             for key in &job.removals {
                 entries.remove(key.as_str()).map_err(|e| e.to_string())?;
             }
-            if let Some(horizon) = job.horizon {
-                meta.insert(HORIZON, horizon).map_err(|e| e.to_string())?;
+            for &(hash, time) in &job.remembered {
+                deletes.insert(hash, time).map_err(|e| e.to_string())?;
+            }
+            for hash in &job.forgotten {
+                deletes.remove(hash).map_err(|e| e.to_string())?;
+            }
+            if let Some(through) = job.quarantine_gone_through
+                && through > gone_through
+            {
+                gone_through = through;
+                meta.insert(QUARANTINE_GONE_THROUGH, through)
+                    .map_err(|e| e.to_string())?;
+                let gone: Vec<u64> = quarantine
+                    .range(..=through)
+                    .map_err(|e| e.to_string())?
+                    .map(|item| item.map(|(seq, _)| seq.value()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| e.to_string())?;
+                for seq in gone {
+                    quarantine.remove(seq).map_err(|e| e.to_string())?;
+                }
+            }
+            // An item cleared before it reached the disk stays gone.
+            for item in job.quarantine.iter().filter(|item| item.seq > gone_through) {
+                quarantine
+                    .insert(item.seq, codec::encode(item).as_slice())
+                    .map_err(|e| e.to_string())?;
             }
             if let Some(refused) = job.quota_refused {
                 meta.insert(QUOTA_REFUSED, u64::from(refused))
@@ -324,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn a_database_from_before_the_horizon_loads_with_nothing_to_vouch_for() {
+    fn a_version_1_database_loads_and_loses_its_horizon() {
         let dir = tempfile::tempdir().unwrap();
         {
             // As an earlier version wrote it: rows without their received
@@ -343,11 +447,18 @@ mod tests {
                     .unwrap();
                 let mut meta = txn.open_table(META).unwrap();
                 meta.insert(LEGACY_LAST_SEEN, 7).unwrap();
+                meta.insert(LEGACY_HORIZON, 1234).unwrap();
             }
             txn.commit().unwrap();
         }
         let (database, loaded) = open(dir.path()).unwrap();
-        assert_eq!((loaded.horizon, loaded.quota_refused), (0, false));
+        assert!(!loaded.quota_refused);
+        assert!(loaded.remembered.is_empty() && loaded.quarantine.is_empty());
+        {
+            let txn = database.begin_read().unwrap();
+            let meta = txn.open_table(META).unwrap();
+            assert!(meta.get(LEGACY_HORIZON).unwrap().is_none(), "removed");
+        }
         assert_eq!(loaded.entries.len(), 1);
         let stored = &loaded.entries[0];
         assert_eq!(
@@ -356,7 +467,15 @@ mod tests {
         );
         assert_eq!(*stored.entry, entry("old"));
 
-        // New rows, the horizon and the quota flag come back as written.
+        // New rows, remembered deletes, the quota flag and the quarantine
+        // come back as written; a clear removes what it covers, even an
+        // item whose write comes after it.
+        let item = |seq| Quarantined {
+            seq,
+            entry: entry(&format!("q{seq}")),
+            deleted_at: 50,
+            quarantined_at: 60,
+        };
         let job = Job {
             upserts: vec![Stored {
                 entry: Arc::new(entry("new")),
@@ -364,14 +483,28 @@ mod tests {
                 modify_index: 5,
                 received: 99,
             }],
-            horizon: Some(1234),
+            remembered: vec![(7, 70), (8, 80)],
             quota_refused: Some(true),
+            quarantine: vec![item(1), item(2)],
+            ..Job::default()
+        };
+        let clear = Job {
+            quarantine_gone_through: Some(3),
+            forgotten: vec![8],
+            ..Job::default()
+        };
+        let late = Job {
+            quarantine: vec![item(3), item(4)],
             ..Job::default()
         };
         write(&database, &[job]).unwrap();
+        write(&database, &[clear, late]).unwrap();
         drop(database);
         let (_, loaded) = open(dir.path()).unwrap();
-        assert_eq!((loaded.horizon, loaded.quota_refused), (1234, true));
+        assert!(loaded.quota_refused);
+        assert_eq!(loaded.remembered, [(7, 70)]);
+        assert_eq!(loaded.quarantine, [item(4)]);
+        assert_eq!(loaded.quarantine_gone_through, 3);
         let new = loaded
             .entries
             .iter()

@@ -1,13 +1,16 @@
 //! The replicated KV store, the agent's side: timestamps from a hybrid
 //! logical clock bounded by `max_clock_drift`, durable writes, and the
-//! persistence of tombstone collection, of the collection horizon and of
-//! what anti-entropy dropped. The merge rules, the horizon rule and the
-//! checks on peers' entries live in `shoal_protocol::kv` and
-//! `shoal_protocol::state`.
+//! persistence of tombstone collection and of the deletes remembered
+//! after it, and the quarantine of values a remembered delete replaced.
+//! The merge rules, the remembered-delete rule and the checks on peers'
+//! entries live in `shoal_protocol::kv` and `shoal_protocol::state`.
 //!
 //! - [`disk`]: the redb database and its writer task.
+//! - [`quarantine`]: values a remembered delete replaced, kept for the
+//!   operator.
 
 pub mod disk;
+pub mod quarantine;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,6 +80,8 @@ pub struct KvState {
     pending: HashMap<String, usize>,
     /// Local writes by result, and the disk writer's commits.
     pub metrics: Arc<crate::metrics::counters::KvMetrics>,
+    /// Values a remembered delete replaced (shared with the API).
+    pub quarantine: Arc<quarantine::Quarantine>,
 }
 
 /// The KV key holding the cluster's gossip keyring. Reserved: the `/v1/kv`
@@ -169,6 +174,7 @@ impl KvState {
         Self {
             hlc,
             writer,
+            quarantine: Arc::new(quarantine::Quarantine::new(disk_tx.clone())),
             disk_tx,
             backlog: disk::Backlog::default(),
             grace,
@@ -201,10 +207,10 @@ impl KvState {
         self.hlc.new_timestamp().get_time().as_u64()
     }
 
-    /// Loads what was on disk into the node, with its collection horizon.
-    /// However long the agent was away, nothing is dropped here: an entry
-    /// goes only when a peer that collected its delete tells us it lacks
-    /// it (see `shoal_protocol::kv`).
+    /// Loads what was on disk into the node, with its remembered deletes,
+    /// and the quarantine. However long the agent was away, nothing is
+    /// dropped here: an entry goes only when a newer write or delete of its
+    /// key arrives (see `shoal_protocol::kv`).
     pub fn restore(&mut self, node: &mut Node, loaded: disk::Loaded) {
         let count = loaded.entries.len();
         node.set_clock(wall_clock());
@@ -222,8 +228,12 @@ impl KvState {
             for stored in ahead {
                 kv.apply_at(stored.entry, received);
             }
-            kv.raise_horizon(loaded.horizon);
+            for &(hash, time) in &loaded.remembered {
+                kv.remembered_deletes_mut().remember(hash, time);
+            }
         });
+        self.quarantine
+            .restore(loaded.quarantine, loaded.quarantine_gone_through);
         node.set_kv_incomplete(loaded.quota_refused);
         self.saved_quota_refused = loaded.quota_refused;
         let kv = node.kv();
@@ -234,7 +244,8 @@ impl KvState {
         tracing::info!(
             keys = count,
             bytes = kv.bytes(),
-            horizon = kv.horizon(),
+            deletes_remembered = kv.remembered_deletes().len(),
+            quarantined = self.quarantine.list().len(),
             "KV store loaded"
         );
     }
@@ -307,7 +318,9 @@ impl KvState {
         let latest = ntp64(wall_clock().saturating_add(self.max_clock_drift));
         let mut entries = Vec::with_capacity(keys.len());
         for key in keys {
-            let previous = kv.get(&key).map(|s| s.entry.time).unwrap_or(0);
+            // Past a remembered delete too, or a peer would hand it back
+            // over this write.
+            let previous = kv.latest_time(&key);
             let time = previous
                 .checked_add(1)
                 .map(|after| self.now().max(after))
@@ -423,28 +436,37 @@ impl KvState {
     }
 
     /// Persists what changed in the store since the last call: entries
-    /// applied (by anyone), entries dropped because a peer had collected
-    /// their deletes, and the quota flag; and hands the writer what waited
-    /// for room.
+    /// applied (by anyone), values a delete handed back by a peer replaced
+    /// (quarantined, with a WARN line naming their keys), and the quota
+    /// flag; and hands the writer what waited for room.
     pub fn flush(&mut self, node: &mut Node) {
         self.send(disk::Job::default());
         let applied = node.take_kv_applied();
-        let dropped = node.take_kv_dropped();
+        let replaced = node.take_kv_quarantined();
         let quota_refused = node.kv_incomplete();
         let quota_changed = quota_refused != self.saved_quota_refused;
-        if applied.is_empty() && dropped.is_empty() && !quota_changed {
+        if applied.is_empty() && replaced.is_empty() && !quota_changed {
             return;
         }
         for stored in &applied {
             self.observe(stored.entry.time);
         }
         self.watch_keyring(&applied);
-        if !dropped.is_empty() {
-            tracing::info!(
-                keys = dropped.len(),
-                "dropped KV entries a peer had deleted (its tombstones were collected)"
+        let (quarantined, quarantine_gone_through) = if replaced.is_empty() {
+            (Vec::new(), None)
+        } else {
+            let keys: Vec<&str> = replaced
+                .iter()
+                .map(|(entry, _)| entry.key.as_str())
+                .collect();
+            tracing::warn!(
+                keys = ?keys,
+                "a peer handed back deletes of KV keys this agent still held (it missed them: \
+                 a partition or outage longer than kv.tombstone_grace); the values it held are \
+                 in the quarantine: GET /v1/shoal/kv/quarantine or `shoal kv quarantine`"
             );
-        }
+            self.quarantine.add(replaced, ntp64(wall_clock()))
+        };
         if quota_changed {
             if quota_refused {
                 tracing::warn!(
@@ -456,25 +478,31 @@ impl KvState {
         }
         self.send(disk::Job {
             upserts: applied,
-            removals: dropped,
             quota_refused: quota_changed.then_some(quota_refused),
+            quarantine: quarantined,
+            quarantine_gone_through,
             ..disk::Job::default()
         });
     }
 
     /// Collects the tombstones older than the grace period (when the node
     /// is in touch; see `Node::collect_tombstones`) and saves them gone
-    /// together with the horizon they raise.
+    /// together with the deletes remembered (and forgotten) for them.
     pub fn housekeeping(&mut self, node: &mut Node) {
         let removals = node.collect_tombstones(self.grace);
-        if removals.is_empty() {
+        let deletes = node.take_deletes_changed();
+        if removals.is_empty() && deletes.remembered.is_empty() && deletes.forgotten.is_empty() {
             return;
         }
-        let horizon = node.kv().horizon();
-        tracing::debug!(keys = removals.len(), horizon, "collected KV tombstones");
+        tracing::debug!(
+            keys = removals.len(),
+            forgotten = deletes.forgotten.len(),
+            "collected KV tombstones"
+        );
         self.send(disk::Job {
             removals,
-            horizon: Some(horizon),
+            remembered: deletes.remembered,
+            forgotten: deletes.forgotten,
             ..disk::Job::default()
         });
     }

@@ -90,15 +90,16 @@ pub struct Counters {
     /// KV write times and record generations from peers refused for being
     /// more than `max_clock_drift` ahead of our clock.
     pub refused_clock_drift: u64,
-    /// KV entries from peers refused for being older than our collection
-    /// horizon, for keys we don't hold (see [`crate::kv`]).
-    pub refused_below_horizon: u64,
+    /// KV entries from peers for keys we don't hold, older than a delete
+    /// of that key we remember: the delete was handed back (see
+    /// [`crate::kv`]).
+    pub refused_deleted: u64,
     /// KV entries from peers refused because they would take the store
     /// past `kv_max_bytes`.
     pub refused_kv_quota: u64,
-    /// Our KV entries dropped because a peer lacked them and they were
-    /// older than its horizon (it had collected their deletes).
-    pub kv_dropped_for_peers: u64,
+    /// Our live KV entries replaced by a delete a peer remembered and
+    /// handed back (see [`crate::kv`]): the driver quarantines them.
+    pub kv_quarantined: u64,
 }
 
 /// What changed in a node since the driver last asked
@@ -172,8 +173,8 @@ pub struct Node {
     /// Whether we merged a peer's side of an exchange since we were last
     /// alone (or started): tombstones are collected only then.
     kv_in_touch: bool,
-    /// Keys dropped by the horizon rule since the driver last asked.
-    kv_dropped: Vec<String>,
+    /// Deletes remembered and forgotten since the driver last asked.
+    deletes_changed: crate::kv::Collected,
     /// The newest generation foca's codec accepts, moved with the clock.
     generation_bound: Arc<GenerationBound>,
     /// User events, shared with the rumor handler as the state is.
@@ -224,7 +225,7 @@ impl Node {
             last_up_sync: None,
             counters: Counters::default(),
             kv_in_touch: false,
-            kv_dropped: Vec::new(),
+            deletes_changed: crate::kv::Collected::default(),
             generation_bound,
             events,
         }
@@ -364,9 +365,10 @@ impl Node {
     }
 
     /// Collects the tombstones older than `grace` both by their write time
-    /// and by when we received them, and raises the collection horizon
-    /// (see [`crate::kv`]); returns their keys for the driver to drop from
-    /// disk. Nothing is collected before the clock is set, nor while we
+    /// and by when we received them, remembering their deletes, and forgets
+    /// deletes older than [`crate::kv::REMEMBER_DELETES_FOR`] graces (see
+    /// [`crate::kv`]); returns the collected keys for the driver to drop
+    /// from disk ([`Node::take_deletes_changed`] has the rest). Nothing is collected before the clock is set, nor while we
     /// are not in touch: alone (or just started), until we have merged a
     /// peer's side of an exchange. A node cut off from everyone keeps its
     /// deletes, so it can't make its peers drop what they wrote meanwhile.
@@ -380,21 +382,39 @@ impl Node {
         };
         let cutoff = now.saturating_sub(crate::clock::ntp64(grace));
         let collected = state.kv_mut().collect_tombstones(cutoff);
-        if !collected.is_empty() {
+        let memory = grace.saturating_mul(crate::kv::REMEMBER_DELETES_FOR);
+        let forget = now.saturating_sub(crate::clock::ntp64(memory));
+        let aged = state
+            .kv_mut()
+            .remembered_deletes_mut()
+            .forget_before(forget);
+        if !collected.keys.is_empty() || !aged.is_empty() {
             state.mark_kv_changed();
         }
-        collected
+        drop(state);
+        let changed = &mut self.deletes_changed;
+        changed.remembered.extend(collected.remembered);
+        changed.forgotten.extend(collected.forgotten);
+        changed.forgotten.extend(aged);
+        collected.keys
     }
 
-    /// Keys dropped since the last call because a peer lacked them below
-    /// its horizon (see [`Node::on_sync`]): the driver drops them from disk.
-    pub fn take_kv_dropped(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.kv_dropped)
+    /// Deletes remembered (key hash, time) and forgotten (key hash) since
+    /// the last call: the driver saves them.
+    pub fn take_deletes_changed(&mut self) -> crate::kv::Collected {
+        std::mem::take(&mut self.deletes_changed)
+    }
+
+    /// Live entries a delete handed back by a peer replaced since the last
+    /// call, each with the delete's time (see [`crate::kv`]): the driver
+    /// quarantines them.
+    pub fn take_kv_quarantined(&mut self) -> Vec<(KvEntry, u64)> {
+        self.lock_state().take_kv_quarantined()
     }
 
     /// Whether the quota refused a peer's entry since an exchange last went
-    /// through without a refusal: we then tell peers no horizon (see
-    /// `ClusterState::advertised_horizon`). The driver persists it.
+    /// through without a refusal: we lack entries nobody deleted. The
+    /// driver persists it.
     pub fn kv_incomplete(&self) -> bool {
         self.lock_state().kv_incomplete()
     }
@@ -411,11 +431,15 @@ impl Node {
 
     /// Copies the state's refusal counts into our counters.
     fn copy_refusals(&mut self) {
-        let refusals = self.lock_state().refusals();
+        let (refusals, quarantined) = {
+            let state = self.lock_state();
+            (state.refusals(), state.kv_quarantined_total())
+        };
         self.counters.refused_records = refusals.oversized;
         self.counters.refused_clock_drift = refusals.clock_drift + self.generation_bound.refused();
-        self.counters.refused_below_horizon = refusals.below_horizon;
+        self.counters.refused_deleted = refusals.deleted;
         self.counters.refused_kv_quota = refusals.kv_quota;
+        self.counters.kv_quarantined = quarantined;
     }
 
     /// The KV store as of now (an O(1) copy).
@@ -424,7 +448,7 @@ impl Node {
     }
 
     /// Direct access to the KV store, for restoring it from disk (entries
-    /// and horizon). Changes made here are not gossiped, and skip the
+    /// and remembered deletes). Changes made here are not gossiped, and skip the
     /// checks on peers' entries.
     pub fn with_kv<T>(&mut self, change: impl FnOnce(&mut KvStore) -> T) -> T {
         let mut state = self.lock_state();

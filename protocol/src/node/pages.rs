@@ -8,7 +8,7 @@ use std::ops::Bound;
 use rand::RngExt;
 
 use super::Node;
-use crate::kv::{BUCKETS, KvEntry, KvStore, Stored, bucket_of};
+use crate::kv::{BUCKETS, KvEntry, KvStore, bucket_of};
 use crate::sync::{KvCursor, KvPage, PAGE_BYTES, SyncMessage};
 
 /// What an entry counts for against a page's budget: its strings and value,
@@ -77,23 +77,6 @@ pub(crate) fn next_page(
     }
 }
 
-/// Our entries in the stretch of the peer's walk `page` shows whole (see
-/// [`KvPage::covers`]), in key order, whatever their bucket.
-pub(crate) fn covered<'a>(
-    kv: &'a KvStore,
-    page: &'a KvPage,
-) -> impl Iterator<Item = &'a Stored> + 'a {
-    let start = page
-        .from
-        .as_ref()
-        .and_then(|from| from.start.as_deref())
-        .unwrap_or_default();
-    // The walk's two stretches of keys: from `start` on, then before it.
-    kv.range(Bound::Included(start), Bound::Unbounded)
-        .chain(kv.range(Bound::Unbounded, Bound::Excluded(start)))
-        .filter(move |stored| page.covers(&stored.entry.key))
-}
-
 /// Which buckets a (sanitized) list names.
 fn mask_of(buckets: &[u16]) -> [bool; BUCKETS] {
     let mut mask = [false; BUCKETS];
@@ -151,16 +134,15 @@ impl Node {
             next,
             yours,
             from,
-            horizon: self.lock_state().advertised_horizon(),
+            // Version 1's collection horizon: see `Node::sync_open_full`.
+            horizon: 0,
         }
     }
 
-    /// Answers a page: drops what the peer showed it lacks (see
-    /// [`Node::drop_lacked`]), makes our next page (before merging the
-    /// peer's, so nothing it just sent goes back), then merges.
+    /// Answers a page: makes our next page (before merging the peer's, so
+    /// nothing it just sent goes back), then merges.
     pub(super) fn answer_page(&mut self, incoming: KvPage) -> KvPage {
         let buckets = sanitize(incoming.buckets.clone());
-        self.drop_lacked(&incoming, &mask_of(&buckets));
         let (entries, next, from) = self.our_page(&buckets, incoming.yours.as_ref());
         self.merge_kv(incoming.entries);
         KvPage {
@@ -169,15 +151,13 @@ impl Node {
             next,
             yours: incoming.next,
             from,
-            horizon: self.lock_state().advertised_horizon(),
+            horizon: 0,
         }
     }
 
     /// A page after the Delta: merged, and answered unless it was the last.
     pub(super) fn continue_pages(&mut self, page: KvPage) -> Option<SyncMessage> {
         if page.is_last() {
-            let buckets = sanitize(page.buckets.clone());
-            self.drop_lacked(&page, &mask_of(&buckets));
             self.merge_kv(page.entries);
             return None;
         }

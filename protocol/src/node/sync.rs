@@ -2,16 +2,16 @@
 //! simulator (on its virtual network) both drive. The messages are in
 //! [`crate::sync`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::Node;
 use crate::identity::NodeId;
-use crate::kv::{BUCKETS, KvEntry, bucket_of};
+use crate::kv::KvEntry;
 use crate::record::NodeRecord;
 use crate::state::Merge;
-use crate::sync::{Delta, Digest, KvPage, Records, SyncMessage};
+use crate::sync::{Delta, Digest, Records, SyncMessage};
 
 impl Node {
     /// Opens an anti-entropy exchange (initiator): the summary of our
@@ -41,7 +41,9 @@ impl Node {
             kv_root: state.kv().root(),
             kv_bucket_hashes: state.kv().bucket_hashes().to_vec(),
             members,
-            kv_horizon: state.advertised_horizon(),
+            // Version 1's collection horizon: 0 vouches for nothing, so an
+            // earlier agent drops nothing because of us (see `crate::kv`).
+            kv_horizon: 0,
             summary: false,
         })
     }
@@ -58,9 +60,9 @@ impl Node {
     ///
     /// Stateless between steps (each page carries where both walks stand):
     /// the transport checks that the steps come in order
-    /// ([`SyncMessage::expects`]). Entries the peer lacks and that are older
-    /// than its horizon are dropped, page by page (see [`crate::sync`]); the
-    /// driver persists that with [`Node::take_kv_dropped`].
+    /// ([`SyncMessage::expects`]). Nothing is dropped for what the peer
+    /// lacks: an entry goes only when a newer write or tombstone for its
+    /// key arrives (see [`crate::kv`], "Remembered deletes").
     pub fn on_sync(&mut self, message: SyncMessage) -> Option<SyncMessage> {
         let quota_refusals = self.lock_state().refusals().kv_quota;
         let (reply, whole) = match message {
@@ -151,40 +153,6 @@ impl Node {
         }
     }
 
-    /// Drops our entries the peer lacks in the stretch of its walk `page`
-    /// shows whole (in a differing bucket, absent from the page) and that
-    /// are older than its horizon: it may have collected their deletes, so
-    /// sending them back would resurrect deleted keys. A horizon further
-    /// ahead than our clock allows is a peer's error and is ignored.
-    pub(super) fn drop_lacked(&mut self, page: &KvPage, mask: &[bool; BUCKETS]) {
-        let mut state = self.lock_state();
-        let horizon = page.horizon;
-        if horizon == 0 || horizon > state.clock().max_kv_time() {
-            return;
-        }
-        let theirs: HashSet<&str> = page
-            .entries
-            .iter()
-            .map(|entry| entry.key.as_str())
-            .collect();
-        let lacked: Vec<String> = super::pages::covered(state.kv(), page)
-            .filter(|stored| {
-                stored.entry.time <= horizon
-                    && mask[bucket_of(&stored.entry.key)]
-                    && !theirs.contains(stored.entry.key.as_str())
-            })
-            .map(|stored| stored.entry.key.clone())
-            .collect();
-        if lacked.is_empty() {
-            return;
-        }
-        state.kv_mut().remove(&lacked);
-        state.mark_kv_changed();
-        drop(state);
-        self.counters.kv_dropped_for_peers += lacked.len() as u64;
-        self.kv_dropped.extend(lacked);
-    }
-
     /// Merges records received by anti-entropy; returns how many were news.
     fn merge_records(&mut self, records: Vec<NodeRecord>) -> usize {
         let mut state = self.state.lock().expect("cluster state lock poisoned");
@@ -253,7 +221,7 @@ impl Node {
 mod tests {
     use super::*;
     use crate::envelope::{Envelope, cluster_id};
-    use crate::kv::KvStore;
+    use crate::kv::{BUCKETS, KvStore};
     use crate::node::GossipConfig;
     use crate::sync::SyncStep;
     use proptest::prelude::*;

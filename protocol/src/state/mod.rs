@@ -1,7 +1,7 @@
 //! The replicated cluster state: one record per node, merged by
 //! last-writer-wins on `(generation, version)`, and the KV store with the
-//! checks every peer's entry passes (limits, clock drift, the collection
-//! horizon, the quota; see [`ClusterState::apply_kv`]).
+//! checks every peer's entry passes (limits, clock drift, remembered
+//! deletes, the quota; see [`ClusterState::apply_kv`]).
 //!
 //! - `peers`: the digests being pulled and the records of members that
 //!   are gone (what peers make the state hold, bounded).
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::identity::NodeId;
-use crate::kv::{KvEntry, KvError, KvStore, Stored};
+use crate::kv::{KvEntry, KvError, KvStore, REMEMBERED_DELETE_WRITER, Stored};
 use crate::pull::PendingPulls;
 use crate::record::NodeRecord;
 use crate::sync::DigestEntry;
@@ -50,8 +50,9 @@ pub struct Refusals {
     /// KV times and record generations more than the allowed drift ahead
     /// of our clock.
     pub clock_drift: u64,
-    /// KV entries older than our collection horizon for keys we don't hold.
-    pub below_horizon: u64,
+    /// KV entries for keys we don't hold, older than a delete of that key
+    /// we remember (see [`crate::kv`]): the delete was handed back.
+    pub deleted: u64,
     /// KV entries that would take the store past `kv.max_bytes`.
     pub kv_quota: u64,
 }
@@ -134,10 +135,14 @@ pub struct ClusterState {
     kv: KvStore,
     kv_applied: Vec<Stored>,
     kv_max_bytes: u64,
-    /// Set once the quota refused a peer's entry: we may lack entries for
-    /// a reason other than a collected delete, so we stop vouching for what
-    /// we lack (see [`ClusterState::advertised_horizon`]).
+    /// Set once the quota refused a peer's entry: we lack entries nobody
+    /// deleted (the agent warns about it).
     kv_incomplete: bool,
+    /// Live entries replaced by a handed-back delete since the driver last
+    /// asked, with the delete's time (see [`crate::kv`]).
+    kv_quarantined: Vec<(KvEntry, u64)>,
+    /// How many live entries handed-back deletes replaced, ever.
+    kv_quarantined_total: u64,
 }
 
 impl ClusterState {
@@ -163,6 +168,8 @@ impl ClusterState {
             kv_applied: Vec::new(),
             kv_max_bytes: DEFAULT_KV_MAX_BYTES,
             kv_incomplete: false,
+            kv_quarantined: Vec::new(),
+            kv_quarantined_total: 0,
         }
     }
 
@@ -401,15 +408,24 @@ impl ClusterState {
     /// passes the checks and wins; returns whether it was applied. Refused,
     /// and counted by reason: entries over the size limits, entries from
     /// further ahead than the allowed clock drift (they would win every
-    /// later write), entries older than our collection horizon for keys we
-    /// don't hold (we may have collected their delete; see [`crate::kv`]),
-    /// and entries that would take the store past its quota.
+    /// later write), entries for keys we don't hold that are older than a
+    /// delete of that key we remember (the delete is handed back; see
+    /// [`crate::kv`]), and entries that would take the store past its
+    /// quota. A live entry of ours that a handed-back delete replaces is
+    /// noted for the quarantine ([`ClusterState::take_kv_quarantined`]).
     pub fn apply_kv(&mut self, entry: Arc<KvEntry>) -> bool {
         if !kv_within_limits(&entry) {
             self.refusals.oversized += 1;
             return false;
         }
-        if !self.kv_time_acceptable(&entry.key, entry.time) {
+        if !self.kv_time_acceptable(entry.time) {
+            return false;
+        }
+        if let Some(deleted_at) = self.deleted_after(&entry.key, entry.time) {
+            self.refusals.deleted += 1;
+            if !entry.deleted {
+                self.hand_back_delete(&entry.key, deleted_at);
+            }
             return false;
         }
         let bytes = self.kv.bytes_with(&entry);
@@ -418,7 +434,60 @@ impl ClusterState {
             self.kv_incomplete = true;
             return false;
         }
-        self.apply_kv_unchecked(entry).is_some()
+        let replaced = self
+            .kv
+            .get(&entry.key)
+            .filter(|held| {
+                entry.deleted
+                    && entry.writer == REMEMBERED_DELETE_WRITER
+                    && !held.entry.deleted
+                    && entry.supersedes(&held.entry)
+            })
+            .map(|held| (*held.entry).clone());
+        let applied = self.apply_kv_unchecked(entry.clone()).is_some();
+        if let Some(replaced) = replaced.filter(|_| applied) {
+            self.kv_quarantined.push((replaced, entry.time));
+            self.kv_quarantined_total += 1;
+        }
+        applied
+    }
+
+    /// The time of a delete of `key` we remember that came after `time`,
+    /// when we don't hold the key (what we hold decides otherwise).
+    fn deleted_after(&self, key: &str, time: u64) -> Option<u64> {
+        if self.kv.get(key).is_some() {
+            return None;
+        }
+        self.kv
+            .remembered_deletes()
+            .deleted_at(key)
+            .filter(|&deleted_at| deleted_at > time)
+    }
+
+    /// Stores the tombstone of a remembered delete again, so that
+    /// anti-entropy carries it to the peer that sent an older value (see
+    /// [`crate::kv`]). A delete always fits: no quota check.
+    fn hand_back_delete(&mut self, key: &str, deleted_at: u64) {
+        let tombstone = KvEntry {
+            key: key.to_string(),
+            value: Vec::new(),
+            flags: 0,
+            time: deleted_at,
+            writer: REMEMBERED_DELETE_WRITER.to_string(),
+            deleted: true,
+        };
+        self.apply_kv_unchecked(Arc::new(tombstone));
+    }
+
+    /// Live entries a handed-back delete replaced since the last call, each
+    /// with the delete's time: the driver quarantines them.
+    pub fn take_kv_quarantined(&mut self) -> Vec<(KvEntry, u64)> {
+        std::mem::take(&mut self.kv_quarantined)
+    }
+
+    /// How many live entries handed-back deletes replaced, ever.
+    pub fn kv_quarantined_total(&self) -> u64 {
+        self.kv_quarantined_total
     }
 
     /// Applies a local write (its time chosen by this agent): it must win
@@ -442,30 +511,24 @@ impl ClusterState {
         Some(stored)
     }
 
-    /// The drift and horizon checks of [`ClusterState::apply_kv`], counted.
-    fn kv_time_acceptable(&mut self, key: &str, time: u64) -> bool {
+    /// The drift check of [`ClusterState::apply_kv`], counted.
+    fn kv_time_acceptable(&mut self, time: u64) -> bool {
         if time > self.clock.max_kv_time() {
             self.refusals.clock_drift += 1;
-            return false;
-        }
-        if self.below_horizon(time) && self.kv.get(key).is_none() {
-            self.refusals.below_horizon += 1;
             return false;
         }
         true
     }
 
-    /// Whether a write at `time` may have been deleted by a tombstone we
-    /// collected. Never while we don't vouch for our horizon.
-    fn below_horizon(&self, time: u64) -> bool {
-        let horizon = self.advertised_horizon();
-        horizon > 0 && time <= horizon
-    }
-
     /// Whether a KV write with this order would be applied: it passes the
-    /// time checks and wins over ours.
+    /// time checks, no delete we remember came after it, and it wins over
+    /// ours.
     pub fn kv_is_news(&mut self, key: &str, time: u64, writer: &str) -> bool {
-        if !self.kv_time_acceptable(key, time) {
+        if !self.kv_time_acceptable(time) {
+            return false;
+        }
+        if self.deleted_after(key, time).is_some() {
+            self.refusals.deleted += 1;
             return false;
         }
         match self.kv.get(key) {
@@ -474,19 +537,8 @@ impl ClusterState {
         }
     }
 
-    /// The horizon we tell peers: our store's, or 0 once the quota refused
-    /// a peer's entry (we may then lack entries nobody deleted).
-    pub fn advertised_horizon(&self) -> u64 {
-        if self.kv_incomplete {
-            0
-        } else {
-            self.kv.horizon()
-        }
-    }
-
-    /// Whether the quota refused a peer's entry (see
-    /// [`ClusterState::advertised_horizon`]); restored from disk with
-    /// [`ClusterState::set_kv_incomplete`].
+    /// Whether the quota refused a peer's entry (we lack entries nobody
+    /// deleted); restored from disk with [`ClusterState::set_kv_incomplete`].
     pub fn kv_incomplete(&self) -> bool {
         self.kv_incomplete
     }
