@@ -391,6 +391,16 @@ pub fn query_encode(text: &str) -> String {
         .collect()
 }
 
+/// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`, ...), if the
+/// process is alive.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` and the last
 /// observation after `timeout`.
 pub fn wait_for<T>(
