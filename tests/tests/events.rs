@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_protocol::event::UserEvent;
+use shoal_protocol::rumor::Rumor;
 use shoal_tests::{Agent, AgentOptions, Cluster, http_json, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -424,33 +425,6 @@ fn an_event_flood_keeps_memory_bounded_and_drops_the_oldest_backlog() {
     assert_eq!(event["Payload"], "bmV3ZXN0");
 }
 
-/// A datagram from a new member carrying one event rumor (foca's
-/// `Broadcast` message) in a plain envelope of the default cluster: what a
-/// peer holding the cluster's key can send.
-fn event_rumor_datagram(to: shoal_protocol::NodeId, event: UserEvent) -> Vec<u8> {
-    use foca::Codec;
-    use shoal_protocol::codec::SwimCodec;
-    use shoal_protocol::envelope::cluster_id;
-    use shoal_protocol::rumor::Rumor;
-    use shoal_protocol::{Envelope, NodeId, PayloadKind};
-    let from = NodeId {
-        addr: std::net::SocketAddr::new(shoal_tests::unique_loopback(), 17999),
-        generation: 1,
-    };
-    let header = foca::Header {
-        src: from,
-        src_incarnation: 0,
-        dst: to,
-        message: foca::Message::Broadcast,
-    };
-    let mut payload = Vec::new();
-    SwimCodec.encode_header(&header, &mut payload).unwrap();
-    let rumor = shoal_protocol::codec::encode(&Rumor::Event(event));
-    payload.extend_from_slice(&u16::try_from(rumor.len()).unwrap().to_be_bytes());
-    payload.extend_from_slice(&rumor);
-    Envelope::new(cluster_id("shoal")).seal(PayloadKind::Swim, &payload, [0; 24])
-}
-
 /// An event whose Lamport time is far ahead of the agent's (`u64::MAX -
 /// 1`) is refused and counted: it does not move the event clock, so the
 /// next fires keep small, increasing times and never wrap.
@@ -482,7 +456,10 @@ fn an_event_time_far_ahead_is_refused_and_the_clock_never_wraps() {
     };
     let socket = std::net::UdpSocket::bind((shoal_tests::unique_loopback(), 0)).unwrap();
     socket
-        .send_to(&event_rumor_datagram(to, evil), target.gossip_addr())
+        .send_to(
+            &shoal_tests::rumor_datagram(to, &Rumor::Event(evil)),
+            target.gossip_addr(),
+        )
         .unwrap();
     // Refused (counted), or (the defect) taken and listed.
     wait_for(TIMEOUT, "the event from the future to be handled", || {

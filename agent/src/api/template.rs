@@ -24,10 +24,10 @@ use crate::template::{RenderOptions, render as render_template};
 
 /// Work one dry run may do (minijinja's fuel: one unit per instruction,
 /// and one per 64 bytes of strings and lists it builds or writes). It
-/// bounds memory too: 500,000 units pay for at most ~32 MB of data, where
-/// 5,000,000 let a repeated string grow a render to ~250 MB. Plenty for a
-/// template over a large catalog (one over 1,000 instances uses ~50,000).
-pub const API_FUEL: u64 = 500_000;
+/// bounds memory too: 250,000 units pay for at most ~16 MB of data (the
+/// peak is about twice that: a string is built, then copied into a value),
+/// where 5,000,000 let a repeated string grow a render to ~250 MB.
+pub const API_FUEL: u64 = 250_000;
 /// Largest output a dry run returns; the render stops as soon as it
 /// writes more.
 pub const API_MAX_OUTPUT: usize = 1024 * 1024;

@@ -131,8 +131,9 @@ pub fn render(
             reads,
         }),
         Ok(()) => Ok(Rendered {
-            // Written in whole `str` pieces: valid UTF-8.
-            output: String::from_utf8_lossy(&output.bytes).into_owned(),
+            // Written in whole `str` pieces: valid UTF-8, kept without a copy.
+            output: String::from_utf8(output.bytes)
+                .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned()),
             reads,
         }),
         Err(error) => Err(RenderError {

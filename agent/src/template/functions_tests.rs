@@ -197,7 +197,7 @@ fn the_output_cap_stops_the_render_and_fuel_bounds_big_strings() {
         "{}",
         error.message
     );
-    // The API's fuel pays for ~32 MB of data: a 100 MB string is refused
+    // The API's fuel pays for ~16 MB of data: a 100 MB string is refused
     // before it is built.
     let api = RenderOptions {
         fuel: Some(crate::api::template::API_FUEL),
