@@ -235,6 +235,7 @@ impl BroadcastHandler<NodeId> for RumorHandler {
                 state.kv_is_news(&name, time, &writer)
                     && state.pulls_mut().offer(key.clone(), from, sender)
             }
+            // Taken by `receive_event` above.
             Rumor::Event(_) => false,
         };
         Ok(news.then_some(key))
