@@ -9,10 +9,14 @@
 //! dropped here (it still spreads to the others). Patterns are short
 //! (`shoal_protocol::event::MAX_EVENT_FILTER`) and compiled with a small
 //! size limit, so a peer can't make this agent spend much on them.
+//!
+//! Fires through the API spend a token of [`FireBudget`] (`[events]
+//! fire_rate` and `fire_burst`); past it they answer 429 and are counted.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use base64::Engine;
 use regex::{Regex, RegexBuilder};
@@ -20,14 +24,27 @@ use serde_json::{Value, json};
 use shoal_protocol::NodeRecord;
 use shoal_protocol::event::{EVENT_RING, EventCounters as ProtocolCounters, UserEvent};
 
+use crate::config::EventsConfig;
+
 /// Compiled size limit of one filter.
 const REGEX_SIZE_LIMIT: usize = 64 * 1024;
 
-/// Event counters (relaxed, monotonic), for metrics.
+/// Event counters (relaxed, monotonic), for metrics, and the fire budget
+/// whose refusals they count.
 #[derive(Debug, Default)]
 pub struct EventCounters {
     /// Events fired through this agent's API.
     pub fired: AtomicU64,
+    /// Fires refused by the fire budget (429).
+    pub rate_limited: AtomicU64,
+    /// Of [`Self::refused`], events whose Lamport time was too far ahead of
+    /// this agent's event clock.
+    pub refused_ltime: AtomicU64,
+    /// Events dropped from the gossip backlog, oldest first, to keep it at
+    /// `shoal_protocol::event::EVENT_BACKLOG` events.
+    pub backlog_dropped: AtomicU64,
+    /// `[events] fire_rate` / `fire_burst`, spent by the fire handler.
+    pub fire_budget: FireBudget,
     /// Events delivered to this agent (fired here or received) that matched
     /// its filters and were listed.
     pub listed: AtomicU64,
@@ -45,6 +62,10 @@ impl EventCounters {
         self.refused.store(counters.refused, Ordering::Relaxed);
         self.ignored_old
             .store(counters.ignored_old, Ordering::Relaxed);
+        self.refused_ltime
+            .store(counters.refused_ltime, Ordering::Relaxed);
+        self.backlog_dropped
+            .store(counters.backlog_dropped, Ordering::Relaxed);
     }
 
     pub fn json(&self) -> Value {
@@ -54,8 +75,39 @@ impl EventCounters {
             "listed": load(&self.listed),
             "filtered_out": load(&self.filtered_out),
             "refused": load(&self.refused),
+            "refused_ltime": load(&self.refused_ltime),
             "ignored_old": load(&self.ignored_old),
+            "rate_limited": load(&self.rate_limited),
+            "backlog_dropped": load(&self.backlog_dropped),
         })
+    }
+}
+
+/// A token bucket for the fires through this agent's API: `fire_burst`
+/// tokens, refilled at `fire_rate` a second. The limits come with each
+/// call (from the config the API holds); the lock is held for one update.
+#[derive(Debug, Default)]
+pub struct FireBudget {
+    /// Tokens left and when they were counted; `None` until the first fire
+    /// (the bucket starts full).
+    bucket: Mutex<Option<(f64, Instant)>>,
+}
+
+impl FireBudget {
+    /// Takes a token at `now` if there is one.
+    pub fn try_take(&self, limits: &EventsConfig, now: Instant) -> bool {
+        let burst = f64::from(limits.fire_burst);
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = bucket.get_or_insert((burst, now));
+        let refilled = now.saturating_duration_since(*last).as_secs_f64() * limits.fire_rate;
+        *tokens = (*tokens + refilled).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -231,6 +283,21 @@ mod tests {
         let id = uuid(&random_id());
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+    }
+
+    #[test]
+    fn the_fire_budget_allows_the_burst_then_the_rate() {
+        let budget = FireBudget::default();
+        let limits = EventsConfig {
+            fire_rate: 2.0,
+            fire_burst: 5,
+        };
+        let start = Instant::now();
+        let allowed = (0..20).filter(|_| budget.try_take(&limits, start)).count();
+        assert_eq!(allowed, 5);
+        let later = start + std::time::Duration::from_secs(1);
+        let allowed = (0..20).filter(|_| budget.try_take(&limits, later)).count();
+        assert_eq!(allowed, 2);
     }
 
     #[test]

@@ -16,9 +16,25 @@
 //! anti-entropy messages. Events far behind our Lamport clock (more than
 //! [`EVENT_RING`]) are dropped as too old, as Serf's buffer does.
 //!
-//! Everything from a peer is bounded before use ([`UserEvent::check`]).
+//! Everything from a peer is bounded before use ([`UserEvent::check`]),
+//! its Lamport time included: at most [`MAX_LTIME_AHEAD`] ahead of our
+//! clock, which never wraps (it saturates at `u64::MAX`).
+//!
+//! foca keeps every rumor in its broadcast backlog until it has been sent
+//! `max_transmissions` times, and scans the whole backlog each time it adds
+//! one (`add_or_replace` asks every entry whether the new key invalidates
+//! it). A flood of events would grow that backlog, and the cost of every
+//! add, without bound. So each event put in the backlog takes a
+//! [`BacklogSlot`] numbered in arrival order, and a new event's slot
+//! invalidates any event more than [`EVENT_BACKLOG`] slots older: foca
+//! drops the oldest first, each drop is counted, and the backlog holds at
+//! most [`EVENT_BACKLOG`] events (Serf's event queue is pruned the same
+//! way, oldest first, past `MaxQueueDepth`). Each invalidation check is one
+//! comparison; foca's scan stays linear, but over a bounded backlog.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bincode::{Decode, Encode};
 
@@ -34,6 +50,15 @@ pub const EVENT_RING: usize = 256;
 /// Event IDs remembered for deduplication: far more than a rumor's life in
 /// foca's backlog can bring back.
 const SEEN_IDS: usize = 4 * EVENT_RING;
+/// Most events in foca's broadcast backlog: past it the oldest is dropped
+/// (counted in [`EventCounters::backlog_dropped`]). An event rumor is at
+/// most about 900 bytes, so this keeps the backlog's events under ~1 MB.
+pub const EVENT_BACKLOG: u64 = 1024;
+/// How far ahead of our Lamport clock a peer's event may be. Far more than
+/// any cluster fires (a fresh agent starts at 0 and must accept a cluster
+/// that has fired for years: 2^32 is 136 years at one event a second),
+/// and small enough that `u64` time can't be used up by a few rumors.
+pub const MAX_LTIME_AHEAD: u64 = 1 << 32;
 
 /// One user event.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -68,6 +93,10 @@ pub enum EventError {
     FilterTooLong(&'static str),
     #[error("event time is further ahead of our clock than the allowed drift")]
     FromTheFuture,
+    #[error(
+        "event Lamport time {ltime} is more than {MAX_LTIME_AHEAD} ahead of our event clock {clock}"
+    )]
+    LtimeTooFarAhead { ltime: u64, clock: u64 },
 }
 
 /// Whether `name` is a valid event name.
@@ -117,8 +146,16 @@ pub struct EventRequest {
 pub struct EventCounters {
     /// New events delivered to the driver (fired here or received).
     pub delivered: u64,
-    /// Events from peers refused by [`UserEvent::check`] or the drift bound.
+    /// Events from peers refused by [`UserEvent::check`], the drift bound
+    /// or the Lamport time bound.
     pub refused: u64,
+    /// Of those, events whose Lamport time was more than
+    /// [`MAX_LTIME_AHEAD`] ahead of our clock.
+    pub refused_ltime: u64,
+    /// Events dropped from foca's broadcast backlog, oldest first, to keep
+    /// it at [`EVENT_BACKLOG`] events (they reach the cluster only through
+    /// the transmissions they had already had).
+    pub backlog_dropped: u64,
     /// Events fired before this node started, or too far behind the
     /// Lamport clock: witnessed, not delivered.
     pub ignored_old: u64,
@@ -136,6 +173,11 @@ pub struct EventLog {
     /// Delivered, not taken by the driver yet (at most [`EVENT_RING`]).
     pending: VecDeque<UserEvent>,
     counters: EventCounters,
+    /// The next event's place in foca's backlog.
+    next_slot: u64,
+    /// Events dropped from foca's backlog, counted by the slots that
+    /// dropped them.
+    backlog_dropped: Arc<AtomicU64>,
 }
 
 impl EventLog {
@@ -157,7 +199,22 @@ impl EventLog {
     }
 
     pub fn counters(&self) -> EventCounters {
-        self.counters
+        EventCounters {
+            backlog_dropped: self.backlog_dropped.load(Ordering::Relaxed),
+            ..self.counters
+        }
+    }
+
+    /// The slot of the next event that goes into foca's backlog: it drops
+    /// the events more than [`EVENT_BACKLOG`] slots older still there.
+    pub fn backlog_slot(&mut self) -> BacklogSlot {
+        let seq = self.next_slot;
+        self.next_slot += 1;
+        BacklogSlot {
+            seq,
+            keep_from: seq.saturating_sub(EVENT_BACKLOG - 1),
+            dropped: self.backlog_dropped.clone(),
+        }
     }
 
     /// Stamps and delivers a local event; returns it for gossip.
@@ -173,7 +230,9 @@ impl EventLog {
             time: now,
         };
         event.check()?;
-        self.clock += 1;
+        // Saturates: the peer bound keeps the clock far from the top, and
+        // a clock stuck there still never goes back.
+        self.clock = self.clock.saturating_add(1);
         self.remember(event.id);
         self.deliver(event.clone());
         Ok(event)
@@ -185,10 +244,19 @@ impl EventLog {
     pub fn receive(&mut self, event: UserEvent, max_time: u64) -> Result<bool, EventError> {
         let checked = match event.check() {
             Ok(()) if event.time > max_time => Err(EventError::FromTheFuture),
+            Ok(()) if event.ltime > self.clock.saturating_add(MAX_LTIME_AHEAD) => {
+                Err(EventError::LtimeTooFarAhead {
+                    ltime: event.ltime,
+                    clock: self.clock,
+                })
+            }
             other => other,
         };
         if let Err(error) = checked {
             self.counters.refused += 1;
+            if matches!(error, EventError::LtimeTooFarAhead { .. }) {
+                self.counters.refused_ltime += 1;
+            }
             return Err(error);
         }
         if self.seen.contains(&event.id) {
@@ -229,6 +297,38 @@ impl EventLog {
         self.seen_order.push_back(id);
     }
 }
+
+/// An event's place in foca's broadcast backlog (part of its
+/// [`crate::rumor::RumorKey`]): numbered in the order events entered this
+/// agent's backlog, not sent on the wire.
+#[derive(Clone, Debug)]
+pub struct BacklogSlot {
+    seq: u64,
+    /// Events in slots below this are dropped when this one is added.
+    keep_from: u64,
+    dropped: Arc<AtomicU64>,
+}
+
+impl BacklogSlot {
+    /// Whether adding `self` drops `older` from the backlog (counted:
+    /// foca asks once per entry, and removes the entry when told so).
+    pub fn evicts(&self, older: &BacklogSlot) -> bool {
+        let evicted = older.seq < self.keep_from;
+        if evicted {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        evicted
+    }
+}
+
+/// Slots are equal by their number; the shared counter is not part of it.
+impl PartialEq for BacklogSlot {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+    }
+}
+
+impl Eq for BacklogSlot {}
 
 #[cfg(test)]
 mod tests {
@@ -317,6 +417,53 @@ mod tests {
         assert_eq!(log.receive(future, 499), Err(EventError::FromTheFuture));
         assert_eq!(log.counters().refused, 1);
         assert!(log.take_delivered().is_empty());
+    }
+
+    #[test]
+    fn an_ltime_far_ahead_is_refused_and_the_clock_never_wraps() {
+        let mut log = EventLog::new();
+        log.fire(request(1, "deploy"), 1).unwrap();
+        let mut evil = log.fire(request(2, "deploy"), 1).unwrap();
+        evil.id = [3; 16];
+        evil.ltime = u64::MAX - 1;
+        assert_eq!(
+            log.receive(evil.clone(), u64::MAX),
+            Err(EventError::LtimeTooFarAhead {
+                ltime: u64::MAX - 1,
+                clock: 2
+            })
+        );
+        assert_eq!(log.clock(), 2);
+        assert_eq!(log.counters().refused, 1);
+        assert_eq!(log.counters().refused_ltime, 1);
+        // At the edge of the window: accepted, and witnessed.
+        evil.ltime = 2 + MAX_LTIME_AHEAD;
+        assert_eq!(log.receive(evil, u64::MAX), Ok(true));
+        assert_eq!(log.clock(), 3 + MAX_LTIME_AHEAD);
+        // A clock at the top saturates instead of wrapping to 0.
+        log.clock = u64::MAX;
+        let top = log.fire(request(4, "deploy"), 1).unwrap();
+        let next = log.fire(request(5, "deploy"), 1).unwrap();
+        assert_eq!(
+            (top.ltime, next.ltime, log.clock()),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
+    }
+
+    #[test]
+    fn a_backlog_slot_evicts_only_slots_past_the_cap_and_counts_them() {
+        let mut log = EventLog::new();
+        let slots: Vec<BacklogSlot> = (0..EVENT_BACKLOG + 2).map(|_| log.backlog_slot()).collect();
+        let last = &slots[slots.len() - 1];
+        let evicted = slots[..slots.len() - 1]
+            .iter()
+            .filter(|older| last.evicts(older))
+            .count();
+        // The newest keeps itself and the EVENT_BACKLOG - 1 before it.
+        assert_eq!(evicted, 2);
+        assert!(last.evicts(&slots[1]) && !last.evicts(&slots[2]));
+        assert_eq!(log.counters().backlog_dropped, 3);
+        assert!(!slots[5].evicts(&slots[0]));
     }
 
     #[test]

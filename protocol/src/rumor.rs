@@ -8,7 +8,7 @@ use bincode::{Decode, Encode};
 use foca::{BroadcastHandler, Invalidates};
 
 use crate::codec;
-use crate::event::{EventLog, UserEvent};
+use crate::event::{BacklogSlot, EventLog, UserEvent};
 use crate::identity::NodeId;
 use crate::kv::KvEntry;
 use crate::record::NodeRecord;
@@ -81,8 +81,10 @@ impl Rumor {
         })
     }
 
-    fn key(&self) -> RumorKey {
-        match self {
+    /// The key of a node or KV rumor (an event's comes with its backlog
+    /// slot, see [`RumorHandler`]).
+    fn key(&self) -> Option<RumorKey> {
+        Some(match self {
             Rumor::Node(record) => RumorKey::Node {
                 name: record.name.clone(),
                 order: (record.id.generation, record.version),
@@ -101,8 +103,8 @@ impl Rumor {
                 key: key.clone(),
                 order: (*time, writer.clone()),
             },
-            Rumor::Event(event) => RumorKey::Event { id: event.id },
-        }
+            Rumor::Event(_) => return None,
+        })
     }
 }
 
@@ -118,9 +120,12 @@ pub enum RumorKey {
         key: String,
         order: (u64, String),
     },
-    /// Events are never replaced, only deduplicated.
+    /// Events are never replaced, only deduplicated; a new one drops the
+    /// events more than `EVENT_BACKLOG` older from the backlog (see
+    /// [`crate::event`]).
     Event {
         id: [u8; 16],
+        slot: BacklogSlot,
     },
 }
 
@@ -130,7 +135,7 @@ impl RumorKey {
         match (self, other) {
             (RumorKey::Node { name, .. }, RumorKey::Node { name: theirs, .. }) => name == theirs,
             (RumorKey::Kv { key, .. }, RumorKey::Kv { key: theirs, .. }) => key == theirs,
-            (RumorKey::Event { id }, RumorKey::Event { id: theirs }) => id == theirs,
+            (RumorKey::Event { id, .. }, RumorKey::Event { id: theirs, .. }) => id == theirs,
             _ => false,
         }
     }
@@ -153,7 +158,13 @@ impl Invalidates for RumorKey {
                     order: their_order,
                 },
             ) => key == theirs && order >= their_order,
-            (RumorKey::Event { id }, RumorKey::Event { id: theirs }) => id == theirs,
+            (
+                RumorKey::Event { id, slot },
+                RumorKey::Event {
+                    id: theirs,
+                    slot: their_slot,
+                },
+            ) => id == theirs || slot.evicts(their_slot),
             _ => false,
         }
     }
@@ -193,7 +204,12 @@ impl BroadcastHandler<NodeId> for RumorHandler {
         sender: Option<&NodeId>,
     ) -> Result<Option<RumorKey>, RumorError> {
         let rumor: Rumor = codec::decode_datagram(data)?;
-        let key = rumor.key();
+        if let Rumor::Event(event) = rumor {
+            return Ok(self.receive_event(event, sender));
+        }
+        let Some(key) = rumor.key() else {
+            return Ok(None);
+        };
         let Some(sender) = sender else {
             // Added by ourselves through `Foca::add_broadcast`: the state
             // already holds it.
@@ -219,16 +235,36 @@ impl BroadcastHandler<NodeId> for RumorHandler {
                 state.kv_is_news(&name, time, &writer)
                     && state.pulls_mut().offer(key.clone(), from, sender)
             }
-            Rumor::Event(event) => {
-                let max_time = state.clock().max_kv_time();
-                drop(state);
-                let mut events = self.events.lock().expect("event log lock poisoned");
-                // Refused events (out of bounds) are counted by the log and
-                // not spread further.
-                events.receive(event, max_time).unwrap_or(false)
-            }
+            // Taken by `receive_event` above.
+            Rumor::Event(_) => false,
         };
         Ok(news.then_some(key))
+    }
+}
+
+impl RumorHandler {
+    /// An event rumor: news gets a backlog slot (which may drop the oldest
+    /// events from foca's backlog).
+    fn receive_event(&mut self, event: UserEvent, sender: Option<&NodeId>) -> Option<RumorKey> {
+        let id = event.id;
+        let max_time = self
+            .state
+            .lock()
+            .expect("cluster state lock poisoned")
+            .clock()
+            .max_kv_time();
+        let mut events = self.events.lock().expect("event log lock poisoned");
+        let news = match sender {
+            // Fired here (`Foca::add_broadcast`): the log already holds it.
+            None => true,
+            // Refused events (out of bounds) are counted by the log and
+            // not spread further.
+            Some(_) => events.receive(event, max_time).unwrap_or(false),
+        };
+        news.then(|| RumorKey::Event {
+            id,
+            slot: events.backlog_slot(),
+        })
     }
 }
 
@@ -271,7 +307,10 @@ mod tests {
         // Fits a packet of its own with room for foca's header.
         assert!(data.len() < 900, "event rumor is {} bytes", data.len());
         let first = handler.receive_item(&data, Some(&sender)).unwrap();
-        assert_eq!(first, Some(RumorKey::Event { id: [1; 16] }));
+        assert!(
+            matches!(first, Some(RumorKey::Event { id, .. }) if id == [1; 16]),
+            "{first:?}"
+        );
         assert_eq!(handler.receive_item(&data, Some(&sender)).unwrap(), None);
         let mut events = events.lock().unwrap();
         assert_eq!(events.take_delivered(), vec![event(1, MAX_EVENT_PAYLOAD)]);

@@ -392,6 +392,47 @@ pub fn query_encode(text: &str) -> String {
         .collect()
 }
 
+/// A datagram that looks like gossip from a new member, carrying one rumor:
+/// the sender's identity, then foca's `Broadcast` message with the rumor as
+/// its one custom broadcast (a big-endian u16 length, then the bytes), in a
+/// plain envelope of the default cluster: what any peer holding the
+/// cluster's key can send.
+pub fn rumor_datagram(to: shoal_protocol::NodeId, rumor: &shoal_protocol::rumor::Rumor) -> Vec<u8> {
+    use foca::Codec;
+    use shoal_protocol::codec::SwimCodec;
+    use shoal_protocol::envelope::cluster_id;
+    use shoal_protocol::{Envelope, NodeId, PayloadKind};
+    let from = NodeId {
+        addr: SocketAddr::new(unique_loopback(), 17999),
+        generation: 1,
+    };
+    let header = foca::Header {
+        src: from,
+        src_incarnation: 0,
+        dst: to,
+        message: foca::Message::Broadcast,
+    };
+    let mut payload = Vec::new();
+    SwimCodec
+        .encode_header(&header, &mut payload)
+        .expect("encode a header");
+    let rumor = shoal_protocol::codec::encode(rumor);
+    let length = u16::try_from(rumor.len()).expect("a rumor fits a datagram");
+    payload.extend_from_slice(&length.to_be_bytes());
+    payload.extend_from_slice(&rumor);
+    Envelope::new(cluster_id("shoal")).seal(PayloadKind::Swim, &payload, [0; 24])
+}
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`, ...), if the
+/// process is alive.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` and the last
 /// observation after `timeout`.
 pub fn wait_for<T>(

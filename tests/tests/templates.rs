@@ -3,7 +3,9 @@
 //! registers and writes, follows a failing check and a key change, runs
 //! its command once per change, keeps the old file on a syntax error and
 //! reports it, and renders a few times only under a storm of KV writes.
-//! `shoal template render` prints a dry run. The nginx consumer is in
+//! `shoal template render` prints a dry run; dry runs are one at a time and
+//! bounded in memory; a symlinked destination is refused and an existing
+//! file's setuid bit is not copied. The nginx consumer is in
 //! `template_nginx.rs`.
 
 use std::path::Path;
@@ -41,6 +43,19 @@ fn command_runs(log: &Path) -> usize {
 
 fn template_stats(agent: &Agent) -> Value {
     agent.get("/v1/agent/self").expect("agent self")["Stats"]["templates"].clone()
+}
+
+/// `node-0` with `config` as its config file, serving.
+fn serving_node_0(dir: &Path, config: &str) -> Agent {
+    let agent = Agent::start(
+        dir,
+        AgentOptions {
+            name: "node-0".into(),
+            ..AgentOptions::with_config_file(&dir.join("node-0.toml"), config, &[])
+        },
+    );
+    agent.wait_serving();
+    agent
 }
 
 fn register_web(agent: &Agent, index: u16) {
@@ -89,14 +104,7 @@ wait = {{ min = "200ms", max = "2s" }}
         destination = destination.display(),
         log = log.display(),
     );
-    let first = Agent::start(
-        dir,
-        AgentOptions {
-            name: "node-0".into(),
-            ..AgentOptions::with_config_file(&dir.join("node-0.toml"), &config, &[])
-        },
-    );
-    first.wait_serving();
+    let first = serving_node_0(dir, &config);
     let second = Agent::start(
         dir,
         AgentOptions {
@@ -294,14 +302,7 @@ fn measure_render_latency_and_idle_cpu() {
             dir.display()
         ));
     }
-    let agent = Agent::start(
-        dir,
-        AgentOptions {
-            name: "node-0".into(),
-            ..AgentOptions::with_config_file(&dir.join("node-0.toml"), &config, &[])
-        },
-    );
-    agent.wait_serving();
+    let agent = serving_node_0(dir, &config);
     agent.kv_put("app/color", "blue").unwrap();
     register_web(&agent, 1);
     register_web(&agent, 2);
@@ -439,4 +440,138 @@ fn dry_runs_guard_the_environment() {
         "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}",
     );
     assert_eq!(status, 422, "{body}");
+}
+
+/// Dry runs are one at a time: one that arrives while another runs gets
+/// 429 naming the limit. A render that would build hundreds of MB (a
+/// string repeated, printed twice) is refused quickly, and the agent's
+/// peak memory barely moves.
+#[test]
+fn dry_runs_are_one_at_a_time_and_bounded_in_memory() {
+    let root = tempfile::tempdir().unwrap();
+    let agent = Agent::start_serving(root.path(), "node-0", &[]);
+    let addr = agent.http_addr();
+    let post = move |template: &str| {
+        let body = json!({ "template": template }).to_string();
+        http_json(
+            "POST",
+            addr,
+            "/v1/shoal/template/render",
+            Some(body.as_bytes()),
+        )
+        .unwrap()
+    };
+    let pid = agent.pid().unwrap();
+    let peak_before = shoal_tests::proc_status_kib(pid, "VmHWM").unwrap();
+    for heavy in [
+        r#"{% set s = "x" * 100000000 %}{{ s }}{{ s }}"#,
+        r#"{% set s = "x" * 50000000 %}{% set t = s ~ s %}{{ t|length }}"#,
+    ] {
+        let started = Instant::now();
+        let (status, body) = post(heavy);
+        let took = started.elapsed();
+        assert_eq!(status, 422, "{body}");
+        eprintln!("heavy dry run refused in {took:?}: {}", body["error"]);
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+    }
+    // Just within the fuel: ~14 MB built, and answered.
+    let (status, body) = post(r#"{% set s = "x" * 12000000 %}{% set t = "y" * 2000000 %}built"#);
+    assert_eq!(
+        (status, body["output"].as_str()),
+        (200, Some("built")),
+        "{body}"
+    );
+    let peak_after = shoal_tests::proc_status_kib(pid, "VmHWM").unwrap();
+    eprintln!("VmHWM {peak_before} -> {peak_after} KiB");
+    assert!(
+        peak_after - peak_before < 40 * 1024,
+        "peak memory grew by {} KiB",
+        peak_after - peak_before
+    );
+
+    // Four at once, a few rounds: some find another one running.
+    let busy = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
+    let mut refused = None;
+    for _round in 0..10 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    post(busy)
+                })
+            })
+            .collect();
+        let answers: Vec<(u16, Value)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(
+            answers
+                .iter()
+                .all(|(status, _)| [422, 429].contains(status)),
+            "{answers:?}"
+        );
+        assert!(
+            answers.iter().any(|(status, _)| *status == 422),
+            "{answers:?}"
+        );
+        if let Some((_, body)) = answers.into_iter().find(|(status, _)| *status == 429) {
+            refused = Some(body);
+            break;
+        }
+    }
+    let refused = refused.expect("no dry run was refused while another ran");
+    let message = refused["error"].as_str().unwrap();
+    assert!(message.contains("one dry run at a time"), "{message}");
+    let stats = template_stats(&agent);
+    assert!(
+        stats["api_renders_refused"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+}
+
+/// A destination that is a symbolic link is refused (the link and what it
+/// points to stay as they were); an existing file's setuid bit is not
+/// carried over to the rendered file.
+#[test]
+fn template_output_refuses_symlinks_and_drops_setuid_bits() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let target = out.join("target.conf");
+    std::fs::write(&target, "original").unwrap();
+    let link = out.join("link.conf");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let suid = out.join("suid.conf");
+    std::fs::write(&suid, "old").unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let config = format!(
+        "[[templates]]\ncontents = \"linked\"\ndestination = \"{}\"\n\n\
+         [[templates]]\ncontents = \"rendered\"\ndestination = \"{}\"\n",
+        link.display(),
+        suid.display()
+    );
+    let agent = serving_node_0(dir, &config);
+    wait_file(&suid, "rendered", Duration::from_secs(20));
+    let mode = std::fs::metadata(&suid).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "mode {mode:o}");
+    let error = wait_for(Duration::from_secs(20), "the symlink to be refused", || {
+        let stats = template_stats(&agent);
+        let templates = stats["templates"].as_array().cloned().unwrap_or_default();
+        templates
+            .iter()
+            .find(|t| t["destination"] == link.display().to_string())
+            .and_then(|t| t["last_error"].as_str().map(str::to_string))
+            .ok_or_else(|| stats.to_string())
+    });
+    assert!(error.contains("symbolic link"), "{error}");
+    assert!(error.contains(&link.display().to_string()), "{error}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(read(&target), "original");
 }

@@ -1,5 +1,8 @@
 //! `/v1/event/*`: user events in Consul's shapes (see [`crate::events`]).
 
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -32,6 +35,8 @@ fn filter(query: &Query, name: &str) -> Result<String, ApiError> {
 }
 
 /// `PUT /v1/event/fire/:name?node=&service=&tag=` with the payload as body.
+/// Past the fire budget (`[events] fire_rate`, `fire_burst`): 429, nothing
+/// fired.
 pub async fn fire(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -65,6 +70,18 @@ pub async fn fire(
         service_filter: filter(&query, "service")?,
         tag_filter: filter(&query, "tag")?,
     };
+    let limits = &state.config.events;
+    if !state.events.fire_budget.try_take(limits, Instant::now()) {
+        state.events.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "events are fired faster than this agent allows (events.fire_rate = {} a \
+                 second, events.fire_burst = {}): nothing was fired; retry later",
+                limits.fire_rate, limits.fire_burst
+            ),
+        ));
+    }
     match state.agent.fire_event(request).await {
         Ok(fired) => Ok(Json(event_json(&fired))),
         Err(FireEventError::Refused(error)) => {

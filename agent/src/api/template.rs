@@ -7,7 +7,9 @@
 //! agent's environment may hold secrets; `/v1/shoal/template/render-env`
 //! allows it, and needs the token (it is refused outright on an agent
 //! without `acl.token`, where anything local could call it). Renders are
-//! bounded in work (fuel), output size and concurrency.
+//! bounded in work and memory ([`API_FUEL`]), output size
+//! ([`API_MAX_OUTPUT`]) and concurrency
+//! ([`crate::template::API_RENDERS_AT_ONCE`]; another gets 429).
 
 use std::sync::atomic::Ordering;
 
@@ -20,11 +22,15 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiState};
 use crate::template::{RenderOptions, render as render_template};
 
-/// Work one dry run may do (minijinja's fuel: about one unit per
-/// instruction); a few hundred milliseconds of CPU at most.
-const API_FUEL: u64 = 5_000_000;
-/// Largest output a dry run returns.
-const API_MAX_OUTPUT: usize = 4 * 1024 * 1024;
+/// Work one dry run may do (minijinja's fuel: one unit per instruction,
+/// and one per 64 bytes of strings and lists it builds or writes). It
+/// bounds memory too: 250,000 units pay for at most ~16 MB of data (the
+/// peak is about twice that: a string is built, then copied into a value),
+/// where 5,000,000 let a repeated string grow a render to ~250 MB.
+pub const API_FUEL: u64 = 250_000;
+/// Largest output a dry run returns; the render stops as soon as it
+/// writes more.
+pub const API_MAX_OUTPUT: usize = 1024 * 1024;
 
 /// `POST /v1/shoal/template/render` with `{"template": "..."}`: answers
 /// `{"output": "...", "reads": ["cluster", "kv"]}`, or 422 with the error.
@@ -68,12 +74,18 @@ async fn dry_run(state: &ApiState, body: &[u8], allow_env: bool) -> Result<Json<
             "{unknown}: unknown field (expected `template`)"
         )));
     }
-    let _permit = state
-        .templates
-        .api_renders
-        .acquire()
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    let Ok(_permit) = state.templates.api_renders.try_acquire() else {
+        state
+            .templates
+            .counters
+            .api_renders_refused
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "another template dry run is running and this agent runs one dry run at a time: \
+             nothing was rendered; retry when it ends",
+        ));
+    };
     state
         .templates
         .counters

@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub dns_addr: Option<String>,
     /// `[dns]`: the DNS interface.
     pub dns: Option<super::dns::FileDns>,
+    /// `[events]`: the user event fire budget.
+    pub events: Option<super::events::FileEvents>,
     /// `[[services]]`: services registered from configuration.
     pub services: Option<Vec<toml::Value>>,
     /// `[[checks]]`: node-level checks (system checks, ...).

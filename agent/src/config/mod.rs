@@ -9,6 +9,7 @@
 //! - [`gossip`], [`kv`], [`acl`]: the `[gossip]`, `[kv]` (with the top-level
 //!   `max_clock_drift`) and `[acl]` tables.
 //! - [`dns`]: `dns_addr` and the `[dns]` table.
+//! - [`events`]: the `[events]` table, the user event fire budget.
 //! - [`definitions`]: services and checks from the file and `config_dir`.
 //! - [`templates`]: `[[templates]]`, files rendered from the catalog and KV.
 //! - [`watches`]: `[[watches]]`, handlers run when the cluster changes.
@@ -18,6 +19,7 @@
 mod acl;
 mod definitions;
 mod dns;
+mod events;
 mod file;
 mod gossip;
 mod kv;
@@ -36,6 +38,7 @@ use shoal_protocol::GossipConfig;
 
 pub use acl::{AclConfig, MAX_ACL_TOKEN};
 pub use dns::{ClientNetwork, DEFAULT_DNS_ADDR, DnsConfig, FileDns, reaches_itself};
+pub use events::{EventsConfig, FileEvents};
 pub use file::{FileAcl, FileConfig, FileGossip, FileKv, ServiceFile};
 pub use kv::{DEFAULT_KV_MAX_BYTES, DEFAULT_TOMBSTONE_GRACE};
 pub use network::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, parse_addr};
@@ -95,6 +98,8 @@ pub struct AgentConfig {
     pub dns: DnsConfig,
     /// The HTTP API token, if any (`[acl]`).
     pub acl: AclConfig,
+    /// How fast user events may be fired here (`[events]`).
+    pub events: EventsConfig,
     /// Services from the file and `config_dir`.
     pub services: Vec<ServiceDefinition>,
     /// Node-level checks from the file and `config_dir`.
@@ -169,6 +174,7 @@ impl AgentConfig {
             file.dns.as_ref(),
             acl.protect_reads,
         )?;
+        let events = events::events_config(file.events.as_ref())?;
         let kv = kv::kv_settings(file.kv.as_ref(), file.max_clock_drift.as_deref())?;
         gossip.max_clock_drift = kv.max_clock_drift;
         gossip.kv_max_bytes = kv.max_bytes;
@@ -195,6 +201,7 @@ impl AgentConfig {
             fault_injection: overrides.fault_injection,
             acl,
             dns,
+            events,
             services,
             checks,
             config_dir: None,

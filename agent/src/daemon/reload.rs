@@ -425,6 +425,8 @@ pub fn restart_only_changes(running: &AgentConfig, loaded: &AgentConfig) -> Vec<
     // seeds it at start (rotate with `shoal keyring`).
     differs("encrypt", running.encrypt != loaded.encrypt);
     differs("acl", running.acl != loaded.acl);
+    // The fire budget is read by the API, which keeps the config it started with.
+    differs("events", running.events != loaded.events);
     differs(
         "enable_script_checks",
         running.enable_script_checks != loaded.enable_script_checks,

@@ -47,6 +47,11 @@ impl MetricSource for TemplateCounters {
             "Template dry runs through the API.",
             load(&self.api_renders),
         );
+        out.counter(
+            "shoal_template_dry_runs_refused_total",
+            "Template dry runs refused (429) because another one was running.",
+            load(&self.api_renders_refused),
+        );
     }
 }
 
@@ -96,6 +101,21 @@ impl MetricSource for EventCounters {
             "shoal_events_ignored_old_total",
             "User events fired before this agent started, or too old: not replayed.",
             load(&self.ignored_old),
+        );
+        out.counter(
+            "shoal_events_refused_ltime_total",
+            "User events from peers refused because their Lamport time was too far ahead of ours.",
+            load(&self.refused_ltime),
+        );
+        out.counter(
+            "shoal_events_rate_limited_total",
+            "User event fires refused (429) past events.fire_rate / events.fire_burst.",
+            load(&self.rate_limited),
+        );
+        out.counter(
+            "shoal_events_backlog_dropped_total",
+            "User events dropped from the gossip backlog, oldest first, to keep it bounded.",
+            load(&self.backlog_dropped),
         );
     }
 }

@@ -113,24 +113,56 @@ pub fn render(
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
     env.set_fuel(options.fuel);
     add_functions(&mut env, &snapshot, &reads, options.allow_env);
+    let mut output = CappedOutput {
+        bytes: Vec::new(),
+        max: options.max_output,
+        overflowed: false,
+    };
     let result = env
         .template_from_str(source)
-        .and_then(|template| template.render(()));
+        .and_then(|template| template.render_captured_to((), &mut output).map(drop));
     let reads = reads.get();
     match result {
-        Ok(output) if output.len() > options.max_output => Err(RenderError {
+        Err(_) if output.overflowed => Err(RenderError {
             message: format!(
-                "the output is {} bytes; at most {} are accepted",
-                output.len(),
+                "the output is more than {} bytes, the most accepted (the render was stopped)",
                 options.max_output
             ),
             reads,
         }),
-        Ok(output) => Ok(Rendered { output, reads }),
+        Ok(()) => Ok(Rendered {
+            // Written in whole `str` pieces: valid UTF-8, kept without a copy.
+            output: String::from_utf8(output.bytes)
+                .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned()),
+            reads,
+        }),
         Err(error) => Err(RenderError {
             message: describe(&error),
             reads,
         }),
+    }
+}
+
+/// A render's output, refusing to grow past `max` bytes: the render stops
+/// at the first write past it instead of building the whole output.
+struct CappedOutput {
+    bytes: Vec<u8>,
+    max: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, piece: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + piece.len() > self.max {
+            self.overflowed = true;
+            return Err(std::io::Error::other("the output is too large"));
+        }
+        self.bytes.extend_from_slice(piece);
+        Ok(piece.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

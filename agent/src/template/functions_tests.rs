@@ -174,3 +174,36 @@ fn errors_syntax_env_and_fuel() {
     let error = render("{{ nothing_here }}", snap, OPTIONS).unwrap_err();
     assert!(error.message.contains("undefined"), "{}", error.message);
 }
+
+#[test]
+fn the_output_cap_stops_the_render_and_fuel_bounds_big_strings() {
+    let snap = snapshot(&[]);
+    let small = RenderOptions {
+        max_output: 1000,
+        fuel: None,
+        ..OPTIONS
+    };
+    let out = render("{{ 'x' * 1000 }}", snap.clone(), small).unwrap();
+    assert_eq!(out.output.len(), 1000);
+    // Stopped at the first write past the cap, not after building it all.
+    let error = render(
+        "{% for a in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
+        snap.clone(),
+        small,
+    )
+    .unwrap_err();
+    assert!(
+        error.message.contains("more than 1000 bytes"),
+        "{}",
+        error.message
+    );
+    // The API's fuel pays for ~16 MB of data: a 100 MB string is refused
+    // before it is built.
+    let api = RenderOptions {
+        fuel: Some(crate::api::template::API_FUEL),
+        max_output: crate::api::template::API_MAX_OUTPUT,
+        allow_env: false,
+    };
+    let error = render("{% set s = 'x' * 100000000 %}", snap, api).unwrap_err();
+    assert!(error.message.contains("fuel"), "{}", error.message);
+}

@@ -39,8 +39,10 @@ use crate::config::TemplateConfig;
 use crate::daemon::snapshot::Snapshot;
 pub use functions::{Reads, RenderError, RenderOptions, Rendered, render};
 
-/// Dry runs through the API at once; more wait their turn.
-const API_RENDERS_AT_ONCE: usize = 2;
+/// Dry runs through the API at once; another one that arrives meanwhile is
+/// refused (429), so that callers can't pile up renders (each may use up
+/// to its fuel in CPU and memory).
+pub const API_RENDERS_AT_ONCE: usize = 1;
 
 /// Counters for metrics (relaxed: each is read on its own).
 #[derive(Debug, Default)]
@@ -58,6 +60,8 @@ pub struct TemplateCounters {
     pub command_failures: AtomicU64,
     /// Dry runs through the API.
     pub api_renders: AtomicU64,
+    /// Dry runs refused because [`API_RENDERS_AT_ONCE`] were running.
+    pub api_renders_refused: AtomicU64,
 }
 
 impl TemplateCounters {
@@ -74,6 +78,7 @@ impl TemplateCounters {
             "command_runs": get(&self.command_runs),
             "command_failures": get(&self.command_failures),
             "api_renders": get(&self.api_renders),
+            "api_renders_refused": get(&self.api_renders_refused),
         })
     }
 }

@@ -23,14 +23,29 @@ const MAX_LOGGED_OUTPUT: usize = 4096;
 /// destination, then the directory fsynced, so that a reader sees the old
 /// file or the new one, whole, even across a crash. `Ok(true)`: written.
 /// Blocking: run it on the blocking pool.
+///
+/// A destination that is a symbolic link is refused: the agent often runs
+/// as root, and whoever can plant a link would choose what it compares
+/// with, and whose mode it copies. Without `perms`, an existing file's
+/// permission bits are kept, but never its setuid, setgid or sticky bits.
 pub fn write_if_changed(
     destination: &Path,
     contents: &[u8],
     perms: Option<u32>,
 ) -> std::io::Result<bool> {
-    let existing = fs::metadata(destination).ok();
+    let existing = fs::symlink_metadata(destination).ok();
+    if existing
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_symlink())
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the destination is a symbolic link; templates never write through or replace \
+             one: point `destination` at the file itself",
+        ));
+    }
     let mode = perms
-        .or_else(|| existing.as_ref().map(|m| m.permissions().mode() & 0o7777))
+        .or_else(|| existing.as_ref().map(|m| m.permissions().mode() & 0o777))
         .unwrap_or(DEFAULT_MODE);
     if let Some(metadata) = &existing
         && metadata.len() == contents.len() as u64
@@ -195,5 +210,28 @@ mod tests {
         assert_eq!(names.len(), 1);
         let missing = dir.path().join("no/such/dir/out");
         assert!(write_if_changed(&missing, b"x", None).is_err());
+    }
+
+    #[test]
+    fn refuses_a_symlink_and_drops_setuid_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, b"original").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o4755)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let error = write_if_changed(&link, b"new", None).unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"original");
+        // The file itself: rewritten without the setuid bit.
+        assert!(write_if_changed(&target, b"new", None).unwrap());
+        let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
     }
 }

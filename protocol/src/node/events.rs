@@ -12,7 +12,8 @@ use crate::rumor::Rumor;
 impl Node {
     /// Fires a user event: stamped with our Lamport time and the clock the
     /// driver set, delivered here, and gossiped to every member. Refused
-    /// (nothing changes) when out of bounds.
+    /// (nothing changes) when out of bounds. The broadcast backlog keeps at
+    /// most [`crate::event::EVENT_BACKLOG`] events, dropping the oldest.
     pub fn fire_event(&mut self, request: EventRequest) -> Result<UserEvent, EventError> {
         let now = self.lock_state().clock().now_ntp64().unwrap_or(0);
         let event = self.lock_events().fire(request, now)?;
@@ -63,6 +64,7 @@ mod tests {
 
     use super::*;
     use crate::envelope::Envelope;
+    use crate::event::EVENT_BACKLOG;
     use crate::identity::NodeId;
     use crate::node::GossipConfig;
     use crate::record::NodeRecord;
@@ -100,5 +102,26 @@ mod tests {
         });
         assert_eq!(refused, Err(EventError::Name));
         assert_eq!(node.event_clock(), 1);
+    }
+
+    #[test]
+    fn the_event_backlog_is_capped_dropping_the_oldest() {
+        let mut node = node(1, Duration::from_secs(1_000));
+        let extra = 10;
+        for n in 0..EVENT_BACKLOG + extra {
+            let mut id = [0; 16];
+            id[..8].copy_from_slice(&n.to_be_bytes());
+            node.fire_event(EventRequest {
+                id,
+                name: "deploy".into(),
+                payload: vec![b'p'; 512],
+                ..EventRequest::default()
+            })
+            .unwrap();
+        }
+        // Alone, the node sends nothing: only the cap took events out.
+        assert_eq!(node.swim.custom_broadcast_backlog() as u64, EVENT_BACKLOG);
+        assert_eq!(node.event_counters().backlog_dropped, extra);
+        assert_eq!(node.event_clock(), EVENT_BACKLOG + extra);
     }
 }
