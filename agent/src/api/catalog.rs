@@ -45,10 +45,11 @@ pub async fn services(State(state): State<ApiState>, query: Query) -> Result<Res
     let node_meta = node_meta(&query)?;
     // Consul filters the instances (as `/v1/catalog/service/:name` shows
     // them), then lists what is left.
-    let expression = filter::from_query(&query, Shape::CatalogService)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    let expression = filter::Source::from_query(&query, Shape::CatalogService);
+    let watch = blocking::Watch::Cluster;
+    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
         let mut service_tags = catalog::service_tags(&snapshot.members, &node_meta);
-        if let Some(expression) = &expression {
+        if let Some(expression) = expression {
             service_tags.clear();
             for node in catalog::nodes(&snapshot.members) {
                 if !catalog::has_meta(&node, &node_meta) {
@@ -77,12 +78,13 @@ pub async fn service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
-    let expression = filter::from_query(&query, Shape::CatalogService)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    let expression = filter::Source::from_query(&query, Shape::CatalogService);
+    let watch = blocking::Watch::Cluster;
+    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
         let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
             .map(|(node, service)| consul_json::catalog_service(&node, service));
         Ok(Value::Array(filter::apply(
-            expression.as_ref(),
+            expression,
             entries.collect(),
         )))
     })
@@ -93,13 +95,14 @@ pub async fn service(
 pub async fn nodes(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let node_meta = node_meta(&query)?;
-    let expression = filter::from_query(&query, Shape::Node)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    let expression = filter::Source::from_query(&query, Shape::Node);
+    let watch = blocking::Watch::Cluster;
+    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
         let nodes = catalog::nodes(&snapshot.members)
             .filter(|node| catalog::has_meta(node, &node_meta))
             .map(|node| consul_json::node(&node));
         Ok(Value::Array(filter::apply(
-            expression.as_ref(),
+            expression,
             nodes.collect(),
         )))
     })
@@ -114,12 +117,13 @@ pub async fn health_service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
-    let expression = filter::from_query(&query, Shape::ServiceEntry)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    let expression = filter::Source::from_query(&query, Shape::ServiceEntry);
+    let watch = blocking::Watch::Cluster;
+    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
         let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
             .map(|(node, service)| consul_json::health_service_entry(&node, service));
         Ok(Value::Array(filter::apply(
-            expression.as_ref(),
+            expression,
             entries.collect(),
         )))
     })
@@ -134,13 +138,14 @@ pub async fn health_checks(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let node_meta = node_meta(&query)?;
-    let expression = filter::from_query(&query, Shape::HealthCheck)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    let expression = filter::Source::from_query(&query, Shape::HealthCheck);
+    let watch = blocking::Watch::Cluster;
+    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
         let checks = catalog::service_checks(&snapshot.members, &name)
             .into_iter()
             .filter(|found| catalog::has_meta(&found.node, &node_meta));
         Ok(Value::Array(filter::apply(
-            expression.as_ref(),
+            expression,
             checks
                 .map(|found| consul_json::cluster_check(&found))
                 .collect(),
@@ -166,14 +171,15 @@ pub async fn health_state(
         })?),
     };
     let node_meta = node_meta(&query)?;
-    let expression = filter::from_query(&query, Shape::HealthCheck)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    let expression = filter::Source::from_query(&query, Shape::HealthCheck);
+    let watch = blocking::Watch::Cluster;
+    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
         let checks = catalog::all_checks(&snapshot.members)
             .into_iter()
             .filter(|found| wanted.is_none_or(|status| found.check.consul_status() == status))
             .filter(|found| catalog::has_meta(&found.node, &node_meta));
         Ok(Value::Array(filter::apply(
-            expression.as_ref(),
+            expression,
             checks
                 .map(|found| consul_json::cluster_check(&found))
                 .collect(),
@@ -189,13 +195,14 @@ pub async fn health_node(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    let expression = filter::from_query(&query, Shape::HealthCheck)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    let expression = filter::Source::from_query(&query, Shape::HealthCheck);
+    let watch = blocking::Watch::Cluster;
+    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
         let checks = catalog::all_checks(&snapshot.members)
             .into_iter()
             .filter(|found| found.node.record.name == node);
         Ok(Value::Array(filter::apply(
-            expression.as_ref(),
+            expression,
             checks
                 .map(|found| consul_json::cluster_check(&found))
                 .collect(),
@@ -218,8 +225,9 @@ pub async fn node(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    let expression = filter::from_query(&query, Shape::AgentService)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    let expression = filter::Source::from_query(&query, Shape::AgentService);
+    let watch = blocking::Watch::Cluster;
+    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
         Ok(
             find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
                 let services: serde_json::Map<String, Value> = node
@@ -227,7 +235,7 @@ pub async fn node(
                     .services
                     .iter()
                     .map(|service| (service.id.clone(), catalog_node_service(&node, service)))
-                    .filter(|(_, json)| expression.as_ref().is_none_or(|e| e.matches(json)))
+                    .filter(|(_, json)| expression.is_none_or(|e| e.matches(json)))
                     .collect();
                 json!({ "Node": consul_json::node(&node), "Services": services })
             }),
@@ -244,8 +252,9 @@ pub async fn node_services(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    let expression = filter::from_query(&query, Shape::AgentService)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    let expression = filter::Source::from_query(&query, Shape::AgentService);
+    let watch = blocking::Watch::Cluster;
+    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
         Ok(
             find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
                 let services = node
@@ -256,7 +265,7 @@ pub async fn node_services(
                     .collect();
                 json!({
                     "Node": consul_json::node(&node),
-                    "Services": filter::apply(expression.as_ref(), services),
+                    "Services": filter::apply(expression, services),
                 })
             }),
         )
