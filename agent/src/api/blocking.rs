@@ -21,9 +21,9 @@
 //!   queries cost their connections and little else; at most
 //!   `daemon::http::MAX_CONNECTIONS` can wait at once;
 //! - filtered queries ([`respond_filtered`]) compile and run their filter
-//!   on the filter pool: at most [`FILTER_WORKERS`] at once, on blocking
-//!   threads, never on the thread that serves the other requests (nor, of
-//!   course, on the gossip loop's). A waiting one keeps only the filter's
+//!   on the filter pool: at most [`FILTER_WORKERS`] at once, on threads of
+//!   their own at low priority, never on the thread that serves the other
+//!   requests (nor, of course, on the gossip loop's). A waiting one keeps only the filter's
 //!   text and compiles it again at each wake;
 //! - at most [`MAX_FILTERED_WAITING`] filtered queries wait at once (each
 //!   wake recompiles them all); one more is answered 429, naming the limit.
@@ -47,11 +47,7 @@ use crate::daemon::snapshot::Snapshot;
 
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
-/// Filters compiled and evaluated at once, each on a blocking thread:
-/// more wait their turn (without holding a thread). Two keep a heavy
-/// filter load to two cores' worth at most, and usually less, as the
-/// threads are shared with the rest of the agent's blocking work.
-pub const FILTER_WORKERS: usize = 2;
+pub use super::filter::pool::FILTER_WORKERS;
 /// Filtered blocking queries waiting at once. Each wake (any change to the
 /// cluster) compiles and runs every waiting filter again, on the filter
 /// pool: 64 filters at their budget are a few hundred ms of one core.
@@ -134,8 +130,8 @@ pub struct BlockingStats {
     filtered_waiting: AtomicU64,
     /// Filtered blocking queries refused: [`MAX_FILTERED_WAITING`] waited.
     refused: AtomicU64,
-    /// Turns on the filter pool: [`FILTER_WORKERS`] permits.
-    filter_workers: Arc<tokio::sync::Semaphore>,
+    /// Where filters run.
+    filter_pool: filter::pool::FilterPool,
 }
 
 impl Default for BlockingStats {
@@ -145,7 +141,7 @@ impl Default for BlockingStats {
             wakeups: AtomicU64::default(),
             filtered_waiting: AtomicU64::default(),
             refused: AtomicU64::default(),
-            filter_workers: Arc::new(tokio::sync::Semaphore::new(FILTER_WORKERS)),
+            filter_pool: Default::default(),
         }
     }
 }
@@ -174,31 +170,16 @@ impl BlockingStats {
         })
     }
 
-    /// Runs `work` on the filter pool: on a blocking thread, once one of
-    /// the [`FILTER_WORKERS`] turns is free. The turn is held until `work`
-    /// ends, even if the request that asked is gone by then.
+    /// Runs `work` on the filter pool ([`FILTER_WORKERS`] threads at low
+    /// priority).
     async fn on_filter_pool<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        let unavailable = || {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the filter pool is stopping; try again",
-            )
-        };
-        let turn = self
-            .filter_workers
-            .clone()
-            .acquire_owned()
+        self.filter_pool
+            .run(work)
             .await
-            .map_err(|_| unavailable())?;
-        tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            work()
-        })
-        .await
-        .map_err(|_| unavailable())
+            .map_err(|error| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()))
     }
 
     /// A place among the filtered queries waiting, or the 429 that names

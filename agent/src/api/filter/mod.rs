@@ -11,7 +11,8 @@
 //! whose regular expressions compile to at most [`MAX_FILTER_REGEX_BYTES`]
 //! together; past either, a 400 names the limit. The catalog and health
 //! endpoints compile and run filters on a small pool of their own
-//! (`api::blocking`), never on the thread that serves the other requests,
+//! ([`pool`], at low CPU priority; driven by `api::blocking`), never on
+//! the thread that serves the other requests,
 //! and a waiting blocking query keeps only the filter's text ([`Source`]).
 //!
 //! Semantics, as go-bexpr's:
@@ -29,6 +30,7 @@
 
 mod lex;
 pub mod parse;
+pub mod pool;
 pub mod shapes;
 
 use axum::http::StatusCode;
