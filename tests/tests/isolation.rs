@@ -175,7 +175,8 @@ fn filtered_blocking_queries_past_the_cap_are_refused_with_a_429() {
     let waiting: Vec<TcpStream> = (0..MAX_FILTERED_WAITING)
         .map(|_| {
             let mut stream = TcpStream::connect(addr).unwrap();
-            let head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            let head =
+                format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
             stream.write_all(head.as_bytes()).unwrap();
             stream
         })
@@ -249,6 +250,18 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The names of a process's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .map(|name| name.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `shoal_swim_suspicions_total` of an agent.
 fn suspicions(agent: &Agent) -> Result<u64, String> {
     let (status, _, body) = raw_get(agent.http_addr(), "/metrics");
@@ -307,7 +320,7 @@ fn spawn_blocking_queries(
             std::thread::spawn(move || {
                 let open = |slot: usize| -> Option<TcpStream> {
                     let index = index_of(addr, "/v1/catalog/service/web")?;
-                    let filtered = if slot % 8 == 0 {
+                    let filtered = if slot.is_multiple_of(8) {
                         format!("&filter={filter}")
                     } else {
                         String::new()
@@ -323,8 +336,9 @@ fn spawn_blocking_queries(
                     Some(stream)
                 };
                 let slots = PER_THREAD.min(count - thread * PER_THREAD);
-                let mut streams: Vec<Option<TcpStream>> =
-                    (0..slots).map(|slot| open(thread * PER_THREAD + slot)).collect();
+                let mut streams: Vec<Option<TcpStream>> = (0..slots)
+                    .map(|slot| open(thread * PER_THREAD + slot))
+                    .collect();
                 let mut buffer = [0u8; 4096];
                 while !stop.load(Ordering::Relaxed) {
                     for (slot, stream) in streams.iter_mut().enumerate() {
@@ -370,6 +384,11 @@ fn a_hammered_agent_is_never_suspected_and_stays_quick() {
     let victim = &cluster.agents[0];
     let addr = victim.http_addr();
     let pid = victim.pid().expect("the victim's pid");
+    assert!(
+        thread_names(pid).iter().any(|name| name == "shoal-gossip"),
+        "the gossip loop has a thread of its own: {:?}",
+        thread_names(pid)
+    );
     // A catalog for the filters to chew on. (Main as of ff6e81d panics
     // at the 9th service registered on one agent: its record no longer
     // fits a rumor. A separate defect, reported.)
@@ -502,7 +521,8 @@ fn a_hammered_agent_is_never_suspected_and_stays_quick() {
         }
         for peer in peers {
             match status_of(peer, &victim.name) {
-                Ok((status, generation)) if status == "alive" && generation == generation_before => {}
+                Ok((status, generation))
+                    if status == "alive" && generation == generation_before => {}
                 other => seen_suspect.push(format!(
                     "{} at {:?}: {other:?}",
                     peer.name,
@@ -533,9 +553,15 @@ fn a_hammered_agent_is_never_suspected_and_stays_quick() {
         answered.load(Ordering::Relaxed),
         dns_answered.load(Ordering::Relaxed),
     );
-    assert!(seen_suspect.is_empty(), "peers doubted it: {seen_suspect:?}");
+    assert!(
+        seen_suspect.is_empty(),
+        "peers doubted it: {seen_suspect:?}"
+    );
     assert_eq!(after, baseline, "the peers' suspicion counters moved");
-    assert!(p99 < Duration::from_millis(50), "p99 of a trivial request: {p99:?}");
+    assert!(
+        p99 < Duration::from_millis(50),
+        "p99 of a trivial request: {p99:?}"
+    );
     // 500 open queries (a connection and a task each, tens of KiB), the
     // filter pool's two filters at their budget, the DNS and gossip
     // threads: well under 64 MiB over an idle agent's ~10 MiB.

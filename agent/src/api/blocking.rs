@@ -120,7 +120,7 @@ impl Watch {
 
 /// Blocking queries and filter work of this agent: the filter pool, and
 /// the counters `/v1/agent/self` and `/metrics` show.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct BlockingStats {
     /// Queries waiting now.
     waiting: AtomicU64,
@@ -132,18 +132,6 @@ pub struct BlockingStats {
     refused: AtomicU64,
     /// Where filters run.
     filter_pool: filter::pool::FilterPool,
-}
-
-impl Default for BlockingStats {
-    fn default() -> Self {
-        Self {
-            waiting: AtomicU64::default(),
-            wakeups: AtomicU64::default(),
-            filtered_waiting: AtomicU64::default(),
-            refused: AtomicU64::default(),
-            filter_pool: Default::default(),
-        }
-    }
 }
 
 /// [`BlockingStats`] as read at one moment.
@@ -185,11 +173,11 @@ impl BlockingStats {
     /// A place among the filtered queries waiting, or the 429 that names
     /// the limit.
     fn filtered_place(&self) -> Result<Waiting<'_>, ApiError> {
-        let taken = self
-            .filtered_waiting
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |waiting| {
-                (waiting < MAX_FILTERED_WAITING).then_some(waiting + 1)
-            });
+        let taken =
+            self.filtered_waiting
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |waiting| {
+                    (waiting < MAX_FILTERED_WAITING).then_some(waiting + 1)
+                });
         if taken.is_err() {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::new(
@@ -263,7 +251,11 @@ where
         async move {
             // Compiled for this computation and dropped with it: a waiting
             // query holds the text only.
-            let work = move || source.compile().map(|filter| compute(&snapshot, Some(&filter)));
+            let work = move || {
+                source
+                    .compile()
+                    .map(|filter| compute(&snapshot, Some(&filter)))
+            };
             stats.on_filter_pool(work).await?
         }
     };

@@ -47,26 +47,32 @@ pub async fn services(State(state): State<ApiState>, query: Query) -> Result<Res
     // them), then lists what is left.
     let expression = filter::Source::from_query(&query, Shape::CatalogService);
     let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
-        let mut service_tags = catalog::service_tags(&snapshot.members, &node_meta);
-        if let Some(expression) = expression {
-            service_tags.clear();
-            for node in catalog::nodes(&snapshot.members) {
-                if !catalog::has_meta(&node, &node_meta) {
-                    continue;
-                }
-                for service in &node.record.services {
-                    if expression.matches(&consul_json::catalog_service(&node, service)) {
-                        service_tags
-                            .entry(service.name.as_str())
-                            .or_default()
-                            .extend(service.tags.iter().map(String::as_str));
+    blocking::respond_filtered(
+        &state,
+        &query,
+        watch,
+        expression,
+        move |snapshot, expression| {
+            let mut service_tags = catalog::service_tags(&snapshot.members, &node_meta);
+            if let Some(expression) = expression {
+                service_tags.clear();
+                for node in catalog::nodes(&snapshot.members) {
+                    if !catalog::has_meta(&node, &node_meta) {
+                        continue;
+                    }
+                    for service in &node.record.services {
+                        if expression.matches(&consul_json::catalog_service(&node, service)) {
+                            service_tags
+                                .entry(service.name.as_str())
+                                .or_default()
+                                .extend(service.tags.iter().map(String::as_str));
+                        }
                     }
                 }
             }
-        }
-        Ok(consul_json::catalog_services(&service_tags))
-    })
+            Ok(consul_json::catalog_services(&service_tags))
+        },
+    )
     .await
 }
 
@@ -80,14 +86,17 @@ pub async fn service(
     let filter = service_filter(&query)?;
     let expression = filter::Source::from_query(&query, Shape::CatalogService);
     let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
-        let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
-            .map(|(node, service)| consul_json::catalog_service(&node, service));
-        Ok(Value::Array(filter::apply(
-            expression,
-            entries.collect(),
-        )))
-    })
+    blocking::respond_filtered(
+        &state,
+        &query,
+        watch,
+        expression,
+        move |snapshot, expression| {
+            let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
+                .map(|(node, service)| consul_json::catalog_service(&node, service));
+            Ok(Value::Array(filter::apply(expression, entries.collect())))
+        },
+    )
     .await
 }
 
@@ -97,15 +106,18 @@ pub async fn nodes(State(state): State<ApiState>, query: Query) -> Result<Respon
     let node_meta = node_meta(&query)?;
     let expression = filter::Source::from_query(&query, Shape::Node);
     let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
-        let nodes = catalog::nodes(&snapshot.members)
-            .filter(|node| catalog::has_meta(node, &node_meta))
-            .map(|node| consul_json::node(&node));
-        Ok(Value::Array(filter::apply(
-            expression,
-            nodes.collect(),
-        )))
-    })
+    blocking::respond_filtered(
+        &state,
+        &query,
+        watch,
+        expression,
+        move |snapshot, expression| {
+            let nodes = catalog::nodes(&snapshot.members)
+                .filter(|node| catalog::has_meta(node, &node_meta))
+                .map(|node| consul_json::node(&node));
+            Ok(Value::Array(filter::apply(expression, nodes.collect())))
+        },
+    )
     .await
 }
 
@@ -119,14 +131,17 @@ pub async fn health_service(
     let filter = service_filter(&query)?;
     let expression = filter::Source::from_query(&query, Shape::ServiceEntry);
     let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
-        let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
-            .map(|(node, service)| consul_json::health_service_entry(&node, service));
-        Ok(Value::Array(filter::apply(
-            expression,
-            entries.collect(),
-        )))
-    })
+    blocking::respond_filtered(
+        &state,
+        &query,
+        watch,
+        expression,
+        move |snapshot, expression| {
+            let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
+                .map(|(node, service)| consul_json::health_service_entry(&node, service));
+            Ok(Value::Array(filter::apply(expression, entries.collect())))
+        },
+    )
     .await
 }
 
@@ -140,17 +155,23 @@ pub async fn health_checks(
     let node_meta = node_meta(&query)?;
     let expression = filter::Source::from_query(&query, Shape::HealthCheck);
     let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
-        let checks = catalog::service_checks(&snapshot.members, &name)
-            .into_iter()
-            .filter(|found| catalog::has_meta(&found.node, &node_meta));
-        Ok(Value::Array(filter::apply(
-            expression,
-            checks
-                .map(|found| consul_json::cluster_check(&found))
-                .collect(),
-        )))
-    })
+    blocking::respond_filtered(
+        &state,
+        &query,
+        watch,
+        expression,
+        move |snapshot, expression| {
+            let checks = catalog::service_checks(&snapshot.members, &name)
+                .into_iter()
+                .filter(|found| catalog::has_meta(&found.node, &node_meta));
+            Ok(Value::Array(filter::apply(
+                expression,
+                checks
+                    .map(|found| consul_json::cluster_check(&found))
+                    .collect(),
+            )))
+        },
+    )
     .await
 }
 
@@ -173,18 +194,24 @@ pub async fn health_state(
     let node_meta = node_meta(&query)?;
     let expression = filter::Source::from_query(&query, Shape::HealthCheck);
     let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
-        let checks = catalog::all_checks(&snapshot.members)
-            .into_iter()
-            .filter(|found| wanted.is_none_or(|status| found.check.consul_status() == status))
-            .filter(|found| catalog::has_meta(&found.node, &node_meta));
-        Ok(Value::Array(filter::apply(
-            expression,
-            checks
-                .map(|found| consul_json::cluster_check(&found))
-                .collect(),
-        )))
-    })
+    blocking::respond_filtered(
+        &state,
+        &query,
+        watch,
+        expression,
+        move |snapshot, expression| {
+            let checks = catalog::all_checks(&snapshot.members)
+                .into_iter()
+                .filter(|found| wanted.is_none_or(|status| found.check.consul_status() == status))
+                .filter(|found| catalog::has_meta(&found.node, &node_meta));
+            Ok(Value::Array(filter::apply(
+                expression,
+                checks
+                    .map(|found| consul_json::cluster_check(&found))
+                    .collect(),
+            )))
+        },
+    )
     .await
 }
 
@@ -197,17 +224,23 @@ pub async fn health_node(
     query.check_datacenter(&state.config.datacenter)?;
     let expression = filter::Source::from_query(&query, Shape::HealthCheck);
     let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
-        let checks = catalog::all_checks(&snapshot.members)
-            .into_iter()
-            .filter(|found| found.node.record.name == node);
-        Ok(Value::Array(filter::apply(
-            expression,
-            checks
-                .map(|found| consul_json::cluster_check(&found))
-                .collect(),
-        )))
-    })
+    blocking::respond_filtered(
+        &state,
+        &query,
+        watch,
+        expression,
+        move |snapshot, expression| {
+            let checks = catalog::all_checks(&snapshot.members)
+                .into_iter()
+                .filter(|found| found.node.record.name == node);
+            Ok(Value::Array(filter::apply(
+                expression,
+                checks
+                    .map(|found| consul_json::cluster_check(&found))
+                    .collect(),
+            )))
+        },
+    )
     .await
 }
 
@@ -227,20 +260,26 @@ pub async fn node(
     query.check_datacenter(&state.config.datacenter)?;
     let expression = filter::Source::from_query(&query, Shape::AgentService);
     let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
-        Ok(
-            find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
-                let services: serde_json::Map<String, Value> = node
-                    .record
-                    .services
-                    .iter()
-                    .map(|service| (service.id.clone(), catalog_node_service(&node, service)))
-                    .filter(|(_, json)| expression.is_none_or(|e| e.matches(json)))
-                    .collect();
-                json!({ "Node": consul_json::node(&node), "Services": services })
-            }),
-        )
-    })
+    blocking::respond_filtered(
+        &state,
+        &query,
+        watch,
+        expression,
+        move |snapshot, expression| {
+            Ok(
+                find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
+                    let services: serde_json::Map<String, Value> = node
+                        .record
+                        .services
+                        .iter()
+                        .map(|service| (service.id.clone(), catalog_node_service(&node, service)))
+                        .filter(|(_, json)| expression.is_none_or(|e| e.matches(json)))
+                        .collect();
+                    json!({ "Node": consul_json::node(&node), "Services": services })
+                }),
+            )
+        },
+    )
     .await
 }
 
@@ -254,22 +293,28 @@ pub async fn node_services(
     query.check_datacenter(&state.config.datacenter)?;
     let expression = filter::Source::from_query(&query, Shape::AgentService);
     let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(&state, &query, watch, expression, move |snapshot, expression| {
-        Ok(
-            find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
-                let services = node
-                    .record
-                    .services
-                    .iter()
-                    .map(|service| catalog_node_service(&node, service))
-                    .collect();
-                json!({
-                    "Node": consul_json::node(&node),
-                    "Services": filter::apply(expression, services),
-                })
-            }),
-        )
-    })
+    blocking::respond_filtered(
+        &state,
+        &query,
+        watch,
+        expression,
+        move |snapshot, expression| {
+            Ok(
+                find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
+                    let services = node
+                        .record
+                        .services
+                        .iter()
+                        .map(|service| catalog_node_service(&node, service))
+                        .collect();
+                    json!({
+                        "Node": consul_json::node(&node),
+                        "Services": filter::apply(expression, services),
+                    })
+                }),
+            )
+        },
+    )
     .await
 }
 

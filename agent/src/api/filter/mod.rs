@@ -37,8 +37,8 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::{ApiError, Query};
-pub use parse::{FilterError, MAX_FILTER_REGEX_BYTES, MAX_REGEX_TERMS};
 use parse::{Expr, Match, Op};
+pub use parse::{FilterError, MAX_FILTER_REGEX_BYTES, MAX_REGEX_TERMS};
 pub use shapes::Shape;
 
 /// Object fields whose keys are the user's: any key is a valid selector.

@@ -80,7 +80,10 @@ fn start_workers() -> Mutex<mpsc::Sender<Job>> {
             .spawn(move || {
                 lower_priority();
                 loop {
-                    let Ok(job) = jobs_rx.lock().map_err(drop).and_then(|rx| rx.recv().map_err(drop))
+                    let Ok(job) = jobs_rx
+                        .lock()
+                        .map_err(drop)
+                        .and_then(|rx| rx.recv().map_err(drop))
                     else {
                         return;
                     };

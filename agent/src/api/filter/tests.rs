@@ -223,7 +223,9 @@ fn matches_terms_and_their_compiled_size_have_budgets() {
     let started = std::time::Instant::now();
     let error = run(&terms(253, r"\\w{20}")).unwrap_err();
     assert!(
-        error.message.contains(&format!("at most {MAX_REGEX_TERMS}")),
+        error
+            .message
+            .contains(&format!("at most {MAX_REGEX_TERMS}")),
         "{error}"
     );
     let error = run(&terms(MAX_REGEX_TERMS, r"\\w{20}")).unwrap_err();
