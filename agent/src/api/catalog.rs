@@ -8,9 +8,26 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use shoal_protocol::record::CheckStatus;
 
-use super::filter::{self, Shape};
+use super::filter::{self, Filter, Shape};
 use super::{ApiError, ApiState, Query, blocking, consul_json};
 use crate::catalog::{self, CatalogNode, ServiceFilter};
+use crate::daemon::snapshot::Snapshot;
+
+/// Answers a read of the cluster (a blocking query, see `api::blocking`)
+/// with `compute`, given the request's `?filter=` over `shape` elements,
+/// compiled on the filter pool.
+async fn cluster_read<F>(
+    state: &ApiState,
+    query: &Query,
+    shape: Shape,
+    compute: F,
+) -> Result<Response, ApiError>
+where
+    F: Fn(&Snapshot, Option<&Filter>) -> Result<Value, ApiError> + Send + Sync + 'static,
+{
+    let expression = filter::Source::from_query(query, shape);
+    blocking::respond_filtered(state, query, blocking::Watch::Cluster, expression, compute).await
+}
 
 /// `?node-meta=key:value` (repeatable): nodes must carry every pair.
 fn node_meta(query: &Query) -> Result<Vec<(String, String)>, ApiError> {
@@ -45,13 +62,10 @@ pub async fn services(State(state): State<ApiState>, query: Query) -> Result<Res
     let node_meta = node_meta(&query)?;
     // Consul filters the instances (as `/v1/catalog/service/:name` shows
     // them), then lists what is left.
-    let expression = filter::Source::from_query(&query, Shape::CatalogService);
-    let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(
+    cluster_read(
         &state,
         &query,
-        watch,
-        expression,
+        Shape::CatalogService,
         move |snapshot, expression| {
             let mut service_tags = catalog::service_tags(&snapshot.members, &node_meta);
             if let Some(expression) = expression {
@@ -84,13 +98,10 @@ pub async fn service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
-    let expression = filter::Source::from_query(&query, Shape::CatalogService);
-    let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(
+    cluster_read(
         &state,
         &query,
-        watch,
-        expression,
+        Shape::CatalogService,
         move |snapshot, expression| {
             let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
                 .map(|(node, service)| consul_json::catalog_service(&node, service));
@@ -104,20 +115,12 @@ pub async fn service(
 pub async fn nodes(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let node_meta = node_meta(&query)?;
-    let expression = filter::Source::from_query(&query, Shape::Node);
-    let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(
-        &state,
-        &query,
-        watch,
-        expression,
-        move |snapshot, expression| {
-            let nodes = catalog::nodes(&snapshot.members)
-                .filter(|node| catalog::has_meta(node, &node_meta))
-                .map(|node| consul_json::node(&node));
-            Ok(Value::Array(filter::apply(expression, nodes.collect())))
-        },
-    )
+    cluster_read(&state, &query, Shape::Node, move |snapshot, expression| {
+        let nodes = catalog::nodes(&snapshot.members)
+            .filter(|node| catalog::has_meta(node, &node_meta))
+            .map(|node| consul_json::node(&node));
+        Ok(Value::Array(filter::apply(expression, nodes.collect())))
+    })
     .await
 }
 
@@ -129,13 +132,10 @@ pub async fn health_service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
-    let expression = filter::Source::from_query(&query, Shape::ServiceEntry);
-    let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(
+    cluster_read(
         &state,
         &query,
-        watch,
-        expression,
+        Shape::ServiceEntry,
         move |snapshot, expression| {
             let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
                 .map(|(node, service)| consul_json::health_service_entry(&node, service));
@@ -153,13 +153,10 @@ pub async fn health_checks(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let node_meta = node_meta(&query)?;
-    let expression = filter::Source::from_query(&query, Shape::HealthCheck);
-    let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(
+    cluster_read(
         &state,
         &query,
-        watch,
-        expression,
+        Shape::HealthCheck,
         move |snapshot, expression| {
             let checks = catalog::service_checks(&snapshot.members, &name)
                 .into_iter()
@@ -192,13 +189,10 @@ pub async fn health_state(
         })?),
     };
     let node_meta = node_meta(&query)?;
-    let expression = filter::Source::from_query(&query, Shape::HealthCheck);
-    let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(
+    cluster_read(
         &state,
         &query,
-        watch,
-        expression,
+        Shape::HealthCheck,
         move |snapshot, expression| {
             let checks = catalog::all_checks(&snapshot.members)
                 .into_iter()
@@ -222,13 +216,10 @@ pub async fn health_node(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    let expression = filter::Source::from_query(&query, Shape::HealthCheck);
-    let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(
+    cluster_read(
         &state,
         &query,
-        watch,
-        expression,
+        Shape::HealthCheck,
         move |snapshot, expression| {
             let checks = catalog::all_checks(&snapshot.members)
                 .into_iter()
@@ -258,13 +249,10 @@ pub async fn node(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    let expression = filter::Source::from_query(&query, Shape::AgentService);
-    let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(
+    cluster_read(
         &state,
         &query,
-        watch,
-        expression,
+        Shape::AgentService,
         move |snapshot, expression| {
             Ok(
                 find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
@@ -291,13 +279,10 @@ pub async fn node_services(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    let expression = filter::Source::from_query(&query, Shape::AgentService);
-    let watch = blocking::Watch::Cluster;
-    blocking::respond_filtered(
+    cluster_read(
         &state,
         &query,
-        watch,
-        expression,
+        Shape::AgentService,
         move |snapshot, expression| {
             Ok(
                 find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
