@@ -15,7 +15,20 @@
 //! A waiting query is woken only by a change to what it reads: the
 //! cluster (catalog, health) or the KV store (KV, flags). It recomputes its
 //! answer then, and returns if the answer differs.
+//!
+//! Budgets (docs/budgets.md):
+//! - a waiting query keeps no answer, only its fingerprint, so 500 waiting
+//!   queries cost their connections and little else; at most
+//!   `daemon::http::MAX_CONNECTIONS` can wait at once;
+//! - filtered queries ([`respond_filtered`]) compile and run their filter
+//!   on the filter pool: at most [`FILTER_WORKERS`] at once, on threads of
+//!   their own at low priority, never on the thread that serves the other
+//!   requests (nor, of course, on the gossip loop's). A waiting one keeps only the filter's
+//!   text and compiles it again at each wake;
+//! - at most [`MAX_FILTERED_WAITING`] filtered queries wait at once (each
+//!   wake recompiles them all); one more is answered 429, naming the limit.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -27,12 +40,20 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::cache::{Cacheable, Stamp};
+use super::filter::{self, Filter};
 use super::front::X_CONSUL_INDEX;
 use super::{ApiError, ApiState, Query};
 use crate::daemon::snapshot::Snapshot;
 
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
+pub use super::filter::pool::FILTER_WORKERS;
+/// Filtered blocking queries waiting at once. Each wake (any change to the
+/// cluster) compiles and runs every waiting filter again, on the filter
+/// pool: 64 filters at their budget are a few hundred ms of one core.
+pub const MAX_FILTERED_WAITING: u64 = 64;
+/// `Retry-After` of a filtered blocking query refused, in seconds.
+const RETRY_AFTER_SECONDS: u64 = 5;
 
 /// `?index=` and `?wait=` of a request.
 pub struct Blocking {
@@ -97,13 +118,20 @@ impl Watch {
     }
 }
 
-/// Blocking queries of this agent, for `/v1/agent/self`.
+/// Blocking queries and filter work of this agent: the filter pool, and
+/// the counters `/v1/agent/self` and `/metrics` show.
 #[derive(Debug, Default)]
 pub struct BlockingStats {
     /// Queries waiting now.
     waiting: AtomicU64,
     /// Times a waiting query was woken to recompute its answer.
     wakeups: AtomicU64,
+    /// Filtered queries waiting now (at most [`MAX_FILTERED_WAITING`]).
+    filtered_waiting: AtomicU64,
+    /// Filtered blocking queries refused: [`MAX_FILTERED_WAITING`] waited.
+    refused: AtomicU64,
+    /// Where filters run.
+    filter_pool: filter::pool::FilterPool,
 }
 
 /// [`BlockingStats`] as read at one moment.
@@ -125,7 +153,41 @@ impl BlockingStats {
         serde_json::json!({
             "waiting": self.waiting.load(Ordering::Relaxed),
             "wakeups": self.wakeups.load(Ordering::Relaxed),
+            "filtered_waiting": self.filtered_waiting.load(Ordering::Relaxed),
+            "refused": self.refused.load(Ordering::Relaxed),
         })
+    }
+
+    /// Runs `work` on the filter pool ([`FILTER_WORKERS`] threads at low
+    /// priority).
+    async fn on_filter_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.filter_pool
+            .run(work)
+            .await
+            .map_err(|error| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()))
+    }
+
+    /// A place among the filtered queries waiting, or the 429 that names
+    /// the limit.
+    fn filtered_place(&self) -> Result<Waiting<'_>, ApiError> {
+        let taken =
+            self.filtered_waiting
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |waiting| {
+                    (waiting < MAX_FILTERED_WAITING).then_some(waiting + 1)
+                });
+        if taken.is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{MAX_FILTERED_WAITING} blocking queries with a filter are waiting on this agent already (the limit); retry later, or without `filter` or `index`"
+                ),
+            ));
+        }
+        Ok(Waiting(&self.filtered_waiting))
     }
 }
 
@@ -159,19 +221,89 @@ pub async fn respond<F>(
 where
     F: Fn(&Snapshot) -> Result<Value, ApiError>,
 {
+    let compute = |snapshot: Arc<Snapshot>| std::future::ready(Ok(compute(&snapshot)));
+    wait_and_answer(state, query, watch, None, compute).await
+}
+
+/// [`respond`] for the endpoints that take `?filter=`: `compute` gets the
+/// compiled filter, and with one, runs on the filter pool (see the module
+/// doc); without one, where `respond` runs it. A filter that does not
+/// compile is answered 400 at once, and a filtered blocking query past
+/// [`MAX_FILTERED_WAITING`] 429.
+pub async fn respond_filtered<F>(
+    state: &ApiState,
+    query: &Query,
+    watch: Watch,
+    filter: Option<filter::Source>,
+    compute: F,
+) -> Result<Response, ApiError>
+where
+    F: Fn(&Snapshot, Option<&Filter>) -> Result<Value, ApiError> + Send + Sync + 'static,
+{
+    let Some(source) = filter else {
+        return respond(state, query, watch, |snapshot| compute(snapshot, None)).await;
+    };
+    let compute = Arc::new(compute);
+    let source = Arc::new(source);
+    let stats = state.blocking.clone();
+    let on_pool = |snapshot: Arc<Snapshot>| {
+        let (compute, source, stats) = (compute.clone(), source.clone(), stats.clone());
+        async move {
+            // Compiled for this computation and dropped with it: a waiting
+            // query holds the text only.
+            let work = move || {
+                source
+                    .compile()
+                    .map(|filter| compute(&snapshot, Some(&filter)))
+            };
+            stats.on_filter_pool(work).await?
+        }
+    };
+    wait_and_answer(state, query, watch, Some(&state.blocking), on_pool).await
+}
+
+/// The one loop behind [`respond`] and [`respond_filtered`]. `compute`'s
+/// outer error refuses the request at once (a filter that does not
+/// compile); its inner result is the answer. `filtered`: the query takes a
+/// place among the filtered ones while it waits.
+async fn wait_and_answer<C, Fut>(
+    state: &ApiState,
+    query: &Query,
+    watch: Watch,
+    filtered: Option<&BlockingStats>,
+    compute: C,
+) -> Result<Response, ApiError>
+where
+    C: Fn(Arc<Snapshot>) -> Fut,
+    Fut: Future<Output = Result<Result<Value, ApiError>, ApiError>>,
+{
     let blocking = Blocking::from_query(query)?;
     let mut snapshot_rx = state.snapshot_rx.clone();
     let mut snapshot = snapshot_rx.borrow_and_update().clone();
-    let mut answer = compute(&snapshot);
+    let mut answer = compute(snapshot.clone()).await?;
     if blocking.index == Some(snapshot.index) {
+        let _place = match filtered.map(BlockingStats::filtered_place).transpose() {
+            Ok(place) => place,
+            Err(refused) => {
+                let mut response = refused.into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                return Ok(response);
+            }
+        };
         let _waiting = Waiting::new(&state.blocking.waiting);
-        let first = answer.as_ref().ok().cloned();
+        // Only a fingerprint while waiting: 500 waiting queries must not
+        // hold 500 copies of a large answer.
+        let first = fingerprint(&answer);
+        drop(answer);
         let mut seen = watch.changed_at(&snapshot);
         let deadline = Instant::now() + blocking.wait;
-        loop {
+        answer = loop {
             let changed = tokio::time::timeout_at(deadline, snapshot_rx.changed()).await;
             if !matches!(changed, Ok(Ok(()))) {
-                break;
+                // The answer as of now (what it reads has not changed).
+                break compute(snapshot.clone()).await?;
             }
             snapshot = snapshot_rx.borrow_and_update().clone();
             if watch.changed_at(&snapshot) == seen {
@@ -179,11 +311,11 @@ where
             }
             seen = watch.changed_at(&snapshot);
             state.blocking.wakeups.fetch_add(1, Ordering::Relaxed);
-            answer = compute(&snapshot);
-            if answer.as_ref().ok() != first.as_ref() {
-                break;
+            let now = compute(snapshot.clone()).await?;
+            if fingerprint(&now) != first {
+                break now;
             }
-        }
+        };
     }
     let mut response = match answer {
         Ok(body) if blocking.index.is_none() => match watch.stamp(&snapshot) {
@@ -195,6 +327,15 @@ where
     };
     set_index(&mut response, snapshot.index);
     Ok(response)
+}
+
+/// What tells two answers apart: a hash of the JSON (`None` for an error,
+/// as all errors counted as the same answer before).
+fn fingerprint(answer: &Result<Value, ApiError>) -> Option<u64> {
+    let body = answer.as_ref().ok()?;
+    Some(xxhash_rust::xxh3::xxh3_64(
+        &serde_json::to_vec(body).unwrap_or_default(),
+    ))
 }
 
 fn set_index(response: &mut Response, index: u64) {

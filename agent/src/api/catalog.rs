@@ -8,9 +8,26 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use shoal_protocol::record::CheckStatus;
 
-use super::filter::{self, Shape};
+use super::filter::{self, Filter, Shape};
 use super::{ApiError, ApiState, Query, blocking, consul_json};
 use crate::catalog::{self, CatalogNode, ServiceFilter};
+use crate::daemon::snapshot::Snapshot;
+
+/// Answers a read of the cluster (a blocking query, see `api::blocking`)
+/// with `compute`, given the request's `?filter=` over `shape` elements,
+/// compiled on the filter pool.
+async fn cluster_read<F>(
+    state: &ApiState,
+    query: &Query,
+    shape: Shape,
+    compute: F,
+) -> Result<Response, ApiError>
+where
+    F: Fn(&Snapshot, Option<&Filter>) -> Result<Value, ApiError> + Send + Sync + 'static,
+{
+    let expression = filter::Source::from_query(query, shape);
+    blocking::respond_filtered(state, query, blocking::Watch::Cluster, expression, compute).await
+}
 
 /// `?node-meta=key:value` (repeatable): nodes must carry every pair.
 fn node_meta(query: &Query) -> Result<Vec<(String, String)>, ApiError> {
@@ -45,27 +62,31 @@ pub async fn services(State(state): State<ApiState>, query: Query) -> Result<Res
     let node_meta = node_meta(&query)?;
     // Consul filters the instances (as `/v1/catalog/service/:name` shows
     // them), then lists what is left.
-    let expression = filter::from_query(&query, Shape::CatalogService)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        let mut service_tags = catalog::service_tags(&snapshot.members, &node_meta);
-        if let Some(expression) = &expression {
-            service_tags.clear();
-            for node in catalog::nodes(&snapshot.members) {
-                if !catalog::has_meta(&node, &node_meta) {
-                    continue;
-                }
-                for service in &node.record.services {
-                    if expression.matches(&consul_json::catalog_service(&node, service)) {
-                        service_tags
-                            .entry(service.name.as_str())
-                            .or_default()
-                            .extend(service.tags.iter().map(String::as_str));
+    cluster_read(
+        &state,
+        &query,
+        Shape::CatalogService,
+        move |snapshot, expression| {
+            let mut service_tags = catalog::service_tags(&snapshot.members, &node_meta);
+            if let Some(expression) = expression {
+                service_tags.clear();
+                for node in catalog::nodes(&snapshot.members) {
+                    if !catalog::has_meta(&node, &node_meta) {
+                        continue;
+                    }
+                    for service in &node.record.services {
+                        if expression.matches(&consul_json::catalog_service(&node, service)) {
+                            service_tags
+                                .entry(service.name.as_str())
+                                .or_default()
+                                .extend(service.tags.iter().map(String::as_str));
+                        }
                     }
                 }
             }
-        }
-        Ok(consul_json::catalog_services(&service_tags))
-    })
+            Ok(consul_json::catalog_services(&service_tags))
+        },
+    )
     .await
 }
 
@@ -77,15 +98,16 @@ pub async fn service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
-    let expression = filter::from_query(&query, Shape::CatalogService)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
-            .map(|(node, service)| consul_json::catalog_service(&node, service));
-        Ok(Value::Array(filter::apply(
-            expression.as_ref(),
-            entries.collect(),
-        )))
-    })
+    cluster_read(
+        &state,
+        &query,
+        Shape::CatalogService,
+        move |snapshot, expression| {
+            let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
+                .map(|(node, service)| consul_json::catalog_service(&node, service));
+            Ok(Value::Array(filter::apply(expression, entries.collect())))
+        },
+    )
     .await
 }
 
@@ -93,15 +115,11 @@ pub async fn service(
 pub async fn nodes(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let node_meta = node_meta(&query)?;
-    let expression = filter::from_query(&query, Shape::Node)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    cluster_read(&state, &query, Shape::Node, move |snapshot, expression| {
         let nodes = catalog::nodes(&snapshot.members)
             .filter(|node| catalog::has_meta(node, &node_meta))
             .map(|node| consul_json::node(&node));
-        Ok(Value::Array(filter::apply(
-            expression.as_ref(),
-            nodes.collect(),
-        )))
+        Ok(Value::Array(filter::apply(expression, nodes.collect())))
     })
     .await
 }
@@ -114,15 +132,16 @@ pub async fn health_service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
-    let expression = filter::from_query(&query, Shape::ServiceEntry)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
-            .map(|(node, service)| consul_json::health_service_entry(&node, service));
-        Ok(Value::Array(filter::apply(
-            expression.as_ref(),
-            entries.collect(),
-        )))
-    })
+    cluster_read(
+        &state,
+        &query,
+        Shape::ServiceEntry,
+        move |snapshot, expression| {
+            let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
+                .map(|(node, service)| consul_json::health_service_entry(&node, service));
+            Ok(Value::Array(filter::apply(expression, entries.collect())))
+        },
+    )
     .await
 }
 
@@ -134,18 +153,22 @@ pub async fn health_checks(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let node_meta = node_meta(&query)?;
-    let expression = filter::from_query(&query, Shape::HealthCheck)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        let checks = catalog::service_checks(&snapshot.members, &name)
-            .into_iter()
-            .filter(|found| catalog::has_meta(&found.node, &node_meta));
-        Ok(Value::Array(filter::apply(
-            expression.as_ref(),
-            checks
-                .map(|found| consul_json::cluster_check(&found))
-                .collect(),
-        )))
-    })
+    cluster_read(
+        &state,
+        &query,
+        Shape::HealthCheck,
+        move |snapshot, expression| {
+            let checks = catalog::service_checks(&snapshot.members, &name)
+                .into_iter()
+                .filter(|found| catalog::has_meta(&found.node, &node_meta));
+            Ok(Value::Array(filter::apply(
+                expression,
+                checks
+                    .map(|found| consul_json::cluster_check(&found))
+                    .collect(),
+            )))
+        },
+    )
     .await
 }
 
@@ -166,19 +189,23 @@ pub async fn health_state(
         })?),
     };
     let node_meta = node_meta(&query)?;
-    let expression = filter::from_query(&query, Shape::HealthCheck)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        let checks = catalog::all_checks(&snapshot.members)
-            .into_iter()
-            .filter(|found| wanted.is_none_or(|status| found.check.consul_status() == status))
-            .filter(|found| catalog::has_meta(&found.node, &node_meta));
-        Ok(Value::Array(filter::apply(
-            expression.as_ref(),
-            checks
-                .map(|found| consul_json::cluster_check(&found))
-                .collect(),
-        )))
-    })
+    cluster_read(
+        &state,
+        &query,
+        Shape::HealthCheck,
+        move |snapshot, expression| {
+            let checks = catalog::all_checks(&snapshot.members)
+                .into_iter()
+                .filter(|found| wanted.is_none_or(|status| found.check.consul_status() == status))
+                .filter(|found| catalog::has_meta(&found.node, &node_meta));
+            Ok(Value::Array(filter::apply(
+                expression,
+                checks
+                    .map(|found| consul_json::cluster_check(&found))
+                    .collect(),
+            )))
+        },
+    )
     .await
 }
 
@@ -189,18 +216,22 @@ pub async fn health_node(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    let expression = filter::from_query(&query, Shape::HealthCheck)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        let checks = catalog::all_checks(&snapshot.members)
-            .into_iter()
-            .filter(|found| found.node.record.name == node);
-        Ok(Value::Array(filter::apply(
-            expression.as_ref(),
-            checks
-                .map(|found| consul_json::cluster_check(&found))
-                .collect(),
-        )))
-    })
+    cluster_read(
+        &state,
+        &query,
+        Shape::HealthCheck,
+        move |snapshot, expression| {
+            let checks = catalog::all_checks(&snapshot.members)
+                .into_iter()
+                .filter(|found| found.node.record.name == node);
+            Ok(Value::Array(filter::apply(
+                expression,
+                checks
+                    .map(|found| consul_json::cluster_check(&found))
+                    .collect(),
+            )))
+        },
+    )
     .await
 }
 
@@ -218,21 +249,25 @@ pub async fn node(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    let expression = filter::from_query(&query, Shape::AgentService)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        Ok(
-            find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
-                let services: serde_json::Map<String, Value> = node
-                    .record
-                    .services
-                    .iter()
-                    .map(|service| (service.id.clone(), catalog_node_service(&node, service)))
-                    .filter(|(_, json)| expression.as_ref().is_none_or(|e| e.matches(json)))
-                    .collect();
-                json!({ "Node": consul_json::node(&node), "Services": services })
-            }),
-        )
-    })
+    cluster_read(
+        &state,
+        &query,
+        Shape::AgentService,
+        move |snapshot, expression| {
+            Ok(
+                find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
+                    let services: serde_json::Map<String, Value> = node
+                        .record
+                        .services
+                        .iter()
+                        .map(|service| (service.id.clone(), catalog_node_service(&node, service)))
+                        .filter(|(_, json)| expression.is_none_or(|e| e.matches(json)))
+                        .collect();
+                    json!({ "Node": consul_json::node(&node), "Services": services })
+                }),
+            )
+        },
+    )
     .await
 }
 
@@ -244,23 +279,27 @@ pub async fn node_services(
     query: Query,
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    let expression = filter::from_query(&query, Shape::AgentService)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
-        Ok(
-            find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
-                let services = node
-                    .record
-                    .services
-                    .iter()
-                    .map(|service| catalog_node_service(&node, service))
-                    .collect();
-                json!({
-                    "Node": consul_json::node(&node),
-                    "Services": filter::apply(expression.as_ref(), services),
-                })
-            }),
-        )
-    })
+    cluster_read(
+        &state,
+        &query,
+        Shape::AgentService,
+        move |snapshot, expression| {
+            Ok(
+                find_node(&snapshot.members, &name).map_or(Value::Null, |node| {
+                    let services = node
+                        .record
+                        .services
+                        .iter()
+                        .map(|service| catalog_node_service(&node, service))
+                        .collect();
+                    json!({
+                        "Node": consul_json::node(&node),
+                        "Services": filter::apply(expression, services),
+                    })
+                }),
+            )
+        },
+    )
     .await
 }
 

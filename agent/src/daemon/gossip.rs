@@ -3,6 +3,12 @@
 //! [`AgentHandle`](super::handle::AgentHandle) and reads the snapshots it
 //! publishes. It never waits on I/O: datagrams go out with
 //! `try_send_to`, and TCP exchanges run in tasks of their own.
+//!
+//! It runs on a thread of its own (`shoal-gossip`, with the timer
+//! scheduler and the UDP receive loop; see `daemon::spawn_gossip_thread`),
+//! so no API request, filter, template or anti-entropy connection can delay
+//! a probe ack. What it starts (check runners, anti-entropy exchanges, disk
+//! writes) it starts on the agent's main runtime, [`GossipLoop::work`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,6 +76,10 @@ pub(super) struct GossipLoop {
     /// Recent user events for this agent (filters evaluated here).
     pub events: crate::events::RecentEvents,
     pub event_counters: Arc<crate::events::EventCounters>,
+    /// The agent's main runtime. The loop enters it while it handles an
+    /// input, so that the tasks it spawns (check runners, anti-entropy
+    /// exchanges, `spawn_blocking` writes) run there, not on its thread.
+    pub work: tokio::runtime::Handle,
 }
 
 /// Another live agent holds this agent's node name, so it did not join:
@@ -101,7 +111,11 @@ impl GossipLoop {
     async fn run_until_left(&mut self, mut inputs: Inputs, shutdown: CancellationToken) {
         self.set_clock();
         self.node.start();
-        self.push_registry(Change::Status);
+        {
+            let work = self.work.clone();
+            let _work = work.enter();
+            self.push_registry(Change::Status);
+        }
         self.flush();
         let mut stats = tokio::time::interval(STATS_INTERVAL);
         stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -110,6 +124,9 @@ impl GossipLoop {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leave_deadline: Option<Instant> = None;
+        // Entered only around synchronous work: timers and sockets created
+        // while it is entered would belong to the main runtime.
+        let work = self.work.clone();
         loop {
             // Datagrams, timers and exchanges are judged against the time
             // they are handled at (the bounds on peers' times, the age of
@@ -139,20 +156,24 @@ impl GossipLoop {
                     }
                 }
                 Some(command) = inputs.commands_rx.recv() => {
+                    let _work = work.enter();
                     self.set_clock();
                     self.handle_command(command);
                 }
                 Some(result) = inputs.results_rx.recv() => {
+                    let _work = work.enter();
                     self.set_clock();
                     let change = self.registrar.apply_result(result);
                     self.push_registry(change);
                 }
                 _ = housekeeping.tick() => {
+                    let _work = work.enter();
                     self.set_clock();
                     let change = self.registrar.housekeeping();
                     self.push_registry(change);
                 }
                 _ = kv_housekeeping.tick() => {
+                    let _work = work.enter();
                     self.set_clock();
                     self.kv.housekeeping(&mut self.node);
                 }
@@ -189,6 +210,18 @@ impl GossipLoop {
 
     fn handle_command(&mut self, command: Command) {
         match command {
+            // Anti-entropy steps stay on the loop, page building included.
+            // Building our page could run outside it, from the published
+            // snapshot's KV (an O(1) clone), but the step function interleaves
+            // it with merging the peer's page, dropping what the peer lacks
+            // from the stretch its page covers, and the random walk start:
+            // splitting it would fork the protocol core the simulator runs.
+            // Its cost is bounded by the page size (2 MiB): the slowest step
+            // measured (merging a page and building the next, 2 MiB of 50-byte
+            // values against a 100,000-key store) took 45 ms, 8 ms with
+            // 500 KB values; exchanges are limited to 8 at once, each step
+            // waits for the network, and the loop's lag counts into local
+            // health, so a probe ack waits at most one step.
             Command::Sync { message, reply } => {
                 let _ = reply.send(self.node.on_sync(message));
             }
@@ -259,6 +292,8 @@ impl GossipLoop {
 
     /// Carries out what the node asked for during the last call.
     fn flush(&mut self) {
+        let work = self.work.clone();
+        let _work = work.enter();
         self.kv.flush(&mut self.node);
         let effects = self.node.effects();
         let mut datagrams = std::mem::take(&mut effects.datagrams);

@@ -1,6 +1,13 @@
 //! `shoal agent`: binds the sockets, starts the tasks, and runs until
 //! shutdown.
 //!
+//! Two runtimes, one thread each (three with DNS): the gossip loop, its
+//! timer scheduler and its UDP receive loop run on the `shoal-gossip`
+//! thread ([`spawn_gossip_thread`]); everything else (HTTP, filters,
+//! templates, watches, reload, check runners, anti-entropy connections,
+//! disk writes) runs on the main one. They meet only through channels, so
+//! however heavy the API's work, the loop answers probes on time.
+//!
 //! - [`handle`]: [`handle::AgentHandle`], the typed front door to the gossip
 //!   loop, and the vocabulary it speaks.
 //! - [`gossip`]: the loop that owns the node (foca + cluster state).
@@ -131,17 +138,19 @@ pub async fn run(
     let (snapshot_tx, snapshot_rx) =
         watch::channel(Arc::new(first_snapshot(&node, index.current())));
     let (status_tx, status_rx) = watch::channel(Arc::default());
-    let (schedule_tx, timers_rx) = spawn_scheduler(&tasks);
+    let gossip_runtime = GossipRuntime::new()?;
+    let (schedule_tx, timers_rx) = spawn_scheduler(&gossip_runtime, &tasks);
     let (registrar, results_rx) = spawn_registry(&config, &data_dir, snapshot_rx.clone(), &tasks)?;
     let faults = Arc::new(FaultInjection::new(config.fault_injection));
     let transport = spawn_transport(
+        &gossip_runtime,
         listeners.udp,
         listeners.tcp,
         envelope,
         agent.clone(),
         faults.clone(),
         &tasks,
-    );
+    )?;
     let templates = crate::template::Templates::spawn(
         config.templates.clone(),
         snapshot_rx.clone(),
@@ -231,6 +240,7 @@ pub async fn run(
         name_taken: None,
         events: Default::default(),
         event_counters,
+        work: tokio::runtime::Handle::current(),
     };
     let inputs = Inputs {
         timers_rx,
@@ -238,7 +248,9 @@ pub async fn run(
         commands_rx,
         results_rx,
     };
-    let outcome = gossip.run(inputs, shutdown).await;
+    let outcome = spawn_gossip_thread(gossip_runtime, gossip, inputs, shutdown)?
+        .await
+        .context("the gossip thread stopped unexpectedly")?;
 
     left.cancel();
     tasks.stop().await;
@@ -362,10 +374,63 @@ fn first_snapshot(node: &Node, index: u64) -> Snapshot {
     }
 }
 
-/// Starts the timer scheduler: the loop submits `(deadline, timer)` on the
-/// first channel and receives due timers, with their deadlines, on the
-/// second.
+/// Runs the gossip loop on a thread of its own, on `runtime` (where the
+/// scheduler and the receive loop already wait); the answer comes when
+/// it has left the cluster. Dropping the runtime then ends its other tasks.
+fn spawn_gossip_thread(
+    mut runtime: GossipRuntime,
+    gossip: GossipLoop,
+    inputs: Inputs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<Result<(), gossip::NameTaken>>> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let runtime = runtime.0.take().expect("the gossip runtime is taken once");
+    std::thread::Builder::new()
+        .name("shoal-gossip".into())
+        .spawn(move || {
+            let outcome = runtime.block_on(gossip.run(inputs, shutdown));
+            let _ = done_tx.send(outcome);
+        })
+        .context("cannot start the gossip thread")?;
+    Ok(done_rx)
+}
+
+/// The gossip thread's runtime, until the thread takes it. Dropped before
+/// (the agent failed to start), it shuts down without waiting: a runtime
+/// dropped inside another one's async context must.
+struct GossipRuntime(Option<tokio::runtime::Runtime>);
+
+impl GossipRuntime {
+    fn new() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the gossip runtime")?;
+        Ok(Self(Some(runtime)))
+    }
+}
+
+impl std::ops::Deref for GossipRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("the gossip runtime is still here")
+    }
+}
+
+impl Drop for GossipRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Starts the timer scheduler on the gossip runtime: the loop submits
+/// `(deadline, timer)` on the first channel and receives due timers, with
+/// their deadlines, on the second.
 fn spawn_scheduler(
+    gossip_runtime: &GossipRuntime,
     tasks: &Tasks,
 ) -> (
     mpsc::UnboundedSender<ScheduledTimer>,
@@ -373,7 +438,7 @@ fn spawn_scheduler(
 ) {
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
     let (timers_tx, timers_rx) = mpsc::channel(TIMER_QUEUE);
-    tasks.spawn(scheduler::scheduler_loop(
+    gossip_runtime.spawn(scheduler::scheduler_loop(
         schedule_rx,
         timers_tx,
         tasks.stop.clone(),
@@ -457,20 +522,28 @@ struct Transport {
     sync: SyncService,
 }
 
-/// Starts receiving datagrams on `udp` and serving anti-entropy exchanges
-/// on `tcp`.
+/// Starts receiving datagrams on `udp` (on the gossip runtime, which the
+/// socket moves to) and serving anti-entropy exchanges on `tcp` (on this
+/// one).
 fn spawn_transport(
+    gossip_runtime: &GossipRuntime,
     udp: UdpSocket,
     tcp: TcpListener,
     envelope: Envelope,
     agent: AgentHandle,
     faults: Arc<FaultInjection>,
     tasks: &Tasks,
-) -> Transport {
-    let socket = Arc::new(udp);
+) -> anyhow::Result<Transport> {
+    // Registered with the gossip runtime's reactor: readiness must not
+    // wait for the main thread to be free.
+    let udp = udp.into_std().context("moving the gossip socket")?;
+    let socket = {
+        let _gossip = gossip_runtime.enter();
+        Arc::new(UdpSocket::from_std(udp).context("moving the gossip socket")?)
+    };
     let receive_drops = Arc::new(AtomicU64::new(0));
     let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
-    tasks.spawn(receive_loop(
+    gossip_runtime.spawn(receive_loop(
         socket.clone(),
         faults.clone(),
         datagrams_tx,
@@ -481,12 +554,12 @@ fn spawn_transport(
     let local_ip = tcp.local_addr().ok().map(|addr| addr.ip());
     let sync = SyncService::new(envelope, agent, local_ip, tasks.tracker.clone(), faults);
     tasks.spawn(sync.clone().serve(tcp, tasks.stop.clone()));
-    Transport {
+    Ok(Transport {
         socket,
         datagrams_rx,
         receive_drops,
         sync,
-    }
+    })
 }
 
 /// Serves the HTTP API on `listener`; returns the address it serves on.

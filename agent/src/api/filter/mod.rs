@@ -7,6 +7,14 @@
 //!   `consul_json` functions the endpoints answer with; selectors are
 //!   checked against it, so an unknown one is a 400 before anything runs.
 //!
+//! Budgets (docs/budgets.md): at most [`MAX_REGEX_TERMS`] `matches` terms,
+//! whose regular expressions compile to at most [`MAX_FILTER_REGEX_BYTES`]
+//! together; past either, a 400 names the limit. The catalog and health
+//! endpoints compile and run filters on a small pool of their own
+//! ([`pool`], at low CPU priority; driven by `api::blocking`), never on
+//! the thread that serves the other requests,
+//! and a waiting blocking query keeps only the filter's text ([`Source`]).
+//!
 //! Semantics, as go-bexpr's:
 //! - `==`/`!=` compare a string, number or boolean (the value is read as
 //!   the field's type); `contains`/`in` test a list's elements, a map's
@@ -22,14 +30,15 @@
 
 mod lex;
 pub mod parse;
+pub mod pool;
 pub mod shapes;
 
 use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::{ApiError, Query};
-pub use parse::FilterError;
 use parse::{Expr, Match, Op};
+pub use parse::{FilterError, MAX_FILTER_REGEX_BYTES, MAX_REGEX_TERMS};
 pub use shapes::Shape;
 
 /// Object fields whose keys are the user's: any key is a valid selector.
@@ -49,12 +58,41 @@ pub struct Filter {
 
 /// The `?filter=` of a request for `shape` elements, if any; a 400 naming
 /// the position and the problem when it is malformed.
+/// Compiled where it is called: for the agent's own (small) lists; the
+/// catalog's go through [`Source`] and the filter pool.
 pub fn from_query(query: &Query, shape: Shape) -> Result<Option<Filter>, ApiError> {
-    match query.get("filter") {
-        None | Some("") => Ok(None),
-        Some(text) => Filter::parse(text, &shape.sample())
-            .map(Some)
-            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, format!("filter: {error}"))),
+    Source::from_query(query, shape)
+        .map(|source| source.compile())
+        .transpose()
+}
+
+/// The `?filter=` of a request, not compiled yet: what a blocking query
+/// keeps while it waits (compiled, a filter may take up to
+/// [`MAX_FILTER_REGEX_BYTES`] and more to search with).
+#[derive(Clone, Debug)]
+pub struct Source {
+    text: String,
+    shape: Shape,
+}
+
+impl Source {
+    /// The `?filter=` of a request for `shape` elements, if any.
+    pub fn from_query(query: &Query, shape: Shape) -> Option<Source> {
+        match query.get("filter") {
+            None | Some("") => None,
+            Some(text) => Some(Source {
+                text: text.to_string(),
+                shape,
+            }),
+        }
+    }
+
+    /// Compiles it (CPU work: call it where it can't delay other
+    /// requests); a 400 naming the position and the problem when it is
+    /// malformed or over budget.
+    pub fn compile(&self) -> Result<Filter, ApiError> {
+        Filter::parse(&self.text, &self.shape.sample())
+            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, format!("filter: {error}")))
     }
 }
 

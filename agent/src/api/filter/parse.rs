@@ -21,7 +21,7 @@
 //! value     := string | number | selector-like bare word
 //! ```
 
-use regex::Regex;
+use regex_automata::meta::Regex;
 
 use super::lex::{Tok, Token, describe, lex, position};
 
@@ -41,8 +41,19 @@ impl std::fmt::Display for FilterError {
 /// Deepest nesting of `not` and parentheses accepted: far beyond any real
 /// filter, and well within the stack.
 const MAX_DEPTH: usize = 64;
-/// Longest regular expression accepted after `matches` (compiled size).
-const MAX_REGEX_BYTES: usize = 1 << 20;
+/// Most `matches` / `not matches` terms in one filter. Each is a regular
+/// expression compiled for every request (and every wake of a blocking
+/// query); real filters have one or two.
+pub const MAX_REGEX_TERMS: usize = 32;
+/// What all the regular expressions of one filter may compile to together
+/// (their NFAs, `meta::Regex::memory_usage`; searching adds a cache about
+/// as large). It bounds both the memory of a filter being evaluated and
+/// the time to compile it (about 15 ms at the budget). Measured sizes:
+/// `web` 2 KiB, `[a-z]{20}` 4 KiB, `(?-u:\w){20}` 8 KiB, `\w+` 56 KiB,
+/// `\w{5}` 275 KiB, `\w{20}` 1.1 MiB (Unicode `\w` spans every script's
+/// letters, and a count repeats it): 32 simple patterns or eight `\w+`
+/// fit, one `\w{20}` does not.
+pub const MAX_FILTER_REGEX_BYTES: usize = 512 * 1024;
 
 /// A parsed expression.
 #[derive(Clone, Debug)]
@@ -83,11 +94,26 @@ pub enum Op {
 /// Parses `source` into an expression.
 pub fn parse(source: &str) -> Result<Expr, FilterError> {
     let tokens = lex(source)?;
+    // Counted before anything is compiled: a filter of 250 regexes costs
+    // no more than its lexing.
+    if let Some(past) = tokens
+        .iter()
+        .filter(|token| Parser::is_keyword(&token.tok, "matches"))
+        .nth(MAX_REGEX_TERMS)
+    {
+        return Err(FilterError {
+            position: position(source, past.at),
+            message: format!(
+                "a filter may have at most {MAX_REGEX_TERMS} `matches` or `not matches` terms (the filter budget)"
+            ),
+        });
+    }
     let mut parser = Parser {
         source,
         tokens,
         next: 0,
         depth: 0,
+        regex_bytes: 0,
     };
     if parser.peek().tok == Tok::End {
         return Err(parser.error_at(0, "the expression is empty"));
@@ -111,6 +137,8 @@ struct Parser<'a> {
     tokens: Vec<Token>,
     next: usize,
     depth: usize,
+    /// What their regular expressions compiled to, together.
+    regex_bytes: usize,
 }
 
 impl Parser<'_> {
@@ -253,11 +281,7 @@ impl Parser<'_> {
             _ if keyword("matches") => {
                 let at = self.peek().at;
                 let pattern = self.value()?;
-                let regex = regex::RegexBuilder::new(&pattern)
-                    .size_limit(MAX_REGEX_BYTES)
-                    .build()
-                    .map_err(|e| self.error_at(at, format!("invalid regular expression: {e}")))?;
-                Op::Matches(regex)
+                Op::Matches(self.compile(&pattern, at)?)
             }
             _ if keyword("is") && !negate => {
                 let mut next = self.bump();
@@ -298,6 +322,38 @@ impl Parser<'_> {
             op,
             negate,
         })
+    }
+
+    /// Compiles the regular expression of a `matches` term at `at`, within
+    /// what is left of the filter's budgets.
+    fn compile(&mut self, pattern: &str, at: usize) -> Result<Regex, FilterError> {
+        let left = MAX_FILTER_REGEX_BYTES.saturating_sub(self.regex_bytes);
+        let regex = Regex::builder()
+            .configure(Regex::config().nfa_size_limit(Some(left)))
+            .build(pattern)
+            .map_err(|error| {
+                let message = match error.size_limit() {
+                    Some(_) => format!(
+                        "the regular expressions of a filter may compile to at most {} KiB together (the filter budget), and this one needs more than the {} KiB left; use simpler patterns (a counted Unicode class such as `\\w{{20}}` is large; `(?-u:\\w){{20}}` or `[a-z0-9_]{{20}}` is small), or fewer",
+                        MAX_FILTER_REGEX_BYTES / 1024,
+                        left / 1024
+                    ),
+                    None => format!("invalid regular expression: {error}"),
+                };
+                self.error_at(at, message)
+            })?;
+        self.regex_bytes += regex.memory_usage();
+        if self.regex_bytes > MAX_FILTER_REGEX_BYTES {
+            return Err(self.error_at(
+                at,
+                format!(
+                    "the regular expressions of a filter may compile to at most {} KiB together (the filter budget), and with this one they take {} KiB; use simpler patterns, or fewer",
+                    MAX_FILTER_REGEX_BYTES / 1024,
+                    self.regex_bytes.div_ceil(1024)
+                ),
+            ));
+        }
+        Ok(regex)
     }
 
     fn selector(&mut self) -> Result<Selector, FilterError> {

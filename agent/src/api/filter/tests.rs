@@ -211,3 +211,38 @@ proptest! {
         }
     }
 }
+
+/// The review's filter: 253 terms of `\w{20}`. Past the cap on terms, the
+/// error names it before the rest is compiled; within the cap, the sum of
+/// the compiled sizes is over the budget, and the error names that.
+#[test]
+fn matches_terms_and_their_compiled_size_have_budgets() {
+    let terms = |count: usize, pattern: &str| {
+        vec![format!("Service.Service matches \"{pattern}\""); count].join(" or ")
+    };
+    let started = std::time::Instant::now();
+    let error = run(&terms(253, r"\\w{20}")).unwrap_err();
+    assert!(
+        error
+            .message
+            .contains(&format!("at most {MAX_REGEX_TERMS}")),
+        "{error}"
+    );
+    let error = run(&terms(MAX_REGEX_TERMS, r"\\w{20}")).unwrap_err();
+    assert!(
+        error.message.contains("budget")
+            && error
+                .message
+                .contains(&format!("{} KiB", MAX_FILTER_REGEX_BYTES / 1024)),
+        "{error}"
+    );
+    eprintln!("both refused in {:?}", started.elapsed());
+    // So is one alone; a smaller one fits, and as many small ones as
+    // allowed.
+    assert!(run(&terms(1, r"\\w{20}")).is_err());
+    assert_eq!(run(&terms(1, r"\\w{5}")), Ok(false));
+    assert_eq!(run(&terms(MAX_REGEX_TERMS, "^w[a-z]b$")), Ok(true));
+    // `not matches` counts too.
+    let text = vec!["Service.Service not matches x"; MAX_REGEX_TERMS + 1].join(" and ");
+    assert!(run(&text).is_err());
+}
