@@ -18,11 +18,20 @@ pub const MAX_DATAGRAM: usize = 1400;
 /// Largest TCP frame (anti-entropy) any Shoal agent sends or accepts.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
-type DatagramConfig = Configuration<LittleEndian, Varint, Limit<MAX_DATAGRAM>>;
+/// Most memory decoding one datagram's payload may claim. bincode's limit
+/// counts what containers claim before they are filled (`len *
+/// size_of::<T>()`), not the bytes read: a 300-byte record of nine small
+/// services claims more than 1,400 bytes, so the datagram's own size is no
+/// limit here. Every element takes at least one byte on the wire, so a
+/// datagram's containers hold at most [`MAX_DATAGRAM`] elements of at most
+/// a few hundred bytes each; this bounds what a forged length can claim.
+pub const MAX_DATAGRAM_CLAIM: usize = 256 * 1024;
+
+type DatagramConfig = Configuration<LittleEndian, Varint, Limit<MAX_DATAGRAM_CLAIM>>;
 type FrameConfig = Configuration<LittleEndian, Varint, Limit<MAX_FRAME>>;
 
 fn datagram_config() -> DatagramConfig {
-    bincode::config::standard().with_limit::<MAX_DATAGRAM>()
+    bincode::config::standard().with_limit::<MAX_DATAGRAM_CLAIM>()
 }
 
 fn frame_config() -> FrameConfig {

@@ -296,6 +296,41 @@ mod tests {
         }
     }
 
+    /// A record with many small services still fits a rumor; its peers
+    /// must decode it. (bincode's limit counts the memory a container
+    /// claims, `len * size_of::<T>()`, not the bytes it was sent in: at
+    /// the datagram's own size as the limit, nine services were refused,
+    /// and the agent that registered them panicked on its own rumor.)
+    #[test]
+    fn a_record_with_many_small_services_is_gossiped_whole_and_decoded() {
+        let (mut handler, _) = handler();
+        let peer = NodeId {
+            addr: SocketAddr::from(([127, 0, 0, 2], 7946)),
+            generation: 1,
+        };
+        let mut record = NodeRecord::new(peer, "peer");
+        for i in 0..20 {
+            record.services.push(crate::record::ServiceRecord {
+                id: format!("s{i}"),
+                name: "s".into(),
+                address: String::new(),
+                port: 80,
+                tags: Vec::new(),
+                meta: Default::default(),
+                checks: Vec::new(),
+            });
+        }
+        record.version = 2;
+        let data = Rumor::encode_for(&record);
+        assert!(
+            matches!(codec::decode_datagram::<Rumor>(&data), Ok(Rumor::Node(_))),
+            "a {}-byte rumor of 20 services did not decode as a whole record",
+            data.len()
+        );
+        let news = handler.receive_item(&data, Some(&peer)).unwrap();
+        assert!(news.is_some(), "the record was not news");
+    }
+
     #[test]
     fn an_event_rumor_is_news_once_and_delivered() {
         let (mut handler, events) = handler();

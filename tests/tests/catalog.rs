@@ -359,3 +359,56 @@ fn bad_registrations_are_refused_and_change_nothing() {
     );
     assert!(agent.get("/health/live").is_ok());
 }
+
+/// Found by the isolation work (issue 20): the ninth small service
+/// registered through the API made the agent's record a rumor its peers
+/// (and the agent itself) could not decode: the debug build panicked on
+/// its own rumor, a release build gossiped nothing. Anti-entropy is set
+/// far apart here, so only the rumor can carry the services in time.
+#[test]
+fn many_small_services_registered_through_the_api_spread_by_gossip() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("slow-sync.toml");
+    std::fs::write(&config, "[gossip]\npush_pull_interval = \"10m\"\n").unwrap();
+    let with_config = |name: &str, join: Vec<SocketAddr>| AgentOptions {
+        args: vec!["--config".into(), config.display().to_string()],
+        join,
+        ..AgentOptions::named(name)
+    };
+    let mut first = Agent::start(root.path(), with_config("node-0", Vec::new()));
+    let second = Agent::start(
+        root.path(),
+        with_config("node-1", vec![first.gossip_addr()]),
+    );
+    wait_for(Duration::from_secs(20), "node-1 to list node-0", || {
+        let members = second.members()?;
+        (members.len() == 2)
+            .then_some(())
+            .ok_or(format!("{members:?}"))
+    });
+    let started = Instant::now();
+    for i in 0..16 {
+        let registration = json!({"Name": format!("s{i}"), "ID": format!("s{i}"), "Port": 80});
+        let (status, body) = http_json(
+            "PUT",
+            first.http_addr(),
+            "/v1/agent/service/register",
+            Some(registration.to_string().as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "service s{i}: {body}");
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "node-1 to list all 16 services",
+        || {
+            let services = second.get("/v1/catalog/services")?;
+            let count = services.as_object().map_or(0, |map| map.len());
+            (count >= 16)
+                .then_some(())
+                .ok_or(format!("{count} services"))
+        },
+    );
+    eprintln!("16 services reached node-1 in {:?}", started.elapsed());
+    assert!(first.is_running(), "node-0 exited:\n{}", first.log());
+}
