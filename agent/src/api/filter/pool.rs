@@ -56,8 +56,11 @@ impl FilterPool {
             .map_err(|_| PoolStopped)?;
         let (done_tx, done_rx) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _turn = turn;
-            let _ = done_tx.send(work());
+            let value = work();
+            // Free the turn before the caller hears back, so that a caller
+            // that runs again at once finds it free.
+            drop(turn);
+            let _ = done_tx.send(value);
         });
         self.jobs_tx
             .get_or_init(start_workers)
