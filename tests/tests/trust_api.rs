@@ -152,7 +152,10 @@ fn keyring_reads_without_a_token_need_the_opt_in() {
             [403, 404].contains(&status),
             "GET {target} without a token: {status} {body}"
         );
-        assert!(!body.contains(KEY_A), "GET {target}: the key leaked: {body}");
+        assert!(
+            !body.contains(KEY_A),
+            "GET {target}: the key leaked: {body}"
+        );
     }
     let (status, body) = call(&closed, "GET", "/v1/operator/keyring", None, b"");
     assert_eq!(status, 403, "{body}");
@@ -180,29 +183,32 @@ fn keyring_reads_without_a_token_need_the_opt_in() {
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains(KEY_A), "/v1/agent/self leaked the key");
 
-    // With the opt-in, from the flag or the config file, reads work.
+    // With the opt-in, from the flag or the environment, reads work (the
+    // config file's spelling: `browser_safety.rs`).
     let flag = Agent::start_serving(
         root.path(),
         "keyring-flag",
         &["--encrypt", KEY_A, "--acl-allow-unauthenticated-keyring"],
     );
-    let file = root.path().join("opt-in.toml");
-    let options = AgentOptions::with_config_file(
-        &file,
-        "[acl]\nallow_unauthenticated_keyring = true\n",
-        &["--encrypt", KEY_A],
-    );
-    let from_file = Agent::start(
+    let from_env = Agent::start(
         root.path(),
         AgentOptions {
-            name: "keyring-file".into(),
-            ..options
+            args: vec!["--encrypt".into(), KEY_A.into()],
+            env: vec![(
+                "SHOAL_ACL_ALLOW_UNAUTHENTICATED_KEYRING".into(),
+                "true".into(),
+            )],
+            ..AgentOptions::named("keyring-env")
         },
     );
-    from_file.wait_serving();
-    for agent in [&flag, &from_file] {
+    from_env.wait_serving();
+    for agent in [&flag, &from_env] {
         let ring = call_json(agent, "GET", "/v1/operator/keyring", None);
-        assert!(ring[0]["Keys"].get(KEY_A).is_some(), "{}: {ring}", agent.name);
+        assert!(
+            ring[0]["Keys"].get(KEY_A).is_some(),
+            "{}: {ring}",
+            agent.name
+        );
         let output = agent.cli(&["keyring", "list"]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
