@@ -137,6 +137,89 @@ fn keyring_reads_need_the_token_when_one_is_set() {
     );
 }
 
+/// Safe by default: an agent without a token (the default) does not hand
+/// its gossip keys to any local caller; reading them needs the operator's
+/// opt-in, as changing them does.
+#[test]
+fn keyring_reads_without_a_token_need_the_opt_in() {
+    let root = tempfile::tempdir().unwrap();
+    let closed = Agent::start_serving(root.path(), "keyring-default", &["--encrypt", KEY_A]);
+    let (status, _) = call(&closed, "GET", "/v1/agent/members", None, b"");
+    assert_eq!(status, 200, "ordinary reads stay open");
+    for target in disguises("/v1/operator/keyring") {
+        let (status, body) = call(&closed, "GET", &target, None, b"");
+        assert!(
+            [403, 404].contains(&status),
+            "GET {target} without a token: {status} {body}"
+        );
+        assert!(
+            !body.contains(KEY_A),
+            "GET {target}: the key leaked: {body}"
+        );
+    }
+    let (status, body) = call(&closed, "GET", "/v1/operator/keyring", None, b"");
+    assert_eq!(status, 403, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    let message = error["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("acl.token") && message.contains("allow_unauthenticated_keyring"),
+        "the 403 names the keys to set: {message}"
+    );
+    // The CLI is refused with the same reason and prints no key.
+    let output = closed.cli(&["keyring", "list"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "shoal keyring list: {stdout}");
+    assert!(
+        stderr.contains("allow_unauthenticated_keyring"),
+        "shoal keyring list: {stderr}"
+    );
+    assert!(
+        !stdout.contains(KEY_A) && !stderr.contains(KEY_A),
+        "the key leaked: {stdout} {stderr}"
+    );
+    // What the agent says about its keyring elsewhere is no key either.
+    let (status, body) = call(&closed, "GET", "/v1/agent/self", None, b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(KEY_A), "/v1/agent/self leaked the key");
+
+    // With the opt-in, from the flag or the environment, reads work (the
+    // config file's spelling: `browser_safety.rs`).
+    let flag = Agent::start_serving(
+        root.path(),
+        "keyring-flag",
+        &["--encrypt", KEY_A, "--acl-allow-unauthenticated-keyring"],
+    );
+    let from_env = Agent::start(
+        root.path(),
+        AgentOptions {
+            args: vec!["--encrypt".into(), KEY_A.into()],
+            env: vec![(
+                "SHOAL_ACL_ALLOW_UNAUTHENTICATED_KEYRING".into(),
+                "true".into(),
+            )],
+            ..AgentOptions::named("keyring-env")
+        },
+    );
+    from_env.wait_serving();
+    for agent in [&flag, &from_env] {
+        let ring = call_json(agent, "GET", "/v1/operator/keyring", None);
+        assert!(
+            ring[0]["Keys"].get(KEY_A).is_some(),
+            "{}: {ring}",
+            agent.name
+        );
+        let output = agent.cli(&["keyring", "list"]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains(KEY_A),
+            "{}: shoal keyring list: {stdout} {}",
+            agent.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Defect 9: disguised paths.
 

@@ -13,12 +13,14 @@
 //!   [`Routes`]), so the decision follows the route the router matched
 //!   (after percent-decoding), never the raw path. Writes — every method
 //!   but `GET`, plus Consul's legacy `GET` forms that change state — need
-//!   the token when one is configured; so does reading the gossip keyring,
-//!   a secret that would let its reader join the cluster. Changing the
-//!   keyring needs it too, and an agent without a token refuses keyring
-//!   changes unless `acl.allow_unauthenticated_keyring`. Other reads need
-//!   it only with `acl.protect_reads`; `/health/live` and `/health/ready`
-//!   are always open.
+//!   the token when one is configured; so do reading and changing the
+//!   gossip keyring, whose keys let their holder join the cluster. Safe by
+//!   default: an agent without a token refuses keyring reads and changes
+//!   alike unless `acl.allow_unauthenticated_keyring`, so nothing reveals
+//!   a key without the operator's opt-in (`render-env`, the other secret,
+//!   is refused by its handler on an agent without a token). Other reads
+//!   need the token only with `acl.protect_reads`; `/health/live` and
+//!   `/health/ready` are always open.
 //!
 //! The token is taken from `X-Consul-Token`, `Authorization: Bearer TOKEN`
 //! or `?token=` (python-consul's way), as Consul does, and compared in
@@ -59,11 +61,12 @@ pub enum Access {
     Read,
     /// Changes state: the token.
     Write,
-    /// Reads a secret (the gossip keyring): the token, whatever
-    /// `protect_reads` says.
+    /// Reads a secret (the agent's environment, through `render-env`):
+    /// the token, whatever `protect_reads` says.
     Secret,
-    /// Changes the gossip keyring: the token; without one configured,
-    /// refused unless `acl.allow_unauthenticated_keyring`.
+    /// Reads (`GET`, `HEAD`) or changes the gossip keyring: the token;
+    /// without one configured, refused unless
+    /// `acl.allow_unauthenticated_keyring`.
     Keyring,
 }
 
@@ -82,8 +85,8 @@ impl Access {
         match self {
             Access::Open | Access::Read => "reads",
             Access::Write => "writes",
-            Access::Secret => "reading secrets such as the gossip keyring",
-            Access::Keyring => "changing the gossip keyring",
+            Access::Secret => "reading secrets such as the agent's environment",
+            Access::Keyring => "the gossip keyring",
         }
     }
 }
@@ -259,9 +262,17 @@ pub(crate) fn check_token<B>(
 ) -> Result<(), ApiError> {
     let Some(expected) = &acl.token else {
         if access == Access::Keyring && !acl.allow_unauthenticated_keyring {
+            // Reads too: the keys admit their reader to the cluster.
+            let (doing, let_do) = if is_read(request.method()) {
+                ("reading", "read")
+            } else {
+                ("changing", "change")
+            };
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "changing the gossip keyring needs the API token, and this agent has none: set acl.token (--acl-token, SHOAL_ACL_TOKEN) and send it, or set [acl] allow_unauthenticated_keyring = true (--acl-allow-unauthenticated-keyring) to let any caller change the keys",
+                format!(
+                    "{doing} the gossip keyring needs the API token, and this agent has none: set acl.token (--acl-token, SHOAL_ACL_TOKEN) and send it, or set [acl] allow_unauthenticated_keyring = true (--acl-allow-unauthenticated-keyring) to let any caller {let_do} the keys"
+                ),
             ));
         }
         return Ok(());
@@ -283,6 +294,11 @@ pub(crate) fn check_token<B>(
             format!("Permission denied: the token presented for {what} is not this agent's token"),
         )),
     }
+}
+
+/// Whether `method` only reads (what the keyring's 403 says it refused).
+fn is_read(method: &axum::http::Method) -> bool {
+    method == axum::http::Method::GET || method == axum::http::Method::HEAD
 }
 
 /// Refuses a request whose `Host` (or absolute URI) names anything but
@@ -440,27 +456,38 @@ mod tests {
         assert!(get(&open, Access::Write).is_err());
         let error = get(&open, Access::Secret).unwrap_err();
         assert_eq!(error.status, StatusCode::FORBIDDEN);
+        assert!(error.message.contains("secrets"), "{}", error.message);
+        let error = get(&open, Access::Keyring).unwrap_err();
         assert!(error.message.contains("keyring"), "{}", error.message);
         let error = get(&closed, Access::Read).unwrap_err();
         assert!(error.message.contains("reads"), "{}", error.message);
         assert!(get(&closed, Access::Open).is_ok());
-        // Without a token configured, everything is open but keyring
-        // changes, which need the opt-in.
+        // Without a token configured, everything is open to the guard but
+        // the keyring, read or changed, which needs the opt-in (`Secret`'s
+        // one route refuses in its handler).
         for access in [Access::Read, Access::Write, Access::Secret] {
             assert!(get(&AclConfig::default(), access).is_ok());
         }
-        let error = get(&AclConfig::default(), Access::Keyring).unwrap_err();
-        assert!(
-            error.message.contains("allow_unauthenticated_keyring"),
-            "{}",
-            error.message
-        );
         let opted_in = AclConfig {
             allow_unauthenticated_keyring: true,
             ..AclConfig::default()
         };
-        assert!(get(&opted_in, Access::Keyring).is_ok());
-        assert!(get(&open, Access::Keyring).is_err());
+        for (method, doing) in [
+            (Method::GET, "reading"),
+            (Method::HEAD, "reading"),
+            (Method::POST, "changing"),
+            (Method::PUT, "changing"),
+            (Method::DELETE, "changing"),
+        ] {
+            let keyring = request(method.clone(), "/v1/operator/keyring", &[]);
+            let error = check_token(&AclConfig::default(), Access::Keyring, &keyring).unwrap_err();
+            assert_eq!(error.status, StatusCode::FORBIDDEN);
+            for part in [doing, "acl.token", "allow_unauthenticated_keyring"] {
+                assert!(error.message.contains(part), "{method}: {}", error.message);
+            }
+            assert!(check_token(&opted_in, Access::Keyring, &keyring).is_ok());
+            assert!(check_token(&open, Access::Keyring, &keyring).is_err());
+        }
     }
 
     #[test]

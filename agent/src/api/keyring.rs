@@ -6,10 +6,10 @@
 //! it (`GET` on each), make it primary, then remove the old one.
 //!
 //! Once written, the stored keyring is the one in force, on restart too:
-//! it overrides `encrypt` (see [`crate::kv::keyring_origin`]). Reading the keys needs the API
-//! token whenever one is set (`guard::Access::Secret`); changing them needs
-//! it too, and an agent without one refuses changes unless
-//! `acl.allow_unauthenticated_keyring` (`guard::Access::Keyring`). The
+//! it overrides `encrypt` (see [`crate::kv::keyring_origin`]). Reading or
+//! changing the keys needs the API token whenever one is set, and an agent
+//! without one refuses both unless `acl.allow_unauthenticated_keyring`
+//! (`guard::Access::Keyring`). The
 //! bodies are JSON: a `POST` a web page could send as `text/plain` is
 //! refused before it gets here (`api::browser`).
 

@@ -213,8 +213,8 @@ pub fn router(state: ApiState) -> front::Api {
         .read("/v1/flags/{key}", get(flags::get))
         .write("/v1/flags/{key}", put(flags::put).delete(flags::delete))
         // The keys decrypt (and forge) all cluster traffic: reading them
-        // needs the token too.
-        .secret("/v1/operator/keyring", get(keyring::list))
+        // needs the token too, or (without one) the operator's opt-in.
+        .keyring("/v1/operator/keyring", get(keyring::list))
         // Changing them needs the token, or the operator's opt-in.
         .keyring(
             "/v1/operator/keyring",

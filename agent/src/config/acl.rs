@@ -15,11 +15,11 @@ pub struct AclConfig {
     /// Reads need the token too. Default false: the local service reads
     /// without one, as with Consul's default `anonymous` read policy.
     pub protect_reads: bool,
-    /// On an agent without a token, callers may change the gossip keyring
-    /// (install, use, remove). Default false: the keys admit their holder
-    /// to the cluster, so changing them needs the token, and an agent
-    /// without one refuses the changes. Meaningless (and refused) beside
-    /// a token.
+    /// On an agent without a token, callers may read and change the
+    /// gossip keyring (list, install, use, remove). Default false: the keys
+    /// admit their holder to the cluster, so reading or changing them needs
+    /// the token, and an agent without one refuses both. Meaningless (and
+    /// refused) beside a token.
     pub allow_unauthenticated_keyring: bool,
 }
 
@@ -63,7 +63,7 @@ pub(super) fn acl_config(file: Option<FileAcl>) -> Result<AclConfig, ConfigError
     if allow_unauthenticated_keyring && token.is_some() {
         return Err(invalid(
             "acl.allow_unauthenticated_keyring",
-            "has no effect with acl.token set (keyring changes then need the token): remove one of them",
+            "has no effect with acl.token set (keyring reads and changes then need the token): remove one of them",
         ));
     }
     Ok(AclConfig {
