@@ -202,6 +202,18 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_command_past_its_timeout_is_killed() {
+        let command: Vec<String> = vec!["sleep".into(), "30".into()];
+        let stop = CancellationToken::new();
+        let started = std::time::Instant::now();
+        let error = run(&command, Duration::from_millis(300), &stop)
+            .await
+            .unwrap_err();
+        assert!(error.contains("killed after command_timeout"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
     async fn a_command_that_floods_its_output_is_kept_to_a_few_kib() {
         // 64 MiB on stdout and stderr: kept whole before, a few KiB now.
         let command: Vec<String> = [

@@ -142,6 +142,30 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_handler_past_its_timeout_is_killed_and_its_output_capped() {
+        let program =
+            |script: &str| WatchHandler::Exec(vec!["sh".into(), "-c".into(), script.into()]);
+        let started = Instant::now();
+        let error = run_handler(&program("sleep 30"), b"[]", 1, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            error.contains("did not finish within 300ms (killed)"),
+            "{error}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let error = run_handler(
+            &program("head -c 10000000 /dev/zero | tr '\\0' x; exit 3"),
+            b"[]",
+            1,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.len() < 2 * OUTPUT_LIMIT, "kept {} bytes", error.len());
+    }
+
+    #[tokio::test]
     async fn an_http_handler_whose_answer_never_ends_is_not_held() {
         // A server that answers 200 and then streams its body forever.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
