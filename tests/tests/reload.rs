@@ -202,3 +202,100 @@ fn sighup_and_shoal_reload_run_the_same_path() {
     let self_ = agent.get("/v1/agent/self").unwrap();
     assert_eq!(self_["Config"]["Cluster"], "shoal");
 }
+
+/// A valid TOML text of about `bytes` bytes: `body` padded with comments.
+fn padded(body: &str, bytes: usize) -> String {
+    let line = format!("# {}\n", "x".repeat(1000));
+    let mut text = body.to_string();
+    while text.len() < bytes {
+        text.push_str(&line);
+    }
+    text
+}
+
+#[test]
+fn config_files_past_the_size_cap_are_refused_at_start_and_on_reload() {
+    let root = tempfile::tempdir().unwrap();
+    let over = 4 * 1024 * 1024 + 4096;
+
+    // At start: a config file past 4 MiB stops the agent with exit code 2,
+    // naming the file and the limit.
+    let big = root.path().join("big.toml");
+    let data_dir = root.path().join("never");
+    let ip = shoal_tests::unique_loopback();
+    std::fs::write(
+        &big,
+        padded(
+            &format!(
+                "data_dir = {:?}\nbind = \"{ip}:7946\"\nhttp_addr = \"{ip}:8500\"\ndns_addr = \"off\"\n",
+                data_dir.display().to_string()
+            ),
+            over,
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(shoal_tests::shoal_bin())
+        .args(["agent", "--config"])
+        .arg(&big)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > TIMEOUT {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        status.is_some(),
+        "an agent started from a {over}-byte config file: {stderr}"
+    );
+    assert_eq!(status.unwrap().code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("big.toml") && stderr.contains("4 MiB"),
+        "the error must name the file and the limit: {stderr}"
+    );
+
+    // On reload: a config.d file past the cap is refused, the old config
+    // keeps running.
+    let config = root.path().join("agent.toml");
+    std::fs::write(&config, service_file("v1", "")).unwrap();
+    std::fs::create_dir(root.path().join("config.d")).unwrap();
+    let agent = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "node-0".into(),
+            args: vec!["--config".into(), config.display().to_string()],
+            ..AgentOptions::default()
+        },
+    );
+    wait_services(&agent, "web v1", |s| s["web"] == serde_json::json!(["v1"]));
+    std::fs::write(
+        root.path().join("config.d/huge.toml"),
+        padded(
+            "[service]\nname = \"huge\"\nid = \"huge-1\"\nport = 1\n",
+            over,
+        ),
+    )
+    .unwrap();
+    let (status, body) = http_json("PUT", agent.http_addr(), "/v1/agent/reload", None).unwrap();
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("huge.toml") && error.contains("4 MiB"),
+        "the error must name the file and the limit: {body}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let services = agent.get("/v1/catalog/services").unwrap();
+    assert_eq!(services["web"], serde_json::json!(["v1"]), "{services}");
+    assert!(services.get("huge").is_none(), "{services}");
+}

@@ -549,3 +549,49 @@ fn catch_up_figures() {
         full_rss / 1024
     );
 }
+
+/// Whether the agent closed `stream` within `within` (EOF or reset).
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buffer = [0u8; 16];
+    match stream.read(&mut buffer) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => panic!("the agent sent bytes to a stranger"),
+    }
+}
+
+#[test]
+fn silent_connections_are_cut_at_the_first_frame_deadline_and_capped_per_address() {
+    let cluster = Cluster::start(1);
+    wait_for(Duration::from_secs(20), "node-0 to serve", || {
+        cluster.agents[0].get("/v1/agent/self").map(|_| ())
+    });
+    let target = cluster.agents[0].gossip_addr();
+    let stranger = loopback_v4();
+    // Two silent connections from one address are held (2 at once)...
+    let mut first = connect_from(stranger, target).unwrap();
+    let mut second = connect_from(stranger, target).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // ... a third is closed at once, before the 2 s first-frame deadline.
+    let mut third = connect_from(stranger, target).unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut third, Duration::from_millis(1900)),
+        "a third connection from one address was held {:?}",
+        started.elapsed()
+    );
+    // The two held ones are closed once the 2 s deadline passes without
+    // a first frame, not long after.
+    let started = Instant::now();
+    assert!(closed_within(&mut first, Duration::from_secs(15)));
+    assert!(closed_within(&mut second, Duration::from_secs(15)));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "silent connections were held {:?}",
+        started.elapsed()
+    );
+    // Another address is not limited by the first one's connections.
+    let mut other = connect_from(loopback_v4(), target).unwrap();
+    assert!(!closed_within(&mut other, Duration::from_millis(500)));
+}

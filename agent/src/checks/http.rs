@@ -121,7 +121,7 @@ fn set_default(headers: &mut hyper::HeaderMap, name: HeaderName, value: &'static
 
 /// Reads at most `limit` bytes of the body and drops the rest unread: a
 /// health endpoint that streams forever must not hold the check.
-async fn read_prefix(mut body: hyper::body::Incoming, limit: usize) -> String {
+pub(crate) async fn read_prefix(mut body: hyper::body::Incoming, limit: usize) -> String {
     let mut bytes = Vec::new();
     while bytes.len() < limit {
         match body.frame().await {

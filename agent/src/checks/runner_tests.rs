@@ -79,6 +79,36 @@ async fn http_status_codes_map_to_check_status() {
 }
 
 #[tokio::test]
+async fn an_http_body_that_never_ends_is_cut_to_the_output_limit() {
+    // 200 and then a body streamed forever: the probe keeps its first
+    // 4 KiB and is done, well within its timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request).await;
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let _ = stream.write_all(head.as_bytes()).await;
+        let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "y".repeat(64 * 1024));
+        while stream.write_all(chunk.as_bytes()).await.is_ok() {}
+    });
+    let definition = check(json!({
+        "HTTP": format!("http://{address}/health"),
+        "Interval": "30s",
+        "Timeout": "20s",
+    }));
+    let started = std::time::Instant::now();
+    let result = probe(&definition, no_dependencies()).await;
+    assert_eq!(result.status, Passing, "{}", &result.output[..200]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The whole output, status line included, is held to the limit.
+    assert_eq!(result.output.len(), crate::checks::OUTPUT_LIMIT);
+    let body = result.output.split("Output: ").nth(1).unwrap();
+    assert!(body.len() > 4000 && body.bytes().all(|b| b == b'y'));
+}
+
+#[tokio::test]
 async fn http_connection_refused_is_critical_with_the_reason() {
     let address = closed_port().await;
     let definition = check(json!({"HTTP": format!("http://{address}/"), "Interval": "1s"}));

@@ -3,6 +3,7 @@
 //! is [`super::AgentConfig::from_parts`]'s job.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -95,13 +96,31 @@ pub struct FileGossip {
     pub reannounce_interval: Option<String>,
 }
 
+/// Largest config file (`--config`, and each file of `config_dir`) read,
+/// in bytes. A real one is a few KiB; the file is read whole into memory.
+pub const MAX_CONFIG_FILE: usize = 4 * 1024 * 1024;
+
 /// Reads and parses a TOML file into `T`; errors name the file (and, from
 /// the TOML parser, the line and key).
 pub(super) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Read at most one byte past the cap: a file (or a device such as
+    // /dev/zero) of any size costs no more than that.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(MAX_CONFIG_FILE as u64 + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(read_error)?;
+    if text.len() > MAX_CONFIG_FILE {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
     toml::from_str(&text).map_err(|error| ConfigError::Parse {
         path: path.to_path_buf(),
         message: error.to_string().trim_end().to_string(),

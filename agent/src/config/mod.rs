@@ -39,7 +39,7 @@ use shoal_protocol::GossipConfig;
 pub use acl::{AclConfig, MAX_ACL_TOKEN};
 pub use dns::{ClientNetwork, DEFAULT_DNS_ADDR, DnsConfig, FileDns, reaches_itself};
 pub use events::{EventsConfig, FileEvents};
-pub use file::{FileAcl, FileConfig, FileGossip, FileKv, ServiceFile};
+pub use file::{FileAcl, FileConfig, FileGossip, FileKv, MAX_CONFIG_FILE, ServiceFile};
 pub use kv::{DEFAULT_KV_MAX_BYTES, DEFAULT_TOMBSTONE_GRACE};
 pub use network::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, parse_addr};
 pub use node::{DataDir, LogFormat, MAX_TAG_KEY};
@@ -60,6 +60,10 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error(
+        "config file {path} is larger than 4 MiB (the limit for a config file); split it or move data out of it"
+    )]
+    TooLarge { path: PathBuf },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
 }

@@ -320,4 +320,19 @@ destination = "/tmp/a"
         .to_string();
         assert!(error.contains("templates[1].destination"), "{error}");
     }
+
+    #[test]
+    fn inline_contents_past_the_size_limit_are_refused() {
+        let contents = "x".repeat(MAX_TEMPLATE_BYTES + 1);
+        let error = parse(&format!(
+            "[[templates]]\ncontents = \"{contents}\"\ndestination = \"/tmp/x\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("templates[0].contents") && error.contains("at most 1048576"),
+            "{}",
+            &error[..error.len().min(300)]
+        );
+    }
 }

@@ -421,4 +421,15 @@ mod tests {
             assert!(error.contains(&format!("`{key}`")), "{body}: {error}");
         }
     }
+
+    #[test]
+    fn more_watches_than_the_limit_are_refused() {
+        let one = "[[watches]]\ntype = \"services\"\nhandler = [\"/bin/true\"]\n";
+        assert!(parse(&one.repeat(MAX_WATCHES)).is_ok());
+        let error = parse(&one.repeat(MAX_WATCHES + 1)).unwrap_err();
+        assert!(
+            error.contains("`watches`") && error.contains("at most 256 watches, not 257"),
+            "{error}"
+        );
+    }
 }

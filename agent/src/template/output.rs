@@ -155,7 +155,7 @@ async fn run(
     stop: &CancellationToken,
 ) -> Result<Finished, String> {
     let (program, args) = command.split_first().ok_or("empty command")?;
-    let child = tokio::process::Command::new(program)
+    let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -167,8 +167,8 @@ async fn run(
     tokio::select! {
         biased;
         _ = stop.cancelled() => Err("stopped: the agent is shutting down or the template was removed".into()),
-        finished = tokio::time::timeout(timeout, child.wait_with_output()) => match finished {
-            Ok(Ok(output)) => Ok((output.status, output.stdout, output.stderr)),
+        finished = tokio::time::timeout(timeout, wait_capped(&mut child)) => match finished {
+            Ok(Ok(finished)) => Ok(finished),
             Ok(Err(error)) => Err(format!("waiting for `{program}`: {error}")),
             Err(_) => Err(format!(
                 "killed after command_timeout ({})",
@@ -176,6 +176,19 @@ async fn run(
             )),
         },
     }
+}
+
+/// Waits for `child`, keeping the first 4 KiB of its stdout and stderr and
+/// draining the rest: a command that prints without end costs no memory
+/// (`wait_with_output` kept it all until `command_timeout`).
+async fn wait_capped(child: &mut tokio::process::Child) -> std::io::Result<Finished> {
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (stdout, stderr, status) = tokio::join!(
+        crate::checks::exec::read_capped(stdout),
+        crate::checks::exec::read_capped(stderr),
+        child.wait()
+    );
+    Ok((status?, stdout, stderr))
 }
 
 /// The first few KiB of a command's output, as text, trimmed.
@@ -187,6 +200,43 @@ fn excerpt(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_command_past_its_timeout_is_killed() {
+        let command: Vec<String> = vec!["sleep".into(), "30".into()];
+        let stop = CancellationToken::new();
+        let started = std::time::Instant::now();
+        let error = run(&command, Duration::from_millis(300), &stop)
+            .await
+            .unwrap_err();
+        assert!(error.contains("killed after command_timeout"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_command_that_floods_its_output_is_kept_to_a_few_kib() {
+        // 64 MiB on stdout and stderr: kept whole before, a few KiB now.
+        let command: Vec<String> = [
+            "sh",
+            "-c",
+            "head -c 67108864 /dev/zero; head -c 67108864 /dev/zero >&2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let stop = CancellationToken::new();
+        let (status, stdout, stderr) = run(&command, Duration::from_secs(60), &stop)
+            .await
+            .expect("the command runs");
+        assert!(status.success());
+        assert!(
+            stdout.len() <= MAX_LOGGED_OUTPUT && stderr.len() <= MAX_LOGGED_OUTPUT,
+            "kept {} and {} bytes of output",
+            stdout.len(),
+            stderr.len()
+        );
+        assert_eq!(stdout.len(), MAX_LOGGED_OUTPUT, "the first bytes are kept");
+    }
 
     #[test]
     fn writes_only_changes_and_keeps_the_mode() {

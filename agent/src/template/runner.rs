@@ -7,6 +7,7 @@
 //! here, so one template never runs two commands at once, and a template
 //! whose command hangs is held up (until `command_timeout`) alone.
 
+use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -197,17 +198,23 @@ async fn read_source(source: &TemplateSource) -> Result<String, String> {
         TemplateSource::Inline(text) => Ok(text.clone()),
         TemplateSource::File(path) => {
             let owned = path.clone();
-            let bytes = tokio::task::spawn_blocking(move || std::fs::read(owned))
-                .await
-                .map_err(|error| error.to_string())
-                .and_then(|read| read.map_err(|error| error.to_string()))
-                .map_err(|error| format!("cannot read the source {}: {error}", path.display()))?;
             let limit = crate::config::MAX_TEMPLATE_BYTES;
+            // At most one byte past the limit is read: a huge file (or a
+            // device) named as the source costs no more than that.
+            let bytes = tokio::task::spawn_blocking(move || {
+                let mut bytes = Vec::new();
+                std::fs::File::open(owned)
+                    .and_then(|file| file.take(limit as u64 + 1).read_to_end(&mut bytes))
+                    .map(|_| bytes)
+            })
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|read| read.map_err(|error| error.to_string()))
+            .map_err(|error| format!("cannot read the source {}: {error}", path.display()))?;
             if bytes.len() > limit {
                 return Err(format!(
-                    "the source {} is {} bytes; at most {limit}",
-                    path.display(),
-                    bytes.len()
+                    "the source {} is more than {limit} bytes (the limit for a template)",
+                    path.display()
                 ));
             }
             String::from_utf8(bytes)
@@ -231,4 +238,21 @@ async fn source_stamp(source: &TemplateSource) -> SourceStamp {
 
 pub(super) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_source_past_the_size_limit_is_refused_without_reading_it_whole() {
+        // /dev/zero never ends: only the limit and one byte are read.
+        let error = read_source(&TemplateSource::File("/dev/zero".into()))
+            .await
+            .unwrap_err();
+        assert!(
+            error.contains("/dev/zero") && error.contains("more than 1048576 bytes"),
+            "{error}"
+        );
+    }
 }

@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
@@ -15,6 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use crate::checks::OUTPUT_LIMIT;
 use crate::checks::exec::{GroupKiller, read_capped};
 use crate::config::WatchHandler;
 
@@ -122,11 +123,76 @@ async fn post(
         .await
         .map_err(|error| format!("{method} {url}: {error}"))?;
     let status = response.status();
-    // Read (and drop) the answer so the connection closes cleanly.
-    let _ = response.into_body().collect().await;
+    // Read (and drop) the start of the answer so the connection closes
+    // cleanly; no more, so an answer that never ends neither holds the
+    // handler nor grows in memory.
+    let _ = crate::checks::http::read_prefix(response.into_body(), OUTPUT_LIMIT).await;
     if status.is_success() {
         Ok(())
     } else {
         Err(format!("{method} {url} answered {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_handler_past_its_timeout_is_killed_and_its_output_capped() {
+        let program =
+            |script: &str| WatchHandler::Exec(vec!["sh".into(), "-c".into(), script.into()]);
+        let started = Instant::now();
+        let error = run_handler(&program("sleep 30"), b"[]", 1, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            error.contains("did not finish within 300ms (killed)"),
+            "{error}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let error = run_handler(
+            &program("head -c 10000000 /dev/zero | tr '\\0' x; exit 3"),
+            b"[]",
+            1,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_err();
+        assert!(error.len() < 2 * OUTPUT_LIMIT, "kept {} bytes", error.len());
+    }
+
+    #[tokio::test]
+    async fn an_http_handler_whose_answer_never_ends_is_not_held() {
+        // A server that answers 200 and then streams its body forever.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+            if stream.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+            while stream.write_all(chunk.as_bytes()).is_ok() {}
+        });
+        let handler = WatchHandler::Http {
+            url: format!("http://{addr}/hook"),
+            method: "POST".into(),
+            headers: Default::default(),
+        };
+        let started = Instant::now();
+        let outcome = run_handler(&handler, b"[]", 1, Duration::from_secs(20)).await;
+        assert_eq!(outcome, Ok(()));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the handler was held {:?} by an endless answer",
+            started.elapsed()
+        );
     }
 }
