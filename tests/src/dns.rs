@@ -139,3 +139,43 @@ pub fn set_ttl(agent: &Agent, id: &str, verb: &str) {
     let (code, body) = http_json("PUT", agent.http_addr(), &path, None).expect("set a TTL check");
     assert_eq!(code, 200, "{path}: {body}");
 }
+
+/// A raw query for `web.service.consul A` (id 0x0101, recursion desired).
+pub fn web_a_query() -> Vec<u8> {
+    let mut packet = vec![1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["web", "service", "consul"] {
+        packet.push(label.len() as u8);
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+    packet
+}
+
+/// Floods `target` with `query` from a socket of its own, `in_flight`
+/// queries at a time, until `stop` is set; counts the answers in
+/// `answered`. Each round waits at most 50 ms per missing answer.
+pub fn flood_udp(
+    target: SocketAddr,
+    query: &[u8],
+    in_flight: usize,
+    stop: &std::sync::atomic::AtomicBool,
+    answered: &std::sync::atomic::AtomicU64,
+) {
+    use std::sync::atomic::Ordering;
+    let socket = std::net::UdpSocket::bind((target.ip(), 0)).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+        .unwrap();
+    let mut buffer = [0u8; 512];
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..in_flight {
+            let _ = socket.send_to(query, target);
+        }
+        for _ in 0..in_flight {
+            if socket.recv(&mut buffer).is_err() {
+                break;
+            }
+            answered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -2,7 +2,6 @@
 //! detection: the DNS server runs on a thread of its own, and the gossip
 //! loop never waits on it.
 
-use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -39,36 +38,12 @@ fn a_query_flood_does_not_slow_failure_detection() {
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let target = cluster.agents[0].dns_addr();
-    let query: Vec<u8> = {
-        // web.service.consul A, id 0x0101, RD.
-        let mut packet = vec![1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in ["web", "service", "consul"] {
-            packet.push(label.len() as u8);
-            packet.extend_from_slice(label.as_bytes());
-        }
-        packet.extend_from_slice(&[0, 0, 1, 0, 1]);
-        packet
-    };
+    let query = shoal_tests::dns::web_a_query();
     let senders: Vec<_> = (0..2)
         .map(|_| {
             let (stop, answered, query) = (stop.clone(), answered.clone(), query.clone());
             std::thread::spawn(move || {
-                let socket = UdpSocket::bind((target.ip(), 0)).unwrap();
-                socket
-                    .set_read_timeout(Some(Duration::from_millis(50)))
-                    .unwrap();
-                let mut buffer = [0u8; 512];
-                while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..64 {
-                        let _ = socket.send_to(&query, target);
-                    }
-                    for _ in 0..64 {
-                        if socket.recv(&mut buffer).is_err() {
-                            break;
-                        }
-                        answered.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                shoal_tests::dns::flood_udp(target, &query, 64, &stop, &answered);
             })
         })
         .collect();

@@ -4,7 +4,7 @@
 //! "HTTP API: filters and blocking queries").
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -358,17 +358,6 @@ fn spawn_blocking_queries(
         .collect()
 }
 
-/// A DNS query for `web.service.consul` A.
-fn dns_query() -> Vec<u8> {
-    let mut packet = vec![1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in ["web", "service", "consul"] {
-        packet.push(label.len() as u8);
-        packet.extend_from_slice(label.as_bytes());
-    }
-    packet.extend_from_slice(&[0, 0, 1, 0, 1]);
-    packet
-}
-
 /// THE isolation test: one agent of three is hammered with the heaviest
 /// requests there are (filters at the budget, template dry runs, 500 open
 /// blocking queries, event fires, a DNS flood); its peers never suspect it,
@@ -466,23 +455,13 @@ fn a_hammered_agent_is_never_suspected_and_stays_quick() {
     {
         let (stop, dns_answered) = (stop.clone(), dns_answered.clone());
         threads.push(std::thread::spawn(move || {
-            let socket = UdpSocket::bind((dns.ip(), 0)).unwrap();
-            socket
-                .set_read_timeout(Some(Duration::from_millis(50)))
-                .unwrap();
-            let query = dns_query();
-            let mut buffer = [0u8; 512];
-            while !stop.load(Ordering::Relaxed) {
-                for _ in 0..32 {
-                    let _ = socket.send_to(&query, dns);
-                }
-                for _ in 0..32 {
-                    if socket.recv(&mut buffer).is_err() {
-                        break;
-                    }
-                    dns_answered.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            shoal_tests::dns::flood_udp(
+                dns,
+                &shoal_tests::dns::web_a_query(),
+                32,
+                &stop,
+                &dns_answered,
+            );
         }));
     }
 

@@ -12,11 +12,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shoal_protocol::codec::SwimCodec;
-use shoal_protocol::envelope::cluster_id;
+use shoal_protocol::NodeId;
 use shoal_protocol::kv::KvEntry;
 use shoal_protocol::rumor::Rumor;
-use shoal_protocol::{Envelope, NodeId, PayloadKind};
 use shoal_tests::{
     Agent, AgentOptions, Cluster, QUICK_GOSSIP, http_json, unique_loopback, wait_for,
 };
@@ -402,30 +400,6 @@ fn an_agent_stopped_longer_than_the_grace_does_not_resurrect_deleted_keys() {
     assert_eq!(quarantined_keys(&cluster.agents[2]), Ok(doomed));
 }
 
-/// A datagram that looks like gossip from a new member, carrying a KV
-/// rumor: the sender's identity, then foca's `Broadcast` message with the
-/// rumor as its one custom broadcast (a big-endian u16 length, then the
-/// bytes), in a plain envelope of the default cluster.
-fn kv_rumor_datagram(to: NodeId, entry: KvEntry) -> Vec<u8> {
-    use foca::Codec;
-    let from = NodeId {
-        addr: SocketAddr::new(unique_loopback(), 17999),
-        generation: 1,
-    };
-    let header = foca::Header {
-        src: from,
-        src_incarnation: 0,
-        dst: to,
-        message: foca::Message::Broadcast,
-    };
-    let mut payload = Vec::new();
-    SwimCodec.encode_header(&header, &mut payload).unwrap();
-    let rumor = shoal_protocol::codec::encode(&Rumor::Kv(entry));
-    payload.extend_from_slice(&u16::try_from(rumor.len()).unwrap().to_be_bytes());
-    payload.extend_from_slice(&rumor);
-    Envelope::new(cluster_id("shoal")).seal(PayloadKind::Swim, &payload, [0; 24])
-}
-
 /// Defect 7: a KV entry stamped `u64::MAX` (the far future) is refused and
 /// counted, so the key stays writable.
 #[test]
@@ -449,7 +423,10 @@ fn a_kv_entry_from_the_far_future_is_refused_and_the_key_stays_writable() {
     };
     let socket = UdpSocket::bind(SocketAddr::new(unique_loopback(), 0)).unwrap();
     socket
-        .send_to(&kv_rumor_datagram(to, entry), target.gossip_addr())
+        .send_to(
+            &shoal_tests::rumor_datagram(to, &Rumor::Kv(entry)),
+            target.gossip_addr(),
+        )
         .unwrap();
 
     wait_for(
