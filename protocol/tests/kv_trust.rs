@@ -260,6 +260,36 @@ fn an_entry_older_than_a_remembered_delete_is_refused_and_others_are_taken() {
     assert_eq!(fresh.counters().refused_deleted, 1);
 }
 
+/// Found in review: a node that collected a delete takes the very same
+/// tombstone back from a peer that still holds it (their graces end at
+/// different times), stores it as if new, and so holds it for another
+/// whole grace, while the peer collects and then takes it back in turn:
+/// the tombstone circulates forever. A tombstone no newer than a delete
+/// we remember is refused, and nothing is handed back for it.
+#[test]
+fn a_collected_delete_is_not_taken_back_from_a_peer_that_still_holds_it() {
+    let mut node = node_that_collected("collected", 1, &[]);
+    let mut same = entry("doomed", "", ago(7300));
+    from_peer(&mut node, vec![same.clone()], Vec::new());
+    assert!(node.kv().get("doomed").is_none(), "the tombstone came back");
+    // From another writer at the same time, or older: the same.
+    same.writer = "other".into();
+    from_peer(
+        &mut node,
+        vec![same, entry("doomed", "", ago(8000))],
+        Vec::new(),
+    );
+    assert!(node.kv().get("doomed").is_none(), "the tombstone came back");
+    // A newer delete is news.
+    from_peer(&mut node, vec![entry("doomed", "", ago(60))], Vec::new());
+    assert!(
+        node.kv()
+            .get("doomed")
+            .is_some_and(|held| held.entry.deleted)
+    );
+    assert!(node.take_kv_quarantined().is_empty());
+}
+
 /// Defect 1, in the core: nodes that hold the same entries (a whole
 /// cluster that was down together) lose nothing in an exchange, however
 /// old the entries and whatever both sides collected.

@@ -421,7 +421,7 @@ impl ClusterState {
         if !self.kv_time_acceptable(entry.time) {
             return false;
         }
-        if let Some(deleted_at) = self.deleted_after(&entry.key, entry.time) {
+        if let Some(deleted_at) = self.deleted_after(&entry.key, entry.time, entry.deleted) {
             self.refusals.deleted += 1;
             if !entry.deleted {
                 self.hand_back_delete(&entry.key, deleted_at);
@@ -453,15 +453,20 @@ impl ClusterState {
     }
 
     /// The time of a delete of `key` we remember that came after `time`,
-    /// when we don't hold the key (what we hold decides otherwise).
-    fn deleted_after(&self, key: &str, time: u64) -> Option<u64> {
+    /// when we don't hold the key (what we hold decides otherwise). For a
+    /// tombstone (`deleted`), a remembered delete at the same time counts
+    /// too: it is that very delete, collected here already, and taking it
+    /// back would keep it for another grace while the peer collects it and
+    /// then takes it back from us, forever. A live value at the same time
+    /// is kept (a tie keeps the write).
+    fn deleted_after(&self, key: &str, time: u64, deleted: bool) -> Option<u64> {
         if self.kv.get(key).is_some() {
             return None;
         }
         self.kv
             .remembered_deletes()
             .deleted_at(key)
-            .filter(|&deleted_at| deleted_at > time)
+            .filter(|&deleted_at| deleted_at > time || (deleted && deleted_at == time))
     }
 
     /// Stores the tombstone of a remembered delete again, so that
@@ -527,7 +532,7 @@ impl ClusterState {
         if !self.kv_time_acceptable(time) {
             return false;
         }
-        if self.deleted_after(key, time).is_some() {
+        if self.deleted_after(key, time, false).is_some() {
             self.refusals.deleted += 1;
             return false;
         }
