@@ -553,3 +553,102 @@ fn protect_reads_refuses_catalog_names_over_dns_unless_told_otherwise() {
 fn dns_stats_with_token(agent: &Agent) -> Value {
     agent.get("/v1/agent/self?token=s3cret-token-1234").unwrap()["Stats"]["dns"].clone()
 }
+
+/// At most 256 UDP queries are forwarded at once (`MAX_FORWARDS`): with a
+/// recursor that never answers, the 256 first wait for it and the rest get
+/// SERVFAIL at once; once the 256 time out, forwarding works again.
+#[test]
+fn udp_queries_past_256_forwards_in_flight_get_servfail_at_once() {
+    const QUERIES: u16 = 300;
+    const IN_FLIGHT: u16 = 256;
+    let root = tempfile::tempdir().unwrap();
+    // A recursor that reads every query and never answers.
+    let recursor = UdpSocket::bind((unique_loopback(), 0)).unwrap();
+    let agent = start_with_config(
+        root.path(),
+        "forwarder",
+        &format!(
+            "[dns]\nrecursors = [\"{}\"]\nrecursor_timeout = \"10s\"\n",
+            recursor.local_addr().unwrap()
+        ),
+    );
+    agent.wait_serving();
+    let client = UdpSocket::bind((unique_loopback(), 0)).unwrap();
+    for i in 0..QUERIES {
+        client
+            .send_to(&query(&format!("q{i}.example.com"), 1, i), agent.dns_addr())
+            .unwrap();
+    }
+    let sent = Instant::now();
+    // Within 3 s (well inside the 10 s recursor timeout) only the queries
+    // past the limit are answered, all SERVFAIL.
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut early = Vec::new();
+    let mut buffer = [0u8; 512];
+    while sent.elapsed() < Duration::from_secs(3) {
+        if let Ok(length) = client.recv(&mut buffer) {
+            early.push((
+                u16::from_be_bytes([buffer[0], buffer[1]]),
+                rcode(&buffer[..length]),
+            ));
+        }
+    }
+    eprintln!("answered at once: {} of {QUERIES}", early.len());
+    assert_eq!(
+        early.len(),
+        usize::from(QUERIES - IN_FLIGHT),
+        "queries answered before the recursor timeout"
+    );
+    assert!(
+        early.iter().all(|&(_, code)| code == 2),
+        "not all SERVFAIL: {early:?}"
+    );
+    assert!(
+        early.iter().all(|&(id, _)| id >= IN_FLIGHT),
+        "a query within the first 256 was refused: {early:?}"
+    );
+    let stats = dns_stats(&agent);
+    assert_eq!(
+        counter(&stats, "forward_failures"),
+        u64::from(QUERIES - IN_FLIGHT),
+        "{stats}"
+    );
+    // The recursor saw the 256 forwarded (and no more).
+    recursor
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut forwarded = 0;
+    while recursor.recv(&mut buffer).is_ok() {
+        forwarded += 1;
+    }
+    assert_eq!(forwarded, IN_FLIGHT, "queries that reached the recursor");
+
+    // The 256 time out (SERVFAIL, no recursor answered) and free their
+    // slots: a new query is forwarded again.
+    client
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut late = 0;
+    while sent.elapsed() < Duration::from_secs(40) && late < IN_FLIGHT {
+        if let Ok(length) = client.recv(&mut buffer) {
+            assert_eq!(rcode(&buffer[..length]), 2, "a timed-out forward");
+            late += 1;
+        }
+    }
+    assert_eq!(
+        late, IN_FLIGHT,
+        "forwards that ended at the recursor timeout"
+    );
+    client
+        .send_to(&query("again.example.com", 1, 999), agent.dns_addr())
+        .unwrap();
+    recursor
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let length = recursor
+        .recv(&mut buffer)
+        .expect("the next query is forwarded");
+    assert!(length > 12);
+}
