@@ -2,9 +2,9 @@
 //! broken config files, an unreachable agent.
 
 use std::net::UdpSocket;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use shoal_tests::{Cluster, shoal_bin, wait_for};
+use shoal_tests::{Agent, AgentOptions, Cluster, shoal_bin, unique_loopback, wait_for};
 
 /// A tiny xorshift so the garbage is reproducible; the seed is printed.
 struct Garbage(u64);
@@ -172,4 +172,75 @@ fn cli_reports_an_unreachable_agent_in_one_line() {
     assert!(!output.status.success());
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot reach the shoal agent"), "{stderr}");
+}
+
+/// `n` `[[services]]` blocks, each with a TTL check.
+fn services_config(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[services]]\nid = \"svc-{i}\"\nname = \"svc-{i}\"\nport = {}\n\
+                 [[services.checks]]\nid = \"svc-{i}-ttl\"\nttl = \"60s\"\n\n",
+                10_000 + i
+            )
+        })
+        .collect()
+}
+
+/// A config file may register as many services as a node record carries
+/// (`state::MAX_SERVICES`, 256), as the API may: 256 start and are served;
+/// with 257 the agent refuses to start, naming the limit.
+#[test]
+fn services_from_a_config_file_past_the_record_limit_stop_the_agent() {
+    let root = tempfile::tempdir().unwrap();
+    let full = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "full".into(),
+            ..AgentOptions::with_config_file(
+                &root.path().join("full.toml"),
+                &services_config(256),
+                &[],
+            )
+        },
+    );
+    full.wait_serving();
+    let services = full.get("/v1/agent/services").unwrap();
+    assert_eq!(services.as_object().map(|s| s.len()), Some(256));
+
+    let path = root.path().join("over.toml");
+    std::fs::write(&path, services_config(257)).unwrap();
+    let ip = unique_loopback();
+    let mut child = std::process::Command::new(shoal_bin())
+        .args(["agent", "--node", "over", "--config"])
+        .arg(&path)
+        .args(["--bind", &format!("{ip}:17946")])
+        .args(["--http-addr", &format!("{ip}:18500")])
+        .arg("--data-dir")
+        .arg(root.path().join("over"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("an agent with 257 configured services kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    eprintln!("{status}: {stderr}");
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("loading the configured services and checks")
+            && stderr.contains("256 services"),
+        "the error names the services and the limit: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
