@@ -4,7 +4,9 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use shoal_tests::{Agent, AgentOptions, Cluster, shoal_bin, unique_loopback, wait_for};
+use shoal_tests::{
+    Agent, AgentOptions, Cluster, run_agent_until_exit, shoal_bin, unique_loopback, wait_for,
+};
 
 /// A tiny xorshift so the garbage is reproducible; the seed is printed.
 struct Garbage(u64);
@@ -208,35 +210,13 @@ fn services_from_a_config_file_past_the_record_limit_stop_the_agent() {
     let services = full.get("/v1/agent/services").unwrap();
     assert_eq!(services.as_object().map(|s| s.len()), Some(256));
 
-    let path = root.path().join("over.toml");
-    std::fs::write(&path, services_config(257)).unwrap();
-    let ip = unique_loopback();
-    let mut child = std::process::Command::new(shoal_bin())
-        .args(["agent", "--node", "over", "--config"])
-        .arg(&path)
-        .args(["--bind", &format!("{ip}:17946")])
-        .args(["--http-addr", &format!("{ip}:18500")])
-        .arg("--data-dir")
-        .arg(root.path().join("over"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("an agent with 257 configured services kept running");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    eprintln!("{status}: {stderr}");
-    assert!(!status.success(), "{stderr}");
+    let (code, stderr) = run_agent_until_exit(root.path(), "over", &services_config(257));
+    eprintln!("{code:?}: {stderr}");
+    assert_eq!(
+        code,
+        Some(1),
+        "an agent with 257 configured services: {stderr}"
+    );
     assert!(
         stderr.contains("loading the configured services and checks")
             && stderr.contains("256 services"),

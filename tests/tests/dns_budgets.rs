@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_tests::dns::register_ttl_service;
-use shoal_tests::{Agent, AgentOptions, unique_loopback, wait_for};
+use shoal_tests::{Agent, AgentOptions, run_agent_until_exit, unique_loopback, wait_for};
 
 const SLOW: Duration = Duration::from_secs(30);
 
@@ -321,50 +321,6 @@ fn a_client_that_does_not_read_is_dropped() {
     let stats = dns_stats(&agent);
     assert!(closed, "still open after {:?}: {stats}", started.elapsed());
     assert!(counter(&stats, "tcp_unread_closed") >= 1, "{stats}");
-}
-
-/// Runs `shoal agent` with `config` and its own addresses (`dns_addr`
-/// from the config); its exit code (None: still running after 20 s, then
-/// killed) and what it printed.
-fn run_agent_until_exit(root: &std::path::Path, name: &str, config: &str) -> (Option<i32>, String) {
-    let path = root.join(format!("{name}.toml"));
-    std::fs::write(&path, config).unwrap();
-    let ip = unique_loopback();
-    let mut child = std::process::Command::new(shoal_tests::shoal_bin())
-        .arg("agent")
-        .args(["--node", name, "--config"])
-        .arg(&path)
-        .args([
-            "--bind",
-            &format!("{ip}:17946"),
-            "--http-addr",
-            &format!("{ip}:18500"),
-        ])
-        .arg("--data-dir")
-        .arg(root.join(name))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (code, text)
 }
 
 /// A recursor that is the agent's own DNS address would forward its own
