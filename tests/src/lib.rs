@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod campaign;
 pub mod dns;
+pub mod peer;
 pub mod raw;
 pub mod relay;
 pub mod webdriver;
@@ -65,6 +66,50 @@ pub fn unique_loopback() -> IpAddr {
         (pid & 0xff) as u8,
         (1 + n % 250) as u8,
     ))
+}
+
+/// Runs `shoal agent` with `config` and its own addresses (`dns_addr`
+/// from the config); its exit code (None: still running after 20 s, then
+/// killed) and what it printed.
+pub fn run_agent_until_exit(root: &Path, name: &str, config: &str) -> (Option<i32>, String) {
+    let path = root.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let ip = unique_loopback();
+    let mut child = Command::new(shoal_bin())
+        .arg("agent")
+        .args(["--node", name, "--config"])
+        .arg(&path)
+        .args([
+            "--bind",
+            &format!("{ip}:17946"),
+            "--http-addr",
+            &format!("{ip}:18500"),
+        ])
+        .arg("--data-dir")
+        .arg(root.join(name))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (code, text)
 }
 
 /// Options for one agent.

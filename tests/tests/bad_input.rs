@@ -2,9 +2,11 @@
 //! broken config files, an unreachable agent.
 
 use std::net::UdpSocket;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use shoal_tests::{Cluster, shoal_bin, wait_for};
+use shoal_tests::{
+    Agent, AgentOptions, Cluster, run_agent_until_exit, shoal_bin, unique_loopback, wait_for,
+};
 
 /// A tiny xorshift so the garbage is reproducible; the seed is printed.
 struct Garbage(u64);
@@ -172,4 +174,139 @@ fn cli_reports_an_unreachable_agent_in_one_line() {
     assert!(!output.status.success());
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot reach the shoal agent"), "{stderr}");
+}
+
+/// `n` `[[services]]` blocks, each with a TTL check.
+fn services_config(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[[services]]\nid = \"svc-{i}\"\nname = \"svc-{i}\"\nport = {}\n\
+                 [[services.checks]]\nid = \"svc-{i}-ttl\"\nttl = \"60s\"\n\n",
+                10_000 + i
+            )
+        })
+        .collect()
+}
+
+/// A config file may register as many services as a node record carries
+/// (`state::MAX_SERVICES`, 256), as the API may: 256 start and are served;
+/// with 257 the agent refuses to start, naming the limit.
+#[test]
+fn services_from_a_config_file_past_the_record_limit_stop_the_agent() {
+    let root = tempfile::tempdir().unwrap();
+    let full = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "full".into(),
+            ..AgentOptions::with_config_file(
+                &root.path().join("full.toml"),
+                &services_config(256),
+                &[],
+            )
+        },
+    );
+    full.wait_serving();
+    let services = full.get("/v1/agent/services").unwrap();
+    assert_eq!(services.as_object().map(|s| s.len()), Some(256));
+
+    let (code, stderr) = run_agent_until_exit(root.path(), "over", &services_config(257));
+    eprintln!("{code:?}: {stderr}");
+    assert_eq!(
+        code,
+        Some(1),
+        "an agent with 257 configured services: {stderr}"
+    );
+    assert!(
+        stderr.contains("loading the configured services and checks")
+            && stderr.contains("256 services"),
+        "the error names the services and the limit: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Kernel drops on the UDP socket bound to `addr` (the last column of
+/// `/proc/net/udp`).
+fn kernel_udp_drops(addr: std::net::SocketAddr) -> u64 {
+    let std::net::IpAddr::V4(ip) = addr.ip() else {
+        panic!("IPv4 only");
+    };
+    let [a, b, c, d] = ip.octets();
+    let local = format!("{d:02X}{c:02X}{b:02X}{a:02X}:{:04X}", addr.port());
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    table
+        .lines()
+        .find(|line| line.split_whitespace().nth(1) == Some(local.as_str()))
+        .and_then(|line| line.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no socket {local} in /proc/net/udp"))
+}
+
+/// The gossip counters `names` of `agent`, once two reads 1.5 s apart agree
+/// (the loop publishes them every second).
+fn settled_gossip_counters(agent: &Agent, names: [&str; 2]) -> [u64; 2] {
+    let read = || {
+        let me = agent.get("/v1/agent/self").unwrap();
+        names.map(|name| me["Stats"]["gossip"][name].as_u64().unwrap())
+    };
+    let mut last = read();
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the counters {names:?} kept moving: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// What happens to datagrams that arrive while the gossip loop cannot take
+/// them: the agent is stopped (SIGSTOP) while 2,000 arrive. Every one is
+/// accounted for: the kernel's socket buffer (212,992 bytes by default,
+/// about 256 small datagrams) keeps what fits and drops the rest (counted
+/// in `/proc/net/udp`); the agent handles what was kept once resumed, and
+/// `receive_drops` (the 1,024-datagram queue to the loop, `DATAGRAM_QUEUE`)
+/// counts any the queue had no room for. With a default buffer the kernel
+/// drops first and the queue is never full.
+#[test]
+fn datagrams_arriving_while_the_agent_is_stopped_are_all_accounted_for() {
+    const SENT: u64 = 2000;
+    let cluster = Cluster::start(1);
+    let agent = &cluster.agents[0];
+    agent.wait_serving();
+    let counters = ["datagrams_in", "receive_drops"];
+    let [handled_before, queue_drops_before] = settled_gossip_counters(agent, counters);
+    let kernel_before = kernel_udp_drops(agent.gossip_addr());
+
+    let pid = agent.pid().expect("running") as libc::pid_t;
+    let socket = UdpSocket::bind((unique_loopback(), 0)).unwrap();
+    let garbage = [0x5au8; 60];
+    // SAFETY: signals to the agent process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let sent: u64 = (0..SENT)
+        .map(|_| u64::from(socket.send_to(&garbage, agent.gossip_addr()).is_ok()))
+        .sum();
+    let kernel_dropped = kernel_udp_drops(agent.gossip_addr()) - kernel_before;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_eq!(sent, SENT);
+
+    let [handled_after, queue_drops_after] = settled_gossip_counters(agent, counters);
+    let handled = handled_after - handled_before;
+    let queue_dropped = queue_drops_after - queue_drops_before;
+    eprintln!(
+        "{SENT} datagrams to a stopped agent: {kernel_dropped} dropped by the kernel, \
+         {queue_dropped} by the queue (receive_drops), {handled} handled"
+    );
+    assert_eq!(
+        kernel_dropped + queue_dropped + handled,
+        SENT,
+        "datagrams unaccounted for"
+    );
+    assert!(handled > 0, "nothing reached the agent once resumed");
+    agent.wait_serving();
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_tests::dns::register_ttl_service;
-use shoal_tests::{Agent, AgentOptions, unique_loopback, wait_for};
+use shoal_tests::{Agent, AgentOptions, run_agent_until_exit, unique_loopback, wait_for};
 
 const SLOW: Duration = Duration::from_secs(30);
 
@@ -323,50 +323,6 @@ fn a_client_that_does_not_read_is_dropped() {
     assert!(counter(&stats, "tcp_unread_closed") >= 1, "{stats}");
 }
 
-/// Runs `shoal agent` with `config` and its own addresses (`dns_addr`
-/// from the config); its exit code (None: still running after 20 s, then
-/// killed) and what it printed.
-fn run_agent_until_exit(root: &std::path::Path, name: &str, config: &str) -> (Option<i32>, String) {
-    let path = root.join(format!("{name}.toml"));
-    std::fs::write(&path, config).unwrap();
-    let ip = unique_loopback();
-    let mut child = std::process::Command::new(shoal_tests::shoal_bin())
-        .arg("agent")
-        .args(["--node", name, "--config"])
-        .arg(&path)
-        .args([
-            "--bind",
-            &format!("{ip}:17946"),
-            "--http-addr",
-            &format!("{ip}:18500"),
-        ])
-        .arg("--data-dir")
-        .arg(root.join(name))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (code, text)
-}
-
 /// A recursor that is the agent's own DNS address would forward its own
 /// questions to itself in a loop: refused when the config is read (the
 /// wildcard cases are unit tests of `config::dns`: binding a wildcard
@@ -552,4 +508,103 @@ fn protect_reads_refuses_catalog_names_over_dns_unless_told_otherwise() {
 /// `Stats.dns` of an agent whose API wants its token for reads.
 fn dns_stats_with_token(agent: &Agent) -> Value {
     agent.get("/v1/agent/self?token=s3cret-token-1234").unwrap()["Stats"]["dns"].clone()
+}
+
+/// At most 256 UDP queries are forwarded at once (`MAX_FORWARDS`): with a
+/// recursor that never answers, the 256 first wait for it and the rest get
+/// SERVFAIL at once; once the 256 time out, forwarding works again.
+#[test]
+fn udp_queries_past_256_forwards_in_flight_get_servfail_at_once() {
+    const QUERIES: u16 = 300;
+    const IN_FLIGHT: u16 = 256;
+    let root = tempfile::tempdir().unwrap();
+    // A recursor that reads every query and never answers.
+    let recursor = UdpSocket::bind((unique_loopback(), 0)).unwrap();
+    let agent = start_with_config(
+        root.path(),
+        "forwarder",
+        &format!(
+            "[dns]\nrecursors = [\"{}\"]\nrecursor_timeout = \"10s\"\n",
+            recursor.local_addr().unwrap()
+        ),
+    );
+    agent.wait_serving();
+    let client = UdpSocket::bind((unique_loopback(), 0)).unwrap();
+    for i in 0..QUERIES {
+        client
+            .send_to(&query(&format!("q{i}.example.com"), 1, i), agent.dns_addr())
+            .unwrap();
+    }
+    let sent = Instant::now();
+    // Within 3 s (well inside the 10 s recursor timeout) only the queries
+    // past the limit are answered, all SERVFAIL.
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut early = Vec::new();
+    let mut buffer = [0u8; 512];
+    while sent.elapsed() < Duration::from_secs(3) {
+        if let Ok(length) = client.recv(&mut buffer) {
+            early.push((
+                u16::from_be_bytes([buffer[0], buffer[1]]),
+                rcode(&buffer[..length]),
+            ));
+        }
+    }
+    eprintln!("answered at once: {} of {QUERIES}", early.len());
+    assert_eq!(
+        early.len(),
+        usize::from(QUERIES - IN_FLIGHT),
+        "queries answered before the recursor timeout"
+    );
+    assert!(
+        early.iter().all(|&(_, code)| code == 2),
+        "not all SERVFAIL: {early:?}"
+    );
+    assert!(
+        early.iter().all(|&(id, _)| id >= IN_FLIGHT),
+        "a query within the first 256 was refused: {early:?}"
+    );
+    let stats = dns_stats(&agent);
+    assert_eq!(
+        counter(&stats, "forward_failures"),
+        u64::from(QUERIES - IN_FLIGHT),
+        "{stats}"
+    );
+    // The recursor saw the 256 forwarded (and no more).
+    recursor
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut forwarded = 0;
+    while recursor.recv(&mut buffer).is_ok() {
+        forwarded += 1;
+    }
+    assert_eq!(forwarded, IN_FLIGHT, "queries that reached the recursor");
+
+    // The 256 time out (SERVFAIL, no recursor answered) and free their
+    // slots: a new query is forwarded again.
+    client
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut late = 0;
+    while sent.elapsed() < Duration::from_secs(40) && late < IN_FLIGHT {
+        if let Ok(length) = client.recv(&mut buffer) {
+            assert_eq!(rcode(&buffer[..length]), 2, "a timed-out forward");
+            late += 1;
+        }
+    }
+    assert_eq!(
+        late, IN_FLIGHT,
+        "forwards that ended at the recursor timeout"
+    );
+    client
+        .send_to(&query("again.example.com", 1, 999), agent.dns_addr())
+        .unwrap();
+    recursor
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let length = recursor
+        .recv(&mut buffer)
+        .expect("the next query is forwarded");
+    assert!(length > 12);
 }

@@ -6,7 +6,7 @@
 //! refused before the agent allocates it.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -18,6 +18,7 @@ use shoal_protocol::envelope::cluster_id;
 use shoal_protocol::kv::KvEntry;
 use shoal_protocol::rumor::Rumor;
 use shoal_protocol::{Envelope, NodeId, PayloadKind};
+use shoal_tests::peer::{connect_from, loopback_v4};
 use shoal_tests::{Agent, AgentOptions, Cluster, QUICK_GOSSIP, unique_loopback, wait_for};
 
 /// Agents that re-announce and exchange often, as in `tests/kv.rs`.
@@ -293,42 +294,6 @@ fn a_spoofed_digest_rumor_makes_no_agent_connect_to_the_address_it_names() {
     );
 }
 
-/// A TCP connection from `from` (a loopback address of the test's choice)
-/// to `to`: how an attacker on another host would look.
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    let IpAddr::V4(to_ip) = to.ip() else {
-        panic!("IPv4 only");
-    };
-    let address = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(ip.octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    let length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls on a descriptor owned by `stream`, which
-    // closes it on every path; the addresses live across the calls.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let local = address(from, 0);
-        if libc::bind(fd, (&raw const local).cast(), length) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let remote = address(to_ip, to.port());
-        if libc::connect(fd, (&raw const remote).cast(), length) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
-}
-
 /// Connections from one address that send nothing, reopened as soon as the
 /// agent closes them (after a pause when it closed them at once), until
 /// dropped.
@@ -389,13 +354,6 @@ impl Drop for IdleConnections {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-    }
-}
-
-fn loopback_v4() -> Ipv4Addr {
-    match unique_loopback() {
-        IpAddr::V4(ip) => ip,
-        IpAddr::V6(_) => unreachable!("loopback addresses are IPv4"),
     }
 }
 
