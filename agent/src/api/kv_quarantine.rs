@@ -35,7 +35,15 @@ fn item_json(item: &Quarantined) -> Value {
 
 /// `GET /v1/shoal/kv/quarantine`
 pub async fn list(State(state): State<ApiState>) -> Json<Value> {
-    let items: Vec<Value> = state.kv_quarantine.list().iter().map(item_json).collect();
+    // The keyring's keys are read through /v1/operator/keyring only, with
+    // its token rules: never shown here, like everywhere under /v1/kv.
+    let items: Vec<Value> = state
+        .kv_quarantine
+        .list()
+        .iter()
+        .filter(|item| item.entry.key != crate::kv::KEYRING_KEY)
+        .map(item_json)
+        .collect();
     Json(Value::Array(items))
 }
 

@@ -15,9 +15,10 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 /// Prefixes remembered. Past this, those not seen in the current second
-/// are forgotten; when all were, a new prefix is limited at once (a flood
-/// of forged sources can't grow the table, and real clients still get TC
-/// and retry over TCP).
+/// are forgotten (one sweep a second at most: a flood of forged sources
+/// must not make every query walk the table); when all were seen, a new
+/// prefix is slipped at once (the table can't grow, and a real client
+/// still gets TC and retries over TCP).
 const MAX_TRACKED: usize = 16_384;
 
 /// What to do with one UDP query.
@@ -36,6 +37,10 @@ pub struct RateLimit {
     started: Instant,
     /// Prefix -> (window, answers in it, queries past the limit in it).
     windows: HashMap<u128, (u64, u32, u32)>,
+    /// The window of the last sweep of the full table.
+    swept: Option<u64>,
+    /// Sweeps made (for the tests).
+    sweeps: u64,
 }
 
 impl RateLimit {
@@ -45,6 +50,8 @@ impl RateLimit {
             per_second,
             started,
             windows: HashMap::new(),
+            swept: None,
+            sweeps: 0,
         }
     }
 
@@ -56,9 +63,13 @@ impl RateLimit {
         let window = now.saturating_duration_since(self.started).as_secs();
         let key = prefix(client);
         if self.windows.len() >= MAX_TRACKED && !self.windows.contains_key(&key) {
-            self.windows.retain(|_, (seen, _, _)| *seen == window);
+            if self.swept != Some(window) {
+                self.swept = Some(window);
+                self.sweeps += 1;
+                self.windows.retain(|_, (seen, _, _)| *seen == window);
+            }
             if self.windows.len() >= MAX_TRACKED {
-                return Verdict::Drop;
+                return Verdict::Slip;
             }
         }
         let (seen, answered, over) = self.windows.entry(key).or_insert((window, 0, 0));
@@ -120,6 +131,15 @@ mod tests {
             limit.check(ip, start);
         }
         assert!(limit.windows.len() <= MAX_TRACKED);
+        // Found in review: past the table's size, every new prefix walked
+        // the whole table and was dropped. Now the table is swept once in
+        // that second, and new prefixes are slipped (TC: a real client
+        // retries over TCP).
+        for n in 0..1000u32 {
+            let ip = IpAddr::V4(((n + 100_000) << 8).into());
+            assert_eq!(limit.check(ip, start), Verdict::Slip);
+        }
+        assert_eq!(limit.sweeps, 1);
         // Once the second is over, old prefixes make room.
         let later = start + Duration::from_secs(2);
         assert_eq!(

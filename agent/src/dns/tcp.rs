@@ -133,6 +133,7 @@ impl Connections {
                 .min_by_key(|(_, since)| *since);
             let answered_most = || {
                 candidates()
+                    .filter(|(_, c)| c.waiting_since.load(Ordering::Relaxed) != BUSY)
                     .map(|(id, c)| (*id, c.answered.load(Ordering::Relaxed)))
                     .filter(|(_, answered)| *answered > EVICTABLE_ANSWERED)
                     .max_by_key(|(_, answered)| *answered)
@@ -178,6 +179,8 @@ pub async fn tcp_loop(listener: TcpListener, responder: Arc<Responder>, stop: Ca
             accepted = listener.accept() => accepted,
         };
         let Ok((stream, from)) = accepted else {
+            // Out of file descriptors, most likely: don't spin on it.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
         let client = from.ip().to_canonical();
@@ -310,6 +313,9 @@ mod tests {
         first
             .answered
             .store(EVICTABLE_ANSWERED + 1, Ordering::Relaxed);
+        // Not while it waits on a forwarded query: it waits on us.
+        assert_eq!(table.admit(c, &counters).unwrap_err(), Refusal::Full);
+        first.waiting_since.store(table.now(), Ordering::Relaxed);
         assert!(table.admit(c, &counters).is_ok());
         assert!(first.close.is_cancelled());
     }
