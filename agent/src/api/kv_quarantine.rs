@@ -42,7 +42,7 @@ pub async fn list(State(state): State<ApiState>) -> Json<Value> {
         .list()
         .iter()
         .filter(|item| item.entry.key != crate::kv::KEYRING_KEY)
-        .map(item_json)
+        .map(|item| item_json(item))
         .collect();
     Json(Value::Array(items))
 }

@@ -245,7 +245,7 @@ impl KvState {
             keys = count,
             bytes = kv.bytes(),
             deletes_remembered = kv.remembered_deletes().len(),
-            quarantined = self.quarantine.list().len(),
+            quarantined = self.quarantine.held(),
             "KV store loaded"
         );
     }

@@ -21,8 +21,8 @@
 //! items never need to reach the disk in a particular order.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use bincode::{Decode, Encode};
 use serde_json::{Value, json};
@@ -51,7 +51,9 @@ pub struct Quarantined {
 
 #[derive(Default)]
 struct Held {
-    items: VecDeque<Quarantined>,
+    /// Shared with readers: a list copies pointers, not values, under the
+    /// lock the gossip loop takes to add.
+    items: VecDeque<Arc<Quarantined>>,
     bytes: u64,
     next_seq: u64,
     /// Every item with a sequence up to this one is gone.
@@ -95,7 +97,7 @@ impl Quarantine {
             .max(held.next_seq);
         for item in items {
             held.bytes += entry_bytes(&item.entry);
-            held.items.push_back(item);
+            held.items.push_back(Arc::new(item));
         }
         evict(&mut held);
     }
@@ -119,7 +121,7 @@ impl Quarantine {
                 quarantined_at: now,
             };
             held.bytes += entry_bytes(&item.entry);
-            held.items.push_back(item.clone());
+            held.items.push_back(Arc::new(item.clone()));
             added.push(item);
         }
         self.quarantined.fetch_add(added.len() as u64, Relaxed);
@@ -132,8 +134,13 @@ impl Quarantine {
     }
 
     /// What is held, oldest first.
-    pub fn list(&self) -> Vec<Quarantined> {
+    pub fn list(&self) -> Vec<Arc<Quarantined>> {
         self.lock().items.iter().cloned().collect()
+    }
+
+    /// How many values are held.
+    pub fn held(&self) -> usize {
+        self.lock().items.len()
     }
 
     /// Forgets everything held, on disk too (answers once the disk has the
@@ -258,7 +265,11 @@ mod tests {
             quarantined_at: 3,
         };
         quarantine.restore(vec![item(3), item(1), item(2)], 1);
-        let keys: Vec<String> = quarantine.list().into_iter().map(|q| q.entry.key).collect();
+        let keys: Vec<String> = quarantine
+            .list()
+            .iter()
+            .map(|q| q.entry.key.clone())
+            .collect();
         assert_eq!(keys, ["k2", "k3"]);
         let (added, _) = quarantine.add([(entry("new", 1), 5)], 9);
         assert_eq!(
