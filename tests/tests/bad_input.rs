@@ -207,8 +207,17 @@ fn services_from_a_config_file_past_the_record_limit_stop_the_agent() {
         },
     );
     full.wait_serving();
-    let services = full.get("/v1/agent/services").unwrap();
-    assert_eq!(services.as_object().map(|s| s.len()), Some(256));
+    // The configured services are published with the loop's first
+    // snapshot, just after the API is up.
+    wait_for(Duration::from_secs(20), "256 services served", || {
+        let count = full
+            .get("/v1/agent/services")?
+            .as_object()
+            .map_or(0, |services| services.len());
+        (count == 256)
+            .then_some(())
+            .ok_or(format!("{count} services"))
+    });
 
     let (code, stderr) = run_agent_until_exit(root.path(), "over", &services_config(257));
     eprintln!("{code:?}: {stderr}");
