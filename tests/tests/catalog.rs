@@ -412,3 +412,47 @@ fn many_small_services_registered_through_the_api_spread_by_gossip() {
     eprintln!("16 services reached node-1 in {:?}", started.elapsed());
     assert!(first.is_running(), "node-0 exited:\n{}", first.log());
 }
+
+/// Found by the npm client's test once the gossip loop ran on its own
+/// thread: an answered `PUT /v1/agent/check/pass/ID` was not yet in the
+/// snapshot a read made right after it saw, so `?passing` missed the
+/// instance the caller had just passed. The loop now publishes what a
+/// command changed before it answers.
+#[test]
+fn a_write_answered_by_the_agent_is_seen_by_the_next_read() {
+    let root = tempfile::tempdir().unwrap();
+    let agent = Agent::start(root.path(), AgentOptions::named("node-0"));
+    agent.wait_serving();
+    let addr = agent.http_addr();
+    let put = |path: &str, body: Option<&[u8]>| {
+        let (status, reply) = http_json("PUT", addr, path, body).unwrap();
+        assert_eq!(status, 200, "{path}: {reply}");
+    };
+    let registration = json!({"Name": "ryw", "ID": "ryw-1", "Port": 80, "Check": {"TTL": "60s"}});
+    put(
+        "/v1/agent/service/register",
+        Some(registration.to_string().as_bytes()),
+    );
+    for round in 0..100 {
+        put("/v1/agent/check/pass/service:ryw-1", None);
+        let passing = agent.get("/v1/health/service/ryw?passing").unwrap();
+        assert_eq!(
+            passing.as_array().map(Vec::len),
+            Some(1),
+            "round {round}: {passing}"
+        );
+        put("/v1/agent/check/fail/service:ryw-1", None);
+        let passing = agent.get("/v1/health/service/ryw?passing").unwrap();
+        assert_eq!(
+            passing.as_array().map(Vec::len),
+            Some(0),
+            "round {round}: {passing}"
+        );
+        let key = format!("/v1/kv/ryw/{round}");
+        put(&key, Some(b"v"));
+        assert_eq!(
+            agent.kv_get(&format!("ryw/{round}")).unwrap().as_deref(),
+            Some("v")
+        );
+    }
+}

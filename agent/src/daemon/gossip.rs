@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::handle::{Command, LiveConfig};
+use super::handle::{Answer, Command, LiveConfig};
 use super::index::IndexClock;
 use super::registrar::Registrar;
 use super::scheduler::ScheduledTimer;
@@ -158,7 +158,11 @@ impl GossipLoop {
                 Some(command) = inputs.commands_rx.recv() => {
                     let _work = work.enter();
                     self.set_clock();
-                    self.handle_command(command);
+                    let answer = self.handle_command(command);
+                    // Readers (on other threads) see what the command
+                    // changed before its caller hears back.
+                    self.flush();
+                    self.registrar.answer(answer);
                 }
                 Some(result) = inputs.results_rx.recv() => {
                     let _work = work.enter();
@@ -208,46 +212,44 @@ impl GossipLoop {
         }
     }
 
-    fn handle_command(&mut self, command: Command) {
+    /// Carries out a command; its answer is given once what it changed is
+    /// published (see [`Answer`]).
+    fn handle_command(&mut self, command: Command) -> Answer {
         match command {
             // Anti-entropy steps stay on the loop, page building included.
             // Building our page could run outside it, from the published
-            // snapshot's KV (an O(1) clone), but the step function interleaves
-            // it with merging the peer's page, dropping what the peer lacks
-            // from the stretch its page covers, and the random walk start:
-            // splitting it would fork the protocol core the simulator runs.
-            // Its cost is bounded by the page size (2 MiB): the slowest step
-            // measured (merging a page and building the next, 2 MiB of 50-byte
-            // values against a 100,000-key store) took 45 ms, 8 ms with
-            // 500 KB values; exchanges are limited to 8 at once, each step
-            // waits for the network, and the loop's lag counts into local
-            // health, so a probe ack waits at most one step.
-            Command::Sync { message, reply } => {
-                let _ = reply.send(self.node.on_sync(message));
-            }
+            // snapshot's KV (an O(1) clone): `node::pages::next_page` is a
+            // pure function of the store. The step function interleaves it
+            // with merging the peer's page and the random walk start, so it
+            // needs a split of the protocol core's step (which the simulator
+            // runs too) into "build from this store" and "merge". Its cost is
+            // bounded by the page size (2 MiB): the slowest step measured
+            // (merging a page and building the next, 2 MiB of 50-byte values
+            // against a 100,000-key store) took 45 ms, 8 ms with 500 KB
+            // values; exchanges are limited to 8 at once, each step waits for
+            // the network, and the loop's lag counts into local health, so a
+            // probe ack waits at most one step.
+            Command::Sync { message, reply } => Answer::send(reply, self.node.on_sync(message)),
             Command::KvWrite { request, reply } => {
-                let _ = reply.send(self.kv.handle(&mut self.node, request));
+                Answer::send(reply, self.kv.handle(&mut self.node, request))
             }
             Command::KvSettle {
                 entries,
                 durable,
                 reply,
-            } => {
-                let _ = reply.send(self.kv.settle(&mut self.node, entries, durable));
-            }
+            } => Answer::send(reply, self.kv.settle(&mut self.node, entries, durable)),
             Command::Registry { request, reply } => {
-                let change = self.registrar.handle(request, reply);
+                let (change, answer) = self.registrar.handle(request, reply);
                 self.push_registry(change);
+                answer
             }
-            Command::Reload { live, reply } => {
-                let _ = reply.send(self.apply_reload(live));
-            }
+            Command::Reload { live, reply } => Answer::send(reply, self.apply_reload(live)),
             Command::FireEvent { request, reply } => {
                 let fired = self.node.fire_event(request);
                 if fired.is_ok() {
                     self.event_counters.fired.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = reply.send(fired);
+                Answer::send(reply, fired)
             }
         }
     }

@@ -173,6 +173,24 @@ pub struct AgentHandle {
     kv_writes: Arc<Semaphore>,
 }
 
+/// A command's answer, held back by the loop until it has published what
+/// the command changed: the caller reads the snapshot on another thread,
+/// and must see its own write once it hears back (read-your-writes).
+pub(super) enum Answer {
+    /// Sends the reply.
+    Send(Box<dyn FnOnce() + Send>),
+    /// A registry change the caller hears about once it is on disk.
+    Persist(oneshot::Sender<Result<(), RegistrationError>>),
+}
+
+impl Answer {
+    pub(super) fn send<T: Send + 'static>(reply: oneshot::Sender<T>, value: T) -> Self {
+        Answer::Send(Box::new(move || {
+            let _ = reply.send(value);
+        }))
+    }
+}
+
 /// A handle and the receiving end the loop listens on.
 pub(super) fn channel() -> (AgentHandle, mpsc::Receiver<Command>) {
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);

@@ -10,7 +10,7 @@ use shoal_protocol::record::{CheckRecord, ServiceRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::handle::{RegistrationError, RegistryRequest};
+use super::handle::{Answer, RegistrationError, RegistryRequest};
 use super::snapshot::CheckDetail;
 use crate::checks::{self, CheckDefinition, CheckKind, CheckResult, DependencyLookup};
 use crate::persist::{DataDirGuard, write_atomic};
@@ -160,9 +160,10 @@ impl Registrar {
         }
     }
 
-    /// Applies a request; the reply is sent once it is applied and, when it
-    /// changes what is persisted, durable.
-    pub(super) fn handle(&mut self, request: RegistryRequest, reply: Reply) -> Change {
+    /// Applies a request; returns the change and the answer, which the
+    /// loop gives once the change is published ([`Registrar::answer`]):
+    /// when it changes what is persisted, once it is durable too.
+    pub(super) fn handle(&mut self, request: RegistryRequest, reply: Reply) -> (Change, Answer) {
         let now = Instant::now();
         let mut spawn = self.spawner();
         let persists = !matches!(request, RegistryRequest::TtlUpdate { .. });
@@ -195,18 +196,17 @@ impl Registrar {
                 .map(|()| Change::Status),
         };
         match result {
-            Ok(change) if persists => {
-                self.persist(Some(reply));
-                change
-            }
-            Ok(change) => {
-                let _ = reply.send(Ok(()));
-                change
-            }
-            Err(error) => {
-                let _ = reply.send(Err(error.into()));
-                Change::None
-            }
+            Ok(change) if persists => (change, Answer::Persist(reply)),
+            Ok(change) => (change, Answer::send(reply, Ok(()))),
+            Err(error) => (Change::None, Answer::send(reply, Err(error.into()))),
+        }
+    }
+
+    /// Gives an answer held back by the loop (see [`Answer`]).
+    pub(super) fn answer(&self, answer: Answer) {
+        match answer {
+            Answer::Send(send) => send(),
+            Answer::Persist(reply) => self.persist(Some(reply)),
         }
     }
 
