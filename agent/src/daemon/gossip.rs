@@ -216,20 +216,14 @@ impl GossipLoop {
     /// published (see [`Answer`]).
     fn handle_command(&mut self, command: Command) -> Answer {
         match command {
-            // Anti-entropy steps stay on the loop, page building included.
-            // Building our page could run outside it, from the published
-            // snapshot's KV (an O(1) clone): `node::pages::next_page` is a
-            // pure function of the store. The step function interleaves it
-            // with merging the peer's page and the random walk start, so it
-            // needs a split of the protocol core's step (which the simulator
-            // runs too) into "build from this store" and "merge". Its cost is
-            // bounded by the page size (2 MiB): the slowest step measured
-            // (merging a page and building the next, 2 MiB of 50-byte values
-            // against a 100,000-key store) took 45 ms, 8 ms with 500 KB
-            // values; exchanges are limited to 8 at once, each step waits for
-            // the network, and the loop's lag counts into local health, so a
-            // probe ack waits at most one step.
-            Command::Sync { message, reply } => Answer::send(reply, self.node.on_sync(message)),
+            // Our page comes built (off the loop, by the sync task); the
+            // loop merges the peer's page and records, bounded by the page
+            // size (2 MiB).
+            Command::Sync {
+                message,
+                ours,
+                reply,
+            } => Answer::send(reply, self.node.on_sync_with(message, ours)),
             Command::KvWrite { request, reply } => {
                 Answer::send(reply, self.kv.handle(&mut self.node, request))
             }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use shoal_protocol::event::{EventError, EventRequest, UserEvent};
 use shoal_protocol::kv::{KvEntry, KvError};
+use shoal_protocol::node::OurPage;
 use shoal_protocol::record::CheckStatus;
 use shoal_protocol::sync::SyncMessage;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -32,10 +33,13 @@ pub const KV_WRITES_IN_FLIGHT: usize = 64;
 /// What the loop is asked to do. Those that need an answer carry a sender.
 pub(super) enum Command {
     /// One step of an anti-entropy exchange (see `shoal_protocol::sync`):
-    /// merge what the peer sent and answer with the next message, if any.
-    /// The caller has checked that the steps come in order.
+    /// merge what the peer sent and answer with the next message, if any,
+    /// carrying `ours`, the KV page the caller built for it off the loop
+    /// (`shoal_protocol::node::build_page`). The caller has checked that
+    /// the steps come in order.
     Sync {
         message: SyncMessage,
+        ours: Option<OurPage>,
         reply: oneshot::Sender<Option<SyncMessage>>,
     },
     /// A KV write or delete, validated by the caller: written ahead to disk,
@@ -347,7 +351,16 @@ impl AgentHandle {
     /// One step of an anti-entropy exchange, for the transport: the loop
     /// merges `message` (`Node::on_sync`) and answers with the next step,
     /// or `None` after the closing Records.
-    pub async fn sync(&self, message: SyncMessage) -> Result<Option<SyncMessage>, AgentStopped> {
-        self.ask(|reply| Command::Sync { message, reply }).await
+    pub async fn sync(
+        &self,
+        message: SyncMessage,
+        ours: Option<OurPage>,
+    ) -> Result<Option<SyncMessage>, AgentStopped> {
+        self.ask(|reply| Command::Sync {
+            message,
+            ours,
+            reply,
+        })
+        .await
     }
 }

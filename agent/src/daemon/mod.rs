@@ -57,7 +57,6 @@ use crate::kv::KvState;
 use crate::persist::DataDirGuard;
 use fault::FaultInjection;
 use gossip::{GossipLoop, Inputs};
-use handle::AgentHandle;
 use registrar::Registrar;
 use scheduler::ScheduledTimer;
 use snapshot::Snapshot;
@@ -142,12 +141,20 @@ pub async fn run(
     let (schedule_tx, timers_rx) = spawn_scheduler(&gossip_runtime, &tasks);
     let (registrar, results_rx) = spawn_registry(&config, &data_dir, snapshot_rx.clone(), &tasks)?;
     let faults = Arc::new(FaultInjection::new(config.fault_injection));
+    // Outgoing exchanges leave from the address we are bound to.
+    let sync = SyncService::new(
+        envelope,
+        agent.clone(),
+        snapshot_rx.clone(),
+        listeners.tcp.local_addr().ok().map(|addr| addr.ip()),
+        tasks.tracker.clone(),
+        faults.clone(),
+    );
     let transport = spawn_transport(
         &gossip_runtime,
         listeners.udp,
         listeners.tcp,
-        envelope,
-        agent.clone(),
+        sync,
         faults.clone(),
         &tasks,
     )?;
@@ -529,8 +536,7 @@ fn spawn_transport(
     gossip_runtime: &GossipRuntime,
     udp: UdpSocket,
     tcp: TcpListener,
-    envelope: Envelope,
-    agent: AgentHandle,
+    sync: SyncService,
     faults: Arc<FaultInjection>,
     tasks: &Tasks,
 ) -> anyhow::Result<Transport> {
@@ -550,9 +556,6 @@ fn spawn_transport(
         receive_drops.clone(),
         tasks.stop.clone(),
     ));
-    // Outgoing exchanges leave from the address we are bound to.
-    let local_ip = tcp.local_addr().ok().map(|addr| addr.ip());
-    let sync = SyncService::new(envelope, agent, local_ip, tasks.tracker.clone(), faults);
     tasks.spawn(sync.clone().serve(tcp, tasks.stop.clone()));
     Ok(Transport {
         socket,

@@ -1,6 +1,9 @@
 //! Anti-entropy push-pull over TCP (see `shoal_protocol::sync`): the
 //! initiator side, the responder side, and framing. All of it runs in its
-//! own tasks; the gossip loop only answers through the [`AgentHandle`].
+//! own tasks; the gossip loop only merges through the [`AgentHandle`]:
+//! our next KV page (up to [`shoal_protocol::sync::PAGE_BYTES`] of entries
+//! walked out of the store) is built here, on the blocking pool, from the
+//! published snapshot's store (see `shoal_protocol::node::build_page`).
 //!
 //! What a connection may cost before it has shown anything (a frame that
 //! opens with the cluster's key, or in a plaintext cluster a well-formed
@@ -28,15 +31,17 @@ use std::time::Duration;
 
 use shoal_protocol::codec::{self, DecodeError, MAX_FRAME};
 use shoal_protocol::envelope::{Envelope, PayloadKind};
+use shoal_protocol::node::build_page;
 use shoal_protocol::sync::{SyncMessage, SyncStep};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handle::AgentHandle;
 use super::rate::{MAX_PER_PEER, PeerRateLimit, PeerSlots};
+use super::snapshot::Snapshot;
 use crate::metrics::counters::{Outcome, Role, SyncMetrics};
 
 /// How long a connection may take to send its first frame.
@@ -90,6 +95,8 @@ pub enum SyncError {
 pub struct SyncService {
     envelope: Envelope,
     agent: AgentHandle,
+    /// Our KV pages are built from the published snapshot's store.
+    snapshots: watch::Receiver<Arc<Snapshot>>,
     /// The address outgoing exchanges leave from, when bound to one.
     local_ip: Option<IpAddr>,
     outgoing: Arc<Semaphore>,
@@ -104,6 +111,7 @@ impl SyncService {
     pub fn new(
         envelope: Envelope,
         agent: AgentHandle,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
         local_ip: Option<IpAddr>,
         tracker: TaskTracker,
         faults: Arc<super::fault::FaultInjection>,
@@ -111,6 +119,7 @@ impl SyncService {
         Self {
             envelope,
             agent,
+            snapshots,
             local_ip: local_ip.filter(|ip| !ip.is_unspecified()),
             outgoing: Arc::new(Semaphore::new(MAX_EXCHANGES)),
             incoming: Arc::new(Semaphore::new(MAX_EXCHANGES)),
@@ -292,14 +301,24 @@ impl SyncService {
         Err(SyncError::TooManySteps)
     }
 
-    /// Hands one received message to the gossip loop (`Node::on_sync`) and
-    /// returns its answer, checked to be the step the message expects.
+    /// Builds our page for one received message from the latest snapshot
+    /// (on the blocking pool: a page walks and copies up to 2 MiB), hands
+    /// both to the gossip loop (`Node::on_sync_with`), which merges the
+    /// peer's side, and returns its answer, checked to be the step the
+    /// message expects.
     async fn step(&self, message: SyncMessage) -> Result<Option<SyncMessage>, SyncError> {
         let to = message.step();
         let expected = message.expects();
+        let kv = self.snapshots.borrow().kv.clone();
+        let (message, ours) = tokio::task::spawn_blocking(move || {
+            let ours = build_page(&kv, &message, |len| rand::random_range(0..len));
+            (message, ours)
+        })
+        .await
+        .map_err(|_| SyncError::Closed)?;
         let answer = self
             .agent
-            .sync(message)
+            .sync(message, ours)
             .await
             .map_err(|_| SyncError::Closed)?;
         if answer.as_ref().map(SyncMessage::step) != expected {

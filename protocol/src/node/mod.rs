@@ -49,6 +49,7 @@ pub use config::GossipConfig;
 pub use effects::{Effects, NodeTimer};
 pub use members::{MemberStatus, MemberView};
 pub use name::NameEvent;
+pub use pages::{OurPage, build_page};
 pub use peers::max_learned;
 
 use crate::envelope::{Envelope, EnvelopeError, PayloadKind};

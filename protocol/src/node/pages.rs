@@ -9,7 +9,7 @@ use rand::RngExt;
 
 use super::Node;
 use crate::kv::{BUCKETS, KvEntry, KvStore, bucket_of};
-use crate::sync::{KvCursor, KvPage, PAGE_BYTES, SyncMessage};
+use crate::sync::{KvCursor, KvPage, PAGE_BYTES, Records, SyncMessage};
 
 /// What an entry counts for against a page's budget: its strings and value,
 /// plus room for the fixed fields.
@@ -86,82 +86,130 @@ fn mask_of(buckets: &[u16]) -> [bool; BUCKETS] {
     mask
 }
 
-impl Node {
-    /// Our next page for an exchange over `buckets`, from where `cursor`
-    /// says our walk stands (`None`: we have sent all): its entries, where
-    /// the walk continues, and where this page began. A walk not begun
-    /// starts at a random key (at "" in an empty store: one empty page
-    /// that shows everything, i.e. that we hold nothing).
-    fn our_page(
-        &mut self,
-        buckets: &[u16],
-        cursor: Option<&KvCursor>,
-    ) -> (Vec<KvEntry>, Option<KvCursor>, Option<KvCursor>) {
-        let Some(cursor) = cursor else {
-            return (Vec::new(), None, None);
+/// Our next page of an exchange: the entries, where our walk continues,
+/// where this page began, and the buckets it walks. It is a function of a
+/// KV store and the message it answers (see [`build_page`]), so it can be
+/// built apart from the node, from any recent copy of its store: the agent
+/// builds it off the gossip loop from the published snapshot, and the loop
+/// only merges (see [`Node::on_sync_with`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OurPage {
+    pub buckets: Vec<u16>,
+    pub entries: Vec<KvEntry>,
+    pub next: Option<KvCursor>,
+    pub from: Option<KvCursor>,
+}
+
+/// The page we send in answer to `message`, built from `kv`; `None` when
+/// the answer carries none (a summary digest, a resend request, the last
+/// page). A walk not begun starts at a random key, `pick(len)` of the
+/// store's `len` (at "" in an empty store: one empty page that shows
+/// everything, i.e. that we hold nothing).
+///
+/// A copy of the store older than the node's own is as good as building
+/// the page a moment earlier: every page already sees the store as it was
+/// when it was built, and the store moves between the steps of an exchange.
+pub fn build_page(
+    kv: &KvStore,
+    message: &SyncMessage,
+    pick: impl FnOnce(usize) -> usize,
+) -> Option<OurPage> {
+    let (buckets, cursor) = match message {
+        SyncMessage::Digest(digest) if digest.summary => return None,
+        SyncMessage::Digest(digest) => {
+            let buckets = if digest.kv_root == kv.root() {
+                Vec::new()
+            } else {
+                kv.differing_buckets(&digest.kv_bucket_hashes)
+            };
+            (buckets, Some(KvCursor::default()))
+        }
+        SyncMessage::Delta(delta) if delta.resend => return None,
+        SyncMessage::Delta(delta) => (sanitize(delta.kv.buckets.clone()), delta.kv.yours.clone()),
+        SyncMessage::Records(Records { kv: page, .. }) | SyncMessage::Kv(page) => {
+            if page.is_last() {
+                return None;
+            }
+            (sanitize(page.buckets.clone()), page.yours.clone())
+        }
+    };
+    let Some(mut cursor) = cursor.filter(|_| !buckets.is_empty()) else {
+        return Some(OurPage {
+            buckets,
+            ..OurPage::default()
+        });
+    };
+    if cursor.start.is_none() {
+        let start = match kv.len() {
+            0 => String::new(),
+            len => kv.nth_key(pick(len)).map(String::from).unwrap_or_default(),
         };
-        if buckets.is_empty() {
-            return (Vec::new(), None, None);
-        }
+        cursor = KvCursor {
+            start: Some(start),
+            after: None,
+            wrapped: false,
+        };
+    }
+    let (entries, next) = next_page(kv, &mask_of(&buckets), &cursor, PAGE_BYTES);
+    Some(OurPage {
+        buckets,
+        entries,
+        next,
+        from: Some(cursor),
+    })
+}
+
+impl Node {
+    /// Our page for `message` (see [`build_page`]), from our own store.
+    pub(super) fn own_page(&mut self, message: &SyncMessage) -> Option<OurPage> {
         let kv = self.kv();
-        let mut cursor = cursor.clone();
-        if cursor.start.is_none() {
-            let start = match kv.len() {
-                0 => String::new(),
-                len => {
-                    let pick = self.rng.random_range(0..len);
-                    kv.nth_key(pick).map(String::from).unwrap_or_default()
-                }
-            };
-            cursor = KvCursor {
-                start: Some(start),
-                after: None,
-                wrapped: false,
-            };
-        }
-        let (entries, next) = next_page(&kv, &mask_of(buckets), &cursor, PAGE_BYTES);
-        (entries, next, Some(cursor))
+        let rng = &mut self.rng;
+        build_page(&kv, message, |len| rng.random_range(0..len))
     }
 
-    /// The first page of an exchange over `buckets` (the responder's, in
-    /// its Delta): the peer's walk is still to begin.
-    pub(super) fn first_page(&mut self, buckets: Vec<u16>) -> KvPage {
-        let (entries, next, from) = self.our_page(&buckets, Some(&KvCursor::default()));
-        let yours = (!buckets.is_empty()).then(KvCursor::default);
+    /// The first page of an exchange (the responder's, in its Delta): the
+    /// peer's walk is still to begin.
+    pub(super) fn first_page(ours: OurPage) -> KvPage {
+        let yours = (!ours.buckets.is_empty()).then(KvCursor::default);
         KvPage {
-            buckets,
-            entries,
-            next,
+            buckets: ours.buckets,
+            entries: ours.entries,
+            next: ours.next,
             yours,
-            from,
+            from: ours.from,
             // Version 1's collection horizon: see `Node::sync_open_full`.
             horizon: 0,
         }
     }
 
-    /// Answers a page: makes our next page (before merging the peer's, so
-    /// nothing it just sent goes back), then merges.
-    pub(super) fn answer_page(&mut self, incoming: KvPage) -> KvPage {
-        let buckets = sanitize(incoming.buckets.clone());
-        let (entries, next, from) = self.our_page(&buckets, incoming.yours.as_ref());
+    /// Answers a page with ours (built before the peer's page is merged,
+    /// so nothing it just sent goes back), then merges the peer's.
+    pub(super) fn answer_page(&mut self, incoming: KvPage, ours: OurPage) -> KvPage {
         self.merge_kv(incoming.entries);
         KvPage {
-            buckets,
-            entries,
-            next,
+            buckets: ours.buckets,
+            entries: ours.entries,
+            next: ours.next,
             yours: incoming.next,
-            from,
+            from: ours.from,
             horizon: 0,
         }
     }
 
-    /// A page after the Delta: merged, and answered unless it was the last.
-    pub(super) fn continue_pages(&mut self, page: KvPage) -> Option<SyncMessage> {
-        if page.is_last() {
-            self.merge_kv(page.entries);
-            return None;
+    /// A page after the Delta: merged, and answered with `ours` unless it
+    /// was the last.
+    pub(super) fn continue_pages(
+        &mut self,
+        page: KvPage,
+        ours: Option<OurPage>,
+    ) -> Option<SyncMessage> {
+        match ours {
+            Some(ours) if !page.is_last() => Some(SyncMessage::Kv(self.answer_page(page, ours))),
+            _ => {
+                self.merge_kv(page.entries);
+                None
+            }
         }
-        Some(SyncMessage::Kv(self.answer_page(page)))
     }
 }
 

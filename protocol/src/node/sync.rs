@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::Node;
+use super::pages::OurPage;
 use crate::identity::NodeId;
 use crate::kv::KvEntry;
 use crate::record::NodeRecord;
@@ -64,6 +65,22 @@ impl Node {
     /// lacks: an entry goes only when a newer write or tombstone for its
     /// key arrives (see [`crate::kv`], "Remembered deletes").
     pub fn on_sync(&mut self, message: SyncMessage) -> Option<SyncMessage> {
+        self.on_sync_with(message, None)
+    }
+
+    /// [`Node::on_sync`] with our page built already, by [`build_page`](super::build_page)
+    /// from a copy of our store for this very message (the agent builds it
+    /// off the gossip loop, from the published snapshot); `None` builds it
+    /// here.
+    pub fn on_sync_with(
+        &mut self,
+        message: SyncMessage,
+        ours: Option<OurPage>,
+    ) -> Option<SyncMessage> {
+        let ours = match ours {
+            Some(ours) => Some(ours),
+            None => self.own_page(&message),
+        };
         let quota_refusals = self.lock_state().refusals().kv_quota;
         let (reply, whole) = match message {
             SyncMessage::Digest(digest) => {
@@ -71,7 +88,7 @@ impl Node {
                 if digest.summary {
                     return Some(SyncMessage::Delta(self.answer_summary(&digest)));
                 }
-                let delta = self.answer_digest(&digest);
+                let delta = self.answer_digest(&digest, ours.unwrap_or_default());
                 return Some(SyncMessage::Delta(delta));
             }
             // The responder's hashes differ: it wants our full digest.
@@ -79,7 +96,7 @@ impl Node {
             SyncMessage::Delta(delta) => {
                 let whole = delta.kv.is_whole();
                 let records = self.records_named(&delta.wanted);
-                let kv = self.answer_page(delta.kv);
+                let kv = self.answer_page(delta.kv, ours.unwrap_or_default());
                 self.merge_records(delta.records);
                 self.learn_members(&delta.members);
                 // We hold the responder's records now.
@@ -91,11 +108,11 @@ impl Node {
                 self.merge_records(records.records);
                 // We hold the initiator's records now (KV pages may follow).
                 self.check_name(true);
-                (self.continue_pages(records.kv), whole)
+                (self.continue_pages(records.kv, ours), whole)
             }
             SyncMessage::Kv(page) => {
                 let whole = page.is_whole();
-                (self.continue_pages(page), whole)
+                (self.continue_pages(page, ours), whole)
             }
         };
         // We merged the peer's side of the exchange: we are in touch (see
@@ -125,29 +142,21 @@ impl Node {
             records: Vec::new(),
             wanted: Vec::new(),
             // Equal roots: no bucket differs, as in a full quiet exchange.
-            kv: self.first_page(Vec::new()),
+            kv: Self::first_page(OurPage::default()),
             members: Vec::new(),
             resend: !same,
         }
     }
 
     /// The responder's answer to a digest: the records the peer lacks, the
-    /// names we want, and our first KV page over the buckets that differ.
-    fn answer_digest(&mut self, digest: &Digest) -> Delta {
-        let (records, wanted, buckets) = {
-            let mut state = self.lock_state();
-            let (records, wanted) = state.delta(&digest.nodes);
-            let buckets = if digest.kv_root == state.kv().root() {
-                Vec::new()
-            } else {
-                state.kv().differing_buckets(&digest.kv_bucket_hashes)
-            };
-            (records, wanted, buckets)
-        };
+    /// names we want, and `ours`, our first KV page over the buckets that
+    /// differ (see [`build_page`](super::build_page)).
+    fn answer_digest(&mut self, digest: &Digest, ours: OurPage) -> Delta {
+        let (records, wanted) = self.lock_state().delta(&digest.nodes);
         Delta {
             records,
             wanted,
-            kv: self.first_page(buckets),
+            kv: Self::first_page(ours),
             members: self.alive_members(),
             resend: false,
         }
@@ -171,7 +180,8 @@ impl Node {
         let mut state = self.lock_state();
         let applied = entries
             .into_iter()
-            .filter(|entry| state.apply_kv(Arc::new(entry.clone())))
+            .map(|entry| state.apply_kv(Arc::new(entry)))
+            .filter(|&applied| applied)
             .count();
         drop(state);
         self.copy_refusals();
@@ -265,6 +275,36 @@ mod tests {
                 "the answer to step {} of the exchange",
                 sent.len()
             );
+            match answer {
+                Some(next) => message = next,
+                None => return sent,
+            }
+            to = 1 - to;
+            assert!(sent.len() < 10_000, "the exchange does not end");
+        }
+    }
+
+    /// Runs one whole exchange the agent's way: each side's page is built
+    /// apart from the node ([`build_page`](super::super::build_page)) from
+    /// a copy of its store taken before the previous step was merged (a
+    /// snapshot that lags the node by one step), and `write(step, node)`
+    /// lands a local write on a node between steps. Returns the messages.
+    fn exchange_off_node(
+        initiator: &mut Node,
+        responder: &mut Node,
+        mut write: impl FnMut(usize, &mut Node),
+    ) -> Vec<SyncMessage> {
+        let nodes = [initiator, responder];
+        let mut copies = [nodes[0].kv(), nodes[1].kv()];
+        let mut message = nodes[0].sync_open();
+        let mut sent = Vec::new();
+        let mut to = 1;
+        loop {
+            let ours = super::super::build_page(&copies[to], &message, |len| len / 2);
+            copies[to] = nodes[to].kv();
+            let answer = nodes[to].on_sync_with(message.clone(), ours);
+            write(sent.len(), nodes[to]);
+            sent.push(message);
             match answer {
                 Some(next) => message = next,
                 None => return sent,
@@ -446,6 +486,67 @@ mod tests {
                 ["node-1", "node-2", "node-3"][w],
             )
         })
+    }
+
+    #[test]
+    fn pages_built_off_the_node_from_a_lagging_copy_move_a_large_store() {
+        // 30 values of 200 KB on one side (several pages), and writes that
+        // land on both sides while the exchange runs, which the copies the
+        // pages are built from miss: the exchange still ends in bounded
+        // pages, and the next one leaves both with everything.
+        let (mut a, mut b) = (node(1), node(2));
+        for i in 0..30u8 {
+            a.write_kv(KvEntry {
+                value: vec![b'a' + i % 26; 200_000],
+                ..entry(&format!("big/{i:02}"), "", 10, "node-1")
+            })
+            .unwrap();
+        }
+        b.write_kv(entry("small", "b", 11, "node-2")).unwrap();
+        let during = |step: usize, node: &mut Node| {
+            let writer = node.identity().addr.ip().to_string();
+            let key = format!("during/{step}");
+            node.write_kv(entry(&key, "x", 20 + step as u64, &writer))
+                .unwrap();
+        };
+        let sent = exchange_off_node(&mut a, &mut b, during);
+        assert!(sent.len() > 4, "{} messages for 6 MB", sent.len());
+        let largest = sent.iter().map(crate::codec::encoded_len).max().unwrap();
+        assert!(
+            largest <= crate::sync::PAGE_BYTES + 64 * 1024,
+            "{largest} bytes"
+        );
+        assert!(b.kv().len() >= 31, "b holds {} keys", b.kv().len());
+        exchange_off_node(&mut b, &mut a, |_, _| {});
+        assert_eq!(kv_contents(&a), kv_contents(&b));
+        assert_eq!(a.kv().root(), b.kv().root());
+        assert!(a.kv().len() > 31 + sent.len() / 2, "{} keys", a.kv().len());
+    }
+
+    proptest! {
+        /// Built apart from the node, from copies that lag it by a step,
+        /// the pages of one exchange leave both sides with the LWW merge
+        /// of the two maps, as [`Node::on_sync`]'s own pages do.
+        #[test]
+        fn pages_built_off_the_node_converge_to_the_merged_map(
+            left in proptest::collection::vec(arbitrary_entry(), 0..12),
+            right in proptest::collection::vec(arbitrary_entry(), 0..12),
+        ) {
+            let (mut a, mut b) = (node(1), node(2));
+            let mut expected = KvStore::default();
+            for entry in &left {
+                a.with_kv(|kv| kv.apply(Arc::new(entry.clone())));
+                expected.apply(Arc::new(entry.clone()));
+            }
+            for entry in &right {
+                b.with_kv(|kv| kv.apply(Arc::new(entry.clone())));
+                expected.apply(Arc::new(entry.clone()));
+            }
+            exchange_off_node(&mut a, &mut b, |_, _| {});
+            let expected: Vec<KvEntry> = expected.iter().map(|s| (*s.entry).clone()).collect();
+            prop_assert_eq!(kv_contents(&a), expected.clone());
+            prop_assert_eq!(kv_contents(&b), expected);
+        }
     }
 
     proptest! {
