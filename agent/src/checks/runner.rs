@@ -118,11 +118,13 @@ impl Prober {
                 method,
                 headers,
                 body,
+                tls,
             } => Prober::Http(HttpProbe::new(
                 url,
                 method,
                 headers,
                 body,
+                tls,
                 definition.timeout,
             )),
             CheckKind::Tcp { address } => Prober::Tcp(address.clone()),
