@@ -293,7 +293,7 @@ fn errors_name_the_field() {
         (
             json!({"HTTP": "ftp://x/", "Interval": "5s"}),
             "Check.HTTP",
-            "not an http:// URL",
+            "not an http:// or https:// URL",
         ),
         (
             json!({"HTTP": "http://x/", "Method": "GE T", "Interval": "5s"}),

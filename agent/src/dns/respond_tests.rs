@@ -351,10 +351,10 @@ fn reverse_names_point_to_nodes_then_services_v4_and_v6() {
         ),
         v6_node,
     ];
-    let responder = responder(members, DnsConfig::default());
+    let dns = responder(members, DnsConfig::default());
     let ok = ResponseCode::NoError;
     assert_eq!(
-        ptr(&responder, "1.0.0.127.in-addr.arpa."),
+        ptr(&dns, "1.0.0.127.in-addr.arpa."),
         (ok, vec!["node-1.node.dc1.consul.".to_string()])
     );
     let nibbles = |ip: &str| {
@@ -364,25 +364,25 @@ fn reverse_names_point_to_nodes_then_services_v4_and_v6() {
         format!("{}.ip6.arpa.", reversed.join("."))
     };
     assert_eq!(
-        ptr(&responder, &nibbles("fd00::2")),
+        ptr(&dns, &nibbles("fd00::2")),
         (ok, vec!["node-2.node.dc1.consul.".to_string()])
     );
     // Services by their own address, whatever their health (as Consul).
     assert_eq!(
-        ptr(&responder, "1.0.0.10.in-addr.arpa."),
+        ptr(&dns, "1.0.0.10.in-addr.arpa."),
         (ok, vec!["web.service.consul.".to_string()])
     );
     assert_eq!(
-        ptr(&responder, &nibbles("fd00::99")),
+        ptr(&dns, &nibbles("fd00::99")),
         (ok, vec!["api.service.consul.".to_string()])
     );
     // A name DNS can't serve, and addresses we don't know: not ours.
     for unknown in ["9.0.0.10.in-addr.arpa.", "1.2.0.192.in-addr.arpa."] {
-        assert_eq!(ptr(&responder, unknown), (ResponseCode::Refused, vec![]));
+        assert_eq!(ptr(&dns, unknown), (ResponseCode::Refused, vec![]));
     }
     // Behind acl.protect_reads without dns.serve_with_protect_reads, the
     // catalog is not revealed through reverse names either.
-    let protected = super::responder(
+    let protected = responder(
         vec![member(1, MemberStatus::Alive, Vec::new())],
         DnsConfig {
             protect_reads: true,
