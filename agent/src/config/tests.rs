@@ -67,7 +67,7 @@ fn the_annotated_examples_are_valid() {
     .unwrap();
     let (services, checks) = definitions::read_config_dir(dir.path()).unwrap();
     assert_eq!(services.len(), 2);
-    assert_eq!(services[0].checks.len(), 3);
+    assert_eq!(services[0].checks.len(), 4);
     assert_eq!(checks.len(), 4);
 }
 
