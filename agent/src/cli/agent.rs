@@ -175,8 +175,10 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // Once: the log is on standard error already (text or JSON, as
+            // the operator chose), and a second copy there reads as a
+            // second failure.
             tracing::error!("{error:#}");
-            eprintln!("Error: {error:#}");
             ExitCode::FAILURE
         }
     }
