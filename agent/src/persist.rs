@@ -27,7 +27,11 @@ pub enum DataDirError {
 fn explain_io(path: &Path, error: &io::Error) -> String {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    let is_file = |path: &Path| path.ancestors().find(|p| p.is_file()).map(Path::to_path_buf);
+    let is_file = |path: &Path| {
+        path.ancestors()
+            .find(|p| p.is_file())
+            .map(Path::to_path_buf)
+    };
     match error.kind() {
         io::ErrorKind::PermissionDenied if path.exists() => format!(
             "permission denied: the agent runs as user id {uid}, which cannot write there \
@@ -139,11 +143,18 @@ impl DataDirGuard {
             }),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 let id = new_uuid(rand::random());
-                write_atomic(&self.path, NODE_ID_FILE, format!("{id}\n").as_bytes())
-                    .map_err(|source| DataDirError::Io { path: file, error: source })?;
+                write_atomic(&self.path, NODE_ID_FILE, format!("{id}\n").as_bytes()).map_err(
+                    |source| DataDirError::Io {
+                        path: file,
+                        error: source,
+                    },
+                )?;
                 Ok(id)
             }
-            Err(source) => Err(DataDirError::Io { path: file, error: source }),
+            Err(source) => Err(DataDirError::Io {
+                path: file,
+                error: source,
+            }),
         }
     }
 
@@ -175,7 +186,10 @@ impl DataDirGuard {
                     content: text.chars().take(40).collect(),
                 }),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(DataDirError::Io { path: file, error: source }),
+            Err(source) => Err(DataDirError::Io {
+                path: file,
+                error: source,
+            }),
         }
     }
 

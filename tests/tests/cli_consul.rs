@@ -52,12 +52,36 @@ fn global_flags_go_anywhere_and_consul_variables_are_fallbacks() {
 
     // After the subcommand (refused by clap before).
     ok(
-        shoal(&["kv", "put", "--token", "s3cret", "--http-addr", &addr, "a", "1"], &[]),
+        shoal(
+            &[
+                "kv",
+                "put",
+                "--token",
+                "s3cret",
+                "--http-addr",
+                &addr,
+                "a",
+                "1",
+            ],
+            &[],
+        ),
         "kv put --token after the subcommand",
     );
     // Before it, as always.
     ok(
-        shoal(&["--http-addr", &addr, "--token", "s3cret", "kv", "put", "b", "2"], &[]),
+        shoal(
+            &[
+                "--http-addr",
+                &addr,
+                "--token",
+                "s3cret",
+                "kv",
+                "put",
+                "b",
+                "2",
+            ],
+            &[],
+        ),
         "kv put --token before the subcommand",
     );
     // No token: refused by the agent, so the token above did count.
@@ -73,7 +97,10 @@ fn global_flags_go_anywhere_and_consul_variables_are_fallbacks() {
     ok(
         shoal(
             &["kv", "put", "d", "4"],
-            &[("CONSUL_HTTP_ADDR", &format!("http://{addr}")), ("CONSUL_HTTP_TOKEN", "s3cret")],
+            &[
+                ("CONSUL_HTTP_ADDR", &format!("http://{addr}")),
+                ("CONSUL_HTTP_TOKEN", "s3cret"),
+            ],
         ),
         "CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN",
     );
@@ -93,7 +120,14 @@ fn global_flags_go_anywhere_and_consul_variables_are_fallbacks() {
     // Consul's single-dash spelling, `-name value` and `-name=value`.
     let recurse = ok(
         shoal(
-            &["kv", "get", "-recurse", &format!("-http-addr={addr}"), "-token", "s3cret"],
+            &[
+                "kv",
+                "get",
+                "-recurse",
+                &format!("-http-addr={addr}"),
+                "-token",
+                "s3cret",
+            ],
             &[],
         ),
         "kv get -recurse -http-addr= -token",
@@ -117,7 +151,10 @@ fn kv_put_from_files_and_stdin_get_recurse_keys_export_import() {
     let at_file = format!("@{}", file.display());
 
     ok(agent.cli(&["kv", "put", "big/v2", &at_file]), "put @file");
-    assert_eq!(agent.kv_get("big/v2").unwrap().as_deref(), Some("from a file\n"));
+    assert_eq!(
+        agent.kv_get("big/v2").unwrap().as_deref(),
+        Some("from a file\n")
+    );
 
     let mut child = Command::new(shoal_bin())
         .args(["kv", "put", "big/stdin", "-"])
@@ -143,16 +180,24 @@ fn kv_put_from_files_and_stdin_get_recurse_keys_export_import() {
     assert_eq!(agent.kv_get("big/bare").unwrap(), None);
     assert_eq!(agent.kv_get("big/missing").unwrap(), None);
 
-    ok(agent.cli(&["kv", "put", "big/deep/er", "x", "--flags", "7"]), "put deep");
-    let recurse = ok(agent.cli(&["kv", "get", "big/", "--recurse"]), "get --recurse");
+    ok(
+        agent.cli(&["kv", "put", "big/deep/er", "x", "--flags", "7"]),
+        "put deep",
+    );
+    let recurse = ok(
+        agent.cli(&["kv", "get", "big/", "--recurse"]),
+        "get --recurse",
+    );
     assert_eq!(
-        recurse,
-        "big/deep/er:x\nbig/stdin:piped\nbig/v2:from a file\n\n",
+        recurse, "big/deep/er:x\nbig/stdin:piped\nbig/v2:from a file\n\n",
         "{recurse}"
     );
     let keys = ok(agent.cli(&["kv", "get", "-keys", "big/"]), "get -keys");
     assert_eq!(keys, "big/deep/\nbig/stdin\nbig/v2\n");
-    let all = ok(agent.cli(&["kv", "get", "-keys", "-separator=", "big/"]), "-separator=");
+    let all = ok(
+        agent.cli(&["kv", "get", "-keys", "-separator=", "big/"]),
+        "-separator=",
+    );
     assert_eq!(all, "big/deep/er\nbig/stdin\nbig/v2\n");
 
     let exported = ok(agent.cli(&["kv", "export", "big/"]), "export");
@@ -165,7 +210,13 @@ fn kv_put_from_files_and_stdin_get_recurse_keys_export_import() {
     let dump = root.path().join("dump.json");
     std::fs::write(&dump, &exported).unwrap();
     let imported = ok(
-        agent.cli(&["kv", "import", "--prefix", "copy/", &format!("@{}", dump.display())]),
+        agent.cli(&[
+            "kv",
+            "import",
+            "--prefix",
+            "copy/",
+            &format!("@{}", dump.display()),
+        ]),
         "import",
     );
     assert!(imported.contains("Imported: copy/big/v2"), "{imported}");
@@ -177,7 +228,8 @@ fn kv_put_from_files_and_stdin_get_recurse_keys_export_import() {
     assert_eq!(detailed[0]["Flags"], 7);
 
     // A document with one bad value imports nothing.
-    let bad = r#"[{"key":"bad/one","flags":0,"value":"b25l"},{"key":"bad/two","flags":0,"value":"%%%"}]"#;
+    let bad =
+        r#"[{"key":"bad/one","flags":0,"value":"b25l"},{"key":"bad/two","flags":0,"value":"%%%"}]"#;
     let refused = agent.cli(&["kv", "import", bad]);
     assert!(!refused.status.success());
     assert!(
@@ -206,7 +258,10 @@ fn catalog_services_aliases_maintenance_and_members() {
         agent.cli(&["services", "register", &file.display().to_string()]),
         "services register",
     );
-    assert!(registered.contains("Registered service: web-1"), "{registered}");
+    assert!(
+        registered.contains("Registered service: web-1"),
+        "{registered}"
+    );
 
     let nodes = ok(agent.cli(&["catalog", "nodes"]), "catalog nodes");
     assert!(nodes.starts_with("Node"), "{nodes}");
@@ -218,7 +273,10 @@ fn catalog_services_aliases_maintenance_and_members() {
         assert!(row.ends_with("dc1"), "{row}");
     }
     wait_for(Duration::from_secs(10), "web in the catalog", || {
-        let services = ok(agent.cli(&["catalog", "services", "--tags"]), "catalog services");
+        let services = ok(
+            agent.cli(&["catalog", "services", "--tags"]),
+            "catalog services",
+        );
         services
             .lines()
             .any(|line| line.split_whitespace().collect::<Vec<_>>() == ["web", "v1"])
@@ -226,7 +284,10 @@ fn catalog_services_aliases_maintenance_and_members() {
             .ok_or(services)
     });
     assert_eq!(
-        ok(agent.cli(&["catalog", "datacenters"]), "catalog datacenters"),
+        ok(
+            agent.cli(&["catalog", "datacenters"]),
+            "catalog datacenters"
+        ),
         "dc1\n"
     );
 
@@ -235,25 +296,66 @@ fn catalog_services_aliases_maintenance_and_members() {
         table
             .lines()
             .find(|line| line.contains("web-1"))
-            .map(|row| row.split_whitespace().nth(3).unwrap_or_default().to_string())
+            .map(|row| {
+                row.split_whitespace()
+                    .nth(3)
+                    .unwrap_or_default()
+                    .to_string()
+            })
             .unwrap_or_default()
     };
     assert_eq!(status(agent), "passing");
-    ok(agent.cli(&["maint", "--enable", "--service", "web-1"]), "maint");
+    ok(
+        agent.cli(&["maint", "--enable", "--service", "web-1"]),
+        "maint",
+    );
     assert_eq!(status(agent), "maintenance");
-    ok(agent.cli(&["maint", "--disable", "--service", "web-1"]), "maint off");
+    ok(
+        agent.cli(&["maint", "--disable", "--service", "web-1"]),
+        "maint off",
+    );
     assert_eq!(status(agent), "passing");
 
-    let deregistered = ok(agent.cli(&["services", "deregister", "web-1"]), "services deregister");
-    assert!(deregistered.contains("Deregistered service: web-1"), "{deregistered}");
+    let deregistered = ok(
+        agent.cli(&["services", "deregister", "web-1"]),
+        "services deregister",
+    );
+    assert!(
+        deregistered.contains("Deregistered service: web-1"),
+        "{deregistered}"
+    );
     assert!(agent.get("/v1/agent/service/web-1").is_err());
 
-    let detailed = ok(agent.cli(&["members", "-detailed", "-status", "ali.e"]), "members");
-    let header: Vec<&str> = detailed.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["Node", "Address", "Status", "Generation", "Protocol", "Tags"]);
+    let detailed = ok(
+        agent.cli(&["members", "-detailed", "-status", "ali.e"]),
+        "members",
+    );
+    let header: Vec<&str> = detailed
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "Node",
+            "Address",
+            "Status",
+            "Generation",
+            "Protocol",
+            "Tags"
+        ]
+    );
     assert_eq!(detailed.lines().count(), 3, "{detailed}");
-    assert!(detailed.contains("shoal_node_id=") || detailed.contains("id="), "{detailed}");
-    let none = ok(agent.cli(&["members", "-status", "failed"]), "members -status failed");
+    assert!(
+        detailed.contains("shoal_node_id=") || detailed.contains("id="),
+        "{detailed}"
+    );
+    let none = ok(
+        agent.cli(&["members", "-status", "failed"]),
+        "members -status failed",
+    );
     assert_eq!(none.lines().count(), 1, "{none}");
 }
 
@@ -270,7 +372,13 @@ fn reload_counts_the_checks_of_services() {
          [[checks]]\nid = \"mem\"\nmemory = { warning = 99, critical = 100 }\ninterval = \"10s\"\n",
         &[],
     );
-    let agent = Agent::start(root.path(), AgentOptions { name: "rl".into(), ..options });
+    let agent = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "rl".into(),
+            ..options
+        },
+    );
     agent.wait_serving();
     let reloaded = ok(agent.cli(&["reload"]), "reload");
     assert!(
@@ -285,7 +393,11 @@ fn reload_counts_the_checks_of_services() {
 fn validate_names_each_bad_file_and_key() {
     let root = tempfile::tempdir().unwrap();
     let good = root.path().join("good.toml");
-    std::fs::write(&good, "node_name = \"a\"\n[[services]]\nname = \"web\"\nport = 80\n").unwrap();
+    std::fs::write(
+        &good,
+        "node_name = \"a\"\n[[services]]\nname = \"web\"\nport = 80\n",
+    )
+    .unwrap();
     let bad_port = root.path().join("port.toml");
     std::fs::write(&bad_port, "[[services]]\nname = \"web\"\nport = 70000\n").unwrap();
     let bad_key = root.path().join("typo.toml");
@@ -293,7 +405,10 @@ fn validate_names_each_bad_file_and_key() {
 
     let valid = shoal(&["validate", &good.display().to_string()], &[]);
     assert!(valid.status.success(), "{}", text(&valid));
-    assert_eq!(String::from_utf8_lossy(&valid.stdout), "Configuration is valid!\n");
+    assert_eq!(
+        String::from_utf8_lossy(&valid.stdout),
+        "Configuration is valid!\n"
+    );
     // The repository's own examples validate.
     let examples = shoal(&["validate", "../config/agent.toml"], &[]);
     assert!(examples.status.success(), "{}", text(&examples));
@@ -310,10 +425,47 @@ fn validate_names_each_bad_file_and_key() {
     assert_eq!(invalid.status.code(), Some(1), "{}", text(&invalid));
     let errors = String::from_utf8_lossy(&invalid.stderr);
     assert!(
-        errors.contains(&format!("{}: config key `services[0].Port`", bad_port.display())),
+        errors.contains(&format!(
+            "{}: config key `services[0].Port`",
+            bad_port.display()
+        )),
         "{errors}"
     );
     assert!(errors.contains(&bad_key.display().to_string()), "{errors}");
     assert!(errors.contains("probe_intervall"), "{errors}");
     assert!(!errors.contains("good.toml"), "{errors}");
+}
+
+/// `config/services.toml` says what `shoal register` makes of it: its exec
+/// check is refused by an agent without `--enable-script-checks` (with the
+/// check and the flag named), and registers with it;
+/// `config/payments.json`, which the README registers, works as it comes.
+#[test]
+fn the_example_service_files_register_as_their_headers_say() {
+    let root = tempfile::tempdir().unwrap();
+    let plain = Agent::start_serving(root.path(), "plain", &[]);
+    let refused = plain.cli(&["register", "../config/services.toml"]);
+    assert!(!refused.status.success());
+    let printed = text(&refused);
+    assert!(
+        printed.contains("check `web-selftest`") && printed.contains("--enable-script-checks"),
+        "{printed}"
+    );
+    ok(
+        plain.cli(&["register", "../config/payments.json"]),
+        "payments.json",
+    );
+    assert!(plain.get("/v1/agent/service/payments-1").is_ok());
+
+    let scripts = Agent::start_serving(root.path(), "scripts", &["--enable-script-checks"]);
+    let registered = ok(
+        scripts.cli(&["services", "register", "../config/services.toml"]),
+        "services.toml with script checks",
+    );
+    assert!(
+        registered.contains("Registered service: worker-1"),
+        "{registered}"
+    );
+    let valid = shoal(&["validate", "../config/services.toml"], &[]);
+    assert!(valid.status.success(), "{}", text(&valid));
 }

@@ -71,11 +71,19 @@ fn a_data_dir_without_permission_says_so_once_with_a_hint() {
     let printed = text(&output);
     assert_eq!(output.status.code(), Some(1), "{printed}");
     assert!(
-        printed.contains("permission denied: the agent runs as user id 65534, which cannot create it"),
+        printed
+            .contains("permission denied: the agent runs as user id 65534, which cannot create it"),
         "{printed}"
     );
-    assert!(printed.contains(&format!("chown 65534 {}", data_dir.display())), "{printed}");
-    assert_eq!(lines_with(&printed, "data_dir"), 1, "printed once: {printed}");
+    assert!(
+        printed.contains(&format!("chown 65534 {}", data_dir.display())),
+        "{printed}"
+    );
+    assert_eq!(
+        lines_with(&printed, "data_dir"),
+        1,
+        "printed once: {printed}"
+    );
     assert!(!printed.contains("os error 13"), "{printed}");
 
     // An existing directory it can't write: the hint is to chown it.
@@ -91,10 +99,17 @@ fn a_data_dir_without_permission_says_so_once_with_a_hint() {
     );
     let printed = text(&output);
     assert!(
-        printed.contains(&format!("which cannot write there (give that user the directory, e.g. `chown -R 65534 {}`", data_dir.display())),
+        printed.contains(&format!(
+            "which cannot write there (give that user the directory, e.g. `chown -R 65534 {}`",
+            data_dir.display()
+        )),
         "{printed}"
     );
-    assert_eq!(lines_with(&printed, "data_dir"), 1, "printed once: {printed}");
+    assert_eq!(
+        lines_with(&printed, "data_dir"),
+        1,
+        "printed once: {printed}"
+    );
 }
 
 /// A data dir that is a file (or under one) says so, not "File exists".
@@ -104,7 +119,10 @@ fn a_data_dir_that_is_a_file_says_so_once() {
     let file = root.path().join("state");
     std::fs::write(&file, "not a directory").unwrap();
     for (data_dir, expected) in [
-        (file.clone(), "is a file, not a directory: remove it or choose another --data-dir".to_string()),
+        (
+            file.clone(),
+            "is a file, not a directory: remove it or choose another --data-dir".to_string(),
+        ),
         (
             file.join("sub"),
             format!("{} is a file, not a directory", file.display()),
@@ -115,7 +133,11 @@ fn a_data_dir_that_is_a_file_says_so_once() {
         assert_eq!(output.status.code(), Some(1), "{printed}");
         assert!(printed.contains(&expected), "{printed}");
         assert!(!printed.contains("File exists"), "{printed}");
-        assert_eq!(lines_with(&printed, "data_dir"), 1, "printed once: {printed}");
+        assert_eq!(
+            lines_with(&printed, "data_dir"),
+            1,
+            "printed once: {printed}"
+        );
     }
 }
 
@@ -154,12 +176,12 @@ fn port_as_string_post_to_put_route_and_rollout_name_the_problem() {
         ("POST", "/v1/kv/some/key"),
         ("POST", "/v1/agent/reload"),
     ] {
-        let (status, body) =
-            http_json(method, agent.http_addr(), path, Some(b"{}")).unwrap();
+        let (status, body) = http_json(method, agent.http_addr(), path, Some(b"{}")).unwrap();
         assert_eq!(status, 405, "{method} {path}: {body}");
         assert!(
-            body["error"].as_str().is_some_and(|error| error.contains("use PUT")
-                || error.contains("PUT")),
+            body["error"]
+                .as_str()
+                .is_some_and(|error| error.contains("use PUT") || error.contains("PUT")),
             "{method} {path}: {body}"
         );
     }
@@ -178,11 +200,7 @@ fn port_as_string_post_to_put_route_and_rollout_name_the_problem() {
 #[test]
 fn an_ambiguous_size_unit_is_refused_with_the_spelling_to_use() {
     let root = tempfile::tempdir().unwrap();
-    let (code, printed) = run_agent_until_exit(
-        root.path(),
-        "gb",
-        "[kv]\nmax_bytes = \"1GB\"\n",
-    );
+    let (code, printed) = run_agent_until_exit(root.path(), "gb", "[kv]\nmax_bytes = \"1GB\"\n");
     assert_eq!(code, Some(2), "{printed}");
     assert!(
         printed.contains("config key `kv.max_bytes`: `1GB` is ambiguous"),

@@ -248,7 +248,8 @@ fn the_readme_quick_start_runs_as_written() {
                     String::from_utf8_lossy(&output.stderr)
                 );
             } else {
-                let expected: Vec<String> = step.expected.iter().map(|line| rewrite(line)).collect();
+                let expected: Vec<String> =
+                    step.expected.iter().map(|line| rewrite(line)).collect();
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
                     let (code, output) = run(&command, &root, &path_env);

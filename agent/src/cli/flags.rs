@@ -235,7 +235,9 @@ fn rollout_percent(text: &str) -> Result<f64, String> {
     match text.trim().trim_end_matches('%').parse::<f64>() {
         Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(percent),
         Ok(_) => Err("must be a percentage from 0 to 100 (fractions allowed)".to_string()),
-        Err(_) => Err("not a number: give a percentage from 0 to 100, such as 25 or 2.5".to_string()),
+        Err(_) => {
+            Err("not a number: give a percentage from 0 to 100, such as 25 or 2.5".to_string())
+        }
     }
 }
 

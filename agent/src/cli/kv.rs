@@ -124,8 +124,9 @@ pub(super) fn value_from(argument: Option<&str>) -> anyhow::Result<Vec<u8>> {
             "value `@` names no file: write `@FILE` to read the value from FILE, or `-` for standard input"
         ),
         Some(text) => match text.strip_prefix('@') {
-            Some(path) => std::fs::read(path)
-                .with_context(|| format!("cannot read the value from file `{path}` (given as `{text}`)")),
+            Some(path) => std::fs::read(path).with_context(|| {
+                format!("cannot read the value from file `{path}` (given as `{text}`)")
+            }),
             None => Ok(text.as_bytes().to_vec()),
         },
     }
@@ -142,9 +143,7 @@ fn decode_value(entry: &Value) -> String {
 pub fn run(client: &Client, args: &KvArgs) -> anyhow::Result<()> {
     match &args.command {
         KvCommand::Get {
-            key,
-            recurse: true,
-            ..
+            key, recurse: true, ..
         } => {
             for entry in list_or_empty(client, &format!("/v1/kv/{}?recurse", encode_key(key)))?
                 .as_array()
@@ -168,7 +167,11 @@ pub fn run(client: &Client, args: &KvArgs) -> anyhow::Result<()> {
             if !separator.is_empty() {
                 path.push_str(&format!("&separator={}", encode_key(separator)));
             }
-            for key in list_or_empty(client, &path)?.as_array().into_iter().flatten() {
+            for key in list_or_empty(client, &path)?
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 println!("{}", key.as_str().unwrap_or_default());
             }
         }

@@ -67,7 +67,10 @@ pub fn import(client: &Client, data: &str, prefix: &str) -> anyhow::Result<()> {
     }
     for (key, flags, value) in decoded {
         client
-            .put_bytes(&format!("/v1/kv/{}?flags={flags}", encode_key(&key)), &value)
+            .put_bytes(
+                &format!("/v1/kv/{}?flags={flags}", encode_key(&key)),
+                &value,
+            )
             .with_context(|| format!("importing `{key}`"))?;
         println!("Imported: {key}");
     }

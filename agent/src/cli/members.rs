@@ -81,7 +81,14 @@ pub fn run(client: &Client, args: &MembersArgs) -> anyhow::Result<()> {
                 })
                 .collect();
             let header: &[&str] = if args.detailed {
-                &["Node", "Address", "Status", "Generation", "Protocol", "Tags"]
+                &[
+                    "Node",
+                    "Address",
+                    "Status",
+                    "Generation",
+                    "Protocol",
+                    "Tags",
+                ]
             } else {
                 &["Node", "Address", "Status", "Tags"]
             };

@@ -206,7 +206,9 @@ pub fn main() -> ExitCode {
 /// A Consul client variable, the fallback after the `SHOAL_*` one (an
 /// empty value counts as unset, as it does for Consul).
 fn consul_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
 }
 
 /// Parses the command line; `--version` prints what `shoal version` does.
@@ -254,7 +256,12 @@ pub fn consul_style_args(
 
 fn collect_long_options(command: &clap::Command, longs: &mut std::collections::BTreeSet<String>) {
     for arg in command.get_arguments() {
-        longs.extend(arg.get_long_and_visible_aliases().into_iter().flatten().map(str::to_string));
+        longs.extend(
+            arg.get_long_and_visible_aliases()
+                .into_iter()
+                .flatten()
+                .map(str::to_string),
+        );
     }
     for sub in command.get_subcommands() {
         collect_long_options(sub, longs);

@@ -67,7 +67,10 @@ fn encode(segment: &str) -> String {
 /// as in Consul), but an operator reading the table must tell it from a
 /// failing instance.
 fn entry_status(entry: &Value) -> &'static str {
-    let checks = entry["Checks"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let checks = entry["Checks"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     if checks.iter().any(is_maintenance) {
         return "maintenance";
     }

@@ -27,9 +27,10 @@ pub(super) struct Addresses {
 /// (`--bind 10.0.0.5`, `--join 10.0.0.5`, as Consul users write them) gets
 /// the key's default port, and the agent says so at start.
 fn port_default_note(key: &str, text: &str, used: SocketAddr) -> Option<String> {
-    text.trim().parse::<IpAddr>().ok().map(|_| {
-        format!("{key} `{}` has no port: using {used}", text.trim())
-    })
+    text.trim()
+        .parse::<IpAddr>()
+        .ok()
+        .map(|_| format!("{key} `{}` has no port: using {used}", text.trim()))
 }
 
 impl Addresses {

@@ -290,7 +290,9 @@ fn port_problem(port: &Value, lowest: u16) -> String {
             "must be a number, not a string: write {} without quotes",
             text.trim()
         ),
-        Value::String(_) => format!("must be a number from {lowest} to 65535, not a string ({port})"),
+        Value::String(_) => {
+            format!("must be a number from {lowest} to 65535, not a string ({port})")
+        }
         _ => format!("{port} is not a port between {lowest} and 65535"),
     }
 }
