@@ -116,7 +116,9 @@ fn fold_spaces(text: &str) -> String {
 /// `#`, as the README writes them).
 fn without_comment(command: &str) -> &str {
     match command.find("  #") {
-        Some(at) if command[..at].matches('\'').count() % 2 == 0 => command[..at].trim_end(),
+        Some(at) if command[..at].matches('\'').count().is_multiple_of(2) => {
+            command[..at].trim_end()
+        }
         _ => command.trim_end(),
     }
 }
