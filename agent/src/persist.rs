@@ -53,9 +53,7 @@ fn explain_io(path: &Path, error: &io::Error) -> String {
             ),
             None => error.to_string(),
         },
-        io::ErrorKind::ReadOnlyFilesystem => {
-            "the file system is read-only: choose a writable --data-dir".to_string()
-        }
+        io::ErrorKind::ReadOnlyFilesystem => format!("{error}: choose a writable --data-dir"),
         _ => error.to_string(),
     }
 }

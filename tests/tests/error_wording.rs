@@ -39,9 +39,14 @@ fn agent_with_data_dir(runner: &[&str], data_dir: &Path) -> Output {
     command.output().expect("run shoal agent")
 }
 
-/// Counts the lines of `output` that mention `needle`.
-fn lines_with(output: &str, needle: &str) -> usize {
-    output.lines().filter(|line| line.contains(needle)).count()
+/// Start-up errors are printed once: one line of `output` names the
+/// data dir.
+fn assert_printed_once(output: &str) {
+    let lines = output
+        .lines()
+        .filter(|line| line.contains("data_dir"))
+        .count();
+    assert_eq!(lines, 1, "printed once: {output}");
 }
 
 /// A data dir the agent's user may not create: tests run as root, whom
@@ -79,11 +84,7 @@ fn a_data_dir_without_permission_says_so_once_with_a_hint() {
         printed.contains(&format!("chown 65534 {}", data_dir.display())),
         "{printed}"
     );
-    assert_eq!(
-        lines_with(&printed, "data_dir"),
-        1,
-        "printed once: {printed}"
-    );
+    assert_printed_once(&printed);
     assert!(!printed.contains("os error 13"), "{printed}");
 
     // An existing directory it can't write: the hint is to chown it.
@@ -105,11 +106,7 @@ fn a_data_dir_without_permission_says_so_once_with_a_hint() {
         )),
         "{printed}"
     );
-    assert_eq!(
-        lines_with(&printed, "data_dir"),
-        1,
-        "printed once: {printed}"
-    );
+    assert_printed_once(&printed);
 }
 
 /// A data dir that is a file (or under one) says so, not "File exists".
@@ -133,11 +130,7 @@ fn a_data_dir_that_is_a_file_says_so_once() {
         assert_eq!(output.status.code(), Some(1), "{printed}");
         assert!(printed.contains(&expected), "{printed}");
         assert!(!printed.contains("File exists"), "{printed}");
-        assert_eq!(
-            lines_with(&printed, "data_dir"),
-            1,
-            "printed once: {printed}"
-        );
+        assert_printed_once(&printed);
     }
 }
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_tests::{http_json, shoal_bin, unique_loopback, wait_for};
+use shoal_tests::{http_json, shoal_bin, unique_loopback, wait_exit_or_kill, wait_for};
 
 /// One command of a block, with the output lines it should print.
 #[derive(Debug)]
@@ -161,18 +161,7 @@ fn run(command: &str, root: &Path, path_env: &(String, String)) -> (Option<i32>,
         .stderr(file)
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    };
+    let code = wait_exit_or_kill(&mut child, Duration::from_secs(20));
     (code, std::fs::read_to_string(&out).unwrap_or_default())
 }
 
