@@ -49,6 +49,14 @@ fn assert_printed_once(output: &str) {
     assert_eq!(lines, 1, "printed once: {output}");
 }
 
+/// Runs the agent as `nobody`.
+const AS_NOBODY: &[&str] = &[
+    "/usr/bin/setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+];
+
 /// A data dir the agent's user may not create: tests run as root, whom
 /// file modes don't stop, so the agent runs as `nobody` (`setpriv`) under
 /// a root-owned directory. The message says it is a permission problem,
@@ -64,15 +72,7 @@ fn a_data_dir_without_permission_says_so_once_with_a_hint() {
     // tempdir is 0700: let `nobody` reach into it, but not write.
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let data_dir = root.path().join("data");
-    let output = agent_with_data_dir(
-        &[
-            "/usr/bin/setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ],
-        &data_dir,
-    );
+    let output = agent_with_data_dir(AS_NOBODY, &data_dir);
     let printed = text(&output);
     assert_eq!(output.status.code(), Some(1), "{printed}");
     assert!(
@@ -89,15 +89,7 @@ fn a_data_dir_without_permission_says_so_once_with_a_hint() {
 
     // An existing directory it can't write: the hint is to chown it.
     std::fs::create_dir(&data_dir).unwrap();
-    let output = agent_with_data_dir(
-        &[
-            "/usr/bin/setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ],
-        &data_dir,
-    );
+    let output = agent_with_data_dir(AS_NOBODY, &data_dir);
     let printed = text(&output);
     assert!(
         printed.contains(&format!(
