@@ -12,12 +12,50 @@ use crate::config::DataDir;
 /// Why the data directory can't be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    #[error("data_dir {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    /// The reason is part of the message, not a `source`: printed as a
+    /// chain it would appear twice.
+    #[error("data_dir {path}: {}", explain_io(path, error))]
+    Io { path: PathBuf, error: io::Error },
     #[error("data_dir {path} is in use by another shoal agent")]
     Locked { path: PathBuf },
     #[error("data_dir file {path} is corrupt ({content:?}); remove it to start over")]
     Corrupt { path: PathBuf, content: String },
+}
+
+/// What an I/O error on the data directory means for the operator, with
+/// what to do about it.
+fn explain_io(path: &Path, error: &io::Error) -> String {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let is_file = |path: &Path| {
+        path.ancestors()
+            .find(|p| p.is_file())
+            .map(Path::to_path_buf)
+    };
+    match error.kind() {
+        io::ErrorKind::PermissionDenied if path.exists() => format!(
+            "permission denied: the agent runs as user id {uid}, which cannot write there \
+             (give that user the directory, e.g. `chown -R {uid} {}`, or choose another --data-dir)",
+            path.display()
+        ),
+        io::ErrorKind::PermissionDenied => format!(
+            "permission denied: the agent runs as user id {uid}, which cannot create it \
+             (create it for that user, e.g. `mkdir -p {0} && chown {uid} {0}`, or choose another --data-dir)",
+            path.display()
+        ),
+        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => match is_file(path) {
+            Some(file) if file == path => {
+                "is a file, not a directory: remove it or choose another --data-dir".to_string()
+            }
+            Some(file) => format!(
+                "{} is a file, not a directory: remove it or choose another --data-dir",
+                file.display()
+            ),
+            None => error.to_string(),
+        },
+        io::ErrorKind::ReadOnlyFilesystem => format!("{error}: choose a writable --data-dir"),
+        _ => error.to_string(),
+    }
 }
 
 /// An open, locked data directory. A temporary one (`--dev`) is removed
@@ -48,9 +86,9 @@ impl DataDirGuard {
                 true,
             ),
         };
-        let io_error = |source| DataDirError::Io {
+        let io_error = |error| DataDirError::Io {
             path: path.clone(),
-            source,
+            error,
         };
         fs::create_dir_all(&path).map_err(io_error)?;
         let lock = OpenOptions::new()
@@ -103,11 +141,18 @@ impl DataDirGuard {
             }),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 let id = new_uuid(rand::random());
-                write_atomic(&self.path, NODE_ID_FILE, format!("{id}\n").as_bytes())
-                    .map_err(|source| DataDirError::Io { path: file, source })?;
+                write_atomic(&self.path, NODE_ID_FILE, format!("{id}\n").as_bytes()).map_err(
+                    |source| DataDirError::Io {
+                        path: file,
+                        error: source,
+                    },
+                )?;
                 Ok(id)
             }
-            Err(source) => Err(DataDirError::Io { path: file, source }),
+            Err(source) => Err(DataDirError::Io {
+                path: file,
+                error: source,
+            }),
         }
     }
 
@@ -121,7 +166,7 @@ impl DataDirGuard {
         write_atomic(&self.path, INDEX_FILE, format!("{ceiling}\n").as_bytes()).map_err(|source| {
             DataDirError::Io {
                 path: self.path.join(INDEX_FILE),
-                source,
+                error: source,
             }
         })
     }
@@ -139,7 +184,10 @@ impl DataDirGuard {
                     content: text.chars().take(40).collect(),
                 }),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(DataDirError::Io { path: file, source }),
+            Err(source) => Err(DataDirError::Io {
+                path: file,
+                error: source,
+            }),
         }
     }
 
@@ -152,7 +200,7 @@ impl DataDirGuard {
         )
         .map_err(|source| DataDirError::Io {
             path: self.path.join(GENERATION_FILE),
-            source,
+            error: source,
         })
     }
 }

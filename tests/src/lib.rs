@@ -91,18 +91,7 @@ pub fn run_agent_until_exit(root: &Path, name: &str, config: &str) -> (Option<i3
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = wait_exit_or_kill(&mut child, Duration::from_secs(20));
     let output = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
@@ -110,6 +99,23 @@ pub fn run_agent_until_exit(root: &Path, name: &str, config: &str) -> (Option<i3
         String::from_utf8_lossy(&output.stderr)
     );
     (code, text)
+}
+
+/// Waits up to `timeout` for `child` to exit: its exit code, or `None`
+/// when it was still running (it is then killed and reaped).
+pub fn wait_exit_or_kill(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
 }
 
 /// Options for one agent.

@@ -153,6 +153,9 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
     };
     crate::resident::limit_malloc_arenas();
     let log = init_logging(&config);
+    for note in &config.port_defaults {
+        tracing::info!("{note}");
+    }
     // One thread: the agent's work is small, and a single thread keeps the
     // resident footprint low. Checks and file I/O go to blocking threads.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -175,8 +178,10 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // Once: the log is on standard error already (text or JSON, as
+            // the operator chose), and a second copy there reads as a
+            // second failure.
             tracing::error!("{error:#}");
-            eprintln!("Error: {error:#}");
             ExitCode::FAILURE
         }
     }

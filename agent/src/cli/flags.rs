@@ -51,7 +51,7 @@ pub struct SetArgs {
     #[arg(long, value_name = "true|false")]
     pub enabled: Option<bool>,
     /// Share of users who get the flag, 0 to 100 (fractions allowed).
-    #[arg(long, value_name = "PERCENT")]
+    #[arg(long, value_name = "PERCENT", value_parser = rollout_percent)]
     pub rollout: Option<f64>,
     /// Users who always get the flag while it is enabled (comma-separated;
     /// an empty value clears the list).
@@ -227,6 +227,18 @@ fn split_list(text: &str) -> Value {
             .filter(|item| !item.is_empty())
             .collect::<Vec<_>>()
     )
+}
+
+/// `--rollout`, checked here so that the error names the option the user
+/// typed (the API's would name its field, `rollout_percentage`).
+fn rollout_percent(text: &str) -> Result<f64, String> {
+    match text.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(percent),
+        Ok(_) => Err("must be a percentage from 0 to 100 (fractions allowed)".to_string()),
+        Err(_) => {
+            Err("not a number: give a percentage from 0 to 100, such as 25 or 2.5".to_string())
+        }
+    }
 }
 
 fn set(client: &Client, args: &SetArgs) -> anyhow::Result<()> {

@@ -1,4 +1,6 @@
-//! `shoal kv get|put|delete|ls|watch|quarantine`: the replicated KV store.
+//! `shoal kv get|put|delete|ls|watch|quarantine|export|import`: the
+//! replicated KV store, with Consul's habits (`put KEY @file`, `put KEY -`,
+//! `get -recurse`, `get -keys`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -19,17 +21,29 @@ pub struct KvArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
-    /// Print a key's value.
+    /// Print a key's value (or, as `consul kv get`, every `key:value` under
+    /// a prefix with --recurse, or the keys under it with --keys).
     Get {
+        #[arg(default_value = "")]
         key: String,
         /// Print the entry's metadata as JSON instead of the bare value.
         #[arg(long)]
         detailed: bool,
+        /// Every entry under KEY as a prefix, one `key:value` per line.
+        #[arg(long, conflicts_with = "keys")]
+        recurse: bool,
+        /// The keys under KEY as a prefix, rolled up at --separator.
+        #[arg(long)]
+        keys: bool,
+        /// With --keys: roll keys up at this string ("" lists every key).
+        #[arg(long, default_value = "/", requires = "keys")]
+        separator: String,
     },
     /// Set a key (answers once the write is durable on this agent).
     Put {
         key: String,
-        /// The value; read from standard input when left out.
+        /// The value; `@FILE` reads it from FILE, `-` (or leaving it out)
+        /// from standard input.
         value: Option<String>,
         /// Opaque flags stored with the value.
         #[arg(long)]
@@ -59,6 +73,21 @@ pub enum KvCommand {
         #[arg(default_value = "")]
         prefix: String,
     },
+    /// Print every entry under a prefix as Consul's `kv export` JSON
+    /// (`[{"key", "flags", "value" (base64)}]`).
+    Export {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Write the entries of a `kv export` JSON document: `@FILE`, `-` for
+    /// standard input (the default), or the JSON itself.
+    Import {
+        #[arg(default_value = "-")]
+        data: String,
+        /// Put this in front of every imported key.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
     /// List the values a delete remembered by a peer replaced on this agent
     /// (it had missed the delete), or clear them with --clear.
     Quarantine {
@@ -70,7 +99,7 @@ pub enum KvCommand {
     },
 }
 
-fn encode_key(key: &str) -> String {
+pub(super) fn encode_key(key: &str) -> String {
     key.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
@@ -79,6 +108,28 @@ fn encode_key(key: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The value a `put` writes: the argument itself, the contents of the
+/// file after `@`, or standard input for `-` or no argument (Consul's rules).
+pub(super) fn value_from(argument: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    match argument {
+        None | Some("-") => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .context("reading the value from standard input")?;
+            Ok(bytes)
+        }
+        Some("@") => anyhow::bail!(
+            "value `@` names no file: write `@FILE` to read the value from FILE, or `-` for standard input"
+        ),
+        Some(text) => match text.strip_prefix('@') {
+            Some(path) => std::fs::read(path).with_context(|| {
+                format!("cannot read the value from file `{path}` (given as `{text}`)")
+            }),
+            None => Ok(text.as_bytes().to_vec()),
+        },
+    }
 }
 
 fn decode_value(entry: &Value) -> String {
@@ -91,7 +142,40 @@ fn decode_value(entry: &Value) -> String {
 
 pub fn run(client: &Client, args: &KvArgs) -> anyhow::Result<()> {
     match &args.command {
-        KvCommand::Get { key, detailed } => {
+        KvCommand::Get {
+            key, recurse: true, ..
+        } => {
+            for entry in list_or_empty(client, &format!("/v1/kv/{}?recurse", encode_key(key)))?
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                println!(
+                    "{}:{}",
+                    entry["Key"].as_str().unwrap_or_default(),
+                    decode_value(entry)
+                );
+            }
+        }
+        KvCommand::Get {
+            key,
+            keys: true,
+            separator,
+            ..
+        } => {
+            let mut path = format!("/v1/kv/{}?keys", encode_key(key));
+            if !separator.is_empty() {
+                path.push_str(&format!("&separator={}", encode_key(separator)));
+            }
+            for key in list_or_empty(client, &path)?
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                println!("{}", key.as_str().unwrap_or_default());
+            }
+        }
+        KvCommand::Get { key, detailed, .. } => {
             let entries = client.get_json(&format!("/v1/kv/{}", encode_key(key)))?;
             let entry = &entries[0];
             if *detailed {
@@ -106,11 +190,7 @@ pub fn run(client: &Client, args: &KvArgs) -> anyhow::Result<()> {
             flags,
             cas,
         } => {
-            let value = match value {
-                Some(value) => value.clone(),
-                None => std::io::read_to_string(std::io::stdin())
-                    .context("reading the value from standard input")?,
-            };
+            let value = value_from(value.as_deref())?;
             let mut path = format!("/v1/kv/{}?", encode_key(key));
             if let Some(flags) = flags {
                 path.push_str(&format!("flags={flags}&"));
@@ -118,7 +198,7 @@ pub fn run(client: &Client, args: &KvArgs) -> anyhow::Result<()> {
             if let Some(cas) = cas {
                 path.push_str(&format!("cas={cas}&"));
             }
-            let written = client.put_bytes(path.trim_end_matches(['?', '&']), value.as_bytes())?;
+            let written = client.put_bytes(path.trim_end_matches(['?', '&']), &value)?;
             if written == Value::Bool(true) {
                 println!("Success! Data written to: {key}");
             } else {
@@ -150,13 +230,7 @@ pub fn run(client: &Client, args: &KvArgs) -> anyhow::Result<()> {
             } else {
                 format!("/v1/kv/{}?keys&separator=/", encode_key(prefix))
             };
-            let listing = match client.get_json(&path) {
-                Ok(listing) => listing,
-                Err(crate::client::ClientError::Status { status: 404, .. }) => {
-                    Value::Array(Vec::new())
-                }
-                Err(error) => return Err(error.into()),
-            };
+            let listing = list_or_empty(client, &path)?;
             match (format, recurse) {
                 (Format::Json, _) => println!("{}", serde_json::to_string_pretty(&listing)?),
                 (Format::Table, true) => {
@@ -182,9 +256,21 @@ pub fn run(client: &Client, args: &KvArgs) -> anyhow::Result<()> {
             }
         }
         KvCommand::Watch { prefix } => watch(client, prefix)?,
+        KvCommand::Export { prefix } => super::kv_transfer::export(client, prefix)?,
+        KvCommand::Import { data, prefix } => super::kv_transfer::import(client, data, prefix)?,
         KvCommand::Quarantine { clear, format } => quarantine(client, *clear, *format)?,
     }
     Ok(())
+}
+
+/// A listing under a prefix; an empty array when nothing is there (the API
+/// answers 404).
+pub(super) fn list_or_empty(client: &Client, path: &str) -> anyhow::Result<Value> {
+    match client.get_json(path) {
+        Ok(listing) => Ok(listing),
+        Err(crate::client::ClientError::Status { status: 404, .. }) => Ok(Value::Array(Vec::new())),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// `shoal kv quarantine [--clear]`.

@@ -1,4 +1,4 @@
-//! `shoal members`: like `consul members -detailed`.
+//! `shoal members [--status REGEX] [--detailed]`: like `consul members`.
 
 use anyhow::Context;
 use clap::Args;
@@ -14,6 +14,10 @@ pub struct MembersArgs {
     /// matches this regular expression.
     #[arg(long, value_name = "REGEX")]
     pub status: Option<String>,
+    /// Every tag (the node ID too), the generation and the protocol
+    /// versions, as `consul members -detailed` shows every tag.
+    #[arg(long)]
+    pub detailed: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -47,13 +51,13 @@ pub fn run(client: &Client, args: &MembersArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|member| {
                     // The node ID (a UUID) would drown the operator's
-                    // tags; `--format json` shows it.
+                    // tags; `--detailed` and `--format json` show it.
                     let mut shown = member["Tags"].clone();
-                    if let Some(tags) = shown.as_object_mut() {
+                    if let Some(tags) = shown.as_object_mut().filter(|_| !args.detailed) {
                         tags.remove(shoal_protocol::record::NODE_ID_TAG);
                     }
                     let tags = super::key_values(&shown);
-                    vec![
+                    let mut row = vec![
                         member["Name"].as_str().unwrap_or_default().to_string(),
                         format!(
                             "{}:{}",
@@ -64,11 +68,31 @@ pub fn run(client: &Client, args: &MembersArgs) -> anyhow::Result<()> {
                             .as_str()
                             .unwrap_or_default()
                             .to_string(),
-                        tags,
-                    ]
+                    ];
+                    if args.detailed {
+                        row.push(member["Generation"].to_string());
+                        row.push(format!(
+                            "{}/{}/{}",
+                            member["ProtocolMin"], member["ProtocolCur"], member["ProtocolMax"]
+                        ));
+                    }
+                    row.push(tags);
+                    row
                 })
                 .collect();
-            print_table(&["Node", "Address", "Status", "Tags"], &rows);
+            let header: &[&str] = if args.detailed {
+                &[
+                    "Node",
+                    "Address",
+                    "Status",
+                    "Generation",
+                    "Protocol",
+                    "Tags",
+                ]
+            } else {
+                &["Node", "Address", "Status", "Tags"]
+            };
+            print_table(header, &rows);
         }
     }
     Ok(())

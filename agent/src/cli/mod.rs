@@ -17,14 +17,24 @@
 //! - [`metrics`]: `shoal metrics`.
 //! - [`dns`]: `shoal dns lookup` (asks the agent's DNS interface).
 //! - [`version`]: `shoal version` and `shoal --version`.
+//! - [`catalog`]: `shoal catalog nodes|services|datacenters`.
+//! - [`validate`]: `shoal validate FILE...` (config files, no agent needed).
+//! - [`kv_transfer`]: `shoal kv export|import` (Consul's JSON format).
+//!
+//! Consul's habits hold: the global `--http-addr` and `--token` go before
+//! or after the subcommand, `CONSUL_HTTP_ADDR`/`CONSUL_HTTP_TOKEN` are the
+//! fallbacks after the `SHOAL_*` variables, and long options may be
+//! written with one dash (`-recurse`), see [`consul_style_args`].
 
 pub mod agent;
+pub mod catalog;
 pub mod dns;
 pub mod event;
 pub mod flags;
 pub mod info;
 pub mod keyring;
 pub mod kv;
+pub mod kv_transfer;
 pub mod leave;
 pub mod members;
 pub mod metrics;
@@ -32,6 +42,7 @@ pub mod register;
 pub mod reload;
 pub mod services;
 pub mod template;
+pub mod validate;
 pub mod version;
 pub mod watch;
 
@@ -48,14 +59,17 @@ use crate::client::Client;
 )]
 pub struct Cli {
     /// Address of the agent's HTTP API: where `shoal agent` listens, and
-    /// where the other commands find it.
+    /// where the other commands find it (they fall back to
+    /// CONSUL_HTTP_ADDR when SHOAL_HTTP_ADDR is unset) [default: 127.0.0.1:8500].
     #[arg(long, global = true, env = "SHOAL_HTTP_ADDR", value_name = "IP:PORT")]
     pub http_addr: Option<String>,
 
     /// API token for the commands that talk to the agent (`[acl] token` of
-    /// the agent), sent as `X-Consul-Token`.
+    /// the agent), sent as `X-Consul-Token` (falls back to
+    /// CONSUL_HTTP_TOKEN when SHOAL_HTTP_TOKEN is unset).
     #[arg(
         long,
+        global = true,
         env = "SHOAL_HTTP_TOKEN",
         value_name = "TOKEN",
         hide_env_values = true
@@ -112,6 +126,11 @@ pub enum Command {
     /// Print the version, the commit it was built from, and the wire and
     /// data-dir formats this build speaks (also `shoal --version`).
     Version,
+    /// The catalog as `consul catalog` shows it: nodes, services, datacenters.
+    Catalog(catalog::CatalogArgs),
+    /// Check config files without starting an agent (exit status 1 when one
+    /// is invalid, with the file and the key).
+    Validate(validate::ValidateArgs),
 }
 
 /// Output format of the inspection commands.
@@ -133,15 +152,24 @@ pub fn main() -> ExitCode {
         }
     }
     let client = || {
+        let http_addr = (cli.http_addr.clone())
+            .filter(|addr| !addr.trim().is_empty())
+            .or_else(|| consul_env("CONSUL_HTTP_ADDR"));
         Client::new(
-            cli.http_addr
+            http_addr
                 .as_deref()
                 .unwrap_or(crate::config::DEFAULT_HTTP_ADDR),
         )
-        .with_token(cli.token.clone())
+        .with_token(
+            (cli.token.clone())
+                .filter(|token| !token.trim().is_empty())
+                .or_else(|| consul_env("CONSUL_HTTP_TOKEN")),
+        )
     };
     let result = match &cli.command {
         Command::Agent(args) => return agent::run(args, cli.http_addr.clone()),
+        Command::Validate(args) => return validate::run(args),
+        Command::Catalog(args) => catalog::run(&client(), args),
         Command::Members(args) => members::run(&client(), args),
         Command::Info(args) => info::run(&client(), args),
         Command::Leave => leave::run(&client()),
@@ -175,11 +203,69 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A Consul client variable, the fallback after the `SHOAL_*` one (an
+/// empty value counts as unset, as it does for Consul).
+fn consul_env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+}
+
 /// Parses the command line; `--version` prints what `shoal version` does.
 fn parse() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = Cli::command().version(version::clap_text()).get_matches();
+    let command = Cli::command().version(version::clap_text());
+    let args = consul_style_args(&command, std::env::args_os());
+    let matches = command.get_matches_from(args);
     Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
+/// Consul's CLI spells long options with one dash (`-recurse`,
+/// `-http-addr=...`); clap wants two. An argument `-name` or `-name=value`
+/// whose `name` is a long option of some `shoal` command becomes `--name`;
+/// everything else (values such as `-` for standard input, negative
+/// numbers, anything after `--`) is left alone.
+pub fn consul_style_args(
+    command: &clap::Command,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut longs = std::collections::BTreeSet::new();
+    collect_long_options(command, &mut longs);
+    let mut after_separator = false;
+    args.into_iter()
+        .map(|arg| {
+            let Some(text) = arg.to_str() else {
+                return arg;
+            };
+            if after_separator || text == "--" {
+                after_separator = true;
+                return arg;
+            }
+            let Some(rest) = text.strip_prefix('-') else {
+                return arg;
+            };
+            let name = rest.split_once('=').map_or(rest, |(name, _)| name);
+            if name.len() > 1 && !name.starts_with('-') && longs.contains(name) {
+                format!("-{text}").into()
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+fn collect_long_options(command: &clap::Command, longs: &mut std::collections::BTreeSet<String>) {
+    for arg in command.get_arguments() {
+        longs.extend(
+            arg.get_long_and_visible_aliases()
+                .into_iter()
+                .flatten()
+                .map(str::to_string),
+        );
+    }
+    for sub in command.get_subcommands() {
+        collect_long_options(sub, longs);
+    }
 }
 
 /// A JSON object of strings as `k=v,k=v` (empty for anything else).

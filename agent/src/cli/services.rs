@@ -12,6 +12,19 @@ pub struct ServicesArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// `consul services register|deregister`: the same as `shoal register`
+    /// and `shoal deregister`.
+    #[command(subcommand)]
+    pub command: Option<ServicesCommand>,
+}
+
+/// Consul's spelling of `shoal register` and `shoal deregister`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ServicesCommand {
+    /// Register the services in a JSON or TOML file (as `shoal register`).
+    Register(super::register::RegisterArgs),
+    /// Deregister a service from this agent (as `shoal deregister`).
+    Deregister(super::register::DeregisterArgs),
 }
 
 #[derive(Debug, Args)]
@@ -48,10 +61,21 @@ fn encode(segment: &str) -> String {
         .collect()
 }
 
-/// Consul's aggregate status of one `/v1/health/service` entry.
+/// Consul's aggregate status of one `/v1/health/service` entry, except
+/// that an instance in maintenance shows as `maintenance`: its maintenance
+/// check is critical on the wire (it takes the instance out of rotation,
+/// as in Consul), but an operator reading the table must tell it from a
+/// failing instance.
 fn entry_status(entry: &Value) -> &'static str {
+    let checks = entry["Checks"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if checks.iter().any(is_maintenance) {
+        return "maintenance";
+    }
     let mut worst = "passing";
-    for check in entry["Checks"].as_array().into_iter().flatten() {
+    for check in checks {
         match check["Status"].as_str() {
             Some("critical") => return "critical",
             Some("warning") => worst = "warning",
@@ -61,7 +85,21 @@ fn entry_status(entry: &Value) -> &'static str {
     worst
 }
 
+/// Whether `check` is one of the maintenance checks (Consul's IDs).
+fn is_maintenance(check: &Value) -> bool {
+    check["CheckID"]
+        .as_str()
+        .is_some_and(|id| id == "_node_maintenance" || id.starts_with("_service_maintenance:"))
+}
+
 pub fn services(client: &Client, args: &ServicesArgs) -> anyhow::Result<()> {
+    match &args.command {
+        Some(ServicesCommand::Register(args)) => return super::register::register(client, args),
+        Some(ServicesCommand::Deregister(args)) => {
+            return super::register::deregister(client, args);
+        }
+        None => {}
+    }
     let catalog = client.get_json("/v1/catalog/services")?;
     let mut rows = Vec::new();
     let mut summary = Vec::new();

@@ -68,9 +68,21 @@ fn parse_bytes(key: &str, value: &toml::Value) -> Result<u64, ConfigError> {
             let (digits, unit) = text.split_at(split);
             let scale: Option<u64> = match unit.trim() {
                 "" | "B" => Some(1),
-                "KiB" | "KB" | "K" => Some(1 << 10),
-                "MiB" | "MB" | "M" => Some(1 << 20),
-                "GiB" | "GB" | "G" => Some(1 << 30),
+                "KiB" => Some(1 << 10),
+                "MiB" => Some(1 << 20),
+                "GiB" => Some(1 << 30),
+                // "1GB" is 10^9 bytes to a disk vendor and 2^30 to many
+                // programs: refused rather than guessed.
+                ambiguous @ ("KB" | "K" | "MB" | "M" | "GB" | "G") => {
+                    let binary = format!("{}iB", &ambiguous[..1]);
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "`{text}` is ambiguous (is a {ambiguous} a power of 1000 or of 1024?): \
+                             write \"{digits}{binary}\" (KiB, MiB, GiB: powers of 1024) or a number of bytes"
+                        ),
+                    ));
+                }
                 _ => None,
             };
             digits
@@ -115,6 +127,10 @@ mod tests {
             assert!(error.to_string().contains("kv.max_bytes"), "{error}");
         }
         assert!(parse(toml::Value::Integer(-5)).is_err());
+        for ambiguous in ["1GB", "512MB", "64 K"] {
+            let error = parse(toml::Value::String(ambiguous.into())).unwrap_err();
+            assert!(error.to_string().contains("ambiguous"), "{error}");
+        }
     }
 
     #[test]

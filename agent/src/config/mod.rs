@@ -122,6 +122,9 @@ pub struct AgentConfig {
     /// `[[watches]]`: handlers run when part of the cluster changes
     /// (reloaded live).
     pub watches: Vec<WatchDefinition>,
+    /// Addresses given without a port and the default port they got, as
+    /// lines the agent logs at start.
+    pub port_defaults: Vec<String>,
 }
 
 impl AgentConfig {
@@ -210,6 +213,7 @@ impl AgentConfig {
             advertise: addresses.advertise,
             http_addr: addresses.http_addr,
             join: addresses.join,
+            port_defaults: addresses.port_defaults,
             tags,
             log_level,
             log_format,

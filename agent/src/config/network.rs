@@ -18,6 +18,19 @@ pub(super) struct Addresses {
     pub advertise: SocketAddr,
     pub http_addr: SocketAddr,
     pub join: Vec<SocketAddr>,
+    /// The addresses given without a port, as log lines (see
+    /// [`port_default_note`]).
+    pub port_defaults: Vec<String>,
+}
+
+/// A documented default, not a silent one: an address given as a bare IP
+/// (`--bind 10.0.0.5`, `--join 10.0.0.5`, as Consul users write them) gets
+/// the key's default port, and the agent says so at start.
+fn port_default_note(key: &str, text: &str, used: SocketAddr) -> Option<String> {
+    text.trim()
+        .parse::<IpAddr>()
+        .ok()
+        .map(|_| format!("{key} `{}` has no port: using {used}", text.trim()))
 }
 
 impl Addresses {
@@ -34,6 +47,9 @@ impl Addresses {
         } else {
             Ipv4Addr::UNSPECIFIED
         };
+        let bind_text = bind.clone();
+        let http_text = http_addr.clone();
+        let join_texts = join.clone().unwrap_or_default();
         let bind = match bind {
             Some(text) => parse_addr("bind", &text, DEFAULT_GOSSIP_PORT)?,
             None => SocketAddr::from((default_ip, DEFAULT_GOSSIP_PORT)),
@@ -52,11 +68,22 @@ impl Addresses {
             .iter()
             .map(|text| parse_addr("join", text, DEFAULT_GOSSIP_PORT))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut port_defaults = Vec::new();
+        if let Some(text) = &bind_text {
+            port_defaults.extend(port_default_note("bind", text, bind));
+        }
+        if let Some(text) = &http_text {
+            port_defaults.extend(port_default_note("http_addr", text, http_addr));
+        }
+        for (text, used) in join_texts.iter().zip(&join) {
+            port_defaults.extend(port_default_note("join", text, *used));
+        }
         Ok(Self {
             bind,
             advertise,
             http_addr,
             join,
+            port_defaults,
         })
     }
 }

@@ -348,7 +348,14 @@ impl Reloader {
         running.watches = loaded.watches;
         let reloaded = Reloaded {
             services: running.services.len(),
-            checks: running.checks.len(),
+            // Every check the agent runs: node-level ones and each
+            // service's own (a service with a check is not "0 checks").
+            checks: running.checks.len()
+                + running
+                    .services
+                    .iter()
+                    .map(|service| service.checks.len())
+                    .sum::<usize>(),
             log_level: running.log_level.clone(),
             needs_restart,
         };

@@ -117,12 +117,8 @@ impl ServiceDefinition {
             Some(port) => port
                 .as_u64()
                 .filter(|p| (1..=65535).contains(p))
-                .ok_or_else(|| {
-                    error(
-                        &join(field, "Port"),
-                        format!("{port} is not a port between 1 and 65535"),
-                    )
-                })? as u16,
+                .ok_or_else(|| error(&join(field, "Port"), port_problem(port, 1)))?
+                as u16,
         };
         let tags = match object.get("tags") {
             None | Some(Value::Null) => Vec::new(),
@@ -274,16 +270,31 @@ fn parse_tagged_addresses(
         }
         let port = match entry.get("port") {
             None | Some(Value::Null) => 0,
-            Some(port) => port.as_u64().filter(|p| *p <= 65535).ok_or_else(|| {
-                error(
-                    &join(&here, "Port"),
-                    format!("{port} is not a port between 0 and 65535"),
-                )
-            })? as u16,
+            Some(port) => port
+                .as_u64()
+                .filter(|p| *p <= 65535)
+                .ok_or_else(|| error(&join(&here, "Port"), port_problem(port, 0)))?
+                as u16,
         };
         out.insert(name.clone(), (address, port));
     }
     Ok(out)
+}
+
+/// What is wrong with a `Port` that is not a number from `lowest` to
+/// 65535. A quoted number is the usual slip (Consul refuses it too): say
+/// so, rather than that "9000" is not a port.
+fn port_problem(port: &Value, lowest: u16) -> String {
+    match port {
+        Value::String(text) if text.trim().parse::<u16>().is_ok() => format!(
+            "must be a number, not a string: write {} without quotes",
+            text.trim()
+        ),
+        Value::String(_) => {
+            format!("must be a number from {lowest} to 65535, not a string ({port})")
+        }
+        _ => format!("{port} is not a port between {lowest} and 65535"),
+    }
 }
 
 /// `parent.key`, or just `key` at the top level.
