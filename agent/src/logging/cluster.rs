@@ -32,6 +32,10 @@ pub const ALONE_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// A seed out of the member list this long while the agent is connected
 /// is probed and logged, then again at this interval.
 pub const SILENT_SEED_EVERY: Duration = Duration::from_secs(600);
+/// The local-health score from which this agent says it is degraded: a
+/// dead peer alone raises the score by one or two (its probes fail), so
+/// lower scores are no news for an operator.
+pub const DEGRADED_SCORE: u32 = 3;
 /// How often the task looks at the time (suppressed counts, warnings).
 const TICK: Duration = Duration::from_secs(1);
 
@@ -161,7 +165,11 @@ impl ClusterLogTask {
                 log_check(&event);
             }
         }
-        let degraded = status.health_score > 0;
+        let degraded = if self.degraded {
+            status.health_score > 0
+        } else {
+            status.health_score >= DEGRADED_SCORE
+        };
         if degraded != self.degraded {
             self.degraded = degraded;
             let stats = &status.health;
@@ -298,11 +306,11 @@ fn log_member(event: &MemberEvent) {
         was,
     } = event;
     let kind = change.event();
-    let was = was.map_or("", MemberStatus::as_str);
-    let text = change.message();
+    let was = was.map_or("none", MemberStatus::as_str);
+    let text = change.message(&format!("{name} ({addr})"));
     match change.level() {
-        Level::WARN => tracing::warn!(member = %name, %addr, event = kind, was, "{name} ({addr}): {text}"),
-        _ => tracing::info!(member = %name, %addr, event = kind, was, "{name} ({addr}): {text}"),
+        Level::WARN => tracing::warn!(member = %name, %addr, event = kind, was, "{text}"),
+        _ => tracing::info!(member = %name, %addr, event = kind, was, "{text}"),
     }
 }
 

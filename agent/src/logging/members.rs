@@ -44,16 +44,20 @@ impl MemberChange {
         }
     }
 
-    /// The line's text.
-    pub fn message(self) -> &'static str {
+    /// The line's text, about the member `who` ("name (address)").
+    pub fn message(self, who: &str) -> String {
         match self {
-            MemberChange::Joined => "member joined",
-            MemberChange::Suspected => "member suspected: it missed its probes; it is failed unless it refutes in time",
-            MemberChange::Refuted => "member refuted the suspicion: alive",
-            MemberChange::Leaving => "member is leaving",
-            MemberChange::Left => "member left",
-            MemberChange::Failed => "member failed: no answer to probes, declared down by the cluster",
-            MemberChange::Reaped => "member reaped: removed from the member list",
+            MemberChange::Joined => format!("member {who} joined"),
+            MemberChange::Suspected => format!(
+                "member {who} is suspected: it missed its probes, and is declared failed unless it refutes in time"
+            ),
+            MemberChange::Refuted => format!("member {who} refuted the suspicion: alive"),
+            MemberChange::Leaving => format!("member {who} is leaving"),
+            MemberChange::Left => format!("member {who} left"),
+            MemberChange::Failed => format!(
+                "member {who} failed: no answer to probes, the cluster declared it down"
+            ),
+            MemberChange::Reaped => format!("member {who} reaped: removed from the member list"),
         }
     }
 

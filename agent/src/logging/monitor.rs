@@ -220,3 +220,32 @@ impl<'a> MakeWriter<'a> for MonitorWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_does_not_read_loses_lines_counted_and_budgets_hold() {
+        let hub = hub();
+        let subscription = hub.subscribe(Level::INFO, Format::Text).unwrap();
+        assert!(hub.wants(Format::Text, Level::WARN));
+        assert!(!hub.wants(Format::Text, Level::DEBUG));
+        assert!(!hub.wants(Format::Json, Level::ERROR));
+        let extra = 40;
+        for n in 0..CLIENT_QUEUE_LINES + extra {
+            hub.dispatch(Format::Text, Level::INFO, Bytes::from(format!("line {n}\n")));
+        }
+        hub.dispatch(Format::Text, Level::DEBUG, Bytes::from_static(b"too verbose\n"));
+        assert_eq!(subscription.take_dropped(), extra as u64);
+        assert_eq!(subscription.take_dropped(), 0);
+        let more: Vec<Subscription> = (1..MAX_MONITORS)
+            .map(|_| hub.subscribe(Level::ERROR, Format::Json).unwrap())
+            .collect();
+        assert!(hub.subscribe(Level::ERROR, Format::Json).is_err());
+        drop(more);
+        drop(subscription);
+        assert_eq!(hub.active(), 0);
+        assert!(!hub.wants(Format::Text, Level::ERROR));
+    }
+}
