@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shoal_tests::{Agent, AgentOptions, Cluster, TinyHttp, http_json, shoal_bin, unique_loopback, wait_for};
+use shoal_tests::{
+    Agent, AgentOptions, Cluster, TinyHttp, http_json, shoal_bin, unique_loopback, wait_for,
+};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -80,11 +82,19 @@ fn wait_log_line(agent: &Agent, what: &str, matches: impl Fn(&str) -> bool) -> S
 
 /// Opens `GET path` on `addr` and returns the stream once the headers
 /// are in, with the status line.
-fn open_stream(addr: SocketAddr, path: &str, token: Option<&str>) -> (String, BufReader<TcpStream>) {
+fn open_stream(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (String, BufReader<TcpStream>) {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    let token = token.map(|t| format!("X-Consul-Token: {t}\r\n")).unwrap_or_default();
+    let token = token
+        .map(|t| format!("X-Consul-Token: {t}\r\n"))
+        .unwrap_or_default();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{token}\r\n").expect("send request");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut reader = BufReader::new(stream);
     let mut status = String::new();
     reader.read_line(&mut status).expect("status line");
@@ -105,7 +115,9 @@ fn a_killed_peer_is_a_warn_line_in_the_log_and_in_the_monitors() {
     let watcher = &cluster.agents[0];
     for peer in ["node-1", "node-2"] {
         wait_log_line(watcher, &format!("{peer} joined"), |line| {
-            line.contains(" INFO ") && line.contains(&format!("member {peer} (")) && line.contains(") joined")
+            line.contains(" INFO ")
+                && line.contains(&format!("member {peer} ("))
+                && line.contains(") joined")
         });
     }
     // The agents run at debug; a monitor may ask for more than the agent
@@ -132,8 +144,14 @@ fn a_killed_peer_is_a_warn_line_in_the_log_and_in_the_monitors() {
     let line = wait_log_line(&cluster.agents[0], "node-2 failed in the log", failed);
     eprintln!("log line: {line}");
     assert!(line.contains(" WARN "), "a failed member is a WARN: {line}");
-    assert!(line.contains("member=node-2"), "the name as a field: {line}");
-    assert!(line.contains(&format!("addr={killed_addr}")), "the address as a field: {line}");
+    assert!(
+        line.contains("member=node-2"),
+        "the name as a field: {line}"
+    );
+    assert!(
+        line.contains(&format!("addr={killed_addr}")),
+        "the address as a field: {line}"
+    );
     assert!(line.contains("event=\"failed\""), "{line}");
 
     let streamed = text.wait_line("the failure in the text monitor", failed);
@@ -151,7 +169,11 @@ fn a_killed_peer_is_a_warn_line_in_the_log_and_in_the_monitors() {
     assert_eq!(parsed["fields"]["member"], "node-2");
     assert_eq!(parsed["fields"]["addr"], killed_addr.to_string());
     // Debug lines reach a debug monitor though the line above is a warn.
-    assert!(json.text().contains("\"level\":\"DEBUG\""), "{}", json.text());
+    assert!(
+        json.text().contains("\"level\":\"DEBUG\""),
+        "{}",
+        json.text()
+    );
     // node-1 saw it too.
     let seen = wait_log_line(&cluster.agents[1], "node-1 logs node-2 failed", failed);
     assert!(seen.contains(" WARN "), "{seen}");
@@ -183,9 +205,18 @@ fn a_failing_check_is_a_warn_line_and_its_recovery_an_info_line() {
     });
     eprintln!("log line: {down}");
     assert!(down.contains(" WARN "), "{down}");
-    assert!(down.contains("check=web-1-http") && down.contains("service=web-1"), "{down}");
-    assert!(down.contains("from=\"passing\"") && down.contains("to=\"critical\""), "{down}");
-    assert!(down.contains("503"), "the output excerpt names the answer: {down}");
+    assert!(
+        down.contains("check=web-1-http") && down.contains("service=web-1"),
+        "{down}"
+    );
+    assert!(
+        down.contains("from=\"passing\"") && down.contains("to=\"critical\""),
+        "{down}"
+    );
+    assert!(
+        down.contains("503"),
+        "the output excerpt names the answer: {down}"
+    );
 }
 
 #[test]
@@ -201,7 +232,9 @@ fn joins_that_fail_say_why_and_the_agent_is_not_ready() {
         },
     );
     lonely.wait_serving();
-    let alone = wait_log_line(&lonely, "the alone warning", |line| line.contains("this agent is alone"));
+    let alone = wait_log_line(&lonely, "the alone warning", |line| {
+        line.contains("this agent is alone")
+    });
     assert!(alone.contains(" WARN "), "{alone}");
     for (seed, reason) in [
         (nothing, "connection refused"),
@@ -213,21 +246,35 @@ fn joins_that_fail_say_why_and_the_agent_is_not_ready() {
         });
         eprintln!("log line: {line}");
         assert!(line.contains(" WARN "), "{line}");
-        assert!(line.contains(&format!("reason=\"{reason}\"")), "{reason}: {line}");
+        assert!(
+            line.contains(&format!("reason=\"{reason}\"")),
+            "{reason}: {line}"
+        );
     }
     // Said once, then again only after a long interval.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(lonely.log().matches("this agent is alone").count(), 1, "{}", lonely.log());
+    assert_eq!(
+        lonely.log().matches("this agent is alone").count(),
+        1,
+        "{}",
+        lonely.log()
+    );
 
     let (status, health) = http_json("GET", lonely.http_addr(), "/health", None).unwrap();
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["ready"], false, "{health}");
     let reason = health["not_ready_reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("not joined") && reason.contains(&nothing.to_string()), "{health}");
+    assert!(
+        reason.contains("not joined") && reason.contains(&nothing.to_string()),
+        "{health}"
+    );
     let members = lonely.cli(&["members"]);
     let stderr = String::from_utf8_lossy(&members.stderr);
     assert!(members.status.success(), "{stderr}");
-    assert!(stderr.contains("not ready: not joined"), "shoal members says why: {stderr}");
+    assert!(
+        stderr.contains("not ready: not joined"),
+        "shoal members says why: {stderr}"
+    );
 
     // Without seeds, an agent alone is ready and says nothing about it.
     let (_, health) = http_json("GET", other.http_addr(), "/health", None).unwrap();
@@ -242,7 +289,9 @@ fn member_lines_are_rate_limited_with_a_suppressed_count() {
     let cluster = Cluster::start(13);
     cluster.wait_all_alive(Duration::from_secs(120));
     let newcomer = &cluster.agents[12];
-    let suppressed = wait_log_line(newcomer, "a suppressed line", |line| line.contains("suppressed="));
+    let suppressed = wait_log_line(newcomer, "a suppressed line", |line| {
+        line.contains("suppressed=")
+    });
     eprintln!("log line: {suppressed}");
     // Joins still waiting for a name are logged within 5 s.
     std::thread::sleep(Duration::from_secs(6));
@@ -253,9 +302,18 @@ fn member_lines_are_rate_limited_with_a_suppressed_count() {
         .filter_map(|rest| rest.split_whitespace().next())
         .map(|n| n.parse::<u64>().expect("a count"))
         .sum();
-    let joined = newcomer.log().lines().filter(|line| line.contains(") joined")).count() as u64;
+    let joined = newcomer
+        .log()
+        .lines()
+        .filter(|line| line.contains(") joined"))
+        .count() as u64;
     assert!(joined <= 12, "{}", newcomer.log());
-    assert_eq!(joined + count, 12, "every join is logged or counted:\n{}", newcomer.log());
+    assert_eq!(
+        joined + count,
+        12,
+        "every join is logged or counted:\n{}",
+        newcomer.log()
+    );
 }
 
 #[test]
@@ -265,11 +323,19 @@ fn the_monitor_is_budgeted_and_needs_the_token_when_one_is_set() {
     let agent = Agent::start_serving(root.path(), "guarded", &["--acl-token", TOKEN]);
     let (status, _) = open_stream(agent.http_addr(), "/v1/agent/monitor", None);
     assert!(status.contains(" 403 "), "{status}");
-    let (status, _) = open_stream(agent.http_addr(), "/v1/agent/monitor?loglevel=loud", Some(TOKEN));
+    let (status, _) = open_stream(
+        agent.http_addr(),
+        "/v1/agent/monitor?loglevel=loud",
+        Some(TOKEN),
+    );
     assert!(status.contains(" 400 "), "{status}");
     let mut open = Vec::new();
     for _ in 0..8 {
-        let (status, stream) = open_stream(agent.http_addr(), "/v1/agent/monitor?loglevel=debug", Some(TOKEN));
+        let (status, stream) = open_stream(
+            agent.http_addr(),
+            "/v1/agent/monitor?loglevel=debug",
+            Some(TOKEN),
+        );
         assert!(status.contains(" 200 "), "{status}");
         open.push(stream);
     }
@@ -281,7 +347,11 @@ fn the_monitor_is_budgeted_and_needs_the_token_when_one_is_set() {
     drop(open.pop());
     wait_for(LONG, "a place for a new monitor", || {
         let (status, _) = open_stream(agent.http_addr(), "/v1/agent/monitor", Some(TOKEN));
-        if status.contains(" 200 ") { Ok(()) } else { Err(status) }
+        if status.contains(" 200 ") {
+            Ok(())
+        } else {
+            Err(status)
+        }
     });
     let cli = Command::new(shoal_bin())
         .args(["monitor", "--log-level", "loud"])
@@ -302,7 +372,15 @@ fn a_stderr_nobody_reads_does_not_stall_the_agent() {
     let ip = unique_loopback();
     let data_dir = root.path().join("muted");
     let mut muted = Command::new(shoal_bin())
-        .args(["agent", "--node", "muted", "--dns-addr", "off", "--log-level", "trace"])
+        .args([
+            "agent",
+            "--node",
+            "muted",
+            "--dns-addr",
+            "off",
+            "--log-level",
+            "trace",
+        ])
         .args(["--bind", &SocketAddr::new(ip, 7946).to_string()])
         .args(["--http-addr", &SocketAddr::new(ip, 8500).to_string()])
         .args(["--join", &seed.gossip_addr().to_string()])
@@ -317,7 +395,10 @@ fn a_stderr_nobody_reads_does_not_stall_the_agent() {
     let _pipe = muted.stderr.take();
     wait_for(LONG, "the muted agent to join", || {
         let members = seed.members()?;
-        if members.iter().any(|(name, status)| name == "muted" && *status == 1) {
+        if members
+            .iter()
+            .any(|(name, status)| name == "muted" && *status == 1)
+        {
             Ok(())
         } else {
             Err(format!("{members:?}"))
@@ -328,7 +409,9 @@ fn a_stderr_nobody_reads_does_not_stall_the_agent() {
         std::thread::sleep(Duration::from_secs(1));
         let members = seed.members().unwrap();
         assert!(
-            members.iter().any(|(name, status)| name == "muted" && *status == 1),
+            members
+                .iter()
+                .any(|(name, status)| name == "muted" && *status == 1),
             "the muted agent must stay alive: {members:?}"
         );
     }

@@ -82,9 +82,7 @@ struct MonitorBody {
 
 impl MonitorBody {
     fn dropped_notice(&self, dropped: u64) -> Bytes {
-        let text = format!(
-            "monitor: {dropped} log lines dropped: this client read too slowly"
-        );
+        let text = format!("monitor: {dropped} log lines dropped: this client read too slowly");
         match self.format {
             Format::Text => Bytes::from(format!("{text}\n")),
             Format::Json => Bytes::from(format!(

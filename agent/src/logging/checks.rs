@@ -111,8 +111,14 @@ mod tests {
     #[test]
     fn a_status_change_is_one_line_a_new_check_none() {
         let mut diff = CheckDiff::default();
-        assert!(diff.observe(&[check("c", CheckStatus::Critical, "")]).is_empty());
-        assert!(diff.observe(&[check("c", CheckStatus::Critical, "other")]).is_empty());
+        assert!(
+            diff.observe(&[check("c", CheckStatus::Critical, "")])
+                .is_empty()
+        );
+        assert!(
+            diff.observe(&[check("c", CheckStatus::Critical, "other")])
+                .is_empty()
+        );
         let up = diff.observe(&[check("c", CheckStatus::Passing, "HTTP GET: 200 OK\nbody")]);
         assert_eq!(up.len(), 1);
         assert_eq!(up[0].level(), Level::INFO);

@@ -255,8 +255,7 @@ impl ClusterLogTask {
         }
         let since = *self.alone_since.get_or_insert(now);
         let alone_for = now.duration_since(since);
-        if alone_for < ALONE_WARNING_AFTER
-            || self.next_alone_warning.is_some_and(|next| now < next)
+        if alone_for < ALONE_WARNING_AFTER || self.next_alone_warning.is_some_and(|next| now < next)
         {
             return;
         }
@@ -343,7 +342,11 @@ fn log_check(event: &CheckEvent) {
 fn log_suppressed(what: &str, count: u64, level: Level) {
     let text = format!(
         "suppressed {count} {what} events in the last second (more than {} a second); `shoal members` and `shoal services` show the current state",
-        if what == "member" { MEMBER_LINES_PER_SECOND } else { CHECK_LINES_PER_SECOND }
+        if what == "member" {
+            MEMBER_LINES_PER_SECOND
+        } else {
+            CHECK_LINES_PER_SECOND
+        }
     );
     match level {
         Level::ERROR | Level::WARN => tracing::warn!(suppressed = count, kind = what, "{text}"),

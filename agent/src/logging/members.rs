@@ -54,9 +54,9 @@ impl MemberChange {
             MemberChange::Refuted => format!("member {who} refuted the suspicion: alive"),
             MemberChange::Leaving => format!("member {who} is leaving"),
             MemberChange::Left => format!("member {who} left"),
-            MemberChange::Failed => format!(
-                "member {who} failed: no answer to probes, the cluster declared it down"
-            ),
+            MemberChange::Failed => {
+                format!("member {who} failed: no answer to probes, the cluster declared it down")
+            }
             MemberChange::Reaped => format!("member {who} reaped: removed from the member list"),
         }
     }
@@ -102,7 +102,12 @@ pub struct MemberDiff {
 impl MemberDiff {
     /// The lines that lead from the last table to `members` (ourselves
     /// excluded: our own joins and leaves have lines of their own).
-    pub fn observe(&mut self, members: &[MemberView], local: SocketAddr, now: Instant) -> Vec<MemberEvent> {
+    pub fn observe(
+        &mut self,
+        members: &[MemberView],
+        local: SocketAddr,
+        now: Instant,
+    ) -> Vec<MemberEvent> {
         self.local = Some(local);
         let mut events = Vec::new();
         let mut seen = std::collections::HashSet::with_capacity(members.len());
@@ -118,17 +123,23 @@ impl MemberDiff {
             let previous = self.known.get(&addr);
             let was = previous.map(|known| known.status);
             let change = match (was, status) {
-                (None | Some(MemberStatus::Failed | MemberStatus::Left), MemberStatus::Alive | MemberStatus::Suspect) => {
-                    Some(MemberChange::Joined)
-                }
+                (
+                    None | Some(MemberStatus::Failed | MemberStatus::Left),
+                    MemberStatus::Alive | MemberStatus::Suspect,
+                ) => Some(MemberChange::Joined),
                 (Some(MemberStatus::Alive), MemberStatus::Suspect) => Some(MemberChange::Suspected),
                 (Some(MemberStatus::Suspect), MemberStatus::Alive) => Some(MemberChange::Refuted),
-                (Some(before), MemberStatus::Leaving) if before != MemberStatus::Leaving => Some(MemberChange::Leaving),
-                (Some(before), MemberStatus::Left) if before != MemberStatus::Left => Some(MemberChange::Left),
-                (Some(before), MemberStatus::Failed) if before != MemberStatus::Failed => Some(MemberChange::Failed),
+                (Some(before), MemberStatus::Leaving) if before != MemberStatus::Leaving => {
+                    Some(MemberChange::Leaving)
+                }
+                (Some(before), MemberStatus::Left) if before != MemberStatus::Left => {
+                    Some(MemberChange::Left)
+                }
+                (Some(before), MemberStatus::Failed) if before != MemberStatus::Failed => {
+                    Some(MemberChange::Failed)
+                }
                 // First seen already down (a join's feed of old members):
-                // nothing happened while we watched.
-                (None, _) => None,
+                // nothing happened while we watched; or no change.
                 _ => None,
             };
             // A joined member is logged with its name once its record is
@@ -147,7 +158,8 @@ impl MemberDiff {
                     continue;
                 }
                 None if pending.is_some() => {
-                    let waited = pending.is_some_and(|since| now.duration_since(since) >= NAME_WAIT);
+                    let waited =
+                        pending.is_some_and(|since| now.duration_since(since) >= NAME_WAIT);
                     if named || waited {
                         events.push(MemberEvent {
                             change: MemberChange::Joined,
@@ -155,7 +167,14 @@ impl MemberDiff {
                             addr,
                             was: None,
                         });
-                        self.known.insert(addr, Known { status, name, unnamed_since: None });
+                        self.known.insert(
+                            addr,
+                            Known {
+                                status,
+                                name,
+                                unnamed_since: None,
+                            },
+                        );
                     }
                     continue;
                 }
@@ -169,20 +188,37 @@ impl MemberDiff {
                     was,
                 });
             }
-            let name = if named { name } else { previous.map(|known| known.name.clone()).unwrap_or(name) };
-            self.known.insert(addr, Known { status, name, unnamed_since: None });
+            let name = if named {
+                name
+            } else {
+                previous.map(|known| known.name.clone()).unwrap_or(name)
+            };
+            self.known.insert(
+                addr,
+                Known {
+                    status,
+                    name,
+                    unnamed_since: None,
+                },
+            );
         }
-        let reaped: Vec<SocketAddr> = self.known.keys().filter(|addr| !seen.contains(*addr)).copied().collect();
+        let reaped: Vec<SocketAddr> = self
+            .known
+            .keys()
+            .filter(|addr| !seen.contains(*addr))
+            .copied()
+            .collect();
         for addr in reaped {
-            if let Some(known) = self.known.remove(&addr) {
-                if known.unnamed_since.is_none() {
-                    events.push(MemberEvent {
-                        change: MemberChange::Reaped,
-                        name: known.name,
-                        addr,
-                        was: Some(known.status),
-                    });
-                }
+            // A member gone before its name came was never logged as joined.
+            if let Some(known) = self.known.remove(&addr)
+                && known.unnamed_since.is_none()
+            {
+                events.push(MemberEvent {
+                    change: MemberChange::Reaped,
+                    name: known.name,
+                    addr,
+                    was: Some(known.status),
+                });
             }
         }
         events
@@ -191,7 +227,9 @@ impl MemberDiff {
     /// Whether a joined member still waits for its name (the caller
     /// looks again after [`NAME_WAIT`] even if nothing changes).
     pub fn waiting_for_names(&self) -> bool {
-        self.known.values().any(|known| known.unnamed_since.is_some())
+        self.known
+            .values()
+            .any(|known| known.unnamed_since.is_some())
     }
 }
 
@@ -219,7 +257,9 @@ impl LineBudget {
 
     /// Whether a line at `level` may be logged now; if not, it is counted.
     pub fn allow(&mut self, level: Level, now: Instant) -> bool {
-        let fresh = self.window_start.is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
+        let fresh = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
         if fresh && self.suppressed == 0 {
             self.window_start = Some(now);
             self.used = 0;
@@ -239,7 +279,9 @@ impl LineBudget {
     /// Once the second of a suppression is over: how many lines were
     /// suppressed and their most severe level, and a fresh window.
     pub fn flush(&mut self, now: Instant) -> Option<(u64, Level)> {
-        let over = self.window_start.is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
+        let over = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
         if self.suppressed == 0 || !over {
             return None;
         }
@@ -282,8 +324,18 @@ mod tests {
         let mut diff = MemberDiff::default();
         let t = Instant::now();
         let me = addr(1);
-        assert!(diff.observe(&[member(1, MemberStatus::Alive, true)], me, t).is_empty());
-        let up = diff.observe(&[member(1, MemberStatus::Alive, true), member(2, MemberStatus::Alive, true)], me, t);
+        assert!(
+            diff.observe(&[member(1, MemberStatus::Alive, true)], me, t)
+                .is_empty()
+        );
+        let up = diff.observe(
+            &[
+                member(1, MemberStatus::Alive, true),
+                member(2, MemberStatus::Alive, true),
+            ],
+            me,
+            t,
+        );
         assert_eq!(changes(&up), vec![(MemberChange::Joined, "node-2".into())]);
         assert_eq!(up[0].addr, addr(2));
         let steps = [
@@ -300,7 +352,10 @@ mod tests {
             assert_eq!(events.first().map(|e| e.change), expected, "to {status:?}");
         }
         let gone = diff.observe(&[], me, t);
-        assert_eq!(changes(&gone), vec![(MemberChange::Reaped, "node-2".into())]);
+        assert_eq!(
+            changes(&gone),
+            vec![(MemberChange::Reaped, "node-2".into())]
+        );
         assert_eq!(gone[0].was, Some(MemberStatus::Left));
     }
 
@@ -309,21 +364,58 @@ mod tests {
         let mut diff = MemberDiff::default();
         let t = Instant::now();
         let me = addr(1);
-        assert!(diff.observe(&[member(2, MemberStatus::Alive, false)], me, t).is_empty());
+        assert!(
+            diff.observe(&[member(2, MemberStatus::Alive, false)], me, t)
+                .is_empty()
+        );
         assert!(diff.waiting_for_names());
-        let named = diff.observe(&[member(2, MemberStatus::Alive, true)], me, t + Duration::from_millis(300));
-        assert_eq!(changes(&named), vec![(MemberChange::Joined, "node-2".into())]);
+        let named = diff.observe(
+            &[member(2, MemberStatus::Alive, true)],
+            me,
+            t + Duration::from_millis(300),
+        );
+        assert_eq!(
+            changes(&named),
+            vec![(MemberChange::Joined, "node-2".into())]
+        );
         assert!(!diff.waiting_for_names());
 
-        assert!(diff.observe(&[member(2, MemberStatus::Alive, true), member(3, MemberStatus::Alive, false)], me, t).is_empty());
-        let late = diff.observe(&[member(2, MemberStatus::Alive, true), member(3, MemberStatus::Alive, false)], me, t + NAME_WAIT);
-        assert_eq!(changes(&late), vec![(MemberChange::Joined, addr(3).to_string())]);
+        assert!(
+            diff.observe(
+                &[
+                    member(2, MemberStatus::Alive, true),
+                    member(3, MemberStatus::Alive, false)
+                ],
+                me,
+                t
+            )
+            .is_empty()
+        );
+        let late = diff.observe(
+            &[
+                member(2, MemberStatus::Alive, true),
+                member(3, MemberStatus::Alive, false),
+            ],
+            me,
+            t + NAME_WAIT,
+        );
+        assert_eq!(
+            changes(&late),
+            vec![(MemberChange::Joined, addr(3).to_string())]
+        );
     }
 
     #[test]
     fn members_already_down_in_a_join_feed_are_not_news() {
         let mut diff = MemberDiff::default();
-        let events = diff.observe(&[member(2, MemberStatus::Failed, true), member(3, MemberStatus::Left, true)], addr(1), Instant::now());
+        let events = diff.observe(
+            &[
+                member(2, MemberStatus::Failed, true),
+                member(3, MemberStatus::Left, true),
+            ],
+            addr(1),
+            Instant::now(),
+        );
         assert!(events.is_empty());
     }
 
@@ -335,8 +427,15 @@ mod tests {
         assert_eq!(allowed, 3);
         assert!(!budget.allow(Level::INFO, t));
         assert!(!budget.allow(Level::WARN, t + Duration::from_millis(10)));
-        assert_eq!(budget.flush(t + Duration::from_millis(500)), None, "not before the second is over");
-        assert_eq!(budget.flush(t + Duration::from_secs(1)), Some((2, Level::WARN)));
+        assert_eq!(
+            budget.flush(t + Duration::from_millis(500)),
+            None,
+            "not before the second is over"
+        );
+        assert_eq!(
+            budget.flush(t + Duration::from_secs(1)),
+            Some((2, Level::WARN))
+        );
         assert_eq!(budget.flush(t + Duration::from_secs(2)), None);
         assert!(budget.allow(Level::INFO, t + Duration::from_secs(1)));
     }

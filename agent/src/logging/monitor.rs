@@ -166,7 +166,9 @@ impl MonitorHub {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
-        self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -234,9 +236,17 @@ mod tests {
         assert!(!hub.wants(Format::Json, Level::ERROR));
         let extra = 40;
         for n in 0..CLIENT_QUEUE_LINES + extra {
-            hub.dispatch(Format::Text, Level::INFO, Bytes::from(format!("line {n}\n")));
+            hub.dispatch(
+                Format::Text,
+                Level::INFO,
+                Bytes::from(format!("line {n}\n")),
+            );
         }
-        hub.dispatch(Format::Text, Level::DEBUG, Bytes::from_static(b"too verbose\n"));
+        hub.dispatch(
+            Format::Text,
+            Level::DEBUG,
+            Bytes::from_static(b"too verbose\n"),
+        );
         assert_eq!(subscription.take_dropped(), extra as u64);
         assert_eq!(subscription.take_dropped(), 0);
         let more: Vec<Subscription> = (1..MAX_MONITORS)

@@ -72,9 +72,9 @@ impl SeedProblem {
             SeedProblem::HungUp => format!(
                 "{seed} hung up on our first message: it is a shoal agent of another cluster (--cluster) or with another encryption key (--encrypt), or of an incompatible version"
             ),
-            SeedProblem::Silent => format!(
-                "{seed} accepted a connection but sent nothing within {secs}s"
-            ),
+            SeedProblem::Silent => {
+                format!("{seed} accepted a connection but sent nothing within {secs}s")
+            }
             SeedProblem::UdpOnly => format!(
                 "{seed} answers over TCP as an agent of this cluster, but not over UDP: check that UDP {seed} is open in the firewall"
             ),
@@ -88,7 +88,9 @@ pub async fn probe(seed: SocketAddr, envelope: &Envelope) -> SeedProblem {
     let connect = tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(seed)).await;
     let mut stream = match connect {
         Err(_) => return SeedProblem::ConnectTimeout,
-        Ok(Err(error)) if error.kind() == ErrorKind::ConnectionRefused => return SeedProblem::Refused,
+        Ok(Err(error)) if error.kind() == ErrorKind::ConnectionRefused => {
+            return SeedProblem::Refused;
+        }
         Ok(Err(error)) => return SeedProblem::Unreachable(error.to_string()),
         Ok(Ok(stream)) => stream,
     };

@@ -44,7 +44,7 @@ mod tests {
             generation: 1,
         };
         let mut node = Node::new(
-            NodeRecord::new(id, "a".into()),
+            NodeRecord::new(id, "a"),
             GossipConfig::default(),
             Envelope::new(1),
             7,
