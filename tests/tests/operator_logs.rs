@@ -138,7 +138,15 @@ fn a_killed_peer_is_a_warn_line_in_the_log_and_in_the_monitors() {
     std::thread::sleep(Duration::from_secs(1));
 
     let killed_addr = cluster.agents[2].gossip_addr();
+    let killed_at = std::time::SystemTime::now();
     cluster.agents[2].kill();
+    eprintln!(
+        "node-2 killed (SIGKILL) at {} s since the epoch",
+        killed_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    );
 
     let failed = |line: &str| line.contains("member=node-2") && line.contains("event=\"failed\"");
     let line = wait_log_line(&cluster.agents[0], "node-2 failed in the log", failed);
@@ -404,8 +412,15 @@ fn a_stderr_nobody_reads_does_not_stall_the_agent() {
             Err(format!("{members:?}"))
         }
     });
-    // Trace lines for 20 s: far more than a pipe holds (64 KiB).
+    // Every garbage datagram is a debug line written from the gossip
+    // loop ("dropped a datagram"): 20 s of them are far more than a pipe
+    // holds (64 KiB).
+    let blaster = std::net::UdpSocket::bind(SocketAddr::new(unique_loopback(), 0)).unwrap();
+    let target = SocketAddr::new(ip, 7946);
     for _ in 0..20 {
+        for _ in 0..500 {
+            let _ = blaster.send_to(b"not a shoal datagram", target);
+        }
         std::thread::sleep(Duration::from_secs(1));
         let members = seed.members().unwrap();
         assert!(
