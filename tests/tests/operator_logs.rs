@@ -292,11 +292,35 @@ fn joins_that_fail_say_why_and_the_agent_is_not_ready() {
 
 #[test]
 fn member_lines_are_rate_limited_with_a_suppressed_count() {
-    // The last agent joins a cluster of 12 and learns of all of them at
-    // once: more member lines than a second's budget (10).
-    let cluster = Cluster::start(13);
+    // A newcomer joins a settled cluster of 12 and learns of all of them
+    // at once (foca's join feed, then one anti-entropy exchange brings the
+    // names): more member lines than a second's budget (10).
+    let cluster = Cluster::start(12);
     cluster.wait_all_alive(Duration::from_secs(120));
-    let newcomer = &cluster.agents[12];
+    let newcomer = Agent::start(
+        cluster.root.path(),
+        AgentOptions {
+            join: vec![cluster.agents[0].gossip_addr()],
+            ..AgentOptions::named("newcomer")
+        },
+    );
+    wait_for(
+        Duration::from_secs(120),
+        "the newcomer to see everyone",
+        || {
+            let alive = newcomer
+                .members()?
+                .iter()
+                .filter(|(_, status)| *status == 1)
+                .count();
+            if alive == 13 {
+                Ok(())
+            } else {
+                Err(format!("{alive} alive"))
+            }
+        },
+    );
+    let newcomer = &newcomer;
     let suppressed = wait_log_line(newcomer, "a suppressed line", |line| {
         line.contains("suppressed=")
     });
