@@ -459,3 +459,25 @@ fn a_stderr_nobody_reads_does_not_stall_the_agent() {
     let _ = muted.kill();
     let _ = muted.wait();
 }
+
+#[test]
+fn a_reload_says_what_changed() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("agent.toml");
+    let options = AgentOptions::with_config_file(&config, "[tags]\nrole = \"web\"\n", &[]);
+    let agent = Agent::start(
+        root.path(),
+        AgentOptions {
+            name: "reloaded".into(),
+            ..options
+        },
+    );
+    agent.wait_serving();
+    std::fs::write(&config, "[tags]\nrole = \"db\"\n").unwrap();
+    let line = wait_log_line(&agent, "the reload line", |line| {
+        line.contains("configuration reloaded")
+    });
+    eprintln!("log line: {line}");
+    assert!(line.contains("changed tags;"), "{line}");
+    assert!(line.contains("now 0 services, 0 checks"), "{line}");
+}
