@@ -96,6 +96,23 @@ impl Client {
             .map_err(|error| self.unreachable(error))
     }
 
+    /// GET a body that streams until the agent ends it (`shoal monitor`):
+    /// no overall timeout; an error status is read as any other.
+    pub fn get_stream(&self, path: &str) -> Result<impl std::io::Read + use<>, ClientError> {
+        let response = self
+            .request(self.agent.get(&format!("{}{path}", self.base)))
+            .config()
+            .timeout_global(None)
+            .build()
+            .call()
+            .map_err(|error| self.unreachable(error))?;
+        if !response.status().is_success() {
+            self.read("GET", path, response)?;
+            unreachable!("read refuses a status that is not a success");
+        }
+        Ok(response.into_body().into_reader())
+    }
+
     pub fn put_bytes(&self, path: &str, body: &[u8]) -> Result<Value, ClientError> {
         let response = self
             .request(self.agent.put(&format!("{}{path}", self.base)))

@@ -17,6 +17,8 @@
 //! - [`template`]: `[[templates]]`, files rendered from the catalog and KV.
 //! - [`events`]: user events: filters, the recent list, Consul's JSON.
 //! - [`watches`]: `[[watches]]` and `shoal watch`: handlers run on change.
+//! - [`logging`]: the logger: stderr written off the caller's thread, and
+//!   the monitors of `GET /v1/agent/monitor`.
 //! - [`metrics`]: counters and histograms, collected at scrape time for
 //!   `/metrics` and `/v1/agent/metrics`.
 //! - [`persist`]: the data directory and the persisted generation.
@@ -39,6 +41,7 @@ pub mod field_error;
 pub mod flags;
 pub mod fuzzing;
 pub mod kv;
+pub mod logging;
 pub mod metrics;
 pub mod persist;
 pub mod registry;

@@ -85,7 +85,9 @@ impl Access {
         match self {
             Access::Open | Access::Read => "reads",
             Access::Write => "writes",
-            Access::Secret => "reading secrets such as the agent's environment",
+            Access::Secret => {
+                "reading secrets such as the agent's environment, or following its log"
+            }
             Access::Keyring => "the gossip keyring",
         }
     }

@@ -22,6 +22,29 @@ fn name_conflict(state: &ApiState, snapshot: &Snapshot) -> Option<String> {
     })
 }
 
+/// Why this agent is not ready: it has seeds but no other member (it
+/// never joined, or everyone else is gone), its service definitions are
+/// not loaded yet, or another live agent claims its node name.
+pub fn not_ready(state: &ApiState, snapshot: &Snapshot) -> Option<String> {
+    let joined = state.config.join.is_empty() || snapshot.members.len() > 1;
+    if !joined {
+        let seeds = state
+            .config
+            .join
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(format!(
+            "not joined to the cluster yet: no seed has answered ({seeds}); the agent's log (`shoal monitor`) says why each seed is silent"
+        ))
+    } else if !snapshot.checks_loaded {
+        Some("service definitions not loaded yet".to_string())
+    } else {
+        name_conflict(state, snapshot)
+    }
+}
+
 /// `GET /health/live`: the process is up and serving. Always 200.
 pub async fn live() -> Json<Value> {
     Json(json!({ "status": "alive" }))
@@ -32,15 +55,7 @@ pub async fn live() -> Json<Value> {
 /// and while another live agent claims its node name.
 pub async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
     let snapshot = state.snapshot();
-    let joined = state.config.join.is_empty() || snapshot.members.len() > 1;
-    let reason = if !joined {
-        Some("not joined to the cluster yet".to_string())
-    } else if !snapshot.checks_loaded {
-        Some("service definitions not loaded yet".to_string())
-    } else {
-        name_conflict(&state, &snapshot)
-    };
-    match reason {
+    match not_ready(&state, &snapshot) {
         None => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -50,7 +65,9 @@ pub async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
 }
 
 /// `GET /health`: this node's health (Shoal's healthy / degraded /
-/// unhealthy over all local checks) and member counts. 503 when unhealthy.
+/// unhealthy over all local checks), member counts, and whether it is
+/// ready (as `/health/ready`, with the reason when not). 503 when
+/// unhealthy.
 pub async fn summary(State(state): State<ApiState>) -> impl IntoResponse {
     let snapshot = state.snapshot();
     let status = state.status();
@@ -60,6 +77,7 @@ pub async fn summary(State(state): State<ApiState>) -> impl IntoResponse {
         .iter()
         .filter(|m| m.status.consul_code() == 1)
         .count();
+    let reason = not_ready(&state, &snapshot);
     let code = if health == Health::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -75,6 +93,8 @@ pub async fn summary(State(state): State<ApiState>) -> impl IntoResponse {
             "services": snapshot.local.services.len(),
             "checks": status.local_checks.len(),
             "name_conflict": name_conflict(&state, &snapshot),
+            "ready": reason.is_none(),
+            "not_ready_reason": reason,
         })),
     )
 }

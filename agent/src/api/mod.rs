@@ -20,6 +20,7 @@
 //! - [`template`]: `/v1/shoal/template/render`, a dry run of a template.
 //! - [`events`]: `/v1/event/fire/:name`, `/v1/event/list`: user events.
 //! - [`metrics`]: `/metrics` and `/v1/agent/metrics`.
+//! - [`monitor`]: `/v1/agent/monitor`, the agent's log streamed.
 //! - [`prometheus_sd`]: `/v1/shoal/prometheus/targets`, the catalog for
 //!   Prometheus's `http_sd_configs`.
 //! - [`blocking`]: `X-Consul-Index` and blocking queries.
@@ -55,6 +56,7 @@ pub mod keyring;
 pub mod kv;
 pub mod kv_quarantine;
 pub mod metrics;
+pub mod monitor;
 pub mod prometheus_sd;
 pub mod refused;
 pub mod registry;
@@ -239,6 +241,9 @@ pub fn router(state: ApiState) -> front::Api {
         .open("/health/live", get(health::live))
         .open("/health/ready", get(health::ready))
         .read("/health/detailed", get(health::detailed))
+        // The log reveals the agent's internals (peers, checks' output,
+        // config): the token whenever one is set, as Consul's agent:read.
+        .secret("/v1/agent/monitor", get(monitor::monitor))
         .read("/metrics", get(metrics::prometheus))
         .read("/v1/agent/metrics", get(metrics::agent_metrics))
         .read("/v1/shoal/prometheus/targets", get(prometheus_sd::targets))

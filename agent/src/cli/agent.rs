@@ -8,9 +8,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
-use crate::config::{AgentConfig, LogFormat, Overrides};
+use crate::config::{AgentConfig, Overrides};
 use crate::daemon;
 
 /// Flags of `shoal agent`. Each can also be set in the config file and by
@@ -175,7 +174,7 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
         let reload = crate::daemon::reload::ReloadSetup { overrides, log };
         daemon::run(config, listeners, shutdown, reload).await
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // Once: the log is on standard error already (text or JSON, as
@@ -184,45 +183,15 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
             tracing::error!("{error:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Installs the logger; returns how to change its level on reload (`None`
-/// when `RUST_LOG` sets the filter: it then wins over `log_level`).
-fn init_logging(config: &AgentConfig) -> Option<crate::daemon::reload::LogControl> {
-    let from_env = EnvFilter::try_from_default_env().ok();
-    let pinned = from_env.is_some();
-    let filter = from_env
-        .unwrap_or_else(|| EnvFilter::new(crate::daemon::reload::log_directive(&config.log_level)));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let control = match config.log_format {
-        LogFormat::Json => {
-            let builder = builder.json().with_filter_reloading();
-            let control = log_control(builder.reload_handle());
-            builder.init();
-            control
-        }
-        LogFormat::Text => {
-            let builder = builder.with_filter_reloading();
-            let control = log_control(builder.reload_handle());
-            builder.init();
-            control
-        }
     };
-    (!pinned).then_some(control)
+    // Lines still queued for stderr (the log is written off the loop).
+    crate::logging::writer::flush();
+    code
 }
 
-fn log_control<S: 'static>(
-    handle: tracing_subscriber::reload::Handle<EnvFilter, S>,
-) -> crate::daemon::reload::LogControl {
-    Box::new(move |level: &str| {
-        handle
-            .reload(EnvFilter::new(crate::daemon::reload::log_directive(level)))
-            .map_err(|error| error.to_string())
-    })
+/// Installs the logger (see [`crate::logging`]).
+fn init_logging(config: &AgentConfig) -> Option<crate::daemon::reload::LogControl> {
+    crate::logging::init(&config.log_level, config.log_format)
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

@@ -93,7 +93,29 @@ pub fn run(client: &Client, args: &MembersArgs) -> anyhow::Result<()> {
                 &["Node", "Address", "Status", "Tags"]
             };
             print_table(header, &rows);
+            // An agent with seeds that never joined lists only itself,
+            // alive: say so, with the reason, rather than look fine.
+            if let Some(reason) = not_ready(client) {
+                eprintln!("This agent is not ready: {reason}");
+            }
         }
     }
     Ok(())
+}
+
+/// Why the agent is not ready (`/health/ready` answers 503), if it isn't.
+fn not_ready(client: &Client) -> Option<String> {
+    match client.get_json("/health/ready") {
+        Err(crate::client::ClientError::Status {
+            status: 503,
+            message,
+            ..
+        }) => Some(
+            serde_json::from_str::<Value>(&message)
+                .ok()
+                .and_then(|body| body["reason"].as_str().map(str::to_string))
+                .unwrap_or(message),
+        ),
+        _ => None,
+    }
 }

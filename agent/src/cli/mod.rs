@@ -15,6 +15,7 @@
 //! - [`watch`]: `shoal watch` (as `consul watch`).
 //! - [`event`]: `shoal event` (user events).
 //! - [`metrics`]: `shoal metrics`.
+//! - [`monitor`]: `shoal monitor` (follows the agent's log).
 //! - [`dns`]: `shoal dns lookup` (asks the agent's DNS interface).
 //! - [`version`]: `shoal version` and `shoal --version`.
 //! - [`catalog`]: `shoal catalog nodes|services|datacenters`.
@@ -38,6 +39,7 @@ pub mod kv_transfer;
 pub mod leave;
 pub mod members;
 pub mod metrics;
+pub mod monitor;
 pub mod register;
 pub mod reload;
 pub mod services;
@@ -123,6 +125,8 @@ pub enum Command {
     Metrics(metrics::MetricsArgs),
     /// Ask the agent's DNS interface (`shoal dns lookup NAME [TYPE]`).
     Dns(dns::DnsArgs),
+    /// Follow the agent's log, at a level of its own (as `consul monitor`).
+    Monitor(monitor::MonitorArgs),
     /// Print the version, the commit it was built from, and the wire and
     /// data-dir formats this build speaks (also `shoal --version`).
     Version,
@@ -189,6 +193,7 @@ pub fn main() -> ExitCode {
         Command::Event(args) => event::run(&client(), args),
         Command::Metrics(args) => metrics::run(&client(), args),
         Command::Dns(args) => dns::run(args),
+        Command::Monitor(args) => monitor::run(&client(), args),
         Command::Version => {
             print!("{}", version::text());
             Ok(())

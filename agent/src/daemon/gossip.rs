@@ -64,6 +64,9 @@ pub(super) struct GossipLoop {
     pub send_failures: u64,
     /// `X-Consul-Index`.
     pub index: IndexClock,
+    /// Suspicions change no record: watched so that `shoal members` and
+    /// the log show them.
+    pub suspects: SuspectWatch,
     /// Services and checks registered on this agent.
     pub registrar: Registrar,
     /// The KV store's clock and disk.
@@ -80,6 +83,14 @@ pub(super) struct GossipLoop {
     /// input, so that the tasks it spawns (check runners, anti-entropy
     /// exchanges, `spawn_blocking` writes) run there, not on its thread.
     pub work: tokio::runtime::Handle,
+}
+
+/// The suspect members as last published ([`Node::suspects_fingerprint`]),
+/// compared on every housekeeping tick.
+#[derive(Default)]
+pub(super) struct SuspectWatch {
+    fingerprint: u64,
+    moved: bool,
 }
 
 /// Another live agent holds this agent's node name, so it did not join:
@@ -175,6 +186,10 @@ impl GossipLoop {
                     self.set_clock();
                     let change = self.registrar.housekeeping();
                     self.push_registry(change);
+                    let fingerprint = self.node.suspects_fingerprint();
+                    if fingerprint != self.suspects.fingerprint {
+                        self.suspects = SuspectWatch { fingerprint, moved: true };
+                    }
                 }
                 _ = kv_housekeeping.tick() => {
                     let _work = work.enter();
@@ -339,7 +354,8 @@ impl GossipLoop {
             && self
                 .events
                 .take(delivered, &self.node.local_record(), &self.event_counters);
-        let changes = self.node.take_changes();
+        let mut changes = self.node.take_changes();
+        changes.cluster |= std::mem::take(&mut self.suspects.moved);
         if changes.any() || events {
             if let Some(ceiling) = self.index.advance(self.node.kv_index()) {
                 let data_dir = self.data_dir.clone();

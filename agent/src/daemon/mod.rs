@@ -143,7 +143,7 @@ pub async fn run(
     let faults = Arc::new(FaultInjection::new(config.fault_injection));
     // Outgoing exchanges leave from the address we are bound to.
     let sync = SyncService::new(
-        envelope,
+        envelope.clone(),
         agent.clone(),
         snapshot_rx.clone(),
         listeners.tcp.local_addr().ok().map(|addr| addr.ip()),
@@ -185,6 +185,17 @@ pub async fn run(
         reload.watches(),
         snapshot_rx.clone(),
         watch_counters.clone(),
+        &tasks.tracker,
+        tasks.stop.clone(),
+    );
+    crate::logging::cluster::spawn(
+        crate::logging::cluster::ClusterLog {
+            seeds: config.join.clone(),
+            local: config.advertise,
+            envelope,
+        },
+        snapshot_rx.clone(),
+        status_rx.clone(),
         &tasks.tracker,
         tasks.stop.clone(),
     );
@@ -241,6 +252,7 @@ pub async fn run(
         receive_drops: transport.receive_drops,
         send_failures: 0,
         index,
+        suspects: Default::default(),
         registrar,
         kv,
         faults,

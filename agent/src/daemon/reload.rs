@@ -91,6 +91,9 @@ pub struct Reloaded {
     pub checks: usize,
     pub log_level: String,
     pub needs_restart: Vec<String>,
+    /// The live parts that changed (`services`, `checks`, `tags`,
+    /// `log_level`, `templates`, `watches`), for the log.
+    pub changed: Vec<&'static str>,
 }
 
 type ReloadReply = oneshot::Sender<Result<Reloaded, String>>;
@@ -287,12 +290,23 @@ impl Reloader {
             }
         });
         match &result {
-            Ok(reloaded) => tracing::info!(
-                services = reloaded.services,
-                checks = reloaded.checks,
-                log_level = %reloaded.log_level,
-                "configuration reloaded"
-            ),
+            Ok(reloaded) => {
+                let changed = if reloaded.changed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    reloaded.changed.join(", ")
+                };
+                tracing::info!(
+                    services = reloaded.services,
+                    checks = reloaded.checks,
+                    log_level = %reloaded.log_level,
+                    %changed,
+                    ?trigger,
+                    "configuration reloaded: changed {changed}; now {} services, {} checks",
+                    reloaded.services,
+                    reloaded.checks
+                )
+            }
             Err(error) => tracing::error!(
                 %error,
                 "configuration reload refused; the previous configuration keeps running"
@@ -335,6 +349,17 @@ impl Reloader {
         }
 
         let mut running = (*self.running).clone();
+        let changed: Vec<&'static str> = [
+            ("services", running.services != loaded.services),
+            ("checks", running.checks != loaded.checks),
+            ("tags", running.tags != loaded.tags),
+            ("log_level", running.log_level != loaded.log_level),
+            ("templates", running.templates != loaded.templates),
+            ("watches", running.watches != loaded.watches),
+        ]
+        .into_iter()
+        .filter_map(|(part, differs)| differs.then_some(part))
+        .collect();
         running.services = loaded.services;
         running.checks = loaded.checks;
         running.tags = loaded.tags;
@@ -358,6 +383,7 @@ impl Reloader {
                     .sum::<usize>(),
             log_level: running.log_level.clone(),
             needs_restart,
+            changed,
         };
         self.running = Arc::new(running);
         Ok(reloaded)

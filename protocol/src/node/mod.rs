@@ -34,6 +34,7 @@ mod members;
 mod name;
 mod pages;
 mod peers;
+mod suspects;
 mod sync;
 
 use std::collections::HashMap;
