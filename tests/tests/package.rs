@@ -39,7 +39,8 @@ fn the_debian_package_installs_runs_under_its_unit_upgrades_and_purges() {
         "a `shoal` package is already installed on this machine; this test would purge it: remove it first (dpkg -P shoal)"
     );
 
-    let (first, upgrade) = build_packages();
+    let packages = tempfile::tempdir().unwrap();
+    let (first, upgrade) = build_packages(packages.path());
     let _purge = PurgeOnDrop;
 
     // Install.
@@ -128,15 +129,18 @@ fn the_debian_package_installs_runs_under_its_unit_upgrades_and_purges() {
 }
 
 /// Builds the package and a second one with a higher version (the same
-/// binary, `--no-build`), into a directory of its own.
-fn build_packages() -> (PathBuf, PathBuf) {
+/// binary, `--no-build`), and copies both to `keep` (cargo-deb clears
+/// target/debian of older packages).
+fn build_packages(keep: &Path) -> (PathBuf, PathBuf) {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let version = env!("CARGO_PKG_VERSION");
     let started = Instant::now();
     let built = run(Command::new(workspace.join("scripts/package")).current_dir(workspace));
     assert!(built.status.success(), "scripts/package: {}", text(&built));
     eprintln!("scripts/package took {:?}", started.elapsed());
-    let first = find_deb(&workspace.join("target/debian"), version);
+    let built_first = find_deb(&workspace.join("target/debian"), version);
+    let first = keep.join(built_first.file_name().unwrap());
+    std::fs::copy(&built_first, &first).unwrap();
     let upgrade_dir = workspace.join("target/debian/upgrade-test");
     std::fs::create_dir_all(&upgrade_dir).unwrap();
     let upgrade_version = format!("{version}+upgrade1");
@@ -145,7 +149,9 @@ fn build_packages() -> (PathBuf, PathBuf) {
         .args(["--no-build", "--deb-version", &upgrade_version, "--output"])
         .arg(&upgrade_dir));
     assert!(built.status.success(), "scripts/package: {}", text(&built));
-    let upgrade = find_deb(&upgrade_dir, &upgrade_version);
+    let built_upgrade = find_deb(&upgrade_dir, &upgrade_version);
+    let upgrade = keep.join(built_upgrade.file_name().unwrap());
+    std::fs::copy(&built_upgrade, &upgrade).unwrap();
     let size = std::fs::metadata(&first).unwrap().len();
     let listing = run(Command::new("dpkg").arg("-c").arg(&first));
     eprintln!(

@@ -164,7 +164,9 @@ pub async fn set_faults(
                 )
             })?;
         state.faults.stall_loop(duration);
-        return Ok(Json(json!({ "stall_loop_ms": duration.as_millis() as u64 })));
+        return Ok(Json(
+            json!({ "stall_loop_ms": duration.as_millis() as u64 }),
+        ));
     }
     let ips = query
         .get("block")

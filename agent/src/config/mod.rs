@@ -41,9 +41,7 @@ pub use dns::{ClientNetwork, DEFAULT_DNS_ADDR, DnsConfig, FileDns, reaches_itsel
 pub use events::{EventsConfig, FileEvents};
 pub use file::{FileAcl, FileConfig, FileGossip, FileKv, MAX_CONFIG_FILE, ServiceFile};
 pub use kv::{DEFAULT_KV_MAX_BYTES, DEFAULT_TOMBSTONE_GRACE};
-pub use network::{
-    DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, DEFAULT_JOIN_READY_TIMEOUT, parse_addr,
-};
+pub use network::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, DEFAULT_JOIN_READY_TIMEOUT, parse_addr};
 pub use node::{DataDir, LogFormat, MAX_TAG_KEY};
 pub use overrides::Overrides;
 pub use templates::{MAX_TEMPLATE_BYTES, TemplateConfig, TemplateSource};

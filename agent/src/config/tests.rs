@@ -206,7 +206,10 @@ fn join_ready_timeout_is_bounded_and_named_in_errors() {
             "data_dir = \"/tmp/x\"\njoin_ready_timeout = \"{bad}\"\n"
         ))
         .unwrap_err();
-        assert!(error.to_string().contains("`join_ready_timeout`"), "{error}");
+        assert!(
+            error.to_string().contains("`join_ready_timeout`"),
+            "{error}"
+        );
     }
 }
 

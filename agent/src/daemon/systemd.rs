@@ -267,9 +267,10 @@ pub(super) async fn notify_loop(notifier: Arc<Notifier>, mut watched: Watched) {
     let mut line = status_line(&watched);
     let status = match readiness {
         Readiness::Alone => format!(
-            "alone: no seed answered within {}; retrying ({}); {line}",
+            "alone: no seed answered within {}; retrying ({}); {}",
             crate::duration::format(watched.join_ready_timeout),
-            list(&watched.seeds)
+            list(&watched.seeds),
+            counts(&watched)
         ),
         Readiness::NoSeeds | Readiness::Joined => line.clone(),
     };
@@ -318,9 +319,19 @@ fn alive_members(snapshot: &Snapshot) -> usize {
         .count()
 }
 
-/// `members alive: N, checks critical: M`, prefixed with `alone` while a
-/// seed is configured and nobody answers.
+/// [`counts`], prefixed with `alone` while a seed is configured and
+/// nobody answers.
 fn status_line(watched: &Watched) -> String {
+    let alone = alive_members(&watched.snapshot_rx.borrow()) <= 1 && !watched.seeds.is_empty();
+    if alone {
+        format!("alone, retrying the seeds; {}", counts(watched))
+    } else {
+        counts(watched)
+    }
+}
+
+/// `members alive: N, checks critical: M`.
+fn counts(watched: &Watched) -> String {
     let alive = alive_members(&watched.snapshot_rx.borrow());
     let critical = watched
         .status_rx
@@ -329,12 +340,7 @@ fn status_line(watched: &Watched) -> String {
         .iter()
         .filter(|check| check.record.consul_status() == CheckStatus::Critical)
         .count();
-    let counts = format!("members alive: {alive}, checks critical: {critical}");
-    if alive <= 1 && !watched.seeds.is_empty() {
-        format!("alone, retrying the seeds; {counts}")
-    } else {
-        counts
-    }
+    format!("members alive: {alive}, checks critical: {critical}")
 }
 
 fn list(seeds: &[SocketAddr]) -> String {
@@ -397,7 +403,10 @@ mod tests {
         );
         notifier.reloading();
         let reloading = receive(&listener);
-        assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+        assert!(
+            reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+            "{reloading}"
+        );
         notifier.reloaded();
         assert_eq!(
             receive(&listener),
