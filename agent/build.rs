@@ -15,7 +15,7 @@ fn main() {
 }
 
 /// The short hash of `HEAD`, with `-dirty` when tracked files differ from
-/// it; reruns the build script when `HEAD` or the index moves.
+/// it; reruns the build script when `HEAD`, the index or the branch moves.
 fn git_commit() -> Option<String> {
     let git = |args: &[&str]| {
         Command::new("git")
@@ -25,12 +25,22 @@ fn git_commit() -> Option<String> {
             .filter(|output| output.status.success())
             .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
     };
-    let git_dir = git(&["rev-parse", "--absolute-git-dir"])?;
-    for watched in ["HEAD", "index"] {
-        println!("cargo:rerun-if-changed={git_dir}/{watched}");
-    }
-    if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        println!("cargo:rerun-if-changed={git_dir}/{head}");
+    // `--git-path` finds each file where git keeps it: in a worktree, HEAD
+    // and the index are the worktree's own, the branches are in the common
+    // directory. Only files that exist are watched: cargo counts a missing
+    // one as changed, and would rebuild the agent on every build.
+    let mut watched = vec![
+        "HEAD".to_string(),
+        "index".to_string(),
+        "packed-refs".to_string(),
+    ];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for file in watched {
+        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &file])
+            && std::path::Path::new(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
     let hash = git(&["rev-parse", "--short=10", "HEAD"])?;
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"])

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod campaign;
 pub mod dns;
+pub mod notify;
 pub mod peer;
 pub mod raw;
 pub mod relay;

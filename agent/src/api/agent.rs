@@ -140,8 +140,9 @@ pub async fn reload(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
 }
 
 /// `PUT /v1/shoal/fault?block=IP,IP` (empty `block` heals): drops all gossip
-/// and anti-entropy traffic to and from those peers. Only with
-/// `--fault-injection`; a test hook, not an operator feature.
+/// and anti-entropy traffic to and from those peers. `?stall_loop=3s`
+/// instead blocks the gossip loop's thread that long once (at most 60 s).
+/// Only with `--fault-injection`; a test hook, not an operator feature.
 pub async fn set_faults(
     State(state): State<ApiState>,
     query: super::Query,
@@ -150,6 +151,21 @@ pub async fn set_faults(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "fault injection is off (start the agent with --fault-injection)",
+        ));
+    }
+    if let Some(text) = query.get("stall_loop") {
+        let duration = crate::duration::parse(text)
+            .ok()
+            .filter(|duration| *duration <= std::time::Duration::from_secs(60))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("stall_loop: `{text}` is not a duration of at most 60s"),
+                )
+            })?;
+        state.faults.stall_loop(duration);
+        return Ok(Json(
+            json!({ "stall_loop_ms": duration.as_millis() as u64 }),
         ));
     }
     let ips = query

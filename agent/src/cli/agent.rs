@@ -155,6 +155,8 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
     for note in &config.port_defaults {
         tracing::info!("{note}");
     }
+    // SAFETY: no other thread runs yet (the runtime starts below).
+    let systemd = unsafe { daemon::systemd::Notifier::from_env() };
     // One thread: the agent's work is small, and a single thread keeps the
     // resident footprint low. Checks and file I/O go to blocking threads.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -172,7 +174,7 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         let reload = crate::daemon::reload::ReloadSetup { overrides, log };
-        daemon::run(config, listeners, shutdown, reload).await
+        daemon::run(config, listeners, shutdown, reload, systemd).await
     });
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,

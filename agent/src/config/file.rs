@@ -23,6 +23,8 @@ pub struct FileConfig {
     pub advertise: Option<String>,
     pub http_addr: Option<String>,
     pub join: Option<Vec<String>>,
+    /// How long readiness (systemd `READY=1`) waits for a seed (a Go duration).
+    pub join_ready_timeout: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,

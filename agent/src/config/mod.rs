@@ -41,7 +41,7 @@ pub use dns::{ClientNetwork, DEFAULT_DNS_ADDR, DnsConfig, FileDns, reaches_itsel
 pub use events::{EventsConfig, FileEvents};
 pub use file::{FileAcl, FileConfig, FileGossip, FileKv, MAX_CONFIG_FILE, ServiceFile};
 pub use kv::{DEFAULT_KV_MAX_BYTES, DEFAULT_TOMBSTONE_GRACE};
-pub use network::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, parse_addr};
+pub use network::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, DEFAULT_JOIN_READY_TIMEOUT, parse_addr};
 pub use node::{DataDir, LogFormat, MAX_TAG_KEY};
 pub use overrides::Overrides;
 pub use templates::{MAX_TEMPLATE_BYTES, TemplateConfig, TemplateSource};
@@ -88,6 +88,9 @@ pub struct AgentConfig {
     pub advertise: SocketAddr,
     pub http_addr: SocketAddr,
     pub join: Vec<SocketAddr>,
+    /// How long a start under systemd waits for a seed to answer before it
+    /// reports ready alone (`join_ready_timeout`, see `daemon::systemd`).
+    pub join_ready_timeout: Duration,
     pub tags: BTreeMap<String, String>,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -184,6 +187,7 @@ impl AgentConfig {
             file.join,
             overrides.dev,
         )?;
+        let join_ready_timeout = network::join_ready_timeout(file.join_ready_timeout.as_deref())?;
         let tags = node::tags(file.tags)?;
         let log_level = node::log_level(file.log_level)?;
         let log_format = node::log_format(file.log_format)?;
@@ -214,6 +218,7 @@ impl AgentConfig {
             http_addr: addresses.http_addr,
             join: addresses.join,
             port_defaults: addresses.port_defaults,
+            join_ready_timeout,
             tags,
             log_level,
             log_format,

@@ -1,9 +1,10 @@
 //! Where the agent listens and whom it joins: `bind`, `advertise`,
-//! `http_addr`, `join`.
+//! `http_addr`, `join`, `join_ready_timeout`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
-use super::{ConfigError, invalid};
+use super::{ConfigError, invalid, parse_duration};
 
 /// Default gossip port (UDP for SWIM, TCP for anti-entropy), as memberlist.
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
@@ -86,6 +87,32 @@ impl Addresses {
             port_defaults,
         })
     }
+}
+
+/// Default `join_ready_timeout`: well inside systemd's start timeout (90 s
+/// by default), long enough for a seed that is merely slow to answer.
+pub const DEFAULT_JOIN_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `join_ready_timeout`: past it, a start that can't reach a seed
+/// would look hung to whoever waits for readiness.
+const MAX_JOIN_READY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a start under systemd waits for a seed to answer before it
+/// reports ready anyway (alone, still retrying the seeds).
+pub(super) fn join_ready_timeout(text: Option<&str>) -> Result<Duration, ConfigError> {
+    let Some(text) = text else {
+        return Ok(DEFAULT_JOIN_READY_TIMEOUT);
+    };
+    let timeout = parse_duration("join_ready_timeout", text)?;
+    if timeout > MAX_JOIN_READY_TIMEOUT {
+        return Err(invalid(
+            "join_ready_timeout",
+            format!(
+                "`{text}` is longer than {}: readiness would wait that long for an unreachable seed",
+                crate::duration::format(MAX_JOIN_READY_TIMEOUT)
+            ),
+        ));
+    }
+    Ok(timeout)
 }
 
 /// Parses `IP:PORT`, `IP` (with the default port), `[v6]:PORT` or

@@ -225,3 +225,33 @@ fn more_checks_than_a_record_carries_are_refused_naming_the_file_and_dir() {
         "{error}"
     );
 }
+
+#[test]
+fn join_ready_timeout_is_bounded_and_named_in_errors() {
+    let config = parse("data_dir = \"/tmp/x\"\n").unwrap();
+    assert_eq!(config.join_ready_timeout, super::DEFAULT_JOIN_READY_TIMEOUT);
+    let config = parse("data_dir = \"/tmp/x\"\njoin_ready_timeout = \"2.5s\"\n").unwrap();
+    assert_eq!(config.join_ready_timeout, Duration::from_millis(2500));
+    for bad in ["0s", "soon", "2h"] {
+        let error = parse(&format!(
+            "data_dir = \"/tmp/x\"\njoin_ready_timeout = \"{bad}\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("`join_ready_timeout`"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn the_packaged_default_config_is_valid() {
+    let file: FileConfig = toml::from_str(include_str!("../../../packaging/agent.toml")).unwrap();
+    assert_eq!(
+        file.config_dir.as_deref(),
+        Some(std::path::Path::new("/etc/shoal/agent.d"))
+    );
+    let config = AgentConfig::from_parts(file, &Overrides::default()).unwrap();
+    assert_eq!(config.data_dir, DataDir::Path("/var/lib/shoal".into()));
+    assert!(config.join.is_empty(), "a fresh install starts alone");
+}

@@ -83,6 +83,9 @@ pub(super) struct GossipLoop {
     /// input, so that the tasks it spawns (check runners, anti-entropy
     /// exchanges, `spawn_blocking` writes) run there, not on its thread.
     pub work: tokio::runtime::Handle,
+    /// systemd's watchdog is fed from this loop, not from a task of its
+    /// own: a wedged loop stops the pings (see `daemon::systemd`).
+    pub systemd: Arc<super::systemd::Notifier>,
 }
 
 /// The suspect members as last published ([`Node::suspects_fingerprint`]),
@@ -134,6 +137,7 @@ impl GossipLoop {
         kv_housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watchdog = self.systemd.watchdog_timer();
         let mut leave_deadline: Option<Instant> = None;
         // Entered only around synchronous work: timers and sockets created
         // while it is entered would belong to the main runtime.
@@ -154,6 +158,7 @@ impl GossipLoop {
                     tracing::warn!("graceful leave did not finish in time; stopping anyway");
                     return;
                 }
+                _ = super::systemd::watchdog_tick(&mut watchdog) => self.systemd.ping_watchdog(),
                 Some((deadline, timer)) = inputs.timers_rx.recv() => {
                     self.set_clock();
                     self.note_lag(deadline);
@@ -199,6 +204,7 @@ impl GossipLoop {
                 _ = stats.tick() => self.publish_status(),
             }
             self.flush();
+            self.faults.stall_if_asked();
             if self.name_taken.is_some() && leave_deadline.is_none() {
                 // Never offered our record: leaving only tells the members
                 // that our address is gone.

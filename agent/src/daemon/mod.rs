@@ -21,6 +21,7 @@
 //!   persistence of API registrations.
 //! - [`reload`]: config hot reload (file watch, SIGHUP, `PUT /v1/agent/reload`).
 //! - [`fault`]: test-only fault injection.
+//! - [`systemd`]: readiness, status and watchdog over `sd_notify`.
 
 pub mod fault;
 pub mod gossip;
@@ -33,6 +34,7 @@ pub mod reload;
 pub mod scheduler;
 pub mod snapshot;
 pub mod sync;
+pub mod systemd;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,14 +116,17 @@ impl Listeners {
 /// Runs the agent until `shutdown` is cancelled (SIGTERM, SIGINT or
 /// `PUT /v1/agent/leave`), then leaves the cluster gracefully and returns.
 /// `reload` is how it loads its configuration again (file changes, SIGHUP,
-/// `PUT /v1/agent/reload`).
+/// `PUT /v1/agent/reload`); `systemd` tells the service manager how it is
+/// doing (inert when not started by systemd).
 pub async fn run(
     config: AgentConfig,
     listeners: Listeners,
     shutdown: CancellationToken,
     reload: reload::ReloadSetup,
+    systemd: systemd::Notifier,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let systemd = Arc::new(systemd);
     let data_dir = Arc::new(DataDirGuard::open(&config.data_dir)?);
     let Identity {
         mut node,
@@ -169,6 +174,7 @@ pub async fn run(
         config.clone(),
         agent.clone(),
         templates.clone(),
+        systemd.clone(),
         &tasks.tracker,
         tasks.stop.clone(),
     );
@@ -207,6 +213,24 @@ pub async fn run(
         dns_counters.clone(),
         &tasks,
     )?;
+    if systemd.is_active() {
+        tasks.spawn(systemd::notify_loop(
+            systemd.clone(),
+            systemd::Watched {
+                snapshot_rx: snapshot_rx.clone(),
+                status_rx: status_rx.clone(),
+                seeds: config
+                    .join
+                    .iter()
+                    .copied()
+                    .filter(|seed| *seed != config.advertise && *seed != config.bind)
+                    .collect(),
+                join_ready_timeout: config.join_ready_timeout,
+                shutdown: shutdown.clone(),
+                stop: tasks.stop.clone(),
+            },
+        ));
+    }
     let http_addr = serve_api(
         listeners.http,
         api::ApiState {
@@ -260,6 +284,7 @@ pub async fn run(
         events: Default::default(),
         event_counters,
         work: tokio::runtime::Handle::current(),
+        systemd,
     };
     let inputs = Inputs {
         timers_rx,

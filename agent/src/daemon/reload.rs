@@ -134,6 +134,7 @@ pub fn spawn(
     config: Arc<AgentConfig>,
     agent: AgentHandle,
     templates: crate::template::Templates,
+    systemd: Arc<super::systemd::Notifier>,
     tracker: &TaskTracker,
     stop: CancellationToken,
 ) -> ReloadHandle {
@@ -147,6 +148,7 @@ pub fn spawn(
         running: config,
         agent,
         templates,
+        systemd,
         status_tx,
         watcher: None,
     };
@@ -165,6 +167,8 @@ struct Reloader {
     running: Arc<AgentConfig>,
     agent: AgentHandle,
     templates: crate::template::Templates,
+    /// Told `RELOADING=1` and `READY=1` around every reload.
+    systemd: Arc<super::systemd::Notifier>,
     status_tx: watch::Sender<ReloadStatus>,
     watches_tx: watch::Sender<WatchList>,
     /// Kept alive: dropping it stops the watch.
@@ -264,6 +268,13 @@ impl Reloader {
 
     /// Loads the configuration again and applies what can change live.
     async fn reload(&mut self, trigger: Trigger) -> Result<Reloaded, String> {
+        self.systemd.reloading();
+        let result = self.load_and_apply(trigger).await;
+        self.systemd.reloaded();
+        result
+    }
+
+    async fn load_and_apply(&mut self, trigger: Trigger) -> Result<Reloaded, String> {
         let overrides = self.overrides.clone();
         let loaded = tokio::task::spawn_blocking(move || AgentConfig::load(&overrides))
             .await
@@ -481,6 +492,10 @@ pub fn restart_only_changes(running: &AgentConfig, loaded: &AgentConfig) -> Vec<
         },
     );
     differs("join", running.join != loaded.join);
+    differs(
+        "join_ready_timeout",
+        running.join_ready_timeout != loaded.join_ready_timeout,
+    );
     differs("log_format", running.log_format != loaded.log_format);
     // GossipConfig has no PartialEq; its Debug form lists every field.
     // Two of them are keys of their own in the file.
