@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod campaign;
 pub mod dns;
+pub mod compat;
 pub mod peer;
 pub mod raw;
 pub mod relay;
@@ -122,6 +123,9 @@ pub struct AgentOptions {
     pub env: Vec<(String, String)>,
     /// Extra command-line arguments after `agent`.
     pub args: Vec<String>,
+    /// The `shoal` binary to run (default: [`shoal_bin`]); the rolling
+    /// upgrade swaps it between releases.
+    pub bin: Option<PathBuf>,
 }
 
 /// A `[gossip]` section that re-announces to seeds and exchanges state
@@ -206,7 +210,7 @@ impl Agent {
             .append(true)
             .open(&self.log_path)
             .expect("open agent log");
-        let mut command = Command::new(shoal_bin());
+        let mut command = Command::new(self.options.bin.as_deref().unwrap_or(shoal_bin()));
         command
             .arg("agent")
             .args(["--node", &self.name])

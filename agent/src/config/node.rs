@@ -81,12 +81,19 @@ pub(super) fn tags(
     tags: Option<BTreeMap<String, String>>,
 ) -> Result<BTreeMap<String, String>, ConfigError> {
     let tags = tags.unwrap_or_default();
-    // One place in the record is the node ID's (`id`).
-    let max = MAX_RECORD_TAGS - 1;
+    // Places in the record are the node ID's (`id`) and the wire
+    // versions' (`wire`).
+    let max = MAX_RECORD_TAGS - shoal_protocol::record::RESERVED_TAGS.len();
     if tags.len() > max {
         return Err(invalid(
             "tags",
             format!("{} tags; at most {max} are allowed", tags.len()),
+        ));
+    }
+    if tags.contains_key(shoal_protocol::record::WIRE_TAG) {
+        return Err(invalid(
+            "tags",
+            "tag key `wire` is reserved: it carries the wire versions this agent speaks (see docs/upgrading.md)",
         ));
     }
     if tags.contains_key(shoal_protocol::record::NODE_ID_TAG) {
