@@ -362,12 +362,21 @@ mod tests {
         // is refused by a version-1 agent, naming both.
         let older = Envelope::new(1);
         let packet = newer.seal_as(2, PayloadKind::Swim, b"x", NONCE);
-        assert_eq!(plain(&newer, &packet), Ok((PayloadKind::Swim, b"x".to_vec())));
+        assert_eq!(
+            plain(&newer, &packet),
+            Ok((PayloadKind::Swim, b"x".to_vec()))
+        );
         let error = plain(&older, &packet).unwrap_err();
-        assert_eq!(error.to_string(), "packet of wire version 2; this agent speaks wire versions 1 to 1");
+        assert_eq!(
+            error.to_string(),
+            "packet of wire version 2; this agent speaks wire versions 1 to 1"
+        );
         let packet = older.seal(PayloadKind::Swim, b"y", NONCE);
         assert_eq!(packet_version(&packet), Some(1));
-        assert_eq!(plain(&newer, &packet), Ok((PayloadKind::Swim, b"y".to_vec())));
+        assert_eq!(
+            plain(&newer, &packet),
+            Ok((PayloadKind::Swim, b"y".to_vec()))
+        );
     }
 
     proptest! {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod campaign;
-pub mod dns;
 pub mod compat;
+pub mod dns;
 pub mod peer;
 pub mod raw;
 pub mod relay;

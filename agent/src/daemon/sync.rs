@@ -294,7 +294,8 @@ impl SyncService {
         };
         // Answered in the version the initiator chose (one we speak: the
         // frame opened).
-        self.converse(&mut stream, delta, read as u64, version).await
+        self.converse(&mut stream, delta, read as u64, version)
+            .await
     }
 
     /// Sends `message`, then reads and answers until a message closes the

@@ -145,7 +145,10 @@ fn migrate(dir: &Path, from: u32, to: u32) -> io::Result<()> {
     let backup = journal.join(BACKUP_DIR);
     fs::create_dir_all(&backup)?;
     for entry in data_entries(dir)? {
-        copy_tree(&entry, &backup.join(entry.file_name().expect("a named entry")))?;
+        copy_tree(
+            &entry,
+            &backup.join(entry.file_name().expect("a named entry")),
+        )?;
     }
     sync_tree(&backup)?;
     write_atomic(&journal, BACKUP_COMPLETE, format!("{from}\n").as_bytes())?;
@@ -218,7 +221,10 @@ fn test_step_to_2(dir: &Path) -> io::Result<()> {
         .ok()
         .and_then(|ms| ms.parse().ok())
     {
-        tracing::info!(pause_ms = pause, "test: pausing in the middle of a migration");
+        tracing::info!(
+            pause_ms = pause,
+            "test: pausing in the middle of a migration"
+        );
         std::thread::sleep(Duration::from_millis(pause));
     }
     write_atomic(dir, "format2-step-b", b"b\n")?;
@@ -292,8 +298,14 @@ mod tests {
                 rolled_back: false
             }
         );
-        assert_eq!(fs::read_to_string(old.path().join(FORMAT_FILE)).unwrap(), "1\n");
-        assert_eq!(fs::read_to_string(old.path().join("generation")).unwrap(), "5\n");
+        assert_eq!(
+            fs::read_to_string(old.path().join(FORMAT_FILE)).unwrap(),
+            "1\n"
+        );
+        assert_eq!(
+            fs::read_to_string(old.path().join("generation")).unwrap(),
+            "5\n"
+        );
         assert!(!old.path().join(MIGRATION_DIR).exists(), "backup removed");
     }
 
