@@ -90,7 +90,7 @@ fn a_migration_killed_halfway_is_rolled_back_and_a_newer_format_is_refused() {
     agent.options.env = Vec::new();
     agent.restart();
     agent.wait_serving();
-    assert_eq!(agent.kv_get("kept/across"), Ok(Some("migrations".into())));
+    agent.wait_kv("kept/across", Some("migrations"), Duration::from_secs(10));
     assert!(
         agent.log().contains("rolled back from its backup"),
         "{}",
@@ -120,7 +120,7 @@ fn a_migration_killed_halfway_is_rolled_back_and_a_newer_format_is_refused() {
     agent.options.env = format_env(Some(2), None);
     agent.restart();
     agent.wait_serving();
-    assert_eq!(agent.kv_get("kept/across"), Ok(Some("migrations".into())));
+    agent.wait_kv("kept/across", Some("migrations"), Duration::from_secs(10));
     stop(&mut agent);
     assert_eq!(read(&dir, "FORMAT").as_deref(), Some("2\n"));
     assert_eq!(read(&dir, "format2-step-b").as_deref(), Some("b\n"));
