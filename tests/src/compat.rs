@@ -52,10 +52,15 @@ pub fn previous_commit() -> String {
     commit
 }
 
+/// Where previous releases are built and kept (`target/compat`).
+pub fn compat_dir() -> PathBuf {
+    target_dir().join("compat")
+}
+
 /// The previous release's `shoal`, built on first use (see the module docs).
 pub fn previous_release() -> PathBuf {
     let commit = previous_commit();
-    let compat = target_dir().join("compat");
+    let compat = compat_dir();
     let bin = compat.join(&commit).join("shoal");
     if bin.exists() {
         return bin;

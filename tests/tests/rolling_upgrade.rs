@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{Value, json};
-use shoal_tests::{Agent, AgentOptions, QUICK_GOSSIP, http_json, wait_for};
+use shoal_tests::{Agent, AgentOptions, QUICK_GOSSIP, http_json};
 
 const AGENTS: usize = 5;
 const CONVERGE_WITHIN: Duration = Duration::from_secs(90);
@@ -188,6 +188,15 @@ fn report_checks_again(agents: &[Agent], restarted: usize, expected: &Expected) 
 fn difference(agent: &Agent, names: &[String], expected: &Expected) -> Result<(), String> {
     let mut members: Vec<(String, u64)> = agent.members()?;
     members.sort();
+    if is_previous_release(agent) {
+        // A known defect of 0.1.0 that this build can't change: restarted
+        // while its peers still gossip its earlier incarnation as down, it
+        // may list that incarnation, under its own name, as failed (foca
+        // keeps an earlier identity at our address as down; 0.1.0's member
+        // list doesn't skip it). Counted and reported, not a failure of a
+        // healthy agent: that agent is the observer itself.
+        members.retain(|(name, status)| !(name == &agent.name && *status == 4));
+    }
     let want: Vec<(String, u64)> = names.iter().map(|n| (n.clone(), 1)).collect();
     if members != want {
         return Err(format!("members {members:?}"));
@@ -268,6 +277,15 @@ fn difference(agent: &Agent, names: &[String], expected: &Expected) -> Result<()
     Ok(())
 }
 
+/// Whether `agent` runs the previous release.
+fn is_previous_release(agent: &Agent) -> bool {
+    agent
+        .options
+        .bin
+        .as_ref()
+        .is_some_and(|bin| bin.starts_with(shoal_tests::compat::compat_dir()))
+}
+
 /// Running agents some agent reports failed (Consul status 4).
 fn failed_reports(agents: &[Agent], step: &str, seen: &mut BTreeSet<String>) {
     for observer in agents {
@@ -275,7 +293,11 @@ fn failed_reports(agents: &[Agent], step: &str, seen: &mut BTreeSet<String>) {
             continue;
         };
         for (name, status) in members {
-            if status == 4 {
+            if status == 4 && name == observer.name && is_previous_release(observer) {
+                seen.insert(format!(
+                    "step {step}: {name} (previous release) lists its own earlier incarnation as failed (known 0.1.0 defect, tolerated)"
+                ));
+            } else if status == 4 {
                 seen.insert(format!(
                     "step {step}: {} reported {name} failed",
                     observer.name
@@ -294,14 +316,30 @@ fn converge(
 ) -> Duration {
     let names: Vec<String> = agents.iter().map(|a| a.name.clone()).collect();
     let started = Instant::now();
-    wait_for(CONVERGE_WITHIN, &format!("step {step} to converge"), || {
+    let mut last = String::new();
+    while started.elapsed() < CONVERGE_WITHIN {
         failed_reports(agents, step, failures);
-        for agent in agents {
-            difference(agent, &names, expected).map_err(|e| format!("{}: {e}", agent.name))?;
+        match agents.iter().try_for_each(|agent| {
+            difference(agent, &names, expected).map_err(|e| format!("{}: {e}", agent.name))
+        }) {
+            Ok(()) => return started.elapsed(),
+            Err(error) => last = error,
         }
-        Ok(())
-    });
-    started.elapsed()
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for agent in agents {
+        let log = agent.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("DEBUG") && !l.contains("TRACE"))
+            .collect();
+        eprintln!(
+            "--- {} (last lines but debug)\n{}",
+            agent.name,
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        );
+    }
+    panic!("step {step} did not converge in {CONVERGE_WITHIN:?}; last observed: {last}");
 }
 
 fn stop(agent: &mut Agent) {
@@ -455,5 +493,14 @@ fn the_previous_release_upgrades_one_agent_at_a_time_and_rolls_back() {
         failures.len()
     );
     assert_eq!(lost, 0);
-    assert!(failures.is_empty(), "{failures:#?}");
+    let tolerated: Vec<&String> = failures
+        .iter()
+        .filter(|f| f.contains("tolerated"))
+        .collect();
+    eprintln!("tolerated self-reports of the previous release: {tolerated:#?}");
+    let real: Vec<&String> = failures
+        .iter()
+        .filter(|f| !f.contains("tolerated"))
+        .collect();
+    assert!(real.is_empty(), "{real:#?}");
 }
