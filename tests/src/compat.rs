@@ -127,7 +127,7 @@ fn export_tree(commit: &str, into: &Path) {
     let partial = into.with_extension("partial");
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial).expect("create the export dir");
-    let archive = Command::new("git")
+    let mut archive = Command::new("git")
         .args(["archive", "--format=tar", commit])
         .current_dir(&root)
         .stdout(Stdio::piped())
@@ -137,10 +137,14 @@ fn export_tree(commit: &str, into: &Path) {
         .arg("-x")
         .arg("-C")
         .arg(&partial)
-        .stdin(archive.stdout.expect("git archive's output"))
+        .stdin(archive.stdout.take().expect("git archive's output"))
         .status()
         .expect("run tar");
-    assert!(unpacked.success(), "unpacking {commit} failed");
+    let archived = archive.wait().expect("wait for git archive");
+    assert!(
+        archived.success() && unpacked.success(),
+        "exporting {commit} failed"
+    );
     let _ = fs::remove_dir_all(into);
     fs::rename(&partial, into).expect("move the exported tree in place");
 }

@@ -447,6 +447,12 @@ pub fn query_encode(text: &str) -> String {
 /// plain envelope of the default cluster: what any peer holding the
 /// cluster's key can send.
 pub fn rumor_datagram(to: shoal_protocol::NodeId, rumor: &shoal_protocol::rumor::Rumor) -> Vec<u8> {
+    broadcast_datagram(to, &[&shoal_protocol::codec::encode(rumor)])
+}
+
+/// Like [`rumor_datagram`], with custom broadcasts given as raw bytes (a
+/// newer agent's rumor kinds, appended fields).
+pub fn broadcast_datagram(to: shoal_protocol::NodeId, items: &[&[u8]]) -> Vec<u8> {
     use foca::Codec;
     use shoal_protocol::codec::SwimCodec;
     use shoal_protocol::envelope::cluster_id;
@@ -465,10 +471,11 @@ pub fn rumor_datagram(to: shoal_protocol::NodeId, rumor: &shoal_protocol::rumor:
     SwimCodec
         .encode_header(&header, &mut payload)
         .expect("encode a header");
-    let rumor = shoal_protocol::codec::encode(rumor);
-    let length = u16::try_from(rumor.len()).expect("a rumor fits a datagram");
-    payload.extend_from_slice(&length.to_be_bytes());
-    payload.extend_from_slice(&rumor);
+    for item in items {
+        let length = u16::try_from(item.len()).expect("a rumor fits a datagram");
+        payload.extend_from_slice(&length.to_be_bytes());
+        payload.extend_from_slice(item);
+    }
     Envelope::new(cluster_id("shoal")).seal(PayloadKind::Swim, &payload, [0; 24])
 }
 

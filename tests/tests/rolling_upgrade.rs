@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{Value, json};
-use shoal_tests::{Agent, AgentOptions, QUICK_GOSSIP, http_json};
+use shoal_tests::{Agent, AgentOptions, Cluster, QUICK_GOSSIP, http_json};
 
 const AGENTS: usize = 5;
 const CONVERGE_WITHIN: Duration = Duration::from_secs(90);
@@ -374,25 +374,16 @@ fn the_previous_release_upgrades_one_agent_at_a_time_and_rolls_back() {
         version_line(&old),
         version_line(&new)
     );
-    let root = tempfile::tempdir().unwrap();
-    let config = root.path().join("quick.toml");
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("quick.toml");
     std::fs::write(&config, QUICK_GOSSIP).unwrap();
-    let mut agents: Vec<Agent> = Vec::new();
-    for i in 0..AGENTS {
-        let join = agents
-            .first()
-            .map(|a| vec![a.gossip_addr()])
-            .unwrap_or_default();
-        agents.push(Agent::start(
-            root.path(),
-            AgentOptions {
-                join,
-                args: vec!["--config".into(), config.display().to_string()],
-                bin: Some(old.clone()),
-                ..AgentOptions::named(format!("node-{i}"))
-            },
-        ));
-    }
+    let mut cluster = Cluster::start_with(AGENTS, |_| AgentOptions {
+        args: vec!["--config".into(), config.display().to_string()],
+        bin: Some(old.clone()),
+        ..AgentOptions::default()
+    });
+    // Dropped (killed) before the cluster's directory.
+    let mut agents = std::mem::take(&mut cluster.agents);
     for agent in &agents {
         agent.wait_serving();
     }

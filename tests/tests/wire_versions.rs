@@ -151,11 +151,6 @@ fn a_peer_outside_the_range_is_refused_with_one_log_line() {
 /// packet is still read; a known rumor with fields appended is applied.
 #[test]
 fn unknown_rumor_kinds_and_appended_fields_are_skipped() {
-    use foca::Codec;
-    use shoal_protocol::codec::SwimCodec;
-    use shoal_protocol::envelope::cluster_id;
-    use shoal_protocol::{Envelope, PayloadKind};
-
     let root = tempfile::tempdir().unwrap();
     let agent = Agent::start(root.path(), AgentOptions::named("target"));
     agent.wait_serving();
@@ -179,26 +174,13 @@ fn unknown_rumor_kinds_and_appended_fields_are_skipped() {
     appended.extend_from_slice(&[7, 7, 7]);
     let plain = shoal_protocol::codec::encode(&Rumor::Kv(entry("future/after-unknown")));
 
-    let from = NodeId {
-        addr: SocketAddr::new(unique_loopback(), 17999),
-        generation: 1,
-    };
-    let header = foca::Header {
-        src: from,
-        src_incarnation: 0,
-        dst: NodeId {
+    let datagram = shoal_tests::broadcast_datagram(
+        NodeId {
             addr: agent.gossip_addr(),
             generation,
         },
-        message: foca::Message::Broadcast,
-    };
-    let mut payload = Vec::new();
-    SwimCodec.encode_header(&header, &mut payload).unwrap();
-    for item in [&unknown, &appended, &plain] {
-        payload.extend_from_slice(&(item.len() as u16).to_be_bytes());
-        payload.extend_from_slice(item);
-    }
-    let datagram = Envelope::new(cluster_id("shoal")).seal(PayloadKind::Swim, &payload, [0; 24]);
+        &[&unknown, &appended, &plain],
+    );
     let socket = UdpSocket::bind(SocketAddr::new(unique_loopback(), 0)).unwrap();
     socket.send_to(&datagram, agent.gossip_addr()).unwrap();
 

@@ -176,3 +176,28 @@ fn default_node_name() -> String {
         cleaned
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tags_the_agent_sets_itself_are_refused() {
+        for reserved in shoal_protocol::record::RESERVED_TAGS {
+            let error = tags_checked(BTreeMap::from([(reserved.to_string(), "x".to_string())]));
+            assert!(
+                error.contains(&format!("tag key `{reserved}` is reserved")),
+                "{error}"
+            );
+        }
+        let most = MAX_RECORD_TAGS - shoal_protocol::record::RESERVED_TAGS.len();
+        let many: BTreeMap<String, String> = (0..=most)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        assert!(tags_checked(many).contains(&format!("at most {most}")));
+    }
+
+    fn tags_checked(given: BTreeMap<String, String>) -> String {
+        super::tags(Some(given)).unwrap_err().to_string()
+    }
+}
