@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::DataDir;
 
+pub mod format;
+
 /// Why the data directory can't be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
@@ -20,6 +22,16 @@ pub enum DataDirError {
     Locked { path: PathBuf },
     #[error("data_dir file {path} is corrupt ({content:?}); remove it to start over")]
     Corrupt { path: PathBuf, content: String },
+    #[error(
+        "data_dir {path} is in data dir format {found}, written by a newer shoal; this agent reads \
+         format {supported} and older. Nothing was changed: run the newer shoal on it, or give this \
+         one another data_dir"
+    )]
+    NewerFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 }
 
 /// What an I/O error on the data directory means for the operator, with
@@ -100,6 +112,11 @@ impl DataDirGuard {
         // SAFETY: flock on a descriptor we own; no memory is shared.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(DataDirError::Locked { path });
+        }
+        // Before anything reads or writes the data (see `format`).
+        match format::prepare(&path, format::current())? {
+            format::Outcome::Current => {}
+            outcome => tracing::info!(data_dir = %path.display(), ?outcome, "data dir format"),
         }
         Ok(Self {
             path,

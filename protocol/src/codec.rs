@@ -65,6 +65,13 @@ pub fn decode_datagram<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
     decode_exact(bytes, datagram_config())
 }
 
+/// Decodes a rumor (one custom broadcast, which foca hands over exactly):
+/// bytes after it are fields a newer agent appended, and are ignored (see
+/// docs/upgrading.md: new fields go at the end).
+pub fn decode_rumor<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    bincode::decode_from_slice(bytes, datagram_config()).map(|(value, _)| value)
+}
+
 /// Decodes a payload that came in a TCP frame; trailing bytes are an error.
 pub fn decode_frame<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
     decode_exact(bytes, frame_config())

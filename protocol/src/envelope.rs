@@ -7,14 +7,16 @@
 //! +------+--------+------+-----+-----------------+---------
 //! ```
 //!
-//! Packets with a wrong magic, an unknown version or kind, or another
-//! cluster's id are rejected here, before any payload is parsed. Bit 0 of
+//! Packets with a wrong magic, a version outside this agent's
+//! [`WireRange`], an unknown kind, or another cluster's id are rejected
+//! here, before any payload is parsed. Bit 0 of
 //! `flags` says the payload is sealed with the cluster's keyring
 //! (XChaCha20-Poly1305, the 15-byte header as associated data): a sealed
 //! packet that no installed key opens is rejected, and so is a plain one
 //! when encryption is on.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use thiserror::Error;
 
@@ -25,8 +27,58 @@ pub const SEALED: u8 = 1;
 
 /// First bytes of every Shoal packet.
 pub const MAGIC: [u8; 4] = *b"SHOL";
-/// Wire protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Oldest wire version this build speaks. 0.1.0 spoke version 1 only (and
+/// advertised nothing). The promise (docs/upgrading.md): version N
+/// interoperates with N-1 and N+1, so a release that adds version N+1
+/// keeps speaking N.
+pub const WIRE_VERSION_MIN: u8 = 1;
+/// Newest wire version this build speaks: what it uses with a peer that
+/// advertises it too.
+pub const WIRE_VERSION_MAX: u8 = 1;
+/// Wire protocol version this build speaks best ([`WIRE_VERSION_MAX`]).
+pub const PROTOCOL_VERSION: u8 = WIRE_VERSION_MAX;
+
+/// A range of wire versions, both ends included: what an agent speaks, and
+/// what it advertises in its node record (see
+/// [`crate::record::NodeRecord::wire_range`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WireRange {
+    pub min: u8,
+    pub max: u8,
+}
+
+impl WireRange {
+    /// What this build speaks.
+    pub const THIS_BUILD: WireRange = WireRange {
+        min: WIRE_VERSION_MIN,
+        max: WIRE_VERSION_MAX,
+    };
+    /// What an agent that advertises nothing speaks (0.1.0).
+    pub const UNADVERTISED: WireRange = WireRange { min: 1, max: 1 };
+
+    pub fn contains(self, version: u8) -> bool {
+        (self.min..=self.max).contains(&version)
+    }
+
+    /// The version to speak with a peer that speaks `theirs`: the highest
+    /// both know, or `None` when the ranges don't meet.
+    pub fn common(self, theirs: WireRange) -> Option<u8> {
+        let version = self.max.min(theirs.max);
+        (self.contains(version) && theirs.contains(version)).then_some(version)
+    }
+}
+
+impl fmt::Display for WireRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} to {}", self.min, self.max)
+    }
+}
+
+/// The wire version a packet claims (its header's), without checking
+/// anything else.
+pub fn packet_version(packet: &[u8]) -> Option<u8> {
+    (packet.len() >= HEADER_LEN && packet[..4] == MAGIC).then(|| packet[4])
+}
 /// Size of the envelope header in bytes.
 pub const HEADER_LEN: usize = 15;
 
@@ -57,8 +109,8 @@ pub enum EnvelopeError {
     TooShort(usize),
     #[error("bad magic: not a Shoal packet")]
     BadMagic,
-    #[error("unsupported protocol version {0} (this agent speaks {PROTOCOL_VERSION})")]
-    UnknownVersion(u8),
+    #[error("packet of wire version {theirs}; this agent speaks wire versions {ours}")]
+    UnknownVersion { theirs: u8, ours: WireRange },
     #[error("unknown payload kind {0}")]
     UnknownKind(u8),
     #[error("packet for cluster id {theirs:#018x}, ours is {ours:#018x}")]
@@ -89,6 +141,8 @@ pub fn cluster_id(name: &str) -> u64 {
 pub struct Envelope {
     cluster_id: u64,
     keyring: Keyring,
+    /// The wire versions accepted, and sent by default (the oldest).
+    range: WireRange,
 }
 
 impl Envelope {
@@ -102,7 +156,29 @@ impl Envelope {
         Self {
             cluster_id,
             keyring,
+            range: WireRange::THIS_BUILD,
         }
+    }
+
+    /// The same envelope speaking `range` instead of [`WireRange::THIS_BUILD`]
+    /// (the tests' builds that pretend to speak another version).
+    pub fn with_range(mut self, range: WireRange) -> Self {
+        self.range = range;
+        self
+    }
+
+    /// The wire versions this envelope opens.
+    pub fn range(&self) -> WireRange {
+        self.range
+    }
+
+    /// The version to send to a peer that advertises `theirs` (`None`: it
+    /// advertised nothing we know of): the highest both speak, else our
+    /// oldest, which a peer out of range refuses and logs.
+    pub fn version_for(&self, theirs: Option<WireRange>) -> u8 {
+        theirs
+            .and_then(|theirs| self.range.common(theirs))
+            .unwrap_or(self.range.min)
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -113,10 +189,10 @@ impl Envelope {
         &self.keyring
     }
 
-    fn header(&self, kind: PayloadKind, flags: u8) -> [u8; HEADER_LEN] {
+    fn header(&self, version: u8, kind: PayloadKind, flags: u8) -> [u8; HEADER_LEN] {
         let mut header = [0u8; HEADER_LEN];
         header[..4].copy_from_slice(&MAGIC);
-        header[4] = PROTOCOL_VERSION;
+        header[4] = version;
         header[5] = kind as u8;
         header[6] = flags;
         header[7..].copy_from_slice(&self.cluster_id.to_le_bytes());
@@ -125,9 +201,22 @@ impl Envelope {
 
     /// Wraps `payload` in an envelope, sealed when the keyring has a key.
     /// `nonce` must be random (it is only used when sealing).
+    /// The packet is of this envelope's oldest wire version.
     pub fn seal(&self, kind: PayloadKind, payload: &[u8], nonce: [u8; NONCE_LEN]) -> Vec<u8> {
+        self.seal_as(self.range.min, kind, payload, nonce)
+    }
+
+    /// [`Envelope::seal`] in wire version `version` (see
+    /// [`Envelope::version_for`]).
+    pub fn seal_as(
+        &self,
+        version: u8,
+        kind: PayloadKind,
+        payload: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Vec<u8> {
         if self.keyring.enabled() {
-            let header = self.header(kind, SEALED);
+            let header = self.header(version, kind, SEALED);
             if let Some(sealed) = self.keyring.seal(&header, payload, nonce) {
                 let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
                 out.extend_from_slice(&header);
@@ -136,7 +225,7 @@ impl Envelope {
             }
         }
         let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-        out.extend_from_slice(&self.header(kind, 0));
+        out.extend_from_slice(&self.header(version, kind, 0));
         out.extend_from_slice(payload);
         out
     }
@@ -153,8 +242,11 @@ impl Envelope {
         if packet[..4] != MAGIC {
             return Err(EnvelopeError::BadMagic);
         }
-        if packet[4] != PROTOCOL_VERSION {
-            return Err(EnvelopeError::UnknownVersion(packet[4]));
+        if !self.range.contains(packet[4]) {
+            return Err(EnvelopeError::UnknownVersion {
+                theirs: packet[4],
+                ours: self.range,
+            });
         }
         let kind =
             PayloadKind::from_byte(packet[5]).ok_or(EnvelopeError::UnknownKind(packet[5]))?;
@@ -240,7 +332,10 @@ mod tests {
         bad_version[4] = 99;
         assert_eq!(
             plain(&prod, &bad_version),
-            Err(EnvelopeError::UnknownVersion(99))
+            Err(EnvelopeError::UnknownVersion {
+                theirs: 99,
+                ours: WireRange::THIS_BUILD
+            })
         );
 
         let mut bad_magic = prod.seal(PayloadKind::Swim, b"x", NONCE);
@@ -248,6 +343,40 @@ mod tests {
         assert_eq!(plain(&prod, &bad_magic), Err(EnvelopeError::BadMagic));
 
         assert_eq!(plain(&prod, b"SHOL"), Err(EnvelopeError::TooShort(4)));
+    }
+
+    #[test]
+    fn a_peer_is_spoken_to_in_the_highest_version_both_know() {
+        let one = WireRange { min: 1, max: 1 };
+        let two = WireRange { min: 1, max: 2 };
+        let only_three = WireRange { min: 3, max: 3 };
+        assert_eq!(two.common(two), Some(2));
+        assert_eq!(two.common(one), Some(1));
+        assert_eq!(one.common(two), Some(1));
+        assert_eq!(one.common(only_three), None);
+        let newer = Envelope::new(1).with_range(two);
+        assert_eq!(newer.version_for(Some(two)), 2);
+        assert_eq!(newer.version_for(Some(one)), 1);
+        assert_eq!(newer.version_for(None), 1);
+        // Each side opens what the other sends it, and a version-2 packet
+        // is refused by a version-1 agent, naming both.
+        let older = Envelope::new(1);
+        let packet = newer.seal_as(2, PayloadKind::Swim, b"x", NONCE);
+        assert_eq!(
+            plain(&newer, &packet),
+            Ok((PayloadKind::Swim, b"x".to_vec()))
+        );
+        let error = plain(&older, &packet).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "packet of wire version 2; this agent speaks wire versions 1 to 1"
+        );
+        let packet = older.seal(PayloadKind::Swim, b"y", NONCE);
+        assert_eq!(packet_version(&packet), Some(1));
+        assert_eq!(
+            plain(&newer, &packet),
+            Ok((PayloadKind::Swim, b"y".to_vec()))
+        );
     }
 
     proptest! {

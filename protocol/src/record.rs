@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use bincode::{Decode, Encode};
 
+use crate::envelope::WireRange;
 use crate::identity::NodeId;
 
 /// Everything the cluster knows about one node, written only by that node.
@@ -117,6 +118,20 @@ pub struct ServiceRecord {
 /// member tags do (`id`).
 pub const NODE_ID_TAG: &str = "id";
 
+/// The node record tag that advertises the wire versions the node's agent
+/// speaks, `MIN-MAX` (`1-2`), as Serf's member tags carry `vsn_min` and
+/// `vsn_max`: a tag, so that 0.1.0 agents still decode the record. A record
+/// without it is 0.1.0's, which speaks version 1 only.
+pub const WIRE_TAG: &str = "wire";
+
+/// Tags the agent sets itself; an operator's `--tag` can't use them.
+pub const RESERVED_TAGS: [&str; 2] = [NODE_ID_TAG, WIRE_TAG];
+
+/// The value of [`WIRE_TAG`] for `range`.
+pub fn wire_tag(range: WireRange) -> String {
+    format!("{}-{}", range.min, range.max)
+}
+
 /// Prefix of the service meta keys that carry the service's tagged
 /// addresses (`:tagged:lan` = `10.0.0.1:8080`). User meta keys can't
 /// contain `:`, so the two never collide; like [`NODE_ID_TAG`], this keeps
@@ -219,11 +234,29 @@ impl NodeRecord {
         self.tags.get(NODE_ID_TAG).map(String::as_str)
     }
 
-    /// The operator's tags (Consul's node meta), without the node ID.
+    /// The wire versions the node's agent advertises ([`WIRE_TAG`]);
+    /// [`WireRange::UNADVERTISED`] when it advertises none (0.1.0) or
+    /// something unreadable.
+    pub fn wire_range(&self) -> WireRange {
+        self.tags
+            .get(WIRE_TAG)
+            .and_then(|value| {
+                let (min, max) = value.split_once('-')?;
+                let range = WireRange {
+                    min: min.parse().ok()?,
+                    max: max.parse().ok()?,
+                };
+                (range.min >= 1 && range.min <= range.max).then_some(range)
+            })
+            .unwrap_or(WireRange::UNADVERTISED)
+    }
+
+    /// The operator's tags (Consul's node meta), without the node ID and
+    /// the wire versions.
     pub fn user_tags(&self) -> BTreeMap<&str, &str> {
         self.tags
             .iter()
-            .filter(|(key, _)| key.as_str() != NODE_ID_TAG)
+            .filter(|(key, _)| !RESERVED_TAGS.contains(&key.as_str()))
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .collect()
     }

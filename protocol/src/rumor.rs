@@ -203,7 +203,20 @@ impl BroadcastHandler<NodeId> for RumorHandler {
         data: &[u8],
         sender: Option<&NodeId>,
     ) -> Result<Option<RumorKey>, RumorError> {
-        let rumor: Rumor = codec::decode_datagram(data)?;
+        let rumor: Rumor = match codec::decode_rumor(data) {
+            Ok(rumor) => rumor,
+            // A kind a newer agent added: skipped (counted), not spread
+            // (we can't judge whether it is news), and the rest of the
+            // packet is still read.
+            Err(codec::DecodeError::UnexpectedVariant { .. }) => {
+                self.state
+                    .lock()
+                    .expect("cluster state lock poisoned")
+                    .note_unknown_rumor();
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        };
         if let Rumor::Event(event) = rumor {
             return Ok(self.receive_event(event, sender));
         }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod campaign;
+pub mod compat;
 pub mod dns;
 pub mod notify;
 pub mod peer;
@@ -129,6 +130,9 @@ pub struct AgentOptions {
     pub env: Vec<(String, String)>,
     /// Extra command-line arguments after `agent`.
     pub args: Vec<String>,
+    /// The `shoal` binary to run (default: [`shoal_bin`]); the rolling
+    /// upgrade swaps it between releases.
+    pub bin: Option<PathBuf>,
 }
 
 /// A `[gossip]` section that re-announces to seeds and exchanges state
@@ -213,7 +217,7 @@ impl Agent {
             .append(true)
             .open(&self.log_path)
             .expect("open agent log");
-        let mut command = Command::new(shoal_bin());
+        let mut command = Command::new(self.options.bin.as_deref().unwrap_or(shoal_bin()));
         command
             .arg("agent")
             .args(["--node", &self.name])
@@ -450,6 +454,12 @@ pub fn query_encode(text: &str) -> String {
 /// plain envelope of the default cluster: what any peer holding the
 /// cluster's key can send.
 pub fn rumor_datagram(to: shoal_protocol::NodeId, rumor: &shoal_protocol::rumor::Rumor) -> Vec<u8> {
+    broadcast_datagram(to, &[&shoal_protocol::codec::encode(rumor)])
+}
+
+/// Like [`rumor_datagram`], with custom broadcasts given as raw bytes (a
+/// newer agent's rumor kinds, appended fields).
+pub fn broadcast_datagram(to: shoal_protocol::NodeId, items: &[&[u8]]) -> Vec<u8> {
     use foca::Codec;
     use shoal_protocol::codec::SwimCodec;
     use shoal_protocol::envelope::cluster_id;
@@ -468,10 +478,11 @@ pub fn rumor_datagram(to: shoal_protocol::NodeId, rumor: &shoal_protocol::rumor:
     SwimCodec
         .encode_header(&header, &mut payload)
         .expect("encode a header");
-    let rumor = shoal_protocol::codec::encode(rumor);
-    let length = u16::try_from(rumor.len()).expect("a rumor fits a datagram");
-    payload.extend_from_slice(&length.to_be_bytes());
-    payload.extend_from_slice(&rumor);
+    for item in items {
+        let length = u16::try_from(item.len()).expect("a rumor fits a datagram");
+        payload.extend_from_slice(&length.to_be_bytes());
+        payload.extend_from_slice(item);
+    }
     Envelope::new(cluster_id("shoal")).seal(PayloadKind::Swim, &payload, [0; 24])
 }
 

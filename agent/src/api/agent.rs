@@ -97,6 +97,11 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 "refused_kv_quota": counters.refused_kv_quota,
                 "kv_quarantined": counters.kv_quarantined,
                 "name_conflicts": status.name_conflicts,
+                // Wire versions (docs/upgrading.md).
+                "wire_versions": shoal_protocol::record::wire_tag(snapshot.local.wire_range()),
+                "rejected_wire_version": counters.rejected_wire_version,
+                "datagrams_in_by_wire_version": counters.datagrams_in_by_version,
+                "skipped_unknown_rumors": counters.skipped_unknown_rumors,
             },
             "kv": {
                 "keys": snapshot.kv.len(),

@@ -123,6 +123,18 @@ fn gossip(status: &Status, out: &mut Exposition) {
     );
     counter(
         out,
+        "shoal_gossip_rejected_wire_version_total",
+        "Datagrams in a wire version this agent does not speak (also in rejected_envelopes).",
+        counters.rejected_wire_version,
+    );
+    counter(
+        out,
+        "shoal_gossip_skipped_unknown_rumors_total",
+        "Rumors of a kind this agent does not know (a newer agent's), skipped.",
+        counters.skipped_unknown_rumors,
+    );
+    counter(
+        out,
         "shoal_gossip_rejected_swim_total",
         "Datagrams that opened but that the SWIM layer refused.",
         counters.rejected_swim,

@@ -50,11 +50,14 @@ pub fn run(client: &Client, args: &MembersArgs) -> anyhow::Result<()> {
             let rows: Vec<Vec<String>> = members
                 .iter()
                 .map(|member| {
-                    // The node ID (a UUID) would drown the operator's
-                    // tags; `--detailed` and `--format json` show it.
+                    // The node ID (a UUID) and the wire versions would
+                    // drown the operator's tags; `--detailed` and
+                    // `--format json` show them.
                     let mut shown = member["Tags"].clone();
                     if let Some(tags) = shown.as_object_mut().filter(|_| !args.detailed) {
-                        tags.remove(shoal_protocol::record::NODE_ID_TAG);
+                        for reserved in shoal_protocol::record::RESERVED_TAGS {
+                            tags.remove(reserved);
+                        }
                     }
                     let tags = super::key_values(&shown);
                     let mut row = vec![

@@ -1,7 +1,7 @@
 //! `shoal version`: what an operator needs to tell builds apart during a
 //! rolling upgrade, in the layout of `consul version`.
 
-use shoal_protocol::envelope::PROTOCOL_VERSION;
+use shoal_protocol::envelope::{PROTOCOL_VERSION, WIRE_VERSION_MAX, WIRE_VERSION_MIN};
 
 use crate::persist::DATA_DIR_FORMAT;
 
@@ -21,7 +21,7 @@ pub const COMMIT: &str = env!("SHOAL_BUILD_COMMIT");
 pub fn text() -> String {
     format!(
         "shoal v{RELEASE}\nRevision {COMMIT}\n\
-         Protocol {PROTOCOL_VERSION} spoken, understands {PROTOCOL_VERSION} to {PROTOCOL_VERSION}\n\
+         Protocol {PROTOCOL_VERSION} spoken, understands {WIRE_VERSION_MIN} to {WIRE_VERSION_MAX}\n\
          Data dir format {DATA_DIR_FORMAT}\n"
     )
 }

@@ -81,12 +81,19 @@ pub(super) fn tags(
     tags: Option<BTreeMap<String, String>>,
 ) -> Result<BTreeMap<String, String>, ConfigError> {
     let tags = tags.unwrap_or_default();
-    // One place in the record is the node ID's (`id`).
-    let max = MAX_RECORD_TAGS - 1;
+    // Places in the record are the node ID's (`id`) and the wire
+    // versions' (`wire`).
+    let max = MAX_RECORD_TAGS - shoal_protocol::record::RESERVED_TAGS.len();
     if tags.len() > max {
         return Err(invalid(
             "tags",
             format!("{} tags; at most {max} are allowed", tags.len()),
+        ));
+    }
+    if tags.contains_key(shoal_protocol::record::WIRE_TAG) {
+        return Err(invalid(
+            "tags",
+            "tag key `wire` is reserved: it carries the wire versions this agent speaks (see docs/upgrading.md)",
         ));
     }
     if tags.contains_key(shoal_protocol::record::NODE_ID_TAG) {
@@ -167,5 +174,30 @@ fn default_node_name() -> String {
         "shoal".into()
     } else {
         cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tags_the_agent_sets_itself_are_refused() {
+        for reserved in shoal_protocol::record::RESERVED_TAGS {
+            let error = tags_checked(BTreeMap::from([(reserved.to_string(), "x".to_string())]));
+            assert!(
+                error.contains(&format!("tag key `{reserved}` is reserved")),
+                "{error}"
+            );
+        }
+        let most = MAX_RECORD_TAGS - shoal_protocol::record::RESERVED_TAGS.len();
+        let many: BTreeMap<String, String> = (0..=most)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        assert!(tags_checked(many).contains(&format!("at most {most}")));
+    }
+
+    fn tags_checked(given: BTreeMap<String, String>) -> String {
+        super::tags(Some(given)).unwrap_err().to_string()
     }
 }

@@ -275,11 +275,13 @@ impl GossipLoop {
         let loaded = self.registrar.load_config(live.services, live.checks);
         self.push_registry(Change::Status);
         loaded?;
-        // The node ID rides in the tags; a reload keeps it.
+        // The node ID and the wire versions ride in the tags; a reload
+        // keeps them.
         let mut tags = live.tags;
-        let node_id_tag = shoal_protocol::record::NODE_ID_TAG;
-        if let Some(id) = self.node.local_record().tags.get(node_id_tag) {
-            tags.insert(node_id_tag.into(), id.clone());
+        for reserved in shoal_protocol::record::RESERVED_TAGS {
+            if let Some(value) = self.node.local_record().tags.get(reserved) {
+                tags.insert(reserved.into(), value.clone());
+            }
         }
         if self.node.local_record().tags != tags {
             self.node.update_local(|record| record.tags = tags);

@@ -35,6 +35,7 @@ pub mod scheduler;
 pub mod snapshot;
 pub mod sync;
 pub mod systemd;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -371,7 +372,8 @@ fn identity(config: &AgentConfig, data_dir: &DataDirGuard) -> anyhow::Result<Ide
         Some(key) => Keyring::with_primary(key),
         None => Keyring::default(),
     };
-    let envelope = Envelope::with_keyring(cluster_id(&config.cluster), keyring.clone());
+    let envelope = Envelope::with_keyring(cluster_id(&config.cluster), keyring.clone())
+        .with_range(wire::local_range());
     let mut node = Node::new(
         record,
         config.gossip.clone(),
@@ -588,6 +590,7 @@ fn spawn_transport(
     let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
     gossip_runtime.spawn(receive_loop(
         socket.clone(),
+        wire::RefusalLog::new(wire::local_range()),
         faults.clone(),
         datagrams_tx,
         receive_drops.clone(),
@@ -649,6 +652,7 @@ fn serve_dns(
 /// counts) what the loop can't keep up with, and anything oversized.
 async fn receive_loop(
     socket: Arc<UdpSocket>,
+    mut refusals: wire::RefusalLog,
     faults: Arc<FaultInjection>,
     datagrams_tx: mpsc::Sender<(Instant, Vec<u8>)>,
     drops: Arc<AtomicU64>,
@@ -679,6 +683,15 @@ async fn receive_loop(
             tracing::debug!(%from, length, "dropped an oversized datagram");
             continue;
         }
+        // Refused (and counted) by the gossip loop's envelope; logged here,
+        // where the sender is known.
+        refusals.check(
+            from,
+            &buffer[..length],
+            "udp",
+            None,
+            std::time::Instant::now(),
+        );
         // Stamped so that the loop can tell how long it kept the datagram
         // waiting (local health counts that lag).
         let stamped = (Instant::now(), buffer[..length].to_vec());

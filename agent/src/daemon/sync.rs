@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_protocol::codec::{self, DecodeError, MAX_FRAME};
-use shoal_protocol::envelope::{Envelope, PayloadKind};
+use shoal_protocol::envelope::{Envelope, EnvelopeError, PayloadKind};
 use shoal_protocol::node::build_page;
 use shoal_protocol::sync::{SyncMessage, SyncStep};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -105,6 +105,8 @@ pub struct SyncService {
     tracker: TaskTracker,
     faults: Arc<super::fault::FaultInjection>,
     metrics: Arc<SyncMetrics>,
+    /// Peers whose frames are in a wire version we don't speak.
+    refusals: Arc<std::sync::Mutex<super::wire::RefusalLog>>,
 }
 
 impl SyncService {
@@ -116,6 +118,9 @@ impl SyncService {
         tracker: TaskTracker,
         faults: Arc<super::fault::FaultInjection>,
     ) -> Self {
+        let refusals = Arc::new(std::sync::Mutex::new(super::wire::RefusalLog::new(
+            envelope.range(),
+        )));
         Self {
             envelope,
             agent,
@@ -125,6 +130,7 @@ impl SyncService {
             incoming: Arc::new(Semaphore::new(MAX_EXCHANGES)),
             per_peer: Arc::new(PeerSlots::default()),
             tracker,
+            refusals,
             faults,
             metrics: Arc::default(),
         }
@@ -178,7 +184,17 @@ impl SyncService {
     async fn exchange(&self, peer: SocketAddr, digest: SyncMessage) -> Result<u64, SyncError> {
         let mut stream = self.connect(peer).await?;
         stream.set_nodelay(true)?;
-        let bytes = self.converse(&mut stream, digest, 0).await?;
+        // The highest wire version both speak, from its record.
+        let theirs = self
+            .snapshots
+            .borrow()
+            .members
+            .iter()
+            .find(|member| member.id.addr == peer)
+            .and_then(|member| member.record.as_ref())
+            .map(|record| record.wire_range());
+        let version = self.envelope.version_for(theirs);
+        let bytes = self.converse(&mut stream, digest, 0, version).await?;
         stream.shutdown().await?;
         Ok(bytes)
     }
@@ -246,8 +262,16 @@ impl SyncService {
                     .await
                     .unwrap_or(Err(SyncError::Timeout));
                 service.count(Role::Served, &result, started);
-                if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "anti-entropy exchange refused");
+                match result {
+                    Err(SyncError::Envelope(EnvelopeError::UnknownVersion { theirs, .. })) => {
+                        service
+                            .refusals
+                            .lock()
+                            .expect("refusal log lock poisoned")
+                            .note(peer, theirs, "tcp", None, std::time::Instant::now());
+                    }
+                    Err(error) => tracing::debug!(%peer, %error, "anti-entropy exchange refused"),
+                    Ok(_) => {}
                 }
             });
         }
@@ -257,7 +281,7 @@ impl SyncService {
     /// until done.
     async fn respond(&self, mut stream: TcpStream) -> Result<u64, SyncError> {
         stream.set_nodelay(true)?;
-        let (first, read) = tokio::time::timeout(
+        let (first, read, version) = tokio::time::timeout(
             FIRST_FRAME_DEADLINE,
             read_frame(&mut stream, &self.envelope, FIRST_FRAME_MAX),
         )
@@ -268,7 +292,10 @@ impl SyncService {
         let Some(delta) = self.step(first).await? else {
             return Ok(read as u64);
         };
-        self.converse(&mut stream, delta, read as u64).await
+        // Answered in the version the initiator chose (one we speak: the
+        // frame opened).
+        self.converse(&mut stream, delta, read as u64, version)
+            .await
     }
 
     /// Sends `message`, then reads and answers until a message closes the
@@ -278,15 +305,16 @@ impl SyncService {
         stream: &mut TcpStream,
         mut message: SyncMessage,
         mut bytes: u64,
+        version: u8,
     ) -> Result<u64, SyncError> {
         for _ in 0..MAX_STEPS {
-            let written = write_frame(stream, &self.envelope, &message).await?;
+            let written = write_frame(stream, &self.envelope, version, &message).await?;
             self.metrics.sent(written);
             bytes += written as u64;
             let Some(expected) = message.expects() else {
                 return Ok(bytes);
             };
-            let (incoming, read) =
+            let (incoming, read, _) =
                 tokio::time::timeout(FRAME_TIMEOUT, read_frame(stream, &self.envelope, MAX_FRAME))
                     .await
                     .map_err(|_| SyncError::Timeout)??;
@@ -345,9 +373,15 @@ fn expect(message: &SyncMessage, expected: SyncStep) -> Result<(), SyncError> {
 async fn write_frame(
     stream: &mut TcpStream,
     envelope: &Envelope,
+    version: u8,
     message: &SyncMessage,
 ) -> Result<usize, SyncError> {
-    let packet = envelope.seal(PayloadKind::Sync, &codec::encode(message), rand::random());
+    let packet = envelope.seal_as(
+        version,
+        PayloadKind::Sync,
+        &codec::encode(message),
+        rand::random(),
+    );
     if packet.len() > MAX_FRAME {
         return Err(SyncError::FrameTooLarge {
             size: packet.len(),
@@ -363,12 +397,12 @@ async fn write_frame(
 
 /// Reads one frame of at most `limit` bytes: a longer one is refused from
 /// its length prefix, before anything is allocated for it. Returns the
-/// message and the frame's length on the wire.
+/// message, the frame's length on the wire and its wire version.
 async fn read_frame(
     stream: &mut TcpStream,
     envelope: &Envelope,
     limit: usize,
-) -> Result<(SyncMessage, usize), SyncError> {
+) -> Result<(SyncMessage, usize, u8), SyncError> {
     let length = stream.read_u32().await? as usize;
     if length > limit {
         return Err(SyncError::FrameTooLarge {
@@ -382,7 +416,8 @@ async fn read_frame(
     if kind != PayloadKind::Sync {
         return Err(SyncError::WrongKind(kind));
     }
-    Ok((codec::decode_frame(&payload)?, 4 + length))
+    let version = frame[4];
+    Ok((codec::decode_frame(&payload)?, 4 + length, version))
 }
 
 #[cfg(test)]

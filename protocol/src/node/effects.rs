@@ -4,6 +4,7 @@
 //! notifications and timer requests pass through it.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foca::{Notification, OwnedNotification, Runtime, Timer};
@@ -14,6 +15,7 @@ use super::Node;
 use crate::envelope::{Envelope, PayloadKind};
 use crate::identity::NodeId;
 use crate::lifeguard::LocalHealth;
+use crate::state::ClusterState;
 
 /// Timers the node asks its driver to deliver, in deadline order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +58,10 @@ impl NodeTimer {
 #[derive(Debug)]
 pub struct Effects {
     envelope: Envelope,
+    /// Read for the wire version each peer advertises (see
+    /// [`Envelope::version_for`]). Never held by the node across a call
+    /// into foca, so locking it from `send_to` can't deadlock.
+    state: Arc<Mutex<ClusterState>>,
     /// Sealed datagrams to send.
     pub datagrams: Vec<(SocketAddr, Vec<u8>)>,
     /// Timers to deliver back after the given delay.
@@ -71,9 +77,15 @@ pub struct Effects {
 }
 
 impl Effects {
-    pub(super) fn new(envelope: Envelope, health: LocalHealth, seed: u64) -> Self {
+    pub(super) fn new(
+        envelope: Envelope,
+        state: Arc<Mutex<ClusterState>>,
+        health: LocalHealth,
+        seed: u64,
+    ) -> Self {
         Self {
             envelope,
+            state,
             health,
             nonces: StdRng::seed_from_u64(seed ^ 0x6e6f_6e63_6573),
             datagrams: Vec::new(),
@@ -94,8 +106,17 @@ impl Runtime<NodeId> for Effects {
 
     fn send_to(&mut self, to: NodeId, data: &[u8]) {
         let nonce = self.nonces.random();
-        self.datagrams
-            .push((to.addr, self.envelope.seal(PayloadKind::Swim, data, nonce)));
+        let theirs = self
+            .state
+            .lock()
+            .expect("cluster state lock poisoned")
+            .wire_range_of(to.addr);
+        let version = self.envelope.version_for(theirs);
+        self.datagrams.push((
+            to.addr,
+            self.envelope
+                .seal_as(version, PayloadKind::Swim, data, nonce),
+        ));
     }
 
     fn submit_after(&mut self, event: Timer<NodeId>, after: Duration) {

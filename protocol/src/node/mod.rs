@@ -37,7 +37,7 @@ mod peers;
 mod suspects;
 mod sync;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -102,6 +102,13 @@ pub struct Counters {
     /// Our live KV entries replaced by a delete a peer remembered and
     /// handed back (see [`crate::kv`]): the driver quarantines them.
     pub kv_quarantined: u64,
+    /// Datagrams refused for a wire version outside ours (also counted in
+    /// `rejected_envelope`).
+    pub rejected_wire_version: u64,
+    /// Datagrams accepted, by wire version (at most our range's size).
+    pub datagrams_in_by_version: BTreeMap<u8, u64>,
+    /// Rumors of a kind this build doesn't know (a newer agent's), skipped.
+    pub skipped_unknown_rumors: u64,
 }
 
 /// What changed in a node since the driver last asked
@@ -185,7 +192,13 @@ pub struct Node {
 
 impl Node {
     /// A node that has not contacted anyone yet; call [`Node::start`].
-    pub fn new(local: NodeRecord, config: GossipConfig, envelope: Envelope, seed: u64) -> Self {
+    pub fn new(mut local: NodeRecord, config: GossipConfig, envelope: Envelope, seed: u64) -> Self {
+        // Advertise the wire versions we speak (peers seal what they send
+        // us in the highest both know).
+        local.tags.insert(
+            crate::record::WIRE_TAG.into(),
+            crate::record::wire_tag(envelope.range()),
+        );
         let mut state = ClusterState::new(local.clone());
         // A node with seeds joins a cluster that may hold its name already:
         // it offers its record only once the name is checked (see `name`).
@@ -205,12 +218,13 @@ impl Node {
             },
             RumorHandler::new(state.clone(), events.clone()),
         );
+        let effects = Effects::new(envelope.clone(), state.clone(), health, seed);
         Self {
             swim,
             state,
             rejoin_backoff: config.rejoin_min,
             config,
-            effects: Effects::new(envelope.clone(), health, seed),
+            effects,
             envelope,
             rng: StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x5348_4f4c),
             size_bucket: 1,
@@ -261,9 +275,17 @@ impl Node {
     pub fn handle_datagram(&mut self, packet: &[u8]) -> Result<(), DatagramError> {
         self.counters.datagrams_in += 1;
         self.counters.bytes_in += packet.len() as u64;
-        let (kind, payload) = self.envelope.open(packet).inspect_err(|_| {
+        let (kind, payload) = self.envelope.open(packet).inspect_err(|error| {
             self.counters.rejected_envelope += 1;
+            if matches!(error, EnvelopeError::UnknownVersion { .. }) {
+                self.counters.rejected_wire_version += 1;
+            }
         })?;
+        *self
+            .counters
+            .datagrams_in_by_version
+            .entry(packet[4])
+            .or_default() += 1;
         if kind != PayloadKind::Swim {
             self.counters.rejected_envelope += 1;
             return Err(DatagramError::WrongKind(kind));
@@ -442,6 +464,7 @@ impl Node {
         self.counters.refused_deleted = refusals.deleted;
         self.counters.refused_kv_quota = refusals.kv_quota;
         self.counters.kv_quarantined = quarantined;
+        self.counters.skipped_unknown_rumors = refusals.unknown_rumors;
     }
 
     /// The KV store as of now (an O(1) copy).
@@ -519,6 +542,12 @@ impl Node {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The wire versions the peer at `addr` advertises, if we hold its
+    /// record (`None`: unknown yet).
+    pub fn peer_wire_range(&self, addr: SocketAddr) -> Option<crate::envelope::WireRange> {
+        self.lock_state().wire_range_of(addr)
     }
 
     fn lock_state(&self) -> MutexGuard<'_, ClusterState> {

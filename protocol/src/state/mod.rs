@@ -6,10 +6,12 @@
 //! - `peers`: the digests being pulled and the records of members that
 //!   are gone (what peers make the state hold, bounded).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::clock::Clock;
+use crate::envelope::WireRange;
 use crate::identity::NodeId;
 use crate::kv::{KvEntry, KvError, KvStore, REMEMBERED_DELETE_WRITER, Stored};
 use crate::pull::PendingPulls;
@@ -55,6 +57,8 @@ pub struct Refusals {
     pub deleted: u64,
     /// KV entries that would take the store past `kv.max_bytes`.
     pub kv_quota: u64,
+    /// Rumors of a kind this build doesn't know (a newer agent's): skipped.
+    pub unknown_rumors: u64,
 }
 
 /// Most services a node record may carry.
@@ -143,6 +147,9 @@ pub struct ClusterState {
     kv_quarantined: Vec<(KvEntry, u64)>,
     /// How many live entries handed-back deletes replaced, ever.
     kv_quarantined_total: u64,
+    /// The wire versions each peer's record advertises, by address (what
+    /// a datagram to it is sealed in, see [`ClusterState::wire_range_of`]).
+    wire_ranges: HashMap<SocketAddr, WireRange>,
 }
 
 impl ClusterState {
@@ -170,7 +177,19 @@ impl ClusterState {
             kv_incomplete: false,
             kv_quarantined: Vec::new(),
             kv_quarantined_total: 0,
+            wire_ranges: HashMap::new(),
         }
+    }
+
+    /// Counts a rumor of a kind this build doesn't know.
+    pub fn note_unknown_rumor(&mut self) {
+        self.refusals.unknown_rumors += 1;
+    }
+
+    /// The wire versions the peer at `addr` advertises, if we hold its
+    /// record.
+    pub fn wire_range_of(&self, addr: SocketAddr) -> Option<WireRange> {
+        self.wire_ranges.get(&addr).copied()
     }
 
     /// Sets the drift allowed to peers' times and the KV quota.
@@ -244,7 +263,12 @@ impl ClusterState {
         }
         match self.records.get(&record.name) {
             Some(current) if !record.supersedes(current) => Merge::Stale,
-            _ => {
+            current => {
+                // One entry per record: an address it left is forgotten.
+                if let Some(moved) = current.map(|c| c.id.addr).filter(|a| *a != record.id.addr) {
+                    self.wire_ranges.remove(&moved);
+                }
+                self.wire_ranges.insert(record.id.addr, record.wire_range());
                 self.records.insert(record.name.clone(), record);
                 self.changed = true;
                 Merge::Applied

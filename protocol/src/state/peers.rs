@@ -159,7 +159,8 @@ impl ClusterState {
 
     pub(super) fn remove_records(&mut self, names: &[String]) {
         for name in names {
-            if self.records.remove(name).is_some() {
+            if let Some(record) = self.records.remove(name) {
+                self.wire_ranges.remove(&record.id.addr);
                 self.orphans.remove(name);
                 self.changed = true;
             }
