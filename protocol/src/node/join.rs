@@ -115,6 +115,17 @@ impl Node {
             .push((next, NodeTimer::Rejoin(self.rejoin_token)));
     }
 
+    /// Announces to `addr` (`shoal join`): foca's answer is a feed of its
+    /// members. The address is not kept as a seed: as with Consul's
+    /// `join`, add it to `join` in the config to rejoin through it.
+    pub fn announce_to(&mut self, addr: std::net::SocketAddr) {
+        if self.phase != Phase::Running || addr == self.identity().addr {
+            return;
+        }
+        let _ = self.swim.announce(NodeId::seed(addr), &mut self.effects);
+        self.after_swim();
+    }
+
     /// Supersedes any pending rejoin with one due `after`, backoff reset.
     pub(super) fn rejoin_after(&mut self, after: Duration) {
         self.rejoin_token = self.rejoin_token.wrapping_add(1);

@@ -112,6 +112,9 @@ pub struct ClusterState {
     /// Identities whose member foca forgot: their records were dropped
     /// and are not taken back from peers that still hold them.
     reaped: Reaped,
+    /// Departures learned since the node last asked (see
+    /// [`ClusterState::take_departures`]).
+    departures: peers::Departures,
     /// Records found without a member at the last sweeps, by name: how
     /// many sweeps in a row.
     orphans: BTreeMap<String, u8>,
@@ -155,6 +158,7 @@ impl ClusterState {
             records,
             pulls: PendingPulls::default(),
             reaped: Reaped::default(),
+            departures: peers::Departures::default(),
             orphans: BTreeMap::new(),
             changed: true,
             kv_changed: true,
@@ -244,7 +248,10 @@ impl ClusterState {
         }
         match self.records.get(&record.name) {
             Some(current) if !record.supersedes(current) => Merge::Stale,
-            _ => {
+            current => {
+                if record.left && !current.is_some_and(|c| c.id == record.id && c.left) {
+                    self.departures.left(record.id);
+                }
                 self.records.insert(record.name.clone(), record);
                 self.changed = true;
                 Merge::Applied
