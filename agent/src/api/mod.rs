@@ -12,8 +12,8 @@
 //!   delete replaced.
 //! - [`status`]: `/v1/status/*`, `/v1/agent/host`.
 //! - [`filter`]: Consul's `?filter=` expressions.
-//! - [`cluster_ops`]: `/v1/agent/join/:address`,
-//!   `/v1/agent/force-leave/:node`: runtime cluster operations.
+//! - [`cluster_ops`] (`/v1/agent/join/:address`,
+//!   `/v1/agent/force-leave/:node`): runtime cluster operations.
 //! - [`refused`]: what Shoal refuses by design (sessions, txn, Connect,
 //!   ...): 501 with the reason.
 //! - [`keyring`]: `/v1/operator/keyring`, gossip encryption keys.
