@@ -487,3 +487,28 @@ fn a_member_that_went_down_before_anyone_had_its_record_is_not_listed() {
     let names: Vec<String> = net.nodes[0].members().iter().map(|m| m.name()).collect();
     assert_eq!(names, ["node-1", "node-2"]);
 }
+
+#[test]
+fn a_live_member_that_was_force_left_elsewhere_refutes_it() {
+    let mut net = trio(&reap_config());
+    // What another agent, cut off from node-3, gossips: node-3's record,
+    // marked left, one version newer.
+    let mut forced = net.nodes[2].local_record();
+    forced.left = true;
+    forced.version += 1;
+    for i in 0..3 {
+        receive_records(&mut net.nodes[i], vec![forced.clone()]);
+        net.collect(i);
+    }
+    assert_eq!(status_of(&net.nodes[0], "node-3"), Some("leaving"));
+    net.run(Duration::from_secs(5));
+    let ours = net.nodes[2].local_record();
+    assert!(!ours.left && ours.version > forced.version, "{ours:?}");
+    for i in 0..3 {
+        assert_eq!(
+            status_of(&net.nodes[i], "node-3"),
+            Some("alive"),
+            "node {i}"
+        );
+    }
+}

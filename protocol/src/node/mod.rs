@@ -169,6 +169,9 @@ pub struct Node {
     /// Down members waiting to be forgotten, and whether on the left
     /// schedule (see `reap`).
     reaps: HashMap<NodeId, bool>,
+    /// Members a prune named while we held them as suspect: pruned when
+    /// declared down (see `reap`). Cleared past `reap::MAX_PRUNE_WHEN_DOWN`.
+    prune_when_down: std::collections::HashSet<NodeId>,
     /// How many members foca held when we last looked (see
     /// `Node::drop_reaped_again`).
     known_members: usize,
@@ -232,6 +235,7 @@ impl Node {
             name_events: Vec::new(),
             down: HashMap::new(),
             reaps: HashMap::new(),
+            prune_when_down: std::collections::HashSet::new(),
             known_members: 0,
             pull_timer: false,
             announce_all_seeds: false,

@@ -20,7 +20,9 @@
 //! gossip about it is not taken back (the state remembers it as reaped).
 //!
 //! A live member is never forced out: it would be back at its next probe
-//! (Consul leaves a live member listed too).
+//! (Consul leaves a live member listed too). One that only looked failed
+//! to the forcing agent (cut off from it) refutes: when the forced copy
+//! of its record reaches it, it gossips its record with a newer version.
 
 use std::time::Duration;
 
@@ -28,6 +30,10 @@ use super::members::MemberStatus;
 use super::{Node, NodeTimer};
 use crate::identity::NodeId;
 use crate::rumor::Rumor;
+
+/// Most prunes held for members still suspect here; past it they are
+/// dropped (those members are then reaped on their schedule).
+pub(super) const MAX_PRUNE_WHEN_DOWN: usize = 4096;
 
 /// What a force-leave did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,7 +118,7 @@ impl Node {
     /// A member went down: it is forgotten after `reconnect_timeout`, or
     /// `tombstone_timeout` if it left; at once if it was pruned.
     pub(super) fn schedule_reap(&mut self, id: NodeId) {
-        if self.lock_state().is_reaped(&id) {
+        if self.prune_when_down.remove(&id) || self.lock_state().is_reaped(&id) {
             self.reap(id);
             return;
         }
@@ -148,6 +154,10 @@ impl Node {
     /// now says they left move to the left schedule; prunes are carried
     /// out where the member is down (or unknown).
     pub(super) fn take_departures(&mut self) {
+        if self.lock_state().take_refute() {
+            // Gossips our record with a version above the forced one.
+            self.update_local(|_| {});
+        }
         let (left, prunes) = self.lock_state().take_departures();
         for id in left {
             if self.reaps.get(&id) == Some(&false) {
@@ -163,6 +173,13 @@ impl Node {
                 Some((known, foca::State::Down)) if known == id => {
                     self.reaps.remove(&id);
                     self.reap(id);
+                }
+                // Suspected here: pruned once it is declared down.
+                Some((known, foca::State::Suspect)) if known == id => {
+                    if self.prune_when_down.len() >= MAX_PRUNE_WHEN_DOWN {
+                        self.prune_when_down.clear();
+                    }
+                    self.prune_when_down.insert(id);
                 }
                 // Live here: a partition hides it from whoever pruned it.
                 Some((known, _)) if known == id => {}

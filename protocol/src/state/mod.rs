@@ -235,6 +235,7 @@ impl ClusterState {
             // An older copy of our own record is merely stale; another
             // identity claiming our name is a conflict.
             if self.is_own_identity(record.id) {
+                self.refute_if_newer(&record);
                 return Merge::Stale;
             }
             self.name_conflicts += 1;

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use super::ClusterState;
 use crate::identity::NodeId;
 use crate::pull::PendingPulls;
+use crate::record::NodeRecord;
 use crate::rumor::RumorKey;
 
 /// Identities of forgotten members remembered at most.
@@ -178,6 +179,10 @@ pub(super) struct Departures {
     prunes: Vec<NodeId>,
     /// Prunes already taken, so that each is news (and re-gossiped) once.
     prunes_seen: Reaped,
+    /// A peer holds a newer copy of our own record than we do (another
+    /// agent force-left us while we were cut off from it): we must
+    /// outdate it.
+    refute: bool,
 }
 
 impl Departures {
@@ -206,6 +211,27 @@ impl ClusterState {
         self.departures.prunes_seen.insert(id);
         self.departures.prunes.push(id);
         true
+    }
+
+    /// `record` is ours (this very identity) but newer than what we hold:
+    /// another agent wrote it, marked left, by force-leave. Our version
+    /// jumps to it, and the node gossips one newer still (see
+    /// [`ClusterState::take_refute`]), as a suspected member refutes.
+    pub(super) fn refute_if_newer(&mut self, record: &NodeRecord) {
+        let local = self.local();
+        let newer = record.version > local.version
+            || (record.version == local.version && record.left != local.left);
+        if record.id == local.id && newer {
+            let version = record.version;
+            self.refresh_local(|ours| ours.version = version);
+            self.departures.refute = true;
+        }
+    }
+
+    /// Whether our record must be gossiped anew to outdate a copy a peer
+    /// wrote (see [`ClusterState::refute_if_newer`]).
+    pub fn take_refute(&mut self) -> bool {
+        std::mem::take(&mut self.departures.refute)
     }
 
     /// Whether the member `id` was forgotten (reaped, pruned or orphaned)
