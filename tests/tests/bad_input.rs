@@ -191,7 +191,8 @@ fn services_config(n: usize) -> String {
 
 /// A config file may register as many services as a node record carries
 /// (`state::MAX_SERVICES`, 256), as the API may: 256 start and are served;
-/// with 257 the agent refuses to start, naming the limit.
+/// with 257 the agent refuses to start as for any bad config (exit 2),
+/// naming the file, the key and the limit.
 #[test]
 fn services_from_a_config_file_past_the_record_limit_stop_the_agent() {
     let root = tempfile::tempdir().unwrap();
@@ -223,13 +224,12 @@ fn services_from_a_config_file_past_the_record_limit_stop_the_agent() {
     eprintln!("{code:?}: {stderr}");
     assert_eq!(
         code,
-        Some(1),
+        Some(2),
         "an agent with 257 configured services: {stderr}"
     );
     assert!(
-        stderr.contains("loading the configured services and checks")
-            && stderr.contains("256 services"),
-        "the error names the services and the limit: {stderr}"
+        stderr.contains("over.toml") && stderr.contains("`services`") && stderr.contains("256"),
+        "the error names the file, the key and the limit: {stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

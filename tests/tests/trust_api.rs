@@ -148,8 +148,9 @@ fn keyring_reads_without_a_token_need_the_opt_in() {
     assert_eq!(status, 200, "ordinary reads stay open");
     for target in disguises("/v1/operator/keyring") {
         let (status, body) = call(&closed, "GET", &target, None, b"");
+        // 301: redirected to the clean path, refused below.
         assert!(
-            [403, 404].contains(&status),
+            [301, 403, 404].contains(&status),
             "GET {target} without a token: {status} {body}"
         );
         assert!(
@@ -365,7 +366,10 @@ fn percent_encoded_paths_cannot_bypass_the_token() {
             for disguised in disguises(target) {
                 let (status, answer) = call(&agent, method, &disguised, None, body.as_bytes());
                 tried += 1;
-                if ![403, 404, 405].contains(&status) {
+                // 301/308: a doubled slash or a dot segment is redirected to
+                // the clean path (as Consul's server does) before any route
+                // runs; that path is among the disguises, refused there.
+                if ![301, 308, 403, 404, 405].contains(&status) {
                     executed.push(format!("{method} {disguised} -> {status} {answer}"));
                 }
             }

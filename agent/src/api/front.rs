@@ -1,7 +1,9 @@
 //! [`Api`]: the HTTP service, the router behind one front step that every
 //! request passes:
 //!
-//! 1. the URI and body-size limits and the `Host` check ([`guard`]);
+//! 1. the URI and body-size limits and the `Host` check ([`guard`]), then
+//!    a path with `//`, `.` or `..` redirected to its clean form
+//!    ([`super::clean_path`]), as Consul's server does;
 //! 2. a repeated read answered from the [`ResponseCache`] (a map hit and a
 //!    reference-counted copy of the body) when its entry is current and
 //!    the caller may read (no web page of another origin,
@@ -89,6 +91,17 @@ impl Api {
                 start.elapsed(),
             );
             return ApiFuture::Ready(Some(with_consul_headers(refused, front)));
+        }
+        // Before the cache and the router: no route, and so no guard, ever
+        // sees an unclean path (`clean_path`).
+        if let Some(redirect) = super::clean_path::redirect(&request) {
+            front.metrics.record(
+                UNMATCHED,
+                request.method(),
+                redirect.status(),
+                start.elapsed(),
+            );
+            return ApiFuture::Ready(Some(with_consul_headers(redirect, front)));
         }
         let key = cache_key(&request);
         if let Some(uri) = &key

@@ -31,6 +31,8 @@
 //!   token (`[acl]`) each route needs; [`browser`]: what a web page of
 //!   another origin can't do (foreign `Origin`, Fetch Metadata, `POST`
 //!   bodies a page can send without a preflight).
+//! - [`clean_path`]: `//`, `.` and `..` in a path redirected to the clean
+//!   path, as Consul's server does (so routes only see clean paths).
 //! - [`front`]: the service: one step in front of the router (guard,
 //!   cached answers, Consul's headers); [`cache`]: answers to repeated
 //!   reads.
@@ -43,6 +45,7 @@ pub mod blocking;
 pub mod browser;
 pub mod cache;
 pub mod catalog;
+pub mod clean_path;
 pub mod cluster_ops;
 pub mod consul_json;
 pub mod events;

@@ -56,12 +56,14 @@ pub struct CheckDefinition {
 pub enum CheckKind {
     /// An HTTP request: 2xx passing, 429 warning, anything else critical.
     Http {
-        /// `http://` only: shoal has no TLS client yet.
+        /// `http://` or `https://`.
         url: String,
         /// Upper-case HTTP method (default `GET`).
         method: String,
         headers: BTreeMap<String, Vec<String>>,
         body: String,
+        /// How an `https://` URL's server is verified (unused for `http://`).
+        tls: HttpTls,
     },
     /// A TCP connect to `host:port`.
     Tcp { address: String },
@@ -74,6 +76,16 @@ pub enum CheckKind {
     /// Passing while the cluster has at least `min_passing` passing
     /// instances of `service`.
     Dependency { service: String, min_passing: usize },
+}
+
+/// Consul's TLS fields of an HTTP check, used for `https://` URLs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HttpTls {
+    /// `TLSSkipVerify` / `tls_skip_verify`: accept any certificate.
+    pub skip_verify: bool,
+    /// `TLSServerName` / `tls_server_name`: the SNI sent and the name the
+    /// certificate must hold, instead of the URL's host.
+    pub server_name: Option<String>,
 }
 
 /// Host measurements a system check can compare with thresholds.
@@ -125,7 +137,9 @@ const UNSUPPORTED_KINDS: &[(&str, &str)] = &[
     ("script", "`Script` (shell string)"),
 ];
 
-/// Fields Consul clients send that change nothing for the kinds we run.
+/// Fields Consul clients send that change nothing for the kinds we run
+/// (`TLSSkipVerify` and `TLSServerName` are read by HTTP checks; other
+/// kinds ignore them, as Consul's TCP and gRPC checks without TLS do).
 const IGNORED: &[&str] = &[
     "tlsskipverify",
     "tlsservername",

@@ -55,6 +55,10 @@ fn consul_http_check_in_camel_case() {
             ]
             .into(),
             body: "{}".into(),
+            tls: HttpTls {
+                skip_verify: true,
+                server_name: None,
+            },
         }
     );
     assert_eq!(check.interval, Duration::from_secs(10));
@@ -192,13 +196,33 @@ fn go_clients_empty_fields_count_as_absent() {
 }
 
 #[test]
-fn https_is_refused_with_a_clear_reason() {
-    let (field, message) = error(json!({"HTTP": "https://x/", "Interval": "5s"}));
-    assert_eq!(field, "Check.HTTP");
-    assert!(
-        message.contains("TLS checks are not supported yet"),
-        "{message}"
+fn https_checks_take_consuls_tls_fields() {
+    let check = parse(json!({
+        "HTTP": "https://db.internal:8443/health", "Interval": "5s",
+        "TLSSkipVerify": true, "TLSServerName": "db.example"
+    }))
+    .unwrap();
+    let CheckKind::Http { url, tls, .. } = check.kind else {
+        panic!("not an HTTP check: {:?}", check.kind);
+    };
+    assert_eq!(url, "https://db.internal:8443/health");
+    assert_eq!(
+        tls,
+        HttpTls {
+            skip_verify: true,
+            server_name: Some("db.example".into())
+        }
     );
+    // Bad values name the field, in the surface's spelling.
+    let (field, message) =
+        error(json!({"HTTP": "https://x/", "Interval": "5s", "TLSServerName": "a b"}));
+    assert_eq!(field, "Check.TLSServerName");
+    assert!(message.contains("`a b`"), "{message}");
+    let (field, _) = error(json!({"HTTP": "https://x/", "Interval": "5s", "TLSSkipVerify": "yes"}));
+    assert_eq!(field, "Check.TLSSkipVerify");
+    let (field, message) = error(json!({"HTTP": "ftp://x/", "Interval": "5s"}));
+    assert_eq!(field, "Check.HTTP");
+    assert!(message.contains("https://"), "{message}");
 }
 
 #[test]
@@ -269,7 +293,7 @@ fn errors_name_the_field() {
         (
             json!({"HTTP": "ftp://x/", "Interval": "5s"}),
             "Check.HTTP",
-            "not an http:// URL",
+            "not an http:// or https:// URL",
         ),
         (
             json!({"HTTP": "http://x/", "Method": "GE T", "Interval": "5s"}),

@@ -47,6 +47,8 @@ const NAMES: &[(&str, &str, &str)] = &[
     ("body", "Body", "body"),
     ("tcp", "TCP", "tcp"),
     ("tcpusetls", "TCPUseTLS", "tcp_use_tls"),
+    ("tlsskipverify", "TLSSkipVerify", "tls_skip_verify"),
+    ("tlsservername", "TLSServerName", "tls_server_name"),
     ("args", "Args", "args"),
     ("scriptargs", "ScriptArgs", "script_args"),
     ("ttl", "TTL", "ttl"),

@@ -1,5 +1,5 @@
 //! HTTP probes: 2xx passing, 429 warning, anything else critical (Consul's
-//! rules). Plain HTTP/1 only.
+//! rules). HTTP/1, plain or over TLS (`https://`, see [`super::tls`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,16 +8,20 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{ACCEPT, HeaderName, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::{OUTPUT_LIMIT, ProbeResult, error_chain};
+use super::definition::HttpTls;
+use super::{OUTPUT_LIMIT, ProbeResult, error_chain, tls};
 
 /// One HTTP check's client and request, built once and sent every run.
 pub struct HttpProbe {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: String,
+    /// The name the server's certificate must hold (`https://` only).
+    tls_name: String,
     method: String,
     headers: BTreeMap<String, Vec<String>>,
     body: Bytes,
@@ -31,20 +35,48 @@ impl HttpProbe {
         method: &str,
         headers: &BTreeMap<String, Vec<String>>,
         body: &str,
+        tls: &HttpTls,
         timeout: Duration,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(timeout));
+        http.set_nodelay(true);
+        // The TLS layer takes `https://`; plain `http://` passes through.
+        http.enforce_http(false);
+        let uri: Option<hyper::Uri> = url.parse().ok();
+        let https = uri.as_ref().and_then(|uri| uri.scheme_str()) == Some("https");
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(tls::client_config(https, tls.skip_verify))
+            .https_or_http();
+        // The parser checked the name; one that fails here is verified
+        // against the URL's host instead (and so fails loudly).
+        let fixed_name = tls
+            .server_name
+            .as_deref()
+            .and_then(|name| tls::server_name(name).ok());
+        let builder = match fixed_name {
+            Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+            None => builder,
+        };
+        let connector = builder.enable_http1().wrap_connector(http);
         // No idle connections: a check should see what a new client sees,
         // and an idle pool would keep a socket open per check (Consul also
         // disables keep-alive for its checks).
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector);
+        let tls_name = match &tls.server_name {
+            Some(name) => name.clone(),
+            None => uri
+                .as_ref()
+                .and_then(|uri| uri.host())
+                .unwrap_or_default()
+                .to_string(),
+        };
         Self {
             client,
             url: url.to_string(),
+            tls_name,
             method: method.to_string(),
             headers: headers.clone(),
             body: Bytes::from(body.to_string()),
@@ -65,12 +97,10 @@ impl HttpProbe {
         let response = match self.client.request(request).await {
             Ok(response) => response,
             Err(error) => {
-                return ProbeResult::critical(format!(
-                    "HTTP {} {}: {}",
-                    self.method,
-                    self.url,
-                    error_chain(&error)
-                ));
+                let why = tls::explain(&error, &self.tls_name)
+                    .map(|explained| format!("{explained} ({})", error_chain(&error)))
+                    .unwrap_or_else(|| error_chain(&error));
+                return ProbeResult::critical(format!("HTTP {} {}: {why}", self.method, self.url));
             }
         };
         let status = response.status();

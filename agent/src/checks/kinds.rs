@@ -7,7 +7,7 @@ use hyper::Method;
 use hyper::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::definition::{CheckKind, SystemCheck, Thresholds};
+use super::definition::{CheckKind, HttpTls, SystemCheck, Thresholds};
 use super::fields::{Fields, type_name};
 use crate::field_error::FieldError;
 
@@ -86,16 +86,18 @@ fn parse_http(fields: &mut Fields<'_>) -> Result<CheckKind, FieldError> {
         .parse()
         .map_err(|error| fields.error("http", format!("`{url}` is not a URL: {error}")))?;
     match uri.scheme_str() {
-        Some("http") if uri.authority().is_some() => {}
-        Some("https") => {
+        Some("http" | "https") if uri.authority().is_some() => {}
+        _ => {
             return Err(fields.error(
                 "http",
-                "TLS checks are not supported yet: use an http:// URL or a tcp check",
+                format!("`{url}` is not an http:// or https:// URL with a host"),
             ));
         }
-        _ => {
-            return Err(fields.error("http", format!("`{url}` is not an http:// URL with a host")));
-        }
+    }
+    let skip_verify = fields.bool("tlsskipverify")?.unwrap_or(false);
+    let server_name = fields.string("tlsservername")?;
+    if let Some(name) = &server_name {
+        super::tls::server_name(name).map_err(|message| fields.error("tlsservername", message))?;
     }
 
     let method = fields
@@ -150,6 +152,10 @@ fn parse_http(fields: &mut Fields<'_>) -> Result<CheckKind, FieldError> {
         method,
         headers,
         body,
+        tls: HttpTls {
+            skip_verify,
+            server_name,
+        },
     })
 }
 

@@ -22,6 +22,7 @@ pub mod runner;
 pub mod state;
 pub mod system;
 pub mod tcp;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -98,7 +98,7 @@ pub async fn probe(definition: &CheckDefinition, dependency: DependencyLookup) -
 
 /// A check's probe with what it keeps between runs.
 enum Prober {
-    Http(HttpProbe),
+    Http(Box<HttpProbe>),
     Tcp(String),
     Exec(Vec<String>),
     System(Box<SystemProbe>),
@@ -118,13 +118,15 @@ impl Prober {
                 method,
                 headers,
                 body,
-            } => Prober::Http(HttpProbe::new(
+                tls,
+            } => Prober::Http(Box::new(HttpProbe::new(
                 url,
                 method,
                 headers,
                 body,
+                tls,
                 definition.timeout,
-            )),
+            ))),
             CheckKind::Tcp { address } => Prober::Tcp(address.clone()),
             CheckKind::Exec { args } => Prober::Exec(args.clone()),
             CheckKind::System(check) => Prober::System(Box::new(SystemProbe::new(check.clone()))),

@@ -86,6 +86,36 @@ pub(super) fn check_unique_ids(
     Ok(())
 }
 
+/// At most as many services and checks as a node record carries (what the
+/// registry would refuse at start-up, refused here with the config's other
+/// errors instead).
+pub(super) fn check_counts(
+    services: &[ServiceDefinition],
+    checks: &[CheckDefinition],
+) -> Result<(), ConfigError> {
+    let max_services = shoal_protocol::state::MAX_SERVICES;
+    if services.len() > max_services {
+        return Err(invalid(
+            "services",
+            format!(
+                "at most {max_services} services per agent (what a node record carries), not {}",
+                services.len()
+            ),
+        ));
+    }
+    let max_checks = crate::registry::store::MAX_CHECKS;
+    let count = services.iter().map(|s| s.checks.len()).sum::<usize>() + checks.len();
+    if count > max_checks {
+        return Err(invalid(
+            "checks",
+            format!(
+                "at most {max_checks} checks per agent, services' checks included (what a node record carries), not {count}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Exec checks in the config files need `enable_local_script_checks` (or
 /// `enable_script_checks`, which allows them from anywhere, as in Consul).
 pub(super) fn check_local_scripts(config: &super::AgentConfig) -> Result<(), ConfigError> {

@@ -148,6 +148,19 @@ impl AgentConfig {
             config.config_dir = Some(dir);
         }
         definitions::check_unique_ids(&config.services, &config.checks)?;
+        definitions::check_counts(&config.services, &config.checks).map_err(|error| {
+            // Where the definitions came from: the file, the directory.
+            let sources: Vec<String> = overrides
+                .config_file
+                .iter()
+                .chain(config.config_dir.iter())
+                .map(|path| path.display().to_string())
+                .collect();
+            ConfigError::Parse {
+                path: PathBuf::from(sources.join(" and ")),
+                message: error.to_string(),
+            }
+        })?;
         definitions::check_local_scripts(&config)?;
         Ok(config)
     }

@@ -67,7 +67,7 @@ fn the_annotated_examples_are_valid() {
     .unwrap();
     let (services, checks) = definitions::read_config_dir(dir.path()).unwrap();
     assert_eq!(services.len(), 2);
-    assert_eq!(services[0].checks.len(), 3);
+    assert_eq!(services[0].checks.len(), 4);
     assert_eq!(checks.len(), 4);
 }
 
@@ -193,6 +193,37 @@ fn flag_tags_add_to_the_file_and_bad_ones_are_refused() {
     let file: FileConfig = toml::from_str("data_dir = \"/tmp/x\"\n").unwrap();
     let error = AgentConfig::from_parts(file, &reserved).unwrap_err();
     assert!(error.to_string().contains("`id` is reserved"), "{error}");
+}
+
+#[test]
+fn more_checks_than_a_record_carries_are_refused_naming_the_file_and_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let checks = |from: usize, to: usize| -> String {
+        (from..to)
+            .map(|i| format!("[[checks]]\nid = \"c{i}\"\nname = \"c{i}\"\nttl = \"60s\"\n\n"))
+            .collect()
+    };
+    let max = crate::registry::store::MAX_CHECKS;
+    let file = dir.path().join("agent.toml");
+    let config_dir = dir.path().join("agent.d");
+    std::fs::create_dir(&config_dir).unwrap();
+    std::fs::write(&file, format!("data_dir = \"/tmp/x\"\n{}", checks(0, 10))).unwrap();
+    std::fs::write(config_dir.join("more.toml"), checks(10, max)).unwrap();
+    let overrides = Overrides {
+        config_file: Some(file.clone()),
+        config_dir: Some(config_dir.clone()),
+        ..Overrides::default()
+    };
+    assert_eq!(AgentConfig::load(&overrides).unwrap().checks.len(), max);
+    std::fs::write(config_dir.join("one-more.toml"), checks(max, max + 1)).unwrap();
+    let error = AgentConfig::load(&overrides).unwrap_err().to_string();
+    assert!(
+        error.contains("agent.toml")
+            && error.contains("agent.d")
+            && error.contains("`checks`")
+            && error.contains(&format!("at most {max} checks")),
+        "{error}"
+    );
 }
 
 #[test]

@@ -598,6 +598,7 @@ fn serve_dns(
         datacenter: config.datacenter.clone(),
         snapshot_rx,
         counters,
+        skipped: Default::default(),
     };
     tasks.spawn(crate::dns::server::spawn(
         listeners,

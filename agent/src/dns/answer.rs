@@ -8,15 +8,17 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::SliceRandom;
 use shoal_protocol::MemberView;
 use shoal_protocol::record::{CheckStatus, ServiceRecord, worst_status};
 
 use super::names::{Lookup, hex_ip};
+use super::skipped::SkippedServices;
 use crate::catalog::{self, CatalogNode, ServiceFilter};
 use crate::config::DnsConfig;
+use crate::registry::service::served_by_dns;
 
 /// One answer record and the record that resolves its target, if any
 /// (an SRV target's address, for the additional section).
@@ -43,6 +45,8 @@ pub struct Context<'a> {
     pub members: &'a [MemberView],
     /// The domain the question was asked under (`consul` or the alternative).
     pub domain: &'a str,
+    /// Services with names DNS can't serve, logged once each.
+    pub skipped: &'a SkippedServices,
 }
 
 impl Context<'_> {
@@ -98,6 +102,12 @@ impl Context<'_> {
         tag: Option<&str>,
         datacenter: Option<&str>,
     ) -> Option<Vec<Entry>> {
+        if !served_by_dns(name) {
+            if catalog::instances(self.members, name).next().is_some() {
+                self.skipped.note(name);
+            }
+            return None;
+        }
         let filter = ServiceFilter {
             passing: self.config.only_passing,
             ..ServiceFilter::default()
@@ -208,6 +218,57 @@ impl Context<'_> {
         })?;
         let ip = node.member.id.addr.ip();
         Some(address_entries(qname, qtype, ip, self.node_ttl()))
+    }
+
+    /// A reverse lookup of `ip`, as Consul answers it: the first node
+    /// whose address it is (`<node>.node.<dc>.<domain>`), else the first
+    /// service registered with it as its own address
+    /// (`<service>.service.<domain>`). `None` when no node or service has
+    /// it: the name is not ours (the caller forwards or refuses it).
+    pub fn reverse(&self, qname: &Name, qtype: RecordType, ip: IpAddr) -> Option<Answer> {
+        let target = self.reverse_target(ip)?;
+        let entries = if matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            let ttl = ttl(target.1);
+            vec![Entry {
+                record: Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(target.0))),
+                additional: None,
+            }]
+        } else {
+            Vec::new()
+        };
+        // Not our zone: no SOA of ours in an empty answer.
+        Some(Answer {
+            code: ResponseCode::NoError,
+            entries,
+            authority: Vec::new(),
+        })
+    }
+
+    /// The name `ip` points to, with the TTL of its kind.
+    fn reverse_target(&self, ip: IpAddr) -> Option<(Name, Duration)> {
+        let nodes = || catalog::nodes(self.members);
+        if let Some(node) = nodes().find(|node| node.member.id.addr.ip() == ip) {
+            let datacenter = self.node_datacenter(&node);
+            let name = format!("{}.node.{datacenter}.{}", node.record.name, self.domain);
+            if let Ok(name) = fqdn(&name) {
+                return Some((name, self.config.node_ttl));
+            }
+        }
+        for node in nodes() {
+            let own_address = |service: &&ServiceRecord| {
+                !service.address.is_empty() && service.address.parse::<IpAddr>().ok() == Some(ip)
+            };
+            for service in node.record.services.iter().filter(own_address) {
+                if !served_by_dns(&service.name) {
+                    self.skipped.note(&service.name);
+                    continue;
+                }
+                if let Ok(name) = fqdn(&format!("{}.service.{}", service.name, self.domain)) {
+                    return Some((name, self.config.service_ttl));
+                }
+            }
+        }
+        None
     }
 
     fn node_datacenter<'n>(&'n self, node: &CatalogNode<'n>) -> &'n str {

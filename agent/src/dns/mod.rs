@@ -10,6 +10,7 @@
 //! - [`forward`]: names outside our domains, to `dns.recursors`.
 //! - [`rate`]: response rate limiting of UDP answers per client prefix.
 //! - [`tcp`]: TCP connections: caps per client and in all, who makes room.
+//! - [`skipped`]: services DNS can't serve (`_` in the name), logged once.
 //!
 //! We use `hickory-proto` for the wire format and run our own loops rather
 //! than `hickory-server`: its request handler is built around zones and
@@ -26,6 +27,7 @@ pub mod names;
 pub mod rate;
 pub mod respond;
 pub mod server;
+pub mod skipped;
 pub mod tcp;
 
 use std::sync::atomic::{AtomicU64, Ordering};

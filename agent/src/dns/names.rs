@@ -9,6 +9,9 @@
 //! - `<node>.node[.<dc>].D`
 //! - `<hex ip>.addr[.<dc>].D` (8 hex digits for IPv4, 32 for IPv6)
 //! - `D` itself (SOA, NS)
+//!
+//! and, outside them, reverse names (`in-addr.arpa`, `ip6.arpa`): PTR
+//! lookups of node and service addresses ([`reverse_ip`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -120,6 +123,36 @@ fn lookup(labels: &[&str]) -> Lookup {
     }
 }
 
+/// The address a reverse name asks for: `d.c.b.a.in-addr.arpa` (four
+/// decimal labels) or `ip6.arpa` under 32 hex nibbles, any case, with or
+/// without the trailing dot. `None` for anything else, partial zones
+/// (`10.in-addr.arpa`) included.
+pub fn reverse_ip(qname: &str) -> Option<IpAddr> {
+    let qname = qname.trim_end_matches('.').to_ascii_lowercase();
+    if let Some(rest) = qname.strip_suffix(".in-addr.arpa") {
+        let octets: Vec<u8> = rest
+            .split('.')
+            .map(|label| {
+                let plain = !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit());
+                plain.then(|| label.parse::<u8>().ok()).flatten()
+            })
+            .collect::<Option<_>>()?;
+        let [d, c, b, a] = octets.as_slice() else {
+            return None;
+        };
+        return Some(IpAddr::V4(Ipv4Addr::new(*a, *b, *c, *d)));
+    }
+    let rest = qname.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<&str> = rest.split('.').collect();
+    if nibbles.len() != 32 || nibbles.iter().any(|nibble| nibble.len() != 1) {
+        return None;
+    }
+    let hex: String = nibbles.into_iter().rev().collect();
+    u128::from_str_radix(&hex, 16)
+        .ok()
+        .map(|bits| IpAddr::V6(Ipv6Addr::from(bits)))
+}
+
 /// `7f000001` → 127.0.0.1; 32 hex digits → an IPv6 address.
 fn parse_hex_ip(hex: &str) -> Option<IpAddr> {
     match hex.len() {
@@ -224,6 +257,30 @@ mod tests {
         for outside in ["example.com.", "consul.example.", "notconsul.", "."] {
             assert_eq!(place(outside, &DOMAINS), Placed::Outside, "{outside}");
         }
+    }
+
+    #[test]
+    fn reverse_names_give_their_address() {
+        let v4 = |name: &str| reverse_ip(name).map(|ip| ip.to_string());
+        assert_eq!(v4("7.8.9.10.in-addr.arpa.").as_deref(), Some("10.9.8.7"));
+        assert_eq!(v4("1.0.0.127.IN-ADDR.ARPA").as_deref(), Some("127.0.0.1"));
+        let v6 = "7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.";
+        assert_eq!(v4(v6).as_deref(), Some("fd00::7"));
+        for other in [
+            "10.in-addr.arpa.",
+            "9.8.7.in-addr.arpa.",
+            "1.2.3.4.5.in-addr.arpa.",
+            "256.0.0.10.in-addr.arpa.",
+            "+1.0.0.10.in-addr.arpa.",
+            "a.0.0.10.in-addr.arpa.",
+            "0.d.f.ip6.arpa.",
+            "web.service.consul.",
+            "in-addr.arpa.",
+        ] {
+            assert_eq!(reverse_ip(other), None, "{other}");
+        }
+        let long = v6.replacen("7.", "77.", 1);
+        assert_eq!(reverse_ip(&long), None);
     }
 
     #[test]

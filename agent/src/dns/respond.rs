@@ -12,7 +12,8 @@ use tokio::sync::watch;
 
 use super::DnsCounters;
 use super::answer::{Answer, Context, Entry};
-use super::names::{Placed, place};
+use super::names::{Placed, place, reverse_ip};
+use super::skipped::SkippedServices;
 use crate::config::DnsConfig;
 use crate::daemon::snapshot::Snapshot;
 
@@ -48,6 +49,8 @@ pub struct Responder {
     pub datacenter: String,
     pub snapshot_rx: watch::Receiver<Arc<Snapshot>>,
     pub counters: Arc<DnsCounters>,
+    /// Services with names DNS can't serve, logged once each.
+    pub skipped: SkippedServices,
 }
 
 impl Responder {
@@ -92,30 +95,50 @@ impl Responder {
         let mut domains = vec![self.config.domain.as_str()];
         domains.extend(self.config.alt_domain.as_deref());
         let qname = query.name().to_ascii();
-        let (domain, lookup) = match place(&qname, &domains) {
-            Placed::Ours { .. } if !self.config.serves_catalog() => {
-                DnsCounters::add(&self.counters.protected_refused);
-                return self.finish(self.error(&request, ResponseCode::Refused), started);
-            }
-            Placed::Ours { domain, lookup } => (domain, lookup),
-            Placed::Outside if !self.config.recursors.is_empty() => {
-                self.counters
-                    .forwarded
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Outcome::Forward(packet.to_vec());
-            }
-            Placed::Outside => {
-                return self.finish(self.error(&request, ResponseCode::Refused), started);
-            }
-        };
+        let placed = place(&qname, &domains);
+        if matches!(placed, Placed::Ours { .. }) && !self.config.serves_catalog() {
+            DnsCounters::add(&self.counters.protected_refused);
+            return self.finish(self.error(&request, ResponseCode::Refused), started);
+        }
         let snapshot = self.snapshot_rx.borrow().clone();
-        let context = Context {
+        let context = |domain| Context {
             config: &self.config,
             datacenter: &self.datacenter,
             members: &snapshot.members,
             domain,
+            skipped: &self.skipped,
         };
-        let answer = context.answer(query.name(), query.query_type(), &lookup);
+        let answer = match placed {
+            Placed::Ours { domain, lookup } => {
+                context(domain).answer(query.name(), query.query_type(), &lookup)
+            }
+            Placed::Outside => {
+                // A reverse name of one of our nodes or services is
+                // answered (PTR, as Consul); any other outside name is
+                // forwarded, or refused without recursors.
+                let reverse = reverse_ip(&qname)
+                    .filter(|_| self.config.serves_catalog())
+                    .and_then(|ip| {
+                        context(self.config.domain.as_str()).reverse(
+                            query.name(),
+                            query.query_type(),
+                            ip,
+                        )
+                    });
+                match reverse {
+                    Some(answer) => answer,
+                    None if !self.config.recursors.is_empty() => {
+                        self.counters
+                            .forwarded
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Outcome::Forward(packet.to_vec());
+                    }
+                    None => {
+                        return self.finish(self.error(&request, ResponseCode::Refused), started);
+                    }
+                }
+            }
+        };
         let limit = match transport {
             Transport::Tcp => MAX_TCP_MESSAGE,
             Transport::Udp => udp_limit(&request),

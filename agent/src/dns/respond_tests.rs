@@ -73,6 +73,7 @@ fn responder(members: Vec<MemberView>, config: DnsConfig) -> Responder {
         datacenter: "dc1".into(),
         snapshot_rx,
         counters: Arc::default(),
+        skipped: Default::default(),
     }
 }
 
@@ -310,4 +311,86 @@ fn a_rate_limited_client_gets_an_empty_truncated_reply() {
     assert_eq!(reply.id(), 4242);
     assert_eq!(reply.queries().len(), 1);
     assert!(dns.truncated_empty(&[1, 2, 3]).is_none());
+}
+
+/// The PTR targets of a reverse query, and its code.
+fn ptr(responder: &Responder, name: &str) -> (ResponseCode, Vec<String>) {
+    let reply = ask(
+        responder,
+        &query(name, RecordType::PTR, false),
+        Transport::Udp,
+    );
+    let targets = reply
+        .answers()
+        .iter()
+        .filter_map(|record| match record.data() {
+            RData::PTR(target) => Some(target.to_string()),
+            _ => None,
+        })
+        .collect();
+    (reply.response_code(), targets)
+}
+
+#[test]
+fn reverse_names_point_to_nodes_then_services_v4_and_v6() {
+    let mut v6_node = member(2, MemberStatus::Alive, Vec::new());
+    let v6: std::net::SocketAddr = "[fd00::2]:7946".parse().unwrap();
+    v6_node.id.addr = v6;
+    let record = v6_node.record.as_mut().unwrap();
+    record.id.addr = v6;
+    let mut v6_service = instance("api-1", "fd00::99", CheckStatus::Passing);
+    v6_service.name = "api".into();
+    let mut hidden = instance("qw-1", "10.0.0.9", CheckStatus::Passing);
+    hidden.name = "queue_worker".into();
+    record.services = vec![v6_service, hidden];
+    let members = vec![
+        member(
+            1,
+            MemberStatus::Alive,
+            vec![instance("a", "10.0.0.1", CheckStatus::Critical)],
+        ),
+        v6_node,
+    ];
+    let dns = responder(members, DnsConfig::default());
+    let ok = ResponseCode::NoError;
+    assert_eq!(
+        ptr(&dns, "1.0.0.127.in-addr.arpa."),
+        (ok, vec!["node-1.node.dc1.consul.".to_string()])
+    );
+    let nibbles = |ip: &str| {
+        let ip: std::net::Ipv6Addr = ip.parse().unwrap();
+        let hex = format!("{:032x}", u128::from(ip));
+        let reversed: Vec<String> = hex.chars().rev().map(String::from).collect();
+        format!("{}.ip6.arpa.", reversed.join("."))
+    };
+    assert_eq!(
+        ptr(&dns, &nibbles("fd00::2")),
+        (ok, vec!["node-2.node.dc1.consul.".to_string()])
+    );
+    // Services by their own address, whatever their health (as Consul).
+    assert_eq!(
+        ptr(&dns, "1.0.0.10.in-addr.arpa."),
+        (ok, vec!["web.service.consul.".to_string()])
+    );
+    assert_eq!(
+        ptr(&dns, &nibbles("fd00::99")),
+        (ok, vec!["api.service.consul.".to_string()])
+    );
+    // A name DNS can't serve, and addresses we don't know: not ours.
+    for unknown in ["9.0.0.10.in-addr.arpa.", "1.2.0.192.in-addr.arpa."] {
+        assert_eq!(ptr(&dns, unknown), (ResponseCode::Refused, vec![]));
+    }
+    // Behind acl.protect_reads without dns.serve_with_protect_reads, the
+    // catalog is not revealed through reverse names either.
+    let protected = responder(
+        vec![member(1, MemberStatus::Alive, Vec::new())],
+        DnsConfig {
+            protect_reads: true,
+            ..DnsConfig::default()
+        },
+    );
+    assert_eq!(
+        ptr(&protected, "1.0.0.127.in-addr.arpa."),
+        (ResponseCode::Refused, vec![])
+    );
 }

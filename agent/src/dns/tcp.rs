@@ -2,7 +2,7 @@
 //! many (pipelined), with these budgets:
 //!
 //! - `dns.max_tcp_connections` in all and `dns.max_tcp_connections_per_client`
-//!   from one client address;
+//!   from one client address (an IPv6 client: its /64);
 //! - a connection that keeps the server waiting, its client sending no
 //!   query or not reading a reply, for `dns.tcp_idle_timeout` is closed;
 //! - at a cap, a new connection takes the place of the one that has kept
@@ -60,6 +60,7 @@ const BUSY: u64 = u64::MAX;
 /// One open connection, as the table sees it.
 #[derive(Debug)]
 struct Connection {
+    /// The client's address, or its /64 (see [`client_of`]).
     client: IpAddr,
     /// Microseconds since the table's start when it began waiting on its
     /// client, or [`BUSY`].
@@ -106,6 +107,7 @@ impl Connections {
         client: IpAddr,
         counters: &DnsCounters,
     ) -> Result<(u64, Arc<Connection>), Refusal> {
+        let client = client_of(client);
         let now = self.now();
         let evictable_before =
             now.saturating_sub(u64::try_from(EVICTABLE_AFTER.as_micros()).unwrap_or(0));
@@ -129,7 +131,7 @@ impl Connections {
             };
             let waited_longest = candidates()
                 .map(|(id, c)| (*id, c.waiting_since.load(Ordering::Relaxed)))
-                .filter(|(_, since)| *since <= evictable_before)
+                .filter(|(_, since)| *since < evictable_before)
                 .min_by_key(|(_, since)| *since);
             let answered_most = || {
                 candidates()
@@ -282,9 +284,42 @@ async fn handle_connection(
     }
 }
 
+/// Who a connection's client is, for `dns.max_tcp_connections_per_client`:
+/// its IPv4 address, or the /64 of its IPv6 address (one host's interface
+/// holds a whole /64, and could open each connection from another address
+/// of it). TCP can't be spoofed, so no wider prefix is needed.
+fn client_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => address,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let counters = DnsCounters::default();
+        let table = Connections::new(10, 2);
+        let addr = |text: &str| -> IpAddr { text.parse().unwrap() };
+        assert!(table.admit(addr("2001:db8:0:1::1"), &counters).is_ok());
+        assert!(table.admit(addr("2001:db8:0:1::2"), &counters).is_ok());
+        assert_eq!(
+            table
+                .admit(addr("2001:db8:0:1:ffff::3"), &counters)
+                .unwrap_err(),
+            Refusal::ClientFull,
+            "a third address of the same /64"
+        );
+        assert!(table.admit(addr("2001:db8:0:2::1"), &counters).is_ok());
+        // IPv4 clients stay one address each.
+        assert!(table.admit(addr("127.0.0.1"), &counters).is_ok());
+        assert!(table.admit(addr("127.0.0.2"), &counters).is_ok());
+        assert!(table.admit(addr("127.0.0.2"), &counters).is_ok());
+    }
 
     #[test]
     fn at_a_cap_the_longest_waiting_connection_makes_room() {

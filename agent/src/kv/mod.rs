@@ -221,6 +221,7 @@ impl KvState {
             .entries
             .into_iter()
             .partition(|stored| stored.modify_index > 0);
+        let mut forgotten = Vec::new();
         node.with_kv(|kv| {
             for stored in indexed {
                 kv.restore(stored);
@@ -229,9 +230,21 @@ impl KvState {
                 kv.apply_at(stored.entry, received);
             }
             for &(hash, time) in &loaded.remembered {
-                kv.remembered_deletes_mut().remember(hash, time);
+                forgotten.extend(kv.remembered_deletes_mut().remember(hash, time));
             }
         });
+        if !forgotten.is_empty() {
+            // Past the bound on disk: forget them there too, or the table
+            // would grow across restarts.
+            tracing::info!(
+                forgotten = forgotten.len(),
+                "remembered KV deletes past the bound forgotten at start-up (the oldest)"
+            );
+            self.send(disk::Job {
+                forgotten,
+                ..disk::Job::default()
+            });
+        }
         self.quarantine
             .restore(loaded.quarantine, loaded.quarantine_gone_through);
         node.set_kv_incomplete(loaded.quota_refused);
@@ -559,6 +572,43 @@ mod tests {
             Envelope::new(cluster_id("test")),
             1,
         )
+    }
+
+    /// Deletes on disk past the bound (a database written with a larger
+    /// bound, or one the writer did not trim before a crash) are forgotten
+    /// on disk too at start-up, the oldest first, so the table can't grow
+    /// across restarts.
+    #[test]
+    fn remembered_deletes_past_the_bound_at_start_up_are_removed_from_disk() {
+        let (disk_tx, mut disk_rx) = mpsc::channel(8);
+        let mut kv = KvState::new(
+            Keyring::default(),
+            "n".into(),
+            disk_tx,
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        );
+        let mut node = node();
+        let max = shoal_protocol::kv::MAX_REMEMBERED_DELETES as u64;
+        let now = ntp64(wall_clock());
+        // Hash i deleted at now - i: the highest hashes are the oldest.
+        let remembered: Vec<(u64, u64)> = (0..max + 5).map(|i| (i, now - i)).collect();
+        kv.restore(
+            &mut node,
+            disk::Loaded {
+                entries: Vec::new(),
+                remembered,
+                quota_refused: false,
+                quarantine: Vec::new(),
+                quarantine_gone_through: 0,
+            },
+        );
+        assert_eq!(node.kv().remembered_deletes().len(), max as usize);
+        let mut forgotten: Vec<u64> = std::iter::from_fn(|| disk_rx.try_recv().ok())
+            .flat_map(|job| job.forgotten)
+            .collect();
+        forgotten.sort_unstable();
+        assert_eq!(forgotten, (max..max + 5).collect::<Vec<_>>());
     }
 
     #[test]

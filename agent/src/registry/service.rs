@@ -317,21 +317,32 @@ fn string(
     }
 }
 
-/// A service name must be a DNS label: 1 to 63 letters, digits and '-',
-/// not starting or ending with '-'.
+/// A service name: 1 to 63 letters, digits, '-' and '_', not starting or
+/// ending with '-'. Consul accepts `_` (and warns that DNS can't serve the
+/// name); so do we: the service is served over HTTP, and DNS skips it
+/// ([`served_by_dns`]).
 pub fn validate_service_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if valid {
         Ok(())
     } else {
         Err(format!(
-            "`{name}` is not a valid DNS label (1 to 63 letters, digits and '-', not starting or ending with '-')"
+            "`{name}` is not a valid service name (1 to 63 letters, digits, '-' and '_', not starting or ending with '-')"
         ))
     }
+}
+
+/// Whether DNS can serve a (valid) service name: not with `_`, which is
+/// not allowed in host names and would be read as RFC 2782's
+/// `_service._tag` form.
+pub fn served_by_dns(name: &str) -> bool {
+    !name.contains('_')
 }
 
 /// Meta with Consul's limits: at most 64 pairs, keys of at most 128
@@ -477,6 +488,18 @@ mod tests {
         ] {
             let error = parse(json!({"Name": "web", "TaggedAddresses": input})).unwrap_err();
             assert_eq!(error.field, field, "{error}");
+        }
+    }
+
+    #[test]
+    fn names_with_underscores_are_accepted_but_not_served_by_dns() {
+        let service = parse(json!({"Name": "queue_worker", "Port": 80})).unwrap();
+        assert_eq!(service.name, "queue_worker");
+        assert!(!served_by_dns(&service.name));
+        assert!(served_by_dns("queue-worker"));
+        for bad in ["-web", "web-", "a.b", "web!", "", &"x".repeat(64)] {
+            let error = parse(json!({"Name": bad})).unwrap_err();
+            assert!(error.message.contains("'_'"), "{bad}: {error}");
         }
     }
 

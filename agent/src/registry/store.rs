@@ -165,6 +165,15 @@ impl Registry {
         for check in &definition.checks {
             self.insert_check(check.clone(), source, None, spawn, now);
         }
+        if !super::service::served_by_dns(&definition.name) {
+            // Consul's habit: accepted and served over HTTP, with a warning.
+            tracing::warn!(
+                service = %definition.name,
+                id = %definition.id,
+                "service `{}` has '_' in its name: it is served over HTTP but not over DNS (DNS names allow letters, digits and '-')",
+                definition.name
+            );
+        }
         self.services.insert(
             definition.id.clone(),
             RegisteredService {

@@ -1,6 +1,7 @@
 //! Rule (e): a KV write answered `200 false` must be justified by a
 //! concurrent newer write; otherwise the agent refused a write it had no
-//! reason to refuse, and the client was told something untrue.
+//! reason to refuse, and the client was told something untrue. Flag
+//! writes are KV writes (of `_shoal/flags/<name>`) for this rule.
 //!
 //! An agent answers `false` in two cases (`agent/src/kv/mod.rs`):
 //!
@@ -65,7 +66,7 @@ pub fn check_false_answers(
         };
         let before: Vec<&Op> = ops
             .iter()
-            .filter(|op| op.target == refused.target && op.kind.is_kv_write())
+            .filter(|op| op.target == refused.target && op.kind.writes_the_store())
             .filter(|op| op.issued <= refused.done)
             .collect();
         let nearby: Vec<String> = before[before.len().saturating_sub(12)..]
@@ -91,7 +92,7 @@ pub fn check_false_answers(
 fn justifies(other: &Op, refused: &Op, ops: &[Op], killed_after: KilledAfter) -> bool {
     if other.id == refused.id
         || other.target != refused.target
-        || !other.kind.is_kv_write()
+        || !other.kind.writes_the_store()
         || other.outcome == Outcome::NotApplied
         || other.issued >= refused.done
     {
@@ -183,6 +184,24 @@ mod tests {
             refused(2, OpKind::KvPut, (100, 110), None),
         ];
         assert_eq!(judge(&own), (0, 1));
+    }
+
+    /// Flags live in the KV store: a flag delete answered false because a
+    /// concurrent flag delete of the same flag landed first (campaign seed
+    /// 868099237) is justified by it, as a KV delete would be.
+    #[test]
+    fn a_flag_write_refused_while_another_client_wrote_the_flag_is_justified() {
+        let ops = [
+            op(1, 1, OpKind::FlagPut, (0, 10), Outcome::Applied),
+            refused(2, OpKind::FlagDelete, (20, 80), None),
+            op(3, 2, OpKind::FlagDelete, (30, 50), Outcome::Applied),
+        ];
+        assert_eq!(judge(&ops), (1, 0));
+        let alone = [
+            op(1, 1, OpKind::FlagPut, (0, 10), Outcome::Applied),
+            refused(2, OpKind::FlagDelete, (20, 80), None),
+        ];
+        assert_eq!(judge(&alone), (0, 1));
     }
 
     #[test]

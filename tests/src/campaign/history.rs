@@ -62,6 +62,13 @@ impl OpKind {
     pub fn is_kv_write(self) -> bool {
         matches!(self, OpKind::KvPut | OpKind::KvCas | OpKind::KvDelete)
     }
+
+    /// A write of the KV store, flags included (a flag is a KV key,
+    /// `_shoal/flags/<name>`): what can supersede another write of the
+    /// same key (rule (e)).
+    pub fn writes_the_store(self) -> bool {
+        self.is_kv_write() || matches!(self, OpKind::FlagPut | OpKind::FlagDelete)
+    }
 }
 
 /// What a read saw: the marker of the value (`op-<id>`, or whatever text
