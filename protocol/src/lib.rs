@@ -44,6 +44,9 @@ pub mod sync;
 
 pub use envelope::{Envelope, PayloadKind};
 pub use identity::NodeId;
-pub use node::{Changes, GossipConfig, MemberStatus, MemberView, NameEvent, Node, NodeTimer};
+pub use node::{
+    Changes, ForceLeaveError, ForceLeft, GossipConfig, MemberStatus, MemberView, NameEvent, Node,
+    NodeTimer,
+};
 pub use record::{CheckRecord, CheckStatus, Health, NodeRecord, ServiceRecord};
 pub use state::ClusterState;

@@ -49,6 +49,10 @@ pub enum Rumor {
     /// [`MAX_RUMOR`]: events are rare, and one still fits a packet of its
     /// own, so foca never keeps it in the backlog forever.
     Event(UserEvent),
+    /// `force-leave -prune`: forget the member `id` now (if it is down
+    /// where this arrives) rather than on its schedule. Appended last, so
+    /// the encodings of the variants above are unchanged.
+    Prune(NodeId),
 }
 
 impl Rumor {
@@ -103,6 +107,7 @@ impl Rumor {
                 key: key.clone(),
                 order: (*time, writer.clone()),
             },
+            Rumor::Prune(id) => RumorKey::Prune { id: *id },
             Rumor::Event(_) => return None,
         })
     }
@@ -127,6 +132,9 @@ pub enum RumorKey {
         id: [u8; 16],
         slot: BacklogSlot,
     },
+    Prune {
+        id: NodeId,
+    },
 }
 
 impl RumorKey {
@@ -136,6 +144,7 @@ impl RumorKey {
             (RumorKey::Node { name, .. }, RumorKey::Node { name: theirs, .. }) => name == theirs,
             (RumorKey::Kv { key, .. }, RumorKey::Kv { key: theirs, .. }) => key == theirs,
             (RumorKey::Event { id, .. }, RumorKey::Event { id: theirs, .. }) => id == theirs,
+            (RumorKey::Prune { id }, RumorKey::Prune { id: theirs }) => id == theirs,
             _ => false,
         }
     }
@@ -165,6 +174,7 @@ impl Invalidates for RumorKey {
                     slot: their_slot,
                 },
             ) => id == theirs || slot.evicts(their_slot),
+            (RumorKey::Prune { id }, RumorKey::Prune { id: theirs }) => id == theirs,
             _ => false,
         }
     }
@@ -249,6 +259,7 @@ impl BroadcastHandler<NodeId> for RumorHandler {
                     && state.pulls_mut().offer(key.clone(), from, sender)
             }
             // Taken by `receive_event` above.
+            Rumor::Prune(id) => state.offer_prune(id),
             Rumor::Event(_) => false,
         };
         Ok(news.then_some(key))

@@ -268,7 +268,7 @@ fn one_exchange_teaches_a_bounded_number_of_members() {
 #[test]
 fn a_record_is_dropped_once_its_member_is_forgotten() {
     let config = GossipConfig {
-        remove_down_after: Duration::from_secs(60),
+        reconnect_timeout: Duration::from_secs(60),
         ..GossipConfig::default()
     };
     let mut net = pair(&config);
@@ -280,7 +280,7 @@ fn a_record_is_dropped_once_its_member_is_forgotten() {
     assert_eq!(net.nodes[0].records().len(), 2);
 
     // node-2 dies: declared down within seconds, forgotten by foca after
-    // `remove_down_after`, and its record must go with it.
+    // `reconnect_timeout`, and its record must go with it.
     net.crashed[1] = true;
     net.run(Duration::from_secs(30));
     assert!(
@@ -302,7 +302,8 @@ fn records_of_name_churn_stay_bounded() {
     // Nodes come and go under new names at the same few addresses, as
     // containers do; every one of them gossips its record to node-1.
     let config = GossipConfig {
-        remove_down_after: Duration::from_secs(30),
+        reconnect_timeout: Duration::from_secs(30),
+        tombstone_timeout: Duration::from_secs(30),
         ..GossipConfig::default()
     };
     let mut net = Net::new(vec![node(1, &config)]);
@@ -338,7 +339,8 @@ fn records_of_name_churn_stay_bounded() {
 #[test]
 fn a_record_that_arrives_before_its_member_is_kept() {
     let config = GossipConfig {
-        remove_down_after: Duration::from_secs(30),
+        reconnect_timeout: Duration::from_secs(30),
+        tombstone_timeout: Duration::from_secs(30),
         ..GossipConfig::default()
     };
     let mut net = pair(&config);
@@ -356,4 +358,157 @@ fn a_record_that_arrives_before_its_member_is_kept() {
     net.collect(0);
     net.run(Duration::from_secs(2));
     assert!(net.nodes[0].records().iter().any(|r| r.name == "early"));
+}
+
+/// Three nodes that know each other and hold each other's records.
+fn trio(config: &GossipConfig) -> Net {
+    let mut nodes: Vec<Node> = (1..=3).map(|i| node(i, config)).collect();
+    let ids: Vec<NodeId> = nodes.iter().map(Node::identity).collect();
+    let records: Vec<NodeRecord> = nodes.iter().map(Node::local_record).collect();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        node.assume_members(ids.iter().copied().filter(|id| *id != ids[i]));
+        receive_records(node, records.clone());
+    }
+    let mut net = Net::new(nodes);
+    net.run(Duration::from_secs(5));
+    net
+}
+
+fn status_of(node: &Node, name: &str) -> Option<&'static str> {
+    node.members()
+        .into_iter()
+        .find(|m| m.name() == name)
+        .map(|m| m.status.as_str())
+}
+
+fn reap_config() -> GossipConfig {
+    GossipConfig {
+        reconnect_timeout: Duration::from_secs(3600),
+        tombstone_timeout: Duration::from_secs(120),
+        ..GossipConfig::default()
+    }
+}
+
+#[test]
+fn a_forced_leave_reaches_every_node_and_is_reaped_on_the_left_schedule() {
+    let mut net = trio(&reap_config());
+    net.crashed[2] = true;
+    net.run(Duration::from_secs(30));
+    for i in 0..2 {
+        assert_eq!(status_of(&net.nodes[i], "node-3"), Some("failed"));
+    }
+    assert_eq!(
+        net.nodes[0].force_leave("node-3", false),
+        Ok(shoal_protocol::ForceLeft::Left)
+    );
+    net.collect(0);
+    assert_eq!(status_of(&net.nodes[0], "node-3"), Some("left"));
+    net.run(Duration::from_secs(5));
+    assert_eq!(status_of(&net.nodes[1], "node-3"), Some("left"));
+    // Gone from both after the left schedule, well before the failed one.
+    net.run(Duration::from_secs(130));
+    for i in 0..2 {
+        assert_eq!(status_of(&net.nodes[i], "node-3"), None, "node {i}");
+        assert!(
+            net.nodes[i].records().iter().all(|r| r.name != "node-3"),
+            "node {i} kept the record"
+        );
+    }
+}
+
+#[test]
+fn a_failed_member_is_kept_for_the_reconnect_timeout() {
+    let mut net = trio(&reap_config());
+    net.crashed[2] = true;
+    net.run(Duration::from_secs(3000));
+    assert_eq!(status_of(&net.nodes[0], "node-3"), Some("failed"));
+    net.run(Duration::from_secs(700));
+    assert_eq!(status_of(&net.nodes[0], "node-3"), None);
+}
+
+#[test]
+fn a_pruned_member_is_gone_from_every_node_at_once_and_stays_gone() {
+    let mut net = trio(&reap_config());
+    net.crashed[2] = true;
+    net.run(Duration::from_secs(30));
+    assert_eq!(
+        net.nodes[0].force_leave("node-3", true),
+        Ok(shoal_protocol::ForceLeft::Pruned)
+    );
+    net.collect(0);
+    assert_eq!(status_of(&net.nodes[0], "node-3"), None);
+    net.run(Duration::from_secs(5));
+    assert_eq!(status_of(&net.nodes[1], "node-3"), None);
+    net.run(Duration::from_secs(60));
+    for i in 0..2 {
+        assert_eq!(status_of(&net.nodes[i], "node-3"), None, "node {i}");
+    }
+}
+
+#[test]
+fn force_leave_refuses_live_members_unknown_names_and_itself() {
+    let mut net = trio(&reap_config());
+    let node = &mut net.nodes[0];
+    assert!(matches!(
+        node.force_leave("node-2", false),
+        Err(shoal_protocol::ForceLeaveError::Live {
+            status: "alive",
+            ..
+        })
+    ));
+    assert!(matches!(
+        node.force_leave("node-9", true),
+        Err(shoal_protocol::ForceLeaveError::Unknown(_))
+    ));
+    assert!(matches!(
+        node.force_leave("node-1", false),
+        Err(shoal_protocol::ForceLeaveError::Local(_))
+    ));
+    assert_eq!(status_of(node, "node-2"), Some("alive"));
+}
+
+#[test]
+fn a_member_that_went_down_before_anyone_had_its_record_is_not_listed() {
+    let mut net = pair(&reap_config());
+    let record = net.nodes[1].local_record();
+    receive_records(&mut net.nodes[0], vec![record]);
+    let stranger = NodeId {
+        addr: addr(9),
+        generation: 1,
+    };
+    net.nodes[0].assume_members([stranger]);
+    net.collect(0);
+    assert_eq!(
+        net.nodes[0].members().len(),
+        3,
+        "listed under its address while alive"
+    );
+    net.run(Duration::from_secs(30));
+    let names: Vec<String> = net.nodes[0].members().iter().map(|m| m.name()).collect();
+    assert_eq!(names, ["node-1", "node-2"]);
+}
+
+#[test]
+fn a_live_member_that_was_force_left_elsewhere_refutes_it() {
+    let mut net = trio(&reap_config());
+    // What another agent, cut off from node-3, gossips: node-3's record,
+    // marked left, one version newer.
+    let mut forced = net.nodes[2].local_record();
+    forced.left = true;
+    forced.version += 1;
+    for i in 0..3 {
+        receive_records(&mut net.nodes[i], vec![forced.clone()]);
+        net.collect(i);
+    }
+    assert_eq!(status_of(&net.nodes[0], "node-3"), Some("leaving"));
+    net.run(Duration::from_secs(5));
+    let ours = net.nodes[2].local_record();
+    assert!(!ours.left && ours.version > forced.version, "{ours:?}");
+    for i in 0..3 {
+        assert_eq!(
+            status_of(&net.nodes[i], "node-3"),
+            Some("alive"),
+            "node {i}"
+        );
+    }
 }

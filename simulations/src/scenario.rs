@@ -90,8 +90,9 @@ pub struct Scenario {
     /// foca's TurnUndead on suspect->down (keep false; see DESIGN.md).
     #[serde(default)]
     pub notify_down_members: bool,
-    /// How long a down member is remembered (`GossipConfig::remove_down_after`,
-    /// 24 h by default); its record is dropped after that.
+    /// How long a down member is remembered, failed or left
+    /// (`GossipConfig::reconnect_timeout` and `tombstone_timeout`, 72 h
+    /// and 24 h by default); its record is dropped after that.
     #[serde(default)]
     pub remove_down_after_s: Option<f64>,
     /// Sampling period of the time series in the CSV, in seconds.

@@ -172,9 +172,14 @@ impl Simulation {
             seeds: (0..scenario.seeds).map(node_addr).collect(),
             local_health: scenario.local_health,
             notify_down_members: scenario.notify_down_members,
-            remove_down_after: scenario
+            reconnect_timeout: scenario
                 .remove_down_after_s
-                .map_or(GossipConfig::default().remove_down_after, |seconds| {
+                .map_or(GossipConfig::default().reconnect_timeout, |seconds| {
+                    std::time::Duration::from_secs_f64(seconds)
+                }),
+            tombstone_timeout: scenario
+                .remove_down_after_s
+                .map_or(GossipConfig::default().tombstone_timeout, |seconds| {
                     std::time::Duration::from_secs_f64(seconds)
                 }),
             // Every simulated node has its own name; see the field's docs.

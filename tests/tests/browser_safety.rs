@@ -109,6 +109,8 @@ fn write_routes() -> Vec<(&'static str, String, String)> {
         ("DELETE", "/v1/kv/k", String::new()),
         ("DELETE", "/v1/kv/?recurse", String::new()),
         ("DELETE", "/v1/kv?recurse", String::new()),
+        ("PUT", "/v1/agent/join/127.0.0.9:7946", String::new()),
+        ("PUT", "/v1/agent/force-leave/target?prune", String::new()),
         ("PUT", "/v1/agent/reload", String::new()),
         ("PUT", "/v1/agent/leave", String::new()),
     ];

@@ -386,8 +386,6 @@ fn endpoints_filters_and_identity_across_a_cluster() {
         ("GET", "/v1/operator/raft/configuration", "Raft"),
         ("PUT", "/v1/catalog/register", "/v1/agent/service/register"),
         ("GET", "/v1/health/connect/web", "mesh"),
-        ("PUT", "/v1/agent/join/127.0.0.1:7946", "join"),
-        ("PUT", "/v1/agent/force-leave/node-9", "remove_down_after"),
     ] {
         let (code, body) = status_of(a, method, path);
         assert_eq!(code, 501, "{method} {path}: {body}");

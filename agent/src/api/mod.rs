@@ -12,6 +12,8 @@
 //!   delete replaced.
 //! - [`status`]: `/v1/status/*`, `/v1/agent/host`.
 //! - [`filter`]: Consul's `?filter=` expressions.
+//! - [`cluster_ops`] (`/v1/agent/join/:address`,
+//!   `/v1/agent/force-leave/:node`): runtime cluster operations.
 //! - [`refused`]: what Shoal refuses by design (sessions, txn, Connect,
 //!   ...): 501 with the reason.
 //! - [`keyring`]: `/v1/operator/keyring`, gossip encryption keys.
@@ -45,6 +47,7 @@ pub mod browser;
 pub mod cache;
 pub mod catalog;
 pub mod clean_path;
+pub mod cluster_ops;
 pub mod consul_json;
 pub mod events;
 pub mod filter;
@@ -150,6 +153,11 @@ pub fn router(state: ApiState) -> front::Api {
         .read("/v1/agent/members", get(agent::members))
         .write("/v1/agent/leave", put(agent::leave))
         .write("/v1/agent/reload", put(agent::reload))
+        .write("/v1/agent/join/{address}", put(cluster_ops::join))
+        .write(
+            "/v1/agent/force-leave/{node}",
+            put(cluster_ops::force_leave),
+        )
         .read("/v1/agent/services", get(registry::services))
         .read("/v1/agent/service/{id}", get(registry::service))
         .write(

@@ -38,14 +38,6 @@ pub const REFUSED: &[(&str, &str)] = &[
     ("/v1/catalog/gateway-services/{gateway}", CONNECT),
     ("/v1/health/connect/{service}", CONNECT),
     ("/v1/health/ingress/{service}", CONNECT),
-    (
-        "/v1/agent/join/{address}",
-        "Shoal agents join through their seeds (--join, `join` in the config file) and retry seeds and failed members by themselves, so a partitioned or restarted agent finds the cluster again; add the address to `join` and restart the agent",
-    ),
-    (
-        "/v1/agent/force-leave/{node}",
-        "a failed member is removed from every agent by itself after gossip.remove_down_after, and a member that leaves gracefully (shoal leave, SIGTERM) is gone at once",
-    ),
 ];
 
 /// Why sessions and locks (`/v1/session/*`, KV `?acquire`/`?release`)

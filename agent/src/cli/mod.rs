@@ -5,6 +5,7 @@
 //! - [`members`]: `shoal members`.
 //! - [`info`]: `shoal info`.
 //! - [`leave`]: `shoal leave`.
+//! - [`join`]: `shoal join ADDR...`; [`force_leave`]: `shoal force-leave`.
 //! - [`services`]: `shoal services`, `shoal service`, `shoal checks`.
 //! - [`register`]: `shoal register`, `shoal deregister`, `shoal maint`.
 //! - [`kv`]: `shoal kv get|put|delete|ls|watch`.
@@ -32,7 +33,9 @@ pub mod catalog;
 pub mod dns;
 pub mod event;
 pub mod flags;
+pub mod force_leave;
 pub mod info;
+pub mod join;
 pub mod keyring;
 pub mod kv;
 pub mod kv_transfer;
@@ -92,6 +95,12 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Make the agent leave the cluster gracefully and stop.
     Leave,
+    /// Join the cluster through these agents' gossip addresses (as
+    /// `consul join`).
+    Join(join::JoinArgs),
+    /// Move a failed member to left on every agent, or remove it now with
+    /// -prune (as `consul force-leave`).
+    ForceLeave(force_leave::ForceLeaveArgs),
     /// List the cluster's services: passing and total instances, tags.
     Services(services::ServicesArgs),
     /// List the instances of one service: node, address, status, tags.
@@ -177,6 +186,8 @@ pub fn main() -> ExitCode {
         Command::Members(args) => members::run(&client(), args),
         Command::Info(args) => info::run(&client(), args),
         Command::Leave => leave::run(&client()),
+        Command::Join(args) => join::run(&client(), args),
+        Command::ForceLeave(args) => force_leave::run(&client(), args),
         Command::Services(args) => services::services(&client(), args),
         Command::Service(args) => services::service(&client(), args),
         Command::Checks(args) => services::checks(&client(), args),

@@ -49,7 +49,7 @@ pub struct ChecksArgs {
     pub format: Format,
 }
 
-fn encode(segment: &str) -> String {
+pub(super) fn encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {

@@ -96,6 +96,8 @@ pub struct FileGossip {
     pub push_pull_interval: Option<String>,
     pub leave_propagate_delay: Option<String>,
     pub reannounce_interval: Option<String>,
+    pub reconnect_timeout: Option<String>,
+    pub tombstone_timeout: Option<String>,
 }
 
 /// Largest config file (`--config`, and each file of `config_dir`) read,

@@ -13,6 +13,15 @@ use super::{ConfigError, invalid, parse_duration};
 /// Most members one gossip round may go to.
 const MAX_GOSSIP_NODES: usize = 32;
 
+/// Least `gossip.reconnect_timeout`: Consul's minimum. A failed member
+/// forgotten sooner is no longer tried, so a partition that outlasts it
+/// heals only through the seeds.
+pub const MIN_RECONNECT_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
+/// Least `gossip.tombstone_timeout`. A left member must stay listed as left
+/// long enough for the leave to reach every agent and for operators and
+/// tools (watches, `shoal members`) to see it.
+pub const MIN_TOMBSTONE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The gossip settings, with `seeds` (the `join` addresses) to announce to.
 pub(super) fn gossip_config(
     file: Option<FileGossip>,
@@ -55,6 +64,35 @@ pub(super) fn gossip_config(
         if let Some(text) = text {
             *target = parse_duration(&format!("gossip.{key}"), text)?;
         }
+    }
+    let reaps = [
+        (
+            "reconnect_timeout",
+            &file.reconnect_timeout,
+            &mut gossip.reconnect_timeout,
+            MIN_RECONNECT_TIMEOUT,
+        ),
+        (
+            "tombstone_timeout",
+            &file.tombstone_timeout,
+            &mut gossip.tombstone_timeout,
+            MIN_TOMBSTONE_TIMEOUT,
+        ),
+    ];
+    for (key, text, target, minimum) in reaps {
+        let Some(text) = text else { continue };
+        let key = format!("gossip.{key}");
+        let value = parse_duration(&key, text)?;
+        if value < minimum {
+            return Err(invalid(
+                &key,
+                format!(
+                    "`{text}` is below the minimum of {}",
+                    crate::duration::format(minimum)
+                ),
+            ));
+        }
+        *target = value;
     }
     if let Some(nodes) = file.gossip_nodes {
         gossip.gossip_fanout = NonZeroUsize::new(nodes)

@@ -255,3 +255,29 @@ fn the_packaged_default_config_is_valid() {
     assert_eq!(config.data_dir, DataDir::Path("/var/lib/shoal".into()));
     assert!(config.join.is_empty(), "a fresh install starts alone");
 }
+
+#[test]
+fn reap_timeouts_default_to_consul_and_serf_and_have_a_minimum() {
+    let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
+    let defaults = parse("data_dir = \"/tmp/x\"\n").unwrap();
+    assert_eq!(defaults.gossip.reconnect_timeout, hours(72));
+    assert_eq!(defaults.gossip.tombstone_timeout, hours(24));
+    let set = parse(
+        "data_dir = \"/tmp/x\"\n[gossip]\nreconnect_timeout = \"8h\"\ntombstone_timeout = \"1h\"\n",
+    )
+    .unwrap();
+    assert_eq!(set.gossip.reconnect_timeout, hours(8));
+    assert_eq!(set.gossip.tombstone_timeout, hours(1));
+    for (key, value, minimum) in [
+        ("reconnect_timeout", "7h59m", "8h"),
+        ("tombstone_timeout", "59m", "1h"),
+    ] {
+        let error = parse(&format!(
+            "data_dir = \"/tmp/x\"\n[gossip]\n{key} = \"{value}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains(&format!("gossip.{key}")), "{error}");
+        assert!(error.contains(minimum) && error.contains(value), "{error}");
+    }
+}

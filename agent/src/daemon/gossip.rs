@@ -266,6 +266,25 @@ impl GossipLoop {
                 }
                 Answer::send(reply, fired)
             }
+            Command::Join { addr, reply } => {
+                // The exchange answers the caller when it ends; the loop
+                // does not wait for it.
+                self.node.announce_to(addr);
+                self.sync.join(addr, self.node.sync_open(), reply);
+                Answer::Send(Box::new(|| {}))
+            }
+            Command::ForceLeave { name, prune, reply } => {
+                let done = self.node.force_leave(&name, prune);
+                match &done {
+                    Ok(done) => {
+                        tracing::info!(member = %name, prune, ?done, "force-leave of member `{name}`: {done:?}")
+                    }
+                    Err(error) => {
+                        tracing::info!(member = %name, prune, %error, "force-leave refused")
+                    }
+                }
+                Answer::send(reply, done)
+            }
         }
     }
 

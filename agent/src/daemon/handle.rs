@@ -16,6 +16,7 @@ use shoal_protocol::kv::{KvEntry, KvError};
 use shoal_protocol::node::OurPage;
 use shoal_protocol::record::CheckStatus;
 use shoal_protocol::sync::SyncMessage;
+use shoal_protocol::{ForceLeaveError, ForceLeft};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::checks::CheckDefinition;
@@ -72,6 +73,20 @@ pub(super) enum Command {
     FireEvent {
         request: EventRequest,
         reply: oneshot::Sender<Result<UserEvent, EventError>>,
+    },
+    /// Join the cluster `addr` belongs to (`shoal join`): announce to it
+    /// and run an anti-entropy exchange with it; answered when the
+    /// exchange ends, with why it failed if it did.
+    Join {
+        addr: std::net::SocketAddr,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Move the failed member `name` to left everywhere, or forget it
+    /// everywhere with `prune` (`shoal force-leave`).
+    ForceLeave {
+        name: String,
+        prune: bool,
+        reply: oneshot::Sender<Result<ForceLeft, ForceLeaveError>>,
     },
 }
 
@@ -145,6 +160,27 @@ pub enum KvWriteError {
 pub enum FireEventError {
     #[error(transparent)]
     Refused(#[from] EventError),
+    #[error(transparent)]
+    Stopped(#[from] AgentStopped),
+}
+
+/// Why `shoal join` did not reach an address.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// Nothing changed: the exchange with the address failed (refused,
+    /// timed out, another cluster or key, not a shoal agent).
+    #[error("{0}")]
+    Unreachable(String),
+    #[error(transparent)]
+    Stopped(#[from] AgentStopped),
+}
+
+/// Why a force-leave was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ForceLeaveFailed {
+    /// Refused (unknown name, a live member, this agent); nothing changed.
+    #[error(transparent)]
+    Refused(#[from] ForceLeaveError),
     #[error(transparent)]
     Stopped(#[from] AgentStopped),
 }
@@ -362,5 +398,25 @@ impl AgentHandle {
             reply,
         })
         .await
+    }
+
+    /// Joins the cluster `addr` belongs to; returns once an exchange with
+    /// it finished (or failed, saying why).
+    pub async fn join(&self, addr: std::net::SocketAddr) -> Result<(), JoinError> {
+        self.ask(|reply| Command::Join { addr, reply })
+            .await?
+            .map_err(JoinError::Unreachable)
+    }
+
+    /// Force-leaves the failed member `name` (with `prune`, forgets it
+    /// everywhere now).
+    pub async fn force_leave(
+        &self,
+        name: String,
+        prune: bool,
+    ) -> Result<ForceLeft, ForceLeaveFailed> {
+        Ok(self
+            .ask(|reply| Command::ForceLeave { name, prune, reply })
+            .await??)
     }
 }

@@ -56,6 +56,9 @@ const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one whole exchange may take: long enough for a few hundred
 /// KV pages on a slow link.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long `shoal join` waits for the exchange with an address: one
+/// with a live agent takes milliseconds.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most messages in one exchange: a store of 4 GiB in 2 MiB pages, both
 /// ways. Only a peer that keeps asking for the same pages gets near it.
 const MAX_STEPS: usize = 4096;
@@ -165,6 +168,50 @@ impl SyncService {
             }
         });
         true
+    }
+
+    /// The exchange of `shoal join`: like [`SyncService::initiate`], but
+    /// waiting for a slot rather than skipping, bounded by
+    /// [`JOIN_TIMEOUT`], and answering `reply` with how it ended. Each
+    /// attempt is logged: info when the address answered, warn with the
+    /// reason when not.
+    pub fn join(
+        &self,
+        peer: SocketAddr,
+        digest: SyncMessage,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    ) {
+        let service = self.clone();
+        self.tracker.spawn(async move {
+            let started = std::time::Instant::now();
+            let result = tokio::time::timeout(JOIN_TIMEOUT, async {
+                let _permit = service
+                    .outgoing
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| SyncError::Closed)?;
+                service.exchange(peer, digest).await
+            })
+            .await
+            .unwrap_or(Err(SyncError::Timeout));
+            service.count(Role::Initiated, &result, started);
+            let answer = match result {
+                Ok(_) => {
+                    tracing::info!(%peer, "join: reached {peer} and exchanged state with it");
+                    Ok(())
+                }
+                Err(error) => {
+                    let reason = match error {
+                        SyncError::Timeout => format!("no answer within {JOIN_TIMEOUT:?}"),
+                        error => error.to_string(),
+                    };
+                    tracing::warn!(%peer, %reason, "join: could not reach {peer}: {reason}");
+                    Err(reason)
+                }
+            };
+            let _ = reply.send(answer);
+        });
     }
 
     /// Counts an exchange that ended with `result` (bytes moved, or why

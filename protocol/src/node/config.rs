@@ -45,8 +45,14 @@ pub struct GossipConfig {
     /// How long a leaving node keeps gossiping its "left" record before it
     /// declares itself down.
     pub leave_spread: Duration,
-    /// How long a down member is remembered (and listed as failed or left).
-    pub remove_down_after: Duration,
+    /// How long a member declared down without leaving is kept (listed as
+    /// failed, and tried now and then in case a partition heals) before it
+    /// is forgotten: Consul's `reconnect_timeout`, default 72 h.
+    pub reconnect_timeout: Duration,
+    /// How long a member that left (on its own, or by force-leave) stays
+    /// listed as left before it is forgotten: Serf's `TombstoneTimeout`,
+    /// default 24 h, counted from when this node saw it leave.
+    pub tombstone_timeout: Duration,
     /// Lifeguard-style local health awareness: a node that misses acks,
     /// has to refute suspicions or lags behind stretches its own probe and
     /// suspicion timers (up to 8x) instead of declaring healthy peers down.
@@ -90,7 +96,8 @@ impl Default for GossipConfig {
             rejoin_max: Duration::from_secs(30),
             seed_reannounce: Duration::from_secs(30),
             leave_spread: Duration::from_millis(500),
-            remove_down_after: Duration::from_secs(24 * 3600),
+            reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
+            tombstone_timeout: DEFAULT_TOMBSTONE_TIMEOUT,
             local_health: true,
             notify_down_members: false,
             check_name: true,
@@ -99,6 +106,11 @@ impl Default for GossipConfig {
         }
     }
 }
+
+/// Consul's default `reconnect_timeout`: a failed member is kept 72 h.
+pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
+/// Serf's default tombstone timeout: a member that left is kept 24 h.
+pub const DEFAULT_TOMBSTONE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Cluster size up to which the anti-entropy interval is not stretched
 /// (memberlist's `pushPullScaleThreshold`).
@@ -140,7 +152,10 @@ impl GossipConfig {
         // Room for the envelope and, when encryption is on, its seal.
         config.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - HEADER_LEN - SEAL_OVERHEAD)
             .expect("datagram larger than header");
-        config.remove_down_after = Some(self.remove_down_after);
+        // The node forgets down members itself, failed and left ones on
+        // schedules of their own (see `node::reap`); foca's single
+        // `remove_down_after` can't tell them apart.
+        config.remove_down_after = None;
         // memberlist's retransmit count, 4 * ceil(log10(n + 1)), but at
         // least 6 (below): foca's own
         // (floor of 4 * log10) sends each update too few times in small and

@@ -30,6 +30,10 @@ pub enum NodeTimer {
     FinishLeave,
     /// A tick for the pulls of digest rumors (see [`crate::pull`]).
     Pulls,
+    /// Time to forget the down member `id`, if it is still on this
+    /// schedule (`left`: the left one, else the failed one). See
+    /// `node::reap`.
+    Reap { id: NodeId, left: bool },
 }
 
 impl NodeTimer {
@@ -49,6 +53,7 @@ impl NodeTimer {
             NodeTimer::AntiEntropy => 8,
             NodeTimer::FinishLeave => 9,
             NodeTimer::Pulls => 10,
+            NodeTimer::Reap { .. } => 11,
         }
     }
 }

@@ -11,7 +11,7 @@
 //! members, which is what foca's announce to down members does here (see
 //! `GossipConfig::swim_config`). The seeds we are out of touch with are
 //! tried too, because down members are forgotten after
-//! `remove_down_after`: a partition that outlasts it still heals through
+//! `reconnect_timeout`: a partition that outlasts it still heals through
 //! the seeds.
 
 use std::time::Duration;
@@ -25,7 +25,7 @@ use crate::identity::NodeId;
 impl Node {
     /// When a datagram comes from an identity we hold as down, foca drops it
     /// unread, and the sender never learns why: after a partition heals,
-    /// both sides would ignore each other until `remove_down_after`. So we
+    /// both sides would ignore each other until `reconnect_timeout`. So we
     /// tell it with foca's own `TurnUndead`, which makes it renew its
     /// identity and rejoin. This is the receive path of foca's
     /// `notify_down_members`, without its suspect->down timer path, which
@@ -113,6 +113,17 @@ impl Node {
         self.effects
             .timers
             .push((next, NodeTimer::Rejoin(self.rejoin_token)));
+    }
+
+    /// Announces to `addr` (`shoal join`): foca's answer is a feed of its
+    /// members. The address is not kept as a seed: as with Consul's
+    /// `join`, add it to `join` in the config to rejoin through it.
+    pub fn announce_to(&mut self, addr: std::net::SocketAddr) {
+        if self.phase != Phase::Running || addr == self.identity().addr {
+            return;
+        }
+        let _ = self.swim.announce(NodeId::seed(addr), &mut self.effects);
+        self.after_swim();
     }
 
     /// Supersedes any pending rejoin with one due `after`, backoff reset.

@@ -114,6 +114,12 @@ impl Node {
         for member in self.swim.iter_membership_state() {
             let id = *member.id();
             let record = by_addr.get(&id.addr).copied();
+            // A member that went down before anyone had its record never
+            // was a cluster member with a name (a newcomer refused for a
+            // name already taken): not listed at all.
+            if member.state() == foca::State::Down && record.is_none() {
+                continue;
+            }
             let left = record.is_some_and(|r| r.id == id && r.left);
             let status = match member.state() {
                 foca::State::Alive if left => MemberStatus::Leaving,

@@ -20,6 +20,8 @@
 //!   [`Node::on_sync`]).
 //! - `pages`: the KV pages of an exchange (a walk over the differing
 //!   buckets, a bounded page at a time).
+//! - `reap`: forgetting failed and left members on their schedules, and
+//!   the operator's force-leave ([`Node::force_leave`]).
 //! - `events`: firing and taking user events (see [`crate::event`]).
 //! - `peers`: bounds on what peers make the node do and hold: pulls of
 //!   digest rumors, members learned per exchange, records of forgotten
@@ -34,6 +36,7 @@ mod members;
 mod name;
 mod pages;
 mod peers;
+mod reap;
 mod suspects;
 mod sync;
 
@@ -52,6 +55,7 @@ pub use members::{MemberStatus, MemberView};
 pub use name::NameEvent;
 pub use pages::{OurPage, build_page};
 pub use peers::max_learned;
+pub use reap::{ForceLeaveError, ForceLeft};
 
 use crate::envelope::{Envelope, EnvelopeError, PayloadKind};
 use crate::event::EventLog;
@@ -170,6 +174,15 @@ pub struct Node {
     /// Identities we hold as down, by address, to answer their datagrams
     /// with `TurnUndead` (see [`Node::tell_if_declared_down`]).
     down: HashMap<SocketAddr, NodeId>,
+    /// Down members waiting to be forgotten, and whether on the left
+    /// schedule (see `reap`).
+    reaps: HashMap<NodeId, bool>,
+    /// Members a prune named while we held them as suspect: pruned when
+    /// declared down (see `reap`). Cleared past `reap::MAX_PRUNE_WHEN_DOWN`.
+    prune_when_down: std::collections::HashSet<NodeId>,
+    /// How many members foca held when we last looked (see
+    /// `Node::drop_reaped_again`).
+    known_members: usize,
     /// Whether a `Pulls` timer is on its way.
     pull_timer: bool,
     /// The next rejoin announces to every seed, live members included:
@@ -236,6 +249,9 @@ impl Node {
             name_rival: None,
             name_events: Vec::new(),
             down: HashMap::new(),
+            reaps: HashMap::new(),
+            prune_when_down: std::collections::HashSet::new(),
+            known_members: 0,
             pull_timer: false,
             announce_all_seeds: false,
             last_up_sync: None,
@@ -342,6 +358,7 @@ impl Node {
                 }
             }
             NodeTimer::Pulls => self.tick_pulls(),
+            NodeTimer::Reap { id, left } => self.on_reap_timer(id, left),
         }
         self.after_swim();
     }
@@ -561,6 +578,7 @@ impl Node {
             match notification {
                 OwnedNotification::MemberUp(id) => {
                     self.down.remove(&id.addr);
+                    self.reaps.remove(&id);
                     let now = {
                         let mut state = self.lock_state();
                         state.member_up(id);
@@ -584,6 +602,7 @@ impl Node {
                 OwnedNotification::MemberDown(id) => {
                     self.down.insert(id.addr, id);
                     self.counters.members_down += 1;
+                    self.schedule_reap(id);
                     self.changed = true;
                 }
                 OwnedNotification::Rename(..) => {
@@ -629,6 +648,8 @@ impl Node {
             }
         }
         self.check_name(false);
+        self.take_departures();
+        self.drop_reaped_again();
         let due = self.lock_state().pulls_mut().take_due();
         self.start_pulls(due);
         self.counters.datagrams_out += self.effects.datagrams.len() as u64;

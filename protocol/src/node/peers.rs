@@ -14,7 +14,7 @@ use crate::pull::{PULL_TICK, PullSource};
 /// peer's list differs from ours by the members that joined since the last
 /// exchange, far fewer; a forged list of a million members adds at most
 /// this many (which foca then probes, finds dead and forgets after
-/// `remove_down_after`).
+/// `reconnect_timeout`).
 pub fn max_learned(known: usize) -> usize {
     2 * (known + 1) + 64
 }

@@ -171,6 +171,7 @@ impl Node {
             .count();
         drop(state);
         self.copy_refusals();
+        self.take_departures();
         self.counters.synced_records += applied as u64;
         applied
     }

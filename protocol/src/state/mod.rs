@@ -116,6 +116,9 @@ pub struct ClusterState {
     /// Identities whose member foca forgot: their records were dropped
     /// and are not taken back from peers that still hold them.
     reaped: Reaped,
+    /// Departures learned since the node last asked (see
+    /// [`ClusterState::take_departures`]).
+    departures: peers::Departures,
     /// Records found without a member at the last sweeps, by name: how
     /// many sweeps in a row.
     orphans: BTreeMap<String, u8>,
@@ -162,6 +165,7 @@ impl ClusterState {
             records,
             pulls: PendingPulls::default(),
             reaped: Reaped::default(),
+            departures: peers::Departures::default(),
             orphans: BTreeMap::new(),
             changed: true,
             kv_changed: true,
@@ -250,6 +254,7 @@ impl ClusterState {
             // An older copy of our own record is merely stale; another
             // identity claiming our name is a conflict.
             if self.is_own_identity(record.id) {
+                self.refute_if_newer(&record);
                 return Merge::Stale;
             }
             self.name_conflicts += 1;
@@ -269,6 +274,9 @@ impl ClusterState {
                     self.wire_ranges.remove(&moved);
                 }
                 self.wire_ranges.insert(record.id.addr, record.wire_range());
+                if record.left && !current.is_some_and(|c| c.id == record.id && c.left) {
+                    self.departures.left(record.id);
+                }
                 self.records.insert(record.name.clone(), record);
                 self.changed = true;
                 Merge::Applied

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use super::ClusterState;
 use crate::identity::NodeId;
 use crate::pull::PendingPulls;
+use crate::record::NodeRecord;
 use crate::rumor::RumorKey;
 
 /// Identities of forgotten members remembered at most.
@@ -81,7 +82,7 @@ impl ClusterState {
                 None => true,
             },
             // Events are never announced by digest, so never pulled.
-            RumorKey::Event { .. } => false,
+            RumorKey::Event { .. } | RumorKey::Prune { .. } => false,
         }
     }
 
@@ -164,6 +165,88 @@ impl ClusterState {
                 self.orphans.remove(name);
                 self.changed = true;
             }
+        }
+    }
+}
+
+/// Departures the node has to act on, gathered where records and rumors
+/// are merged (the rumor handler sees only the state, not foca): members
+/// whose record now says they left (they are reaped on the left
+/// schedule), and prunes asked for by a `force-leave -prune` somewhere
+/// (see [`crate::node`]'s `reap`).
+#[derive(Debug, Default)]
+pub(super) struct Departures {
+    left: Vec<NodeId>,
+    prunes: Vec<NodeId>,
+    /// Prunes already taken, so that each is news (and re-gossiped) once.
+    prunes_seen: Reaped,
+    /// A peer holds a newer copy of our own record than we do (another
+    /// agent force-left us while we were cut off from it): we must
+    /// outdate it.
+    refute: bool,
+}
+
+impl Departures {
+    pub(super) fn left(&mut self, id: NodeId) {
+        self.left.push(id);
+    }
+}
+
+impl ClusterState {
+    /// Identities whose record turned to "left", and identities to prune,
+    /// since the last call.
+    pub fn take_departures(&mut self) -> (Vec<NodeId>, Vec<NodeId>) {
+        (
+            std::mem::take(&mut self.departures.left),
+            std::mem::take(&mut self.departures.prunes),
+        )
+    }
+
+    /// A prune of `id` was gossiped to us (or asked for here): whether it
+    /// is news. The node carries it out at its next step, if it holds `id`
+    /// as down.
+    pub fn offer_prune(&mut self, id: NodeId) -> bool {
+        if self.departures.prunes_seen.contains(&id) || id == self.local().id {
+            return false;
+        }
+        self.departures.prunes_seen.insert(id);
+        self.departures.prunes.push(id);
+        true
+    }
+
+    /// `record` is ours (this very identity) but newer than what we hold:
+    /// another agent wrote it, marked left, by force-leave. Our version
+    /// jumps to it, and the node gossips one newer still (see
+    /// [`ClusterState::take_refute`]), as a suspected member refutes.
+    pub(super) fn refute_if_newer(&mut self, record: &NodeRecord) {
+        let local = self.local();
+        let newer = record.version > local.version
+            || (record.version == local.version && record.left != local.left);
+        if record.id == local.id && newer {
+            let version = record.version;
+            self.refresh_local(|ours| ours.version = version);
+            self.departures.refute = true;
+        }
+    }
+
+    /// Whether our record must be gossiped anew to outdate a copy a peer
+    /// wrote (see [`ClusterState::refute_if_newer`]).
+    pub fn take_refute(&mut self) -> bool {
+        std::mem::take(&mut self.departures.refute)
+    }
+
+    /// Whether the member `id` was forgotten (reaped, pruned or orphaned)
+    /// and has not come up since.
+    pub fn is_reaped(&self, id: &NodeId) -> bool {
+        self.reaped.contains(id)
+    }
+
+    /// Remembers `id` as forgotten without holding any record of it: a
+    /// prune of a member we never knew, so that stale gossip about it is
+    /// not taken in later.
+    pub fn mark_reaped(&mut self, id: NodeId) {
+        if id != self.local().id {
+            self.reaped.insert(id);
         }
     }
 }
