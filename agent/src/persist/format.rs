@@ -73,7 +73,7 @@ pub fn current() -> u32 {
 pub fn prepare(dir: &Path, target: u32) -> Result<Outcome, DataDirError> {
     let io_at = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| DataDirError::Io { path, source }
+        move |error| DataDirError::Io { path, error }
     };
     let found = read_format(dir)?;
     if let Some(found) = found
@@ -118,7 +118,7 @@ fn read_format(dir: &Path) -> Result<Option<u32>, DataDirError> {
             }),
         },
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(DataDirError::Io { path: file, source }),
+        Err(error) => Err(DataDirError::Io { path: file, error }),
     }
 }
 
