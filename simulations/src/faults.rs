@@ -2,7 +2,7 @@
 //! observations taken after every call into a node.
 
 use foca::State;
-use shoal_protocol::{MemberStatus, NodeId};
+use shoal_protocol::NodeId;
 
 use crate::metrics::{ChangeTrack, CrashTrack, Sample};
 use crate::network::{Micros, node_addr, node_index};
@@ -242,12 +242,9 @@ impl Simulation {
             return;
         }
         slot.members_down = downs;
-        let down: Vec<NodeId> = node
-            .members()
-            .into_iter()
-            .filter(|member| matches!(member.status, MemberStatus::Failed | MemberStatus::Left))
-            .map(|member| member.id)
-            .collect();
+        // What the failure detector holds down, listed or not: a member
+        // that fails before this node has its record is not listed.
+        let down: Vec<NodeId> = node.down_members();
         for id in down {
             if !self.metrics.down_seen[index].insert(id) {
                 continue;

@@ -86,6 +86,17 @@ impl Node {
             .map(|member| (*member.id(), member.state()))
     }
 
+    /// Every identity the failure detector holds down, whether
+    /// [`Node::members`] lists it or not (it leaves out one that went down
+    /// before we had its record).
+    pub fn down_members(&self) -> Vec<NodeId> {
+        self.swim
+            .iter_membership_state()
+            .filter(|member| member.state() == foca::State::Down)
+            .map(|member| *member.id())
+            .collect()
+    }
+
     /// Records that claimed our name with another identity.
     pub fn name_conflicts(&self) -> u64 {
         self.lock_state().name_conflicts()

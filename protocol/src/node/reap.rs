@@ -188,8 +188,11 @@ impl Node {
         }
     }
 
-    /// foca learned members since we last looked (stale gossip can carry
-    /// a down member we forgot): those we reaped are forgotten again.
+    /// foca learned members since we last looked: those we reaped (stale
+    /// gossip can carry a down member we forgot) and earlier identities of
+    /// ours are forgotten again; members first heard of as already down,
+    /// for which foca reports no `MemberDown` (a newcomer joining while a
+    /// failure is still news), get their reap scheduled here.
     pub(super) fn drop_reaped_again(&mut self) {
         let known = self.swim.iter_membership_state().len();
         let grew = known > self.known_members;
@@ -197,17 +200,23 @@ impl Node {
         if !grew {
             return;
         }
-        let again: Vec<NodeId> = {
+        let me = self.identity();
+        let (again, unscheduled): (Vec<NodeId>, Vec<NodeId>) = {
             let state = self.lock_state();
             self.swim
                 .iter_membership_state()
                 .filter(|member| member.state() == foca::State::Down)
                 .map(|member| *member.id())
-                .filter(|id| state.is_reaped(id))
-                .collect()
+                .filter(|id| !self.reaps.contains_key(id))
+                // An earlier identity of ours, down: we are alive under
+                // the current one and must not list ourselves as failed.
+                .partition(|id| state.is_reaped(id) || (id.addr == me.addr && *id != me))
         };
         for id in again {
             self.reap(id);
+        }
+        for id in unscheduled {
+            self.schedule_reap(id);
         }
     }
 
