@@ -225,8 +225,11 @@ impl Agent {
             .args(["--http-addr", &self.http_addr().to_string()])
             .args(["--dns-addr", &self.dns_addr().to_string()])
             .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--log-level", "debug"]);
+            .arg(&self.data_dir);
+        // Debug unless the test sets a level of its own.
+        if !self.options.args.iter().any(|arg| arg == "--log-level") {
+            command.args(["--log-level", "debug"]);
+        }
         for seed in &self.options.join {
             command.args(["--join", &seed.to_string()]);
         }

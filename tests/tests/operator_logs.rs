@@ -481,3 +481,48 @@ fn a_reload_says_what_changed() {
     assert!(line.contains("changed tags;"), "{line}");
     assert!(line.contains("now 0 services, 0 checks"), "{line}");
 }
+
+/// A monitor sees lines below the agent's own `log_level` even from a call
+/// site that fired before any monitor was attached (tracing caches, per
+/// call site, whether anyone wants it: "never" while nobody watched).
+#[test]
+fn a_monitor_sees_info_lines_an_agent_at_warn_already_skipped() {
+    let root = tempfile::tempdir().unwrap();
+    let agent = Agent::start_serving(root.path(), "quiet", &["--log-level", "warn"]);
+    let (status, body) = agent
+        .register_service(&json!({
+            "ID": "ttl-1",
+            "Name": "ttl",
+            "Port": 18081,
+            "Check": {"CheckID": "ttl-1-check", "TTL": "600s"},
+        }))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let put = |path: &str| {
+        http_json("PUT", agent.http_addr(), path, None).unwrap();
+    };
+    // The INFO "now passing" line fires once with nobody watching.
+    put("/v1/agent/check/pass/ttl-1-check");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !agent.log().contains("is now passing"),
+        "the agent runs at warn"
+    );
+    let monitor = Monitor::start(&agent, &["--log-level", "info"]);
+    // A reload's line (a call site first hit now) shows it follows.
+    wait_for(LONG, "the monitor to follow the log", || {
+        put("/v1/agent/reload");
+        std::thread::sleep(Duration::from_millis(300));
+        (!monitor.text().is_empty())
+            .then_some(())
+            .ok_or_else(|| "nothing yet".to_string())
+    });
+    put("/v1/agent/check/fail/ttl-1-check");
+    monitor.wait_line("the WARN critical line in the monitor", |line| {
+        line.contains("check ttl-1-check of service ttl-1 is now critical")
+    });
+    put("/v1/agent/check/pass/ttl-1-check");
+    monitor.wait_line("the INFO passing line in the monitor", |line| {
+        line.contains("check ttl-1-check of service ttl-1 is now passing")
+    });
+}

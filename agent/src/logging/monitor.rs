@@ -91,6 +91,13 @@ impl Drop for Subscription {
     }
 }
 
+/// tracing caches, per call site, whether any layer wants its events: a
+/// site first hit while no monitor wanted its level is off for good unless
+/// the cache is rebuilt when the monitors' levels change.
+fn rebuild_interest() {
+    tracing::callsite::rebuild_interest_cache();
+}
+
 impl MonitorHub {
     /// Starts following the log at `level` (and the levels above it).
     pub fn subscribe(&self, level: Level, format: Format) -> Result<Subscription, TooManyMonitors> {
@@ -108,7 +115,11 @@ impl MonitorHub {
             lines_tx,
             dropped: dropped.clone(),
         });
-        self.update_levels(&clients);
+        let changed = self.update_levels(&clients);
+        drop(clients);
+        if changed {
+            rebuild_interest();
+        }
         Ok(Subscription {
             id,
             lines_rx,
@@ -124,10 +135,15 @@ impl MonitorHub {
     fn unsubscribe(&self, id: u64) {
         let mut clients = self.lock();
         clients.retain(|client| client.id != id);
-        self.update_levels(&clients);
+        let changed = self.update_levels(&clients);
+        drop(clients);
+        if changed {
+            rebuild_interest();
+        }
     }
 
-    fn update_levels(&self, clients: &[Client]) {
+    /// Sets the levels monitors want; whether they changed.
+    fn update_levels(&self, clients: &[Client]) -> bool {
         let most = |format: Format| {
             clients
                 .iter()
@@ -136,8 +152,9 @@ impl MonitorHub {
                 .max()
                 .unwrap_or(0)
         };
-        self.text_level.store(most(Format::Text), Ordering::Relaxed);
-        self.json_level.store(most(Format::Json), Ordering::Relaxed);
+        let text = self.text_level.swap(most(Format::Text), Ordering::Relaxed);
+        let json = self.json_level.swap(most(Format::Json), Ordering::Relaxed);
+        text != most(Format::Text) || json != most(Format::Json)
     }
 
     /// Whether some client of `format` wants lines at `level`: checked

@@ -61,8 +61,25 @@ pub fn flush() {
         return;
     };
     let (done_tx, done_rx) = std::sync::mpsc::channel();
-    if writer.queue_tx.send(Message::Flush(done_tx)).is_ok() {
-        let _ = done_rx.recv_timeout(FLUSH_WAIT);
+    // Never a blocking send: with stderr stalled (a full pipe) the queue
+    // stays full, and the process must still exit.
+    let deadline = std::time::Instant::now() + FLUSH_WAIT;
+    let mut message = Message::Flush(done_tx);
+    loop {
+        match writer.queue_tx.try_send(message) {
+            Ok(()) => {
+                let _ = done_rx
+                    .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+                return;
+            }
+            Err(std::sync::mpsc::TrySendError::Full(back))
+                if std::time::Instant::now() < deadline =>
+            {
+                message = back;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(_) => return,
+        }
     }
 }
 

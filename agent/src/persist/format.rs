@@ -88,9 +88,16 @@ pub fn prepare(dir: &Path, target: u32) -> Result<Outcome, DataDirError> {
         });
     }
     let journal = dir.join(MIGRATION_DIR);
-    let rolled_back = journal.exists();
-    if rolled_back {
-        roll_back(dir).map_err(io_at(&journal))?;
+    let mut rolled_back = false;
+    if journal.exists() {
+        if read_format(dir)? == Some(target) {
+            // `FORMAT` is the migration's last change: only the clean-up
+            // of its journal was cut short.
+            drop_journal(&journal).map_err(io_at(&journal))?;
+        } else {
+            roll_back(dir).map_err(io_at(&journal))?;
+            rolled_back = true;
+        }
     }
     // Read again: a rollback restores the earlier `FORMAT` (or none).
     let found = read_format(dir)?;
@@ -141,6 +148,13 @@ fn holds_data(dir: &Path) -> io::Result<bool> {
 }
 
 fn migrate(dir: &Path, from: u32, to: u32) -> io::Result<()> {
+    if (from..to).all(|step| steps(step).is_none()) {
+        // Nothing on disk changes but the marker: no backup needed (it
+        // would need as much free space as the data).
+        write_atomic(dir, FORMAT_FILE, format!("{to}\n").as_bytes())?;
+        tracing::info!(data_dir = %dir.display(), from, to, "data dir marked with its format");
+        return Ok(());
+    }
     let journal = dir.join(MIGRATION_DIR);
     let backup = journal.join(BACKUP_DIR);
     fs::create_dir_all(&backup)?;
@@ -171,9 +185,25 @@ fn migrate(dir: &Path, from: u32, to: u32) -> io::Result<()> {
             "{FORMAT_FILE} reads {written:?} after writing {to}"
         )));
     }
-    fs::remove_dir_all(&journal)?;
-    File::open(dir)?.sync_all()?;
+    drop_journal(&journal)?;
     tracing::info!(data_dir = %dir.display(), from, to, "data dir migrated");
+    Ok(())
+}
+
+/// Removes the migration journal so that a crash at any point leaves no
+/// complete-looking backup behind: the completion mark goes first (and is
+/// made durable), then the rest. A partial backup without its mark is only
+/// ever dropped, never restored.
+fn drop_journal(journal: &Path) -> io::Result<()> {
+    match fs::remove_file(journal.join(BACKUP_COMPLETE)) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    File::open(journal)?.sync_all()?;
+    fs::remove_dir_all(journal)?;
+    if let Some(dir) = journal.parent() {
+        File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 
@@ -201,8 +231,7 @@ fn roll_back(dir: &Path) -> io::Result<()> {
             "a data dir migration was interrupted before its backup was complete; nothing was changed"
         );
     }
-    fs::remove_dir_all(&journal)?;
-    File::open(dir)?.sync_all()
+    drop_journal(&journal)
 }
 
 /// The step from `format` to `format + 1`, if it changes anything on disk.
@@ -354,6 +383,29 @@ mod tests {
         fs::create_dir_all(&backup).unwrap();
         fs::write(backup.join("gener"), "").unwrap();
         assert_eq!(prepare(dir.path(), 1).unwrap(), Outcome::Current);
+        assert!(!dir.path().join(MIGRATION_DIR).exists());
+    }
+
+    /// A kill while the journal of a finished migration is removed (the
+    /// backup half gone, its completion mark still there) keeps the
+    /// migrated data: `FORMAT`, written last, says the migration is done.
+    #[test]
+    fn a_clean_up_cut_short_keeps_the_migrated_data() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FORMAT_FILE), "1\n").unwrap();
+        fs::write(dir.path().join("generation"), "migrated\n").unwrap();
+        let backup = dir.path().join(MIGRATION_DIR).join(BACKUP_DIR);
+        fs::create_dir_all(&backup).unwrap();
+        fs::write(backup.join("gener"), "").unwrap();
+        fs::write(dir.path().join(MIGRATION_DIR).join(BACKUP_COMPLETE), "0\n").unwrap();
+        assert_eq!(prepare(dir.path(), 1).unwrap(), Outcome::Current);
+        assert_eq!(
+            listing(dir.path()),
+            vec![
+                ("FORMAT".to_string(), b"1\n".to_vec()),
+                ("generation".to_string(), b"migrated\n".to_vec()),
+            ]
+        );
         assert!(!dir.path().join(MIGRATION_DIR).exists());
     }
 
