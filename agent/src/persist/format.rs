@@ -90,7 +90,7 @@ pub fn prepare(dir: &Path, target: u32) -> Result<Outcome, DataDirError> {
     let journal = dir.join(MIGRATION_DIR);
     let mut rolled_back = false;
     if journal.exists() {
-        if read_format(dir)? == Some(target) {
+        if migration_finished(dir, &journal)? {
             // `FORMAT` is the migration's last change: only the clean-up
             // of its journal was cut short.
             drop_journal(&journal).map_err(io_at(&journal))?;
@@ -112,6 +112,19 @@ pub fn prepare(dir: &Path, target: u32) -> Result<Outcome, DataDirError> {
     let from = found.unwrap_or(UNMARKED_FORMAT);
     migrate(dir, from, target).map_err(io_at(dir))?;
     Ok(Outcome::Migrated { from, rolled_back })
+}
+
+/// Whether the migration whose journal is in `journal` got as far as
+/// writing `FORMAT` (its last change): the format now is past the one its
+/// complete backup was taken from.
+fn migration_finished(dir: &Path, journal: &Path) -> Result<bool, DataDirError> {
+    let Ok(text) = fs::read_to_string(journal.join(BACKUP_COMPLETE)) else {
+        return Ok(false);
+    };
+    let Ok(from) = text.trim().parse::<u32>() else {
+        return Ok(false);
+    };
+    Ok(read_format(dir)?.is_some_and(|now| now > from))
 }
 
 fn read_format(dir: &Path) -> Result<Option<u32>, DataDirError> {
