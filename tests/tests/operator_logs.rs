@@ -51,13 +51,15 @@ impl Monitor {
 
     fn wait_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
         wait_for(LONG, what, || {
-            self.lines
+            // The guard must be gone before `text` locks again.
+            let found = self
+                .lines
                 .lock()
                 .unwrap()
                 .iter()
                 .find(|line| matches(line))
-                .cloned()
-                .ok_or_else(|| format!("monitor so far:\n{}", self.text()))
+                .cloned();
+            found.ok_or_else(|| format!("monitor so far:\n{}", self.text()))
         })
     }
 }
