@@ -201,22 +201,24 @@ impl Node {
             return;
         }
         let me = self.identity();
-        let (again, unscheduled): (Vec<NodeId>, Vec<NodeId>) = {
+        let (again, rest): (Vec<NodeId>, Vec<NodeId>) = {
             let state = self.lock_state();
             self.swim
                 .iter_membership_state()
                 .filter(|member| member.state() == foca::State::Down)
                 .map(|member| *member.id())
-                .filter(|id| !self.reaps.contains_key(id))
                 // An earlier identity of ours, down: we are alive under
                 // the current one and must not list ourselves as failed.
                 .partition(|id| state.is_reaped(id) || (id.addr == me.addr && *id != me))
         };
         for id in again {
+            self.reaps.remove(&id);
             self.reap(id);
         }
-        for id in unscheduled {
-            self.schedule_reap(id);
+        for id in rest {
+            if !self.reaps.contains_key(&id) {
+                self.schedule_reap(id);
+            }
         }
     }
 
