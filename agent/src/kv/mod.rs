@@ -574,6 +574,16 @@ mod tests {
         )
     }
 
+    fn kv_state(disk_tx: mpsc::Sender<disk::Job>) -> KvState {
+        KvState::new(
+            Keyring::default(),
+            "n".into(),
+            disk_tx,
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        )
+    }
+
     /// Deletes on disk past the bound (a database written with a larger
     /// bound, or one the writer did not trim before a crash) are forgotten
     /// on disk too at start-up, the oldest first, so the table can't grow
@@ -581,13 +591,7 @@ mod tests {
     #[test]
     fn remembered_deletes_past_the_bound_at_start_up_are_removed_from_disk() {
         let (disk_tx, mut disk_rx) = mpsc::channel(8);
-        let mut kv = KvState::new(
-            Keyring::default(),
-            "n".into(),
-            disk_tx,
-            Duration::from_secs(60),
-            Duration::from_secs(30),
-        );
+        let mut kv = kv_state(disk_tx);
         let mut node = node();
         let max = shoal_protocol::kv::MAX_REMEMBERED_DELETES as u64;
         let now = ntp64(wall_clock());
@@ -614,13 +618,7 @@ mod tests {
     #[test]
     fn a_slow_disk_never_blocks_and_costs_one_pending_write_per_key() {
         let (disk_tx, mut disk_rx) = mpsc::channel(2);
-        let mut kv = KvState::new(
-            Keyring::default(),
-            "n".into(),
-            disk_tx,
-            Duration::from_secs(60),
-            Duration::from_secs(30),
-        );
+        let mut kv = kv_state(disk_tx);
         let mut node = node();
         // 10,000 changes to 10 keys while the writer takes nothing.
         for round in 0..10_000u64 {

@@ -524,6 +524,20 @@ mod tests {
         assert!(a.kv().len() > 31 + sent.len() / 2, "{} keys", a.kv().len());
     }
 
+    /// Two nodes holding `left` and `right`, and the LWW merge of both.
+    fn seeded_pair(left: &[KvEntry], right: &[KvEntry]) -> (Node, Node, Vec<KvEntry>) {
+        let (mut a, mut b) = (node(1), node(2));
+        let mut expected = KvStore::default();
+        for (node, entries) in [(&mut a, left), (&mut b, right)] {
+            for entry in entries {
+                node.with_kv(|kv| kv.apply(Arc::new(entry.clone())));
+                expected.apply(Arc::new(entry.clone()));
+            }
+        }
+        let expected = expected.iter().map(|s| (*s.entry).clone()).collect();
+        (a, b, expected)
+    }
+
     proptest! {
         /// Built apart from the node, from copies that lag it by a step,
         /// the pages of one exchange leave both sides with the LWW merge
@@ -533,18 +547,8 @@ mod tests {
             left in proptest::collection::vec(arbitrary_entry(), 0..12),
             right in proptest::collection::vec(arbitrary_entry(), 0..12),
         ) {
-            let (mut a, mut b) = (node(1), node(2));
-            let mut expected = KvStore::default();
-            for entry in &left {
-                a.with_kv(|kv| kv.apply(Arc::new(entry.clone())));
-                expected.apply(Arc::new(entry.clone()));
-            }
-            for entry in &right {
-                b.with_kv(|kv| kv.apply(Arc::new(entry.clone())));
-                expected.apply(Arc::new(entry.clone()));
-            }
+            let (mut a, mut b, expected) = seeded_pair(&left, &right);
             exchange_off_node(&mut a, &mut b, |_, _| {});
-            let expected: Vec<KvEntry> = expected.iter().map(|s| (*s.entry).clone()).collect();
             prop_assert_eq!(kv_contents(&a), expected.clone());
             prop_assert_eq!(kv_contents(&b), expected);
         }
@@ -559,22 +563,12 @@ mod tests {
             right in proptest::collection::vec(arbitrary_entry(), 0..12),
             a_initiates in any::<bool>(),
         ) {
-            let (mut a, mut b) = (node(1), node(2));
-            let mut expected = KvStore::default();
-            for entry in &left {
-                a.with_kv(|kv| kv.apply(Arc::new(entry.clone())));
-                expected.apply(Arc::new(entry.clone()));
-            }
-            for entry in &right {
-                b.with_kv(|kv| kv.apply(Arc::new(entry.clone())));
-                expected.apply(Arc::new(entry.clone()));
-            }
+            let (mut a, mut b, expected) = seeded_pair(&left, &right);
             if a_initiates {
                 exchange(&mut a, &mut b);
             } else {
                 exchange(&mut b, &mut a);
             }
-            let expected: Vec<KvEntry> = expected.iter().map(|s| (*s.entry).clone()).collect();
             prop_assert_eq!(kv_contents(&a), expected.clone());
             prop_assert_eq!(kv_contents(&b), expected);
         }
