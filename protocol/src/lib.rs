@@ -40,6 +40,7 @@ pub mod pull;
 pub mod record;
 pub mod rumor;
 pub mod state;
+pub mod suspicion;
 pub mod sync;
 
 pub use envelope::{Envelope, PayloadKind};

@@ -53,6 +53,14 @@ pub enum Rumor {
     /// where this arrives) rather than on its schedule. Appended last, so
     /// the encodings of the variants above are unchanged.
     Prune(NodeId),
+    /// `accuser`'s own probe of `target` (at `incarnation`) failed: one
+    /// more independent member confirms the suspicion (see
+    /// [`crate::suspicion`]). Appended last, like `Prune`.
+    Accuse {
+        target: NodeId,
+        incarnation: u16,
+        accuser: NodeId,
+    },
 }
 
 impl Rumor {
@@ -108,6 +116,15 @@ impl Rumor {
                 order: (*time, writer.clone()),
             },
             Rumor::Prune(id) => RumorKey::Prune { id: *id },
+            Rumor::Accuse {
+                target,
+                incarnation,
+                accuser,
+            } => RumorKey::Accuse {
+                target: *target,
+                incarnation: *incarnation,
+                accuser: *accuser,
+            },
             Rumor::Event(_) => return None,
         })
     }
@@ -135,6 +152,11 @@ pub enum RumorKey {
     Prune {
         id: NodeId,
     },
+    Accuse {
+        target: NodeId,
+        incarnation: u16,
+        accuser: NodeId,
+    },
 }
 
 impl RumorKey {
@@ -145,6 +167,16 @@ impl RumorKey {
             (RumorKey::Kv { key, .. }, RumorKey::Kv { key: theirs, .. }) => key == theirs,
             (RumorKey::Event { id, .. }, RumorKey::Event { id: theirs, .. }) => id == theirs,
             (RumorKey::Prune { id }, RumorKey::Prune { id: theirs }) => id == theirs,
+            (
+                RumorKey::Accuse {
+                    target, accuser, ..
+                },
+                RumorKey::Accuse {
+                    target: their_target,
+                    accuser: their_accuser,
+                    ..
+                },
+            ) => target == their_target && accuser == their_accuser,
             _ => false,
         }
     }
@@ -175,6 +207,23 @@ impl Invalidates for RumorKey {
                 },
             ) => id == theirs || slot.evicts(their_slot),
             (RumorKey::Prune { id }, RumorKey::Prune { id: theirs }) => id == theirs,
+            // A newer accusation by the same member replaces an older one.
+            (
+                RumorKey::Accuse {
+                    target,
+                    incarnation,
+                    accuser,
+                },
+                RumorKey::Accuse {
+                    target: their_target,
+                    incarnation: their_incarnation,
+                    accuser: their_accuser,
+                },
+            ) => {
+                target == their_target
+                    && accuser == their_accuser
+                    && incarnation >= their_incarnation
+            }
             _ => false,
         }
     }
@@ -260,6 +309,11 @@ impl BroadcastHandler<NodeId> for RumorHandler {
             }
             // Taken by `receive_event` above.
             Rumor::Prune(id) => state.offer_prune(id),
+            Rumor::Accuse {
+                target,
+                incarnation,
+                accuser,
+            } => state.offer_accusation(target, incarnation, accuser),
             Rumor::Event(_) => false,
         };
         Ok(news.then_some(key))

@@ -264,6 +264,12 @@ impl Simulation {
             }
             if !self.network.connected(index, target) {
                 self.metrics.partition_downs += 1;
+                let side = (0..self.slots.len())
+                    .filter(|&other| self.network.connected(index, other))
+                    .count();
+                if 2 * side < self.slots.len() {
+                    self.metrics.partition_downs_by_minority += 1;
+                }
                 continue;
             }
             let faulted = target_slot.faulted;

@@ -72,6 +72,10 @@ pub struct Metrics {
     /// Downs of healthy nodes across a partition: expected, not counted as
     /// false positives.
     pub partition_downs: u64,
+    /// Of those, declared by a node on the smaller side: the verdicts of
+    /// a minority about the rest (Lifeguard's dynamic suspicion makes a
+    /// short cut end before them).
+    pub partition_downs_by_minority: u64,
     /// Healthy nodes that learned they had been declared down and renewed
     /// their identity.
     pub renewals: u64,

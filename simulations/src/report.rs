@@ -48,6 +48,7 @@ pub struct Report {
     /// Paused or slowed nodes declared down (by anyone).
     pub faulted_declared_down: usize,
     pub partition_downs: u64,
+    pub partition_downs_by_minority: u64,
     /// Healthy nodes that learned they were declared down and rejoined.
     pub renewals: u64,
     pub refutations: u64,
@@ -180,6 +181,7 @@ impl Report {
             false_positives_majority,
             faulted_declared_down,
             partition_downs: metrics.partition_downs,
+            partition_downs_by_minority: metrics.partition_downs_by_minority,
             renewals: metrics.renewals,
             refutations,
             probe_failures,
@@ -350,8 +352,12 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "  refutations {} | failed probes {} | max local health score {} | \
-             downs across the partition {}",
-            self.refutations, self.probe_failures, self.max_health_score, self.partition_downs
+             downs across the partition {} ({} by the smaller side)",
+            self.refutations,
+            self.probe_failures,
+            self.max_health_score,
+            self.partition_downs,
+            self.partition_downs_by_minority
         )?;
         writeln!(
             f,

@@ -87,6 +87,11 @@ pub struct Scenario {
     /// Lifeguard local health awareness (`GossipConfig::local_health`).
     #[serde(default = "yes")]
     pub local_health: bool,
+    /// Lifeguard's dynamic suspicion starts a suspicion at this many times
+    /// the fixed timeout (`GossipConfig::suspicion_max_mult`; 1 turns it
+    /// off). Unset: the default, 6.
+    #[serde(default)]
+    pub suspicion_max_mult: Option<u32>,
     /// foca's TurnUndead on suspect->down (keep false; see DESIGN.md).
     #[serde(default)]
     pub notify_down_members: bool,

@@ -172,6 +172,9 @@ impl Simulation {
             seeds: (0..scenario.seeds).map(node_addr).collect(),
             local_health: scenario.local_health,
             notify_down_members: scenario.notify_down_members,
+            suspicion_max_mult: scenario
+                .suspicion_max_mult
+                .unwrap_or(GossipConfig::default().suspicion_max_mult),
             reconnect_timeout: scenario
                 .remove_down_after_s
                 .map_or(GossipConfig::default().reconnect_timeout, |seconds| {

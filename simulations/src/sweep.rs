@@ -26,6 +26,7 @@ fn base(name: String, nodes: usize, duration_s: f64, seed: u64) -> Scenario {
         seeds: 3,
         anti_entropy: true,
         local_health: true,
+        suspicion_max_mult: None,
         notify_down_members: false,
         remove_down_after_s: None,
         sample_s: 5.0,

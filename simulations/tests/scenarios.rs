@@ -67,6 +67,53 @@ fn a_crashed_node_is_detected_within_twice_the_analytic_bound() {
     );
 }
 
+/// Lifeguard's dynamic suspicion, on ten seeds: a node cut off alone for
+/// 12 s (three times the fixed suspicion of 4 probe periods at N = 10, half
+/// of Max = 24 s) suspects all nine others with nobody to confirm, so it
+/// declares none of them down; the nine all confirm their suspicion of it
+/// and declare it down after about Min. With the suspicion fixed
+/// (`suspicion_max_mult = 1`) the lone node declares some of them down
+/// (not all: local health stretches its later suspicions), and they
+/// have to rejoin once the cut heals.
+#[test]
+fn a_lone_suspicion_lasts_max_and_confirmed_ones_min() {
+    let cut = |seed: u64, max_mult: u32| {
+        report_of(&format!(
+            r#"
+            name = "t-lone-suspicion"
+            seed = {seed}
+            nodes = 10
+            duration_s = 60
+            suspicion_max_mult = {max_mult}
+            [[actions]]
+            at_s = 20
+            action = "partition"
+            split = 1
+            [[actions]]
+            at_s = 32
+            action = "heal"
+            "#
+        ))
+    };
+    for seed in 1..=10 {
+        let dynamic = cut(seed, 6);
+        assert_eq!(
+            dynamic.partition_downs_by_minority, 0,
+            "seed {seed}: the lone node declared others down: {dynamic}"
+        );
+        assert!(
+            dynamic.partition_downs >= 9,
+            "seed {seed}: the nine did not all declare the lone node down: {dynamic}"
+        );
+        assert_eq!(dynamic.false_positives, 0, "seed {seed}: {dynamic}");
+        let fixed = cut(seed, 1);
+        assert!(
+            fixed.partition_downs_by_minority >= 1,
+            "seed {seed}: with a fixed suspicion the lone node declares some: {fixed}"
+        );
+    }
+}
+
 #[test]
 fn no_false_positives_at_five_percent_loss_for_thirty_minutes() {
     let report = report_of(

@@ -129,6 +129,85 @@ fn an_agent_frozen_for_20_seconds_is_declared_failed_then_comes_back() {
     );
 }
 
+/// Campaign seed 391912719: two of five agents were cut off from the other
+/// three for 6 s with the default timings. The two suspected the three and,
+/// with a fixed suspicion of 4·max(1, log10 5) probe periods, declared them
+/// down before the cut healed; once healed, that verdict reached the three,
+/// which then listed their own healthy members failed. With Lifeguard's
+/// dynamic suspicion a suspicion only one other member confirms lasts about
+/// 11 s (see `shoal_protocol::suspicion`), so the minority declares nobody
+/// down in a cut this short, and the majority, whose three members all
+/// confirm it, still declares the two it lost failed within seconds.
+#[test]
+fn a_minority_cut_off_for_8_seconds_fails_none_of_the_majority() {
+    let cluster = Cluster::start_with(5, |_| AgentOptions {
+        args: vec!["--fault-injection".into()],
+        ..AgentOptions::default()
+    });
+    cluster.wait_all_alive(Duration::from_secs(20));
+    let minority = [1, 3];
+    let majority = [0, 2, 4];
+    let ips = |side: &[usize]| {
+        side.iter()
+            .map(|&i| cluster.agents[i].ip.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let block = |agents: &[usize], path: &str| {
+        for &i in agents {
+            let (status, body) =
+                http_json("PUT", cluster.agents[i].http_addr(), path, None).unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    block(
+        &minority,
+        &format!("/v1/shoal/fault?block={}", ips(&majority)),
+    );
+    block(
+        &majority,
+        &format!("/v1/shoal/fault?block={}", ips(&minority)),
+    );
+    let cut = Instant::now();
+    // Poll every view through the cut and for 15 s after it heals.
+    let in_majority = |name: &str| majority.iter().any(|&i| cluster.agents[i].name == name);
+    let mut wrong: Vec<String> = Vec::new();
+    let mut minority_failed = false;
+    let mut healed = None;
+    while healed.is_none_or(|at: Instant| at.elapsed() < Duration::from_secs(15)) {
+        if healed.is_none() && cut.elapsed() >= Duration::from_secs(8) {
+            block(&[0, 1, 2, 3, 4], "/v1/shoal/fault?block=");
+            healed = Some(Instant::now());
+        }
+        for agent in &cluster.agents {
+            for (name, status) in agent.members().unwrap_or_default() {
+                if status != 4 {
+                    continue;
+                }
+                if in_majority(&name) {
+                    wrong.push(format!(
+                        "{} listed {name} failed at +{:.1}s",
+                        agent.name,
+                        cut.elapsed().as_secs_f64()
+                    ));
+                } else if in_majority(&agent.name) && healed.is_none() {
+                    minority_failed = true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        wrong.is_empty(),
+        "healthy members of the majority listed failed: {wrong:#?}"
+    );
+    assert!(
+        minority_failed,
+        "the majority never declared the two it lost failed"
+    );
+    cluster.wait_all_alive(Duration::from_secs(30));
+}
+
 /// Mounts a tmpfs (root only, as CI is); unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
 

@@ -28,6 +28,10 @@ pub struct GossipConfig {
     /// Suspicion timeout multiplier: a suspect is declared down after
     /// `suspicion_mult * max(1, log10(n)) * probe_period`.
     pub suspicion_mult: f64,
+    /// A suspicion starts at this many times the timeout above and
+    /// shrinks to it as other members confirm it (Lifeguard's dynamic
+    /// suspicion, see [`crate::suspicion`]); 1 keeps it fixed.
+    pub suspicion_max_mult: u32,
     /// Mean time between anti-entropy exchanges with a random peer
     /// (jittered ±50%) in a cluster of up to 32 members; above that it is
     /// stretched as memberlist's push-pull is (see
@@ -91,6 +95,7 @@ impl Default for GossipConfig {
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: NonZeroUsize::new(3).expect("3 > 0"),
             suspicion_mult: 4.0,
+            suspicion_max_mult: crate::suspicion::DEFAULT_MAX_MULT,
             anti_entropy_interval: Duration::from_secs(15),
             rejoin_min: Duration::from_secs(1),
             rejoin_max: Duration::from_secs(30),

@@ -16,6 +16,7 @@ use crate::envelope::{Envelope, PayloadKind};
 use crate::identity::NodeId;
 use crate::lifeguard::LocalHealth;
 use crate::state::ClusterState;
+use crate::suspicion::{Bounds, Suspicions};
 
 /// Timers the node asks its driver to deliver, in deadline order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,8 +78,37 @@ pub struct Effects {
     /// Lives here because foca's notifications and timer requests pass
     /// through the runtime: it both listens and stretches.
     health: LocalHealth,
+    /// Lifeguard's dynamic suspicion: the runtime sets when foca's
+    /// suspect-to-down timers fire (see [`crate::suspicion`]).
+    pub(super) suspicions: Suspicions,
+    pub(super) suspicion: SuspicionParams,
+    /// Members our own probes failed to reach since the node last asked:
+    /// the node gossips an accusation for each.
+    pub(super) failed_probes: Vec<NodeId>,
+    /// The node's clock (see [`Node::set_clock`]), for suspicions.
+    pub(super) now: Option<Duration>,
     /// Nonces for sealed datagrams.
     nonces: StdRng,
+}
+
+/// What a suspicion's bounds are computed from.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SuspicionParams {
+    pub(super) suspicion_mult: f64,
+    pub(super) max_mult: u32,
+    pub(super) cluster_size: u32,
+}
+
+impl SuspicionParams {
+    /// foca asks for `min` (its fixed timeout for the size now).
+    fn bounds(&self, min: Duration, stretch: u32) -> Bounds {
+        Bounds {
+            min,
+            max: min * self.max_mult.max(1),
+            k: crate::suspicion::expected_confirmations(self.suspicion_mult, self.cluster_size),
+            stretch,
+        }
+    }
 }
 
 impl Effects {
@@ -86,12 +116,17 @@ impl Effects {
         envelope: Envelope,
         state: Arc<Mutex<ClusterState>>,
         health: LocalHealth,
+        suspicion: SuspicionParams,
         seed: u64,
     ) -> Self {
         Self {
             envelope,
             state,
             health,
+            suspicions: Suspicions::default(),
+            suspicion,
+            failed_probes: Vec::new(),
+            now: None,
             nonces: StdRng::seed_from_u64(seed ^ 0x6e6f_6e63_6573),
             datagrams: Vec::new(),
             timers: Vec::new(),
@@ -103,6 +138,9 @@ impl Effects {
 
 impl Runtime<NodeId> for Effects {
     fn notify(&mut self, notification: Notification<'_, NodeId>) {
+        if let Notification::ProbeFailed(_, member) = &notification {
+            self.failed_probes.push(**member);
+        }
         if self.health.observe(&notification) {
             return;
         }
@@ -128,7 +166,11 @@ impl Runtime<NodeId> for Effects {
         if matches!(event, Timer::ChangeSuspectToDown { .. }) {
             self.health.note_suspicion();
         }
-        let after = self.health.stretch(&event, after);
+        let bounds = self.suspicion.bounds(after, self.health.multiplier());
+        let dynamic = self
+            .now
+            .and_then(|now| self.suspicions.arm(&event, bounds, now));
+        let after = dynamic.unwrap_or_else(|| self.health.stretch(&event, after));
         self.timers.push((after, NodeTimer::Swim(event)));
     }
 }

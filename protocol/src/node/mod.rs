@@ -231,7 +231,12 @@ impl Node {
             },
             RumorHandler::new(state.clone(), events.clone()),
         );
-        let effects = Effects::new(envelope.clone(), state.clone(), health, seed);
+        let suspicion = effects::SuspicionParams {
+            suspicion_mult: config.suspicion_mult,
+            max_mult: config.suspicion_max_mult,
+            cluster_size: 1,
+        };
+        let effects = Effects::new(envelope.clone(), state.clone(), health, suspicion, seed);
         Self {
             swim,
             state,
@@ -273,6 +278,7 @@ impl Node {
         let newest = state.clock().max_generation();
         drop(state);
         self.generation_bound.set(newest);
+        self.effects.now = Some(now);
     }
 
     /// Starts joining through the seeds and schedules periodic work.
@@ -324,6 +330,7 @@ impl Node {
                     foca::Timer::RemoveDown(id) => Some(*id),
                     _ => None,
                 };
+                self.effects.suspicions.fired(&timer);
                 if let Err(error) = self.swim.handle_timer(timer, &mut self.effects) {
                     // foca only fails a timer on an encoding error of our own
                     // making; the timer is simply lost, as in foca's examples.
@@ -641,12 +648,14 @@ impl Node {
         // 100 members anywhere from 7.3 s to 8 s, so detection time depended
         // on the cluster's history.
         let size = self.swim.num_members() as u32 + 1;
+        self.effects.suspicion.cluster_size = size;
         if size != self.size_bucket {
             self.size_bucket = size;
             if let Err(error) = self.swim.set_config(self.config.swim_config(size)) {
                 debug_assert!(false, "foca refused a resized config: {error}");
             }
         }
+        self.accuse_and_confirm();
         self.check_name(false);
         self.take_departures();
         self.drop_reaped_again();

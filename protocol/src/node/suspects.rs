@@ -1,12 +1,16 @@
-//! Which members are suspect now, cheaply. foca reports no notification
-//! when it suspects a member or when the member refutes the suspicion, and
-//! neither changes a record; the driver compares this fingerprint from
-//! time to time to learn that the membership table it shows (and logs)
-//! moved.
+//! Suspects: which members are suspect now, cheaply, and the accusations
+//! that make a suspicion shorter (Lifeguard's dynamic suspicion, see
+//! [`crate::suspicion`]).
+//!
+//! foca reports no notification when it suspects a member or when the
+//! member refutes the suspicion, and neither changes a record; the driver
+//! compares [`Node::suspects_fingerprint`] from time to time to learn that
+//! the membership table it shows (and logs) moved.
 
 use std::hash::{Hash, Hasher};
 
-use super::Node;
+use super::{Node, NodeTimer};
+use crate::rumor::Rumor;
 
 impl Node {
     /// A fingerprint of the set of suspect members (0 when there is none):
@@ -22,6 +26,55 @@ impl Node {
                 hasher.finish()
             })
             .fold(0, |fingerprint, hash| fingerprint ^ hash.rotate_left(1) ^ 1)
+    }
+
+    /// What dynamic suspicion has done so far.
+    pub fn suspicion_stats(&self) -> &crate::suspicion::SuspicionStats {
+        self.effects.suspicions.stats()
+    }
+
+    /// Gossips an accusation for each member our own probes failed to
+    /// reach (and foca now holds suspect), then counts every accusation
+    /// offered since the last step, ours and peers': one that shortens a
+    /// suspicion delivers foca's timer earlier.
+    pub(super) fn accuse_and_confirm(&mut self) {
+        let us = self.identity();
+        for target in std::mem::take(&mut self.effects.failed_probes) {
+            let Some(incarnation) = self
+                .swim
+                .iter_membership_state()
+                .find(|member| member.id() == &target && member.state() == foca::State::Suspect)
+                .map(|member| member.incarnation())
+            else {
+                continue;
+            };
+            if self.lock_state().offer_accusation(target, incarnation, us) {
+                let rumor = Rumor::Accuse {
+                    target,
+                    incarnation,
+                    accuser: us,
+                };
+                // Refused only when our own rumor fails to encode.
+                let _ = self.swim.add_broadcast(&crate::codec::encode(&rumor));
+            }
+        }
+        let accusations = self.lock_state().take_accusations();
+        let Some(now) = self.effects.now else {
+            return;
+        };
+        for accusation in accusations {
+            if accusation.target == us {
+                continue;
+            }
+            if let Some((delay, timer)) = self.effects.suspicions.accuse(
+                accusation.target,
+                accusation.incarnation,
+                accusation.accuser,
+                now,
+            ) {
+                self.effects.timers.push((delay, NodeTimer::Swim(timer)));
+            }
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::record::NodeRecord;
 use crate::sync::DigestEntry;
 
 mod peers;
+pub use peers::Accusation;
 
 use peers::Reaped;
 

@@ -15,35 +15,58 @@ use crate::rumor::RumorKey;
 /// Identities of forgotten members remembered at most.
 const MAX_REAPED: usize = 4096;
 
-/// The identities of the last [`MAX_REAPED`] members foca forgot, oldest
-/// first out.
-#[derive(Debug, Default)]
-pub(super) struct Reaped {
-    order: VecDeque<NodeId>,
-    set: HashSet<NodeId>,
+/// The last [`MAX_REAPED`] items seen, oldest first out.
+#[derive(Debug)]
+pub(super) struct Seen<T> {
+    order: VecDeque<T>,
+    set: HashSet<T>,
 }
 
-impl Reaped {
-    pub(super) fn insert(&mut self, id: NodeId) {
-        if self.set.insert(id) {
-            self.order.push_back(id);
-            if self.order.len() > MAX_REAPED
-                && let Some(oldest) = self.order.pop_front()
-            {
-                self.set.remove(&oldest);
-            }
+impl<T> Default for Seen<T> {
+    fn default() -> Self {
+        Self {
+            order: VecDeque::new(),
+            set: HashSet::new(),
+        }
+    }
+}
+
+/// The identities of the last [`MAX_REAPED`] members foca forgot.
+pub(super) type Reaped = Seen<NodeId>;
+
+impl<T: Copy + Eq + std::hash::Hash> Seen<T> {
+    /// Whether `item` is new.
+    pub(super) fn insert(&mut self, item: T) -> bool {
+        if !self.set.insert(item) {
+            return false;
+        }
+        self.order.push_back(item);
+        if self.order.len() > MAX_REAPED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+        true
+    }
+
+    pub(super) fn remove(&mut self, item: &T) {
+        if self.set.remove(item) {
+            self.order.retain(|other| other != item);
         }
     }
 
-    pub(super) fn remove(&mut self, id: &NodeId) {
-        if self.set.remove(id) {
-            self.order.retain(|other| other != id);
-        }
+    pub(super) fn contains(&self, item: &T) -> bool {
+        !self.set.is_empty() && self.set.contains(item)
     }
+}
 
-    pub(super) fn contains(&self, id: &NodeId) -> bool {
-        !self.set.is_empty() && self.set.contains(id)
-    }
+/// One member's word that its probe of another failed (see
+/// [`crate::suspicion`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Accusation {
+    pub target: NodeId,
+    pub incarnation: u16,
+    pub accuser: NodeId,
 }
 
 impl ClusterState {
@@ -82,7 +105,7 @@ impl ClusterState {
                 None => true,
             },
             // Events are never announced by digest, so never pulled.
-            RumorKey::Event { .. } | RumorKey::Prune { .. } => false,
+            RumorKey::Event { .. } | RumorKey::Prune { .. } | RumorKey::Accuse { .. } => false,
         }
     }
 
@@ -180,6 +203,11 @@ pub(super) struct Departures {
     prunes: Vec<NodeId>,
     /// Prunes already taken, so that each is news (and re-gossiped) once.
     prunes_seen: Reaped,
+    /// Accusations (see [`crate::suspicion`]) the node has not taken yet,
+    /// and those already taken, so that each is news (and re-gossiped)
+    /// once.
+    accusations: Vec<Accusation>,
+    accusations_seen: Seen<Accusation>,
     /// A peer holds a newer copy of our own record than we do (another
     /// agent force-left us while we were cut off from it): we must
     /// outdate it.
@@ -200,6 +228,28 @@ impl ClusterState {
             std::mem::take(&mut self.departures.left),
             std::mem::take(&mut self.departures.prunes),
         )
+    }
+
+    /// An accusation was gossiped to us (or made here): whether it is news.
+    /// The node counts it at its next step (see [`crate::suspicion`]).
+    pub fn offer_accusation(&mut self, target: NodeId, incarnation: u16, accuser: NodeId) -> bool {
+        let accusation = Accusation {
+            target,
+            incarnation,
+            accuser,
+        };
+        if !self.departures.accusations_seen.insert(accusation) {
+            return false;
+        }
+        if self.departures.accusations.len() < MAX_REAPED {
+            self.departures.accusations.push(accusation);
+        }
+        true
+    }
+
+    /// Accusations offered since the last call.
+    pub fn take_accusations(&mut self) -> Vec<Accusation> {
+        std::mem::take(&mut self.departures.accusations)
     }
 
     /// A prune of `id` was gossiped to us (or asked for here): whether it
