@@ -222,6 +222,21 @@ impl Suspicions {
         ))
     }
 
+    /// Whether one more accusation of `target` at `incarnation` could
+    /// still shorten its suspicion here: not once `k` members beyond the
+    /// first have accused it (it is at `Min` already). Peers count the
+    /// same accusations, so ours need not be gossiped then.
+    pub fn wants_accusers(&self, target: &NodeId, incarnation: foca::Incarnation) -> bool {
+        match self.entries.get(target) {
+            Some(entry) if entry.incarnation == incarnation => match &entry.armed {
+                Some(armed) => entry.accusers.len() <= armed.bounds.k as usize,
+                None => true,
+            },
+            Some(entry) => entry.incarnation < incarnation,
+            None => true,
+        }
+    }
+
     /// A `ChangeSuspectToDown` timer was delivered: foca settled that
     /// suspicion (down, or refuted earlier), so it is forgotten.
     pub fn fired(&mut self, timer: &Timer<NodeId>) {
@@ -361,6 +376,7 @@ mod tests {
     fn k_confirmations_bring_it_to_min() {
         let mut suspicions = Suspicions::default();
         suspicions.arm(&suspect(2, 0), bounds(), T0);
+        assert!(suspicions.wants_accusers(&id(2), 0));
         suspicions.accuse(id(2), 0, id(1), T0);
         let second = T0 + Duration::from_secs(1);
         let (delay, timer) = suspicions.accuse(id(2), 0, id(3), second).unwrap();
@@ -370,8 +386,10 @@ mod tests {
         assert_eq!(suspicions.accuse(id(2), 0, id(3), second), None, "once");
         let (delay, _) = suspicions.accuse(id(2), 0, id(4), second).unwrap();
         assert_eq!(delay, MIN - Duration::from_secs(1));
-        // More accusers can't go below Min.
+        // More accusers can't go below Min, and need not be gossiped.
+        assert!(!suspicions.wants_accusers(&id(2), 0));
         assert_eq!(suspicions.accuse(id(2), 0, id(5), second), None);
+        assert!(suspicions.wants_accusers(&id(2), 1), "a newer suspicion");
         assert_eq!(suspicions.stats().accusations, 4);
         assert_eq!(suspicions.stats().shortened, 2);
     }

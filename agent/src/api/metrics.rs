@@ -210,6 +210,18 @@ fn gossip(status: &Status, out: &mut Exposition) {
     );
     counter(
         out,
+        "shoal_swim_accusations_total",
+        "Accusations counted: a member (this agent included) whose own probe of a suspect failed too (Lifeguard's dynamic suspicion).",
+        status.suspicion.accusations,
+    );
+    counter(
+        out,
+        "shoal_swim_suspicions_shortened_total",
+        "Suspicions that accusations made end sooner than they started (towards the minimum timeout).",
+        status.suspicion.shortened,
+    );
+    counter(
+        out,
         "shoal_swim_refutations_total",
         "Times this agent refuted a suspicion about itself.",
         health.refutations,

@@ -480,6 +480,7 @@ impl GossipLoop {
             local_checks: self.registrar.check_details(),
             health_score: self.node.local_health().score(),
             health: self.node.local_health().stats().clone(),
+            suspicion: self.node.suspicion_stats().clone(),
         };
         self.status_tx.send_replace(Arc::new(status));
     }

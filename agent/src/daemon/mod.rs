@@ -136,7 +136,7 @@ pub async fn run(
     } = identity(&config, &data_dir)?;
     let tasks = Tasks::default();
     // Not tracked: it ends on its own within seconds.
-    tokio::spawn(crate::resident::trim_after_start_up());
+    tokio::spawn(crate::resident::trim_heap_after_start_up());
     let (agent, commands_rx) = handle::channel();
     let index = start_index(&data_dir, &mut node)?;
     let kv = open_kv(&config, &data_dir, &mut node, keyring.clone(), &tasks)?;

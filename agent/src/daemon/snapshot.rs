@@ -69,6 +69,8 @@ pub struct Status {
     pub health_score: u32,
     /// What fed the local-health score: probes, refutations, suspicions.
     pub health: HealthStats,
+    /// What dynamic suspicion did (see `shoal_protocol::suspicion`).
+    pub suspicion: shoal_protocol::suspicion::SuspicionStats,
 }
 
 /// A check registered on this agent in full detail, as the agent's own

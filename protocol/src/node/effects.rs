@@ -97,6 +97,9 @@ pub(super) struct SuspicionParams {
     pub(super) suspicion_mult: f64,
     pub(super) max_mult: u32,
     pub(super) cluster_size: u32,
+    /// Whether suspicions are dynamic now (every member reads accusations;
+    /// see `Node::all_read_accusations`); else `Max` is `Min`.
+    pub(super) dynamic: bool,
 }
 
 impl SuspicionParams {
@@ -104,7 +107,11 @@ impl SuspicionParams {
     fn bounds(&self, min: Duration, stretch: u32) -> Bounds {
         Bounds {
             min,
-            max: min * self.max_mult.max(1),
+            max: if self.dynamic {
+                min * self.max_mult.max(1)
+            } else {
+                min
+            },
             k: crate::suspicion::expected_confirmations(self.suspicion_mult, self.cluster_size),
             stretch,
         }

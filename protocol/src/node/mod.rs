@@ -235,6 +235,7 @@ impl Node {
             suspicion_mult: config.suspicion_mult,
             max_mult: config.suspicion_max_mult,
             cluster_size: 1,
+            dynamic: false,
         };
         let effects = Effects::new(envelope.clone(), state.clone(), health, suspicion, seed);
         Self {
@@ -331,6 +332,9 @@ impl Node {
                     _ => None,
                 };
                 self.effects.suspicions.fired(&timer);
+                if matches!(timer, foca::Timer::ProbeRandomMember(_)) {
+                    self.effects.suspicion.dynamic = self.all_read_accusations();
+                }
                 if let Err(error) = self.swim.handle_timer(timer, &mut self.effects) {
                     // foca only fails a timer on an encoding error of our own
                     // making; the timer is simply lost, as in foca's examples.

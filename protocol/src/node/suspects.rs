@@ -33,6 +33,31 @@ impl Node {
         self.effects.suspicions.stats()
     }
 
+    /// Whether no active member's record says it is a 0.1.0 agent (one
+    /// that advertises no wire versions). 0.2.0 and later skip a rumor
+    /// kind they don't know and read on, while a 0.1.0 agent drops the
+    /// rest of the datagram after it, which could be records and KV
+    /// writes. While one is a member (during a rolling upgrade from 0.1.0)
+    /// no accusation is gossiped and suspicions keep foca's fixed timeout:
+    /// without confirmations, every one would last `Max`. A member whose
+    /// record has not arrived yet counts as a reader (records arrive
+    /// within seconds, and a dropped rumor is retransmitted and repaired by
+    /// anti-entropy). Looked at once per probe period.
+    pub(super) fn all_read_accusations(&self) -> bool {
+        let state = self.lock_state();
+        let local = state.local().id;
+        state
+            .records()
+            .filter(|record| {
+                record.id != local && !record.tags.contains_key(crate::record::WIRE_TAG)
+            })
+            .all(|old| {
+                self.swim
+                    .iter_members()
+                    .all(|member| member.id() != &old.id)
+            })
+    }
+
     /// Gossips an accusation for each member our own probes failed to
     /// reach (and foca now holds suspect), then counts every accusation
     /// offered since the last step, ours and peers': one that shortens a
@@ -48,7 +73,12 @@ impl Node {
             else {
                 continue;
             };
-            if self.lock_state().offer_accusation(target, incarnation, us) {
+            // Counted here either way; gossiped only while it can still
+            // shorten the suspicion (peers count the same accusers), and
+            // only once every member reads it (see `all_read_accusations`).
+            let wanted = self.effects.suspicion.dynamic
+                && self.effects.suspicions.wants_accusers(&target, incarnation);
+            if self.lock_state().offer_accusation(target, incarnation, us) && wanted {
                 let rumor = Rumor::Accuse {
                     target,
                     incarnation,
