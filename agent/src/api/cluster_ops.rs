@@ -78,7 +78,9 @@ pub async fn force_leave(
         Err(ForceLeaveFailed::Refused(error)) => {
             let status = match error {
                 ForceLeaveError::Unknown(_) => StatusCode::NOT_FOUND,
-                ForceLeaveError::Local(_) | ForceLeaveError::Live { .. } => StatusCode::CONFLICT,
+                ForceLeaveError::Local(_)
+                | ForceLeaveError::Live { .. }
+                | ForceLeaveError::PruneNeedsUpgrade { .. } => StatusCode::CONFLICT,
             };
             Err(ApiError::new(status, error.to_string()))
         }

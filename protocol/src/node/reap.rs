@@ -59,6 +59,10 @@ pub enum ForceLeaveError {
         "member `{name}` is {status}, not failed: force-leave only moves failed members to left, since a live member would be back at its next probe (Consul leaves it listed too); stop its agent first, or run `shoal leave` on it"
     )]
     Live { name: String, status: &'static str },
+    #[error(
+        "member `{old}` runs Shoal 0.1.0, which can't read the prune rumor `-prune` gossips (it would drop the gossip after it); upgrade every agent first, or force-leave without -prune (the member then goes at the end of tombstone_timeout)"
+    )]
+    PruneNeedsUpgrade { old: String },
 }
 
 impl Node {
@@ -72,6 +76,9 @@ impl Node {
             .ok_or_else(|| ForceLeaveError::Unknown(name.to_string()))?;
         if member.id == self.identity() {
             return Err(ForceLeaveError::Local(name.to_string()));
+        }
+        if prune && let Some(old) = self.member_without_wire_versions() {
+            return Err(ForceLeaveError::PruneNeedsUpgrade { old });
         }
         let done = match member.status {
             MemberStatus::Alive | MemberStatus::Suspect | MemberStatus::Leaving => {

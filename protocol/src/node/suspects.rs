@@ -33,17 +33,23 @@ impl Node {
         self.effects.suspicions.stats()
     }
 
-    /// Whether no active member's record says it is a 0.1.0 agent (one
-    /// that advertises no wire versions). 0.2.0 and later skip a rumor
-    /// kind they don't know and read on, while a 0.1.0 agent drops the
-    /// rest of the datagram after it, which could be records and KV
+    /// Whether no active member is a 0.1.0 agent (see
+    /// [`Node::member_without_wire_versions`]). 0.2.0 and later skip a
+    /// rumor kind they don't know and read on, while a 0.1.0 agent drops
+    /// the rest of the datagram after it, which could be records and KV
     /// writes. While one is a member (during a rolling upgrade from 0.1.0)
     /// no accusation is gossiped and suspicions keep foca's fixed timeout:
-    /// without confirmations, every one would last `Max`. A member whose
-    /// record has not arrived yet counts as a reader (records arrive
-    /// within seconds, and a dropped rumor is retransmitted and repaired by
-    /// anti-entropy). Looked at once per probe period.
+    /// without confirmations, every one would last `Max`. Looked at once
+    /// per probe period.
     pub(super) fn all_read_accusations(&self) -> bool {
+        self.member_without_wire_versions().is_none()
+    }
+
+    /// The name of an active member whose record advertises no wire
+    /// versions: a 0.1.0 agent. A member whose record has not arrived yet
+    /// is not one (records arrive within seconds, and a dropped rumor is
+    /// retransmitted and repaired by anti-entropy).
+    pub(super) fn member_without_wire_versions(&self) -> Option<String> {
         let state = self.lock_state();
         let local = state.local().id;
         state
@@ -51,11 +57,12 @@ impl Node {
             .filter(|record| {
                 record.id != local && !record.tags.contains_key(crate::record::WIRE_TAG)
             })
-            .all(|old| {
+            .find(|old| {
                 self.swim
                     .iter_members()
-                    .all(|member| member.id() != &old.id)
+                    .any(|member| member.id() == &old.id)
             })
+            .map(|old| old.name.clone())
     }
 
     /// Gossips an accusation for each member our own probes failed to
@@ -139,5 +146,44 @@ mod tests {
             generation: 1,
         }]);
         assert_eq!(node.suspects_fingerprint(), 0);
+    }
+
+    #[test]
+    fn accusations_wait_for_the_last_0_1_0_member_to_go() {
+        let id = |last: u8| NodeId {
+            addr: SocketAddr::from(([127, 0, 0, last], 7946)),
+            generation: 1,
+        };
+        let mut node = Node::new(
+            NodeRecord::new(id(1), "a"),
+            GossipConfig::default(),
+            Envelope::new(1),
+            7,
+        );
+        node.set_clock(Duration::from_secs(1_000));
+        node.start();
+        node.assume_members([id(2)]);
+        assert!(
+            node.all_read_accusations(),
+            "a member whose record has not arrived counts as a reader"
+        );
+        // A 0.1.0 agent's record advertises no wire versions.
+        let old = NodeRecord::new(id(2), "old");
+        node.lock_state().merge(old.clone());
+        assert!(!node.all_read_accusations());
+        // A prune would make it drop gossip too: refused, nothing changed.
+        assert_eq!(
+            node.force_leave("old", true),
+            Err(crate::node::ForceLeaveError::PruneNeedsUpgrade { old: "old".into() })
+        );
+        // It upgraded: same identity, a newer record with the tag.
+        let mut upgraded = old;
+        upgraded.version += 1;
+        upgraded.tags.insert(
+            crate::record::WIRE_TAG.into(),
+            crate::record::wire_tag(node.envelope.range()),
+        );
+        node.lock_state().merge(upgraded);
+        assert!(node.all_read_accusations());
     }
 }
