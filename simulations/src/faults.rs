@@ -65,6 +65,11 @@ impl Simulation {
             }
             Action::Loss { loss } => self.network.set_loss(loss),
             Action::LinkLoss { from, to, loss } => self.network.set_link_loss(from, to, loss),
+            Action::BurstyLoss {
+                enter,
+                leave,
+                loss_in_burst,
+            } => self.network.set_bursty_loss(enter, leave, loss_in_burst),
             Action::KvWrite {
                 node,
                 ref key,

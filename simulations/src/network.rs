@@ -39,6 +39,10 @@ pub struct Network {
     jitter: Micros,
     loss: f64,
     link_loss: HashMap<(u32, u32), f64>,
+    /// Gilbert-Elliott bursty loss: `(enter, leave, loss_in_burst)`, and
+    /// the one-way links in a burst now.
+    bursty: Option<(f64, f64, f64)>,
+    in_burst: HashMap<(u32, u32), bool>,
     /// Side of the partition each node is on (all zero when healed).
     side: Vec<u8>,
     pub sent: u64,
@@ -54,6 +58,8 @@ impl Network {
             jitter: micros(spec.jitter_ms),
             loss: spec.loss,
             link_loss: HashMap::new(),
+            bursty: None,
+            in_burst: HashMap::new(),
             side: vec![0; nodes],
             sent: 0,
             lost: 0,
@@ -66,6 +72,13 @@ impl Network {
 
     pub fn set_link_loss(&mut self, from: usize, to: usize, loss: f64) {
         self.link_loss.insert((from as u32, to as u32), loss);
+    }
+
+    /// Bursty loss on every link (see `Action::BurstyLoss`); `enter = 0`
+    /// turns it off.
+    pub fn set_bursty_loss(&mut self, enter: f64, leave: f64, loss_in_burst: f64) {
+        self.bursty = (enter > 0.0).then_some((enter, leave, loss_in_burst));
+        self.in_burst.clear();
     }
 
     /// Nodes below `split` on one side, the rest on the other.
@@ -102,11 +115,18 @@ impl Network {
     /// Decides the fate of one datagram: `Some(delay)` or lost.
     pub fn datagram(&mut self, rng: &mut StdRng, from: usize, to: usize) -> Option<Micros> {
         self.sent += 1;
-        let loss = self
-            .link_loss
-            .get(&(from as u32, to as u32))
-            .copied()
-            .unwrap_or(self.loss);
+        let link = (from as u32, to as u32);
+        let mut loss = self.link_loss.get(&link).copied().unwrap_or(self.loss);
+        if let Some((enter, leave, loss_in_burst)) = self.bursty {
+            let bad = self.in_burst.entry(link).or_insert(false);
+            let flip = if *bad { leave } else { enter };
+            if flip > 0.0 && rng.random_bool(flip.min(1.0)) {
+                *bad = !*bad;
+            }
+            if *bad {
+                loss = loss_in_burst;
+            }
+        }
         if !self.connected(from, to) || (loss > 0.0 && rng.random_bool(loss)) {
             self.lost += 1;
             return None;
@@ -149,5 +169,24 @@ mod tests {
         network.set_link_loss(0, 3, 1.0);
         assert!(network.datagram(&mut rng, 0, 3).is_none());
         assert!(network.datagram(&mut rng, 3, 0).is_some());
+    }
+
+    #[test]
+    fn bursty_loss_comes_in_runs() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut network = Network::new(&NetworkSpec::default(), 2);
+        // Mean burst 5 datagrams, one burst per 100 good ones: about 4.7 %
+        // lost, in runs.
+        network.set_bursty_loss(0.01, 0.2, 1.0);
+        let fates: Vec<bool> = (0..100_000)
+            .map(|_| network.datagram(&mut rng, 0, 1).is_none())
+            .collect();
+        let lost = fates.iter().filter(|&&lost| lost).count() as f64 / fates.len() as f64;
+        assert!((0.03..0.07).contains(&lost), "{lost}");
+        let runs = fates.windows(2).filter(|pair| !pair[0] && pair[1]).count() as f64;
+        let mean_run = fates.iter().filter(|&&lost| lost).count() as f64 / runs;
+        assert!((3.5..7.0).contains(&mean_run), "{mean_run}");
+        network.set_bursty_loss(0.0, 0.0, 0.0);
+        assert!((0..1_000).all(|_| network.datagram(&mut rng, 0, 1).is_some()));
     }
 }

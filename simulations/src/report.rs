@@ -53,6 +53,9 @@ pub struct Report {
     pub renewals: u64,
     pub refutations: u64,
     pub probe_failures: u64,
+    /// Suspicions started, summed over the nodes (each node that marks a
+    /// member suspect counts once).
+    pub suspicions: u64,
     pub max_health_score: u32,
     pub messages_per_node_s: f64,
     pub bytes_per_node_s: f64,
@@ -133,6 +136,7 @@ impl Report {
         let (faulted_declared_down, _) = metrics.false_positive_counts(live, true);
         let (mut datagrams, mut bytes, mut refutations, mut probe_failures, mut max_score) =
             (0u64, 0u64, 0u64, 0u64, 0u32);
+        let mut suspicions = 0u64;
         for slot in &sim.slots {
             datagrams += slot.datagrams_out;
             bytes += slot.bytes_out;
@@ -142,6 +146,7 @@ impl Report {
                 let stats = node.local_health().stats();
                 refutations += stats.refutations;
                 probe_failures += stats.probe_failures;
+                suspicions += stats.suspicions;
                 max_score = max_score.max(stats.max_score);
             }
         }
@@ -185,6 +190,7 @@ impl Report {
             renewals: metrics.renewals,
             refutations,
             probe_failures,
+            suspicions,
             max_health_score: max_score,
             messages_per_node_s: datagrams as f64 / node_seconds,
             bytes_per_node_s: bytes as f64 / node_seconds,
@@ -219,7 +225,7 @@ impl Report {
         agent_udp_bytes_s_median,agent_udp_bytes_s_max,agent_udp_datagrams_s_median,\
         agent_udp_datagrams_s_max,agent_tcp_bytes_s_median,agent_tcp_bytes_s_max,\
         agent_tcp_messages_s_median,agent_tcp_messages_s_max,agent_bytes_s_median,\
-        agent_bytes_s_max,busiest_agent,busiest_is_seed";
+        agent_bytes_s_max,busiest_agent,busiest_is_seed,suspicions";
 
     /// One CSV row; missing figures are empty cells.
     pub fn csv_row(&self) -> String {
@@ -290,6 +296,7 @@ impl Report {
         }
         cells.push(t.busiest.to_string());
         cells.push(t.busiest_is_seed.to_string());
+        cells.push(self.suspicions.to_string());
         cells
     }
 }
@@ -351,8 +358,9 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  refutations {} | failed probes {} | max local health score {} | \
+            "  suspicions {} | refutations {} | failed probes {} | max local health score {} | \
              downs across the partition {} ({} by the smaller side)",
+            self.suspicions,
             self.refutations,
             self.probe_failures,
             self.max_health_score,

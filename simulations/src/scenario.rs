@@ -197,6 +197,16 @@ pub enum Action {
     Loss { loss: f64 },
     /// Loss on the one-way link `from -> to` (asymmetric loss).
     LinkLoss { from: usize, to: usize, loss: f64 },
+    /// Bursty loss on every link (Gilbert-Elliott, netem's `gemodel`):
+    /// each one-way link is good or bad; before each datagram a good link
+    /// turns bad with probability `enter` and a bad one good with
+    /// `leave`; a bad link loses `loss_in_burst` of its datagrams, a good
+    /// one the ordinary loss. `enter = 0` turns it off.
+    BurstyLoss {
+        enter: f64,
+        leave: f64,
+        loss_in_burst: f64,
+    },
     /// One KV write through `Node::write_kv` on the node (`node = -1`: a
     /// random healthy one), as the agent makes it: its time is the virtual
     /// clock in NTP64 (past the key's current time), its writer the node's

@@ -95,6 +95,77 @@ pub fn slow_scenario(local_health: bool, seed: u64) -> Scenario {
     scenario
 }
 
+/// The faults that cause false positives in practice (issue 23), on a
+/// 50-node cluster for ten virtual minutes:
+///
+/// - `starve`: five nodes stopped for 200-800 ms every 1-3 s (SIGSTOP
+///   bursts: their timers and receives wait together, then run);
+/// - `bursty`: Gilbert-Elliott loss on every link, bursts of 10 datagrams
+///   on average, about 9 % lost;
+/// - `oneway`: five nodes lose 30 % of what they send, nothing of what
+///   they receive;
+/// - `starve-loss`: `starve` with 5 % uniform loss on top.
+///
+/// `dynamic`: Lifeguard's dynamic suspicion (the default); else the
+/// suspicion is fixed (`suspicion_max_mult = 1`), as before it.
+pub const FAULT_KINDS: [&str; 4] = ["starve", "bursty", "oneway", "starve-loss"];
+
+pub fn fault_scenario(kind: &str, dynamic: bool, seed: u64) -> Scenario {
+    use rand::{RngExt, SeedableRng};
+    let name = format!(
+        "faults-{kind}-{}",
+        if dynamic { "dynamic" } else { "fixed" }
+    );
+    let mut scenario = base(name, 50, 600.0, seed);
+    if !dynamic {
+        scenario.suspicion_max_mult = Some(1);
+    }
+    let faulted = [10, 20, 30, 40, 45];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5354_4152);
+    let mut stop_bursts = |actions: &mut Vec<TimedAction>| {
+        for &node in &faulted {
+            let mut t = 30.0 + rng.random_range(0.0..3.0);
+            while t < 570.0 {
+                let seconds = rng.random_range(0.2..0.8);
+                actions.push(at(t, Action::Pause { node, seconds }));
+                t += seconds + rng.random_range(1.0..3.0);
+            }
+        }
+    };
+    match kind {
+        "starve" => stop_bursts(&mut scenario.actions),
+        "starve-loss" => {
+            scenario.network.loss = 0.05;
+            stop_bursts(&mut scenario.actions);
+        }
+        "bursty" => scenario.actions.push(at(
+            30.0,
+            Action::BurstyLoss {
+                enter: 0.01,
+                leave: 0.1,
+                loss_in_burst: 1.0,
+            },
+        )),
+        "oneway" => {
+            for &from in &faulted {
+                for to in (0..50).filter(|&to| to != from) {
+                    scenario.actions.push(at(
+                        30.0,
+                        Action::LinkLoss {
+                            from,
+                            to,
+                            loss: 0.3,
+                        },
+                    ));
+                }
+            }
+        }
+        other => panic!("unknown fault kind `{other}`"),
+    }
+    scenario.actions.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    scenario
+}
+
 /// An idle cluster of `nodes` (3 seeds) for ten virtual minutes after a
 /// ten-minute join: what each agent sends when nothing happens, seeds
 /// included.
@@ -180,6 +251,18 @@ pub fn run_sweeps(only: &[String], max_nodes: usize, seed: u64, out: &Path) -> a
         }));
         write_rows(out, "slow", &reports)?;
         plot::slow_chart(&reports, &out.join("slow.svg"))?;
+    }
+    if wants("faults") {
+        // Ten seeds from `seed`, each fault with and without dynamic
+        // suspicion: counts per seed, not only a mean.
+        let reports = run_all((0..10).flat_map(|offset| {
+            FAULT_KINDS.into_iter().flat_map(move |kind| {
+                [true, false]
+                    .into_iter()
+                    .map(move |dynamic| fault_scenario(kind, dynamic, seed + offset))
+            })
+        }));
+        write_rows(out, "faults", &reports)?;
     }
     if wants("hour") {
         let mut scenario = loss_scenario(0.05, 3_600.0, seed);
