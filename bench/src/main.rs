@@ -240,17 +240,12 @@ async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -
         work: common.work.clone(),
     };
     let mut report = report::Report::default();
-    let mut environment = environment(&shoal_bin, &args.serf_bin);
-    writeln!(
-        environment,
-        "cluster run: {}",
-        std::env::args().collect::<Vec<_>>().join(" ")
-    )?;
+    let mut environment = environment("cluster", &shoal_bin, Some(&args.serf_bin));
     writeln!(environment, "private network namespace: {private_netns}")?;
     writeln!(
         environment,
-        "cluster start: load average {}",
-        std::fs::read_to_string("/proc/loadavg")?.trim()
+        "rounds: {} per observation mode; kills: {}; sizes: {:?}; systems: {:?}",
+        args.rounds, args.kills, args.sizes, args.systems
     )?;
     for &size in &args.sizes {
         for system in &args.systems {
@@ -268,11 +263,7 @@ async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -
             report.write(&common.out)?;
         }
     }
-    writeln!(
-        environment,
-        "cluster end: load average {}",
-        std::fs::read_to_string("/proc/loadavg")?.trim()
-    )?;
+    finish_environment(&mut environment);
     std::fs::write(common.out.join("environment.txt"), environment)?;
     Ok(())
 }
@@ -290,7 +281,7 @@ async fn run_lookup(args: &LookupArgs, common: &Common) -> Result<()> {
         connections: args.connections,
         work: common.work.join("lookup"),
     };
-    let load_before = std::fs::read_to_string("/proc/loadavg")?;
+    let mut environment = environment("lookup", &options.shoal_bin, None);
     let rows = lookup::run(&options).await?;
     let mut text = format!("{}\n", lookup::HEADER);
     for row in rows {
@@ -299,16 +290,8 @@ async fn run_lookup(args: &LookupArgs, common: &Common) -> Result<()> {
     }
     std::fs::create_dir_all(&common.out)?;
     std::fs::write(common.out.join("lookup.csv"), text)?;
-    let load_after = std::fs::read_to_string("/proc/loadavg")?;
-    std::fs::write(
-        common.out.join("lookup_environment.txt"),
-        format!(
-            "lookup run: {}\nload average before: {}\nload average after: {}\n",
-            std::env::args().collect::<Vec<_>>().join(" "),
-            load_before.trim(),
-            load_after.trim()
-        ),
-    )?;
+    finish_environment(&mut environment);
+    std::fs::write(common.out.join("lookup_environment.txt"), environment)?;
     Ok(())
 }
 
@@ -321,9 +304,9 @@ async fn run_dns(args: &DnsArgs, common: &Common) -> Result<()> {
         duration: args.dns_duration,
         work: common.work.join("dns"),
     };
-    let load_before = std::fs::read_to_string("/proc/loadavg")?;
+    let mut environment = environment("dns", &options.shoal_bin, None);
     let rows = dns::run(&options).await?;
-    let load_after = std::fs::read_to_string("/proc/loadavg")?;
+    finish_environment(&mut environment);
     let mut text = format!("{}\n", dns::HEADER);
     for row in rows {
         text.push_str(&row);
@@ -331,20 +314,16 @@ async fn run_dns(args: &DnsArgs, common: &Common) -> Result<()> {
     }
     std::fs::create_dir_all(&common.out)?;
     std::fs::write(common.out.join("dns.csv"), text)?;
-    std::fs::write(
-        common.out.join("dns_environment.txt"),
-        format!(
-            "dns run: {}\nload average before: {}\nload average after: {}\n",
-            std::env::args().collect::<Vec<_>>().join(" "),
-            load_before.trim(),
-            load_after.trim()
-        ),
-    )?;
+    std::fs::write(common.out.join("dns_environment.txt"), environment)?;
     Ok(())
 }
 
-/// Machine, binaries and versions, for the report.
-fn environment(shoal_bin: &Path, serf_bin: &Path) -> String {
+/// Where a run's figures come from, written beside its CSV before it
+/// starts (then [`finish_environment`]): the exact command, the source
+/// (git commit, and whether the tree had uncommitted changes), the
+/// binaries, the machine, and the load average before and after, so no
+/// figure needs an adjective about the machine.
+fn environment(run_name: &str, shoal_bin: &Path, serf_bin: Option<&Path>) -> String {
     let run = |program: &str, args: &[&str]| -> String {
         std::process::Command::new(program)
             .args(args)
@@ -368,9 +347,28 @@ fn environment(shoal_bin: &Path, serf_bin: &Path) -> String {
         })
         .unwrap_or_default();
     let shoal_bin_text = shoal_bin.display().to_string();
+    let commit = run("git", &["rev-parse", "HEAD"]);
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| !o.stdout.is_empty());
+    let source = match (commit.is_empty(), dirty) {
+        (true, _) | (_, Err(_)) => "unknown (not run from a git checkout)".to_string(),
+        (false, Ok(true)) => format!("{commit} with uncommitted changes"),
+        (false, Ok(false)) => format!("{commit} (clean)"),
+    };
+    let serf = serf_bin.map_or_else(
+        || "not used".to_string(),
+        |bin| run(&bin.display().to_string(), &["version"]),
+    );
     format!(
-        "date: {}\nkernel: {}\ncpus: {} x {cpu}\nmemory: {}\nshoal: {} sha256 {}\nserf: {}\n",
+        "{run_name} run: {}\nsource: {source}\nstart: {}\nload average at start: {}\n\
+         kernel: {}\ncpus: {} x {cpu}\nmemory: {}\nshoal: {} sha256 {}\nserf: {serf}\n",
+        std::env::args().collect::<Vec<_>>().join(" "),
         run("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim(),
         run("uname", &["-r"]),
         std::thread::available_parallelism().map_or(0, usize::from),
         run("sh", &["-c", "grep MemTotal /proc/meminfo"]),
@@ -379,8 +377,22 @@ fn environment(shoal_bin: &Path, serf_bin: &Path) -> String {
             .split_whitespace()
             .next()
             .unwrap_or(""),
-        run(&serf_bin.display().to_string(), &["version"]),
     )
+}
+
+/// Appends the end time and the load average after the run.
+fn finish_environment(environment: &mut String) {
+    let end = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let _ = writeln!(
+        environment,
+        "end: {end}\nload average at end: {}",
+        load.trim()
+    );
 }
 
 fn write_report(common: &Common) -> Result<()> {
@@ -426,4 +438,31 @@ fn write_report(common: &Common) -> Result<()> {
         .with_context(|| format!("write {}", common.markdown.display()))?;
     eprintln!("wrote {}", common.markdown.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_run_records_its_command_source_machine_and_load() {
+        let mut text = environment("lookup", Path::new("/bin/true"), None);
+        finish_environment(&mut text);
+        for field in [
+            "lookup run: ",
+            "source: ",
+            "start: ",
+            "load average at start: ",
+            "kernel: ",
+            "cpus: ",
+            "serf: not used",
+            "end: ",
+            "load average at end: ",
+        ] {
+            assert!(text.contains(field), "no `{field}` in:\n{text}");
+        }
+        // Run from this checkout: the commit is named.
+        let source = text.lines().find(|l| l.starts_with("source: ")).unwrap();
+        assert!(!source.contains("unknown"), "{source}");
+    }
 }
