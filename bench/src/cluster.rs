@@ -40,6 +40,33 @@ pub struct Options {
     pub work: PathBuf,
 }
 
+/// memberlist's push-pull interval (Serf's LAN default, 30 s) scaled for
+/// `size` members as memberlist's `pushPullScale` does: x1 up to 32
+/// members, then one more x per doubling (x2 from 33, x3 from 65, x4
+/// from 129...).
+pub fn memberlist_push_pull(size: usize) -> Duration {
+    const BASE: Duration = Duration::from_secs(30);
+    const THRESHOLD: usize = 32;
+    if size <= THRESHOLD {
+        return BASE;
+    }
+    let extra = ((size as f64).log2() - (THRESHOLD as f64).log2()).ceil() as u32;
+    BASE * (extra + 1)
+}
+
+/// The idle window and the pause before it, for both systems alike: the
+/// window starts after Serf's first push-pull (else Serf's TCP bytes read
+/// 0) and lasts at least three of its push-pull intervals, at the scale
+/// for `size`; `--idle` and `--warmup` are minimums.
+pub fn idle_schedule(options: &Options, size: usize) -> (Duration, Duration) {
+    let push_pull = memberlist_push_pull(size);
+    let warmup = options
+        .warmup
+        .max(options.settle)
+        .max(push_pull + Duration::from_secs(5));
+    (warmup, options.idle.max(push_pull * 3))
+}
+
 const JOIN_DEADLINE: Duration = Duration::from_secs(120);
 pub const CHANGE_DEADLINE: Duration = Duration::from_secs(30);
 const DETECT_DEADLINE: Duration = Duration::from_secs(60);
@@ -69,15 +96,16 @@ pub async fn run(
     );
 
     let mut agents = start(system, size, &work, options, report).await?;
-    tokio::time::sleep(options.warmup.max(options.settle)).await;
+    let (warmup, idle) = idle_schedule(options, size);
+    tokio::time::sleep(warmup).await;
     check_running(&mut agents)?;
 
-    eprintln!("[{name} n={size}] idle window {:?}", options.idle);
+    eprintln!("[{name} n={size}] idle window {idle:?} after {warmup:?}");
     let capture = options
         .private_netns
         .then(traffic::Capture::start)
         .transpose()?;
-    footprint::idle_window(system, &mut agents, options, report).await?;
+    footprint::idle_window(system, &mut agents, options, idle, report).await?;
     if let Some(capture) = capture {
         let (counts, elapsed) = capture.stop();
         let addresses: Vec<(String, std::net::Ipv4Addr)> = agents
@@ -382,4 +410,33 @@ async fn detect_failure(
         }
     }
     Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_window_covers_three_of_serfs_scaled_push_pulls() {
+        let s = Duration::from_secs;
+        assert_eq!(memberlist_push_pull(10), s(30));
+        assert_eq!(memberlist_push_pull(32), s(30));
+        assert_eq!(memberlist_push_pull(50), s(60));
+        assert_eq!(memberlist_push_pull(100), s(90));
+        assert_eq!(memberlist_push_pull(250), s(120));
+        assert_eq!(memberlist_push_pull(1_000), s(180));
+        let options = Options {
+            rounds: 1,
+            kills: 1,
+            idle: s(30),
+            change_poll: s(1),
+            view_poll: s(1),
+            settle: s(3),
+            warmup: s(15),
+            private_netns: false,
+            work: PathBuf::new(),
+        };
+        assert_eq!(idle_schedule(&options, 10), (s(35), s(90)));
+        assert_eq!(idle_schedule(&options, 100), (s(95), s(270)));
+    }
 }

@@ -18,6 +18,7 @@ pub async fn idle_window(
     system: &System,
     agents: &mut [Agent],
     options: &Options,
+    idle: std::time::Duration,
     report: &mut Report,
 ) -> Result<()> {
     let name = system.name();
@@ -42,7 +43,7 @@ pub async fn idle_window(
         .map(|&pid| process::cpu_ticks(pid))
         .collect::<Result<_>>()?;
     let started = Instant::now();
-    tokio::time::sleep(options.idle).await;
+    tokio::time::sleep(idle).await;
     let ticks_after: Vec<u64> = pids
         .iter()
         .map(|&pid| process::cpu_ticks(pid))
@@ -91,6 +92,7 @@ pub async fn idle_window(
         ("rss_anon", field(|m| m.anon)),
         ("rss_file", field(|m| m.file)),
         ("pss", field(|m| m.pss)),
+        ("uss", field(|m| m.uss)),
     ] {
         report.summary(
             name,

@@ -90,6 +90,7 @@ pub async fn run(options: &Options) -> Result<Vec<String>> {
     std::fs::create_dir_all(&options.work)?;
     let system = System::Shoal {
         bin: options.shoal_bin.clone(),
+        serf_intervals: false,
     };
     // Indexes far from the cluster runs' so addresses never overlap.
     let first = system.spawn(200, None, &options.work)?;

@@ -111,8 +111,14 @@ struct ClusterArgs {
     /// Cluster sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
     sizes: Vec<usize>,
-    /// Systems, comma-separated: shoal, serf.
-    #[arg(long, value_delimiter = ',', default_value = "shoal,serf")]
+    /// Systems, comma-separated: shoal (its defaults), shoal-serf-intervals
+    /// (anti-entropy every 30 s, as Serf's push-pull; the rest of Shoal's
+    /// defaults already match Serf's LAN profile), serf.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "shoal,shoal-serf-intervals,serf"
+    )]
     systems: Vec<String>,
     /// The serf binary (Debian: apt-get install serf).
     #[arg(long, default_value = "serf")]
@@ -123,7 +129,9 @@ struct ClusterArgs {
     /// Agents SIGKILLed, one after the other, for failure detection.
     #[arg(long, default_value_t = 10)]
     kills: usize,
-    /// Idle window for CPU and gossip bytes.
+    /// Shortest idle window for CPU and gossip bytes: it lasts at least
+    /// three of Serf's push-pull intervals at the cluster's scale (90 s up
+    /// to 32 agents, 180 s at 50, 270 s at 100) and starts after the first.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     idle: Duration,
     /// Poll interval while waiting for a change to propagate.
@@ -135,7 +143,8 @@ struct ClusterArgs {
     /// Pause after convergence and between rounds.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     settle: Duration,
-    /// Pause between the join and the idle window (the join's gossip dies down).
+    /// Shortest pause between the join and the idle window (the join's
+    /// gossip dies down); at least Serf's scaled push-pull interval + 5 s.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     warmup: Duration,
 }
@@ -240,7 +249,12 @@ async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -
         work: common.work.clone(),
     };
     let mut report = report::Report::default();
-    let mut environment = environment("cluster", &shoal_bin, Some(&args.serf_bin));
+    let serf_bin = args
+        .systems
+        .iter()
+        .any(|system| system == "serf")
+        .then_some(args.serf_bin.as_path());
+    let mut environment = environment("cluster", &shoal_bin, serf_bin);
     writeln!(environment, "private network namespace: {private_netns}")?;
     writeln!(
         environment,
@@ -250,13 +264,16 @@ async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -
     for &size in &args.sizes {
         for system in &args.systems {
             let system = match system.as_str() {
-                "shoal" => system::System::Shoal {
+                "shoal" | "shoal-serf-intervals" => system::System::Shoal {
                     bin: shoal_bin.clone(),
+                    serf_intervals: system == "shoal-serf-intervals",
                 },
                 "serf" => system::System::Serf {
                     bin: args.serf_bin.clone(),
                 },
-                other => anyhow::bail!("unknown system `{other}`: shoal or serf"),
+                other => {
+                    anyhow::bail!("unknown system `{other}`: shoal, shoal-serf-intervals or serf")
+                }
             };
             cluster::run(&system, size, &options, &mut report).await?;
             // Write after every step, so an interrupted sweep keeps its figures.
@@ -372,7 +389,16 @@ fn environment(run_name: &str, shoal_bin: &Path, serf_bin: Option<&Path>) -> Str
         run("uname", &["-r"]),
         std::thread::available_parallelism().map_or(0, usize::from),
         run("sh", &["-c", "grep MemTotal /proc/meminfo"]),
-        run(&shoal_bin_text, &["--version"]),
+        // `shoal version`: the release and the commit it was built from.
+        std::process::Command::new(shoal_bin)
+            .arg("version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default(),
         run("sha256sum", &[&shoal_bin_text])
             .split_whitespace()
             .next()

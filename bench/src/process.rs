@@ -77,6 +77,10 @@ pub struct Memory {
     /// `Pss` from `smaps_rollup`: shared pages divided among their users,
     /// the fair per-process share when N copies run on one host.
     pub pss: u64,
+    /// USS: `Private_Clean` + `Private_Dirty` from `smaps_rollup`, the
+    /// pages only this process maps (what stopping it would free, page
+    /// cache aside).
+    pub uss: u64,
 }
 
 pub fn memory(pid: u32) -> Result<Memory> {
@@ -87,6 +91,7 @@ pub fn memory(pid: u32) -> Result<Memory> {
         anon: kib_field(&status, "RssAnon:"),
         file: kib_field(&status, "RssFile:"),
         pss: kib_field(&rollup, "Pss:"),
+        uss: kib_field(&rollup, "Private_Clean:") + kib_field(&rollup, "Private_Dirty:"),
     })
 }
 

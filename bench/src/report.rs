@@ -14,7 +14,7 @@ use crate::process::Memory;
 pub struct Report {
     /// `system,n,phase,round,agent,ms`: one agent's latency in one event.
     samples: Vec<String>,
-    /// `system,n,agent,rss_kib,rss_anon_kib,rss_file_kib,pss_kib,idle_cpu_pct`.
+    /// `system,n,agent,rss_kib,rss_anon_kib,rss_file_kib,pss_kib,idle_cpu_pct,uss_kib`.
     resources: Vec<String>,
     /// `system,n,metric,value,unit`.
     summary: Vec<String>,
@@ -24,7 +24,7 @@ pub struct Report {
 
 pub const SAMPLES_HEADER: &str = "system,n,phase,round,agent,ms";
 pub const RESOURCES_HEADER: &str =
-    "system,n,agent,rss_kib,rss_anon_kib,rss_file_kib,pss_kib,idle_cpu_pct";
+    "system,n,agent,rss_kib,rss_anon_kib,rss_file_kib,pss_kib,idle_cpu_pct,uss_kib";
 pub const SUMMARY_HEADER: &str = "system,n,metric,value,unit";
 pub const TRAFFIC_HEADER: &str =
     "system,n,agent,udp_bytes_s,udp_packets_s,tcp_bytes_s,tcp_packets_s";
@@ -52,8 +52,8 @@ impl Report {
         idle_cpu_percent: f64,
     ) {
         self.resources.push(format!(
-            "{system},{n},{agent},{},{},{},{},{idle_cpu_percent:.3}",
-            memory.rss, memory.anon, memory.file, memory.pss
+            "{system},{n},{agent},{},{},{},{},{idle_cpu_percent:.3},{}",
+            memory.rss, memory.anon, memory.file, memory.pss, memory.uss
         ));
     }
 
@@ -168,6 +168,12 @@ const ROWS: &[(&str, &str, f64, usize)] = &[
     (
         "PSS median (MiB): fair share with N copies",
         "pss_median_kib",
+        1024.0,
+        2,
+    ),
+    (
+        "USS median (MiB): pages only this agent maps",
+        "uss_median_kib",
         1024.0,
         2,
     ),
@@ -312,29 +318,54 @@ pub fn render_cluster(summary_csv: &Path) -> Result<String> {
     sizes.dedup();
     sizes.sort_unstable();
     sizes.dedup();
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 && a.is_finite() && b.is_finite() => {
+            format!("{:.2}", a / b)
+        }
+        _ => "–".to_string(),
+    };
+    // Shoal run with Serf's push-pull interval, when the run has it.
+    let alike = "shoal-serf-intervals";
+    let with_alike = summary.keys().any(|(system, _, _)| system == alike);
     let mut out = String::new();
     for n in sizes {
         writeln!(out, "### N = {n}\n")?;
-        writeln!(out, "| metric | Shoal | Serf | Shoal / Serf |")?;
-        writeln!(out, "|---|---:|---:|---:|")?;
+        if with_alike {
+            writeln!(
+                out,
+                "| metric | Shoal | Shoal, Serf's intervals | Serf | Shoal / Serf | Shoal (Serf's intervals) / Serf |"
+            )?;
+            writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+        } else {
+            writeln!(out, "| metric | Shoal | Serf | Shoal / Serf |")?;
+            writeln!(out, "|---|---:|---:|---:|")?;
+        }
         for (label, metric, scale, decimals) in ROWS {
             let shoal = get("shoal", n, metric);
             let serf = get("serf", n, metric);
-            if shoal.is_none() && serf.is_none() {
+            let shoal_alike = get(alike, n, metric);
+            if shoal.is_none() && serf.is_none() && shoal_alike.is_none() {
                 continue;
             }
-            let ratio = match (shoal, serf) {
-                (Some(a), Some(b)) if b > 0.0 && a.is_finite() && b.is_finite() => {
-                    format!("{:.2}", a / b)
-                }
-                _ => "–".to_string(),
-            };
-            writeln!(
-                out,
-                "| {label} | {} | {} | {ratio} |",
-                cell(shoal, *scale, *decimals),
-                cell(serf, *scale, *decimals)
-            )?;
+            if with_alike {
+                writeln!(
+                    out,
+                    "| {label} | {} | {} | {} | {} | {} |",
+                    cell(shoal, *scale, *decimals),
+                    cell(shoal_alike, *scale, *decimals),
+                    cell(serf, *scale, *decimals),
+                    ratio(shoal, serf),
+                    ratio(shoal_alike, serf)
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "| {label} | {} | {} | {} |",
+                    cell(shoal, *scale, *decimals),
+                    cell(serf, *scale, *decimals),
+                    ratio(shoal, serf)
+                )?;
+            }
         }
         writeln!(out)?;
     }

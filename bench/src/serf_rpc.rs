@@ -26,7 +26,10 @@ pub struct SerfMember {
     pub status: String,
 }
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// Above Serf's own 5 s broadcast timeout (`SetTags`, user events): with
+/// the harness's timeout equal to it, a Serf that took its full time
+/// looked like a harness failure ("Serf failed at 250").
+const TIMEOUT: Duration = Duration::from_secs(15);
 
 impl SerfRpc {
     pub async fn connect(addr: SocketAddr) -> Result<Self> {

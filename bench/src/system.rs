@@ -17,8 +17,16 @@ use crate::serf_rpc::SerfRpc;
 
 #[derive(Clone, Debug)]
 pub enum System {
-    Shoal { bin: PathBuf },
-    Serf { bin: PathBuf },
+    /// `serf_intervals`: anti-entropy every 30 s, Serf's push-pull
+    /// interval (Shoal's default is 15 s); probe, gossip and suspicion
+    /// settings are Serf's LAN profile either way.
+    Shoal {
+        bin: PathBuf,
+        serf_intervals: bool,
+    },
+    Serf {
+        bin: PathBuf,
+    },
 }
 
 /// One running agent.
@@ -41,7 +49,14 @@ pub enum Status {
 impl System {
     pub fn name(&self) -> &'static str {
         match self {
-            System::Shoal { .. } => "shoal",
+            System::Shoal {
+                serf_intervals: false,
+                ..
+            } => "shoal",
+            System::Shoal {
+                serf_intervals: true,
+                ..
+            } => "shoal-serf-intervals",
             System::Serf { .. } => "serf",
         }
     }
@@ -49,7 +64,14 @@ impl System {
     /// Agent `index` gets its own loopback address, 127.<system>.<hi>.<lo>.
     fn ip(&self, index: usize) -> IpAddr {
         let system = match self {
-            System::Shoal { .. } => 10,
+            System::Shoal {
+                serf_intervals: false,
+                ..
+            } => 10,
+            System::Shoal {
+                serf_intervals: true,
+                ..
+            } => 30,
             System::Serf { .. } => 20,
         };
         IpAddr::V4(Ipv4Addr::new(
@@ -67,7 +89,10 @@ impl System {
         let ip = self.ip(index);
         let gossip = SocketAddr::new(ip, 7946);
         let (api, command) = match self {
-            System::Shoal { bin } => {
+            System::Shoal {
+                bin,
+                serf_intervals,
+            } => {
                 let api = SocketAddr::new(ip, 8500);
                 let data_dir = work.join(&name);
                 std::fs::create_dir_all(&data_dir)?;
@@ -88,6 +113,11 @@ impl System {
                 }
                 if let Some(seed) = seed {
                     command.args(["--join", &seed.to_string()]);
+                }
+                if *serf_intervals {
+                    let config = work.join(format!("{name}.toml"));
+                    std::fs::write(&config, "[gossip]\npush_pull_interval = \"30s\"\n")?;
+                    command.arg("--config").arg(&config);
                 }
                 (api, command)
             }
