@@ -31,15 +31,24 @@ impl Node {
     /// `notify_down_members`, without its suspect->down timer path, which
     /// also fires for members that refuted the suspicion (see
     /// [`GossipConfig::swim_config`](super::GossipConfig::swim_config)).
+    ///
+    /// Also: a datagram addressed to an earlier identity of ours (we
+    /// restarted while the sender was cut off from us) is dropped by foca
+    /// too, and the sender keeps probing an identity that no longer
+    /// answers. We announce ourselves to it (at most once a second per
+    /// address), so it learns the identity we have now, and we the one it
+    /// has. Without it, an agent cut off alone while the others restarted
+    /// took until an anti-entropy exchange to be taken back after the heal.
     pub(super) fn tell_if_declared_down(&mut self, payload: &[u8]) {
         use foca::Codec;
-        if self.down.is_empty() {
-            return;
-        }
         let Ok(header) = SwimCodec.decode_header(&mut &payload[..]) else {
             return;
         };
-        if self.down.get(&header.src.addr) != Some(&header.src) {
+        let me = self.identity();
+        if header.dst.addr == me.addr && header.dst.generation < me.generation {
+            self.announce_to_stale(header.src);
+        }
+        if self.down.is_empty() || self.down.get(&header.src.addr) != Some(&header.src) {
             return;
         }
         let reply = foca::Header {
@@ -52,6 +61,24 @@ impl Node {
         if SwimCodec.encode_header(&reply, &mut bytes).is_ok() {
             self.effects.send_to(header.src, &bytes);
         }
+    }
+
+    fn announce_to_stale(&mut self, peer: NodeId) {
+        let Some(now) = self.effects.now else {
+            return;
+        };
+        if self
+            .stale_told
+            .get(&peer.addr)
+            .is_some_and(|at| now.saturating_sub(*at) < Duration::from_secs(1))
+        {
+            return;
+        }
+        if self.stale_told.len() >= 1024 {
+            self.stale_told.clear();
+        }
+        self.stale_told.insert(peer.addr, now);
+        let _ = self.swim.announce(peer, &mut self.effects);
     }
 
     /// Starts a graceful leave: gossip a "left" record, then, after

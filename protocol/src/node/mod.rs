@@ -174,6 +174,9 @@ pub struct Node {
     /// Identities we hold as down, by address, to answer their datagrams
     /// with `TurnUndead` (see [`Node::tell_if_declared_down`]).
     down: HashMap<SocketAddr, NodeId>,
+    /// When we last announced ourselves to a peer that addressed an
+    /// earlier identity of ours (see [`Node::tell_if_declared_down`]).
+    stale_told: HashMap<SocketAddr, Duration>,
     /// Down members waiting to be forgotten, and whether on the left
     /// schedule (see `reap`).
     reaps: HashMap<NodeId, bool>,
@@ -255,6 +258,7 @@ impl Node {
             name_rival: None,
             name_events: Vec::new(),
             down: HashMap::new(),
+            stale_told: HashMap::new(),
             reaps: HashMap::new(),
             prune_when_down: std::collections::HashSet::new(),
             known_members: 0,

@@ -226,6 +226,14 @@ impl Node {
             if !self.reaps.contains_key(&id) {
                 self.schedule_reap(id);
             }
+            // Answer its datagrams with `TurnUndead`, as for a member we
+            // saw go down: else a member every agent learned as down (each
+            // restarted while it was cut off) is never told, and its
+            // datagrams are ignored until it finds out by itself.
+            let known = self.down.entry(id.addr).or_insert(id);
+            if known.generation < id.generation {
+                *known = id;
+            }
         }
     }
 
