@@ -401,12 +401,16 @@ fn https_check(agent: &Agent, id: &str, url: &str, tls: Value) {
 }
 
 /// Waits until check `id` has `status`; returns its output.
+/// Waits until check `id` has run and come out `status`: a check starts
+/// critical with no output (as Consul's do), so a critical status alone
+/// may be from before its first run.
 fn wait_check(agent: &Agent, id: &str, status: &str) -> String {
     wait_for(SLOW, &format!("check {id} {status}"), || {
         let checks = agent.get("/v1/agent/checks")?;
         let check = &checks[id];
-        if check["Status"] == status {
-            Ok(check["Output"].as_str().unwrap_or_default().to_string())
+        let output = check["Output"].as_str().unwrap_or_default();
+        if check["Status"] == status && !output.is_empty() {
+            Ok(output.to_string())
         } else {
             Err(check.to_string())
         }
