@@ -553,6 +553,35 @@ impl Cluster {
         Cluster { agents, root }
     }
 
+    /// Cuts agents `side` off from agents `other`, both ways, with the
+    /// fault hook (the agents run with `--fault-injection`).
+    pub fn cut(&self, side: &[usize], other: &[usize]) {
+        let ips = |agents: &[usize]| {
+            agents
+                .iter()
+                .map(|&i| self.agents[i].ip.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        for (from, to) in [(side, other), (other, side)] {
+            self.fault_block(from, &ips(to));
+        }
+    }
+
+    /// Ends every cut made with [`Cluster::cut`].
+    pub fn heal(&self) {
+        let all: Vec<usize> = (0..self.agents.len()).collect();
+        self.fault_block(&all, "");
+    }
+
+    fn fault_block(&self, agents: &[usize], ips: &str) {
+        for &i in agents {
+            let path = format!("/v1/shoal/fault?block={ips}");
+            let (status, body) = http_json("PUT", self.agents[i].http_addr(), &path, None).unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+
     /// Waits until every agent reports all agents alive.
     pub fn wait_all_alive(&self, timeout: Duration) {
         let expected: Vec<(String, u64)> =

@@ -147,27 +147,7 @@ fn a_minority_cut_off_for_8_seconds_fails_none_of_the_majority() {
     cluster.wait_all_alive(Duration::from_secs(20));
     let minority = [1, 3];
     let majority = [0, 2, 4];
-    let ips = |side: &[usize]| {
-        side.iter()
-            .map(|&i| cluster.agents[i].ip.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let block = |agents: &[usize], path: &str| {
-        for &i in agents {
-            let (status, body) =
-                http_json("PUT", cluster.agents[i].http_addr(), path, None).unwrap();
-            assert_eq!(status, 200, "{body}");
-        }
-    };
-    block(
-        &minority,
-        &format!("/v1/shoal/fault?block={}", ips(&majority)),
-    );
-    block(
-        &majority,
-        &format!("/v1/shoal/fault?block={}", ips(&minority)),
-    );
+    cluster.cut(&minority, &majority);
     let cut = Instant::now();
     // Poll every view through the cut and for 15 s after it heals.
     let in_majority = |name: &str| majority.iter().any(|&i| cluster.agents[i].name == name);
@@ -176,7 +156,7 @@ fn a_minority_cut_off_for_8_seconds_fails_none_of_the_majority() {
     let mut healed = None;
     while healed.is_none_or(|at: Instant| at.elapsed() < Duration::from_secs(15)) {
         if healed.is_none() && cut.elapsed() >= Duration::from_secs(8) {
-            block(&[0, 1, 2, 3, 4], "/v1/shoal/fault?block=");
+            cluster.heal();
             healed = Some(Instant::now());
         }
         for agent in &cluster.agents {

@@ -118,25 +118,7 @@ fn a_minute_long_partition_with_writes_on_both_sides_heals_without_losing_acknow
     }
 
     // Cut {0, 1} off from {2, 3, 4}.
-    let minority = [0, 1];
-    let majority = [2, 3, 4];
-    let ips = |side: &[usize]| {
-        side.iter()
-            .map(|&i| cluster.agents[i].ip.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    for (side, other) in [
-        (&minority[..], &majority[..]),
-        (&majority[..], &minority[..]),
-    ] {
-        for &i in side {
-            let path = format!("/v1/shoal/fault?block={}", ips(other));
-            let (status, body) =
-                http_json("PUT", cluster.agents[i].http_addr(), &path, None).unwrap();
-            assert_eq!(status, 200, "{body}");
-        }
-    }
+    cluster.cut(&[0, 1], &[2, 3, 4]);
     let partitioned = Instant::now();
     // Both sides see the other failed.
     wait_for(
@@ -170,11 +152,7 @@ fn a_minute_long_partition_with_writes_on_both_sides_heals_without_losing_acknow
     std::thread::sleep(Duration::from_secs(60).saturating_sub(partitioned.elapsed()));
     // Heal.
     let healed = Instant::now();
-    for agent in &cluster.agents {
-        let (status, _) =
-            http_json("PUT", agent.http_addr(), "/v1/shoal/fault?block=", None).unwrap();
-        assert_eq!(status, 200);
-    }
+    cluster.heal();
     cluster.wait_all_alive(Duration::from_secs(60));
     for agent in &cluster.agents {
         for (key, value) in &acknowledged {
