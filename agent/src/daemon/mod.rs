@@ -412,7 +412,10 @@ fn first_snapshot(node: &Node, index: u64) -> Snapshot {
         kv_index: index,
         local: node.local_record(),
         members: Arc::new(node.members()),
-        kv: Default::default(),
+        // The store loaded from disk: the API answers from this snapshot
+        // until the core loop first publishes, and a key it holds must not
+        // read as absent meanwhile.
+        kv: node.kv(),
         checks_loaded: false,
         name_rival: None,
         events: Default::default(),
