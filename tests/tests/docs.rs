@@ -69,7 +69,9 @@ fn dotted_keys(prefix: &str, value: &toml::Value, keys: &mut BTreeSet<String>) {
                 dotted_keys(&path, value, keys);
             }
         }
-        toml::Value::Array(items) if items.iter().all(toml::Value::is_table) && !items.is_empty() => {
+        toml::Value::Array(items)
+            if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+        {
             for item in items {
                 dotted_keys(prefix, item, keys);
             }
@@ -124,8 +126,16 @@ fn the_configuration_reference_lists_every_key_of_agent_toml_and_no_other() {
     let in_file = agent_toml_keys();
     let in_doc = documented_keys();
     // Guard against a parser that finds nothing (the test would pass).
-    for key in ["node_name", "gossip.probe_interval", "dns.allow_clients", "watches.http.url"] {
-        assert!(in_file.contains(key), "config/agent.toml should have `{key}`: {in_file:?}");
+    for key in [
+        "node_name",
+        "gossip.probe_interval",
+        "dns.allow_clients",
+        "watches.http.url",
+    ] {
+        assert!(
+            in_file.contains(key),
+            "config/agent.toml should have `{key}`: {in_file:?}"
+        );
     }
     let undocumented: Vec<&String> = in_file.difference(&in_doc).collect();
     assert!(
@@ -197,8 +207,16 @@ fn registered_routes() -> BTreeSet<String> {
 #[test]
 fn the_http_reference_lists_every_route_and_no_other() {
     let routes = registered_routes();
-    for route in ["/v1/agent/self", "/v1/kv/{*key}", "/v1/session/{*rest}", "/health/live"] {
-        assert!(routes.contains(route), "the router should have `{route}`: {routes:?}");
+    for route in [
+        "/v1/agent/self",
+        "/v1/kv/{*key}",
+        "/v1/session/{*rest}",
+        "/health/live",
+    ] {
+        assert!(
+            routes.contains(route),
+            "the router should have `{route}`: {routes:?}"
+        );
     }
     let doc = repo_file("docs/http-api.md");
     let mentioned: BTreeSet<String> = code_spans(&doc)
@@ -219,7 +237,10 @@ fn the_http_reference_lists_every_route_and_no_other() {
         .flat_map(code_spans)
         .filter(|span| normalize_route(span).is_some())
         .collect();
-    assert!(listed.len() > 40, "docs/http-api.md's tables list only {listed:?}");
+    assert!(
+        listed.len() > 40,
+        "docs/http-api.md's tables list only {listed:?}"
+    );
     let unknown: Vec<&&str> = listed
         .iter()
         .filter(|span| !registered.contains(&normalize_route(span).unwrap()))
