@@ -5,7 +5,9 @@
 //!   and every key listed there is in `config/agent.toml`;
 //! - every route the HTTP API registers (`agent/src/api/mod.rs`, and the
 //!   refused ones of `agent/src/api/refused.rs`) is in `docs/http-api.md`,
-//!   and every route its tables list is one the API registers.
+//!   and every route its tables list is one the API registers;
+//! - the README stays a front page (at most 250 lines) and every page of
+//!   `docs/` is linked from `docs/README.md`.
 //!
 //! A new config key or route that is not documented fails here, and so
 //! does a documented one that is gone.
@@ -253,5 +255,39 @@ fn the_http_reference_lists_every_route_and_no_other() {
     assert!(
         unknown.is_empty(),
         "routes listed in docs/http-api.md's tables that the API does not register: {unknown:?}"
+    );
+}
+
+/// The README stays a front page (at most 250 lines) and links the docs'
+/// index, ARCHITECTURE, CONTRIBUTING and CHANGELOG; the index links every
+/// page in `docs/`, so none is orphaned.
+#[test]
+fn the_readme_is_a_front_page_and_every_doc_is_linked() {
+    let readme = repo_file("README.md");
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 250,
+        "README.md has {lines} lines: keep it a front page (at most 250) and move the rest to docs/"
+    );
+    for link in [
+        "(docs/README.md)",
+        "(ARCHITECTURE.md)",
+        "(CONTRIBUTING.md)",
+        "(CHANGELOG.md)",
+    ] {
+        assert!(readme.contains(link), "README.md should link {link}");
+    }
+    let index = repo_file("docs/README.md");
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let mut orphans = Vec::new();
+    for entry in std::fs::read_dir(&docs).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".md") && name != "README.md" && !index.contains(&format!("]({name}")) {
+            orphans.push(name);
+        }
+    }
+    assert!(
+        orphans.is_empty(),
+        "docs/README.md should link every page of docs/: {orphans:?}"
     );
 }
