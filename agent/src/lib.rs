@@ -24,7 +24,12 @@
 //! - [`persist`]: the data directory and the persisted generation.
 //! - [`resident`]: keeps an idle agent's resident memory small.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
-//! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
+//! - [`cli`]: the `shoal` command, one file per subcommand: `agent` (run
+//!   the agent), the inspection commands (`members`, `info`, `services`,
+//!   `service`, `checks`, `catalog`, `metrics`, `monitor`, `version`), the
+//!   operations (`join`, `force-leave`, `leave`, `reload`, `maint`,
+//!   `register`, `deregister`, `validate`), the data commands (`kv`,
+//!   `flags`, `event`, `keygen`, `keyring`, `template`, `watch`, `dns`).
 //! - [`client`]: the CLI's HTTP client.
 
 pub mod api;

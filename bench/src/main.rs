@@ -1,6 +1,6 @@
 //! `shoal-bench`: Shoal against HashiCorp Serf, side by side on loopback,
 //! and the lookup latency of Shoal's HTTP API. A benchmark, not a test:
-//! see "Benchmarks" in the README and the results in docs/benchmarks.md.
+//! see "Benchmarks" in CONTRIBUTING.md and the results in docs/benchmarks.md.
 //!
 //! Modules:
 //! - `cluster`: the head-to-head run for one system and one cluster size:

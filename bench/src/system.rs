@@ -61,7 +61,7 @@ impl System {
         }
     }
 
-    /// Agent `index` gets its own loopback address, 127.<system>.<hi>.<lo>.
+    /// Agent `index` gets its own loopback address, `127.<system>.<hi>.<lo>`.
     fn ip(&self, index: usize) -> IpAddr {
         let system = match self {
             System::Shoal {

@@ -22,8 +22,15 @@
 //!   `node/mod.rs` (datagrams, timers, our record, KV writes), `config`
 //!   ([`GossipConfig`]), `effects` ([`node::Effects`], [`NodeTimer`], local
 //!   health wiring), `join` (seeds, rejoin, leave), `members`
-//!   ([`MemberView`]) and `sync` (the step function [`Node::on_sync`],
-//!   driven by the agent over TCP and by the simulator alike).
+//!   ([`MemberView`]), `sync` (the step function [`Node::on_sync`],
+//!   driven by the agent over TCP and by the simulator alike), `pages` (the
+//!   KV pages of an exchange), `events` (user events fired and delivered),
+//!   `name` (nobody else may hold our node name), `peers` (what peers can
+//!   make the node hold, bounded: pulls, learned members, stale records),
+//!   `reap` (forgetting members that are gone; force-leave), `suspects`
+//!   (who is suspect, and the accusations that shorten a suspicion) and
+//!   `bounded_codec` (foca's codec, refusing identities from the future).
+//! - [`suspicion`]: Lifeguard's dynamic suspicion timeout.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 
 pub mod clock;

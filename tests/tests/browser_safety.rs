@@ -12,8 +12,8 @@
 //!   operator's opt-in (`acl.allow_unauthenticated_keyring`);
 //!
 //! while same-origin requests (the embedded UI), requests without browser
-//! headers (every stock client, curl) and the README's curl examples keep
-//! working.
+//! headers (every stock client, curl) and the curl examples of the README
+//! and the guides keep working.
 
 use std::path::Path;
 use std::process::Command;
@@ -743,12 +743,19 @@ fn keyring_changes_need_the_token_or_the_opt_in() {
     );
 }
 
-/// The README's curl commands that write, run by curl itself against a
-/// real agent (with the address replaced), then checked.
+/// The curl commands that write in the README and in the guides that hold
+/// its former examples (the KV store, user events), run by curl itself
+/// against a real agent (with the address replaced), then checked.
 #[test]
 fn the_readme_curl_writes_work() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("read README.md");
+    let readme: String = ["README.md", "docs/kv.md", "docs/events.md"]
+        .iter()
+        .map(|file| {
+            let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("read {file}: {error}"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let root = tempfile::tempdir().unwrap();
     // The event example targets nodes matching `^web-`.
     let agent = Agent::start_serving(root.path(), "web-1", &[]);

@@ -1,7 +1,8 @@
 //! The README's quick start, run as written: every shell block marked
 //! `<!-- quickstart: run -->` (or `run, check output`) is executed in
 //! order, from the repository's root, with the real `shoal` binary first
-//! on `PATH`. An example that stops working fails here.
+//! on `PATH`; then the marked blocks of the guides in [`GUIDES`], against
+//! the same cluster. An example that stops working fails here.
 //!
 //! What the test changes, and only that: `127.0.0.1` becomes a loopback
 //! address of the test's own (so parallel tests never share ports), also
@@ -23,6 +24,10 @@ use std::time::{Duration, Instant};
 
 use shoal_tests::{http_json, shoal_bin, unique_loopback, wait_exit_or_kill, wait_for};
 
+/// Guides whose marked blocks run after the README's, in this order
+/// (they use the README's cluster, key and flag).
+const GUIDES: &[&str] = &["docs/kv.md", "docs/flags.md"];
+
 /// One command of a block, with the output lines it should print.
 #[derive(Debug)]
 struct Step {
@@ -33,6 +38,8 @@ struct Step {
 /// A marked block: its steps, and whether their output is checked.
 #[derive(Debug)]
 struct Block {
+    /// The file it is in (`README.md`, `docs/kv.md`).
+    file: &'static str,
     line: usize,
     steps: Vec<Step>,
 }
@@ -44,8 +51,8 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The marked blocks of `readme`, in order.
-fn quickstart_blocks(readme: &str) -> Vec<Block> {
+/// The marked blocks of `readme` (the text of `file`), in order.
+fn quickstart_blocks(file: &'static str, readme: &str) -> Vec<Block> {
     let lines: Vec<&str> = readme.lines().collect();
     let mut blocks = Vec::new();
     let mut i = 0;
@@ -62,7 +69,7 @@ fn quickstart_blocks(readme: &str) -> Vec<Block> {
         assert_eq!(
             lines.get(i + 1).map(|line| line.trim()),
             Some("```sh"),
-            "README line {}: a quickstart marker must be followed by a ```sh block",
+            "{file} line {}: a quickstart marker must be followed by a ```sh block",
             i + 1
         );
         let start = i + 1;
@@ -103,7 +110,11 @@ fn quickstart_blocks(readme: &str) -> Vec<Block> {
             });
         }
         i += 1;
-        blocks.push(Block { line: start, steps });
+        blocks.push(Block {
+            file,
+            line: start,
+            steps,
+        });
     }
     blocks
 }
@@ -169,12 +180,18 @@ fn run(command: &str, root: &Path, path_env: &(String, String)) -> (Option<i32>,
 fn the_readme_quick_start_runs_as_written() {
     let root = repo_root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let blocks = quickstart_blocks(&readme);
+    let mut blocks = quickstart_blocks("README.md", &readme);
     assert!(
         blocks.len() >= 6,
         "the README's quick start should have its cluster, members, register, lookup, KV and flags blocks marked; found {}",
         blocks.len()
     );
+    for &guide in GUIDES {
+        let text = std::fs::read_to_string(root.join(guide)).unwrap();
+        let marked = quickstart_blocks(guide, &text);
+        assert!(!marked.is_empty(), "{guide} has no marked block");
+        blocks.extend(marked);
+    }
     let scratch = tempfile::tempdir().unwrap();
     let ip = unique_loopback().to_string();
     let tmp = format!("{}/", scratch.path().display());
@@ -202,7 +219,10 @@ fn the_readme_quick_start_runs_as_written() {
     for block in &blocks {
         for step in &block.steps {
             let command = rewrite(without_comment(&step.command));
-            let context = format!("README block at line {}: `{}`", block.line, step.command);
+            let context = format!(
+                "{} block at line {}: `{}`",
+                block.file, block.line, step.command
+            );
             if command.starts_with("shoal agent ") {
                 let log = scratch.path().join(format!("agent-{}.log", logs.len()));
                 let file = std::fs::File::create(&log).unwrap();

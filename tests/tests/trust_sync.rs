@@ -438,7 +438,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// The figures for the README: how long a fresh agent takes to catch up on
+/// The figures in docs/kv.md ("Catching up"): how long a fresh agent takes to catch up on
 /// 128 values of 512 KiB (64 MiB) and its peak RSS meanwhile. Run against a
 /// release build:
 ///

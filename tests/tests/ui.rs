@@ -4,8 +4,8 @@
 //! guarded API and reach other agents; a conflicting KV edit is reported;
 //! without the ACL token the UI says so and changes nothing. Every page
 //! is screenshotted (to `$SHOAL_UI_SCREENSHOTS`, default
-//! `target/ui-screenshots`; `SHOAL_UI_SCREENSHOTS=docs/ui` refreshes the
-//! README's) and no page may log a console error.
+//! `target/ui-screenshots`; `SHOAL_UI_SCREENSHOTS=docs/ui` refreshes those
+//! of docs/ui.md) and no page may log a console error.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -11,6 +11,9 @@ pub struct JoinArgs {
     /// Gossip addresses of agents already in the cluster: IP:PORT,
     /// [v6]:PORT, host:PORT, or an IP alone for the default gossip port
     /// (7946).
+    // The text is the `--help` output as well: `[v6]` stays as written
+    // rather than becoming a link rustdoc can't resolve.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(value_name = "ADDR", required = true, num_args = 1.., allow_hyphen_values = true)]
     pub addresses: Vec<String>,
 }

@@ -101,13 +101,13 @@ pub struct DnsConfig {
     /// TCP connections from one client address at once (default 16).
     pub max_tcp_connections_per_client: usize,
     /// Client networks answered; others get REFUSED (and nothing is
-    /// forwarded for them). Default: [`LOOPBACK_CLIENTS`] on a loopback
-    /// `dns_addr`, [`PRIVATE_CLIENTS`] on any other.
+    /// forwarded for them). Default: `LOOPBACK_CLIENTS` on a loopback
+    /// `dns_addr`, `PRIVATE_CLIENTS` on any other.
     pub allow_clients: Vec<ClientNetwork>,
     /// UDP answers a second to one client prefix (/24 for IPv4, /56 for
     /// IPv6), as BIND's response rate limiting; past it every second
     /// answer is dropped and the other sent empty with TC set. 0: off.
-    /// Default: off on a loopback `dns_addr`, [`DEFAULT_DNS_RATE_LIMIT`]
+    /// Default: off on a loopback `dns_addr`, `DEFAULT_DNS_RATE_LIMIT`
     /// on any other.
     pub rate_limit: u32,
     /// `acl.protect_reads`, copied: DNS carries no token.

@@ -3,15 +3,15 @@
 //! names the key it is about.
 //!
 //! - [`file`]: the TOML file as written, one struct per table.
-//! - [`overrides`]: flags and `SHOAL_*` variables, folded into the file.
-//! - [`node`]: names, tags, data directory, gossip key, logging.
-//! - [`network`]: `bind`, `advertise`, `http_addr`, `join`.
-//! - [`gossip`], [`kv`], [`acl`]: the `[gossip]`, `[kv]` (with the top-level
+//! - `overrides`: flags and `SHOAL_*` variables, folded into the file.
+//! - `node`: names, tags, data directory, gossip key, logging.
+//! - `network`: `bind`, `advertise`, `http_addr`, `join`.
+//! - `gossip`, `kv`, `acl`: the `[gossip]`, `[kv]` (with the top-level
 //!   `max_clock_drift`) and `[acl]` tables.
-//! - [`dns`]: `dns_addr` and the `[dns]` table.
-//! - [`events`]: the `[events]` table, the user event fire budget.
-//! - [`definitions`]: services and checks from the file and `config_dir`.
-//! - [`templates`]: `[[templates]]`, files rendered from the catalog and KV.
+//! - `dns`: `dns_addr` and the `[dns]` table.
+//! - `events`: the `[events]` table, the user event fire budget.
+//! - `definitions`: services and checks from the file and `config_dir`.
+//! - `templates`: `[[templates]]`, files rendered from the catalog and KV.
 //! - [`watches`]: `[[watches]]`, handlers run when the cluster changes.
 //!
 //! Every duration is a Go duration ([`crate::duration`]).

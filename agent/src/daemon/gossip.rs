@@ -8,7 +8,7 @@
 //! scheduler and the UDP receive loop; see `daemon::spawn_gossip_thread`),
 //! so no API request, filter, template or anti-entropy connection can delay
 //! a probe ack. What it starts (check runners, anti-entropy exchanges, disk
-//! writes) it starts on the agent's main runtime, [`GossipLoop::work`].
+//! writes) it starts on the agent's main runtime, `GossipLoop::work`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

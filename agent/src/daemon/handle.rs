@@ -4,7 +4,7 @@
 //! The loop owns the node, the registry and the KV state. Everyone else
 //! (HTTP handlers, config reload, the anti-entropy transport) asks it for
 //! changes through an [`AgentHandle`] and reads what it publishes in
-//! snapshots. Only this file builds [`Command`]s, and it imports none of the
+//! snapshots. Only this file builds `Command`s, and it imports none of the
 //! daemon's other files: the loop and its helpers depend on it, never on
 //! each other through it.
 

@@ -3,7 +3,7 @@
 //!
 //! Two runtimes, one thread each (three with DNS): the gossip loop, its
 //! timer scheduler and its UDP receive loop run on the `shoal-gossip`
-//! thread ([`spawn_gossip_thread`]); everything else (HTTP, filters,
+//! thread (`spawn_gossip_thread`); everything else (HTTP, filters,
 //! templates, watches, reload, check runners, anti-entropy connections,
 //! disk writes) runs on the main one. They meet only through channels, so
 //! however heavy the API's work, the loop answers probes on time.

@@ -14,12 +14,12 @@
 //!   bytes: the agent allocates no more than that for a stranger;
 //! - one source IP holds at most [`MAX_PER_PEER`] exchanges at once, and
 //!   opens them at a bounded rate (see `rate`); the agent serves at most
-//!   [`MAX_EXCHANGES`] at once; connections past these limits are closed at
+//!   `MAX_EXCHANGES` at once; connections past these limits are closed at
 //!   once, not queued.
 //!
 //! After the first frame, each frame (at most [`MAX_FRAME`]) must arrive
-//! within [`FRAME_TIMEOUT`], and a whole exchange, however many KV pages it
-//! carries, ends within [`EXCHANGE_TIMEOUT`] and [`MAX_STEPS`] messages.
+//! within `FRAME_TIMEOUT`, and a whole exchange, however many KV pages it
+//! carries, ends within `EXCHANGE_TIMEOUT` and `MAX_STEPS` messages.
 //!
 //! Outgoing exchanges leave from the address the agent is bound to (when
 //! it is bound to one), so peers see, and limit, each agent by its own

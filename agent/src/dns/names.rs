@@ -166,7 +166,7 @@ fn parse_hex_ip(hex: &str) -> Option<IpAddr> {
     }
 }
 
-/// The `.addr.` label of `ip` (the inverse of [`parse_hex_ip`]).
+/// The `.addr.` label of `ip` (the inverse of `parse_hex_ip`).
 pub fn hex_ip(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => format!("{:08x}", u32::from(v4)),

@@ -7,7 +7,7 @@
 //!
 //! Limits: UDP packets are answered one at a time as they come (an answer
 //! takes microseconds, and a UDP send never waits on the client), at most
-//! [`MAX_FORWARDS`] forwarded at once, and past `dns.rate_limit` per
+//! `MAX_FORWARDS` forwarded at once, and past `dns.rate_limit` per
 //! client prefix dropped or answered empty with TC ([`super::rate`]).
 //! TCP has its own budgets ([`super::tcp`]). Clients outside
 //! `dns.allow_clients` get REFUSED on both.

@@ -20,7 +20,7 @@
 //!
 //! A change to any file of the data dir or table of the KV database that
 //! an older agent can't read bumps [`super::DATA_DIR_FORMAT`] and adds a
-//! step to [`steps`] (CONTRIBUTING.md).
+//! step to `steps` (CONTRIBUTING.md).
 
 use std::fs::{self, File};
 use std::io;
@@ -60,7 +60,7 @@ pub enum Outcome {
     Migrated { from: u32, rolled_back: bool },
 }
 
-/// The format this build reads and writes (see [`TEST_FORMAT_ENV`]).
+/// The format this build reads and writes (see `TEST_FORMAT_ENV`).
 pub fn current() -> u32 {
     match std::env::var(TEST_FORMAT_ENV).ok().as_deref() {
         Some("2") => 2,

@@ -26,7 +26,7 @@ pub fn normalize_key(key: &str) -> String {
 }
 
 /// Normalizes every object key in `value`, recursively, except inside the
-/// values of [`OPAQUE`] keys.
+/// values of `OPAQUE` keys.
 pub fn normalize(value: Value) -> Value {
     match value {
         Value::Object(map) => {

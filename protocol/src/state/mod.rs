@@ -302,7 +302,7 @@ impl ClusterState {
     }
 
     /// Identities that claimed our name since the last call (at most
-    /// [`MAX_RIVALS`]). The node decides which of them are alive.
+    /// `MAX_RIVALS`). The node decides which of them are alive.
     pub fn take_rivals(&mut self) -> Vec<NodeId> {
         std::mem::take(&mut self.rivals)
     }

@@ -280,7 +280,7 @@ impl ClusterState {
     }
 
     /// Whether our record must be gossiped anew to outdate a copy a peer
-    /// wrote (see [`ClusterState::refute_if_newer`]).
+    /// wrote (see `ClusterState::refute_if_newer`).
     pub fn take_refute(&mut self) -> bool {
         std::mem::take(&mut self.departures.refute)
     }

@@ -7,7 +7,7 @@
 //! Keys overlap on purpose: every worker writes the same few keys through
 //! every agent. `camp/p<n>` only ever get puts and CAS (they must exist at
 //! the end); `camp/d<n>` also get deletes. The keys in use slide with time
-//! ([`key_window`]): each key is written for about 20 s and then left
+//! (`key_window`): each key is written for about 20 s and then left
 //! alone, so keys end in states decided at every stage of the fault
 //! schedule (mid-partition, just after a kill, ...), not only in the
 //! quiet last seconds before the heal.
