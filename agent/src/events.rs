@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use base64::Engine;
 use regex::{Regex, RegexBuilder};
 use serde_json::{Value, json};
 use shoal_protocol::NodeRecord;
@@ -153,34 +152,12 @@ pub fn matches(event: &UserEvent, local: &NodeRecord) -> bool {
 
 /// The ID as a UUID string (`8-4-4-4-12` hex digits).
 pub fn uuid(id: &[u8; 16]) -> String {
-    crate::persist::uuid_text(id)
+    crate::uuid::uuid_text(id)
 }
 
 /// A new random event ID (a version 4 UUID).
 pub fn random_id() -> [u8; 16] {
-    let mut id: [u8; 16] = rand::random();
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    id
-}
-
-/// Consul's `UserEvent` JSON (`/v1/event/fire`, `/v1/event/list`).
-pub fn event_json(event: &UserEvent) -> Value {
-    let payload = if event.payload.is_empty() {
-        Value::Null
-    } else {
-        Value::String(base64::engine::general_purpose::STANDARD.encode(&event.payload))
-    };
-    json!({
-        "ID": uuid(&event.id),
-        "Name": event.name,
-        "Payload": payload,
-        "NodeFilter": event.node_filter,
-        "ServiceFilter": event.service_filter,
-        "TagFilter": event.tag_filter,
-        "Version": 1,
-        "LTime": event.ltime,
-    })
+    crate::uuid::version_4(rand::random())
 }
 
 /// The recent events for this agent, oldest first, at most
@@ -274,7 +251,7 @@ mod tests {
 
     #[test]
     fn consul_json_shape() {
-        let body = event_json(&event("", "api", ""));
+        let body = crate::consul_json::user_event(&event("", "api", ""));
         assert_eq!(body["ID"], "01010101-0101-0101-0101-010101010101");
         assert_eq!(body["Payload"], "djQy");
         assert_eq!(body["LTime"], 7);

@@ -2,7 +2,12 @@
 //!
 //! - [`config`]: the TOML file, flags and `SHOAL_*` variables, validated.
 //! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP, config
-//!   reload, and [`daemon::handle::AgentHandle`], the one way in to the loop.
+//!   reload. Nothing imports it back: readers use [`handle`] and [`snapshot`].
+//! - [`handle`]: [`handle::AgentHandle`], the one typed way in to the core
+//!   loop, and the vocabulary it speaks.
+//! - [`snapshot`]: what readers see of the agent, published by the core loop.
+//! - [`fault`]: test-only fault injection (`--fault-injection`).
+//! - [`reload_handle`]: the API's side of config hot reload.
 //! - [`checks`]: health checks: definitions, the status state machine, probes.
 //! - [`duration`]: Go's duration syntax, used by config, checks and the API.
 //! - [`field_error`]: [`field_error::FieldError`], a user's mistake in a check or
@@ -10,7 +15,9 @@
 //! - [`dns`]: the DNS interface (Consul's names), on its own thread.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
 //! - [`catalog`]: cluster-wide service queries over the membership table
-//!   (no JSON: Consul's shapes are in `api::consul_json`).
+//!   (no JSON: Consul's shapes are in [`consul_json`]).
+//! - [`consul_json`]: Consul's JSON shapes (nodes, services, checks, KV
+//!   pairs, members, user events), shared by the API, watches and events.
 //! - [`registry`]: services and checks registered on this agent.
 //! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`flags`]: feature flags: schema and per-user decisions.
@@ -22,6 +29,7 @@
 //! - [`metrics`]: counters and histograms, collected at scrape time for
 //!   `/metrics` and `/v1/agent/metrics`.
 //! - [`persist`]: the data directory and the persisted generation.
+//! - [`uuid`]: UUIDs in text form (node IDs, event IDs).
 //! - [`resident`]: keeps an idle agent's resident memory small.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 //! - [`cli`]: `shoal agent`, `shoal members`, `shoal info`, `shoal leave`.
@@ -33,18 +41,24 @@ pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod consul_json;
 pub mod daemon;
 pub mod dns;
 pub mod duration;
 pub mod events;
+pub mod fault;
 pub mod field_error;
 pub mod flags;
 pub mod fuzzing;
+pub mod handle;
 pub mod kv;
 pub mod logging;
 pub mod metrics;
 pub mod persist;
 pub mod registry;
+pub mod reload_handle;
 pub mod resident;
+pub mod snapshot;
 pub mod template;
+pub mod uuid;
 pub mod watches;

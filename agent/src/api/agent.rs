@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::consul_json::Member;
+use crate::consul_json::Member;
 use axum::response::Response;
 
 use super::{ApiError, ApiState, Query, blocking};

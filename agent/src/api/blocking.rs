@@ -43,7 +43,7 @@ use super::cache::{Cacheable, Stamp};
 use super::filter::{self, Filter};
 use super::front::X_CONSUL_INDEX;
 use super::{ApiError, ApiState, Query};
-use crate::daemon::snapshot::Snapshot;
+use crate::snapshot::Snapshot;
 
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 pub const MAX_WAIT: Duration = Duration::from_secs(600);

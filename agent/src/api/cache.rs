@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Bytes;
 use axum::http::HeaderValue;
 
-use crate::daemon::snapshot::Snapshot;
 use crate::metrics::http::MatchedRoute;
+use crate::snapshot::Snapshot;
 
 /// Most entries kept at once.
 pub const MAX_ENTRIES: usize = 1024;

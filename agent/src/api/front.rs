@@ -41,8 +41,8 @@ use tower_service::Service;
 use super::cache::{Cacheable, ResponseCache};
 use super::guard::{self, Access};
 use crate::config::AclConfig;
-use crate::daemon::snapshot::Snapshot;
 use crate::metrics::http::{ApiMetrics, MatchedRoute, UNMATCHED};
+use crate::snapshot::Snapshot;
 
 pub const X_CONSUL_INDEX: HeaderName = HeaderName::from_static("x-consul-index");
 pub const X_CONSUL_KNOWN_LEADER: HeaderName = HeaderName::from_static("x-consul-knownleader");

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use shoal_protocol::kv::KvStore;
 
 use super::cache::{Cacheable, Stamp};
-use super::{ApiError, ApiState, Query, blocking, consul_json};
+use super::{ApiError, ApiState, Query, blocking};
+use crate::consul_json;
 use crate::kv::KvRequest;
 
 /// `?keys`: the keys under `prefix`, rolled up at the first `separator`

@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use shoal_protocol::MemberStatus;
 
 use super::{ApiError, ApiState, Query};
-use crate::daemon::snapshot::{Snapshot, Status};
 use crate::metrics::encode::PROMETHEUS_CONTENT_TYPE;
 use crate::metrics::process::ProcessMetrics;
 use crate::metrics::{Exposition, Kind, MetricSource, Value};
+use crate::snapshot::{Snapshot, Status};
 
 /// Every source of metrics, in the order they are shown. A new source is
 /// one line here (see `crate::metrics` for how to write one).

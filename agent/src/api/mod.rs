@@ -48,7 +48,6 @@ pub mod cache;
 pub mod catalog;
 pub mod clean_path;
 pub mod cluster_ops;
-pub mod consul_json;
 pub mod events;
 pub mod filter;
 pub mod flags;
@@ -77,9 +76,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
-use crate::daemon::handle::{AgentHandle, KvWriteError, RegistrationError};
-use crate::daemon::snapshot::{Snapshot, Status};
+use crate::handle::{AgentHandle, KvWriteError, RegistrationError};
 use crate::registry::RegistryError;
+use crate::snapshot::{Snapshot, Status};
 use shoal_protocol::kv::KvError;
 
 /// What every handler can reach. Handlers read snapshots; they never touch
@@ -103,9 +102,9 @@ pub struct ApiState {
     /// The gossip encryption keyring (shared with the transport).
     pub keyring: shoal_protocol::keyring::Keyring,
     /// Test-only fault injection (`--fault-injection`).
-    pub faults: Arc<crate::daemon::fault::FaultInjection>,
+    pub faults: Arc<crate::fault::FaultInjection>,
     /// Config reload: trigger one, read the outcome.
-    pub reload: crate::daemon::reload::ReloadHandle,
+    pub reload: crate::reload_handle::ReloadHandle,
     /// `[[templates]]`: counters and each template's last render.
     pub templates: Arc<crate::template::TemplateStats>,
     /// User event counters (for metrics).

@@ -14,11 +14,12 @@ use serde_json::{Map, Value, json};
 use shoal_protocol::record::{CheckStatus, ServiceRecord, worst_status};
 
 use super::filter::{self, Shape};
-use super::{ApiError, ApiState, Query, consul_json};
+use super::{ApiError, ApiState, Query};
 use crate::checks::CheckDefinition;
-use crate::daemon::snapshot::{CheckDetail, Snapshot, Status};
+use crate::consul_json;
 use crate::registry::ServiceDefinition;
 use crate::registry::keys::normalize;
+use crate::snapshot::{CheckDetail, Snapshot, Status};
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)

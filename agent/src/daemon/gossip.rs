@@ -1,6 +1,6 @@
 //! The gossip loop: the one task that owns the [`Node`] (foca and the
 //! cluster state). Everything else asks it for changes through an
-//! [`AgentHandle`](super::handle::AgentHandle) and reads the snapshots it
+//! [`AgentHandle`](crate::handle::AgentHandle) and reads the snapshots it
 //! publishes. It never waits on I/O: datagrams go out with
 //! `try_send_to`, and TCP exchanges run in tasks of their own.
 //!
@@ -21,15 +21,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::handle::{Answer, Command, LiveConfig};
 use super::index::IndexClock;
 use super::registrar::Registrar;
 use super::scheduler::ScheduledTimer;
-use super::snapshot::{Snapshot, Status};
 use super::sync::SyncService;
 use crate::checks::CheckResult;
+use crate::handle::{Answer, Command, LiveConfig};
 use crate::persist::DataDirGuard;
 use crate::registry::{Change, RegistryError};
+use crate::snapshot::{Snapshot, Status};
 
 /// The receiving ends the loop listens on.
 pub(super) struct Inputs {
@@ -72,7 +72,7 @@ pub(super) struct GossipLoop {
     /// The KV store's clock and disk.
     pub kv: crate::kv::KvState,
     /// Test-only: peers whose traffic is dropped.
-    pub faults: Arc<super::fault::FaultInjection>,
+    pub faults: Arc<crate::fault::FaultInjection>,
     /// Set when another live agent holds our node name: the loop leaves,
     /// and the agent exits with it.
     pub name_taken: Option<NameTaken>,

@@ -8,31 +8,24 @@
 //! disk writes) runs on the main one. They meet only through channels, so
 //! however heavy the API's work, the loop answers probes on time.
 //!
-//! - [`handle`]: [`handle::AgentHandle`], the typed front door to the gossip
-//!   loop, and the vocabulary it speaks.
 //! - [`gossip`]: the loop that owns the node (foca + cluster state).
 //! - [`http`]: serves the HTTP API with connection limits and timeouts.
 //! - [`scheduler`]: delivers timers in order.
 //! - [`sync`]: TCP anti-entropy exchanges.
 //! - [`rate`]: the per-peer rate limit on exchanges accepted.
-//! - [`snapshot`]: what readers see.
 //! - [`index`]: `X-Consul-Index`, monotonic across restarts.
 //! - [`registrar`]: the loop's side of the registry: check runners and
 //!   persistence of API registrations.
 //! - [`reload`]: config hot reload (file watch, SIGHUP, `PUT /v1/agent/reload`).
-//! - [`fault`]: test-only fault injection.
 //! - [`systemd`]: readiness, status and watchdog over `sd_notify`.
 
-pub mod fault;
 pub mod gossip;
-pub mod handle;
 pub mod http;
 pub mod index;
 pub mod rate;
 pub mod registrar;
 pub mod reload;
 pub mod scheduler;
-pub mod snapshot;
 pub mod sync;
 pub mod systemd;
 pub mod wire;
@@ -56,13 +49,13 @@ use tokio_util::task::TaskTracker;
 use crate::api;
 use crate::checks::CheckResult;
 use crate::config::AgentConfig;
+use crate::fault::FaultInjection;
 use crate::kv::KvState;
 use crate::persist::DataDirGuard;
-use fault::FaultInjection;
+use crate::snapshot::Snapshot;
 use gossip::{GossipLoop, Inputs};
 use registrar::Registrar;
 use scheduler::ScheduledTimer;
-use snapshot::Snapshot;
 use sync::SyncService;
 
 /// Datagrams queued for the gossip loop before the receiver drops them.
@@ -137,7 +130,7 @@ pub async fn run(
     let tasks = Tasks::default();
     // Not tracked: it ends on its own within seconds.
     tokio::spawn(crate::resident::trim_heap_after_start_up());
-    let (agent, commands_rx) = handle::channel();
+    let (agent, commands_rx) = crate::handle::channel();
     let index = start_index(&data_dir, &mut node)?;
     let kv = open_kv(&config, &data_dir, &mut node, keyring.clone(), &tasks)?;
     let (snapshot_tx, snapshot_rx) =

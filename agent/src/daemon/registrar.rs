@@ -10,11 +10,11 @@ use shoal_protocol::record::{CheckRecord, ServiceRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::handle::{Answer, RegistrationError, RegistryRequest};
-use super::snapshot::CheckDetail;
 use crate::checks::{self, CheckDefinition, CheckKind, CheckResult, DependencyLookup};
+use crate::handle::{Answer, RegistrationError, RegistryRequest};
 use crate::persist::{DataDirGuard, write_atomic};
 use crate::registry::{Change, Registry, RegistryError, ServiceDefinition, Source};
+use crate::snapshot::CheckDetail;
 
 /// File in the data dir holding API registrations and maintenance.
 pub const REGISTRATIONS_FILE: &str = "local.json";

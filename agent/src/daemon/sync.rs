@@ -39,10 +39,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::handle::AgentHandle;
 use super::rate::{MAX_PER_PEER, PeerRateLimit, PeerSlots};
-use super::snapshot::Snapshot;
+use crate::handle::AgentHandle;
 use crate::metrics::counters::{Outcome, Role, SyncMetrics};
+use crate::snapshot::Snapshot;
 
 /// How long a connection may take to send its first frame.
 pub const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(2);
@@ -106,7 +106,7 @@ pub struct SyncService {
     incoming: Arc<Semaphore>,
     per_peer: Arc<PeerSlots>,
     tracker: TaskTracker,
-    faults: Arc<super::fault::FaultInjection>,
+    faults: Arc<crate::fault::FaultInjection>,
     metrics: Arc<SyncMetrics>,
     /// Peers whose frames are in a wire version we don't speak.
     refusals: Arc<std::sync::Mutex<super::wire::RefusalLog>>,
@@ -119,7 +119,7 @@ impl SyncService {
         snapshots: watch::Receiver<Arc<Snapshot>>,
         local_ip: Option<IpAddr>,
         tracker: TaskTracker,
-        faults: Arc<super::fault::FaultInjection>,
+        faults: Arc<crate::fault::FaultInjection>,
     ) -> Self {
         let refusals = Arc::new(std::sync::Mutex::new(super::wire::RefusalLog::new(
             envelope.range(),

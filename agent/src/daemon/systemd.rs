@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::snapshot::{Snapshot, Status};
+use crate::snapshot::{Snapshot, Status};
 
 /// How often the status line is recomputed (it is sent only when it
 /// changed): counting members and checks in a snapshot is cheap.

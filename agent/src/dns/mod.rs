@@ -19,7 +19,7 @@
 //! every malformed packet, and truncation decided by us (answer limit,
 //! SRV extras dropped first).
 //!
-//! [`Snapshot`]: crate::daemon::snapshot::Snapshot
+//! [`Snapshot`]: crate::snapshot::Snapshot
 
 pub mod answer;
 pub mod forward;

@@ -31,7 +31,7 @@ pub fn wall_clock() -> Duration {
 }
 
 /// A KV write, validated by the caller and handed to the gossip loop with
-/// `daemon::handle::AgentHandle::kv_write`.
+/// `handle::AgentHandle::kv_write`.
 #[derive(Debug)]
 pub enum KvRequest {
     Put {

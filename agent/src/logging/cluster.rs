@@ -19,7 +19,7 @@ use tracing::Level;
 use super::checks::{CheckDiff, CheckEvent};
 use super::members::{LineBudget, MemberDiff, MemberEvent};
 use super::seeds;
-use crate::daemon::snapshot::{Snapshot, Status};
+use crate::snapshot::{Snapshot, Status};
 
 /// Member lines per second at most; the rest are summed up in one line.
 pub const MEMBER_LINES_PER_SECOND: u32 = 10;

@@ -3,7 +3,7 @@
 //!
 //! Nothing here runs on the gossip loop or on a request's path beyond a
 //! relaxed atomic add. Metrics are *collected at scrape time*: every source
-//! reads what it already keeps — the [`Status`](crate::daemon::snapshot::Status)
+//! reads what it already keeps — the [`Status`](crate::snapshot::Status)
 //! the loop publishes on a timer, the snapshot, structs of `AtomicU64`s
 //! bumped where things happen — and writes it into an [`Exposition`], a
 //! plain list of metric families. The exposition is then encoded as

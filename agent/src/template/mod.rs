@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::TemplateConfig;
-use crate::daemon::snapshot::Snapshot;
+use crate::snapshot::Snapshot;
 pub use functions::{Reads, RenderError, RenderOptions, Rendered, render};
 
 /// Dry runs through the API at once; another one that arrives meanwhile is

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{WatchDefinition, WatchKind};
-use crate::daemon::snapshot::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Watch counters (relaxed, monotonic but `running`), for metrics.
 #[derive(Debug, Default)]
