@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use regex::{Regex, RegexBuilder};
-use serde_json::{Value, json};
 use shoal_protocol::NodeRecord;
 use shoal_protocol::event::{EVENT_RING, EventCounters as ProtocolCounters, UserEvent};
 
 use crate::config::EventsConfig;
+use crate::metrics::{Counters, Exposition, load};
 
 /// Compiled size limit of one filter.
 const REGEX_SIZE_LIMIT: usize = 64 * 1024;
@@ -65,20 +65,6 @@ impl EventCounters {
             .store(counters.refused_ltime, Ordering::Relaxed);
         self.backlog_dropped
             .store(counters.backlog_dropped, Ordering::Relaxed);
-    }
-
-    pub fn json(&self) -> Value {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        json!({
-            "fired": load(&self.fired),
-            "listed": load(&self.listed),
-            "filtered_out": load(&self.filtered_out),
-            "refused": load(&self.refused),
-            "refused_ltime": load(&self.refused_ltime),
-            "ignored_old": load(&self.ignored_old),
-            "rate_limited": load(&self.rate_limited),
-            "backlog_dropped": load(&self.backlog_dropped),
-        })
     }
 }
 
@@ -161,7 +147,7 @@ pub fn random_id() -> [u8; 16] {
 }
 
 /// The recent events for this agent, oldest first, at most
-/// [`EVENT_RING`]: kept by the gossip loop, published in snapshots.
+/// [`EVENT_RING`]: kept by the core loop, published in snapshots.
 #[derive(Debug, Default)]
 pub struct RecentEvents {
     ring: VecDeque<Arc<UserEvent>>,
@@ -195,6 +181,55 @@ impl RecentEvents {
     /// A copy for a snapshot (pointers only).
     pub fn list(&self) -> Arc<Vec<Arc<UserEvent>>> {
         Arc::new(self.ring.iter().cloned().collect())
+    }
+}
+
+impl Counters for EventCounters {
+    fn prefix(&self) -> &'static str {
+        "shoal_events_"
+    }
+
+    fn visit(&self, out: &mut Exposition) {
+        out.counter(
+            "shoal_events_fired_total",
+            "User events fired through this agent's API.",
+            load(&self.fired),
+        );
+        out.counter(
+            "shoal_events_listed_total",
+            "User events delivered here whose filters matched this agent.",
+            load(&self.listed),
+        );
+        out.counter(
+            "shoal_events_filtered_out_total",
+            "User events delivered here whose filters did not match this agent.",
+            load(&self.filtered_out),
+        );
+        out.counter(
+            "shoal_events_refused_total",
+            "User events from peers refused as out of bounds.",
+            load(&self.refused),
+        );
+        out.counter(
+            "shoal_events_ignored_old_total",
+            "User events fired before this agent started, or too old: not replayed.",
+            load(&self.ignored_old),
+        );
+        out.counter(
+            "shoal_events_refused_ltime_total",
+            "User events from peers refused because their Lamport time was too far ahead of ours.",
+            load(&self.refused_ltime),
+        );
+        out.counter(
+            "shoal_events_rate_limited_total",
+            "User event fires refused (429) past events.fire_rate / events.fire_burst.",
+            load(&self.rate_limited),
+        );
+        out.counter(
+            "shoal_events_backlog_dropped_total",
+            "User events dropped from the gossip backlog, oldest first, to keep it bounded.",
+            load(&self.backlog_dropped),
+        );
     }
 }
 

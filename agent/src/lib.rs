@@ -1,7 +1,7 @@
 //! The Shoal agent and its command line.
 //!
 //! - [`config`]: the TOML file, flags and `SHOAL_*` variables, validated.
-//! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP, config
+//! - [`daemon`]: the running agent: core loop, timers, UDP and TCP, config
 //!   reload. Nothing imports it back: readers use [`handle`] and [`snapshot`].
 //! - [`handle`]: [`handle::AgentHandle`], the one typed way in to the core
 //!   loop, and the vocabulary it speaks.
@@ -26,8 +26,10 @@
 //! - [`watches`]: `[[watches]]` and `shoal watch`: handlers run on change.
 //! - [`logging`]: the logger: stderr written off the caller's thread, and
 //!   the monitors of `GET /v1/agent/monitor`.
-//! - [`metrics`]: counters and histograms, collected at scrape time for
-//!   `/metrics` and `/v1/agent/metrics`.
+//! - [`metrics`]: a leaf: the [`metrics::Counters`] trait each subsystem's
+//!   counters implement, their registry, the histogram and the encoders of
+//!   `/metrics`, `/v1/agent/metrics` and `Stats` of `/v1/agent/self`.
+//! - [`process`]: this process's CPU, memory and fds, as `process_*` metrics.
 //! - [`persist`]: the data directory and the persisted generation.
 //! - [`uuid`]: UUIDs in text form (node IDs, event IDs).
 //! - [`resident`]: keeps an idle agent's resident memory small.
@@ -55,6 +57,7 @@ pub mod kv;
 pub mod logging;
 pub mod metrics;
 pub mod persist;
+pub mod process;
 pub mod registry;
 pub mod reload_handle;
 pub mod resident;

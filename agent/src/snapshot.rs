@@ -1,5 +1,5 @@
 //! What readers (HTTP handlers, CLI) see of the agent, published by the
-//! gossip loop so that a busy API never slows the loop down, in two
+//! core loop so that a busy API never slows the loop down, in two
 //! channels:
 //!
 //! - [`Snapshot`]: the cluster and the KV store, published when they
@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use shoal_protocol::lifeguard::HealthStats;
+use shoal_protocol::lifeguard::HealthCounters;
 use shoal_protocol::node::Counters;
 use shoal_protocol::record::CheckRecord;
 use shoal_protocol::{MemberView, NodeId, NodeRecord};
@@ -68,9 +68,9 @@ pub struct Status {
     /// `shoal_protocol::lifeguard`).
     pub health_score: u32,
     /// What fed the local-health score: probes, refutations, suspicions.
-    pub health: HealthStats,
+    pub health: HealthCounters,
     /// What dynamic suspicion did (see `shoal_protocol::suspicion`).
-    pub suspicion: shoal_protocol::suspicion::SuspicionStats,
+    pub suspicion: shoal_protocol::suspicion::SuspicionCounters,
 }
 
 /// A check registered on this agent in full detail, as the agent's own

@@ -5,9 +5,9 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 
+use shoal_protocol::anti_entropy::SyncMessage;
 use shoal_protocol::codec;
 use shoal_protocol::envelope::{Envelope, PayloadKind, cluster_id};
-use shoal_protocol::sync::SyncMessage;
 
 use crate::unique_loopback;
 

@@ -11,6 +11,7 @@ use crate::consul_json::Member;
 use axum::response::Response;
 
 use super::{ApiError, ApiState, Query, blocking};
+use crate::metrics::stats_json;
 
 /// `GET /v1/agent/members` (blocking queries work as on the catalog: the
 /// UI's members page waits on it).
@@ -66,10 +67,13 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 // Another live agent that claims our node name, if any.
                 "name_conflict": snapshot.name_rival.map(|rival| rival.addr.to_string()),
             },
-            "blocking": state.blocking.json(),
-            "watches": state.watches.json(),
-            "events": state.events.json(),
-            "lookup_cache": state.cache.json(),
+            // Each section below named after a subsystem is its counters,
+            // named as `/metrics` names them (see `crate::metrics`).
+            "blocking": stats_json(&*state.blocking),
+            "watches": stats_json(&*state.watches),
+            "events": stats_json(&*state.events),
+            "lookup_cache": stats_json(&*state.cache),
+            "http": stats_json(&*state.http),
             "serf_lan": {
                 "members": snapshot.members.len(),
                 "alive": count(1),
@@ -79,7 +83,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
             },
             "reload": reload,
             "templates": state.templates.json(),
-            "dns": state.dns.to_json(),
+            "dns": stats_json(&*state.dns),
             "keyring": super::keyring::stats(&state, &snapshot.kv),
             "gossip": {
                 "datagrams_in": counters.datagrams_in,
@@ -111,7 +115,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 // key (see shoal_protocol::kv).
                 "deletes_remembered": snapshot.kv.remembered_deletes().len(),
                 "deletes_forgotten": snapshot.kv.remembered_deletes().forgotten(),
-                "quarantine": state.kv_quarantine.stats(),
+                "quarantine": state.kv_quarantine.json(),
             },
         },
     }))
@@ -146,7 +150,7 @@ pub async fn reload(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
 
 /// `PUT /v1/shoal/fault?block=IP,IP` (empty `block` heals): drops all gossip
 /// and anti-entropy traffic to and from those peers. `?stall_loop=3s`
-/// instead blocks the gossip loop's thread that long once (at most 60 s).
+/// instead blocks the core loop's thread that long once (at most 60 s).
 /// Only with `--fault-injection`; a test hook, not an operator feature.
 pub async fn set_faults(
     State(state): State<ApiState>,

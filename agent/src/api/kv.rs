@@ -134,7 +134,7 @@ fn parse_u64(query: &Query, name: &str) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
-/// Writes through the gossip loop and answers once the write is durable;
+/// Writes through the core loop and answers once the write is durable;
 /// shared with `/v1/flags` and `/v1/operator/keyring`.
 pub(crate) async fn write(state: &ApiState, request: KvRequest) -> Result<Json<bool>, ApiError> {
     Ok(Json(state.agent.kv_write(request).await?))

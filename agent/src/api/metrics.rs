@@ -2,8 +2,9 @@
 //! (Consul's JSON shape; `?format=prometheus` gives the text format).
 //!
 //! Everything is read at scrape time from what the agent already keeps:
-//! the [`Status`] and [`Snapshot`] the gossip loop publishes, and the
-//! atomic counters of [`crate::metrics`]. A scrape never reaches the loop.
+//! the [`Status`] and [`Snapshot`] the core loop publishes, and the
+//! counters of every subsystem in [`crate::metrics::Registry`]. A scrape
+//! never reaches the loop.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -12,41 +13,20 @@ use shoal_protocol::MemberStatus;
 
 use super::{ApiError, ApiState, Query};
 use crate::metrics::encode::PROMETHEUS_CONTENT_TYPE;
-use crate::metrics::process::ProcessMetrics;
-use crate::metrics::{Exposition, Kind, MetricSource, Value};
+use crate::metrics::{Exposition, Kind, Value};
 use crate::snapshot::{Snapshot, Status};
 
-/// Every source of metrics, in the order they are shown. A new source is
-/// one line here (see `crate::metrics` for how to write one).
+/// Every metric, in the order shown: the core loop's counters and what
+/// the snapshot holds (read here from the channels the loop publishes),
+/// then every source of the registry the daemon built.
 pub fn collect(state: &ApiState) -> Exposition {
     let mut out = Exposition::default();
     let status = state.status();
     let snapshot = state.snapshot();
     gossip(&status, &mut out);
     members(&snapshot, &mut out);
-    state.metrics.sync.collect(&mut out);
     kv_store(state, &snapshot, &mut out);
-    state.metrics.kv.collect(&mut out);
-    state.kv_quarantine.collect(&mut out);
-    state.metrics.checks.collect(&mut out);
-    state.metrics.api.collect(&mut out);
-    state.cache.collect(&mut out);
-    state.templates.counters.collect(&mut out);
-    state.watches.collect(&mut out);
-    state.events.collect(&mut out);
-    state.dns.collect(&mut out);
-    let blocking = state.blocking.counts();
-    out.gauge(
-        "shoal_api_blocking_queries",
-        "Blocking queries (?index=) waiting now.",
-        blocking.waiting as f64,
-    );
-    out.counter(
-        "shoal_api_blocking_wakeups_total",
-        "Times a waiting blocking query was woken to recompute its answer.",
-        blocking.wakeups,
-    );
-    ProcessMetrics.collect(&mut out);
+    state.metrics.visit(&mut out);
     out
 }
 
@@ -86,7 +66,7 @@ fn text(exposition: &Exposition) -> Response {
     response
 }
 
-/// The gossip loop's counters, as last published (every 2 s).
+/// The core loop's counters, as last published (every 2 s).
 fn gossip(status: &Status, out: &mut Exposition) {
     let counters = &status.counters;
     let health = &status.health;
@@ -94,13 +74,13 @@ fn gossip(status: &Status, out: &mut Exposition) {
     counter(
         out,
         "shoal_gossip_received_datagrams_total",
-        "Gossip datagrams received by the gossip loop.",
+        "Gossip datagrams received by the core loop.",
         counters.datagrams_in,
     );
     counter(
         out,
         "shoal_gossip_received_bytes_total",
-        "Bytes of gossip datagrams received by the gossip loop.",
+        "Bytes of gossip datagrams received by the core loop.",
         counters.bytes_in,
     );
     counter(
@@ -142,7 +122,7 @@ fn gossip(status: &Status, out: &mut Exposition) {
     counter(
         out,
         "shoal_gossip_receive_drops_total",
-        "Datagrams dropped before the gossip loop (loop behind, or oversized).",
+        "Datagrams dropped before the core loop (loop behind, or oversized).",
         status.receive_drops,
     );
     counter(
@@ -229,7 +209,7 @@ fn gossip(status: &Status, out: &mut Exposition) {
     counter(
         out,
         "shoal_swim_lagging_cycles_total",
-        "Probe cycles in which the gossip loop handled an event late.",
+        "Probe cycles in which the core loop handled an event late.",
         health.lagging_cycles,
     );
     out.gauge(

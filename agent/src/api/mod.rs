@@ -38,7 +38,7 @@
 //!   cached answers, Consul's headers); [`cache`]: answers to repeated
 //!   reads.
 //!
-//! Handlers read [`Snapshot`]s and ask the gossip loop for changes through
+//! Handlers read [`Snapshot`]s and ask the core loop for changes through
 //! [`AgentHandle`]; they never build the loop's commands themselves.
 
 pub mod agent;
@@ -62,6 +62,8 @@ pub mod monitor;
 pub mod prometheus_sd;
 pub mod refused;
 pub mod registry;
+pub mod request_counters;
+pub mod server;
 pub mod status;
 pub mod template;
 pub mod ui;
@@ -82,7 +84,7 @@ use crate::snapshot::{Snapshot, Status};
 use shoal_protocol::kv::KvError;
 
 /// What every handler can reach. Handlers read snapshots; they never touch
-/// the gossip loop's state.
+/// the core loop's state.
 #[derive(Clone)]
 pub struct ApiState {
     pub config: Arc<AgentConfig>,
@@ -91,12 +93,12 @@ pub struct ApiState {
     /// Counters and local check details; nobody waits on it.
     pub status_rx: watch::Receiver<Arc<Status>>,
     /// How blocking queries are doing (`/v1/agent/self`).
-    pub blocking: Arc<blocking::BlockingStats>,
+    pub blocking: Arc<blocking::BlockingCounters>,
     /// Cancelled to make the agent leave and exit.
     pub shutdown: CancellationToken,
     /// Cancelled once the agent has left the cluster.
     pub left: CancellationToken,
-    /// Changes go to the gossip loop through it (registrations, TTL
+    /// Changes go to the core loop through it (registrations, TTL
     /// updates, KV writes, ...).
     pub agent: AgentHandle,
     /// The gossip encryption keyring (shared with the transport).
@@ -111,13 +113,18 @@ pub struct ApiState {
     pub events: Arc<crate::events::EventCounters>,
     /// Watch handler runs and failures (for metrics).
     pub watches: Arc<crate::watches::WatchCounters>,
-    /// Counters read at scrape time (`/metrics`, see [`metrics`]).
-    pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// Every source of counters, read at scrape time (`/metrics`, see
+    /// [`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::Registry>,
+    /// Requests by matched route (bumped by each route's layer).
+    pub requests: Arc<request_counters::RequestCounters>,
+    /// The HTTP server's own counters (connections refused).
+    pub http: Arc<server::HttpCounters>,
     /// The DNS server's counters (all zero when DNS is off).
     pub dns: Arc<crate::dns::DnsCounters>,
     /// Serialized answers to repeated reads (with hit/miss counters).
     pub cache: Arc<cache::ResponseCache>,
-    /// KV values a remembered delete replaced (shared with the gossip loop).
+    /// KV values a remembered delete replaced (shared with the core loop).
     pub kv_quarantine: Arc<crate::kv::quarantine::Quarantine>,
 }
 
@@ -141,9 +148,9 @@ pub fn router(state: ApiState) -> front::Api {
         acl: acl.clone(),
         snapshot_rx: state.snapshot_rx.clone(),
         cache: state.cache.clone(),
-        metrics: state.metrics.api.clone(),
+        metrics: state.requests.clone(),
     };
-    let mut routes = guard::Routes::new(acl, state.metrics.api.clone());
+    let mut routes = guard::Routes::new(acl, state.requests.clone());
     for (path, reason) in refused::REFUSED {
         routes = routes.read(path, refused::route(reason));
     }
@@ -423,8 +430,8 @@ pub(crate) async fn not_found(
     method: Method,
     uri: Uri,
 ) -> ApiError {
-    state.metrics.api.record(
-        crate::metrics::http::UNMATCHED,
+    state.requests.record(
+        request_counters::UNMATCHED,
         &method,
         StatusCode::NOT_FOUND,
         std::time::Duration::ZERO,

@@ -1,6 +1,6 @@
 //! `/v1/agent/service*`, `/v1/agent/check*` and maintenance: this agent's
 //! registry (`crate::registry`), in Consul's shapes. Writes are validated here,
-//! in full, before anything is sent to the gossip loop, so a bad request
+//! in full, before anything is sent to the core loop, so a bad request
 //! changes nothing.
 
 use std::collections::BTreeMap;

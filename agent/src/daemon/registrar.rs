@@ -1,4 +1,4 @@
-//! The registrar: the gossip loop's side of the registry. It applies
+//! The registrar: the core loop's side of the registry. It applies
 //! requests, starts and stops check runners, and hands persistence to a
 //! task of its own so the loop never waits on the disk.
 
@@ -36,7 +36,7 @@ pub struct Registrar {
     runners: CancellationToken,
     persist_tx: mpsc::UnboundedSender<PersistJob>,
     /// Check runs by kind and status.
-    pub metrics: Arc<crate::metrics::counters::CheckMetrics>,
+    pub counters: Arc<crate::checks::counters::CheckCounters>,
 }
 
 impl Registrar {
@@ -52,7 +52,7 @@ impl Registrar {
             dependency,
             runners,
             persist_tx,
-            metrics: Arc::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -216,7 +216,7 @@ impl Registrar {
             .checks()
             .find(|check| check.definition.id == result.check_id)
         {
-            self.metrics.run(
+            self.counters.run(
                 &check.definition.kind,
                 result.result.status,
                 result.duration,
@@ -284,7 +284,7 @@ impl Registrar {
     }
 }
 
-/// Writes registry files in order, off the gossip loop, and answers the
+/// Writes registry files in order, off the core loop, and answers the
 /// requests waiting on them.
 pub async fn persist_loop(
     mut jobs_rx: mpsc::UnboundedReceiver<PersistJob>,

@@ -6,7 +6,7 @@
 //! - a file that does not load (syntax error, invalid value, half-written)
 //!   changes nothing: the error is logged and shown in `/v1/agent/self`
 //!   (`Stats.reload.last_error`, `Config.ReloadError`);
-//! - services, checks and node tags are handed to the gossip loop with
+//! - services, checks and node tags are handed to the core loop with
 //!   [`AgentHandle::reload`] (it owns them), `[[templates]]` to the
 //!   template runners, `[[watches]]` to the watch manager
 //!   ([`ReloadHandle::watches`]), and the log level is swapped in place;

@@ -1,8 +1,8 @@
-//! The task that turns what the gossip loop publishes into the lines an
+//! The task that turns what the core loop publishes into the lines an
 //! operator follows: members ([`super::members`]), local checks
 //! ([`super::checks`]), this agent's local health, and seeds that don't
 //! let it join ([`super::seeds`]). It reads the published snapshots, so
-//! the gossip loop neither formats nor writes any of these lines.
+//! the core loop neither formats nor writes any of these lines.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

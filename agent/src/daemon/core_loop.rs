@@ -1,4 +1,4 @@
-//! The gossip loop: the one task that owns the [`Node`] (foca and the
+//! The core loop: the one task that owns the [`Node`] (foca and the
 //! cluster state). Everything else asks it for changes through an
 //! [`AgentHandle`](crate::handle::AgentHandle) and reads the snapshots it
 //! publishes. It never waits on I/O: datagrams go out with
@@ -8,7 +8,7 @@
 //! scheduler and the UDP receive loop; see `daemon::spawn_gossip_thread`),
 //! so no API request, filter, template or anti-entropy connection can delay
 //! a probe ack. What it starts (check runners, anti-entropy exchanges, disk
-//! writes) it starts on the agent's main runtime, [`GossipLoop::work`].
+//! writes) it starts on the agent's main runtime, [`CoreLoop::work`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::anti_entropy::SyncService;
 use super::index::IndexClock;
 use super::registrar::Registrar;
 use super::scheduler::ScheduledTimer;
-use super::sync::SyncService;
 use crate::checks::CheckResult;
 use crate::handle::{Answer, Command, LiveConfig};
 use crate::persist::DataDirGuard;
@@ -51,7 +51,7 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The loop's state: everything it owns.
-pub(super) struct GossipLoop {
+pub(super) struct CoreLoop {
     pub node: Node,
     pub socket: Arc<UdpSocket>,
     pub schedule_tx: mpsc::UnboundedSender<ScheduledTimer>,
@@ -107,7 +107,7 @@ pub struct NameTaken {
     pub holder: SocketAddr,
 }
 
-impl GossipLoop {
+impl CoreLoop {
     /// Runs until the node has left the cluster after `shutdown`, or
     /// because its name is taken (the error).
     pub async fn run(
