@@ -1,7 +1,7 @@
 //! User events on this agent (Serf's and Consul's; the protocol side is
 //! `shoal_protocol::event`): the filters each agent evaluates on what it
-//! receives, the ring of recent events the API lists, Consul's JSON shape
-//! and the counters.
+//! receives, the ring of recent events the API lists, and the counters
+//! (Consul's JSON shape is in [`crate::consul_json`]).
 //!
 //! Filters are regular expressions, as Consul's: `node` over this agent's
 //! node name, `service` over the names of its services, `tag` over the tags

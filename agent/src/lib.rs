@@ -5,7 +5,8 @@
 //!   reload. Nothing imports it back: readers use [`handle`] and [`snapshot`].
 //! - [`handle`]: [`handle::AgentHandle`], the one typed way in to the core
 //!   loop, and the vocabulary it speaks.
-//! - [`snapshot`]: what readers see of the agent, published by the core loop.
+//! - [`snapshot`]: what readers see of the agent, published by the core loop;
+//!   [`core_counters`]: the core loop's counters, published beside it.
 //! - [`fault`]: test-only fault injection (`--fault-injection`).
 //! - [`reload_handle`]: the API's side of config hot reload.
 //! - [`checks`]: health checks: definitions, the status state machine, probes.
@@ -22,7 +23,7 @@
 //! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`flags`]: feature flags: schema and per-user decisions.
 //! - [`template`]: `[[templates]]`, files rendered from the catalog and KV.
-//! - [`events`]: user events: filters, the recent list, Consul's JSON.
+//! - [`events`]: user events: filters, the recent list, the counters.
 //! - [`watches`]: `[[watches]]` and `shoal watch`: handlers run on change.
 //! - [`logging`]: the logger: stderr written off the caller's thread, and
 //!   the monitors of `GET /v1/agent/monitor`.
@@ -44,6 +45,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod consul_json;
+pub mod core_counters;
 pub mod daemon;
 pub mod dns;
 pub mod duration;

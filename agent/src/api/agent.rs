@@ -32,8 +32,11 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
         .iter()
         .find(|member| member.id == snapshot.local.id)
         .map(Member::from_view);
-    let status = state.status();
-    let counters = &status.counters;
+    let mut gossip = stats_json(&*state.status());
+    // Wire versions (docs/upgrading.md).
+    gossip["wire_versions"] = json!(shoal_protocol::record::wire_tag(
+        snapshot.local.wire_range()
+    ));
     let reload = state.reload.status();
     let count = |status: u8| {
         snapshot
@@ -85,28 +88,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
             "templates": state.templates.json(),
             "dns": stats_json(&*state.dns),
             "keyring": super::keyring::stats(&state, &snapshot.kv),
-            "gossip": {
-                "datagrams_in": counters.datagrams_in,
-                "bytes_in": counters.bytes_in,
-                "datagrams_out": counters.datagrams_out,
-                "bytes_out": counters.bytes_out,
-                "rejected_envelope": counters.rejected_envelope,
-                "rejected_swim": counters.rejected_swim,
-                "receive_drops": status.receive_drops,
-                "send_failures": status.send_failures,
-                "synced_records": counters.synced_records,
-                "refused_records": counters.refused_records,
-                "refused_clock_drift": counters.refused_clock_drift,
-                "refused_deleted": counters.refused_deleted,
-                "refused_kv_quota": counters.refused_kv_quota,
-                "kv_quarantined": counters.kv_quarantined,
-                "name_conflicts": status.name_conflicts,
-                // Wire versions (docs/upgrading.md).
-                "wire_versions": shoal_protocol::record::wire_tag(snapshot.local.wire_range()),
-                "rejected_wire_version": counters.rejected_wire_version,
-                "datagrams_in_by_wire_version": counters.datagrams_in_by_version,
-                "skipped_unknown_rumors": counters.skipped_unknown_rumors,
-            },
+            "gossip": gossip,
             "kv": {
                 "keys": snapshot.kv.len(),
                 "bytes": snapshot.kv.bytes(),

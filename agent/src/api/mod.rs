@@ -37,6 +37,8 @@
 //! - [`front`]: the service: one step in front of the router (guard,
 //!   cached answers, Consul's headers); [`cache`]: answers to repeated
 //!   reads.
+//! - [`server`]: serves the API with connection limits and timeouts;
+//!   [`request_counters`]: requests counted and timed by matched route.
 //!
 //! Handlers read [`Snapshot`]s and ask the core loop for changes through
 //! [`AgentHandle`]; they never build the loop's commands themselves.
@@ -78,9 +80,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
+use crate::core_counters::CoreCounters;
 use crate::handle::{AgentHandle, KvWriteError, RegistrationError};
 use crate::registry::RegistryError;
-use crate::snapshot::{Snapshot, Status};
+use crate::snapshot::Snapshot;
 use shoal_protocol::kv::KvError;
 
 /// What every handler can reach. Handlers read snapshots; they never touch
@@ -91,7 +94,7 @@ pub struct ApiState {
     /// The cluster and the KV store; blocking queries wait on it.
     pub snapshot_rx: watch::Receiver<Arc<Snapshot>>,
     /// Counters and local check details; nobody waits on it.
-    pub status_rx: watch::Receiver<Arc<Status>>,
+    pub status_rx: watch::Receiver<Arc<CoreCounters>>,
     /// How blocking queries are doing (`/v1/agent/self`).
     pub blocking: Arc<blocking::BlockingCounters>,
     /// Cancelled to make the agent leave and exit.
@@ -133,7 +136,7 @@ impl ApiState {
         self.snapshot_rx.borrow().clone()
     }
 
-    pub fn status(&self) -> Arc<Status> {
+    pub fn status(&self) -> Arc<CoreCounters> {
         self.status_rx.borrow().clone()
     }
 }

@@ -17,9 +17,10 @@ use super::filter::{self, Shape};
 use super::{ApiError, ApiState, Query};
 use crate::checks::CheckDefinition;
 use crate::consul_json;
+use crate::core_counters::CoreCounters;
 use crate::registry::ServiceDefinition;
 use crate::registry::keys::normalize;
-use crate::snapshot::{CheckDetail, Snapshot, Status};
+use crate::snapshot::{CheckDetail, Snapshot};
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -266,7 +267,7 @@ pub async fn service_maintenance(
 /// Consul answers with: 200 passing, 429 warning, 503 critical.
 fn instance_health(
     state: &ApiState,
-    (snapshot, details): (&Snapshot, &Status),
+    (snapshot, details): (&Snapshot, &CoreCounters),
     matches: impl Fn(&ServiceRecord) -> bool,
 ) -> Option<(StatusCode, Value)> {
     let node_checks: Vec<&CheckDetail> = details
@@ -349,7 +350,7 @@ pub async fn health_by_id(
 }
 
 /// For `/health/detailed`: every local check with its details.
-pub fn detailed_checks(status: &Status) -> BTreeMap<String, Value> {
+pub fn detailed_checks(status: &CoreCounters) -> BTreeMap<String, Value> {
     status
         .local_checks
         .iter()

@@ -26,10 +26,11 @@ use super::index::IndexClock;
 use super::registrar::Registrar;
 use super::scheduler::ScheduledTimer;
 use crate::checks::CheckResult;
+use crate::core_counters::CoreCounters;
 use crate::handle::{Answer, Command, LiveConfig};
 use crate::persist::DataDirGuard;
 use crate::registry::{Change, RegistryError};
-use crate::snapshot::{Snapshot, Status};
+use crate::snapshot::Snapshot;
 
 /// The receiving ends the loop listens on.
 pub(super) struct Inputs {
@@ -41,7 +42,7 @@ pub(super) struct Inputs {
     pub results_rx: mpsc::Receiver<CheckResult>,
 }
 
-/// How often counters and check details are republished ([`Status`]).
+/// How often counters and check details are republished ([`CoreCounters`]).
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
 /// How often KV tombstones are collected.
 const KV_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
@@ -56,7 +57,7 @@ pub(super) struct CoreLoop {
     pub socket: Arc<UdpSocket>,
     pub schedule_tx: mpsc::UnboundedSender<ScheduledTimer>,
     pub snapshot_tx: watch::Sender<Arc<Snapshot>>,
-    pub status_tx: watch::Sender<Arc<Status>>,
+    pub status_tx: watch::Sender<Arc<CoreCounters>>,
     pub sync: SyncService,
     pub data_dir: Arc<DataDirGuard>,
     /// Datagrams the receive task dropped because the loop was behind.
@@ -472,7 +473,7 @@ impl CoreLoop {
     /// Publishes counters and check details; wakes no blocking query.
     fn publish_status(&self) {
         self.event_counters.copy_from(self.node.event_counters());
-        let status = Status {
+        let status = CoreCounters {
             counters: self.node.counters().clone(),
             name_conflicts: self.node.name_conflicts(),
             send_failures: self.send_failures,

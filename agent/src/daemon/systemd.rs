@@ -34,7 +34,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::snapshot::{Snapshot, Status};
+use crate::core_counters::CoreCounters;
+use crate::snapshot::Snapshot;
 
 /// How often the status line is recomputed (it is sent only when it
 /// changed): counting members and checks in a snapshot is cheap.
@@ -219,7 +220,7 @@ pub async fn watchdog_tick(timer: &mut Option<Interval>) {
 /// What the readiness and status task watches.
 pub(super) struct Watched {
     pub snapshot_rx: watch::Receiver<Arc<Snapshot>>,
-    pub status_rx: watch::Receiver<Arc<Status>>,
+    pub status_rx: watch::Receiver<Arc<CoreCounters>>,
     /// Seeds other than this agent itself.
     pub seeds: Vec<SocketAddr>,
     pub join_ready_timeout: Duration,

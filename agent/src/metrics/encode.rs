@@ -79,7 +79,8 @@ impl Exposition {
     }
 
     /// The families as a subsystem's section of `/v1/agent/self` shows
-    /// them: each under its name without `prefix` and `_total`; a
+    /// them: each under its name without `prefix` (or, for a name outside
+    /// it, without `shoal_`) and `_total`; a
     /// labelled family as an object by label value (one level per label);
     /// a histogram as `{count, sum, buckets: [[upper bound, observations
     /// in that bucket], ...]}` (sum in the histogram's unit, seconds for
@@ -88,7 +89,11 @@ impl Exposition {
     pub fn to_stats_json(&self, prefix: &str) -> Json {
         let mut section = Map::new();
         for family in &self.families {
-            let name = family.name.strip_prefix(prefix).unwrap_or(family.name);
+            let name = family
+                .name
+                .strip_prefix(prefix)
+                .or_else(|| family.name.strip_prefix("shoal_"))
+                .unwrap_or(family.name);
             let key = name.strip_suffix("_total").unwrap_or(name);
             let value = match family.series.as_slice() {
                 [only] if only.labels.is_empty() => stats_value(&only.value),

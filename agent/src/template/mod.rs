@@ -60,9 +60,9 @@ pub struct TemplateCounters {
     /// Commands that exited non-zero, timed out or could not start.
     pub command_failures: AtomicU64,
     /// Dry runs through the API.
-    pub api_renders: AtomicU64,
+    pub dry_runs: AtomicU64,
     /// Dry runs refused because [`API_RENDERS_AT_ONCE`] were running.
-    pub api_renders_refused: AtomicU64,
+    pub dry_runs_refused: AtomicU64,
 }
 
 impl TemplateCounters {
@@ -105,12 +105,12 @@ impl Counters for TemplateCounters {
         out.counter(
             "shoal_template_dry_runs_total",
             "Template dry runs through the API.",
-            load(&self.api_renders),
+            load(&self.dry_runs),
         );
         out.counter(
             "shoal_template_dry_runs_refused_total",
             "Template dry runs refused (429) because another one was running.",
-            load(&self.api_renders_refused),
+            load(&self.dry_runs_refused),
         );
     }
 }
