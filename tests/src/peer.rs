@@ -62,7 +62,7 @@ pub fn plaintext_envelope() -> Envelope {
 }
 
 /// Writes one anti-entropy frame (a 4-byte big-endian length, then the
-/// sealed message), as `agent/src/daemon/sync.rs` does.
+/// sealed message), as `agent/src/daemon/anti_entropy.rs` does.
 pub fn write_sync_frame(
     stream: &mut TcpStream,
     envelope: &Envelope,

@@ -83,35 +83,29 @@ fn heal(cluster: &Cluster) {
     }
 }
 
+/// `Stats.<path>` of `/v1/agent/self` (`path` as in a JSON pointer:
+/// `kv/quarantine/quarantined`).
+fn stat_at(agent: &Agent, path: &str) -> Result<u64, String> {
+    let me = agent.get("/v1/agent/self")?;
+    me.pointer(&format!("/Stats/{path}"))
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("no Stats/{path} in {}", me["Stats"]))
+}
+
 fn stat(agent: &Agent, section: &str, name: &str) -> Result<u64, String> {
-    let me = agent.get("/v1/agent/self")?;
-    let stats = &me["Stats"][section];
-    stats[name]
-        .as_u64()
-        .ok_or_else(|| format!("no Stats.{section}.{name} in {stats}"))
+    stat_at(agent, &format!("{section}/{name}"))
 }
 
-/// `Stats.gossip.refused_records.<reason>`: node records and KV entries
-/// from peers refused for `reason`.
+/// Node records and KV entries from peers refused for `reason`.
 fn refused_records(agent: &Agent, reason: &str) -> Result<u64, String> {
-    let me = agent.get("/v1/agent/self")?;
-    let refused = &me["Stats"]["gossip"]["refused_records"];
-    refused[reason]
-        .as_u64()
-        .ok_or_else(|| format!("no {reason} in Stats.gossip.refused_records: {refused}"))
+    stat_at(agent, &format!("gossip/refused_records/{reason}"))
 }
 
-/// `Stats.kv.quarantine.quarantined`: live values a handed-back delete
-/// replaced.
+/// Live values a handed-back delete replaced.
 fn quarantined(agent: &Agent) -> Result<u64, String> {
-    let me = agent.get("/v1/agent/self")?;
-    let quarantine = &me["Stats"]["kv"]["quarantine"];
-    quarantine["quarantined"]
-        .as_u64()
-        .ok_or_else(|| format!("no Stats.kv.quarantine.quarantined in {quarantine}"))
+    stat_at(agent, "kv/quarantine/quarantined")
 }
 
-/// Waits until `agent` has collected a tombstone (it remembers a delete).
 fn wait_collected(agent: &Agent, timeout: Duration) {
     wait_for(
         timeout,
