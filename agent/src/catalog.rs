@@ -1,7 +1,7 @@
 //! Cluster-wide catalog queries over the membership table of a snapshot:
 //! which nodes are in the catalog, the instances of a service, their
 //! checks and health. No JSON here (Consul's shapes are in
-//! `api::consul_json`) and no dependency on the daemon: the queries take
+//! `consul_json`) and no dependency on the daemon: the queries take
 //! the published `&[MemberView]`.
 //!
 //! A node that left is gone from the catalog; a failed node stays, with

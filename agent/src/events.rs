@@ -1,7 +1,7 @@
 //! User events on this agent (Serf's and Consul's; the protocol side is
 //! `shoal_protocol::event`): the filters each agent evaluates on what it
-//! receives, the ring of recent events the API lists, Consul's JSON shape
-//! and the counters.
+//! receives, the ring of recent events the API lists, and the counters
+//! (Consul's JSON shape is in [`crate::consul_json`]).
 //!
 //! Filters are regular expressions, as Consul's: `node` over this agent's
 //! node name, `service` over the names of its services, `tag` over the tags
@@ -18,13 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use base64::Engine;
 use regex::{Regex, RegexBuilder};
-use serde_json::{Value, json};
 use shoal_protocol::NodeRecord;
 use shoal_protocol::event::{EVENT_RING, EventCounters as ProtocolCounters, UserEvent};
 
 use crate::config::EventsConfig;
+use crate::metrics::{Counters, Exposition, load};
 
 /// Compiled size limit of one filter.
 const REGEX_SIZE_LIMIT: usize = 64 * 1024;
@@ -66,20 +65,6 @@ impl EventCounters {
             .store(counters.refused_ltime, Ordering::Relaxed);
         self.backlog_dropped
             .store(counters.backlog_dropped, Ordering::Relaxed);
-    }
-
-    pub fn json(&self) -> Value {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        json!({
-            "fired": load(&self.fired),
-            "listed": load(&self.listed),
-            "filtered_out": load(&self.filtered_out),
-            "refused": load(&self.refused),
-            "refused_ltime": load(&self.refused_ltime),
-            "ignored_old": load(&self.ignored_old),
-            "rate_limited": load(&self.rate_limited),
-            "backlog_dropped": load(&self.backlog_dropped),
-        })
     }
 }
 
@@ -153,38 +138,16 @@ pub fn matches(event: &UserEvent, local: &NodeRecord) -> bool {
 
 /// The ID as a UUID string (`8-4-4-4-12` hex digits).
 pub fn uuid(id: &[u8; 16]) -> String {
-    crate::persist::uuid_text(id)
+    crate::uuid::uuid_text(id)
 }
 
 /// A new random event ID (a version 4 UUID).
 pub fn random_id() -> [u8; 16] {
-    let mut id: [u8; 16] = rand::random();
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    id
-}
-
-/// Consul's `UserEvent` JSON (`/v1/event/fire`, `/v1/event/list`).
-pub fn event_json(event: &UserEvent) -> Value {
-    let payload = if event.payload.is_empty() {
-        Value::Null
-    } else {
-        Value::String(base64::engine::general_purpose::STANDARD.encode(&event.payload))
-    };
-    json!({
-        "ID": uuid(&event.id),
-        "Name": event.name,
-        "Payload": payload,
-        "NodeFilter": event.node_filter,
-        "ServiceFilter": event.service_filter,
-        "TagFilter": event.tag_filter,
-        "Version": 1,
-        "LTime": event.ltime,
-    })
+    crate::uuid::version_4(rand::random())
 }
 
 /// The recent events for this agent, oldest first, at most
-/// [`EVENT_RING`]: kept by the gossip loop, published in snapshots.
+/// [`EVENT_RING`]: kept by the core loop, published in snapshots.
 #[derive(Debug, Default)]
 pub struct RecentEvents {
     ring: VecDeque<Arc<UserEvent>>,
@@ -218,6 +181,55 @@ impl RecentEvents {
     /// A copy for a snapshot (pointers only).
     pub fn list(&self) -> Arc<Vec<Arc<UserEvent>>> {
         Arc::new(self.ring.iter().cloned().collect())
+    }
+}
+
+impl Counters for EventCounters {
+    fn prefix(&self) -> &'static str {
+        "shoal_events_"
+    }
+
+    fn visit(&self, out: &mut Exposition) {
+        out.counter(
+            "shoal_events_fired_total",
+            "User events fired through this agent's API.",
+            load(&self.fired),
+        );
+        out.counter(
+            "shoal_events_listed_total",
+            "User events delivered here whose filters matched this agent.",
+            load(&self.listed),
+        );
+        out.counter(
+            "shoal_events_filtered_out_total",
+            "User events delivered here whose filters did not match this agent.",
+            load(&self.filtered_out),
+        );
+        out.counter(
+            "shoal_events_refused_total",
+            "User events from peers refused as out of bounds.",
+            load(&self.refused),
+        );
+        out.counter(
+            "shoal_events_ignored_old_total",
+            "User events fired before this agent started, or too old: not replayed.",
+            load(&self.ignored_old),
+        );
+        out.counter(
+            "shoal_events_refused_ltime_total",
+            "User events from peers refused because their Lamport time was too far ahead of ours.",
+            load(&self.refused_ltime),
+        );
+        out.counter(
+            "shoal_events_rate_limited_total",
+            "User event fires refused (429) past events.fire_rate / events.fire_burst.",
+            load(&self.rate_limited),
+        );
+        out.counter(
+            "shoal_events_backlog_dropped_total",
+            "User events dropped from the gossip backlog, oldest first, to keep it bounded.",
+            load(&self.backlog_dropped),
+        );
     }
 }
 
@@ -274,7 +286,7 @@ mod tests {
 
     #[test]
     fn consul_json_shape() {
-        let body = event_json(&event("", "api", ""));
+        let body = crate::consul_json::user_event(&event("", "api", ""));
         assert_eq!(body["ID"], "01010101-0101-0101-0101-010101010101");
         assert_eq!(body["Payload"], "djQy");
         assert_eq!(body["LTime"], 7);

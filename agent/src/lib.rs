@@ -1,8 +1,14 @@
 //! The Shoal agent and its command line.
 //!
 //! - [`config`]: the TOML file, flags and `SHOAL_*` variables, validated.
-//! - [`daemon`]: the running agent: gossip loop, timers, UDP and TCP, config
-//!   reload, and [`daemon::handle::AgentHandle`], the one way in to the loop.
+//! - [`daemon`]: the running agent: core loop, timers, UDP and TCP, config
+//!   reload. Nothing imports it back: readers use [`handle`] and [`snapshot`].
+//! - [`handle`]: [`handle::AgentHandle`], the one typed way in to the core
+//!   loop, and the vocabulary it speaks.
+//! - [`snapshot`]: what readers see of the agent, published by the core loop;
+//!   [`core_counters`]: the core loop's counters, published beside it.
+//! - [`fault`]: test-only fault injection (`--fault-injection`).
+//! - [`reload_handle`]: the API's side of config hot reload.
 //! - [`checks`]: health checks: definitions, the status state machine, probes.
 //! - [`duration`]: Go's duration syntax, used by config, checks and the API.
 //! - [`field_error`]: [`field_error::FieldError`], a user's mistake in a check or
@@ -10,18 +16,23 @@
 //! - [`dns`]: the DNS interface (Consul's names), on its own thread.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
 //! - [`catalog`]: cluster-wide service queries over the membership table
-//!   (no JSON: Consul's shapes are in `api::consul_json`).
+//!   (no JSON: Consul's shapes are in [`consul_json`]).
+//! - [`consul_json`]: Consul's JSON shapes (nodes, services, checks, KV
+//!   pairs, members, user events), shared by the API, watches and events.
 //! - [`registry`]: services and checks registered on this agent.
 //! - [`kv`]: the replicated KV store's timestamps and disk.
 //! - [`flags`]: feature flags: schema and per-user decisions.
 //! - [`template`]: `[[templates]]`, files rendered from the catalog and KV.
-//! - [`events`]: user events: filters, the recent list, Consul's JSON.
+//! - [`events`]: user events: filters, the recent list, the counters.
 //! - [`watches`]: `[[watches]]` and `shoal watch`: handlers run on change.
 //! - [`logging`]: the logger: stderr written off the caller's thread, and
 //!   the monitors of `GET /v1/agent/monitor`.
-//! - [`metrics`]: counters and histograms, collected at scrape time for
-//!   `/metrics` and `/v1/agent/metrics`.
+//! - [`metrics`]: a leaf: the [`metrics::Counters`] trait each subsystem's
+//!   counters implement, their registry, the histogram and the encoders of
+//!   `/metrics`, `/v1/agent/metrics` and `Stats` of `/v1/agent/self`.
+//! - [`process`]: this process's CPU, memory and fds, as `process_*` metrics.
 //! - [`persist`]: the data directory and the persisted generation.
+//! - [`uuid`]: UUIDs in text form (node IDs, event IDs).
 //! - [`resident`]: keeps an idle agent's resident memory small.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 //! - [`cli`]: the `shoal` command, one file per subcommand: `agent` (run
@@ -38,18 +49,26 @@ pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod consul_json;
+pub mod core_counters;
 pub mod daemon;
 pub mod dns;
 pub mod duration;
 pub mod events;
+pub mod fault;
 pub mod field_error;
 pub mod flags;
 pub mod fuzzing;
+pub mod handle;
 pub mod kv;
 pub mod logging;
 pub mod metrics;
 pub mod persist;
+pub mod process;
 pub mod registry;
+pub mod reload_handle;
 pub mod resident;
+pub mod snapshot;
 pub mod template;
+pub mod uuid;
 pub mod watches;

@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::config::DataDir;
+use crate::uuid::{is_uuid, new_uuid};
 
 pub mod format;
 
@@ -228,36 +229,6 @@ impl Drop for DataDirGuard {
             let _ = fs::remove_dir_all(&self.path);
         }
     }
-}
-
-/// A random (version 4) UUID from 16 random bytes, in its usual
-/// lower-case text form.
-pub fn new_uuid(mut bytes: [u8; 16]) -> String {
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    uuid_text(&bytes)
-}
-
-/// 16 bytes as a UUID string (`8-4-4-4-12` lowercase hex digits).
-pub fn uuid_text(bytes: &[u8; 16]) -> String {
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-/// Whether `text` is a UUID in text form (8-4-4-4-12 hex digits).
-pub fn is_uuid(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
-        && groups
-            .iter()
-            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Replaces `dir/name` with `bytes` so that a crash leaves either the old

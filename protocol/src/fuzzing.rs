@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use foca::{BroadcastHandler, Codec};
 
+use crate::anti_entropy::SyncMessage;
 use crate::codec::{self, SwimCodec};
 use crate::envelope::{Envelope, PayloadKind, cluster_id};
 use crate::identity::NodeId;
@@ -20,7 +21,6 @@ use crate::node::{GossipConfig, Node};
 use crate::record::NodeRecord;
 use crate::rumor::{Rumor, RumorHandler};
 use crate::state::ClusterState;
-use crate::sync::SyncMessage;
 
 /// The cluster every fuzzed node belongs to.
 pub const FUZZ_CLUSTER: &str = "fuzz";

@@ -17,12 +17,12 @@
 //!   traffic.
 //! - [`event`]: user events: Lamport clock, deduplication, bounds.
 //! - [`pull`]: bounded pulls of what digest rumors announce.
-//! - [`sync`]: the anti-entropy push-pull messages, one struct per step.
+//! - [`anti_entropy`]: the anti-entropy push-pull messages, one struct per step.
 //! - [`node`]: [`Node`], foca plus all of the above, as one state machine:
 //!   `node/mod.rs` (datagrams, timers, our record, KV writes), `config`
 //!   ([`GossipConfig`]), `effects` ([`node::Effects`], [`NodeTimer`], local
 //!   health wiring), `join` (seeds, rejoin, leave), `members`
-//!   ([`MemberView`]), `sync` (the step function [`Node::on_sync`],
+//!   ([`MemberView`]), `anti_entropy` (the step function [`Node::on_sync`],
 //!   driven by the agent over TCP and by the simulator alike), `pages` (the
 //!   KV pages of an exchange), `events` (user events fired and delivered),
 //!   `name` (nobody else may hold our node name), `peers` (what peers can
@@ -33,6 +33,7 @@
 //! - [`suspicion`]: Lifeguard's dynamic suspicion timeout.
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 
+pub mod anti_entropy;
 pub mod clock;
 pub mod codec;
 pub mod envelope;
@@ -48,7 +49,6 @@ pub mod record;
 pub mod rumor;
 pub mod state;
 pub mod suspicion;
-pub mod sync;
 
 pub use envelope::{Envelope, PayloadKind};
 pub use identity::NodeId;

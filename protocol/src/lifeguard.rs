@@ -39,7 +39,7 @@ pub const MAX_MULTIPLIER: u32 = 8;
 
 /// What the local health score has seen so far. All counters are monotonic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HealthStats {
+pub struct HealthCounters {
     /// Probes that got neither a direct nor an indirect ack in time.
     pub probe_failures: u64,
     /// Probes answered in time.
@@ -71,7 +71,7 @@ pub struct LocalHealth {
     lag_noted: bool,
     /// Our incarnation as last seen on an outgoing header.
     incarnation: Option<u16>,
-    stats: HealthStats,
+    stats: HealthCounters,
 }
 
 impl LocalHealth {
@@ -88,7 +88,7 @@ impl LocalHealth {
             failures_in_a_row: 0,
             lag_noted: false,
             incarnation: None,
-            stats: HealthStats::default(),
+            stats: HealthCounters::default(),
         }
     }
 
@@ -103,7 +103,7 @@ impl LocalHealth {
         if self.enabled { self.score + 1 } else { 1 }
     }
 
-    pub fn stats(&self) -> &HealthStats {
+    pub fn stats(&self) -> &HealthCounters {
         &self.stats
     }
 

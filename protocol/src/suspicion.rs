@@ -131,7 +131,7 @@ impl Suspicion {
 
 /// What dynamic suspicion has done so far (monotonic).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SuspicionStats {
+pub struct SuspicionCounters {
     /// Accusations that counted (a new accuser of a suspicion).
     pub accusations: u64,
     /// Timers delivered earlier than first scheduled because accusations
@@ -143,11 +143,11 @@ pub struct SuspicionStats {
 #[derive(Debug, Default)]
 pub struct Suspicions {
     entries: HashMap<NodeId, Suspicion>,
-    stats: SuspicionStats,
+    stats: SuspicionCounters,
 }
 
 impl Suspicions {
-    pub fn stats(&self) -> &SuspicionStats {
+    pub fn stats(&self) -> &SuspicionCounters {
         &self.stats
     }
 

@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shoal_protocol::anti_entropy::{Digest, KvCursor, KvPage, Records, SyncMessage, SyncStep};
 use shoal_protocol::codec;
 use shoal_protocol::envelope::{Envelope, HEADER_LEN, cluster_id};
 use shoal_protocol::fuzzing::{self, FUZZ_CLUSTER};
 use shoal_protocol::kv::KvEntry;
 use shoal_protocol::record::{CheckRecord, CheckStatus, ServiceRecord};
 use shoal_protocol::rumor::Rumor;
-use shoal_protocol::sync::{Digest, KvCursor, KvPage, Records, SyncMessage, SyncStep};
 use shoal_protocol::{GossipConfig, Node, NodeId, NodeRecord};
 
 fn regressions(target: &str) -> PathBuf {

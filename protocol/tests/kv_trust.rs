@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use shoal_protocol::anti_entropy::{KvPage, Records, SyncMessage};
 use shoal_protocol::clock::ntp64;
 use shoal_protocol::envelope::cluster_id;
 use shoal_protocol::kv::{KvEntry, KvError, KvStore};
-use shoal_protocol::sync::{KvPage, Records, SyncMessage};
 use shoal_protocol::{Envelope, GossipConfig, Node, NodeId, NodeRecord};
 
 /// The wall clock every test node runs at: some day in 2026.
@@ -70,7 +70,7 @@ fn from_peer(node: &mut Node, kv_entries: Vec<KvEntry>, records: Vec<NodeRecord>
 /// One whole anti-entropy exchange, `initiator` first.
 fn exchange(initiator: &mut Node, responder: &mut Node) {
     let mut delta = responder.on_sync(initiator.sync_open()).expect("a delta");
-    if delta.expects() == Some(shoal_protocol::sync::SyncStep::Digest) {
+    if delta.expects() == Some(shoal_protocol::anti_entropy::SyncStep::Digest) {
         // The summary differed: the full digest follows.
         let full = initiator.on_sync(delta).expect("the full digest");
         delta = responder.on_sync(full).expect("a delta");

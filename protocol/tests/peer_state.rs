@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use foca::{Codec, Header, Message};
+use shoal_protocol::anti_entropy::{KvPage, Records, SyncMessage};
 use shoal_protocol::codec::{self, SwimCodec};
 use shoal_protocol::envelope::cluster_id;
 use shoal_protocol::rumor::Rumor;
-use shoal_protocol::sync::{KvPage, Records, SyncMessage};
 use shoal_protocol::{Envelope, GossipConfig, Node, NodeId, NodeRecord, NodeTimer, PayloadKind};
 
 fn addr(index: u16) -> SocketAddr {

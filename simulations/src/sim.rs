@@ -8,9 +8,9 @@ use std::collections::BinaryHeap;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use shoal_protocol::anti_entropy::SyncMessage;
 use shoal_protocol::codec;
 use shoal_protocol::envelope::{HEADER_LEN, cluster_id};
-use shoal_protocol::sync::SyncMessage;
 use shoal_protocol::{Envelope, GossipConfig, Node, NodeId, NodeRecord, NodeTimer};
 
 use crate::metrics::Metrics;
@@ -42,7 +42,7 @@ pub(crate) enum Event {
         due: Micros,
     },
     /// One message of an anti-entropy exchange (see
-    /// `shoal_protocol::sync`), from node `from` to node `to`. Boxed: the
+    /// `shoal_protocol::anti_entropy`), from node `from` to node `to`. Boxed: the
     /// heap moves events around, and a message is twice any other event.
     Sync {
         to: usize,

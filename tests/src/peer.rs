@@ -5,9 +5,9 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 
+use shoal_protocol::anti_entropy::SyncMessage;
 use shoal_protocol::codec;
 use shoal_protocol::envelope::{Envelope, PayloadKind, cluster_id};
-use shoal_protocol::sync::SyncMessage;
 
 use crate::unique_loopback;
 
@@ -62,7 +62,7 @@ pub fn plaintext_envelope() -> Envelope {
 }
 
 /// Writes one anti-entropy frame (a 4-byte big-endian length, then the
-/// sealed message), as `agent/src/daemon/sync.rs` does.
+/// sealed message), as `agent/src/daemon/anti_entropy.rs` does.
 pub fn write_sync_frame(
     stream: &mut TcpStream,
     envelope: &Envelope,

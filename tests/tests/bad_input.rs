@@ -86,7 +86,7 @@ fn malformed_datagrams_change_nothing() {
         || {
             let me = cluster.agents[0].get("/v1/agent/self")?;
             let gossip = &me["Stats"]["gossip"];
-            let rejected = gossip["rejected_envelope"].as_u64().unwrap_or(0)
+            let rejected = gossip["rejected_envelopes"].as_u64().unwrap_or(0)
                 + gossip["rejected_swim"].as_u64().unwrap_or(0)
                 + gossip["receive_drops"].as_u64().unwrap_or(0);
             if rejected >= 20 {
@@ -287,7 +287,7 @@ fn datagrams_arriving_while_the_agent_is_stopped_are_all_accounted_for() {
     let cluster = Cluster::start(1);
     let agent = &cluster.agents[0];
     agent.wait_serving();
-    let counters = ["datagrams_in", "receive_drops"];
+    let counters = ["received_datagrams", "receive_drops"];
     let [handled_before, queue_drops_before] = settled_gossip_counters(agent, counters);
     let kernel_before = kernel_udp_drops(agent.gossip_addr());
 

@@ -314,7 +314,10 @@ fn malformed_packets_and_idle_connections_change_nothing() {
     let stats = dns_stats(&agent);
     let malformed = stats["malformed"].as_u64().unwrap();
     assert!(malformed >= 6, "{stats}");
-    assert!(stats["rcodes"]["FORMERR"].as_u64().unwrap() >= 2, "{stats}");
+    assert!(
+        stats["responses"]["FORMERR"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
     assert!(stats["queries"]["A"].as_u64().unwrap() >= 1, "{stats}");
 
     // TCP: at most 4 connections at once; idle ones are closed.

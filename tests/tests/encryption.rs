@@ -91,7 +91,7 @@ fn agents_without_the_key_cannot_join_or_inject() {
         assert_eq!(agent.get("/v1/catalog/service/evil").unwrap(), json!([]));
         let gossip = &agent.get("/v1/agent/self").unwrap()["Stats"]["gossip"];
         assert!(
-            gossip["rejected_envelope"].as_u64().unwrap() > 0 || agent.name != "node-0",
+            gossip["rejected_envelopes"].as_u64().unwrap() > 0 || agent.name != "node-0",
             "{gossip}"
         );
     }

@@ -187,7 +187,7 @@ fn a_flood_of_connections_is_capped_and_the_agent_survives() {
             Err(error) => panic!("connect failed: {error}"),
         }
     }
-    let mut refused = 0;
+    let mut refused = 0u64;
     for stream in held.iter_mut().rev().take(60) {
         stream
             .set_read_timeout(Some(Duration::from_millis(500)))
@@ -210,4 +210,20 @@ fn a_flood_of_connections_is_capped_and_the_agent_survives() {
         agent.get("/v1/agent/members").map(|_| ())
     });
     assert_eq!(agent.kv_put("after-flood", "ok"), Ok(true));
+    // The refusals are counted where an operator looks: `/metrics` and
+    // `Stats.http` of `/v1/agent/self`, from the same counter.
+    let (status, body) = http_json("GET", agent.http_addr(), "/metrics", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let text = body.as_str().expect("a text body");
+    let scraped = text
+        .lines()
+        .find_map(|line| line.strip_prefix("shoal_http_refused_connections_total "))
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no shoal_http_refused_connections_total in\n{text}"));
+    assert!(scraped >= refused, "{scraped} counted, {refused} seen");
+    let stats = agent.get("/v1/agent/self").unwrap()["Stats"]["http"].clone();
+    assert!(
+        stats["refused_connections"].as_u64() >= Some(scraped),
+        "{stats}"
+    );
 }

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use shoal_protocol::sync::{Digest, KvCursor, KvPage, Records, SyncMessage, SyncStep};
+use shoal_protocol::anti_entropy::{Digest, KvCursor, KvPage, Records, SyncMessage, SyncStep};
 use shoal_tests::peer::{
     connect_from, loopback_v4, plaintext_envelope, read_sync_frame, write_sync_frame,
 };

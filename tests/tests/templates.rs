@@ -523,10 +523,7 @@ fn dry_runs_are_one_at_a_time_and_bounded_in_memory() {
     let message = refused["error"].as_str().unwrap();
     assert!(message.contains("one dry run at a time"), "{message}");
     let stats = template_stats(&agent);
-    assert!(
-        stats["api_renders_refused"].as_u64().unwrap() >= 1,
-        "{stats}"
-    );
+    assert!(stats["dry_runs_refused"].as_u64().unwrap() >= 1, "{stats}");
 }
 
 /// A destination that is a symbolic link is refused (the link and what it

@@ -83,19 +83,29 @@ fn heal(cluster: &Cluster) {
     }
 }
 
-fn stat(agent: &Agent, section: &str, name: &str) -> Result<u64, String> {
+/// `Stats.<path>` of `/v1/agent/self` (`path` as in a JSON pointer:
+/// `kv/quarantine/quarantined`).
+fn stat_at(agent: &Agent, path: &str) -> Result<u64, String> {
     let me = agent.get("/v1/agent/self")?;
-    let stats = &me["Stats"][section];
-    stats[name]
-        .as_u64()
-        .ok_or_else(|| format!("no Stats.{section}.{name} in {stats}"))
+    me.pointer(&format!("/Stats/{path}"))
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("no Stats/{path} in {}", me["Stats"]))
 }
 
-fn gossip_stat(agent: &Agent, name: &str) -> Result<u64, String> {
-    stat(agent, "gossip", name)
+fn stat(agent: &Agent, section: &str, name: &str) -> Result<u64, String> {
+    stat_at(agent, &format!("{section}/{name}"))
 }
 
-/// Waits until `agent` has collected a tombstone (it remembers a delete).
+/// Node records and KV entries from peers refused for `reason`.
+fn refused_records(agent: &Agent, reason: &str) -> Result<u64, String> {
+    stat_at(agent, &format!("gossip/refused_records/{reason}"))
+}
+
+/// Live values a handed-back delete replaced.
+fn quarantined(agent: &Agent) -> Result<u64, String> {
+    stat_at(agent, "kv/quarantine/quarantined")
+}
+
 fn wait_collected(agent: &Agent, timeout: Duration) {
     wait_for(
         timeout,
@@ -244,7 +254,7 @@ fn a_cluster_down_longer_than_the_grace_keeps_its_keys_flags_and_keyring() {
             "{} replaced values",
             agent.name
         );
-        assert_eq!(gossip_stat(agent, "kv_quarantined"), Ok(0));
+        assert_eq!(quarantined(agent), Ok(0));
         assert_eq!(quarantined_keys(agent), Ok(Vec::new()));
     }
 }
@@ -309,7 +319,7 @@ fn a_running_agent_cut_off_longer_than_the_grace_does_not_resurrect_deleted_keys
     stays(&cluster, "iso/kept", Some("k"), Duration::from_secs(1));
     // The delete was handed back, its value quarantined, counted, logged.
     let cut_off = &cluster.agents[2];
-    assert_eq!(gossip_stat(cut_off, "kv_quarantined"), Ok(1));
+    assert_eq!(quarantined(cut_off), Ok(1));
     assert_eq!(
         quarantined_keys(cut_off),
         Ok(vec!["iso/doomed".to_string()])
@@ -386,7 +396,7 @@ fn an_agent_stopped_longer_than_the_grace_does_not_resurrect_deleted_keys() {
     cluster.agents[2].wait_kv("away/kept", Some("k"), Duration::from_secs(30));
     stays(&cluster, "away/doomed", None, Duration::from_secs(10));
     stays(&cluster, "away/kept", Some("k"), Duration::from_secs(1));
-    assert_eq!(gossip_stat(&cluster.agents[2], "kv_quarantined"), Ok(1));
+    assert_eq!(quarantined(&cluster.agents[2]), Ok(1));
     let doomed = vec!["away/doomed".to_string()];
     assert_eq!(quarantined_keys(&cluster.agents[2]), Ok(doomed.clone()));
     // Persisted in the data dir: still there after a restart.
@@ -432,7 +442,7 @@ fn a_kv_entry_from_the_far_future_is_refused_and_the_key_stays_writable() {
     wait_for(
         Duration::from_secs(10),
         "the entry from the future to be refused and counted",
-        || match gossip_stat(target, "refused_clock_drift") {
+        || match refused_records(target, "clock_drift") {
             Ok(refused) if refused > 0 => Ok(()),
             other => Err(format!("{other:?}, x = {:?}", target.kv_get("x"))),
         },
@@ -503,7 +513,7 @@ fn the_kv_quota_refuses_local_writes_and_peer_entries_past_kv_max_bytes() {
     wait_for(
         Duration::from_secs(15),
         "the peer's entries past the quota to be refused",
-        || match gossip_stat(limited, "refused_kv_quota")? {
+        || match refused_records(limited, "kv_quota")? {
             0 => Err("none refused yet".into()),
             _ => Ok(()),
         },

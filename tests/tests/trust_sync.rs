@@ -195,7 +195,7 @@ fn gossip_bytes(cluster: &Cluster) -> u64 {
         .iter()
         .map(|agent| {
             let me = agent.get("/v1/agent/self").expect("self");
-            me["Stats"]["gossip"]["bytes_out"].as_u64().unwrap_or(0)
+            me["Stats"]["gossip"]["sent_bytes"].as_u64().unwrap_or(0)
         })
         .sum()
 }

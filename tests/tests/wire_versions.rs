@@ -19,7 +19,7 @@ fn gossip_stats(agent: &Agent) -> Value {
 }
 
 fn received_in(agent: &Agent, version: &str) -> u64 {
-    gossip_stats(agent)["datagrams_in_by_wire_version"][version]
+    gossip_stats(agent)["received_datagrams_by_wire_version"][version]
         .as_u64()
         .unwrap_or(0)
 }
@@ -91,11 +91,14 @@ fn agents_speak_the_highest_wire_version_both_know() {
     );
     let stats = gossip_stats(older);
     assert!(
-        stats["datagrams_in_by_wire_version"]["1"].as_u64().unwrap() > 0,
+        stats["received_datagrams_by_wire_version"]["1"]
+            .as_u64()
+            .unwrap()
+            > 0,
         "{stats}"
     );
     assert!(
-        stats["datagrams_in_by_wire_version"]["2"].is_null(),
+        stats["received_datagrams_by_wire_version"]["2"].is_null(),
         "{stats}"
     );
     assert_eq!(stats["rejected_wire_version"], 0, "{stats}");

@@ -7,10 +7,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::consul_json::Member;
+use crate::consul_json::Member;
 use axum::response::Response;
 
 use super::{ApiError, ApiState, Query, blocking};
+use crate::metrics::stats_json;
 
 /// `GET /v1/agent/members` (blocking queries work as on the catalog: the
 /// UI's members page waits on it).
@@ -31,8 +32,11 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
         .iter()
         .find(|member| member.id == snapshot.local.id)
         .map(Member::from_view);
-    let status = state.status();
-    let counters = &status.counters;
+    let mut gossip = stats_json(&*state.status());
+    // Wire versions (docs/upgrading.md).
+    gossip["wire_versions"] = json!(shoal_protocol::record::wire_tag(
+        snapshot.local.wire_range()
+    ));
     let reload = state.reload.status();
     let count = |status: u8| {
         snapshot
@@ -66,10 +70,13 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 // Another live agent that claims our node name, if any.
                 "name_conflict": snapshot.name_rival.map(|rival| rival.addr.to_string()),
             },
-            "blocking": state.blocking.json(),
-            "watches": state.watches.json(),
-            "events": state.events.json(),
-            "lookup_cache": state.cache.json(),
+            // Each section below named after a subsystem is its counters,
+            // named as `/metrics` names them (see `crate::metrics`).
+            "blocking": stats_json(&*state.blocking),
+            "watches": stats_json(&*state.watches),
+            "events": stats_json(&*state.events),
+            "lookup_cache": stats_json(&*state.cache),
+            "http": stats_json(&*state.http),
             "serf_lan": {
                 "members": snapshot.members.len(),
                 "alive": count(1),
@@ -79,30 +86,9 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
             },
             "reload": reload,
             "templates": state.templates.json(),
-            "dns": state.dns.to_json(),
+            "dns": stats_json(&*state.dns),
             "keyring": super::keyring::stats(&state, &snapshot.kv),
-            "gossip": {
-                "datagrams_in": counters.datagrams_in,
-                "bytes_in": counters.bytes_in,
-                "datagrams_out": counters.datagrams_out,
-                "bytes_out": counters.bytes_out,
-                "rejected_envelope": counters.rejected_envelope,
-                "rejected_swim": counters.rejected_swim,
-                "receive_drops": status.receive_drops,
-                "send_failures": status.send_failures,
-                "synced_records": counters.synced_records,
-                "refused_records": counters.refused_records,
-                "refused_clock_drift": counters.refused_clock_drift,
-                "refused_deleted": counters.refused_deleted,
-                "refused_kv_quota": counters.refused_kv_quota,
-                "kv_quarantined": counters.kv_quarantined,
-                "name_conflicts": status.name_conflicts,
-                // Wire versions (docs/upgrading.md).
-                "wire_versions": shoal_protocol::record::wire_tag(snapshot.local.wire_range()),
-                "rejected_wire_version": counters.rejected_wire_version,
-                "datagrams_in_by_wire_version": counters.datagrams_in_by_version,
-                "skipped_unknown_rumors": counters.skipped_unknown_rumors,
-            },
+            "gossip": gossip,
             "kv": {
                 "keys": snapshot.kv.len(),
                 "bytes": snapshot.kv.bytes(),
@@ -111,7 +97,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
                 // key (see shoal_protocol::kv).
                 "deletes_remembered": snapshot.kv.remembered_deletes().len(),
                 "deletes_forgotten": snapshot.kv.remembered_deletes().forgotten(),
-                "quarantine": state.kv_quarantine.stats(),
+                "quarantine": state.kv_quarantine.json(),
             },
         },
     }))
@@ -146,7 +132,7 @@ pub async fn reload(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
 
 /// `PUT /v1/shoal/fault?block=IP,IP` (empty `block` heals): drops all gossip
 /// and anti-entropy traffic to and from those peers. `?stall_loop=3s`
-/// instead blocks the gossip loop's thread that long once (at most 60 s).
+/// instead blocks the core loop's thread that long once (at most 60 s).
 /// Only with `--fault-injection`; a test hook, not an operator feature.
 pub async fn set_faults(
     State(state): State<ApiState>,

@@ -19,11 +19,11 @@
 //! Budgets (docs/budgets.md):
 //! - a waiting query keeps no answer, only its fingerprint, so 500 waiting
 //!   queries cost their connections and little else; at most
-//!   `daemon::http::MAX_CONNECTIONS` can wait at once;
+//!   `server::MAX_CONNECTIONS` can wait at once;
 //! - filtered queries ([`respond_filtered`]) compile and run their filter
 //!   on the filter pool: at most [`FILTER_WORKERS`] at once, on threads of
 //!   their own at low priority, never on the thread that serves the other
-//!   requests (nor, of course, on the gossip loop's). A waiting one keeps only the filter's
+//!   requests (nor, of course, on the core loop's). A waiting one keeps only the filter's
 //!   text and compiles it again at each wake;
 //! - at most [`MAX_FILTERED_WAITING`] filtered queries wait at once (each
 //!   wake recompiles them all); one more is answered 429, naming the limit.
@@ -43,7 +43,8 @@ use super::cache::{Cacheable, Stamp};
 use super::filter::{self, Filter};
 use super::front::X_CONSUL_INDEX;
 use super::{ApiError, ApiState, Query};
-use crate::daemon::snapshot::Snapshot;
+use crate::metrics::{Counters, Exposition, load};
+use crate::snapshot::Snapshot;
 
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -121,7 +122,7 @@ impl Watch {
 /// Blocking queries and filter work of this agent: the filter pool, and
 /// the counters `/v1/agent/self` and `/metrics` show.
 #[derive(Debug, Default)]
-pub struct BlockingStats {
+pub struct BlockingCounters {
     /// Queries waiting now.
     waiting: AtomicU64,
     /// Times a waiting query was woken to recompute its answer.
@@ -134,30 +135,36 @@ pub struct BlockingStats {
     filter_pool: filter::pool::FilterPool,
 }
 
-/// [`BlockingStats`] as read at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BlockingCounts {
-    pub waiting: u64,
-    pub wakeups: u64,
+impl Counters for BlockingCounters {
+    fn prefix(&self) -> &'static str {
+        "shoal_api_blocking_"
+    }
+
+    fn visit(&self, out: &mut Exposition) {
+        out.gauge(
+            "shoal_api_blocking_waiting",
+            "Blocking queries (?index=) waiting now.",
+            load(&self.waiting) as f64,
+        );
+        out.counter(
+            "shoal_api_blocking_wakeups_total",
+            "Times a waiting blocking query was woken to recompute its answer.",
+            load(&self.wakeups),
+        );
+        out.gauge(
+            "shoal_api_blocking_filtered_waiting",
+            "Blocking queries with ?filter= waiting now (at most 64).",
+            load(&self.filtered_waiting) as f64,
+        );
+        out.counter(
+            "shoal_api_blocking_refused_total",
+            "Blocking queries with ?filter= refused (429): 64 were waiting.",
+            load(&self.refused),
+        );
+    }
 }
 
-impl BlockingStats {
-    pub fn counts(&self) -> BlockingCounts {
-        BlockingCounts {
-            waiting: self.waiting.load(Ordering::Relaxed),
-            wakeups: self.wakeups.load(Ordering::Relaxed),
-        }
-    }
-
-    pub fn json(&self) -> Value {
-        serde_json::json!({
-            "waiting": self.waiting.load(Ordering::Relaxed),
-            "wakeups": self.wakeups.load(Ordering::Relaxed),
-            "filtered_waiting": self.filtered_waiting.load(Ordering::Relaxed),
-            "refused": self.refused.load(Ordering::Relaxed),
-        })
-    }
-
+impl BlockingCounters {
     /// Runs `work` on the filter pool ([`FILTER_WORKERS`] threads at low
     /// priority).
     async fn on_filter_pool<T: Send + 'static>(
@@ -270,7 +277,7 @@ async fn wait_and_answer<C, Fut>(
     state: &ApiState,
     query: &Query,
     watch: Watch,
-    filtered: Option<&BlockingStats>,
+    filtered: Option<&BlockingCounters>,
     compute: C,
 ) -> Result<Response, ApiError>
 where
@@ -282,7 +289,7 @@ where
     let mut snapshot = snapshot_rx.borrow_and_update().clone();
     let mut answer = compute(snapshot.clone()).await?;
     if blocking.index == Some(snapshot.index) {
-        let _place = match filtered.map(BlockingStats::filtered_place).transpose() {
+        let _place = match filtered.map(BlockingCounters::filtered_place).transpose() {
             Ok(place) => place,
             Err(refused) => {
                 let mut response = refused.into_response();

@@ -29,8 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Bytes;
 use axum::http::HeaderValue;
 
-use crate::daemon::snapshot::Snapshot;
-use crate::metrics::http::MatchedRoute;
+use super::request_counters::MatchedRoute;
+use crate::metrics::{Counters, Exposition, load};
+use crate::snapshot::Snapshot;
 
 /// Most entries kept at once.
 pub const MAX_ENTRIES: usize = 1024;
@@ -170,19 +171,6 @@ impl ResponseCache {
         entries.map.insert(uri.into(), answer);
     }
 
-    /// The counters and size, for `/v1/agent/self`.
-    pub fn json(&self) -> serde_json::Value {
-        let (entries, bytes) = self.size();
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        serde_json::json!({
-            "hits": load(&self.counters.hits),
-            "misses": load(&self.counters.misses),
-            "evictions": load(&self.counters.evictions),
-            "entries": entries,
-            "bytes": bytes,
-        })
-    }
-
     /// Entries and body bytes held now.
     pub fn size(&self) -> (usize, usize) {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -190,9 +178,12 @@ impl ResponseCache {
     }
 }
 
-impl crate::metrics::MetricSource for ResponseCache {
-    fn collect(&self, out: &mut crate::metrics::Exposition) {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+impl Counters for ResponseCache {
+    fn prefix(&self) -> &'static str {
+        "shoal_api_cache_"
+    }
+
+    fn visit(&self, out: &mut Exposition) {
         out.counter(
             "shoal_api_cache_hits_total",
             "API reads answered from the lookup cache.",

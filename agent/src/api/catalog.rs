@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 use shoal_protocol::record::CheckStatus;
 
 use super::filter::{self, Filter, Shape};
-use super::{ApiError, ApiState, Query, blocking, consul_json};
+use super::{ApiError, ApiState, Query, blocking};
 use crate::catalog::{self, CatalogNode, ServiceFilter};
-use crate::daemon::snapshot::Snapshot;
+use crate::consul_json;
+use crate::snapshot::Snapshot;
 
 /// Answers a read of the cluster (a blocking query, see `api::blocking`)
 /// with `compute`, given the request's `?filter=` over `shape` elements,

@@ -8,7 +8,7 @@ use shoal_protocol::ForceLeaveError;
 
 use super::{ApiError, ApiState, Query};
 use crate::config::DEFAULT_GOSSIP_PORT;
-use crate::daemon::handle::{ForceLeaveFailed, JoinError};
+use crate::handle::{ForceLeaveFailed, JoinError};
 
 /// Shoal has one gossip pool: Consul's `?wan` (the servers' WAN pool) has
 /// no counterpart.

@@ -12,8 +12,9 @@ use serde_json::Value;
 use shoal_protocol::event::{self, EventRequest, MAX_EVENT_FILTER, MAX_EVENT_PAYLOAD};
 
 use super::{ApiError, ApiState, Query, blocking};
-use crate::daemon::handle::FireEventError;
-use crate::events::{compile_filter, event_json};
+use crate::consul_json::{event_list, user_event};
+use crate::events::compile_filter;
+use crate::handle::FireEventError;
 
 /// A filter parameter: at most [`MAX_EVENT_FILTER`] bytes, and a regular
 /// expression that compiles.
@@ -83,7 +84,7 @@ pub async fn fire(
         ));
     }
     match state.agent.fire_event(request).await {
-        Ok(fired) => Ok(Json(event_json(&fired))),
+        Ok(fired) => Ok(Json(user_event(&fired))),
         Err(FireEventError::Refused(error)) => {
             Err(ApiError::new(StatusCode::BAD_REQUEST, error.to_string()))
         }
@@ -100,19 +101,7 @@ pub async fn list(State(state): State<ApiState>, query: Query) -> Result<Respons
     query.check_datacenter(&state.config.datacenter)?;
     let name = query.get("name").unwrap_or_default().to_string();
     blocking::respond(&state, &query, blocking::Watch::Events, |snapshot| {
-        Ok(events_list(snapshot, &name))
+        Ok(event_list(snapshot, &name))
     })
     .await
-}
-
-/// The event list as `/v1/event/list?name=` gives it (`name` empty: all).
-pub fn events_list(snapshot: &crate::daemon::snapshot::Snapshot, name: &str) -> Value {
-    Value::Array(
-        snapshot
-            .events
-            .iter()
-            .filter(|event| name.is_empty() || event.name == name)
-            .map(|event| event_json(event))
-            .collect(),
-    )
 }

@@ -15,9 +15,9 @@ use shoal_protocol::kv::Stored;
 
 use super::cache::Stamp;
 use super::{ApiError, ApiState, Query, blocking};
-use crate::daemon::snapshot::Snapshot;
 use crate::flags::{self, Context, FlagDefinition};
 use crate::kv::KvRequest;
+use crate::snapshot::Snapshot;
 
 fn not_found(key: &str) -> ApiError {
     ApiError::new(

@@ -40,9 +40,9 @@ use tower_service::Service;
 
 use super::cache::{Cacheable, ResponseCache};
 use super::guard::{self, Access};
+use super::request_counters::{MatchedRoute, RequestCounters, UNMATCHED};
 use crate::config::AclConfig;
-use crate::daemon::snapshot::Snapshot;
-use crate::metrics::http::{ApiMetrics, MatchedRoute, UNMATCHED};
+use crate::snapshot::Snapshot;
 
 pub const X_CONSUL_INDEX: HeaderName = HeaderName::from_static("x-consul-index");
 pub const X_CONSUL_KNOWN_LEADER: HeaderName = HeaderName::from_static("x-consul-knownleader");
@@ -56,7 +56,7 @@ pub struct Front {
     pub snapshot_rx: watch::Receiver<Arc<Snapshot>>,
     pub cache: Arc<ResponseCache>,
     /// Cache hits are counted under the route that computed the answer.
-    pub metrics: Arc<ApiMetrics>,
+    pub metrics: Arc<RequestCounters>,
 }
 
 /// The API as a hyper service (see the module docs).

@@ -98,11 +98,14 @@ impl Access {
 pub struct Routes {
     router: Router<ApiState>,
     acl: Arc<AclConfig>,
-    metrics: Arc<crate::metrics::http::ApiMetrics>,
+    metrics: Arc<super::request_counters::RequestCounters>,
 }
 
 impl Routes {
-    pub fn new(acl: Arc<AclConfig>, metrics: Arc<crate::metrics::http::ApiMetrics>) -> Self {
+    pub fn new(
+        acl: Arc<AclConfig>,
+        metrics: Arc<super::request_counters::RequestCounters>,
+    ) -> Self {
         Self {
             router: Router::new(),
             acl,
@@ -111,7 +114,7 @@ impl Routes {
     }
 
     /// Adds `route` at `path`, behind [`authorize`] for `access`, counted
-    /// and timed under its pattern (`metrics::http`). The same path may be
+    /// and timed under its pattern (`request_counters`). The same path may be
     /// added again with other methods and another access.
     pub fn add(mut self, access: Access, path: &str, route: MethodRouter<ApiState>) -> Self {
         let layer = axum::middleware::from_fn_with_state((self.acl.clone(), access), authorize);

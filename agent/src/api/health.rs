@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use shoal_protocol::record::Health;
 
 use super::ApiState;
-use crate::daemon::snapshot::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Another live agent claims our node name: one of the two is missing
 /// from the catalog until one is renamed.

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use shoal_protocol::kv::KvStore;
 
 use super::cache::{Cacheable, Stamp};
-use super::{ApiError, ApiState, Query, blocking, consul_json};
+use super::{ApiError, ApiState, Query, blocking};
+use crate::consul_json;
 use crate::kv::KvRequest;
 
 /// `?keys`: the keys under `prefix`, rolled up at the first `separator`
@@ -133,7 +134,7 @@ fn parse_u64(query: &Query, name: &str) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
-/// Writes through the gossip loop and answers once the write is durable;
+/// Writes through the core loop and answers once the write is durable;
 /// shared with `/v1/flags` and `/v1/operator/keyring`.
 pub(crate) async fn write(state: &ApiState, request: KvRequest) -> Result<Json<bool>, ApiError> {
     Ok(Json(state.agent.kv_write(request).await?))

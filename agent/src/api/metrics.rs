@@ -2,8 +2,9 @@
 //! (Consul's JSON shape; `?format=prometheus` gives the text format).
 //!
 //! Everything is read at scrape time from what the agent already keeps:
-//! the [`Status`] and [`Snapshot`] the gossip loop publishes, and the
-//! atomic counters of [`crate::metrics`]. A scrape never reaches the loop.
+//! the [`CoreCounters`](crate::core_counters::CoreCounters) and [`Snapshot`] the core loop publishes, and the
+//! counters of every subsystem in [`crate::metrics::Registry`]. A scrape
+//! never reaches the loop.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -11,42 +12,21 @@ use axum::response::{IntoResponse, Response};
 use shoal_protocol::MemberStatus;
 
 use super::{ApiError, ApiState, Query};
-use crate::daemon::snapshot::{Snapshot, Status};
 use crate::metrics::encode::PROMETHEUS_CONTENT_TYPE;
-use crate::metrics::process::ProcessMetrics;
-use crate::metrics::{Exposition, Kind, MetricSource, Value};
+use crate::metrics::{Counters, Exposition, Kind, Value};
+use crate::snapshot::Snapshot;
 
-/// Every source of metrics, in the order they are shown. A new source is
-/// one line here (see `crate::metrics` for how to write one).
+/// Every metric, in the order shown: the core loop's counters and what
+/// the snapshot holds (read here from the channels the loop publishes),
+/// then every source of the registry the daemon built.
 pub fn collect(state: &ApiState) -> Exposition {
     let mut out = Exposition::default();
     let status = state.status();
     let snapshot = state.snapshot();
-    gossip(&status, &mut out);
+    status.visit(&mut out);
     members(&snapshot, &mut out);
-    state.metrics.sync.collect(&mut out);
     kv_store(state, &snapshot, &mut out);
-    state.metrics.kv.collect(&mut out);
-    state.kv_quarantine.collect(&mut out);
-    state.metrics.checks.collect(&mut out);
-    state.metrics.api.collect(&mut out);
-    state.cache.collect(&mut out);
-    state.templates.counters.collect(&mut out);
-    state.watches.collect(&mut out);
-    state.events.collect(&mut out);
-    state.dns.collect(&mut out);
-    let blocking = state.blocking.counts();
-    out.gauge(
-        "shoal_api_blocking_queries",
-        "Blocking queries (?index=) waiting now.",
-        blocking.waiting as f64,
-    );
-    out.counter(
-        "shoal_api_blocking_wakeups_total",
-        "Times a waiting blocking query was woken to recompute its answer.",
-        blocking.wakeups,
-    );
-    ProcessMetrics.collect(&mut out);
+    state.metrics.visit(&mut out);
     out
 }
 
@@ -84,159 +64,6 @@ fn text(exposition: &Exposition) -> Response {
         HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE),
     );
     response
-}
-
-/// The gossip loop's counters, as last published (every 2 s).
-fn gossip(status: &Status, out: &mut Exposition) {
-    let counters = &status.counters;
-    let health = &status.health;
-    let counter = |out: &mut Exposition, name, help, value| out.counter(name, help, value);
-    counter(
-        out,
-        "shoal_gossip_received_datagrams_total",
-        "Gossip datagrams received by the gossip loop.",
-        counters.datagrams_in,
-    );
-    counter(
-        out,
-        "shoal_gossip_received_bytes_total",
-        "Bytes of gossip datagrams received by the gossip loop.",
-        counters.bytes_in,
-    );
-    counter(
-        out,
-        "shoal_gossip_sent_datagrams_total",
-        "Gossip datagrams sent.",
-        counters.datagrams_out,
-    );
-    counter(
-        out,
-        "shoal_gossip_sent_bytes_total",
-        "Bytes of gossip datagrams sent.",
-        counters.bytes_out,
-    );
-    counter(
-        out,
-        "shoal_gossip_rejected_envelopes_total",
-        "Datagrams dropped at the envelope (another cluster, bad magic or version, no key to open them).",
-        counters.rejected_envelope,
-    );
-    counter(
-        out,
-        "shoal_gossip_rejected_wire_version_total",
-        "Datagrams in a wire version this agent does not speak (also in rejected_envelopes).",
-        counters.rejected_wire_version,
-    );
-    counter(
-        out,
-        "shoal_gossip_skipped_unknown_rumors_total",
-        "Rumors of a kind this agent does not know (a newer agent's), skipped.",
-        counters.skipped_unknown_rumors,
-    );
-    counter(
-        out,
-        "shoal_gossip_rejected_swim_total",
-        "Datagrams that opened but that the SWIM layer refused.",
-        counters.rejected_swim,
-    );
-    counter(
-        out,
-        "shoal_gossip_receive_drops_total",
-        "Datagrams dropped before the gossip loop (loop behind, or oversized).",
-        status.receive_drops,
-    );
-    counter(
-        out,
-        "shoal_gossip_send_failures_total",
-        "Datagrams that could not be sent (socket full or unreachable).",
-        status.send_failures,
-    );
-    out.family(
-        "shoal_gossip_refused_records_total",
-        "Node records and KV entries from peers refused, by reason.",
-        Kind::Counter,
-    )
-    .push(
-        &[("reason", "limits")],
-        Value::Counter(counters.refused_records),
-    )
-    .push(
-        &[("reason", "clock_drift")],
-        Value::Counter(counters.refused_clock_drift),
-    )
-    .push(
-        &[("reason", "deleted")],
-        Value::Counter(counters.refused_deleted),
-    )
-    .push(
-        &[("reason", "kv_quota")],
-        Value::Counter(counters.refused_kv_quota),
-    );
-    counter(
-        out,
-        "shoal_gossip_synced_records_total",
-        "Node records merged from anti-entropy exchanges.",
-        counters.synced_records,
-    );
-    counter(
-        out,
-        "shoal_gossip_members_down_total",
-        "Members this agent saw go down (failed or left).",
-        counters.members_down,
-    );
-    counter(
-        out,
-        "shoal_gossip_name_conflicts_total",
-        "Records that claimed this agent's node name under another identity.",
-        status.name_conflicts,
-    );
-    counter(
-        out,
-        "shoal_swim_probes_sent_total",
-        "Direct SWIM probes (pings) sent.",
-        health.probes_sent,
-    );
-    counter(
-        out,
-        "shoal_swim_probes_failed_total",
-        "SWIM probes that got neither a direct nor an indirect answer in time.",
-        health.probe_failures,
-    );
-    counter(
-        out,
-        "shoal_swim_suspicions_total",
-        "Times a member was marked suspect (by our probe or by gossip).",
-        health.suspicions,
-    );
-    counter(
-        out,
-        "shoal_swim_accusations_total",
-        "Accusations counted: a member (this agent included) whose own probe of a suspect failed too (Lifeguard's dynamic suspicion).",
-        status.suspicion.accusations,
-    );
-    counter(
-        out,
-        "shoal_swim_suspicions_shortened_total",
-        "Suspicions that accusations made end sooner than they started (towards the minimum timeout).",
-        status.suspicion.shortened,
-    );
-    counter(
-        out,
-        "shoal_swim_refutations_total",
-        "Times this agent refuted a suspicion about itself.",
-        health.refutations,
-    );
-    counter(
-        out,
-        "shoal_swim_lagging_cycles_total",
-        "Probe cycles in which the gossip loop handled an event late.",
-        health.lagging_cycles,
-    );
-    out.gauge(
-        "shoal_local_health_score",
-        "Lifeguard local-health score: 0 is healthy; probe and suspicion timers stretch by score + 1.",
-        f64::from(status.health_score),
-    );
 }
 
 /// Members by status, as this agent sees them.

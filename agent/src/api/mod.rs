@@ -37,8 +37,10 @@
 //! - [`front`]: the service: one step in front of the router (guard,
 //!   cached answers, Consul's headers); [`cache`]: answers to repeated
 //!   reads.
+//! - [`server`]: serves the API with connection limits and timeouts;
+//!   [`request_counters`]: requests counted and timed by matched route.
 //!
-//! Handlers read [`Snapshot`]s and ask the gossip loop for changes through
+//! Handlers read [`Snapshot`]s and ask the core loop for changes through
 //! [`AgentHandle`]; they never build the loop's commands themselves.
 
 pub mod agent;
@@ -48,7 +50,6 @@ pub mod cache;
 pub mod catalog;
 pub mod clean_path;
 pub mod cluster_ops;
-pub mod consul_json;
 pub mod events;
 pub mod filter;
 pub mod flags;
@@ -63,6 +64,8 @@ pub mod monitor;
 pub mod prometheus_sd;
 pub mod refused;
 pub mod registry;
+pub mod request_counters;
+pub mod server;
 pub mod status;
 pub mod template;
 pub mod ui;
@@ -77,48 +80,54 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
-use crate::daemon::handle::{AgentHandle, KvWriteError, RegistrationError};
-use crate::daemon::snapshot::{Snapshot, Status};
+use crate::core_counters::CoreCounters;
+use crate::handle::{AgentHandle, KvWriteError, RegistrationError};
 use crate::registry::RegistryError;
+use crate::snapshot::Snapshot;
 use shoal_protocol::kv::KvError;
 
 /// What every handler can reach. Handlers read snapshots; they never touch
-/// the gossip loop's state.
+/// the core loop's state.
 #[derive(Clone)]
 pub struct ApiState {
     pub config: Arc<AgentConfig>,
     /// The cluster and the KV store; blocking queries wait on it.
     pub snapshot_rx: watch::Receiver<Arc<Snapshot>>,
     /// Counters and local check details; nobody waits on it.
-    pub status_rx: watch::Receiver<Arc<Status>>,
+    pub status_rx: watch::Receiver<Arc<CoreCounters>>,
     /// How blocking queries are doing (`/v1/agent/self`).
-    pub blocking: Arc<blocking::BlockingStats>,
+    pub blocking: Arc<blocking::BlockingCounters>,
     /// Cancelled to make the agent leave and exit.
     pub shutdown: CancellationToken,
     /// Cancelled once the agent has left the cluster.
     pub left: CancellationToken,
-    /// Changes go to the gossip loop through it (registrations, TTL
+    /// Changes go to the core loop through it (registrations, TTL
     /// updates, KV writes, ...).
     pub agent: AgentHandle,
     /// The gossip encryption keyring (shared with the transport).
     pub keyring: shoal_protocol::keyring::Keyring,
     /// Test-only fault injection (`--fault-injection`).
-    pub faults: Arc<crate::daemon::fault::FaultInjection>,
+    pub faults: Arc<crate::fault::FaultInjection>,
     /// Config reload: trigger one, read the outcome.
-    pub reload: crate::daemon::reload::ReloadHandle,
+    pub reload: crate::reload_handle::ReloadHandle,
     /// `[[templates]]`: counters and each template's last render.
     pub templates: Arc<crate::template::TemplateStats>,
     /// User event counters (for metrics).
     pub events: Arc<crate::events::EventCounters>,
     /// Watch handler runs and failures (for metrics).
     pub watches: Arc<crate::watches::WatchCounters>,
-    /// Counters read at scrape time (`/metrics`, see [`metrics`]).
-    pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// Every source of counters, read at scrape time (`/metrics`, see
+    /// [`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::Registry>,
+    /// Requests by matched route (bumped by each route's layer).
+    pub requests: Arc<request_counters::RequestCounters>,
+    /// The HTTP server's own counters (connections refused).
+    pub http: Arc<server::HttpCounters>,
     /// The DNS server's counters (all zero when DNS is off).
     pub dns: Arc<crate::dns::DnsCounters>,
     /// Serialized answers to repeated reads (with hit/miss counters).
     pub cache: Arc<cache::ResponseCache>,
-    /// KV values a remembered delete replaced (shared with the gossip loop).
+    /// KV values a remembered delete replaced (shared with the core loop).
     pub kv_quarantine: Arc<crate::kv::quarantine::Quarantine>,
 }
 
@@ -127,7 +136,7 @@ impl ApiState {
         self.snapshot_rx.borrow().clone()
     }
 
-    pub fn status(&self) -> Arc<Status> {
+    pub fn status(&self) -> Arc<CoreCounters> {
         self.status_rx.borrow().clone()
     }
 }
@@ -142,9 +151,9 @@ pub fn router(state: ApiState) -> front::Api {
         acl: acl.clone(),
         snapshot_rx: state.snapshot_rx.clone(),
         cache: state.cache.clone(),
-        metrics: state.metrics.api.clone(),
+        metrics: state.requests.clone(),
     };
-    let mut routes = guard::Routes::new(acl, state.metrics.api.clone());
+    let mut routes = guard::Routes::new(acl, state.requests.clone());
     for (path, reason) in refused::REFUSED {
         routes = routes.read(path, refused::route(reason));
     }
@@ -424,8 +433,8 @@ pub(crate) async fn not_found(
     method: Method,
     uri: Uri,
 ) -> ApiError {
-    state.metrics.api.record(
-        crate::metrics::http::UNMATCHED,
+    state.requests.record(
+        request_counters::UNMATCHED,
         &method,
         StatusCode::NOT_FOUND,
         std::time::Duration::ZERO,

@@ -1,6 +1,6 @@
 //! `/v1/agent/service*`, `/v1/agent/check*` and maintenance: this agent's
 //! registry (`crate::registry`), in Consul's shapes. Writes are validated here,
-//! in full, before anything is sent to the gossip loop, so a bad request
+//! in full, before anything is sent to the core loop, so a bad request
 //! changes nothing.
 
 use std::collections::BTreeMap;
@@ -14,11 +14,13 @@ use serde_json::{Map, Value, json};
 use shoal_protocol::record::{CheckStatus, ServiceRecord, worst_status};
 
 use super::filter::{self, Shape};
-use super::{ApiError, ApiState, Query, consul_json};
+use super::{ApiError, ApiState, Query};
 use crate::checks::CheckDefinition;
-use crate::daemon::snapshot::{CheckDetail, Snapshot, Status};
+use crate::consul_json;
+use crate::core_counters::CoreCounters;
 use crate::registry::ServiceDefinition;
 use crate::registry::keys::normalize;
+use crate::snapshot::{CheckDetail, Snapshot};
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -265,7 +267,7 @@ pub async fn service_maintenance(
 /// Consul answers with: 200 passing, 429 warning, 503 critical.
 fn instance_health(
     state: &ApiState,
-    (snapshot, details): (&Snapshot, &Status),
+    (snapshot, details): (&Snapshot, &CoreCounters),
     matches: impl Fn(&ServiceRecord) -> bool,
 ) -> Option<(StatusCode, Value)> {
     let node_checks: Vec<&CheckDetail> = details
@@ -348,7 +350,7 @@ pub async fn health_by_id(
 }
 
 /// For `/health/detailed`: every local check with its details.
-pub fn detailed_checks(status: &Status) -> BTreeMap<String, Value> {
+pub fn detailed_checks(status: &CoreCounters) -> BTreeMap<String, Value> {
     status
         .local_checks
         .iter()

@@ -78,7 +78,7 @@ async fn dry_run(state: &ApiState, body: &[u8], allow_env: bool) -> Result<Json<
         state
             .templates
             .counters
-            .api_renders_refused
+            .dry_runs_refused
             .fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -89,7 +89,7 @@ async fn dry_run(state: &ApiState, body: &[u8], allow_env: bool) -> Result<Json<
     state
         .templates
         .counters
-        .api_renders
+        .dry_runs
         .fetch_add(1, Ordering::Relaxed);
     let snapshot = state.snapshot();
     let options = RenderOptions {

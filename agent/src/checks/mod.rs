@@ -13,6 +13,7 @@
 //! [`CheckState`] per check, feeds it the results from the runners, and
 //! drives TTL expiry and deregistration on its own timer.
 
+pub mod counters;
 pub mod definition;
 pub mod exec;
 mod fields;
@@ -40,7 +41,7 @@ pub const OUTPUT_LIMIT: usize = 4096;
 ///
 /// Dependency checks call it once per run, on the runner's task: it must be
 /// cheap and must not block (read a published snapshot, never ask the
-/// gossip loop and wait).
+/// core loop and wait).
 pub type DependencyLookup = Arc<dyn Fn(&str) -> usize + Send + Sync>;
 
 /// The outcome of one probe, before flap damping.

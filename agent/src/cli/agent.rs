@@ -192,7 +192,7 @@ pub fn run(args: &AgentArgs, http_addr: Option<String>) -> ExitCode {
 }
 
 /// Installs the logger (see [`crate::logging`]).
-fn init_logging(config: &AgentConfig) -> Option<crate::daemon::reload::LogControl> {
+fn init_logging(config: &AgentConfig) -> Option<crate::logging::LogControl> {
     crate::logging::init(&config.log_level, config.log_format)
 }
 

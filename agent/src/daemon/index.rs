@@ -18,7 +18,7 @@
 //!   before its index gets there, like a sequence that hands out numbers
 //!   in blocks, so an index it has answered with is never above what is
 //!   on disk. It writes again when its index is within half a reserve of
-//!   the ceiling: about once per 500,000 changes, off the gossip loop.
+//!   the ceiling: about once per 500,000 changes, off the core loop.
 //!
 //! The KV store's own index (`ModifyIndex`, `CreateIndex`) is raised to
 //! the start before anything is restored into it, so writes of this run,

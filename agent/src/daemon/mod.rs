@@ -1,39 +1,33 @@
 //! `shoal agent`: binds the sockets, starts the tasks, and runs until
 //! shutdown.
 //!
-//! Two runtimes, one thread each (three with DNS): the gossip loop, its
+//! Two runtimes, one thread each (three with DNS): the core loop, its
 //! timer scheduler and its UDP receive loop run on the `shoal-gossip`
-//! thread (`spawn_gossip_thread`); everything else (HTTP, filters,
+//! thread (`spawn_core_thread`); everything else (HTTP, filters,
 //! templates, watches, reload, check runners, anti-entropy connections,
 //! disk writes) runs on the main one. They meet only through channels, so
 //! however heavy the API's work, the loop answers probes on time.
 //!
-//! - [`handle`]: [`handle::AgentHandle`], the typed front door to the gossip
-//!   loop, and the vocabulary it speaks.
-//! - [`gossip`]: the loop that owns the node (foca + cluster state).
-//! - [`http`]: serves the HTTP API with connection limits and timeouts.
+//! - [`core_loop`]: the core loop, the one task that owns the node (foca,
+//!   cluster state, timers) and answers [`crate::handle::AgentHandle`].
 //! - [`scheduler`]: delivers timers in order.
-//! - [`sync`]: TCP anti-entropy exchanges.
+//! - [`anti_entropy`]: TCP anti-entropy exchanges;
+//!   [`anti_entropy_counters`]: what they count.
 //! - [`rate`]: the per-peer rate limit on exchanges accepted.
-//! - [`snapshot`]: what readers see.
 //! - [`index`]: `X-Consul-Index`, monotonic across restarts.
 //! - [`registrar`]: the loop's side of the registry: check runners and
 //!   persistence of API registrations.
 //! - [`reload`]: config hot reload (file watch, SIGHUP, `PUT /v1/agent/reload`).
-//! - [`fault`]: test-only fault injection.
 //! - [`systemd`]: readiness, status and watchdog over `sd_notify`.
 
-pub mod fault;
-pub mod gossip;
-pub mod handle;
-pub mod http;
+pub mod anti_entropy;
+pub mod anti_entropy_counters;
+pub mod core_loop;
 pub mod index;
 pub mod rate;
 pub mod registrar;
 pub mod reload;
 pub mod scheduler;
-pub mod snapshot;
-pub mod sync;
 pub mod systemd;
 pub mod wire;
 
@@ -56,20 +50,20 @@ use tokio_util::task::TaskTracker;
 use crate::api;
 use crate::checks::CheckResult;
 use crate::config::AgentConfig;
+use crate::fault::FaultInjection;
 use crate::kv::KvState;
 use crate::persist::DataDirGuard;
-use fault::FaultInjection;
-use gossip::{GossipLoop, Inputs};
+use crate::snapshot::Snapshot;
+use anti_entropy::SyncService;
+use core_loop::{CoreLoop, Inputs};
 use registrar::Registrar;
 use scheduler::ScheduledTimer;
-use snapshot::Snapshot;
-use sync::SyncService;
 
-/// Datagrams queued for the gossip loop before the receiver drops them.
+/// Datagrams queued for the core loop before the receiver drops them.
 const DATAGRAM_QUEUE: usize = 1024;
-/// Timers due and queued for the gossip loop.
+/// Timers due and queued for the core loop.
 const TIMER_QUEUE: usize = 1024;
-/// Check results queued for the gossip loop.
+/// Check results queued for the core loop.
 const RESULT_QUEUE: usize = 256;
 /// How long background tasks get to stop once the agent has left.
 const TASKS_GRACE: Duration = Duration::from_secs(3);
@@ -137,14 +131,14 @@ pub async fn run(
     let tasks = Tasks::default();
     // Not tracked: it ends on its own within seconds.
     tokio::spawn(crate::resident::trim_heap_after_start_up());
-    let (agent, commands_rx) = handle::channel();
+    let (agent, commands_rx) = crate::handle::channel();
     let index = start_index(&data_dir, &mut node)?;
     let kv = open_kv(&config, &data_dir, &mut node, keyring.clone(), &tasks)?;
     let (snapshot_tx, snapshot_rx) =
         watch::channel(Arc::new(first_snapshot(&node, index.current())));
     let (status_tx, status_rx) = watch::channel(Arc::default());
-    let gossip_runtime = GossipRuntime::new()?;
-    let (schedule_tx, timers_rx) = spawn_scheduler(&gossip_runtime, &tasks);
+    let core_runtime = CoreRuntime::new()?;
+    let (schedule_tx, timers_rx) = spawn_scheduler(&core_runtime, &tasks);
     let (registrar, results_rx) = spawn_registry(&config, &data_dir, snapshot_rx.clone(), &tasks)?;
     let faults = Arc::new(FaultInjection::new(config.fault_injection));
     // Outgoing exchanges leave from the address we are bound to.
@@ -157,7 +151,7 @@ pub async fn run(
         faults.clone(),
     );
     let transport = spawn_transport(
-        &gossip_runtime,
+        &core_runtime,
         listeners.udp,
         listeners.tcp,
         sync,
@@ -179,12 +173,6 @@ pub async fn run(
         &tasks.tracker,
         tasks.stop.clone(),
     );
-    let metrics = Arc::new(crate::metrics::AgentMetrics {
-        sync: transport.sync.metrics(),
-        kv: kv.metrics.clone(),
-        checks: registrar.metrics.clone(),
-        ..Default::default()
-    });
     let left = CancellationToken::new();
     let event_counters = Arc::new(crate::events::EventCounters::default());
     let watch_counters = Arc::new(crate::watches::WatchCounters::default());
@@ -232,6 +220,28 @@ pub async fn run(
             },
         ));
     }
+    // The API's own counters, and every source of counters in the order
+    // `/metrics` shows them.
+    let blocking = Arc::new(api::blocking::BlockingCounters::default());
+    let cache = Arc::new(api::cache::ResponseCache::default());
+    let requests = Arc::new(api::request_counters::RequestCounters::default());
+    let http = Arc::new(api::server::HttpCounters::default());
+    let templates = templates.stats();
+    let mut metrics = crate::metrics::Registry::default();
+    metrics
+        .add(transport.sync.counters())
+        .add(kv.counters.clone())
+        .add(kv.quarantine.clone())
+        .add(registrar.counters.clone())
+        .add(requests.clone())
+        .add(http.clone())
+        .add(cache.clone())
+        .add(blocking.clone())
+        .add(templates.clone())
+        .add(watch_counters.clone())
+        .add(event_counters.clone())
+        .add(dns_counters.clone())
+        .add(Arc::new(crate::process::ProcessCounters));
     let http_addr = serve_api(
         listeners.http,
         api::ApiState {
@@ -239,18 +249,20 @@ pub async fn run(
             reload,
             snapshot_rx,
             status_rx,
-            blocking: Default::default(),
+            blocking,
             shutdown: shutdown.clone(),
             left: left.clone(),
             agent,
             faults: faults.clone(),
             keyring,
-            templates: templates.stats(),
+            templates,
             events: event_counters.clone(),
             watches: watch_counters,
-            metrics,
+            metrics: Arc::new(metrics),
+            requests,
+            http,
             dns: dns_counters,
-            cache: Default::default(),
+            cache,
             kv_quarantine: kv.quarantine.clone(),
         },
         &tasks,
@@ -266,7 +278,7 @@ pub async fn run(
         seeds = ?config.join,
         "shoal agent running"
     );
-    let gossip = GossipLoop {
+    let core = CoreLoop {
         node,
         socket: transport.socket,
         schedule_tx,
@@ -293,7 +305,7 @@ pub async fn run(
         commands_rx,
         results_rx,
     };
-    let outcome = spawn_gossip_thread(gossip_runtime, gossip, inputs, shutdown)?
+    let outcome = spawn_core_thread(core_runtime, core, inputs, shutdown)?
         .await
         .context("the gossip thread stopped unexpectedly")?;
 
@@ -423,21 +435,21 @@ fn first_snapshot(node: &Node, index: u64) -> Snapshot {
     }
 }
 
-/// Runs the gossip loop on a thread of its own, on `runtime` (where the
+/// Runs the core loop on a thread of its own, on `runtime` (where the
 /// scheduler and the receive loop already wait); the answer comes when
 /// it has left the cluster. Dropping the runtime then ends its other tasks.
-fn spawn_gossip_thread(
-    mut runtime: GossipRuntime,
-    gossip: GossipLoop,
+fn spawn_core_thread(
+    mut runtime: CoreRuntime,
+    core: CoreLoop,
     inputs: Inputs,
     shutdown: CancellationToken,
-) -> anyhow::Result<tokio::sync::oneshot::Receiver<Result<(), gossip::NameTaken>>> {
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<Result<(), core_loop::NameTaken>>> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let runtime = runtime.0.take().expect("the gossip runtime is taken once");
     std::thread::Builder::new()
         .name("shoal-gossip".into())
         .spawn(move || {
-            let outcome = runtime.block_on(gossip.run(inputs, shutdown));
+            let outcome = runtime.block_on(core.run(inputs, shutdown));
             let _ = done_tx.send(outcome);
         })
         .context("cannot start the gossip thread")?;
@@ -447,9 +459,9 @@ fn spawn_gossip_thread(
 /// The gossip thread's runtime, until the thread takes it. Dropped before
 /// (the agent failed to start), it shuts down without waiting: a runtime
 /// dropped inside another one's async context must.
-struct GossipRuntime(Option<tokio::runtime::Runtime>);
+struct CoreRuntime(Option<tokio::runtime::Runtime>);
 
-impl GossipRuntime {
+impl CoreRuntime {
     fn new() -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -459,7 +471,7 @@ impl GossipRuntime {
     }
 }
 
-impl std::ops::Deref for GossipRuntime {
+impl std::ops::Deref for CoreRuntime {
     type Target = tokio::runtime::Runtime;
 
     fn deref(&self) -> &Self::Target {
@@ -467,7 +479,7 @@ impl std::ops::Deref for GossipRuntime {
     }
 }
 
-impl Drop for GossipRuntime {
+impl Drop for CoreRuntime {
     fn drop(&mut self) {
         if let Some(runtime) = self.0.take() {
             runtime.shutdown_background();
@@ -479,7 +491,7 @@ impl Drop for GossipRuntime {
 /// `(deadline, timer)` on the first channel and receives due timers, with
 /// their deadlines, on the second.
 fn spawn_scheduler(
-    gossip_runtime: &GossipRuntime,
+    core_runtime: &CoreRuntime,
     tasks: &Tasks,
 ) -> (
     mpsc::UnboundedSender<ScheduledTimer>,
@@ -487,7 +499,7 @@ fn spawn_scheduler(
 ) {
     let (schedule_tx, schedule_rx) = mpsc::unbounded_channel();
     let (timers_tx, timers_rx) = mpsc::channel(TIMER_QUEUE);
-    gossip_runtime.spawn(scheduler::scheduler_loop(
+    core_runtime.spawn(scheduler::scheduler_loop(
         schedule_rx,
         timers_tx,
         tasks.stop.clone(),
@@ -544,7 +556,7 @@ fn open_kv(
         database,
         data_dir.path().join(crate::kv::disk::FILE),
         disk_rx,
-        kv.metrics.clone(),
+        kv.counters.clone(),
     ));
     kv.restore(node, loaded);
     if crate::kv::keyring_origin(config.encrypt.as_ref(), &keyring, &node.kv())
@@ -575,7 +587,7 @@ struct Transport {
 /// socket moves to) and serving anti-entropy exchanges on `tcp` (on this
 /// one).
 fn spawn_transport(
-    gossip_runtime: &GossipRuntime,
+    core_runtime: &CoreRuntime,
     udp: UdpSocket,
     tcp: TcpListener,
     sync: SyncService,
@@ -586,12 +598,12 @@ fn spawn_transport(
     // wait for the main thread to be free.
     let udp = udp.into_std().context("moving the gossip socket")?;
     let socket = {
-        let _gossip = gossip_runtime.enter();
+        let _gossip = core_runtime.enter();
         Arc::new(UdpSocket::from_std(udp).context("moving the gossip socket")?)
     };
     let receive_drops = Arc::new(AtomicU64::new(0));
     let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
-    gossip_runtime.spawn(receive_loop(
+    core_runtime.spawn(receive_loop(
         socket.clone(),
         wire::RefusalLog::new(wire::local_range()),
         faults.clone(),
@@ -615,10 +627,11 @@ fn serve_api(
     tasks: &Tasks,
 ) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
-    tasks.spawn(http::serve(
+    let counters = state.http.clone();
+    tasks.spawn(api::server::serve(
         listener,
         api::router(state),
-        Arc::new(http::HttpCounters::default()),
+        counters,
         tasks.stop.clone(),
     ));
     Ok(addr)
@@ -651,7 +664,7 @@ fn serve_dns(
     Ok(Some(addr))
 }
 
-/// Receives datagrams and queues them for the gossip loop; drops (and
+/// Receives datagrams and queues them for the core loop; drops (and
 /// counts) what the loop can't keep up with, and anything oversized.
 async fn receive_loop(
     socket: Arc<UdpSocket>,
@@ -686,7 +699,7 @@ async fn receive_loop(
             tracing::debug!(%from, length, "dropped an oversized datagram");
             continue;
         }
-        // Refused (and counted) by the gossip loop's envelope; logged here,
+        // Refused (and counted) by the core loop's envelope; logged here,
         // where the sender is known.
         refusals.check(
             from,

@@ -1,7 +1,7 @@
 //! Per-source-IP limits on anti-entropy exchanges accepted over TCP:
 //!
 //! - [`PeerRateLimit`]: a peer that opens them faster than any honest agent
-//!   would is closed and counted, so it can't keep the gossip loop busy
+//!   would is closed and counted, so it can't keep the core loop busy
 //!   merging its data. An honest agent opens one exchange per
 //!   `push_pull_interval` (jittered), one when a member comes up, and a few
 //!   per large record or KV write it pulls: a burst of [`BURST`] and

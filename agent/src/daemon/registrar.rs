@@ -1,4 +1,4 @@
-//! The registrar: the gossip loop's side of the registry. It applies
+//! The registrar: the core loop's side of the registry. It applies
 //! requests, starts and stops check runners, and hands persistence to a
 //! task of its own so the loop never waits on the disk.
 
@@ -10,11 +10,11 @@ use shoal_protocol::record::{CheckRecord, ServiceRecord};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::handle::{Answer, RegistrationError, RegistryRequest};
-use super::snapshot::CheckDetail;
 use crate::checks::{self, CheckDefinition, CheckKind, CheckResult, DependencyLookup};
+use crate::handle::{Answer, RegistrationError, RegistryRequest};
 use crate::persist::{DataDirGuard, write_atomic};
 use crate::registry::{Change, Registry, RegistryError, ServiceDefinition, Source};
+use crate::snapshot::CheckDetail;
 
 /// File in the data dir holding API registrations and maintenance.
 pub const REGISTRATIONS_FILE: &str = "local.json";
@@ -36,7 +36,7 @@ pub struct Registrar {
     runners: CancellationToken,
     persist_tx: mpsc::UnboundedSender<PersistJob>,
     /// Check runs by kind and status.
-    pub metrics: Arc<crate::metrics::counters::CheckMetrics>,
+    pub counters: Arc<crate::checks::counters::CheckCounters>,
 }
 
 impl Registrar {
@@ -52,7 +52,7 @@ impl Registrar {
             dependency,
             runners,
             persist_tx,
-            metrics: Arc::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -216,7 +216,7 @@ impl Registrar {
             .checks()
             .find(|check| check.definition.id == result.check_id)
         {
-            self.metrics.run(
+            self.counters.run(
                 &check.definition.kind,
                 result.result.status,
                 result.duration,
@@ -284,7 +284,7 @@ impl Registrar {
     }
 }
 
-/// Writes registry files in order, off the gossip loop, and answers the
+/// Writes registry files in order, off the core loop, and answers the
 /// requests waiting on them.
 pub async fn persist_loop(
     mut jobs_rx: mpsc::UnboundedReceiver<PersistJob>,

@@ -6,7 +6,7 @@
 //! - a file that does not load (syntax error, invalid value, half-written)
 //!   changes nothing: the error is logged and shown in `/v1/agent/self`
 //!   (`Stats.reload.last_error`, `Config.ReloadError`);
-//! - services, checks and node tags are handed to the gossip loop with
+//! - services, checks and node tags are handed to the core loop with
 //!   [`AgentHandle::reload`] (it owns them), `[[templates]]` to the
 //!   template runners, `[[watches]]` to the watch manager
 //!   ([`ReloadHandle::watches`]), and the log level is swapped in place;
@@ -23,31 +23,20 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use notify::{EventKind, RecursiveMode, Watcher};
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::handle::{AgentHandle, LiveConfig};
-use crate::config::{AgentConfig, DnsConfig, Overrides, WatchDefinition};
-
-/// The `[[watches]]` in force, for the watch manager.
-pub type WatchList = Arc<Vec<WatchDefinition>>;
+use crate::config::{AgentConfig, DnsConfig, Overrides};
+use crate::handle::{AgentHandle, LiveConfig};
+use crate::logging::LogControl;
+use crate::reload_handle::{ReloadHandle, ReloadReply, ReloadStatus, Reloaded, Trigger, WatchList};
 
 /// Quiet time after the last file event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 /// A file rewritten without pause still reloads this often.
 const DEBOUNCE_MAX: Duration = Duration::from_secs(3);
-
-/// Sets the log level (`trace`..`error`) of the running agent.
-pub type LogControl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-
-/// The filter directive for a configured log level: foca's own logs stay at
-/// `warn` unless asked for with `RUST_LOG`.
-pub fn log_directive(level: &str) -> String {
-    format!("{level},foca=warn")
-}
 
 /// What `shoal agent` hands the daemon so that it can reload itself.
 pub struct ReloadSetup {
@@ -55,77 +44,6 @@ pub struct ReloadSetup {
     pub overrides: Overrides,
     /// `None` when `RUST_LOG` pins the filter: `log_level` is then not reloaded.
     pub log: Option<LogControl>,
-}
-
-/// Why a reload ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    File,
-    Signal,
-    Api,
-}
-
-/// The outcome of reloads so far, shown in `/v1/agent/self`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ReloadStatus {
-    /// Successful reloads since start.
-    pub reloads: u64,
-    /// Reloads refused since start.
-    pub failures: u64,
-    /// RFC 3339 time of the last successful reload.
-    pub last_success: Option<String>,
-    /// Why the last reload was refused; cleared by the next good one.
-    pub last_error: Option<String>,
-    pub last_trigger: Option<Trigger>,
-    /// Keys changed in the file that only take effect after a restart.
-    pub needs_restart: Vec<String>,
-    /// Directories watched for changes.
-    pub watching: Vec<String>,
-}
-
-/// A successful reload, as `PUT /v1/agent/reload` reports it.
-#[derive(Clone, Debug, Serialize)]
-pub struct Reloaded {
-    pub services: usize,
-    pub checks: usize,
-    pub log_level: String,
-    pub needs_restart: Vec<String>,
-    /// The live parts that changed (`services`, `checks`, `tags`,
-    /// `log_level`, `templates`, `watches`), for the log.
-    pub changed: Vec<&'static str>,
-}
-
-type ReloadReply = oneshot::Sender<Result<Reloaded, String>>;
-
-/// The API's side: ask for a reload, read the status.
-#[derive(Clone)]
-pub struct ReloadHandle {
-    requests_tx: mpsc::Sender<ReloadReply>,
-    status_rx: watch::Receiver<ReloadStatus>,
-    watches_rx: watch::Receiver<WatchList>,
-}
-
-impl ReloadHandle {
-    /// Reloads now and answers with the outcome.
-    pub async fn reload(&self) -> Result<Reloaded, String> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let stopped = || "the agent is shutting down".to_string();
-        self.requests_tx
-            .send(reply_tx)
-            .await
-            .map_err(|_| stopped())?;
-        reply_rx.await.map_err(|_| stopped())?
-    }
-
-    pub fn status(&self) -> ReloadStatus {
-        self.status_rx.borrow().clone()
-    }
-
-    /// The `[[watches]]` in force, updated by every successful reload.
-    pub fn watches(&self) -> watch::Receiver<WatchList> {
-        self.watches_rx.clone()
-    }
 }
 
 /// Starts the reload task: file watch, SIGHUP and API requests.

@@ -2,7 +2,7 @@
 //! `packaging/shoal.service`):
 //!
 //! - `READY=1` once the HTTP API and DNS are bound (they are before the
-//!   daemon starts), the gossip loop runs, and either a member has
+//!   daemon starts), the core loop runs, and either a member has
 //!   answered, there is no seed to wait for, or `join_ready_timeout` has
 //!   passed, then with `STATUS=alone: ...; retrying`. An unreachable seed
 //!   never hangs a single-node or first-of-cluster start.
@@ -10,13 +10,13 @@
 //!   alive, local checks critical.
 //! - `RELOADING=1` ... `READY=1` around a reload ([`super::reload`]).
 //! - `STOPPING=1` once the agent starts leaving.
-//! - `WATCHDOG=1` from the gossip loop itself ([`super::gossip`]) every
+//! - `WATCHDOG=1` from the core loop itself ([`super::core_loop`]) every
 //!   half `WATCHDOG_USEC`, not from a timer task of its own: a wedged loop
 //!   stops the pings, and systemd restarts the agent.
 //!
 //! Without `NOTIFY_SOCKET` the [`Notifier`] is inert and no task runs.
 //! Every message is one non-blocking datagram: when the socket is full the
-//! message is dropped (and counted), the gossip loop never waits.
+//! message is dropped (and counted), the core loop never waits.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -34,7 +34,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::snapshot::{Snapshot, Status};
+use crate::core_counters::CoreCounters;
+use crate::snapshot::Snapshot;
 
 /// How often the status line is recomputed (it is sent only when it
 /// changed): counting members and checks in a snapshot is cheap.
@@ -119,7 +120,7 @@ impl Notifier {
         }
     }
 
-    /// The watchdog's timer for the gossip loop: half `WATCHDOG_USEC`, as
+    /// The watchdog's timer for the core loop: half `WATCHDOG_USEC`, as
     /// `sd_watchdog_enabled(3)` advises; `None` when nobody watches.
     pub fn watchdog_timer(&self) -> Option<Interval> {
         self.socket.as_ref()?;
@@ -128,7 +129,7 @@ impl Notifier {
         Some(timer)
     }
 
-    /// `WATCHDOG=1`: the gossip loop is alive.
+    /// `WATCHDOG=1`: the core loop is alive.
     pub fn ping_watchdog(&self) {
         self.send(&[NotifyState::Watchdog]);
     }
@@ -219,7 +220,7 @@ pub async fn watchdog_tick(timer: &mut Option<Interval>) {
 /// What the readiness and status task watches.
 pub(super) struct Watched {
     pub snapshot_rx: watch::Receiver<Arc<Snapshot>>,
-    pub status_rx: watch::Receiver<Arc<Status>>,
+    pub status_rx: watch::Receiver<Arc<CoreCounters>>,
     /// Seeds other than this agent itself.
     pub seeds: Vec<SocketAddr>,
     pub join_ready_timeout: Duration,
@@ -298,10 +299,10 @@ pub(super) async fn notify_loop(notifier: Arc<Notifier>, mut watched: Watched) {
     }
 }
 
-/// `Some` once the gossip loop runs and the agent need not wait any more.
+/// `Some` once the core loop runs and the agent need not wait any more.
 fn joined(snapshot: &Snapshot, seeds: &[SocketAddr]) -> Option<Readiness> {
     if !snapshot.checks_loaded {
-        // The gossip loop has not published yet.
+        // The core loop has not published yet.
         return None;
     }
     if seeds.is_empty() {

@@ -15,7 +15,7 @@ use super::answer::{Answer, Context, Entry};
 use super::names::{Placed, place, reverse_ip};
 use super::skipped::SkippedServices;
 use crate::config::DnsConfig;
-use crate::daemon::snapshot::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Largest UDP payload we offer or accept (EDNS), as most servers do.
 const MAX_UDP_PAYLOAD: u16 = 4096;

@@ -1,8 +1,8 @@
 //! The DNS server: a UDP loop and a TCP accept loop on one address, run on
 //! a thread of their own with its own single-threaded runtime. The agent's
 //! runtime is single-threaded too: sharing it, a flood of queries would
-//! take turns with the gossip loop; on its own thread it only competes for
-//! a core, and the gossip loop never waits on it. Answers are read from the
+//! take turns with the core loop; on its own thread it only competes for
+//! a core, and the core loop never waits on it. Answers are read from the
 //! snapshot channel, never from the loop.
 //!
 //! Limits: UDP packets are answered one at a time as they come (an answer

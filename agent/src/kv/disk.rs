@@ -1,6 +1,6 @@
 //! The KV store on disk: an embedded redb database in the data dir.
 //!
-//! One task writes, in order, off the gossip loop. A local write is
+//! One task writes, in order, off the core loop. A local write is
 //! acknowledged to its client only after the transaction holding it has
 //! committed (redb commits are durable: fsync'd), so an acknowledged write
 //! survives SIGKILL and power loss. Entries learned from peers are written
@@ -22,7 +22,7 @@
 //! vouches for nothing (it drops nothing because of a horizon). Version 1
 //! ignores the two new tables.
 //!
-//! The gossip loop hands jobs over a bounded channel ([`QUEUE`] jobs) and
+//! The core loop hands jobs over a bounded channel ([`QUEUE`] jobs) and
 //! never waits for room: when the channel is full, jobs pile up in a
 //! [`Backlog`] where the last operation on each key wins, so a slow disk
 //! costs at most one pending operation per key (peers' entries are shared
@@ -215,7 +215,7 @@ pub async fn writer_loop(
     database: Arc<Database>,
     path: std::path::PathBuf,
     mut jobs_rx: mpsc::Receiver<Job>,
-    metrics: Arc<crate::metrics::counters::KvMetrics>,
+    metrics: Arc<crate::kv::counters::KvCounters>,
 ) {
     let mut database = Some(database);
     while let Some(first) = jobs_rx.recv().await {
@@ -260,7 +260,7 @@ pub async fn writer_loop(
 }
 
 /// Jobs that found the channel full, merged: per key, the last upsert or
-/// removal wins (jobs come from the gossip loop alone, in the order of the
+/// removal wins (jobs come from the core loop alone, in the order of the
 /// changes they record, so the last one is the state to write).
 #[derive(Default)]
 pub struct Backlog {

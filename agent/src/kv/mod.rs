@@ -9,6 +9,7 @@
 //! - [`quarantine`]: values a remembered delete replaced, kept for the
 //!   operator.
 
+pub mod counters;
 pub mod disk;
 pub mod quarantine;
 
@@ -30,8 +31,8 @@ pub fn wall_clock() -> Duration {
         .unwrap_or_default()
 }
 
-/// A KV write, validated by the caller and handed to the gossip loop with
-/// `daemon::handle::AgentHandle::kv_write`.
+/// A KV write, validated by the caller and handed to the core loop with
+/// `handle::AgentHandle::kv_write`.
 #[derive(Debug)]
 pub enum KvRequest {
     Put {
@@ -61,7 +62,7 @@ pub struct KvAck {
     pub entries: Vec<KvEntry>,
 }
 
-/// The gossip loop's KV state.
+/// The core loop's KV state.
 pub struct KvState {
     hlc: uhlc::HLC,
     writer: String,
@@ -79,7 +80,7 @@ pub struct KvState {
     /// CAS writes on this agent can't both succeed.
     pending: HashMap<String, usize>,
     /// Local writes by result, and the disk writer's commits.
-    pub metrics: Arc<crate::metrics::counters::KvMetrics>,
+    pub counters: Arc<crate::kv::counters::KvCounters>,
     /// Values a remembered delete replaced (shared with the API).
     pub quarantine: Arc<quarantine::Quarantine>,
 }
@@ -180,7 +181,7 @@ impl KvState {
             grace,
             max_clock_drift,
             saved_quota_refused: false,
-            metrics: Arc::default(),
+            counters: Arc::default(),
             keyring,
             pending: HashMap::new(),
         }
@@ -276,9 +277,9 @@ impl KvState {
     /// write that would take the store past `kv.max_bytes`, and one on a
     /// key whose time is too far ahead to stamp a later write.
     pub fn handle(&mut self, node: &mut Node, request: KvRequest) -> Result<KvAck, KvError> {
-        use crate::metrics::counters::WriteResult;
+        use crate::kv::counters::WriteResult;
         let result = self.write_ahead(node, request);
-        self.metrics.write(match &result {
+        self.counters.write(match &result {
             Ok(ack) if ack.written => WriteResult::Accepted,
             Ok(_) => WriteResult::CasMismatch,
             Err(_) => WriteResult::Refused,

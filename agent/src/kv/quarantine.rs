@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use shoal_protocol::kv::{KvEntry, entry_bytes};
 use tokio::sync::mpsc;
 
-use crate::metrics::{Exposition, MetricSource};
+use crate::metrics::{Counters, Exposition};
 
 /// Most values held.
 pub const MAX_ITEMS: usize = 1024;
@@ -52,7 +52,7 @@ pub struct Quarantined {
 #[derive(Default)]
 struct Held {
     /// Shared with readers: a list copies pointers, not values, under the
-    /// lock the gossip loop takes to add.
+    /// lock the core loop takes to add.
     items: VecDeque<Arc<Quarantined>>,
     bytes: u64,
     next_seq: u64,
@@ -60,7 +60,7 @@ struct Held {
     gone_through: u64,
 }
 
-/// The quarantine, shared by the gossip loop (which adds to it) and the
+/// The quarantine, shared by the core loop (which adds to it) and the
 /// API (which reads and clears it).
 pub struct Quarantine {
     held: Mutex<Held>,
@@ -167,7 +167,7 @@ impl Quarantine {
     }
 
     /// For `/v1/agent/self` (Stats.kv).
-    pub fn stats(&self) -> Value {
+    pub fn json(&self) -> Value {
         let held = self.lock();
         json!({
             "held": held.items.len(),
@@ -193,8 +193,12 @@ fn evict(held: &mut Held) -> u64 {
     evicted
 }
 
-impl MetricSource for Quarantine {
-    fn collect(&self, out: &mut Exposition) {
+impl Counters for Quarantine {
+    fn prefix(&self) -> &'static str {
+        "shoal_kv_"
+    }
+
+    fn visit(&self, out: &mut Exposition) {
         let held = self.lock().items.len();
         out.counter(
             "shoal_kv_quarantined_total",
@@ -251,7 +255,7 @@ mod tests {
             .map(|q| entry_bytes(&q.entry))
             .sum();
         assert!(bytes <= MAX_BYTES, "{bytes}");
-        assert_eq!(quarantine.stats()["quarantined"], json!(MAX_ITEMS + 41));
+        assert_eq!(quarantine.json()["quarantined"], json!(MAX_ITEMS + 41));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use shoal_protocol::CheckStatus;
 use tracing::Level;
 
-use crate::daemon::snapshot::CheckDetail;
+use crate::snapshot::CheckDetail;
 
 /// How much of a check's output a line carries.
 pub const OUTPUT_EXCERPT: usize = 200;

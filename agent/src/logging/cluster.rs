@@ -1,8 +1,8 @@
-//! The task that turns what the gossip loop publishes into the lines an
+//! The task that turns what the core loop publishes into the lines an
 //! operator follows: members ([`super::members`]), local checks
 //! ([`super::checks`]), this agent's local health, and seeds that don't
 //! let it join ([`super::seeds`]). It reads the published snapshots, so
-//! the gossip loop neither formats nor writes any of these lines.
+//! the core loop neither formats nor writes any of these lines.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +19,8 @@ use tracing::Level;
 use super::checks::{CheckDiff, CheckEvent};
 use super::members::{LineBudget, MemberDiff, MemberEvent};
 use super::seeds;
-use crate::daemon::snapshot::{Snapshot, Status};
+use crate::core_counters::CoreCounters;
+use crate::snapshot::Snapshot;
 
 /// Member lines per second at most; the rest are summed up in one line.
 pub const MEMBER_LINES_PER_SECOND: u32 = 10;
@@ -53,7 +54,7 @@ pub struct ClusterLog {
 pub fn spawn(
     setup: ClusterLog,
     snapshot_rx: watch::Receiver<Arc<Snapshot>>,
-    status_rx: watch::Receiver<Arc<Status>>,
+    status_rx: watch::Receiver<Arc<CoreCounters>>,
     tracker: &TaskTracker,
     stop: CancellationToken,
 ) {
@@ -103,7 +104,7 @@ impl ClusterLogTask {
     async fn run(
         mut self,
         mut snapshot_rx: watch::Receiver<Arc<Snapshot>>,
-        mut status_rx: watch::Receiver<Arc<Status>>,
+        mut status_rx: watch::Receiver<Arc<CoreCounters>>,
         stop: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(TICK);
@@ -155,7 +156,7 @@ impl ClusterLogTask {
         }
     }
 
-    fn on_status(&mut self, status: &Status) {
+    fn on_status(&mut self, status: &CoreCounters) {
         let now = Instant::now();
         if let Some((count, level)) = self.check_budget.flush(now) {
             log_suppressed("check", count, level);

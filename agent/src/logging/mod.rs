@@ -19,8 +19,16 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Registry, fmt, reload};
 
 use crate::config::LogFormat;
-use crate::daemon::reload::{LogControl, log_directive};
 use monitor::{Format, MonitorWriter};
+
+/// Sets the log level (`trace`..`error`) of the running agent.
+pub type LogControl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The filter directive for a configured log level: foca's own logs stay at
+/// `warn` unless asked for with `RUST_LOG`.
+pub fn log_directive(level: &str) -> String {
+    format!("{level},foca=warn")
+}
 
 /// Installs the logger; returns how to change its level on reload (`None`
 /// when `RUST_LOG` sets the filter: it then wins over `log_level`).

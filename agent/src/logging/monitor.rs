@@ -5,7 +5,7 @@
 //! Budgets: at most [`MAX_MONITORS`] clients at once (the API answers 429
 //! past it), each with a queue of [`CLIENT_QUEUE_LINES`] lines. A client
 //! that reads too slowly loses lines, counted and announced in its stream;
-//! nothing waits for it, so a stalled monitor can't slow the gossip loop
+//! nothing waits for it, so a stalled monitor can't slow the core loop
 //! that logged the line.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};

@@ -13,9 +13,9 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shoal_protocol::anti_entropy::{Digest, SyncMessage};
 use shoal_protocol::codec;
 use shoal_protocol::envelope::{Envelope, PayloadKind};
-use shoal_protocol::sync::{Digest, SyncMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -2,7 +2,7 @@
 //! formatted where it is logged, then handed to a bounded queue that one
 //! writer thread (`shoal-log`) empties. When stderr is slow (a full pipe, a
 //! stalled journald), lines are dropped and counted rather than blocking
-//! the caller: the gossip loop must never wait on a log write, or a slow
+//! the caller: the core loop must never wait on a log write, or a slow
 //! terminal would get this node declared dead.
 
 use std::io::Write;

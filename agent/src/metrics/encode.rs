@@ -77,6 +77,63 @@ impl Exposition {
             "Samples": samples,
         })
     }
+
+    /// The families as a subsystem's section of `/v1/agent/self` shows
+    /// them: each under its name without `prefix` (or, for a name outside
+    /// it, without `shoal_`) and `_total`; a
+    /// labelled family as an object by label value (one level per label);
+    /// a histogram as `{count, sum, buckets: [[upper bound, observations
+    /// in that bucket], ...]}` (sum in the histogram's unit, seconds for
+    /// durations; observations past the last bound are `count` less the
+    /// buckets).
+    pub fn to_stats_json(&self, prefix: &str) -> Json {
+        let mut section = Map::new();
+        for family in &self.families {
+            let name = family
+                .name
+                .strip_prefix(prefix)
+                .or_else(|| family.name.strip_prefix("shoal_"))
+                .unwrap_or(family.name);
+            let key = name.strip_suffix("_total").unwrap_or(name);
+            let value = match family.series.as_slice() {
+                [only] if only.labels.is_empty() => stats_value(&only.value),
+                series => {
+                    let mut by_label = Json::Object(Map::new());
+                    for one in series {
+                        let mut slot = &mut by_label;
+                        for (_, label) in &one.labels {
+                            slot = slot
+                                .as_object_mut()
+                                .expect("an object per label level")
+                                .entry(label.clone())
+                                .or_insert_with(|| Json::Object(Map::new()));
+                        }
+                        *slot = stats_value(&one.value);
+                    }
+                    by_label
+                }
+            };
+            section.insert(key.to_string(), value);
+        }
+        Json::Object(section)
+    }
+}
+
+/// One value as `/v1/agent/self` shows it: whole numbers stay integers.
+fn stats_value(value: &Value) -> Json {
+    match value {
+        Value::Counter(total) => json!(total),
+        Value::FloatCounter(total) => json!(total),
+        Value::Gauge(level) if level.fract() == 0.0 && (0.0..9e15).contains(level) => {
+            json!(*level as u64)
+        }
+        Value::Gauge(level) => json!(level),
+        Value::Histogram(histogram) => json!({
+            "count": histogram.count,
+            "sum": histogram.sum,
+            "buckets": histogram.buckets,
+        }),
+    }
 }
 
 /// One of Consul's `SampledValue`s. Shoal keeps no minimum, maximum or
@@ -202,6 +259,16 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         }
+    }
+
+    #[test]
+    fn stats_json_names_each_family_once_without_prefix_and_total() {
+        let stats = sample().to_stats_json("shoal_");
+        assert_eq!(stats["things"], 3);
+        assert_eq!(stats["level"], 1.5);
+        assert_eq!(stats["requests"]["/v1/kv/{*key}"]["200"], 7);
+        assert_eq!(stats["wait_seconds"]["count"], 4);
+        assert_eq!(stats["wait_seconds"]["buckets"][1], json!([1.0, 1]));
     }
 
     #[test]

@@ -1,37 +1,42 @@
 //! The agent's metrics: what `/metrics` (Prometheus text format),
-//! `/v1/agent/metrics` (Consul's JSON shape) and `shoal metrics` show.
+//! `/v1/agent/metrics` (Consul's JSON shape), `shoal metrics` and the
+//! counters of `/v1/agent/self` (`Stats`) show.
 //!
-//! Nothing here runs on the gossip loop or on a request's path beyond a
-//! relaxed atomic add. Metrics are *collected at scrape time*: every source
-//! reads what it already keeps — the [`Status`](crate::daemon::snapshot::Status)
-//! the loop publishes on a timer, the snapshot, structs of `AtomicU64`s
-//! bumped where things happen — and writes it into an [`Exposition`], a
-//! plain list of metric families. The exposition is then encoded as
-//! Prometheus text (by the `prometheus-client` crate, see [`encode`]) or as
-//! Consul's JSON.
+//! Nothing here runs on the core loop or on a request's path beyond a
+//! relaxed atomic add. Metrics are *collected at scrape time*: each
+//! subsystem keeps its counters (structs of `AtomicU64`s, bumped where
+//! things happen) in its own folder, and says once, in its [`Counters`]
+//! implementation, how they are named and described. That one description
+//! is written into an [`Exposition`], a plain list of metric families, which
+//! is encoded as Prometheus text (by the `prometheus-client` crate, see
+//! [`encode`]), as Consul's JSON, or as the subsystem's section of
+//! `/v1/agent/self` ([`stats_json`]): a counter is named once.
 //!
+//! This module is a leaf: it knows no subsystem. It holds
+//!
+//! - [`Counters`], the trait every subsystem's counters implement, and the
+//!   [`Registry`] of them the API reads at scrape time;
 //! - [`histogram`]: [`AtomicHistogram`], a lock-free histogram with fixed
-//!   buckets.
-//! - [`counters`]: the counters of anti-entropy, the KV disk and check runs.
-//! - [`http`]: API request counts and latencies by matched route, recorded
-//!   by a per-route layer that allocates nothing.
-//! - [`process`]: RSS, CPU seconds and open fds from `/proc/self`.
-//! - [`encode`]: the two output formats.
+//!   buckets;
+//! - [`encode`]: the output formats.
 //!
 //! # Adding a source of counters
 //!
-//! Keep your counters as a struct of `AtomicU64`s (relaxed), reachable from
-//! `ApiState`, and implement [`MetricSource`] for it — one small function:
+//! Keep your counters as a struct of `AtomicU64`s (relaxed) in your
+//! subsystem's folder, named `*Counters`, and implement [`Counters`] for
+//! it. `/v1/agent/self` shows each family under its name without
+//! [`Counters::prefix`] and without `_total`:
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-//! use shoal_agent::metrics::{Exposition, MetricSource};
+//! use shoal_agent::metrics::{Counters, Exposition, stats_json};
 //!
 //! #[derive(Default)]
 //! pub struct DnsCounters { pub queries: AtomicU64, pub refused: AtomicU64 }
 //!
-//! impl MetricSource for DnsCounters {
-//!     fn collect(&self, out: &mut Exposition) {
+//! impl Counters for DnsCounters {
+//!     fn prefix(&self) -> &'static str { "shoal_dns_" }
+//!     fn visit(&self, out: &mut Exposition) {
 //!         out.counter("shoal_dns_queries_total", "DNS queries answered.", self.queries.load(Relaxed));
 //!         out.counter("shoal_dns_refused_total", "DNS queries refused.", self.refused.load(Relaxed));
 //!     }
@@ -39,61 +44,91 @@
 //!
 //! let dns = DnsCounters::default();
 //! let mut out = Exposition::default();
-//! dns.collect(&mut out);
+//! dns.visit(&mut out);
 //! assert!(out.to_prometheus_text().contains("shoal_dns_queries_total 0"));
+//! assert_eq!(stats_json(&dns)["refused"], 0);
 //! ```
 //!
-//! then add one line to `api::metrics::collect` (`state.dns.collect(&mut out);`).
-//! Labelled series go through [`Exposition::family`]; histograms through
-//! [`AtomicHistogram::snapshot`]. Names follow Prometheus's conventions:
-//! the `shoal_` prefix, `_total` on counters, base units (`_seconds`,
-//! `_bytes`) in the name.
+//! then add it to the [`Registry`] where the daemon builds it (and, for a
+//! `Stats` section, one line in `api::agent`). Labelled series go through
+//! [`Exposition::family`]; histograms through [`AtomicHistogram::snapshot`].
+//! Names follow Prometheus's conventions: the `shoal_` prefix, `_total` on
+//! counters, base units (`_seconds`, `_bytes`) in the name.
 
-pub mod counters;
 pub mod encode;
-pub mod features;
 pub mod histogram;
-pub mod http;
-pub mod process;
 
 pub use histogram::{AtomicHistogram, HistogramSnapshot};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// The counters the agent's parts bump, gathered for the API to read at
-/// scrape time.
-#[derive(Debug)]
-pub struct AgentMetrics {
-    /// HTTP API requests (bumped by the per-route layer).
-    pub api: Arc<http::ApiMetrics>,
-    /// Anti-entropy exchanges (bumped by `daemon::sync`).
-    pub sync: Arc<counters::SyncMetrics>,
-    /// KV writes and disk commits (`kv`, `kv::disk`).
-    pub kv: Arc<counters::KvMetrics>,
-    /// Check runs (`daemon::registrar`).
-    pub checks: Arc<counters::CheckMetrics>,
+/// A subsystem's counters: one description drives `/metrics`,
+/// `/v1/agent/metrics` and its section of `/v1/agent/self`.
+pub trait Counters: Send + Sync {
+    /// What every metric name of this source starts with (`shoal_dns_`):
+    /// `/v1/agent/self` shows each under its name without it.
+    fn prefix(&self) -> &'static str;
+
+    /// Writes the current values into `out`. Called on every scrape, off
+    /// the core loop: read atomics and snapshots, never wait.
+    fn visit(&self, out: &mut Exposition);
+}
+
+/// The counters of one source, as its section of `/v1/agent/self` shows
+/// them (see [`Exposition::to_stats_json`]).
+pub fn stats_json(counters: &dyn Counters) -> serde_json::Value {
+    let mut out = Exposition::default();
+    counters.visit(&mut out);
+    out.to_stats_json(counters.prefix())
+}
+
+/// Reads a counter bumped with relaxed adds (each counter is read on its
+/// own; no ordering between them is promised).
+pub fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Every source of counters, in the order `/metrics` shows them. Built by
+/// the daemon, which knows them all; read by the API at scrape time.
+pub struct Registry {
+    sources: Vec<Arc<dyn Counters>>,
     /// When the agent started, for rates.
     pub started: Instant,
 }
 
-impl Default for AgentMetrics {
+impl Default for Registry {
     fn default() -> Self {
         Self {
-            api: Default::default(),
-            sync: Default::default(),
-            kv: Default::default(),
-            checks: Default::default(),
+            sources: Vec::new(),
             started: Instant::now(),
         }
     }
 }
 
-/// Anything that can report metrics at scrape time.
-pub trait MetricSource: Send + Sync {
-    /// Writes the current values into `out`. Called on every scrape, off
-    /// the gossip loop: read atomics and snapshots, never wait.
-    fn collect(&self, out: &mut Exposition);
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let prefixes: Vec<&str> = self.sources.iter().map(|source| source.prefix()).collect();
+        f.debug_struct("Registry")
+            .field("sources", &prefixes)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Adds a source, shown after those added before it.
+    pub fn add(&mut self, counters: Arc<dyn Counters>) -> &mut Self {
+        self.sources.push(counters);
+        self
+    }
+
+    /// Writes every source into `out`.
+    pub fn visit(&self, out: &mut Exposition) {
+        for source in &self.sources {
+            source.visit(out);
+        }
+    }
 }
 
 /// The type of a metric family.

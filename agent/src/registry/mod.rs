@@ -1,6 +1,6 @@
 //! The registry: the services and checks registered on this agent (from
 //! the config file or the HTTP API), the state of every check, and
-//! maintenance. The gossip loop owns it (through `daemon::registrar`);
+//! maintenance. The core loop owns it (through `daemon::registrar`);
 //! everyone else reads it in snapshots.
 //!
 //! - [`keys`]: Consul's case-insensitive, snake_case-tolerant JSON keys.

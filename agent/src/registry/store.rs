@@ -1,5 +1,5 @@
 //! The services and checks registered on this agent, with the state of
-//! every check. Owned by the gossip loop; all methods are quick and do no
+//! every check. Owned by the core loop; all methods are quick and do no
 //! I/O: check runners are spawned through the caller's `spawn` function, and
 //! persistence is left to the caller (see [`Registry::persisted`]).
 

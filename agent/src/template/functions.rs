@@ -16,8 +16,8 @@ use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use shoal_protocol::record::worst_status;
 
 use crate::catalog::{self, ServiceFilter};
-use crate::daemon::snapshot::Snapshot;
 use crate::flags;
+use crate::snapshot::Snapshot;
 
 /// Which parts of the snapshot a render read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

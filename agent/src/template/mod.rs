@@ -12,7 +12,7 @@
 //!   runs the command.
 //! - `output`: the atomic write and the command.
 //!
-//! Nothing here touches the gossip loop: the runners read the published
+//! Nothing here touches the core loop: the runners read the published
 //! [`Snapshot`] like any other reader. A template that fails (syntax,
 //! missing key, function error) keeps the previous file; the error is
 //! logged and shown in `/v1/agent/self` (`Stats.templates`) and
@@ -36,7 +36,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::TemplateConfig;
-use crate::daemon::snapshot::Snapshot;
+use crate::metrics::{Counters, Exposition, load};
+use crate::snapshot::Snapshot;
 pub use functions::{Reads, RenderError, RenderOptions, Rendered, render};
 
 /// Dry runs through the API at once; another one that arrives meanwhile is
@@ -59,27 +60,58 @@ pub struct TemplateCounters {
     /// Commands that exited non-zero, timed out or could not start.
     pub command_failures: AtomicU64,
     /// Dry runs through the API.
-    pub api_renders: AtomicU64,
+    pub dry_runs: AtomicU64,
     /// Dry runs refused because [`API_RENDERS_AT_ONCE`] were running.
-    pub api_renders_refused: AtomicU64,
+    pub dry_runs_refused: AtomicU64,
 }
 
 impl TemplateCounters {
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    pub fn json(&self) -> Value {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        json!({
-            "renders": get(&self.renders),
-            "errors": get(&self.errors),
-            "writes": get(&self.writes),
-            "command_runs": get(&self.command_runs),
-            "command_failures": get(&self.command_failures),
-            "api_renders": get(&self.api_renders),
-            "api_renders_refused": get(&self.api_renders_refused),
-        })
+impl Counters for TemplateCounters {
+    fn prefix(&self) -> &'static str {
+        "shoal_template_"
+    }
+
+    fn visit(&self, out: &mut Exposition) {
+        out.counter(
+            "shoal_template_renders_total",
+            "Renders of configured templates, failed ones included.",
+            load(&self.renders),
+        );
+        out.counter(
+            "shoal_template_errors_total",
+            "Template renders that failed or whose file could not be written (the old file is kept).",
+            load(&self.errors),
+        );
+        out.counter(
+            "shoal_template_writes_total",
+            "Template destination files written because the output changed.",
+            load(&self.writes),
+        );
+        out.counter(
+            "shoal_template_command_runs_total",
+            "Template commands started.",
+            load(&self.command_runs),
+        );
+        out.counter(
+            "shoal_template_command_failures_total",
+            "Template commands that exited non-zero, timed out or could not start.",
+            load(&self.command_failures),
+        );
+        out.counter(
+            "shoal_template_dry_runs_total",
+            "Template dry runs through the API.",
+            load(&self.dry_runs),
+        );
+        out.counter(
+            "shoal_template_dry_runs_refused_total",
+            "Template dry runs refused (429) because another one was running.",
+            load(&self.dry_runs_refused),
+        );
     }
 }
 
@@ -155,7 +187,7 @@ impl TemplateStats {
 
     /// `Stats.templates` of `/v1/agent/self`.
     pub fn json(&self) -> Value {
-        let mut body = self.counters.json();
+        let mut body = crate::metrics::stats_json(&self.counters);
         body["templates"] = json!(self.states());
         body
     }
@@ -174,6 +206,16 @@ impl TemplateStats {
                 })
             })
             .collect()
+    }
+}
+
+impl Counters for TemplateStats {
+    fn prefix(&self) -> &'static str {
+        self.counters.prefix()
+    }
+
+    fn visit(&self, out: &mut Exposition) {
+        self.counters.visit(out);
     }
 }
 

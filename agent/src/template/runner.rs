@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::functions::{self, Reads, RenderOptions};
 use super::{TemplateCounters, TemplateStats, output};
 use crate::config::{TemplateConfig, TemplateSource};
-use crate::daemon::snapshot::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// How often a `source` file is checked for edits.
 const SOURCE_POLL: Duration = Duration::from_secs(2);

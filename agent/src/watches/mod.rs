@@ -9,7 +9,7 @@
 //! - [`handler`]: running a program (JSON on stdin) or an HTTP request.
 //!
 //! Watches run in tasks of their own and only read published snapshots:
-//! they never hold up the gossip loop. A watch renders again only when the
+//! they never hold up the core loop. A watch renders again only when the
 //! index of what it reads moved (`cluster_index`, `kv_index` or
 //! `event_index`), and runs its handler only when the JSON differs from
 //! what the handler last got: a KV write doesn't fire a `service` watch,
@@ -25,13 +25,14 @@ pub mod render;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{WatchDefinition, WatchKind};
-use crate::daemon::snapshot::Snapshot;
+use crate::metrics::{Counters, Exposition, load};
+use crate::snapshot::Snapshot;
 
 /// Watch counters (relaxed, monotonic but `running`), for metrics.
 #[derive(Debug, Default)]
@@ -44,14 +45,27 @@ pub struct WatchCounters {
     pub running: AtomicU64,
 }
 
-impl WatchCounters {
-    pub fn json(&self) -> Value {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        json!({
-            "runs": load(&self.runs),
-            "failures": load(&self.failures),
-            "running": load(&self.running),
-        })
+impl Counters for WatchCounters {
+    fn prefix(&self) -> &'static str {
+        "shoal_watch_"
+    }
+
+    fn visit(&self, out: &mut Exposition) {
+        out.counter(
+            "shoal_watch_runs_total",
+            "Watch handler runs started.",
+            load(&self.runs),
+        );
+        out.counter(
+            "shoal_watch_failures_total",
+            "Watch handler runs that failed (non-zero exit, timeout, HTTP error).",
+            load(&self.failures),
+        );
+        out.gauge(
+            "shoal_watch_running",
+            "Watch handlers running now.",
+            load(&self.running) as f64,
+        );
     }
 }
 

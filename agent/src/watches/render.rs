@@ -1,14 +1,14 @@
 //! What a watch hands its handler: the JSON the corresponding HTTP
 //! endpoint answers, built from a snapshot with the API's own builders
-//! (`api::consul_json`), so the two never differ.
+//! (`consul_json`), so the two never differ.
 
 use serde_json::{Value, json};
 use shoal_protocol::record::CheckStatus;
 
-use crate::api::consul_json::{self, Member};
 use crate::catalog::{self, ServiceFilter};
 use crate::config::WatchKind;
-use crate::daemon::snapshot::Snapshot;
+use crate::consul_json::{self, Member};
+use crate::snapshot::Snapshot;
 
 /// The index of the snapshot part a watch of this kind reads: it is
 /// rendered again only when that moved.
@@ -101,7 +101,7 @@ pub fn render(kind: &WatchKind, snapshot: &Snapshot) -> Value {
         ),
         WatchKind::Members => json!(members.iter().map(Member::from_view).collect::<Vec<_>>()),
         WatchKind::Event { name } => {
-            crate::api::events::events_list(snapshot, name.as_deref().unwrap_or_default())
+            crate::consul_json::event_list(snapshot, name.as_deref().unwrap_or_default())
         }
     }
 }

@@ -16,7 +16,7 @@
 //! - `members`: [`MemberView`], [`MemberStatus`], the membership table.
 //! - `name`: checking that nobody else holds our node name
 //!   ([`NameEvent`]).
-//! - `sync`: the anti-entropy step function ([`Node::sync_open`],
+//! - `anti_entropy`: the anti-entropy step function ([`Node::sync_open`],
 //!   [`Node::on_sync`]).
 //! - `pages`: the KV pages of an exchange (a walk over the differing
 //!   buckets, a bounded page at a time).
@@ -27,6 +27,7 @@
 //!   digest rumors, members learned per exchange, records of forgotten
 //!   members.
 
+mod anti_entropy;
 mod bounded_codec;
 mod config;
 mod effects;
@@ -38,7 +39,6 @@ mod pages;
 mod peers;
 mod reap;
 mod suspects;
-mod sync;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

@@ -132,10 +132,10 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
+    use crate::anti_entropy::SyncMessage;
     use crate::envelope::{Envelope, cluster_id};
     use crate::node::GossipConfig;
     use crate::record::NodeRecord;
-    use crate::sync::SyncMessage;
 
     fn id(last: u8, generation: u64) -> NodeId {
         NodeId {
@@ -244,10 +244,12 @@ mod tests {
         // to it, and its peer no longer lists it alive.
         let mut witness = {
             let mut fresh = node("witness", id(2, 11), &[]);
-            fresh.on_sync(crate::sync::SyncMessage::Records(crate::sync::Records {
-                records: old.records(),
-                kv: crate::sync::KvPage::default(),
-            }));
+            fresh.on_sync(crate::anti_entropy::SyncMessage::Records(
+                crate::anti_entropy::Records {
+                    records: old.records(),
+                    kv: crate::anti_entropy::KvPage::default(),
+                },
+            ));
             fresh
         };
         let mut replacement = node("web", id(3, 20), &[id(2, 11)]);

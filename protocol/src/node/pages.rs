@@ -1,4 +1,4 @@
-//! The KV pages of an anti-entropy exchange (see [`crate::sync`]): each side
+//! The KV pages of an anti-entropy exchange (see [`crate::anti_entropy`]): each side
 //! walks its entries in the differing buckets in key order, from a key it
 //! picked at random, a page of at most [`PAGE_BYTES`] at a time, and learns
 //! where its walk stands from the page it answers.
@@ -8,8 +8,8 @@ use std::ops::Bound;
 use rand::RngExt;
 
 use super::Node;
+use crate::anti_entropy::{KvCursor, KvPage, PAGE_BYTES, Records, SyncMessage};
 use crate::kv::{BUCKETS, KvEntry, KvStore, bucket_of};
-use crate::sync::{KvCursor, KvPage, PAGE_BYTES, Records, SyncMessage};
 
 /// What an entry counts for against a page's budget: its strings and value,
 /// plus room for the fixed fields.

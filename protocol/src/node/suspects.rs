@@ -29,7 +29,7 @@ impl Node {
     }
 
     /// What dynamic suspicion has done so far.
-    pub fn suspicion_stats(&self) -> &crate::suspicion::SuspicionStats {
+    pub fn suspicion_stats(&self) -> &crate::suspicion::SuspicionCounters {
         self.effects.suspicions.stats()
     }
 

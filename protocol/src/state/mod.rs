@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::anti_entropy::DigestEntry;
 use crate::clock::Clock;
 use crate::envelope::WireRange;
 use crate::identity::NodeId;
 use crate::kv::{KvEntry, KvError, KvStore, REMEMBERED_DELETE_WRITER, Stored};
 use crate::pull::PendingPulls;
 use crate::record::NodeRecord;
-use crate::sync::DigestEntry;
 
 mod peers;
 pub use peers::Accusation;

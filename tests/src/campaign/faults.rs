@@ -35,7 +35,7 @@ use crate::Agent;
 use crate::relay::Relay;
 
 /// How often an agent collects tombstones past their grace
-/// (`KV_HOUSEKEEPING_INTERVAL` in agent/src/daemon/gossip.rs).
+/// (`KV_HOUSEKEEPING_INTERVAL` in agent/src/daemon/core_loop.rs).
 const KV_HOUSEKEEPING: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug)]

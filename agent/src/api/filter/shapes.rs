@@ -10,9 +10,9 @@ use shoal_protocol::{
     CheckRecord, CheckStatus, MemberStatus, MemberView, NodeId, NodeRecord, ServiceRecord,
 };
 
-use crate::api::consul_json;
 use crate::catalog::CatalogNode;
-use crate::daemon::snapshot::CheckDetail;
+use crate::consul_json;
+use crate::snapshot::CheckDetail;
 
 /// The element types of the endpoints that take `?filter=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The front door to the gossip loop: [`AgentHandle`] and the vocabulary it
+//! The front door to the core loop: [`AgentHandle`] and the vocabulary it
 //! speaks.
 //!
 //! The loop owns the node, the registry and the KV state. Everyone else
@@ -11,11 +11,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use shoal_protocol::anti_entropy::SyncMessage;
 use shoal_protocol::event::{EventError, EventRequest, UserEvent};
 use shoal_protocol::kv::{KvEntry, KvError};
 use shoal_protocol::node::OurPage;
 use shoal_protocol::record::CheckStatus;
-use shoal_protocol::sync::SyncMessage;
 use shoal_protocol::{ForceLeaveError, ForceLeft};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -33,7 +33,7 @@ pub const KV_WRITES_IN_FLIGHT: usize = 64;
 
 /// What the loop is asked to do. Those that need an answer carry a sender.
 pub(super) enum Command {
-    /// One step of an anti-entropy exchange (see `shoal_protocol::sync`):
+    /// One step of an anti-entropy exchange (see `shoal_protocol::anti_entropy`):
     /// merge what the peer sent and answer with the next message, if any,
     /// carrying `ours`, the KV page the caller built for it off the loop
     /// (`shoal_protocol::node::build_page`). The caller has checked that
@@ -203,7 +203,7 @@ pub enum LiveConfigError {
     Stopped(#[from] AgentStopped),
 }
 
-/// The one way to ask the gossip loop for a change. Cheap to clone; every
+/// The one way to ask the core loop for a change. Cheap to clone; every
 /// method waits until the loop has answered (and, for writes that must be
 /// durable, until the disk has).
 #[derive(Clone)]

@@ -3,7 +3,7 @@
 //! grow without bound), the method and the status code.
 //!
 //! Every route is wrapped in a [`RecordLayer`] when it is declared
-//! (`api::guard::Routes`). Per request it reads the clock twice and does a
+//! (`guard::Routes`). Per request it reads the clock twice and does a
 //! few relaxed atomic adds: no lock, no allocation (a route's counters are
 //! allocated once, on its first request).
 
@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, Request, StatusCode};
 use axum::response::Response;
 
-use super::histogram::{AtomicHistogram, LATENCY_BUCKETS};
-use super::{Exposition, Kind, MetricSource, Value};
+use crate::metrics::histogram::LATENCY_BUCKETS;
+use crate::metrics::{AtomicHistogram, Counters, Exposition, Kind, Value};
 
 /// Most distinct route patterns measured; more share the last slot.
 pub const MAX_ROUTES: usize = 192;
@@ -36,7 +36,7 @@ const CODE_SLOTS: usize = CODES.len() + CLASSES.len();
 
 /// Requests to the HTTP API.
 #[derive(Debug)]
-pub struct ApiMetrics {
+pub struct RequestCounters {
     /// Route patterns by slot; written while the router is built, read by
     /// scrapes, never on a request's path.
     names: Mutex<Vec<String>>,
@@ -50,7 +50,7 @@ struct RouteCells {
     duration: AtomicHistogram,
 }
 
-impl Default for ApiMetrics {
+impl Default for RequestCounters {
     fn default() -> Self {
         Self {
             names: Mutex::new(vec!["unmatched".to_string()]),
@@ -60,7 +60,7 @@ impl Default for ApiMetrics {
     }
 }
 
-impl ApiMetrics {
+impl RequestCounters {
     /// The slot of the route `pattern` (the same slot for the same pattern).
     pub fn route(&self, pattern: &str) -> usize {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
@@ -124,8 +124,12 @@ fn code_label(slot: usize) -> String {
     }
 }
 
-impl MetricSource for ApiMetrics {
-    fn collect(&self, out: &mut Exposition) {
+impl Counters for RequestCounters {
+    fn prefix(&self) -> &'static str {
+        "shoal_api_"
+    }
+
+    fn visit(&self, out: &mut Exposition) {
         let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let used: Vec<(&String, &RouteCells)> = names
             .iter()
@@ -181,7 +185,7 @@ pub struct MatchedRoute(pub usize);
 /// Wraps a route's service in [`Record`].
 #[derive(Clone, Debug)]
 pub struct RecordLayer {
-    metrics: Arc<ApiMetrics>,
+    metrics: Arc<RequestCounters>,
     slot: usize,
 }
 
@@ -201,7 +205,7 @@ impl<S> tower_layer::Layer<S> for RecordLayer {
 #[derive(Clone, Debug)]
 pub struct Record<S> {
     inner: S,
-    metrics: Arc<ApiMetrics>,
+    metrics: Arc<RequestCounters>,
     slot: usize,
 }
 
@@ -232,7 +236,7 @@ where
 
 /// Counts a request as in flight until its future is done or dropped.
 #[derive(Debug)]
-struct InFlight(Arc<ApiMetrics>);
+struct InFlight(Arc<RequestCounters>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -282,7 +286,7 @@ mod tests {
 
     #[test]
     fn requests_are_counted_by_route_method_and_code() {
-        let metrics = ApiMetrics::default();
+        let metrics = RequestCounters::default();
         let kv = metrics.route("/v1/kv/{*key}");
         assert_eq!(metrics.route("/v1/kv/{*key}"), kv, "one slot per pattern");
         metrics.record(kv, &Method::GET, StatusCode::OK, Duration::from_millis(2));
@@ -295,7 +299,7 @@ mod tests {
             Duration::ZERO,
         );
         let mut out = Exposition::default();
-        metrics.collect(&mut out);
+        metrics.visit(&mut out);
         let text = out.to_prometheus_text();
         for line in [
             r#"shoal_api_requests_total{route="/v1/kv/{*key}",method="GET",code="200"} 1"#,

@@ -1,18 +1,17 @@
 //! What readers (HTTP handlers, CLI) see of the agent, published by the
-//! gossip loop so that a busy API never slows the loop down, in two
+//! core loop so that a busy API never slows the loop down, in two
 //! channels:
 //!
 //! - [`Snapshot`]: the cluster and the KV store, published when they
 //!   change, and only then: blocking queries wait on it, so every publish
 //!   wakes them.
-//! - [`Status`]: counters and the local checks' run details, which move
-//!   all the time; published on a timer too, and waited on by nobody.
+//! - [`CoreCounters`](crate::core_counters::CoreCounters): counters and
+//!   the local checks' run details, which move all the time; published on
+//!   a timer too, and waited on by nobody.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use shoal_protocol::lifeguard::HealthStats;
-use shoal_protocol::node::Counters;
 use shoal_protocol::record::CheckRecord;
 use shoal_protocol::{MemberView, NodeId, NodeRecord};
 
@@ -47,30 +46,6 @@ pub struct Snapshot {
     /// The `index` at which `events` last changed: the event list waits
     /// on it.
     pub event_index: u64,
-}
-
-/// Counters and local check details: they change with every datagram and
-/// check run, so they are published apart from [`Snapshot`], on a timer and
-/// with every snapshot, and wake no blocking query.
-#[derive(Clone, Debug, Default)]
-pub struct Status {
-    /// Gossip counters.
-    pub counters: Counters,
-    /// Records that claimed our node name with another identity.
-    pub name_conflicts: u64,
-    /// Datagrams we could not send (socket full or unreachable).
-    pub send_failures: u64,
-    /// Datagrams dropped before the loop because it was too busy.
-    pub receive_drops: u64,
-    /// Every local check, with its full output and last run.
-    pub local_checks: Vec<CheckDetail>,
-    /// The Lifeguard local-health score (0 = healthy; see
-    /// `shoal_protocol::lifeguard`).
-    pub health_score: u32,
-    /// What fed the local-health score: probes, refutations, suspicions.
-    pub health: HealthStats,
-    /// What dynamic suspicion did (see `shoal_protocol::suspicion`).
-    pub suspicion: shoal_protocol::suspicion::SuspicionStats,
 }
 
 /// A check registered on this agent in full detail, as the agent's own

@@ -1,6 +1,6 @@
 //! Anti-entropy: the one step function the agent (over TCP) and the
 //! simulator (on its virtual network) both drive. The messages are in
-//! [`crate::sync`].
+//! [`crate::anti_entropy`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use super::Node;
 use super::pages::OurPage;
+use crate::anti_entropy::{Delta, Digest, Records, SyncMessage};
 use crate::identity::NodeId;
 use crate::kv::KvEntry;
 use crate::record::NodeRecord;
 use crate::state::Merge;
-use crate::sync::{Delta, Digest, Records, SyncMessage};
 
 impl Node {
     /// Opens an anti-entropy exchange (initiator): the summary of our
@@ -36,8 +36,8 @@ impl Node {
         let nodes = state.digest();
         let members = self.alive_members();
         SyncMessage::Digest(Digest {
-            nodes_hash: crate::sync::nodes_hash(&nodes),
-            members_hash: crate::sync::members_hash(&members),
+            nodes_hash: crate::anti_entropy::nodes_hash(&nodes),
+            members_hash: crate::anti_entropy::members_hash(&members),
             nodes,
             kv_root: state.kv().root(),
             kv_bucket_hashes: state.kv().bucket_hashes().to_vec(),
@@ -49,7 +49,7 @@ impl Node {
         })
     }
 
-    /// One step of an anti-entropy exchange (see [`crate::sync`]): merges
+    /// One step of an anti-entropy exchange (see [`crate::anti_entropy`]): merges
     /// what the peer sent and returns the message to send back, if any.
     ///
     /// - `Digest` (we respond): the `Delta` for it, with our first KV page;
@@ -57,7 +57,7 @@ impl Node {
     /// - `Delta` (we initiated): merges it, learns its members, and returns
     ///   `Records` with the records it wants and our first KV page.
     /// - `Records`, `Kv`: merges the page and answers with our next one,
-    ///   unless neither side has more ([`crate::sync::KvPage::is_last`]).
+    ///   unless neither side has more ([`crate::anti_entropy::KvPage::is_last`]).
     ///
     /// Stateless between steps (each page carries where both walks stand):
     /// the transport checks that the steps come in order
@@ -231,10 +231,10 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::anti_entropy::SyncStep;
     use crate::envelope::{Envelope, cluster_id};
     use crate::kv::{BUCKETS, KvStore};
     use crate::node::GossipConfig;
-    use crate::sync::SyncStep;
     use proptest::prelude::*;
 
     fn node(last: u8) -> Node {
@@ -434,7 +434,7 @@ mod tests {
         let digest = a.sync_open();
         assert_eq!(digest.step_name(), "Digest");
         assert_eq!(digest.expects(), Some(SyncStep::Delta));
-        let last = SyncMessage::Kv(crate::sync::KvPage::default());
+        let last = SyncMessage::Kv(crate::anti_entropy::KvPage::default());
         assert_eq!(
             last.expects(),
             None,
@@ -469,7 +469,7 @@ mod tests {
             };
             let largest = sent.iter().map(crate::codec::encoded_len).max().unwrap();
             assert!(
-                largest <= crate::sync::PAGE_BYTES + 64 * 1024,
+                largest <= crate::anti_entropy::PAGE_BYTES + 64 * 1024,
                 "a message of {largest} bytes"
             );
             assert!(sent.len() > 10, "{} messages for 20 MB", sent.len());
@@ -514,7 +514,7 @@ mod tests {
         assert!(sent.len() > 4, "{} messages for 6 MB", sent.len());
         let largest = sent.iter().map(crate::codec::encoded_len).max().unwrap();
         assert!(
-            largest <= crate::sync::PAGE_BYTES + 64 * 1024,
+            largest <= crate::anti_entropy::PAGE_BYTES + 64 * 1024,
             "{largest} bytes"
         );
         assert!(b.kv().len() >= 31, "b holds {} keys", b.kv().len());

@@ -13,11 +13,12 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::{Value, json};
 use shoal_protocol::MemberView;
+use shoal_protocol::event::UserEvent;
 use shoal_protocol::kv::Stored;
 use shoal_protocol::record::{CheckRecord, CheckStatus, ServiceRecord};
 
 use crate::catalog::{CatalogNode, ClusterCheck};
-use crate::daemon::snapshot::CheckDetail;
+use crate::snapshot::{CheckDetail, Snapshot};
 
 /// Every record has existed since index 1: Shoal has no Raft log, so the
 /// creation index is not tracked.
@@ -288,6 +289,37 @@ impl Member {
             status_text: member.status.as_str(),
         }
     }
+}
+
+/// Consul's `UserEvent` JSON (`/v1/event/fire`, `/v1/event/list`).
+pub fn user_event(event: &UserEvent) -> Value {
+    let payload = if event.payload.is_empty() {
+        Value::Null
+    } else {
+        Value::String(base64::engine::general_purpose::STANDARD.encode(&event.payload))
+    };
+    json!({
+        "ID": crate::events::uuid(&event.id),
+        "Name": event.name,
+        "Payload": payload,
+        "NodeFilter": event.node_filter,
+        "ServiceFilter": event.service_filter,
+        "TagFilter": event.tag_filter,
+        "Version": 1,
+        "LTime": event.ltime,
+    })
+}
+
+/// The event list as `/v1/event/list?name=` gives it (`name` empty: all).
+pub fn event_list(snapshot: &Snapshot, name: &str) -> Value {
+    Value::Array(
+        snapshot
+            .events
+            .iter()
+            .filter(|event| name.is_empty() || event.name == name)
+            .map(|event| user_event(event))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

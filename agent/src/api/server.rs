@@ -22,6 +22,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::api::front::Api;
+use crate::metrics::{Counters, Exposition, load};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,20 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub struct HttpCounters {
     /// Connections refused because [`MAX_CONNECTIONS`] were open.
     pub refused_connections: AtomicU64,
+}
+
+impl Counters for HttpCounters {
+    fn prefix(&self) -> &'static str {
+        "shoal_http_"
+    }
+
+    fn visit(&self, out: &mut Exposition) {
+        out.counter(
+            "shoal_http_refused_connections_total",
+            "HTTP connections answered 503 and closed at once: 512 were open.",
+            load(&self.refused_connections),
+        );
+    }
 }
 
 /// The body of the answer to a connection over the limit.

@@ -1,7 +1,7 @@
-//! Anti-entropy push-pull over TCP (see `shoal_protocol::sync`): the
+//! Anti-entropy push-pull over TCP (see `shoal_protocol::anti_entropy`): the
 //! initiator side, the responder side, and framing. All of it runs in its
-//! own tasks; the gossip loop only merges through the [`AgentHandle`]:
-//! our next KV page (up to [`shoal_protocol::sync::PAGE_BYTES`] of entries
+//! own tasks; the core loop only merges through the [`AgentHandle`]:
+//! our next KV page (up to [`shoal_protocol::anti_entropy::PAGE_BYTES`] of entries
 //! walked out of the store) is built here, on the blocking pool, from the
 //! published snapshot's store (see `shoal_protocol::node::build_page`).
 //!
@@ -29,20 +29,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_protocol::anti_entropy::{SyncMessage, SyncStep};
 use shoal_protocol::codec::{self, DecodeError, MAX_FRAME};
 use shoal_protocol::envelope::{Envelope, EnvelopeError, PayloadKind};
 use shoal_protocol::node::build_page;
-use shoal_protocol::sync::{SyncMessage, SyncStep};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::handle::AgentHandle;
+use super::anti_entropy_counters::{AntiEntropyCounters, Outcome, Role};
 use super::rate::{MAX_PER_PEER, PeerRateLimit, PeerSlots};
-use super::snapshot::Snapshot;
-use crate::metrics::counters::{Outcome, Role, SyncMetrics};
+use crate::handle::AgentHandle;
+use crate::snapshot::Snapshot;
 
 /// How long a connection may take to send its first frame.
 pub const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(2);
@@ -79,7 +79,7 @@ pub enum SyncError {
     WrongKind(PayloadKind),
     #[error("expected {expected}, got {got}: steps out of order")]
     OutOfOrder { expected: SyncStep, got: SyncStep },
-    #[error("the gossip loop answered {to} with {answer:?} instead of {expected:?}")]
+    #[error("the core loop answered {to} with {answer:?} instead of {expected:?}")]
     WrongAnswer {
         to: SyncStep,
         expected: Option<SyncStep>,
@@ -106,8 +106,8 @@ pub struct SyncService {
     incoming: Arc<Semaphore>,
     per_peer: Arc<PeerSlots>,
     tracker: TaskTracker,
-    faults: Arc<super::fault::FaultInjection>,
-    metrics: Arc<SyncMetrics>,
+    faults: Arc<crate::fault::FaultInjection>,
+    counters: Arc<AntiEntropyCounters>,
     /// Peers whose frames are in a wire version we don't speak.
     refusals: Arc<std::sync::Mutex<super::wire::RefusalLog>>,
 }
@@ -119,7 +119,7 @@ impl SyncService {
         snapshots: watch::Receiver<Arc<Snapshot>>,
         local_ip: Option<IpAddr>,
         tracker: TaskTracker,
-        faults: Arc<super::fault::FaultInjection>,
+        faults: Arc<crate::fault::FaultInjection>,
     ) -> Self {
         let refusals = Arc::new(std::sync::Mutex::new(super::wire::RefusalLog::new(
             envelope.range(),
@@ -135,13 +135,13 @@ impl SyncService {
             tracker,
             refusals,
             faults,
-            metrics: Arc::default(),
+            counters: Arc::default(),
         }
     }
 
     /// The counters of exchanges, bytes and durations.
-    pub fn metrics(&self) -> Arc<SyncMetrics> {
-        self.metrics.clone()
+    pub fn counters(&self) -> Arc<AntiEntropyCounters> {
+        self.counters.clone()
     }
 
     /// Starts an exchange with `peer` in the background; returns false when
@@ -151,7 +151,7 @@ impl SyncService {
             return true;
         }
         let Ok(permit) = self.outgoing.clone().try_acquire_owned() else {
-            self.metrics
+            self.counters
                 .exchange(Role::Initiated, Outcome::Refused, Duration::ZERO, 0);
             return false;
         };
@@ -222,7 +222,7 @@ impl SyncService {
             Err(SyncError::Timeout) => (Outcome::Timeout, 0),
             Err(_) => (Outcome::Failed, 0),
         };
-        self.metrics
+        self.counters
             .exchange(role, outcome, started.elapsed(), bytes);
     }
 
@@ -281,7 +281,7 @@ impl SyncService {
                 continue;
             }
             let refused = || {
-                self.metrics
+                self.counters
                     .exchange(Role::Served, Outcome::Refused, Duration::ZERO, 0)
             };
             let Some(slot) = self.per_peer.take(peer.ip()) else {
@@ -334,7 +334,7 @@ impl SyncService {
         )
         .await
         .map_err(|_| SyncError::Timeout)??;
-        self.metrics.received(read);
+        self.counters.received(read);
         expect(&first, SyncStep::Digest)?;
         let Some(delta) = self.step(first).await? else {
             return Ok(read as u64);
@@ -356,7 +356,7 @@ impl SyncService {
     ) -> Result<u64, SyncError> {
         for _ in 0..MAX_STEPS {
             let written = write_frame(stream, &self.envelope, version, &message).await?;
-            self.metrics.sent(written);
+            self.counters.sent(written);
             bytes += written as u64;
             let Some(expected) = message.expects() else {
                 return Ok(bytes);
@@ -365,7 +365,7 @@ impl SyncService {
                 tokio::time::timeout(FRAME_TIMEOUT, read_frame(stream, &self.envelope, MAX_FRAME))
                     .await
                     .map_err(|_| SyncError::Timeout)??;
-            self.metrics.received(read);
+            self.counters.received(read);
             bytes += read as u64;
             expect(&incoming, expected)?;
             match self.step(incoming).await? {
@@ -378,7 +378,7 @@ impl SyncService {
 
     /// Builds our page for one received message from the latest snapshot
     /// (on the blocking pool: a page walks and copies up to 2 MiB), hands
-    /// both to the gossip loop (`Node::on_sync_with`), which merges the
+    /// both to the core loop (`Node::on_sync_with`), which merges the
     /// peer's side, and returns its answer, checked to be the step the
     /// message expects.
     async fn step(&self, message: SyncMessage) -> Result<Option<SyncMessage>, SyncError> {
@@ -471,9 +471,9 @@ async fn read_frame(
 mod tests {
     use super::*;
     use shoal_protocol::NodeId;
+    use shoal_protocol::anti_entropy::{Digest, DigestEntry};
     use shoal_protocol::envelope::cluster_id;
     use shoal_protocol::keyring::{KEY_LEN, Keyring};
-    use shoal_protocol::sync::{Digest, DigestEntry};
 
     /// The digest of a 10,000-member cluster whose names all have the
     /// longest length allowed fits in a first frame, sealed.

@@ -1,6 +1,6 @@
-//! The gossip loop: the one task that owns the [`Node`] (foca and the
+//! The core loop: the one task that owns the [`Node`] (foca and the
 //! cluster state). Everything else asks it for changes through an
-//! [`AgentHandle`](super::handle::AgentHandle) and reads the snapshots it
+//! [`AgentHandle`](crate::handle::AgentHandle) and reads the snapshots it
 //! publishes. It never waits on I/O: datagrams go out with
 //! `try_send_to`, and TCP exchanges run in tasks of their own.
 //!
@@ -8,7 +8,7 @@
 //! scheduler and the UDP receive loop; see `daemon::spawn_gossip_thread`),
 //! so no API request, filter, template or anti-entropy connection can delay
 //! a probe ack. What it starts (check runners, anti-entropy exchanges, disk
-//! writes) it starts on the agent's main runtime, `GossipLoop::work`.
+//! writes) it starts on the agent's main runtime, `CoreLoop::work`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,15 +21,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::handle::{Answer, Command, LiveConfig};
+use super::anti_entropy::SyncService;
 use super::index::IndexClock;
 use super::registrar::Registrar;
 use super::scheduler::ScheduledTimer;
-use super::snapshot::{Snapshot, Status};
-use super::sync::SyncService;
 use crate::checks::CheckResult;
+use crate::core_counters::CoreCounters;
+use crate::handle::{Answer, Command, LiveConfig};
 use crate::persist::DataDirGuard;
 use crate::registry::{Change, RegistryError};
+use crate::snapshot::Snapshot;
 
 /// The receiving ends the loop listens on.
 pub(super) struct Inputs {
@@ -41,7 +42,7 @@ pub(super) struct Inputs {
     pub results_rx: mpsc::Receiver<CheckResult>,
 }
 
-/// How often counters and check details are republished ([`Status`]).
+/// How often counters and check details are republished ([`CoreCounters`]).
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
 /// How often KV tombstones are collected.
 const KV_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
@@ -51,12 +52,12 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 const LEAVE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The loop's state: everything it owns.
-pub(super) struct GossipLoop {
+pub(super) struct CoreLoop {
     pub node: Node,
     pub socket: Arc<UdpSocket>,
     pub schedule_tx: mpsc::UnboundedSender<ScheduledTimer>,
     pub snapshot_tx: watch::Sender<Arc<Snapshot>>,
-    pub status_tx: watch::Sender<Arc<Status>>,
+    pub status_tx: watch::Sender<Arc<CoreCounters>>,
     pub sync: SyncService,
     pub data_dir: Arc<DataDirGuard>,
     /// Datagrams the receive task dropped because the loop was behind.
@@ -72,7 +73,7 @@ pub(super) struct GossipLoop {
     /// The KV store's clock and disk.
     pub kv: crate::kv::KvState,
     /// Test-only: peers whose traffic is dropped.
-    pub faults: Arc<super::fault::FaultInjection>,
+    pub faults: Arc<crate::fault::FaultInjection>,
     /// Set when another live agent holds our node name: the loop leaves,
     /// and the agent exits with it.
     pub name_taken: Option<NameTaken>,
@@ -107,7 +108,7 @@ pub struct NameTaken {
     pub holder: SocketAddr,
 }
 
-impl GossipLoop {
+impl CoreLoop {
     /// Runs until the node has left the cluster after `shutdown`, or
     /// because its name is taken (the error).
     pub async fn run(
@@ -472,7 +473,7 @@ impl GossipLoop {
     /// Publishes counters and check details; wakes no blocking query.
     fn publish_status(&self) {
         self.event_counters.copy_from(self.node.event_counters());
-        let status = Status {
+        let status = CoreCounters {
             counters: self.node.counters().clone(),
             name_conflicts: self.node.name_conflicts(),
             send_failures: self.send_failures,

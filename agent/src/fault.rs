@@ -1,5 +1,5 @@
 //! Fault injection for tests: cut this agent off from chosen peers (by IP)
-//! without touching the host's network, or wedge its gossip loop for a
+//! without touching the host's network, or wedge its core loop for a
 //! while. Only active when the agent runs with `--fault-injection`;
 //! otherwise every check is one relaxed atomic load and the endpoint
 //! answers 403.
@@ -15,7 +15,7 @@ pub struct FaultInjection {
     enabled: bool,
     any_blocked: AtomicBool,
     blocked: RwLock<HashSet<IpAddr>>,
-    /// A stall of the gossip loop is pending.
+    /// A stall of the core loop is pending.
     stall_pending: AtomicBool,
     stall_for: Mutex<Duration>,
 }
@@ -45,20 +45,20 @@ impl FaultInjection {
         *blocked = ips;
     }
 
-    /// Asks the gossip loop to block its thread for `duration`, as a
+    /// Asks the core loop to block its thread for `duration`, as a
     /// wedged loop would (the systemd watchdog test).
     pub fn stall_loop(&self, duration: Duration) {
         *self.stall_for.lock().expect("fault lock") = duration;
         self.stall_pending.store(true, Ordering::Release);
     }
 
-    /// Called by the gossip loop: blocks for the stall asked for, if any.
+    /// Called by the core loop: blocks for the stall asked for, if any.
     pub fn stall_if_asked(&self) {
         if !self.stall_pending.swap(false, Ordering::Acquire) {
             return;
         }
         let duration = *self.stall_for.lock().expect("fault lock");
-        tracing::warn!(?duration, "fault injection: the gossip loop stalls");
+        tracing::warn!(?duration, "fault injection: the core loop stalls");
         let until = Instant::now() + duration;
         while let Some(left) = until.checked_duration_since(Instant::now()) {
             std::thread::sleep(left);

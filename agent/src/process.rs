@@ -3,15 +3,15 @@
 //! (`process_*`), so that stock dashboards and alerts find them.
 //! On a system without `/proc` the metrics are left out.
 
-use super::{Exposition, MetricSource};
+use crate::metrics::{Counters, Exposition};
 
 /// Reports the running process.
 #[derive(Debug, Default)]
-pub struct ProcessMetrics;
+pub struct ProcessCounters;
 
 /// What `/proc/self` tells.
 #[derive(Debug, Default, PartialEq)]
-pub struct ProcessStats {
+pub struct ProcessReading {
     pub cpu_seconds: f64,
     pub resident_bytes: u64,
     pub virtual_bytes: u64,
@@ -20,7 +20,7 @@ pub struct ProcessStats {
     pub max_fds: Option<u64>,
 }
 
-impl ProcessStats {
+impl ProcessReading {
     /// Reads `/proc/self/stat`, `/proc/stat` (boot time) and
     /// `/proc/self/fd`; `None` without `/proc`.
     pub fn read() -> Option<Self> {
@@ -47,14 +47,14 @@ impl ProcessStats {
 /// The fields of `/proc/self/stat` we show; the start time is relative to
 /// boot. The command name (field 2) may hold spaces and parentheses, so
 /// fields are counted after its last `)`.
-fn parse_stat(stat: &str, ticks_per_second: f64, page_size: u64) -> Option<ProcessStats> {
+fn parse_stat(stat: &str, ticks_per_second: f64, page_size: u64) -> Option<ProcessReading> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     // Field 3 (state) is the first one after the name.
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let field = |number: usize| -> Option<u64> { fields.get(number - 3)?.parse().ok() };
     let utime = field(14)?;
     let stime = field(15)?;
-    Some(ProcessStats {
+    Some(ProcessReading {
         cpu_seconds: (utime + stime) as f64 / ticks_per_second,
         start_time_seconds: field(22)? as f64 / ticks_per_second,
         virtual_bytes: field(23)?,
@@ -74,9 +74,13 @@ fn max_fds() -> Option<u64> {
     (result == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
-impl MetricSource for ProcessMetrics {
-    fn collect(&self, out: &mut Exposition) {
-        let Some(stats) = ProcessStats::read() else {
+impl Counters for ProcessCounters {
+    fn prefix(&self) -> &'static str {
+        "process_"
+    }
+
+    fn visit(&self, out: &mut Exposition) {
+        let Some(stats) = ProcessReading::read() else {
             return;
         };
         out.float_counter(
@@ -133,7 +137,7 @@ mod tests {
 
     #[test]
     fn this_process_has_memory_and_fds() {
-        let stats = ProcessStats::read().expect("/proc is mounted");
+        let stats = ProcessReading::read().expect("/proc is mounted");
         assert!(stats.resident_bytes > 0);
         assert!(stats.open_fds.is_some_and(|open| open >= 3));
         assert!(stats.start_time_seconds > 1.0e9, "{stats:?}");
