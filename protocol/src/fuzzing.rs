@@ -115,7 +115,7 @@ fn drain(node: &mut Node) {
 /// The message decoders: a rumor as foca hands it to the broadcast
 /// handler (decoded and merged by the real [`RumorHandler`]), and a sync
 /// message as it arrives in a TCP frame, handled by a node as the agent's
-/// gossip loop does for each kind.
+/// core loop does for each kind.
 pub fn messages(data: &[u8]) {
     let local = NodeRecord::new(
         NodeId {

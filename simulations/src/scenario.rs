@@ -177,7 +177,7 @@ pub enum Action {
     /// timers first, as the agent's biased select does).
     Pause { node: usize, seconds: f64 },
     /// The node handles every datagram and exchange `delay_ms` (+ up to
-    /// `jitter_ms`) late, while its timers fire on time: a gossip loop
+    /// `jitter_ms`) late, while its timers fire on time: a core loop
     /// behind on its receive queue.
     Slow {
         node: usize,

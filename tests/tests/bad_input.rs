@@ -273,7 +273,7 @@ fn settled_gossip_counters(agent: &Agent, names: [&str; 2]) -> [u64; 2] {
     }
 }
 
-/// What happens to datagrams that arrive while the gossip loop cannot take
+/// What happens to datagrams that arrive while the core loop cannot take
 /// them: the agent is stopped (SIGSTOP) while 2,000 arrive. Every one is
 /// accounted for: the kernel's socket buffer (212,992 bytes by default,
 /// about 256 small datagrams) keeps what fits and drops the rest (counted

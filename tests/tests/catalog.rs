@@ -413,7 +413,7 @@ fn many_small_services_registered_through_the_api_spread_by_gossip() {
     assert!(first.is_running(), "node-0 exited:\n{}", first.log());
 }
 
-/// Found by the npm client's test once the gossip loop ran on its own
+/// Found by the npm client's test once the core loop ran on its own
 /// thread: an answered `PUT /v1/agent/check/pass/ID` was not yet in the
 /// snapshot a read made right after it saw, so `?passing` missed the
 /// instance the caller had just passed. The loop now publishes what a

@@ -62,7 +62,7 @@ fn a_query_flood_does_not_slow_failure_detection() {
          ({answers} answers during it)"
     );
     assert!(answers > 1000, "the flood got {answers} answers");
-    // Generous: the machine is shared; a gossip loop stalled by the flood
+    // Generous: the machine is shared; a core loop stalled by the flood
     // would miss probes and take far longer, or declare the others failed.
     assert!(
         flooded < quiet * 2 + Duration::from_secs(5),

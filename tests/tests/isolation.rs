@@ -1,5 +1,5 @@
 //! API work never delays failure detection, nor other API requests: the
-//! gossip loop runs on a thread of its own, filters run on a small bounded
+//! core loop runs on a thread of its own, filters run on a small bounded
 //! pool, and filters and blocking queries have budgets (docs/budgets.md,
 //! "HTTP API: filters and blocking queries").
 
@@ -372,7 +372,7 @@ fn a_hammered_agent_is_never_suspected_and_stays_quick() {
     let pid = victim.pid().expect("the victim's pid");
     assert!(
         thread_names(pid).iter().any(|name| name == "shoal-gossip"),
-        "the gossip loop has a thread of its own: {:?}",
+        "the core loop has a thread of its own: {:?}",
         thread_names(pid)
     );
     // A catalog for the filters to chew on. (Main as of ff6e81d panics

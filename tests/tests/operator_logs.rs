@@ -3,7 +3,7 @@
 //! fail with the reason, rate limiting under churn, the log streamed by
 //! `GET /v1/agent/monitor` and `shoal monitor` (budgets and token), and an
 //! agent with seeds that never joined shown as not ready. Also: a stderr
-//! nobody reads doesn't stall the gossip loop.
+//! nobody reads doesn't stall the core loop.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -405,7 +405,7 @@ fn the_monitor_is_budgeted_and_needs_the_token_when_one_is_set() {
 #[test]
 fn a_stderr_nobody_reads_does_not_stall_the_agent() {
     // The agent's stderr is a pipe that is never read: once its buffer is
-    // full, a blocking write would stop the gossip loop, and the peer
+    // full, a blocking write would stop the core loop, and the peer
     // would declare this agent failed.
     let root = tempfile::tempdir().unwrap();
     let seed = Agent::start_serving(root.path(), "seed", &[]);

@@ -200,7 +200,7 @@ fn a_wedged_gossip_loop_stops_the_watchdog_while_the_rest_of_the_agent_runs() {
     );
     assert!(before >= 2, "{before} pings in 2.5 s");
 
-    // The test hook blocks the gossip loop's thread for 4 s: only the
+    // The test hook blocks the core loop's thread for 4 s: only the
     // loop stops, the HTTP API (another thread) keeps answering.
     let asked_at = Instant::now();
     let (status, body) = http_json(
@@ -214,7 +214,7 @@ fn a_wedged_gossip_loop_stops_the_watchdog_while_the_rest_of_the_agent_runs() {
     listener.collect_for(Duration::from_millis(300));
     agent
         .get("/v1/agent/self")
-        .expect("the API answers while the gossip loop is wedged");
+        .expect("the API answers while the core loop is wedged");
     let window = Duration::from_millis(3500).saturating_sub(asked_at.elapsed());
     assert!(
         window >= Duration::from_secs(2),

@@ -70,7 +70,7 @@ impl Node {
 
     /// [`Node::on_sync`] with our page built already, by [`build_page`](super::build_page)
     /// from a copy of our store for this very message (the agent builds it
-    /// off the gossip loop, from the published snapshot); `None` builds it
+    /// off the core loop, from the published snapshot); `None` builds it
     /// here.
     pub fn on_sync_with(
         &mut self,

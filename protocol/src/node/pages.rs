@@ -90,7 +90,7 @@ fn mask_of(buckets: &[u16]) -> [bool; BUCKETS] {
 /// where this page began, and the buckets it walks. It is a function of a
 /// KV store and the message it answers (see [`build_page`]), so it can be
 /// built apart from the node, from any recent copy of its store: the agent
-/// builds it off the gossip loop from the published snapshot, and the loop
+/// builds it off the core loop from the published snapshot, and the loop
 /// only merges (see [`Node::on_sync_with`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OurPage {
