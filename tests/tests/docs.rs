@@ -6,6 +6,8 @@
 //! - every route the HTTP API registers (`agent/src/api/mod.rs`, and the
 //!   refused ones of `agent/src/api/refused.rs`) is in `docs/http-api.md`,
 //!   and every route its tables list is one the API registers;
+//! - every metric the agent exposes (a `"shoal_…"` name in `agent/src`)
+//!   is in `docs/metrics.md`, and every one listed there is exposed;
 //! - the README stays a front page (at most 250 lines) and every page of
 //!   `docs/` is linked from `docs/README.md`.
 //!
@@ -289,5 +291,64 @@ fn the_readme_is_a_front_page_and_every_doc_is_linked() {
     assert!(
         orphans.is_empty(),
         "docs/README.md should link every page of docs/: {orphans:?}"
+    );
+}
+
+/// The metric names the agent's code exposes: every `"shoal_…"` string
+/// literal of `agent/src` outside tests (prefixes, which end in `_`, left
+/// out).
+fn exposed_metrics() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut folders = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read agent/src") {
+            let path = entry.expect("dir entry").path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if path.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            if !name.ends_with(".rs") || name == "tests.rs" || name.ends_with("_tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read source");
+            // Unit tests sit at the end of a file, after `#[cfg(test)]`.
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for line in code.lines().filter(|line| !line.trim_start().starts_with("//")) {
+                for piece in line.split('"').skip(1).step_by(2) {
+                    let is_name = piece.starts_with("shoal_")
+                        && !piece.ends_with('_')
+                        && piece
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                    if is_name {
+                        names.insert(piece.to_string());
+                    }
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_metrics_reference_lists_every_metric_and_no_other() {
+    let exposed = exposed_metrics();
+    assert!(
+        exposed.len() > 50,
+        "too few metric names found in agent/src: {exposed:?}"
+    );
+    let reference = repo_file("docs/metrics.md");
+    let documented: BTreeSet<String> = first_cells(&reference)
+        .into_iter()
+        .flat_map(code_spans)
+        .filter(|span| span.starts_with("shoal_"))
+        .map(str::to_string)
+        .collect();
+    let undocumented: Vec<_> = exposed.difference(&documented).collect();
+    let gone: Vec<_> = documented.difference(&exposed).collect();
+    assert!(
+        undocumented.is_empty() && gone.is_empty(),
+        "docs/metrics.md is out of step with the code: exposed but not documented {undocumented:?}; documented but not exposed {gone:?}"
     );
 }
