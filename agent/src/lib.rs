@@ -17,6 +17,8 @@
 //! - [`template`]: `[[templates]]`, files rendered from the catalog and KV.
 //! - [`events`]: user events: filters, the recent list, Consul's JSON.
 //! - [`watches`]: `[[watches]]` and `shoal watch`: handlers run on change.
+//! - [`command`]: running a program (process group, timeout, capped output)
+//!   for exec checks, watch handlers, template commands and `shoal watch`.
 //! - [`logging`]: the logger: stderr written off the caller's thread, and
 //!   the monitors of `GET /v1/agent/monitor`.
 //! - [`metrics`]: counters and histograms, collected at scrape time for
@@ -32,6 +34,7 @@ pub mod catalog;
 pub mod checks;
 pub mod cli;
 pub mod client;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod dns;
