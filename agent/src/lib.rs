@@ -17,6 +17,9 @@
 //! - [`template`]: `[[templates]]`, files rendered from the catalog and KV.
 //! - [`events`]: user events: filters, the recent list, Consul's JSON.
 //! - [`watches`]: `[[watches]]` and `shoal watch`: handlers run on change.
+//! - [`reads`]: what a reader read (cluster, KV, events) and whether a new
+//!   snapshot changed it: blocking queries, the cache, templates, watches.
+//! - [`runners`]: one task per configured item, kept in step with reloads.
 //! - [`command`]: running a program (process group, timeout, capped output)
 //!   for exec checks, watch handlers, template commands and `shoal watch`.
 //! - [`logging`]: the logger: stderr written off the caller's thread, and
@@ -47,7 +50,9 @@ pub mod kv;
 pub mod logging;
 pub mod metrics;
 pub mod persist;
+pub mod reads;
 pub mod registry;
 pub mod resident;
+pub mod runners;
 pub mod template;
 pub mod watches;

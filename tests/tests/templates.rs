@@ -630,11 +630,15 @@ command_timeout = "1s"
         }
     }
     let _grandchild = KillOnDrop(pid);
-    wait_for(Duration::from_secs(10), "the grandchild to be killed", || {
-        if alive(pid) {
-            Err(format!("pid {pid} still runs"))
-        } else {
-            Ok(())
-        }
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the grandchild to be killed",
+        || {
+            if alive(pid) {
+                Err(format!("pid {pid} still runs"))
+            } else {
+                Ok(())
+            }
+        },
+    );
 }

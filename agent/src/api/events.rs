@@ -14,6 +14,7 @@ use shoal_protocol::event::{self, EventRequest, MAX_EVENT_FILTER, MAX_EVENT_PAYL
 use super::{ApiError, ApiState, Query, blocking};
 use crate::daemon::handle::FireEventError;
 use crate::events::{compile_filter, event_json};
+use crate::reads::Reads;
 
 /// A filter parameter: at most [`MAX_EVENT_FILTER`] bytes, and a regular
 /// expression that compiles.
@@ -99,7 +100,7 @@ pub async fn fire(
 pub async fn list(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let name = query.get("name").unwrap_or_default().to_string();
-    blocking::respond(&state, &query, blocking::Watch::Events, |snapshot| {
+    blocking::respond(&state, &query, Reads::EVENTS, |snapshot| {
         Ok(events_list(snapshot, &name))
     })
     .await

@@ -14,9 +14,10 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use shoal_protocol::kv::KvStore;
 
-use super::cache::{Cacheable, Stamp};
+use super::cache::Cacheable;
 use super::{ApiError, ApiState, Query, blocking, consul_json};
 use crate::kv::KvRequest;
+use crate::reads::Reads;
 
 /// `?keys`: the keys under `prefix`, rolled up at the first `separator`
 /// after the prefix, as Consul does.
@@ -83,7 +84,7 @@ pub async fn get(
             .headers_mut()
             .insert(header::CONTENT_TYPE, content_type.clone());
         response.extensions_mut().insert(Cacheable {
-            stamp: Stamp::kv(&snapshot),
+            stamp: Reads::KV.at(snapshot.indexes()),
             content_type,
             body: value,
             route: None,
@@ -93,7 +94,7 @@ pub async fn get(
     let keys_only = query.present("keys");
     let recurse = query.present("recurse");
     let separator = query.get("separator").map(str::to_string);
-    blocking::respond(&state, &query, blocking::Watch::Kv, |snapshot| {
+    blocking::respond(&state, &query, Reads::KV, |snapshot| {
         let kv = &snapshot.kv;
         let body = if keys_only {
             json!(list_keys(kv, &key, separator.as_deref()))

@@ -170,11 +170,20 @@ pub async fn run(
         &tasks.tracker,
         tasks.stop.clone(),
     );
+    let watch_counters = Arc::new(crate::watches::WatchCounters::default());
+    let watches = crate::watches::Watches::spawn(
+        config.watches.clone(),
+        snapshot_rx.clone(),
+        watch_counters.clone(),
+        &tasks.tracker,
+        tasks.stop.clone(),
+    );
     let reload = reload::spawn(
         reload,
         config.clone(),
         agent.clone(),
         templates.clone(),
+        watches,
         systemd.clone(),
         &tasks.tracker,
         tasks.stop.clone(),
@@ -187,14 +196,6 @@ pub async fn run(
     });
     let left = CancellationToken::new();
     let event_counters = Arc::new(crate::events::EventCounters::default());
-    let watch_counters = Arc::new(crate::watches::WatchCounters::default());
-    crate::watches::spawn(
-        reload.watches(),
-        snapshot_rx.clone(),
-        watch_counters.clone(),
-        &tasks.tracker,
-        tasks.stop.clone(),
-    );
     crate::logging::cluster::spawn(
         crate::logging::cluster::ClusterLog {
             seeds: config.join.clone(),
@@ -217,7 +218,7 @@ pub async fn run(
     if systemd.is_active() {
         tasks.spawn(systemd::notify_loop(
             systemd.clone(),
-            systemd::Watched {
+            systemd::NotifyInputs {
                 snapshot_rx: snapshot_rx.clone(),
                 status_rx: status_rx.clone(),
                 seeds: config

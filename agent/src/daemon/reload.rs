@@ -30,10 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handle::{AgentHandle, LiveConfig};
-use crate::config::{AgentConfig, DnsConfig, Overrides, WatchDefinition};
-
-/// The `[[watches]]` in force, for the watch manager.
-pub type WatchList = Arc<Vec<WatchDefinition>>;
+use crate::config::{AgentConfig, DnsConfig, Overrides};
 
 /// Quiet time after the last file event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -103,7 +100,6 @@ type ReloadReply = oneshot::Sender<Result<Reloaded, String>>;
 pub struct ReloadHandle {
     requests_tx: mpsc::Sender<ReloadReply>,
     status_rx: watch::Receiver<ReloadStatus>,
-    watches_rx: watch::Receiver<WatchList>,
 }
 
 impl ReloadHandle {
@@ -121,11 +117,6 @@ impl ReloadHandle {
     pub fn status(&self) -> ReloadStatus {
         self.status_rx.borrow().clone()
     }
-
-    /// The `[[watches]]` in force, updated by every successful reload.
-    pub fn watches(&self) -> watch::Receiver<WatchList> {
-        self.watches_rx.clone()
-    }
 }
 
 /// Starts the reload task: file watch, SIGHUP and API requests.
@@ -134,15 +125,15 @@ pub fn spawn(
     config: Arc<AgentConfig>,
     agent: AgentHandle,
     templates: crate::template::Templates,
+    watches: crate::watches::Watches,
     systemd: Arc<super::systemd::Notifier>,
     tracker: &TaskTracker,
     stop: CancellationToken,
 ) -> ReloadHandle {
     let (requests_tx, requests_rx) = mpsc::channel(8);
     let (status_tx, status_rx) = watch::channel(ReloadStatus::default());
-    let (watches_tx, watches_rx) = watch::channel(Arc::new(config.watches.clone()));
     let reloader = Reloader {
-        watches_tx,
+        watches,
         overrides: setup.overrides,
         log: setup.log,
         running: config,
@@ -156,7 +147,6 @@ pub fn spawn(
     ReloadHandle {
         requests_tx,
         status_rx,
-        watches_rx,
     }
 }
 
@@ -170,7 +160,7 @@ struct Reloader {
     /// Told `RELOADING=1` and `READY=1` around every reload.
     systemd: Arc<super::systemd::Notifier>,
     status_tx: watch::Sender<ReloadStatus>,
-    watches_tx: watch::Sender<WatchList>,
+    watches: crate::watches::Watches,
     /// Kept alive: dropping it stops the watch.
     watcher: Option<notify::RecommendedWatcher>,
 }
@@ -178,7 +168,7 @@ struct Reloader {
 impl Reloader {
     async fn run(mut self, mut requests_rx: mpsc::Receiver<ReloadReply>, stop: CancellationToken) {
         let (events_tx, mut events_rx) = mpsc::channel::<()>(1);
-        self.watch(&events_tx);
+        self.watch_config_files(&events_tx);
         let mut hangups =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
                 Ok(signal) => Some(signal),
@@ -203,7 +193,7 @@ impl Reloader {
                     tracing::info!("configuration files changed: reloading");
                     if self.reload(Trigger::File).await.is_ok() {
                         // config_dir may have moved.
-                        self.watch(&events_tx);
+                        self.watch_config_files(&events_tx);
                     }
                 }
             }
@@ -211,7 +201,7 @@ impl Reloader {
     }
 
     /// (Re)starts the watch on the config file's directory and `config_dir`.
-    fn watch(&mut self, events_tx: &mpsc::Sender<()>) {
+    fn watch_config_files(&mut self, events_tx: &mpsc::Sender<()>) {
         let Some(file) = self.overrides.config_file.clone() else {
             return;
         };
@@ -378,8 +368,7 @@ impl Reloader {
         running.config_dir = loaded.config_dir;
         running.templates = loaded.templates;
         if running.watches != loaded.watches {
-            self.watches_tx
-                .send_replace(Arc::new(loaded.watches.clone()));
+            self.watches.reconfigure(loaded.watches.clone());
         }
         running.watches = loaded.watches;
         let reloaded = Reloaded {

@@ -49,6 +49,17 @@ pub struct Snapshot {
     pub event_index: u64,
 }
 
+impl Snapshot {
+    /// At which index each part last changed (see [`crate::reads`]).
+    pub fn indexes(&self) -> crate::reads::Indexes {
+        crate::reads::Indexes {
+            cluster: self.cluster_index,
+            kv: self.kv_index,
+            events: self.event_index,
+        }
+    }
+}
+
 /// Counters and local check details: they change with every datagram and
 /// check run, so they are published apart from [`Snapshot`], on a timer and
 /// with every snapshot, and wake no blocking query.

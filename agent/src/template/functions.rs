@@ -18,43 +18,12 @@ use shoal_protocol::record::worst_status;
 use crate::catalog::{self, ServiceFilter};
 use crate::daemon::snapshot::Snapshot;
 use crate::flags;
+use crate::reads::Reads;
 
-/// Which parts of the snapshot a render read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Reads {
-    /// Members, services, checks (`service`, `services`, `nodes`, `flag`):
-    /// renders again when `Snapshot::cluster_index` moves.
-    pub cluster: bool,
-    /// KV entries (`key`, `key_or_default`, `tree`, `flag`): renders again
-    /// when `Snapshot::kv_index` moves.
-    pub kv: bool,
-}
-
-impl Reads {
-    /// Both: what a failed render waits on (the missing key may appear).
-    pub const ALL: Reads = Reads {
-        cluster: true,
-        kv: true,
-    };
-
-    /// Whether `now` changed something these reads depend on since `then`.
-    pub fn changed(&self, then: &Snapshot, now: &Snapshot) -> bool {
-        (self.cluster && then.cluster_index != now.cluster_index)
-            || (self.kv && then.kv_index != now.kv_index)
-    }
-
-    /// For `/v1/agent/self`: `["cluster", "kv"]`.
-    pub fn names(&self) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        if self.cluster {
-            names.push("cluster");
-        }
-        if self.kv {
-            names.push("kv");
-        }
-        names
-    }
-}
+/// Every part a template can read (the cluster and the KV store; never
+/// the events): what a failed render waits on, as the missing key may
+/// appear.
+pub const ALL_A_TEMPLATE_READS: Reads = Reads::CLUSTER.and(Reads::KV);
 
 /// How a render may behave.
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +62,7 @@ impl ReadFlags {
         Reads {
             cluster: self.cluster.load(Ordering::Relaxed),
             kv: self.kv.load(Ordering::Relaxed),
+            events: false,
         }
     }
 }

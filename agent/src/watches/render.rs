@@ -9,18 +9,19 @@ use crate::api::consul_json::{self, Member};
 use crate::catalog::{self, ServiceFilter};
 use crate::config::WatchKind;
 use crate::daemon::snapshot::Snapshot;
+use crate::reads::Reads;
 
-/// The index of the snapshot part a watch of this kind reads: it is
-/// rendered again only when that moved.
-pub fn changed_at(kind: &WatchKind, snapshot: &Snapshot) -> u64 {
+/// What a watch of this kind reads: it is rendered again only when that
+/// moved.
+pub fn reads(kind: &WatchKind) -> Reads {
     match kind {
-        WatchKind::Key { .. } | WatchKind::KeyPrefix { .. } => snapshot.kv_index,
-        WatchKind::Event { .. } => snapshot.event_index,
+        WatchKind::Key { .. } | WatchKind::KeyPrefix { .. } => Reads::KV,
+        WatchKind::Event { .. } => Reads::EVENTS,
         WatchKind::Services
         | WatchKind::Service { .. }
         | WatchKind::Checks { .. }
         | WatchKind::Nodes
-        | WatchKind::Members => snapshot.cluster_index,
+        | WatchKind::Members => Reads::CLUSTER,
     }
 }
 
