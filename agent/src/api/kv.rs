@@ -25,7 +25,7 @@ fn list_keys(kv: &KvStore, prefix: &str, separator: Option<&str>) -> Vec<String>
     let mut keys: Vec<String> = Vec::new();
     for stored in kv
         .prefix(prefix)
-        .filter(|s| s.entry.key != crate::kv::KEYRING_KEY)
+        .filter(|s| !crate::kv::is_reserved(&s.entry.key))
     {
         let key = &stored.entry.key;
         let shown = match separator.filter(|s| !s.is_empty()) {
@@ -44,7 +44,7 @@ fn list_keys(kv: &KvStore, prefix: &str, separator: Option<&str>) -> Vec<String>
 
 /// The keyring's entry is not readable or writable through `/v1/kv`.
 fn check_reserved(key: &str) -> Result<(), ApiError> {
-    if key.starts_with(crate::kv::KEYRING_KEY) {
+    if crate::kv::is_reserved(key) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -101,7 +101,7 @@ pub async fn get(
         } else if recurse {
             Value::Array(
                 kv.prefix(&key)
-                    .filter(|s| s.entry.key != crate::kv::KEYRING_KEY)
+                    .filter(|s| !crate::kv::is_reserved(&s.entry.key))
                     .map(consul_json::kv_pair)
                     .collect(),
             )

@@ -219,7 +219,7 @@ fn add_functions(
         read.kv.store(true, Ordering::Relaxed);
         snap.kv
             .prefix(&prefix)
-            .filter(|stored| !stored.entry.deleted && !reserved(&stored.entry.key))
+            .filter(|stored| !stored.entry.deleted && !crate::kv::is_reserved(&stored.entry.key))
             .map(|stored| {
                 object([
                     ("key", Value::from(stored.entry.key.as_str())),
@@ -259,17 +259,12 @@ fn add_functions(
     });
 }
 
-/// The keyring entry is never shown (as on `/v1/kv`).
-fn reserved(key: &str) -> bool {
-    key.starts_with(crate::kv::KEYRING_KEY)
-}
-
 fn object<const N: usize>(fields: [(&'static str, Value); N]) -> Value {
     Value::from(BTreeMap::from(fields))
 }
 
 fn kv_value(snapshot: &Snapshot, path: &str) -> Option<Value> {
-    if reserved(path) {
+    if crate::kv::is_reserved(path) {
         return None;
     }
     let stored = snapshot

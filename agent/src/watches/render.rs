@@ -49,7 +49,7 @@ pub fn render(kind: &WatchKind, snapshot: &Snapshot) -> Value {
                 .kv
                 .prefix(prefix)
                 .filter(|stored| {
-                    !stored.entry.deleted && stored.entry.key != crate::kv::KEYRING_KEY
+                    !stored.entry.deleted && !crate::kv::is_reserved(&stored.entry.key)
                 })
                 .map(consul_json::kv_pair)
                 .collect(),
