@@ -182,8 +182,10 @@ pub async fn run(
         reload,
         config.clone(),
         agent.clone(),
-        templates.clone(),
-        watches,
+        reload::ConfiguredRunners {
+            templates: templates.clone(),
+            watches,
+        },
         systemd.clone(),
         &tasks.tracker,
         tasks.stop.clone(),

@@ -119,19 +119,25 @@ impl ReloadHandle {
     }
 }
 
+/// The runners a reload reconfigures beside the gossip loop.
+pub struct ConfiguredRunners {
+    pub templates: crate::template::Templates,
+    pub watches: crate::watches::Watches,
+}
+
 /// Starts the reload task: file watch, SIGHUP and API requests.
 pub fn spawn(
     setup: ReloadSetup,
     config: Arc<AgentConfig>,
     agent: AgentHandle,
-    templates: crate::template::Templates,
-    watches: crate::watches::Watches,
+    runners: ConfiguredRunners,
     systemd: Arc<super::systemd::Notifier>,
     tracker: &TaskTracker,
     stop: CancellationToken,
 ) -> ReloadHandle {
     let (requests_tx, requests_rx) = mpsc::channel(8);
     let (status_tx, status_rx) = watch::channel(ReloadStatus::default());
+    let ConfiguredRunners { templates, watches } = runners;
     let reloader = Reloader {
         watches,
         overrides: setup.overrides,
