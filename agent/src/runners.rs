@@ -31,19 +31,28 @@ impl<T> Runners<T>
 where
     T: PartialEq + Clone + Send + Sync + 'static,
 {
-    /// Starts the manager on `tracker`. `start(item, token)` starts one
-    /// item's runner (which stops when `token` is cancelled);
-    /// `stopped(item)` is told of each item removed, after its token was
-    /// cancelled and before anything new starts.
-    pub fn spawn(
+    /// Starts the manager on `tracker`. `runner(item, token)` is one
+    /// item's runner, spawned on `tracker` (it must end when `token` is
+    /// cancelled); `stopped(item)` is told of each item removed, after its
+    /// token was cancelled and before anything new starts.
+    pub fn spawn<R>(
         items: Vec<T>,
         tracker: &TaskTracker,
         stop: CancellationToken,
-        start: impl FnMut(&T, CancellationToken) + Send + 'static,
+        runner: impl FnMut(&T, CancellationToken) -> R + Send + 'static,
         stopped: impl FnMut(&T) + Send + 'static,
-    ) -> Self {
+    ) -> Self
+    where
+        R: Future<Output = ()> + Send + 'static,
+    {
         let (items_tx, items_rx) = watch::channel(Arc::new(items));
-        tracker.spawn(manage_loop(items_rx, stop, start, stopped));
+        tracker.spawn(manage_loop(
+            items_rx,
+            tracker.clone(),
+            stop,
+            runner,
+            stopped,
+        ));
         Self { items_tx }
     }
 
@@ -53,12 +62,15 @@ where
     }
 }
 
-async fn manage_loop<T: PartialEq + Clone>(
+async fn manage_loop<T: PartialEq + Clone, R>(
     mut items_rx: watch::Receiver<Arc<Vec<T>>>,
+    tracker: TaskTracker,
     stop: CancellationToken,
-    mut start: impl FnMut(&T, CancellationToken),
+    mut runner: impl FnMut(&T, CancellationToken) -> R,
     mut stopped: impl FnMut(&T),
-) {
+) where
+    R: Future<Output = ()> + Send + 'static,
+{
     let mut running: Vec<(T, CancellationToken)> = Vec::new();
     loop {
         let wanted = items_rx.borrow_and_update().clone();
@@ -77,7 +89,7 @@ async fn manage_loop<T: PartialEq + Clone>(
         }
         for item in new {
             let token = stop.child_token();
-            start(item, token.clone());
+            tracker.spawn(runner(item, token.clone()));
             running.push((item.clone(), token));
         }
         tokio::select! {
@@ -108,7 +120,10 @@ mod tests {
             vec![1, 2, 2],
             &tracker,
             stop.clone(),
-            move |item: &u32, token| started.lock().unwrap().push((*item, token)),
+            move |item: &u32, token| {
+                started.lock().unwrap().push((*item, token));
+                std::future::ready(())
+            },
             move |item: &u32| removed.lock().unwrap().push(format!("stopped {item}")),
         );
         let settle = || tokio::time::sleep(Duration::from_millis(100));

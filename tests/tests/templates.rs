@@ -598,16 +598,11 @@ fn a_template_command_past_its_timeout_is_killed_with_its_children() {
     let dir = root.path();
     let destination = dir.join("out.conf");
     let pidfile = dir.join("grandchild.pid");
+    let command = format!("sleep 300 & echo $! > {}; sleep 300", pidfile.display());
     let config = format!(
-        r#"
-[[templates]]
-contents = "rendered"
-destination = "{destination}"
-command = ["/bin/sh", "-c", "sleep 300 & echo $! > {pidfile}; sleep 300"]
-command_timeout = "1s"
-"#,
-        destination = destination.display(),
-        pidfile = pidfile.display(),
+        "[[templates]]\ncontents = \"rendered\"\ndestination = \"{}\"\n\
+         command = [\"/bin/sh\", \"-c\", \"{command}\"]\ncommand_timeout = \"1s\"\n",
+        destination.display()
     );
     let agent = serving_node_0(dir, &config);
     wait_file(&destination, "rendered", Duration::from_secs(20));

@@ -194,19 +194,13 @@ impl Templates {
     ) -> Self {
         let stats = Arc::new(TemplateStats::default());
         let (started, removed) = (stats.clone(), stats.clone());
-        let runner_tracker = tracker.clone();
         let runners = Runners::spawn(
             configs,
             tracker,
             stop,
             move |config: &TemplateConfig, token| {
                 started.update(&config.name(), |_| {});
-                runner_tracker.spawn(runner::template_loop(
-                    config.clone(),
-                    snapshot_rx.clone(),
-                    started.clone(),
-                    token,
-                ));
+                runner::template_loop(config.clone(), snapshot_rx.clone(), started.clone(), token)
             },
             move |config: &TemplateConfig| removed.remove(&config.name()),
         );

@@ -72,18 +72,17 @@ impl Watches {
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> Self {
-        let runner_tracker = tracker.clone();
         let runners = Runners::spawn(
             definitions,
             tracker,
             stop,
             move |definition: &WatchDefinition, token| {
-                runner_tracker.spawn(watch_loop(
+                watch_loop(
                     definition.clone(),
                     snapshot_rx.clone(),
                     counters.clone(),
                     token,
-                ));
+                )
             },
             |definition: &WatchDefinition| {
                 tracing::info!(kind = definition.kind.type_name(), "watch removed");
