@@ -25,6 +25,11 @@
 //! - [`template`]: `[[templates]]`, files rendered from the catalog and KV.
 //! - [`events`]: user events: filters, the recent list, the counters.
 //! - [`watches`]: `[[watches]]` and `shoal watch`: handlers run on change.
+//! - [`reads`]: what a reader read (cluster, KV, events) and whether a new
+//!   snapshot changed it: blocking queries, the cache, templates, watches.
+//! - [`runners`]: one task per configured item, kept in step with reloads.
+//! - [`command`]: running a program (process group, timeout, capped output)
+//!   for exec checks, watch handlers, template commands and `shoal watch`.
 //! - [`logging`]: the logger: stderr written off the caller's thread, and
 //!   the monitors of `GET /v1/agent/monitor`.
 //! - [`metrics`]: a leaf: the [`metrics::Counters`] trait each subsystem's
@@ -48,6 +53,7 @@ pub mod catalog;
 pub mod checks;
 pub mod cli;
 pub mod client;
+pub mod command;
 pub mod config;
 pub mod consul_json;
 pub mod core_counters;
@@ -65,9 +71,11 @@ pub mod logging;
 pub mod metrics;
 pub mod persist;
 pub mod process;
+pub mod reads;
 pub mod registry;
 pub mod reload_handle;
 pub mod resident;
+pub mod runners;
 pub mod snapshot;
 pub mod template;
 pub mod uuid;

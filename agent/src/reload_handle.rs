@@ -1,17 +1,9 @@
 //! The API's side of config hot reload (see `daemon::reload`, which runs
-//! it): ask for a reload, read how reloads went, follow the `[[watches]]`
-//! in force. Kept apart from the daemon so that readers never import the
+//! it): ask for a reload, read how reloads went. Kept apart from the daemon so that readers never import the
 //! wiring that spawns them.
-
-use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
-
-use crate::config::WatchDefinition;
-
-/// The `[[watches]]` in force, for the watch manager.
-pub type WatchList = Arc<Vec<WatchDefinition>>;
 
 /// Why a reload ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -59,7 +51,6 @@ pub(crate) type ReloadReply = oneshot::Sender<Result<Reloaded, String>>;
 pub struct ReloadHandle {
     pub(crate) requests_tx: mpsc::Sender<ReloadReply>,
     pub(crate) status_rx: watch::Receiver<ReloadStatus>,
-    pub(crate) watches_rx: watch::Receiver<WatchList>,
 }
 
 impl ReloadHandle {
@@ -76,10 +67,5 @@ impl ReloadHandle {
 
     pub fn status(&self) -> ReloadStatus {
         self.status_rx.borrow().clone()
-    }
-
-    /// The `[[watches]]` in force, updated by every successful reload.
-    pub fn watches(&self) -> watch::Receiver<WatchList> {
-        self.watches_rx.clone()
     }
 }

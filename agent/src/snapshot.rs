@@ -48,6 +48,17 @@ pub struct Snapshot {
     pub event_index: u64,
 }
 
+impl Snapshot {
+    /// At which index each part last changed (see [`crate::reads`]).
+    pub fn indexes(&self) -> crate::reads::Indexes {
+        crate::reads::Indexes {
+            cluster: self.cluster_index,
+            kv: self.kv_index,
+            events: self.event_index,
+        }
+    }
+}
+
 /// A check registered on this agent in full detail, as the agent's own
 /// API shows it (`/v1/agent/checks`, `/health/detailed`).
 #[derive(Clone, Debug)]

@@ -6,7 +6,8 @@
 //! `shoal template render` prints a dry run; dry runs are one at a time and
 //! bounded in memory; a symlinked destination is refused and an existing
 //! file's setuid bit is not copied. The nginx consumer is in
-//! `template_nginx.rs`.
+//! `template_nginx.rs`. A command past its timeout is killed with its
+//! children.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -571,4 +572,65 @@ fn template_output_refuses_symlinks_and_drops_setuid_bits() {
             .is_symlink()
     );
     assert_eq!(read(&target), "original");
+}
+
+/// Whether `pid` names a live process (not a zombie waiting to be reaped).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+/// A template command that outlives its `command_timeout` is killed with
+/// everything it started: a grandchild left running would pile up with
+/// every render (the command runs in a process group of its own, and the
+/// timeout kills the group, as for exec checks and watch handlers).
+#[test]
+fn a_template_command_past_its_timeout_is_killed_with_its_children() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let destination = dir.join("out.conf");
+    let pidfile = dir.join("grandchild.pid");
+    let command = format!("sleep 300 & echo $! > {}; sleep 300", pidfile.display());
+    let config = format!(
+        "[[templates]]\ncontents = \"rendered\"\ndestination = \"{}\"\n\
+         command = [\"/bin/sh\", \"-c\", \"{command}\"]\ncommand_timeout = \"1s\"\n",
+        destination.display()
+    );
+    let agent = serving_node_0(dir, &config);
+    wait_file(&destination, "rendered", Duration::from_secs(20));
+    let error = wait_for(Duration::from_secs(30), "the command to time out", || {
+        let stats = template_stats(&agent);
+        stats["templates"][0]["last_command"]["error"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| stats.to_string())
+    });
+    assert!(error.contains("command_timeout"), "{error}");
+    let pid: i32 = read(&pidfile).trim().parse().expect("the grandchild's pid");
+    // Killed at the end whatever happens, so that a failure leaves no
+    // `sleep 300` behind.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) takes plain integers.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _grandchild = KillOnDrop(pid);
+    wait_for(
+        Duration::from_secs(10),
+        "the grandchild to be killed",
+        || {
+            if alive(pid) {
+                Err(format!("pid {pid} still runs"))
+            } else {
+                Ok(())
+            }
+        },
+    );
 }

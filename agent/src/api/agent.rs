@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::consul_json::Member;
+use crate::reads::Reads;
 use axum::response::Response;
 
 use super::{ApiError, ApiState, Query, blocking};
@@ -16,7 +17,7 @@ use crate::metrics::stats_json;
 /// `GET /v1/agent/members` (blocking queries work as on the catalog: the
 /// UI's members page waits on it).
 pub async fn members(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    blocking::respond(&state, &query, Reads::CLUSTER, |snapshot| {
         let members: Vec<Member> = snapshot.members.iter().map(Member::from_view).collect();
         Ok(json!(members))
     })

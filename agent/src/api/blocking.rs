@@ -39,11 +39,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::cache::{Cacheable, Stamp};
+use super::cache::Cacheable;
 use super::filter::{self, Filter};
 use super::front::X_CONSUL_INDEX;
 use super::{ApiError, ApiState, Query};
 use crate::metrics::{Counters, Exposition, load};
+use crate::reads::{Indexes, ReadAt, Reads};
 use crate::snapshot::Snapshot;
 
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -86,37 +87,11 @@ impl Blocking {
     }
 }
 
-/// What a blocking query reads, hence which changes can change its answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Watch {
-    /// Membership and node records: catalog and health endpoints.
-    Cluster,
-    /// The KV store: KV and flag endpoints.
-    Kv,
-    /// The user events this agent received: `/v1/event/list`.
-    Events,
-}
-
-impl Watch {
-    /// The index at which what it reads last changed.
-    fn changed_at(self, snapshot: &Snapshot) -> u64 {
-        match self {
-            Watch::Cluster => snapshot.cluster_index,
-            Watch::Kv => snapshot.kv_index,
-            Watch::Events => snapshot.event_index,
-        }
-    }
-
-    /// What an answer computed from `snapshot` was computed from, for the
-    /// lookup cache; `None` for what it does not keep (the event list is
-    /// read rarely, by watches, not on a service's hot path).
-    fn stamp(self, snapshot: &Snapshot) -> Option<Stamp> {
-        match self {
-            Watch::Cluster => Some(Stamp::cluster(snapshot)),
-            Watch::Kv => Some(Stamp::kv(snapshot)),
-            Watch::Events => None,
-        }
-    }
+/// Whether an answer that read `reads` at `indexes` may be kept by the
+/// lookup cache: not one that read the event list (read rarely, by
+/// watches, not on a service's hot path).
+fn cache_stamp(reads: Reads, indexes: Indexes) -> Option<ReadAt> {
+    (!reads.events).then(|| reads.at(indexes))
 }
 
 /// Blocking queries and filter work of this agent: the filter pool, and
@@ -216,20 +191,20 @@ impl Drop for Waiting<'_> {
 
 /// Answers with `compute(snapshot)`; when the request carries the current
 /// index, first waits until that answer changes or the wait runs out.
-/// `watch` says what `compute` reads: other changes don't recompute it,
+/// `reads` says what `compute` reads: other changes don't recompute it,
 /// and an answer to a request without `?index=` is marked [`Cacheable`]
 /// with it (so `compute` must read nothing else that changes).
 pub async fn respond<F>(
     state: &ApiState,
     query: &Query,
-    watch: Watch,
+    reads: Reads,
     compute: F,
 ) -> Result<Response, ApiError>
 where
     F: Fn(&Snapshot) -> Result<Value, ApiError>,
 {
     let compute = |snapshot: Arc<Snapshot>| std::future::ready(Ok(compute(&snapshot)));
-    wait_and_answer(state, query, watch, None, compute).await
+    wait_and_answer(state, query, reads, None, compute).await
 }
 
 /// [`respond`] for the endpoints that take `?filter=`: `compute` gets the
@@ -240,7 +215,7 @@ where
 pub async fn respond_filtered<F>(
     state: &ApiState,
     query: &Query,
-    watch: Watch,
+    reads: Reads,
     filter: Option<filter::Source>,
     compute: F,
 ) -> Result<Response, ApiError>
@@ -248,7 +223,7 @@ where
     F: Fn(&Snapshot, Option<&Filter>) -> Result<Value, ApiError> + Send + Sync + 'static,
 {
     let Some(source) = filter else {
-        return respond(state, query, watch, |snapshot| compute(snapshot, None)).await;
+        return respond(state, query, reads, |snapshot| compute(snapshot, None)).await;
     };
     let compute = Arc::new(compute);
     let source = Arc::new(source);
@@ -266,7 +241,7 @@ where
             stats.on_filter_pool(work).await?
         }
     };
-    wait_and_answer(state, query, watch, Some(&state.blocking), on_pool).await
+    wait_and_answer(state, query, reads, Some(&state.blocking), on_pool).await
 }
 
 /// The one loop behind [`respond`] and [`respond_filtered`]. `compute`'s
@@ -276,7 +251,7 @@ where
 async fn wait_and_answer<C, Fut>(
     state: &ApiState,
     query: &Query,
-    watch: Watch,
+    reads: Reads,
     filtered: Option<&BlockingCounters>,
     compute: C,
 ) -> Result<Response, ApiError>
@@ -304,7 +279,7 @@ where
         // hold 500 copies of a large answer.
         let first = fingerprint(&answer);
         drop(answer);
-        let mut seen = watch.changed_at(&snapshot);
+        let mut seen = snapshot.indexes();
         let deadline = Instant::now() + blocking.wait;
         answer = loop {
             let changed = tokio::time::timeout_at(deadline, snapshot_rx.changed()).await;
@@ -313,10 +288,10 @@ where
                 break compute(snapshot.clone()).await?;
             }
             snapshot = snapshot_rx.borrow_and_update().clone();
-            if watch.changed_at(&snapshot) == seen {
+            if !reads.changed(&seen, &snapshot.indexes()) {
                 continue;
             }
-            seen = watch.changed_at(&snapshot);
+            seen = snapshot.indexes();
             state.blocking.wakeups.fetch_add(1, Ordering::Relaxed);
             let now = compute(snapshot.clone()).await?;
             if fingerprint(&now) != first {
@@ -325,7 +300,7 @@ where
         };
     }
     let mut response = match answer {
-        Ok(body) if blocking.index.is_none() => match watch.stamp(&snapshot) {
+        Ok(body) if blocking.index.is_none() => match cache_stamp(reads, snapshot.indexes()) {
             Some(stamp) => json_cacheable(&body, stamp).into_response(),
             None => Json(body).into_response(),
         },
@@ -353,7 +328,7 @@ fn set_index(response: &mut Response, index: u64) {
 
 /// A JSON answer serialized once, marked [`Cacheable`] at `stamp` (the
 /// front layer keeps it for the next request with the same URI).
-pub fn json_cacheable(body: &impl serde::Serialize, stamp: Stamp) -> Response {
+pub fn json_cacheable(body: &impl serde::Serialize, stamp: ReadAt) -> Response {
     let bytes = match serde_json::to_vec(body) {
         Ok(bytes) => Bytes::from(bytes),
         Err(error) => {

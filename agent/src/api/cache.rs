@@ -2,7 +2,7 @@
 //! a reference-counted copy of the body.
 //!
 //! A read handler whose answer depends only on the request URI and on
-//! parts of the [`Snapshot`] it names in a [`Stamp`] (the cluster, the KV
+//! parts of the [`Snapshot`] it names in a [`ReadAt`] (the cluster, the KV
 //! store, or both) attaches a [`Cacheable`] to its `200` response; the
 //! front layer (`api::front`) stores it under the request's raw path and
 //! query. The next request with the same URI is answered from the entry
@@ -31,6 +31,7 @@ use axum::http::HeaderValue;
 
 use super::request_counters::MatchedRoute;
 use crate::metrics::{Counters, Exposition, load};
+use crate::reads::ReadAt;
 use crate::snapshot::Snapshot;
 
 /// Most entries kept at once.
@@ -40,52 +41,11 @@ pub const MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Largest answer kept.
 pub const MAX_BODY: usize = 256 * 1024;
 
-/// What an answer was computed from: the snapshot indexes at which the
-/// parts it reads last changed (`None`: does not read that part).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    pub cluster: Option<u64>,
-    pub kv: Option<u64>,
-}
-
-impl Stamp {
-    /// Reads the membership and node records only.
-    pub fn cluster(snapshot: &Snapshot) -> Self {
-        Self {
-            cluster: Some(snapshot.cluster_index),
-            kv: None,
-        }
-    }
-
-    /// Reads the KV store only.
-    pub fn kv(snapshot: &Snapshot) -> Self {
-        Self {
-            cluster: None,
-            kv: Some(snapshot.kv_index),
-        }
-    }
-
-    /// Reads both (flags: the KV and this node's services and tags).
-    pub fn both(snapshot: &Snapshot) -> Self {
-        Self {
-            cluster: Some(snapshot.cluster_index),
-            kv: Some(snapshot.kv_index),
-        }
-    }
-
-    /// Whether an answer computed at this stamp is still `snapshot`'s.
-    pub fn is_current(&self, snapshot: &Snapshot) -> bool {
-        self.cluster
-            .is_none_or(|index| index == snapshot.cluster_index)
-            && self.kv.is_none_or(|index| index == snapshot.kv_index)
-    }
-}
-
 /// Attached (as a response extension) by a handler to a `200` answer that
 /// may be cached: the serialized body, its content type and its stamp.
 #[derive(Clone, Debug)]
 pub struct Cacheable {
-    pub stamp: Stamp,
+    pub stamp: ReadAt,
     pub content_type: HeaderValue,
     pub body: Bytes,
     /// The route that computed it (set when it is kept), so that a hit is
@@ -122,7 +82,7 @@ impl ResponseCache {
     pub fn get(&self, uri: &str, snapshot: &Snapshot) -> Option<Cacheable> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let entry = entries.map.get(uri)?;
-        if !entry.stamp.is_current(snapshot) {
+        if !entry.stamp.is_current(&snapshot.indexes()) {
             return None;
         }
         self.counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -145,16 +105,9 @@ impl ResponseCache {
             // Older indexes first: an entry whose stamp is behind the new
             // answer's can never be current again.
             let newest = answer.stamp;
-            entries.map.retain(|_, entry| {
-                entry
-                    .stamp
-                    .cluster
-                    .is_none_or(|i| newest.cluster.is_none_or(|n| i >= n))
-                    && entry
-                        .stamp
-                        .kv
-                        .is_none_or(|i| newest.kv.is_none_or(|n| i >= n))
-            });
+            entries
+                .map
+                .retain(|_, entry| !entry.stamp.is_behind(&newest));
             entries.bytes = entries.map.values().map(|e| e.body.len()).sum();
             // Still half full (or too many bytes): start over rather than
             // scan the map again on every insert.
@@ -228,10 +181,21 @@ pub fn cacheable_uri(uri: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reads::{Indexes, Reads};
 
     fn answer(cluster: Option<u64>, kv: Option<u64>, body: &'static str) -> Cacheable {
+        let reads = Reads {
+            cluster: cluster.is_some(),
+            kv: kv.is_some(),
+            events: false,
+        };
+        let at = Indexes {
+            cluster: cluster.unwrap_or_default(),
+            kv: kv.unwrap_or_default(),
+            events: 0,
+        };
         Cacheable {
-            stamp: Stamp { cluster, kv },
+            stamp: reads.at(at),
             content_type: HeaderValue::from_static("application/json"),
             body: Bytes::from_static(body.as_bytes()),
             route: None,

@@ -12,6 +12,7 @@ use super::filter::{self, Filter, Shape};
 use super::{ApiError, ApiState, Query, blocking};
 use crate::catalog::{self, CatalogNode, ServiceFilter};
 use crate::consul_json;
+use crate::reads::Reads;
 use crate::snapshot::Snapshot;
 
 /// Answers a read of the cluster (a blocking query, see `api::blocking`)
@@ -27,7 +28,7 @@ where
     F: Fn(&Snapshot, Option<&Filter>) -> Result<Value, ApiError> + Send + Sync + 'static,
 {
     let expression = filter::Source::from_query(query, shape);
-    blocking::respond_filtered(state, query, blocking::Watch::Cluster, expression, compute).await
+    blocking::respond_filtered(state, query, Reads::CLUSTER, expression, compute).await
 }
 
 /// `?node-meta=key:value` (repeatable): nodes must carry every pair.

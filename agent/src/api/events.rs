@@ -15,6 +15,7 @@ use super::{ApiError, ApiState, Query, blocking};
 use crate::consul_json::{event_list, user_event};
 use crate::events::compile_filter;
 use crate::handle::FireEventError;
+use crate::reads::Reads;
 
 /// A filter parameter: at most [`MAX_EVENT_FILTER`] bytes, and a regular
 /// expression that compiles.
@@ -100,7 +101,7 @@ pub async fn fire(
 pub async fn list(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let name = query.get("name").unwrap_or_default().to_string();
-    blocking::respond(&state, &query, blocking::Watch::Events, |snapshot| {
+    blocking::respond(&state, &query, Reads::EVENTS, |snapshot| {
         Ok(event_list(snapshot, &name))
     })
     .await

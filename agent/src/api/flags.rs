@@ -13,10 +13,10 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use shoal_protocol::kv::Stored;
 
-use super::cache::Stamp;
 use super::{ApiError, ApiState, Query, blocking};
 use crate::flags::{self, Context, FlagDefinition};
 use crate::kv::KvRequest;
+use crate::reads::Reads;
 use crate::snapshot::Snapshot;
 
 fn not_found(key: &str) -> ApiError {
@@ -44,7 +44,7 @@ fn definition_json(stored: &Stored) -> (Value, Option<String>) {
 /// `GET /v1/flags`: every flag with its definition (blocking queries work
 /// as on `/v1/kv`).
 pub async fn list(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
-    blocking::respond(&state, &query, blocking::Watch::Kv, |snapshot| {
+    blocking::respond(&state, &query, Reads::KV, |snapshot| {
         let all = snapshot
             .kv
             .prefix(flags::PREFIX)
@@ -110,7 +110,10 @@ pub async fn get(
     }
     // The decision reads the KV (the flag) and this node's services and
     // tags (the cluster index moves with our own record).
-    Ok(blocking::json_cacheable(&body, Stamp::both(&snapshot)))
+    Ok(blocking::json_cacheable(
+        &body,
+        Reads::CLUSTER.and(Reads::KV).at(snapshot.indexes()),
+    ))
 }
 
 fn bad_request(message: impl Into<String>) -> ApiError {

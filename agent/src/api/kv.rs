@@ -14,10 +14,11 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use shoal_protocol::kv::KvStore;
 
-use super::cache::{Cacheable, Stamp};
+use super::cache::Cacheable;
 use super::{ApiError, ApiState, Query, blocking};
 use crate::consul_json;
 use crate::kv::KvRequest;
+use crate::reads::Reads;
 
 /// `?keys`: the keys under `prefix`, rolled up at the first `separator`
 /// after the prefix, as Consul does.
@@ -25,7 +26,7 @@ fn list_keys(kv: &KvStore, prefix: &str, separator: Option<&str>) -> Vec<String>
     let mut keys: Vec<String> = Vec::new();
     for stored in kv
         .prefix(prefix)
-        .filter(|s| s.entry.key != crate::kv::KEYRING_KEY)
+        .filter(|s| !crate::kv::is_reserved(&s.entry.key))
     {
         let key = &stored.entry.key;
         let shown = match separator.filter(|s| !s.is_empty()) {
@@ -44,7 +45,7 @@ fn list_keys(kv: &KvStore, prefix: &str, separator: Option<&str>) -> Vec<String>
 
 /// The keyring's entry is not readable or writable through `/v1/kv`.
 fn check_reserved(key: &str) -> Result<(), ApiError> {
-    if key.starts_with(crate::kv::KEYRING_KEY) {
+    if crate::kv::is_reserved(key) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -84,7 +85,7 @@ pub async fn get(
             .headers_mut()
             .insert(header::CONTENT_TYPE, content_type.clone());
         response.extensions_mut().insert(Cacheable {
-            stamp: Stamp::kv(&snapshot),
+            stamp: Reads::KV.at(snapshot.indexes()),
             content_type,
             body: value,
             route: None,
@@ -94,14 +95,14 @@ pub async fn get(
     let keys_only = query.present("keys");
     let recurse = query.present("recurse");
     let separator = query.get("separator").map(str::to_string);
-    blocking::respond(&state, &query, blocking::Watch::Kv, |snapshot| {
+    blocking::respond(&state, &query, Reads::KV, |snapshot| {
         let kv = &snapshot.kv;
         let body = if keys_only {
             json!(list_keys(kv, &key, separator.as_deref()))
         } else if recurse {
             Value::Array(
                 kv.prefix(&key)
-                    .filter(|s| s.entry.key != crate::kv::KEYRING_KEY)
+                    .filter(|s| !crate::kv::is_reserved(&s.entry.key))
                     .map(consul_json::kv_pair)
                     .collect(),
             )

@@ -41,7 +41,7 @@ pub async fn list(State(state): State<ApiState>) -> Json<Value> {
         .kv_quarantine
         .list()
         .iter()
-        .filter(|item| item.entry.key != crate::kv::KEYRING_KEY)
+        .filter(|item| !crate::kv::is_reserved(&item.entry.key))
         .map(|item| item_json(item))
         .collect();
     Json(Value::Array(items))

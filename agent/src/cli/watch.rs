@@ -4,14 +4,13 @@
 //! change; without a program, prints the JSON once and exits (as `consul
 //! watch` does), or on every change with `--follow`.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clap::Args;
 use serde_json::Value;
 
 use crate::client::{Client, ClientError};
+use crate::command::{Program, RunError};
 use crate::config::WatchKind;
 use crate::config::watches::{WatchParams, watch_kind_from};
 
@@ -186,26 +185,29 @@ fn fetch(client: &Client, kind: &WatchKind, index: u64) -> anyhow::Result<(u64, 
 }
 
 /// Runs the handler with the JSON on stdin and waits for it: never two at
-/// once.
+/// once. It prints to the terminal and stays in its process group (a
+/// Ctrl-C reaches it too), as `consul watch`'s handler does.
 fn run_handler(handler: &[String], body: &Value, index: u64) -> Result<(), String> {
-    let (program, rest) = handler.split_first().ok_or("no program")?;
-    let mut child = Command::new(program)
-        .args(rest)
+    let mut input = body.to_string().into_bytes();
+    input.push(b'\n');
+    let program = Program::new(handler)
         .env("CONSUL_INDEX", index.to_string())
         .env("SHOAL_INDEX", index.to_string())
-        .stdin(Stdio::piped())
-        .spawn()
-        .map_err(|error| format!("cannot run `{program}`: {error}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(body.to_string().as_bytes());
-        let _ = stdin.write_all(b"\n");
-    }
-    let status = child
-        .wait()
-        .map_err(|error| format!("waiting for `{program}`: {error}"))?;
-    if status.success() {
+        .stdin(&input)
+        .attached_to_terminal();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start a runtime for the handler: {error}"))?;
+    let finished = runtime
+        .block_on(program.run())
+        .map_err(|error| match error {
+            RunError::Empty => "no program".to_string(),
+            error => error.to_string(),
+        })?;
+    if finished.status.success() {
         Ok(())
     } else {
-        Err(format!("`{program}` {status}"))
+        Err(format!("`{}` {}", program.name(), finished.status))
     }
 }

@@ -164,25 +164,28 @@ pub async fn run(
         &tasks.tracker,
         tasks.stop.clone(),
     );
+    let watch_counters = Arc::new(crate::watches::WatchCounters::default());
+    let watches = crate::watches::Watches::spawn(
+        config.watches.clone(),
+        snapshot_rx.clone(),
+        watch_counters.clone(),
+        &tasks.tracker,
+        tasks.stop.clone(),
+    );
     let reload = reload::spawn(
         reload,
         config.clone(),
         agent.clone(),
-        templates.clone(),
+        reload::ConfiguredRunners {
+            templates: templates.clone(),
+            watches,
+        },
         systemd.clone(),
         &tasks.tracker,
         tasks.stop.clone(),
     );
     let left = CancellationToken::new();
     let event_counters = Arc::new(crate::events::EventCounters::default());
-    let watch_counters = Arc::new(crate::watches::WatchCounters::default());
-    crate::watches::spawn(
-        reload.watches(),
-        snapshot_rx.clone(),
-        watch_counters.clone(),
-        &tasks.tracker,
-        tasks.stop.clone(),
-    );
     crate::logging::cluster::spawn(
         crate::logging::cluster::ClusterLog {
             seeds: config.join.clone(),
@@ -205,7 +208,7 @@ pub async fn run(
     if systemd.is_active() {
         tasks.spawn(systemd::notify_loop(
             systemd.clone(),
-            systemd::Watched {
+            systemd::NotifyInputs {
                 snapshot_rx: snapshot_rx.clone(),
                 status_rx: status_rx.clone(),
                 seeds: config

@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{AgentConfig, DnsConfig, Overrides};
 use crate::handle::{AgentHandle, LiveConfig};
 use crate::logging::LogControl;
-use crate::reload_handle::{ReloadHandle, ReloadReply, ReloadStatus, Reloaded, Trigger, WatchList};
+use crate::reload_handle::{ReloadHandle, ReloadReply, ReloadStatus, Reloaded, Trigger};
 
 /// Quiet time after the last file event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -46,21 +46,27 @@ pub struct ReloadSetup {
     pub log: Option<LogControl>,
 }
 
+/// The runners a reload reconfigures beside the core loop.
+pub struct ConfiguredRunners {
+    pub templates: crate::template::Templates,
+    pub watches: crate::watches::Watches,
+}
+
 /// Starts the reload task: file watch, SIGHUP and API requests.
 pub fn spawn(
     setup: ReloadSetup,
     config: Arc<AgentConfig>,
     agent: AgentHandle,
-    templates: crate::template::Templates,
+    runners: ConfiguredRunners,
     systemd: Arc<super::systemd::Notifier>,
     tracker: &TaskTracker,
     stop: CancellationToken,
 ) -> ReloadHandle {
     let (requests_tx, requests_rx) = mpsc::channel(8);
     let (status_tx, status_rx) = watch::channel(ReloadStatus::default());
-    let (watches_tx, watches_rx) = watch::channel(Arc::new(config.watches.clone()));
+    let ConfiguredRunners { templates, watches } = runners;
     let reloader = Reloader {
-        watches_tx,
+        watches,
         overrides: setup.overrides,
         log: setup.log,
         running: config,
@@ -74,7 +80,6 @@ pub fn spawn(
     ReloadHandle {
         requests_tx,
         status_rx,
-        watches_rx,
     }
 }
 
@@ -88,7 +93,7 @@ struct Reloader {
     /// Told `RELOADING=1` and `READY=1` around every reload.
     systemd: Arc<super::systemd::Notifier>,
     status_tx: watch::Sender<ReloadStatus>,
-    watches_tx: watch::Sender<WatchList>,
+    watches: crate::watches::Watches,
     /// Kept alive: dropping it stops the watch.
     watcher: Option<notify::RecommendedWatcher>,
 }
@@ -96,7 +101,7 @@ struct Reloader {
 impl Reloader {
     async fn run(mut self, mut requests_rx: mpsc::Receiver<ReloadReply>, stop: CancellationToken) {
         let (events_tx, mut events_rx) = mpsc::channel::<()>(1);
-        self.watch(&events_tx);
+        self.watch_config_files(&events_tx);
         let mut hangups =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
                 Ok(signal) => Some(signal),
@@ -121,7 +126,7 @@ impl Reloader {
                     tracing::info!("configuration files changed: reloading");
                     if self.reload(Trigger::File).await.is_ok() {
                         // config_dir may have moved.
-                        self.watch(&events_tx);
+                        self.watch_config_files(&events_tx);
                     }
                 }
             }
@@ -129,7 +134,7 @@ impl Reloader {
     }
 
     /// (Re)starts the watch on the config file's directory and `config_dir`.
-    fn watch(&mut self, events_tx: &mpsc::Sender<()>) {
+    fn watch_config_files(&mut self, events_tx: &mpsc::Sender<()>) {
         let Some(file) = self.overrides.config_file.clone() else {
             return;
         };
@@ -296,8 +301,7 @@ impl Reloader {
         running.config_dir = loaded.config_dir;
         running.templates = loaded.templates;
         if running.watches != loaded.watches {
-            self.watches_tx
-                .send_replace(Arc::new(loaded.watches.clone()));
+            self.watches.reconfigure(loaded.watches.clone());
         }
         running.watches = loaded.watches;
         let reloaded = Reloaded {

@@ -217,8 +217,9 @@ pub async fn watchdog_tick(timer: &mut Option<Interval>) {
     }
 }
 
-/// What the readiness and status task watches.
-pub(super) struct Watched {
+/// What the readiness and status task reads: the published snapshots and
+/// status, and when to give up waiting for a seed.
+pub(super) struct NotifyInputs {
     pub snapshot_rx: watch::Receiver<Arc<Snapshot>>,
     pub status_rx: watch::Receiver<Arc<CoreCounters>>,
     /// Seeds other than this agent itself.
@@ -243,35 +244,35 @@ enum Readiness {
 
 /// Sends `READY=1` when the agent is ready, then status lines, then
 /// `STOPPING=1`. Runs only with an active notifier.
-pub(super) async fn notify_loop(notifier: Arc<Notifier>, mut watched: Watched) {
+pub(super) async fn notify_loop(notifier: Arc<Notifier>, mut inputs: NotifyInputs) {
     let started = Instant::now();
-    let deadline = started + watched.join_ready_timeout;
-    if !watched.seeds.is_empty() {
+    let deadline = started + inputs.join_ready_timeout;
+    if !inputs.seeds.is_empty() {
         notifier.status(format!(
             "joining: waiting up to {} for a seed ({})",
-            crate::duration::format(watched.join_ready_timeout),
-            list(&watched.seeds)
+            crate::duration::format(inputs.join_ready_timeout),
+            list(&inputs.seeds)
         ));
     }
     let readiness = loop {
-        if let Some(readiness) = joined(&watched.snapshot_rx.borrow(), &watched.seeds) {
+        if let Some(readiness) = joined(&inputs.snapshot_rx.borrow(), &inputs.seeds) {
             break readiness;
         }
         tokio::select! {
             biased;
-            _ = watched.shutdown.cancelled() => return notifier.stopping(),
-            _ = watched.stop.cancelled() => return notifier.stopping(),
-            changed = watched.snapshot_rx.changed() => if changed.is_err() { return },
+            _ = inputs.shutdown.cancelled() => return notifier.stopping(),
+            _ = inputs.stop.cancelled() => return notifier.stopping(),
+            changed = inputs.snapshot_rx.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep_until(deadline) => break Readiness::Alone,
         }
     };
-    let mut line = status_line(&watched);
+    let mut line = status_line(&inputs);
     let status = match readiness {
         Readiness::Alone => format!(
             "alone: no seed answered within {}; retrying ({}); {}",
-            crate::duration::format(watched.join_ready_timeout),
-            list(&watched.seeds),
-            counts(&watched)
+            crate::duration::format(inputs.join_ready_timeout),
+            list(&inputs.seeds),
+            counts(&inputs)
         ),
         Readiness::NoSeeds | Readiness::Joined => line.clone(),
     };
@@ -286,10 +287,10 @@ pub(super) async fn notify_loop(notifier: Arc<Notifier>, mut watched: Watched) {
     loop {
         tokio::select! {
             biased;
-            _ = watched.shutdown.cancelled() => return notifier.stopping(),
-            _ = watched.stop.cancelled() => return notifier.stopping(),
+            _ = inputs.shutdown.cancelled() => return notifier.stopping(),
+            _ = inputs.stop.cancelled() => return notifier.stopping(),
             _ = ticks.tick() => {
-                let next = status_line(&watched);
+                let next = status_line(&inputs);
                 if next != line {
                     notifier.status(next.clone());
                     line = next;
@@ -322,19 +323,19 @@ fn alive_members(snapshot: &Snapshot) -> usize {
 
 /// [`counts`], prefixed with `alone` while a seed is configured and
 /// nobody answers.
-fn status_line(watched: &Watched) -> String {
-    let alone = alive_members(&watched.snapshot_rx.borrow()) <= 1 && !watched.seeds.is_empty();
+fn status_line(inputs: &NotifyInputs) -> String {
+    let alone = alive_members(&inputs.snapshot_rx.borrow()) <= 1 && !inputs.seeds.is_empty();
     if alone {
-        format!("alone, retrying the seeds; {}", counts(watched))
+        format!("alone, retrying the seeds; {}", counts(inputs))
     } else {
-        counts(watched)
+        counts(inputs)
     }
 }
 
 /// `members alive: N, checks critical: M`.
-fn counts(watched: &Watched) -> String {
-    let alive = alive_members(&watched.snapshot_rx.borrow());
-    let critical = watched
+fn counts(inputs: &NotifyInputs) -> String {
+    let alive = alive_members(&inputs.snapshot_rx.borrow());
+    let critical = inputs
         .status_rx
         .borrow()
         .local_checks

@@ -89,6 +89,14 @@ pub struct KvState {
 /// API refuses it; `/v1/operator/keyring` manages it.
 pub const KEYRING_KEY: &str = "_shoal/keyring";
 
+/// Whether `key` is reserved, hence never shown, read, written nor deleted
+/// through `/v1/kv`, templates, watches or the quarantine list: every key
+/// under [`KEYRING_KEY`] (the one rule; only `/v1/operator/keyring` reaches
+/// the keyring).
+pub fn is_reserved(key: &str) -> bool {
+    key.starts_with(KEYRING_KEY)
+}
+
 /// Where the keyring in force comes from, for `/v1/agent/self` and the
 /// start-up log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,7 +197,7 @@ impl KvState {
 
     /// Applies the cluster's keyring when its KV entry changed: keyring
     /// operations spread as a KV write, sealed with the current keys.
-    fn watch_keyring<'a>(&self, changed: impl IntoIterator<Item = &'a Stored>) {
+    fn apply_keyring_entry<'a>(&self, changed: impl IntoIterator<Item = &'a Stored>) {
         for stored in changed {
             if stored.entry.key != KEYRING_KEY || stored.entry.deleted {
                 continue;
@@ -254,7 +262,7 @@ impl KvState {
         for stored in kv.iter() {
             self.observe(stored.entry.time);
         }
-        self.watch_keyring(kv.get(KEYRING_KEY));
+        self.apply_keyring_entry(kv.get(KEYRING_KEY));
         tracing::info!(
             keys = count,
             bytes = kv.bytes(),
@@ -301,7 +309,7 @@ impl KvState {
                 key, recurse: true, ..
             } => kv
                 .prefix(key)
-                .filter(|s| s.entry.key != KEYRING_KEY)
+                .filter(|s| !is_reserved(&s.entry.key))
                 .map(|s| s.entry.key.clone())
                 .collect(),
             // Always a tombstone, even for a key we don't hold live: a
@@ -465,7 +473,7 @@ impl KvState {
         for stored in &applied {
             self.observe(stored.entry.time);
         }
-        self.watch_keyring(&applied);
+        self.apply_keyring_entry(&applied);
         let (quarantined, quarantine_gone_through) = if replaced.is_empty() {
             (Vec::new(), None)
         } else {
@@ -561,6 +569,16 @@ mod tests {
     use super::*;
     use shoal_protocol::envelope::cluster_id;
     use shoal_protocol::{Envelope, GossipConfig, NodeId, NodeRecord};
+
+    #[test]
+    fn every_key_under_the_keyring_key_is_reserved() {
+        assert!(is_reserved(KEYRING_KEY));
+        assert!(is_reserved("_shoal/keyring/old"));
+        assert!(is_reserved("_shoal/keyring-backup"));
+        assert!(!is_reserved("_shoal/keyrin"));
+        assert!(!is_reserved("_shoal/flags/keyring"));
+        assert!(!is_reserved("app/_shoal/keyring"));
+    }
 
     fn node() -> Node {
         let id = NodeId {

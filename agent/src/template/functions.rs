@@ -17,44 +17,13 @@ use shoal_protocol::record::worst_status;
 
 use crate::catalog::{self, ServiceFilter};
 use crate::flags;
+use crate::reads::Reads;
 use crate::snapshot::Snapshot;
 
-/// Which parts of the snapshot a render read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Reads {
-    /// Members, services, checks (`service`, `services`, `nodes`, `flag`):
-    /// renders again when `Snapshot::cluster_index` moves.
-    pub cluster: bool,
-    /// KV entries (`key`, `key_or_default`, `tree`, `flag`): renders again
-    /// when `Snapshot::kv_index` moves.
-    pub kv: bool,
-}
-
-impl Reads {
-    /// Both: what a failed render waits on (the missing key may appear).
-    pub const ALL: Reads = Reads {
-        cluster: true,
-        kv: true,
-    };
-
-    /// Whether `now` changed something these reads depend on since `then`.
-    pub fn changed(&self, then: &Snapshot, now: &Snapshot) -> bool {
-        (self.cluster && then.cluster_index != now.cluster_index)
-            || (self.kv && then.kv_index != now.kv_index)
-    }
-
-    /// For `/v1/agent/self`: `["cluster", "kv"]`.
-    pub fn names(&self) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        if self.cluster {
-            names.push("cluster");
-        }
-        if self.kv {
-            names.push("kv");
-        }
-        names
-    }
-}
+/// Every part a template can read (the cluster and the KV store; never
+/// the events): what a failed render waits on, as the missing key may
+/// appear.
+pub const ALL_A_TEMPLATE_READS: Reads = Reads::CLUSTER.and(Reads::KV);
 
 /// How a render may behave.
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +62,7 @@ impl ReadFlags {
         Reads {
             cluster: self.cluster.load(Ordering::Relaxed),
             kv: self.kv.load(Ordering::Relaxed),
+            events: false,
         }
     }
 }
@@ -249,7 +219,7 @@ fn add_functions(
         read.kv.store(true, Ordering::Relaxed);
         snap.kv
             .prefix(&prefix)
-            .filter(|stored| !stored.entry.deleted && !reserved(&stored.entry.key))
+            .filter(|stored| !stored.entry.deleted && !crate::kv::is_reserved(&stored.entry.key))
             .map(|stored| {
                 object([
                     ("key", Value::from(stored.entry.key.as_str())),
@@ -289,17 +259,12 @@ fn add_functions(
     });
 }
 
-/// The keyring entry is never shown (as on `/v1/kv`).
-fn reserved(key: &str) -> bool {
-    key.starts_with(crate::kv::KEYRING_KEY)
-}
-
 fn object<const N: usize>(fields: [(&'static str, Value); N]) -> Value {
     Value::from(BTreeMap::from(fields))
 }
 
 fn kv_value(snapshot: &Snapshot, path: &str) -> Option<Value> {
-    if reserved(path) {
+    if crate::kv::is_reserved(path) {
         return None;
     }
     let stored = snapshot

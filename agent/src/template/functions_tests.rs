@@ -83,13 +83,7 @@ fn service_lists_passing_instances_with_their_fields() {
         snapshot(&[]),
     );
     assert_eq!(out.output, "web-1 node-1 127.0.0.1:8001 passing v1 a;");
-    assert_eq!(
-        out.reads,
-        Reads {
-            cluster: true,
-            kv: false
-        }
-    );
+    assert_eq!(out.reads, Reads::CLUSTER);
     let all = ok(
         "{% for s in service('web', passing=false) %}{{ s.id }}={{ s.status }} {% endfor %}\
          {{ service('web', 'nope')|length }} {{ services()|map(attribute='name')|join }} \
@@ -112,13 +106,7 @@ fn keys_trees_and_defaults_read_the_kv() {
         snap.clone(),
     );
     assert_eq!(out.output, "blue red app/color=blue app/size=9 2");
-    assert_eq!(
-        out.reads,
-        Reads {
-            cluster: false,
-            kv: true
-        }
-    );
+    assert_eq!(out.reads, Reads::KV);
     let error = render("{{ key('app/none') }}", snap.clone(), OPTIONS).unwrap_err();
     assert!(error.message.contains("app/none"), "{}", error.message);
     assert!(error.message.contains("line 1"), "{}", error.message);
@@ -140,7 +128,7 @@ fn flags_decide_as_the_api_does() {
         "{}",
         out.output
     );
-    assert_eq!(out.reads, Reads::ALL);
+    assert_eq!(out.reads, ALL_A_TEMPLATE_READS);
     assert!(render("{{ flag('missing') }}", snap, OPTIONS).is_err());
 }
 

@@ -24,8 +24,7 @@ pub mod functions;
 mod output;
 mod runner;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -37,8 +36,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::TemplateConfig;
 use crate::metrics::{Counters, Exposition, load};
+use crate::runners::Runners;
 use crate::snapshot::Snapshot;
-pub use functions::{Reads, RenderError, RenderOptions, Rendered, render};
+pub use functions::{RenderError, RenderOptions, Rendered, render};
 
 /// Dry runs through the API at once; another one that arrives meanwhile is
 /// refused (429), so that callers can't pile up renders (each may use up
@@ -223,7 +223,7 @@ impl Counters for TemplateStats {
 #[derive(Clone)]
 pub struct Templates {
     stats: Arc<TemplateStats>,
-    configs_tx: watch::Sender<Arc<Vec<TemplateConfig>>>,
+    runners: Runners<TemplateConfig>,
 }
 
 impl Templates {
@@ -235,65 +235,27 @@ impl Templates {
         stop: CancellationToken,
     ) -> Self {
         let stats = Arc::new(TemplateStats::default());
-        let (configs_tx, configs_rx) = watch::channel(Arc::new(configs));
-        tracker.spawn(manage_loop(
-            configs_rx,
-            snapshot_rx,
-            stats.clone(),
-            tracker.clone(),
+        let (started, removed) = (stats.clone(), stats.clone());
+        let runners = Runners::spawn(
+            configs,
+            tracker,
             stop,
-        ));
-        Self { stats, configs_tx }
+            move |config: &TemplateConfig, token| {
+                started.update(&config.name(), |_| {});
+                runner::template_loop(config.clone(), snapshot_rx.clone(), started.clone(), token)
+            },
+            move |config: &TemplateConfig| removed.remove(&config.name()),
+        );
+        Self { stats, runners }
     }
 
     /// Applies a reloaded `[[templates]]`: changed and new templates
     /// (re)start and render at once, removed ones stop (their files stay).
     pub fn reconfigure(&self, configs: Vec<TemplateConfig>) {
-        self.configs_tx.send_replace(Arc::new(configs));
+        self.runners.reconfigure(configs);
     }
 
     pub fn stats(&self) -> Arc<TemplateStats> {
         self.stats.clone()
-    }
-}
-
-/// Keeps one runner per configured template.
-async fn manage_loop(
-    mut configs_rx: watch::Receiver<Arc<Vec<TemplateConfig>>>,
-    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
-    stats: Arc<TemplateStats>,
-    tracker: TaskTracker,
-    stop: CancellationToken,
-) {
-    let mut running: HashMap<PathBuf, (TemplateConfig, CancellationToken)> = HashMap::new();
-    loop {
-        let configs = configs_rx.borrow_and_update().clone();
-        running.retain(|destination, (config, token)| {
-            let kept = configs.iter().any(|wanted| wanted == config);
-            if !kept {
-                token.cancel();
-                stats.remove(&destination.display().to_string());
-            }
-            kept
-        });
-        for config in configs.iter() {
-            if running.contains_key(&config.destination) {
-                continue;
-            }
-            let token = stop.child_token();
-            stats.update(&config.name(), |_| {});
-            tracker.spawn(runner::template_loop(
-                config.clone(),
-                snapshot_rx.clone(),
-                stats.clone(),
-                token.clone(),
-            ));
-            running.insert(config.destination.clone(), (config.clone(), token));
-        }
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            changed = configs_rx.changed() => if changed.is_err() { return },
-        }
     }
 }

@@ -5,18 +5,18 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{CommandOutcome, TemplateCounters};
+use crate::command::{Program, RunError};
 
 /// Mode of a new file when `perms` is not set.
 const DEFAULT_MODE: u32 = 0o644;
 /// Output of a command kept for the log, per stream.
-const MAX_LOGGED_OUTPUT: usize = 4096;
+const MAX_LOGGED_OUTPUT: usize = crate::command::KEPT_OUTPUT;
 
 /// Writes `contents` to `destination` unless it already holds exactly
 /// that: a temporary file in the same directory, fsynced, renamed over the
@@ -149,46 +149,27 @@ pub async fn run_command(
 
 type Finished = (std::process::ExitStatus, Vec<u8>, Vec<u8>);
 
+/// Runs `command` in a process group of its own: past `timeout`, or when
+/// `stop` fires, the whole group is killed (a grandchild it started must
+/// not outlive it). At most 4 KiB of each stream is kept.
 async fn run(
     command: &[String],
     timeout: Duration,
     stop: &CancellationToken,
 ) -> Result<Finished, String> {
-    let (program, args) = command.split_first().ok_or("empty command")?;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Dropped on timeout or shutdown: killed, not left behind.
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|error| format!("cannot start `{program}`: {error}"))?;
+    let program = Program::new(command).timeout(timeout);
     tokio::select! {
         biased;
         _ = stop.cancelled() => Err("stopped: the agent is shutting down or the template was removed".into()),
-        finished = tokio::time::timeout(timeout, wait_capped(&mut child)) => match finished {
-            Ok(Ok(finished)) => Ok(finished),
-            Ok(Err(error)) => Err(format!("waiting for `{program}`: {error}")),
-            Err(_) => Err(format!(
+        finished = program.run() => match finished {
+            Ok(finished) => Ok((finished.status, finished.stdout, finished.stderr)),
+            Err(RunError::TimedOut { timeout, .. }) => Err(format!(
                 "killed after command_timeout ({})",
                 humantime::format_duration(timeout)
             )),
+            Err(error) => Err(error.to_string()),
         },
     }
-}
-
-/// Waits for `child`, keeping the first 4 KiB of its stdout and stderr and
-/// draining the rest: a command that prints without end costs no memory
-/// (`wait_with_output` kept it all until `command_timeout`).
-async fn wait_capped(child: &mut tokio::process::Child) -> std::io::Result<Finished> {
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let (stdout, stderr, status) = tokio::join!(
-        crate::checks::exec::read_capped(stdout),
-        crate::checks::exec::read_capped(stderr),
-        child.wait()
-    );
-    Ok((status?, stdout, stderr))
 }
 
 /// The first few KiB of a command's output, as text, trimmed.

@@ -15,9 +15,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::functions::{self, Reads, RenderOptions};
+use super::functions::{self, ALL_A_TEMPLATE_READS, RenderOptions};
 use super::{TemplateCounters, TemplateStats, output};
 use crate::config::{TemplateConfig, TemplateSource};
+use crate::reads::Reads;
 use crate::snapshot::Snapshot;
 
 /// How often a `source` file is checked for edits.
@@ -61,7 +62,7 @@ pub(super) async fn template_loop(
                         return;
                     }
                     let now = snapshot_rx.borrow_and_update().clone();
-                    if reads.changed(&seen, &now) {
+                    if reads.changed(&seen.indexes(), &now.indexes()) {
                         seen = now;
                         break;
                     }
@@ -103,7 +104,7 @@ async fn settle(
                     return false;
                 }
                 let now = snapshot_rx.borrow_and_update().clone();
-                if reads.changed(&seen, &now) {
+                if reads.changed(&seen.indexes(), &now.indexes()) {
                     seen = now;
                     quiet_until = (Instant::now() + config.wait_min).min(deadline);
                 }
@@ -130,7 +131,7 @@ async fn render_once(
                 .unwrap_or_else(|panic| {
                     Err(functions::RenderError {
                         message: format!("the renderer panicked: {panic}"),
-                        reads: Reads::ALL,
+                        reads: ALL_A_TEMPLATE_READS,
                     })
                 })
         }
@@ -144,7 +145,7 @@ async fn render_once(
         Err(error) => {
             fail(stats, name, &error.message, "template render failed");
             // Whatever changes next may fix it (a missing key appears).
-            return Reads::ALL;
+            return ALL_A_TEMPLATE_READS;
         }
     };
     let now = now_rfc3339();
@@ -181,7 +182,7 @@ async fn render_once(
         Err(error) => {
             let message = format!("cannot write {name}: {error}");
             fail(stats, name, &message, "template output not written");
-            return Reads::ALL;
+            return ALL_A_TEMPLATE_READS;
         }
     }
     rendered.reads

@@ -3,7 +3,6 @@
 //! timeout; a program that outlives it is killed with everything it
 //! started.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -12,11 +11,9 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 use crate::checks::OUTPUT_LIMIT;
-use crate::checks::exec::{GroupKiller, read_capped};
+use crate::command::Program;
 use crate::config::WatchHandler;
 
 /// Runs `handler` with `body`; `Err` says why the run failed (with the
@@ -50,47 +47,23 @@ pub async fn run_handler(
 /// Runs the program (no shell) with `body` on stdin. Dropping the future
 /// (the timeout) kills its process group.
 pub async fn run_program(args: &[String], body: &[u8], index: u64) -> Result<(), String> {
-    let Some((program, rest)) = args.split_first() else {
-        return Err("no program to run".into());
-    };
-    let mut command = Command::new(program);
-    command
-        .args(rest)
+    let mut input = body.to_vec();
+    input.push(b'\n');
+    let program = Program::new(args)
         .env("CONSUL_INDEX", index.to_string())
         .env("SHOAL_INDEX", index.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    #[cfg(unix)]
-    command.process_group(0);
-    let mut child = command
-        .spawn()
-        .map_err(|error| format!("cannot run `{program}`: {error}"))?;
-    let mut group = GroupKiller(child.id());
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let feed = async move {
-        if let Some(mut stdin) = stdin {
-            // A handler that doesn't read its input is fine: ignore EPIPE.
-            let _ = stdin.write_all(body).await;
-            let _ = stdin.write_all(b"\n").await;
-        }
-    };
-    let (_, stdout, stderr, exit) =
-        tokio::join!(feed, read_capped(stdout), read_capped(stderr), child.wait());
-    group.0 = None;
-    let exit = exit.map_err(|error| format!("waiting for `{program}`: {error}"))?;
-    if exit.success() {
-        if !stdout.is_empty() {
-            tracing::debug!(program, output = %String::from_utf8_lossy(&stdout), "watch handler output");
+        .stdin(&input);
+    let name = program.name();
+    let finished = program.run().await.map_err(|error| error.to_string())?;
+    if finished.status.success() {
+        if !finished.stdout.is_empty() {
+            tracing::debug!(program = name, output = %String::from_utf8_lossy(&finished.stdout), "watch handler output");
         }
         return Ok(());
     }
-    let mut output = String::from_utf8_lossy(&stdout).into_owned();
-    output.push_str(&String::from_utf8_lossy(&stderr));
-    Err(format!("`{program}` {exit}: {}", output.trim()))
+    let mut output = String::from_utf8_lossy(&finished.stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&finished.stderr));
+    Err(format!("`{name}` {}: {}", finished.status, output.trim()))
 }
 
 async fn post(

@@ -2,8 +2,8 @@
 //! cluster's state changes, as `consul watch` does (and `shoal watch`, the
 //! command-line form in `cli::watch`).
 //!
-//! - this file: the manager task (starts and stops one task per watch as
-//!   the config reloads) and each watch's loop.
+//! - this file: [`Watches`] (one task per watch, kept in step with the
+//!   config by [`crate::runners`]) and each watch's loop.
 //! - [`render`]: the JSON each type hands its handler, built from a
 //!   snapshot with the HTTP API's own builders.
 //! - [`handler`]: running a program (JSON on stdin) or an HTTP request.
@@ -32,6 +32,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{WatchDefinition, WatchKind};
 use crate::metrics::{Counters, Exposition, load};
+use crate::reads::Indexes;
+use crate::runners::Runners;
 use crate::snapshot::Snapshot;
 
 /// Watch counters (relaxed, monotonic but `running`), for metrics.
@@ -69,65 +71,44 @@ impl Counters for WatchCounters {
     }
 }
 
-/// Starts the manager: it runs the watches `definitions_rx` holds, and
-/// follows its changes (config reloads), keeping the watches that stayed.
-pub fn spawn(
-    definitions_rx: watch::Receiver<Arc<Vec<WatchDefinition>>>,
-    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
-    counters: Arc<WatchCounters>,
-    tracker: &TaskTracker,
-    stop: CancellationToken,
-) {
-    let inner = tracker.clone();
-    tracker.spawn(manager_loop(
-        definitions_rx,
-        snapshot_rx,
-        counters,
-        inner,
-        stop,
-    ));
+/// The running watches: reconfigured on reload.
+#[derive(Clone)]
+pub struct Watches {
+    runners: Runners<WatchDefinition>,
 }
 
-async fn manager_loop(
-    mut definitions_rx: watch::Receiver<Arc<Vec<WatchDefinition>>>,
-    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
-    counters: Arc<WatchCounters>,
-    tracker: TaskTracker,
-    stop: CancellationToken,
-) {
-    let mut running: Vec<(WatchDefinition, CancellationToken)> = Vec::new();
-    loop {
-        let wanted = definitions_rx.borrow_and_update().clone();
-        let mut previous = std::mem::take(&mut running);
-        for definition in wanted.iter() {
-            if let Some(at) = previous.iter().position(|(old, _)| old == definition) {
-                running.push(previous.swap_remove(at));
-                continue;
-            }
-            let token = stop.child_token();
-            tracker.spawn(watch_loop(
-                definition.clone(),
-                snapshot_rx.clone(),
-                counters.clone(),
-                token.clone(),
-            ));
-            running.push((definition.clone(), token));
-        }
-        for (definition, token) in previous {
-            tracing::info!(kind = definition.kind.type_name(), "watch removed");
-            token.cancel();
-        }
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            changed = definitions_rx.changed() => {
-                if changed.is_err() {
-                    // The reloader is gone (shutting down): keep what runs.
-                    stop.cancelled().await;
-                    return;
-                }
-            }
-        }
+impl Watches {
+    /// Starts one task per watch; they stop with `stop`.
+    pub fn spawn(
+        definitions: Vec<WatchDefinition>,
+        snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+        counters: Arc<WatchCounters>,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
+        let runners = Runners::spawn(
+            definitions,
+            tracker,
+            stop,
+            move |definition: &WatchDefinition, token| {
+                watch_loop(
+                    definition.clone(),
+                    snapshot_rx.clone(),
+                    counters.clone(),
+                    token,
+                )
+            },
+            |definition: &WatchDefinition| {
+                tracing::info!(kind = definition.kind.type_name(), "watch removed");
+            },
+        );
+        Self { runners }
+    }
+
+    /// Applies a reloaded `[[watches]]`: the watches that stayed keep
+    /// running (and what their handler last got).
+    pub fn reconfigure(&self, definitions: Vec<WatchDefinition>) {
+        self.runners.reconfigure(definitions);
     }
 }
 
@@ -180,12 +161,13 @@ async fn watch_loop(
     let kind = definition.kind.type_name();
     tracing::info!(kind, "watch started");
     let mut seen = Seen::default();
-    let mut rendered_at: Option<u64> = None;
+    let reads = render::reads(&definition.kind);
+    let mut rendered_at: Option<Indexes> = None;
     loop {
         let snapshot = snapshot_rx.borrow_and_update().clone();
-        let at = render::changed_at(&definition.kind, &snapshot);
+        let at = snapshot.indexes();
         // Wait for the configured services before the first run.
-        if snapshot.checks_loaded && rendered_at != Some(at) {
+        if snapshot.checks_loaded && rendered_at.is_none_or(|then| reads.changed(&then, &at)) {
             let first = rendered_at.is_none();
             rendered_at = Some(at);
             if let Some(body) = next_body(&definition.kind, &snapshot, &mut seen, first) {

@@ -8,19 +8,20 @@ use shoal_protocol::record::CheckStatus;
 use crate::catalog::{self, ServiceFilter};
 use crate::config::WatchKind;
 use crate::consul_json::{self, Member};
+use crate::reads::Reads;
 use crate::snapshot::Snapshot;
 
-/// The index of the snapshot part a watch of this kind reads: it is
-/// rendered again only when that moved.
-pub fn changed_at(kind: &WatchKind, snapshot: &Snapshot) -> u64 {
+/// What a watch of this kind reads: it is rendered again only when that
+/// moved.
+pub fn reads(kind: &WatchKind) -> Reads {
     match kind {
-        WatchKind::Key { .. } | WatchKind::KeyPrefix { .. } => snapshot.kv_index,
-        WatchKind::Event { .. } => snapshot.event_index,
+        WatchKind::Key { .. } | WatchKind::KeyPrefix { .. } => Reads::KV,
+        WatchKind::Event { .. } => Reads::EVENTS,
         WatchKind::Services
         | WatchKind::Service { .. }
         | WatchKind::Checks { .. }
         | WatchKind::Nodes
-        | WatchKind::Members => snapshot.cluster_index,
+        | WatchKind::Members => Reads::CLUSTER,
     }
 }
 
@@ -48,7 +49,7 @@ pub fn render(kind: &WatchKind, snapshot: &Snapshot) -> Value {
                 .kv
                 .prefix(prefix)
                 .filter(|stored| {
-                    !stored.entry.deleted && stored.entry.key != crate::kv::KEYRING_KEY
+                    !stored.entry.deleted && !crate::kv::is_reserved(&stored.entry.key)
                 })
                 .map(consul_json::kv_pair)
                 .collect(),

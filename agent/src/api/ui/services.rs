@@ -17,6 +17,7 @@ use shoal_protocol::record::{CheckStatus, worst_status};
 
 use crate::api::{ApiError, ApiState, Query, blocking};
 use crate::catalog;
+use crate::reads::Reads;
 
 #[derive(Default)]
 struct Summary<'a> {
@@ -85,7 +86,7 @@ pub fn summary(members: &[shoal_protocol::MemberView]) -> Value {
 /// `GET /v1/internal/ui/services`
 pub async fn services(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
-    blocking::respond(&state, &query, blocking::Watch::Cluster, |snapshot| {
+    blocking::respond(&state, &query, Reads::CLUSTER, |snapshot| {
         Ok(summary(&snapshot.members))
     })
     .await
