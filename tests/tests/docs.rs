@@ -314,7 +314,10 @@ fn exposed_metrics() -> BTreeSet<String> {
             let text = std::fs::read_to_string(&path).expect("read source");
             // Unit tests sit at the end of a file, after `#[cfg(test)]`.
             let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-            for line in code.lines().filter(|line| !line.trim_start().starts_with("//")) {
+            for line in code
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+            {
                 for piece in line.split('"').skip(1).step_by(2) {
                     let is_name = piece.starts_with("shoal_")
                         && !piece.ends_with('_')

@@ -8,8 +8,9 @@
 //!   (`Stats.reload.last_error`, `Config.ReloadError`);
 //! - services, checks and node tags are handed to the core loop with
 //!   [`AgentHandle::reload`] (it owns them), `[[templates]]` to the
-//!   template runners, `[[watches]]` to the watch manager
-//!   ([`ReloadHandle::watches`]), and the log level is swapped in place;
+//!   template runners and `[[watches]]` to the watch manager (both kept in
+//!   step by [`crate::runners::Runners`]), and the log level is swapped in
+//!   place;
 //! - settings read once at start (addresses, data dir, cluster, node name,
 //!   gossip tuning, ...) keep their running values and are reported as
 //!   needing a restart.
