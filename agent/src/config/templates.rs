@@ -264,8 +264,9 @@ destination = "/tmp/a"
             .map(|line| format!("{}\n", line.trim_start_matches("# ")))
             .collect();
         let parsed = parse(&example).unwrap();
-        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed.len(), 2, "a template from a file and one inline");
         assert_eq!(parsed[0].wait_max, Duration::from_secs(5));
+        assert!(matches!(parsed[1].source, TemplateSource::Inline(_)));
     }
 
     #[test]
