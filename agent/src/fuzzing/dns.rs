@@ -7,15 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use hickory_proto::op::{Message, MessageType};
 use shoal_protocol::record::{CheckRecord, CheckStatus, ServiceRecord};
 use shoal_protocol::{MemberStatus, MemberView, NodeId, NodeRecord};
-use tokio::sync::watch;
 
 use crate::config::DnsConfig;
-use crate::daemon::snapshot::Snapshot;
 use crate::dns::respond::{Outcome, Responder, Transport, servfail};
 
 /// Inside the default `dns.allow_clients` (loopback).
@@ -82,28 +80,7 @@ fn responders() -> &'static [Responder; 2] {
 }
 
 fn responder(config: DnsConfig) -> Responder {
-    let members = catalog();
-    let snapshot = Snapshot {
-        index: 1,
-        cluster_index: 1,
-        kv_index: 1,
-        local: members[0].record.clone().expect("the local record"),
-        members: Arc::new(members),
-        kv: Default::default(),
-        checks_loaded: true,
-        name_rival: None,
-        events: Arc::default(),
-        event_index: 0,
-    };
-    // The sender may go: a receiver keeps the last value.
-    let (_, snapshot_rx) = watch::channel(Arc::new(snapshot));
-    Responder {
-        config: Arc::new(config),
-        datacenter: "dc1".into(),
-        snapshot_rx,
-        counters: Arc::default(),
-        skipped: Default::default(),
-    }
+    Responder::over_members(config, catalog())
 }
 
 /// Four nodes (IPv4 and IPv6, alive, failed, one not yet known), with
@@ -129,18 +106,14 @@ fn catalog() -> Vec<MemberView> {
         }],
     };
     let node = |addr: &str, name: &str, status: MemberStatus, services: Vec<ServiceRecord>| {
-        let id = NodeId {
-            addr: addr.parse().expect("a socket address"),
-            generation: 1,
+        let id = NodeId::seed(addr.parse().expect("a socket address"));
+        let record = NodeRecord {
+            datacenter: "dc1".into(),
+            services,
+            ..NodeRecord::new(id, name)
         };
-        let mut record = NodeRecord::new(id, name);
-        record.datacenter = "dc1".into();
-        record.services = services;
-        MemberView {
-            id,
-            status,
-            record: Some(record),
-        }
+        let record = Some(record);
+        MemberView { id, status, record }
     };
     let many: Vec<ServiceRecord> = (0..40)
         .map(|i| {

@@ -7,7 +7,8 @@
 use std::path::Path;
 
 use hickory_proto::op::{Edns, Message, OpCode, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::Name;
+use hickory_proto::rr::RecordType::{self, A, AAAA, ANY, MX, NS, PTR, SOA, SRV, TXT};
 
 use super::regressions;
 
@@ -55,8 +56,9 @@ fn labels(name: &str) -> Vec<u8> {
 }
 
 const RD: u16 = 0x0100;
-const A: [u8; 4] = [0, 1, 0, 1];
-const SRV: [u8; 4] = [0, 33, 0, 1];
+/// Type and class of a question: A or SRV, IN.
+const A_IN: [u8; 4] = [0, 1, 0, 1];
+const SRV_IN: [u8; 4] = [0, 33, 0, 1];
 
 /// An OPT record: `payload`, the DO bit, and a cookie option.
 fn opt_with_cookie(payload: u16) -> Vec<u8> {
@@ -70,120 +72,60 @@ fn opt_with_cookie(payload: u16) -> Vec<u8> {
 
 pub fn write_dns_seeds() {
     let normal: &[(&str, &str, RecordType, Option<u16>)] = &[
-        ("a-service", "web.service.consul.", RecordType::A, None),
-        (
-            "a-service-edns",
-            "web.service.consul.",
-            RecordType::A,
-            Some(1232),
-        ),
+        ("a-service", "web.service.consul.", A, None),
+        ("a-service-edns", "web.service.consul.", A, Some(1232)),
         (
             "aaaa-service-alt-domain",
             "web.service.shoal.",
-            RecordType::AAAA,
+            AAAA,
             Some(1232),
         ),
-        (
-            "a-service-any-case",
-            "WEB.Service.CONSUL.",
-            RecordType::A,
-            None,
-        ),
-        (
-            "a-service-tag",
-            "id-web-a.web.service.consul.",
-            RecordType::A,
-            None,
-        ),
-        (
-            "a-service-dc",
-            "web.service.dc1.consul.",
-            RecordType::A,
-            None,
-        ),
-        (
-            "a-service-unknown",
-            "nope.service.consul.",
-            RecordType::A,
-            None,
-        ),
-        (
-            "a-service-underscore",
-            "odd_name.service.consul.",
-            RecordType::A,
-            None,
-        ),
+        ("a-service-any-case", "WEB.Service.CONSUL.", A, None),
+        ("a-service-tag", "id-web-a.web.service.consul.", A, None),
+        ("a-service-dc", "web.service.dc1.consul.", A, None),
+        ("a-service-unknown", "nope.service.consul.", A, None),
+        ("a-service-underscore", "odd_name.service.consul.", A, None),
         (
             "a-service-other-domain",
             "web.service.cluster.internal.",
-            RecordType::A,
+            A,
             None,
         ),
         (
             "a-service-small-payload",
             "web.service.consul.",
-            RecordType::A,
+            A,
             Some(100),
         ),
-        (
-            "srv-rfc2782",
-            "_web._tcp.service.consul.",
-            RecordType::SRV,
-            Some(4096),
-        ),
-        (
-            "srv-rfc2782-tag",
-            "_web._v1.service.dc1.consul.",
-            RecordType::SRV,
-            None,
-        ),
-        (
-            "srv-tag-dc",
-            "v1.web.service.dc1.consul.",
-            RecordType::SRV,
-            None,
-        ),
-        (
-            "srv-node-address",
-            "db.service.consul.",
-            RecordType::SRV,
-            None,
-        ),
-        ("a-node", "node-1.node.consul.", RecordType::A, None),
-        (
-            "aaaa-node-dc",
-            "node-2.node.dc1.consul.",
-            RecordType::AAAA,
-            None,
-        ),
-        ("txt-node", "node-1.node.consul.", RecordType::TXT, None),
-        ("any-service", "web.service.consul.", RecordType::ANY, None),
-        ("mx-service", "web.service.consul.", RecordType::MX, None),
-        ("soa-apex", "consul.", RecordType::SOA, None),
-        ("ns-apex-alt", "shoal.", RecordType::NS, None),
-        ("a-addr-v4", "7f000001.addr.consul.", RecordType::A, None),
+        ("srv-rfc2782", "_web._tcp.service.consul.", SRV, Some(4096)),
+        ("srv-rfc2782-tag", "_web._v1.service.dc1.consul.", SRV, None),
+        ("srv-tag-dc", "v1.web.service.dc1.consul.", SRV, None),
+        ("srv-node-address", "db.service.consul.", SRV, None),
+        ("a-node", "node-1.node.consul.", A, None),
+        ("aaaa-node-dc", "node-2.node.dc1.consul.", AAAA, None),
+        ("txt-node", "node-1.node.consul.", TXT, None),
+        ("any-service", "web.service.consul.", ANY, None),
+        ("mx-service", "web.service.consul.", MX, None),
+        ("soa-apex", "consul.", SOA, None),
+        ("ns-apex-alt", "shoal.", NS, None),
+        ("a-addr-v4", "7f000001.addr.consul.", A, None),
         (
             "aaaa-addr-v6",
             "fd000000000000000000000000000006.addr.dc1.consul.",
-            RecordType::AAAA,
+            AAAA,
             None,
         ),
-        ("a-unknown-kind", "web.query.consul.", RecordType::A, None),
-        ("ptr-v4", "1.0.0.10.in-addr.arpa.", RecordType::PTR, None),
+        ("a-unknown-kind", "web.query.consul.", A, None),
+        ("ptr-v4", "1.0.0.10.in-addr.arpa.", PTR, None),
         (
             "ptr-v6",
             "6.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.",
-            RecordType::PTR,
+            PTR,
             None,
         ),
-        (
-            "ptr-partial-zone",
-            "10.in-addr.arpa.",
-            RecordType::PTR,
-            None,
-        ),
-        ("a-outside", "example.com.", RecordType::A, Some(1232)),
-        ("a-root", ".", RecordType::NS, None),
+        ("ptr-partial-zone", "10.in-addr.arpa.", PTR, None),
+        ("a-outside", "example.com.", A, Some(1232)),
+        ("a-root", ".", NS, None),
     ];
     for (file, name, kind, payload) in normal {
         write(
@@ -197,16 +139,12 @@ pub fn write_dns_seeds() {
         "{long_label}.{long_label}.{long_label}.{}.consul.",
         "b".repeat(54)
     );
-    write(
-        "dns",
-        "seed-a-longest-name",
-        &query(&long_name, RecordType::A, None),
-    );
+    write("dns", "seed-a-longest-name", &query(&long_name, A, None));
 
     // EDNS by hand: the DO bit and a cookie option; a version 1.
     let mut cookie = header(RD, [1, 0, 0, 1]);
     cookie.extend(labels("web.service.consul"));
-    cookie.extend(SRV);
+    cookie.extend(SRV_IN);
     cookie.extend(opt_with_cookie(4096));
     write("dns", "seed-srv-edns-do-cookie", &cookie);
     let mut version = cookie.clone();
@@ -215,7 +153,7 @@ pub fn write_dns_seeds() {
     write("dns", "seed-edns-version-1", &version);
     let mut two_opts = header(RD, [1, 0, 0, 2]);
     two_opts.extend(labels("web.service.consul"));
-    two_opts.extend(A);
+    two_opts.extend(A_IN);
     two_opts.extend(opt_with_cookie(1232));
     two_opts.extend(opt_with_cookie(512));
     write("dns", "seed-edns-twice", &two_opts);
@@ -225,42 +163,42 @@ pub fn write_dns_seeds() {
     // pointer to itself; one past the end; a label then a pointer.
     let mut answered = header(RD, [1, 1, 0, 0]);
     answered.extend(labels("web.service.consul"));
-    answered.extend(A);
+    answered.extend(A_IN);
     answered.extend([0xc0, 12]);
-    answered.extend(A);
+    answered.extend(A_IN);
     answered.extend([0, 0, 0, 60, 0, 4, 10, 0, 0, 1]);
     write("dns", "seed-compressed-answer", &answered);
     let mut two = header(RD, [2, 0, 0, 0]);
     two.extend(labels("web.service.consul"));
-    two.extend(A);
+    two.extend(A_IN);
     two.extend([2, b'v', b'1', 0xc0, 12]);
-    two.extend(SRV);
+    two.extend(SRV_IN);
     write("dns", "seed-compressed-second-question", &two);
     let mut prefixed = header(RD, [1, 1, 0, 0]);
     prefixed.extend(labels("consul"));
-    prefixed.extend(A);
+    prefixed.extend(A_IN);
     let pointer_at = prefixed.len();
     prefixed.extend([7, b's', b'e', b'r', b'v', b'i', b'c', b'e', 0xc0, 12]);
-    prefixed.extend(A);
+    prefixed.extend(A_IN);
     prefixed.extend([0, 0, 0, 60, 0, 4, 10, 0, 0, 1]);
     // And a record whose name points at that compressed name.
     prefixed[5] = 1;
     prefixed[7] = 2;
     prefixed.extend([0xc0, pointer_at as u8]);
-    prefixed.extend(A);
+    prefixed.extend(A_IN);
     prefixed.extend([0, 0, 0, 60, 0, 4, 10, 0, 0, 2]);
     write("dns", "seed-compressed-chain", &prefixed);
     let mut looped = header(RD, [1, 0, 0, 0]);
     looped.extend([0xc0, 12]);
-    looped.extend(A);
+    looped.extend(A_IN);
     write("dns", "seed-compressed-loop", &looped);
     let mut forward = header(RD, [1, 0, 0, 0]);
     forward.extend([3, b'w', b'e', b'b', 0xc0, 0xff]);
-    forward.extend(A);
+    forward.extend(A_IN);
     write("dns", "seed-compressed-past-end", &forward);
 
     // Truncated packets.
-    let whole = query("web.service.consul.", RecordType::SRV, Some(1232));
+    let whole = query("web.service.consul.", SRV, Some(1232));
     write("dns", "seed-truncated-header", &whole[..11]);
     write("dns", "seed-truncated-after-header", &whole[..12]);
     write("dns", "seed-truncated-in-name", &whole[..20]);
@@ -288,10 +226,10 @@ pub fn write_dns_seeds() {
     write("dns", "seed-no-question", &header(RD, [0, 0, 0, 0]));
     let mut many = header(RD, [200, 0, 0, 0]);
     many.extend(labels("web.service.consul"));
-    many.extend(A);
+    many.extend(A_IN);
     for _ in 1..200 {
         many.extend([0xc0, 12]);
-        many.extend(A);
+        many.extend(A_IN);
     }
     write("dns", "seed-many-questions", &many);
 }
