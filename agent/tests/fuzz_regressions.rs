@@ -47,13 +47,11 @@ fn service_inputs_replay_without_panicking() {
 /// The DNS query path and the filter language, from the same function.
 #[test]
 fn dns_and_filter_inputs_replay_without_panicking() {
-    let targets: [(&str, fn(&[u8])); 2] = [
-        ("dns", shoal_agent::fuzzing::dns),
-        ("filter", shoal_agent::fuzzing::filter),
-    ];
-    for (target, run) in targets {
-        assert!(replay(target, run) >= 20, "{target}: the seeds are missing");
-    }
+    assert!(replay("dns", shoal_agent::fuzzing::dns) >= 20, "dns seeds");
+    assert!(
+        replay("filter", shoal_agent::fuzzing::filter) >= 20,
+        "filter seeds"
+    );
 }
 
 /// Writes the seed corpora of `dns` and `filter`. Run by hand after
