@@ -1,9 +1,16 @@
 //! Entry points for the fuzz targets in `fuzz/` and for the replay of their
-//! saved inputs in `tests/fuzz_regressions.rs`: the config file parser and
-//! the service-registration JSON parser. Each takes arbitrary bytes and must
+//! saved inputs in `tests/fuzz_regressions.rs`: the config file parser, the
+//! service-registration JSON parser, the DNS query path ([`dns`]) and the
+//! `?filter=` language ([`filter`]). Each takes arbitrary bytes and must
 //! never panic.
 
+mod dns;
+mod filter;
+
 use std::net::{IpAddr, SocketAddr};
+
+pub use dns::dns;
+pub use filter::filter;
 
 use crate::config::{AgentConfig, FileConfig, Overrides};
 use crate::registry::keys::normalize;

@@ -15,14 +15,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod backend;
 pub mod campaign;
 pub mod compat;
 pub mod dns;
 pub mod notify;
 pub mod peer;
 pub mod raw;
+pub mod recorder;
 pub mod relay;
 pub mod webdriver;
+
+pub use backend::TinyHttp;
 
 /// Gossip port every test agent uses on its own loopback address.
 pub const GOSSIP_PORT: u16 = 17946;
@@ -146,6 +150,15 @@ impl AgentOptions {
         AgentOptions {
             name: name.into(),
             ..AgentOptions::default()
+        }
+    }
+
+    /// Options for an agent called `name` that joins through `seed`; the
+    /// rest default.
+    pub fn joining(name: impl Into<String>, seed: &Agent) -> AgentOptions {
+        AgentOptions {
+            join: vec![seed.gossip_addr()],
+            ..AgentOptions::named(name)
         }
     }
 
@@ -611,62 +624,5 @@ impl Cluster {
                 },
             );
         }
-    }
-}
-
-/// A tiny HTTP server on loopback for checks to probe: answers every
-/// request with a fixed status. Stop it and start it again on the same
-/// address to flip a check.
-pub struct TinyHttp {
-    pub addr: SocketAddr,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl TinyHttp {
-    /// Serves `status` on `addr` (use [`unique_loopback`] and any port).
-    pub fn start(addr: SocketAddr, status: u16) -> TinyHttp {
-        let listener = std::net::TcpListener::bind(addr).expect("bind tiny http");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                        let mut buffer = [0u8; 2048];
-                        let _ = stream.read(&mut buffer);
-                        let body = format!("status {status}");
-                        let response = format!(
-                            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = stream.write_all(response.as_bytes());
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        TinyHttp {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for TinyHttp {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

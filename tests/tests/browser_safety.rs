@@ -585,13 +585,7 @@ fn a_web_page_cannot_install_its_gossip_key() {
 fn an_image_tag_cannot_fail_a_check_or_deregister_a_service() {
     let root = tempfile::tempdir().unwrap();
     let a = Agent::start_serving(root.path(), "a", &[]);
-    let b = Agent::start(
-        root.path(),
-        AgentOptions {
-            join: vec![a.gossip_addr()],
-            ..AgentOptions::named("b")
-        },
-    );
+    let b = Agent::start(root.path(), AgentOptions::joining("b", &a));
     b.wait_serving();
     let registration = json!({
         "Name": "web", "ID": "web", "Port": 80,

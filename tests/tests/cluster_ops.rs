@@ -296,10 +296,7 @@ fn a_refused_duplicate_name_newcomer_is_not_listed_by_anyone() {
     let elsewhere = tempfile::tempdir().unwrap();
     let mut newcomer = Agent::start(
         elsewhere.path(),
-        AgentOptions {
-            join: vec![cluster.agents[0].gossip_addr()],
-            ..AgentOptions::named("node-1")
-        },
+        AgentOptions::joining("node-1", &cluster.agents[0]),
     );
     let code = newcomer.wait_exit(Duration::from_secs(60));
     assert!(

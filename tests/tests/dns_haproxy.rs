@@ -6,53 +6,16 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_tests::dns::{register_ttl_service, set_ttl};
-use shoal_tests::{Cluster, unique_loopback, wait_for};
+use shoal_tests::{Cluster, TinyHttp, unique_loopback, wait_for};
 
 const SLOW: Duration = Duration::from_secs(30);
 
-/// An HTTP server that answers every request with its own name.
-struct NamedHttp {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl NamedHttp {
-    fn start(ip: IpAddr, name: &'static str) -> NamedHttp {
-        let listener = TcpListener::bind((ip, 0)).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                let Ok((mut stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buffer = [0u8; 2048];
-                let _ = stream.read(&mut buffer);
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-                let _ = stream.write_all(reply.as_bytes());
-            }
-        });
-        NamedHttp { addr, stop }
-    }
-}
-
-impl Drop for NamedHttp {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// An HTTP server on `ip` that answers every request with its own name.
+fn named_http(ip: IpAddr, name: &'static str) -> TinyHttp {
+    TinyHttp::serve((ip, 0).into(), move |_| ("200 OK".into(), name.into()))
 }
 
 /// HAProxy in the foreground, killed on drop.
@@ -145,8 +108,8 @@ fn haproxy_follows_the_instances_health_through_srv_records() {
     let cluster = Cluster::start(2);
     cluster.wait_all_alive(SLOW);
     let (asked, owner) = (&cluster.agents[0], &cluster.agents[1]);
-    let alpha = NamedHttp::start(unique_loopback(), "alpha");
-    let beta = NamedHttp::start(unique_loopback(), "beta");
+    let alpha = named_http(unique_loopback(), "alpha");
+    let beta = named_http(unique_loopback(), "beta");
     for (id, server) in [("alpha", &alpha), ("beta", &beta)] {
         let ip = server.addr.ip().to_string();
         register_ttl_service(

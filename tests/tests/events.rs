@@ -7,38 +7,16 @@
 //! gossip backlog drops its oldest events), and an event time far ahead
 //! from a peer is refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_protocol::event::UserEvent;
 use shoal_protocol::rumor::Rumor;
+use shoal_tests::recorder::{recorded as runs, recorder};
 use shoal_tests::{Agent, AgentOptions, Cluster, http_json, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-const END: &str = "--end--";
-
-fn recorder(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("record.sh");
-    std::fs::write(
-        &path,
-        format!("#!/bin/sh\ncat >> \"$1\"\necho {END} >> \"$1\"\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
-
-fn runs(file: &Path) -> Vec<Value> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .split(END)
-        .map(str::trim)
-        .filter(|chunk| !chunk.is_empty())
-        .map(|chunk| serde_json::from_str(chunk).unwrap())
-        .collect()
-}
 
 /// An agent config: an `event` watch writing to `out`, and a `web` service
 /// when `web` is set.
@@ -240,13 +218,7 @@ fn events_reach_every_agent_filters_hold_and_late_joiners_do_not_replay() {
     // being gossiped as it joins, and gets new ones.
     let fired = agents[0].cli(&["event", "deploy", "old"]);
     assert!(fired.status.success());
-    let late = Agent::start(
-        root.path(),
-        AgentOptions {
-            join: vec![agents[0].gossip_addr()],
-            ..AgentOptions::named("late")
-        },
-    );
+    let late = Agent::start(root.path(), AgentOptions::joining("late", &agents[0]));
     late.wait_serving();
     wait_for(TIMEOUT, "the late joiner to see everyone", || {
         let members = late.members()?;

@@ -236,13 +236,7 @@ fn prometheus_targets_serve_the_catalog_in_http_sd_format() {
             ..AgentOptions::named("sd0")
         },
     );
-    let second = Agent::start(
-        root.path(),
-        AgentOptions {
-            join: vec![first.gossip_addr()],
-            ..AgentOptions::named("sd1")
-        },
-    );
+    let second = Agent::start(root.path(), AgentOptions::joining("sd1", &first));
     first.wait_serving();
     second.wait_serving();
     let registrations = [

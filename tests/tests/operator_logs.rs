@@ -307,10 +307,7 @@ fn member_lines_are_rate_limited_with_a_suppressed_count() {
     cluster.wait_all_alive(Duration::from_secs(120));
     let newcomer = Agent::start(
         cluster.root.path(),
-        AgentOptions {
-            join: vec![cluster.agents[0].gossip_addr()],
-            ..AgentOptions::named("newcomer")
-        },
+        AgentOptions::joining("newcomer", &cluster.agents[0]),
     );
     wait_for(
         Duration::from_secs(120),

@@ -76,14 +76,7 @@ fn edits_apply_cluster_wide_and_broken_files_are_refused() {
             ..AgentOptions::default()
         },
     );
-    let second = Agent::start(
-        root.path(),
-        AgentOptions {
-            name: "node-1".into(),
-            join: vec![first.gossip_addr()],
-            ..AgentOptions::default()
-        },
-    );
+    let second = Agent::start(root.path(), AgentOptions::joining("node-1", &first));
     wait_services(&second, "web v1", |s| s["web"] == serde_json::json!(["v1"]));
 
     // An edit in place: new tag, a second service.

@@ -16,64 +16,34 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use shoal_tests::{Agent, AgentOptions, unique_loopback, wait_for};
+use shoal_tests::{Agent, AgentOptions, TinyHttp, unique_loopback, wait_for};
 
 const NGINX: &str = "/usr/sbin/nginx";
 
 /// A backend that answers `/` with its name, and `/health` with 200 or
 /// 500 as `healthy` says.
 struct Backend {
-    addr: SocketAddr,
+    http: TinyHttp,
     healthy: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
 }
 
 impl Backend {
     fn start(name: &'static str) -> Backend {
-        let listener = TcpListener::bind((unique_loopback(), 0)).expect("bind backend");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let healthy = Arc::new(AtomicBool::new(true));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (is_healthy, stopped) = (healthy.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                let Ok((mut stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buffer = [0u8; 4096];
-                let length = stream.read(&mut buffer).unwrap_or(0);
-                let request = String::from_utf8_lossy(&buffer[..length]);
-                let (status, body) = if request.starts_with("GET /health") {
-                    if is_healthy.load(Ordering::Relaxed) {
-                        ("200 OK", "ok".to_string())
-                    } else {
-                        ("500 Internal Server Error", "failing".to_string())
-                    }
+        let is_healthy = healthy.clone();
+        let http = TinyHttp::serve((unique_loopback(), 0).into(), move |request| {
+            let (status, body) = if request.starts_with("GET /health") {
+                if is_healthy.load(Ordering::Relaxed) {
+                    ("200 OK", "ok")
                 } else {
-                    ("200 OK", name.to_string())
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes());
-            }
+                    ("500 Internal Server Error", "failing")
+                }
+            } else {
+                ("200 OK", name)
+            };
+            (status.into(), body.into())
         });
-        Backend {
-            addr,
-            healthy,
-            stop,
-        }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        Backend { http, healthy }
     }
 }
 
@@ -247,11 +217,11 @@ wait = {{ min = "100ms", max = "1s" }}
             .register_service(&json!({
                 "Name": "web",
                 "ID": id,
-                "Address": backend.addr.ip().to_string(),
-                "Port": backend.addr.port(),
+                "Address": backend.http.addr.ip().to_string(),
+                "Port": backend.http.addr.port(),
                 "Check": {
                     "CheckID": format!("{id}-http"),
-                    "HTTP": format!("http://{}/health", backend.addr),
+                    "HTTP": format!("http://{}/health", backend.http.addr),
                     "Interval": "300ms",
                     "Timeout": "1s"
                 }

@@ -106,13 +106,7 @@ wait = {{ min = "200ms", max = "2s" }}
         log = log.display(),
     );
     let first = serving_node_0(dir, &config);
-    let second = Agent::start(
-        dir,
-        AgentOptions {
-            join: vec![first.gossip_addr()],
-            ..AgentOptions::named("node-1")
-        },
-    );
+    let second = Agent::start(dir, AgentOptions::joining("node-1", &first));
     second.wait_serving();
 
     // The key is missing: the render fails, nothing is written, and it says so.

@@ -101,26 +101,14 @@ fn a_newcomer_whose_name_is_taken_refuses_to_join_and_hides_nothing() {
     let first_root = tempfile::tempdir().unwrap();
     let second_root = tempfile::tempdir().unwrap();
     let mut holder = Agent::start(first_root.path(), AgentOptions::named("dup"));
-    let watcher = Agent::start(
-        first_root.path(),
-        AgentOptions {
-            join: vec![holder.gossip_addr()],
-            ..AgentOptions::named("watcher")
-        },
-    );
+    let watcher = Agent::start(first_root.path(), AgentOptions::joining("watcher", &holder));
     register(&holder, json!({"Name": "pay", "ID": "pay-1", "Port": 7000}));
     let pay_on_holder = vec![("dup".to_string(), holder.ip.to_string())];
     expect_instances(&holder, "pay", &pay_on_holder);
     expect_instances(&watcher, "pay", &pay_on_holder);
 
     // Another agent, its own data dir, the same name, joining the holder.
-    let mut newcomer = Agent::start(
-        second_root.path(),
-        AgentOptions {
-            join: vec![holder.gossip_addr()],
-            ..AgentOptions::named("dup")
-        },
-    );
+    let mut newcomer = Agent::start(second_root.path(), AgentOptions::joining("dup", &holder));
     let started = Instant::now();
     let code = newcomer.wait_exit(Duration::from_secs(30));
     let log = newcomer.log();
@@ -164,13 +152,7 @@ fn an_agent_that_moved_address_keeps_its_name() {
     // conflict, whether or not the cluster has noticed it is gone.
     let root = tempfile::tempdir().unwrap();
     let watcher = Agent::start(root.path(), AgentOptions::named("watcher"));
-    let mut mover = Agent::start(
-        root.path(),
-        AgentOptions {
-            join: vec![watcher.gossip_addr()],
-            ..AgentOptions::named("mover")
-        },
-    );
+    let mut mover = Agent::start(root.path(), AgentOptions::joining("mover", &watcher));
     register(&mover, json!({"Name": "pay", "ID": "pay-1", "Port": 7000}));
     expect_instances(
         &watcher,
@@ -181,13 +163,7 @@ fn an_agent_that_moved_address_keeps_its_name() {
     // Killed and started at once elsewhere, before the cluster's failure
     // detector has declared the old address down.
     mover.kill();
-    let mut moved = Agent::start(
-        root.path(),
-        AgentOptions {
-            join: vec![watcher.gossip_addr()],
-            ..AgentOptions::named("mover")
-        },
-    );
+    let mut moved = Agent::start(root.path(), AgentOptions::joining("mover", &watcher));
     assert_ne!(moved.ip, mover.ip);
     expect_instances(
         &watcher,

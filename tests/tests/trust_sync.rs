@@ -470,14 +470,7 @@ fn catch_up_figures() {
         );
     }
     let full_rss = peak_rss_kib(first.pid().unwrap()).unwrap_or(0);
-    let fresh = Agent::start(
-        root.path(),
-        AgentOptions {
-            name: "fresh".into(),
-            join: vec![first.gossip_addr()],
-            ..AgentOptions::default()
-        },
-    );
+    let fresh = Agent::start(root.path(), AgentOptions::joining("fresh", &first));
     let started = Instant::now();
     wait_for(
         Duration::from_secs(300),

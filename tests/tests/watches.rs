@@ -5,42 +5,14 @@
 //! `http` handler gets the JSON posted; `shoal watch` prints and runs.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use shoal_tests::recorder::{RECORD_END as END, make_executable, recorded as runs, recorder};
 use shoal_tests::{Agent, AgentOptions, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-/// A record's end in a handler's output file.
-const END: &str = "--end--";
-
-/// A handler that appends its stdin and an end marker to `$1`.
-fn recorder(dir: &Path) -> PathBuf {
-    let path = dir.join("record.sh");
-    std::fs::write(
-        &path,
-        format!("#!/bin/sh\ncat >> \"$1\"\necho {END} >> \"$1\"\n"),
-    )
-    .unwrap();
-    make_executable(&path);
-    path
-}
-
-fn make_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// The JSON documents a handler got so far.
-fn runs(file: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    text.split(END)
-        .map(str::trim)
-        .filter(|chunk| !chunk.is_empty())
-        .map(|chunk| serde_json::from_str(chunk).unwrap_or_else(|e| panic!("{chunk}: {e}")))
-        .collect()
-}
 
 fn wait_runs(file: &Path, count: usize, what: &str) -> Vec<Value> {
     wait_for(TIMEOUT, what, || {
@@ -218,13 +190,7 @@ fn every_watch_type_runs_at_start_and_once_per_change() {
 
     // Another node joins: nodes and members run (members may run more
     // than once as the newcomer's record arrives), with both nodes.
-    let other = Agent::start(
-        dir,
-        AgentOptions {
-            join: vec![agent.gossip_addr()],
-            ..AgentOptions::named("other")
-        },
-    );
+    let other = Agent::start(dir, AgentOptions::joining("other", &agent));
     other.wait_serving();
     wait_for(TIMEOUT, "the nodes watch to list both", || {
         let last = runs(&dir.join("nodes.out")).pop().unwrap();

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::Record;
+use shoal_protocol::MemberView;
 use tokio::sync::watch;
 
 use super::DnsCounters;
@@ -54,6 +55,35 @@ pub struct Responder {
 }
 
 impl Responder {
+    /// A responder over a fixed catalog, `members` (the first is this
+    /// agent, whose datacenter is ours), with no agent running: for the
+    /// fuzz target (`crate::fuzzing`) and the tests.
+    pub fn over_members(config: DnsConfig, members: Vec<MemberView>) -> Responder {
+        let local = members[0].record.clone().expect("the local record");
+        let datacenter = local.datacenter.clone();
+        let snapshot = Snapshot {
+            index: 1,
+            cluster_index: 1,
+            kv_index: 1,
+            local,
+            members: Arc::new(members),
+            kv: Default::default(),
+            checks_loaded: true,
+            name_rival: None,
+            events: Arc::default(),
+            event_index: 0,
+        };
+        // The sender may go: a receiver keeps the last value.
+        let (_, snapshot_rx) = watch::channel(Arc::new(snapshot));
+        Responder {
+            config: Arc::new(config),
+            datacenter,
+            snapshot_rx,
+            counters: Arc::default(),
+            skipped: Default::default(),
+        }
+    }
+
     /// Reads `packet`, sent by `client`, and decides the reply.
     pub fn respond(&self, packet: &[u8], transport: Transport, client: IpAddr) -> Outcome {
         let started = Instant::now();

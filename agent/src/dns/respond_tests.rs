@@ -54,27 +54,7 @@ fn member(index: u8, status: MemberStatus, services: Vec<ServiceRecord>) -> Memb
 }
 
 fn responder(members: Vec<MemberView>, config: DnsConfig) -> Responder {
-    let local = members[0].record.clone().unwrap();
-    let snapshot = Snapshot {
-        index: 1,
-        cluster_index: 1,
-        kv_index: 1,
-        local,
-        members: Arc::new(members),
-        kv: Default::default(),
-        checks_loaded: true,
-        name_rival: None,
-        events: Arc::default(),
-        event_index: 0,
-    };
-    let (_, snapshot_rx) = watch::channel(Arc::new(snapshot));
-    Responder {
-        config: Arc::new(config),
-        datacenter: "dc1".into(),
-        snapshot_rx,
-        counters: Arc::default(),
-        skipped: Default::default(),
-    }
+    Responder::over_members(config, members)
 }
 
 fn query(name: &str, kind: RecordType, edns: bool) -> Vec<u8> {

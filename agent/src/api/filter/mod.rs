@@ -153,10 +153,7 @@ impl Filter {
 
 fn check(expr: &Expr, sample: &Value) -> Result<(), FilterError> {
     match expr {
-        Expr::Or(a, b) | Expr::And(a, b) => {
-            check(a, sample)?;
-            check(b, sample)
-        }
+        Expr::Or(terms) | Expr::And(terms) => terms.iter().try_for_each(|term| check(term, sample)),
         Expr::Not(inner) => check(inner, sample),
         Expr::Match(matching) => check_match(matching, sample),
     }
@@ -247,8 +244,8 @@ fn kind_at(sample: &Value, path: &[String]) -> Result<Kind, String> {
 
 fn evaluate(expr: &Expr, value: &Value) -> bool {
     match expr {
-        Expr::Or(a, b) => evaluate(a, value) || evaluate(b, value),
-        Expr::And(a, b) => evaluate(a, value) && evaluate(b, value),
+        Expr::Or(terms) => terms.iter().any(|term| evaluate(term, value)),
+        Expr::And(terms) => terms.iter().all(|term| evaluate(term, value)),
         Expr::Not(inner) => !evaluate(inner, value),
         Expr::Match(matching) => {
             let mut found = Vec::new();

@@ -55,11 +55,15 @@ pub const MAX_REGEX_TERMS: usize = 32;
 /// fit, one `\w{20}` does not.
 pub const MAX_FILTER_REGEX_BYTES: usize = 512 * 1024;
 
-/// A parsed expression.
+/// A parsed expression. A chain of `or`s (or of `and`s) is one node with
+/// its terms in order, not a nested pair per operator: checking, running
+/// and dropping an expression then recurse only as deep as its `not`s and
+/// parentheses (at most 64 deep), never once per term (a chain of a
+/// few thousand terms overflowed a 2 MiB thread's stack).
 #[derive(Clone, Debug)]
 pub enum Expr {
-    Or(Box<Expr>, Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
+    Or(Vec<Expr>),
+    And(Vec<Expr>),
     Not(Box<Expr>),
     Match(Match),
 }
@@ -114,6 +118,7 @@ pub fn parse(source: &str) -> Result<Expr, FilterError> {
         next: 0,
         depth: 0,
         regex_bytes: 0,
+        counted: (0, 0),
     };
     if parser.peek().tok == Tok::End {
         return Err(parser.error_at(0, "the expression is empty"));
@@ -139,6 +144,10 @@ struct Parser<'a> {
     depth: usize,
     /// What their regular expressions compiled to, together.
     regex_bytes: usize,
+    /// A byte offset in `source` and the characters before it: selectors
+    /// come in order, so each one's position is counted on from the last
+    /// (counting from the start each time made a long filter quadratic).
+    counted: (usize, usize),
 }
 
 impl Parser<'_> {
@@ -184,23 +193,29 @@ impl Parser<'_> {
     }
 
     fn or_expr(&mut self) -> Result<Expr, FilterError> {
-        let mut left = self.and_expr()?;
+        let first = self.and_expr()?;
+        if !self.at_keyword("or") {
+            return Ok(first);
+        }
+        let mut terms = vec![first];
         while self.at_keyword("or") {
             self.bump();
-            let right = self.and_expr()?;
-            left = Expr::Or(Box::new(left), Box::new(right));
+            terms.push(self.and_expr()?);
         }
-        Ok(left)
+        Ok(Expr::Or(terms))
     }
 
     fn and_expr(&mut self) -> Result<Expr, FilterError> {
-        let mut left = self.not_expr()?;
+        let first = self.not_expr()?;
+        if !self.at_keyword("and") {
+            return Ok(first);
+        }
+        let mut terms = vec![first];
         while self.at_keyword("and") {
             self.bump();
-            let right = self.not_expr()?;
-            left = Expr::And(Box::new(left), Box::new(right));
+            terms.push(self.not_expr()?);
         }
-        Ok(left)
+        Ok(Expr::And(terms))
     }
 
     fn not_expr(&mut self) -> Result<Expr, FilterError> {
@@ -361,8 +376,21 @@ impl Parser<'_> {
         self.selector_from(token)
     }
 
-    fn selector_from(&self, token: Token) -> Result<Selector, FilterError> {
-        let position = position(self.source, token.at);
+    /// The 1-based character position of byte offset `at`, as
+    /// [`position`] gives it, counted on from the last one asked for.
+    fn position_of(&mut self, at: usize) -> usize {
+        let (from, before) = self.counted;
+        match self.source.get(from..at) {
+            Some(between) if at >= from => {
+                self.counted = (at, before + between.chars().count());
+                self.counted.1 + 1
+            }
+            _ => position(self.source, at),
+        }
+    }
+
+    fn selector_from(&mut self, token: Token) -> Result<Selector, FilterError> {
+        let position = self.position_of(token.at);
         match token.tok {
             Tok::Word(path, text) => Ok(Selector {
                 path,

@@ -82,6 +82,12 @@ fn errors_name_the_position_and_the_problem() {
             28,
             "unknown selector `Nodes.Node`",
         ),
+        // Positions count characters, not bytes, after every selector.
+        (
+            "Service.Service == \"é\" and Service.ID == \"—\" and Nodes.Node == a",
+            50,
+            "unknown selector `Nodes.Node`",
+        ),
         ("Service.Tags == v1", 1, "is a list: use `contains`"),
         ("Service.Port == eighty", 1, "is a number"),
         (

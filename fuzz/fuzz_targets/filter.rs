@@ -1,0 +1,4 @@
+//! See `shoal_agent::fuzzing::filter`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shoal_agent::fuzzing::filter(data));
