@@ -28,6 +28,19 @@ impl Simulation {
             }
             Action::Crash { node } => self.crash(node),
             Action::Restart { node } => self.restart(node),
+            Action::MassRestart => {
+                // Not crashes whose detection is measured: every node
+                // comes back at once.
+                let tracked = self.metrics.crashes.len();
+                for node in 0..self.slots.len() {
+                    self.crash(node);
+                }
+                for node in 0..self.slots.len() {
+                    self.restart(node);
+                }
+                self.metrics.crashes.truncate(tracked);
+                self.cold_start();
+            }
             Action::Pause { node, seconds } => {
                 let slot = &mut self.slots[node];
                 slot.paused_until = now + (seconds * SECOND as f64) as Micros;
@@ -147,6 +160,7 @@ impl Simulation {
         };
         slot.epoch += 1;
         slot.backlog.clear();
+        slot.serving.clear();
         slot.datagrams_out += node.counters().datagrams_out;
         slot.bytes_out += node.counters().bytes_out;
         let id = node.identity();

@@ -90,6 +90,19 @@ pub struct Metrics {
     /// Bytes of anti-entropy messages as the agent frames them (length,
     /// envelope header, message; unsealed).
     pub sync_bytes: u64,
+    /// Exchanges refused by a responder serving `max_exchanges` already.
+    pub syncs_refused: u64,
+    /// Every node started at once (a join at t = 0, a mass restart): when,
+    /// and how long until every healthy node held every healthy node's
+    /// current record.
+    pub cold_starts: Vec<ColdStart>,
+}
+
+/// One start of every node at once (see `Metrics::cold_starts`).
+#[derive(Clone, Copy, Debug)]
+pub struct ColdStart {
+    pub at: Micros,
+    pub complete_after: Option<Micros>,
 }
 
 /// The KV writes of the run and whether every node holds their outcome.

@@ -67,6 +67,12 @@ pub struct Report {
     /// Exchanges nodes asked for with addresses outside the cluster (a
     /// forged rumor's, say).
     pub syncs_outside: u64,
+    /// Exchanges refused by a responder at its limit (`max_exchanges`).
+    pub syncs_refused: u64,
+    /// After each start of every node at once (the join, a mass restart):
+    /// seconds until every healthy node held every healthy node's current
+    /// record (name, services), or `None` if that never happened.
+    pub records_complete_s: Vec<Option<f64>>,
     /// The most node records a live node holds at the end (its digest has
     /// one entry per record).
     pub max_records: usize,
@@ -199,6 +205,12 @@ impl Report {
             sync_exchanges: metrics.sync_exchanges,
             sync_bytes: metrics.sync_bytes,
             syncs_outside: metrics.syncs_outside,
+            syncs_refused: metrics.syncs_refused,
+            records_complete_s: metrics
+                .cold_starts
+                .iter()
+                .map(|start| start.complete_after.map(seconds))
+                .collect(),
             max_records: sim.max_records(),
             kv: KvOutcome::of(sim),
             traffic: crate::traffic::Traffic::of(sim),
@@ -225,7 +237,8 @@ impl Report {
         agent_udp_bytes_s_median,agent_udp_bytes_s_max,agent_udp_datagrams_s_median,\
         agent_udp_datagrams_s_max,agent_tcp_bytes_s_median,agent_tcp_bytes_s_max,\
         agent_tcp_messages_s_median,agent_tcp_messages_s_max,agent_bytes_s_median,\
-        agent_bytes_s_max,busiest_agent,busiest_is_seed,suspicions";
+        agent_bytes_s_max,busiest_agent,busiest_is_seed,suspicions,syncs_refused,\
+        records_complete_s";
 
     /// One CSV row; missing figures are empty cells.
     pub fn csv_row(&self) -> String {
@@ -297,6 +310,14 @@ impl Report {
         cells.push(t.busiest.to_string());
         cells.push(t.busiest_is_seed.to_string());
         cells.push(self.suspicions.to_string());
+        cells.push(self.syncs_refused.to_string());
+        // One figure per start of every node (`;`-separated; empty: never).
+        let starts: Vec<String> = self
+            .records_complete_s
+            .iter()
+            .map(|t| t.map(|t| format!("{t:.2}")).unwrap_or_default())
+            .collect();
+        cells.push(starts.join(";"));
         cells
     }
 }
@@ -407,6 +428,19 @@ impl fmt::Display for Report {
             "  peers: {} exchanges asked for outside the cluster; at most {} records on a node",
             self.syncs_outside, self.max_records
         )?;
+        if !self.records_complete_s.is_empty() {
+            let times: Vec<String> = self
+                .records_complete_s
+                .iter()
+                .map(|time| time.map_or("never".into(), |t| format!("{t:.2}s")))
+                .collect();
+            writeln!(
+                f,
+                "  cold start: every record on every node after {} ({} exchanges refused)",
+                times.join(", "),
+                self.syncs_refused
+            )?;
+        }
         if let Some(converged) = self.kv.converged {
             writeln!(
                 f,

@@ -100,6 +100,17 @@ pub struct Scenario {
     /// and 24 h by default); its record is dropped after that.
     #[serde(default)]
     pub remove_down_after_s: Option<f64>,
+    /// Newcomers check their name before offering their record, as agents
+    /// do (`GossipConfig::check_name`): a node with seeds holds its record
+    /// back until its first completed anti-entropy exchange. Off by default
+    /// (see the field's docs); the cold-start scenarios turn it on.
+    #[serde(default)]
+    pub check_name: bool,
+    /// Anti-entropy exchanges a node serves at once, as the agent's
+    /// responder does (8); an exchange opened past it is refused, and the
+    /// initiator hears nothing back, as a closed connection. 0: no limit.
+    #[serde(default)]
+    pub max_exchanges: usize,
     /// Sampling period of the time series in the CSV, in seconds.
     #[serde(default = "default_sample")]
     pub sample_s: f64,
@@ -173,6 +184,9 @@ pub enum Action {
     Crash { node: usize },
     /// A crashed node starts again with a new generation.
     Restart { node: usize },
+    /// Every node stops and starts again at once with a new generation (a
+    /// datacenter's power cycle, a fleet-wide deploy).
+    MassRestart,
     /// The node handles nothing for `seconds`, then everything queued (its
     /// timers first, as the agent's biased select does).
     Pause { node: usize, seconds: f64 },

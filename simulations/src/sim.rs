@@ -4,7 +4,7 @@
 //! (probing, suspicion, gossip, local health) is the protocol core's.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -20,6 +20,9 @@ use crate::scenario::{Bootstrap, Scenario};
 pub(crate) const SECOND: Micros = 1_000_000;
 /// How often convergence is checked after a partition heals.
 const CONVERGENCE_CHECK: Micros = 100_000;
+/// An exchange a responder serves but hears nothing more of ends after
+/// this long (the agent's frame timeout): its slot is free again.
+const EXCHANGE_IDLE: Micros = 10 * SECOND;
 
 /// Rank of events that are not timers: after the timers due at the same
 /// instant, as the agent's biased select handles timers first.
@@ -57,6 +60,9 @@ pub(crate) enum Event {
     TrafficMark,
     Sample,
     ConvergenceCheck,
+    /// Whether every healthy node holds every healthy node's current
+    /// record yet (see `Metrics::cold_starts`).
+    RecordsCheck,
     /// A KV write on `node` (a random healthy node when `None`); a
     /// delete when `value` is `None`.
     KvWrite {
@@ -126,6 +132,9 @@ pub(crate) struct Slot {
     pub traffic_mark: [u64; 4],
     /// The node's name (`rename` changes it).
     pub name: String,
+    /// Exchanges this node serves (as responder), by initiator, with when
+    /// each last heard from it: at most `max_exchanges`.
+    pub serving: HashMap<usize, Micros>,
 }
 
 impl Slot {
@@ -186,7 +195,7 @@ impl Simulation {
                     std::time::Duration::from_secs_f64(seconds)
                 }),
             // Every simulated node has its own name; see the field's docs.
-            check_name: false,
+            check_name: scenario.check_name,
             ..GossipConfig::default()
         };
         let envelope = Envelope::new(cluster_id("shoal-sim"));
@@ -210,6 +219,7 @@ impl Simulation {
                     sync_bytes_out: 0,
                     traffic_mark: [0; 4],
                     name,
+                    serving: HashMap::new(),
                 }
             })
             .collect();
@@ -241,6 +251,9 @@ impl Simulation {
         for index in 0..nodes {
             let at = (sim.rng.random::<f64>() * spread) as Micros;
             sim.push(at, RANK_OTHER, Event::Boot(index));
+        }
+        if sim.scenario.bootstrap == Bootstrap::Join {
+            sim.cold_start();
         }
         for index in 0..sim.scenario.actions.len() {
             let at = (sim.scenario.actions[index].at_s * SECOND as f64) as Micros;
@@ -329,6 +342,7 @@ impl Simulation {
                     );
                 }
             }
+            Event::RecordsCheck => self.check_records(),
             Event::KvWrite { node, key, value } => self.kv_write(node, key, value),
             Event::KvCheck => self.kv_check(),
             Event::KvHousekeeping => self.kv_housekeeping(),
@@ -439,9 +453,15 @@ impl Simulation {
                 let _ = node.handle_datagram(&packet);
             }
             Event::Sync { from, message, .. } => {
+                if matches!(*message, SyncMessage::Digest(_)) && !self.serve(index, from) {
+                    self.metrics.syncs_refused += 1;
+                    return;
+                }
+                let node = self.slots[index].node.as_mut().expect("checked above");
                 // The same step function the agent runs over TCP.
-                if let Some(reply) = node.on_sync(*message) {
-                    self.send_sync(index, from, reply);
+                match node.on_sync(*message) {
+                    Some(reply) => self.send_sync(index, from, reply),
+                    None => self.end_exchange(index, from),
                 }
             }
             _ => unreachable!("only node events are handled"),
@@ -453,7 +473,11 @@ impl Simulation {
     /// fails as its TCP connection would.
     fn send_sync(&mut self, from: usize, to: usize, message: SyncMessage) {
         if !self.network.connected(from, to) {
+            self.end_exchange(from, to);
             return;
+        }
+        if let Some(heard) = self.slots[from].serving.get_mut(&to) {
+            *heard = self.now;
         }
         let bytes = (4 + HEADER_LEN + codec::encoded_len(&message)) as u64;
         self.metrics.sync_bytes += bytes;
@@ -564,4 +588,74 @@ fn initial_views(nodes: usize, view: usize, rng: &mut StdRng) -> Vec<Vec<usize>>
         members.dedup();
     }
     views
+}
+
+impl Simulation {
+    /// Whether `responder` takes the exchange `initiator` opens: it serves
+    /// at most `max_exchanges` at once, as the agent does, and refuses the
+    /// rest (the initiator hears nothing, as from a closed connection).
+    fn serve(&mut self, responder: usize, initiator: usize) -> bool {
+        let limit = self.scenario.max_exchanges;
+        if limit == 0 {
+            return true;
+        }
+        let now = self.now;
+        let serving = &mut self.slots[responder].serving;
+        serving.retain(|_, heard| now.saturating_sub(*heard) < EXCHANGE_IDLE);
+        if serving.len() >= limit && !serving.contains_key(&initiator) {
+            return false;
+        }
+        serving.insert(initiator, now);
+        true
+    }
+
+    /// The exchange between `a` and `b` is over (or failed): whichever
+    /// served it has a free slot.
+    pub(crate) fn end_exchange(&mut self, a: usize, b: usize) {
+        self.slots[a].serving.remove(&b);
+        self.slots[b].serving.remove(&a);
+    }
+
+    /// Every node starts now: time how long until each holds every
+    /// healthy node's current record.
+    pub(crate) fn cold_start(&mut self) {
+        self.metrics.cold_starts.push(crate::metrics::ColdStart {
+            at: self.now,
+            complete_after: None,
+        });
+        self.push(
+            self.now + CONVERGENCE_CHECK,
+            RANK_OTHER,
+            Event::RecordsCheck,
+        );
+    }
+
+    fn check_records(&mut self) {
+        let live: Vec<usize> = (0..self.slots.len())
+            .filter(|&index| self.is_healthy(index))
+            .collect();
+        let complete = live.iter().all(|&observer| {
+            let node = self.slots[observer].node.as_ref().expect("healthy");
+            let held: HashMap<String, u64> = node
+                .records()
+                .into_iter()
+                .map(|record| (record.name, record.id.generation))
+                .collect();
+            live.iter().all(|&other| {
+                held.get(&self.slots[other].name) == Some(&self.slots[other].generation)
+            })
+        });
+        let Some(start) = self.metrics.cold_starts.last_mut() else {
+            return;
+        };
+        if complete {
+            start.complete_after = Some(self.now - start.at);
+        } else {
+            self.push(
+                self.now + CONVERGENCE_CHECK,
+                RANK_OTHER,
+                Event::RecordsCheck,
+            );
+        }
+    }
 }

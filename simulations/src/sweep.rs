@@ -29,6 +29,8 @@ fn base(name: String, nodes: usize, duration_s: f64, seed: u64) -> Scenario {
         suspicion_max_mult: None,
         notify_down_members: false,
         remove_down_after_s: None,
+        check_name: false,
+        max_exchanges: 0,
         sample_s: 5.0,
         traffic_from_s: 0.0,
         tombstone_grace_s: None,
@@ -166,6 +168,23 @@ pub fn fault_scenario(kind: &str, dynamic: bool, seed: u64) -> Scenario {
     scenario
 }
 
+/// A cold start (issue 23): `nodes` started together through one seed (a
+/// datacenter's power cycle), then all restarted at once at 30 s (a
+/// fleet-wide deploy), with the agent's duplicate-name check and its
+/// limit of 8 exchanges served at once. The report's `records_complete_s`
+/// says, for each, when every node held every node's current record.
+pub fn cold_start_scenario(nodes: usize, seed: u64) -> Scenario {
+    let mut scenario = base(format!("cold-start-{nodes}"), nodes, 50.0, seed);
+    scenario.bootstrap = crate::scenario::Bootstrap::Join;
+    scenario.join_spread_s = 0.2;
+    scenario.seeds = 1;
+    scenario.check_name = true;
+    scenario.max_exchanges = 8;
+    scenario.sample_s = 1.0;
+    scenario.actions.push(at(30.0, Action::MassRestart));
+    scenario
+}
+
 /// An idle cluster of `nodes` (3 seeds) for ten virtual minutes after a
 /// ten-minute join: what each agent sends when nothing happens, seeds
 /// included.
@@ -263,6 +282,15 @@ pub fn run_sweeps(only: &[String], max_nodes: usize, seed: u64, out: &Path) -> a
             })
         }));
         write_rows(out, "faults", &reports)?;
+    }
+    if wants("cold-start") {
+        let reports = run_all((0..10).flat_map(|offset| {
+            [20, 100, 250, 1_000]
+                .into_iter()
+                .filter(|&nodes| nodes <= max_nodes)
+                .map(move |nodes| cold_start_scenario(nodes, seed + offset))
+        }));
+        write_rows(out, "cold-start", &reports)?;
     }
     if wants("hour") {
         let mut scenario = loss_scenario(0.05, 3_600.0, seed);

@@ -117,20 +117,50 @@ fn a_lone_suspicion_lasts_max_and_confirmed_ones_min() {
 /// The faults that cause false positives in practice (SIGSTOP bursts of
 /// 200-800 ms on five nodes, alone and with 5 % loss; Gilbert-Elliott
 /// bursty loss; 30 % one-way loss from five nodes), 50 nodes for ten
-/// virtual minutes, on ten seeds: with dynamic suspicion no node that is
-/// not itself faulted is ever declared down. (`shoal-sim sweep --only
-/// faults` also runs each with the suspicion fixed, for comparison.)
+/// virtual minutes, on ten seeds, with dynamic suspicion and with the
+/// suspicion fixed:
+///
+/// - a node that is merely slow (stopped in bursts) is never declared
+///   down, and under starvation alone nobody is;
+/// - under loss, dynamic suspicion declares healthy nodes down no more
+///   often than the fixed suspicion does.
+///
+/// Healthy nodes are declared down under loss, with either: over 60 seeds
+/// (`shoal-sim sweep --only faults`, six runs from seeds 1, 11, ... 51;
+/// docs/figures/issue-23/sim-faults-60-seeds/), 8 of 60 bursty runs, 1
+/// one-way and 2 starve-with-loss runs had one, against 14, 3 and 4 with
+/// the suspicion fixed. An earlier version of this test asserted none, on
+/// ten seeds where none happened to occur.
 #[test]
-fn no_healthy_node_is_declared_down_under_bursty_one_way_loss_or_starvation() {
+fn slow_nodes_are_never_declared_down_and_dynamic_suspicion_does_no_worse_under_loss() {
     use shoal_simulations::sweep::{FAULT_KINDS, fault_scenario};
-    for seed in 1..=10 {
-        for kind in FAULT_KINDS {
-            let (report, _) = run(fault_scenario(kind, true, seed));
-            assert_eq!(
-                report.false_positives, 0,
-                "{kind}, seed {seed}: healthy nodes declared down: {report}"
-            );
+    for kind in FAULT_KINDS {
+        let (mut dynamic_fps, mut fixed_fps) = (0, 0);
+        for seed in 1..=10 {
+            let (dynamic, _) = run(fault_scenario(kind, true, seed));
+            let (fixed, _) = run(fault_scenario(kind, false, seed));
+            for report in [&dynamic, &fixed] {
+                assert_eq!(
+                    report.faulted_declared_down, 0,
+                    "{kind}, seed {seed}: a merely slow node was declared down: {report}"
+                );
+            }
+            if kind == "starve" {
+                assert_eq!(
+                    dynamic.false_positives, 0,
+                    "{kind}, seed {seed}: healthy nodes declared down: {dynamic}"
+                );
+            }
+            dynamic_fps += dynamic.false_positives;
+            fixed_fps += fixed.false_positives;
         }
+        println!(
+            "{kind}: healthy nodes declared down over 10 seeds: dynamic {dynamic_fps}, fixed {fixed_fps}"
+        );
+        assert!(
+            dynamic_fps <= fixed_fps,
+            "{kind}: dynamic suspicion declared {dynamic_fps} healthy nodes down, fixed {fixed_fps}"
+        );
     }
 }
 

@@ -95,12 +95,18 @@ impl Node {
             SyncMessage::Delta(delta) if delta.resend => return Some(self.sync_open_full()),
             SyncMessage::Delta(delta) => {
                 let whole = delta.kv.is_whole();
-                let records = self.records_named(&delta.wanted);
+                let mut records = self.records_named(&delta.wanted);
                 let kv = self.answer_page(delta.kv, ours.unwrap_or_default());
                 self.merge_records(delta.records);
                 self.learn_members(&delta.members);
                 // We hold the responder's records now.
+                let claimed = self.name_claimed();
                 self.check_name(true);
+                // Our name is ours now: the responder, which could not ask
+                // for our record (our digest left it out), gets it at once.
+                if !claimed && self.name_claimed() {
+                    records.push(self.local_record());
+                }
                 (Some(SyncMessage::Records(Records { records, kv })), whole)
             }
             SyncMessage::Records(records) => {
