@@ -13,7 +13,7 @@
 //! - [`duration`]: Go's duration syntax, used by config, checks and the API.
 //! - [`field_error`]: [`field_error::FieldError`], a user's mistake in a check or
 //!   service definition and where it is.
-//! - [`dns`]: the DNS interface (Consul's names), on its own thread.
+//! - [`dns`]: the DNS interface (Consul's names), on the agent's runtime.
 //! - [`api`]: the HTTP API (Consul-compatible where Consul has the endpoint).
 //! - [`catalog`]: cluster-wide service queries over the membership table
 //!   (no JSON: Consul's shapes are in [`consul_json`]).

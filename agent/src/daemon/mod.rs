@@ -640,7 +640,7 @@ fn serve_api(
     Ok(addr)
 }
 
-/// Serves DNS on its own thread, if it is on; returns the address.
+/// Serves DNS on the agent's runtime, if it is on; returns the address.
 fn serve_dns(
     listeners: Option<crate::dns::server::DnsListeners>,
     config: &AgentConfig,
@@ -663,7 +663,7 @@ fn serve_dns(
         listeners,
         responder,
         tasks.stop.clone(),
-    )?);
+    ));
     Ok(Some(addr))
 }
 

@@ -1,7 +1,7 @@
 //! The DNS interface: Consul's names (`web.service.consul`, SRV,
 //! `<node>.node.consul`, ...) answered from the same [`Snapshot`] the HTTP
-//! API reads, on its own thread so that a flood of queries never delays
-//! the core loop.
+//! API reads, on the agent's runtime beside the API (the core loop has a
+//! thread of its own, so a flood of queries never delays it).
 //!
 //! - [`names`]: what a query name asks for.
 //! - [`answer`]: the records, from the catalog of a snapshot.

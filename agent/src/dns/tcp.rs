@@ -22,7 +22,7 @@
 //! after each), and a connection's send buffer is kept small
 //! ([`SEND_BUFFER`]): a client that sends thousands of queries and reads
 //! nothing gets a few dozen answered before its connection waits on it,
-//! instead of taking the DNS thread's time for all of them while others
+//! instead of taking the DNS task's time for all of them while others
 //! wait their turn.
 
 use std::collections::HashMap;
