@@ -26,24 +26,179 @@ const CREATE_INDEX: u64 = 1;
 
 /// `Node` (`/v1/catalog/nodes`, a health entry's `Node`).
 pub fn node(node: &CatalogNode<'_>) -> Value {
-    with_fields(
-        node_fields(node),
-        json!({ "Meta": node.record.user_tags() }),
-    )
+    to_value(&NodeJson::new(node))
 }
 
 /// The fields `Node` and `CatalogService` share: where the node is, and
-/// the indexes of its record.
+/// the indexes of its record (a `Node` without its `Meta`).
 fn node_fields(node: &CatalogNode<'_>) -> Value {
-    json!({
-        "ID": node.record.node_id().unwrap_or_default(),
-        "Node": node.record.name,
-        "Address": node.address(),
-        "Datacenter": node.record.datacenter,
-        "TaggedAddresses": { "lan": node.address(), "wan": node.address() },
-        "CreateIndex": CREATE_INDEX,
-        "ModifyIndex": node.record.version,
-    })
+    let mut value = self::node(node);
+    if let Value::Object(fields) = &mut value {
+        fields.remove("Meta");
+    }
+    value
+}
+
+/// A shape serialized into a tree. Serializing these structs cannot fail
+/// (string keys, no floats, nothing fallible).
+fn to_value(shape: &impl Serialize) -> Value {
+    serde_json::to_value(shape).expect("Consul shapes serialize")
+}
+
+// The shapes as structs, serialized straight to bytes where no `?filter=`
+// needs a tree (see `ServiceEntry`). Fields are declared in the order of
+// their JSON names, as a tree's map sorts them, so both ways give the same
+// bytes (tested below).
+
+/// `Node`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeJson<'a> {
+    address: String,
+    create_index: u64,
+    datacenter: &'a str,
+    #[serde(rename = "ID")]
+    id: &'a str,
+    meta: BTreeMap<&'a str, &'a str>,
+    modify_index: u64,
+    node: &'a str,
+    tagged_addresses: LanWan,
+}
+
+#[derive(Serialize)]
+struct LanWan {
+    lan: String,
+    wan: String,
+}
+
+impl<'a> NodeJson<'a> {
+    fn new(node: &CatalogNode<'a>) -> Self {
+        let address = node.address();
+        NodeJson {
+            tagged_addresses: LanWan {
+                lan: address.clone(),
+                wan: address.clone(),
+            },
+            address,
+            create_index: CREATE_INDEX,
+            datacenter: &node.record.datacenter,
+            id: node.record.node_id().unwrap_or_default(),
+            meta: node.record.user_tags(),
+            modify_index: node.record.version,
+            node: &node.record.name,
+        }
+    }
+}
+
+/// `AgentService`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AgentServiceJson<'a> {
+    address: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    create_index: Option<u64>,
+    datacenter: &'a str,
+    enable_tag_override: bool,
+    #[serde(rename = "ID")]
+    id: &'a str,
+    meta: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modify_index: Option<u64>,
+    port: u16,
+    service: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    tagged_addresses: BTreeMap<&'a str, AddressPort<'a>>,
+    tags: &'a [String],
+    weights: Weights,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AddressPort<'a> {
+    address: &'a str,
+    port: u16,
+}
+
+/// Consul's default weights: Shoal does not weigh instances.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Weights {
+    passing: u8,
+    warning: u8,
+}
+
+impl<'a> AgentServiceJson<'a> {
+    fn new(service: &'a ServiceRecord, datacenter: &'a str, modify_index: Option<u64>) -> Self {
+        AgentServiceJson {
+            address: &service.address,
+            create_index: modify_index.map(|_| CREATE_INDEX),
+            datacenter,
+            enable_tag_override: false,
+            id: &service.id,
+            meta: service.user_meta(),
+            modify_index,
+            port: service.port,
+            service: &service.name,
+            tagged_addresses: tagged(service),
+            tags: &service.tags,
+            weights: Weights {
+                passing: 1,
+                warning: 1,
+            },
+        }
+    }
+}
+
+/// `HealthCheck`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct HealthCheckJson<'a> {
+    #[serde(rename = "CheckID")]
+    check_id: &'a str,
+    create_index: u64,
+    critical: bool,
+    definition: Empty,
+    modify_index: u64,
+    name: &'a str,
+    node: &'a str,
+    notes: &'a str,
+    output: &'a str,
+    #[serde(rename = "ServiceID")]
+    service_id: &'a str,
+    service_name: &'a str,
+    service_tags: &'a [String],
+    status: &'static str,
+    #[serde(rename = "Type")]
+    kind: &'a str,
+}
+
+/// `{}`.
+#[derive(Serialize)]
+struct Empty {}
+
+impl<'a> HealthCheckJson<'a> {
+    fn new(
+        node: &CatalogNode<'a>,
+        check: &'a CheckRecord,
+        service: Option<&'a ServiceRecord>,
+    ) -> Self {
+        HealthCheckJson {
+            check_id: &check.id,
+            create_index: CREATE_INDEX,
+            critical: check.critical,
+            definition: Empty {},
+            modify_index: node.record.version,
+            name: &check.name,
+            node: &node.record.name,
+            notes: &check.notes,
+            output: &check.output,
+            service_id: service.map_or("", |s| s.id.as_str()),
+            service_name: service.map_or("", |s| s.name.as_str()),
+            service_tags: service.map_or(&[], |s| s.tags.as_slice()),
+            status: check.consul_status().as_str(),
+            kind: &check.kind,
+        }
+    }
 }
 
 /// `base` with the fields of `extra` added (both objects).
@@ -62,27 +217,7 @@ pub fn agent_service(
     datacenter: &str,
     modify_index: Option<u64>,
 ) -> Value {
-    let mut value = json!({
-        "ID": service.id,
-        "Service": service.name,
-        "Tags": service.tags,
-        "Meta": service.user_meta(),
-        "Port": service.port,
-        "Address": service.address,
-        "Weights": { "Passing": 1, "Warning": 1 },
-        "EnableTagOverride": false,
-        "Datacenter": datacenter,
-    });
-    if let Some(tagged) = tagged_addresses(service) {
-        value = with_fields(value, json!({ "TaggedAddresses": tagged }));
-    }
-    if let Some(modify_index) = modify_index {
-        value = with_fields(
-            value,
-            json!({ "CreateIndex": CREATE_INDEX, "ModifyIndex": modify_index }),
-        );
-    }
-    value
+    to_value(&AgentServiceJson::new(service, datacenter, modify_index))
 }
 
 /// `CatalogService` (`/v1/catalog/service/:name`): a node and one of its
@@ -110,19 +245,16 @@ pub fn catalog_service(node: &CatalogNode<'_>, service: &ServiceRecord) -> Value
 /// Consul's service `TaggedAddresses` (`{"lan": {"Address", "Port"}}`),
 /// left out when there are none, as Consul does.
 fn tagged_addresses(service: &ServiceRecord) -> Option<Value> {
-    let tagged = service.tagged_addresses();
-    (!tagged.is_empty()).then(|| {
-        tagged
-            .into_iter()
-            .map(|(name, (address, port))| {
-                (
-                    name.to_string(),
-                    json!({ "Address": address, "Port": port }),
-                )
-            })
-            .collect::<serde_json::Map<_, _>>()
-            .into()
-    })
+    let tagged = tagged(service);
+    (!tagged.is_empty()).then(|| to_value(&tagged))
+}
+
+fn tagged(service: &ServiceRecord) -> BTreeMap<&str, AddressPort<'_>> {
+    service
+        .tagged_addresses()
+        .into_iter()
+        .map(|(name, (address, port))| (name, AddressPort { address, port }))
+        .collect()
 }
 
 /// `/v1/catalog/services`: every service name with the union of its tags.
@@ -136,22 +268,7 @@ pub fn health_check(
     check: &CheckRecord,
     service: Option<&ServiceRecord>,
 ) -> Value {
-    json!({
-        "Node": node.record.name,
-        "CheckID": check.id,
-        "Name": check.name,
-        "Status": check.consul_status().as_str(),
-        "Notes": check.notes,
-        "Output": check.output,
-        "ServiceID": service.map(|s| s.id.as_str()).unwrap_or_default(),
-        "ServiceName": service.map(|s| s.name.as_str()).unwrap_or_default(),
-        "ServiceTags": service.map(|s| s.tags.clone()).unwrap_or_default(),
-        "Type": check.kind,
-        "Critical": check.critical,
-        "Definition": {},
-        "CreateIndex": CREATE_INDEX,
-        "ModifyIndex": node.record.version,
-    })
+    to_value(&HealthCheckJson::new(node, check, service))
 }
 
 /// [`health_check`] of a check found by a cluster-wide query.
@@ -162,22 +279,54 @@ pub fn cluster_check(check: &ClusterCheck<'_>) -> Value {
 /// `ServiceEntry` (`/v1/health/service/:name`): the node, the service and
 /// every check that applies to it, node checks first.
 pub fn health_service_entry(node: &CatalogNode<'_>, service: &ServiceRecord) -> Value {
-    let mut checks: Vec<Value> = node
-        .node_checks()
-        .iter()
-        .map(|check| health_check(node, check, None))
-        .collect();
-    checks.extend(
-        service
-            .checks
-            .iter()
-            .map(|check| health_check(node, check, Some(service))),
-    );
-    json!({
-        "Node": self::node(node),
-        "Service": agent_service(service, &node.record.datacenter, Some(node.record.version)),
-        "Checks": checks,
+    to_value(&ServiceEntry {
+        node: *node,
+        service,
     })
+}
+
+/// A `ServiceEntry` that serializes straight from the records: a lookup
+/// without `?filter=` writes its bytes with no tree of maps and strings in
+/// between (most of the CPU of a lookup the cache cannot answer).
+#[derive(Clone, Copy)]
+pub struct ServiceEntry<'a> {
+    pub node: CatalogNode<'a>,
+    pub service: &'a ServiceRecord,
+}
+
+impl Serialize for ServiceEntry<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct ServiceEntryJson<'a> {
+            checks: Vec<HealthCheckJson<'a>>,
+            node: NodeJson<'a>,
+            service: AgentServiceJson<'a>,
+        }
+        let (node, service) = (&self.node, self.service);
+        // serfHealth is made on the fly: the entry's checks borrow it.
+        let node_checks = node.node_checks();
+        let checks = node_checks
+            .iter()
+            .map(|check| HealthCheckJson::new(node, check, None))
+            .chain(
+                service
+                    .checks
+                    .iter()
+                    .map(|check| HealthCheckJson::new(node, check, Some(service))),
+            )
+            .collect();
+        ServiceEntryJson {
+            checks,
+            node: NodeJson::new(node),
+            service: AgentServiceJson::new(
+                service,
+                &node.record.datacenter,
+                Some(node.record.version),
+            ),
+        }
+        .serialize(serializer)
+    }
 }
 
 /// `AgentCheck` (`/v1/agent/checks`): a check registered on this agent,
@@ -335,6 +484,92 @@ mod tests {
             tags: vec!["v1".into()],
             meta: BTreeMap::new(),
             checks: Vec::new(),
+        }
+    }
+
+    /// A member with everything a `ServiceEntry` shows: reserved and user
+    /// tags, a node check, a service with meta, tagged addresses, an own
+    /// address and checks of each kind.
+    fn busy_member(status: shoal_protocol::MemberStatus) -> MemberView {
+        use shoal_protocol::record::{NODE_ID_TAG, NodeRecord, TAGGED_ADDRESS_PREFIX};
+        let id = shoal_protocol::NodeId {
+            addr: "127.0.0.9:7946".parse().unwrap(),
+            generation: 3,
+        };
+        let mut record = NodeRecord::new(id, "node-9");
+        record.version = 42;
+        record.datacenter = "dc-east".into();
+        record.tags.insert(NODE_ID_TAG.into(), "6c1f-uuid".into());
+        record.tags.insert("rack".into(), "r1 \"quoted\"".into());
+        let check = |id: &str, status, critical| CheckRecord {
+            id: id.into(),
+            name: format!("{id} name"),
+            kind: "http".into(),
+            status,
+            critical,
+            notes: "notes ü".into(),
+            output: "HTTP GET: 200 OK\n".into(),
+        };
+        record
+            .checks
+            .push(check("disk", CheckStatus::Warning, true));
+        let mut service = web();
+        service.address = "10.0.0.9".into();
+        service.tags.push("tag with space".into());
+        service.meta.insert("version".into(), "1.2".into());
+        service.meta.insert(
+            format!("{TAGGED_ADDRESS_PREFIX}wan"),
+            "203.0.113.9:8443".into(),
+        );
+        service.checks = vec![
+            check("http", CheckStatus::Passing, true),
+            check("soft", CheckStatus::Critical, false),
+        ];
+        record.services = vec![service, web()];
+        MemberView {
+            id,
+            status,
+            record: Some(record),
+        }
+    }
+
+    #[test]
+    fn a_service_entry_serialized_straight_is_byte_for_byte_its_tree() {
+        use shoal_protocol::MemberStatus;
+        for status in [MemberStatus::Alive, MemberStatus::Failed] {
+            let member = busy_member(status);
+            let record = member.record.as_ref().unwrap();
+            let node = CatalogNode {
+                member: &member,
+                record,
+            };
+            for service in &record.services {
+                let entry = ServiceEntry { node, service };
+                let straight = serde_json::to_string(&entry).unwrap();
+                let tree = health_service_entry(&node, service);
+                // The tree sorts its keys: same bytes, so the cache, the
+                // blocking queries' fingerprints and clients see no change.
+                assert_eq!(straight, serde_json::to_string(&tree).unwrap());
+                assert_eq!(tree["Node"]["Meta"], json!({ "rack": "r1 \"quoted\"" }));
+                assert_eq!(tree["Node"]["TaggedAddresses"]["wan"], "127.0.0.9");
+                assert_eq!(tree["Node"]["ID"], "6c1f-uuid");
+                assert_eq!(tree["Checks"][0]["CheckID"], "serfHealth");
+                assert_eq!(tree["Checks"][1]["CheckID"], "disk");
+                assert_eq!(tree["Checks"][0]["Definition"], json!({}));
+            }
+            let tree = health_service_entry(&node, &record.services[0]);
+            assert_eq!(
+                tree["Service"]["TaggedAddresses"],
+                json!({ "wan": { "Address": "203.0.113.9", "Port": 8443 } })
+            );
+            assert_eq!(tree["Service"]["Meta"], json!({ "version": "1.2" }));
+            assert_eq!(tree["Checks"][3]["Status"], "warning");
+            assert_eq!(
+                tree["Checks"][3]["ServiceTags"],
+                json!(["v1", "tag with space"])
+            );
+            let plain = health_service_entry(&node, &record.services[1]);
+            assert!(plain["Service"].get("TaggedAddresses").is_none());
         }
     }
 

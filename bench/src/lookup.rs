@@ -6,27 +6,40 @@
 //! answers the very same bytes (`shoal-bench-hello`): the ceiling of this
 //! machine, measured in the same run.
 //!
-//! Two measurements per target: the maximum rate (`wrk`, closed loop), and
-//! latency at fixed rates with our own open-loop generator: request i is
-//! due at `start + i / rate` and its latency counts from then (to the
-//! timer's 1 ms tick), so a stall shows up in the percentiles instead of
-//! silently slowing the load (wrk's coordinated omission).
+//! Two measurements per target (`load`): the maximum rate (`wrk`, closed
+//! loop), and latency at fixed rates with our own open-loop generator.
+//! Each in several [`Scenario`]s, one after the other:
+//! 1. `static`: one URL on a static cluster: after the first request,
+//!    every lookup is a hit of the agent's lookup cache;
+//! 2. `users-1000`: the flag evaluated for 1,000 distinct `?user=` values
+//!    in turn (each its own cache entry);
+//! 3. `churn` and `users-1000+churn`: the same while a peer registers a
+//!    service once a second and writes 10 KV keys a second (`churn`): each
+//!    change reaches the measured agent by gossip and invalidates its
+//!    cache entries;
+//! 4. `miss` beside `hit`: every request a distinct URL (`&bust=N`, which
+//!    the handler ignores but the cache keys on), so every request is a
+//!    miss, for `web` (3 instances) and `big` ([`MANY_INSTANCES`]): the CPU
+//!    a miss costs.
+//!
+//! Every Shoal row carries the agent's cache hits and misses over the run
+//! (`cache_stats`), and the churned rows what the churn driver did.
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use hyper::Method;
 
+use crate::cache_stats::{CacheDelta, CacheReading};
+use crate::churn::{Churn, ChurnCounts};
 use crate::http::HttpClient;
+use crate::load::{self, Load, Measured, Paths};
 use crate::process::{self, ChildGuard};
-use crate::stats;
-use crate::system::System;
+use crate::system::{Agent, System};
 
 pub struct Options {
     pub shoal_bin: PathBuf,
@@ -58,7 +71,7 @@ pub const ENDPOINTS: [(&str, &str, &str); 3] = [
 ];
 
 /// `PUT path` with `body` on `agent`, retried while it starts.
-async fn put(agent: &crate::system::Agent, path: &str, body: String) -> Result<()> {
+async fn put(agent: &Agent, path: &str, body: String) -> Result<()> {
     let mut client = HttpClient::new(agent.api);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -79,10 +92,220 @@ async fn put(agent: &crate::system::Agent, path: &str, body: String) -> Result<(
     }
 }
 
+/// The flag looked up by many users: `?user=u-1` .. `u-1000`, in turn.
+pub const USERS: u64 = 1000;
+const FLAG_USERS_PREFIX: &str = "/v1/flags/bench-flag?user=u-";
+/// Instances of `big`, the service of the many-instances miss.
+pub const MANY_INSTANCES: usize = 100;
+const MANY_PATH: &str = "/v1/health/service/big?passing";
+/// Distinct URLs of a `miss` run: more than any run sends.
+const BUST_COUNT: u64 = 1_000_000_000;
+
 /// Rounds of the maximum-rate measurement (each target once per round).
 const WRK_ROUNDS: usize = 3;
 
-pub const HEADER: &str = "target,tool,rate_target,connections,seconds,requests,errors,achieved_rps,p50_us,p99_us,p999_us,max_us,server_cpu_us_per_req,body_bytes";
+/// What the cluster does and how the URLs vary during a run (see the
+/// module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    Static,
+    Users,
+    Churn,
+    UsersChurn,
+    /// One URL, static cluster, measured in the same rounds as `Miss`.
+    Hit,
+    Miss,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Static,
+        Scenario::Users,
+        Scenario::Churn,
+        Scenario::UsersChurn,
+        Scenario::Hit,
+        Scenario::Miss,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Static => "static",
+            Scenario::Users => "users-1000",
+            Scenario::Churn => "churn",
+            Scenario::UsersChurn => "users-1000+churn",
+            Scenario::Hit => "hit",
+            Scenario::Miss => "miss",
+        }
+    }
+
+    /// The scenario of a CSV row; rows written before scenarios existed
+    /// (no such column) are `static`.
+    pub fn parse(text: &str) -> Option<Scenario> {
+        if text.is_empty() {
+            return Some(Scenario::Static);
+        }
+        Scenario::ALL.into_iter().find(|s| s.name() == text)
+    }
+}
+
+pub const HEADER: &str = "target,tool,rate_target,connections,seconds,requests,errors,achieved_rps,p50_us,p99_us,p999_us,max_us,server_cpu_us_per_req,body_bytes,scenario,cache_hits,cache_misses,hit_ratio,churn_registrations,churn_kv_writes,churn_failures,server_cpu_us_per_miss";
+
+/// One CSV row (see [`HEADER`]). `cache`: the agent's cache over the run
+/// (Shoal only); `churn`: what the churn driver did meanwhile. CPU per
+/// miss only where every request was meant to miss.
+fn row(
+    target: &str,
+    measured: &Measured,
+    body_bytes: usize,
+    scenario: Scenario,
+    cache: Option<CacheDelta>,
+    churn: Option<ChurnCounts>,
+) -> String {
+    let m = measured;
+    let optional = |value: Option<f64>, decimals: usize| {
+        value.map_or(String::new(), |v| format!("{v:.decimals$}"))
+    };
+    let cpu_per_miss = cache
+        .filter(|cache| scenario == Scenario::Miss && cache.misses > 0)
+        .map(|cache| m.server_cpu.as_secs_f64() * 1e6 / cache.misses as f64);
+    let (hits, misses) = cache.map_or((String::new(), String::new()), |c| {
+        (c.hits.to_string(), c.misses.to_string())
+    });
+    let (registrations, kv_writes, failures) =
+        churn.map_or((String::new(), String::new(), String::new()), |c| {
+            (
+                c.registrations.to_string(),
+                c.kv_writes.to_string(),
+                c.failures.to_string(),
+            )
+        });
+    format!(
+        "{target},{},{},{},{:.0},{},{},{:.0},{:.0},{:.0},{},{:.0},{:.1},{body_bytes},{},{hits},{misses},{},{registrations},{kv_writes},{failures},{}",
+        m.tool,
+        m.rate_target.map_or("max".to_string(), |r| r.to_string()),
+        m.connections,
+        m.seconds,
+        m.requests,
+        m.errors,
+        m.achieved_rps,
+        m.p50_us,
+        m.p99_us,
+        optional(m.p999_us, 0),
+        m.max_us,
+        m.cpu_us_per_request(),
+        scenario.name(),
+        optional(cache.and_then(|c| c.hit_ratio()), 4),
+        optional(cpu_per_miss, 1),
+    )
+}
+
+/// One server under load.
+struct Target {
+    name: String,
+    addr: SocketAddr,
+    pid: u32,
+    /// Shoal's API, whose cache counters are read around each run.
+    cache_api: Option<SocketAddr>,
+}
+
+/// A server under load and the URLs it is asked for.
+struct Leg<'a> {
+    target: &'a Target,
+    paths: Paths,
+    body_bytes: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Tool {
+    MaxRate,
+    FixedRate(u32),
+}
+
+/// Runs loads and collects their rows.
+struct Runner<'a> {
+    options: &'a Options,
+    /// Running while the churned scenarios are measured.
+    churn: Option<Churn>,
+    rows: Vec<String>,
+    /// Numbers wrk's output files, so every run's is kept.
+    runs: usize,
+}
+
+impl Runner<'_> {
+    async fn measure(&mut self, leg: &Leg<'_>, scenario: Scenario, tool: Tool) -> Result<()> {
+        let options = self.options;
+        let load = Load {
+            wrk_bin: &options.wrk_bin,
+            duration: options.duration,
+            connections: options.connections,
+            work: &options.work,
+        };
+        let target = leg.target;
+        let cache_before = match target.cache_api {
+            Some(api) => Some(CacheReading::read(api).await?),
+            None => None,
+        };
+        let churn_before = self.churn.as_ref().map(Churn::counts);
+        self.runs += 1;
+        let measured = match tool {
+            Tool::MaxRate => {
+                let name = format!("{:03}-{}-{}", self.runs, target.name, scenario.name());
+                load::wrk(&load, &name, target.addr, &leg.paths, target.pid)?
+            }
+            Tool::FixedRate(rate) => {
+                load::fixed_rate(&load, target.addr, &leg.paths, target.pid, rate).await?
+            }
+        };
+        let cache = match (target.cache_api, cache_before) {
+            (Some(api), Some(before)) => Some(CacheReading::read(api).await?.since(&before)),
+            _ => None,
+        };
+        let churn = self
+            .churn
+            .as_ref()
+            .zip(churn_before)
+            .map(|(churn, before)| churn.counts().since(&before));
+        self.rows.push(row(
+            &target.name,
+            &measured,
+            leg.body_bytes,
+            scenario,
+            cache,
+            churn,
+        ));
+        Ok(())
+    }
+
+    /// Shoal and the bare server side by side: each load on one, then the
+    /// same load on the other, so both see the same machine; the maximum
+    /// rate over a few alternating rounds, so a burst of load elsewhere
+    /// hits both alike.
+    async fn side_by_side(&mut self, legs: [&Leg<'_>; 2], scenario: Scenario) -> Result<()> {
+        for round in 0..WRK_ROUNDS {
+            eprintln!(
+                "[lookup {} {}] wrk, max rate, round {}",
+                legs[0].target.name,
+                scenario.name(),
+                round + 1
+            );
+            for leg in legs {
+                self.measure(leg, scenario, Tool::MaxRate).await?;
+            }
+        }
+        for &rate in &self.options.rates {
+            eprintln!(
+                "[lookup {} {}] fixed rate {rate}/s",
+                legs[0].target.name,
+                scenario.name()
+            );
+            for leg in legs {
+                self.measure(leg, scenario, Tool::FixedRate(rate)).await?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Runs the lookup benchmark and returns CSV rows (see [`HEADER`]).
 pub async fn run(options: &Options) -> Result<Vec<String>> {
@@ -109,24 +332,11 @@ pub async fn run(options: &Options) -> Result<Vec<String>> {
     put(&first, "/v1/kv/bench/value", value).await?;
     let flag = serde_json::json!({ "enabled": true, "rollout_percentage": 50 });
     put(&first, "/v1/flags/bench-flag", flag.to_string()).await?;
+    wait_for_instances(&first, ENDPOINTS[0].1, 3).await?;
 
-    let mut client = HttpClient::new(first.api);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = client.get(ENDPOINTS[0].1).await?;
-        if response.json()?.as_array().map_or(0, Vec::len) == 3 {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "agent 0 never listed 3 instances of web"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // The bare server answers each endpoint with Shoal's exact bytes.
-    let hello_addr: SocketAddr = "127.30.0.1:8080".parse()?;
-    let mut hello_command = Command::new(&options.hello_bin);
-    hello_command.arg(hello_addr.to_string());
+    let mut client = HttpClient::new(first.api);
+    let mut routes = Vec::new();
     let mut bodies = Vec::new();
     for (name, path, content_type) in ENDPOINTS {
         let response = client.get(path).await?;
@@ -137,309 +347,247 @@ pub async fn run(options: &Options) -> Result<Vec<String>> {
         );
         let file = options.work.join(format!("body-{name}"));
         std::fs::write(&file, &response.body)?;
-        hello_command.arg(format!("/{name}={}={content_type}", file.display()));
+        routes.push(format!("/{name}={}={content_type}", file.display()));
         bodies.push(response.body.len());
     }
-    let hello = ChildGuard::spawn("hello", hello_command, &options.work.join("hello.log"))?;
-    let mut hello_client = HttpClient::new(hello_addr);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match hello_client.get("/hello").await {
-            Ok(_) => break,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(error) => return Err(error.context("hello server")),
-        }
-    }
+    let hello_addr: SocketAddr = "127.30.0.1:8080".parse()?;
+    let hello = start_hello(options, hello_addr, &routes, "hello").await?;
 
     let shoal_pid = first.process.pid().context("shoal not running")?;
     let hello_pid = hello.pid().context("hello not running")?;
-    let mut rows = Vec::new();
-    for ((endpoint, path, _), bytes) in ENDPOINTS.iter().zip(bodies) {
-        let hello_path = format!("/{endpoint}");
-        let targets = [
-            (format!("shoal {endpoint}"), first.api, *path, shoal_pid),
+    let shoal_target = |endpoint: &str| Target {
+        name: format!("shoal {endpoint}"),
+        addr: first.api,
+        pid: shoal_pid,
+        cache_api: Some(first.api),
+    };
+    let hello_target = |endpoint: &str, addr: SocketAddr, pid: u32| Target {
+        name: format!("same-bytes {endpoint}"),
+        addr,
+        pid,
+        cache_api: None,
+    };
+    let mut runner = Runner {
+        options,
+        churn: None,
+        rows: Vec::new(),
+        runs: 0,
+    };
+    // (targets, legs) of each endpoint with one URL.
+    let one_url: Vec<(Target, Target, String, usize)> = ENDPOINTS
+        .iter()
+        .zip(&bodies)
+        .map(|((endpoint, _, _), &bytes)| {
             (
-                format!("same-bytes {endpoint}"),
-                hello_addr,
-                hello_path.as_str(),
-                hello_pid,
-            ),
-        ];
-        // Side by side: each load on Shoal, then the same load on the
-        // bare server, so both see the same machine.
-        // The machine may be shared: alternate the two targets over a few
-        // rounds, so a burst of load elsewhere hits both alike.
+                shoal_target(endpoint),
+                hello_target(endpoint, hello_addr, hello_pid),
+                format!("/{endpoint}"),
+                bytes,
+            )
+        })
+        .collect();
+    let flags_bytes = bodies[2];
+    let (flags_shoal, flags_hello) = (
+        shoal_target("flags"),
+        hello_target("flags", hello_addr, hello_pid),
+    );
+    let users = [
+        Leg {
+            target: &flags_shoal,
+            paths: Paths::Rotating {
+                prefix: FLAG_USERS_PREFIX.into(),
+                count: USERS,
+            },
+            body_bytes: flags_bytes,
+        },
+        Leg {
+            target: &flags_hello,
+            paths: Paths::Rotating {
+                prefix: "/flags?user=u-".into(),
+                count: USERS,
+            },
+            body_bytes: flags_bytes,
+        },
+    ];
+
+    // 1. One URL, static cluster: all hits (the figures as before).
+    for ((_, path, _), (shoal, hello, hello_path, bytes)) in ENDPOINTS.iter().zip(&one_url) {
+        let legs = one_url_legs(shoal, path, hello, hello_path, *bytes);
+        runner
+            .side_by_side([&legs[0], &legs[1]], Scenario::Static)
+            .await?;
+    }
+    // 2. 1,000 users of one flag.
+    runner
+        .side_by_side([&users[0], &users[1]], Scenario::Users)
+        .await?;
+    // 3. The same under churn, driven on a peer.
+    runner.churn = Some(Churn::start(others[0].api)?);
+    // A few changes first, so the first run starts in the steady state.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for ((_, path, _), (shoal, hello, hello_path, bytes)) in ENDPOINTS.iter().zip(&one_url) {
+        let legs = one_url_legs(shoal, path, hello, hello_path, *bytes);
+        runner
+            .side_by_side([&legs[0], &legs[1]], Scenario::Churn)
+            .await?;
+    }
+    runner
+        .side_by_side([&users[0], &users[1]], Scenario::UsersChurn)
+        .await?;
+    let churned = runner.churn.take().context("churn running")?.stop()?;
+    eprintln!("[lookup] churn over the churned runs: {churned:?}");
+    anyhow::ensure!(
+        churned.registrations > 0 && churned.kv_writes > 0,
+        "the churn driver changed nothing ({churned:?}): see the agents' logs in {}",
+        options.work.display()
+    );
+
+    // 4. Misses: 3 instances (`web`) and MANY_INSTANCES (`big`).
+    for i in 0..MANY_INSTANCES {
+        let body = serde_json::json!({ "Name": "big", "ID": format!("big-{i}"), "Port": 9000 + i, "Tags": ["v1"] });
+        put(
+            agents[i % agents.len()],
+            "/v1/agent/service/register",
+            body.to_string(),
+        )
+        .await?;
+    }
+    wait_for_instances(&first, MANY_PATH, MANY_INSTANCES).await?;
+    let many = client.get(MANY_PATH).await?;
+    let file = options.work.join("body-health-100");
+    std::fs::write(&file, &many.body)?;
+    let hello_many_addr: SocketAddr = "127.30.0.2:8080".parse()?;
+    let hello_many = start_hello(
+        options,
+        hello_many_addr,
+        &[format!("/health-100={}=application/json", file.display())],
+        "hello-many",
+    )
+    .await?;
+    let many_name = format!("health-{MANY_INSTANCES}");
+    let (many_shoal, many_hello) = (
+        shoal_target(&many_name),
+        hello_target(
+            &many_name,
+            hello_many_addr,
+            hello_many.pid().context("hello not running")?,
+        ),
+    );
+    let misses = [
+        (
+            &one_url[0].0,
+            ENDPOINTS[0].1,
+            &one_url[0].1,
+            "/health",
+            bodies[0],
+        ),
+        (
+            &many_shoal,
+            MANY_PATH,
+            &many_hello,
+            "/health-100",
+            many.body.len(),
+        ),
+    ];
+    for (shoal, path, hello, hello_path, bytes) in misses {
+        let [hit, same_bytes] = one_url_legs(shoal, path, hello, hello_path, bytes);
+        let miss = Leg {
+            target: shoal,
+            paths: Paths::Rotating {
+                prefix: format!("{path}&bust="),
+                count: BUST_COUNT,
+            },
+            body_bytes: bytes,
+        };
         for round in 0..WRK_ROUNDS {
-            eprintln!("[lookup {endpoint}] wrk, max rate, round {}", round + 1);
-            for (name, addr, path, pid) in &targets {
-                rows.push(wrk(options, name, *addr, path, *pid, bytes)?);
-            }
-        }
-        for &rate in &options.rates {
-            eprintln!("[lookup {endpoint}] fixed rate {rate}/s");
-            for (name, addr, path, pid) in &targets {
-                rows.push(fixed_rate(options, name, *addr, path, *pid, bytes, rate).await?);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            eprintln!(
+                "[lookup {} hit/miss] wrk, max rate, round {}",
+                shoal.name,
+                round + 1
+            );
+            runner.measure(&hit, Scenario::Hit, Tool::MaxRate).await?;
+            runner.measure(&miss, Scenario::Miss, Tool::MaxRate).await?;
+            runner
+                .measure(&same_bytes, Scenario::Hit, Tool::MaxRate)
+                .await?;
         }
     }
-    let memory = process::memory(first.process.pid().context("shoal not running")?)?;
+
+    let mut rows = runner.rows;
+    let memory = process::memory(shoal_pid)?;
     eprintln!(
         "[lookup] shoal agent after the load: RSS {} KiB (anon {} KiB, file {} KiB)",
         memory.rss, memory.anon, memory.file
     );
     rows.push(format!(
-        "shoal-rss-after-load-kib,,,,,,,,{},{},{},{},,",
+        "shoal-rss-after-load-kib,,,,,,,,{},{},{},{},,,,,,,,,,",
         memory.rss, memory.anon, memory.file, memory.pss
     ));
     Ok(rows)
 }
 
-/// `wrk -t1 -c<connections> -d<duration> --latency`: the maximum rate.
-fn wrk(
-    options: &Options,
-    name: &str,
-    addr: SocketAddr,
+/// Shoal asked for `path`, the bare server for `hello_path`: the same bytes.
+fn one_url_legs<'a>(
+    shoal: &'a Target,
     path: &str,
-    pid: u32,
-    bytes: usize,
-) -> Result<String> {
-    let cpu_before = process::cpu_ticks(pid)?;
-    let output = Command::new(&options.wrk_bin)
-        .args([
-            "-t1",
-            &format!("-c{}", options.connections),
-            &format!("-d{}s", options.duration.as_secs()),
-        ])
-        .arg("--latency")
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .with_context(|| format!("run {} (apt-get install wrk)", options.wrk_bin.display()))?;
-    let cpu = process::ticks_to_duration(process::cpu_ticks(pid)? - cpu_before);
-    let text = String::from_utf8_lossy(&output.stdout);
-    std::fs::write(
-        options.work.join(format!("wrk-{name}.txt")),
-        text.as_bytes(),
-    )?;
-    anyhow::ensure!(
-        output.status.success(),
-        "wrk failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let field = |prefix: &str| -> Option<&str> {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .map(str::trim)
-    };
-    let rps: f64 = field("Requests/sec:")
-        .context("no Requests/sec in wrk output")?
-        .parse()?;
-    let requests: u64 = text
-        .lines()
-        .find_map(|l| l.trim().split_once(" requests in "))
-        .and_then(|(n, _)| n.trim().parse().ok())
-        .unwrap_or(0);
-    let errors: u64 = field("Non-2xx or 3xx responses:")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let p50 = field("50%").and_then(wrk_duration_us).unwrap_or(f64::NAN);
-    let p99 = field("99%").and_then(wrk_duration_us).unwrap_or(f64::NAN);
-    let max = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Latency"))
-        .and_then(|rest| rest.split_whitespace().nth(2))
-        .and_then(wrk_duration_us)
-        .unwrap_or(f64::NAN);
-    let cpu_per_request = cpu.as_secs_f64() * 1e6 / requests.max(1) as f64;
-    Ok(format!(
-        "{name},wrk,max,{},{},{requests},{errors},{rps:.0},{p50:.0},{p99:.0},,{max:.0},{cpu_per_request:.1},{bytes}",
-        options.connections,
-        options.duration.as_secs()
-    ))
+    hello: &'a Target,
+    hello_path: &str,
+    body_bytes: usize,
+) -> [Leg<'a>; 2] {
+    [
+        Leg {
+            target: shoal,
+            paths: Paths::One(path.to_string()),
+            body_bytes,
+        },
+        Leg {
+            target: hello,
+            paths: Paths::One(hello_path.to_string()),
+            body_bytes,
+        },
+    ]
 }
 
-/// wrk prints latencies like `63.00us`, `1.20ms`, `2.00s`.
-fn wrk_duration_us(text: &str) -> Option<f64> {
-    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
-    let number: f64 = text[..split].parse().ok()?;
-    let scale = match &text[split..] {
-        "us" => 1.0,
-        "ms" => 1e3,
-        "s" => 1e6,
-        "m" => 60e6,
-        _ => return None,
-    };
-    Some(number * scale)
+/// Waits until `agent` answers `path` with `count` instances.
+async fn wait_for_instances(agent: &Agent, path: &str, count: usize) -> Result<()> {
+    let mut client = HttpClient::new(agent.api);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client.get(path).await?;
+        if response.json()?.as_array().map_or(0, Vec::len) == count {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} never listed {count} instances at {path}",
+            agent.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
-/// Open-loop load at `rate` requests per second over `connections`
-/// keep-alive connections; latency counts from each request's release
-/// (at most one timer tick after its due time), whether or not a
-/// connection is free to send it.
-async fn fixed_rate(
+/// Starts `shoal-bench-hello` on `addr` with `routes` (`/NAME=FILE=TYPE`)
+/// and waits until it answers.
+async fn start_hello(
     options: &Options,
-    name: &str,
     addr: SocketAddr,
-    path: &str,
-    pid: u32,
-    bytes: usize,
-    rate: u32,
-) -> Result<String> {
-    let total = (f64::from(rate) * options.duration.as_secs_f64()) as u64;
-    let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let due_rx = Rc::new(tokio::sync::Mutex::new(due_rx));
-    let latencies = Rc::new(RefCell::new(Vec::with_capacity(total as usize)));
-    let errors = Rc::new(RefCell::new(0u64));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..options.connections {
-        let due_rx = Rc::clone(&due_rx);
-        let latencies = Rc::clone(&latencies);
-        let errors = Rc::clone(&errors);
-        let path = path.to_string();
-        workers.spawn_local(async move {
-            let mut client = HttpClient::new(addr);
-            loop {
-                let Some(due) = due_rx.lock().await.recv().await else {
-                    break;
-                };
-                match client
-                    .request(Method::GET, &path, Bytes::new(), Duration::from_secs(5))
-                    .await
-                {
-                    Ok(response) if response.status.is_success() => {
-                        latencies
-                            .borrow_mut()
-                            .push(due.elapsed().as_secs_f64() * 1e6);
-                    }
-                    _ => *errors.borrow_mut() += 1,
-                }
+    routes: &[String],
+    name: &str,
+) -> Result<ChildGuard> {
+    let mut command = Command::new(&options.hello_bin);
+    command.arg(addr.to_string()).args(routes);
+    let hello = ChildGuard::spawn(name, command, &options.work.join(format!("{name}.log")))?;
+    let mut client = HttpClient::new(addr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.get("/hello").await {
+            Ok(_) => return Ok(hello),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
             }
-        });
-    }
-    let cpu_before = process::cpu_ticks(pid)?;
-    let started = Instant::now();
-    // tokio's timer has a 1 ms granularity: wake once per tick and release
-    // every request due by then, stamped with the release time, so the
-    // timer's own lateness is not charged to the server (queueing behind a
-    // busy connection still is).
-    let mut released = 0u64;
-    while released < total {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        let now = Instant::now();
-        let due_by_now = ((now - started).as_secs_f64() * f64::from(rate)) as u64;
-        while released < total.min(due_by_now + 1) {
-            due_tx.send(now)?;
-            released += 1;
+            Err(error) => return Err(error.context(format!("{name} server"))),
         }
     }
-    drop(due_tx);
-    let drain_deadline = Instant::now() + Duration::from_secs(30);
-    while let Ok(Some(result)) =
-        tokio::time::timeout_at(drain_deadline.into(), workers.join_next()).await
-    {
-        result?;
-    }
-    workers.abort_all();
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = process::ticks_to_duration(process::cpu_ticks(pid)? - cpu_before);
-    let latencies = latencies.borrow();
-    let errors = *errors.borrow();
-    let done = latencies.len() as u64;
-    Ok(format!(
-        "{name},open-loop,{rate},{},{:.0},{done},{errors},{:.0},{:.0},{:.0},{:.0},{:.0},{:.1},{bytes}",
-        options.connections,
-        options.duration.as_secs_f64(),
-        done as f64 / elapsed,
-        stats::percentile(&latencies, 50.0),
-        stats::percentile(&latencies, 99.0),
-        stats::percentile(&latencies, 99.9),
-        stats::max(&latencies),
-        cpu.as_secs_f64() * 1e6 / done.max(1) as f64,
-    ))
-}
-
-/// The markdown table of `lookup.csv`.
-pub fn render(csv: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(csv).with_context(|| format!("read {}", csv.display()))?;
-    let mut out = String::from(
-        "| target | load | requests | achieved req/s | p50 (µs) | p99 (µs) | p99.9 (µs) | max (µs) | server CPU per request (µs) | body (bytes) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    let mut notes = String::new();
-    let mut max_rates: Vec<(String, f64, f64)> = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() < 14 {
-            continue;
-        }
-        if f[1] == "wrk" {
-            max_rates.push((
-                f[0].to_string(),
-                f[7].parse().unwrap_or(f64::NAN),
-                f[12].parse().unwrap_or(f64::NAN),
-            ));
-        }
-        if f[0] == "shoal-rss-after-load-kib" {
-            notes = format!(
-                "\nShoal agent's memory after all the lookup load: VmRSS {} KiB (RssAnon {} KiB, RssFile {} KiB, PSS {} KiB).\n",
-                f[8], f[9], f[10], f[11]
-            );
-            continue;
-        }
-        let load = if f[1] == "wrk" {
-            format!("wrk, {} connections, max rate", f[3])
-        } else {
-            format!("open loop {} req/s, {} connections", f[2], f[3])
-        };
-        let dash = |s: &str| {
-            if s.is_empty() {
-                "–".to_string()
-            } else {
-                s.to_string()
-            }
-        };
-        out.push_str(&format!(
-            "| {} | {load} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            f[0],
-            f[5],
-            f[7],
-            f[8],
-            f[9],
-            dash(f[10]),
-            f[11],
-            f[12],
-            f[13]
-        ));
-    }
-    for (endpoint, _, _) in ENDPOINTS {
-        // Medians over the rounds: (req/s, server CPU µs per request).
-        let medians = |name: String| {
-            let runs: Vec<&(String, f64, f64)> = max_rates
-                .iter()
-                .filter(|(target, ..)| *target == name)
-                .collect();
-            let rates: Vec<f64> = runs.iter().map(|run| run.1).collect();
-            let cpu: Vec<f64> = runs.iter().map(|run| run.2).collect();
-            (!runs.is_empty()).then(|| (stats::median(&rates), stats::median(&cpu)))
-        };
-        if let (Some(shoal), Some(bare)) = (
-            medians(format!("shoal {endpoint}")),
-            medians(format!("same-bytes {endpoint}")),
-        ) {
-            out.push_str(&format!(
-                "\n- {endpoint}: Shoal's maximum rate is {:.2}× the same-bytes server's (median of the rounds: {:.0} vs {:.0} req/s); server CPU {:.1} vs {:.1} µs per request.",
-                shoal.0 / bare.0,
-                shoal.0,
-                bare.0,
-                shoal.1,
-                bare.1
-            ));
-        }
-    }
-    out.push('\n');
-    out.push_str(&notes);
-    Ok(out)
 }
 
 /// `shoal-bench-hello` next to this executable.
@@ -455,10 +603,72 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_wrk_durations() {
-        assert_eq!(wrk_duration_us("63.00us"), Some(63.0));
-        assert_eq!(wrk_duration_us("1.20ms"), Some(1200.0));
-        assert_eq!(wrk_duration_us("2.00s"), Some(2e6));
-        assert_eq!(wrk_duration_us("x"), None);
+    fn a_row_has_every_column_and_cpu_per_miss_only_for_misses() {
+        let measured = Measured {
+            tool: "wrk",
+            rate_target: None,
+            connections: 16,
+            seconds: 10.0,
+            requests: 100_000,
+            errors: 0,
+            achieved_rps: 10_000.0,
+            p50_us: 100.0,
+            p99_us: 900.0,
+            p999_us: None,
+            max_us: 5000.0,
+            server_cpu: Duration::from_secs(2),
+        };
+        let cache = CacheDelta {
+            hits: 0,
+            misses: 100_000,
+        };
+        let columns = HEADER.split(',').count();
+        let miss = row(
+            "shoal health",
+            &measured,
+            1936,
+            Scenario::Miss,
+            Some(cache),
+            None,
+        );
+        let fields: Vec<&str> = miss.split(',').collect();
+        assert_eq!(fields.len(), columns, "{miss}");
+        // 2 s of CPU over 100,000 misses.
+        assert_eq!(fields[columns - 1], "20.0");
+        assert_eq!(fields[17], "0.0000");
+        let churn = ChurnCounts {
+            registrations: 10,
+            deregistrations: 10,
+            kv_writes: 100,
+            failures: 0,
+        };
+        let churned = row(
+            "shoal kv-raw",
+            &measured,
+            2048,
+            Scenario::Churn,
+            Some(cache),
+            Some(churn),
+        );
+        let fields: Vec<&str> = churned.split(',').collect();
+        assert_eq!(fields.len(), columns);
+        assert_eq!(
+            &fields[14..],
+            ["churn", "0", "100000", "0.0000", "10", "100", "0", ""]
+        );
+        let bare = row(
+            "same-bytes kv-raw",
+            &measured,
+            2048,
+            Scenario::Churn,
+            None,
+            Some(churn),
+        );
+        assert_eq!(bare.split(',').count(), columns);
+        for scenario in Scenario::ALL {
+            assert_eq!(Scenario::parse(scenario.name()), Some(scenario));
+        }
+        assert_eq!(Scenario::parse(""), Some(Scenario::Static));
+        assert_eq!(Scenario::parse("stormy"), None);
     }
 }

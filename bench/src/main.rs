@@ -9,17 +9,24 @@
 //! - `system`: how to start and query a Shoal or a Serf agent;
 //! - `serf_rpc`, `msgpack`: Serf's RPC protocol;
 //! - `http`: a one-connection HTTP/1.1 client;
-//! - `lookup`: the localhost lookup benchmark (wrk and an open-loop generator);
+//! - `lookup`: the localhost lookup benchmark, static, under `churn`, with
+//!   many users and all misses; `load`: its generators (wrk and an
+//!   open-loop one); `cache_stats`: the agent's cache hit and miss counters;
+//!   `lookup_report`: its tables;
 //! - `dns`: Shoal's DNS interface beside dnsmasq (dnsperf);
 //! - `process`, `netns`: child processes, `/proc` figures, loopback counters;
 //! - `traffic`: what each agent sends (a packet socket on the loopback);
 //! - `report`, `stats`: CSV and markdown output, percentiles.
 
+mod cache_stats;
+mod churn;
 mod cluster;
 mod dns;
 mod footprint;
 mod http;
+mod load;
 mod lookup;
+mod lookup_report;
 mod msgpack;
 mod netns;
 mod process;
@@ -65,7 +72,7 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
-    /// Shoal's health, raw KV and flag lookups under load, each beside a bare axum server answering the same bytes.
+    /// Shoal's health, raw KV and flag lookups under load, each beside a bare axum server answering the same bytes: on a static cluster, under churn (1 registration/s, 10 KV writes/s), with 1,000 flag users, and all misses (3 and 100 instances), with the cache's hit ratio.
     Lookup {
         #[command(flatten)]
         lookup: LookupArgs,
@@ -433,7 +440,7 @@ fn write_report(common: &Common) -> Result<()> {
     let lookup_csv = out.join("lookup.csv");
     if lookup_csv.exists() {
         text.push_str("## Lookup latency (Shoal alone)\n\n");
-        text.push_str(&lookup::render(&lookup_csv)?);
+        text.push_str(&lookup_report::render(&lookup_csv)?);
         text.push('\n');
     }
     let dns_csv = out.join("dns.csv");

@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -189,21 +188,63 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// An answer's JSON: a tree (most reads, and every filtered one: a filter
+/// runs on a tree), or bytes serialized straight from the records, for the
+/// lookups a service makes on its hot path (`consul_json::ServiceEntry`):
+/// building the tree was most of the CPU a cache miss cost.
+pub enum Answer {
+    Tree(Value),
+    Serialized(Bytes),
+}
+
+impl From<Value> for Answer {
+    fn from(tree: Value) -> Self {
+        Answer::Tree(tree)
+    }
+}
+
+impl Answer {
+    /// `body` serialized now.
+    pub fn serialize(body: &impl serde::Serialize) -> Result<Self, ApiError> {
+        serde_json::to_vec(body)
+            .map(|bytes| Answer::Serialized(Bytes::from(bytes)))
+            .map_err(cannot_serialize)
+    }
+
+    fn into_bytes(self) -> Result<Bytes, ApiError> {
+        match self {
+            Answer::Serialized(bytes) => Ok(bytes),
+            Answer::Tree(tree) => serde_json::to_vec(&tree)
+                .map(Bytes::from)
+                .map_err(cannot_serialize),
+        }
+    }
+}
+
+fn cannot_serialize(error: serde_json::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("cannot serialize the answer: {error}"),
+    )
+}
+
 /// Answers with `compute(snapshot)`; when the request carries the current
 /// index, first waits until that answer changes or the wait runs out.
 /// `reads` says what `compute` reads: other changes don't recompute it,
 /// and an answer to a request without `?index=` is marked [`Cacheable`]
 /// with it (so `compute` must read nothing else that changes).
-pub async fn respond<F>(
+pub async fn respond<F, R>(
     state: &ApiState,
     query: &Query,
     reads: Reads,
     compute: F,
 ) -> Result<Response, ApiError>
 where
-    F: Fn(&Snapshot) -> Result<Value, ApiError>,
+    F: Fn(&Snapshot) -> Result<R, ApiError>,
+    R: Into<Answer>,
 {
-    let compute = |snapshot: Arc<Snapshot>| std::future::ready(Ok(compute(&snapshot)));
+    let compute =
+        |snapshot: Arc<Snapshot>| std::future::ready(Ok(compute(&snapshot).map(Into::into)));
     wait_and_answer(state, query, reads, None, compute).await
 }
 
@@ -212,7 +253,7 @@ where
 /// doc); without one, where `respond` runs it. A filter that does not
 /// compile is answered 400 at once, and a filtered blocking query past
 /// [`MAX_FILTERED_WAITING`] 429.
-pub async fn respond_filtered<F>(
+pub async fn respond_filtered<F, R>(
     state: &ApiState,
     query: &Query,
     reads: Reads,
@@ -220,7 +261,8 @@ pub async fn respond_filtered<F>(
     compute: F,
 ) -> Result<Response, ApiError>
 where
-    F: Fn(&Snapshot, Option<&Filter>) -> Result<Value, ApiError> + Send + Sync + 'static,
+    F: Fn(&Snapshot, Option<&Filter>) -> Result<R, ApiError> + Send + Sync + 'static,
+    R: Into<Answer> + Send + 'static,
 {
     let Some(source) = filter else {
         return respond(state, query, reads, |snapshot| compute(snapshot, None)).await;
@@ -236,7 +278,7 @@ where
             let work = move || {
                 source
                     .compile()
-                    .map(|filter| compute(&snapshot, Some(&filter)))
+                    .map(|filter| compute(&snapshot, Some(&filter)).map(Into::into))
             };
             stats.on_filter_pool(work).await?
         }
@@ -257,7 +299,7 @@ async fn wait_and_answer<C, Fut>(
 ) -> Result<Response, ApiError>
 where
     C: Fn(Arc<Snapshot>) -> Fut,
-    Fut: Future<Output = Result<Result<Value, ApiError>, ApiError>>,
+    Fut: Future<Output = Result<Result<Answer, ApiError>, ApiError>>,
 {
     let blocking = Blocking::from_query(query)?;
     let mut snapshot_rx = state.snapshot_rx.clone();
@@ -299,12 +341,13 @@ where
             }
         };
     }
-    let mut response = match answer {
-        Ok(body) if blocking.index.is_none() => match cache_stamp(reads, snapshot.indexes()) {
-            Some(stamp) => json_cacheable(&body, stamp).into_response(),
-            None => Json(body).into_response(),
-        },
-        Ok(body) => Json(body).into_response(),
+    let stamp = blocking
+        .index
+        .is_none()
+        .then(|| cache_stamp(reads, snapshot.indexes()))
+        .flatten();
+    let mut response = match answer.and_then(Answer::into_bytes) {
+        Ok(bytes) => json_bytes(bytes, stamp),
         Err(error) => error.into_response(),
     };
     set_index(&mut response, snapshot.index);
@@ -313,11 +356,12 @@ where
 
 /// What tells two answers apart: a hash of the JSON (`None` for an error,
 /// as all errors counted as the same answer before).
-fn fingerprint(answer: &Result<Value, ApiError>) -> Option<u64> {
-    let body = answer.as_ref().ok()?;
-    Some(xxhash_rust::xxh3::xxh3_64(
-        &serde_json::to_vec(body).unwrap_or_default(),
-    ))
+fn fingerprint(answer: &Result<Answer, ApiError>) -> Option<u64> {
+    let hash = xxhash_rust::xxh3::xxh3_64;
+    match answer.as_ref().ok()? {
+        Answer::Serialized(bytes) => Some(hash(bytes)),
+        Answer::Tree(tree) => Some(hash(&serde_json::to_vec(tree).unwrap_or_default())),
+    }
 }
 
 fn set_index(response: &mut Response, index: u64) {
@@ -329,27 +373,27 @@ fn set_index(response: &mut Response, index: u64) {
 /// A JSON answer serialized once, marked [`Cacheable`] at `stamp` (the
 /// front layer keeps it for the next request with the same URI).
 pub fn json_cacheable(body: &impl serde::Serialize, stamp: ReadAt) -> Response {
-    let bytes = match serde_json::to_vec(body) {
-        Ok(bytes) => Bytes::from(bytes),
-        Err(error) => {
-            return ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot serialize the answer: {error}"),
-            )
-            .into_response();
-        }
-    };
+    match serde_json::to_vec(body) {
+        Ok(bytes) => json_bytes(Bytes::from(bytes), Some(stamp)),
+        Err(error) => cannot_serialize(error).into_response(),
+    }
+}
+
+/// A `200` with serialized JSON, marked [`Cacheable`] when given a stamp.
+fn json_bytes(bytes: Bytes, stamp: Option<ReadAt>) -> Response {
     let content_type = HeaderValue::from_static("application/json");
     let mut response = Response::new(Body::from(bytes.clone()));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, content_type.clone());
-    response.extensions_mut().insert(Cacheable {
-        stamp,
-        content_type,
-        body: bytes,
-        route: None,
-    });
+    if let Some(stamp) = stamp {
+        response.extensions_mut().insert(Cacheable {
+            stamp,
+            content_type,
+            body: bytes,
+            route: None,
+        });
+    }
     response
 }
 

@@ -8,24 +8,26 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use shoal_protocol::record::CheckStatus;
 
+use super::blocking::{self, Answer};
 use super::filter::{self, Filter, Shape};
-use super::{ApiError, ApiState, Query, blocking};
+use super::{ApiError, ApiState, Query};
 use crate::catalog::{self, CatalogNode, ServiceFilter};
-use crate::consul_json;
+use crate::consul_json::{self, ServiceEntry};
 use crate::reads::Reads;
 use crate::snapshot::Snapshot;
 
 /// Answers a read of the cluster (a blocking query, see `api::blocking`)
 /// with `compute`, given the request's `?filter=` over `shape` elements,
 /// compiled on the filter pool.
-async fn cluster_read<F>(
+async fn cluster_read<F, R>(
     state: &ApiState,
     query: &Query,
     shape: Shape,
     compute: F,
 ) -> Result<Response, ApiError>
 where
-    F: Fn(&Snapshot, Option<&Filter>) -> Result<Value, ApiError> + Send + Sync + 'static,
+    F: Fn(&Snapshot, Option<&Filter>) -> Result<R, ApiError> + Send + Sync + 'static,
+    R: Into<Answer> + Send + 'static,
 {
     let expression = filter::Source::from_query(query, shape);
     blocking::respond_filtered(state, query, Reads::CLUSTER, expression, compute).await
@@ -140,8 +142,16 @@ pub async fn health_service(
         Shape::ServiceEntry,
         move |snapshot, expression| {
             let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
-                .map(|(node, service)| consul_json::health_service_entry(&node, service));
-            Ok(Value::Array(filter::apply(expression, entries.collect())))
+                .map(|(node, service)| ServiceEntry { node, service });
+            match expression {
+                // The hot lookup: straight to bytes, no tree.
+                None => Answer::serialize(&entries.collect::<Vec<_>>()),
+                Some(expression) => {
+                    let entries = entries
+                        .map(|entry| consul_json::health_service_entry(&entry.node, entry.service));
+                    Ok(Value::Array(filter::apply(Some(expression), entries.collect())).into())
+                }
+            }
         },
     )
     .await
