@@ -99,7 +99,8 @@ pub const HEADER: &str = "system,fault,seed,n,duration_s,victims,\
 healthy_failed_agents,healthy_failed_views,victim_failed_agents,victim_failed_views,\
 failure_events_logged,suspicions_started,refutations_healthy,refutations_victims,\
 declared_dead_notices_healthy,declared_dead_notices_victims,\
-relay_forwarded,relay_dropped,relay_tcp_delayed,load_start,load_end";
+relay_forwarded,relay_dropped,relay_tcp_delayed,relay_tcp_connections,relay_tcp_unknown,\
+load_start,load_end";
 
 /// The relay's address for agent `real` (127.a.b.c -> 127.(a+100).b.c).
 fn advertised(real: SocketAddr) -> SocketAddr {
@@ -165,6 +166,7 @@ pub async fn run(system: &System, fault: Fault, seed: u64, options: &Options) ->
     for i in 1..n {
         agents.push(system.spawn_with(i, Some(advertise[0]), &work, &extra(i))?);
     }
+    relay.set_pids(agents.iter().filter_map(|a| a.process.pid()).collect());
     let mut views = Views::new(system, &agents);
     let started = Instant::now();
     loop {
@@ -223,6 +225,8 @@ pub async fn run(system: &System, fault: Fault, seed: u64, options: &Options) ->
         counters.tcp_delayed.get(),
         counters.unknown_source.get(),
         counters.send_errors.get(),
+        counters.tcp_connections.get(),
+        counters.tcp_unknown_source.get(),
     ];
     drop(injection);
     relay.set_loss(relay::Loss::None);
@@ -292,16 +296,20 @@ pub async fn run(system: &System, fault: Fault, seed: u64, options: &Options) ->
         tcp_delayed,
         unknown_sources,
         send_errors,
+        tcp_connections,
+        tcp_unknown,
     ] = relay_figures;
     eprintln!(
         "{label} healthy agents declared failed: {healthy_failed}; victims: {victims_failed}; \
          suspicions {suspicions}; refutations {refutations:?}; relay dropped {dropped} of {} \
-         (unknown sources {unknown_sources}, send errors {send_errors})",
+         (unknown sources {unknown_sources}, send errors {send_errors}); TCP connections \
+         {tcp_connections}, {tcp_unknown} from an unknown agent, {tcp_delayed} chunks delayed",
         dropped + forwarded,
     );
     let row = format!(
         "{},{},{seed},{n},{},{},{healthy_failed},{healthy_views},{victims_failed},{victim_views},\
-         {failure_events},{suspicions},{},{},{},{},{},{},{},{load_start:.2},{load_end:.2}",
+         {failure_events},{suspicions},{},{},{},{},{forwarded},{dropped},{tcp_delayed},\
+         {tcp_connections},{tcp_unknown},{load_start:.2},{load_end:.2}",
         system.name(),
         fault.name(),
         options.duration.as_secs(),
@@ -310,9 +318,6 @@ pub async fn run(system: &System, fault: Fault, seed: u64, options: &Options) ->
         refutations[1],
         dead_notices[0],
         dead_notices[1],
-        forwarded,
-        dropped,
-        tcp_delayed,
     );
     drop(agents);
     drop(relay);

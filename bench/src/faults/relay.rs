@@ -8,9 +8,10 @@
 //! socket to `j`'s real address: `j` sees it come from `i`'s advertised
 //! address, as without the relay, so a reply to the source (memberlist)
 //! and a reply to the member's advertised address (foca) both come back
-//! through the relay. TCP connections have no such identity (agents
-//! connect from an unbound socket, so from 127.0.0.1): loss on them is
-//! decided by the destination alone (see [`Loss::tcp`]).
+//! through the relay. TCP connections come from an unbound socket (so from
+//! 127.0.0.1): the relay finds the agent that opened one by the process
+//! holding its socket (see [`connecting_agent`]), so loss on a link and
+//! loss into a victim apply to TCP as to UDP.
 //!
 //! Forwarding costs CPU in this process (a recv and a send per datagram),
 //! on the same cores as the agents.
@@ -92,37 +93,44 @@ impl Loss {
         }
     }
 
-    /// Loss for a new TCP connection to agent `to`: `(into to, out of to)`.
-    /// The connecting agent is unknown (see the module doc), so bursty
-    /// loss gives each direction a chain of its own, and loss into a
-    /// victim applies only to connections made to the victim.
-    fn tcp(&mut self, to: usize) -> (StreamLoss, StreamLoss) {
+    /// Loss for a new TCP connection from agent `from` (when it could be
+    /// told) to agent `to`: `(into to, back into from)`. A link's chain is
+    /// copied, so the connection's bad spells are the link's.
+    fn tcp(&mut self, from: Option<usize>, to: usize) -> (StreamLoss, StreamLoss) {
         match self {
             Loss::None => (StreamLoss::None, StreamLoss::None),
             Loss::Bursty {
                 model,
                 seed,
+                links,
                 connections,
-                ..
             } => {
                 *connections += 1;
-                let stream = |direction| [3, to as u64, *connections, direction];
+                let mut chain = |link: Option<(usize, usize)>, direction: u64| {
+                    StreamLoss::Chain(match link {
+                        Some((a, b)) => links
+                            .entry((a, b))
+                            .or_insert_with(|| Chain::new(*model, *seed, &[2, a as u64, b as u64]))
+                            .clone(),
+                        None => Chain::new(*model, *seed, &[3, to as u64, *connections, direction]),
+                    })
+                };
                 (
-                    StreamLoss::Chain(Chain::new(*model, *seed, &stream(0))),
-                    StreamLoss::Chain(Chain::new(*model, *seed, &stream(1))),
+                    chain(from.map(|from| (from, to)), 0),
+                    chain(from.map(|from| (to, from)), 1),
                 )
             }
-            Loss::IntoVictims { windows, rate, rng } => match windows.get(&to) {
-                Some(bursts) => (
-                    StreamLoss::Into {
+            Loss::IntoVictims { windows, rate, rng } => {
+                let mut into = |agent: Option<usize>| match agent.and_then(|a| windows.get(&a)) {
+                    Some(bursts) => StreamLoss::Into {
                         windows: bursts.clone(),
                         rate: *rate,
                         rng: SplitMix64::new(rng.next_u64()),
                     },
-                    StreamLoss::None,
-                ),
-                None => (StreamLoss::None, StreamLoss::None),
-            },
+                    None => StreamLoss::None,
+                };
+                (into(Some(to)), into(from))
+            }
         }
     }
 }
@@ -136,6 +144,8 @@ pub struct Counters {
     pub unknown_source: Cell<u64>,
     pub send_errors: Cell<u64>,
     pub tcp_connections: Cell<u64>,
+    /// TCP connections whose opener could not be told (should stay 0).
+    pub tcp_unknown_source: Cell<u64>,
     /// TCP chunks held back for a retransmission timeout (or more).
     pub tcp_delayed: Cell<u64>,
 }
@@ -149,6 +159,8 @@ struct Shared {
     sockets: Vec<UdpSocket>,
     by_ip: HashMap<IpAddr, usize>,
     loss: RefCell<Loss>,
+    /// Agent processes, to tell who opened a TCP connection.
+    pids: RefCell<Vec<u32>>,
     /// The fault phase's start: loss windows count from it.
     started: Cell<Instant>,
     counters: Counters,
@@ -190,6 +202,7 @@ impl Relay {
             real,
             sockets,
             loss: RefCell::new(Loss::None),
+            pids: RefCell::new(Vec::new()),
             started: Cell::new(Instant::now()),
             counters: Counters::default(),
         });
@@ -219,11 +232,17 @@ impl Relay {
             &counters.unknown_source,
             &counters.send_errors,
             &counters.tcp_connections,
+            &counters.tcp_unknown_source,
             &counters.tcp_delayed,
         ] {
             counter.set(0);
         }
         *self.shared.loss.borrow_mut() = loss;
+    }
+
+    /// The agents' process ids, by index (see [`connecting_agent`]).
+    pub fn set_pids(&self, pids: Vec<u32>) {
+        *self.shared.pids.borrow_mut() = pids;
     }
 
     pub fn counters(&self) -> &Counters {
@@ -256,13 +275,50 @@ async fn forward_datagrams(shared: Rc<Shared>, to: usize) {
 
 async fn accept_streams(shared: Rc<Shared>, to: usize, listener: TcpListener) {
     loop {
-        let Ok((inbound, _)) = listener.accept().await else {
+        let Ok((inbound, peer)) = listener.accept().await else {
             continue;
         };
         bump(&shared.counters.tcp_connections);
-        let (into, out_of) = shared.loss.borrow_mut().tcp(to);
+        let from = connecting_agent(peer, &shared.pids.borrow());
+        if from.is_none() {
+            bump(&shared.counters.tcp_unknown_source);
+        }
+        let (into, out_of) = shared.loss.borrow_mut().tcp(from, to);
         tokio::task::spawn_local(relay_stream(Rc::clone(&shared), to, inbound, into, out_of));
     }
+}
+
+/// The index of the agent (by its pid in `pids`) that holds the socket
+/// whose local address is `peer`: the connection's inode from this
+/// namespace's `/proc/self/net/tcp`, then the process with a descriptor
+/// on it. A few hundred `readlink`s per connection, which are rare
+/// (anti-entropy, push-pull, memberlist's fallback probes).
+fn connecting_agent(peer: SocketAddr, pids: &[u32]) -> Option<usize> {
+    let IpAddr::V4(ip) = peer.ip() else {
+        return None;
+    };
+    // `/proc/net/tcp` writes an IPv4 address as the hex of its
+    // native-endian u32, then the port in hex.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(ip.octets()),
+        peer.port()
+    );
+    let table = std::fs::read_to_string("/proc/self/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()))
+            .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+            .flatten()
+    })?;
+    pids.iter().position(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|entries| {
+            entries.flatten().any(|entry| {
+                std::fs::read_link(entry.path())
+                    .is_ok_and(|target| target.as_os_str() == inode.as_str())
+            })
+        })
+    })
 }
 
 /// Linux's first retransmission timeouts: 1 s for a SYN, 200 ms for data.
