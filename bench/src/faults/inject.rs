@@ -161,42 +161,23 @@ fn spin(spinning: &AtomicBool) {
 }
 
 /// The fault time of a run's schedule that falls on victims or the host,
-/// for the environment file: `(kind, bursts, total burst time)`.
+/// for the environment file: bursts and their total length per target.
 pub fn describe(fault: Fault, seed: u64, victims: &[usize], options: &Options) -> String {
     let summary = |stream: &[u64], burst, gap| {
         let bursts = schedule::bursts(seed, stream, options.duration, burst, gap);
         let time: Duration = bursts.iter().map(|b| b.length).sum();
         format!("{} bursts, {:.1} s", bursts.len(), time.as_secs_f64())
     };
+    let per_victim = |stream: u64, burst, gap| {
+        victims
+            .iter()
+            .map(|&v| format!("agent {v}: {}", summary(&[stream, v as u64], burst, gap)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     match fault {
-        Fault::Stop => victims
-            .iter()
-            .map(|&v| {
-                format!(
-                    "agent {v}: {}",
-                    summary(
-                        &[STREAM_STOP, v as u64],
-                        &options.stop_burst,
-                        &options.stop_gap
-                    )
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-        Fault::OneWayLoss => victims
-            .iter()
-            .map(|&v| {
-                format!(
-                    "agent {v}: {}",
-                    summary(
-                        &[STREAM_DEAF, v as u64],
-                        &options.deaf_burst,
-                        &options.deaf_gap
-                    )
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
+        Fault::Stop => per_victim(STREAM_STOP, &options.stop_burst, &options.stop_gap),
+        Fault::OneWayLoss => per_victim(STREAM_DEAF, &options.deaf_burst, &options.deaf_gap),
         Fault::Hog => format!(
             "host: {}",
             summary(&[STREAM_HOG], &options.hog_burst, &options.hog_gap)
