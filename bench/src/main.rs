@@ -16,12 +16,15 @@
 //! - `dns`: Shoal's DNS interface beside dnsmasq (dnsperf);
 //! - `process`, `netns`: child processes, `/proc` figures, loopback counters;
 //! - `traffic`: what each agent sends (a packet socket on the loopback);
-//! - `report`, `stats`: CSV and markdown output, percentiles.
+//! - `report`, `stats`: CSV and markdown output, percentiles;
+//! - `faults`: false positives under CPU starvation, bursty and one-way
+//!   loss (through a user-space relay) and a host-wide CPU hog.
 
 mod cache_stats;
 mod churn;
 mod cluster;
 mod dns;
+mod faults;
 mod footprint;
 mod http;
 mod load;
@@ -83,6 +86,14 @@ enum Cmd {
     Dns {
         #[command(flatten)]
         dns: DnsArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// False positives of Shoal and Serf under the same fault schedule:
+    /// SIGSTOP bursts, bursty and one-way loss, a host-wide CPU hog.
+    Faults {
+        #[command(flatten)]
+        faults: FaultArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -171,6 +182,81 @@ struct DnsArgs {
 }
 
 #[derive(Args, Clone)]
+struct FaultArgs {
+    /// Agents per cluster.
+    #[arg(long, default_value_t = 50)]
+    n: usize,
+    /// Length of the fault phase of each run.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    fault_duration: Duration,
+    /// Seeds, comma-separated: each fixes the victims and the bursts, the
+    /// same for every system.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    seeds: Vec<u64>,
+    /// Faults, comma-separated: stop, bursty-loss, one-way-loss, hog.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "stop,bursty-loss,one-way-loss,hog"
+    )]
+    faults: Vec<String>,
+    /// Systems, comma-separated: shoal, serf.
+    #[arg(long, value_delimiter = ',', default_value = "shoal,serf")]
+    fault_systems: Vec<String>,
+    /// The serf binary.
+    #[arg(long, default_value = "serf")]
+    serf_bin: PathBuf,
+    /// Victims of `stop` and `one-way-loss` (the other agents are healthy).
+    #[arg(long, default_value_t = 3)]
+    victims: usize,
+    /// `stop`: how long a victim stays SIGSTOPped (MIN..MAX, uniform).
+    #[arg(long, default_value = "200ms..800ms", value_parser = faults::parse_range)]
+    stop_burst: std::ops::RangeInclusive<Duration>,
+    /// `stop`: running time between two stops of a victim.
+    #[arg(long, default_value = "1s..5s", value_parser = faults::parse_range)]
+    stop_gap: std::ops::RangeInclusive<Duration>,
+    /// `one-way-loss`: how long everything sent to a victim is lost.
+    #[arg(long, default_value = "1s..6s", value_parser = faults::parse_range)]
+    deaf_burst: std::ops::RangeInclusive<Duration>,
+    /// `one-way-loss`: time between two such bursts of a victim.
+    #[arg(long, default_value = "5s..20s", value_parser = faults::parse_range)]
+    deaf_gap: std::ops::RangeInclusive<Duration>,
+    /// `one-way-loss`: share of what is sent to a victim lost in a burst.
+    #[arg(long, default_value_t = 1.0)]
+    one_way_loss: f64,
+    /// `hog`: how long the spinning threads run.
+    #[arg(long, default_value = "2s..10s", value_parser = faults::parse_range)]
+    hog_burst: std::ops::RangeInclusive<Duration>,
+    /// `hog`: time between two hog bursts.
+    #[arg(long, default_value = "5s..20s", value_parser = faults::parse_range)]
+    hog_gap: std::ops::RangeInclusive<Duration>,
+    /// `hog`: spinning threads [default: one per core].
+    #[arg(long)]
+    hog_threads: Option<usize>,
+    /// `bursty-loss`: chance per step of a link going from good to bad.
+    #[arg(long, default_value_t = 0.001)]
+    ge_p: f64,
+    /// `bursty-loss`: chance per step of going from bad back to good.
+    #[arg(long, default_value_t = 0.02)]
+    ge_r: f64,
+    /// `bursty-loss`: loss rate in the good state.
+    #[arg(long, default_value_t = 0.0)]
+    ge_loss_good: f64,
+    /// `bursty-loss`: loss rate in the bad state.
+    #[arg(long, default_value_t = 1.0)]
+    ge_loss_bad: f64,
+    /// `bursty-loss`: the chain's step.
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    ge_step: Duration,
+    /// Poll interval of every agent's membership view.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    fault_poll: Duration,
+    /// Pause between convergence and the fault.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    fault_settle: Duration,
+}
+
+#[derive(Args, Clone)]
 struct LookupArgs {
     /// Fixed request rates (per second) for the open-loop runs.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
@@ -195,6 +281,7 @@ fn main() -> Result<()> {
         | Cmd::Cluster { common, .. }
         | Cmd::Lookup { common, .. }
         | Cmd::Dns { common, .. }
+        | Cmd::Faults { common, .. }
         | Cmd::Report { common } => common.clone(),
     };
     let private_netns = !common.no_netns && !matches!(cli.command, Cmd::Report { .. });
@@ -230,6 +317,10 @@ fn main() -> Result<()> {
             }
             Cmd::Dns { dns, common } => {
                 run_dns(&dns, &common).await?;
+                write_report(&common)
+            }
+            Cmd::Faults { faults, common } => {
+                run_faults(&faults, &common).await?;
                 write_report(&common)
             }
             Cmd::Report { common } => write_report(&common),
@@ -289,6 +380,111 @@ async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -
     }
     finish_environment(&mut environment);
     std::fs::write(common.out.join("environment.txt"), environment)?;
+    Ok(())
+}
+
+async fn run_faults(args: &FaultArgs, common: &Common) -> Result<()> {
+    let shoal_bin = std::path::absolute(&common.shoal_bin)?;
+    anyhow::ensure!(
+        shoal_bin.exists(),
+        "{} is missing: cargo build --release -p shoal-agent",
+        shoal_bin.display()
+    );
+    for (flag, value) in [
+        ("--ge-p", args.ge_p),
+        ("--ge-r", args.ge_r),
+        ("--ge-loss-good", args.ge_loss_good),
+        ("--ge-loss-bad", args.ge_loss_bad),
+        ("--one-way-loss", args.one_way_loss),
+    ] {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&value),
+            "{flag} {value}: must be a probability in [0, 1]"
+        );
+    }
+    anyhow::ensure!(
+        args.ge_p + args.ge_r > 0.0 && !args.ge_step.is_zero(),
+        "--ge-p/--ge-r: one must be above 0; --ge-step above 0"
+    );
+    let faults = args
+        .faults
+        .iter()
+        .map(|f| faults::Fault::parse(f))
+        .collect::<Result<Vec<_>>>()?;
+    let systems = args
+        .fault_systems
+        .iter()
+        .map(|name| match name.as_str() {
+            "shoal" => Ok(system::System::Shoal {
+                bin: shoal_bin.clone(),
+                serf_intervals: false,
+            }),
+            "serf" => Ok(system::System::Serf {
+                bin: args.serf_bin.clone(),
+            }),
+            other => anyhow::bail!("--fault-systems: unknown system `{other}`: shoal or serf"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = faults::Options {
+        n: args.n,
+        duration: args.fault_duration,
+        seeds: args.seeds.clone(),
+        victims: args.victims,
+        stop_burst: args.stop_burst.clone(),
+        stop_gap: args.stop_gap.clone(),
+        deaf_burst: args.deaf_burst.clone(),
+        deaf_gap: args.deaf_gap.clone(),
+        one_way_loss: args.one_way_loss,
+        hog_burst: args.hog_burst.clone(),
+        hog_gap: args.hog_gap.clone(),
+        hog_threads: args
+            .hog_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+        gilbert_elliott: faults::GilbertElliott {
+            p: args.ge_p,
+            r: args.ge_r,
+            loss_good: args.ge_loss_good,
+            loss_bad: args.ge_loss_bad,
+            step: args.ge_step,
+        },
+        poll: args.fault_poll,
+        settle: args.fault_settle,
+        work: common.work.join("faults"),
+    };
+    let serf_bin = systems
+        .iter()
+        .any(|s| matches!(s, system::System::Serf { .. }))
+        .then_some(args.serf_bin.as_path());
+    let mut environment = environment("faults", &shoal_bin, serf_bin);
+    writeln!(
+        environment,
+        "faults: n {}, {:?} per run, seeds {:?}, faults {:?}, systems {:?}, hog threads {}",
+        options.n,
+        options.duration,
+        options.seeds,
+        args.faults,
+        args.fault_systems,
+        options.hog_threads
+    )?;
+    let csv = common.out.join("faults.csv");
+    let mut rows = Vec::new();
+    for &seed in &options.seeds {
+        for &fault in &faults {
+            let victims = faults::victims(fault, seed, &options);
+            writeln!(
+                environment,
+                "schedule {} seed {seed}: victims {victims:?}; {}",
+                fault.name(),
+                faults::describe(fault, seed, &victims, &options)
+            )?;
+            for system in &systems {
+                rows.push(faults::run(system, fault, seed, &options).await?);
+                faults::write_csv(&csv, &rows)?;
+            }
+        }
+    }
+    finish_environment(&mut environment);
+    std::fs::write(common.out.join("faults_environment.txt"), environment)?;
     Ok(())
 }
 
@@ -453,6 +649,12 @@ fn write_report(common: &Common) -> Result<()> {
             text.push('\n');
         }
     }
+    let faults_csv = out.join("faults.csv");
+    if faults_csv.exists() {
+        text.push_str("## False positives under faults, Shoal beside Serf\n\n");
+        text.push_str(&faults::render(&faults_csv)?);
+        text.push('\n');
+    }
     if let Ok(notes) = std::fs::read_to_string(out.join("notes.md")) {
         text.push_str("## How it is measured, findings, and what would close the gaps\n\n");
         text.push_str(&notes);
@@ -462,6 +664,7 @@ fn write_report(common: &Common) -> Result<()> {
         "environment.txt",
         "lookup_environment.txt",
         "dns_environment.txt",
+        "faults_environment.txt",
     ] {
         if let Ok(environment) = std::fs::read_to_string(out.join(file)) {
             writeln!(text, "### {file}\n\n```\n{}```\n", environment)?;

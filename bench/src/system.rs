@@ -62,7 +62,7 @@ impl System {
     }
 
     /// Agent `index` gets its own loopback address, `127.<system>.<hi>.<lo>`.
-    fn ip(&self, index: usize) -> IpAddr {
+    pub fn ip(&self, index: usize) -> IpAddr {
         let system = match self {
             System::Shoal {
                 serf_intervals: false,
@@ -85,6 +85,19 @@ impl System {
     /// Starts agent `index`, joining through `seed` when given. Logs go to
     /// `work/<name>.log`; Shoal's data dir is `work/<name>`.
     pub fn spawn(&self, index: usize, seed: Option<SocketAddr>, work: &Path) -> Result<Agent> {
+        self.spawn_with(index, seed, work, &[])
+    }
+
+    /// [`System::spawn`] with `extra` arguments after the usual ones (a
+    /// repeated flag overrides: the fault runs add an advertised address
+    /// and Serf's `-log-level=info`).
+    pub fn spawn_with(
+        &self,
+        index: usize,
+        seed: Option<SocketAddr>,
+        work: &Path,
+        extra: &[String],
+    ) -> Result<Agent> {
         let name = format!("{}-{index}", self.name());
         let ip = self.ip(index);
         let gossip = SocketAddr::new(ip, 7946);
@@ -136,6 +149,8 @@ impl System {
                 (api, command)
             }
         };
+        let mut command = command;
+        command.args(extra);
         let process = ChildGuard::spawn(&name, command, &work.join(format!("{name}.log")))?;
         Ok(Agent {
             name,

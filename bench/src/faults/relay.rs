@@ -1,0 +1,390 @@
+//! A user-space lossy network: there is no netem on the machines this runs
+//! on, so every agent binds its gossip socket on one address and
+//! advertises another, where this relay listens (UDP and TCP) and forwards
+//! to the real one, dropping what the loss model says.
+//!
+//! A datagram from agent `i` to agent `j` arrives at `j`'s advertised
+//! socket from `i`'s real address, and leaves through `i`'s advertised
+//! socket to `j`'s real address: `j` sees it come from `i`'s advertised
+//! address, as without the relay, so a reply to the source (memberlist)
+//! and a reply to the member's advertised address (foca) both come back
+//! through the relay. TCP connections come from an unbound socket (so from
+//! 127.0.0.1): the relay finds the agent that opened one by the process
+//! holding its socket (see [`connecting_agent`]), so loss on a link and
+//! loss into a victim apply to TCP as to UDP.
+//!
+//! Forwarding costs CPU in this process (a recv and a send per datagram),
+//! on the same cores as the agents.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+
+use super::schedule::{Burst, Chain, GilbertElliott, SplitMix64};
+
+/// What the relay drops.
+pub enum Loss {
+    None,
+    /// Every directed link `(from, to)` has its own Gilbert-Elliott chain.
+    Bursty {
+        model: GilbertElliott,
+        seed: u64,
+        links: HashMap<(usize, usize), Chain>,
+        connections: u64,
+    },
+    /// Everything into a victim during its bursts is lost with `rate`;
+    /// what it sends goes out.
+    IntoVictims {
+        windows: HashMap<usize, Vec<Burst>>,
+        rate: f64,
+        rng: SplitMix64,
+    },
+}
+
+/// Loss on one direction of one TCP connection.
+enum StreamLoss {
+    None,
+    Chain(Chain),
+    Into {
+        windows: Vec<Burst>,
+        rate: f64,
+        rng: SplitMix64,
+    },
+}
+
+impl StreamLoss {
+    fn lose(&mut self, at: Duration) -> bool {
+        match self {
+            StreamLoss::None => false,
+            StreamLoss::Chain(chain) => chain.lose(at),
+            StreamLoss::Into { windows, rate, rng } => {
+                windows.iter().any(|w| w.contains(at)) && rng.unit() < *rate
+            }
+        }
+    }
+}
+
+impl Loss {
+    /// Whether a datagram from agent `from` to agent `to` at `at` is lost.
+    fn datagram(&mut self, from: usize, to: usize, at: Duration) -> bool {
+        match self {
+            Loss::None => false,
+            Loss::Bursty {
+                model, seed, links, ..
+            } => links
+                .entry((from, to))
+                .or_insert_with(|| Chain::new(*model, *seed, &[2, from as u64, to as u64]))
+                .lose(at),
+            Loss::IntoVictims {
+                windows, rate, rng, ..
+            } => {
+                windows
+                    .get(&to)
+                    .is_some_and(|bursts| bursts.iter().any(|b| b.contains(at)))
+                    && rng.unit() < *rate
+            }
+        }
+    }
+
+    /// Loss for a new TCP connection from agent `from` (when it could be
+    /// told) to agent `to`: `(into to, back into from)`. A link's chain is
+    /// copied, so the connection's bad spells are the link's.
+    fn tcp(&mut self, from: Option<usize>, to: usize) -> (StreamLoss, StreamLoss) {
+        match self {
+            Loss::None => (StreamLoss::None, StreamLoss::None),
+            Loss::Bursty {
+                model,
+                seed,
+                links,
+                connections,
+            } => {
+                *connections += 1;
+                let mut chain = |link: Option<(usize, usize)>, direction: u64| {
+                    StreamLoss::Chain(match link {
+                        Some((a, b)) => links
+                            .entry((a, b))
+                            .or_insert_with(|| Chain::new(*model, *seed, &[2, a as u64, b as u64]))
+                            .clone(),
+                        None => Chain::new(*model, *seed, &[3, to as u64, *connections, direction]),
+                    })
+                };
+                (
+                    chain(from.map(|from| (from, to)), 0),
+                    chain(from.map(|from| (to, from)), 1),
+                )
+            }
+            Loss::IntoVictims { windows, rate, rng } => {
+                let mut into = |agent: Option<usize>| match agent.and_then(|a| windows.get(&a)) {
+                    Some(bursts) => StreamLoss::Into {
+                        windows: bursts.clone(),
+                        rate: *rate,
+                        rng: SplitMix64::new(rng.next_u64()),
+                    },
+                    None => StreamLoss::None,
+                };
+                (into(Some(to)), into(from))
+            }
+        }
+    }
+}
+
+/// What the relay did, for the results file.
+#[derive(Default)]
+pub struct Counters {
+    pub forwarded: Cell<u64>,
+    pub dropped: Cell<u64>,
+    /// Datagrams from an address that is no agent's (should stay 0).
+    pub unknown_source: Cell<u64>,
+    pub send_errors: Cell<u64>,
+    pub tcp_connections: Cell<u64>,
+    /// TCP connections whose opener could not be told (should stay 0).
+    pub tcp_unknown_source: Cell<u64>,
+    /// TCP chunks held back for a retransmission timeout (or more).
+    pub tcp_delayed: Cell<u64>,
+}
+
+fn bump(cell: &Cell<u64>) {
+    cell.set(cell.get() + 1);
+}
+
+struct Shared {
+    real: Vec<SocketAddr>,
+    sockets: Vec<UdpSocket>,
+    by_ip: HashMap<IpAddr, usize>,
+    loss: RefCell<Loss>,
+    /// Agent processes, to tell who opened a TCP connection.
+    pids: RefCell<Vec<u32>>,
+    /// The fault phase's start: loss windows count from it.
+    started: Cell<Instant>,
+    counters: Counters,
+}
+
+/// The running relay; its tasks stop when it is dropped.
+pub struct Relay {
+    shared: Rc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Relay {
+    /// Listens on every `advertised[i]` and forwards to `real[i]`.
+    pub async fn start(real: Vec<SocketAddr>, advertised: &[SocketAddr]) -> Result<Self> {
+        let mut sockets = Vec::new();
+        let mut listeners = Vec::new();
+        for addr in advertised {
+            sockets.push(
+                UdpSocket::bind(addr)
+                    .await
+                    .with_context(|| format!("relay: bind UDP {addr}"))?,
+            );
+            listeners.push(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("relay: bind TCP {addr}"))?,
+            );
+        }
+        let shared = Rc::new(Shared {
+            by_ip: real.iter().enumerate().map(|(i, a)| (a.ip(), i)).collect(),
+            real,
+            sockets,
+            loss: RefCell::new(Loss::None),
+            pids: RefCell::new(Vec::new()),
+            started: Cell::new(Instant::now()),
+            counters: Counters::default(),
+        });
+        let mut tasks = Vec::new();
+        for (to, listener) in listeners.into_iter().enumerate() {
+            tasks.push(tokio::task::spawn_local(forward_datagrams(
+                Rc::clone(&shared),
+                to,
+            )));
+            tasks.push(tokio::task::spawn_local(accept_streams(
+                Rc::clone(&shared),
+                to,
+                listener,
+            )));
+        }
+        Ok(Self { shared, tasks })
+    }
+
+    /// From now on, drop what `loss` says; its windows and the counters
+    /// count from now.
+    pub fn set_loss(&self, loss: Loss) {
+        self.shared.started.set(Instant::now());
+        let counters = &self.shared.counters;
+        for counter in [
+            &counters.forwarded,
+            &counters.dropped,
+            &counters.unknown_source,
+            &counters.send_errors,
+            &counters.tcp_connections,
+            &counters.tcp_unknown_source,
+            &counters.tcp_delayed,
+        ] {
+            counter.set(0);
+        }
+        *self.shared.loss.borrow_mut() = loss;
+    }
+
+    /// The agents' process ids, by index (see [`connecting_agent`]).
+    pub fn set_pids(&self, pids: Vec<u32>) {
+        *self.shared.pids.borrow_mut() = pids;
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+}
+
+async fn forward_datagrams(shared: Rc<Shared>, to: usize) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let Ok((length, from)) = shared.sockets[to].recv_from(&mut buffer).await else {
+            continue;
+        };
+        let counters = &shared.counters;
+        let Some(&from_agent) = shared.by_ip.get(&from.ip()) else {
+            bump(&counters.unknown_source);
+            continue;
+        };
+        let at = shared.started.get().elapsed();
+        if shared.loss.borrow_mut().datagram(from_agent, to, at) {
+            bump(&counters.dropped);
+            continue;
+        }
+        match shared.sockets[from_agent].try_send_to(&buffer[..length], shared.real[to]) {
+            Ok(_) => bump(&counters.forwarded),
+            Err(_) => bump(&counters.send_errors),
+        }
+    }
+}
+
+async fn accept_streams(shared: Rc<Shared>, to: usize, listener: TcpListener) {
+    loop {
+        let Ok((inbound, peer)) = listener.accept().await else {
+            continue;
+        };
+        bump(&shared.counters.tcp_connections);
+        let from = connecting_agent(peer, &shared.pids.borrow());
+        if from.is_none() {
+            bump(&shared.counters.tcp_unknown_source);
+        }
+        let (into, out_of) = shared.loss.borrow_mut().tcp(from, to);
+        tokio::task::spawn_local(relay_stream(Rc::clone(&shared), to, inbound, into, out_of));
+    }
+}
+
+/// The index of the agent (by its pid in `pids`) that holds the socket
+/// whose local address is `peer`: the connection's inode from this
+/// namespace's `/proc/self/net/tcp`, then the process with a descriptor
+/// on it. A few hundred `readlink`s per connection, which are rare
+/// (anti-entropy, push-pull, memberlist's fallback probes).
+fn connecting_agent(peer: SocketAddr, pids: &[u32]) -> Option<usize> {
+    let IpAddr::V4(ip) = peer.ip() else {
+        return None;
+    };
+    // `/proc/net/tcp` writes an IPv4 address as the hex of its
+    // native-endian u32, then the port in hex.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(ip.octets()),
+        peer.port()
+    );
+    let table = std::fs::read_to_string("/proc/self/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()))
+            .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+            .flatten()
+    })?;
+    pids.iter().position(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|entries| {
+            entries.flatten().any(|entry| {
+                std::fs::read_link(entry.path())
+                    .is_ok_and(|target| target.as_os_str() == inode.as_str())
+            })
+        })
+    })
+}
+
+/// Linux's first retransmission timeouts: 1 s for a SYN, 200 ms for data.
+const SYN_TIMEOUT: Duration = Duration::from_secs(1);
+const DATA_TIMEOUT: Duration = Duration::from_millis(200);
+/// Retransmissions before the relay gives up on a connection (the kernel
+/// tries longer, but every agent's own timeout has fired by then).
+const RETRIES: u32 = 6;
+
+/// Forwards one connection; a lost segment costs its retransmission
+/// timeout (doubling), as TCP would spend it, instead of the bytes.
+async fn relay_stream(
+    shared: Rc<Shared>,
+    to: usize,
+    inbound: TcpStream,
+    mut into: StreamLoss,
+    out_of: StreamLoss,
+) {
+    if !wait_out_losses(&shared, &mut into, SYN_TIMEOUT).await {
+        return;
+    }
+    let Ok(outbound) = TcpStream::connect(shared.real[to]).await else {
+        return;
+    };
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    let (in_read, in_write) = inbound.into_split();
+    let (out_read, out_write) = outbound.into_split();
+    tokio::join!(
+        copy_lossy(Rc::clone(&shared), in_read, out_write, into),
+        copy_lossy(Rc::clone(&shared), out_read, in_write, out_of),
+    );
+}
+
+/// Waits one retransmission timeout per loss drawn, doubling; false when
+/// the connection should be given up.
+async fn wait_out_losses(shared: &Shared, loss: &mut StreamLoss, first: Duration) -> bool {
+    let mut timeout = first;
+    for _ in 0..RETRIES {
+        if !loss.lose(shared.started.get().elapsed()) {
+            return true;
+        }
+        bump(&shared.counters.tcp_delayed);
+        tokio::time::sleep(timeout).await;
+        timeout *= 2;
+    }
+    false
+}
+
+async fn copy_lossy(
+    shared: Rc<Shared>,
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut loss: StreamLoss,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let length = match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(length) => length,
+        };
+        if !wait_out_losses(&shared, &mut loss, DATA_TIMEOUT).await
+            || writer.write_all(&buffer[..length]).await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
