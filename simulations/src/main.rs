@@ -37,11 +37,11 @@ enum Command {
     /// Runs the sweeps (or some of them) and writes CSV and SVG.
     Sweep {
         /// Sweeps to run: dissemination, detection, traffic, detect, loss,
-        /// slow, faults, hour, speed.
+        /// slow, faults, cold-start, hour, speed.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "dissemination,detection,traffic,detect,loss,slow,faults,hour,speed"
+            default_value = "dissemination,detection,traffic,detect,loss,slow,faults,cold-start,hour,speed"
         )]
         only: Vec<String>,
         /// Largest cluster size of the size sweeps.
