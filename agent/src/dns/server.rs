@@ -87,8 +87,9 @@ impl DnsListeners {
 /// HTTP API runs); the returned future completes when the server has
 /// stopped (after `stop` is cancelled). Not a thread of its own: the core
 /// loop has one already, so queries only ever take turns with API
-/// requests, and a second thread and runtime cost resident memory (about
-/// 60 kB of an idle agent's ~1.2 MB of RssAnon) for no gain in isolation.
+/// requests, and a second thread and runtime cost resident memory (28 kB
+/// of an idle agent's ~1.2 MB of RssAnon, measured in
+/// docs/figures/issue-23/memory-profile-6fb02a3/) for no gain in isolation.
 pub fn spawn(
     listeners: DnsListeners,
     responder: Responder,
