@@ -186,6 +186,12 @@ impl Counters for CoreCounters {
         );
         counter(
             out,
+            "shoal_swim_suspicion_reminders_total",
+            "Suspicions this agent sent to the suspect itself with something it sent it anyway, so that a member that heard nothing for a while refutes (Lifeguard's buddy system).",
+            self.suspicion.reminders,
+        );
+        counter(
+            out,
             "shoal_swim_refutations_total",
             "Times this agent refuted a suspicion about itself.",
             health.refutations,

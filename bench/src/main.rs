@@ -130,8 +130,9 @@ struct ClusterArgs {
     #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
     sizes: Vec<usize>,
     /// Systems, comma-separated: shoal (its defaults), shoal-serf-intervals
-    /// (anti-entropy every 30 s, as Serf's push-pull; the rest of Shoal's
-    /// defaults already match Serf's LAN profile), serf.
+    /// (anti-entropy every 30 s, as Serf's push-pull, and suspicion
+    /// multiplier 4, as Serf's; the rest of Shoal's defaults already match
+    /// Serf's LAN profile), serf.
     #[arg(
         long,
         value_delimiter = ',',

@@ -18,8 +18,9 @@ use crate::serf_rpc::SerfRpc;
 #[derive(Clone, Debug)]
 pub enum System {
     /// `serf_intervals`: anti-entropy every 30 s, Serf's push-pull
-    /// interval (Shoal's default is 15 s); probe, gossip and suspicion
-    /// settings are Serf's LAN profile either way.
+    /// interval (Shoal's default is 15 s), and suspicion multiplier 4,
+    /// Serf's (Shoal's default is 3.5); probe and gossip settings are
+    /// Serf's LAN profile either way.
     Shoal {
         bin: PathBuf,
         serf_intervals: bool,
@@ -129,7 +130,10 @@ impl System {
                 }
                 if *serf_intervals {
                     let config = work.join(format!("{name}.toml"));
-                    std::fs::write(&config, "[gossip]\npush_pull_interval = \"30s\"\n")?;
+                    std::fs::write(
+                        &config,
+                        "[gossip]\npush_pull_interval = \"30s\"\nsuspicion_mult = 4\n",
+                    )?;
                     command.arg("--config").arg(&config);
                 }
                 (api, command)

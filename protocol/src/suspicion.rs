@@ -67,10 +67,13 @@ pub fn timeout(min: Duration, max: Duration, k: u32, confirmations: u32) -> Dura
 }
 
 /// How confirmations are counted for a cluster: `k` from the suspicion
-/// multiplier and the cluster's size (memberlist expects none when fewer
-/// than `k` other members could confirm).
+/// multiplier, `ceil(suspicion_mult - 2)` (memberlist's `SuspicionMult -
+/// 2` for whole multipliers, and a fractional one lowers `Min` without
+/// lowering the confirmations it takes to reach it), and the cluster's
+/// size (memberlist expects none when fewer than `k` other members could
+/// confirm).
 pub fn expected_confirmations(suspicion_mult: f64, cluster_size: u32) -> u32 {
-    let k = (suspicion_mult - 2.0).max(0.0).floor() as u32;
+    let k = (suspicion_mult - 2.0).max(0.0).ceil() as u32;
     if cluster_size.saturating_sub(2) < k {
         0
     } else {
@@ -106,6 +109,8 @@ struct Suspicion {
     armed: Option<Armed>,
     /// When this entry was last touched (for the bound).
     touched: Duration,
+    /// When we last told the suspect itself (see [`Suspicions::remind`]).
+    reminded: Option<Duration>,
 }
 
 impl Suspicion {
@@ -115,6 +120,7 @@ impl Suspicion {
             accusers: Vec::new(),
             armed: None,
             touched: now,
+            reminded: None,
         }
     }
 
@@ -137,6 +143,9 @@ pub struct SuspicionCounters {
     /// Timers delivered earlier than first scheduled because accusations
     /// shortened a suspicion.
     pub shortened: u64,
+    /// Suspicions sent to the suspect itself (Lifeguard's buddy system,
+    /// see [`Suspicions::remind`]).
+    pub reminders: u64,
 }
 
 /// The suspicions foca holds now, with their accusers and deadlines.
@@ -235,6 +244,50 @@ impl Suspicions {
             Some(entry) => entry.incarnation < incarnation,
             None => true,
         }
+    }
+
+    /// Lifeguard's buddy system: we are sending something to `member`;
+    /// if it is suspected (foca armed our timer for it, or a peer's
+    /// accusation of it reached us) and we have not told it so in the last
+    /// `every`, returns the incarnation to tell it it is suspected at (the
+    /// node checks that foca still holds it suspect there). foca sends each
+    /// suspicion a few times to random members and then stops, so a member
+    /// that heard nothing for a few seconds (inbound loss, a full receive
+    /// queue) learns of its own suspicion only from a message like this,
+    /// and refutes it at once; otherwise it goes down at `Min` however soon
+    /// it hears again.
+    pub fn remind(
+        &mut self,
+        member: &NodeId,
+        now: Duration,
+        every: Duration,
+    ) -> Option<foca::Incarnation> {
+        let entry = self.entries.get_mut(member)?;
+        if entry
+            .reminded
+            .is_some_and(|last| now.saturating_sub(last) < every)
+        {
+            return None;
+        }
+        entry.reminded = Some(now);
+        Some(entry.incarnation)
+    }
+
+    /// foca no longer holds `member` suspect at `incarnation` (it refuted,
+    /// or went down): its entry goes, so no reminder is offered again.
+    pub fn settled(&mut self, member: &NodeId, incarnation: foca::Incarnation) {
+        if self
+            .entries
+            .get(member)
+            .is_some_and(|entry| entry.incarnation <= incarnation)
+        {
+            self.entries.remove(member);
+        }
+    }
+
+    /// A reminder went out (see [`Suspicions::remind`]).
+    pub fn count_reminder(&mut self) {
+        self.stats.reminders += 1;
     }
 
     /// A `ChangeSuspectToDown` timer was delivered: foca settled that
@@ -341,6 +394,35 @@ mod tests {
     const T0: Duration = Duration::from_secs(100);
 
     #[test]
+    fn the_suspect_is_reminded_once_per_period_until_settled() {
+        let mut suspicions = Suspicions::default();
+        let every = Duration::from_secs(1);
+        assert_eq!(suspicions.remind(&id(1), T0, every), None, "not suspected");
+        // A peer's accusation reached us (foca holds it suspect from that
+        // peer's gossip, without a timer of ours).
+        suspicions.accuse(id(1), 3, id(2), T0);
+        assert_eq!(suspicions.remind(&id(1), T0, every), Some(3));
+        suspicions.arm(&suspect(1, 3), bounds(), T0);
+        assert_eq!(
+            suspicions.remind(&id(1), T0 + Duration::from_millis(500), every),
+            None,
+            "at most once per period"
+        );
+        assert_eq!(suspicions.remind(&id(1), T0 + every, every), Some(3));
+        suspicions.fired(&suspect(1, 3));
+        assert_eq!(
+            suspicions.remind(&id(1), T0 + every * 5, every),
+            None,
+            "settled"
+        );
+        // Accused again, then refuted before any timer of ours fired.
+        suspicions.accuse(id(1), 4, id(2), T0 + every * 6);
+        suspicions.settled(&id(1), 4);
+        assert_eq!(suspicions.remind(&id(1), T0 + every * 7, every), None);
+        assert!(suspicions.is_empty());
+    }
+
+    #[test]
     fn the_formula_is_memberlists() {
         assert_eq!(timeout(MIN, MAX, 2, 0), MAX);
         assert_eq!(timeout(MIN, MAX, 2, 2), MIN);
@@ -352,6 +434,7 @@ mod tests {
         assert_eq!(expected_confirmations(4.0, 5), 2);
         assert_eq!(expected_confirmations(4.0, 3), 0, "too few to confirm");
         assert_eq!(expected_confirmations(2.0, 100), 0);
+        assert_eq!(expected_confirmations(3.5, 100), 2, "rounded up");
     }
 
     #[test]

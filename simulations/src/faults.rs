@@ -48,6 +48,11 @@ impl Simulation {
                 let until = slot.paused_until;
                 self.push(until, 0, Event::Resume(node));
             }
+            Action::Deaf { node, seconds } => {
+                let slot = &mut self.slots[node];
+                slot.deaf_until = now + (seconds * SECOND as f64) as Micros;
+                slot.faulted = true;
+            }
             Action::Slow {
                 node,
                 delay_ms,

@@ -49,6 +49,10 @@ enum Command {
         max_nodes: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Overrides `Min`'s multiplier (`suspicion_mult`) in every
+        /// scenario: for tuning it.
+        #[arg(long)]
+        suspicion_mult: Option<f64>,
         #[arg(long, default_value = "simulations/results")]
         out: PathBuf,
     },
@@ -81,8 +85,9 @@ fn main() -> anyhow::Result<()> {
             only,
             max_nodes,
             seed,
+            suspicion_mult,
             out,
-        } => sweep::run_sweeps(&only, max_nodes, seed, &out)?,
+        } => sweep::run_sweeps(&only, max_nodes, seed, suspicion_mult, &out)?,
     }
     Ok(())
 }

@@ -92,6 +92,10 @@ pub struct Scenario {
     /// off). Unset: the default, 6.
     #[serde(default)]
     pub suspicion_max_mult: Option<u32>,
+    /// `Min`'s multiplier (`GossipConfig::suspicion_mult`). Unset: the
+    /// default.
+    #[serde(default)]
+    pub suspicion_mult: Option<f64>,
     /// foca's TurnUndead on suspect->down (keep false; see DESIGN.md).
     #[serde(default)]
     pub notify_down_members: bool,
@@ -190,6 +194,11 @@ pub enum Action {
     /// The node handles nothing for `seconds`, then everything queued (its
     /// timers first, as the agent's biased select does).
     Pause { node: usize, seconds: f64 },
+    /// Every datagram sent to the node for `seconds` is lost, while what
+    /// it sends gets through (one-way loss in bursts: a receive queue
+    /// that overflows, a firewall rule flapping). Its exchanges still
+    /// connect. The node counts as faulted.
+    Deaf { node: usize, seconds: f64 },
     /// The node handles every datagram and exchange `delay_ms` (+ up to
     /// `jitter_ms`) late, while its timers fire on time: a core loop
     /// behind on its receive queue.
@@ -366,6 +375,7 @@ impl Scenario {
                 Action::Crash { node }
                 | Action::Restart { node }
                 | Action::Pause { node, .. }
+                | Action::Deaf { node, .. }
                 | Action::Slow { node, .. }
                 | Action::Recover { node }
                 | Action::Leave { node }

@@ -113,6 +113,8 @@ pub(crate) struct Slot {
     pub epoch: u32,
     pub generation: u64,
     pub paused_until: Micros,
+    /// Datagrams sent to it before this instant are lost (`Action::Deaf`).
+    pub deaf_until: Micros,
     pub backlog: Vec<Event>,
     pub slow: Option<(Micros, Micros)>,
     /// Paused or slowed at some point: its own troubles are not false
@@ -184,6 +186,9 @@ impl Simulation {
             suspicion_max_mult: scenario
                 .suspicion_max_mult
                 .unwrap_or(GossipConfig::default().suspicion_max_mult),
+            suspicion_mult: scenario
+                .suspicion_mult
+                .unwrap_or(GossipConfig::default().suspicion_mult),
             reconnect_timeout: scenario
                 .remove_down_after_s
                 .map_or(GossipConfig::default().reconnect_timeout, |seconds| {
@@ -208,6 +213,7 @@ impl Simulation {
                     epoch: 0,
                     generation: 1,
                     paused_until: 0,
+                    deaf_until: 0,
                     backlog: Vec::new(),
                     slow: None,
                     faulted: false,
@@ -529,6 +535,11 @@ impl Simulation {
             let Some(to) = node_index(addr, self.slots.len()) else {
                 continue;
             };
+            if now < self.slots[to].deaf_until {
+                self.network.sent += 1;
+                self.network.lost += 1;
+                continue;
+            }
             if let Some(delay) = self.network.datagram(&mut self.rng, index, to) {
                 let at = now + delay;
                 let event = Event::Datagram {

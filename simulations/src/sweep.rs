@@ -27,6 +27,7 @@ fn base(name: String, nodes: usize, duration_s: f64, seed: u64) -> Scenario {
         anti_entropy: true,
         local_health: true,
         suspicion_max_mult: None,
+        suspicion_mult: None,
         notify_down_members: false,
         remove_down_after_s: None,
         check_name: false,
@@ -106,11 +107,16 @@ pub fn slow_scenario(local_health: bool, seed: u64) -> Scenario {
 ///   on average, about 9 % lost;
 /// - `oneway`: five nodes lose 30 % of what they send, nothing of what
 ///   they receive;
-/// - `starve-loss`: `starve` with 5 % uniform loss on top.
+/// - `starve-loss`: `starve` with 5 % uniform loss on top;
+/// - `deaf`: five nodes hear nothing for 1-6 s every 5-20 s (everything
+///   sent to them is lost, what they send gets through), the real-process
+///   harness's one-way loss (`shoal-bench faults`). Unlike the others,
+///   these nodes can rightly be declared down: a burst longer than the
+///   suspicion timeout is an outage.
 ///
 /// `dynamic`: Lifeguard's dynamic suspicion (the default); else the
 /// suspicion is fixed (`suspicion_max_mult = 1`), as before it.
-pub const FAULT_KINDS: [&str; 4] = ["starve", "bursty", "oneway", "starve-loss"];
+pub const FAULT_KINDS: [&str; 5] = ["starve", "bursty", "oneway", "starve-loss", "deaf"];
 
 pub fn fault_scenario(kind: &str, dynamic: bool, seed: u64) -> Scenario {
     use rand::{RngExt, SeedableRng};
@@ -159,6 +165,16 @@ pub fn fault_scenario(kind: &str, dynamic: bool, seed: u64) -> Scenario {
                             loss: 0.3,
                         },
                     ));
+                }
+            }
+        }
+        "deaf" => {
+            for &node in &faulted {
+                let mut t = 30.0 + rng.random_range(0.0..5.0);
+                while t < 570.0 {
+                    let seconds = rng.random_range(1.0..6.0);
+                    scenario.actions.push(at(t, Action::Deaf { node, seconds }));
+                    t += seconds + rng.random_range(5.0..20.0);
                 }
             }
         }
@@ -223,7 +239,13 @@ pub fn detect_scenario(nodes: usize, kills: usize, seed: u64) -> Scenario {
 }
 
 /// Runs the named sweeps and writes their CSV and SVG into `out`.
-pub fn run_sweeps(only: &[String], max_nodes: usize, seed: u64, out: &Path) -> anyhow::Result<()> {
+pub fn run_sweeps(
+    only: &[String],
+    max_nodes: usize,
+    seed: u64,
+    suspicion_mult: Option<f64>,
+    out: &Path,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let wants = |name: &str| only.iter().any(|o| o == name);
     if wants("dissemination") || wants("detection") || wants("speed") {
@@ -231,12 +253,16 @@ pub fn run_sweeps(only: &[String], max_nodes: usize, seed: u64, out: &Path) -> a
             .into_iter()
             .filter(|&n| n <= max_nodes)
             .collect();
-        let reports = run_all(sizes.iter().map(|&n| size_scenario(n, seed)));
+        let reports = run_all(
+            suspicion_mult,
+            sizes.iter().map(|&n| size_scenario(n, seed)),
+        );
         write_rows(out, "size", &reports)?;
         plot::size_chart(&reports, &out.join("size.svg"))?;
     }
     if wants("traffic") {
         let reports = run_all(
+            suspicion_mult,
             [10, 50, 100, 250]
                 .into_iter()
                 .filter(|&n| n <= max_nodes)
@@ -246,6 +272,7 @@ pub fn run_sweeps(only: &[String], max_nodes: usize, seed: u64, out: &Path) -> a
     }
     if wants("detect") {
         let reports = run_all(
+            suspicion_mult,
             [10, 50, 100]
                 .into_iter()
                 .filter(|&n| n <= max_nodes)
@@ -255,6 +282,7 @@ pub fn run_sweeps(only: &[String], max_nodes: usize, seed: u64, out: &Path) -> a
     }
     if wants("loss") {
         let reports = run_all(
+            suspicion_mult,
             [0.0, 0.01, 0.05, 0.10, 0.20]
                 .into_iter()
                 .map(|loss| loss_scenario(loss, 600.0, seed)),
@@ -263,47 +291,63 @@ pub fn run_sweeps(only: &[String], max_nodes: usize, seed: u64, out: &Path) -> a
         plot::loss_chart(&reports, &out.join("loss.svg"))?;
     }
     if wants("slow") {
-        let reports = run_all((0..3).flat_map(|offset| {
-            [true, false]
-                .into_iter()
-                .map(move |lh| slow_scenario(lh, seed + offset))
-        }));
+        let reports = run_all(
+            suspicion_mult,
+            (0..3).flat_map(|offset| {
+                [true, false]
+                    .into_iter()
+                    .map(move |lh| slow_scenario(lh, seed + offset))
+            }),
+        );
         write_rows(out, "slow", &reports)?;
         plot::slow_chart(&reports, &out.join("slow.svg"))?;
     }
     if wants("faults") {
         // Ten seeds from `seed`, each fault with and without dynamic
         // suspicion: counts per seed, not only a mean.
-        let reports = run_all((0..10).flat_map(|offset| {
-            FAULT_KINDS.into_iter().flat_map(move |kind| {
-                [true, false]
-                    .into_iter()
-                    .map(move |dynamic| fault_scenario(kind, dynamic, seed + offset))
-            })
-        }));
+        let reports = run_all(
+            suspicion_mult,
+            (0..10).flat_map(|offset| {
+                FAULT_KINDS.into_iter().flat_map(move |kind| {
+                    [true, false]
+                        .into_iter()
+                        .map(move |dynamic| fault_scenario(kind, dynamic, seed + offset))
+                })
+            }),
+        );
         write_rows(out, "faults", &reports)?;
     }
     if wants("cold-start") {
-        let reports = run_all((0..10).flat_map(|offset| {
-            [20, 100, 250, 1_000]
-                .into_iter()
-                .filter(|&nodes| nodes <= max_nodes)
-                .map(move |nodes| cold_start_scenario(nodes, seed + offset))
-        }));
+        let reports = run_all(
+            suspicion_mult,
+            (0..10).flat_map(|offset| {
+                [20, 100, 250, 1_000]
+                    .into_iter()
+                    .filter(|&nodes| nodes <= max_nodes)
+                    .map(move |nodes| cold_start_scenario(nodes, seed + offset))
+            }),
+        );
         write_rows(out, "cold-start", &reports)?;
     }
     if wants("hour") {
         let mut scenario = loss_scenario(0.05, 3_600.0, seed);
         scenario.name = "hour-loss-5".into();
-        let reports = run_all([scenario].into_iter());
+        let reports = run_all(suspicion_mult, [scenario].into_iter());
         write_rows(out, "hour", &reports)?;
     }
     Ok(())
 }
 
-fn run_all(scenarios: impl Iterator<Item = Scenario>) -> Vec<(Report, f64)> {
+/// Runs each scenario, with `Min`'s multiplier overridden when given.
+fn run_all(
+    suspicion_mult: Option<f64>,
+    scenarios: impl Iterator<Item = Scenario>,
+) -> Vec<(Report, f64)> {
     scenarios
-        .map(|scenario| {
+        .map(|mut scenario| {
+            if suspicion_mult.is_some() {
+                scenario.suspicion_mult = suspicion_mult;
+            }
             let started = Instant::now();
             let (report, _) = run(scenario);
             let wall = started.elapsed().as_secs_f64();

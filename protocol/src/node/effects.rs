@@ -85,6 +85,14 @@ pub struct Effects {
     /// Members our own probes failed to reach since the node last asked:
     /// the node gossips an accusation for each.
     pub(super) failed_probes: Vec<NodeId>,
+    /// Suspects this node sent something to since it last asked, with the
+    /// incarnation they are suspected at: the node tells each (see
+    /// [`Suspicions::remind`]).
+    pub(super) reminders: Vec<(NodeId, foca::Incarnation)>,
+    /// How often a suspect is told at most (the probe period).
+    remind_every: Duration,
+    /// Our incarnation in the last datagram foca sent.
+    pub(super) incarnation: foca::Incarnation,
     /// The node's clock (see [`Node::set_clock`]), for suspicions.
     pub(super) now: Option<Duration>,
     /// Nonces for sealed datagrams.
@@ -124,6 +132,7 @@ impl Effects {
         state: Arc<Mutex<ClusterState>>,
         health: LocalHealth,
         suspicion: SuspicionParams,
+        remind_every: Duration,
         seed: u64,
     ) -> Self {
         Self {
@@ -133,6 +142,9 @@ impl Effects {
             suspicions: Suspicions::default(),
             suspicion,
             failed_probes: Vec::new(),
+            reminders: Vec::new(),
+            remind_every,
+            incarnation: 0,
             now: None,
             nonces: StdRng::seed_from_u64(seed ^ 0x6e6f_6e63_6573),
             datagrams: Vec::new(),
@@ -145,8 +157,10 @@ impl Effects {
 
 impl Runtime<NodeId> for Effects {
     fn notify(&mut self, notification: Notification<'_, NodeId>) {
-        if let Notification::ProbeFailed(_, member) = &notification {
-            self.failed_probes.push(**member);
+        match &notification {
+            Notification::ProbeFailed(_, member) => self.failed_probes.push(**member),
+            Notification::DataSent(header) => self.incarnation = header.src_incarnation,
+            _ => {}
         }
         if self.health.observe(&notification) {
             return;
@@ -167,6 +181,11 @@ impl Runtime<NodeId> for Effects {
             self.envelope
                 .seal_as(version, PayloadKind::Swim, data, nonce),
         ));
+        if let Some(now) = self.now
+            && let Some(incarnation) = self.suspicions.remind(&to, now, self.remind_every)
+        {
+            self.reminders.push((to, incarnation));
+        }
     }
 
     fn submit_after(&mut self, event: Timer<NodeId>, after: Duration) {

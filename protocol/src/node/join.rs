@@ -41,9 +41,11 @@ impl Node {
     /// took until an anti-entropy exchange to be taken back after the heal.
     pub(super) fn tell_if_declared_down(&mut self, payload: &[u8]) {
         use foca::Codec;
-        let Ok(header) = SwimCodec.decode_header(&mut &payload[..]) else {
+        let mut rest = payload;
+        let Ok(header) = SwimCodec.decode_header(&mut rest) else {
             return;
         };
+        self.answer_stale_suspicion(&header, rest);
         let me = self.identity();
         if header.dst.addr == me.addr && header.dst.generation < me.generation {
             self.announce_to_stale(header.src);
@@ -63,7 +65,7 @@ impl Node {
         }
     }
 
-    fn announce_to_stale(&mut self, peer: NodeId) {
+    pub(super) fn announce_to_stale(&mut self, peer: NodeId) {
         let Some(now) = self.effects.now else {
             return;
         };

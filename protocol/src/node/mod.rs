@@ -263,7 +263,14 @@ impl Node {
             cluster_size: 1,
             dynamic: false,
         };
-        let effects = Effects::new(envelope.clone(), state.clone(), health, suspicion, seed);
+        let effects = Effects::new(
+            envelope.clone(),
+            state.clone(),
+            health,
+            suspicion,
+            config.probe_period,
+            seed,
+        );
         Self {
             swim,
             state,
@@ -691,6 +698,7 @@ impl Node {
             }
         }
         self.accuse_and_confirm();
+        self.remind_suspects();
         self.check_name(false);
         self.take_departures();
         self.drop_reaped_again();

@@ -9,6 +9,9 @@
 
 use std::hash::{Hash, Hasher};
 
+use bytes::{Buf, BufMut};
+use foca::{Codec, Runtime};
+
 use super::{Node, NodeTimer};
 use crate::rumor::Rumor;
 
@@ -111,6 +114,83 @@ impl Node {
             ) {
                 self.effects.timers.push((delay, NodeTimer::Swim(timer)));
             }
+        }
+    }
+}
+
+impl Node {
+    /// Lifeguard's buddy system: tells each suspect we just sent something
+    /// to (at most once a probe period, see
+    /// [`crate::suspicion::Suspicions::remind`]) that we suspect it, in a
+    /// datagram of its own: a foca gossip message whose one update is the
+    /// suspicion. Any agent's foca refutes a suspicion about itself at
+    /// once, so this needs no new wire format, and a member that already
+    /// refuted (a higher incarnation) ignores it.
+    pub(super) fn remind_suspects(&mut self) {
+        if self.effects.reminders.is_empty() {
+            return;
+        }
+        let us = self.identity();
+        for (suspect, incarnation) in std::mem::take(&mut self.effects.reminders) {
+            // foca may hold it alive (refuted), down or suspect at
+            // another incarnation by now.
+            let still = self.swim.iter_membership_state().any(|member| {
+                member.id() == &suspect
+                    && member.state() == foca::State::Suspect
+                    && member.incarnation() == incarnation
+            });
+            if !still {
+                self.effects.suspicions.settled(&suspect, incarnation);
+                continue;
+            }
+            let header = foca::Header {
+                src: us,
+                src_incarnation: self.effects.incarnation,
+                dst: suspect,
+                message: foca::Message::Gossip,
+            };
+            let update = foca::Member::new(suspect, incarnation, foca::State::Suspect);
+            let mut packet = Vec::with_capacity(96);
+            let mut codec = crate::codec::SwimCodec;
+            let encoded = codec.encode_header(&header, &mut packet).and_then(|()| {
+                packet.put_u16(1);
+                codec.encode_member(&update, &mut packet)
+            });
+            // Our own identities always encode.
+            if encoded.is_ok() {
+                self.effects.send_to(suspect, &packet);
+                self.effects.suspicions.count_reminder();
+            }
+        }
+    }
+}
+
+impl Node {
+    /// The other half of [`Node::remind_suspects`]: a reminder (a gossip
+    /// message whose one update is a suspicion of us) at an incarnation
+    /// below ours means that the sender missed our refutation, while
+    /// foca ignores it as old news. Gossip has stopped carrying the
+    /// refutation by then, and the sender may go on to declare us down at
+    /// that old incarnation (if a probe of its own fails), which the whole
+    /// cluster would take. So we announce ourselves to it (at most once a
+    /// second): the header carries our incarnation, and it takes it.
+    pub(super) fn answer_stale_suspicion(
+        &mut self,
+        header: &foca::Header<crate::identity::NodeId>,
+        mut rest: &[u8],
+    ) {
+        if header.message != foca::Message::Gossip || rest.len() < 2 || rest.get_u16() != 1 {
+            return;
+        }
+        let Ok(update) = crate::codec::SwimCodec.decode_member(&mut rest) else {
+            return;
+        };
+        let us = self.identity();
+        if update.id() == &us
+            && update.state() == foca::State::Suspect
+            && update.incarnation() < self.effects.incarnation
+        {
+            self.announce_to_stale(header.src);
         }
     }
 }
