@@ -28,7 +28,7 @@ pub struct GossipConfig {
     /// Suspicion timeout multiplier: a suspect is declared down after
     /// `suspicion_mult * max(1, log10(n)) * probe_period` (`Min`) once
     /// `ceil(suspicion_mult - 2)` other members confirmed it, later before
-    /// (see [`crate::suspicion`]). Default [`DEFAULT_SUSPICION_MULT`].
+    /// (see [`crate::suspicion`]). Default 3.5 (`DEFAULT_SUSPICION_MULT`).
     pub suspicion_mult: f64,
     /// A suspicion starts at this many times the timeout above and
     /// shrinks to it as other members confirm it (Lifeguard's dynamic
