@@ -116,9 +116,7 @@ impl Node {
             }
         }
     }
-}
 
-impl Node {
     /// Lifeguard's buddy system: tells each suspect we just sent something
     /// to (at most once a probe period, see
     /// [`crate::suspicion::Suspicions::remind`]) that we suspect it, in a
@@ -163,9 +161,7 @@ impl Node {
             }
         }
     }
-}
 
-impl Node {
     /// The other half of [`Node::remind_suspects`]: a reminder (a gossip
     /// message whose one update is a suspicion of us) at an incarnation
     /// below ours means that the sender missed our refutation, while
