@@ -166,6 +166,14 @@ struct ClusterArgs {
     /// gossip dies down); at least Serf's scaled push-pull interval + 5 s.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     warmup: Duration,
+    /// Go on with a sweep that --out already holds part of, for one longer
+    /// than a sitting: keep the (system, size) cells its CSVs hold complete,
+    /// run only the others (an interrupted cell starts over) and, with
+    /// `all`, skip the lookup and DNS runs whose CSV is already there.
+    /// Each part adds its own record (source, start, end, load) to
+    /// environment.txt.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Args, Clone)]
@@ -304,8 +312,17 @@ fn main() -> Result<()> {
                 common,
             } => {
                 run_cluster(&cluster, &common, private_netns).await?;
-                run_lookup(&lookup, &common).await?;
-                run_dns(&dns, &common).await?;
+                let done = |csv: &str| cluster.resume && common.out.join(csv).exists();
+                if done("lookup.csv") {
+                    eprintln!("--resume: lookup.csv is there, skipping the lookup run");
+                } else {
+                    run_lookup(&lookup, &common).await?;
+                }
+                if done("dns.csv") {
+                    eprintln!("--resume: dns.csv is there, skipping the DNS run");
+                } else {
+                    run_dns(&dns, &common).await?;
+                }
                 write_report(&common)
             }
             Cmd::Cluster { cluster, common } => {
@@ -347,7 +364,11 @@ async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -
         private_netns,
         work: common.work.clone(),
     };
-    let mut report = report::Report::default();
+    let (mut report, complete) = if args.resume {
+        report::Report::load_complete(&common.out)?
+    } else {
+        Default::default()
+    };
     let serf_bin = args
         .systems
         .iter()
@@ -360,8 +381,25 @@ async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -
         "rounds: {} per observation mode; kills: {}; sizes: {:?}; systems: {:?}",
         args.rounds, args.kills, args.sizes, args.systems
     )?;
+    let environment_file = common.out.join("environment.txt");
+    let earlier_parts = match std::fs::read_to_string(&environment_file) {
+        Ok(text) if args.resume => {
+            format!("{text}\n# resumed (--resume): cells already complete {complete:?}\n")
+        }
+        _ => String::new(),
+    };
+    // Written now and again at the end, so an interrupted part leaves its record.
+    std::fs::create_dir_all(&common.out)?;
+    std::fs::write(&environment_file, format!("{earlier_parts}{environment}"))?;
     for &size in &args.sizes {
         for system in &args.systems {
+            if complete.contains(&(system.clone(), size)) {
+                eprintln!(
+                    "--resume: {system} n={size} is complete in {}",
+                    common.out.display()
+                );
+                continue;
+            }
             let system = match system.as_str() {
                 "shoal" | "shoal-serf-intervals" => system::System::Shoal {
                     bin: shoal_bin.clone(),
@@ -380,7 +418,7 @@ async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -
         }
     }
     finish_environment(&mut environment);
-    std::fs::write(common.out.join("environment.txt"), environment)?;
+    std::fs::write(&environment_file, format!("{earlier_parts}{environment}"))?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Raw results as CSV, and the markdown summary rendered from the CSV (so
 //! `shoal-bench report` can redo the markdown without rerunning anything).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -87,6 +87,47 @@ impl Report {
             std::fs::write(dir.join(file), text).with_context(|| format!("write {file}"))?;
         }
         Ok(())
+    }
+}
+
+impl Report {
+    /// The cells `(system, n)` that `dir`'s CSVs hold complete (their
+    /// summary has `load_average_at_end`, the last figure a cell writes),
+    /// with every row of those cells; rows of an interrupted cell are
+    /// dropped. For `--resume`.
+    pub fn load_complete(dir: &Path) -> Result<(Report, BTreeSet<(String, usize)>)> {
+        let read = |file: &str| -> Result<Vec<String>> {
+            let path = dir.join(file);
+            if !path.exists() {
+                return Ok(Vec::new());
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("read {}", path.display()))?;
+            Ok(text.lines().skip(1).map(str::to_string).collect())
+        };
+        let cell = |row: &str| -> Option<(String, usize)> {
+            let mut fields = row.split(',');
+            let system = fields.next()?.to_string();
+            Some((system, fields.next()?.parse().ok()?))
+        };
+        let summary = read("cluster_summary.csv")?;
+        let complete: BTreeSet<(String, usize)> = summary
+            .iter()
+            .filter(|row| row.split(',').nth(2) == Some("load_average_at_end"))
+            .filter_map(|row| cell(row))
+            .collect();
+        let keep = |rows: Vec<String>| -> Vec<String> {
+            rows.into_iter()
+                .filter(|row| cell(row).is_some_and(|c| complete.contains(&c)))
+                .collect()
+        };
+        let report = Report {
+            samples: keep(read("cluster_samples.csv")?),
+            resources: keep(read("cluster_resources.csv")?),
+            summary: keep(summary),
+            traffic: keep(read("cluster_traffic.csv")?),
+        };
+        Ok((report, complete))
     }
 }
 
@@ -370,4 +411,43 @@ pub fn render_cluster(summary_csv: &Path) -> Result<String> {
         writeln!(out)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resuming_keeps_complete_cells_and_drops_an_interrupted_one() {
+        let dir = std::env::temp_dir().join(format!("shoal-bench-resume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut written = Report::default();
+        for (system, n) in [("shoal", 10), ("serf", 10), ("shoal", 50)] {
+            written.summary(system, n, "load_average_at_start", 0.5, "");
+            written.sample(system, n, "join", 0, "a1", 12.0);
+            written.summary(system, n, "join_all_ms", 40.0, "ms");
+            // The interrupted cell stops before its last figure.
+            if (system, n) != ("shoal", 50) {
+                written.summary(system, n, "load_average_at_end", 0.6, "");
+            }
+        }
+        written.write(&dir).unwrap();
+
+        let (loaded, complete) = Report::load_complete(&dir).unwrap();
+        let cells: Vec<(&str, usize)> = complete.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        assert_eq!(cells, [("serf", 10), ("shoal", 10)]);
+        assert_eq!(loaded.samples.len(), 2);
+        assert_eq!(loaded.summary.len(), 6);
+        assert!(
+            loaded
+                .summary
+                .iter()
+                .all(|row| !row.starts_with("shoal,50,"))
+        );
+
+        // Nothing there yet: nothing complete, nothing kept.
+        let (empty, none) = Report::load_complete(&dir.join("missing")).unwrap();
+        assert!(none.is_empty() && empty.summary.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
