@@ -3,7 +3,7 @@
 //! node-level change and failure detection, all observed from every
 //! agent's own API.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,25 @@ pub struct Options {
     /// Whether loopback counters measure only this benchmark (private netns).
     pub private_netns: bool,
     pub work: PathBuf,
+}
+
+/// False positives in the idle window, where nothing fails: how many
+/// agents learned that the cluster had declared them dead (Shoal logs it
+/// when it rejoins under a new identity, memberlist when it refutes a dead
+/// message; both at WARN, the level the cluster runs log at), from the
+/// agents' logs past `offsets`.
+fn declared_dead(system: &System, agents: &[Agent], work: &Path, offsets: &[u64]) -> usize {
+    let notice = match system {
+        System::Shoal { .. } => crate::faults::SHOAL_DECLARED_DOWN,
+        System::Serf { .. } => crate::faults::SERF_REFUTED_DEAD,
+    };
+    agents
+        .iter()
+        .zip(offsets)
+        .filter(|(agent, offset)| {
+            crate::system::read_log_from(work, &agent.name, **offset).contains(notice)
+        })
+        .count()
 }
 
 /// memberlist's push-pull interval (Serf's LAN default, 30 s) scaled for
@@ -105,7 +124,18 @@ pub async fn run(
         .private_netns
         .then(traffic::Capture::start)
         .transpose()?;
+    let log_offsets: Vec<u64> = agents
+        .iter()
+        .map(|agent| crate::system::log_len(&work, &agent.name))
+        .collect();
     footprint::idle_window(system, &mut agents, options, idle, report).await?;
+    let declared = declared_dead(system, &agents, &work, &log_offsets);
+    if declared > 0 {
+        eprintln!(
+            "[{name} n={size}] {declared} healthy agents were declared dead in the idle window"
+        );
+    }
+    report.summary(name, size, "idle_declared_dead", declared as f64, "agents");
     if let Some(capture) = capture {
         let (counts, elapsed) = capture.stop();
         let addresses: Vec<(String, std::net::Ipv4Addr)> = agents

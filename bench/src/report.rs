@@ -192,6 +192,12 @@ const ROWS: &[(&str, &str, f64, usize)] = &[
         1.0,
         0,
     ),
+    (
+        "False positives in the idle window: agents told they were declared dead",
+        "idle_declared_dead",
+        1.0,
+        0,
+    ),
     ("RSS (VmRSS) median (MiB)", "rss_median_kib", 1024.0, 2),
     ("RSS max (MiB)", "rss_max_kib", 1024.0, 2),
     (

@@ -155,7 +155,7 @@ impl System {
         };
         let mut command = command;
         command.args(extra);
-        let process = ChildGuard::spawn(&name, command, &work.join(format!("{name}.log")))?;
+        let process = ChildGuard::spawn(&name, command, &log_path(work, &name))?;
         Ok(Agent {
             name,
             gossip,
@@ -170,6 +170,22 @@ impl System {
             System::Serf { .. } => Client::Serf(agent.api, None),
         }
     }
+}
+
+/// Where [`System::spawn`] sends agent `name`'s log.
+pub fn log_path(work: &Path, name: &str) -> PathBuf {
+    work.join(format!("{name}.log"))
+}
+
+/// How long agent `name`'s log is now (0 when there is none).
+pub fn log_len(work: &Path, name: &str) -> u64 {
+    std::fs::metadata(log_path(work, name)).map_or(0, |m| m.len())
+}
+
+/// Agent `name`'s log from byte `offset` on.
+pub fn read_log_from(work: &Path, name: &str, offset: u64) -> String {
+    let bytes = std::fs::read(log_path(work, name)).unwrap_or_default();
+    String::from_utf8_lossy(bytes.get(offset as usize..).unwrap_or_default()).into_owned()
 }
 
 /// A connection to one agent's API.

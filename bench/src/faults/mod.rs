@@ -27,7 +27,8 @@ use anyhow::{Context, Result, bail};
 use crate::process;
 use crate::system::{Agent, System};
 pub use inject::describe;
-use observe::{SHOAL_DECLARED_DOWN, SerfLine, ShoalCounters, Views};
+pub use observe::{SERF_REFUTED_DEAD, SHOAL_DECLARED_DOWN};
+use observe::{SerfLine, ShoalCounters, Views};
 pub use schedule::GilbertElliott;
 
 /// A fault kind, as named on the command line and in the CSV.
@@ -204,7 +205,10 @@ pub async fn run(system: &System, fault: Fault, seed: u64, options: &Options) ->
 
     // Baselines: counters now, and where each log ends.
     let before = shoal_counters(system, &agents).await;
-    let log_offsets: Vec<u64> = agents.iter().map(|a| log_len(&work, &a.name)).collect();
+    let log_offsets: Vec<u64> = agents
+        .iter()
+        .map(|a| crate::system::log_len(&work, &a.name))
+        .collect();
 
     let victims = victims(fault, seed, options);
     eprintln!(
@@ -254,7 +258,7 @@ pub async fn run(system: &System, fault: Fault, seed: u64, options: &Options) ->
     let mut dead_notices = [0.0, 0.0];
     for (i, agent) in agents.iter().enumerate() {
         let slot = usize::from(is_victim(i));
-        let log = read_log_from(&work, &agent.name, log_offsets[i]);
+        let log = crate::system::read_log_from(&work, &agent.name, log_offsets[i]);
         match system {
             System::Shoal { .. } => {
                 let delta = after[i].minus(before[i]);
@@ -345,19 +349,6 @@ async fn shoal_counters(system: &System, agents: &[Agent]) -> Vec<ShoalCounters>
         out.push(counters);
     }
     out
-}
-
-fn log_path(work: &Path, name: &str) -> PathBuf {
-    work.join(format!("{name}.log"))
-}
-
-fn log_len(work: &Path, name: &str) -> u64 {
-    std::fs::metadata(log_path(work, name)).map_or(0, |m| m.len())
-}
-
-fn read_log_from(work: &Path, name: &str, offset: u64) -> String {
-    let bytes = std::fs::read(log_path(work, name)).unwrap_or_default();
-    String::from_utf8_lossy(bytes.get(offset as usize..).unwrap_or_default()).into_owned()
 }
 
 /// Parses `MIN..MAX` (humantime durations) into a range.

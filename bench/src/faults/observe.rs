@@ -35,7 +35,7 @@ pub fn parse_serf_line(line: &str) -> Option<SerfLine> {
     };
     if line.contains("Refuting a suspect message") {
         Some(SerfLine::RefutedSuspect)
-    } else if line.contains("Refuting a dead message") {
+    } else if line.contains(SERF_REFUTED_DEAD) {
         Some(SerfLine::RefutedDead)
     } else if line.contains("has failed, no acks received") {
         word_after("memberlist: Suspect ").map(SerfLine::Suspected)
@@ -90,6 +90,9 @@ impl ShoalCounters {
         }
     }
 }
+
+/// What memberlist logs (WARN) when it learns it was declared dead.
+pub const SERF_REFUTED_DEAD: &str = "Refuting a dead message";
 
 /// The line a Shoal agent logs (WARN) when it learns the cluster declared
 /// it down and it rejoined under a new identity.
