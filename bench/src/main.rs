@@ -16,7 +16,8 @@
 //! - `dns`: Shoal's DNS interface beside dnsmasq (dnsperf);
 //! - `process`, `netns`: child processes, `/proc` figures, loopback counters;
 //! - `traffic`: what each agent sends (a packet socket on the loopback);
-//! - `report`, `stats`: CSV and markdown output, percentiles;
+//! - `report`, `stats`: CSV and markdown output, percentiles; `plot`: the
+//!   cluster figures against the cluster's size, as an SVG;
 //! - `faults`: false positives under CPU starvation, bursty and one-way
 //!   loss (through a user-space relay) and a host-wide CPU hog.
 
@@ -32,6 +33,7 @@ mod lookup;
 mod lookup_report;
 mod msgpack;
 mod netns;
+mod plot;
 mod process;
 mod propagation;
 mod report;
@@ -663,6 +665,12 @@ fn finish_environment(environment: &mut String) {
     );
 }
 
+/// `path` as seen from `base` when it lies under it (the markdown links
+/// the plot beside the CSVs), else as given.
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    path.strip_prefix(base).unwrap_or(path).to_path_buf()
+}
+
 fn write_report(common: &Common) -> Result<()> {
     let out = &common.out;
     let mut text = String::from("# Benchmarks\n\n");
@@ -671,6 +679,15 @@ fn write_report(common: &Common) -> Result<()> {
     if summary.exists() {
         text.push_str("## Shoal vs Serf, same machine, same run\n\n");
         text.push_str(&report::render_cluster(&summary)?);
+        if let Some(svg) = plot::scaling_svg(&report::load_summary(&summary)?) {
+            std::fs::write(out.join("scaling.svg"), svg)?;
+            let link = relative_to(out, common.markdown.parent().unwrap_or(Path::new("")));
+            let _ = writeln!(
+                text,
+                "\n![Each figure against the number of agents, one line per system]({})\n",
+                link.join("scaling.svg").display()
+            );
+        }
     }
     let lookup_csv = out.join("lookup.csv");
     if lookup_csv.exists() {

@@ -132,9 +132,9 @@ impl Report {
 }
 
 /// `(system, n, metric) -> value` from `cluster_summary.csv`.
-type Summary = BTreeMap<(String, usize, String), f64>;
+pub type Summary = BTreeMap<(String, usize, String), f64>;
 
-fn load_summary(path: &Path) -> Result<Summary> {
+pub fn load_summary(path: &Path) -> Result<Summary> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let mut summary = Summary::new();
     for line in text.lines().skip(1) {
