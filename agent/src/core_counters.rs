@@ -31,6 +31,10 @@ pub struct CoreCounters {
     pub health: HealthCounters,
     /// What dynamic suspicion did (see `shoal_protocol::suspicion`).
     pub suspicion: shoal_protocol::suspicion::SuspicionCounters,
+    /// Members' network coordinates, refreshed every couple of seconds.
+    pub coordinates: std::sync::Arc<crate::coordinates::NodeCoordinates>,
+    /// What our coordinate client did (see `shoal_protocol::coordinate`).
+    pub vivaldi: shoal_protocol::coordinate::VivaldiStats,
 }
 
 impl Counters for CoreCounters {
@@ -96,6 +100,12 @@ impl Counters for CoreCounters {
             "shoal_gossip_skipped_unknown_rumors_total",
             "Rumors of a kind this agent does not know (a newer agent's), skipped.",
             counters.skipped_unknown_rumors,
+        );
+        counter(
+            out,
+            "shoal_gossip_coordinates_published_total",
+            "Times this agent gossiped its network coordinate.",
+            counters.coordinates_published,
         );
         counter(
             out,
@@ -195,6 +205,24 @@ impl Counters for CoreCounters {
             "shoal_swim_refutations_total",
             "Times this agent refuted a suspicion about itself.",
             health.refutations,
+        );
+        counter(
+            out,
+            "shoal_swim_coordinate_samples_total",
+            "Round trips of this agent's direct probes taken into its network coordinate.",
+            self.vivaldi.samples,
+        );
+        counter(
+            out,
+            "shoal_swim_coordinate_samples_refused_total",
+            "Round trips or peers' coordinates refused by the coordinate client (over 10 s, out of range).",
+            self.vivaldi.refused,
+        );
+        counter(
+            out,
+            "shoal_swim_coordinate_resets_total",
+            "Times this agent's network coordinate became invalid and started over at the origin.",
+            self.vivaldi.resets,
         );
         counter(
             out,

@@ -56,6 +56,7 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod consul_json;
+pub mod coordinates;
 pub mod core_counters;
 pub mod daemon;
 pub mod dns;

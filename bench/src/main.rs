@@ -24,6 +24,7 @@
 mod cache_stats;
 mod churn;
 mod cluster;
+mod coordinates;
 mod dns;
 mod faults;
 mod footprint;
@@ -96,6 +97,15 @@ enum Cmd {
     Faults {
         #[command(flatten)]
         faults: FaultArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Network coordinates' accuracy: Shoal agents in three zones with
+    /// round trips between them made by the relay; writes coordinates.csv
+    /// and its environment into --out (not part of the markdown report).
+    Coordinates {
+        #[command(flatten)]
+        coordinates: CoordinateArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -190,6 +200,27 @@ struct DnsArgs {
     dnsperf_bin: PathBuf,
     #[arg(long, default_value = "dnsmasq")]
     dnsmasq_bin: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct CoordinateArgs {
+    /// Agents, dealt round-robin to the zones.
+    #[arg(long = "coordinate-agents", default_value_t = 30)]
+    agents: usize,
+    /// Round trips between zones in ms, one row per zone, rows separated
+    /// by `;` (the diagonal: inside a zone).
+    #[arg(long, default_value = "1,20,80;20,1,80;80,80,1")]
+    zone_rtt: String,
+    /// When to measure, after the last agent started.
+    #[arg(long, value_delimiter = ',', default_value = "15s,30s,60s,120s", value_parser = humantime::parse_duration)]
+    at: Vec<Duration>,
+    /// Runs (each starts a new cluster).
+    #[arg(
+        long = "coordinate-seeds",
+        value_delimiter = ',',
+        default_value = "1,2,3"
+    )]
+    seeds: Vec<u64>,
 }
 
 #[derive(Args, Clone)]
@@ -293,6 +324,7 @@ fn main() -> Result<()> {
         | Cmd::Lookup { common, .. }
         | Cmd::Dns { common, .. }
         | Cmd::Faults { common, .. }
+        | Cmd::Coordinates { common, .. }
         | Cmd::Report { common } => common.clone(),
     };
     let private_netns = !common.no_netns && !matches!(cli.command, Cmd::Report { .. });
@@ -343,9 +375,57 @@ fn main() -> Result<()> {
                 run_faults(&faults, &common).await?;
                 write_report(&common)
             }
+            Cmd::Coordinates {
+                coordinates,
+                common,
+            } => run_coordinates(&coordinates, &common).await,
             Cmd::Report { common } => write_report(&common),
         }
     })
+}
+
+async fn run_coordinates(args: &CoordinateArgs, common: &Common) -> Result<()> {
+    let shoal_bin = std::path::absolute(&common.shoal_bin)?;
+    let zone_rtt_ms = args
+        .zone_rtt
+        .split(';')
+        .map(|row| {
+            row.split(',')
+                .map(|value| value.trim().parse::<f64>())
+                .collect::<Result<Vec<f64>, _>>()
+        })
+        .collect::<Result<Vec<Vec<f64>>, _>>()
+        .with_context(|| format!("--zone-rtt `{}`: not numbers", args.zone_rtt))?;
+    anyhow::ensure!(
+        zone_rtt_ms.iter().all(|row| row.len() == zone_rtt_ms.len()),
+        "--zone-rtt `{}`: one row per zone, as many values as rows",
+        args.zone_rtt
+    );
+    let options = coordinates::Options {
+        n: args.agents,
+        zone_rtt_ms,
+        at: args.at.clone(),
+        seeds: args.seeds.clone(),
+        work: common.work.join("coordinates"),
+    };
+    let mut environment = environment("coordinates", &shoal_bin, None);
+    writeln!(
+        environment,
+        "coordinates: {} agents, zone round trips (ms) {:?}, measured at {:?}, seeds {:?}",
+        options.n, options.zone_rtt_ms, options.at, options.seeds
+    )?;
+    std::fs::create_dir_all(&common.out)?;
+    let mut csv = format!("{}\n", coordinates::HEADER);
+    for &seed in &options.seeds {
+        for row in coordinates::run(&shoal_bin, seed, &options).await? {
+            csv.push_str(&row);
+            csv.push('\n');
+        }
+        std::fs::write(common.out.join("coordinates.csv"), &csv)?;
+    }
+    finish_environment(&mut environment);
+    std::fs::write(common.out.join("coordinates_environment.txt"), environment)?;
+    Ok(())
 }
 
 async fn run_cluster(args: &ClusterArgs, common: &Common, private_netns: bool) -> Result<()> {

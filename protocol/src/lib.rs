@@ -25,17 +25,20 @@
 //!   ([`MemberView`]), `anti_entropy` (the step function [`Node::on_sync`],
 //!   driven by the agent over TCP and by the simulator alike), `pages` (the
 //!   KV pages of an exchange), `events` (user events fired and delivered),
-//!   `name` (nobody else may hold our node name), `peers` (what peers can
+//!   `name` (nobody else may hold our node name), `coordinates` (our network
+//!   coordinate, fed by our probes), `peers` (what peers can
 //!   make the node hold, bounded: pulls, learned members, stale records),
 //!   `reap` (forgetting members that are gone; force-leave), `suspects`
 //!   (who is suspect, and the accusations that shorten a suspicion) and
 //!   `bounded_codec` (foca's codec, refusing identities from the future).
 //! - [`suspicion`]: Lifeguard's dynamic suspicion timeout.
+//! - [`coordinate`]: network coordinates (Vivaldi, as Serf's).
 //! - [`fuzzing`]: the fuzz targets' entry points (replayed by the tests).
 
 pub mod anti_entropy;
 pub mod clock;
 pub mod codec;
+pub mod coordinate;
 pub mod envelope;
 pub mod event;
 pub mod fuzzing;

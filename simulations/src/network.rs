@@ -45,6 +45,8 @@ pub struct Network {
     in_burst: HashMap<(u32, u32), bool>,
     /// Side of the partition each node is on (all zero when healed).
     side: Vec<u8>,
+    /// One-way latency between zones (see `NetworkSpec::zone_rtt_ms`).
+    zone_latency: Vec<Vec<Micros>>,
     pub sent: u64,
     pub lost: u64,
 }
@@ -61,6 +63,11 @@ impl Network {
             bursty: None,
             in_burst: HashMap::new(),
             side: vec![0; nodes],
+            zone_latency: spec
+                .zone_rtt_ms
+                .iter()
+                .map(|row| row.iter().map(|&rtt| micros(rtt / 2.0)).collect())
+                .collect(),
             sent: 0,
             lost: 0,
         }
@@ -101,15 +108,38 @@ impl Network {
     /// One-way delay of a packet, before jitter. Fixed per link, and the
     /// same both ways, derived from the node numbers so it needs no table.
     fn link_latency(&self, from: usize, to: usize) -> Micros {
+        let base = self.base_latency(from, to);
         if self.spread == 0 {
-            return self.latency;
+            return base;
         }
         let (low, high) = (from.min(to) as u64, from.max(to) as u64);
         let mut x = low.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ high;
         x ^= x >> 31;
         x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x ^= x >> 29;
-        self.latency + x % self.spread
+        base + x % self.spread
+    }
+
+    /// The latency a link has before its spread: its zones' when there are
+    /// zones, else the same everywhere.
+    fn base_latency(&self, from: usize, to: usize) -> Micros {
+        let zones = self.zone_latency.len();
+        if zones == 0 {
+            return self.latency;
+        }
+        self.zone_latency[from % zones][to % zones]
+    }
+
+    /// The zone of node `index` (0 without zones).
+    pub fn zone(&self, index: usize) -> usize {
+        index % self.zone_latency.len().max(1)
+    }
+
+    /// The mean round trip between two nodes, in seconds: both one-way
+    /// latencies plus the mean jitter of each.
+    pub fn mean_rtt(&self, a: usize, b: usize) -> f64 {
+        let one_way = |from, to| self.link_latency(from, to) as f64 + self.jitter as f64 / 2.0;
+        (one_way(a, b) + one_way(b, a)) / 1e6
     }
 
     /// Decides the fate of one datagram: `Some(delay)` or lost.

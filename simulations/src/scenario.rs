@@ -155,6 +155,12 @@ pub struct NetworkSpec {
     /// Probability that any datagram is lost.
     #[serde(default)]
     pub loss: f64,
+    /// Zones: round trips in ms between zone `i` and zone `j` (a square
+    /// matrix; the diagonal is the round trip inside a zone). Node `n` is
+    /// in zone `n % zones`; a link's one-way latency is half its zones'
+    /// round trip (plus `spread_ms` as without zones). Empty: no zones.
+    #[serde(default)]
+    pub zone_rtt_ms: Vec<Vec<f64>>,
 }
 
 impl Default for NetworkSpec {
@@ -164,6 +170,7 @@ impl Default for NetworkSpec {
             spread_ms: default_spread(),
             jitter_ms: default_jitter(),
             loss: 0.0,
+            zone_rtt_ms: Vec::new(),
         }
     }
 }
@@ -346,6 +353,26 @@ impl Scenario {
         }
         if self.seeds == 0 || self.seeds > self.nodes {
             return invalid("seeds", format!("must be in 1..={}", self.nodes));
+        }
+        let zones = &self.network.zone_rtt_ms;
+        if zones.iter().any(|row| row.len() != zones.len()) {
+            return invalid(
+                "network.zone_rtt_ms",
+                format!(
+                    "must be a square matrix, one row per zone ({} rows)",
+                    zones.len()
+                ),
+            );
+        }
+        if zones
+            .iter()
+            .flatten()
+            .any(|rtt| !(rtt.is_finite() && *rtt >= 0.0))
+        {
+            return invalid(
+                "network.zone_rtt_ms",
+                "round trips must be 0 or more".into(),
+            );
         }
         if let Some(grace) = self.tombstone_grace_s
             && (grace.is_nan() || grace <= 0.0)

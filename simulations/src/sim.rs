@@ -670,3 +670,62 @@ impl Simulation {
         }
     }
 }
+
+/// How well the nodes' network coordinates estimate the round trips
+/// between them (see `shoal_protocol::coordinate`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoordinateAccuracy {
+    /// Median over every pair of live nodes of |estimate - mean rtt| /
+    /// mean rtt.
+    pub median_relative_error: f64,
+    /// 90th percentile of the same.
+    pub p90_relative_error: f64,
+    /// Share of live nodes whose nearest other node by estimate is in
+    /// their own zone (1 without zones).
+    pub nearest_in_zone: f64,
+}
+
+impl Simulation {
+    /// The coordinates' accuracy now, from each live node's own coordinate.
+    pub fn coordinate_accuracy(&self) -> CoordinateAccuracy {
+        let live: Vec<(usize, &shoal_protocol::coordinate::Coordinate)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| Some((index, slot.node.as_ref()?.coordinate())))
+            .collect();
+        let mut errors = Vec::new();
+        let mut nearest_in_zone = 0usize;
+        for &(a, mine) in &live {
+            let mut nearest: Option<(f64, usize)> = None;
+            for &(b, theirs) in &live {
+                if a == b {
+                    continue;
+                }
+                let estimate = mine.distance_to(theirs).as_secs_f64();
+                if b > a {
+                    let truth = self.network.mean_rtt(a, b);
+                    errors.push((estimate - truth).abs() / truth);
+                }
+                if nearest.is_none_or(|(best, _)| estimate < best) {
+                    nearest = Some((estimate, b));
+                }
+            }
+            if nearest.is_some_and(|(_, b)| self.network.zone(b) == self.network.zone(a)) {
+                nearest_in_zone += 1;
+            }
+        }
+        errors.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            errors
+                .get(((errors.len() as f64 * q) as usize).min(errors.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        CoordinateAccuracy {
+            median_relative_error: at(0.5),
+            p90_relative_error: at(0.9),
+            nearest_in_zone: nearest_in_zone as f64 / live.len().max(1) as f64,
+        }
+    }
+}

@@ -3,6 +3,7 @@ python-consul, from PyPI) and prints what it saw as JSON for the Rust test
 to compare with the HTTP API. Usage: py_consul_client.py HOST PORT OTHER_NODE"""
 import json
 import sys
+import time
 
 import consul
 
@@ -49,6 +50,19 @@ filters = {
     "catalog_service": c.catalog.service("web", filter_expr='ServiceMeta.version == "1"')[1],
     "catalog_nodes": c.catalog.nodes(filter_expr='Meta.role == "edge"')[1],
 }
+# Network coordinates: both nodes' once the peer's has arrived (each agent
+# publishes its own within seconds of its first probe).
+deadline = time.time() + 20
+while True:
+    _, coordinate_nodes = c.coordinate.nodes()
+    if len(coordinate_nodes) == 2 or time.time() > deadline:
+        break
+    time.sleep(0.5)
+_, coordinate_me = c.coordinate.node(me)
+_, coordinate_missing = c.coordinate.node("no-such-node")
+coordinate_dcs = c.coordinate.datacenters()
+_, near_nodes = c.catalog.nodes(near="_agent")
+
 try:
     c.agent.services(filter_expr="Tags ==")
     bad_filter = None
@@ -72,5 +86,10 @@ print(json.dumps({
     "other": other,
     "missing": missing,
     "filters": filters,
+    "coordinate_nodes": coordinate_nodes,
+    "coordinate_me": coordinate_me,
+    "coordinate_missing": coordinate_missing,
+    "coordinate_dcs": coordinate_dcs,
+    "near_nodes": near_nodes,
     "bad_filter": bad_filter,
 }))

@@ -380,7 +380,7 @@ fn endpoints_filters_and_identity_across_a_cluster() {
         ("GET", "/v1/session/list", "consensus"),
         ("PUT", "/v1/kv/lock?acquire=abc", "consensus"),
         ("PUT", "/v1/txn", "cas"),
-        ("GET", "/v1/coordinate/nodes", "coordinates"),
+        ("PUT", "/v1/coordinate/update", "coordinate"),
         ("GET", "/v1/agent/connect/ca/roots", "mesh"),
         ("GET", "/v1/query", "/v1/health/service"),
         ("GET", "/v1/operator/raft/configuration", "Raft"),

@@ -122,6 +122,33 @@ fn py_consul_sees_what_the_http_api_shows() {
     assert_eq!(seen["other"]["Node"]["Node"], "node-1");
     assert_eq!(seen["missing"], Value::Null);
 
+    // Network coordinates in Consul's shapes, and `near` accepted.
+    let coordinates = seen["coordinate_nodes"].as_array().unwrap();
+    let names: Vec<&str> = coordinates
+        .iter()
+        .map(|c| c["Node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["node-0", "node-1"], "{coordinates:?}");
+    for entry in coordinates {
+        assert_eq!(
+            entry["Coord"]["Vec"].as_array().unwrap().len(),
+            8,
+            "{entry}"
+        );
+        assert!(entry["Coord"]["Height"].as_f64().unwrap() > 0.0, "{entry}");
+    }
+    assert_eq!(seen["coordinate_me"][0]["Node"], "node-0");
+    assert_eq!(seen["coordinate_missing"], Value::Null, "404 reads as None");
+    assert_eq!(seen["coordinate_dcs"][0]["Datacenter"], "dc1");
+    let mut near: Vec<&str> = seen["near_nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["Node"].as_str().unwrap())
+        .collect();
+    near.sort_unstable();
+    assert_eq!(near, ["node-0", "node-1"]);
+
     // filter_expr: what py-consul got is what the HTTP API answers now,
     // and it is filtered.
     let filters = &seen["filters"];

@@ -167,14 +167,15 @@ impl Counters for ResponseCache {
 }
 
 /// Whether answers to `uri` (path and query) may be cached: not blocking
-/// queries, and never a URI that carries a token.
+/// queries, never a URI that carries a token, and not `?near=` (its order
+/// moves with the coordinates, which invalidate nothing).
 pub fn cacheable_uri(uri: &str) -> bool {
     let Some((_, query)) = uri.split_once('?') else {
         return true;
     };
     !query.split('&').any(|pair| {
         let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-        matches!(name, "index" | "wait" | "token")
+        matches!(name, "index" | "wait" | "token" | "near")
     })
 }
 

@@ -11,8 +11,11 @@ use shoal_protocol::record::CheckStatus;
 use super::blocking::{self, Answer};
 use super::filter::{self, Filter, Shape};
 use super::{ApiError, ApiState, Query};
+use std::sync::Arc;
+
 use crate::catalog::{self, CatalogNode, ServiceFilter};
 use crate::consul_json::{self, ServiceEntry};
+use crate::coordinates::Near;
 use crate::reads::Reads;
 use crate::snapshot::Snapshot;
 
@@ -49,6 +52,14 @@ fn node_meta(query: &Query) -> Result<Vec<(String, String)>, ApiError> {
                 })
         })
         .collect()
+}
+
+/// `?near=NODE` (`_agent`: this agent): the estimated round trips to sort
+/// the answer by, nearest first, when that node has a coordinate; Consul
+/// leaves the answer unsorted otherwise, and so do we.
+fn near(state: &ApiState, query: &Query) -> Option<Arc<Near>> {
+    let node = query.get("near")?;
+    state.status().coordinates.near(node).map(Arc::new)
 }
 
 fn service_filter(query: &Query) -> Result<ServiceFilter, ApiError> {
@@ -102,13 +113,20 @@ pub async fn service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
+    let near = near(&state, &query);
     cluster_read(
         &state,
         &query,
         Shape::CatalogService,
         move |snapshot, expression| {
-            let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
-                .map(|(node, service)| consul_json::catalog_service(&node, service));
+            let mut instances: Vec<_> =
+                catalog::matching_instances(&snapshot.members, &name, &filter).collect();
+            if let Some(near) = &near {
+                near.sort(&mut instances, |(node, _)| node.record.name.as_str());
+            }
+            let entries = instances
+                .iter()
+                .map(|(node, service)| consul_json::catalog_service(node, service));
             Ok(Value::Array(filter::apply(expression, entries.collect())))
         },
     )
@@ -119,10 +137,15 @@ pub async fn service(
 pub async fn nodes(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let node_meta = node_meta(&query)?;
+    let near = near(&state, &query);
     cluster_read(&state, &query, Shape::Node, move |snapshot, expression| {
-        let nodes = catalog::nodes(&snapshot.members)
+        let mut nodes: Vec<_> = catalog::nodes(&snapshot.members)
             .filter(|node| catalog::has_meta(node, &node_meta))
-            .map(|node| consul_json::node(&node));
+            .collect();
+        if let Some(near) = &near {
+            near.sort(&mut nodes, |node| node.record.name.as_str());
+        }
+        let nodes = nodes.iter().map(consul_json::node);
         Ok(Value::Array(filter::apply(expression, nodes.collect())))
     })
     .await
@@ -136,18 +159,25 @@ pub async fn health_service(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let filter = service_filter(&query)?;
+    let near = near(&state, &query);
     cluster_read(
         &state,
         &query,
         Shape::ServiceEntry,
         move |snapshot, expression| {
-            let entries = catalog::matching_instances(&snapshot.members, &name, &filter)
-                .map(|(node, service)| ServiceEntry { node, service });
+            let mut entries: Vec<_> =
+                catalog::matching_instances(&snapshot.members, &name, &filter)
+                    .map(|(node, service)| ServiceEntry { node, service })
+                    .collect();
+            if let Some(near) = &near {
+                near.sort(&mut entries, |entry| entry.node.record.name.as_str());
+            }
             match expression {
                 // The hot lookup: straight to bytes, no tree.
-                None => Answer::serialize(&entries.collect::<Vec<_>>()),
+                None => Answer::serialize(&entries),
                 Some(expression) => {
                     let entries = entries
+                        .iter()
                         .map(|entry| consul_json::health_service_entry(&entry.node, entry.service));
                     Ok(Value::Array(filter::apply(Some(expression), entries.collect())).into())
                 }
@@ -165,18 +195,24 @@ pub async fn health_checks(
 ) -> Result<Response, ApiError> {
     query.check_datacenter(&state.config.datacenter)?;
     let node_meta = node_meta(&query)?;
+    let near = near(&state, &query);
     cluster_read(
         &state,
         &query,
         Shape::HealthCheck,
         move |snapshot, expression| {
-            let checks = catalog::service_checks(&snapshot.members, &name)
+            let mut checks: Vec<_> = catalog::service_checks(&snapshot.members, &name)
                 .into_iter()
-                .filter(|found| catalog::has_meta(&found.node, &node_meta));
+                .filter(|found| catalog::has_meta(&found.node, &node_meta))
+                .collect();
+            if let Some(near) = &near {
+                near.sort(&mut checks, |found| found.node.record.name.as_str());
+            }
+            let checks = checks.iter();
             Ok(Value::Array(filter::apply(
                 expression,
                 checks
-                    .map(|found| consul_json::cluster_check(&found))
+                    .map(|found| consul_json::cluster_check(found))
                     .collect(),
             )))
         },
@@ -201,19 +237,25 @@ pub async fn health_state(
         })?),
     };
     let node_meta = node_meta(&query)?;
+    let near = near(&state, &query);
     cluster_read(
         &state,
         &query,
         Shape::HealthCheck,
         move |snapshot, expression| {
-            let checks = catalog::all_checks(&snapshot.members)
+            let mut checks: Vec<_> = catalog::all_checks(&snapshot.members)
                 .into_iter()
                 .filter(|found| wanted.is_none_or(|status| found.check.consul_status() == status))
-                .filter(|found| catalog::has_meta(&found.node, &node_meta));
+                .filter(|found| catalog::has_meta(&found.node, &node_meta))
+                .collect();
+            if let Some(near) = &near {
+                near.sort(&mut checks, |found| found.node.record.name.as_str());
+            }
+            let checks = checks.iter();
             Ok(Value::Array(filter::apply(
                 expression,
                 checks
-                    .map(|found| consul_json::cluster_check(&found))
+                    .map(|found| consul_json::cluster_check(found))
                     .collect(),
             )))
         },

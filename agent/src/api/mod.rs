@@ -50,6 +50,7 @@ pub mod cache;
 pub mod catalog;
 pub mod clean_path;
 pub mod cluster_ops;
+pub mod coordinate;
 pub mod events;
 pub mod filter;
 pub mod flags;
@@ -210,6 +211,9 @@ pub fn router(state: ApiState) -> front::Api {
             get(catalog::node_services),
         )
         .read("/v1/catalog/datacenters", get(catalog::datacenters))
+        .read("/v1/coordinate/nodes", get(coordinate::nodes))
+        .read("/v1/coordinate/node/{node}", get(coordinate::node))
+        .read("/v1/coordinate/datacenters", get(coordinate::datacenters))
         .read("/v1/status/leader", get(status::leader))
         .read("/v1/status/peers", get(status::peers))
         .read("/v1/agent/host", get(status::host))

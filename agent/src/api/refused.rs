@@ -15,8 +15,8 @@ pub const REFUSED: &[(&str, &str)] = &[
         "transactions need consensus to be atomic, and Shoal has none (no servers, no Raft); write keys one at a time, with ?cas= where the order matters",
     ),
     (
-        "/v1/coordinate/{*rest}",
-        "Shoal keeps no network coordinates; catalog and health answers are not sorted by ?near=",
+        "/v1/coordinate/update",
+        "each agent computes its own network coordinate from its probes and gossips it; nodes without an agent (external services) have none",
     ),
     ("/v1/connect/{*rest}", CONNECT),
     ("/v1/agent/connect/{*rest}", CONNECT),

@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod register;
 pub mod reload;
+pub mod rtt;
 pub mod services;
 pub mod template;
 pub mod validate;
@@ -132,6 +133,9 @@ pub enum Command {
     Event(event::EventArgs),
     /// Show the agent's metrics (as /metrics serves them).
     Metrics(metrics::MetricsArgs),
+    /// The round trip between two nodes estimated from their network
+    /// coordinates (the second: the agent's own node), as `consul rtt`.
+    Rtt(rtt::RttArgs),
     /// Ask the agent's DNS interface (`shoal dns lookup NAME [TYPE]`).
     Dns(dns::DnsArgs),
     /// Follow the agent's log, at a level of its own (as `consul monitor`).
@@ -204,6 +208,7 @@ pub fn main() -> ExitCode {
         Command::Event(args) => event::run(&client(), args),
         Command::Metrics(args) => metrics::run(&client(), args),
         Command::Dns(args) => dns::run(args),
+        Command::Rtt(args) => rtt::run(&client(), args),
         Command::Monitor(args) => monitor::run(&client(), args),
         Command::Version => {
             print!("{}", version::text());

@@ -87,6 +87,8 @@ pub(super) struct CoreLoop {
     /// systemd's watchdog is fed from this loop, not from a task of its
     /// own: a wedged loop stops the pings (see `daemon::systemd`).
     pub systemd: Arc<super::systemd::Notifier>,
+    /// Members' coordinates as last taken (see `refresh_coordinates`).
+    pub coordinates: Arc<crate::coordinates::NodeCoordinates>,
 }
 
 /// The suspect members as last published ([`Node::suspects_fingerprint`]),
@@ -202,7 +204,10 @@ impl CoreLoop {
                     self.set_clock();
                     self.kv.housekeeping(&mut self.node);
                 }
-                _ = stats.tick() => self.publish_status(),
+                _ = stats.tick() => {
+                    self.refresh_coordinates();
+                    self.publish_status();
+                }
             }
             self.flush();
             self.faults.stall_if_asked();
@@ -470,6 +475,15 @@ impl CoreLoop {
         self.publish_status();
     }
 
+    /// Takes the members' coordinates (they move with every probe, so
+    /// only on the stats timer: O(members) every couple of seconds).
+    fn refresh_coordinates(&mut self) {
+        self.coordinates = std::sync::Arc::new(crate::coordinates::NodeCoordinates::new(
+            self.node.local_record().name,
+            self.node.coordinates(),
+        ));
+    }
+
     /// Publishes counters and check details; wakes no blocking query.
     fn publish_status(&self) {
         self.event_counters.copy_from(self.node.event_counters());
@@ -482,6 +496,8 @@ impl CoreLoop {
             health_score: self.node.local_health().score(),
             health: self.node.local_health().stats().clone(),
             suspicion: self.node.suspicion_stats().clone(),
+            coordinates: self.coordinates.clone(),
+            vivaldi: self.node.coordinate_stats().clone(),
         };
         self.status_tx.send_replace(Arc::new(status));
     }

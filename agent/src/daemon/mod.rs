@@ -301,6 +301,7 @@ pub async fn run(
         event_counters,
         work: tokio::runtime::Handle::current(),
         systemd,
+        coordinates: Default::default(),
     };
     let inputs = Inputs {
         timers_rx,

@@ -12,7 +12,7 @@
 
 mod inject;
 mod observe;
-mod relay;
+pub(crate) mod relay;
 mod schedule;
 
 use std::collections::{BTreeSet, HashSet};
@@ -104,7 +104,7 @@ relay_forwarded,relay_dropped,relay_tcp_delayed,relay_tcp_connections,relay_tcp_
 load_start,load_end";
 
 /// The relay's address for agent `real` (127.a.b.c -> 127.(a+100).b.c).
-fn advertised(real: SocketAddr) -> SocketAddr {
+pub(crate) fn advertised(real: SocketAddr) -> SocketAddr {
     match real.ip() {
         IpAddr::V4(ip) => {
             let [_, a, b, c] = ip.octets();

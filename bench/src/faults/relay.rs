@@ -154,6 +154,9 @@ fn bump(cell: &Cell<u64>) {
     cell.set(cell.get() + 1);
 }
 
+/// One-way delay of the link from one agent to another.
+type LinkDelay = dyn Fn(usize, usize) -> Duration;
+
 struct Shared {
     real: Vec<SocketAddr>,
     sockets: Vec<UdpSocket>,
@@ -164,6 +167,10 @@ struct Shared {
     /// The fault phase's start: loss windows count from it.
     started: Cell<Instant>,
     counters: Counters,
+    /// One-way delay of each directed link `(from, to)`, when set (see
+    /// [`Relay::set_delay`]), and what was applied: total µs and count.
+    delay: RefCell<Option<Rc<LinkDelay>>>,
+    applied: RefCell<HashMap<(usize, usize), (u64, u64)>>,
 }
 
 /// The running relay; its tasks stop when it is dropped.
@@ -205,6 +212,8 @@ impl Relay {
             pids: RefCell::new(Vec::new()),
             started: Cell::new(Instant::now()),
             counters: Counters::default(),
+            delay: RefCell::new(None),
+            applied: RefCell::new(HashMap::new()),
         });
         let mut tasks = Vec::new();
         for (to, listener) in listeners.into_iter().enumerate() {
@@ -240,6 +249,23 @@ impl Relay {
         *self.shared.loss.borrow_mut() = loss;
     }
 
+    /// From now on, hold each datagram from agent `from` to agent `to`
+    /// for `delay(from, to)` (zones with round trips between them; TCP is
+    /// not delayed). Tokio's timers round a delay up to the millisecond:
+    /// [`Relay::applied_delay`] says what was really applied.
+    pub fn set_delay(&self, delay: impl Fn(usize, usize) -> Duration + 'static) {
+        *self.shared.delay.borrow_mut() = Some(Rc::new(delay));
+        self.shared.applied.borrow_mut().clear();
+    }
+
+    /// The mean one-way delay the relay applied to datagrams from `from`
+    /// to `to` (receive to send), if any crossed that link.
+    pub fn applied_delay(&self, from: usize, to: usize) -> Option<Duration> {
+        let applied = self.shared.applied.borrow();
+        let (total, count) = applied.get(&(from, to)).copied()?;
+        (count > 0).then(|| Duration::from_micros(total / count))
+    }
+
     /// The agents' process ids, by index (see [`connecting_agent`]).
     pub fn set_pids(&self, pids: Vec<u32>) {
         *self.shared.pids.borrow_mut() = pids;
@@ -266,10 +292,37 @@ async fn forward_datagrams(shared: Rc<Shared>, to: usize) {
             bump(&counters.dropped);
             continue;
         }
-        match shared.sockets[from_agent].try_send_to(&buffer[..length], shared.real[to]) {
-            Ok(_) => bump(&counters.forwarded),
-            Err(_) => bump(&counters.send_errors),
+        let delay = shared
+            .delay
+            .borrow()
+            .as_ref()
+            .map(|delay| delay(from_agent, to));
+        match delay {
+            Some(delay) => {
+                let received = Instant::now();
+                let bytes = buffer[..length].to_vec();
+                let shared = Rc::clone(&shared);
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(delay).await;
+                    let held = received.elapsed().as_micros() as u64;
+                    let mut applied = shared.applied.borrow_mut();
+                    let link = applied.entry((from_agent, to)).or_default();
+                    link.0 += held;
+                    link.1 += 1;
+                    drop(applied);
+                    send(&shared, from_agent, to, &bytes);
+                });
+            }
+            None => send(&shared, from_agent, to, &buffer[..length]),
         }
+    }
+}
+
+/// Sends a datagram from agent `from`'s advertised socket to agent `to`.
+fn send(shared: &Shared, from: usize, to: usize, bytes: &[u8]) {
+    match shared.sockets[from].try_send_to(bytes, shared.real[to]) {
+        Ok(_) => bump(&shared.counters.forwarded),
+        Err(_) => bump(&shared.counters.send_errors),
     }
 }
 

@@ -93,6 +93,11 @@ pub struct Effects {
     remind_every: Duration,
     /// Our incarnation in the last datagram foca sent.
     pub(super) incarnation: foca::Incarnation,
+    /// Our last direct probe: its number, whom, and when it went out.
+    probe_sent: Option<(foca::ProbeNumber, NodeId, Duration)>,
+    /// Round trips of direct probes answered since the node last asked
+    /// (see `node::coordinates`).
+    pub(super) rtt_samples: Vec<(NodeId, Duration)>,
     /// The node's clock (see [`Node::set_clock`]), for suspicions.
     pub(super) now: Option<Duration>,
     /// Nonces for sealed datagrams.
@@ -145,6 +150,8 @@ impl Effects {
             reminders: Vec::new(),
             remind_every,
             incarnation: 0,
+            probe_sent: None,
+            rtt_samples: Vec::new(),
             now: None,
             nonces: StdRng::seed_from_u64(seed ^ 0x6e6f_6e63_6573),
             datagrams: Vec::new(),
@@ -159,7 +166,24 @@ impl Runtime<NodeId> for Effects {
     fn notify(&mut self, notification: Notification<'_, NodeId>) {
         match &notification {
             Notification::ProbeFailed(_, member) => self.failed_probes.push(**member),
-            Notification::DataSent(header) => self.incarnation = header.src_incarnation,
+            Notification::DataSent(header) => {
+                self.incarnation = header.src_incarnation;
+                if let (foca::Message::Ping(number), Some(now)) = (&header.message, self.now) {
+                    self.probe_sent = Some((*number, header.dst, now));
+                }
+            }
+            // The direct ack of our last probe, from the probed member
+            // itself (an indirect one also took a detour): a round trip.
+            Notification::DataReceived(header) => {
+                if let (foca::Message::Ack(number), Some(now)) = (&header.message, self.now)
+                    && let Some((sent, probed, at)) = self.probe_sent
+                    && sent == *number
+                    && probed == header.src
+                {
+                    self.probe_sent = None;
+                    self.rtt_samples.push((probed, now.saturating_sub(at)));
+                }
+            }
             _ => {}
         }
         if self.health.observe(&notification) {

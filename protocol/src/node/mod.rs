@@ -30,6 +30,7 @@
 mod anti_entropy;
 mod bounded_codec;
 mod config;
+mod coordinates;
 mod effects;
 mod events;
 mod join;
@@ -133,6 +134,8 @@ pub struct Counters {
     pub datagrams_in_by_version: BTreeMap<u8, u64>,
     /// Rumors of a kind this build doesn't know (a newer agent's), skipped.
     pub skipped_unknown_rumors: u64,
+    /// Times this node gossiped its network coordinate.
+    pub coordinates_published: u64,
 }
 
 /// What changed in a node since the driver last asked
@@ -227,6 +230,11 @@ pub struct Node {
     generation_bound: Arc<GenerationBound>,
     /// User events, shared with the rumor handler as the state is.
     events: Arc<Mutex<EventLog>>,
+    /// Our network coordinate (see `coordinates`).
+    vivaldi: crate::coordinate::Vivaldi<NodeId>,
+    /// When our coordinate is next published, and the stamp of the last.
+    coordinate_due: Duration,
+    coordinate_stamp: u64,
 }
 
 impl Node {
@@ -301,6 +309,12 @@ impl Node {
             deletes_changed: crate::kv::Collected::default(),
             generation_bound,
             events,
+            vivaldi: crate::coordinate::Vivaldi::new(
+                crate::coordinate::CoordinateConfig::default(),
+                seed,
+            ),
+            coordinate_due: Duration::ZERO,
+            coordinate_stamp: 0,
         }
     }
 
@@ -649,6 +663,7 @@ impl Node {
                     self.changed = true;
                 }
                 OwnedNotification::MemberDown(id) => {
+                    self.forget_coordinate(&id);
                     self.down.insert(id.addr, id);
                     self.counters.members_down += 1;
                     self.schedule_reap(id);
@@ -699,6 +714,7 @@ impl Node {
         }
         self.accuse_and_confirm();
         self.remind_suspects();
+        self.update_coordinate();
         self.check_name(false);
         self.take_departures();
         self.drop_reaped_again();

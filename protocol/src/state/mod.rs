@@ -5,6 +5,7 @@
 //!
 //! - `peers`: the digests being pulled and the records of members that
 //!   are gone (what peers make the state hold, bounded).
+//! - `coordinates`: members' network coordinates (soft state, bounded).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -18,7 +19,9 @@ use crate::kv::{KvEntry, KvError, KvStore, REMEMBERED_DELETE_WRITER, Stored};
 use crate::pull::PendingPulls;
 use crate::record::NodeRecord;
 
+mod coordinates;
 mod peers;
+pub use coordinates::HeldCoordinate;
 pub use peers::Accusation;
 
 use peers::Reaped;
@@ -154,6 +157,8 @@ pub struct ClusterState {
     /// The wire versions each peer's record advertises, by address (what
     /// a datagram to it is sealed in, see [`ClusterState::wire_range_of`]).
     wire_ranges: HashMap<SocketAddr, WireRange>,
+    /// Members' network coordinates (see `coordinates`).
+    coordinates: coordinates::Coordinates,
 }
 
 impl ClusterState {
@@ -183,6 +188,7 @@ impl ClusterState {
             kv_quarantined: Vec::new(),
             kv_quarantined_total: 0,
             wire_ranges: HashMap::new(),
+            coordinates: coordinates::Coordinates::default(),
         }
     }
 

@@ -105,7 +105,10 @@ impl ClusterState {
                 None => true,
             },
             // Events are never announced by digest, so never pulled.
-            RumorKey::Event { .. } | RumorKey::Prune { .. } | RumorKey::Accuse { .. } => false,
+            RumorKey::Event { .. }
+            | RumorKey::Prune { .. }
+            | RumorKey::Accuse { .. }
+            | RumorKey::Coordinate { .. } => false,
         }
     }
 
