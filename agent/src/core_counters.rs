@@ -103,9 +103,9 @@ impl Counters for CoreCounters {
         );
         counter(
             out,
-            "shoal_gossip_coordinates_published_total",
-            "Times this agent gossiped its network coordinate.",
-            counters.coordinates_published,
+            "shoal_swim_coordinates_received_total",
+            "Network coordinates that arrived on peers' acks.",
+            counters.coordinates_received,
         );
         counter(
             out,

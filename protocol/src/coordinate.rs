@@ -42,6 +42,8 @@ const MAX_FILTERS: usize = 4096;
 /// Numbers in a coordinate's wire form: the vector, error, adjustment,
 /// height.
 pub const WIRE_VALUES: usize = DIMENSIONS + 3;
+/// Bytes of the wire form: each number a little-endian `f32`.
+pub const WIRE_LEN: usize = WIRE_VALUES * 4;
 
 /// Largest magnitude of a component, the height or the adjustment (in
 /// seconds) accepted from a peer: real ones stay within a few round trips
@@ -169,26 +171,29 @@ impl Coordinate {
         moved
     }
 
-    /// The wire form: the 11 numbers as `f32` bit patterns (44 bytes),
+    /// The wire form: the 11 numbers as little-endian `f32`s (44 bytes),
     /// which keep about 7 digits: a microsecond in a second.
-    pub fn to_wire(&self) -> [u32; WIRE_VALUES] {
-        let mut values = [0u32; WIRE_VALUES];
-        for (value, number) in values.iter_mut().zip(self.vec.iter().chain([
-            &self.error,
-            &self.adjustment,
-            &self.height,
-        ])) {
-            *value = (*number as f32).to_bits();
+    pub fn to_wire(&self) -> [u8; WIRE_LEN] {
+        let mut bytes = [0u8; WIRE_LEN];
+        let numbers = self
+            .vec
+            .iter()
+            .chain([&self.error, &self.adjustment, &self.height]);
+        for (chunk, number) in bytes.chunks_exact_mut(4).zip(numbers) {
+            chunk.copy_from_slice(&(*number as f32).to_le_bytes());
         }
-        values
+        bytes
     }
 
     /// Reads [`Coordinate::to_wire`]'s form back, checked.
     pub fn from_wire(
-        values: &[u32; WIRE_VALUES],
+        bytes: &[u8; WIRE_LEN],
         config: &CoordinateConfig,
     ) -> Result<Self, CoordinateError> {
-        let value = |i: usize| f64::from(f32::from_bits(values[i]));
+        let value = |i: usize| {
+            let chunk: [u8; 4] = bytes[i * 4..i * 4 + 4].try_into().expect("4 bytes");
+            f64::from(f32::from_le_bytes(chunk))
+        };
         let coordinate = Coordinate {
             vec: std::array::from_fn(value),
             error: value(DIMENSIONS),
@@ -524,13 +529,13 @@ mod tests {
             "{before:?} {after:?}"
         );
         let mut nan = coordinate.to_wire();
-        nan[DIMENSIONS] = f32::NAN.to_bits();
+        nan[DIMENSIONS * 4..DIMENSIONS * 4 + 4].copy_from_slice(&f32::NAN.to_le_bytes());
         assert!(matches!(
             Coordinate::from_wire(&nan, &config),
             Err(CoordinateError::Error(..))
         ));
         let mut infinite = coordinate.to_wire();
-        infinite[0] = f32::INFINITY.to_bits();
+        infinite[..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
         assert_eq!(
             Coordinate::from_wire(&infinite, &config),
             Err(CoordinateError::OutOfRange)

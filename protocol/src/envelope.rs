@@ -24,17 +24,25 @@ use crate::keyring::{Keyring, NONCE_LEN};
 
 /// `flags` bit: the payload is sealed.
 pub const SEALED: u8 = 1;
+/// `flags` bit, from wire version [`COORDINATE_VERSION`] on, on datagrams
+/// only: the (plain) payload ends with the sender's network coordinate,
+/// [`TRAILER_LEN`] bytes (`crate::coordinate::Coordinate::to_wire`). Acks carry it, as memberlist's do.
+pub const COORDINATE: u8 = 2;
+/// The first wire version whose datagrams may carry [`COORDINATE`].
+pub const COORDINATE_VERSION: u8 = 2;
+/// Length of the coordinate trailer.
+pub const TRAILER_LEN: usize = crate::coordinate::WIRE_LEN;
 
 /// First bytes of every Shoal packet.
 pub const MAGIC: [u8; 4] = *b"SHOL";
 /// Oldest wire version this build speaks. 0.1.0 spoke version 1 only (and
 /// advertised nothing). The promise (docs/upgrading.md): version N
 /// interoperates with N-1 and N+1, so a release that adds version N+1
-/// keeps speaking N.
+/// keeps speaking N. Version 2 adds the [`COORDINATE`] trailer.
 pub const WIRE_VERSION_MIN: u8 = 1;
 /// Newest wire version this build speaks: what it uses with a peer that
 /// advertises it too.
-pub const WIRE_VERSION_MAX: u8 = 1;
+pub const WIRE_VERSION_MAX: u8 = 2;
 /// Wire protocol version this build speaks best ([`WIRE_VERSION_MAX`]).
 pub const PROTOCOL_VERSION: u8 = WIRE_VERSION_MAX;
 
@@ -102,6 +110,16 @@ impl PayloadKind {
     }
 }
 
+/// An opened envelope.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Opened<'a> {
+    pub kind: PayloadKind,
+    /// The payload, without the trailer.
+    pub payload: Cow<'a, [u8]>,
+    /// The sender's network coordinate, when the packet carried one.
+    pub trailer: Option<[u8; TRAILER_LEN]>,
+}
+
 /// Why an envelope was rejected. Nothing was parsed past the header.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum EnvelopeError {
@@ -117,6 +135,8 @@ pub enum EnvelopeError {
     OtherCluster { ours: u64, theirs: u64 },
     #[error("unsupported envelope flags {0:#04x}")]
     UnsupportedFlags(u8),
+    #[error("payload of {0} bytes is shorter than the coordinate trailer it claims")]
+    ShortTrailer(usize),
     #[error("encrypted packet, but this agent has no encryption key")]
     NoKey,
     #[error("plain packet, but this agent requires encryption")]
@@ -215,8 +235,39 @@ impl Envelope {
         payload: &[u8],
         nonce: [u8; NONCE_LEN],
     ) -> Vec<u8> {
+        self.seal_flagged(version, kind, 0, payload, nonce)
+    }
+
+    /// A datagram in wire version `version` (at least
+    /// [`COORDINATE_VERSION`]) carrying the sender's coordinate after
+    /// `payload`.
+    pub fn seal_with_coordinate(
+        &self,
+        version: u8,
+        payload: &[u8],
+        trailer: &[u8; TRAILER_LEN],
+        nonce: [u8; NONCE_LEN],
+    ) -> Vec<u8> {
+        debug_assert!(
+            version >= COORDINATE_VERSION,
+            "version {version} has no trailer"
+        );
+        let mut plain = Vec::with_capacity(payload.len() + TRAILER_LEN);
+        plain.extend_from_slice(payload);
+        plain.extend_from_slice(trailer);
+        self.seal_flagged(version, PayloadKind::Swim, COORDINATE, &plain, nonce)
+    }
+
+    fn seal_flagged(
+        &self,
+        version: u8,
+        kind: PayloadKind,
+        flags: u8,
+        payload: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Vec<u8> {
         if self.keyring.enabled() {
-            let header = self.header(version, kind, SEALED);
+            let header = self.header(version, kind, flags | SEALED);
             if let Some(sealed) = self.keyring.seal(&header, payload, nonce) {
                 let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
                 out.extend_from_slice(&header);
@@ -225,26 +276,24 @@ impl Envelope {
             }
         }
         let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-        out.extend_from_slice(&self.header(version, kind, 0));
+        out.extend_from_slice(&self.header(version, kind, flags));
         out.extend_from_slice(payload);
         out
     }
 
-    /// Checks the header (and the seal) and returns the payload kind and
-    /// the plain payload.
-    pub fn open<'a>(
-        &self,
-        packet: &'a [u8],
-    ) -> Result<(PayloadKind, Cow<'a, [u8]>), EnvelopeError> {
+    /// Checks the header (and the seal) and returns the payload kind, the
+    /// plain payload and the coordinate trailer, if any.
+    pub fn open<'a>(&self, packet: &'a [u8]) -> Result<Opened<'a>, EnvelopeError> {
         if packet.len() < HEADER_LEN {
             return Err(EnvelopeError::TooShort(packet.len()));
         }
         if packet[..4] != MAGIC {
             return Err(EnvelopeError::BadMagic);
         }
-        if !self.range.contains(packet[4]) {
+        let version = packet[4];
+        if !self.range.contains(version) {
             return Err(EnvelopeError::UnknownVersion {
-                theirs: packet[4],
+                theirs: version,
                 ours: self.range,
             });
         }
@@ -257,18 +306,50 @@ impl Envelope {
                 theirs,
             });
         }
-        let (header, body) = packet.split_at(HEADER_LEN);
-        match (packet[6], self.keyring.enabled()) {
-            (0, false) => Ok((kind, Cow::Borrowed(body))),
-            (0, true) => Err(EnvelopeError::NotEncrypted),
-            (SEALED, false) => Err(EnvelopeError::NoKey),
-            (SEALED, true) => self
-                .keyring
-                .open(header, body)
-                .map(|plain| (kind, Cow::Owned(plain)))
-                .ok_or(EnvelopeError::BadSeal),
-            (flags, _) => Err(EnvelopeError::UnsupportedFlags(flags)),
+        let flags = packet[6];
+        let coordinate = flags & COORDINATE != 0;
+        let known = if version >= COORDINATE_VERSION && kind == PayloadKind::Swim {
+            SEALED | COORDINATE
+        } else {
+            SEALED
+        };
+        if flags & !known != 0 {
+            return Err(EnvelopeError::UnsupportedFlags(flags));
         }
+        let (header, body) = packet.split_at(HEADER_LEN);
+        let plain = match (flags & SEALED != 0, self.keyring.enabled()) {
+            (false, false) => Cow::Borrowed(body),
+            (false, true) => return Err(EnvelopeError::NotEncrypted),
+            (true, false) => return Err(EnvelopeError::NoKey),
+            (true, true) => Cow::Owned(
+                self.keyring
+                    .open(header, body)
+                    .ok_or(EnvelopeError::BadSeal)?,
+            ),
+        };
+        if !coordinate {
+            return Ok(Opened {
+                kind,
+                payload: plain,
+                trailer: None,
+            });
+        }
+        let Some(split) = plain.len().checked_sub(TRAILER_LEN) else {
+            return Err(EnvelopeError::ShortTrailer(plain.len()));
+        };
+        let trailer: [u8; TRAILER_LEN] = plain[split..].try_into().expect("TRAILER_LEN bytes");
+        let payload = match plain {
+            Cow::Borrowed(bytes) => Cow::Borrowed(&bytes[..split]),
+            Cow::Owned(mut bytes) => {
+                bytes.truncate(split);
+                Cow::Owned(bytes)
+            }
+        };
+        Ok(Opened {
+            kind,
+            payload,
+            trailer: Some(trailer),
+        })
     }
 }
 
@@ -280,9 +361,10 @@ mod tests {
     const NONCE: [u8; NONCE_LEN] = [0; NONCE_LEN];
 
     fn plain(envelope: &Envelope, packet: &[u8]) -> Result<(PayloadKind, Vec<u8>), EnvelopeError> {
-        envelope
-            .open(packet)
-            .map(|(kind, payload)| (kind, payload.into_owned()))
+        envelope.open(packet).map(|opened| {
+            assert_eq!(opened.trailer, None, "no trailer sent");
+            (opened.kind, opened.payload.into_owned())
+        })
     }
 
     #[test]
@@ -360,7 +442,7 @@ mod tests {
         assert_eq!(newer.version_for(None), 1);
         // Each side opens what the other sends it, and a version-2 packet
         // is refused by a version-1 agent, naming both.
-        let older = Envelope::new(1);
+        let older = Envelope::new(1).with_range(one);
         let packet = newer.seal_as(2, PayloadKind::Swim, b"x", NONCE);
         assert_eq!(
             plain(&newer, &packet),
@@ -377,6 +459,46 @@ mod tests {
             plain(&newer, &packet),
             Ok((PayloadKind::Swim, b"y".to_vec()))
         );
+    }
+
+    #[test]
+    fn a_coordinate_trailer_rides_on_version_2_datagrams_only() {
+        let trailer: [u8; TRAILER_LEN] = std::array::from_fn(|i| i as u8);
+        for envelope in [
+            Envelope::new(1),
+            Envelope::with_keyring(1, Keyring::with_primary([4; 32])),
+        ] {
+            let packet = envelope.seal_with_coordinate(2, b"ack", &trailer, NONCE);
+            let opened = envelope.open(&packet).expect("opens");
+            assert_eq!(
+                (opened.kind, &opened.payload[..], opened.trailer),
+                (PayloadKind::Swim, &b"ack"[..], Some(trailer))
+            );
+            // A version-1 agent refuses it by its version, before its flags.
+            let older = envelope.clone().with_range(WireRange { min: 1, max: 1 });
+            assert!(matches!(
+                older.open(&packet),
+                Err(EnvelopeError::UnknownVersion { theirs: 2, .. })
+            ));
+        }
+        let plain = Envelope::new(1);
+        // The flag in version 1, or on an anti-entropy frame, is unknown.
+        let mut v1 = plain.seal_with_coordinate(2, b"ack", &trailer, NONCE);
+        v1[4] = 1;
+        assert_eq!(
+            plain.open(&v1),
+            Err(EnvelopeError::UnsupportedFlags(COORDINATE))
+        );
+        let mut sync = plain.seal_with_coordinate(2, b"ack", &trailer, NONCE);
+        sync[5] = PayloadKind::Sync as u8;
+        assert_eq!(
+            plain.open(&sync),
+            Err(EnvelopeError::UnsupportedFlags(COORDINATE))
+        );
+        // A trailer claimed by a packet too short to hold it.
+        let mut short = plain.seal_as(2, PayloadKind::Swim, b"tiny", NONCE);
+        short[6] = COORDINATE;
+        assert_eq!(plain.open(&short), Err(EnvelopeError::ShortTrailer(4)));
     }
 
     proptest! {

@@ -61,15 +61,6 @@ pub enum Rumor {
         incarnation: u16,
         accuser: NodeId,
     },
-    /// `id`'s network coordinate (see [`crate::coordinate`]), published
-    /// every so often; `stamp` (the publisher's clock, in ms) orders its
-    /// publications. Appended last, like `Prune`; sent only once no 0.1.0
-    /// agent is a member.
-    Coordinate {
-        id: NodeId,
-        stamp: u64,
-        values: [u32; crate::coordinate::WIRE_VALUES],
-    },
 }
 
 impl Rumor {
@@ -134,10 +125,6 @@ impl Rumor {
                 incarnation: *incarnation,
                 accuser: *accuser,
             },
-            Rumor::Coordinate { id, stamp, .. } => RumorKey::Coordinate {
-                id: *id,
-                stamp: *stamp,
-            },
             Rumor::Event(_) => return None,
         })
     }
@@ -170,10 +157,6 @@ pub enum RumorKey {
         incarnation: u16,
         accuser: NodeId,
     },
-    Coordinate {
-        id: NodeId,
-        stamp: u64,
-    },
 }
 
 impl RumorKey {
@@ -194,9 +177,6 @@ impl RumorKey {
                     ..
                 },
             ) => target == their_target && accuser == their_accuser,
-            (RumorKey::Coordinate { id, .. }, RumorKey::Coordinate { id: theirs, .. }) => {
-                id == theirs
-            }
             _ => false,
         }
     }
@@ -244,14 +224,6 @@ impl Invalidates for RumorKey {
                     && accuser == their_accuser
                     && incarnation >= their_incarnation
             }
-            // A member's newer coordinate replaces its older one.
-            (
-                RumorKey::Coordinate { id, stamp },
-                RumorKey::Coordinate {
-                    id: theirs,
-                    stamp: their_stamp,
-                },
-            ) => id == theirs && stamp >= their_stamp,
             _ => false,
         }
     }
@@ -342,7 +314,6 @@ impl BroadcastHandler<NodeId> for RumorHandler {
                 incarnation,
                 accuser,
             } => state.offer_accusation(target, incarnation, accuser),
-            Rumor::Coordinate { id, stamp, values } => state.offer_coordinate(id, stamp, &values),
             Rumor::Event(_) => false,
         };
         Ok(news.then_some(key))

@@ -30,7 +30,7 @@ fn version_names_the_release_the_commit_and_the_formats() {
         "{text}"
     );
     assert!(
-        text.contains("\nProtocol 1 spoken, understands 1 to 1\n"),
+        text.contains("\nProtocol 2 spoken, understands 1 to 2\n"),
         "{text}"
     );
     assert!(text.contains("\nData dir format 1\n"), "{text}");

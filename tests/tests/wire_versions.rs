@@ -2,8 +2,9 @@
 //! advertises the range it speaks (record tag `wire`), speaks the highest
 //! version both sides know, refuses a peer outside its range with one log
 //! line per peer per minute, and skips what a newer agent adds (rumor
-//! kinds, appended fields). Only version 1 exists: a build pretends to speak
-//! 2 through the test-only `SHOAL_TEST_WIRE_MAX` / `SHOAL_TEST_WIRE_MIN`.
+//! kinds, appended fields). Versions 1 and 2 exist (2 adds the network
+//! coordinate on acks): a build pretends to be older (only 1) or newer
+//! (3) through the test-only `SHOAL_TEST_WIRE_MAX` / `SHOAL_TEST_WIRE_MIN`.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,16 +32,17 @@ fn pretends_to_speak(min: u8, max: u8) -> Vec<(String, String)> {
     ]
 }
 
-/// Two agents that speak 1 to 2 and one that speaks 1: the two use 2
-/// between themselves and 1 with the third, and everything converges both
-/// ways.
+/// Two agents as built (1 to 2) and one that speaks only 1, as 0.1.0 and
+/// 0.2.0 do: the two use 2 between themselves and 1 with the third,
+/// everything converges both ways, and network coordinates, which only
+/// version 2 carries, pass between the two newer agents only.
 #[test]
 fn agents_speak_the_highest_wire_version_both_know() {
     let cluster = Cluster::start_with(3, |i| AgentOptions {
         env: if i < 2 {
-            pretends_to_speak(1, 2)
-        } else {
             Vec::new()
+        } else {
+            pretends_to_speak(1, 1)
         },
         ..AgentOptions::default()
     });
@@ -103,10 +105,39 @@ fn agents_speak_the_highest_wire_version_both_know() {
     );
     assert_eq!(stats["rejected_wire_version"], 0, "{stats}");
     assert!(!older.log().contains("refusing a peer"), "{}", older.log());
+
+    // Each newer agent learns the other's coordinate from its acks, and
+    // never the older one's (its acks carry none).
+    let held = |agent: &Agent| -> Result<Vec<String>, String> {
+        let nodes = agent.get("/v1/coordinate/nodes")?;
+        Ok(nodes
+            .as_array()
+            .ok_or("not a list")?
+            .iter()
+            .filter_map(|entry| entry["Node"].as_str().map(str::to_string))
+            .collect())
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "coordinates between the newer agents",
+        || {
+            let (a, b) = (held(newer)?, held(other_newer)?);
+            if a == ["node-0", "node-1"] && b == ["node-0", "node-1"] {
+                Ok(())
+            } else {
+                Err(format!("node-0 holds {a:?}, node-1 holds {b:?}"))
+            }
+        },
+    );
+    assert_eq!(
+        held(older).unwrap(),
+        ["node-2"],
+        "the older agent receives none"
+    );
 }
 
-/// An agent that speaks only version 2 is refused by one that speaks only
-/// 1: counted, logged once naming both versions (not once per packet), and
+/// An agent that speaks only version 3 is refused by one that speaks 1 to
+/// 2: counted, logged once naming both versions (not once per packet), and
 /// neither crashes.
 #[test]
 fn a_peer_outside_the_range_is_refused_with_one_log_line() {
@@ -117,8 +148,8 @@ fn a_peer_outside_the_range_is_refused_with_one_log_line() {
         root.path(),
         AgentOptions {
             join: vec![older.gossip_addr()],
-            env: pretends_to_speak(2, 2),
-            ..AgentOptions::named("only-two")
+            env: pretends_to_speak(3, 3),
+            ..AgentOptions::named("only-three")
         },
     );
     newer.wait_serving();
@@ -132,7 +163,7 @@ fn a_peer_outside_the_range_is_refused_with_one_log_line() {
             Err(format!("{rejected}"))
         }
     });
-    let line = "refusing a peer that speaks wire version 2: this agent speaks wire versions 1 to 1";
+    let line = "refusing a peer that speaks wire version 3: this agent speaks wire versions 1 to 2";
     let log = older.log();
     assert_eq!(
         log.matches(line).count(),

@@ -15,7 +15,7 @@ pub const COMMIT: &str = env!("SHOAL_BUILD_COMMIT");
 /// ```text
 /// shoal v0.2.0
 /// Revision 74b67ec0a1
-/// Protocol 1 spoken, understands 1 to 1
+/// Protocol 2 spoken, understands 1 to 2
 /// Data dir format 1
 /// ```
 pub fn text() -> String {

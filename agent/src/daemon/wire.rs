@@ -14,10 +14,9 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// few more lines, never unbounded memory).
 const REMEMBERED_PEERS: usize = 1024;
 
-/// Test-only: raise the newest wire version this build speaks (the
-/// rolling-upgrade and negotiation tests make a build that pretends to
-/// speak version 2 this way). Not a user setting: a real version 2 replaces
-/// it.
+/// Test-only: change the newest wire version this build speaks (the
+/// negotiation tests make a build that pretends to speak version 3, or
+/// only version 1, this way). Not a user setting.
 const TEST_MAX_ENV: &str = "SHOAL_TEST_WIRE_MAX";
 /// Test-only: raise the oldest wire version this build speaks.
 const TEST_MIN_ENV: &str = "SHOAL_TEST_WIRE_MIN";

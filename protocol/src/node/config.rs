@@ -7,7 +7,7 @@ use std::time::Duration;
 use foca::PeriodicParams;
 
 use crate::codec::MAX_DATAGRAM;
-use crate::envelope::HEADER_LEN;
+use crate::envelope::{HEADER_LEN, TRAILER_LEN};
 use crate::keyring::SEAL_OVERHEAD;
 
 /// Gossip tuning. Defaults follow memberlist's LAN profile.
@@ -170,9 +170,11 @@ impl GossipConfig {
         // packet loss. Partitions heal through seed re-announces and our own
         // receive-path TurnUndead (see `Node::tell_if_declared_down`).
         config.notify_down_members = self.notify_down_members;
-        // Room for the envelope and, when encryption is on, its seal.
-        config.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - HEADER_LEN - SEAL_OVERHEAD)
-            .expect("datagram larger than header");
+        // Room for the envelope, its seal when encryption is on, and the
+        // network coordinate acks carry.
+        config.max_packet_size =
+            NonZeroUsize::new(MAX_DATAGRAM - HEADER_LEN - SEAL_OVERHEAD - TRAILER_LEN)
+                .expect("datagram larger than header");
         // The node forgets down members itself, failed and left ones on
         // schedules of their own (see `node::reap`); foca's single
         // `remove_down_after` can't tell them apart.

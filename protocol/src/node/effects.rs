@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::Node;
-use crate::envelope::{Envelope, PayloadKind};
+use crate::envelope::{COORDINATE_VERSION, Envelope, PayloadKind};
 use crate::identity::NodeId;
 use crate::lifeguard::LocalHealth;
 use crate::state::ClusterState;
@@ -98,6 +98,8 @@ pub struct Effects {
     /// Round trips of direct probes answered since the node last asked
     /// (see `node::coordinates`).
     pub(super) rtt_samples: Vec<(NodeId, Duration)>,
+    /// Our network coordinate as our acks carry it.
+    pub(super) coordinate: [u8; crate::coordinate::WIRE_LEN],
     /// The node's clock (see [`Node::set_clock`]), for suspicions.
     pub(super) now: Option<Duration>,
     /// Nonces for sealed datagrams.
@@ -152,6 +154,10 @@ impl Effects {
             incarnation: 0,
             probe_sent: None,
             rtt_samples: Vec::new(),
+            coordinate: crate::coordinate::Coordinate::new(
+                &crate::coordinate::CoordinateConfig::default(),
+            )
+            .to_wire(),
             now: None,
             nonces: StdRng::seed_from_u64(seed ^ 0x6e6f_6e63_6573),
             datagrams: Vec::new(),
@@ -200,11 +206,14 @@ impl Runtime<NodeId> for Effects {
             .expect("cluster state lock poisoned")
             .wire_range_of(to.addr);
         let version = self.envelope.version_for(theirs);
-        self.datagrams.push((
-            to.addr,
+        let packet = if version >= COORDINATE_VERSION && is_ack(data) {
             self.envelope
-                .seal_as(version, PayloadKind::Swim, data, nonce),
-        ));
+                .seal_with_coordinate(version, data, &self.coordinate, nonce)
+        } else {
+            self.envelope
+                .seal_as(version, PayloadKind::Swim, data, nonce)
+        };
+        self.datagrams.push((to.addr, packet));
         if let Some(now) = self.now
             && let Some(incarnation) = self.suspicions.remind(&to, now, self.remind_every)
         {
@@ -237,4 +246,14 @@ impl Node {
     pub fn local_health(&self) -> &LocalHealth {
         &self.effects.health
     }
+}
+
+/// Whether foca's datagram is an ack (of a direct probe): what carries our
+/// network coordinate.
+fn is_ack(data: &[u8]) -> bool {
+    use foca::Codec;
+    let mut rest = data;
+    crate::codec::SwimCodec
+        .decode_header(&mut rest)
+        .is_ok_and(|header| matches!(header.message, foca::Message::Ack(_)))
 }

@@ -134,8 +134,8 @@ pub struct Counters {
     pub datagrams_in_by_version: BTreeMap<u8, u64>,
     /// Rumors of a kind this build doesn't know (a newer agent's), skipped.
     pub skipped_unknown_rumors: u64,
-    /// Times this node gossiped its network coordinate.
-    pub coordinates_published: u64,
+    /// Network coordinates that arrived on peers' acks.
+    pub coordinates_received: u64,
 }
 
 /// What changed in a node since the driver last asked
@@ -232,9 +232,6 @@ pub struct Node {
     events: Arc<Mutex<EventLog>>,
     /// Our network coordinate (see `coordinates`).
     vivaldi: crate::coordinate::Vivaldi<NodeId>,
-    /// When our coordinate is next published, and the stamp of the last.
-    coordinate_due: Duration,
-    coordinate_stamp: u64,
 }
 
 impl Node {
@@ -313,8 +310,6 @@ impl Node {
                 crate::coordinate::CoordinateConfig::default(),
                 seed,
             ),
-            coordinate_due: Duration::ZERO,
-            coordinate_stamp: 0,
         }
     }
 
@@ -358,7 +353,7 @@ impl Node {
     pub fn handle_datagram(&mut self, packet: &[u8]) -> Result<(), DatagramError> {
         self.counters.datagrams_in += 1;
         self.counters.bytes_in += packet.len() as u64;
-        let (kind, payload) = self.envelope.open(packet).inspect_err(|error| {
+        let opened = self.envelope.open(packet).inspect_err(|error| {
             self.counters.rejected_envelope += 1;
             if matches!(error, EnvelopeError::UnknownVersion { .. }) {
                 self.counters.rejected_wire_version += 1;
@@ -369,9 +364,13 @@ impl Node {
             .datagrams_in_by_version
             .entry(packet[4])
             .or_default() += 1;
-        if kind != PayloadKind::Swim {
+        if opened.kind != PayloadKind::Swim {
             self.counters.rejected_envelope += 1;
-            return Err(DatagramError::WrongKind(kind));
+            return Err(DatagramError::WrongKind(opened.kind));
+        }
+        let payload = opened.payload;
+        if let Some(trailer) = &opened.trailer {
+            self.note_sender_coordinate(&payload, trailer);
         }
         self.tell_if_declared_down(&payload);
         let result = self.swim.handle_data(&payload, &mut self.effects);

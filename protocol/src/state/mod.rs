@@ -21,7 +21,6 @@ use crate::record::NodeRecord;
 
 mod coordinates;
 mod peers;
-pub use coordinates::HeldCoordinate;
 pub use peers::Accusation;
 
 use peers::Reaped;

@@ -105,10 +105,7 @@ impl ClusterState {
                 None => true,
             },
             // Events are never announced by digest, so never pulled.
-            RumorKey::Event { .. }
-            | RumorKey::Prune { .. }
-            | RumorKey::Accuse { .. }
-            | RumorKey::Coordinate { .. } => false,
+            RumorKey::Event { .. } | RumorKey::Prune { .. } | RumorKey::Accuse { .. } => false,
         }
     }
 
