@@ -89,13 +89,13 @@ pub fn read_sync_frame(
     if let Err(error) = stream.read_exact(&mut packet) {
         return closed_or(error);
     }
-    let (kind, payload) = envelope
+    let opened = envelope
         .open(&packet)
         .map_err(|error| format!("bad envelope: {error}"))?;
-    if kind != PayloadKind::Sync {
-        return Err(format!("a {kind:?} envelope on the sync port"));
+    if opened.kind != PayloadKind::Sync {
+        return Err(format!("a {:?} envelope on the sync port", opened.kind));
     }
-    codec::decode_frame(&payload)
+    codec::decode_frame(&opened.payload)
         .map(Some)
         .map_err(|error| format!("undecodable: {error}"))
 }

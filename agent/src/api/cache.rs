@@ -167,9 +167,13 @@ impl Counters for ResponseCache {
 }
 
 /// Whether answers to `uri` (path and query) may be cached: not blocking
-/// queries, never a URI that carries a token, and not `?near=` (its order
-/// moves with the coordinates, which invalidate nothing).
+/// queries, never a URI that carries a token, and nothing that reads
+/// network coordinates (`/v1/coordinate/*`, `?near=`): they move with
+/// every probe and invalidate nothing.
 pub fn cacheable_uri(uri: &str) -> bool {
+    if uri.starts_with("/v1/coordinate/") {
+        return false;
+    }
     let Some((_, query)) = uri.split_once('?') else {
         return true;
     };
@@ -213,6 +217,9 @@ mod tests {
         assert!(!cacheable_uri("/v1/kv/a?raw&wait=1s"));
         assert!(!cacheable_uri("/v1/kv/a?token=s3cret"));
         assert!(!cacheable_uri("/v1/kv/a?raw&token"));
+        // Coordinates move with every probe and invalidate nothing.
+        assert!(!cacheable_uri("/v1/coordinate/nodes"));
+        assert!(!cacheable_uri("/v1/coordinate/node/a?dc=dc1"));
     }
 
     #[test]

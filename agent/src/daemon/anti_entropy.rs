@@ -459,12 +459,13 @@ async fn read_frame(
     }
     let mut frame = vec![0u8; length];
     stream.read_exact(&mut frame).await?;
-    let (kind, payload) = envelope.open(&frame)?;
-    if kind != PayloadKind::Sync {
-        return Err(SyncError::WrongKind(kind));
+    // A trailer is a datagram's only: `open` refuses one on a frame.
+    let opened = envelope.open(&frame)?;
+    if opened.kind != PayloadKind::Sync {
+        return Err(SyncError::WrongKind(opened.kind));
     }
     let version = frame[4];
-    Ok((codec::decode_frame(&payload)?, 4 + length, version))
+    Ok((codec::decode_frame(&opened.payload)?, 4 + length, version))
 }
 
 #[cfg(test)]
