@@ -231,14 +231,16 @@ impl SyncService {
     async fn exchange(&self, peer: SocketAddr, digest: SyncMessage) -> Result<u64, SyncError> {
         let mut stream = self.connect(peer).await?;
         stream.set_nodelay(true)?;
-        // The highest wire version both speak, from its record.
+        // The highest wire version both speak, from the record of the
+        // identity at that address (of an earlier one, after a restart,
+        // it may no longer hold: see `ClusterState::wire_range_of`).
         let theirs = self
             .snapshots
             .borrow()
             .members
             .iter()
             .find(|member| member.id.addr == peer)
-            .and_then(|member| member.record.as_ref())
+            .and_then(|member| member.record.as_ref().filter(|r| r.id == member.id))
             .map(|record| record.wire_range());
         let version = self.envelope.version_for(theirs);
         let bytes = self.converse(&mut stream, digest, 0, version).await?;

@@ -204,7 +204,7 @@ impl Runtime<NodeId> for Effects {
             .state
             .lock()
             .expect("cluster state lock poisoned")
-            .wire_range_of(to.addr);
+            .wire_range_of(&to);
         let version = self.envelope.version_for(theirs);
         let packet = if version >= COORDINATE_VERSION && is_ack(data) {
             self.envelope

@@ -623,12 +623,6 @@ impl Node {
         &self.counters
     }
 
-    /// The wire versions the peer at `addr` advertises, if we hold its
-    /// record (`None`: unknown yet).
-    pub fn peer_wire_range(&self, addr: SocketAddr) -> Option<crate::envelope::WireRange> {
-        self.lock_state().wire_range_of(addr)
-    }
-
     fn lock_state(&self) -> MutexGuard<'_, ClusterState> {
         self.state.lock().expect("cluster state lock poisoned")
     }

@@ -153,9 +153,10 @@ pub struct ClusterState {
     kv_quarantined: Vec<(KvEntry, u64)>,
     /// How many live entries handed-back deletes replaced, ever.
     kv_quarantined_total: u64,
-    /// The wire versions each peer's record advertises, by address (what
-    /// a datagram to it is sealed in, see [`ClusterState::wire_range_of`]).
-    wire_ranges: HashMap<SocketAddr, WireRange>,
+    /// The wire versions each peer's record advertises, by address, with
+    /// the generation of that record (what a datagram to it is sealed in,
+    /// see [`ClusterState::wire_range_of`]).
+    wire_ranges: HashMap<SocketAddr, (u64, WireRange)>,
     /// Members' network coordinates (see `coordinates`).
     coordinates: coordinates::Coordinates,
 }
@@ -196,10 +197,16 @@ impl ClusterState {
         self.refusals.unknown_rumors += 1;
     }
 
-    /// The wire versions the peer at `addr` advertises, if we hold its
-    /// record.
-    pub fn wire_range_of(&self, addr: SocketAddr) -> Option<WireRange> {
-        self.wire_ranges.get(&addr).copied()
+    /// The wire versions `peer` advertises, if we hold its record: the
+    /// record of that very identity. An agent that restarted (a new
+    /// generation at the same address) may be another build, an older one
+    /// after a rollback: until its new record arrives it is spoken to in
+    /// the oldest version, which every build opens.
+    pub fn wire_range_of(&self, peer: &NodeId) -> Option<WireRange> {
+        self.wire_ranges
+            .get(&peer.addr)
+            .filter(|(generation, _)| *generation == peer.generation)
+            .map(|(_, range)| *range)
     }
 
     /// Sets the drift allowed to peers' times and the KV quota.
@@ -279,7 +286,8 @@ impl ClusterState {
                 if let Some(moved) = current.map(|c| c.id.addr).filter(|a| *a != record.id.addr) {
                     self.wire_ranges.remove(&moved);
                 }
-                self.wire_ranges.insert(record.id.addr, record.wire_range());
+                self.wire_ranges
+                    .insert(record.id.addr, (record.id.generation, record.wire_range()));
                 if record.left && !current.is_some_and(|c| c.id == record.id && c.left) {
                     self.departures.left(record.id);
                 }
@@ -645,6 +653,40 @@ mod tests {
             state.merge(record.clone());
         }
         state.records
+    }
+
+    /// A peer is spoken to in the versions its record advertises only while
+    /// it is the identity that record is of: an agent restarted at the same
+    /// address (perhaps rolled back to a build that speaks only version 1)
+    /// gets the oldest version until its new record arrives.
+    #[test]
+    fn wire_ranges_hold_for_the_identity_whose_record_advertised_them() {
+        let mut state = ClusterState::new(record("local", 9, 1, 1));
+        let mut newer = record("b", 2, 5, 1);
+        newer.tags.insert(
+            crate::record::WIRE_TAG.into(),
+            crate::record::wire_tag(WireRange { min: 1, max: 2 }),
+        );
+        state.merge(newer.clone());
+        let range = state.wire_range_of(&newer.id);
+        assert_eq!(range, Some(WireRange { min: 1, max: 2 }));
+        let restarted = NodeId {
+            generation: 6,
+            ..newer.id
+        };
+        assert_eq!(state.wire_range_of(&restarted), None);
+        // Its record arrives, advertising only version 1.
+        let mut rolled_back = record("b", 2, 6, 1);
+        rolled_back.tags.insert(
+            crate::record::WIRE_TAG.into(),
+            crate::record::wire_tag(WireRange { min: 1, max: 1 }),
+        );
+        state.merge(rolled_back);
+        assert_eq!(
+            state.wire_range_of(&restarted),
+            Some(WireRange { min: 1, max: 1 })
+        );
+        assert_eq!(state.wire_range_of(&newer.id), None);
     }
 
     #[test]
