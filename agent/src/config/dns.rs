@@ -50,6 +50,7 @@ pub struct FileDns {
     pub domain: Option<String>,
     pub alt_domain: Option<String>,
     pub only_passing: Option<bool>,
+    pub near_first: Option<bool>,
     pub service_ttl: Option<String>,
     pub node_ttl: Option<String>,
     pub udp_answer_limit: Option<usize>,
@@ -81,6 +82,10 @@ pub struct DnsConfig {
     /// Only instances whose every check passes; by default (false, as
     /// Consul) warning ones are answered too. Critical ones never are.
     pub only_passing: bool,
+    /// A service's instances nearest this agent first, by network
+    /// coordinates (instances without one last); by default (false, as
+    /// Consul) in random order.
+    pub near_first: bool,
     /// TTL of service answers (default 0: clients ask again every time).
     pub service_ttl: Duration,
     /// TTL of node answers (default 0).
@@ -315,6 +320,7 @@ pub(super) fn dns_config(
         domain: main_domain,
         alt_domain,
         only_passing: file.only_passing.unwrap_or(false),
+        near_first: file.near_first.unwrap_or(false),
         service_ttl: ttl("dns.service_ttl", &file.service_ttl)?,
         node_ttl: ttl("dns.node_ttl", &file.node_ttl)?,
         udp_answer_limit: file.udp_answer_limit.unwrap_or(0),

@@ -201,7 +201,7 @@ pub async fn run(
     let dns_addr = serve_dns(
         listeners.dns,
         &config,
-        snapshot_rx.clone(),
+        (snapshot_rx.clone(), status_rx.clone()),
         dns_counters.clone(),
         &tasks,
     )?;
@@ -645,7 +645,10 @@ fn serve_api(
 fn serve_dns(
     listeners: Option<crate::dns::server::DnsListeners>,
     config: &AgentConfig,
-    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    (snapshot_rx, status_rx): (
+        watch::Receiver<Arc<Snapshot>>,
+        watch::Receiver<Arc<crate::core_counters::CoreCounters>>,
+    ),
     counters: Arc<crate::dns::DnsCounters>,
     tasks: &Tasks,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -657,6 +660,7 @@ fn serve_dns(
         config: Arc::new(config.dns.clone()),
         datacenter: config.datacenter.clone(),
         snapshot_rx,
+        status_rx,
         counters,
         skipped: Default::default(),
     };

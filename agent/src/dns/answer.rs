@@ -18,6 +18,7 @@ use super::names::{Lookup, hex_ip};
 use super::skipped::SkippedServices;
 use crate::catalog::{self, CatalogNode, ServiceFilter};
 use crate::config::DnsConfig;
+use crate::coordinates::Near;
 use crate::registry::service::served_by_dns;
 
 /// One answer record and the record that resolves its target, if any
@@ -47,6 +48,9 @@ pub struct Context<'a> {
     pub domain: &'a str,
     /// Services with names DNS can't serve, logged once each.
     pub skipped: &'a SkippedServices,
+    /// Estimated round trips from this agent (`dns.near_first`, when it
+    /// has a coordinate): a service's instances nearest first.
+    pub near: Option<&'a Near>,
 }
 
 impl Context<'_> {
@@ -130,7 +134,13 @@ impl Context<'_> {
         if instances.is_empty() {
             return None;
         }
+        // Random order (as Consul), or nearest first: the sort is stable,
+        // so instances at one distance, or without a coordinate (last),
+        // stay shuffled.
         instances.shuffle(&mut rand::rng());
+        if let Some(near) = self.near {
+            near.sort(&mut instances, |(node, _)| node.record.name.as_str());
+        }
         let ttl = ttl(self.config.service_ttl);
         let mut entries = Vec::new();
         let mut seen = BTreeSet::new();

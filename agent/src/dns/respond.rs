@@ -16,6 +16,7 @@ use super::answer::{Answer, Context, Entry};
 use super::names::{Placed, place, reverse_ip};
 use super::skipped::SkippedServices;
 use crate::config::DnsConfig;
+use crate::core_counters::CoreCounters;
 use crate::snapshot::Snapshot;
 
 /// Largest UDP payload we offer or accept (EDNS), as most servers do.
@@ -49,6 +50,9 @@ pub struct Responder {
     /// Our datacenter, for names of nodes without one.
     pub datacenter: String,
     pub snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    /// The core loop's counters, for the network coordinates
+    /// (`dns.near_first`).
+    pub status_rx: watch::Receiver<Arc<CoreCounters>>,
     pub counters: Arc<DnsCounters>,
     /// Services with names DNS can't serve, logged once each.
     pub skipped: SkippedServices,
@@ -75,10 +79,12 @@ impl Responder {
         };
         // The sender may go: a receiver keeps the last value.
         let (_, snapshot_rx) = watch::channel(Arc::new(snapshot));
+        let (_, status_rx) = watch::channel(Arc::default());
         Responder {
             config: Arc::new(config),
             datacenter,
             snapshot_rx,
+            status_rx,
             counters: Arc::default(),
             skipped: Default::default(),
         }
@@ -131,12 +137,18 @@ impl Responder {
             return self.finish(self.error(&request, ResponseCode::Refused), started);
         }
         let snapshot = self.snapshot_rx.borrow().clone();
+        let near = self
+            .config
+            .near_first
+            .then(|| self.status_rx.borrow().coordinates.near("_agent"))
+            .flatten();
         let context = |domain| Context {
             config: &self.config,
             datacenter: &self.datacenter,
             members: &snapshot.members,
             domain,
             skipped: &self.skipped,
+            near: near.as_ref(),
         };
         let answer = match placed {
             Placed::Ours { domain, lookup } => {

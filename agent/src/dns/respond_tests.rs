@@ -1,7 +1,7 @@
 //! Queries through [`Responder`] over hand-built snapshots: codes,
 //! truncation, limits, health, junk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
 use hickory_proto::op::Query;
@@ -373,4 +373,74 @@ fn reverse_names_point_to_nodes_then_services_v4_and_v6() {
         ptr(&protected, "1.0.0.127.in-addr.arpa."),
         (ResponseCode::Refused, vec![])
     );
+}
+
+/// `dns.near_first`: a service's instances nearest this agent first (by the
+/// coordinates the core loop publishes), instances without a coordinate
+/// last; off (the default), the order is random.
+#[test]
+fn near_first_answers_nearest_instances_first() {
+    use shoal_protocol::coordinate::{Coordinate, CoordinateConfig};
+    let at = |ms: f64| {
+        let mut coordinate = Coordinate::new(&CoordinateConfig::default());
+        coordinate.vec[0] = ms / 1000.0;
+        coordinate
+    };
+    let members: Vec<MemberView> = (1..=5)
+        .map(|i| {
+            let address = format!("10.0.0.{i}");
+            member(
+                i,
+                MemberStatus::Alive,
+                vec![instance(&format!("w{i}"), &address, CheckStatus::Passing)],
+            )
+        })
+        .collect();
+    // node-1 is this agent; node-3 has no coordinate.
+    let coordinates = crate::coordinates::NodeCoordinates::new(
+        "node-1".into(),
+        vec![
+            ("node-1".into(), at(0.0)),
+            ("node-2".into(), at(40.0)),
+            ("node-4".into(), at(2.0)),
+            ("node-5".into(), at(15.0)),
+        ],
+    );
+    let in_order = |reply: &Message| -> Vec<String> {
+        reply
+            .answers()
+            .iter()
+            .filter_map(|record| match record.data() {
+                RData::A(a) => Some(a.to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    let packet = query("web.service.consul.", RecordType::A, false);
+    let mut near = responder(
+        members.clone(),
+        DnsConfig {
+            near_first: true,
+            ..DnsConfig::default()
+        },
+    );
+    let (_status_tx, status_rx) = watch::channel(Arc::new(CoreCounters {
+        coordinates: Arc::new(coordinates.clone()),
+        ..CoreCounters::default()
+    }));
+    near.status_rx = status_rx.clone();
+    for _ in 0..5 {
+        assert_eq!(
+            in_order(&ask(&near, &packet, Transport::Udp)),
+            ["10.0.0.1", "10.0.0.4", "10.0.0.5", "10.0.0.2", "10.0.0.3"]
+        );
+    }
+    // Off, the same coordinates don't order anything: some answer of 40
+    // differs from the nearest-first order.
+    let mut random = responder(members, DnsConfig::default());
+    random.status_rx = status_rx;
+    let orders: BTreeSet<Vec<String>> = (0..40)
+        .map(|_| in_order(&ask(&random, &packet, Transport::Udp)))
+        .collect();
+    assert!(orders.len() > 1, "{orders:?}");
 }
