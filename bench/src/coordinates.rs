@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::faults::{advertised, relay::Relay};
 use crate::http::HttpClient;
-use crate::process;
 use crate::system::{Agent, System};
+use crate::{process, stats};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -126,13 +126,6 @@ pub async fn run(shoal_bin: &std::path::Path, seed: u64, options: &Options) -> R
                 errors.push((estimate - truth).abs() / truth);
             }
         }
-        errors.sort_by(f64::total_cmp);
-        let quantile = |q: f64| {
-            errors
-                .get(((errors.len() as f64 * q) as usize).min(errors.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
         let (mut same_zone, mut answering) = (0usize, 0usize);
         for (i, client) in http.iter_mut().enumerate() {
             let Ok(answer) = client.get("/v1/health/service/web?near=_agent").await else {
@@ -157,8 +150,8 @@ pub async fn run(shoal_bin: &std::path::Path, seed: u64, options: &Options) -> R
             "{seed},{n},{zones},{:.0},{},{:.4},{:.4},{:.4},{answering},{:.2}",
             at.as_secs_f64(),
             errors.len(),
-            quantile(0.5),
-            quantile(0.9),
+            stats::median(&errors),
+            stats::percentile(&errors, 90.0),
             same_zone as f64 / answering.max(1) as f64,
             process::load_average()
         );

@@ -153,6 +153,21 @@ impl AgentOptions {
         }
     }
 
+    /// Options for an agent called `name` behind a relay: it advertises
+    /// `relay` (where peers send to it) and joins through the first
+    /// relay of `relays`, if any.
+    pub fn behind_relay(
+        name: impl Into<String>,
+        relay: std::net::SocketAddr,
+        relays: &[relay::Relay],
+    ) -> AgentOptions {
+        AgentOptions {
+            join: relays.first().map(|r| vec![r.addr]).unwrap_or_default(),
+            args: vec!["--advertise".into(), relay.to_string()],
+            ..AgentOptions::named(name)
+        }
+    }
+
     /// Options for an agent called `name` that joins through `seed`; the
     /// rest default.
     pub fn joining(name: impl Into<String>, seed: &Agent) -> AgentOptions {

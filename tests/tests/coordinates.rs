@@ -59,15 +59,9 @@ fn coordinates_learn_the_zones_and_near_sorts_by_them() {
     let mut relays: Vec<Relay> = Vec::new();
     for i in 0..6 {
         let relay_addr = SocketAddr::new(unique_loopback(), GOSSIP_PORT);
-        let join = relays.first().map(|r| vec![r.addr]).unwrap_or_default();
         let agent = Agent::start(
             root.path(),
-            AgentOptions {
-                name: format!("node-{i}"),
-                join,
-                args: vec!["--advertise".into(), relay_addr.to_string()],
-                ..AgentOptions::default()
-            },
+            AgentOptions::behind_relay(format!("node-{i}"), relay_addr, &relays),
         );
         real.lock().unwrap().insert(agent.gossip_addr(), i);
         let zones = real.clone();

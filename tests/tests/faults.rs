@@ -18,15 +18,9 @@ fn ten_percent_loss_for_two_minutes_fails_no_healthy_node() {
     let mut relays: Vec<Relay> = Vec::new();
     for i in 0..5 {
         let relay_addr = std::net::SocketAddr::new(unique_loopback(), GOSSIP_PORT);
-        let join = relays.first().map(|r| vec![r.addr]).unwrap_or_default();
         let agent = Agent::start(
             root.path(),
-            AgentOptions {
-                name: format!("node-{i}"),
-                join,
-                args: vec!["--advertise".into(), relay_addr.to_string()],
-                ..AgentOptions::default()
-            },
+            AgentOptions::behind_relay(format!("node-{i}"), relay_addr, &relays),
         );
         relays.push(Relay::start(
             relay_addr,
