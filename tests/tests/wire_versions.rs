@@ -32,8 +32,8 @@ fn pretends_to_speak(min: u8, max: u8) -> Vec<(String, String)> {
     ]
 }
 
-/// Two agents as built (1 to 2) and one that speaks only 1, as 0.1.0 and
-/// 0.2.0 do: the two use 2 between themselves and 1 with the third,
+/// Two agents as built (1 to 2) and one that speaks only 1, as 0.1.0
+/// does: the two use 2 between themselves and 1 with the third,
 /// everything converges both ways, and network coordinates, which only
 /// version 2 carries, pass between the two newer agents only.
 #[test]

@@ -43,7 +43,10 @@ mod tests {
         let text = super::text();
         assert!(text.starts_with(&format!("shoal v{}\n", super::RELEASE)));
         assert!(text.contains("\nRevision "), "{text}");
-        assert!(text.contains("\nProtocol 1 spoken"), "{text}");
+        assert!(
+            text.contains("\nProtocol 2 spoken, understands 1 to 2\n"),
+            "{text}"
+        );
         assert!(text.contains("\nData dir format 1\n"), "{text}");
     }
 }
