@@ -5,6 +5,7 @@
 //!   reload. Nothing imports it back: readers use [`handle`] and [`snapshot`].
 //! - [`handle`]: [`handle::AgentHandle`], the one typed way in to the core
 //!   loop, and the vocabulary it speaks.
+//! - [`wan`]: what readers see of the WAN pool (a WAN member's second pool).
 //! - [`snapshot`]: what readers see of the agent, published by the core loop;
 //!   [`core_counters`]: the core loop's counters, published beside it.
 //! - [`fault`]: test-only fault injection (`--fault-injection`).
@@ -80,4 +81,5 @@ pub mod runners;
 pub mod snapshot;
 pub mod template;
 pub mod uuid;
+pub mod wan;
 pub mod watches;

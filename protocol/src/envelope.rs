@@ -98,6 +98,9 @@ pub enum PayloadKind {
     Swim = 1,
     /// An anti-entropy push-pull message (TCP frame).
     Sync = 2,
+    /// A read forwarded to another datacenter, or its answer (TCP frame,
+    /// on the WAN pool's port; see [`crate::forward`]). From 0.2.0 on.
+    Forward = 3,
 }
 
 impl PayloadKind {
@@ -105,6 +108,7 @@ impl PayloadKind {
         match byte {
             1 => Some(Self::Swim),
             2 => Some(Self::Sync),
+            3 => Some(Self::Forward),
             _ => None,
         }
     }

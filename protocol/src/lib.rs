@@ -16,6 +16,7 @@
 //! - [`rumor`]: node-record, KV and user-event broadcasts riding on SWIM
 //!   traffic.
 //! - [`event`]: user events: Lamport clock, deduplication, bounds.
+//! - [`forward`]: the messages of a read forwarded to another datacenter.
 //! - [`pull`]: bounded pulls of what digest rumors announce.
 //! - [`anti_entropy`]: the anti-entropy push-pull messages, one struct per step.
 //! - [`node`]: [`Node`], foca plus all of the above, as one state machine:
@@ -41,6 +42,7 @@ pub mod codec;
 pub mod coordinate;
 pub mod envelope;
 pub mod event;
+pub mod forward;
 pub mod fuzzing;
 pub mod identity;
 pub mod keyring;

@@ -124,8 +124,14 @@ pub const NODE_ID_TAG: &str = "id";
 /// without it is 0.1.0's, which speaks version 1 only.
 pub const WIRE_TAG: &str = "wire";
 
+/// The node record tag of an agent that is also a member of the WAN pool
+/// (`wan = true`): its WAN gossip address, where the agents of its
+/// datacenter send what they forward to other datacenters. Consul's
+/// servers carry theirs in the same way (`wan_join_port`).
+pub const WAN_TAG: &str = "wan";
+
 /// Tags the agent sets itself; an operator's `--tag` can't use them.
-pub const RESERVED_TAGS: [&str; 2] = [NODE_ID_TAG, WIRE_TAG];
+pub const RESERVED_TAGS: [&str; 3] = [NODE_ID_TAG, WIRE_TAG, WAN_TAG];
 
 /// The value of [`WIRE_TAG`] for `range`.
 pub fn wire_tag(range: WireRange) -> String {

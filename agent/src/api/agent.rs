@@ -9,14 +9,21 @@ use serde_json::{Value, json};
 
 use crate::consul_json::Member;
 use crate::reads::Reads;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, ApiState, Query, blocking};
 use crate::metrics::stats_json;
 
 /// `GET /v1/agent/members` (blocking queries work as on the catalog: the
-/// UI's members page waits on it).
+/// UI's members page waits on it). With `?wan`, the WAN pool's members,
+/// named `node.dc`, on a WAN member (`wan.enabled`); 400 elsewhere.
 pub async fn members(State(state): State<ApiState>, query: Query) -> Result<Response, ApiError> {
+    if query.present("wan") {
+        let wan = super::cluster_ops::wan_pool(&state)?;
+        let snapshot = wan.snapshot_rx.borrow().clone();
+        let members: Vec<Member> = snapshot.members.iter().map(Member::from_view).collect();
+        return Ok(Json(json!(members)).into_response());
+    }
     blocking::respond(&state, &query, Reads::CLUSTER, |snapshot| {
         let members: Vec<Member> = snapshot.members.iter().map(Member::from_view).collect();
         Ok(json!(members))

@@ -361,20 +361,46 @@ fn catalog_node_service(node: &CatalogNode<'_>, service: &shoal_protocol::Servic
     consul_json::agent_service(service, &node.record.datacenter, Some(node.record.version))
 }
 
-/// `GET /v1/catalog/datacenters`: the datacenters the cluster's nodes
-/// are in, ours first (Consul sorts by distance; we have no coordinates).
-pub async fn datacenters(State(state): State<ApiState>) -> Json<Value> {
+/// `GET /v1/catalog/datacenters`: ours first, then the other
+/// datacenters nearest first, as Consul sorts them. A WAN member knows
+/// them from its WAN pool; another agent asks a WAN member of its
+/// datacenter, and without one lists the datacenters its own members
+/// say they are in.
+pub async fn datacenters(State(state): State<ApiState>) -> Response {
+    let ours = state.config.datacenter.clone();
+    if let Some(wan) = &state.wan {
+        let all: Vec<String> = wan
+            .datacenters(&ours)
+            .into_iter()
+            .map(|dc| dc.name)
+            .collect();
+        return Json(json!(all)).into_response();
+    }
+    let asked = shoal_protocol::forward::ForwardRequest {
+        datacenter: ours.clone(),
+        path: "/v1/catalog/datacenters".into(),
+        token: None,
+        hops: 0,
+    };
+    if let Ok(answer) = state
+        .forwarder
+        .forward(asked, crate::wan::FORWARD_TIMEOUT)
+        .await
+        && answer.status == 200
+        && let Ok(all) = serde_json::from_slice::<Vec<String>>(&answer.body)
+    {
+        return Json(json!(all)).into_response();
+    }
     let snapshot = state.snapshot();
-    let ours = &state.config.datacenter;
     let mut others: Vec<&str> = catalog::nodes(&snapshot.members)
         .map(|node| node.record.datacenter.as_str())
-        .filter(|dc| !dc.is_empty() && dc != ours)
+        .filter(|dc| !dc.is_empty() && *dc != ours)
         .collect();
     others.sort_unstable();
     others.dedup();
     let mut all = vec![ours.as_str()];
     all.extend(others);
-    Json(json!(all))
+    Json(json!(all)).into_response()
 }
 
 /// `GET /v1/shoal/pick/:service[?tag=]`: one healthy instance at random

@@ -69,14 +69,30 @@ pub async fn node(
     .await
 }
 
-/// `GET /v1/coordinate/datacenters`: Consul lists the WAN coordinates of
-/// each datacenter's servers. Shoal has no WAN pool yet: our datacenter,
-/// with no WAN coordinates.
+/// `GET /v1/coordinate/datacenters`: each datacenter's WAN members and
+/// their WAN coordinates, nearest datacenter first, as Consul lists its
+/// servers'. On an agent that is not a WAN member: ours, with none.
 pub async fn datacenters(State(state): State<ApiState>) -> Response {
-    axum::Json(json!([{
-        "Datacenter": state.config.datacenter,
-        "AreaID": "WAN",
-        "Coordinates": [],
-    }]))
-    .into_response()
+    let ours = &state.config.datacenter;
+    let Some(wan) = &state.wan else {
+        return axum::Json(json!([{
+            "Datacenter": ours,
+            "AreaID": "WAN",
+            "Coordinates": [],
+        }]))
+        .into_response();
+    };
+    let all: Vec<Value> = wan
+        .datacenters(ours)
+        .into_iter()
+        .map(|dc| {
+            let coordinates: Vec<Value> = dc
+                .members
+                .iter()
+                .filter_map(|(node, coordinate)| Some(entry(node, coordinate.as_ref()?)))
+                .collect();
+            json!({ "Datacenter": dc.name, "AreaID": "WAN", "Coordinates": coordinates })
+        })
+        .collect();
+    axum::Json(Value::Array(all)).into_response()
 }

@@ -256,7 +256,13 @@ fn with_consul_headers(mut response: Response, front: &Front) -> Response {
     response
 }
 
+/// Every answer is the agent's own and current, so the leader is known
+/// and was last heard from now; a forwarded answer says otherwise itself.
 fn known_leader(headers: &mut HeaderMap) {
-    headers.insert(X_CONSUL_KNOWN_LEADER, HeaderValue::from_static("true"));
-    headers.insert(X_CONSUL_LAST_CONTACT, HeaderValue::from_static("0"));
+    if !headers.contains_key(X_CONSUL_KNOWN_LEADER) {
+        headers.insert(X_CONSUL_KNOWN_LEADER, HeaderValue::from_static("true"));
+    }
+    if !headers.contains_key(X_CONSUL_LAST_CONTACT) {
+        headers.insert(X_CONSUL_LAST_CONTACT, HeaderValue::from_static("0"));
+    }
 }

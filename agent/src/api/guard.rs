@@ -361,7 +361,7 @@ fn is_port(text: &str) -> bool {
 
 /// The token a request presents: `X-Consul-Token`, then `Authorization:
 /// Bearer`, then `?token=`. Empty values count as absent.
-fn presented_token<B>(request: &axum::http::Request<B>) -> Option<String> {
+pub(crate) fn presented_token<B>(request: &axum::http::Request<B>) -> Option<String> {
     let headers = request.headers();
     let from_header = headers
         .get("x-consul-token")

@@ -54,6 +54,7 @@ pub mod coordinate;
 pub mod events;
 pub mod filter;
 pub mod flags;
+pub mod forward;
 pub mod front;
 pub mod guard;
 pub mod health;
@@ -75,7 +76,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -130,6 +131,10 @@ pub struct ApiState {
     pub cache: Arc<cache::ResponseCache>,
     /// KV values a remembered delete replaced (shared with the core loop).
     pub kv_quarantine: Arc<crate::kv::quarantine::Quarantine>,
+    /// The WAN pool, when this agent is a WAN member (`wan.enabled`).
+    pub wan: Option<crate::wan::WanView>,
+    /// Sends reads with another datacenter's `?dc=` there.
+    pub forwarder: Arc<crate::wan::Forwarder>,
 }
 
 impl ApiState {
@@ -202,33 +207,63 @@ pub fn router(state: ApiState) -> front::Api {
             "/v1/agent/health/service/id/{id}",
             get(registry::health_by_id),
         )
-        .read("/v1/catalog/services", get(catalog::services))
-        .read("/v1/catalog/service/{name}", get(catalog::service))
-        .read("/v1/catalog/nodes", get(catalog::nodes))
-        .read("/v1/catalog/node/{node}", get(catalog::node))
+        .read(
+            "/v1/catalog/services",
+            forwarded(&state, get(catalog::services)),
+        )
+        .read(
+            "/v1/catalog/service/{name}",
+            forwarded(&state, get(catalog::service)),
+        )
+        .read("/v1/catalog/nodes", forwarded(&state, get(catalog::nodes)))
+        .read(
+            "/v1/catalog/node/{node}",
+            forwarded(&state, get(catalog::node)),
+        )
         .read(
             "/v1/catalog/node-services/{node}",
             get(catalog::node_services),
         )
         .read("/v1/catalog/datacenters", get(catalog::datacenters))
-        .read("/v1/coordinate/nodes", get(coordinate::nodes))
-        .read("/v1/coordinate/node/{node}", get(coordinate::node))
+        .read(
+            "/v1/coordinate/nodes",
+            forwarded(&state, get(coordinate::nodes)),
+        )
+        .read(
+            "/v1/coordinate/node/{node}",
+            forwarded(&state, get(coordinate::node)),
+        )
         .read("/v1/coordinate/datacenters", get(coordinate::datacenters))
         .read("/v1/status/leader", get(status::leader))
         .read("/v1/status/peers", get(status::peers))
         .read("/v1/agent/host", get(status::host))
-        .read("/v1/health/service/{name}", get(catalog::health_service))
-        .read("/v1/health/checks/{name}", get(catalog::health_checks))
-        .read("/v1/health/state/{state}", get(catalog::health_state))
-        .read("/v1/health/node/{node}", get(catalog::health_node))
-        .read("/v1/shoal/pick/{name}", get(catalog::pick))
+        .read(
+            "/v1/health/service/{name}",
+            forwarded(&state, get(catalog::health_service)),
+        )
+        .read(
+            "/v1/health/checks/{name}",
+            forwarded(&state, get(catalog::health_checks)),
+        )
+        .read(
+            "/v1/health/state/{state}",
+            forwarded(&state, get(catalog::health_state)),
+        )
+        .read(
+            "/v1/health/node/{node}",
+            forwarded(&state, get(catalog::health_node)),
+        )
+        .read(
+            "/v1/shoal/pick/{name}",
+            forwarded(&state, get(catalog::pick)),
+        )
         .read("/v1/shoal/fault", get(agent::get_faults))
         .write("/v1/shoal/fault", put(agent::set_faults))
-        .read("/v1/kv", get(kv::get))
+        .read("/v1/kv", forwarded(&state, get(kv::get)))
         .write("/v1/kv", put(kv::put).delete(kv::delete))
-        .read("/v1/kv/", get(kv::get))
+        .read("/v1/kv/", forwarded(&state, get(kv::get)))
         .write("/v1/kv/", put(kv::put).delete(kv::delete))
-        .read("/v1/kv/{*key}", get(kv::get))
+        .read("/v1/kv/{*key}", forwarded(&state, get(kv::get)))
         .write("/v1/kv/{*key}", put(kv::put).delete(kv::delete))
         .read("/v1/shoal/kv/quarantine", get(kv_quarantine::list))
         .write(
@@ -280,6 +315,15 @@ pub fn router(state: ApiState) -> front::Api {
     front::Api::new(front, router)
 }
 
+/// `route`, whose reads with another datacenter's `?dc=` go there
+/// ([`forward`]).
+fn forwarded(state: &ApiState, route: MethodRouter<ApiState>) -> MethodRouter<ApiState> {
+    route.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        forward::to_datacenter,
+    ))
+}
+
 /// A request's query string, with repeated keys kept (`?tag=a&tag=b`).
 #[derive(Debug, Default)]
 pub struct Query(pub Vec<(String, String)>);
@@ -321,13 +365,18 @@ impl Query {
         self.get(key).is_some()
     }
 
-    /// Refuses a `dc` other than ours; other Consul parameters (`stale`,
-    /// `consistent`, `ns`, `partition`, `token`, ...) are accepted as is.
+    /// Refuses a `dc` other than ours where it reaches a handler: a read
+    /// that is not forwarded (see [`forward`]), or a write, which Shoal
+    /// never sends to another datacenter (each owns its catalog and KV);
+    /// other Consul parameters (`stale`, `consistent`, `ns`, `partition`,
+    /// `token`, ...) are accepted as is.
     pub fn check_datacenter(&self, ours: &str) -> Result<(), ApiError> {
         match self.get("dc") {
             Some(dc) if !dc.is_empty() && dc != ours => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("dc: no path to datacenter `{dc}` (this agent is in `{ours}`)"),
+                format!(
+                    "dc: `{dc}` is another datacenter (this agent is in `{ours}`): only catalog, health, KV and coordinate reads go there; each datacenter owns its data, so write to an agent of `{dc}`"
+                ),
             )),
             _ => Ok(()),
         }

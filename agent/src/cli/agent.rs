@@ -110,6 +110,26 @@ pub struct AgentArgs {
     /// Allow exec checks from the config files [default: true].
     #[arg(long, env = "SHOAL_ENABLE_LOCAL_SCRIPT_CHECKS", value_name = "BOOL")]
     pub enable_local_script_checks: Option<bool>,
+    /// Also be a member of the WAN pool, which joins datacenters: a
+    /// handful of agents per datacenter, not all (`wan.enabled`).
+    #[arg(long, env = "SHOAL_WAN")]
+    pub wan: bool,
+    /// WAN gossip address, UDP and TCP [default: the bind IP, port 8302].
+    #[arg(long, env = "SHOAL_WAN_BIND", value_name = "IP:PORT")]
+    pub wan_bind: Option<String>,
+    /// WAN gossip address other datacenters reach this agent at [default:
+    /// the WAN bind address, or the advertise IP when binding to 0.0.0.0].
+    #[arg(long, env = "SHOAL_WAN_ADVERTISE", value_name = "IP:PORT")]
+    pub wan_advertise: Option<String>,
+    /// WAN member (of any datacenter) to join the WAN pool through;
+    /// retried until one answers; repeat for several [env: comma-separated].
+    #[arg(
+        long,
+        env = "SHOAL_JOIN_WAN",
+        value_name = "IP:PORT",
+        value_delimiter = ','
+    )]
+    pub join_wan: Vec<String>,
 }
 
 impl AgentArgs {
@@ -137,6 +157,10 @@ impl AgentArgs {
             encrypt: self.encrypt.clone(),
             enable_script_checks: self.enable_script_checks,
             enable_local_script_checks: self.enable_local_script_checks,
+            wan: self.wan,
+            wan_bind: self.wan_bind.clone(),
+            wan_advertise: self.wan_advertise.clone(),
+            join_wan: self.join_wan.clone(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `shoal join ADDR...`: as `consul join`, asks the agent to join the
-//! cluster through each address, and says how many answered.
+//! `shoal join [-wan] ADDR...`: as `consul join`, asks the agent to join
+//! the cluster (with `-wan`, on a WAN member, the WAN pool) through each
+//! address, and says how many answered.
 
 use clap::Args;
 
@@ -8,6 +9,10 @@ use crate::client::Client;
 
 #[derive(Debug, Args)]
 pub struct JoinArgs {
+    /// Join the WAN pool (the agent must be a WAN member, `--wan`); an IP
+    /// alone then means port 8302. Consul's single-dash `-wan` works too.
+    #[arg(long)]
+    pub wan: bool,
     /// Gossip addresses of agents already in the cluster: IP:PORT,
     /// [v6]:PORT, host:PORT, or an IP alone for the default gossip port
     /// (7946).
@@ -19,17 +24,21 @@ pub struct JoinArgs {
 }
 
 pub fn run(client: &Client, args: &JoinArgs) -> anyhow::Result<()> {
-    if let Some(flag) = args.addresses.iter().find(|word| word.starts_with('-')) {
-        if flag.trim_start_matches('-') == "wan" {
-            anyhow::bail!(
-                "{flag}: not supported: Shoal has one gossip pool and no WAN federation between datacenters; leave it out"
-            );
+    let mut wan = args.wan;
+    let mut addresses = Vec::new();
+    for word in &args.addresses {
+        match word.as_str() {
+            "-wan" => wan = true,
+            flag if flag.starts_with('-') => {
+                anyhow::bail!("{flag}: unknown flag (usage: shoal join [-wan] ADDR...)")
+            }
+            address => addresses.push(address),
         }
-        anyhow::bail!("{flag}: unknown flag (usage: shoal join ADDR...)");
     }
+    let query = if wan { "?wan=1" } else { "" };
     let mut joined = 0;
-    for address in &args.addresses {
-        match client.put(&format!("/v1/agent/join/{}", encode(address))) {
+    for address in addresses {
+        match client.put(&format!("/v1/agent/join/{}{query}", encode(address))) {
             Ok(_) => joined += 1,
             Err(error) => eprintln!("Error joining address '{address}': {error}"),
         }

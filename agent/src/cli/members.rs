@@ -1,4 +1,5 @@
-//! `shoal members [--status REGEX] [--detailed]`: like `consul members`.
+//! `shoal members [--status REGEX] [--detailed] [--wan]`: like `consul
+//! members`.
 
 use anyhow::Context;
 use clap::Args;
@@ -18,6 +19,9 @@ pub struct MembersArgs {
     /// versions, as `consul members -detailed` shows every tag.
     #[arg(long)]
     pub detailed: bool,
+    /// The WAN pool's members (named `node.dc`), from a WAN member.
+    #[arg(long)]
+    pub wan: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -32,7 +36,12 @@ pub fn run(client: &Client, args: &MembersArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--status: invalid regular expression `{pattern}`"))
         })
         .transpose()?;
-    let members = client.get_json("/v1/agent/members")?;
+    let path = if args.wan {
+        "/v1/agent/members?wan=1"
+    } else {
+        "/v1/agent/members"
+    };
+    let members = client.get_json(path)?;
     let members: Vec<Value> = members
         .as_array()
         .cloned()

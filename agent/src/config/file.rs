@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub templates: Option<Vec<toml::Value>>,
     /// `[[watches]]`: handlers run when part of the cluster changes.
     pub watches: Option<Vec<toml::Value>>,
+    /// `[wan]`: this agent's part in the WAN pool.
+    pub wan: Option<super::wan::FileWan>,
 }
 
 /// The `[kv]` table. The duration is a Go duration such as "72h".

@@ -27,11 +27,19 @@ pub(super) fn gossip_config(
     file: Option<FileGossip>,
     seeds: Vec<SocketAddr>,
 ) -> Result<GossipConfig, ConfigError> {
+    tuned(file, GossipConfig::default(), seeds, "gossip")
+}
+
+/// `defaults` with the keys of `file` (the table named `table`) over
+/// them, and `seeds` to announce to.
+pub(super) fn tuned(
+    file: Option<FileGossip>,
+    defaults: GossipConfig,
+    seeds: Vec<SocketAddr>,
+    table: &str,
+) -> Result<GossipConfig, ConfigError> {
     let file = file.unwrap_or_default();
-    let mut gossip = GossipConfig {
-        seeds,
-        ..GossipConfig::default()
-    };
+    let mut gossip = GossipConfig { seeds, ..defaults };
     let durations: [(&str, &Option<String>, &mut Duration); 6] = [
         (
             "probe_interval",
@@ -62,7 +70,7 @@ pub(super) fn gossip_config(
     ];
     for (key, text, target) in durations {
         if let Some(text) = text {
-            *target = parse_duration(&format!("gossip.{key}"), text)?;
+            *target = parse_duration(&format!("{table}.{key}"), text)?;
         }
     }
     let reaps = [
@@ -81,7 +89,7 @@ pub(super) fn gossip_config(
     ];
     for (key, text, target, minimum) in reaps {
         let Some(text) = text else { continue };
-        let key = format!("gossip.{key}");
+        let key = format!("{table}.{key}");
         let value = parse_duration(&key, text)?;
         if value < minimum {
             return Err(invalid(
@@ -99,7 +107,7 @@ pub(super) fn gossip_config(
             .filter(|n| n.get() <= MAX_GOSSIP_NODES)
             .ok_or_else(|| {
                 invalid(
-                    "gossip.gossip_nodes",
+                    &format!("{table}.gossip_nodes"),
                     format!("must be between 1 and {MAX_GOSSIP_NODES}"),
                 )
             })?;
@@ -107,7 +115,7 @@ pub(super) fn gossip_config(
     if let Some(mult) = file.suspicion_mult {
         if !(1.0..=100.0).contains(&mult) {
             return Err(invalid(
-                "gossip.suspicion_mult",
+                &format!("{table}.suspicion_mult"),
                 "must be between 1 and 100",
             ));
         }
@@ -115,9 +123,9 @@ pub(super) fn gossip_config(
     }
     if gossip.probe_rtt >= gossip.probe_period {
         return Err(invalid(
-            "gossip.probe_timeout",
+            &format!("{table}.probe_timeout"),
             format!(
-                "({}) must be shorter than gossip.probe_interval ({})",
+                "({}) must be shorter than {table}.probe_interval ({})",
                 crate::duration::format(gossip.probe_rtt),
                 crate::duration::format(gossip.probe_period)
             ),

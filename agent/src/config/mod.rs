@@ -13,6 +13,7 @@
 //! - `definitions`: services and checks from the file and `config_dir`.
 //! - `templates`: `[[templates]]`, files rendered from the catalog and KV.
 //! - [`watches`]: `[[watches]]`, handlers run when the cluster changes.
+//! - `wan`: the `[wan]` table, this agent's part in the WAN pool.
 //!
 //! Every duration is a Go duration ([`crate::duration`]).
 
@@ -27,6 +28,7 @@ mod network;
 mod node;
 mod overrides;
 mod templates;
+mod wan;
 pub mod watches;
 
 use std::collections::BTreeMap;
@@ -45,6 +47,7 @@ pub use network::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_ADDR, DEFAULT_JOIN_READY_TIM
 pub use node::{DataDir, LogFormat, MAX_TAG_KEY};
 pub use overrides::Overrides;
 pub use templates::{MAX_TEMPLATE_BYTES, TemplateConfig, TemplateSource};
+pub use wan::{DEFAULT_WAN_PORT, FileWan, WanConfig};
 pub use watches::{WatchDefinition, WatchHandler, WatchKind};
 
 use crate::checks::CheckDefinition;
@@ -128,6 +131,8 @@ pub struct AgentConfig {
     /// Addresses given without a port and the default port they got, as
     /// lines the agent logs at start.
     pub port_defaults: Vec<String>,
+    /// `[wan]`: set when this agent is also a WAN member.
+    pub wan: Option<WanConfig>,
 }
 
 impl AgentConfig {
@@ -207,6 +212,10 @@ impl AgentConfig {
         let checks = definitions::file_checks(file.checks)?;
         let templates = templates::templates(file.templates)?;
         let watches = watches::watch_definitions(file.watches)?;
+        let wan = wan::wan_config(file.wan, addresses.bind, addresses.advertise)?;
+        if wan.is_some() {
+            wan::check_wan_name(&node_name, &datacenter)?;
+        }
         Ok(Self {
             node_name,
             datacenter,
@@ -239,6 +248,7 @@ impl AgentConfig {
                 .unwrap_or(true),
             templates,
             watches,
+            wan,
         })
     }
 }

@@ -81,8 +81,8 @@ pub(super) fn tags(
     tags: Option<BTreeMap<String, String>>,
 ) -> Result<BTreeMap<String, String>, ConfigError> {
     let tags = tags.unwrap_or_default();
-    // Places in the record are the node ID's (`id`) and the wire
-    // versions' (`wire`).
+    // Places in the record are the node ID's (`id`), the wire versions'
+    // (`wire`) and a WAN member's WAN address (`wan`).
     let max = MAX_RECORD_TAGS - shoal_protocol::record::RESERVED_TAGS.len();
     if tags.len() > max {
         return Err(invalid(
@@ -100,6 +100,12 @@ pub(super) fn tags(
         return Err(invalid(
             "tags",
             "tag key `id` is reserved: it carries the node ID (kept in the data dir, shown as Config.NodeID in /v1/agent/self)",
+        ));
+    }
+    if tags.contains_key(shoal_protocol::record::WAN_TAG) {
+        return Err(invalid(
+            "tags",
+            "tag key `wan` is reserved: a WAN member (`wan.enabled`) carries its WAN address in it, for the agents of its datacenter",
         ));
     }
     if let Some(key) = tags

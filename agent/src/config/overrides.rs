@@ -40,6 +40,14 @@ pub struct Overrides {
     pub enable_script_checks: bool,
     /// `--enable-local-script-checks BOOL` / `SHOAL_ENABLE_LOCAL_SCRIPT_CHECKS`.
     pub enable_local_script_checks: Option<bool>,
+    /// `--wan` / `SHOAL_WAN`: `wan.enabled`.
+    pub wan: bool,
+    /// `--wan-bind` / `SHOAL_WAN_BIND`.
+    pub wan_bind: Option<String>,
+    /// `--wan-advertise` / `SHOAL_WAN_ADVERTISE`.
+    pub wan_advertise: Option<String>,
+    /// `--join-wan` / `SHOAL_JOIN_WAN`: replaces `wan.join`.
+    pub join_wan: Vec<String>,
 }
 
 impl Overrides {
@@ -68,6 +76,21 @@ impl Overrides {
         }
         if !self.join.is_empty() {
             file.join = Some(self.join.clone());
+        }
+        if self.wan
+            || self.wan_bind.is_some()
+            || self.wan_advertise.is_some()
+            || !self.join_wan.is_empty()
+        {
+            let wan = file.wan.get_or_insert_default();
+            if self.wan {
+                wan.enabled = Some(true);
+            }
+            replace(&self.wan_bind, &mut wan.bind);
+            replace(&self.wan_advertise, &mut wan.advertise);
+            if !self.join_wan.is_empty() {
+                wan.join = Some(self.join_wan.clone());
+            }
         }
         let tags = file.tags.get_or_insert_default();
         for text in &self.tags {

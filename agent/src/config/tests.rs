@@ -281,3 +281,56 @@ fn reap_timeouts_default_to_consul_and_serf_and_have_a_minimum() {
         assert!(error.contains(minimum) && error.contains(value), "{error}");
     }
 }
+
+#[test]
+fn the_wan_table_needs_enabled_and_its_own_port() {
+    let config = parse("data_dir = \"/tmp/x\"\nbind = \"10.0.0.5:7946\"\n[wan]\nenabled = true\njoin = [\"10.1.0.5\"]\n[wan.gossip]\nprobe_interval = \"10s\"\n").unwrap();
+    let wan = config.wan.expect("a WAN member");
+    assert_eq!(wan.bind, "10.0.0.5:8302".parse().unwrap());
+    assert_eq!(wan.advertise, "10.0.0.5:8302".parse().unwrap());
+    assert_eq!(wan.join, vec!["10.1.0.5:8302".parse().unwrap()]);
+    // memberlist's WAN timings, with the file's over them.
+    assert_eq!(wan.gossip.probe_period, std::time::Duration::from_secs(10));
+    assert_eq!(wan.gossip.probe_rtt, std::time::Duration::from_secs(3));
+    assert_eq!(
+        wan.gossip.anti_entropy_interval,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(wan.gossip.suspicion_mult, 6.0);
+    assert_eq!(wan.gossip.seeds, wan.join);
+
+    // Not a WAN member: no WAN pool, and its keys are refused.
+    assert!(parse("data_dir = \"/tmp/x\"\n").unwrap().wan.is_none());
+    let error = parse("data_dir = \"/tmp/x\"\n[wan]\njoin = [\"10.1.0.5\"]\n").unwrap_err();
+    assert!(
+        error.to_string().contains("wan.join") && error.to_string().contains("wan.enabled"),
+        "{error}"
+    );
+    // The LAN port is not the WAN's.
+    let error = parse("data_dir = \"/tmp/x\"\nbind = \"10.0.0.5:7946\"\n[wan]\nenabled = true\nbind = \"10.0.0.5:7946\"\n").unwrap_err();
+    assert!(error.to_string().contains("wan.bind"), "{error}");
+    // Its gossip keys are checked under their own names.
+    let error = parse(
+        "data_dir = \"/tmp/x\"\n[wan]\nenabled = true\n[wan.gossip]\nprobe_interval = \"soon\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("wan.gossip.probe_interval"),
+        "{error}"
+    );
+    let error = parse("data_dir = \"/tmp/x\"\n[wan]\nenabled = true\n[wan.gossip]\nprobe_interval = \"1s\"\nprobe_timeout = \"2s\"\n").unwrap_err();
+    assert!(
+        error.to_string().contains("wan.gossip.probe_timeout"),
+        "{error}"
+    );
+    // `node.dc` names the agent in the WAN pool: it must fit a name.
+    let long = "n".repeat(125);
+    let error = parse(&format!(
+        "data_dir = \"/tmp/x\"\nnode_name = \"{long}\"\n[wan]\nenabled = true\n"
+    ))
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("wan.enabled") && error.to_string().contains("dc1"),
+        "{error}"
+    );
+}

@@ -110,6 +110,44 @@ pub struct SyncService {
     counters: Arc<AntiEntropyCounters>,
     /// Peers whose frames are in a wire version we don't speak.
     refusals: Arc<std::sync::Mutex<super::wire::RefusalLog>>,
+    /// On the WAN listener: forwarded reads are served too.
+    forward: Option<Arc<ForwardListener>>,
+}
+
+/// The WAN listener's forwarded reads, and how many connections may be
+/// waiting to show what they carry.
+struct ForwardListener {
+    server: Arc<super::forward::ForwardServer>,
+    pending: Arc<Semaphore>,
+}
+
+/// Connections on the WAN listener waiting for their first frame's header.
+const MAX_PENDING: usize = 128;
+
+/// The payload kind of the first frame on `stream`, from its header
+/// (not consumed), once it arrived within [`FIRST_FRAME_DEADLINE`].
+async fn peek_kind(stream: &TcpStream) -> Option<PayloadKind> {
+    // The frame's length, then the envelope's magic, version and kind.
+    let mut header = [0u8; 10];
+    tokio::time::timeout(FIRST_FRAME_DEADLINE, async {
+        loop {
+            let read = stream.peek(&mut header).await.ok()?;
+            if read == header.len() {
+                return Some(());
+            }
+            if read == 0 {
+                return None;
+            }
+            // Part of it: wait for more.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .ok()??;
+    match header[9] {
+        3 => Some(PayloadKind::Forward),
+        _ => Some(PayloadKind::Sync),
+    }
 }
 
 impl SyncService {
@@ -136,7 +174,18 @@ impl SyncService {
             refusals,
             faults,
             counters: Arc::default(),
+            forward: None,
         }
+    }
+
+    /// Serves the reads other agents forward through this one (the WAN
+    /// listener's).
+    pub fn with_forward(mut self, server: Arc<super::forward::ForwardServer>) -> Self {
+        self.forward = Some(Arc::new(ForwardListener {
+            server,
+            pending: Arc::new(Semaphore::new(MAX_PENDING)),
+        }));
+        self
     }
 
     /// The counters of exchanges, bytes and durations.
@@ -262,9 +311,10 @@ impl SyncService {
         socket.connect(peer).await
     }
 
-    /// Accepts exchanges until `shutdown`.
+    /// Accepts exchanges until `shutdown`; on the WAN listener (with
+    /// [`SyncService::with_forward`]), forwarded reads too.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
-        let mut rate = PeerRateLimit::default();
+        let rate = Arc::new(std::sync::Mutex::new(PeerRateLimit::default()));
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -282,47 +332,99 @@ impl SyncService {
             if self.faults.is_blocked(peer.ip()) {
                 continue;
             }
-            let refused = || {
-                self.counters
-                    .exchange(Role::Served, Outcome::Refused, Duration::ZERO, 0)
-            };
-            let Some(slot) = self.per_peer.take(peer.ip()) else {
-                refused();
-                tracing::debug!(%peer, "{MAX_PER_PEER} anti-entropy exchanges from this address already; closing");
+            let Some(forward) = self.forward.clone() else {
+                if let Some(held) = self.admit(peer, &rate) {
+                    let service = self.clone();
+                    self.tracker
+                        .spawn(async move { service.serve_exchange(stream, peer, held).await });
+                }
                 continue;
             };
+            // Which of the two it is shows in its first frame's header,
+            // awaited in a task of its own (a bounded number of them).
+            let Ok(pending) = forward.pending.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "too many connections opening on the WAN listener; closing");
+                continue;
+            };
+            let service = self.clone();
+            let rate = rate.clone();
+            self.tracker.spawn(async move {
+                let kind = peek_kind(&stream).await;
+                drop(pending);
+                match kind {
+                    Some(PayloadKind::Forward) => {
+                        if let Err(error) = forward.server.serve(stream, &service.envelope).await {
+                            tracing::debug!(%peer, %error, "forwarded read failed");
+                        }
+                    }
+                    Some(_) => {
+                        if let Some(held) = service.admit(peer, &rate) {
+                            service.serve_exchange(stream, peer, held).await;
+                        }
+                    }
+                    None => tracing::debug!(%peer, "no frame header in time; closing"),
+                }
+            });
+        }
+    }
+
+    /// The limits an exchange from `peer` must pass (per-peer slots, the
+    /// rate, the total): what it holds while it runs, or `None` (counted
+    /// and closed).
+    fn admit(
+        &self,
+        peer: SocketAddr,
+        rate: &std::sync::Mutex<PeerRateLimit>,
+    ) -> Option<(tokio::sync::OwnedSemaphorePermit, super::rate::PeerSlot)> {
+        let refused = || {
+            self.counters
+                .exchange(Role::Served, Outcome::Refused, Duration::ZERO, 0)
+        };
+        let Some(slot) = self.per_peer.take(peer.ip()) else {
+            refused();
+            tracing::debug!(%peer, "{MAX_PER_PEER} anti-entropy exchanges from this address already; closing");
+            return None;
+        };
+        {
+            let mut rate = rate.lock().expect("rate limit lock poisoned");
             if !rate.allow(peer.ip(), std::time::Instant::now()) {
                 refused();
                 if rate.refused.is_power_of_two() {
                     tracing::warn!(%peer, refused = rate.refused, "anti-entropy exchanges too frequent from this peer; closing");
                 }
-                continue;
+                return None;
             }
-            let Ok(permit) = self.incoming.clone().try_acquire_owned() else {
-                refused();
-                tracing::debug!(%peer, "too many anti-entropy exchanges; closing");
-                continue;
-            };
-            let service = self.clone();
-            self.tracker.spawn(async move {
-                let _held = (permit, slot);
-                let started = std::time::Instant::now();
-                let result = tokio::time::timeout(EXCHANGE_TIMEOUT, service.respond(stream))
-                    .await
-                    .unwrap_or(Err(SyncError::Timeout));
-                service.count(Role::Served, &result, started);
-                match result {
-                    Err(SyncError::Envelope(EnvelopeError::UnknownVersion { theirs, .. })) => {
-                        service
-                            .refusals
-                            .lock()
-                            .expect("refusal log lock poisoned")
-                            .note(peer, theirs, "tcp", None, std::time::Instant::now());
-                    }
-                    Err(error) => tracing::debug!(%peer, %error, "anti-entropy exchange refused"),
-                    Ok(_) => {}
-                }
-            });
+        }
+        let Ok(permit) = self.incoming.clone().try_acquire_owned() else {
+            refused();
+            tracing::debug!(%peer, "too many anti-entropy exchanges; closing");
+            return None;
+        };
+        Some((permit, slot))
+    }
+
+    /// Serves one admitted exchange to its end.
+    async fn serve_exchange(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        held: (tokio::sync::OwnedSemaphorePermit, super::rate::PeerSlot),
+    ) {
+        let _held = held;
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(EXCHANGE_TIMEOUT, self.respond(stream))
+            .await
+            .unwrap_or(Err(SyncError::Timeout));
+        self.count(Role::Served, &result, started);
+        match result {
+            Err(SyncError::Envelope(EnvelopeError::UnknownVersion { theirs, .. })) => {
+                self.refusals
+                    .lock()
+                    .expect("refusal log lock poisoned")
+                    .note(peer, theirs, "tcp", None, std::time::Instant::now());
+            }
+            Err(error) => tracing::debug!(%peer, %error, "anti-entropy exchange refused"),
+            Ok(_) => {}
         }
     }
 

@@ -14,21 +14,26 @@
 //! - [`anti_entropy`]: TCP anti-entropy exchanges;
 //!   [`anti_entropy_counters`]: what they count.
 //! - [`rate`]: the per-peer rate limit on exchanges accepted.
+//! - [`forward`]: the WAN listener's side of reads forwarded between
+//!   datacenters.
 //! - [`index`]: `X-Consul-Index`, monotonic across restarts.
 //! - [`registrar`]: the loop's side of the registry: check runners and
 //!   persistence of API registrations.
 //! - [`reload`]: config hot reload (file watch, SIGHUP, `PUT /v1/agent/reload`).
 //! - [`systemd`]: readiness, status and watchdog over `sd_notify`.
+//! - [`wan`]: a WAN member's second pool, which joins datacenters.
 
 pub mod anti_entropy;
 pub mod anti_entropy_counters;
 pub mod core_loop;
+pub mod forward;
 pub mod index;
 pub mod rate;
 pub mod registrar;
 pub mod reload;
 pub mod scheduler;
 pub mod systemd;
+pub mod wan;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -74,6 +79,8 @@ pub struct Listeners {
     pub udp: UdpSocket,
     pub tcp: TcpListener,
     pub http: TcpListener,
+    /// The WAN pool's, when this agent is a WAN member.
+    pub wan: Option<(UdpSocket, TcpListener)>,
     /// `None`: DNS is off (or its default address was taken).
     pub dns: Option<crate::dns::server::DnsListeners>,
 }
@@ -99,10 +106,15 @@ impl Listeners {
             )
         })?;
         let dns = crate::dns::server::DnsListeners::bind(&config.dns)?;
+        let wan = match &config.wan {
+            Some(wan) => Some(wan::bind(wan).await?),
+            None => None,
+        };
         Ok(Self {
             udp,
             tcp,
             http,
+            wan,
             dns,
         })
     }
@@ -122,42 +134,39 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let systemd = Arc::new(systemd);
-    let data_dir = Arc::new(DataDirGuard::open(&config.data_dir)?);
-    let Identity {
-        mut node,
-        envelope,
-        keyring,
-    } = identity(&config, &data_dir)?;
     let tasks = Tasks::default();
     // Not tracked: it ends on its own within seconds.
     tokio::spawn(crate::resident::trim_heap_after_start_up());
-    let (agent, commands_rx) = crate::handle::channel();
-    let index = start_index(&data_dir, &mut node)?;
-    let kv = open_kv(&config, &data_dir, &mut node, keyring.clone(), &tasks)?;
-    let (snapshot_tx, snapshot_rx) =
-        watch::channel(Arc::new(first_snapshot(&node, index.current())));
-    let (status_tx, status_rx) = watch::channel(Arc::default());
-    let core_runtime = CoreRuntime::new()?;
-    let (schedule_tx, timers_rx) = spawn_scheduler(&core_runtime, &tasks);
-    let (registrar, results_rx) = spawn_registry(&config, &data_dir, snapshot_rx.clone(), &tasks)?;
     let faults = Arc::new(FaultInjection::new(config.fault_injection));
-    // Outgoing exchanges leave from the address we are bound to.
-    let sync = SyncService::new(
-        envelope.clone(),
-        agent.clone(),
-        snapshot_rx.clone(),
-        listeners.tcp.local_addr().ok().map(|addr| addr.ip()),
-        tasks.tracker.clone(),
+    let core = Core::build(
+        &config,
+        (listeners.udp, listeners.tcp),
+        None,
+        None,
         faults.clone(),
-    );
-    let transport = spawn_transport(
-        &core_runtime,
-        listeners.udp,
-        listeners.tcp,
-        sync,
-        faults.clone(),
+        systemd.clone(),
         &tasks,
     )?;
+    let forward_server = Arc::new(forward::ForwardServer::new(
+        config.datacenter.clone(),
+        config.http_addr,
+    ));
+    let wan = match listeners.wan {
+        Some(sockets) => Some(wan::start(
+            &config,
+            sockets,
+            &core,
+            forward_server.clone(),
+            faults.clone(),
+            &tasks,
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
+    let forwarder = Arc::new(forwarder(&config, &core, wan.as_ref(), faults.clone()));
+    let agent = core.agent.clone();
+    let snapshot_rx = core.snapshot_rx.clone();
+    let status_rx = core.status_rx.clone();
     let templates = crate::template::Templates::spawn(
         config.templates.clone(),
         snapshot_rx.clone(),
@@ -185,17 +194,17 @@ pub async fn run(
         tasks.stop.clone(),
     );
     let left = CancellationToken::new();
-    let event_counters = Arc::new(crate::events::EventCounters::default());
     crate::logging::cluster::spawn(
         crate::logging::cluster::ClusterLog {
             seeds: config.join.clone(),
             local: config.advertise,
-            envelope,
+            envelope: core.envelope.clone(),
         },
         snapshot_rx.clone(),
         status_rx.clone(),
         &tasks.tracker,
         tasks.stop.clone(),
+        tracing::Span::none(),
     );
     let dns_counters = Arc::new(crate::dns::DnsCounters::default());
     let dns_addr = serve_dns(
@@ -230,12 +239,13 @@ pub async fn run(
     let requests = Arc::new(api::request_counters::RequestCounters::default());
     let http = Arc::new(api::server::HttpCounters::default());
     let templates = templates.stats();
+    let event_counters = core.loop_.event_counters.clone();
     let mut metrics = crate::metrics::Registry::default();
     metrics
-        .add(transport.sync.counters())
-        .add(kv.counters.clone())
-        .add(kv.quarantine.clone())
-        .add(registrar.counters.clone())
+        .add(core.loop_.sync.counters())
+        .add(core.loop_.kv.counters.clone())
+        .add(core.loop_.kv.quarantine.clone())
+        .add(core.loop_.registrar.counters.clone())
         .add(requests.clone())
         .add(http.clone())
         .add(cache.clone())
@@ -245,6 +255,7 @@ pub async fn run(
         .add(event_counters.clone())
         .add(dns_counters.clone())
         .add(Arc::new(crate::process::ProcessCounters));
+    let kv_quarantine = core.loop_.kv.quarantine.clone();
     let http_addr = serve_api(
         listeners.http,
         api::ApiState {
@@ -256,66 +267,166 @@ pub async fn run(
             shutdown: shutdown.clone(),
             left: left.clone(),
             agent,
-            faults: faults.clone(),
-            keyring,
+            faults,
+            keyring: core.keyring.clone(),
             templates,
-            events: event_counters.clone(),
+            events: event_counters,
             watches: watch_counters,
             metrics: Arc::new(metrics),
             requests,
             http,
             dns: dns_counters,
             cache,
-            kv_quarantine: kv.quarantine.clone(),
+            kv_quarantine,
+            wan: wan.as_ref().map(|wan| wan.view.clone()),
+            forwarder: forwarder.clone(),
         },
+        &forward_server,
+        forwarder,
         &tasks,
     )?;
 
     tracing::info!(
         node = %config.node_name,
-        id = %node.local_record().id,
+        id = %core.loop_.node.local_record().id,
         bind = %config.bind,
         http = %http_addr,
         dns = %dns_addr.map_or("off".to_string(), |addr| addr.to_string()),
+        wan = %config.wan.as_ref().map_or("off".to_string(), |wan| wan.bind.to_string()),
         cluster = %config.cluster,
         seeds = ?config.join,
         "shoal agent running"
     );
-    let core = CoreLoop {
-        node,
-        socket: transport.socket,
-        schedule_tx,
-        snapshot_tx,
-        status_tx,
-        sync: transport.sync,
-        data_dir,
-        receive_drops: transport.receive_drops,
-        send_failures: 0,
-        index,
-        suspects: Default::default(),
-        registrar,
-        kv,
-        faults,
-        name_taken: None,
-        events: Default::default(),
-        event_counters,
-        work: tokio::runtime::Handle::current(),
-        systemd,
-        coordinates: Default::default(),
-    };
-    let inputs = Inputs {
-        timers_rx,
-        datagrams_rx: transport.datagrams_rx,
-        commands_rx,
-        results_rx,
-    };
-    let outcome = spawn_core_thread(core_runtime, core, inputs, shutdown)?
+    let outcome = core
+        .spawn("shoal-gossip", shutdown, tracing::Span::none())?
         .await
         .context("the gossip thread stopped unexpectedly")?;
+    if let Some(wan) = wan {
+        // It leaves on the same signal; its outcome is logged by its thread.
+        let _ = wan.done.await;
+    }
 
     left.cancel();
     tasks.stop().await;
     Ok(outcome?)
+}
+
+/// One gossip pool's core, built and ready to run: the LAN pool's, and
+/// a WAN member's second one (see [`wan`]). Everything a reader needs from
+/// it is here; the loop itself starts with [`Core::spawn`].
+struct Core {
+    loop_: CoreLoop,
+    inputs: Inputs,
+    runtime: CoreRuntime,
+    agent: crate::handle::AgentHandle,
+    snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    status_rx: watch::Receiver<Arc<crate::core_counters::CoreCounters>>,
+    envelope: Envelope,
+    keyring: Keyring,
+}
+
+impl Core {
+    /// Opens `config`'s data dir and KV store, builds the node (sealing
+    /// with `keyring` when given, else with the configured key), starts
+    /// the timer scheduler, the check runners' registry and the transport
+    /// on `sockets`, and wires the loop that will own them.
+    fn build(
+        config: &AgentConfig,
+        sockets: (UdpSocket, TcpListener),
+        keyring: Option<Keyring>,
+        forward: Option<Arc<forward::ForwardServer>>,
+        faults: Arc<FaultInjection>,
+        systemd: Arc<systemd::Notifier>,
+        tasks: &Tasks,
+    ) -> anyhow::Result<Self> {
+        let data_dir = Arc::new(DataDirGuard::open(&config.data_dir)?);
+        let Identity {
+            mut node,
+            envelope,
+            keyring,
+        } = identity(config, &data_dir, keyring)?;
+        let (agent, commands_rx) = crate::handle::channel();
+        let index = start_index(&data_dir, &mut node)?;
+        let kv = open_kv(config, &data_dir, &mut node, keyring.clone(), tasks)?;
+        let (snapshot_tx, snapshot_rx) =
+            watch::channel(Arc::new(first_snapshot(&node, index.current())));
+        let (status_tx, status_rx) = watch::channel(Arc::default());
+        let runtime = CoreRuntime::new()?;
+        let (schedule_tx, timers_rx) = spawn_scheduler(&runtime, tasks);
+        let (registrar, results_rx) =
+            spawn_registry(config, &data_dir, snapshot_rx.clone(), tasks)?;
+        let (udp, tcp) = sockets;
+        // Outgoing exchanges leave from the address we are bound to.
+        let sync = SyncService::new(
+            envelope.clone(),
+            agent.clone(),
+            snapshot_rx.clone(),
+            tcp.local_addr().ok().map(|addr| addr.ip()),
+            tasks.tracker.clone(),
+            faults.clone(),
+        );
+        let sync = match forward {
+            Some(server) => sync.with_forward(server),
+            None => sync,
+        };
+        let transport = spawn_transport(&runtime, udp, tcp, sync, faults.clone(), tasks)?;
+        let loop_ = CoreLoop {
+            node,
+            socket: transport.socket,
+            schedule_tx,
+            snapshot_tx,
+            status_tx,
+            sync: transport.sync,
+            data_dir,
+            receive_drops: transport.receive_drops,
+            send_failures: 0,
+            index,
+            suspects: Default::default(),
+            registrar,
+            kv,
+            faults,
+            name_taken: None,
+            events: Default::default(),
+            event_counters: Arc::default(),
+            work: tokio::runtime::Handle::current(),
+            systemd,
+            coordinates: Default::default(),
+        };
+        let inputs = Inputs {
+            timers_rx,
+            datagrams_rx: transport.datagrams_rx,
+            commands_rx,
+            results_rx,
+        };
+        Ok(Self {
+            loop_,
+            inputs,
+            runtime,
+            agent,
+            snapshot_rx,
+            status_rx,
+            envelope,
+            keyring,
+        })
+    }
+
+    /// Runs the loop on a thread of its own named `thread`, its lines
+    /// logged in `span`; the answer comes when it has left the pool.
+    fn spawn(
+        self,
+        thread: &str,
+        shutdown: CancellationToken,
+        span: tracing::Span,
+    ) -> anyhow::Result<tokio::sync::oneshot::Receiver<Result<(), core_loop::NameTaken>>> {
+        spawn_core_thread(
+            thread,
+            self.runtime,
+            self.loop_,
+            self.inputs,
+            shutdown,
+            span,
+        )
+    }
 }
 
 /// The agent's background tasks: one token stops them all, and the tracker
@@ -355,8 +466,14 @@ struct Identity {
 }
 
 /// Takes the next generation from the data dir (a restarted agent is a new
-/// member of the cluster) and builds the node with its record and keys.
-fn identity(config: &AgentConfig, data_dir: &DataDirGuard) -> anyhow::Result<Identity> {
+/// member of the cluster) and builds the node with its record and keys:
+/// `keyring` when given (the WAN pool shares the LAN's), else one with
+/// the configured key.
+fn identity(
+    config: &AgentConfig,
+    data_dir: &DataDirGuard,
+    keyring: Option<Keyring>,
+) -> anyhow::Result<Identity> {
     let now_millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)
@@ -383,11 +500,18 @@ fn identity(config: &AgentConfig, data_dir: &DataDirGuard) -> anyhow::Result<Ide
         shoal_protocol::record::NODE_ID_TAG.into(),
         data_dir.node_id()?,
     );
+    if let Some(wan) = &config.wan {
+        // LAN agents forward what is for other datacenters to a WAN member.
+        record.tags.insert(
+            shoal_protocol::record::WAN_TAG.into(),
+            wan.advertise.to_string(),
+        );
+    }
 
-    let keyring = match config.encrypt {
+    let keyring = keyring.unwrap_or_else(|| match config.encrypt {
         Some(key) => Keyring::with_primary(key),
         None => Keyring::default(),
-    };
+    });
     let envelope = Envelope::with_keyring(cluster_id(&config.cluster), keyring.clone())
         .with_range(wire::local_range());
     let mut node = Node::new(
@@ -443,20 +567,23 @@ fn first_snapshot(node: &Node, index: u64) -> Snapshot {
 /// scheduler and the receive loop already wait); the answer comes when
 /// it has left the cluster. Dropping the runtime then ends its other tasks.
 fn spawn_core_thread(
+    thread: &str,
     mut runtime: CoreRuntime,
     core: CoreLoop,
     inputs: Inputs,
     shutdown: CancellationToken,
+    span: tracing::Span,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<Result<(), core_loop::NameTaken>>> {
+    use tracing::Instrument;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let runtime = runtime.0.take().expect("the gossip runtime is taken once");
     std::thread::Builder::new()
-        .name("shoal-gossip".into())
+        .name(thread.into())
         .spawn(move || {
-            let outcome = runtime.block_on(core.run(inputs, shutdown));
+            let outcome = runtime.block_on(core.run(inputs, shutdown).instrument(span));
             let _ = done_tx.send(outcome);
         })
-        .context("cannot start the gossip thread")?;
+        .with_context(|| format!("cannot start the {thread} thread"))?;
     Ok(done_rx)
 }
 
@@ -624,21 +751,54 @@ fn spawn_transport(
     })
 }
 
-/// Serves the HTTP API on `listener`; returns the address it serves on.
+/// Serves the HTTP API on `listener`, and (on a WAN member) to the reads
+/// other agents forward here; returns the address it serves on.
 fn serve_api(
     listener: TcpListener,
     state: api::ApiState,
+    forward_server: &forward::ForwardServer,
+    forwarder: Arc<crate::wan::Forwarder>,
     tasks: &Tasks,
 ) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     let counters = state.http.clone();
+    let api = api::router(state);
+    forward_server.ready(forwarder, api.clone());
     tasks.spawn(api::server::serve(
         listener,
-        api::router(state),
+        api,
         counters,
         tasks.stop.clone(),
     ));
     Ok(addr)
+}
+
+/// What sends reads to other datacenters: sealed for the WAN pool (its
+/// cluster name, our keyring), from the WAN address on a WAN member,
+/// from the LAN one elsewhere.
+fn forwarder(
+    config: &AgentConfig,
+    lan: &Core,
+    wan: Option<&wan::WanPool>,
+    faults: Arc<FaultInjection>,
+) -> crate::wan::Forwarder {
+    let envelope = match wan {
+        Some(wan) => wan.envelope.clone(),
+        None => Envelope::with_keyring(
+            cluster_id(&wan::wan_cluster(&config.cluster)),
+            lan.keyring.clone(),
+        )
+        .with_range(wire::local_range()),
+    };
+    let local_ip = config.wan.as_ref().map_or(config.bind, |wan| wan.bind).ip();
+    crate::wan::Forwarder::new(
+        config.datacenter.clone(),
+        envelope,
+        lan.snapshot_rx.clone(),
+        wan.map(|wan| wan.view.clone()),
+        Some(local_ip),
+        faults,
+    )
 }
 
 /// Serves DNS on the agent's runtime, if it is on; returns the address.

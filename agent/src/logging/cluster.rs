@@ -50,16 +50,19 @@ pub struct ClusterLog {
     pub envelope: Envelope,
 }
 
-/// Starts the task; it stops with `stop`.
+/// Starts the task, its lines logged in `span` (the WAN pool's are in
+/// `wan`); it stops with `stop`.
 pub fn spawn(
     setup: ClusterLog,
     snapshot_rx: watch::Receiver<Arc<Snapshot>>,
     status_rx: watch::Receiver<Arc<CoreCounters>>,
     tracker: &TaskTracker,
     stop: CancellationToken,
+    span: tracing::Span,
 ) {
+    use tracing::Instrument;
     let task = ClusterLogTask::new(setup, tracker.clone());
-    tracker.spawn(task.run(snapshot_rx, status_rx, stop));
+    tracker.spawn(task.run(snapshot_rx, status_rx, stop).instrument(span));
 }
 
 struct ClusterLogTask {

@@ -114,6 +114,26 @@ impl Default for GossipConfig {
     }
 }
 
+impl GossipConfig {
+    /// The WAN pool's timings: memberlist's `DefaultWANConfig`, which
+    /// Consul's servers use on their WAN pool (probe every 5 s with a 3 s
+    /// timeout, gossip every 500 ms to 4 members, suspicion multiplier 6,
+    /// push-pull every 60 s). Links between datacenters are slower and
+    /// lossier than a LAN's, and a WAN pool has a handful of members per
+    /// datacenter, so it probes slowly and suspects patiently.
+    pub fn wan() -> Self {
+        Self {
+            probe_period: Duration::from_secs(5),
+            probe_rtt: Duration::from_secs(3),
+            gossip_interval: Duration::from_millis(500),
+            gossip_fanout: NonZeroUsize::new(4).expect("4 > 0"),
+            suspicion_mult: 6.0,
+            anti_entropy_interval: Duration::from_secs(60),
+            ..Self::default()
+        }
+    }
+}
+
 /// `Min`'s multiplier: 3.5, below memberlist's 4, with memberlist's two
 /// confirmations still needed to reach it (`ceil(3.5 - 2)`). Dynamic
 /// suspicion and reminders to the suspect (Lifeguard's buddy system) give

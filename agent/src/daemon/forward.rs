@@ -1,0 +1,147 @@
+//! The WAN listener's side of reads forwarded between datacenters (see
+//! `shoal_protocol::forward` and [`crate::wan::Forwarder`]): a request
+//! for our datacenter is answered by our own HTTP API, in process, as if
+//! a local client had asked; one for another datacenter, from a LAN agent
+//! of ours, is sent on to a WAN member of the target.
+//!
+//! Budget: at most [`MAX_FORWARDS_SERVED`] requests at once (past it,
+//! a 503 at once, without reading the request), a request frame of at
+//! most [`MAX_REQUEST`] bytes within [`FIRST_FRAME_DEADLINE`], and only
+//! the reads of [`forwardable`].
+
+use std::sync::{Arc, OnceLock};
+
+use axum::http::{Request, header};
+use shoal_protocol::envelope::Envelope;
+use shoal_protocol::forward::{ForwardRequest, ForwardResponse, MAX_REQUEST};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use super::anti_entropy::FIRST_FRAME_DEADLINE;
+use crate::api::front::Api;
+use crate::wan::{
+    Forwarder, FrameError, MAX_ANSWER, forward_error, forwardable, read_frame, request_timeout,
+    write_frame,
+};
+
+/// Forwarded requests served at once.
+pub const MAX_FORWARDS_SERVED: usize = 64;
+
+/// Serves forwarded reads on the WAN listener.
+pub struct ForwardServer {
+    datacenter: String,
+    http_addr: std::net::SocketAddr,
+    /// Set once the API is up: until then, requests get a 503.
+    ready: OnceLock<(Arc<Forwarder>, Api)>,
+    served: Arc<Semaphore>,
+}
+
+impl ForwardServer {
+    pub fn new(datacenter: String, http_addr: std::net::SocketAddr) -> Self {
+        Self {
+            datacenter,
+            http_addr,
+            ready: OnceLock::new(),
+            served: Arc::new(Semaphore::new(MAX_FORWARDS_SERVED)),
+        }
+    }
+
+    /// Starts answering with `api`, sending on through `forwarder`.
+    pub fn ready(&self, forwarder: Arc<Forwarder>, api: Api) {
+        let _ = self.ready.set((forwarder, api));
+    }
+
+    /// Serves one connection whose first frame is a forwarded request.
+    pub async fn serve(
+        &self,
+        mut stream: TcpStream,
+        envelope: &Envelope,
+    ) -> Result<(), FrameError> {
+        stream.set_nodelay(true)?;
+        let Ok(_permit) = self.served.clone().try_acquire_owned() else {
+            let busy = forward_error(
+                503,
+                &format!(
+                    "{MAX_FORWARDS_SERVED} forwarded reads are being served here already; retry"
+                ),
+            );
+            write_frame(&mut stream, envelope, &busy).await?;
+            return Ok(());
+        };
+        let request: ForwardRequest = tokio::time::timeout(
+            FIRST_FRAME_DEADLINE,
+            read_frame(&mut stream, envelope, MAX_REQUEST),
+        )
+        .await
+        .map_err(|_| {
+            FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request did not arrive in time",
+            ))
+        })??;
+        let response = self.answer(request).await;
+        write_frame(&mut stream, envelope, &response).await?;
+        stream.shutdown().await?;
+        Ok(())
+    }
+
+    async fn answer(&self, request: ForwardRequest) -> ForwardResponse {
+        let Some((forwarder, api)) = self.ready.get() else {
+            return forward_error(503, "this agent is starting; retry");
+        };
+        if !forwardable(&request.path) {
+            return forward_error(
+                403,
+                &format!(
+                    "`{}` is not a read that is forwarded between datacenters",
+                    request.path
+                ),
+            );
+        }
+        if request.datacenter == self.datacenter {
+            return self.local(api, &request).await;
+        }
+        let timeout = request_timeout(&request.path);
+        match forwarder.forward(request, timeout).await {
+            Ok(response) => response,
+            Err(error) => forward_error(503, &error.to_string()),
+        }
+    }
+
+    /// Our own API's answer to `request`, as a local client would get it.
+    async fn local(&self, api: &Api, request: &ForwardRequest) -> ForwardResponse {
+        let mut builder =
+            Request::get(request.path.as_str()).header(header::HOST, self.http_addr.to_string());
+        if let Some(token) = &request.token {
+            builder = builder.header("x-consul-token", token.as_str());
+        }
+        let Ok(http) = builder.body(axum::body::Body::empty()) else {
+            return forward_error(400, &format!("`{}` is not a request URI", request.path));
+        };
+        let response = api.call(http).await.unwrap_or_else(|never| match never {});
+        let (parts, body) = response.into_parts();
+        let body = match axum::body::to_bytes(body, MAX_ANSWER).await {
+            Ok(body) => body.to_vec(),
+            Err(_) => {
+                return forward_error(
+                    502,
+                    &format!("the answer is larger than {MAX_ANSWER} bytes, the most forwarded"),
+                );
+            }
+        };
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                *name == header::CONTENT_TYPE || name.as_str().starts_with("x-consul-")
+            })
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+            .collect();
+        ForwardResponse {
+            status: parts.status.as_u16(),
+            headers,
+            body,
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! What the readers see of the WAN pool, the second gossip pool a WAN
+//! member (`wan.enabled`) runs to join datacenters (started by
+//! `daemon::wan`): its members and the door to its core; and the
+//! [`Forwarder`], which sends reads to other datacenters (see
+//! `shoal_protocol::forward`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use shoal_protocol::MemberStatus;
+use shoal_protocol::codec::{self, DecodeError, MAX_FRAME};
+use shoal_protocol::envelope::{Envelope, EnvelopeError, PayloadKind};
+use shoal_protocol::forward::{ForwardRequest, ForwardResponse, MAX_HOPS};
+use shoal_protocol::record::WAN_TAG;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use crate::core_counters::CoreCounters;
+use crate::handle::AgentHandle;
+use crate::snapshot::Snapshot;
+
+/// The WAN pool as readers see it.
+#[derive(Clone)]
+pub struct WanView {
+    /// Its core (`join`, `force-leave`).
+    pub agent: AgentHandle,
+    /// Its members, as its core last published them.
+    pub snapshot_rx: watch::Receiver<Arc<Snapshot>>,
+    pub status_rx: watch::Receiver<Arc<CoreCounters>>,
+}
+
+impl WanView {
+    /// The live WAN members of datacenter `dc`, other than this agent.
+    pub fn live_members_of(&self, dc: &str) -> Vec<SocketAddr> {
+        let snapshot = self.snapshot_rx.borrow();
+        snapshot
+            .members
+            .iter()
+            .filter(|member| member.id != snapshot.local.id)
+            .filter(|member| member.status == MemberStatus::Alive)
+            .filter(|member| {
+                member
+                    .record
+                    .as_ref()
+                    .is_some_and(|record| record.datacenter == dc)
+            })
+            .map(|member| member.id.addr)
+            .collect()
+    }
+}
+
+/// A datacenter as the WAN pool sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WanDatacenter {
+    pub name: String,
+    /// Its live WAN members (`node.dc`), with their coordinates when
+    /// known.
+    pub members: Vec<(String, Option<shoal_protocol::coordinate::Coordinate>)>,
+    /// The median estimated round trip from this agent to its members
+    /// (zero for ours); `None` without coordinates.
+    pub rtt: Option<Duration>,
+}
+
+impl WanView {
+    /// Ours, then every datacenter with a live WAN member, nearest first
+    /// (by the median estimated round trip to its members; those without
+    /// coordinates last, by name), as Consul sorts them.
+    pub fn datacenters(&self, ours: &str) -> Vec<WanDatacenter> {
+        let snapshot = self.snapshot_rx.borrow().clone();
+        let coordinates = self.status_rx.borrow().coordinates.clone();
+        let local = snapshot.local.name.clone();
+        let mut by_name: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        by_name.entry(ours.to_string()).or_default();
+        for member in snapshot.members.iter() {
+            if member.status == MemberStatus::Alive
+                && let Some(record) = &member.record
+            {
+                by_name
+                    .entry(record.datacenter.clone())
+                    .or_default()
+                    .push(record.name.clone());
+            }
+        }
+        let mut all: Vec<WanDatacenter> = by_name
+            .into_iter()
+            .map(|(name, members)| {
+                let mut rtts: Vec<Duration> = members
+                    .iter()
+                    .filter_map(|member| coordinates.rtt(&local, member))
+                    .collect();
+                rtts.sort_unstable();
+                let rtt = if name == ours {
+                    Some(Duration::ZERO)
+                } else {
+                    rtts.get(rtts.len() / 2).copied()
+                };
+                let members = members
+                    .into_iter()
+                    .map(|member| {
+                        let coordinate = coordinates.get(&member).cloned();
+                        (member, coordinate)
+                    })
+                    .collect();
+                WanDatacenter { name, members, rtt }
+            })
+            .collect();
+        // Stable: equal distances (and no coordinates) stay by name.
+        all.sort_by_key(|dc| (dc.name != ours, dc.rtt.is_none(), dc.rtt));
+        all
+    }
+}
+
+/// A WAN member's name: `node.dc`, as Consul's servers are named in their
+/// WAN pool.
+pub fn wan_name(node: &str, datacenter: &str) -> String {
+    format!("{node}.{datacenter}")
+}
+
+/// Largest answer body forwarded: a frame's worth, less room for the
+/// envelope and the headers.
+pub const MAX_ANSWER: usize = MAX_FRAME - 64 * 1024;
+/// How long a plain read may take across datacenters, per attempt.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+/// A blocking query's default and longest wait (the API's own).
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// The reads another datacenter answers (`?dc=`): the catalog, health,
+/// the KV store and coordinates, as Consul forwards them; and
+/// `/v1/catalog/datacenters`, which a LAN agent asks a WAN member of its
+/// own datacenter. Nothing that writes, and nothing about one agent.
+pub fn forwardable(path_and_query: &str) -> bool {
+    let path = path_and_query
+        .split_once('?')
+        .map_or(path_and_query, |(path, _)| path);
+    const EXACT: [&str; 6] = [
+        "/v1/catalog/services",
+        "/v1/catalog/nodes",
+        "/v1/catalog/datacenters",
+        "/v1/coordinate/nodes",
+        "/v1/kv",
+        "/v1/kv/",
+    ];
+    const UNDER: [&str; 10] = [
+        "/v1/catalog/service/",
+        "/v1/catalog/node/",
+        "/v1/catalog/node-services/",
+        "/v1/health/service/",
+        "/v1/health/checks/",
+        "/v1/health/state/",
+        "/v1/health/node/",
+        "/v1/coordinate/node/",
+        "/v1/kv/",
+        "/v1/shoal/pick/",
+    ];
+    EXACT.contains(&path) || UNDER.iter().any(|prefix| path.starts_with(prefix))
+}
+
+/// How long one attempt at a forwarded read may take: a blocking query's
+/// wait (`?index=` with `?wait=`, default 5 min, at most 10) and then
+/// some, else [`FORWARD_TIMEOUT`].
+pub fn request_timeout(path_and_query: &str) -> Duration {
+    let Some((_, query)) = path_and_query.split_once('?') else {
+        return FORWARD_TIMEOUT;
+    };
+    let mut blocking = false;
+    let mut wait = DEFAULT_WAIT;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "index" => blocking = true,
+            "wait" => {
+                if let Ok(parsed) = crate::duration::parse(value) {
+                    wait = parsed.min(MAX_WAIT);
+                }
+            }
+            _ => {}
+        }
+    }
+    if blocking {
+        wait + FORWARD_TIMEOUT
+    } else {
+        FORWARD_TIMEOUT
+    }
+}
+
+/// Outgoing forwarded reads at once, from this agent; more are answered
+/// 503 at once.
+pub const MAX_FORWARDS_OUT: usize = 64;
+/// Agents of the target tried for one read before giving up.
+pub const FORWARD_ATTEMPTS: usize = 3;
+/// How long a connection to the next hop may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The header a forwarder sets on an answer it made itself (no agent of
+/// the target gave one): the next hop back may try another route.
+pub const FORWARD_ERROR_HEADER: &str = "x-shoal-forward-error";
+
+/// Why a read for another datacenter got no answer from it.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// No agent to send it to: the reason, for the caller.
+    #[error("{0}")]
+    NoRoute(String),
+    #[error(
+        "{MAX_FORWARDS_OUT} reads for other datacenters are in flight from this agent already; retry"
+    )]
+    Busy,
+    /// Every agent tried failed: what each said.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Sends reads to other datacenters: through a WAN member of ours (a LAN
+/// agent), or straight to a WAN member of the target (a WAN member).
+/// Shared by the HTTP API, where reads with `?dc=` start, and the WAN
+/// listener, where a WAN member takes them on.
+pub struct Forwarder {
+    /// Ours.
+    pub datacenter: String,
+    /// Seals for the WAN pool: its cluster name, the LAN pool's keyring.
+    pub envelope: Envelope,
+    /// Our LAN pool: which of our neighbours are WAN members.
+    pub lan: watch::Receiver<Arc<Snapshot>>,
+    /// The WAN pool, when this agent is a WAN member.
+    pub wan: Option<WanView>,
+    /// Outgoing connections leave from it, when bound to one.
+    pub local_ip: Option<IpAddr>,
+    pub faults: Arc<crate::fault::FaultInjection>,
+    outgoing: Arc<Semaphore>,
+}
+
+impl Forwarder {
+    pub fn new(
+        datacenter: String,
+        envelope: Envelope,
+        lan: watch::Receiver<Arc<Snapshot>>,
+        wan: Option<WanView>,
+        local_ip: Option<IpAddr>,
+        faults: Arc<crate::fault::FaultInjection>,
+    ) -> Self {
+        Self {
+            datacenter,
+            envelope,
+            lan,
+            wan,
+            local_ip: local_ip.filter(|ip| !ip.is_unspecified()),
+            faults,
+            outgoing: Arc::new(Semaphore::new(MAX_FORWARDS_OUT)),
+        }
+    }
+
+    /// The datacenters this agent knows of: ours, and (on a WAN member)
+    /// every datacenter of a live WAN member.
+    pub fn known_datacenters(&self) -> Vec<String> {
+        let mut known = vec![self.datacenter.clone()];
+        if let Some(wan) = &self.wan {
+            let snapshot = wan.snapshot_rx.borrow();
+            for member in snapshot.members.iter() {
+                if member.status == MemberStatus::Alive
+                    && let Some(record) = &member.record
+                    && !known.contains(&record.datacenter)
+                {
+                    known.push(record.datacenter.clone());
+                }
+            }
+        }
+        known
+    }
+
+    /// Where `request` goes next, in the order to try, and with how many
+    /// hops it then has taken.
+    fn route(&self, request: &ForwardRequest) -> Result<(Vec<SocketAddr>, u8), ForwardError> {
+        let dc = &request.datacenter;
+        let (mut targets, hops) = match &self.wan {
+            Some(wan) if *dc != self.datacenter => {
+                let targets = wan.live_members_of(dc);
+                if targets.is_empty() {
+                    let known = self.known_datacenters().join(", ");
+                    return Err(ForwardError::NoRoute(format!(
+                        "dc: no live WAN member of datacenter `{dc}` (the WAN pool has live members of: {known})"
+                    )));
+                }
+                (targets, request.hops + 1)
+            }
+            _ => {
+                let snapshot = self.lan.borrow();
+                let targets: Vec<SocketAddr> = snapshot
+                    .members
+                    .iter()
+                    .filter(|member| member.id != snapshot.local.id)
+                    .filter(|member| member.status == MemberStatus::Alive)
+                    .filter_map(|member| member.record.as_ref()?.tags.get(WAN_TAG)?.parse().ok())
+                    .collect();
+                if targets.is_empty() {
+                    return Err(ForwardError::NoRoute(format!(
+                        "dc: no live agent of datacenter `{}` is a WAN member (start a few with --wan), so datacenter `{dc}` is out of reach",
+                        self.datacenter
+                    )));
+                }
+                (targets, request.hops)
+            }
+        };
+        targets.shuffle(&mut rand::rng());
+        targets.truncate(FORWARD_ATTEMPTS);
+        Ok((targets, hops))
+    }
+
+    /// Sends `request` on and returns the answer, trying up to
+    /// [`FORWARD_ATTEMPTS`] agents; each attempt may take `timeout`.
+    pub async fn forward(
+        &self,
+        mut request: ForwardRequest,
+        timeout: Duration,
+    ) -> Result<ForwardResponse, ForwardError> {
+        let (targets, hops) = self.route(&request)?;
+        if hops > MAX_HOPS {
+            return Err(ForwardError::NoRoute(format!(
+                "dc: this read for `{}` already went through a WAN member; it is not sent further",
+                request.datacenter
+            )));
+        }
+        request.hops = hops;
+        let Ok(_permit) = self.outgoing.clone().try_acquire_owned() else {
+            return Err(ForwardError::Busy);
+        };
+        let mut failures = Vec::new();
+        for target in targets {
+            let attempt = tokio::time::timeout(timeout, self.ask(target, &request)).await;
+            match attempt {
+                Ok(Ok(response)) if !is_forward_error(&response) => return Ok(response),
+                Ok(Ok(response)) => failures.push(format!("{target}: {}", error_text(&response))),
+                Ok(Err(error)) => failures.push(format!("{target}: {error}")),
+                Err(_) => failures.push(format!("{target}: no answer within {timeout:?}")),
+            }
+        }
+        Err(ForwardError::Failed(format!(
+            "dc: no answer from datacenter `{}`: {}",
+            request.datacenter,
+            failures.join("; ")
+        )))
+    }
+
+    /// One attempt: a connection to `target`, the request, the answer.
+    async fn ask(
+        &self,
+        target: SocketAddr,
+        request: &ForwardRequest,
+    ) -> Result<ForwardResponse, FrameError> {
+        if self.faults.is_blocked(target.ip()) {
+            return Err(FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "blocked by fault injection",
+            )));
+        }
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(target))
+            .await
+            .map_err(|_| {
+                FrameError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {CONNECT_TIMEOUT:?}"),
+                ))
+            })??;
+        stream.set_nodelay(true)?;
+        write_frame(&mut stream, &self.envelope, request).await?;
+        let response = read_frame(&mut stream, &self.envelope, MAX_FRAME).await?;
+        Ok(response)
+    }
+
+    async fn connect(&self, peer: SocketAddr) -> std::io::Result<TcpStream> {
+        let Some(ip) = self.local_ip.filter(|ip| ip.is_ipv4() == peer.is_ipv4()) else {
+            return TcpStream::connect(peer).await;
+        };
+        let socket = if ip.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(ip, 0))?;
+        socket.connect(peer).await
+    }
+}
+
+/// What an error answer says: its JSON `error`, else its body.
+fn error_text(response: &ForwardResponse) -> String {
+    serde_json::from_slice::<serde_json::Value>(&response.body)
+        .ok()
+        .and_then(|body| body["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&response.body).into_owned())
+}
+
+/// Whether a forwarder (not the target's API) made this answer.
+fn is_forward_error(response: &ForwardResponse) -> bool {
+    response
+        .headers
+        .iter()
+        .any(|(name, _)| name == FORWARD_ERROR_HEADER)
+}
+
+/// A forwarder's own answer: no agent of the target gave one.
+pub fn forward_error(status: u16, message: &str) -> ForwardResponse {
+    let mut response = ForwardResponse::error(status, message);
+    response
+        .headers
+        .push((FORWARD_ERROR_HEADER.into(), "1".into()));
+    response
+}
+
+/// Why a forwarded frame could not be sent or read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {size} bytes exceeds the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("bad envelope: {0}")]
+    Envelope(#[from] EnvelopeError),
+    #[error("undecodable message: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("expected a forwarded read, got a {0:?} envelope")]
+    WrongKind(PayloadKind),
+}
+
+/// Writes `message` as one frame: its length, then the sealed envelope.
+pub async fn write_frame<T: bincode::Encode>(
+    stream: &mut TcpStream,
+    envelope: &Envelope,
+    message: &T,
+) -> Result<usize, FrameError> {
+    let packet = envelope.seal_as(
+        envelope.range().max,
+        PayloadKind::Forward,
+        &codec::encode(message),
+        rand::random(),
+    );
+    if packet.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            size: packet.len(),
+            limit: MAX_FRAME,
+        });
+    }
+    let mut frame = Vec::with_capacity(4 + packet.len());
+    frame.extend_from_slice(&(packet.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&packet);
+    stream.write_all(&frame).await?;
+    Ok(frame.len())
+}
+
+/// Reads one frame of at most `limit` bytes and decodes it.
+pub async fn read_frame<T: bincode::Decode<()>>(
+    stream: &mut TcpStream,
+    envelope: &Envelope,
+    limit: usize,
+) -> Result<T, FrameError> {
+    let length = stream.read_u32().await? as usize;
+    if length > limit {
+        return Err(FrameError::TooLarge {
+            size: length,
+            limit,
+        });
+    }
+    let mut frame = vec![0u8; length];
+    stream.read_exact(&mut frame).await?;
+    let opened = envelope.open(&frame)?;
+    if opened.kind != PayloadKind::Forward {
+        return Err(FrameError::WrongKind(opened.kind));
+    }
+    Ok(codec::decode_frame(&opened.payload)?)
+}
