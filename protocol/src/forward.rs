@@ -12,7 +12,8 @@
 use bincode::{Decode, Encode};
 
 /// Largest request frame accepted, envelope included: a URI, a token and
-/// a datacenter name.
+/// a datacenter name, or a DNS question (at most 512 bytes over UDP,
+/// 64 KiB over TCP, but a question is a name and a type).
 pub const MAX_REQUEST: usize = 16 * 1024;
 /// Most hops a request takes: from a LAN agent to a WAN member of its
 /// datacenter, then to a WAN member of the target. A WAN member never
@@ -24,12 +25,28 @@ pub const MAX_HOPS: u8 = 1;
 pub struct ForwardRequest {
     /// The datacenter that answers.
     pub datacenter: String,
-    /// The HTTP path and query of the read (`/v1/health/service/web?passing&dc=dc2`).
-    pub path: String,
-    /// The caller's ACL token, checked by the agent that answers.
-    pub token: Option<String>,
+    pub query: ForwardQuery,
     /// How many WAN members it went through already.
     pub hops: u8,
+}
+
+/// What is asked.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum ForwardQuery {
+    /// An HTTP read, answered as the target's HTTP API answers it.
+    Http {
+        /// Its path and query (`/v1/health/service/web?passing&dc=dc2`).
+        path: String,
+        /// The caller's ACL token, checked by the agent that answers.
+        token: Option<String>,
+    },
+    /// A DNS question (`web.service.dc2.consul`), answered as the
+    /// target's DNS interface answers it: the answer's body is the reply.
+    Dns {
+        packet: Vec<u8>,
+        /// The caller asked over TCP (no UDP size limit on the reply).
+        tcp: bool,
+    },
 }
 
 /// The answer, as the answering agent's HTTP API gave it.
@@ -76,14 +93,24 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let request = ForwardRequest {
-            datacenter: "dc2".into(),
-            path: "/v1/health/service/web?passing&dc=dc2".into(),
-            token: Some("s3cret".into()),
-            hops: 1,
-        };
-        let decoded: ForwardRequest = codec::decode_frame(&codec::encode(&request)).unwrap();
-        assert_eq!(decoded, request);
+        for query in [
+            ForwardQuery::Http {
+                path: "/v1/health/service/web?passing&dc=dc2".into(),
+                token: Some("s3cret".into()),
+            },
+            ForwardQuery::Dns {
+                packet: vec![0, 1, 2, 3],
+                tcp: true,
+            },
+        ] {
+            let request = ForwardRequest {
+                datacenter: "dc2".into(),
+                query,
+                hops: 1,
+            };
+            let decoded: ForwardRequest = codec::decode_frame(&codec::encode(&request)).unwrap();
+            assert_eq!(decoded, request);
+        }
         let response = ForwardResponse::error(503, "no live WAN member of \"dc2\"\n");
         let decoded: ForwardResponse = codec::decode_frame(&codec::encode(&response)).unwrap();
         assert_eq!(decoded, response);

@@ -1,7 +1,8 @@
 //! Three datacenters of real agents joined by a WAN pool: each has one or
 //! two WAN members (`--wan`) and a plain agent. Every agent reads the
-//! other datacenters' catalog, health and KV with `?dc=`, through a WAN
-//! member of its own datacenter; writes to another datacenter are
+//! other datacenters' catalog, health and KV with `?dc=`, and answers
+//! their names over DNS (`web.service.dc2.consul`), through a WAN member
+//! of its own datacenter; writes to another datacenter are
 //! refused; a WAN member killed leaves the lookups answered by the
 //! others; a datacenter cut off from the rest answers 503 with the
 //! reason, and its lookups recover once the cut heals.
@@ -13,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use shoal_tests::dns::dig;
 use shoal_tests::{Agent, AgentOptions, http_json, wait_for};
 
 struct Federation {
@@ -184,6 +186,23 @@ fn three_datacenters_read_each_other_through_the_wan_pool() {
             .then_some(())
             .ok_or(format!("{status}: {body}"))
     });
+    // DNS too, over UDP and TCP: names in another datacenter are answered
+    // there; SRV targets name the node in its own datacenter.
+    for extra in [&[][..], &["+tcp"][..]] {
+        let reply = dig(a3.dns_addr(), "web.service.dc2.consul", "A", extra).unwrap();
+        assert_eq!(reply.status, "NOERROR", "{}", reply.text);
+        assert_eq!(reply.answers("A"), [b3.ip.to_string()], "{}", reply.text);
+    }
+    let srv = dig(a3.dns_addr(), "_db._tcp.service.dc3.consul", "SRV", &[]).unwrap();
+    let targets = srv.answers("SRV");
+    assert_eq!(targets.len(), 1, "{}", srv.text);
+    assert!(targets[0].ends_with("c2.node.dc3.consul."), "{}", srv.text);
+    let node = dig(a3.dns_addr(), "b2.node.dc2.consul", "A", &[]).unwrap();
+    assert_eq!(node.answers("A"), [b2.ip.to_string()], "{}", node.text);
+    let missing = dig(a3.dns_addr(), "nothing.service.dc2.consul", "A", &[]).unwrap();
+    assert_eq!(missing.status, "NXDOMAIN", "{}", missing.text);
+    let unknown = dig(a3.dns_addr(), "web.service.dc9.consul", "A", &[]).unwrap();
+    assert_eq!(unknown.status, "SERVFAIL", "{}", unknown.text);
     // The catalog of another datacenter: its nodes, with their datacenter.
     let (status, body) =
         http_json("GET", a3.http_addr(), "/v1/catalog/nodes?dc=dc2", None).unwrap();

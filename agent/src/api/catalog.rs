@@ -378,8 +378,10 @@ pub async fn datacenters(State(state): State<ApiState>) -> Response {
     }
     let asked = shoal_protocol::forward::ForwardRequest {
         datacenter: ours.clone(),
-        path: "/v1/catalog/datacenters".into(),
-        token: None,
+        query: shoal_protocol::forward::ForwardQuery::Http {
+            path: "/v1/catalog/datacenters".into(),
+            token: None,
+        },
         hops: 0,
     };
     if let Ok(answer) = state

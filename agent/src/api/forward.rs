@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use shoal_protocol::forward::{ForwardRequest, ForwardResponse};
+use shoal_protocol::forward::{ForwardQuery, ForwardRequest, ForwardResponse};
 
 use super::front::{X_CONSUL_KNOWN_LEADER, X_CONSUL_LAST_CONTACT};
 use super::{ApiError, ApiState};
@@ -42,8 +42,10 @@ pub async fn to_datacenter(
     let timeout = request_timeout(&path);
     let forwarded = ForwardRequest {
         datacenter: dc.clone(),
-        path,
-        token: super::guard::presented_token(&request),
+        query: ForwardQuery::Http {
+            path,
+            token: super::guard::presented_token(&request),
+        },
         hops: 0,
     };
     let started = Instant::now();

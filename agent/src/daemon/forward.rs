@@ -1,39 +1,72 @@
 //! The WAN listener's side of reads forwarded between datacenters (see
 //! `shoal_protocol::forward` and [`crate::wan::Forwarder`]): a request
 //! for our datacenter is answered by our own HTTP API, in process, as if
-//! a local client had asked; one for another datacenter, from a LAN agent
-//! of ours, is sent on to a WAN member of the target.
+//! a local client had asked (a DNS question by our DNS interface's
+//! rules); one for another datacenter, from a LAN agent of ours, is sent
+//! on to a WAN member of the target.
 //!
 //! Budget: at most [`MAX_FORWARDS_SERVED`] requests at once (past it,
 //! a 503 at once, without reading the request), a request frame of at
 //! most [`MAX_REQUEST`] bytes within [`FIRST_FRAME_DEADLINE`], and only
 //! the reads of [`forwardable`].
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};
 
 use axum::http::{Request, header};
 use shoal_protocol::envelope::Envelope;
-use shoal_protocol::forward::{ForwardRequest, ForwardResponse, MAX_REQUEST};
+
+use shoal_protocol::forward::{ForwardQuery, ForwardRequest, ForwardResponse, MAX_REQUEST};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::anti_entropy::FIRST_FRAME_DEADLINE;
 use crate::api::front::Api;
+use crate::dns::respond::{Outcome, Responder, Transport};
 use crate::wan::{
-    Forwarder, FrameError, MAX_ANSWER, forward_error, forwardable, read_frame, request_timeout,
-    write_frame,
+    FORWARD_TIMEOUT, Forwarder, FrameError, MAX_ANSWER, forward_error, forwardable, read_frame,
+    request_timeout, write_frame,
 };
 
 /// Forwarded requests served at once.
 pub const MAX_FORWARDS_SERVED: usize = 64;
+
+/// What answers, once the agent is up.
+struct Ready {
+    forwarder: Arc<Forwarder>,
+    api: Api,
+    /// Answers as our DNS interface does (whether or not it listens).
+    dns: Responder,
+}
+
+impl Ready {
+    /// Our DNS interface's reply to `packet`, as a local client that asked
+    /// over TCP (`tcp`) or UDP would get it.
+    fn dns(&self, packet: &[u8], tcp: bool) -> ForwardResponse {
+        let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+        match self
+            .dns
+            .respond(packet, transport, IpAddr::V4(Ipv4Addr::LOCALHOST))
+        {
+            Outcome::Reply(reply) => ForwardResponse {
+                status: 200,
+                headers: Vec::new(),
+                body: reply,
+            },
+            Outcome::Forward(_) | Outcome::Datacenter { .. } | Outcome::Drop => {
+                forward_error(400, "not a question about this datacenter's catalog")
+            }
+        }
+    }
+}
 
 /// Serves forwarded reads on the WAN listener.
 pub struct ForwardServer {
     datacenter: String,
     http_addr: std::net::SocketAddr,
     /// Set once the API is up: until then, requests get a 503.
-    ready: OnceLock<(Arc<Forwarder>, Api)>,
+    ready: OnceLock<Ready>,
     served: Arc<Semaphore>,
 }
 
@@ -47,9 +80,14 @@ impl ForwardServer {
         }
     }
 
-    /// Starts answering with `api`, sending on through `forwarder`.
-    pub fn ready(&self, forwarder: Arc<Forwarder>, api: Api) {
-        let _ = self.ready.set((forwarder, api));
+    /// Starts answering with `api` and `dns`, sending on through
+    /// `forwarder`.
+    pub fn ready(&self, forwarder: Arc<Forwarder>, api: Api, dns: Responder) {
+        let _ = self.ready.set(Ready {
+            forwarder,
+            api,
+            dns,
+        });
     }
 
     /// Serves one connection whose first frame is a forwarded request.
@@ -87,37 +125,45 @@ impl ForwardServer {
     }
 
     async fn answer(&self, request: ForwardRequest) -> ForwardResponse {
-        let Some((forwarder, api)) = self.ready.get() else {
+        let Some(ready) = self.ready.get() else {
             return forward_error(503, "this agent is starting; retry");
         };
-        if !forwardable(&request.path) {
+        if let ForwardQuery::Http { path, .. } = &request.query
+            && !forwardable(path)
+        {
             return forward_error(
                 403,
-                &format!(
-                    "`{}` is not a read that is forwarded between datacenters",
-                    request.path
-                ),
+                &format!("`{path}` is not a read that is forwarded between datacenters"),
             );
         }
         if request.datacenter == self.datacenter {
-            return self.local(api, &request).await;
+            return match &request.query {
+                ForwardQuery::Http { path, token } => {
+                    self.local(&ready.api, path, token.as_deref()).await
+                }
+                ForwardQuery::Dns { packet, tcp } => ready.dns(packet, *tcp),
+            };
         }
-        let timeout = request_timeout(&request.path);
+        let forwarder = &ready.forwarder;
+        let timeout = match &request.query {
+            ForwardQuery::Http { path, .. } => request_timeout(path),
+            ForwardQuery::Dns { .. } => FORWARD_TIMEOUT,
+        };
         match forwarder.forward(request, timeout).await {
             Ok(response) => response,
             Err(error) => forward_error(503, &error.to_string()),
         }
     }
 
-    /// Our own API's answer to `request`, as a local client would get it.
-    async fn local(&self, api: &Api, request: &ForwardRequest) -> ForwardResponse {
-        let mut builder =
-            Request::get(request.path.as_str()).header(header::HOST, self.http_addr.to_string());
-        if let Some(token) = &request.token {
-            builder = builder.header("x-consul-token", token.as_str());
+    /// Our own API's answer to a read of `path`, as a local client
+    /// presenting `token` would get it.
+    async fn local(&self, api: &Api, path: &str, token: Option<&str>) -> ForwardResponse {
+        let mut builder = Request::get(path).header(header::HOST, self.http_addr.to_string());
+        if let Some(token) = token {
+            builder = builder.header("x-consul-token", token);
         }
         let Ok(http) = builder.body(axum::body::Body::empty()) else {
-            return forward_error(400, &format!("`{}` is not a request URI", request.path));
+            return forward_error(400, &format!("`{path}` is not a request URI"));
         };
         let response = api.call(http).await.unwrap_or_else(|never| match never {});
         let (parts, body) = response.into_parts();

@@ -209,9 +209,12 @@ pub async fn run(
     let dns_counters = Arc::new(crate::dns::DnsCounters::default());
     let dns_addr = serve_dns(
         listeners.dns,
-        &config,
-        (snapshot_rx.clone(), status_rx.clone()),
-        dns_counters.clone(),
+        dns_responder(
+            &config,
+            (snapshot_rx.clone(), status_rx.clone()),
+            dns_counters.clone(),
+            Some(forwarder.clone()),
+        ),
         &tasks,
     )?;
     if systemd.is_active() {
@@ -762,8 +765,16 @@ fn serve_api(
 ) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     let counters = state.http.clone();
+    // Forwarded DNS questions are answered as ours are, counted apart
+    // from the DNS interface's own.
+    let dns = dns_responder(
+        &state.config,
+        (state.snapshot_rx.clone(), state.status_rx.clone()),
+        Arc::default(),
+        None,
+    );
     let api = api::router(state);
-    forward_server.ready(forwarder, api.clone());
+    forward_server.ready(forwarder, api.clone(), dns);
     tasks.spawn(api::server::serve(
         listener,
         api,
@@ -804,32 +815,42 @@ fn forwarder(
 /// Serves DNS on the agent's runtime, if it is on; returns the address.
 fn serve_dns(
     listeners: Option<crate::dns::server::DnsListeners>,
-    config: &AgentConfig,
-    (snapshot_rx, status_rx): (
-        watch::Receiver<Arc<Snapshot>>,
-        watch::Receiver<Arc<crate::core_counters::CoreCounters>>,
-    ),
-    counters: Arc<crate::dns::DnsCounters>,
+    responder: crate::dns::respond::Responder,
     tasks: &Tasks,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(listeners) = listeners else {
         return Ok(None);
     };
     let addr = listeners.local_addr()?;
-    let responder = crate::dns::respond::Responder {
-        config: Arc::new(config.dns.clone()),
-        datacenter: config.datacenter.clone(),
-        snapshot_rx,
-        status_rx,
-        counters,
-        skipped: Default::default(),
-    };
     tasks.spawn(crate::dns::server::spawn(
         listeners,
         responder,
         tasks.stop.clone(),
     ));
     Ok(Some(addr))
+}
+
+/// What answers DNS questions as our DNS interface does: from the
+/// snapshots, counting in `counters`; questions about other datacenters
+/// go there through `forwarder` when given.
+fn dns_responder(
+    config: &AgentConfig,
+    (snapshot_rx, status_rx): (
+        watch::Receiver<Arc<Snapshot>>,
+        watch::Receiver<Arc<crate::core_counters::CoreCounters>>,
+    ),
+    counters: Arc<crate::dns::DnsCounters>,
+    forwarder: Option<Arc<crate::wan::Forwarder>>,
+) -> crate::dns::respond::Responder {
+    crate::dns::respond::Responder {
+        config: Arc::new(config.dns.clone()),
+        datacenter: config.datacenter.clone(),
+        snapshot_rx,
+        status_rx,
+        counters,
+        skipped: Default::default(),
+        forwarder,
+    }
 }
 
 /// Receives datagrams and queues them for the core loop; drops (and

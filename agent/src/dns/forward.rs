@@ -2,6 +2,11 @@
 //! reply wins; each recursor gets `dns.recursor_timeout`. A client that
 //! asked over UDP is forwarded over UDP (a truncated reply goes back as it
 //! is, and the client retries over TCP), a TCP client over TCP.
+//!
+//! Names in another datacenter (`web.service.dc2.consul`) go there
+//! through the WAN pool ([`to_datacenter`]) and are answered by an agent
+//! of that datacenter as its DNS interface would; SERVFAIL when none
+//! answers.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -10,8 +15,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+use shoal_protocol::forward::{ForwardQuery, ForwardRequest};
+
 use super::DnsCounters;
-use super::respond::{Transport, servfail};
+use super::respond::{Responder, Transport, servfail};
 
 /// Forwards `query` to each recursor in turn; SERVFAIL when none answers.
 pub async fn forward(
@@ -71,4 +78,46 @@ async fn over_tcp(query: &[u8], recursor: SocketAddr) -> std::io::Result<Vec<u8>
     let mut reply = vec![0u8; usize::from(length)];
     stream.read_exact(&mut reply).await?;
     Ok(reply)
+}
+
+/// Sends `query`, a question about datacenter `datacenter`, there through
+/// the WAN pool; its reply, or SERVFAIL when no agent of it answered.
+pub async fn to_datacenter(
+    responder: &Responder,
+    datacenter: String,
+    query: &[u8],
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    let forwarder = responder.forwarder.as_ref()?;
+    let request = ForwardRequest {
+        datacenter: datacenter.clone(),
+        query: ForwardQuery::Dns {
+            packet: query.to_vec(),
+            tcp: transport == Transport::Tcp,
+        },
+        hops: 0,
+    };
+    match forwarder
+        .forward(request, crate::wan::FORWARD_TIMEOUT)
+        .await
+    {
+        // The reply must answer this query (same id).
+        Ok(answer)
+            if answer.status == 200
+                && answer.body.len() >= 12
+                && answer.body[..2] == query[..2] =>
+        {
+            Some(answer.body)
+        }
+        Ok(answer) => {
+            tracing::debug!(%datacenter, status = answer.status, "no DNS answer from datacenter");
+            responder.counters.servfail.fetch_add(1, Ordering::Relaxed);
+            servfail(query)
+        }
+        Err(error) => {
+            tracing::debug!(%datacenter, %error, "no DNS answer from datacenter");
+            responder.counters.servfail.fetch_add(1, Ordering::Relaxed);
+            servfail(query)
+        }
+    }
 }

@@ -36,6 +36,18 @@ pub enum Lookup {
     Unknown,
 }
 
+impl Lookup {
+    /// The datacenter the name asks about, when it names one.
+    pub fn datacenter(&self) -> Option<&str> {
+        match self {
+            Lookup::Service { datacenter, .. } | Lookup::Node { datacenter, .. } => {
+                datacenter.as_deref()
+            }
+            Lookup::Addr { .. } | Lookup::Apex | Lookup::Unknown => None,
+        }
+    }
+}
+
 /// A query name, placed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Placed<'a> {

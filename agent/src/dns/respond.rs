@@ -39,6 +39,13 @@ pub enum Outcome {
     /// A name outside our domains with recursors configured: send the
     /// query to them ([`super::forward`]).
     Forward(Vec<u8>),
+    /// A name in another datacenter (`web.service.dc2.consul`) on an agent
+    /// that can reach it: send the query there through the WAN pool
+    /// ([`super::forward::to_datacenter`]).
+    Datacenter {
+        datacenter: String,
+        query: Vec<u8>,
+    },
     /// Not a query we answer at all (too short to have a header, or a
     /// response): nothing is sent back.
     Drop,
@@ -56,6 +63,9 @@ pub struct Responder {
     pub counters: Arc<DnsCounters>,
     /// Services with names DNS can't serve, logged once each.
     pub skipped: SkippedServices,
+    /// Sends questions about other datacenters there; `None`: they are
+    /// answered from our own catalog (with nothing).
+    pub forwarder: Option<Arc<crate::wan::Forwarder>>,
 }
 
 impl Responder {
@@ -87,6 +97,7 @@ impl Responder {
             status_rx,
             counters: Arc::default(),
             skipped: Default::default(),
+            forwarder: None,
         }
     }
 
@@ -135,6 +146,16 @@ impl Responder {
         if matches!(placed, Placed::Ours { .. }) && !self.config.serves_catalog() {
             DnsCounters::add(&self.counters.protected_refused);
             return self.finish(self.error(&request, ResponseCode::Refused), started);
+        }
+        if let Placed::Ours { lookup, .. } = &placed
+            && let Some(datacenter) = lookup.datacenter()
+            && !datacenter.eq_ignore_ascii_case(&self.datacenter)
+            && self.forwarder.is_some()
+        {
+            return Outcome::Datacenter {
+                datacenter: datacenter.to_ascii_lowercase(),
+                query: packet.to_vec(),
+            };
         }
         let snapshot = self.snapshot_rx.borrow().clone();
         let near = self

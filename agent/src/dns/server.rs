@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::DnsCounters;
-use super::forward::forward;
+use super::forward::{forward, to_datacenter};
 use super::rate::{RateLimit, Verdict};
 use super::respond::{Outcome, Responder, Transport};
 use super::tcp::tcp_loop;
@@ -217,6 +217,24 @@ async fn udp_loop(socket: Arc<UdpSocket>, responder: Arc<Responder>, stop: Cance
                         &responder.counters,
                     )
                     .await
+                    {
+                        let _ = socket.send_to(&reply, from).await;
+                    }
+                    drop(permit);
+                });
+            }
+            Outcome::Datacenter { datacenter, query } => {
+                let Ok(permit) = forwards.clone().try_acquire_owned() else {
+                    if let Some(reply) = super::respond::servfail(&query) {
+                        DnsCounters::add(&responder.counters.servfail);
+                        let _ = socket.send_to(&reply, from).await;
+                    }
+                    continue;
+                };
+                let (socket, responder) = (socket.clone(), responder.clone());
+                tokio::spawn(async move {
+                    if let Some(reply) =
+                        to_datacenter(&responder, datacenter, &query, Transport::Udp).await
                     {
                         let _ = socket.send_to(&reply, from).await;
                     }

@@ -36,7 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::DnsCounters;
-use super::forward::forward;
+use super::forward::{forward, to_datacenter};
 use super::respond::{Outcome, Responder, Transport};
 
 /// How long a connection must have kept the server waiting before a new
@@ -252,6 +252,12 @@ async fn handle_connection(
                 )
                 .await
                 {
+                    Some(reply) => reply,
+                    None => return,
+                }
+            }
+            Outcome::Datacenter { datacenter, query } => {
+                match to_datacenter(responder, datacenter, &query, Transport::Tcp).await {
                     Some(reply) => reply,
                     None => return,
                 }
