@@ -436,6 +436,12 @@ pub fn restart_only_changes(running: &AgentConfig, loaded: &AgentConfig) -> Vec<
         "gossip",
         gossip_table(&running.gossip) != gossip_table(&loaded.gossip),
     );
+    // The WAN pool is started (or not) once; its Debug form lists every
+    // field, its gossip settings included.
+    differs(
+        "wan",
+        format!("{:?}", running.wan) != format!("{:?}", loaded.wan),
+    );
     differs(
         "max_clock_drift",
         running.gossip.max_clock_drift != loaded.gossip.max_clock_drift,
