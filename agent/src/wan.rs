@@ -45,7 +45,7 @@ impl WanView {
                 member
                     .record
                     .as_ref()
-                    .is_some_and(|record| record.datacenter == dc)
+                    .is_some_and(|record| record.datacenter.eq_ignore_ascii_case(dc))
             })
             .map(|member| member.id.addr)
             .collect()
@@ -275,7 +275,7 @@ impl Forwarder {
     fn route(&self, request: &ForwardRequest) -> Result<(Vec<SocketAddr>, u8), ForwardError> {
         let dc = &request.datacenter;
         let (mut targets, hops) = match &self.wan {
-            Some(wan) if *dc != self.datacenter => {
+            Some(wan) if !dc.eq_ignore_ascii_case(&self.datacenter) => {
                 let targets = wan.live_members_of(dc);
                 if targets.is_empty() {
                     let known = self.known_datacenters().join(", ");

@@ -74,6 +74,7 @@ impl Simulation {
                 }
             }
             Action::Partition { split } => self.network.partition(split),
+            Action::IsolateZone { zone } => self.network.isolate_zone(zone),
             Action::Heal => {
                 self.network.heal();
                 self.metrics.heal_at = Some(now);
@@ -319,6 +320,45 @@ impl Simulation {
         })
     }
 
+    /// Of the ordered pairs of zones (datacenters), the share across which
+    /// a read would be answered now: some live node of the one holds
+    /// alive, and can reach, a live node of the other (the WAN pool's
+    /// forwarding). 1 without zones.
+    fn routes_between_zones(&self) -> f64 {
+        let zones = self.network.zones();
+        if zones < 2 {
+            return 1.0;
+        }
+        let nodes = self.slots.len();
+        let mut routed = vec![vec![false; zones]; zones];
+        for (from, slot) in self.slots.iter().enumerate() {
+            let Some(node) = slot.node.as_ref() else {
+                continue;
+            };
+            for member in node.members() {
+                if member.status != shoal_protocol::MemberStatus::Alive {
+                    continue;
+                }
+                let Some(to) = crate::network::node_index(member.id.addr, nodes) else {
+                    continue;
+                };
+                let live = self.slots[to]
+                    .node
+                    .as_ref()
+                    .is_some_and(|peer| peer.local_record().id == member.id);
+                if live && self.network.connected(from, to) {
+                    routed[self.network.zone(from)][self.network.zone(to)] = true;
+                }
+            }
+        }
+        let pairs = zones * (zones - 1);
+        let answered = (0..zones)
+            .flat_map(|a| (0..zones).map(move |b| (a, b)))
+            .filter(|&(a, b)| a != b && routed[a][b])
+            .count();
+        answered as f64 / pairs as f64
+    }
+
     pub(crate) fn sample(&mut self) {
         let mut sample = Sample {
             time: self.now,
@@ -330,6 +370,7 @@ impl Simulation {
             false_downs: self.metrics.false_downs.len(),
             change_coverage: 0.0,
             max_health_score: 0,
+            zone_routes: self.routes_between_zones(),
         };
         for slot in &self.slots {
             sample.datagrams += slot.datagrams_out;

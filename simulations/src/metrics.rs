@@ -139,6 +139,9 @@ pub struct Sample {
     /// Fraction of the audience that has the latest change.
     pub change_coverage: f64,
     pub max_health_score: u32,
+    /// Of the ordered pairs of zones, the share with a route for a read
+    /// (see `Simulation::zone_routes`, from `routes_between_zones`); 1 without zones.
+    pub zone_routes: f64,
 }
 
 impl Metrics {

@@ -99,6 +99,20 @@ impl Network {
         self.side.fill(0);
     }
 
+    /// The nodes of `zone` on one side, every other node on the other: a
+    /// datacenter cut off from the rest.
+    pub fn isolate_zone(&mut self, zone: usize) {
+        let zones = self.zone_latency.len().max(1);
+        for (index, side) in self.side.iter_mut().enumerate() {
+            *side = u8::from(index % zones == zone);
+        }
+    }
+
+    /// How many zones there are (0 without zones).
+    pub fn zones(&self) -> usize {
+        self.zone_latency.len()
+    }
+
     /// Whether `from` can reach `to` at all (partitions only; TCP
     /// exchanges use this, they retransmit through loss).
     pub fn connected(&self, from: usize, to: usize) -> bool {

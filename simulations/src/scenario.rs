@@ -115,6 +115,11 @@ pub struct Scenario {
     /// initiator hears nothing back, as a closed connection. 0: no limit.
     #[serde(default)]
     pub max_exchanges: usize,
+    /// Whose timings the nodes gossip with: `lan` (the agent's `[gossip]`
+    /// defaults) or `wan` (the WAN pool's, memberlist's WAN profile: probe
+    /// every 5 s, suspicion multiplier 6, push-pull every 60 s).
+    #[serde(default)]
+    pub profile: Profile,
     /// Sampling period of the time series in the CSV, in seconds.
     #[serde(default = "default_sample")]
     pub sample_s: f64,
@@ -131,6 +136,25 @@ pub struct Scenario {
     pub network: NetworkSpec,
     #[serde(default)]
     pub actions: Vec<TimedAction>,
+}
+
+/// The gossip timings a scenario's nodes use.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    #[default]
+    Lan,
+    Wan,
+}
+
+impl Profile {
+    /// The timings, before a scenario's own settings.
+    pub fn gossip(self) -> shoal_protocol::GossipConfig {
+        match self {
+            Profile::Lan => shoal_protocol::GossipConfig::default(),
+            Profile::Wan => shoal_protocol::GossipConfig::wan(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -221,6 +245,10 @@ pub enum Action {
     Leave { node: usize },
     /// Nodes `[0, split)` and `[split, N)` can no longer reach each other.
     Partition { split: usize },
+    /// The nodes of zone `zone` (`network.zone_rtt_ms`) and every other
+    /// node can no longer reach each other: a datacenter cut off. `heal`
+    /// ends it.
+    IsolateZone { zone: usize },
     /// Ends the partition.
     Heal,
     /// Changes the loss probability of every link.
@@ -416,6 +444,14 @@ impl Scenario {
                 return invalid(
                     &key,
                     format!("names node {node}, the cluster has {}", self.nodes),
+                );
+            }
+            if let Action::IsolateZone { zone } = timed.action
+                && zone >= zones.len()
+            {
+                return invalid(
+                    &format!("{key}.zone"),
+                    format!("names zone {zone}, network.zone_rtt_ms has {}", zones.len()),
                 );
             }
             if let Action::Loss { loss } | Action::LinkLoss { loss, .. } = timed.action

@@ -179,16 +179,15 @@ impl Simulation {
     pub fn new(scenario: Scenario) -> Self {
         let nodes = scenario.nodes;
         let mut rng = StdRng::seed_from_u64(scenario.seed);
+        let base = scenario.profile.gossip();
         let config = GossipConfig {
             seeds: (0..scenario.seeds).map(node_addr).collect(),
             local_health: scenario.local_health,
             notify_down_members: scenario.notify_down_members,
             suspicion_max_mult: scenario
                 .suspicion_max_mult
-                .unwrap_or(GossipConfig::default().suspicion_max_mult),
-            suspicion_mult: scenario
-                .suspicion_mult
-                .unwrap_or(GossipConfig::default().suspicion_mult),
+                .unwrap_or(base.suspicion_max_mult),
+            suspicion_mult: scenario.suspicion_mult.unwrap_or(base.suspicion_mult),
             reconnect_timeout: scenario
                 .remove_down_after_s
                 .map_or(GossipConfig::default().reconnect_timeout, |seconds| {
@@ -201,7 +200,7 @@ impl Simulation {
                 }),
             // Every simulated node has its own name; see the field's docs.
             check_name: scenario.check_name,
-            ..GossipConfig::default()
+            ..base
         };
         let envelope = Envelope::new(cluster_id("shoal-sim"));
         let slots = (0..nodes)
@@ -686,6 +685,16 @@ pub struct CoordinateAccuracy {
 }
 
 impl Simulation {
+    /// Each sample's time (seconds) and share of zone pairs with a route
+    /// for a read (see [`crate::metrics::Sample::zone_routes`]).
+    pub fn zone_routes(&self) -> Vec<(f64, f64)> {
+        self.metrics
+            .samples
+            .iter()
+            .map(|sample| (sample.time as f64 / SECOND as f64, sample.zone_routes))
+            .collect()
+    }
+
     /// The coordinates' accuracy now, from each live node's own coordinate.
     pub fn coordinate_accuracy(&self) -> CoordinateAccuracy {
         let live: Vec<(usize, &shoal_protocol::coordinate::Coordinate)> = self

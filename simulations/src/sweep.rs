@@ -31,6 +31,7 @@ fn base(name: String, nodes: usize, duration_s: f64, seed: u64) -> Scenario {
         notify_down_members: false,
         remove_down_after_s: None,
         check_name: false,
+        profile: Default::default(),
         max_exchanges: 0,
         sample_s: 5.0,
         traffic_from_s: 0.0,

@@ -75,11 +75,20 @@ fn foreign_datacenter(request: &Request, ours: &str) -> Option<String> {
 /// `X-Consul-LastContact` the milliseconds the answer took to come back,
 /// which bound how old it is.
 fn answered(answer: ForwardResponse, dc: &str, started: Instant) -> Response {
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    // Only what an answer of ours could be, and only its content type and
+    // Consul's headers: nothing else the far side says is passed on.
+    let status = StatusCode::from_u16(answer.status)
+        .ok()
+        .filter(|status| (200..600).contains(&status.as_u16()))
+        .unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, answer.body).into_response();
     let headers = response.headers_mut();
     headers.remove(axum::http::header::CONTENT_TYPE);
     for (name, value) in answer.headers {
+        let name = name.to_ascii_lowercase();
+        if name != "content-type" && !name.starts_with("x-consul-") {
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::try_from(name.as_str()),
             HeaderValue::try_from(value.as_str()),

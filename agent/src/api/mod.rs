@@ -222,7 +222,7 @@ pub fn router(state: ApiState) -> front::Api {
         )
         .read(
             "/v1/catalog/node-services/{node}",
-            get(catalog::node_services),
+            forwarded(&state, get(catalog::node_services)),
         )
         .read("/v1/catalog/datacenters", get(catalog::datacenters))
         .read(

@@ -115,14 +115,17 @@ pub struct SyncService {
 }
 
 /// The WAN listener's forwarded reads, and how many connections may be
-/// waiting to show what they carry.
+/// waiting to show what they carry, in all and from one address.
 struct ForwardListener {
     server: Arc<super::forward::ForwardServer>,
     pending: Arc<Semaphore>,
+    pending_per_peer: Arc<PeerSlots>,
 }
 
 /// Connections on the WAN listener waiting for their first frame's header.
 const MAX_PENDING: usize = 128;
+/// Of those, from one source IP.
+const MAX_PENDING_PER_PEER: usize = 8;
 
 /// The payload kind of the first frame on `stream`, from its header
 /// (not consumed), once it arrived within [`FIRST_FRAME_DEADLINE`].
@@ -184,6 +187,7 @@ impl SyncService {
         self.forward = Some(Arc::new(ForwardListener {
             server,
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
+            pending_per_peer: Arc::new(PeerSlots::with_max(MAX_PENDING_PER_PEER)),
         }));
         self
     }
@@ -342,6 +346,10 @@ impl SyncService {
             };
             // Which of the two it is shows in its first frame's header,
             // awaited in a task of its own (a bounded number of them).
+            let Some(pending_here) = forward.pending_per_peer.take(peer.ip()) else {
+                tracing::debug!(%peer, "{MAX_PENDING_PER_PEER} connections opening from this address on the WAN listener already; closing");
+                continue;
+            };
             let Ok(pending) = forward.pending.clone().try_acquire_owned() else {
                 tracing::debug!(%peer, "too many connections opening on the WAN listener; closing");
                 continue;
@@ -350,7 +358,7 @@ impl SyncService {
             let rate = rate.clone();
             self.tracker.spawn(async move {
                 let kind = peek_kind(&stream).await;
-                drop(pending);
+                drop((pending, pending_here));
                 match kind {
                     Some(PayloadKind::Forward) => {
                         if let Err(error) = forward.server.serve(stream, &service.envelope).await {

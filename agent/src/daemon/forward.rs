@@ -5,10 +5,10 @@
 //! rules); one for another datacenter, from a LAN agent of ours, is sent
 //! on to a WAN member of the target.
 //!
-//! Budget: at most [`MAX_FORWARDS_SERVED`] requests at once (past it,
-//! a 503 at once, without reading the request), a request frame of at
-//! most [`MAX_REQUEST`] bytes within [`FIRST_FRAME_DEADLINE`], and only
-//! the reads of [`forwardable`].
+//! Budget: a request frame of at most [`MAX_REQUEST`] bytes within
+//! [`FIRST_FRAME_DEADLINE`], opened with the cluster's key before it
+//! takes one of [`MAX_FORWARDS_SERVED`] slots (past them, a 503 at once),
+//! and only the reads of [`forwardable`].
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};
@@ -90,23 +90,15 @@ impl ForwardServer {
         });
     }
 
-    /// Serves one connection whose first frame is a forwarded request.
+    /// Serves one connection whose first frame is a forwarded request:
+    /// the request is read (and opened: it is sealed with the cluster's
+    /// key) before it takes one of the slots.
     pub async fn serve(
         &self,
         mut stream: TcpStream,
         envelope: &Envelope,
     ) -> Result<(), FrameError> {
         stream.set_nodelay(true)?;
-        let Ok(_permit) = self.served.clone().try_acquire_owned() else {
-            let busy = forward_error(
-                503,
-                &format!(
-                    "{MAX_FORWARDS_SERVED} forwarded reads are being served here already; retry"
-                ),
-            );
-            write_frame(&mut stream, envelope, &busy).await?;
-            return Ok(());
-        };
         let request: ForwardRequest = tokio::time::timeout(
             FIRST_FRAME_DEADLINE,
             read_frame(&mut stream, envelope, MAX_REQUEST),
@@ -118,6 +110,16 @@ impl ForwardServer {
                 "the request did not arrive in time",
             ))
         })??;
+        let Ok(_permit) = self.served.clone().try_acquire_owned() else {
+            let busy = forward_error(
+                503,
+                &format!(
+                    "{MAX_FORWARDS_SERVED} forwarded reads are being served here already; retry"
+                ),
+            );
+            write_frame(&mut stream, envelope, &busy).await?;
+            return Ok(());
+        };
         let response = self.answer(request).await;
         write_frame(&mut stream, envelope, &response).await?;
         stream.shutdown().await?;
@@ -136,7 +138,7 @@ impl ForwardServer {
                 &format!("`{path}` is not a read that is forwarded between datacenters"),
             );
         }
-        if request.datacenter == self.datacenter {
+        if request.datacenter.eq_ignore_ascii_case(&self.datacenter) {
             return match &request.query {
                 ForwardQuery::Http { path, token } => {
                     self.local(&ready.api, path, token.as_deref()).await
@@ -169,8 +171,10 @@ impl ForwardServer {
         let (parts, body) = response.into_parts();
         let body = match axum::body::to_bytes(body, MAX_ANSWER).await {
             Ok(body) => body.to_vec(),
+            // The target's own answer, not a failed route: asking another
+            // agent would give the same.
             Err(_) => {
-                return forward_error(
+                return ForwardResponse::error(
                     502,
                     &format!("the answer is larger than {MAX_ANSWER} bytes, the most forwarded"),
                 );

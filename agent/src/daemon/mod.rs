@@ -301,12 +301,16 @@ pub async fn run(
         "shoal agent running"
     );
     let outcome = core
-        .spawn("shoal-gossip", shutdown, tracing::Span::none())?
+        .spawn("shoal-gossip", shutdown.clone(), tracing::Span::none())?
         .await
         .context("the gossip thread stopped unexpectedly")?;
     if let Some(wan) = wan {
-        // It leaves on the same signal; its outcome is logged by its thread.
-        let _ = wan.done.await;
+        // The LAN pool is left (on the signal, or because our name is
+        // taken there): the WAN pool is left too.
+        shutdown.cancel();
+        if let Ok(Err(taken)) = wan.done.await {
+            tracing::error!("WAN pool: {taken}");
+        }
     }
 
     left.cancel();
@@ -350,7 +354,15 @@ impl Core {
         } = identity(config, &data_dir, keyring)?;
         let (agent, commands_rx) = crate::handle::channel();
         let index = start_index(&data_dir, &mut node)?;
-        let kv = open_kv(config, &data_dir, &mut node, keyring.clone(), tasks)?;
+        // The WAN pool's store never holds anything (its `kv_max_bytes` is
+        // 0): with a keyring of its own, no entry a peer sends could
+        // change the keys the pools share.
+        let kv_keyring = if forward.is_some() {
+            Keyring::default()
+        } else {
+            keyring.clone()
+        };
+        let kv = open_kv(config, &data_dir, &mut node, kv_keyring, tasks)?;
         let (snapshot_tx, snapshot_rx) =
             watch::channel(Arc::new(first_snapshot(&node, index.current())));
         let (status_tx, status_rx) = watch::channel(Arc::default());

@@ -59,9 +59,17 @@ pub const MAX_PER_PEER: usize = 2;
 /// How many exchanges each source IP holds open. Shared by the accept loop
 /// and the tasks serving exchanges (a slot is given back when its
 /// [`PeerSlot`] drops); the lock is held for one map update.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PeerSlots {
     open: Mutex<HashMap<IpAddr, usize>>,
+    /// Slots one source IP may hold.
+    max: usize,
+}
+
+impl Default for PeerSlots {
+    fn default() -> Self {
+        Self::with_max(MAX_PER_PEER)
+    }
 }
 
 /// One exchange's slot, given back on drop.
@@ -72,12 +80,20 @@ pub struct PeerSlot {
 }
 
 impl PeerSlots {
-    /// A slot for one more exchange from `ip`, unless it holds
-    /// [`MAX_PER_PEER`] already.
+    /// Slots of which one source IP may hold `max` at once.
+    pub fn with_max(max: usize) -> Self {
+        Self {
+            open: Mutex::default(),
+            max,
+        }
+    }
+
+    /// A slot for one more exchange from `ip`, unless it holds the most
+    /// ([`MAX_PER_PEER`] by default) already.
     pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
         let mut open = self.open.lock().expect("peer slots lock");
         let count = open.entry(ip).or_default();
-        if *count >= MAX_PER_PEER {
+        if *count >= self.max {
             return None;
         }
         *count += 1;

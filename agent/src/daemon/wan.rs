@@ -5,7 +5,9 @@
 //! listener, on a thread of its own (`shoal-wan`), with memberlist's WAN
 //! timings and the LAN pool's keyring. It is the same core as the LAN
 //! pool's, so it probes, suspects, refutes, exchanges state and logs as
-//! that one does; it carries no services, checks or KV of its own. Its
+//! that one does; it carries no services, checks or KV (its store takes
+//! nothing: `kv_max_bytes` 0, and a keyring of its own, so no entry a
+//! WAN peer sends is stored or can touch the keys). Its
 //! members are named `node.dc` and carry their datacenter, which is how
 //! a WAN member knows which datacenters exist and whom to ask there.
 //!
@@ -83,7 +85,9 @@ pub(super) fn start(
     wan.join = settings.join.clone();
     wan.gossip = settings.gossip.clone();
     wan.gossip.max_clock_drift = config.gossip.max_clock_drift;
-    wan.gossip.kv_max_bytes = config.gossip.kv_max_bytes;
+    // Nothing is replicated between datacenters: every KV entry a WAN
+    // peer sends is refused (and counted), whatever it is.
+    wan.gossip.kv_max_bytes = 0;
     wan.tags = Default::default();
     wan.services = Vec::new();
     wan.checks = Vec::new();
