@@ -491,6 +491,16 @@ pub fn rumor_datagram(to: shoal_protocol::NodeId, rumor: &shoal_protocol::rumor:
 /// Like [`rumor_datagram`], with custom broadcasts given as raw bytes (a
 /// newer agent's rumor kinds, appended fields).
 pub fn broadcast_datagram(to: shoal_protocol::NodeId, items: &[&[u8]]) -> Vec<u8> {
+    broadcast_datagram_in("shoal", to, items)
+}
+
+/// Like [`broadcast_datagram`], in a plain envelope of `cluster` (the WAN
+/// pool's is `shoal/wan`).
+pub fn broadcast_datagram_in(
+    cluster: &str,
+    to: shoal_protocol::NodeId,
+    items: &[&[u8]],
+) -> Vec<u8> {
     use foca::Codec;
     use shoal_protocol::codec::SwimCodec;
     use shoal_protocol::envelope::cluster_id;
@@ -514,7 +524,7 @@ pub fn broadcast_datagram(to: shoal_protocol::NodeId, items: &[&[u8]]) -> Vec<u8
         payload.extend_from_slice(&length.to_be_bytes());
         payload.extend_from_slice(item);
     }
-    Envelope::new(cluster_id("shoal")).seal(PayloadKind::Swim, &payload, [0; 24])
+    Envelope::new(cluster_id(cluster)).seal(PayloadKind::Swim, &payload, [0; 24])
 }
 
 /// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`, ...), if the

@@ -253,6 +253,26 @@ fn three_datacenters_read_each_other_through_the_wan_pool() {
         "{body}"
     );
 
+    // Partial connectivity: a2 (dc1) and b1 (dc2) can't reach each other,
+    // but both reach the rest. b1 stays alive in a2's view (probed
+    // through others), and every read of dc2 from dc1 is answered, through
+    // a1 when a2 can't pass it on.
+    block(&a2, &[&b1]);
+    block(&b1, &[&a2]);
+    for round in 0..30 {
+        let nodes = passing_nodes(&a3, "web", "dc2")
+            .unwrap_or_else(|error| panic!("lookup {round} with a2 and b1 apart: {error}"));
+        assert_eq!(nodes, ["b3"], "lookup {round}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        wan_alive(&a2).unwrap(),
+        wan_members,
+        "a2's view after 9 s apart from b1"
+    );
+    block(&a2, &[]);
+    block(&b1, &[]);
+
     // A WAN member of dc3 and one of dc1 killed: every lookup is still
     // answered, through the others.
     let (mut c1, mut a1) = (c1, a1);
@@ -328,5 +348,86 @@ fn three_datacenters_read_each_other_through_the_wan_pool() {
     println!(
         "cut: dc2's WAN member declared failed after {declared:?}; healed: lookups answered again after {:?}",
         healed.elapsed()
+    );
+}
+
+/// A KV entry gossiped in the WAN pool is refused: in particular one for
+/// `_shoal/keyring`, which in a LAN pool carries the cluster's keys. The
+/// WAN pool shares the LAN pool's keyring, so such an entry from any
+/// datacenter would otherwise replace the keys of every WAN member and cut
+/// it off from its own datacenter.
+#[test]
+fn a_keyring_entry_gossiped_in_the_wan_pool_changes_no_key() {
+    use shoal_protocol::kv::KvEntry;
+    use shoal_protocol::rumor::Rumor;
+    let root = tempfile::tempdir().unwrap();
+    let member = Agent::start(
+        root.path(),
+        AgentOptions {
+            args: vec!["--wan".into(), "--acl-allow-unauthenticated-keyring".into()],
+            ..AgentOptions::named("w1")
+        },
+    );
+    member.wait_serving();
+    let peer = Agent::start(root.path(), AgentOptions::joining("p1", &member));
+    peer.wait_serving();
+    wait_for(Duration::from_secs(20), "the LAN pair", || {
+        let members = member.members()?;
+        (members.len() == 2)
+            .then_some(())
+            .ok_or(format!("{members:?}"))
+    });
+    let (status, wan) =
+        http_json("GET", member.http_addr(), "/v1/agent/members?wan=1", None).unwrap();
+    assert_eq!(status, 200, "{wan}");
+    let generation = wan[0]["Generation"]
+        .as_u64()
+        .expect("the WAN identity's generation");
+    let wan_addr = std::net::SocketAddr::new(member.ip, 8302);
+    // 32 bytes of 7, base64.
+    let forged = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+    let entry = KvEntry {
+        key: "_shoal/keyring".into(),
+        value: format!("{{\"primary\":\"{forged}\",\"keys\":[\"{forged}\"]}}").into_bytes(),
+        flags: 0,
+        time: 1,
+        writer: "mallory".into(),
+        deleted: false,
+    };
+    let to = shoal_protocol::NodeId {
+        addr: wan_addr,
+        generation,
+    };
+    let datagram = shoal_tests::broadcast_datagram_in(
+        "shoal/wan",
+        to,
+        &[&shoal_protocol::codec::encode(&Rumor::Kv(entry))],
+    );
+    let socket = std::net::UdpSocket::bind((shoal_tests::unique_loopback(), 0)).unwrap();
+    for _ in 0..3 {
+        socket.send_to(&datagram, wan_addr).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, keyring) =
+        http_json("GET", member.http_addr(), "/v1/operator/keyring", None).unwrap();
+    assert_eq!(status, 200, "{keyring}");
+    assert!(
+        !keyring.to_string().contains(forged),
+        "the WAN pool changed the keys: {keyring}"
+    );
+    // The LAN pool still hears its peer: its traffic is as it was.
+    wait_for(Duration::from_secs(10), "the LAN peer alive", || {
+        let members = peer.members()?;
+        members
+            .iter()
+            .all(|(_, status)| *status == 1)
+            .then_some(())
+            .ok_or(format!("{members:?}"))
+    });
+    assert!(
+        !member.log().contains("gossip keyring updated"),
+        "{}",
+        member.log()
     );
 }
