@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
@@ -213,6 +214,65 @@ pub enum ForwardError {
     Failed(String),
 }
 
+/// What the WAN pool and forwarded reads count (`shoal_wan_*`).
+#[derive(Default)]
+pub struct WanCounters {
+    /// Reads this agent sent to another datacenter (its API's and DNS's).
+    pub reads_sent: AtomicU64,
+    /// Of those, the ones no agent of the target answered.
+    pub reads_unanswered: AtomicU64,
+    /// Forwarded reads this agent served: answered for our datacenter or
+    /// passed on to another.
+    pub reads_served: AtomicU64,
+    /// Forwarded reads refused past a budget (sent or served at once).
+    pub reads_busy: AtomicU64,
+    /// The WAN pool, to count its live members at scrape time.
+    pub pool: std::sync::OnceLock<WanView>,
+}
+
+impl crate::metrics::Counters for WanCounters {
+    fn prefix(&self) -> &'static str {
+        "shoal_wan_"
+    }
+
+    fn visit(&self, out: &mut crate::metrics::Exposition) {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        out.counter(
+            "shoal_wan_reads_sent_total",
+            "Reads (HTTP ?dc= and DNS) this agent sent to another datacenter.",
+            load(&self.reads_sent),
+        );
+        out.counter(
+            "shoal_wan_reads_unanswered_total",
+            "Reads sent to another datacenter that no agent of it answered (503 or SERVFAIL).",
+            load(&self.reads_unanswered),
+        );
+        out.counter(
+            "shoal_wan_reads_served_total",
+            "Forwarded reads this WAN member answered for its datacenter or passed on.",
+            load(&self.reads_served),
+        );
+        out.counter(
+            "shoal_wan_reads_busy_total",
+            "Forwarded reads refused past a budget (64 sent or 64 served at once).",
+            load(&self.reads_busy),
+        );
+        let alive = self.pool.get().map_or(0, |pool| {
+            pool.snapshot_rx
+                .borrow()
+                .members
+                .iter()
+                .filter(|member| member.status == MemberStatus::Alive)
+                .count()
+        });
+        out.gauge(
+            "shoal_wan_members_alive",
+            "Live members of the WAN pool, this agent included (0 when it is not a WAN member).",
+            alive as f64,
+        );
+    }
+}
+
 /// Sends reads to other datacenters: through a WAN member of ours (a LAN
 /// agent), or straight to a WAN member of the target (a WAN member).
 /// Shared by the HTTP API, where reads with `?dc=` start, and the WAN
@@ -229,6 +289,7 @@ pub struct Forwarder {
     /// Outgoing connections leave from it, when bound to one.
     pub local_ip: Option<IpAddr>,
     pub faults: Arc<crate::fault::FaultInjection>,
+    pub counters: Arc<WanCounters>,
     outgoing: Arc<Semaphore>,
 }
 
@@ -241,6 +302,10 @@ impl Forwarder {
         local_ip: Option<IpAddr>,
         faults: Arc<crate::fault::FaultInjection>,
     ) -> Self {
+        let counters = Arc::new(WanCounters::default());
+        if let Some(pool) = &wan {
+            let _ = counters.pool.set(pool.clone());
+        }
         Self {
             datacenter,
             envelope,
@@ -248,6 +313,7 @@ impl Forwarder {
             wan,
             local_ip: local_ip.filter(|ip| !ip.is_unspecified()),
             faults,
+            counters,
             outgoing: Arc::new(Semaphore::new(MAX_FORWARDS_OUT)),
         }
     }
@@ -308,6 +374,23 @@ impl Forwarder {
         Ok((targets, hops))
     }
 
+    /// A read this agent makes (its API's, its DNS's) for another
+    /// datacenter: [`Forwarder::forward`], counted as sent.
+    pub async fn send(
+        &self,
+        request: ForwardRequest,
+        timeout: Duration,
+    ) -> Result<ForwardResponse, ForwardError> {
+        self.counters.reads_sent.fetch_add(1, Ordering::Relaxed);
+        let answer = self.forward(request, timeout).await;
+        if answer.is_err() {
+            self.counters
+                .reads_unanswered
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+
     /// Sends `request` on and returns the answer, trying up to
     /// [`FORWARD_ATTEMPTS`] agents; each attempt may take `timeout`.
     pub async fn forward(
@@ -324,6 +407,7 @@ impl Forwarder {
         }
         request.hops = hops;
         let Ok(_permit) = self.outgoing.clone().try_acquire_owned() else {
+            self.counters.reads_busy.fetch_add(1, Ordering::Relaxed);
             return Err(ForwardError::Busy);
         };
         let mut failures = Vec::new();

@@ -203,6 +203,39 @@ fn three_datacenters_read_each_other_through_the_wan_pool() {
     assert_eq!(missing.status, "NXDOMAIN", "{}", missing.text);
     let unknown = dig(a3.dns_addr(), "web.service.dc9.consul", "A", &[]).unwrap();
     assert_eq!(unknown.status, "SERVFAIL", "{}", unknown.text);
+    // Counted: reads sent by a plain agent, served by WAN members, and the
+    // WAN pool's live members.
+    let (_, plain) = http_json("GET", a3.http_addr(), "/v1/agent/self", None).unwrap();
+    let sent = plain["Stats"]["wan"]["reads_sent"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(sent >= 5, "{}", plain["Stats"]["wan"]);
+    let unanswered = plain["Stats"]["wan"]["reads_unanswered"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(
+        (1..sent).contains(&unanswered),
+        "dc9's at least: {}",
+        plain["Stats"]["wan"]
+    );
+    let served: u64 = [&b1, &c1, &c2]
+        .iter()
+        .map(|member| {
+            let (_, me) = http_json("GET", member.http_addr(), "/v1/agent/self", None).unwrap();
+            assert_eq!(
+                me["Stats"]["wan"]["members_alive"], 5,
+                "{}",
+                me["Stats"]["wan"]
+            );
+            me["Stats"]["wan"]["reads_served"]
+                .as_u64()
+                .unwrap_or_default()
+        })
+        .sum();
+    assert!(
+        served >= 4,
+        "served by dc2's and dc3's WAN members: {served}"
+    );
     // The catalog of another datacenter: its nodes, with their datacenter.
     let (status, body) =
         http_json("GET", a3.http_addr(), "/v1/catalog/nodes?dc=dc2", None).unwrap();

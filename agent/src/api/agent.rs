@@ -95,6 +95,7 @@ pub async fn agent_self(State(state): State<ApiState>) -> Json<Value> {
             "reload": reload,
             "templates": state.templates.json(),
             "dns": stats_json(&*state.dns),
+            "wan": stats_json(&*state.forwarder.counters),
             "keyring": super::keyring::stats(&state, &snapshot.kv),
             "gossip": gossip,
             "kv": {

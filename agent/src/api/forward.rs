@@ -49,7 +49,7 @@ pub async fn to_datacenter(
         hops: 0,
     };
     let started = Instant::now();
-    match state.forwarder.forward(forwarded, timeout).await {
+    match state.forwarder.send(forwarded, timeout).await {
         Ok(answer) => answered(answer, &dc, started),
         // No agent of the target answered (none known, all busy or
         // unreachable): the reason says which.

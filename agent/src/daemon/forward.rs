@@ -110,7 +110,21 @@ impl ForwardServer {
                 "the request did not arrive in time",
             ))
         })??;
+        let Some(ready) = self.ready.get() else {
+            write_frame(
+                &mut stream,
+                envelope,
+                &forward_error(503, "this agent is starting; retry"),
+            )
+            .await?;
+            return Ok(());
+        };
         let Ok(_permit) = self.served.clone().try_acquire_owned() else {
+            ready
+                .forwarder
+                .counters
+                .reads_busy
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let busy = forward_error(
                 503,
                 &format!(
@@ -120,6 +134,11 @@ impl ForwardServer {
             write_frame(&mut stream, envelope, &busy).await?;
             return Ok(());
         };
+        ready
+            .forwarder
+            .counters
+            .reads_served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let response = self.answer(request).await;
         write_frame(&mut stream, envelope, &response).await?;
         stream.shutdown().await?;

@@ -257,6 +257,7 @@ pub async fn run(
         .add(watch_counters.clone())
         .add(event_counters.clone())
         .add(dns_counters.clone())
+        .add(forwarder.counters.clone())
         .add(Arc::new(crate::process::ProcessCounters));
     let kv_quarantine = core.loop_.kv.quarantine.clone();
     let http_addr = serve_api(

@@ -97,10 +97,7 @@ pub async fn to_datacenter(
         },
         hops: 0,
     };
-    match forwarder
-        .forward(request, crate::wan::FORWARD_TIMEOUT)
-        .await
-    {
+    match forwarder.send(request, crate::wan::FORWARD_TIMEOUT).await {
         // The reply must answer this query (same id).
         Ok(answer)
             if answer.status == 200
