@@ -9,6 +9,7 @@
 //! - [`snapshot`]: what readers see of the agent, published by the core loop;
 //!   [`core_counters`]: the core loop's counters, published beside it.
 //! - [`fault`]: test-only fault injection (`--fault-injection`).
+//! - [`frame`]: TCP frames between agents (anti-entropy, forwarded reads).
 //! - [`reload_handle`]: the API's side of config hot reload.
 //! - [`checks`]: health checks: definitions, the status state machine, probes.
 //! - [`duration`]: Go's duration syntax, used by config, checks and the API.
@@ -66,6 +67,7 @@ pub mod events;
 pub mod fault;
 pub mod field_error;
 pub mod flags;
+pub mod frame;
 pub mod fuzzing;
 pub mod handle;
 pub mod kv;

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use shoal_protocol::MemberStatus;
-use shoal_protocol::codec::{self, DecodeError, MAX_FRAME};
-use shoal_protocol::envelope::{Envelope, EnvelopeError, PayloadKind};
+use shoal_protocol::codec::MAX_FRAME;
+use shoal_protocol::envelope::{Envelope, PayloadKind};
 use shoal_protocol::forward::{ForwardRequest, ForwardResponse, MAX_HOPS};
 use shoal_protocol::record::WAN_TAG;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
+
+pub use crate::frame::FrameError;
 use tokio::sync::{Semaphore, watch};
 
 use crate::core_counters::CoreCounters;
@@ -454,16 +455,7 @@ impl Forwarder {
     }
 
     async fn connect(&self, peer: SocketAddr) -> std::io::Result<TcpStream> {
-        let Some(ip) = self.local_ip.filter(|ip| ip.is_ipv4() == peer.is_ipv4()) else {
-            return TcpStream::connect(peer).await;
-        };
-        let socket = if ip.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.bind(SocketAddr::new(ip, 0))?;
-        socket.connect(peer).await
+        crate::frame::connect_from(self.local_ip, peer).await
     }
 }
 
@@ -492,64 +484,32 @@ pub fn forward_error(status: u16, message: &str) -> ForwardResponse {
     response
 }
 
-/// Why a forwarded frame could not be sent or read.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("frame of {size} bytes exceeds the {limit}-byte limit")]
-    TooLarge { size: usize, limit: usize },
-    #[error("bad envelope: {0}")]
-    Envelope(#[from] EnvelopeError),
-    #[error("undecodable message: {0}")]
-    Decode(#[from] DecodeError),
-    #[error("expected a forwarded read, got a {0:?} envelope")]
-    WrongKind(PayloadKind),
-}
-
-/// Writes `message` as one frame: its length, then the sealed envelope.
+/// Writes `message` as one forwarded-read frame, in the newest wire
+/// version this agent speaks (every WAN member speaks it).
 pub async fn write_frame<T: bincode::Encode>(
     stream: &mut TcpStream,
     envelope: &Envelope,
     message: &T,
 ) -> Result<usize, FrameError> {
-    let packet = envelope.seal_as(
+    crate::frame::write(
+        stream,
+        envelope,
         envelope.range().max,
         PayloadKind::Forward,
-        &codec::encode(message),
-        rand::random(),
-    );
-    if packet.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge {
-            size: packet.len(),
-            limit: MAX_FRAME,
-        });
-    }
-    let mut frame = Vec::with_capacity(4 + packet.len());
-    frame.extend_from_slice(&(packet.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&packet);
-    stream.write_all(&frame).await?;
-    Ok(frame.len())
+        message,
+    )
+    .await
 }
 
-/// Reads one frame of at most `limit` bytes and decodes it.
+/// Reads one forwarded-read frame of at most `limit` bytes.
 pub async fn read_frame<T: bincode::Decode<()>>(
     stream: &mut TcpStream,
     envelope: &Envelope,
     limit: usize,
 ) -> Result<T, FrameError> {
-    let length = stream.read_u32().await? as usize;
-    if length > limit {
-        return Err(FrameError::TooLarge {
-            size: length,
-            limit,
-        });
-    }
-    let mut frame = vec![0u8; length];
-    stream.read_exact(&mut frame).await?;
-    let opened = envelope.open(&frame)?;
-    if opened.kind != PayloadKind::Forward {
-        return Err(FrameError::WrongKind(opened.kind));
-    }
-    Ok(codec::decode_frame(&opened.payload)?)
+    Ok(
+        crate::frame::read(stream, envelope, limit, PayloadKind::Forward)
+            .await?
+            .0,
+    )
 }

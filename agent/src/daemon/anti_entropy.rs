@@ -30,17 +30,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_protocol::anti_entropy::{SyncMessage, SyncStep};
-use shoal_protocol::codec::{self, DecodeError, MAX_FRAME};
+use shoal_protocol::codec::{DecodeError, MAX_FRAME};
 use shoal_protocol::envelope::{Envelope, EnvelopeError, PayloadKind};
 use shoal_protocol::node::build_page;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::anti_entropy_counters::{AntiEntropyCounters, Outcome, Role};
 use super::rate::{MAX_PER_PEER, PeerRateLimit, PeerSlots};
+use crate::frame::{self, FrameError};
 use crate::handle::AgentHandle;
 use crate::snapshot::Snapshot;
 
@@ -303,16 +304,7 @@ impl SyncService {
 
     /// A connection to `peer` from our own address.
     async fn connect(&self, peer: SocketAddr) -> std::io::Result<TcpStream> {
-        let Some(ip) = self.local_ip.filter(|ip| ip.is_ipv4() == peer.is_ipv4()) else {
-            return TcpStream::connect(peer).await;
-        };
-        let socket = if ip.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.bind(SocketAddr::new(ip, 0))?;
-        socket.connect(peer).await
+        frame::connect_from(self.local_ip, peer).await
     }
 
     /// Accepts exchanges until `shutdown`; on the WAN listener (with
@@ -535,23 +527,7 @@ async fn write_frame(
     version: u8,
     message: &SyncMessage,
 ) -> Result<usize, SyncError> {
-    let packet = envelope.seal_as(
-        version,
-        PayloadKind::Sync,
-        &codec::encode(message),
-        rand::random(),
-    );
-    if packet.len() > MAX_FRAME {
-        return Err(SyncError::FrameTooLarge {
-            size: packet.len(),
-            limit: MAX_FRAME,
-        });
-    }
-    let mut frame = Vec::with_capacity(4 + packet.len());
-    frame.extend_from_slice(&(packet.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&packet);
-    stream.write_all(&frame).await?;
-    Ok(frame.len())
+    Ok(frame::write(stream, envelope, version, PayloadKind::Sync, message).await?)
 }
 
 /// Reads one frame of at most `limit` bytes: a longer one is refused from
@@ -562,27 +538,25 @@ async fn read_frame(
     envelope: &Envelope,
     limit: usize,
 ) -> Result<(SyncMessage, usize, u8), SyncError> {
-    let length = stream.read_u32().await? as usize;
-    if length > limit {
-        return Err(SyncError::FrameTooLarge {
-            size: length,
-            limit,
-        });
+    Ok(frame::read(stream, envelope, limit, PayloadKind::Sync).await?)
+}
+
+impl From<FrameError> for SyncError {
+    fn from(error: FrameError) -> Self {
+        match error {
+            FrameError::Io(error) => SyncError::Io(error),
+            FrameError::TooLarge { size, limit } => SyncError::FrameTooLarge { size, limit },
+            FrameError::Envelope(error) => SyncError::Envelope(error),
+            FrameError::Decode(error) => SyncError::Decode(error),
+            FrameError::WrongKind { got, .. } => SyncError::WrongKind(got),
+        }
     }
-    let mut frame = vec![0u8; length];
-    stream.read_exact(&mut frame).await?;
-    // A trailer is a datagram's only: `open` refuses one on a frame.
-    let opened = envelope.open(&frame)?;
-    if opened.kind != PayloadKind::Sync {
-        return Err(SyncError::WrongKind(opened.kind));
-    }
-    let version = frame[4];
-    Ok((codec::decode_frame(&opened.payload)?, 4 + length, version))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_protocol::codec;
     use shoal_protocol::NodeId;
     use shoal_protocol::anti_entropy::{Digest, DigestEntry};
     use shoal_protocol::envelope::cluster_id;
