@@ -292,7 +292,14 @@ pub struct Forwarder {
     pub faults: Arc<crate::fault::FaultInjection>,
     pub counters: Arc<WanCounters>,
     outgoing: Arc<Semaphore>,
+    /// When each datacenter's unanswered reads were last logged.
+    warned: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// An unanswered read for a datacenter is logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+/// Datacenters whose last warning is remembered (a caller may name any).
+const WARNED_MAX: usize = 64;
 
 impl Forwarder {
     pub fn new(
@@ -316,6 +323,7 @@ impl Forwarder {
             faults,
             counters,
             outgoing: Arc::new(Semaphore::new(MAX_FORWARDS_OUT)),
+            warned: Default::default(),
         }
     }
 
@@ -383,13 +391,32 @@ impl Forwarder {
         timeout: Duration,
     ) -> Result<ForwardResponse, ForwardError> {
         self.counters.reads_sent.fetch_add(1, Ordering::Relaxed);
+        let datacenter = request.datacenter.clone();
         let answer = self.forward(request, timeout).await;
-        if answer.is_err() {
+        if let Err(error) = &answer {
             self.counters
                 .reads_unanswered
                 .fetch_add(1, Ordering::Relaxed);
+            self.warn_unanswered(&datacenter, error);
         }
         answer
+    }
+
+    /// Logs an unanswered read at warn, once a minute per datacenter.
+    fn warn_unanswered(&self, datacenter: &str, error: &ForwardError) {
+        let now = std::time::Instant::now();
+        let mut warned = self.warned.lock().expect("warned lock poisoned");
+        if warned
+            .get(datacenter)
+            .is_some_and(|last| now.duration_since(*last) < WARN_EVERY)
+        {
+            return;
+        }
+        if warned.len() >= WARNED_MAX {
+            warned.clear();
+        }
+        warned.insert(datacenter.to_string(), now);
+        tracing::warn!(%datacenter, "a read for datacenter `{datacenter}` got no answer (again within a minute: counted in shoal_wan_reads_unanswered_total, not logged): {error}");
     }
 
     /// Sends `request` on and returns the answer, trying up to

@@ -556,9 +556,9 @@ impl From<FrameError> for SyncError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_protocol::codec;
     use shoal_protocol::NodeId;
     use shoal_protocol::anti_entropy::{Digest, DigestEntry};
+    use shoal_protocol::codec;
     use shoal_protocol::envelope::cluster_id;
     use shoal_protocol::keyring::{KEY_LEN, Keyring};
 
