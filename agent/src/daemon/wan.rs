@@ -1,6 +1,6 @@
 //! A WAN member's second gossip pool: the one that joins datacenters.
 //!
-//! An agent with `wan.enabled` runs a second core (see [`super::Core`]):
+//! An agent with `wan.enabled` runs a second core (see `super::Core`):
 //! its own foca, cluster state, timer scheduler, UDP socket and TCP
 //! listener, on a thread of its own (`shoal-wan`), with memberlist's WAN
 //! timings and the LAN pool's keyring. It is the same core as the LAN
