@@ -327,6 +327,25 @@ impl Forwarder {
         }
     }
 
+    /// Whether reads for other datacenters have a way out: this agent is a
+    /// WAN member, or a live member of its datacenter is. Without one,
+    /// DNS answers names of other datacenters from our own catalog (with
+    /// nothing), as a lone datacenter always has.
+    pub fn federated(&self) -> bool {
+        if self.wan.is_some() {
+            return true;
+        }
+        let snapshot = self.lan.borrow();
+        snapshot.members.iter().any(|member| {
+            member.id != snapshot.local.id
+                && member.status == MemberStatus::Alive
+                && member
+                    .record
+                    .as_ref()
+                    .is_some_and(|record| record.tags.contains_key(WAN_TAG))
+        })
+    }
+
     /// The datacenters this agent knows of: ours, and (on a WAN member)
     /// every datacenter of a live WAN member.
     pub fn known_datacenters(&self) -> Vec<String> {

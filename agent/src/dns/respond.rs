@@ -40,8 +40,8 @@ pub enum Outcome {
     /// query to them ([`super::forward`]).
     Forward(Vec<u8>),
     /// A name in another datacenter (`web.service.dc2.consul`) on an agent
-    /// that can reach it: send the query there through the WAN pool
-    /// ([`super::forward::to_datacenter`]).
+    /// of a federated datacenter (one with a WAN member): send the query
+    /// there through the WAN pool ([`super::forward::to_datacenter`]).
     Datacenter {
         datacenter: String,
         query: Vec<u8>,
@@ -150,7 +150,10 @@ impl Responder {
         if let Placed::Ours { lookup, .. } = &placed
             && let Some(datacenter) = lookup.datacenter()
             && !datacenter.eq_ignore_ascii_case(&self.datacenter)
-            && self.forwarder.is_some()
+            && self
+                .forwarder
+                .as_ref()
+                .is_some_and(|forwarder| forwarder.federated())
         {
             return Outcome::Datacenter {
                 datacenter: datacenter.to_ascii_lowercase(),
