@@ -115,6 +115,23 @@ impl WanView {
     }
 }
 
+/// The live members of our datacenter, other than this agent, that are
+/// WAN members: their names and WAN addresses (the `wan` tag of their
+/// record).
+pub fn lan_wan_members(snapshot: &Snapshot) -> Vec<(String, SocketAddr)> {
+    snapshot
+        .members
+        .iter()
+        .filter(|member| member.id != snapshot.local.id)
+        .filter(|member| member.status == MemberStatus::Alive)
+        .filter_map(|member| {
+            let record = member.record.as_ref()?;
+            let addr = record.tags.get(WAN_TAG)?.parse().ok()?;
+            Some((record.name.clone(), addr))
+        })
+        .collect()
+}
+
 /// A WAN member's name: `node.dc`, as Consul's servers are named in their
 /// WAN pool.
 pub fn wan_name(node: &str, datacenter: &str) -> String {
@@ -335,15 +352,7 @@ impl Forwarder {
         if self.wan.is_some() {
             return true;
         }
-        let snapshot = self.lan.borrow();
-        snapshot.members.iter().any(|member| {
-            member.id != snapshot.local.id
-                && member.status == MemberStatus::Alive
-                && member
-                    .record
-                    .as_ref()
-                    .is_some_and(|record| record.tags.contains_key(WAN_TAG))
-        })
+        !lan_wan_members(&self.lan.borrow()).is_empty()
     }
 
     /// The datacenters this agent knows of: ours, and (on a WAN member)
@@ -380,13 +389,9 @@ impl Forwarder {
                 (targets, request.hops + 1)
             }
             _ => {
-                let snapshot = self.lan.borrow();
-                let targets: Vec<SocketAddr> = snapshot
-                    .members
-                    .iter()
-                    .filter(|member| member.id != snapshot.local.id)
-                    .filter(|member| member.status == MemberStatus::Alive)
-                    .filter_map(|member| member.record.as_ref()?.tags.get(WAN_TAG)?.parse().ok())
+                let targets: Vec<SocketAddr> = lan_wan_members(&self.lan.borrow())
+                    .into_iter()
+                    .map(|(_, addr)| addr)
                     .collect();
                 if targets.is_empty() {
                     return Err(ForwardError::NoRoute(format!(

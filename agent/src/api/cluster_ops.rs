@@ -7,22 +7,15 @@ use axum::http::StatusCode;
 use shoal_protocol::ForceLeaveError;
 
 use super::{ApiError, ApiState, Query};
-use shoal_protocol::record::WAN_TAG;
-
 use crate::config::{DEFAULT_GOSSIP_PORT, DEFAULT_WAN_PORT};
 use crate::handle::{AgentHandle, ForceLeaveFailed, JoinError};
 
 /// The WAN pool, for `?wan`: only a WAN member (`wan.enabled`) is in it.
 pub fn wan_pool(state: &ApiState) -> Result<&crate::wan::WanView, ApiError> {
     state.wan.as_ref().ok_or_else(|| {
-        let snapshot = state.snapshot();
-        let members: Vec<String> = snapshot
-            .members
-            .iter()
-            .filter(|member| member.status == shoal_protocol::MemberStatus::Alive)
-            .filter_map(|member| member.record.as_ref())
-            .filter(|record| record.tags.contains_key(WAN_TAG))
-            .map(|record| record.name.clone())
+        let members: Vec<String> = crate::wan::lan_wan_members(&state.snapshot())
+            .into_iter()
+            .map(|(name, _)| name)
             .collect();
         let hint = if members.is_empty() {
             "no agent of this datacenter is one".to_string()

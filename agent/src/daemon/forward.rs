@@ -139,16 +139,13 @@ impl ForwardServer {
             .counters
             .reads_served
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let response = self.answer(request).await;
+        let response = self.answer(ready, request).await;
         write_frame(&mut stream, envelope, &response).await?;
         stream.shutdown().await?;
         Ok(())
     }
 
-    async fn answer(&self, request: ForwardRequest) -> ForwardResponse {
-        let Some(ready) = self.ready.get() else {
-            return forward_error(503, "this agent is starting; retry");
-        };
+    async fn answer(&self, ready: &Ready, request: ForwardRequest) -> ForwardResponse {
         if let ForwardQuery::Http { path, .. } = &request.query
             && !forwardable(path)
         {
