@@ -141,8 +141,10 @@ pub fn wan_name(node: &str, datacenter: &str) -> String {
 /// Largest answer body forwarded: a frame's worth, less room for the
 /// envelope and the headers.
 pub const MAX_ANSWER: usize = MAX_FRAME - 64 * 1024;
-/// How long a plain read may take across datacenters, per attempt.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a WAN member waits for an agent of the target datacenter to
+/// answer a plain read, per attempt (a round trip across the WAN and a
+/// read from memory: well under a second when the agent is reachable).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A blocking query's default and longest wait (the API's own).
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -178,12 +180,12 @@ pub fn forwardable(path_and_query: &str) -> bool {
     EXACT.contains(&path) || UNDER.iter().any(|prefix| path.starts_with(prefix))
 }
 
-/// How long one attempt at a forwarded read may take: a blocking query's
-/// wait (`?index=` with `?wait=`, default 5 min, at most 10) and then
-/// some, else [`FORWARD_TIMEOUT`].
+/// How long one attempt at an agent of the target may take: a blocking
+/// query's wait (`?index=` with `?wait=`, default 5 min, at most 10) and
+/// then [`ATTEMPT_TIMEOUT`], else [`ATTEMPT_TIMEOUT`].
 pub fn request_timeout(path_and_query: &str) -> Duration {
     let Some((_, query)) = path_and_query.split_once('?') else {
-        return FORWARD_TIMEOUT;
+        return ATTEMPT_TIMEOUT;
     };
     let mut blocking = false;
     let mut wait = DEFAULT_WAIT;
@@ -200,9 +202,9 @@ pub fn request_timeout(path_and_query: &str) -> Duration {
         }
     }
     if blocking {
-        wait + FORWARD_TIMEOUT
+        wait + ATTEMPT_TIMEOUT
     } else {
-        FORWARD_TIMEOUT
+        ATTEMPT_TIMEOUT
     }
 }
 
@@ -213,6 +215,17 @@ pub const MAX_FORWARDS_OUT: usize = 64;
 pub const FORWARD_ATTEMPTS: usize = 3;
 /// How long a connection to the next hop may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections to one next hop kept open after an answer, for the next
+/// read to skip the handshake (a round trip across the WAN).
+const IDLE_PER_TARGET: usize = 4;
+/// Connections kept open in all.
+const IDLE_MAX: usize = 64;
+/// How long a kept connection may wait for its next read; below the
+/// other side's [`SERVED_IDLE_TIMEOUT`], so that it is rarely closed
+/// under us.
+const IDLE_KEEP: Duration = Duration::from_secs(30);
+/// How long a WAN member keeps a connection open for the next read.
+pub const SERVED_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The header a forwarder sets on an answer it made itself (no agent of
 /// the target gave one): the next hop back may try another route.
 pub const FORWARD_ERROR_HEADER: &str = "x-shoal-forward-error";
@@ -244,6 +257,9 @@ pub struct WanCounters {
     pub reads_served: AtomicU64,
     /// Forwarded reads refused past a budget (sent or served at once).
     pub reads_busy: AtomicU64,
+    /// Connections this agent opened to send reads on (a kept one serves
+    /// many reads).
+    pub connections_opened: AtomicU64,
     /// The WAN pool, to count its live members at scrape time.
     pub pool: std::sync::OnceLock<WanView>,
 }
@@ -274,6 +290,11 @@ impl crate::metrics::Counters for WanCounters {
             "shoal_wan_reads_busy_total",
             "Forwarded reads refused past a budget (64 sent or 64 served at once).",
             load(&self.reads_busy),
+        );
+        out.counter(
+            "shoal_wan_connections_opened_total",
+            "Connections this agent opened to send reads to another datacenter on (each is kept for the next reads).",
+            load(&self.connections_opened),
         );
         let alive = self.pool.get().map_or(0, |pool| {
             pool.snapshot_rx
@@ -309,6 +330,10 @@ pub struct Forwarder {
     pub faults: Arc<crate::fault::FaultInjection>,
     pub counters: Arc<WanCounters>,
     outgoing: Arc<Semaphore>,
+    /// Connections kept open after an answer, by next hop, with when.
+    idle: std::sync::Mutex<
+        std::collections::HashMap<SocketAddr, Vec<(TcpStream, std::time::Instant)>>,
+    >,
     /// When each datacenter's unanswered reads were last logged.
     warned: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -340,6 +365,7 @@ impl Forwarder {
             faults,
             counters,
             outgoing: Arc::new(Semaphore::new(MAX_FORWARDS_OUT)),
+            idle: Default::default(),
             warned: Default::default(),
         }
     }
@@ -373,11 +399,12 @@ impl Forwarder {
         known
     }
 
-    /// Where `request` goes next, in the order to try, and with how many
-    /// hops it then has taken.
-    fn route(&self, request: &ForwardRequest) -> Result<(Vec<SocketAddr>, u8), ForwardError> {
+    /// Where `request` goes next, in the order to try, with how many hops
+    /// it then has taken, and whether it goes to WAN members of ours
+    /// (which then try the target's agents themselves).
+    fn route(&self, request: &ForwardRequest) -> Result<(Vec<SocketAddr>, u8, bool), ForwardError> {
         let dc = &request.datacenter;
-        let (mut targets, hops) = match &self.wan {
+        let (mut targets, hops, ours) = match &self.wan {
             Some(wan) if !dc.eq_ignore_ascii_case(&self.datacenter) => {
                 let targets = wan.live_members_of(dc);
                 if targets.is_empty() {
@@ -386,7 +413,7 @@ impl Forwarder {
                         "dc: no live WAN member of datacenter `{dc}` (the WAN pool has live members of: {known})"
                     )));
                 }
-                (targets, request.hops + 1)
+                (targets, request.hops + 1, false)
             }
             _ => {
                 let targets: Vec<SocketAddr> = lan_wan_members(&self.lan.borrow())
@@ -399,12 +426,12 @@ impl Forwarder {
                         self.datacenter
                     )));
                 }
-                (targets, request.hops)
+                (targets, request.hops, true)
             }
         };
         targets.shuffle(&mut rand::rng());
         targets.truncate(FORWARD_ATTEMPTS);
-        Ok((targets, hops))
+        Ok((targets, hops, ours))
     }
 
     /// A read this agent makes (its API's, its DNS's) for another
@@ -444,13 +471,21 @@ impl Forwarder {
     }
 
     /// Sends `request` on and returns the answer, trying up to
-    /// [`FORWARD_ATTEMPTS`] agents; each attempt may take `timeout`.
+    /// [`FORWARD_ATTEMPTS`] agents. Each attempt at an agent of the target
+    /// may take `timeout`; through WAN members of ours, which make those
+    /// attempts, the whole read may take all of them and
+    /// [`ATTEMPT_TIMEOUT`] more, whichever of ours it goes through (so
+    /// that the WAN member's own answer, with its reason, comes back in
+    /// time, and a second one is tried only with the time left).
     pub async fn forward(
         &self,
         mut request: ForwardRequest,
         timeout: Duration,
     ) -> Result<ForwardResponse, ForwardError> {
-        let (targets, hops) = self.route(&request)?;
+        let (targets, hops, ours) = self.route(&request)?;
+        let deadline = ours.then(|| {
+            std::time::Instant::now() + timeout * FORWARD_ATTEMPTS as u32 + ATTEMPT_TIMEOUT
+        });
         if hops > MAX_HOPS {
             return Err(ForwardError::NoRoute(format!(
                 "dc: this read for `{}` already went through a WAN member; it is not sent further",
@@ -464,12 +499,18 @@ impl Forwarder {
         };
         let mut failures = Vec::new();
         for target in targets {
-            let attempt = tokio::time::timeout(timeout, self.ask(target, &request)).await;
+            let limit = deadline.map_or(timeout, |deadline| {
+                deadline.saturating_duration_since(std::time::Instant::now())
+            });
+            if limit.is_zero() {
+                break;
+            }
+            let attempt = tokio::time::timeout(limit, self.ask(target, &request)).await;
             match attempt {
                 Ok(Ok(response)) if !is_forward_error(&response) => return Ok(response),
                 Ok(Ok(response)) => failures.push(format!("{target}: {}", error_text(&response))),
                 Ok(Err(error)) => failures.push(format!("{target}: {error}")),
-                Err(_) => failures.push(format!("{target}: no answer within {timeout:?}")),
+                Err(_) => failures.push(format!("{target}: no answer within {limit:.1?}")),
             }
         }
         Err(ForwardError::Failed(format!(
@@ -479,17 +520,30 @@ impl Forwarder {
         )))
     }
 
-    /// One attempt: a connection to `target`, the request, the answer.
+    /// One attempt: the request to `target` and its answer, on a kept
+    /// connection when there is one (if the other side closed it
+    /// meanwhile, the read is asked again on a new one: reads can be
+    /// repeated), else on a new connection; kept afterwards.
     async fn ask(
         &self,
         target: SocketAddr,
         request: &ForwardRequest,
     ) -> Result<ForwardResponse, FrameError> {
         if self.faults.is_blocked(target.ip()) {
+            self.idle
+                .lock()
+                .expect("idle lock poisoned")
+                .remove(&target);
             return Err(FrameError::Io(std::io::Error::new(
                 std::io::ErrorKind::ConnectionRefused,
                 "blocked by fault injection",
             )));
+        }
+        if let Some(mut stream) = self.kept(target)
+            && let Ok(response) = exchange(&mut stream, &self.envelope, request).await
+        {
+            self.keep(target, stream);
+            return Ok(response);
         }
         let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(target))
             .await
@@ -499,15 +553,58 @@ impl Forwarder {
                     format!("no connection within {CONNECT_TIMEOUT:?}"),
                 ))
             })??;
+        self.counters
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
         stream.set_nodelay(true)?;
-        write_frame(&mut stream, &self.envelope, request).await?;
-        let response = read_frame(&mut stream, &self.envelope, MAX_FRAME).await?;
+        let response = exchange(&mut stream, &self.envelope, request).await?;
+        self.keep(target, stream);
         Ok(response)
+    }
+
+    /// A kept connection to `target` that has not waited too long.
+    fn kept(&self, target: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().expect("idle lock poisoned");
+        let streams = idle.get_mut(&target)?;
+        let now = std::time::Instant::now();
+        let found = std::iter::from_fn(|| streams.pop())
+            .find(|(_, since)| now.duration_since(*since) < IDLE_KEEP)
+            .map(|(stream, _)| stream);
+        if streams.is_empty() {
+            idle.remove(&target);
+        }
+        found
+    }
+
+    /// Keeps `stream` to `target` for the next read, within the limits
+    /// (past them, it is closed); drops the ones that waited too long.
+    fn keep(&self, target: SocketAddr, stream: TcpStream) {
+        let mut idle = self.idle.lock().expect("idle lock poisoned");
+        let now = std::time::Instant::now();
+        idle.retain(|_, streams| {
+            streams.retain(|(_, since)| now.duration_since(*since) < IDLE_KEEP);
+            !streams.is_empty()
+        });
+        let total: usize = idle.values().map(Vec::len).sum();
+        let streams = idle.entry(target).or_default();
+        if total < IDLE_MAX && streams.len() < IDLE_PER_TARGET {
+            streams.push((stream, now));
+        }
     }
 
     async fn connect(&self, peer: SocketAddr) -> std::io::Result<TcpStream> {
         crate::frame::connect_from(self.local_ip, peer).await
     }
+}
+
+/// A request and its answer on `stream`.
+async fn exchange(
+    stream: &mut TcpStream,
+    envelope: &Envelope,
+    request: &ForwardRequest,
+) -> Result<ForwardResponse, FrameError> {
+    write_frame(stream, envelope, request).await?;
+    read_frame(stream, envelope, MAX_FRAME).await
 }
 
 /// What an error answer says: its JSON `error`, else its body.

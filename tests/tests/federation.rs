@@ -31,20 +31,31 @@ impl Federation {
         lan_seed: Option<&Agent>,
         wan: Option<Option<&Agent>>,
     ) -> Agent {
-        let config = self.root.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            "[wan.gossip]\nprobe_interval = \"1s\"\nprobe_timeout = \"500ms\"\npush_pull_interval = \"5s\"\nreannounce_interval = \"2s\"\n",
-        )
-        .unwrap();
+        self.start_with(name, dc, lan_seed, wan, "")
+    }
+
+    /// [`Federation::start`] with `config` (TOML) in the agent's config.
+    fn start_with(
+        &self,
+        name: &str,
+        dc: &str,
+        lan_seed: Option<&Agent>,
+        wan: Option<Option<&Agent>>,
+        config: &str,
+    ) -> Agent {
+        let path = self.root.path().join(format!("{name}.toml"));
+        let wan_timings = "[wan.gossip]\nprobe_interval = \"1s\"\nprobe_timeout = \"500ms\"\npush_pull_interval = \"5s\"\nreannounce_interval = \"2s\"\n";
+        let wan_timings = if wan.is_some() { wan_timings } else { "" };
+        std::fs::write(&path, format!("{config}\n{wan_timings}")).unwrap();
         let mut args = vec![
             "--datacenter".to_string(),
             dc.to_string(),
             "--fault-injection".to_string(),
+            "--config".to_string(),
+            path.display().to_string(),
         ];
         if let Some(seed) = wan {
-            args.extend(["--wan".to_string(), "--config".to_string()]);
-            args.push(config.display().to_string());
+            args.push("--wan".to_string());
             if let Some(seed) = seed {
                 args.extend(["--join-wan".to_string(), format!("{}:8302", seed.ip)]);
             }
@@ -114,7 +125,14 @@ fn three_datacenters_read_each_other_through_the_wan_pool() {
     // dc1: two WAN members and a plain agent.
     let a1 = federation.start("a1", "dc1", None, Some(None));
     let a2 = federation.start("a2", "dc1", Some(&a1), Some(Some(&a1)));
-    let a3 = federation.start("a3", "dc1", Some(&a1), None);
+    // a3 asks dc2, then dc3, for a service dc1 has no instance of (DNS).
+    let a3 = federation.start_with(
+        "a3",
+        "dc1",
+        Some(&a1),
+        None,
+        "[dns]\nfailover = [\"dc2\", \"dc3\"]\n",
+    );
     // dc2: one WAN member.
     let b1 = federation.start("b1", "dc2", None, Some(Some(&a1)));
     let b2 = federation.start("b2", "dc2", Some(&b1), None);
@@ -203,6 +221,21 @@ fn three_datacenters_read_each_other_through_the_wan_pool() {
     assert_eq!(missing.status, "NXDOMAIN", "{}", missing.text);
     let unknown = dig(a3.dns_addr(), "web.service.dc9.consul", "A", &[]).unwrap();
     assert_eq!(unknown.status, "SERVFAIL", "{}", unknown.text);
+    // dns.failover: dc1 has no web and no db; a3 asks dc2 first (web is
+    // there), then dc3 (db is only there), over UDP and TCP. a1, without
+    // failover, answers from dc1 alone.
+    for extra in [&[][..], &["+tcp"][..]] {
+        let web = dig(a3.dns_addr(), "web.service.consul", "A", extra).unwrap();
+        assert_eq!(web.answers("A"), [b3.ip.to_string()], "{}", web.text);
+        let db = dig(a3.dns_addr(), "db.service.consul", "A", extra).unwrap();
+        assert_eq!(db.answers("A"), [c2.ip.to_string()], "{}", db.text);
+    }
+    let nothing = dig(a3.dns_addr(), "nothing.service.consul", "A", &[]).unwrap();
+    assert_eq!(nothing.status, "NXDOMAIN", "nowhere: {}", nothing.text);
+    let home = dig(a1.dns_addr(), "db.service.consul", "A", &[]).unwrap();
+    assert_eq!(home.status, "NXDOMAIN", "no failover on a1: {}", home.text);
+    let (_, me) = http_json("GET", a3.http_addr(), "/v1/agent/self", None).unwrap();
+    assert_eq!(me["Stats"]["dns"]["failovers"], 4, "{}", me["Stats"]["dns"]);
     // Counted: reads sent by a plain agent, served by WAN members, and the
     // WAN pool's live members.
     let (_, plain) = http_json("GET", a3.http_addr(), "/v1/agent/self", None).unwrap();
@@ -235,6 +268,37 @@ fn three_datacenters_read_each_other_through_the_wan_pool() {
     assert!(
         served >= 4,
         "served by dc2's and dc3's WAN members: {served}"
+    );
+    // Connections are kept between reads, so a read skips the handshake
+    // (a round trip across the WAN): eight reads of dc3 from b2 open at
+    // most one connection from b2 to b1 (dc2's only WAN member) and one
+    // from b1 to each of dc3's two.
+    let wan_stat = |agent: &Agent, key: &str| {
+        let (_, me) = http_json("GET", agent.http_addr(), "/v1/agent/self", None).unwrap();
+        me["Stats"]["wan"][key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {key} in {}", me["Stats"]["wan"]))
+    };
+    let opened = |agent: &Agent| wan_stat(agent, "connections_opened");
+    let (b2_before, b1_before) = (opened(&b2), opened(&b1));
+    let served_before = wan_stat(&b1, "reads_served");
+    for _ in 0..8 {
+        assert_eq!(
+            passing_nodes(&b2, "web", "dc3").unwrap(),
+            ["c3"],
+            "dc3 read from b2"
+        );
+    }
+    assert!(wan_stat(&b1, "reads_served") >= served_before + 8);
+    assert!(
+        opened(&b2) - b2_before <= 1,
+        "b2 opened {} connections for 8 reads",
+        opened(&b2) - b2_before
+    );
+    assert!(
+        opened(&b1) - b1_before <= 2,
+        "b1 opened {} connections for 8 reads",
+        opened(&b1) - b1_before
     );
     // The catalog of another datacenter: its nodes, with their datacenter.
     let (status, body) =

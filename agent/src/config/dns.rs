@@ -56,6 +56,7 @@ pub struct FileDns {
     pub udp_answer_limit: Option<usize>,
     pub recursors: Option<Vec<String>>,
     pub recursor_timeout: Option<String>,
+    pub failover: Option<Vec<String>>,
     pub max_tcp_connections: Option<usize>,
     pub tcp_idle_timeout: Option<String>,
     pub max_tcp_connections_per_client: Option<usize>,
@@ -98,6 +99,11 @@ pub struct DnsConfig {
     pub recursors: Vec<SocketAddr>,
     /// How long one recursor gets before the next is tried (default 2s).
     pub recursor_timeout: Duration,
+    /// Datacenters asked, in this order, for a service our datacenter has
+    /// no instance of to answer (a name without a datacenter, such as
+    /// `web.service.consul`), lower case; the first with one answers.
+    /// Empty (default): none is asked.
+    pub failover: Vec<String>,
     /// TCP connections served at once (default 128).
     pub max_tcp_connections: usize,
     /// A TCP connection whose client sends no query, or does not read a
@@ -270,6 +276,15 @@ pub(super) fn dns_config(
             ),
         ));
     }
+    let mut failover: Vec<String> = Vec::new();
+    for name in file.failover.iter().flatten() {
+        super::node::validate_name("dns.failover", name)?;
+        let name = name.to_ascii_lowercase();
+        if failover.contains(&name) {
+            return Err(invalid("dns.failover", format!("`{name}` is listed twice")));
+        }
+        failover.push(name);
+    }
     let duration = |key: &str, text: &Option<String>, default: Duration| match text {
         Some(text) => parse_duration(key, text),
         None => Ok(default),
@@ -330,6 +345,7 @@ pub(super) fn dns_config(
             &file.recursor_timeout,
             DEFAULT_RECURSOR_TIMEOUT,
         )?,
+        failover,
         max_tcp_connections,
         tcp_idle_timeout: duration(
             "dns.tcp_idle_timeout",

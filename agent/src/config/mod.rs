@@ -216,6 +216,14 @@ impl AgentConfig {
         if wan.is_some() {
             wan::check_wan_name(&node_name, &datacenter)?;
         }
+        if dns.failover.contains(&datacenter.to_ascii_lowercase()) {
+            return Err(invalid(
+                "dns.failover",
+                format!(
+                    "`{datacenter}` is this agent's own datacenter: list the others to ask when it has no instance"
+                ),
+            ));
+        }
         Ok(Self {
             node_name,
             datacenter,

@@ -146,7 +146,7 @@ pub(super) fn log_format(text: Option<String>) -> Result<LogFormat, ConfigError>
 
 /// Node names and datacenters: what peers accept in a record
 /// ([`MAX_NAME`]), in characters that need no quoting anywhere.
-fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
+pub(super) fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME
         && name

@@ -334,3 +334,34 @@ fn the_wan_table_needs_enabled_and_its_own_port() {
         "{error}"
     );
 }
+
+#[test]
+fn dns_failover_lists_other_datacenters_once() {
+    let config = parse(
+        "data_dir = \"/tmp/x\"\ndatacenter = \"dc1\"\n[dns]\nfailover = [\"DC2\", \"dc3\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.dns.failover, ["dc2", "dc3"]);
+    assert!(
+        parse("data_dir = \"/tmp/x\"\n")
+            .unwrap()
+            .dns
+            .failover
+            .is_empty()
+    );
+    for (list, says) in [
+        ("[\"dc2\", \"Dc2\"]", "twice"),
+        ("[\"dc 2\"]", "dns.failover"),
+        ("[\"DC1\"]", "own datacenter"),
+    ] {
+        let error = parse(&format!(
+            "data_dir = \"/tmp/x\"\ndatacenter = \"dc1\"\n[dns]\nfailover = {list}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("dns.failover") && error.contains(says),
+            "{list}: {error}"
+        );
+    }
+}

@@ -8,7 +8,10 @@
 //! Budget: a request frame of at most [`MAX_REQUEST`] bytes within
 //! [`FIRST_FRAME_DEADLINE`], opened with the cluster's key before it
 //! takes one of [`MAX_FORWARDS_SERVED`] slots (past them, a 503 at once),
-//! and only the reads of [`forwardable`].
+//! and only the reads of [`forwardable`]. After an answer, the connection
+//! waits up to [`SERVED_IDLE_TIMEOUT`] for the asker's next read (which
+//! then skips a handshake, a round trip across the WAN), if one of
+//! [`MAX_IDLE_SERVED`] waiting places is free; else it is closed.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};
@@ -25,12 +28,14 @@ use super::anti_entropy::FIRST_FRAME_DEADLINE;
 use crate::api::front::Api;
 use crate::dns::respond::{Outcome, Responder, Transport};
 use crate::wan::{
-    FORWARD_TIMEOUT, Forwarder, FrameError, MAX_ANSWER, forward_error, forwardable, read_frame,
-    request_timeout, write_frame,
+    ATTEMPT_TIMEOUT, Forwarder, FrameError, MAX_ANSWER, SERVED_IDLE_TIMEOUT, forward_error,
+    forwardable, read_frame, request_timeout, write_frame,
 };
 
 /// Forwarded requests served at once.
 pub const MAX_FORWARDS_SERVED: usize = 64;
+/// Connections kept open between reads, waiting for the next.
+pub const MAX_IDLE_SERVED: usize = 128;
 
 /// What answers, once the agent is up.
 struct Ready {
@@ -49,7 +54,9 @@ impl Ready {
             .dns
             .respond(packet, transport, IpAddr::V4(Ipv4Addr::LOCALHOST))
         {
-            Outcome::Reply(reply) => ForwardResponse {
+            // Failing over is for the agent first asked, not for one
+            // answering for its datacenter: our own reply.
+            Outcome::Reply(reply) | Outcome::Failover { local: reply, .. } => ForwardResponse {
                 status: 200,
                 headers: Vec::new(),
                 body: reply,
@@ -68,6 +75,7 @@ pub struct ForwardServer {
     /// Set once the API is up: until then, requests get a 503.
     ready: OnceLock<Ready>,
     served: Arc<Semaphore>,
+    idle: Arc<Semaphore>,
 }
 
 impl ForwardServer {
@@ -77,6 +85,7 @@ impl ForwardServer {
             http_addr,
             ready: OnceLock::new(),
             served: Arc::new(Semaphore::new(MAX_FORWARDS_SERVED)),
+            idle: Arc::new(Semaphore::new(MAX_IDLE_SERVED)),
         }
     }
 
@@ -90,18 +99,40 @@ impl ForwardServer {
         });
     }
 
-    /// Serves one connection whose first frame is a forwarded request:
-    /// the request is read (and opened: it is sealed with the cluster's
-    /// key) before it takes one of the slots.
+    /// Serves one connection whose first frame is a forwarded request,
+    /// and the requests that follow on it while it is kept open.
     pub async fn serve(
         &self,
         mut stream: TcpStream,
         envelope: &Envelope,
     ) -> Result<(), FrameError> {
         stream.set_nodelay(true)?;
+        loop {
+            self.serve_one(&mut stream, envelope).await?;
+            let Ok(_waiting) = self.idle.clone().try_acquire_owned() else {
+                break;
+            };
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(SERVED_IDLE_TIMEOUT, stream.peek(&mut byte)).await {
+                Ok(Ok(1..)) => {}
+                // Closed by the asker, or no next read in time.
+                _ => break,
+            }
+        }
+        stream.shutdown().await?;
+        Ok(())
+    }
+
+    /// Serves one request: it is read (and opened: it is sealed with the
+    /// cluster's key) before it takes one of the slots.
+    async fn serve_one(
+        &self,
+        stream: &mut TcpStream,
+        envelope: &Envelope,
+    ) -> Result<(), FrameError> {
         let request: ForwardRequest = tokio::time::timeout(
             FIRST_FRAME_DEADLINE,
-            read_frame(&mut stream, envelope, MAX_REQUEST),
+            read_frame(stream, envelope, MAX_REQUEST),
         )
         .await
         .map_err(|_| {
@@ -112,7 +143,7 @@ impl ForwardServer {
         })??;
         let Some(ready) = self.ready.get() else {
             write_frame(
-                &mut stream,
+                stream,
                 envelope,
                 &forward_error(503, "this agent is starting; retry"),
             )
@@ -131,7 +162,7 @@ impl ForwardServer {
                     "{MAX_FORWARDS_SERVED} forwarded reads are being served here already; retry"
                 ),
             );
-            write_frame(&mut stream, envelope, &busy).await?;
+            write_frame(stream, envelope, &busy).await?;
             return Ok(());
         };
         ready
@@ -140,8 +171,7 @@ impl ForwardServer {
             .reads_served
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let response = self.answer(ready, request).await;
-        write_frame(&mut stream, envelope, &response).await?;
-        stream.shutdown().await?;
+        write_frame(stream, envelope, &response).await?;
         Ok(())
     }
 
@@ -165,7 +195,7 @@ impl ForwardServer {
         let forwarder = &ready.forwarder;
         let timeout = match &request.query {
             ForwardQuery::Http { path, .. } => request_timeout(path),
-            ForwardQuery::Dns { .. } => FORWARD_TIMEOUT,
+            ForwardQuery::Dns { .. } => ATTEMPT_TIMEOUT,
         };
         match forwarder.forward(request, timeout).await {
             Ok(response) => response,

@@ -32,6 +32,9 @@ pub struct DnsCounters {
     /// Queries forwarded to a recursor, and those no recursor answered.
     pub forwarded: AtomicU64,
     pub forward_failures: AtomicU64,
+    /// Service questions answered by a datacenter of `dns.failover`, ours
+    /// having no instance.
+    pub failovers: AtomicU64,
     /// TCP connections closed at once: `dns.max_tcp_connections` reached.
     pub tcp_rejected: AtomicU64,
     /// TCP connections closed after `dns.tcp_idle_timeout`.
@@ -153,6 +156,11 @@ impl Counters for DnsCounters {
             "shoal_dns_forward_failures_total",
             "Forwarded queries that no recursor answered.",
             load(&self.forward_failures),
+        );
+        out.counter(
+            "shoal_dns_failovers_total",
+            "Service questions answered by a datacenter of dns.failover, ours having no instance.",
+            load(&self.failovers),
         );
         out.counter(
             "shoal_dns_tcp_rejected_total",

@@ -97,7 +97,7 @@ pub async fn to_datacenter(
         },
         hops: 0,
     };
-    match forwarder.send(request, crate::wan::FORWARD_TIMEOUT).await {
+    match forwarder.send(request, crate::wan::ATTEMPT_TIMEOUT).await {
         // The reply must answer this query (same id).
         Ok(answer)
             if answer.status == 200
@@ -117,4 +117,50 @@ pub async fn to_datacenter(
             servfail(query)
         }
     }
+}
+
+/// `query`, about a service our datacenter has no instance of, asked of
+/// each of `datacenters` in turn (`dns.failover`): the first reply that
+/// answers it (NOERROR, with records), else `local`, our own reply.
+pub async fn failover(
+    responder: &Responder,
+    datacenters: &[String],
+    query: &[u8],
+    local: Vec<u8>,
+    transport: Transport,
+) -> Vec<u8> {
+    let Some(forwarder) = responder.forwarder.as_ref() else {
+        return local;
+    };
+    for datacenter in datacenters {
+        let request = ForwardRequest {
+            datacenter: datacenter.clone(),
+            query: ForwardQuery::Dns {
+                packet: query.to_vec(),
+                tcp: transport == Transport::Tcp,
+            },
+            hops: 0,
+        };
+        match forwarder.send(request, crate::wan::ATTEMPT_TIMEOUT).await {
+            Ok(answer) if answer.status == 200 && answers(&answer.body, query) => {
+                responder.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                return answer.body;
+            }
+            Ok(answer) => {
+                tracing::debug!(%datacenter, status = answer.status, "failover: no instance there");
+            }
+            Err(error) => tracing::debug!(%datacenter, %error, "failover: no answer"),
+        }
+    }
+    local
+}
+
+/// Whether `reply` answers `query` (same id) with NOERROR and at least
+/// one record.
+fn answers(reply: &[u8], query: &[u8]) -> bool {
+    reply.len() >= 12
+        && query.len() >= 2
+        && reply[..2] == query[..2]
+        && reply[3] & 0x0f == 0
+        && u16::from_be_bytes([reply[6], reply[7]]) > 0
 }

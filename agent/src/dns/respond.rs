@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::DnsCounters;
 use super::answer::{Answer, Context, Entry};
-use super::names::{Placed, place, reverse_ip};
+use super::names::{Lookup, Placed, place, reverse_ip};
 use super::skipped::SkippedServices;
 use crate::config::DnsConfig;
 use crate::core_counters::CoreCounters;
@@ -45,6 +45,15 @@ pub enum Outcome {
     Datacenter {
         datacenter: String,
         query: Vec<u8>,
+    },
+    /// A service our datacenter has no instance of, with `dns.failover`
+    /// set (on an agent of a federated datacenter): ask those datacenters
+    /// in order, and answer `local` when none has one
+    /// ([`super::forward::failover`]).
+    Failover {
+        datacenters: Vec<String>,
+        query: Vec<u8>,
+        local: Vec<u8>,
     },
     /// Not a query we answer at all (too short to have a header, or a
     /// response): nothing is sent back.
@@ -174,6 +183,18 @@ impl Responder {
             skipped: &self.skipped,
             near: near.as_ref(),
         };
+        // A service named without a datacenter: ours, or (none here) the
+        // failover's.
+        let local_service = matches!(
+            &placed,
+            Placed::Ours {
+                lookup: Lookup::Service {
+                    datacenter: None,
+                    ..
+                },
+                ..
+            }
+        );
         let answer = match placed {
             Placed::Ours { domain, lookup } => {
                 context(domain).answer(query.name(), query.query_type(), &lookup)
@@ -214,9 +235,24 @@ impl Responder {
             _ => usize::MAX,
         };
         let code = answer.code;
+        let fails_over = answer.entries.is_empty()
+            && !self.config.failover.is_empty()
+            && local_service
+            && self
+                .forwarder
+                .as_ref()
+                .is_some_and(|forwarder| forwarder.federated());
         let encoded = self.reply(&request, answer, limit, answer_limit);
         self.counters.count_reply(code, started.elapsed());
-        encoded.map_or(Outcome::Drop, Outcome::Reply)
+        match encoded {
+            Some(local) if fails_over => Outcome::Failover {
+                datacenters: self.config.failover.clone(),
+                query: packet.to_vec(),
+                local,
+            },
+            Some(reply) => Outcome::Reply(reply),
+            None => Outcome::Drop,
+        }
     }
 
     /// An empty reply to `packet` with TC set: what a UDP client past

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::DnsCounters;
-use super::forward::{forward, to_datacenter};
+use super::forward::{failover, forward, to_datacenter};
 use super::rate::{RateLimit, Verdict};
 use super::respond::{Outcome, Responder, Transport};
 use super::tcp::tcp_loop;
@@ -238,6 +238,23 @@ async fn udp_loop(socket: Arc<UdpSocket>, responder: Arc<Responder>, stop: Cance
                     {
                         let _ = socket.send_to(&reply, from).await;
                     }
+                    drop(permit);
+                });
+            }
+            Outcome::Failover {
+                datacenters,
+                query,
+                local,
+            } => {
+                let Ok(permit) = forwards.clone().try_acquire_owned() else {
+                    let _ = socket.send_to(&local, from).await;
+                    continue;
+                };
+                let (socket, responder) = (socket.clone(), responder.clone());
+                tokio::spawn(async move {
+                    let reply =
+                        failover(&responder, &datacenters, &query, local, Transport::Udp).await;
+                    let _ = socket.send_to(&reply, from).await;
                     drop(permit);
                 });
             }

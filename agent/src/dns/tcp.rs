@@ -36,7 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::DnsCounters;
-use super::forward::{forward, to_datacenter};
+use super::forward::{failover, forward, to_datacenter};
 use super::respond::{Outcome, Responder, Transport};
 
 /// How long a connection must have kept the server waiting before a new
@@ -262,6 +262,11 @@ async fn handle_connection(
                     None => return,
                 }
             }
+            Outcome::Failover {
+                datacenters,
+                query,
+                local,
+            } => failover(responder, &datacenters, &query, local, Transport::Tcp).await,
             // Not DNS: the stream can't be trusted to be framed.
             Outcome::Drop => return,
         };
