@@ -19,7 +19,9 @@
 //! - `report`, `stats`: CSV and markdown output, percentiles; `plot`: the
 //!   cluster figures against the cluster's size, as an SVG;
 //! - `faults`: false positives under CPU starvation, bursty and one-way
-//!   loss (through a user-space relay) and a host-wide CPU hog.
+//!   loss (through a user-space relay) and a host-wide CPU hog;
+//! - `coordinates`: network coordinates' accuracy; `wan`: datacenters
+//!   joined by a WAN pool (both through the relay's delays).
 
 mod cache_stats;
 mod churn;
@@ -42,6 +44,7 @@ mod serf_rpc;
 mod stats;
 mod system;
 mod traffic;
+mod wan;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -106,6 +109,17 @@ enum Cmd {
     Coordinates {
         #[command(flatten)]
         coordinates: CoordinateArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Datacenters joined by a WAN pool, their WAN links through the
+    /// relay's delays: WAN bandwidth idle and under reads, cross-datacenter
+    /// read latency over HTTP and DNS, a WAN member killed, a datacenter
+    /// cut off and healed; writes wan_*.csv and wan_environment.txt into
+    /// --out (not part of the markdown report).
+    Wan {
+        #[command(flatten)]
+        wan: WanArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -224,6 +238,30 @@ struct CoordinateArgs {
 }
 
 #[derive(Args, Clone)]
+struct WanArgs {
+    /// Agents per datacenter.
+    #[arg(long = "dc-agents", default_value_t = 50)]
+    agents: usize,
+    /// WAN members per datacenter.
+    #[arg(long = "wan-members", default_value_t = 3)]
+    wan_members: usize,
+    /// Round trips between datacenters in ms, one row per datacenter, rows
+    /// separated by `;` (the diagonal: between WAN members of one).
+    #[arg(long, default_value = "1,50,100;50,1,150;100,150,1")]
+    dc_rtt: String,
+    /// Sequential reads of each datacenter, over HTTP and over DNS.
+    #[arg(long = "wan-reads", default_value_t = 300)]
+    reads: usize,
+    /// The idle window for the WAN pool's own traffic (three of its
+    /// push-pull intervals by default).
+    #[arg(long = "wan-idle", default_value = "3m", value_parser = humantime::parse_duration)]
+    idle: Duration,
+    /// How long the last datacenter stays cut off.
+    #[arg(long = "wan-cut", default_value = "4m", value_parser = humantime::parse_duration)]
+    cut: Duration,
+}
+
+#[derive(Args, Clone)]
 struct FaultArgs {
     /// Agents per cluster.
     #[arg(long, default_value_t = 50)]
@@ -325,6 +363,7 @@ fn main() -> Result<()> {
         | Cmd::Dns { common, .. }
         | Cmd::Faults { common, .. }
         | Cmd::Coordinates { common, .. }
+        | Cmd::Wan { common, .. }
         | Cmd::Report { common } => common.clone(),
     };
     let private_netns = !common.no_netns && !matches!(cli.command, Cmd::Report { .. });
@@ -379,15 +418,16 @@ fn main() -> Result<()> {
                 coordinates,
                 common,
             } => run_coordinates(&coordinates, &common).await,
+            Cmd::Wan { wan, common } => run_wan(&wan, &common).await,
             Cmd::Report { common } => write_report(&common),
         }
     })
 }
 
-async fn run_coordinates(args: &CoordinateArgs, common: &Common) -> Result<()> {
-    let shoal_bin = std::path::absolute(&common.shoal_bin)?;
-    let zone_rtt_ms = args
-        .zone_rtt
+/// A square matrix of round trips in ms: rows separated by `;`, values
+/// by `,`.
+fn parse_rtt_matrix(flag: &str, text: &str) -> Result<Vec<Vec<f64>>> {
+    let matrix = text
         .split(';')
         .map(|row| {
             row.split(',')
@@ -395,12 +435,59 @@ async fn run_coordinates(args: &CoordinateArgs, common: &Common) -> Result<()> {
                 .collect::<Result<Vec<f64>, _>>()
         })
         .collect::<Result<Vec<Vec<f64>>, _>>()
-        .with_context(|| format!("--zone-rtt `{}`: not numbers", args.zone_rtt))?;
+        .with_context(|| format!("{flag} `{text}`: not numbers"))?;
     anyhow::ensure!(
-        zone_rtt_ms.iter().all(|row| row.len() == zone_rtt_ms.len()),
-        "--zone-rtt `{}`: one row per zone, as many values as rows",
-        args.zone_rtt
+        matrix.iter().all(|row| row.len() == matrix.len()),
+        "{flag} `{text}`: one row per zone, as many values as rows"
     );
+    Ok(matrix)
+}
+
+async fn run_wan(args: &WanArgs, common: &Common) -> Result<()> {
+    let shoal_bin = std::path::absolute(&common.shoal_bin)?;
+    let options = wan::Options {
+        per_dc: args.agents,
+        wan_per_dc: args.wan_members,
+        dc_rtt_ms: parse_rtt_matrix("--dc-rtt", &args.dc_rtt)?,
+        reads: args.reads,
+        idle: args.idle,
+        cut: args.cut,
+        work: common.work.join("wan"),
+    };
+    let mut environment = environment("wan", &shoal_bin, None);
+    writeln!(
+        environment,
+        "wan: {} datacenters x {} agents, {} WAN members each, round trips (ms) {:?}, {} reads per datacenter and kind, idle {:?}, cut {:?}",
+        options.dc_rtt_ms.len(),
+        options.per_dc,
+        options.wan_per_dc,
+        options.dc_rtt_ms,
+        options.reads,
+        options.idle,
+        options.cut
+    )?;
+    std::fs::create_dir_all(&common.out)?;
+    let rows = wan::run(&shoal_bin, &options).await?;
+    for (file, header, rows) in [
+        ("wan_latency.csv", wan::LATENCY_HEADER, &rows.latency),
+        ("wan_traffic.csv", wan::TRAFFIC_HEADER, &rows.traffic),
+        ("wan_events.csv", wan::EVENT_HEADER, &rows.events),
+    ] {
+        let mut csv = format!("{header}\n");
+        for row in rows {
+            csv.push_str(row);
+            csv.push('\n');
+        }
+        std::fs::write(common.out.join(file), csv)?;
+    }
+    finish_environment(&mut environment);
+    std::fs::write(common.out.join("wan_environment.txt"), environment)?;
+    Ok(())
+}
+
+async fn run_coordinates(args: &CoordinateArgs, common: &Common) -> Result<()> {
+    let shoal_bin = std::path::absolute(&common.shoal_bin)?;
+    let zone_rtt_ms = parse_rtt_matrix("--zone-rtt", &args.zone_rtt)?;
     let options = coordinates::Options {
         n: args.agents,
         zone_rtt_ms,

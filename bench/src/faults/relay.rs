@@ -13,6 +13,11 @@
 //! holding its socket (see [`connecting_agent`]), so loss on a link and
 //! loss into a victim apply to TCP as to UDP.
 //!
+//! With [`Relay::set_delay`], every datagram and every TCP chunk is held
+//! for its link's one-way delay, and a new TCP connection is first held
+//! for the link's round trip (the handshake the loopback skipped).
+//! [`Loss::Cut`] cuts a group of agents off from the rest, both ways.
+//!
 //! Forwarding costs CPU in this process (a recv and a send per datagram),
 //! on the same cores as the agents.
 
@@ -46,11 +51,16 @@ pub enum Loss {
         rate: f64,
         rng: SplitMix64,
     },
+    /// Everything between the group and the other agents is lost, both
+    /// ways: a partition.
+    Cut(std::collections::HashSet<usize>),
 }
 
 /// Loss on one direction of one TCP connection.
 enum StreamLoss {
     None,
+    /// Every segment (a connection across a cut).
+    All,
     Chain(Chain),
     Into {
         windows: Vec<Burst>,
@@ -63,6 +73,7 @@ impl StreamLoss {
     fn lose(&mut self, at: Duration) -> bool {
         match self {
             StreamLoss::None => false,
+            StreamLoss::All => true,
             StreamLoss::Chain(chain) => chain.lose(at),
             StreamLoss::Into { windows, rate, rng } => {
                 windows.iter().any(|w| w.contains(at)) && rng.unit() < *rate
@@ -90,6 +101,7 @@ impl Loss {
                     .is_some_and(|bursts| bursts.iter().any(|b| b.contains(at)))
                     && rng.unit() < *rate
             }
+            Loss::Cut(group) => group.contains(&from) != group.contains(&to),
         }
     }
 
@@ -131,6 +143,12 @@ impl Loss {
                 };
                 (into(Some(to)), into(from))
             }
+            Loss::Cut(group) => match from {
+                Some(from) if group.contains(&from) != group.contains(&to) => {
+                    (StreamLoss::All, StreamLoss::All)
+                }
+                _ => (StreamLoss::None, StreamLoss::None),
+            },
         }
     }
 }
@@ -150,6 +168,16 @@ pub struct Counters {
     pub tcp_delayed: Cell<u64>,
 }
 
+/// Bytes one agent sent and received through the relay: UDP payloads
+/// and their datagrams, TCP payloads (headers not counted).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Traffic {
+    pub sent: u64,
+    pub received: u64,
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+}
+
 fn bump(cell: &Cell<u64>) {
     cell.set(cell.get() + 1);
 }
@@ -160,7 +188,9 @@ type LinkDelay = dyn Fn(usize, usize) -> Duration;
 struct Shared {
     real: Vec<SocketAddr>,
     sockets: Vec<UdpSocket>,
-    by_ip: HashMap<IpAddr, usize>,
+    /// Agents by address: their own, and aliases (see [`Relay::alias`]).
+    by_ip: RefCell<HashMap<IpAddr, usize>>,
+    traffic: RefCell<Vec<Traffic>>,
     loss: RefCell<Loss>,
     /// Agent processes, to tell who opened a TCP connection.
     pids: RefCell<Vec<u32>>,
@@ -205,7 +235,8 @@ impl Relay {
             );
         }
         let shared = Rc::new(Shared {
-            by_ip: real.iter().enumerate().map(|(i, a)| (a.ip(), i)).collect(),
+            by_ip: RefCell::new(real.iter().enumerate().map(|(i, a)| (a.ip(), i)).collect()),
+            traffic: RefCell::new(vec![Traffic::default(); real.len()]),
             real,
             sockets,
             loss: RefCell::new(Loss::None),
@@ -249,10 +280,11 @@ impl Relay {
         *self.shared.loss.borrow_mut() = loss;
     }
 
-    /// From now on, hold each datagram from agent `from` to agent `to`
-    /// for `delay(from, to)` (zones with round trips between them; TCP is
-    /// not delayed). Tokio's timers round a delay up to the millisecond:
-    /// [`Relay::applied_delay`] says what was really applied.
+    /// From now on, hold each datagram and TCP chunk from agent `from` to
+    /// agent `to` for `delay(from, to)` (zones with round trips between
+    /// them), and a new connection for the round trip before it is passed
+    /// on. Tokio's timers round a delay up to the millisecond:
+    /// [`Relay::applied_delay`] says what was really applied to datagrams.
     pub fn set_delay(&self, delay: impl Fn(usize, usize) -> Duration + 'static) {
         *self.shared.delay.borrow_mut() = Some(Rc::new(delay));
         self.shared.applied.borrow_mut().clear();
@@ -274,6 +306,50 @@ impl Relay {
     pub fn counters(&self) -> &Counters {
         &self.shared.counters
     }
+
+    /// Counts what comes from `ip` (a process that is not one of the
+    /// relayed agents, for example one that only connects to them) as
+    /// agent `index`'s: its delays, its loss, its traffic.
+    pub fn alias(&self, ip: IpAddr, index: usize) {
+        self.shared.by_ip.borrow_mut().insert(ip, index);
+    }
+
+    /// What each agent sent and received through the relay since the last
+    /// call (or the start), by index.
+    pub fn take_traffic(&self) -> Vec<Traffic> {
+        let mut traffic = self.shared.traffic.borrow_mut();
+        let taken = traffic.clone();
+        traffic.fill(Traffic::default());
+        taken
+    }
+}
+
+/// Adds `bytes` from agent `from` to agent `to` (when known) to the
+/// traffic counters; `datagram` when they were one.
+fn count_traffic(
+    shared: &Shared,
+    (from, to): (Option<usize>, Option<usize>),
+    bytes: usize,
+    datagram: bool,
+) {
+    let mut traffic = shared.traffic.borrow_mut();
+    let datagrams = u64::from(datagram);
+    if let Some(from) = from {
+        traffic[from].sent += bytes as u64;
+        traffic[from].datagrams_sent += datagrams;
+    }
+    if let Some(to) = to {
+        traffic[to].received += bytes as u64;
+        traffic[to].datagrams_received += datagrams;
+    }
+}
+
+/// The one-way delay from agent `from` (when known) to agent `to`.
+fn link_delay(shared: &Shared, from: Option<usize>, to: usize) -> Duration {
+    match (from, shared.delay.borrow().as_ref()) {
+        (Some(from), Some(delay)) => delay(from, to),
+        _ => Duration::ZERO,
+    }
 }
 
 async fn forward_datagrams(shared: Rc<Shared>, to: usize) {
@@ -283,7 +359,7 @@ async fn forward_datagrams(shared: Rc<Shared>, to: usize) {
             continue;
         };
         let counters = &shared.counters;
-        let Some(&from_agent) = shared.by_ip.get(&from.ip()) else {
+        let Some(from_agent) = shared.by_ip.borrow().get(&from.ip()).copied() else {
             bump(&counters.unknown_source);
             continue;
         };
@@ -321,7 +397,10 @@ async fn forward_datagrams(shared: Rc<Shared>, to: usize) {
 /// Sends a datagram from agent `from`'s advertised socket to agent `to`.
 fn send(shared: &Shared, from: usize, to: usize, bytes: &[u8]) {
     match shared.sockets[from].try_send_to(bytes, shared.real[to]) {
-        Ok(_) => bump(&shared.counters.forwarded),
+        Ok(_) => {
+            bump(&shared.counters.forwarded);
+            count_traffic(shared, (Some(from), Some(to)), bytes.len(), true);
+        }
         Err(_) => bump(&shared.counters.send_errors),
     }
 }
@@ -332,12 +411,21 @@ async fn accept_streams(shared: Rc<Shared>, to: usize, listener: TcpListener) {
             continue;
         };
         bump(&shared.counters.tcp_connections);
-        let from = connecting_agent(peer, &shared.pids.borrow());
+        // An agent that binds its outgoing connections is known by its
+        // address; one that does not (memberlist), by its process.
+        let known = shared.by_ip.borrow().get(&peer.ip()).copied();
+        let from = known.or_else(|| connecting_agent(peer, &shared.pids.borrow()));
         if from.is_none() {
             bump(&shared.counters.tcp_unknown_source);
         }
         let (into, out_of) = shared.loss.borrow_mut().tcp(from, to);
-        tokio::task::spawn_local(relay_stream(Rc::clone(&shared), to, inbound, into, out_of));
+        tokio::task::spawn_local(relay_stream(
+            Rc::clone(&shared),
+            (from, to),
+            inbound,
+            into,
+            out_of,
+        ));
     }
 }
 
@@ -381,11 +469,16 @@ const DATA_TIMEOUT: Duration = Duration::from_millis(200);
 /// tries longer, but every agent's own timeout has fired by then).
 const RETRIES: u32 = 6;
 
-/// Forwards one connection; a lost segment costs its retransmission
-/// timeout (doubling), as TCP would spend it, instead of the bytes.
+/// One direction of a relayed connection: from agent `.0` (when known)
+/// to agent `.1`.
+type Direction = (Option<usize>, usize);
+
+/// Forwards one connection from agent `from` (when known) to agent `to`;
+/// a lost segment costs its retransmission timeout (doubling), as TCP
+/// would spend it, instead of the bytes.
 async fn relay_stream(
     shared: Rc<Shared>,
-    to: usize,
+    (from, to): Direction,
     inbound: TcpStream,
     mut into: StreamLoss,
     out_of: StreamLoss,
@@ -393,6 +486,10 @@ async fn relay_stream(
     if !wait_out_losses(&shared, &mut into, SYN_TIMEOUT).await {
         return;
     }
+    let there = link_delay(&shared, from, to);
+    let back = from.map_or(Duration::ZERO, |from| link_delay(&shared, Some(to), from));
+    // The handshake's round trip, which the loopback connection skipped.
+    tokio::time::sleep(there + back).await;
     let Ok(outbound) = TcpStream::connect(shared.real[to]).await else {
         return;
     };
@@ -400,9 +497,24 @@ async fn relay_stream(
     let _ = outbound.set_nodelay(true);
     let (in_read, in_write) = inbound.into_split();
     let (out_read, out_write) = outbound.into_split();
+    let back_direction = (Some(to), from);
     tokio::join!(
-        copy_lossy(Rc::clone(&shared), in_read, out_write, into),
-        copy_lossy(Rc::clone(&shared), out_read, in_write, out_of),
+        copy_lossy(
+            Rc::clone(&shared),
+            (from, Some(to)),
+            there,
+            in_read,
+            out_write,
+            into
+        ),
+        copy_lossy(
+            Rc::clone(&shared),
+            back_direction,
+            back,
+            out_read,
+            in_write,
+            out_of
+        ),
     );
 }
 
@@ -421,23 +533,43 @@ async fn wait_out_losses(shared: &Shared, loss: &mut StreamLoss, first: Duration
     false
 }
 
+/// Copies one direction of a connection, each chunk held for `delay`
+/// after it was read (chunks in flight overlap, as on a long link).
 async fn copy_lossy(
     shared: Rc<Shared>,
+    (from, to): (Option<usize>, Option<usize>),
+    delay: Duration,
     mut reader: tokio::net::tcp::OwnedReadHalf,
     mut writer: tokio::net::tcp::OwnedWriteHalf,
     mut loss: StreamLoss,
 ) {
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        let length = match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(length) => length,
-        };
-        if !wait_out_losses(&shared, &mut loss, DATA_TIMEOUT).await
-            || writer.write_all(&buffer[..length]).await.is_err()
-        {
-            break;
+    let (chunks, mut in_flight) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let read = async {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let length = match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(length) => length,
+            };
+            if !wait_out_losses(&shared, &mut loss, DATA_TIMEOUT).await {
+                break;
+            }
+            count_traffic(&shared, (from, to), length, false);
+            let due = Instant::now() + delay;
+            if chunks.send((due, buffer[..length].to_vec())).is_err() {
+                break;
+            }
         }
-    }
-    let _ = writer.shutdown().await;
+        drop(chunks);
+    };
+    let write = async {
+        while let Some((due, chunk)) = in_flight.recv().await {
+            tokio::time::sleep_until(due.into()).await;
+            if writer.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    };
+    tokio::join!(read, write);
 }
