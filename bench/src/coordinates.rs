@@ -78,27 +78,15 @@ pub async fn run(shoal_bin: &std::path::Path, seed: u64, options: &Options) -> R
     let extra = |i: usize| vec!["--advertise".to_string(), advertise[i].to_string()];
     let mut agents: Vec<Agent> = vec![system.spawn_with(0, None, &work, &extra(0))?];
     let mut http: Vec<HttpClient> = vec![HttpClient::new(agents[0].api)];
-    wait_serving(&mut http[0], &label).await?;
+    http[0].wait_serving().await.context(label.clone())?;
     for i in 1..n {
         agents.push(system.spawn_with(i, Some(advertise[0]), &work, &extra(i))?);
         http.push(HttpClient::new(agents[i].api));
     }
     let started = Instant::now();
     for client in &mut http {
-        wait_serving(client, &label).await?;
-        let answer = client
-            .request(
-                hyper::Method::PUT,
-                "/v1/agent/service/register",
-                bytes::Bytes::from_static(br#"{"Name": "web", "Port": 8080}"#),
-                Duration::from_secs(5),
-            )
-            .await?;
-        anyhow::ensure!(
-            answer.status.as_u16() == 200,
-            "{label} register: {}",
-            answer.status
-        );
+        client.wait_serving().await.context(label.clone())?;
+        client.register_web().await.context(label.clone())?;
     }
 
     let mut rows = Vec::new();
@@ -173,18 +161,6 @@ pub async fn run(shoal_bin: &std::path::Path, seed: u64, options: &Options) -> R
     }
     eprintln!("{label} one-way delays the relay applied:{delays}");
     Ok(rows)
-}
-
-async fn wait_serving(client: &mut HttpClient, label: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get("/v1/agent/self").await.is_err() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{label} an agent's API never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 /// Each agent's coordinate from a `/v1/coordinate/nodes` answer, by index.

@@ -105,4 +105,37 @@ impl HttpClient {
         self.request(Method::GET, path, Bytes::new(), Duration::from_secs(5))
             .await
     }
+
+    /// Waits up to 30 s for a Shoal agent's API to answer.
+    pub async fn wait_serving(&mut self) -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.get("/v1/agent/self").await.is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{}: the agent's API never answered",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Registers an instance of `web` (port 8080) on the agent.
+    pub async fn register_web(&mut self) -> Result<()> {
+        let answer = self
+            .request(
+                Method::PUT,
+                "/v1/agent/service/register",
+                Bytes::from_static(br#"{"Name": "web", "Port": 8080}"#),
+                Duration::from_secs(5),
+            )
+            .await?;
+        anyhow::ensure!(
+            answer.status == 200,
+            "{}: register web: {}",
+            self.addr,
+            answer.status
+        );
+        Ok(())
+    }
 }

@@ -112,6 +112,16 @@ impl Federation {
             .collect())
     }
 
+    /// How many of `names` the first WAN member lists with a status
+    /// (`/v1/agent/members`' number) that `matches`.
+    async fn count_of(&mut self, names: &[String], matches: impl Fn(u64) -> bool) -> usize {
+        let members = self.wan_members(0, 0).await.unwrap_or_default();
+        members
+            .iter()
+            .filter(|(name, status)| names.contains(name) && matches(*status))
+            .count()
+    }
+
     /// Agents of `dc` that its agent `j` lists alive in its LAN pool.
     async fn lan_alive(&mut self, dc: usize, j: usize) -> Result<usize> {
         let index = self.index(dc, j);
@@ -221,9 +231,9 @@ pub async fn run(shoal_bin: &std::path::Path, options: &Options) -> Result<Rows>
             let agent = federation.system.spawn_with(index, seed, &work, &extra)?;
             federation.http.push(HttpClient::new(agent.api));
             federation.agents.push(agent);
-            wait_serving(&mut federation.http[index]).await?;
+            federation.http[index].wait_serving().await?;
             if (wan_per_dc..wan_per_dc + WEB_INSTANCES).contains(&j) {
-                register_web(&mut federation.http[index]).await?;
+                federation.http[index].register_web().await?;
             }
         }
     }
@@ -245,28 +255,6 @@ pub async fn run(shoal_bin: &std::path::Path, options: &Options) -> Result<Rows>
     kill(&mut federation, &mut rows).await?;
     cut(&mut federation, &mut rows).await?;
     Ok(rows)
-}
-
-async fn wait_serving(client: &mut HttpClient) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get("/v1/agent/self").await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "an agent's API never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-async fn register_web(client: &mut HttpClient) -> Result<()> {
-    let answer = client
-        .request(
-            hyper::Method::PUT,
-            "/v1/agent/service/register",
-            bytes::Bytes::from_static(br#"{"Name": "web", "Port": 8080}"#),
-            Duration::from_secs(5),
-        )
-        .await?;
-    anyhow::ensure!(answer.status == 200, "register web: {}", answer.status);
-    Ok(())
 }
 
 /// Waits for every WAN member to list the whole WAN pool alive and for a
@@ -562,15 +550,10 @@ async fn cut(federation: &mut Federation, rows: &mut Rows) -> Result<()> {
                 .unwrap_or_else(|| String::from_utf8_lossy(&answer.body).into_owned());
             first_503 = Some((cut_at.elapsed(), took, reason));
         }
-        if all_failed.is_none() {
-            let members = federation.wan_members(0, 0).await.unwrap_or_default();
-            let dead = members
-                .iter()
-                .filter(|(name, status)| names.contains(name) && *status != 1)
-                .count();
-            if dead == names.len() {
-                all_failed = Some(cut_at.elapsed());
-            }
+        if all_failed.is_none()
+            && federation.count_of(&names, |status| status != 1).await == names.len()
+        {
+            all_failed = Some(cut_at.elapsed());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -622,15 +605,10 @@ async fn cut(federation: &mut Federation, rows: &mut Rows) -> Result<()> {
                 readable = Some(healed.elapsed());
             }
         }
-        if rejoined.is_none() {
-            let members = federation.wan_members(0, 0).await.unwrap_or_default();
-            let alive = members
-                .iter()
-                .filter(|(name, status)| names.contains(name) && *status == 1)
-                .count();
-            if alive == names.len() {
-                rejoined = Some(healed.elapsed());
-            }
+        if rejoined.is_none()
+            && federation.count_of(&names, |status| status == 1).await == names.len()
+        {
+            rejoined = Some(healed.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -89,14 +89,7 @@ pub async fn to_datacenter(
     transport: Transport,
 ) -> Option<Vec<u8>> {
     let forwarder = responder.forwarder.as_ref()?;
-    let request = ForwardRequest {
-        datacenter: datacenter.clone(),
-        query: ForwardQuery::Dns {
-            packet: query.to_vec(),
-            tcp: transport == Transport::Tcp,
-        },
-        hops: 0,
-    };
+    let request = dns_request(&datacenter, query, transport);
     match forwarder.send(request, crate::wan::ATTEMPT_TIMEOUT).await {
         // The reply must answer this query (same id).
         Ok(answer)
@@ -133,14 +126,7 @@ pub async fn failover(
         return local;
     };
     for datacenter in datacenters {
-        let request = ForwardRequest {
-            datacenter: datacenter.clone(),
-            query: ForwardQuery::Dns {
-                packet: query.to_vec(),
-                tcp: transport == Transport::Tcp,
-            },
-            hops: 0,
-        };
+        let request = dns_request(datacenter, query, transport);
         match forwarder.send(request, crate::wan::ATTEMPT_TIMEOUT).await {
             Ok(answer) if answer.status == 200 && answers(&answer.body, query) => {
                 responder.counters.failovers.fetch_add(1, Ordering::Relaxed);
@@ -153,6 +139,18 @@ pub async fn failover(
         }
     }
     local
+}
+
+/// `query`, as it arrived over `transport`, for `datacenter`.
+fn dns_request(datacenter: &str, query: &[u8], transport: Transport) -> ForwardRequest {
+    ForwardRequest {
+        datacenter: datacenter.to_string(),
+        query: ForwardQuery::Dns {
+            packet: query.to_vec(),
+            tcp: transport == Transport::Tcp,
+        },
+        hops: 0,
+    }
 }
 
 /// Whether `reply` answers `query` (same id) with NOERROR and at least
