@@ -290,6 +290,22 @@ fn three_datacenters_read_each_other_through_the_wan_pool() {
         );
     }
     assert!(wan_stat(&b1, "reads_served") >= served_before + 8);
+    // A datacenter's name in another case is the same datacenter: on b2,
+    // `?dc=DC2` reads from b2's own catalog (nothing sent) and writes.
+    let sent_before = wan_stat(&b2, "reads_sent");
+    let (status, body) =
+        http_json("GET", b2.http_addr(), "/v1/health/service/web?dc=DC2", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["Node"]["Node"], "b3", "{body}");
+    assert_eq!(wan_stat(&b2, "reads_sent"), sent_before, "sent nowhere");
+    let (status, body) = http_json(
+        "PUT",
+        b2.http_addr(),
+        "/v1/kv/cfg/case?dc=DC2",
+        Some(b"two"),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "a write to our own datacenter: {body}");
     assert!(
         opened(&b2) - b2_before <= 1,
         "b2 opened {} connections for 8 reads",

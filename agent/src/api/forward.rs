@@ -67,7 +67,7 @@ fn foreign_datacenter(request: &Request, ours: &str) -> Option<String> {
         .into_iter()
         .find(|(key, _)| key == "dc")
         .map(|(_, dc)| dc)
-        .filter(|dc| !dc.is_empty() && dc != ours)
+        .filter(|dc| !dc.is_empty() && !dc.eq_ignore_ascii_case(ours))
 }
 
 /// The HTTP answer for a forwarded one: its status, body and headers;

@@ -372,7 +372,8 @@ impl Query {
     /// `token`, ...) are accepted as is.
     pub fn check_datacenter(&self, ours: &str) -> Result<(), ApiError> {
         match self.get("dc") {
-            Some(dc) if !dc.is_empty() && dc != ours => Err(ApiError::new(
+            // Datacenter names are case-insensitive, as in DNS.
+            Some(dc) if !dc.is_empty() && !dc.eq_ignore_ascii_case(ours) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "dc: `{dc}` is another datacenter (this agent is in `{ours}`): only catalog, health, KV and coordinate reads go there; each datacenter owns its data, so write to an agent of `{dc}`"
