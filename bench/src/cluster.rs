@@ -86,7 +86,12 @@ pub fn idle_schedule(options: &Options, size: usize) -> (Duration, Duration) {
     (warmup, options.idle.max(push_pull * 3))
 }
 
-const JOIN_DEADLINE: Duration = Duration::from_secs(120);
+/// How long agents have to list every member alive, counted from the
+/// moment the last one was started (spawning 1,000 agents on two cores
+/// takes minutes by itself): 120 s, and 0.6 s per agent above 200.
+fn join_deadline(size: usize) -> Duration {
+    Duration::from_secs(120).max(Duration::from_millis(600) * size as u32)
+}
 pub const CHANGE_DEADLINE: Duration = Duration::from_secs(30);
 const DETECT_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -342,7 +347,8 @@ async fn wait_all_alive(
     options: &Options,
     started: Instant,
 ) -> Result<Vec<(String, f64)>> {
-    let deadline = started + JOIN_DEADLINE;
+    let allowed = join_deadline(size);
+    let deadline = Instant::now() + allowed;
     let mut watchers = JoinSet::new();
     for (index, agent) in agents.iter().enumerate() {
         let mut client = system.client(agent);
@@ -371,7 +377,7 @@ async fn wait_all_alive(
         let (agent, seen) = result?;
         match seen {
             Some(at) => converged.push((agent, ms(at - started))),
-            None => bail!("{agent} did not see {size} alive members within {JOIN_DEADLINE:?}"),
+            None => bail!("{agent} did not see {size} alive members within {allowed:?}"),
         }
     }
     Ok(converged)
@@ -467,6 +473,8 @@ mod tests {
             work: PathBuf::new(),
         };
         assert_eq!(idle_schedule(&options, 10), (s(35), s(90)));
+        assert_eq!(join_deadline(10), s(120));
+        assert_eq!(join_deadline(1_000), s(600));
         assert_eq!(idle_schedule(&options, 100), (s(95), s(270)));
     }
 }
