@@ -86,6 +86,11 @@ pub fn idle_schedule(options: &Options, size: usize) -> (Duration, Duration) {
     (warmup, options.idle.max(push_pull * 3))
 }
 
+/// Cluster sizes above which newcomers join through [`SEEDS`] agents
+/// instead of one (see [`start`]).
+const SEEDS_FROM: usize = 500;
+const SEEDS: usize = 10;
+
 /// How long agents have to list every member alive, counted from the
 /// moment the last one was started (spawning 1,000 agents on two cores
 /// takes minutes by itself): 120 s, and 0.6 s per agent above 200.
@@ -304,7 +309,8 @@ fn check_running(agents: &mut [Agent]) -> Result<()> {
 }
 
 /// Starts the seed, waits until its API answers, then starts the others at
-/// once and waits until every agent lists `size` alive members.
+/// once (through several seeds above [`SEEDS_FROM`] agents) and waits
+/// until every agent lists `size` alive members.
 async fn start(
     system: &System,
     size: usize,
@@ -323,8 +329,31 @@ async fn start(
     let seed_gossip = seed.gossip;
     let mut agents = vec![seed];
     let started = Instant::now();
-    for index in 1..size {
+    // Above SEEDS_FROM agents, the first SEEDS join through the seed and
+    // the others through them in turn, as an operator lists several
+    // `join` addresses: one seed serving every newcomer's first exchange
+    // (8 at a time) while sharing two cores with 999 others never let a
+    // 1,000-agent start converge.
+    let seeds = if size > SEEDS_FROM {
+        SEEDS.min(size - 1)
+    } else {
+        0
+    };
+    for index in 1..=seeds {
         agents.push(system.spawn(index, Some(seed_gossip), work)?);
+    }
+    if seeds > 0 {
+        wait_all_alive(system, &agents, seeds + 1, options, Instant::now())
+            .await
+            .context("the extra seeds did not join")?;
+    }
+    for index in seeds + 1..size {
+        let through = if seeds > 0 {
+            agents[1 + index % seeds].gossip
+        } else {
+            seed_gossip
+        };
+        agents.push(system.spawn(index, Some(through), work)?);
     }
     report.summary(name, size, "spawn_ms", ms(started.elapsed()), "ms");
 
