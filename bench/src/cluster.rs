@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use crate::process;
 use crate::report::Report;
 use crate::stats::{self, ms};
-use crate::system::{Agent, Status, System};
+use crate::system::{Agent, System};
 use crate::{footprint, propagation, traffic};
 
 /// Knobs of one run; see `shoal-bench cluster --help`.
@@ -90,6 +90,8 @@ pub fn idle_schedule(options: &Options, size: usize) -> (Duration, Duration) {
 /// instead of one (see [`start`]).
 const SEEDS_FROM: usize = 500;
 const SEEDS: usize = 10;
+/// Newcomers started at once in a large start (see [`start`]).
+const WAVE: usize = 100;
 
 /// How long agents have to list every member alive, counted from the
 /// moment the last one was started (spawning 1,000 agents on two cores
@@ -354,6 +356,11 @@ async fn start(
             seed_gossip
         };
         agents.push(system.spawn(index, Some(through), work)?);
+        // And in waves of WAVE: two cores running 1,000 agents that all
+        // join at once starve them into declaring each other failed.
+        if seeds > 0 && (index - seeds) % WAVE == 0 && index + 1 < size {
+            wait_seed_lists(system, &agents[0], agents.len(), options).await?;
+        }
     }
     report.summary(name, size, "spawn_ms", ms(started.elapsed()), "ms");
 
@@ -367,6 +374,32 @@ async fn start(
     Ok(agents)
 }
 
+/// Waits until `seed` lists `alive` members alive (a wave of a large
+/// start has joined).
+async fn wait_seed_lists(
+    system: &System,
+    seed: &Agent,
+    alive: usize,
+    options: &Options,
+) -> Result<()> {
+    let deadline = Instant::now() + join_deadline(alive);
+    let mut client = system.client(seed);
+    loop {
+        if let Ok(n) = client.alive_count(true).await
+            && n >= alive
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} did not list {alive} members alive within {:?}",
+            seed.name,
+            join_deadline(alive)
+        );
+        tokio::time::sleep(options.view_poll).await;
+    }
+}
+
 /// Waits until every agent lists `size` alive members; returns when each
 /// did (ms since `started`).
 async fn wait_all_alive(
@@ -378,6 +411,7 @@ async fn wait_all_alive(
 ) -> Result<Vec<(String, f64)>> {
     let allowed = join_deadline(size);
     let deadline = Instant::now() + allowed;
+    let compact = agents.len() > SEEDS_FROM;
     let mut watchers = JoinSet::new();
     for (index, agent) in agents.iter().enumerate() {
         let mut client = system.client(agent);
@@ -387,12 +421,8 @@ async fn wait_all_alive(
             let mut next = Instant::now() + stagger(interval, index, size);
             while next < deadline {
                 tokio::time::sleep_until(next.into()).await;
-                if let Ok(members) = client.members().await
-                    && members
-                        .iter()
-                        .filter(|(_, status)| *status == Status::Alive)
-                        .count()
-                        == size
+                if let Ok(alive) = client.alive_count(compact).await
+                    && alive == size
                 {
                     return (agent_name, Some(Instant::now()));
                 }
@@ -445,6 +475,7 @@ async fn detect_failure(
     agents[victim].process.kill();
     let started = Instant::now();
     let deadline = started + DETECT_DEADLINE;
+    let compact = size > SEEDS_FROM;
     for (index, agent_name, mut client) in clients {
         let victim_name = Rc::clone(&victim_name);
         let interval = options.view_poll;
@@ -452,11 +483,7 @@ async fn detect_failure(
             let mut next = started + stagger(interval, index, size);
             while next < deadline {
                 tokio::time::sleep_until(next.into()).await;
-                if let Ok(members) = client.members().await
-                    && members
-                        .iter()
-                        .any(|(name, status)| *name == *victim_name && *status == Status::Failed)
-                {
+                if let Ok(true) = client.lists_failed(&victim_name, compact).await {
                     return (agent_name, Some(Instant::now()));
                 }
                 next += interval;

@@ -218,6 +218,44 @@ impl Client {
         }
     }
 
+    /// How many members this agent lists alive. With `compact`, Shoal's
+    /// `GET /health` (`alive_members`: a few hundred bytes whatever the
+    /// cluster's size, where the full view is ~300 bytes a member);
+    /// otherwise, and for Serf, its membership view.
+    pub async fn alive_count(&mut self, compact: bool) -> Result<usize> {
+        if let (true, Client::Shoal(http)) = (compact, &mut *self) {
+            let body = http.get("/health").await?.json()?;
+            return body["alive_members"]
+                .as_u64()
+                .map(|n| n as usize)
+                .context("no alive_members in /health");
+        }
+        let members = self.members().await?;
+        Ok(members
+            .iter()
+            .filter(|(_, status)| *status == Status::Alive)
+            .count())
+    }
+
+    /// Whether this agent lists `name` as failed. With `compact`, Shoal's
+    /// `GET /v1/health/node/<name>`: its `serfHealth` check is critical
+    /// exactly when the member's status is failed (`catalog.rs`);
+    /// otherwise, and for Serf, its membership view.
+    pub async fn lists_failed(&mut self, name: &str, compact: bool) -> Result<bool> {
+        if let (true, Client::Shoal(http)) = (compact, &mut *self) {
+            let body = http.get(&format!("/v1/health/node/{name}")).await?.json()?;
+            return Ok(body.as_array().is_some_and(|checks| {
+                checks
+                    .iter()
+                    .any(|c| c["CheckID"] == "serfHealth" && c["Status"] == "critical")
+            }));
+        }
+        let members = self.members().await?;
+        Ok(members
+            .iter()
+            .any(|(member, status)| member == name && *status == Status::Failed))
+    }
+
     /// The agent's membership view: `(name, status)` of every member.
     pub async fn members(&mut self) -> Result<Vec<(String, Status)>> {
         match self {
