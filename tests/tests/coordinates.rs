@@ -168,7 +168,18 @@ fn coordinates_learn_the_zones_and_near_sorts_by_them() {
     );
     let coord = &nodes[3]["Coord"];
     assert_eq!(coord["Vec"].as_array().unwrap().len(), 8, "{coord}");
-    assert!(coord["Error"].as_f64().unwrap() < 1.5, "it moved: {coord}");
+    // It moved from the origin it starts at. (Its error estimate is no
+    // test of that: Vivaldi caps it at 1.5, where a few noisy samples on a
+    // busy machine can leave it, as a CI run once did.)
+    assert!(
+        coord["Vec"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x.as_f64().unwrap() != 0.0),
+        "it never moved: {coord}"
+    );
+    assert!(coord["Error"].as_f64().unwrap() <= 1.5, "{coord}");
     assert!(coord["Height"].as_f64().unwrap() > 0.0);
     let one = first.get("/v1/coordinate/node/node-4").unwrap();
     assert_eq!(one.as_array().unwrap().len(), 1);
