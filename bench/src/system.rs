@@ -310,7 +310,9 @@ impl Client {
                         Method::PUT,
                         "/v1/agent/service/register",
                         Bytes::from(body.to_string()),
-                        Duration::from_secs(5),
+                        // Latency counts from before this request, so a
+                        // slow answer only makes the figure larger.
+                        Duration::from_secs(30),
                     )
                     .await?;
                 anyhow::ensure!(
