@@ -89,6 +89,14 @@ pub fn idle_schedule(options: &Options, size: usize) -> (Duration, Duration) {
 /// Cluster sizes above which newcomers join through [`SEEDS`] agents
 /// instead of one (see [`start`]).
 const SEEDS_FROM: usize = 500;
+
+/// Whether the harness runs `size` agents the large-cluster way: several
+/// seeds and waves of newcomers, compact views (`/health`, `serfHealth`)
+/// instead of full membership lists, no view read of every agent before
+/// each kill.
+fn large_cluster(size: usize) -> bool {
+    size > SEEDS_FROM
+}
 const SEEDS: usize = 10;
 /// Newcomers started at once in a large start (see [`start`]).
 const WAVE: usize = 100;
@@ -343,7 +351,7 @@ async fn start(
     // `join` addresses: one seed serving every newcomer's first exchange
     // (8 at a time) while sharing two cores with 999 others never let a
     // 1,000-agent start converge.
-    let seeds = if size > SEEDS_FROM {
+    let seeds = if large_cluster(size) {
         SEEDS.min(size - 1)
     } else {
         0
@@ -418,7 +426,7 @@ async fn wait_all_alive(
 ) -> Result<Vec<(String, f64)>> {
     let allowed = join_deadline(size);
     let deadline = Instant::now() + allowed;
-    let compact = agents.len() > SEEDS_FROM;
+    let compact = large_cluster(agents.len());
     let mut watchers = JoinSet::new();
     for (index, agent) in agents.iter().enumerate() {
         let mut client = system.client(agent);
@@ -465,7 +473,7 @@ async fn detect_failure(
 ) -> Result<Vec<(String, f64)>> {
     let size = agents.len();
     let victim_name = Rc::new(agents[victim].name.clone());
-    let compact = size > SEEDS_FROM;
+    let compact = large_cluster(size);
     let mut watchers = JoinSet::new();
     let mut clients = Vec::new();
     for (index, agent) in agents
